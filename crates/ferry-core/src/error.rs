@@ -1,0 +1,93 @@
+//! Errors of the core, each naming the object and what is wrong with it. Every variant
+//! maps to the HTTP status dockerd answers for the same case (docker-protocols.md B3).
+
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoreError {
+    #[error("network with name {0} already exists")]
+    DuplicateNetwork(String),
+    #[error("Pool overlaps with other one on this address space")]
+    PoolOverlap,
+    #[error("Invalid subnet {0} : invalid CIDR address: {0}")]
+    BadSubnet(String),
+    #[error("invalid {what} {value}: {why}")]
+    BadValue {
+        what: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error("failed to allocate gateway ({0}): Requested address is out of range")]
+    GatewayOutOfRange(String),
+    #[error("ip-range {range} is not inside subnet {subnet}")]
+    RangeOutOfSubnet { range: String, subnet: String },
+    #[error("plugin \"{0}\" not found")]
+    UnknownDriver(String),
+    #[error("network {0} not found")]
+    NoSuchNetwork(String),
+    #[error("No such container: {0}")]
+    NoSuchContainer(String),
+    #[error("network {0} is ambiguous: more than one network matches this ID prefix")]
+    AmbiguousNetwork(String),
+    #[error("Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name.")]
+    ContainerNameInUse { name: String, id: String },
+    #[error("user specified IP address is supported on user defined networks only")]
+    StaticIpOnDefaultBridge,
+    #[error("Address already in use")]
+    AddressInUse(Ipv4Addr),
+    #[error("Invalid address {0}: It does not belong to any of this network's subnets")]
+    AddressOutsideSubnet(Ipv4Addr),
+    #[error("Invalid address {ip}: {why}")]
+    AddressReserved { ip: Ipv4Addr, why: &'static str },
+    #[error("no available addresses on network {0}")]
+    NetworkFull(String),
+    #[error("could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network")]
+    NoFreePool,
+    #[error("endpoint with name {sandbox} already exists in network {network}")]
+    AlreadyConnected { sandbox: String, network: String },
+    #[error("container {sandbox} is not connected to network {network}")]
+    NotConnected { sandbox: String, network: String },
+    #[error("error while removing network: network {name} id {id} has active endpoints")]
+    NetworkInUse { name: String, id: String },
+    #[error("{0} is a pre-defined network and cannot be removed")]
+    Predefined(String),
+    #[error("container sharing network namespace with another container or host cannot be connected to any other network")]
+    SharedNamespace,
+    #[error("Container {0} is not running")]
+    NotRunning(String),
+    #[error("You cannot remove a running container {0}. Stop the container before attempting removal or force remove")]
+    RemoveRunning(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl CoreError {
+    /// The HTTP status dockerd uses for the same failure.
+    pub fn status(&self) -> u16 {
+        use CoreError::*;
+        match self {
+            DuplicateNetwork(_) | ContainerNameInUse { .. } | RemoveRunning(_) | NotRunning(_) => {
+                409
+            }
+            PoolOverlap
+            | AddressInUse(_)
+            | AlreadyConnected { .. }
+            | NetworkInUse { .. }
+            | Predefined(_)
+            | SharedNamespace => 403,
+            StaticIpOnDefaultBridge
+            | BadValue { .. }
+            | RangeOutOfSubnet { .. }
+            | Invalid(_)
+            | AmbiguousNetwork(_) => 400,
+            UnknownDriver(_) | NoSuchNetwork(_) | NoSuchContainer(_) => 404,
+            BadSubnet(_)
+            | GatewayOutOfRange(_)
+            | AddressOutsideSubnet(_)
+            | AddressReserved { .. }
+            | NetworkFull(_)
+            | NoFreePool
+            | NotConnected { .. } => 500,
+        }
+    }
+}

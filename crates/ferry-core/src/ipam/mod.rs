@@ -1,0 +1,215 @@
+//! IPAM with Docker's rules.
+//!
+//! An [`AddressPool`] is one network's subnet: the gateway, an optional `--ip-range`
+//! for dynamic addresses, and the allocations, each owned by a sandbox ID. Dynamic
+//! allocation moves on from the last address handed out (a rotating cursor, as dockerd
+//! and netavark do), so a freed address is not handed out again at once. Static
+//! addresses live in the same map, so after a restart no dynamic allocation can take
+//! one: the state is rebuilt from the store, never guessed from the kernel.
+//!
+//! [`pools`] chooses subnets for networks created without `--subnet`.
+
+pub mod pools;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::CoreError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressPool {
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub range: Option<Ipv4Net>,
+    /// address → owner (a sandbox ID)
+    pub allocated: BTreeMap<Ipv4Addr, String>,
+    /// the last dynamic address handed out
+    pub cursor: Option<Ipv4Addr>,
+}
+
+impl AddressPool {
+    pub fn new(subnet: Ipv4Net, gateway: Ipv4Addr, range: Option<Ipv4Net>) -> Self {
+        AddressPool {
+            subnet,
+            gateway,
+            range,
+            allocated: BTreeMap::new(),
+            cursor: None,
+        }
+    }
+
+    fn reserved_why(&self, ip: Ipv4Addr) -> Option<&'static str> {
+        if ip == self.subnet.network() && self.subnet.prefix_len() < 31 {
+            Some("it is the network address")
+        } else if ip == self.subnet.broadcast() && self.subnet.prefix_len() < 31 {
+            Some("it is the broadcast address")
+        } else if ip == self.gateway {
+            Some("it is the gateway address")
+        } else {
+            None
+        }
+    }
+
+    /// Reserve a user-chosen address (`--ip`).
+    pub fn allocate_static(&mut self, ip: Ipv4Addr, owner: &str) -> Result<(), CoreError> {
+        if !self.subnet.contains(&ip) {
+            return Err(CoreError::AddressOutsideSubnet(ip));
+        }
+        if let Some(why) = self.reserved_why(ip) {
+            return Err(CoreError::AddressReserved { ip, why });
+        }
+        match self.allocated.get(&ip) {
+            Some(o) if o == owner => Ok(()),
+            Some(_) => Err(CoreError::AddressInUse(ip)),
+            None => {
+                self.allocated.insert(ip, owner.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    /// Hand out the next free address after the cursor, within the ip-range if one
+    /// was given (its network address included, as dockerd does), wrapping once.
+    pub fn allocate_dynamic(&mut self, owner: &str, network: &str) -> Result<Ipv4Addr, CoreError> {
+        let span = self.range.unwrap_or(self.subnet);
+        let first = u32::from(span.network());
+        let last = u32::from(span.broadcast());
+        let start = match self.cursor.map(u32::from) {
+            Some(c) if c >= first && c < last => c + 1,
+            _ => first,
+        };
+        let candidates = (start..=last).chain(first..start);
+        for n in candidates {
+            let ip = Ipv4Addr::from(n);
+            if self.reserved_why(ip).is_none()
+                && !self.allocated.contains_key(&ip)
+                && self.subnet.contains(&ip)
+            {
+                self.allocated.insert(ip, owner.to_string());
+                self.cursor = Some(ip);
+                return Ok(ip);
+            }
+        }
+        Err(CoreError::NetworkFull(network.to_string()))
+    }
+
+    /// Free an address; freeing one that is not held is not an error.
+    pub fn release(&mut self, ip: Ipv4Addr) {
+        self.allocated.remove(&ip);
+    }
+
+    pub fn owner(&self, ip: Ipv4Addr) -> Option<&str> {
+        self.allocated.get(&ip).map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(subnet: &str, gw: &str, range: Option<&str>) -> AddressPool {
+        AddressPool::new(
+            subnet.parse().unwrap(),
+            gw.parse().unwrap(),
+            range.map(|r| r.parse().unwrap()),
+        )
+    }
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn dynamic_addresses_skip_network_and_gateway() {
+        let mut p = pool("172.17.0.0/16", "172.17.0.1", None);
+        assert_eq!(p.allocate_dynamic("a", "n").unwrap(), ip("172.17.0.2"));
+        assert_eq!(p.allocate_dynamic("b", "n").unwrap(), ip("172.17.0.3"));
+    }
+
+    #[test]
+    fn dynamic_addresses_follow_the_ip_range_from_its_first_address() {
+        let mut p = pool("10.77.0.0/24", "10.77.0.1", Some("10.77.0.128/25"));
+        let got: Vec<_> = (0..3)
+            .map(|i| p.allocate_dynamic(&i.to_string(), "n").unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            [ip("10.77.0.128"), ip("10.77.0.129"), ip("10.77.0.130")]
+        );
+    }
+
+    #[test]
+    fn a_freed_address_is_not_handed_out_again_at_once() {
+        let mut p = pool("10.0.0.0/24", "10.0.0.1", None);
+        let a = p.allocate_dynamic("a", "n").unwrap();
+        p.release(a);
+        assert_eq!(p.allocate_dynamic("b", "n").unwrap(), ip("10.0.0.3"));
+    }
+
+    #[test]
+    fn the_cursor_wraps_and_skips_static_addresses() {
+        let mut p = pool("10.0.0.0/29", "10.0.0.1", None);
+        p.allocate_static(ip("10.0.0.3"), "s").unwrap();
+        let got: Vec<_> = (0..4)
+            .map(|i| p.allocate_dynamic(&i.to_string(), "n").unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ip("10.0.0.2"),
+                ip("10.0.0.4"),
+                ip("10.0.0.5"),
+                ip("10.0.0.6")
+            ]
+        );
+        p.release(ip("10.0.0.4"));
+        assert_eq!(p.allocate_dynamic("x", "n").unwrap(), ip("10.0.0.4"));
+        assert!(matches!(
+            p.allocate_dynamic("y", "n"),
+            Err(CoreError::NetworkFull(_))
+        ));
+    }
+
+    #[test]
+    fn static_addresses_obey_dockers_rules() {
+        let mut p = pool("10.77.0.0/24", "10.77.0.1", None);
+        assert!(matches!(
+            p.allocate_static(ip("10.99.0.5"), "a"),
+            Err(CoreError::AddressOutsideSubnet(_))
+        ));
+        for reserved in ["10.77.0.0", "10.77.0.255", "10.77.0.1"] {
+            assert!(matches!(
+                p.allocate_static(ip(reserved), "a"),
+                Err(CoreError::AddressReserved { .. })
+            ));
+        }
+        p.allocate_static(ip("10.77.0.200"), "a").unwrap();
+        assert_eq!(
+            p.allocate_static(ip("10.77.0.200"), "b"),
+            Err(CoreError::AddressInUse(ip("10.77.0.200")))
+        );
+        // the owner may claim it again (restart, reconnect)
+        p.allocate_static(ip("10.77.0.200"), "a").unwrap();
+    }
+
+    #[test]
+    fn a_static_address_survives_a_round_trip_through_the_store_format() {
+        let mut p = pool("10.0.0.0/24", "10.0.0.1", None);
+        p.allocate_static(ip("10.0.0.2"), "web").unwrap();
+        let back: AddressPool = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        let mut back = back;
+        assert_eq!(back.allocate_dynamic("other", "n").unwrap(), ip("10.0.0.3"));
+    }
+
+    #[test]
+    fn allocating_every_address_of_a_slash_16_hands_out_each_once() {
+        let mut p = pool("10.1.0.0/16", "10.1.0.1", None);
+        let mut seen = std::collections::HashSet::new();
+        while let Ok(a) = p.allocate_dynamic("o", "n") {
+            assert!(seen.insert(a));
+        }
+        assert_eq!(seen.len(), 65536 - 3);
+    }
+}

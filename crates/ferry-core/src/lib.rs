@@ -1,0 +1,19 @@
+//! ferry-core: the pure heart of ferry.
+//!
+//! Model, validation, IPAM and the Docker Engine API shapes are plain functions over
+//! data. Nothing here does I/O, spawns, sleeps or needs root, so all of it is tested
+//! with `cargo test` as any user.
+
+pub mod docker;
+pub mod error;
+pub mod files;
+pub mod filters;
+pub mod id;
+pub mod ifname;
+pub mod ipam;
+pub mod model;
+pub mod template;
+pub mod validate;
+
+pub use error::CoreError;
+pub use ifname::IfName;

@@ -1,0 +1,331 @@
+//! Turning a `POST /networks/create` body into a [`Network`], with dockerd's rules and
+//! error messages. Pure: the caller passes in what exists (networks, host routes, the
+//! pool cursor) and a fresh ID and timestamp.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::docker::network::NetworkCreateRequest;
+use crate::ipam::pools::{next_pool, overlaps};
+use crate::ipam::AddressPool;
+use crate::model::{
+    bridge_name_for, BridgeConf, Driver, IpamEcho, Network, DEFAULT_BRIDGE_IF, DEFAULT_MTU,
+};
+use crate::{CoreError, IfName};
+
+pub const OPT_BRIDGE_NAME: &str = "com.docker.network.bridge.name";
+pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
+pub const OPT_ICC: &str = "com.docker.network.bridge.enable_icc";
+pub const OPT_MASQ: &str = "com.docker.network.bridge.enable_ip_masquerade";
+pub const OPT_HOST_BINDING: &str = "com.docker.network.bridge.host_binding_ipv4";
+pub const OPT_DEFAULT_BRIDGE: &str = "com.docker.network.bridge.default_bridge";
+
+pub struct CreateContext<'a> {
+    pub existing: &'a [Network],
+    pub host_routes: &'a [Ipv4Net],
+    pub pool_cursor: Option<usize>,
+    pub id: String,
+    pub created: String,
+}
+
+pub struct Created {
+    pub network: Network,
+    pub pool_cursor: Option<usize>,
+}
+
+/// Docker's rule for object names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub fn valid_name(name: &str) -> Result<(), CoreError> {
+    let mut chars = name.chars();
+    let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(CoreError::BadValue {
+            what: "name",
+            value: name.to_string(),
+            why: "only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed".into(),
+        })
+    }
+}
+
+pub fn parse_subnet(s: &str) -> Result<Ipv4Net, CoreError> {
+    s.parse::<Ipv4Net>()
+        .map(|n| n.trunc())
+        .map_err(|_| CoreError::BadSubnet(s.to_string()))
+}
+
+fn parse_ip(what: &'static str, s: &str) -> Result<Ipv4Addr, CoreError> {
+    s.parse().map_err(|_| CoreError::BadValue {
+        what,
+        value: s.into(),
+        why: "not an IPv4 address".into(),
+    })
+}
+
+fn parse_bool_opt(key: &str, v: &str) -> Result<bool, CoreError> {
+    v.parse::<bool>().map_err(|_| CoreError::BadValue {
+        what: "option",
+        value: format!("{key}={v}"),
+        why: "must be true or false".into(),
+    })
+}
+
+/// The bridge settings from `--opt` values, each checked.
+pub fn bridge_conf(id: &str, opts: &BTreeMap<String, String>) -> Result<BridgeConf, CoreError> {
+    let name = match opts.get(OPT_BRIDGE_NAME) {
+        Some(n) => IfName::new(n.clone())?,
+        None => bridge_name_for(id),
+    };
+    let mtu = match opts.get(OPT_MTU) {
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|m| (68..=65535).contains(m))
+            .ok_or_else(|| CoreError::BadValue {
+                what: "option",
+                value: format!("{OPT_MTU}={v}"),
+                why: "MTU must be 68..65535".into(),
+            })?,
+        None => DEFAULT_MTU,
+    };
+    let icc = opts
+        .get(OPT_ICC)
+        .map(|v| parse_bool_opt(OPT_ICC, v))
+        .transpose()?
+        .unwrap_or(true);
+    let masquerade = opts
+        .get(OPT_MASQ)
+        .map(|v| parse_bool_opt(OPT_MASQ, v))
+        .transpose()?
+        .unwrap_or(true);
+    if let Some(v) = opts.get(OPT_HOST_BINDING) {
+        parse_ip("option com.docker.network.bridge.host_binding_ipv4", v)?;
+    }
+    if opts.contains_key(OPT_DEFAULT_BRIDGE) {
+        return Err(CoreError::Invalid(format!(
+            "option {OPT_DEFAULT_BRIDGE} is reserved for the predefined network"
+        )));
+    }
+    Ok(BridgeConf {
+        name,
+        mtu,
+        icc,
+        masquerade,
+    })
+}
+
+struct Addressing {
+    pool: AddressPool,
+    echo: IpamEcho,
+    cursor: Option<usize>,
+}
+
+fn addressing(req: &NetworkCreateRequest, ctx: &CreateContext) -> Result<Addressing, CoreError> {
+    let ipam = req.ipam.clone().unwrap_or_default();
+    if let Some(d) = ipam
+        .driver
+        .as_deref()
+        .filter(|d| !d.is_empty() && *d != "default")
+    {
+        return Err(CoreError::UnknownDriver(d.to_string()));
+    }
+    let configs = ipam.config.unwrap_or_default();
+    if configs.len() > 1 {
+        return Err(CoreError::Invalid(
+            "ferry supports one IPv4 subnet per network".into(),
+        ));
+    }
+    let taken: Vec<Ipv4Net> = ctx.existing.iter().filter_map(Network::subnet).collect();
+    let cfg = configs.into_iter().next().unwrap_or_default();
+    let Some(subnet_s) = cfg.subnet.clone().filter(|s| !s.is_empty()) else {
+        if cfg.gateway.is_some() || cfg.ip_range.is_some() {
+            return Err(CoreError::Invalid(
+                "--gateway and --ip-range need --subnet".into(),
+            ));
+        }
+        let (subnet, cursor) = next_pool(ctx.pool_cursor, &taken, ctx.host_routes)?;
+        let gateway = first_host(subnet);
+        let echo = IpamEcho {
+            subnet: Some(subnet.to_string()),
+            ip_range: None,
+            gateway: Some(gateway.to_string()),
+        };
+        return Ok(Addressing {
+            pool: AddressPool::new(subnet, gateway, None),
+            echo,
+            cursor: Some(cursor),
+        });
+    };
+    if subnet_s.contains(':') {
+        return Err(CoreError::Invalid(format!(
+            "IPv6 subnet {subnet_s}: ferry does not support IPv6 yet"
+        )));
+    }
+    let subnet = parse_subnet(&subnet_s)?;
+    if subnet.prefix_len() > 30 {
+        return Err(CoreError::BadValue {
+            what: "subnet",
+            value: subnet_s,
+            why: "it has room for no host".into(),
+        });
+    }
+    if taken.iter().any(|t| overlaps(t, &subnet)) {
+        return Err(CoreError::PoolOverlap);
+    }
+    let gateway = match cfg.gateway.as_deref().filter(|g| !g.is_empty()) {
+        Some(g) => {
+            let ip = parse_ip("gateway", g)?;
+            if !subnet.contains(&ip) || ip == subnet.network() || ip == subnet.broadcast() {
+                return Err(CoreError::GatewayOutOfRange(g.to_string()));
+            }
+            ip
+        }
+        None => first_host(subnet),
+    };
+    let range = match cfg.ip_range.as_deref().filter(|r| !r.is_empty()) {
+        Some(r) => {
+            let range = parse_subnet(r).map_err(|_| CoreError::BadValue {
+                what: "ip-range",
+                value: r.into(),
+                why: "invalid CIDR address".into(),
+            })?;
+            if !(subnet.contains(&range.network()) && range.prefix_len() >= subnet.prefix_len()) {
+                return Err(CoreError::RangeOutOfSubnet {
+                    range: r.into(),
+                    subnet: subnet.to_string(),
+                });
+            }
+            Some(range)
+        }
+        None => None,
+    };
+    let echo = IpamEcho {
+        subnet: Some(subnet.to_string()),
+        ip_range: range.map(|r| r.to_string()),
+        gateway: cfg.gateway.filter(|g| !g.is_empty()),
+    };
+    Ok(Addressing {
+        pool: AddressPool::new(subnet, gateway, range),
+        echo,
+        cursor: ctx.pool_cursor,
+    })
+}
+
+pub fn first_host(subnet: Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(subnet.network()) + 1)
+}
+
+/// Validate a create request against what exists and build the network.
+pub fn network_from_request(
+    req: &NetworkCreateRequest,
+    ctx: &CreateContext,
+) -> Result<Created, CoreError> {
+    valid_name(&req.name)?;
+    if ctx.existing.iter().any(|n| n.name == req.name) {
+        return Err(CoreError::DuplicateNetwork(req.name.clone()));
+    }
+    let driver_s = req.driver.clone().unwrap_or_default();
+    let driver =
+        Driver::parse(&driver_s).ok_or_else(|| CoreError::UnknownDriver(driver_s.clone()))?;
+    if driver != Driver::Bridge {
+        return Err(CoreError::Invalid(format!(
+            "only one instance of \"{}\" network is allowed",
+            driver.as_str()
+        )));
+    }
+    if req.enable_ipv6 == Some(true) {
+        return Err(CoreError::Invalid(
+            "IPv6 networks are not supported by ferry yet".into(),
+        ));
+    }
+    let options = req.options.clone().unwrap_or_default();
+    let bridge = bridge_conf(&ctx.id, &options)?;
+    let bridge_taken = ctx
+        .existing
+        .iter()
+        .filter_map(|n| n.bridge.as_ref())
+        .any(|b| b.name == bridge.name);
+    if bridge_taken {
+        return Err(CoreError::Invalid(format!(
+            "bridge name {} is used by another network",
+            bridge.name
+        )));
+    }
+    let a = addressing(req, ctx)?;
+    let network = Network {
+        id: ctx.id.clone(),
+        name: req.name.clone(),
+        created: ctx.created.clone(),
+        driver,
+        internal: req.internal,
+        attachable: req.attachable,
+        predefined: false,
+        labels: req.labels.clone().unwrap_or_default(),
+        options,
+        ipam_options: req.ipam.as_ref().and_then(|i| i.options.clone()),
+        ipam_echo: vec![a.echo],
+        bridge: Some(bridge),
+        pool: Some(a.pool),
+    };
+    Ok(Created {
+        network,
+        pool_cursor: a.cursor,
+    })
+}
+
+/// The three networks dockerd makes on first start: `bridge`, `host`, `none`.
+pub fn predefined_networks(ids: [String; 3], created: &str, bip: Ipv4Net) -> Vec<Network> {
+    let subnet = bip.trunc();
+    let opts: BTreeMap<String, String> = [
+        (OPT_DEFAULT_BRIDGE, "true"),
+        (OPT_ICC, "true"),
+        (OPT_MASQ, "true"),
+        (OPT_HOST_BINDING, "0.0.0.0"),
+        (OPT_BRIDGE_NAME, DEFAULT_BRIDGE_IF),
+        (OPT_MTU, "1500"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let base = |id: String, name: &str, driver| Network {
+        id,
+        name: name.into(),
+        created: created.into(),
+        driver,
+        internal: false,
+        attachable: false,
+        predefined: true,
+        labels: BTreeMap::new(),
+        options: BTreeMap::new(),
+        ipam_options: None,
+        ipam_echo: vec![],
+        bridge: None,
+        pool: None,
+    };
+    let [b, h, n] = ids;
+    let mut bridge = base(b, crate::model::DEFAULT_BRIDGE, Driver::Bridge);
+    bridge.options = opts;
+    bridge.ipam_echo = vec![IpamEcho {
+        subnet: Some(subnet.to_string()),
+        ip_range: None,
+        gateway: None,
+    }];
+    bridge.bridge = Some(BridgeConf {
+        name: IfName::new(DEFAULT_BRIDGE_IF).expect("valid"),
+        mtu: DEFAULT_MTU,
+        icc: true,
+        masquerade: true,
+    });
+    bridge.pool = Some(AddressPool::new(subnet, bip.addr(), None));
+    vec![
+        bridge,
+        base(h, "host", Driver::Host),
+        base(n, "none", Driver::Null),
+    ]
+}
+
+#[cfg(test)]
+mod tests;
