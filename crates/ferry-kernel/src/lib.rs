@@ -1,1 +1,17 @@
-// placeholder
+//! ferry-kernel: the only crate of ferry that touches the kernel.
+//!
+//! Links, addresses and routes go through rtnetlink; namespaces and mounts through nix
+//! syscalls. Nothing here runs `ip`. Orchestration talks to the kernel only through the
+//! [`KernelOps`] trait, which has a netlink implementation ([`Netlink`]) and a recording
+//! fake ([`fake::Recorder`]) so that ferryd's operations are unit-tested by the kernel
+//! work they ask for.
+
+pub mod error;
+pub mod fake;
+pub mod link;
+pub mod netns;
+pub mod ops;
+pub mod process;
+
+pub use error::KernelError;
+pub use ops::{AttachSpec, BridgeSpec, KernelOps, Netlink};

@@ -1,0 +1,99 @@
+//! A recording fake of the kernel edge: every request is written down as a line
+//! ("attach fy0123 eth0 10.0.0.2/24 via 10.0.0.1"), links and namespaces are tracked
+//! so reconcile sees a consistent world, and a chosen request can be made to fail so
+//! rollback paths are tested without root.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Mutex;
+
+use ipnet::Ipv4Net;
+
+use crate::{AttachSpec, BridgeSpec, KernelError, KernelOps};
+
+#[derive(Default)]
+pub struct Recorder {
+    pub log: Mutex<Vec<String>>,
+    pub links: Mutex<BTreeSet<String>>,
+    pub netns: Mutex<BTreeSet<String>>,
+    /// Requests whose line starts with this fail with EPERM.
+    pub fail_on: Mutex<Option<String>>,
+}
+
+impl Recorder {
+    fn record(&self, line: String) -> Result<(), KernelError> {
+        let fail = self
+            .fail_on
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .is_some_and(|p| line.starts_with(p.as_str()));
+        self.log.lock().expect("lock").push(line.clone());
+        if fail {
+            return Err(KernelError::Failed {
+                action: "fake",
+                object: line,
+                message: "injected failure".into(),
+                errno: Some(libc::EPERM),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.log.lock().expect("lock").clone()
+    }
+}
+
+impl KernelOps for Recorder {
+    async fn ensure_bridge(&self, s: &BridgeSpec) -> Result<(), KernelError> {
+        self.record(format!(
+            "bridge {} {:?} mtu {}",
+            s.name,
+            s.gateway.map(|g| g.to_string()),
+            s.mtu
+        ))?;
+        self.links.lock().expect("lock").insert(s.name.clone());
+        Ok(())
+    }
+    async fn delete_link(&self, name: &str) -> Result<(), KernelError> {
+        self.record(format!("delete {name}"))?;
+        self.links.lock().expect("lock").remove(name);
+        Ok(())
+    }
+    async fn create_netns(&self, path: &Path) -> Result<(), KernelError> {
+        self.record(format!("netns add {}", path.display()))?;
+        self.netns
+            .lock()
+            .expect("lock")
+            .insert(path.display().to_string());
+        Ok(())
+    }
+    async fn remove_netns(&self, path: &Path) -> Result<(), KernelError> {
+        self.record(format!("netns del {}", path.display()))?;
+        self.netns
+            .lock()
+            .expect("lock")
+            .remove(&path.display().to_string());
+        Ok(())
+    }
+    async fn attach(&self, s: &AttachSpec) -> Result<(), KernelError> {
+        let via = s
+            .default_via
+            .map(|g| format!(" via {g}"))
+            .unwrap_or_default();
+        self.record(format!("attach {} {} {}{via}", s.host_if, s.ifname, s.addr))?;
+        self.links.lock().expect("lock").insert(s.host_if.clone());
+        Ok(())
+    }
+    async fn set_default_route(&self, netns: &Path, via: Ipv4Addr) -> Result<(), KernelError> {
+        self.record(format!("route {} via {via}", netns.display()))
+    }
+    async fn link_names(&self) -> Result<Vec<String>, KernelError> {
+        Ok(self.links.lock().expect("lock").iter().cloned().collect())
+    }
+    async fn route_destinations(&self) -> Result<Vec<Ipv4Net>, KernelError> {
+        Ok(vec![])
+    }
+}

@@ -1,0 +1,37 @@
+//! Looking links up.
+
+use futures::TryStreamExt;
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::Handle;
+
+use crate::KernelError;
+
+/// The index of the link called `name`, or None if there is none.
+pub async fn index_of(h: &Handle, name: &str) -> Result<Option<u32>, KernelError> {
+    let mut s = h.link().get().match_name(name.to_string()).execute();
+    match s.try_next().await {
+        Ok(Some(m)) => Ok(Some(m.header.index)),
+        Ok(None) => Ok(None),
+        Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::ENODEV => Ok(None),
+        Err(e) => Err(KernelError::netlink("look up link", name, e)),
+    }
+}
+
+fn name_of(m: &LinkMessage) -> Option<String> {
+    m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.clone()),
+        _ => None,
+    })
+}
+
+/// Every link's name in the namespace of `h`.
+pub async fn names(h: &Handle) -> Result<Vec<String>, KernelError> {
+    let msgs: Vec<LinkMessage> = h
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| KernelError::netlink("list", "links", e))?;
+    Ok(msgs.iter().filter_map(name_of).collect())
+}

@@ -1,0 +1,9 @@
+//! Typed netlink requests, one verb per file.
+
+pub mod addr;
+pub mod bridge;
+pub mod del;
+pub mod get;
+pub mod route;
+pub mod up;
+pub mod veth;

@@ -1,0 +1,47 @@
+//! Routes: the sandbox's default route, and reading the host's routes so that
+//! automatic subnets avoid them.
+
+use std::net::Ipv4Addr;
+
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use rtnetlink::{Handle, IpVersion};
+
+use crate::KernelError;
+
+pub async fn replace_default(h: &Handle, gateway: Ipv4Addr) -> Result<(), KernelError> {
+    h.route()
+        .add()
+        .v4()
+        .gateway(gateway)
+        .replace()
+        .execute()
+        .await
+        .map_err(|e| KernelError::netlink("add default route via", gateway.to_string(), e))
+}
+
+fn destination(m: &RouteMessage) -> Option<Ipv4Net> {
+    let addr = m.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    });
+    let len = m.header.destination_prefix_length;
+    Ipv4Net::new(addr.unwrap_or(Ipv4Addr::UNSPECIFIED), len).ok()
+}
+
+/// Every IPv4 destination in the main table.
+pub async fn destinations(h: &Handle) -> Result<Vec<Ipv4Net>, KernelError> {
+    let msgs: Vec<RouteMessage> = h
+        .route()
+        .get(IpVersion::V4)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| KernelError::netlink("list", "routes", e))?;
+    Ok(msgs
+        .iter()
+        .filter(|m| m.header.table == RouteMessage::default().header.table || m.header.table == 254)
+        .filter_map(destination)
+        .collect())
+}

@@ -1,0 +1,142 @@
+//! The kernel edge as a trait: what ferryd may ask of the kernel. [`Netlink`] does it;
+//! [`crate::fake::Recorder`] records it for tests without root.
+
+use std::fs::File;
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+
+use crate::link::{addr, bridge, del, get, route, up, veth};
+use crate::{netns, KernelError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeSpec {
+    pub name: String,
+    /// The gateway address with the subnet's prefix length.
+    pub gateway: Option<Ipv4Net>,
+    pub mtu: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachSpec {
+    pub netns: PathBuf,
+    pub bridge: String,
+    pub host_if: String,
+    pub ifname: String,
+    pub mac: [u8; 6],
+    pub addr: Ipv4Net,
+    /// Set the sandbox's default route via this address.
+    pub default_via: Option<Ipv4Addr>,
+    pub mtu: u32,
+}
+
+pub trait KernelOps: Send + Sync + 'static {
+    fn ensure_bridge(
+        &self,
+        spec: &BridgeSpec,
+    ) -> impl Future<Output = Result<(), KernelError>> + Send;
+    /// Delete a link in ferryd's namespace; a missing link is success.
+    fn delete_link(&self, name: &str) -> impl Future<Output = Result<(), KernelError>> + Send;
+    fn create_netns(&self, path: &Path) -> impl Future<Output = Result<(), KernelError>> + Send;
+    /// Unpin and remove a namespace file; a missing one is success.
+    fn remove_netns(&self, path: &Path) -> impl Future<Output = Result<(), KernelError>> + Send;
+    fn attach(&self, spec: &AttachSpec) -> impl Future<Output = Result<(), KernelError>> + Send;
+    fn set_default_route(
+        &self,
+        netns: &Path,
+        via: Ipv4Addr,
+    ) -> impl Future<Output = Result<(), KernelError>> + Send;
+    fn link_names(&self) -> impl Future<Output = Result<Vec<String>, KernelError>> + Send;
+    fn route_destinations(&self) -> impl Future<Output = Result<Vec<Ipv4Net>, KernelError>> + Send;
+}
+
+/// The real kernel, through one rtnetlink connection in ferryd's own namespace plus a
+/// short-lived one inside each sandbox being configured.
+pub struct Netlink {
+    handle: rtnetlink::Handle,
+}
+
+impl Netlink {
+    /// Must be called inside a tokio runtime.
+    pub fn new() -> Result<Self, KernelError> {
+        let (conn, handle, _) = rtnetlink::new_connection()
+            .map_err(|e| KernelError::io("open", "netlink socket", e))?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    async fn configure_inside(&self, s: &AttachSpec) -> Result<(), KernelError> {
+        let nh = netns::netlink_in(&s.netns)?;
+        let idx = get::index_of(&nh, &s.ifname)
+            .await?
+            .ok_or_else(|| KernelError::other("find", &s.ifname, "veth peer missing in sandbox"))?;
+        addr::add(&nh, idx, &s.ifname, s.addr).await?;
+        up::up(&nh, idx, &s.ifname).await?;
+        if let Some(gw) = s.default_via {
+            route::replace_default(&nh, gw).await?;
+        }
+        Ok(())
+    }
+}
+
+impl KernelOps for Netlink {
+    async fn ensure_bridge(&self, spec: &BridgeSpec) -> Result<(), KernelError> {
+        bridge::ensure(&self.handle, &spec.name, spec.gateway, spec.mtu)
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete_link(&self, name: &str) -> Result<(), KernelError> {
+        del::delete(&self.handle, name).await
+    }
+
+    async fn create_netns(&self, path: &Path) -> Result<(), KernelError> {
+        let p = path.to_path_buf();
+        tokio::task::spawn_blocking(move || netns::create(&p))
+            .await
+            .map_err(|e| {
+                KernelError::other("create netns", path.display().to_string(), e.to_string())
+            })?
+    }
+
+    async fn remove_netns(&self, path: &Path) -> Result<(), KernelError> {
+        netns::remove(path)
+    }
+
+    async fn attach(&self, s: &AttachSpec) -> Result<(), KernelError> {
+        let bridge_index = get::index_of(&self.handle, &s.bridge)
+            .await?
+            .ok_or_else(|| KernelError::other("attach to bridge", &s.bridge, "no such bridge"))?;
+        let ns = File::open(&s.netns)
+            .map_err(|e| KernelError::io("open netns", s.netns.display().to_string(), e))?;
+        let pair = veth::VethPair {
+            host_if: &s.host_if,
+            bridge_index,
+            peer_name: &s.ifname,
+            peer_netns: &ns,
+            peer_mac: s.mac,
+            mtu: s.mtu,
+        };
+        veth::create(&self.handle, &pair).await?;
+        if let Err(e) = self.configure_inside(s).await {
+            let _ = del::delete(&self.handle, &s.host_if).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn set_default_route(&self, netns: &Path, via: Ipv4Addr) -> Result<(), KernelError> {
+        let nh = netns::netlink_in(netns)?;
+        route::replace_default(&nh, via).await
+    }
+
+    async fn link_names(&self) -> Result<Vec<String>, KernelError> {
+        get::names(&self.handle).await
+    }
+
+    async fn route_destinations(&self) -> Result<Vec<Ipv4Net>, KernelError> {
+        route::destinations(&self.handle).await
+    }
+}

@@ -1,0 +1,100 @@
+//! Starting a process inside a sandbox: enter its network namespace, take private mount
+//! and UTS namespaces, bind-mount the sandbox's own /etc/hosts and /etc/resolv.conf
+//! over the host's, set its hostname, then exec. Used by ferryd for `run -d` and by the
+//! CLI for foreground `run` and `exec`. Everything the child needs is prepared before
+//! fork, so the pre-exec hook only makes syscalls.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+use nix::mount::{mount, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+
+#[derive(Debug, Clone, Default)]
+pub struct SandboxExec {
+    pub netns: PathBuf,
+    /// None for `--network host`, which keeps the host's files and hostname.
+    pub files: Option<SandboxFiles>,
+    /// Start a new session (detached processes).
+    pub new_session: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SandboxFiles {
+    pub hosts: PathBuf,
+    pub resolv_conf: PathBuf,
+    pub hostname: String,
+}
+
+impl SandboxExec {
+    /// A hook for `Command::pre_exec`.
+    pub fn pre_exec_hook(
+        &self,
+    ) -> io::Result<impl FnMut() -> io::Result<()> + Send + Sync + 'static> {
+        let ns = File::open(&self.netns).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("open sandbox netns {}: {e}", self.netns.display()),
+            )
+        })?;
+        let files = match &self.files {
+            Some(f) => Some((
+                cstring(&f.hosts)?,
+                cstring(&f.resolv_conf)?,
+                f.hostname.clone().into_bytes(),
+            )),
+            None => None,
+        };
+        let new_session = self.new_session;
+        Ok(move || {
+            if new_session {
+                nix::unistd::setsid().map_err(io::Error::from)?;
+            }
+            setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            if let Some((hosts, resolv, hostname)) = &files {
+                unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS)
+                    .map_err(io::Error::from)?;
+                mount(
+                    None::<&str>,
+                    "/",
+                    None::<&str>,
+                    MsFlags::MS_REC | MsFlags::MS_SLAVE,
+                    None::<&str>,
+                )
+                .map_err(io::Error::from)?;
+                bind(hosts, c"/etc/hosts")?;
+                bind(resolv, c"/etc/resolv.conf")?;
+                // SAFETY: sethostname with a buffer and its length.
+                if unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+fn cstring(p: &std::path::Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+}
+
+fn bind(src: &CString, dst: &std::ffi::CStr) -> io::Result<()> {
+    // SAFETY: mount(2) with NUL-terminated strings we own; no allocation after fork.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
