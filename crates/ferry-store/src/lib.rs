@@ -16,7 +16,10 @@ pub use redb_store::RedbStore;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("open store at {path}: {source}")]
-    Open { path: String, source: redb::DatabaseError },
+    Open {
+        path: String,
+        source: redb::DatabaseError,
+    },
     #[error("store transaction: {0}")]
     Txn(String),
 }
@@ -39,11 +42,29 @@ mod tests {
     use super::*;
 
     fn exercise(s: &dyn Store) {
-        s.commit(&[Op::Put("net/a".into(), b"1".to_vec()), Op::Put("net/b".into(), b"2".to_vec()), Op::Put("sbx/x".into(), b"3".to_vec())]).unwrap();
+        s.commit(&[
+            Op::Put("net/a".into(), b"1".to_vec()),
+            Op::Put("net/b".into(), b"2".to_vec()),
+            Op::Put("sbx/x".into(), b"3".to_vec()),
+        ])
+        .unwrap();
         let nets = s.list("net/").unwrap();
-        assert_eq!(nets, vec![("net/a".into(), b"1".to_vec()), ("net/b".into(), b"2".to_vec())]);
-        s.commit(&[Op::Delete("net/a".into()), Op::Put("net/b".into(), b"9".to_vec())]).unwrap();
-        assert_eq!(s.list("net/").unwrap(), vec![("net/b".into(), b"9".to_vec())]);
+        assert_eq!(
+            nets,
+            vec![
+                ("net/a".into(), b"1".to_vec()),
+                ("net/b".into(), b"2".to_vec())
+            ]
+        );
+        s.commit(&[
+            Op::Delete("net/a".into()),
+            Op::Put("net/b".into(), b"9".to_vec()),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.list("net/").unwrap(),
+            vec![("net/b".into(), b"9".to_vec())]
+        );
         s.commit(&[Op::Delete("absent".into())]).unwrap();
     }
 
@@ -58,6 +79,9 @@ mod tests {
         let path = dir.path().join("ferry.redb");
         exercise(&RedbStore::open(&path).unwrap());
         let again = RedbStore::open(&path).unwrap();
-        assert_eq!(again.list("net/").unwrap(), vec![("net/b".into(), b"9".to_vec())]);
+        assert_eq!(
+            again.list("net/").unwrap(),
+            vec![("net/b".into(), b"9".to_vec())]
+        );
     }
 }

@@ -13,7 +13,10 @@ pub struct MemStore {
 impl Store for MemStore {
     fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let d = self.data.lock().expect("store lock");
-        Ok(d.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), v.clone())).collect())
+        Ok(d.range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 
     fn commit(&self, ops: &[Op]) -> Result<(), StoreError> {

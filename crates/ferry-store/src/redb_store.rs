@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, TableDefinition};
 
 use crate::{Op, Store, StoreError};
 
@@ -20,8 +20,10 @@ fn txn<E: std::fmt::Display>(e: E) -> StoreError {
 
 impl RedbStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path)
-            .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        let db = Database::create(path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
         let w = db.begin_write().map_err(txn)?;
         w.open_table(KV).map_err(txn)?;
         w.commit().map_err(txn)?;

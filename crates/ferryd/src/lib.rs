@@ -1,1 +1,14 @@
-// placeholder
+//! ferryd: orchestration only. It owns the store and the kernel objects it made, and
+//! runs every change as validate → reserve in one store transaction → program the
+//! kernel, undoing both on failure. On start it reconciles the kernel with the store.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod ops;
+pub mod reconcile;
+pub mod state;
+pub mod supervise;
+
+pub use config::Config;
+pub use ops::Daemon;

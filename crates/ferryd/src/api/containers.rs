@@ -1,0 +1,126 @@
+//! `/containers…` handlers: sandboxes seen the way `docker ps` and `docker inspect`
+//! see containers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use ferry_core::docker::container::{
+    inspect as inspect_json, summary, ContainerCreateRequest, SandboxPaths,
+};
+use ferry_core::model::RunState;
+use ferry_core::CoreError;
+use ferry_kernel::KernelOps;
+use serde_json::json;
+
+use super::{empty, flag, ApiError, ApiResult, Q};
+use crate::ops::{Daemon, ExitReport};
+
+type D<K> = State<Arc<Daemon<K>>>;
+
+pub async fn list<K: KernelOps>(State(d): D<K>, q: Q) -> ApiResult {
+    let all = flag(&q, "all");
+    let st = d.state.lock().await;
+    let mut v: Vec<_> = st
+        .sandboxes
+        .values()
+        .filter(|s| all || s.is_running())
+        .collect();
+    v.sort_by(|a, b| b.created.cmp(&a.created));
+    let out: Vec<_> = v.iter().map(|s| summary(s, &st.networks_of(s))).collect();
+    Ok(Json(out).into_response())
+}
+
+pub async fn create<K: KernelOps>(State(d): D<K>, q: Q, b: axum::body::Bytes) -> ApiResult {
+    let req: ContainerCreateRequest = serde_json::from_slice(if b.is_empty() { b"{}" } else { &b })
+        .map_err(|e| ApiError(CoreError::Invalid(format!("invalid JSON body: {e}")).into()))?;
+    let id = d
+        .create_sandbox(q.get("name").map(String::as_str), req)
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!({"Id": id, "Warnings": []}))).into_response())
+}
+
+pub async fn inspect<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> ApiResult {
+    let st = d.state.lock().await;
+    let id = st.sandbox_id(&id)?;
+    let sb = &st.sandboxes[&id];
+    let (hosts, resolv, hostname) = d.sandbox_files(&id);
+    let host = sb.network_mode == "host";
+    let paths = SandboxPaths {
+        sandbox_key: if host {
+            d.cfg.host_netns()
+        } else {
+            d.cfg.sandbox_netns(&id)
+        }
+        .display()
+        .to_string(),
+        hosts: if host {
+            String::new()
+        } else {
+            hosts.display().to_string()
+        },
+        resolv_conf: if host {
+            String::new()
+        } else {
+            resolv.display().to_string()
+        },
+        hostname: hostname.display().to_string(),
+        log: d.cfg.sandbox_dir(&id).join("log").display().to_string(),
+    };
+    Ok(Json(inspect_json(sb, &st.networks_of(sb), &paths)).into_response())
+}
+
+/// `?ferry-attach=1`: the CLI runs the process itself (foreground `ferry run`).
+pub async fn start<K: KernelOps>(State(d): D<K>, Path(id): Path<String>, q: Q) -> ApiResult {
+    d.start_sandbox(&id, !flag(&q, "ferry-attach")).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+pub async fn stop<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> ApiResult {
+    d.stop_sandbox(&id).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+pub async fn remove<K: KernelOps>(State(d): D<K>, Path(id): Path<String>, q: Q) -> ApiResult {
+    d.remove_sandbox(&id, flag(&q, "force")).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// Wait until the sandbox is not running; answers its exit code.
+pub async fn wait<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> ApiResult {
+    let id = d.state.lock().await.sandbox_id(&id)?;
+    loop {
+        let code = {
+            let st = d.state.lock().await;
+            match st.sandboxes.get(&id).map(|s| s.state.clone()) {
+                Some(RunState::Running { .. }) | Some(RunState::Created) => None,
+                Some(RunState::Exited { code }) => Some(code),
+                None => Some(0),
+            }
+        };
+        if let Some(code) = code {
+            return Ok(Json(json!({"StatusCode": code, "Error": null})).into_response());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn attached<K: KernelOps>(State(d): D<K>, Path(id): Path<String>, q: Q) -> ApiResult {
+    let pid = q
+        .get("pid")
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| ApiError(CoreError::Invalid("pid missing".into()).into()))?;
+    d.attached(&id, pid).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+pub async fn exited<K: KernelOps>(State(d): D<K>, Path(id): Path<String>, q: Q) -> ApiResult {
+    let code = q.get("code").and_then(|p| p.parse().ok()).unwrap_or(-1);
+    let pid = q.get("pid").and_then(|p| p.parse().ok()).unwrap_or(0);
+    let id = d.state.lock().await.sandbox_id(&id)?;
+    d.on_exit(&id, ExitReport { pid, code }).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}

@@ -1,0 +1,93 @@
+//! `/networks…` handlers.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use ferry_core::docker::network::{
+    network_resource, ConnectRequest, DisconnectRequest, NetworkCreateRequest,
+};
+use ferry_core::filters::{network_matches, parse};
+use ferry_kernel::KernelOps;
+use serde_json::json;
+
+use super::{empty, ApiError, ApiResult, Q};
+use crate::ops::Daemon;
+
+type D<K> = State<Arc<Daemon<K>>>;
+
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let src = if bytes.is_empty() {
+        b"{}".as_slice()
+    } else {
+        bytes
+    };
+    serde_json::from_slice(src).map_err(|e| {
+        ApiError(ferry_core::CoreError::Invalid(format!("invalid JSON body: {e}")).into())
+    })
+}
+
+pub async fn list<K: KernelOps>(State(d): D<K>, q: Q) -> ApiResult {
+    let f = parse(q.get("filters").map(String::as_str))?;
+    let st = d.state.lock().await;
+    let mut out = vec![];
+    for n in st.networks.values() {
+        if network_matches(n, &f, !st.users_of(&n.id).is_empty())? {
+            out.push(network_resource(n, &[]));
+        }
+    }
+    Ok(Json(out).into_response())
+}
+
+pub async fn inspect<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> ApiResult {
+    let st = d.state.lock().await;
+    let id = st.network_id(&id)?;
+    let users: Vec<_> = st.sandboxes.values().filter(|s| s.is_running()).collect();
+    Ok(Json(network_resource(&st.networks[&id], &users)).into_response())
+}
+
+pub async fn create<K: KernelOps>(State(d): D<K>, b: axum::body::Bytes) -> ApiResult {
+    let req: NetworkCreateRequest = body(&b)?;
+    let id = d.create_network(req).await?;
+    Ok((StatusCode::CREATED, Json(json!({"Id": id, "Warning": ""}))).into_response())
+}
+
+pub async fn remove<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> ApiResult {
+    d.remove_network(&id).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+pub async fn prune<K: KernelOps>(State(d): D<K>, q: Q) -> ApiResult {
+    let f = parse(q.get("filters").map(String::as_str))?;
+    // validate the filters once, so a bad one is an error and not an empty result
+    let probe = d.state.lock().await.networks.values().next().cloned();
+    if let Some(n) = &probe {
+        network_matches(n, &f, false)?;
+    }
+    let names = d
+        .prune_networks(|n| network_matches(n, &f, false).unwrap_or(false))
+        .await?;
+    Ok(Json(json!({"NetworksDeleted": names})).into_response())
+}
+
+pub async fn connect<K: KernelOps>(
+    State(d): D<K>,
+    Path(id): Path<String>,
+    b: axum::body::Bytes,
+) -> ApiResult {
+    let req: ConnectRequest = body(&b)?;
+    d.connect(&id, req).await?;
+    Ok(empty(StatusCode::OK))
+}
+
+pub async fn disconnect<K: KernelOps>(
+    State(d): D<K>,
+    Path(id): Path<String>,
+    b: axum::body::Bytes,
+) -> ApiResult {
+    let req: DisconnectRequest = body(&b)?;
+    d.disconnect(&id, req).await?;
+    Ok(empty(StatusCode::OK))
+}

@@ -1,0 +1,61 @@
+//! `/_ping`, `/version`, `/info`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use ferry_core::docker::{API_VERSION, MIN_API_VERSION};
+use ferry_kernel::KernelOps;
+use serde_json::json;
+
+use crate::ops::Daemon;
+
+pub async fn ping() -> Response {
+    (
+        [
+            (header::CACHE_CONTROL, "no-cache, no-store, must-revalidate"),
+            (header::PRAGMA, "no-cache"),
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+        ],
+        "OK",
+    )
+        .into_response()
+}
+
+fn kernel_version() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+pub async fn version() -> Json<serde_json::Value> {
+    let v = env!("CARGO_PKG_VERSION");
+    Json(json!({
+        "Platform": {"Name": "ferry"},
+        "Components": [{"Name": "Engine", "Version": v, "Details": {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux", "Arch": std::env::consts::ARCH, "KernelVersion": kernel_version()}}],
+        "Version": v,
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "GitCommit": "",
+        "GoVersion": "",
+        "Os": "linux",
+        "Arch": std::env::consts::ARCH,
+        "KernelVersion": kernel_version(),
+        "BuildTime": "",
+    }))
+}
+
+pub async fn info<K: KernelOps>(State(d): State<Arc<Daemon<K>>>) -> Json<serde_json::Value> {
+    let st = d.state.lock().await;
+    let running = st.sandboxes.values().filter(|s| s.is_running()).count();
+    Json(json!({
+        "ID": "", "Containers": st.sandboxes.len(), "ContainersRunning": running,
+        "ContainersPaused": 0, "ContainersStopped": st.sandboxes.len() - running, "Images": 0,
+        "Driver": "", "Name": nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+        "ServerVersion": env!("CARGO_PKG_VERSION"), "OperatingSystem": "linux", "OSType": "linux",
+        "Architecture": std::env::consts::ARCH, "KernelVersion": kernel_version(),
+        "DockerRootDir": d.cfg.data_root, "Plugins": {"Network": ["bridge", "host", "null"]},
+    }))
+}

@@ -1,0 +1,42 @@
+//! Where ferryd keeps things. Every global path is a flag so several ferryd can run
+//! side by side (the privileged tests start one per test).
+
+use std::path::PathBuf;
+
+use ipnet::Ipv4Net;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Persistent state (the store).
+    pub data_root: PathBuf,
+    /// Runtime state: pinned namespaces, sandbox files, logs.
+    pub exec_root: PathBuf,
+    /// The API socket.
+    pub socket: PathBuf,
+    /// Where `ferry-<name>` links make sandboxes visible to `ip netns`.
+    pub netns_dir: PathBuf,
+    /// The default bridge's address and prefix.
+    pub bip: Ipv4Net,
+}
+
+impl Config {
+    pub fn store_path(&self) -> PathBuf {
+        self.data_root.join("ferry.redb")
+    }
+    pub fn netns_root(&self) -> PathBuf {
+        self.exec_root.join("netns")
+    }
+    /// The pinned namespace of ferryd itself, used by `--network host`.
+    pub fn host_netns(&self) -> PathBuf {
+        self.netns_root().join("default")
+    }
+    pub fn sandbox_netns(&self, id: &str) -> PathBuf {
+        self.netns_root().join(&id[..12])
+    }
+    pub fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.exec_root.join("sandboxes").join(id)
+    }
+    pub fn netns_link(&self, name: &str) -> PathBuf {
+        self.netns_dir.join(format!("ferry-{name}"))
+    }
+}

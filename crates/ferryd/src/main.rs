@@ -1,0 +1,102 @@
+//! `ferryd`: the ferry daemon. Flags are named as dockerd's.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use ferry_store::RedbStore;
+use ferryd::{api, reconcile, supervise, Config, Daemon};
+use tower::Layer;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ferryd",
+    version,
+    about = "ferry's daemon: container networks behind a Docker-shaped API"
+)]
+struct Args {
+    /// Persistent state directory (the embedded store lives here).
+    #[arg(long, default_value = "/var/lib/ferry")]
+    data_root: PathBuf,
+    /// Runtime directory: pinned namespaces, sandbox files.
+    #[arg(long, default_value = "/run/ferry")]
+    exec_root: PathBuf,
+    /// The API socket, as unix:///PATH.
+    #[arg(
+        short = 'H',
+        long = "host",
+        default_value = "unix:///run/ferry/ferry.sock"
+    )]
+    host: String,
+    /// Where sandboxes are linked as `ferry-<name>` so `ip netns` sees them.
+    #[arg(long, default_value = "/run/netns")]
+    netns_dir: PathBuf,
+    /// The default bridge's address and prefix.
+    #[arg(long, default_value = "172.17.0.1/16")]
+    bip: ipnet::Ipv4Net,
+}
+
+fn socket_path(host: &str) -> anyhow::Result<PathBuf> {
+    host.strip_prefix("unix://")
+        .map(PathBuf::from)
+        .with_context(|| format!("-H {host}: only unix:///PATH sockets are supported"))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+                .unwrap_or_else(|_| "info,netlink_packet_route=error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = Config {
+        data_root: args.data_root,
+        exec_root: args.exec_root,
+        socket: socket_path(&args.host)?,
+        netns_dir: args.netns_dir,
+        bip: args.bip,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(run(cfg))
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    for dir in [&cfg.data_root, &cfg.exec_root] {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let store = RedbStore::open(&cfg.store_path())?;
+    let kernel = ferry_kernel::Netlink::new()?;
+    let socket = cfg.socket.clone();
+    let d = Daemon::new(cfg, kernel, Box::new(store))?;
+    reconcile::reconcile(&d).await.context("reconcile")?;
+    supervise::monitor(d.clone());
+
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket)
+        .with_context(|| format!("listen on {}", socket.display()))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))?;
+    tracing::info!("ferryd listening on unix://{}", socket.display());
+
+    let app = axum::middleware::from_fn(api::strip_version).layer(api::router(d));
+    let serve = axum::serve(
+        listener,
+        axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = serve => r?,
+        _ = term.recv() => tracing::info!("SIGTERM: stopping; sandboxes keep running"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping; sandboxes keep running"),
+    }
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}

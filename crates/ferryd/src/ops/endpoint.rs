@@ -1,0 +1,266 @@
+//! Endpoints: planning an attach (address, MAC, names, default route) as a change of
+//! state, and `network connect` / `disconnect`.
+
+use std::net::Ipv4Addr;
+
+use ferry_core::docker::network::{ConnectRequest, DisconnectRequest};
+use ferry_core::model::{host_if_name, mac_for, Driver, Endpoint, LiveEndpoint};
+use ferry_core::CoreError;
+use ferry_kernel::{AttachSpec, KernelOps};
+use ipnet::Ipv4Net;
+
+use super::{new_id, Daemon};
+use crate::error::Result;
+use crate::state::{Key, State};
+
+/// Give `sb_id`'s endpoint on `net_id` an address and a live record; returns the
+/// kernel request. Changes only `st`.
+pub(crate) fn plan_plug(
+    st: &mut State,
+    sb_id: &str,
+    net_id: &str,
+    netns: std::path::PathBuf,
+) -> std::result::Result<AttachSpec, CoreError> {
+    let has_default = st.sandboxes[sb_id]
+        .endpoints
+        .iter()
+        .any(|e| e.live.as_ref().is_some_and(|l| l.default_route));
+    let ifname = st.sandboxes[sb_id].next_ifname();
+    let net = st
+        .networks
+        .get_mut(net_id)
+        .ok_or_else(|| CoreError::NoSuchNetwork(net_id.into()))?;
+    let net_name = net.name.clone();
+    let internal = net.internal;
+    let bridge = net
+        .bridge
+        .clone()
+        .ok_or_else(|| CoreError::Invalid(format!("network {net_name} has no bridge")))?;
+    let pool = net
+        .pool
+        .as_mut()
+        .ok_or_else(|| CoreError::Invalid(format!("network {net_name} has no subnet")))?;
+    let ep = st.sandboxes[sb_id]
+        .endpoint(net_id)
+        .cloned()
+        .ok_or_else(|| CoreError::NotConnected {
+            sandbox: sb_id.into(),
+            network: net_name.clone(),
+        })?;
+    let ip = match ep.static_ip {
+        Some(ip) => {
+            pool.allocate_static(ip, sb_id)?;
+            ip
+        }
+        None => pool.allocate_dynamic(sb_id, &net_name)?,
+    };
+    let (gateway, prefix_len) = (pool.gateway, pool.subnet.prefix_len());
+    let endpoint_id = new_id();
+    let default_route = !has_default && !internal;
+    let live = LiveEndpoint {
+        id: endpoint_id.clone(),
+        ip,
+        prefix_len,
+        gateway: Some(gateway),
+        mac: mac_for(ip),
+        host_if: host_if_name(&endpoint_id),
+        ifname: ifname.clone(),
+        default_route,
+    };
+    let spec = AttachSpec {
+        netns,
+        bridge: bridge.name.to_string(),
+        host_if: live.host_if.to_string(),
+        ifname: ifname.to_string(),
+        mac: live.mac,
+        addr: Ipv4Net::new(ip, prefix_len).expect("prefix from a subnet"),
+        default_via: default_route.then_some(gateway),
+        mtu: bridge.mtu,
+    };
+    let sb = st.sandboxes.get_mut(sb_id).expect("checked above");
+    if let Some(e) = sb.endpoints.iter_mut().find(|e| e.network_id == net_id) {
+        e.live = Some(live);
+    }
+    Ok(spec)
+}
+
+/// Take down the live part of an endpoint in `st`: free its address (a static one
+/// stays reserved if `keep_static`). Returns the host-side link to delete and whether
+/// it carried the default route.
+pub(crate) fn plan_unplug(
+    st: &mut State,
+    sb_id: &str,
+    net_id: &str,
+    keep_static: bool,
+) -> Option<(String, bool)> {
+    let sb = st.sandboxes.get_mut(sb_id)?;
+    let ep = sb.endpoints.iter_mut().find(|e| e.network_id == net_id)?;
+    let static_ip = ep.static_ip;
+    let live = ep.live.take();
+    if let Some(pool) = st.networks.get_mut(net_id).and_then(|n| n.pool.as_mut()) {
+        let release = |pool: &mut ferry_core::ipam::AddressPool, ip: Ipv4Addr| {
+            if pool.owner(ip) == Some(sb_id) {
+                pool.release(ip);
+            }
+        };
+        if let Some(l) = &live {
+            if !(keep_static && static_ip == Some(l.ip)) {
+                release(pool, l.ip);
+            }
+        }
+        if let (Some(ip), false) = (static_ip, keep_static) {
+            release(pool, ip);
+        }
+    }
+    live.map(|l| (l.host_if.to_string(), l.default_route))
+}
+
+/// After the default-route endpoint went away, give the role to the first remaining
+/// live endpoint on a non-internal network. Returns its gateway.
+pub(crate) fn move_default_route(st: &mut State, sb_id: &str) -> Option<Ipv4Addr> {
+    let internal: Vec<String> = st
+        .networks
+        .values()
+        .filter(|n| n.internal)
+        .map(|n| n.id.clone())
+        .collect();
+    let sb = st.sandboxes.get_mut(sb_id)?;
+    if sb
+        .endpoints
+        .iter()
+        .any(|e| e.live.as_ref().is_some_and(|l| l.default_route))
+    {
+        return None;
+    }
+    let ep = sb
+        .endpoints
+        .iter_mut()
+        .find(|e| e.live.is_some() && !internal.contains(&e.network_id))?;
+    let live = ep.live.as_mut()?;
+    live.default_route = true;
+    live.gateway
+}
+
+fn parse_static(s: Option<&str>) -> std::result::Result<Option<Ipv4Addr>, CoreError> {
+    match s.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(|_| CoreError::BadValue {
+            what: "IPv4 address",
+            value: s.into(),
+            why: "not an IPv4 address".into(),
+        }),
+    }
+}
+
+impl<K: KernelOps> Daemon<K> {
+    pub async fn connect(&self, net_ref: &str, req: ConnectRequest) -> Result<()> {
+        let mut st = self.state.lock().await;
+        let net_id = st.network_id(net_ref)?;
+        let sb_id = st.sandbox_id(&req.container)?;
+        let cfg = req.endpoint_config.unwrap_or_default();
+        let static_ip = parse_static(
+            cfg.ipam_config
+                .as_ref()
+                .and_then(|c| c.ipv4_address.as_deref()),
+        )?;
+        let (net, sb) = (&st.networks[&net_id], &st.sandboxes[&sb_id]);
+        if net.driver != Driver::Bridge {
+            return Err(CoreError::Invalid(
+                "container cannot be disconnected from host network or connected to host network"
+                    .into(),
+            )
+            .into());
+        }
+        if sb.network_mode == "host" || sb.network_mode == "none" {
+            return Err(CoreError::SharedNamespace.into());
+        }
+        if sb.endpoint(&net_id).is_some() {
+            return Err(CoreError::AlreadyConnected {
+                sandbox: sb.name.clone(),
+                network: net.name.clone(),
+            }
+            .into());
+        }
+        if static_ip.is_some() && net.predefined {
+            return Err(CoreError::StaticIpOnDefaultBridge.into());
+        }
+        let running = sb.is_running();
+        let netns = self.netns_path(sb);
+        let before = st.clone();
+        let keys = vec![Key::Net(net_id.clone()), Key::Sbx(sb_id.clone())];
+        let aliases = cfg.aliases.unwrap_or_default();
+        let planned = (|| {
+            if let Some(ip) = static_ip {
+                st.networks
+                    .get_mut(&net_id)
+                    .and_then(|n| n.pool.as_mut())
+                    .expect("bridge has a pool")
+                    .allocate_static(ip, &sb_id)?;
+            }
+            let sb = st.sandboxes.get_mut(&sb_id).expect("resolved");
+            sb.endpoints.push(Endpoint {
+                network_id: net_id.clone(),
+                static_ip,
+                aliases,
+                live: None,
+            });
+            if running {
+                plan_plug(&mut st, &sb_id, &net_id, netns).map(Some)
+            } else {
+                Ok(None)
+            }
+        })();
+        let spec = match planned {
+            Ok(s) => s,
+            Err(e) => {
+                *st = before;
+                return Err(e.into());
+            }
+        };
+        self.commit(&st, &keys)?;
+        if let Some(spec) = spec {
+            if let Err(e) = self.kernel.attach(&spec).await {
+                self.rollback(&mut st, before, &keys);
+                return Err(e.into());
+            }
+            self.write_hosts(&st, &sb_id);
+        }
+        Ok(())
+    }
+
+    pub async fn disconnect(&self, net_ref: &str, req: DisconnectRequest) -> Result<()> {
+        let mut st = self.state.lock().await;
+        let net_id = st.network_id(net_ref)?;
+        let sb_id = st.sandbox_id(&req.container)?;
+        let sb = &st.sandboxes[&sb_id];
+        if sb.endpoint(&net_id).is_none() {
+            return Err(CoreError::NotConnected {
+                sandbox: sb_id.clone(),
+                network: st.networks[&net_id].name.clone(),
+            }
+            .into());
+        }
+        let netns = self.netns_path(sb);
+        let unplugged = plan_unplug(&mut st, &sb_id, &net_id, false);
+        if let Some(sb) = st.sandboxes.get_mut(&sb_id) {
+            sb.endpoints.retain(|e| e.network_id != net_id);
+        }
+        let new_gw = match unplugged {
+            Some((_, true)) => move_default_route(&mut st, &sb_id),
+            _ => None,
+        };
+        self.commit(&st, &[Key::Net(net_id), Key::Sbx(sb_id.clone())])?;
+        if let Some((host_if, _)) = unplugged {
+            if let Err(e) = self.kernel.delete_link(&host_if).await {
+                tracing::warn!("disconnect: {e}; reconcile will remove it");
+            }
+        }
+        if let Some(gw) = new_gw {
+            if let Err(e) = self.kernel.set_default_route(&netns, gw).await {
+                tracing::warn!("disconnect: moving the default route: {e}");
+            }
+        }
+        self.write_hosts(&st, &sb_id);
+        Ok(())
+    }
+}

@@ -1,0 +1,86 @@
+//! Operations: each one validates, reserves in one store transaction, then programs
+//! the kernel; if the kernel refuses, the state and the store go back to what they
+//! were and whatever kernel work was done is undone. One lock serialises changes.
+
+mod endpoint;
+mod network;
+mod sandbox;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ferry_kernel::KernelOps;
+use ferry_store::Store;
+use rand::RngCore;
+use tokio::sync::Mutex;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::state::{Key, State};
+
+pub use network::bridge_spec as bridge_spec_of;
+pub use sandbox::ExitReport;
+
+pub struct Daemon<K: KernelOps> {
+    pub cfg: Config,
+    pub kernel: K,
+    pub store: Box<dyn Store>,
+    pub state: Mutex<State>,
+    /// The host's resolv.conf, read at start, the base of sandboxes' resolv.conf.
+    pub host_resolv: String,
+    /// Pids of sandbox processes ferryd parents (awaited, not polled).
+    pub children: Arc<std::sync::Mutex<std::collections::HashSet<u32>>>,
+}
+
+pub fn new_id() -> String {
+    let mut b = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn now() -> (String, i64) {
+    let t = chrono::Utc::now();
+    (
+        t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        t.timestamp(),
+    )
+}
+
+impl<K: KernelOps> Daemon<K> {
+    pub fn new(cfg: Config, kernel: K, store: Box<dyn Store>) -> Result<Arc<Self>> {
+        let state = State::load(store.as_ref())?;
+        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        Ok(Arc::new(Daemon {
+            cfg,
+            kernel,
+            store,
+            state: Mutex::new(state),
+            host_resolv,
+            children: Default::default(),
+        }))
+    }
+
+    /// Write the current values of `keys` to the store in one transaction.
+    pub(crate) fn commit(&self, st: &State, keys: &[Key]) -> Result<()> {
+        self.store.commit(&st.ops_for(keys))?;
+        Ok(())
+    }
+
+    /// Put `before` back, in memory and in the store.
+    pub(crate) fn rollback(&self, st: &mut State, before: State, keys: &[Key]) {
+        *st = before;
+        if let Err(e) = self.commit(st, keys) {
+            tracing::error!(
+                "rollback of the store failed: {e}; reconcile will repair it at the next start"
+            );
+        }
+    }
+
+    fn netns_path(&self, sb: &ferry_core::model::Sandbox) -> PathBuf {
+        if sb.network_mode == "host" {
+            self.cfg.host_netns()
+        } else {
+            self.cfg.sandbox_netns(&sb.id)
+        }
+    }
+}

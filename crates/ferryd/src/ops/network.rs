@@ -1,0 +1,120 @@
+//! Network operations: create, remove, prune, and the predefined networks.
+
+use ferry_core::docker::network::NetworkCreateRequest;
+use ferry_core::model::Network;
+use ferry_core::validate::{network_from_request, predefined_networks, CreateContext};
+use ferry_core::CoreError;
+use ferry_kernel::{BridgeSpec, KernelOps};
+use ipnet::Ipv4Net;
+
+use super::{new_id, now, Daemon};
+use crate::error::Result;
+use crate::state::Key;
+
+pub fn bridge_spec(n: &Network) -> Option<BridgeSpec> {
+    let b = n.bridge.as_ref()?;
+    let gateway = n
+        .pool
+        .as_ref()
+        .map(|p| Ipv4Net::new(p.gateway, p.subnet.prefix_len()).expect("valid prefix"));
+    Some(BridgeSpec {
+        name: b.name.to_string(),
+        gateway,
+        mtu: b.mtu,
+    })
+}
+
+impl<K: KernelOps> Daemon<K> {
+    /// Make `bridge`, `host` and `none` on first start, as dockerd does.
+    pub async fn ensure_predefined(&self) -> Result<()> {
+        let mut st = self.state.lock().await;
+        if st.networks.values().any(|n| n.predefined) {
+            return Ok(());
+        }
+        let (created, _) = now();
+        let nets = predefined_networks([new_id(), new_id(), new_id()], &created, self.cfg.bip);
+        let keys: Vec<Key> = nets.iter().map(|n| Key::Net(n.id.clone())).collect();
+        for n in nets {
+            st.networks.insert(n.id.clone(), n);
+        }
+        self.commit(&st, &keys)
+    }
+
+    pub async fn create_network(&self, req: NetworkCreateRequest) -> Result<String> {
+        let mut st = self.state.lock().await;
+        let routes = self.kernel.route_destinations().await?;
+        let existing: Vec<Network> = st.networks.values().cloned().collect();
+        let (created, _) = now();
+        let ctx = CreateContext {
+            existing: &existing,
+            host_routes: &routes,
+            pool_cursor: st.meta.pool_cursor,
+            id: new_id(),
+            created,
+        };
+        let made = network_from_request(&req, &ctx)?;
+        let net = made.network;
+        let id = net.id.clone();
+        let before = st.clone();
+        let keys = [Key::Net(id.clone()), Key::Meta];
+        let spec = bridge_spec(&net).expect("bridge networks have a bridge");
+        st.networks.insert(id.clone(), net);
+        st.meta.pool_cursor = made.pool_cursor;
+        self.commit(&st, &keys)?;
+        let existed = self.kernel.link_names().await?.contains(&spec.name);
+        if let Err(e) = self.kernel.ensure_bridge(&spec).await {
+            if !existed {
+                let _ = self.kernel.delete_link(&spec.name).await;
+            }
+            self.rollback(&mut st, before, &keys);
+            return Err(e.into());
+        }
+        Ok(id)
+    }
+
+    pub async fn remove_network(&self, key: &str) -> Result<()> {
+        let mut st = self.state.lock().await;
+        let id = st.network_id(key)?;
+        self.remove_network_locked(&mut st, &id).await
+    }
+
+    async fn remove_network_locked(&self, st: &mut crate::state::State, id: &str) -> Result<()> {
+        let net = &st.networks[id];
+        if net.predefined {
+            return Err(CoreError::Predefined(net.name.clone()).into());
+        }
+        if !st.users_of(id).is_empty() {
+            return Err(CoreError::NetworkInUse {
+                name: net.name.clone(),
+                id: id.to_string(),
+            }
+            .into());
+        }
+        let net = st.networks.remove(id).expect("looked up");
+        self.commit(st, &[Key::Net(id.to_string())])?;
+        if let Some(b) = &net.bridge {
+            if let Err(e) = self.kernel.delete_link(b.name.as_str()).await {
+                tracing::warn!("remove network {}: {e}", net.name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove every unused user network that passes `keep`; returns their names.
+    pub async fn prune_networks(&self, matches: impl Fn(&Network) -> bool) -> Result<Vec<String>> {
+        let mut st = self.state.lock().await;
+        let ids: Vec<String> = st
+            .networks
+            .values()
+            .filter(|n| !n.predefined && matches(n) && st.users_of(&n.id).is_empty())
+            .map(|n| n.id.clone())
+            .collect();
+        let mut names = vec![];
+        for id in ids {
+            let name = st.networks[&id].name.clone();
+            self.remove_network_locked(&mut st, &id).await?;
+            names.push(name);
+        }
+        Ok(names)
+    }
+}

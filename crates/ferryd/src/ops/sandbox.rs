@@ -1,0 +1,440 @@
+//! Sandbox operations: create (record intent, reserve static addresses), start
+//! (namespace, files, endpoints, process), exit (tear the network down, keep static
+//! reservations), remove.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ferry_core::docker::container::ContainerCreateRequest;
+use ferry_core::files::{hosts_file, resolv_conf};
+use ferry_core::id::short;
+use ferry_core::model::{DnsConf, Driver, Endpoint, RunState, Sandbox};
+use ferry_core::validate::valid_name;
+use ferry_core::CoreError;
+use ferry_kernel::{AttachSpec, KernelOps};
+
+use super::endpoint::{plan_plug, plan_unplug};
+use super::{new_id, now, Daemon};
+use crate::error::{Error, Result};
+use crate::state::{Key, State};
+use crate::supervise;
+
+/// What the kernel must undo after a sandbox stopped.
+#[derive(Debug, Default)]
+pub struct Teardown {
+    links: Vec<String>,
+    netns: Option<PathBuf>,
+    netns_link: Option<PathBuf>,
+}
+
+/// A process exit, reported by the supervisor or by the CLI.
+#[derive(Debug, Clone, Copy)]
+pub struct ExitReport {
+    pub pid: u32,
+    pub code: i32,
+}
+
+fn endpoint_for(
+    req: &ContainerCreateRequest,
+    mode: &str,
+    net_name: &str,
+) -> (Option<String>, Vec<String>) {
+    let eps = req
+        .networking_config
+        .as_ref()
+        .and_then(|n| n.endpoints_config.as_ref());
+    let ep = eps.and_then(|m| m.get(mode).or_else(|| m.get(net_name)));
+    let ip = ep
+        .and_then(|e| e.ipam_config.as_ref())
+        .and_then(|c| c.ipv4_address.clone())
+        .filter(|s| !s.is_empty());
+    (ip, ep.and_then(|e| e.aliases.clone()).unwrap_or_default())
+}
+
+fn hosts_of(sb: &Sandbox) -> String {
+    let addrs: Vec<_> = sb
+        .endpoints
+        .iter()
+        .filter_map(|e| e.live.as_ref())
+        .map(|l| l.ip)
+        .collect();
+    hosts_file(&sb.hostname, &sb.name, &addrs)
+}
+
+impl<K: KernelOps> Daemon<K> {
+    pub fn sandbox_files(&self, id: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let d = self.cfg.sandbox_dir(id);
+        (d.join("hosts"), d.join("resolv.conf"), d.join("hostname"))
+    }
+
+    /// Rewrite the sandbox's /etc/hosts in place (it is bind-mounted by inode).
+    pub(crate) fn write_hosts(&self, st: &State, id: &str) {
+        let Some(sb) = st.sandboxes.get(id) else {
+            return;
+        };
+        if sb.network_mode == "host" {
+            return;
+        }
+        let (hosts, _, _) = self.sandbox_files(id);
+        if let Err(e) = std::fs::write(&hosts, hosts_of(sb)) {
+            tracing::warn!("write {}: {e}", hosts.display());
+        }
+    }
+
+    fn write_files(&self, sb: &Sandbox) -> Result<()> {
+        let dir = self.cfg.sandbox_dir(&sb.id);
+        let io =
+            |e: std::io::Error| Error::Other(format!("write files of sandbox {}: {e}", sb.name));
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let (_, resolv, hostname) = self.sandbox_files(&sb.id);
+        std::fs::write(resolv, resolv_conf(&self.host_resolv, &sb.dns)).map_err(io)?;
+        std::fs::write(hostname, format!("{}\n", sb.hostname)).map_err(io)?;
+        std::fs::write(self.sandbox_files(&sb.id).0, hosts_of(sb)).map_err(io)?;
+        Ok(())
+    }
+
+    pub async fn create_sandbox(
+        &self,
+        name: Option<&str>,
+        req: ContainerCreateRequest,
+    ) -> Result<String> {
+        let mut st = self.state.lock().await;
+        let id = new_id();
+        let name = name
+            .filter(|n| !n.is_empty())
+            .map(|n| n.trim_start_matches('/').to_string())
+            .unwrap_or_else(|| format!("sandbox_{}", &id[..8]));
+        valid_name(&name)?;
+        if let Some(other) = st.sandboxes.values().find(|s| s.name == name) {
+            return Err(CoreError::ContainerNameInUse {
+                name,
+                id: other.id.clone(),
+            }
+            .into());
+        }
+        let hc = req.host_config.clone().unwrap_or_default();
+        let mode = hc
+            .network_mode
+            .clone()
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| "default".into());
+        let net_ref = if mode == "default" {
+            "bridge"
+        } else {
+            mode.as_str()
+        };
+        let net_id = st.network_id(net_ref)?;
+        let net = &st.networks[&net_id];
+        let (ip, aliases) = endpoint_for(&req, &mode, &net.name);
+        let static_ip = match ip {
+            Some(s) => Some(s.parse().map_err(|_| CoreError::BadValue {
+                what: "IPv4 address",
+                value: s.clone(),
+                why: "not an IPv4 address".into(),
+            })?),
+            None => None,
+        };
+        if static_ip.is_some() && (net.predefined) {
+            return Err(CoreError::StaticIpOnDefaultBridge.into());
+        }
+        let network_mode = match net.driver {
+            Driver::Host => "host".to_string(),
+            Driver::Null => "none".to_string(),
+            Driver::Bridge => mode.clone(),
+        };
+        let endpoints = if net.driver == Driver::Bridge {
+            vec![Endpoint {
+                network_id: net_id.clone(),
+                static_ip,
+                aliases,
+                live: None,
+            }]
+        } else {
+            vec![]
+        };
+        let hostname = match hc.network_mode.as_deref() {
+            Some("host") => nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_default(),
+            _ => req
+                .hostname
+                .clone()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| short(&id).to_string()),
+        };
+        let cmd: Vec<String> = req
+            .entrypoint
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(req.cmd.clone().unwrap_or_default())
+            .collect();
+        let (created, created_unix) = now();
+        let sb = Sandbox {
+            id: id.clone(),
+            name,
+            created,
+            created_unix,
+            hostname,
+            cmd,
+            network_mode,
+            auto_remove: hc.auto_remove,
+            dns: DnsConf {
+                servers: hc.dns.unwrap_or_default(),
+                search: hc.dns_search.unwrap_or_default(),
+                options: hc.dns_options.unwrap_or_default(),
+            },
+            state: RunState::Created,
+            started_at: None,
+            finished_at: None,
+            endpoints,
+        };
+        if let Some(ip) = static_ip {
+            let pool = st
+                .networks
+                .get_mut(&net_id)
+                .and_then(|n| n.pool.as_mut())
+                .expect("bridge has a pool");
+            pool.allocate_static(ip, &id)?;
+        }
+        st.sandboxes.insert(id.clone(), sb);
+        self.commit(&st, &[Key::Net(net_id), Key::Sbx(id.clone())])?;
+        Ok(id)
+    }
+
+    /// Start a sandbox: its namespace, files, endpoints, and (if `spawn`) its process,
+    /// supervised by ferryd. Without `spawn` the caller (the CLI) runs the process.
+    pub async fn start_sandbox(self: &Arc<Self>, key: &str, spawn: bool) -> Result<()> {
+        let mut st = self.state.lock().await;
+        let id = st.sandbox_id(key)?;
+        if st.sandboxes[&id].is_running() {
+            return Ok(());
+        }
+        let before = st.clone();
+        let netns = self.netns_path(&st.sandboxes[&id]);
+        let net_ids: Vec<String> = st.sandboxes[&id]
+            .endpoints
+            .iter()
+            .map(|e| e.network_id.clone())
+            .collect();
+        let mut keys: Vec<Key> = net_ids.iter().map(|n| Key::Net(n.clone())).collect();
+        keys.push(Key::Sbx(id.clone()));
+        let mut specs = vec![];
+        for n in &net_ids {
+            match plan_plug(&mut st, &id, n, netns.clone()) {
+                Ok(s) => specs.push(s),
+                Err(e) => {
+                    *st = before;
+                    return Err(e.into());
+                }
+            }
+        }
+        let sb = st.sandboxes.get_mut(&id).expect("resolved");
+        sb.state = RunState::Running {
+            pid: 0,
+            start_time: 0,
+        };
+        sb.started_at = Some(now().0);
+        sb.finished_at = None;
+        self.commit(&st, &keys)?;
+        let sb = st.sandboxes[&id].clone();
+        match self.program_start(&sb, &netns, &specs, spawn).await {
+            Ok(Some(child)) => {
+                let pid = child.id().unwrap_or(0);
+                let start_time = supervise::start_time(pid).unwrap_or(0);
+                self.children.lock().expect("lock").insert(pid);
+                let s = st.sandboxes.get_mut(&id).expect("held under lock");
+                s.state = RunState::Running { pid, start_time };
+                self.commit(&st, &[Key::Sbx(id.clone())])?;
+                drop(st);
+                supervise::watch_child(self.clone(), id, child);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => {
+                self.rollback(&mut st, before, &keys);
+                Err(e)
+            }
+        }
+    }
+
+    /// The kernel side of a start; undoes its own steps if one fails.
+    async fn program_start(
+        &self,
+        sb: &Sandbox,
+        netns: &std::path::Path,
+        specs: &[AttachSpec],
+        spawn: bool,
+    ) -> Result<Option<tokio::process::Child>> {
+        let own_netns = sb.network_mode != "host";
+        let mut undo = Teardown {
+            netns: own_netns.then(|| netns.to_path_buf()),
+            ..Default::default()
+        };
+        let res: Result<Option<tokio::process::Child>> = async {
+            if own_netns {
+                self.kernel.create_netns(netns).await?;
+                self.write_files(sb)?;
+            }
+            for spec in specs {
+                self.kernel.attach(spec).await?;
+                undo.links.push(spec.host_if.clone());
+            }
+            if own_netns {
+                let link = self.cfg.netns_link(&sb.name);
+                let _ = std::fs::create_dir_all(&self.cfg.netns_dir);
+                let _ = std::fs::remove_file(&link);
+                std::os::unix::fs::symlink(netns, &link)
+                    .map_err(|e| Error::Other(format!("link {}: {e}", link.display())))?;
+                undo.netns_link = Some(link);
+            }
+            if spawn {
+                let log = self.cfg.sandbox_dir(&sb.id).join("log");
+                std::fs::create_dir_all(self.cfg.sandbox_dir(&sb.id))
+                    .map_err(|e| Error::Other(e.to_string()))?;
+                return supervise::spawn(self, sb, netns, &log).map(Some);
+            }
+            Ok(None)
+        }
+        .await;
+        if res.is_err() {
+            self.run_teardown(undo).await;
+        }
+        res
+    }
+
+    /// Tear down the live network of a sandbox in `st`; returns the kernel work.
+    pub(crate) fn plan_stop(&self, st: &mut State, id: &str, keep_static: bool) -> Teardown {
+        let Some(sb) = st.sandboxes.get(id) else {
+            return Teardown::default();
+        };
+        let own = sb.network_mode != "host";
+        let mut t = Teardown {
+            netns: own.then(|| self.cfg.sandbox_netns(id)),
+            netns_link: own.then(|| self.cfg.netns_link(&sb.name)),
+            links: vec![],
+        };
+        let nets: Vec<String> = sb.endpoints.iter().map(|e| e.network_id.clone()).collect();
+        for n in nets {
+            if let Some((link, _)) = plan_unplug(st, id, &n, keep_static) {
+                t.links.push(link);
+            }
+        }
+        t
+    }
+
+    /// Every step runs even if one before it failed; errors are logged together.
+    pub(crate) async fn run_teardown(&self, t: Teardown) {
+        let mut errors = vec![];
+        for l in &t.links {
+            if let Err(e) = self.kernel.delete_link(l).await {
+                errors.push(e.to_string());
+            }
+        }
+        if let Some(ns) = &t.netns {
+            if let Err(e) = self.kernel.remove_netns(ns).await {
+                errors.push(e.to_string());
+            }
+        }
+        if let Some(l) = &t.netns_link {
+            if let Err(e) = std::fs::remove_file(l) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    errors.push(format!("remove {}: {e}", l.display()));
+                }
+            }
+        }
+        if !errors.is_empty() {
+            tracing::warn!("teardown left work for reconcile: {}", errors.join("; "));
+        }
+    }
+
+    /// A sandbox's process ended: release its network, keep static reservations,
+    /// remove it if it was started with --rm.
+    pub async fn on_exit(&self, id: &str, report: ExitReport) -> Result<()> {
+        let mut st = self.state.lock().await;
+        let Some(sb) = st.sandboxes.get(id) else {
+            return Ok(());
+        };
+        match sb.state {
+            RunState::Running { pid, .. } if pid == report.pid || pid == 0 || report.pid == 0 => {}
+            _ => return Ok(()),
+        }
+        let auto_remove = sb.auto_remove;
+        let mut keys: Vec<Key> = sb
+            .endpoints
+            .iter()
+            .map(|e| Key::Net(e.network_id.clone()))
+            .collect();
+        keys.push(Key::Sbx(id.to_string()));
+        let t = self.plan_stop(&mut st, id, !auto_remove);
+        if auto_remove {
+            st.sandboxes.remove(id);
+        } else if let Some(sb) = st.sandboxes.get_mut(id) {
+            sb.state = RunState::Exited { code: report.code };
+            sb.finished_at = Some(now().0);
+        }
+        self.commit(&st, &keys)?;
+        drop(st);
+        self.run_teardown(t).await;
+        if auto_remove {
+            let _ = std::fs::remove_dir_all(self.cfg.sandbox_dir(id));
+        }
+        Ok(())
+    }
+
+    /// The CLI ran the process itself (foreground `run`): record its pid.
+    pub async fn attached(&self, key: &str, pid: u32) -> Result<()> {
+        let mut st = self.state.lock().await;
+        let id = st.sandbox_id(key)?;
+        let start_time = supervise::start_time(pid).unwrap_or(0);
+        if let Some(sb) = st.sandboxes.get_mut(&id) {
+            if sb.is_running() {
+                sb.state = RunState::Running { pid, start_time };
+            }
+        }
+        self.commit(&st, &[Key::Sbx(id)])
+    }
+
+    pub async fn remove_sandbox(&self, key: &str, force: bool) -> Result<()> {
+        let mut st = self.state.lock().await;
+        let id = st.sandbox_id(key)?;
+        let sb = &st.sandboxes[&id];
+        if sb.is_running() && !force {
+            return Err(CoreError::RemoveRunning(sb.name.clone()).into());
+        }
+        if let RunState::Running { pid, .. } = sb.state {
+            supervise::kill(pid);
+        }
+        let mut keys: Vec<Key> = sb
+            .endpoints
+            .iter()
+            .map(|e| Key::Net(e.network_id.clone()))
+            .collect();
+        keys.push(Key::Sbx(id.clone()));
+        let t = self.plan_stop(&mut st, &id, false);
+        st.sandboxes.remove(&id);
+        self.commit(&st, &keys)?;
+        drop(st);
+        self.run_teardown(t).await;
+        let _ = std::fs::remove_dir_all(self.cfg.sandbox_dir(&id));
+        Ok(())
+    }
+
+    /// `kill`/`stop`: end the process; the exit path tears the network down.
+    pub async fn stop_sandbox(&self, key: &str) -> Result<()> {
+        let st = self.state.lock().await;
+        let id = st.sandbox_id(key)?;
+        match st.sandboxes[&id].state {
+            RunState::Running { pid, .. } => {
+                supervise::kill(pid);
+                drop(st);
+                if pid == 0 {
+                    self.on_exit(&id, ExitReport { pid: 0, code: 137 }).await?;
+                }
+                Ok(())
+            }
+            _ => Err(CoreError::NotRunning(st.sandboxes[&id].name.clone()).into()),
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Reconcile on start: make the kernel match the store.
+//!
+//! Bridges of known networks are (re)created; sandboxes whose process died while
+//! ferryd was away are stopped (network released, `--rm` honoured); then every kernel
+//! object ferry owns but the store does not know is removed: `fy*` links, pinned
+//! namespaces under the exec root, `ferry-*` links in the netns dir, sandbox dirs.
+//! Allocations are never rebuilt from the kernel: the store is the truth.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use ferry_core::model::RunState;
+use ferry_kernel::{netns, KernelOps};
+
+use crate::error::Result;
+use crate::ops::{Daemon, ExitReport};
+use crate::supervise::alive;
+
+pub async fn reconcile<K: KernelOps>(d: &Arc<Daemon<K>>) -> Result<()> {
+    netns::pin_current(&d.cfg.host_netns())?;
+    d.ensure_predefined().await?;
+    ensure_bridges(d).await;
+    stop_dead_sandboxes(d).await?;
+    remove_orphans(d).await;
+    Ok(())
+}
+
+async fn ensure_bridges<K: KernelOps>(d: &Daemon<K>) {
+    let st = d.state.lock().await;
+    for n in st.networks.values() {
+        if let Some(spec) = crate::ops::bridge_spec_of(n) {
+            if let Err(e) = d.kernel.ensure_bridge(&spec).await {
+                tracing::error!("reconcile network {}: {e}", n.name);
+            }
+        }
+    }
+}
+
+async fn stop_dead_sandboxes<K: KernelOps>(d: &Daemon<K>) -> Result<()> {
+    let dead: Vec<(String, u32)> = {
+        let st = d.state.lock().await;
+        st.sandboxes
+            .values()
+            .filter_map(|s| match s.state {
+                RunState::Running { pid, start_time } => {
+                    let ns_ok =
+                        s.network_mode == "host" || netns::is_pinned(&d.cfg.sandbox_netns(&s.id));
+                    (pid == 0 || !alive(pid, start_time) || !ns_ok).then(|| (s.id.clone(), pid))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    for (id, pid) in dead {
+        crate::supervise::kill(pid);
+        d.on_exit(&id, ExitReport { pid, code: -1 }).await?;
+    }
+    Ok(())
+}
+
+async fn remove_orphans<K: KernelOps>(d: &Daemon<K>) {
+    let st = d.state.lock().await;
+    let mut links: HashSet<String> = st
+        .networks
+        .values()
+        .filter_map(|n| n.bridge.as_ref())
+        .map(|b| b.name.to_string())
+        .collect();
+    let mut ns_files: HashSet<String> = HashSet::from(["default".to_string()]);
+    let mut ns_links = HashSet::new();
+    for s in st.sandboxes.values().filter(|s| s.is_running()) {
+        links.extend(
+            s.endpoints
+                .iter()
+                .filter_map(|e| e.live.as_ref())
+                .map(|l| l.host_if.to_string()),
+        );
+        ns_files.insert(s.id[..12].to_string());
+        ns_links.insert(format!("ferry-{}", s.name));
+    }
+    let known_dirs: HashSet<String> = st.sandboxes.keys().cloned().collect();
+    drop(st);
+    match d.kernel.link_names().await {
+        Ok(names) => {
+            for l in names
+                .iter()
+                .filter(|l| (l.starts_with("fy") || l.as_str() == "ferry0") && !links.contains(*l))
+            {
+                tracing::info!("reconcile: removing orphan link {l}");
+                if let Err(e) = d.kernel.delete_link(l).await {
+                    tracing::warn!("reconcile: {e}");
+                }
+            }
+        }
+        Err(e) => tracing::warn!("reconcile: {e}"),
+    }
+    for name in dir_names(&d.cfg.netns_root())
+        .into_iter()
+        .filter(|n| !ns_files.contains(n))
+    {
+        tracing::info!("reconcile: removing orphan namespace {name}");
+        if let Err(e) = d.kernel.remove_netns(&d.cfg.netns_root().join(&name)).await {
+            tracing::warn!("reconcile: {e}");
+        }
+    }
+    for name in dir_names(&d.cfg.netns_dir)
+        .into_iter()
+        .filter(|n| n.starts_with("ferry-") && !ns_links.contains(n))
+    {
+        let _ = std::fs::remove_file(d.cfg.netns_dir.join(name));
+    }
+    let sdir = d.cfg.exec_root.join("sandboxes");
+    for name in dir_names(&sdir)
+        .into_iter()
+        .filter(|n| !known_dirs.contains(n))
+    {
+        let _ = std::fs::remove_dir_all(sdir.join(name));
+    }
+}
+
+fn dir_names(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,138 @@
+//! Sandbox processes. `run -d` processes are ferryd's children, started in their own
+//! session inside the sandbox and awaited by a task. Processes ferryd did not start or
+//! no longer parents (a foreground `run` is the CLI's child; after a ferryd restart the
+//! old children were re-parented) are watched by pid and start time, so a recycled pid
+//! is never mistaken for the sandbox's process.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_core::model::{RunState, Sandbox};
+use ferry_kernel::process::{SandboxExec, SandboxFiles};
+use ferry_kernel::KernelOps;
+use nix::sys::signal::{kill as send, Signal};
+use nix::unistd::Pid;
+
+use crate::error::{Error, Result};
+use crate::ops::{Daemon, ExitReport};
+
+/// The start time of `pid` in clock ticks since boot (field 22 of /proc/PID/stat).
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+pub fn alive(pid: u32, started: u64) -> bool {
+    match start_time(pid) {
+        Some(t) => started == 0 || t == started,
+        None => false,
+    }
+}
+
+pub fn kill(pid: u32) {
+    if pid == 0 {
+        return;
+    }
+    let _ = send(Pid::from_raw(-(pid as i32)), Signal::SIGKILL);
+    let _ = send(Pid::from_raw(pid as i32), Signal::SIGKILL);
+}
+
+pub fn exec_spec<K: KernelOps>(
+    d: &Daemon<K>,
+    sb: &Sandbox,
+    netns: &std::path::Path,
+) -> SandboxExec {
+    let files = (sb.network_mode != "host").then(|| {
+        let (hosts, resolv_conf, _) = d.sandbox_files(&sb.id);
+        SandboxFiles {
+            hosts,
+            resolv_conf,
+            hostname: sb.hostname.clone(),
+        }
+    });
+    SandboxExec {
+        netns: netns.to_path_buf(),
+        files,
+        new_session: true,
+    }
+}
+
+/// Start the sandbox's command, its output going to `log`.
+pub fn spawn<K: KernelOps>(
+    d: &Daemon<K>,
+    sb: &Sandbox,
+    netns: &std::path::Path,
+    log: &std::path::Path,
+) -> Result<tokio::process::Child> {
+    let Some((prog, args)) = sb.cmd.split_first() else {
+        return Err(Error::Core(ferry_core::CoreError::Invalid(
+            "no command given".into(),
+        )));
+    };
+    let out = std::fs::File::create(log)
+        .map_err(|e| Error::Other(format!("create {}: {e}", log.display())))?;
+    let err = out.try_clone().map_err(|e| Error::Other(e.to_string()))?;
+    let hook = exec_spec(d, sb, netns)
+        .pre_exec_hook()
+        .map_err(|e| Error::Other(e.to_string()))?;
+    let mut cmd = tokio::process::Command::new(prog);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(false);
+    // SAFETY: the hook makes only syscalls on data prepared before fork.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+    cmd.spawn()
+        .map_err(|e| Error::Other(format!("start {prog} in sandbox {}: {e}", sb.name)))
+}
+
+/// Await a child and report its exit.
+pub fn watch_child<K: KernelOps>(d: Arc<Daemon<K>>, id: String, mut child: tokio::process::Child) {
+    tokio::spawn(async move {
+        let pid = child.id().unwrap_or(0);
+        let code = match child.wait().await {
+            Ok(s) => s.code().unwrap_or_else(|| {
+                128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)
+            }),
+            Err(_) => -1,
+        };
+        d.children.lock().expect("lock").remove(&pid);
+        if let Err(e) = d.on_exit(&id, ExitReport { pid, code }).await {
+            tracing::error!("exit of sandbox {id}: {e}");
+        }
+    });
+}
+
+/// Poll the processes ferryd does not parent.
+pub fn monitor<K: KernelOps>(d: Arc<Daemon<K>>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let dead: Vec<(String, u32)> = {
+                let st = d.state.lock().await;
+                let own = d.children.lock().expect("lock").clone();
+                st.sandboxes
+                    .values()
+                    .filter_map(|s| match s.state {
+                        RunState::Running { pid, start_time }
+                            if pid != 0 && !own.contains(&pid) && !alive(pid, start_time) =>
+                        {
+                            Some((s.id.clone(), pid))
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            };
+            for (id, pid) in dead {
+                if let Err(e) = d.on_exit(&id, ExitReport { pid, code: -1 }).await {
+                    tracing::error!("exit of sandbox {id}: {e}");
+                }
+            }
+        }
+    });
+}
