@@ -1,1 +1,102 @@
-fn main(){}
+//! `ferry`: the command line, a thin client of ferryd's Docker-shaped API. Flags and
+//! output follow docker's. Foreground `run` and `exec` start the process here, inside
+//! the sandbox's namespaces, so stdio and the exit code pass straight through.
+
+mod client;
+mod network;
+mod output;
+mod sandbox;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Container networking for Linux: networks and sandboxes, driven through ferryd"
+)]
+pub struct Cli {
+    /// ferryd's socket.
+    #[arg(
+        short = 'H',
+        long = "host",
+        env = "FERRY_HOST",
+        default_value = "unix:///run/ferry/ferry.sock",
+        global = true
+    )]
+    host: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(network::NetworkCmd),
+    /// Create a sandbox, attach it to a network and run a command in it.
+    Run(sandbox::RunArgs),
+    /// List sandboxes.
+    Ps(sandbox::PsArgs),
+    /// Show sandboxes (or networks) in Docker's inspect shape.
+    Inspect(sandbox::InspectArgs),
+    /// Run a command inside a running sandbox.
+    Exec(sandbox::ExecArgs),
+    /// Remove sandboxes.
+    Rm(sandbox::RmArgs),
+    /// Show ferryd's version.
+    Version,
+}
+
+/// A failure the daemon reported: printed as docker prints it.
+#[derive(Debug)]
+pub struct DaemonError(pub String);
+
+impl std::fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Error response from daemon: {}", self.0)
+    }
+}
+impl std::error::Error for DaemonError {}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let c = client::Client::new(&cli.host)?;
+    match cli.cmd {
+        Cmd::Network(n) => network::run(&c, n),
+        Cmd::Run(a) => sandbox::run(&c, a),
+        Cmd::Ps(a) => sandbox::ps(&c, a),
+        Cmd::Inspect(a) => sandbox::inspect(&c, a),
+        Cmd::Exec(a) => sandbox::exec(&c, a),
+        Cmd::Rm(a) => sandbox::rm(&c, a),
+        Cmd::Version => {
+            let r = c.call("GET", "/version", None)?;
+            let v = r.json()?;
+            println!(
+                "ferryd {} (API {})",
+                v["Version"].as_str().unwrap_or(""),
+                v["ApiVersion"].as_str().unwrap_or("")
+            );
+            Ok(0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}

@@ -1,0 +1,288 @@
+//! `ferry network …`.
+
+use std::collections::BTreeMap;
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use crate::client::{enc, Client};
+use crate::output::{print_inspect, table};
+use crate::DaemonError;
+
+#[derive(Subcommand)]
+pub enum NetworkCmd {
+    /// Create a network.
+    Create(CreateArgs),
+    /// List networks.
+    #[command(alias = "list")]
+    Ls(LsArgs),
+    /// Show networks in detail.
+    Inspect(NetInspectArgs),
+    /// Remove networks.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove all unused user networks.
+    Prune {
+        #[arg(short, long)]
+        force: bool,
+        #[arg(long = "filter")]
+        filter: Vec<String>,
+    },
+    /// Connect a sandbox to a network.
+    Connect(ConnectArgs),
+    /// Disconnect a sandbox from a network.
+    Disconnect {
+        #[arg(short, long)]
+        force: bool,
+        network: String,
+        sandbox: String,
+    },
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    #[arg(short, long, default_value = "bridge")]
+    driver: String,
+    #[arg(long)]
+    subnet: Option<String>,
+    #[arg(long)]
+    gateway: Option<String>,
+    #[arg(long = "ip-range")]
+    ip_range: Option<String>,
+    #[arg(long)]
+    internal: bool,
+    #[arg(long)]
+    attachable: bool,
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    #[arg(short = 'o', long = "opt")]
+    opts: Vec<String>,
+    name: String,
+}
+
+#[derive(Args)]
+pub struct LsArgs {
+    #[arg(short = 'f', long = "filter")]
+    filter: Vec<String>,
+    #[arg(short, long)]
+    quiet: bool,
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+}
+
+#[derive(Args)]
+pub struct NetInspectArgs {
+    #[arg(required = true)]
+    names: Vec<String>,
+    #[arg(short, long)]
+    format: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ConnectArgs {
+    #[arg(long)]
+    ip: Option<String>,
+    #[arg(long = "alias")]
+    aliases: Vec<String>,
+    network: String,
+    sandbox: String,
+}
+
+pub fn kv(items: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut m = BTreeMap::new();
+    for it in items {
+        match it.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                m.insert(k.to_string(), v.to_string());
+            }
+            _ if what == "label" && !it.is_empty() => {
+                m.insert(it.clone(), String::new());
+            }
+            _ => bail!("invalid {what} {it:?}: expected KEY=VALUE"),
+        }
+    }
+    Ok(m)
+}
+
+/// `--filter k=v` flags as Docker's filters JSON.
+pub fn filters_json(items: &[String]) -> anyhow::Result<Option<String>> {
+    if items.is_empty() {
+        return Ok(None);
+    }
+    let mut m: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
+    for it in items {
+        let Some((k, v)) = it.split_once('=') else {
+            bail!("bad format of filter (expected name=value): {it}")
+        };
+        m.entry(k.to_string())
+            .or_default()
+            .insert(v.to_string(), true);
+    }
+    Ok(Some(serde_json::to_string(&m)?))
+}
+
+fn check(r: &crate::client::Reply) -> anyhow::Result<()> {
+    if !r.ok() {
+        return Err(DaemonError(r.message()).into());
+    }
+    Ok(())
+}
+
+pub fn run(c: &Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
+    match cmd {
+        NetworkCmd::Create(a) => create(c, a),
+        NetworkCmd::Ls(a) => ls(c, a),
+        NetworkCmd::Inspect(a) => {
+            let mut items = vec![];
+            let mut code = 0;
+            for n in &a.names {
+                let r = c.call("GET", &format!("/networks/{}", enc(n)), None)?;
+                if r.ok() {
+                    items.push(r.json()?);
+                } else {
+                    eprintln!("{}", DaemonError(r.message()));
+                    code = 1;
+                }
+            }
+            print_inspect(&items, a.format.as_deref())?;
+            Ok(code)
+        }
+        NetworkCmd::Rm { names } => {
+            let mut code = 0;
+            for n in &names {
+                let r = c.call("DELETE", &format!("/networks/{}", enc(n)), None)?;
+                if r.ok() {
+                    println!("{n}");
+                } else {
+                    eprintln!("{}", DaemonError(r.message()));
+                    code = 1;
+                }
+            }
+            Ok(code)
+        }
+        NetworkCmd::Prune { force, filter } => {
+            if !force {
+                bail!("WARNING! This will remove all custom networks not used by at least one sandbox. Pass -f to confirm.");
+            }
+            let q = filters_json(&filter)?
+                .map(|f| format!("?filters={}", enc(&f)))
+                .unwrap_or_default();
+            let r = c.call("POST", &format!("/networks/prune{q}"), None)?;
+            check(&r)?;
+            let v = r.json()?;
+            let names: Vec<&str> = v["NetworksDeleted"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if !names.is_empty() {
+                println!("Deleted Networks:");
+                for n in names {
+                    println!("{n}");
+                }
+            }
+            Ok(0)
+        }
+        NetworkCmd::Connect(a) => {
+            let body = json!({
+                "Container": a.sandbox,
+                "EndpointConfig": {"IPAMConfig": {"IPv4Address": a.ip.unwrap_or_default()}, "Aliases": a.aliases},
+            });
+            check(&c.call(
+                "POST",
+                &format!("/networks/{}/connect", enc(&a.network)),
+                Some(&body),
+            )?)?;
+            Ok(0)
+        }
+        NetworkCmd::Disconnect {
+            force,
+            network,
+            sandbox,
+        } => {
+            let body = json!({"Container": sandbox, "Force": force});
+            check(&c.call(
+                "POST",
+                &format!("/networks/{}/disconnect", enc(&network)),
+                Some(&body),
+            )?)?;
+            Ok(0)
+        }
+    }
+}
+
+fn create(c: &Client, a: CreateArgs) -> anyhow::Result<i32> {
+    let mut cfg = serde_json::Map::new();
+    for (k, v) in [
+        ("Subnet", &a.subnet),
+        ("Gateway", &a.gateway),
+        ("IPRange", &a.ip_range),
+    ] {
+        if let Some(v) = v {
+            cfg.insert(k.into(), json!(v));
+        }
+    }
+    let config = if cfg.is_empty() {
+        vec![]
+    } else {
+        vec![Value::Object(cfg)]
+    };
+    let body = json!({
+        "Name": a.name,
+        "Driver": a.driver,
+        "IPAM": {"Driver": "default", "Options": {}, "Config": config},
+        "Internal": a.internal,
+        "Attachable": a.attachable,
+        "Options": kv(&a.opts, "option")?,
+        "Labels": kv(&a.labels, "label")?,
+        "CheckDuplicate": true,
+    });
+    let r = c.call("POST", "/networks/create", Some(&body))?;
+    check(&r)?;
+    println!("{}", r.json()?["Id"].as_str().unwrap_or(""));
+    Ok(0)
+}
+
+fn ls(c: &Client, a: LsArgs) -> anyhow::Result<i32> {
+    let q = filters_json(&a.filter)?
+        .map(|f| format!("?filters={}", enc(&f)))
+        .unwrap_or_default();
+    let r = c.call("GET", &format!("/networks{q}"), None)?;
+    check(&r)?;
+    let v = r.json()?;
+    let mut nets: Vec<&Value> = v.as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    nets.sort_by_key(|n| n["Name"].as_str().unwrap_or("").to_string());
+    let id = |n: &Value| {
+        let id = n["Id"].as_str().unwrap_or("").to_string();
+        if a.no_trunc {
+            id
+        } else {
+            id.chars().take(12).collect()
+        }
+    };
+    if a.quiet {
+        for n in nets {
+            println!("{}", id(n));
+        }
+        return Ok(0);
+    }
+    let mut rows = vec![vec![
+        "NETWORK ID".to_string(),
+        "NAME".into(),
+        "DRIVER".into(),
+        "SCOPE".into(),
+    ]];
+    for n in nets {
+        rows.push(vec![
+            id(n),
+            n["Name"].as_str().unwrap_or("").into(),
+            n["Driver"].as_str().unwrap_or("").into(),
+            n["Scope"].as_str().unwrap_or("").into(),
+        ]);
+    }
+    print!("{}", table(&rows));
+    Ok(0)
+}

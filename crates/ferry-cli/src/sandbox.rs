@@ -1,0 +1,309 @@
+//! `ferry run|ps|inspect|exec|rm`.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use ferry_kernel::process::{SandboxExec, SandboxFiles};
+use serde_json::{json, Value};
+
+use crate::client::{enc, Client};
+use crate::output::{print_inspect, table};
+use crate::DaemonError;
+
+#[derive(Args)]
+#[command(disable_help_flag = true)]
+pub struct RunArgs {
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Run in the background; ferryd supervises the process.
+    #[arg(short, long)]
+    detach: bool,
+    /// Remove the sandbox when its process exits.
+    #[arg(long)]
+    rm: bool,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long = "network", alias = "net", default_value = "default")]
+    network: String,
+    #[arg(long)]
+    ip: Option<String>,
+    #[arg(long = "alias", alias = "network-alias")]
+    aliases: Vec<String>,
+    #[arg(short = 'h', long)]
+    hostname: Option<String>,
+    #[arg(long)]
+    dns: Vec<String>,
+    #[arg(long = "dns-search")]
+    dns_search: Vec<String>,
+    #[arg(long = "dns-option")]
+    dns_option: Vec<String>,
+    /// The command and its arguments (after `--`).
+    #[arg(trailing_var_arg = true, required = true)]
+    cmd: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct PsArgs {
+    #[arg(short, long)]
+    all: bool,
+    #[arg(short, long)]
+    quiet: bool,
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    #[arg(required = true)]
+    names: Vec<String>,
+    #[arg(short, long)]
+    format: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    sandbox: String,
+    #[arg(trailing_var_arg = true, required = true)]
+    cmd: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    #[arg(short, long)]
+    force: bool,
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+fn create_body(a: &RunArgs) -> Value {
+    json!({
+        "Hostname": a.hostname.clone().unwrap_or_default(),
+        "Cmd": a.cmd,
+        "Image": "",
+        "HostConfig": {
+            "NetworkMode": a.network, "AutoRemove": a.rm,
+            "Dns": a.dns, "DnsSearch": a.dns_search, "DnsOptions": a.dns_option,
+        },
+        "NetworkingConfig": {"EndpointsConfig": {a.network.clone(): {
+            "IPAMConfig": {"IPv4Address": a.ip.clone().unwrap_or_default()},
+            "Aliases": a.aliases,
+        }}},
+    })
+}
+
+pub fn run(c: &Client, a: RunArgs) -> anyhow::Result<i32> {
+    let q = a
+        .name
+        .as_deref()
+        .map(|n| format!("?name={}", enc(n)))
+        .unwrap_or_default();
+    let r = c.call(
+        "POST",
+        &format!("/containers/create{q}"),
+        Some(&create_body(&a)),
+    )?;
+    if !r.ok() {
+        eprintln!("{}", DaemonError(r.message()));
+        return Ok(125);
+    }
+    let id = r.json()?["Id"].as_str().unwrap_or("").to_string();
+    let start_q = if a.detach { "" } else { "?ferry-attach=1" };
+    let r = c.call("POST", &format!("/containers/{id}/start{start_q}"), None)?;
+    if !r.ok() {
+        eprintln!("{}", DaemonError(r.message()));
+        if a.rm {
+            let _ = c.call("DELETE", &format!("/containers/{id}?force=1"), None);
+        }
+        return Ok(125);
+    }
+    if a.detach {
+        println!("{id}");
+        return Ok(0);
+    }
+    let code = match run_inside(c, &id, &a.cmd, true) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ferry: {e:#}");
+            let _ = c.call(
+                "POST",
+                &format!("/ferry/containers/{id}/exited?code=127"),
+                None,
+            );
+            return Ok(127);
+        }
+    };
+    Ok(code)
+}
+
+/// Where and how to enter a running sandbox, from its inspect document.
+fn exec_spec(v: &Value) -> anyhow::Result<SandboxExec> {
+    if v["State"]["Running"] != json!(true) {
+        bail!(
+            "Container {} is not running",
+            v["Name"].as_str().unwrap_or("").trim_start_matches('/')
+        );
+    }
+    let key = v["NetworkSettings"]["SandboxKey"].as_str().unwrap_or("");
+    let host = v["HostConfig"]["NetworkMode"] == json!("host");
+    let files = (!host).then(|| SandboxFiles {
+        hosts: PathBuf::from(v["HostsPath"].as_str().unwrap_or("")),
+        resolv_conf: PathBuf::from(v["ResolvConfPath"].as_str().unwrap_or("")),
+        hostname: v["Config"]["Hostname"].as_str().unwrap_or("").to_string(),
+    });
+    Ok(SandboxExec {
+        netns: PathBuf::from(key),
+        files,
+        new_session: false,
+    })
+}
+
+/// Run `cmd` in the sandbox as a child of this process; `main` reports it to ferryd
+/// as the sandbox's process.
+fn run_inside(c: &Client, id: &str, cmd: &[String], main: bool) -> anyhow::Result<i32> {
+    let r = c.call("GET", &format!("/containers/{}/json", enc(id)), None)?;
+    if !r.ok() {
+        return Err(DaemonError(r.message()).into());
+    }
+    let spec = exec_spec(&r.json()?)?;
+    let hook = spec.pre_exec_hook()?;
+    let (prog, args) = cmd.split_first().context("no command given")?;
+    let mut command = Command::new(prog);
+    command.args(args);
+    // SAFETY: the hook only makes syscalls on data prepared before fork.
+    unsafe {
+        command.pre_exec(hook);
+    }
+    let mut child = match command.spawn() {
+        Ok(ch) => ch,
+        Err(e) => bail!("exec {prog}: {e}"),
+    };
+    let pid = child.id();
+    if main {
+        let _ = c.call(
+            "POST",
+            &format!("/ferry/containers/{id}/attached?pid={pid}"),
+            None,
+        );
+    }
+    let status = child.wait()?;
+    let code = status.code().unwrap_or_else(|| {
+        128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+    });
+    if main {
+        let _ = c.call(
+            "POST",
+            &format!("/ferry/containers/{id}/exited?code={code}&pid={pid}"),
+            None,
+        );
+    }
+    Ok(code)
+}
+
+pub fn exec(c: &Client, a: ExecArgs) -> anyhow::Result<i32> {
+    match run_inside(c, &a.sandbox, &a.cmd, false) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("{e:#}");
+            Ok(126)
+        }
+    }
+}
+
+pub fn ps(c: &Client, a: PsArgs) -> anyhow::Result<i32> {
+    let r = c.call(
+        "GET",
+        &format!("/containers/json{}", if a.all { "?all=1" } else { "" }),
+        None,
+    )?;
+    if !r.ok() {
+        return Err(DaemonError(r.message()).into());
+    }
+    let v = r.json()?;
+    let items = v.as_array().cloned().unwrap_or_default();
+    let id = |s: &Value| {
+        let id = s["Id"].as_str().unwrap_or("").to_string();
+        if a.no_trunc {
+            id
+        } else {
+            id.chars().take(12).collect()
+        }
+    };
+    if a.quiet {
+        for s in &items {
+            println!("{}", id(s));
+        }
+        return Ok(0);
+    }
+    let mut rows = vec![vec![
+        "SANDBOX ID".to_string(),
+        "COMMAND".into(),
+        "STATUS".into(),
+        "NETWORKS".into(),
+        "NAMES".into(),
+    ]];
+    for s in &items {
+        let nets: Vec<String> = s["NetworkSettings"]["Networks"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        let name = s["Names"][0]
+            .as_str()
+            .unwrap_or("")
+            .trim_start_matches('/')
+            .to_string();
+        rows.push(vec![
+            id(s),
+            format!("\"{}\"", s["Command"].as_str().unwrap_or("")),
+            s["Status"].as_str().unwrap_or("").into(),
+            nets.join(","),
+            name,
+        ]);
+    }
+    print!("{}", table(&rows));
+    Ok(0)
+}
+
+pub fn inspect(c: &Client, a: InspectArgs) -> anyhow::Result<i32> {
+    let mut items = vec![];
+    let mut code = 0;
+    for n in &a.names {
+        let r = c.call("GET", &format!("/containers/{}/json", enc(n)), None)?;
+        let r = if r.status == 404 {
+            let nr = c.call("GET", &format!("/networks/{}", enc(n)), None)?;
+            if nr.ok() {
+                nr
+            } else {
+                r
+            }
+        } else {
+            r
+        };
+        if r.ok() {
+            items.push(r.json()?);
+        } else {
+            eprintln!("Error: No such object: {n}");
+            code = 1;
+        }
+    }
+    print_inspect(&items, a.format.as_deref())?;
+    Ok(code)
+}
+
+pub fn rm(c: &Client, a: RmArgs) -> anyhow::Result<i32> {
+    let mut code = 0;
+    for n in &a.names {
+        let f = if a.force { "?force=1" } else { "" };
+        let r = c.call("DELETE", &format!("/containers/{}{f}", enc(n)), None)?;
+        if r.ok() {
+            println!("{n}");
+        } else {
+            eprintln!("{}", DaemonError(r.message()));
+            code = 1;
+        }
+    }
+    Ok(code)
+}
