@@ -1,1 +1,101 @@
-// placeholder
+//! Privileged test support for ferry's scenario tests (the root `tests/` directory).
+//!
+//! Every scenario builds its own [`TestHost`]: a temporary directory holding ferryd's data root,
+//! exec root, `ip netns` directory and API socket, and a ferryd started in a fresh network
+//! namespace of its own — the throwaway "host". Nothing is written to the real host's network
+//! namespace, and everything the host started is killed by PID when it is finished or dropped.
+//!
+//! * [`TestHost`] — start, [`TestHost::restart_kill9`], teardown ([`TestHost::finish`]).
+//! * [`Output`] / [`run_bounded`] — every command runs with a deadline and its output captured.
+//! * probes ([`TestHost::run_web`], [`TestHost::expect_fetch`], …) — real TCP traffic between
+//!   sandboxes with busybox `httpd` and `nc`, each client bounded inside and outside.
+//! * leftovers ([`TestHost::leftovers`]) — what the kernel still holds (links, addresses,
+//!   namespace files, mounts), read from the kernel, never from ferryd.
+//! * [`DockerCli`] — the real `docker` CLI pointed at a host's ferryd.
+//!
+//! A scenario reads like this:
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! let host = ferry_testkit::host_or_skip!();
+//! let net = ferry_testkit::unique("net");
+//! host.create_network(&net, &["--subnet", "10.20.0.0/24"])?;
+//! let web = host.run_web("web", &["--network", &net])?;
+//! host.run_idle("client", &["--network", &net])?;
+//! host.expect_fetch("client", &host.ip_of("web", &net)?, &web)?;
+//! host.finish()
+//! # }
+//! ```
+
+mod api;
+mod bins;
+mod cmd;
+mod docker;
+mod host;
+mod kernel;
+mod probe;
+mod teardown;
+
+pub use api::ping;
+pub use bins::{bin_dir, Bins, BUSYBOX};
+pub use cmd::{run_bounded, Output};
+pub use docker::DockerCli;
+pub use host::{TestHost, CLI_TIMEOUT, PREDEFINED_NETWORKS};
+pub use kernel::{mounts, parse_addresses, parse_links, process_gone, Leftovers, Mount};
+pub use probe::{is_full_id, Web};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// True when privileged scenario tests can run (effective uid 0). Otherwise prints a skip
+/// message and returns false — unless the `CI` variable is set, where a skip would hide a
+/// broken setup, so it panics instead.
+pub fn privileged(scenario: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{scenario}: scenario tests need root and CI is set, so they may not be skipped (run `sudo scripts/test`)");
+    }
+    eprintln!("SKIP {scenario}: needs root (run `sudo scripts/test`)");
+    false
+}
+
+/// `prefix` followed by 6 random hex digits: unique per call, letters and digits only, so it is
+/// usable as a network or sandbox name and inside a `{{.A.B}}` template path.
+pub fn unique(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(d.as_nanos());
+    }
+    format!("{prefix}{:06x}", h.finish() & 0xff_ffff)
+}
+
+/// The name of the enclosing function (the test), for messages and skip notices.
+#[macro_export]
+macro_rules! scenario_name {
+    () => {{
+        fn f() {}
+        fn type_name_of<T>(_: T) -> &'static str {
+            ::std::any::type_name::<T>()
+        }
+        let name = type_name_of(f);
+        let name = name.strip_suffix("::f").unwrap_or(name);
+        name.rsplit("::").next().unwrap_or(name)
+    }};
+}
+
+/// Start a [`TestHost`] for the enclosing test, or return `Ok(())` from it (skip) when not root.
+/// The enclosing function must return `anyhow::Result<()>`.
+#[macro_export]
+macro_rules! host_or_skip {
+    () => {
+        match $crate::TestHost::start_if_privileged($crate::scenario_name!())? {
+            Some(host) => host,
+            None => return Ok(()),
+        }
+    };
+}

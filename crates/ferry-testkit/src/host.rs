@@ -1,0 +1,402 @@
+//! TestHost: a throwaway host for one scenario.
+//!
+//! Mechanism: ferryd is spawned with a `pre_exec` that unshares the network namespace, so its
+//! namespace is the "host" the scenario sees (bridges, host-side veths, the `host` driver).
+//! Right after the spawn we open `/proc/<pid>/ns/net` and keep that file for the TestHost's
+//! life: kernel checks run `busybox ip` with `setns` on it (working even while ferryd is down),
+//! and [`TestHost::restart_kill9`] starts the new ferryd inside it with `setns`, so bridges and
+//! veths survive the SIGKILL as they would on a real host. Dropping the file at the end lets the
+//! namespace and everything in it go. ferryd shares the test's mount namespace, so mounts it
+//! leaves are visible in /proc/self/mountinfo.
+//!
+//! The end of a host (finish, Drop) is in teardown.rs.
+
+use crate::api::ping;
+use crate::bins::Bins;
+use crate::cmd::{run_bounded, Output};
+use crate::kernel::{self, Leftovers};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on one `ferry` CLI call.
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The networks ferryd creates itself; teardown leaves them.
+pub const PREDEFINED_NETWORKS: [&str; 3] = ["bridge", "host", "none"];
+
+pub struct TestHost {
+    pub(crate) scenario: String,
+    pub(crate) dir: Option<TempDir>,
+    pub(crate) root: PathBuf,
+    pub(crate) data_root: PathBuf,
+    pub(crate) exec_root: PathBuf,
+    pub(crate) netns_dir: PathBuf,
+    pub(crate) sock: PathBuf,
+    pub(crate) log: PathBuf,
+    pub(crate) www: PathBuf,
+    pub(crate) bins: Bins,
+    pub(crate) ferryd: Option<Child>,
+    /// ferryd's network namespace, held open for the host's life.
+    pub(crate) netns: Option<File>,
+    /// What the host held when ferryd first became ready (its own pinned namespace, `lo`, a
+    /// default bridge made at start…): [`TestHost::leftovers`] reports only what is beyond it.
+    baseline: Baseline,
+    pub(crate) finished: bool,
+}
+
+impl TestHost {
+    /// [`TestHost::start`] when running as root; None (after a skip notice) otherwise — or a
+    /// panic when `CI` is set (see [`crate::privileged`]).
+    pub fn start_if_privileged(scenario: &str) -> Result<Option<TestHost>> {
+        if !crate::privileged(scenario) {
+            return Ok(None);
+        }
+        TestHost::start(scenario).map(Some)
+    }
+
+    /// Make the temporary roots and start ferryd in a fresh network namespace; returns once
+    /// `GET /_ping` answers (at most 10 s).
+    pub fn start(scenario: &str) -> Result<TestHost> {
+        let bins = Bins::locate()?;
+        let dir = tempfile::Builder::new()
+            .prefix("ferry-t-")
+            .tempdir_in(temp_base())
+            .context("create the test host's temporary directory")?;
+        let root = dir.path().to_path_buf();
+        let host = TestHost {
+            scenario: scenario.to_string(),
+            data_root: root.join("data"),
+            exec_root: root.join("run"),
+            netns_dir: root.join("netns"),
+            sock: root.join("ferry.sock"),
+            log: root.join("ferryd.log"),
+            www: root.join("www"),
+            root,
+            dir: Some(dir),
+            bins,
+            ferryd: None,
+            netns: None,
+            baseline: Baseline {
+                etc_mount_ids: kernel::etc_mount_ids()?,
+                ..Baseline::default()
+            },
+            finished: false,
+        };
+        for d in [&host.data_root, &host.exec_root, &host.netns_dir, &host.www] {
+            std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+        }
+        // From here on `host` owns what it started: an early return drops it and tears down.
+        let mut host = host;
+        host.ferryd = Some(host.spawn_ferryd(None)?);
+        let pid = host.ferryd_pid().context("ferryd was just started")?;
+        let ns_path = format!("/proc/{pid}/ns/net");
+        host.netns = Some(File::open(&ns_path).with_context(|| {
+            format!(
+                "open {ns_path} (did ferryd exit at once?)\n{}",
+                host.log_tail(40)
+            )
+        })?);
+        host.wait_ready()?;
+        host.baseline = Baseline {
+            links: host.links()?.into_iter().collect(),
+            netns_files: host.netns_files()?.into_iter().collect(),
+            ip_netns_links: host.ip_netns_links()?.into_iter().collect(),
+            mount_points: host
+                .mounts_under_root()?
+                .into_iter()
+                .map(|m| m.mount_point)
+                .collect(),
+            etc_mount_ids: std::mem::take(&mut host.baseline.etc_mount_ids),
+        };
+        Ok(host)
+    }
+
+    /// SIGKILL ferryd (its sandboxes' processes keep running, as on a real host), then start a
+    /// new ferryd with the same roots in the same network namespace and wait until it answers.
+    pub fn restart_kill9(&mut self) -> Result<()> {
+        let child = self.ferryd.as_mut().context("ferryd is not running")?;
+        if child.try_wait()?.is_some() {
+            bail!(
+                "ferryd had already exited before the SIGKILL\n{}",
+                self.log_tail(40)
+            );
+        }
+        child.kill().context("SIGKILL ferryd")?;
+        wait_bounded(child, STOP_TIMEOUT)?.context("ferryd did not die within 5 s of SIGKILL")?;
+        self.ferryd = None;
+        self.log_note("ferryd killed with SIGKILL by the test; starting a new one");
+        let fd = self
+            .netns
+            .as_ref()
+            .context("the host network namespace is gone")?
+            .as_raw_fd();
+        self.ferryd = Some(self.spawn_ferryd(Some(fd))?);
+        self.wait_ready()
+    }
+
+    fn spawn_ferryd(&self, join_netns: Option<RawFd>) -> Result<Child> {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("open {}", self.log.display()))?;
+        let mut cmd = Command::new(&self.bins.ferryd);
+        cmd.arg("--data-root")
+            .arg(&self.data_root)
+            .arg("--exec-root")
+            .arg(&self.exec_root)
+            .arg("-H")
+            .arg(self.host_url())
+            .arg("--netns-dir")
+            .arg(&self.netns_dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        cmd.env("NO_COLOR", "1");
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        // SAFETY: only async-signal-safe syscalls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                // If the test binary dies, its ferryd dies with it instead of running on.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let rc = match join_netns {
+                    None => libc::unshare(libc::CLONE_NEWNET),
+                    Some(fd) => libc::setns(fd, libc::CLONE_NEWNET),
+                };
+                if rc != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.spawn()
+            .with_context(|| format!("start {}", self.bins.ferryd.display()))
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let child = self.ferryd.as_mut().context("ferryd is not running")?;
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "ferryd exited ({status}) before it answered GET /_ping\n{}",
+                    self.log_tail(40)
+                );
+            }
+            let answer = if self.sock.exists() {
+                ping(&self.sock)
+            } else {
+                Err(anyhow::anyhow!("no socket yet"))
+            };
+            match answer {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => bail!(
+                    "ferryd did not answer GET /_ping on {} within {READY_TIMEOUT:?}: {e:#}\n{}",
+                    self.sock.display(),
+                    self.log_tail(40)
+                ),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    // ---- where things are ----
+
+    pub fn scenario(&self) -> &str {
+        &self.scenario
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn data_root(&self) -> &Path {
+        &self.data_root
+    }
+    pub fn exec_root(&self) -> &Path {
+        &self.exec_root
+    }
+    /// The directory ferryd puts `ferry-<name>` links in for `ip netns`.
+    pub fn netns_dir(&self) -> &Path {
+        &self.netns_dir
+    }
+    pub fn sock(&self) -> &Path {
+        &self.sock
+    }
+    /// `unix:///…/ferry.sock`, for `-H`, FERRY_HOST and DOCKER_HOST.
+    pub fn host_url(&self) -> String {
+        format!("unix://{}", self.sock.display())
+    }
+    pub fn bins(&self) -> &Bins {
+        &self.bins
+    }
+    pub fn ferryd_pid(&self) -> Option<u32> {
+        self.ferryd.as_ref().map(Child::id)
+    }
+    /// ferryd's network namespace (the host's).
+    pub fn netns(&self) -> Result<&File> {
+        self.netns
+            .as_ref()
+            .context("the host network namespace is gone")
+    }
+
+    /// The last `lines` lines of ferryd's log (all its runs).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        let tail = all[all.len().saturating_sub(lines)..].join("\n");
+        format!(
+            "---- ferryd log ({}), last {lines} lines ----\n{tail}\n---- end of ferryd log ----",
+            self.log.display()
+        )
+    }
+
+    fn log_note(&self, note: &str) {
+        if let Ok(mut f) = OpenOptions::new().append(true).open(&self.log) {
+            let _ = writeln!(f, "---- [test] {note} ----");
+        }
+    }
+
+    // ---- the CLI ----
+
+    /// `ferry -H unix://SOCK ARGS…` (FERRY_HOST set too), bounded; any exit status is Ok.
+    pub fn ferry(&self, args: &[&str]) -> Result<Output> {
+        let mut cmd = Command::new(&self.bins.ferry);
+        cmd.arg("-H")
+            .arg(self.host_url())
+            .args(args)
+            .env("FERRY_HOST", self.host_url());
+        run_bounded(&mut cmd, CLI_TIMEOUT)
+    }
+
+    /// `ferry ARGS…` that must succeed; its trimmed stdout.
+    pub fn ferry_ok(&self, args: &[&str]) -> Result<String> {
+        Ok(self.ferry(args)?.expect_success()?.out().to_string())
+    }
+
+    /// `ferry ARGS…` that must fail; its output (see [`Output::stderr`]).
+    pub fn ferry_err(&self, args: &[&str]) -> Result<Output> {
+        self.ferry(args)?.expect_failure()
+    }
+
+    // ---- the kernel ----
+
+    /// Interface names in the host's (ferryd's) network namespace.
+    pub fn links(&self) -> Result<Vec<String>> {
+        kernel::links_in(self.netns()?)
+    }
+
+    /// (interface, address/prefix) in the host's network namespace.
+    pub fn addresses(&self) -> Result<Vec<(String, String)>> {
+        kernel::addresses_in(self.netns()?)
+    }
+
+    /// Mounts (in the test's mount namespace, which ferryd shares) under the temporary root.
+    pub fn mounts_under_root(&self) -> Result<Vec<kernel::Mount>> {
+        kernel::mounts_under(&self.root)
+    }
+
+    /// Namespace files under `<exec-root>/netns/` (sandboxes', and any pin ferryd keeps of its
+    /// own; [`TestHost::leftovers`] counts only the former).
+    pub fn netns_files(&self) -> Result<Vec<String>> {
+        kernel::dir_entries(&self.exec_root.join("netns"))
+    }
+
+    /// Entries of the `ip netns` directory.
+    pub fn ip_netns_links(&self) -> Result<Vec<String>> {
+        kernel::dir_entries(&self.netns_dir)
+    }
+
+    /// Everything the kernel and the roots hold beyond what the host had when ferryd first
+    /// became ready (what was there then — `lo`, a default bridge made at start, ferryd's pin of
+    /// its own namespace — is not counted; nor are bind mounts of the two namespace directories
+    /// onto themselves, the `ip netns` convention).
+    pub fn leftovers(&self) -> Result<Leftovers> {
+        let b = &self.baseline;
+        let links: Vec<String> = self
+            .links()?
+            .into_iter()
+            .filter(|l| !b.links.contains(l))
+            .collect();
+        let addresses = self
+            .addresses()?
+            .into_iter()
+            .filter(|(l, _)| links.contains(l))
+            .collect();
+        let self_binds = [self.exec_root.join("netns"), self.netns_dir.clone()];
+        let (ns, other): (Vec<_>, Vec<_>) = self
+            .mounts_under_root()?
+            .into_iter()
+            .filter(|m| !b.mount_points.contains(&m.mount_point))
+            .partition(|m| m.fstype == "nsfs");
+        Ok(Leftovers {
+            links,
+            addresses,
+            netns_files: self
+                .netns_files()?
+                .into_iter()
+                .filter(|f| !b.netns_files.contains(f))
+                .collect(),
+            ip_netns_links: self
+                .ip_netns_links()?
+                .into_iter()
+                .filter(|f| !b.ip_netns_links.contains(f))
+                .collect(),
+            ns_mounts: ns.into_iter().map(|m| m.mount_point).collect(),
+            other_mounts: other
+                .into_iter()
+                .map(|m| m.mount_point)
+                .filter(|p| !self_binds.contains(p))
+                .collect(),
+            etc_mounts: kernel::mounts()?
+                .into_iter()
+                .filter(|m| m.mount_point.starts_with("/etc") && !b.etc_mount_ids.contains(&m.id))
+                .map(|m| m.mount_point)
+                .collect(),
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct Baseline {
+    links: BTreeSet<String>,
+    netns_files: BTreeSet<String>,
+    ip_netns_links: BTreeSet<String>,
+    mount_points: BTreeSet<PathBuf>,
+    etc_mount_ids: BTreeSet<u64>,
+}
+
+/// `$TMPDIR` unless it would make the socket path too long for a unix address (108 bytes).
+fn temp_base() -> PathBuf {
+    let t = std::env::temp_dir();
+    if t.as_os_str().len() <= 60 {
+        t
+    } else {
+        PathBuf::from("/tmp")
+    }
+}
+
+pub(crate) fn wait_bounded(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

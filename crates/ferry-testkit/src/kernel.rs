@@ -1,0 +1,283 @@
+//! What the kernel holds, read from the kernel: links and addresses inside a network namespace
+//! (busybox `ip` run with `setns` into a namespace fd we hold — no dependency on ferryd being
+//! alive), and mounts from /proc/self/mountinfo.
+
+use crate::bins::BUSYBOX;
+use crate::cmd::{run_bounded, Output};
+use anyhow::{Context, Result};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// `busybox ARGS` run inside the network namespace `netns` (an open nsfs file).
+pub(crate) fn in_netns(netns: &File, args: &[&str]) -> Result<Output> {
+    let fd = netns.as_raw_fd();
+    let mut cmd = Command::new(BUSYBOX);
+    cmd.args(args);
+    // SAFETY: only async-signal-safe calls (setns) between fork and exec; `netns` outlives the
+    // spawn because run_bounded returns only after the child has been reaped.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    run_bounded(&mut cmd, Duration::from_secs(10))?.expect_success()
+}
+
+/// Interface names in `ip -o link` output (`eth0@if7` → `eth0`).
+pub fn parse_links(ip_o_link: &str) -> Vec<String> {
+    ip_o_link
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|name| name.split('@').next().unwrap_or(name).trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// (interface, address/prefix) pairs in `ip -o addr` output.
+pub fn parse_addresses(ip_o_addr: &str) -> Vec<(String, String)> {
+    ip_o_addr
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let i = f.iter().position(|w| *w == "inet" || *w == "inet6")?;
+            Some((
+                f.get(1)?.trim_end_matches(':').to_string(),
+                f.get(i + 1)?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+pub(crate) fn links_in(netns: &File) -> Result<Vec<String>> {
+    Ok(parse_links(
+        &in_netns(netns, &["ip", "-o", "link", "show"])?.stdout,
+    ))
+}
+
+pub(crate) fn addresses_in(netns: &File) -> Result<Vec<(String, String)>> {
+    Ok(parse_addresses(
+        &in_netns(netns, &["ip", "-o", "addr", "show"])?.stdout,
+    ))
+}
+
+/// One line of /proc/self/mountinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub id: u64,
+    pub mount_point: PathBuf,
+    pub fstype: String,
+    pub source: String,
+}
+
+/// The mounts of this process's mount namespace (which ferryd shares: it only unshares the
+/// network namespace; its sandboxes get mount namespaces of their own).
+pub fn mounts() -> Result<Vec<Mount>> {
+    let text =
+        std::fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
+    Ok(text.lines().filter_map(parse_mountinfo_line).collect())
+}
+
+fn parse_mountinfo_line(line: &str) -> Option<Mount> {
+    let (left, right) = line.split_once(" - ")?;
+    let l: Vec<&str> = left.split(' ').collect();
+    let r: Vec<&str> = right.split(' ').collect();
+    Some(Mount {
+        id: l.first()?.parse().ok()?,
+        mount_point: PathBuf::from(unescape(l.get(4)?)),
+        fstype: r.first()?.to_string(),
+        source: unescape(r.get(1).unwrap_or(&"")),
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            if let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("x"), 8)
+            {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub(crate) fn mounts_under(root: &Path) -> Result<Vec<Mount>> {
+    Ok(mounts()?
+        .into_iter()
+        .filter(|m| m.mount_point.starts_with(root))
+        .collect())
+}
+
+/// Entries of a directory by name (empty when the directory does not exist).
+pub(crate) fn dir_entries(dir: &Path) -> Result<Vec<String>> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => {
+            let mut names = Vec::new();
+            for e in rd {
+                names.push(
+                    e.with_context(|| format!("read {}", dir.display()))?
+                        .file_name()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+            names.sort();
+            Ok(names)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("read {}", dir.display())),
+    }
+}
+
+/// What is left in the kernel and the roots beyond what the host started with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    /// Links in ferryd's namespace that were not there when ferryd became ready.
+    pub links: Vec<String>,
+    /// Addresses on those links.
+    pub addresses: Vec<(String, String)>,
+    /// Files under `<exec-root>/netns/` (sandbox namespace files).
+    pub netns_files: Vec<String>,
+    /// Entries in the `ip netns` directory.
+    pub ip_netns_links: Vec<String>,
+    /// Namespace (nsfs) mounts anywhere under the host's temporary directory.
+    pub ns_mounts: Vec<PathBuf>,
+    /// Other mounts under the temporary directory, except bind mounts of the two namespace
+    /// directories onto themselves (the `ip netns` convention ferryd may keep).
+    pub other_mounts: Vec<PathBuf>,
+    /// Mounts under /etc that appeared in the test's own mount namespace: a sandbox's
+    /// /etc/hosts or /etc/resolv.conf escaping its private mount namespace.
+    pub etc_mounts: Vec<PathBuf>,
+}
+
+impl Leftovers {
+    /// Forget links that may legitimately stay (the default bridge `ferry0`), with their
+    /// addresses.
+    pub fn except_links(mut self, keep: &[&str]) -> Leftovers {
+        self.links.retain(|l| !keep.contains(&l.as_str()));
+        self.addresses.retain(|(l, _)| !keep.contains(&l.as_str()));
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Leftovers::default()
+    }
+}
+
+impl fmt::Display for Leftovers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return write!(f, "nothing left");
+        }
+        let paths = |v: &[PathBuf]| {
+            v.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+        };
+        let rows: [(&str, Vec<String>); 7] = [
+            ("links", self.links.clone()),
+            (
+                "addresses",
+                self.addresses
+                    .iter()
+                    .map(|(l, a)| format!("{a} on {l}"))
+                    .collect(),
+            ),
+            ("netns files", self.netns_files.clone()),
+            ("ip netns links", self.ip_netns_links.clone()),
+            ("namespace mounts", paths(&self.ns_mounts)),
+            ("other mounts", paths(&self.other_mounts)),
+            ("mounts under /etc", paths(&self.etc_mounts)),
+        ];
+        for (what, items) in rows.iter().filter(|(_, v)| !v.is_empty()) {
+            writeln!(f, "{what}: {}", items.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Mount ids of the mounts under /etc now (the baseline for [`Leftovers::etc_mounts`]).
+pub(crate) fn etc_mount_ids() -> Result<BTreeSet<u64>> {
+    Ok(mounts()?
+        .into_iter()
+        .filter(|m| m.mount_point.starts_with("/etc"))
+        .map(|m| m.id)
+        .collect())
+}
+
+/// True once process `pid` is gone (or a zombie: its namespaces are already released), polling
+/// for at most `within`.
+pub fn process_gone(pid: i32, within: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let gone = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            // "pid (comm) S ...": the state follows the last ')'.
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+                .unwrap_or(true),
+        };
+        if gone {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_names_drop_the_peer_suffix() {
+        let out = "1: lo: <LOOPBACK,UP> mtu 65536\\    link/loopback 00:00\n\
+                   7: fy3a2b1c@if6: <BROADCAST,UP> mtu 1500 master fy-0123abcd\\    link/ether 02:42\n\
+                   8: fy-0123abcd: <BROADCAST> mtu 1500\\    link/ether 02:43\n";
+        assert_eq!(parse_links(out), ["lo", "fy3a2b1c", "fy-0123abcd"]);
+    }
+
+    #[test]
+    fn addresses_pair_interface_and_cidr() {
+        let out = "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever\n\
+                   4: eth0    inet 10.20.0.77/24 brd 10.20.0.255 scope global eth0\\       valid_lft forever\n";
+        assert_eq!(
+            parse_addresses(out),
+            [
+                ("lo".to_string(), "127.0.0.1/8".to_string()),
+                ("eth0".to_string(), "10.20.0.77/24".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn mountinfo_line_with_escaped_space() {
+        let line =
+            "36 35 0:4 net:[4026532] /tmp/ferry-t-x/run/netns/a\\040b rw shared:1 - nsfs nsfs rw";
+        let m = parse_mountinfo_line(line).unwrap();
+        assert_eq!(m.id, 36);
+        assert_eq!(m.mount_point, PathBuf::from("/tmp/ferry-t-x/run/netns/a b"));
+        assert_eq!(m.fstype, "nsfs");
+    }
+}
