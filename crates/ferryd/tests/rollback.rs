@@ -1,0 +1,199 @@
+//! Orchestration tested by the kernel work it asks for, without root: the recording
+//! fake stands at the kernel edge and can be told to refuse a request.
+
+use std::sync::Arc;
+
+use ferry_core::docker::container::{ContainerCreateRequest, HostConfigReq};
+use ferry_core::docker::network::{ConnectRequest, IpamConfigReq, IpamReq, NetworkCreateRequest};
+use ferry_core::model::RunState;
+use ferry_kernel::fake::Recorder;
+use ferry_store::MemStore;
+use ferryd::state::State;
+use ferryd::{Config, Daemon};
+
+fn daemon(dir: &tempfile::TempDir) -> Arc<Daemon<Recorder>> {
+    let cfg = Config {
+        data_root: dir.path().join("data"),
+        exec_root: dir.path().join("run"),
+        socket: dir.path().join("ferry.sock"),
+        netns_dir: dir.path().join("netns"),
+        bip: "172.17.0.1/16".parse().unwrap(),
+    };
+    Daemon::new(cfg, Recorder::default(), Box::new(MemStore::default())).unwrap()
+}
+
+fn net_req(name: &str, subnet: &str) -> NetworkCreateRequest {
+    NetworkCreateRequest {
+        name: name.into(),
+        ipam: Some(IpamReq {
+            config: Some(vec![IpamConfigReq {
+                subnet: Some(subnet.into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn run_req(net: &str) -> ContainerCreateRequest {
+    ContainerCreateRequest {
+        cmd: Some(vec!["true".into()]),
+        host_config: Some(HostConfigReq {
+            network_mode: Some(net.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn fail_on(d: &Daemon<Recorder>, prefix: &str) {
+    *d.kernel.fail_on.lock().unwrap() = Some(prefix.into());
+}
+
+/// What the store holds equals what ferryd holds in memory.
+async fn store_matches_memory(d: &Daemon<Recorder>) {
+    let stored = State::load(d.store.as_ref()).unwrap();
+    let mem = d.state.lock().await;
+    assert_eq!(stored.networks, mem.networks);
+    assert_eq!(stored.sandboxes, mem.sandboxes);
+}
+
+#[tokio::test]
+async fn a_refused_bridge_rolls_the_network_back_out_of_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&dir);
+    d.ensure_predefined().await.unwrap();
+    fail_on(&d, "bridge");
+    let err = d
+        .create_network(net_req("n1", "10.5.0.0/24"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    assert!(d
+        .state
+        .lock()
+        .await
+        .networks
+        .values()
+        .all(|n| n.name != "n1"));
+    store_matches_memory(&d).await;
+    assert!(
+        d.kernel.links.lock().unwrap().is_empty(),
+        "the half-made bridge was not removed"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_veth_rolls_back_the_address_the_namespace_and_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&dir);
+    d.ensure_predefined().await.unwrap();
+    d.create_network(net_req("n1", "10.5.0.0/24"))
+        .await
+        .unwrap();
+    let id = d.create_sandbox(Some("web"), run_req("n1")).await.unwrap();
+    fail_on(&d, "attach");
+    assert!(d.start_sandbox(&id, false).await.is_err());
+    {
+        let st = d.state.lock().await;
+        let sb = &st.sandboxes[&id];
+        assert_eq!(sb.state, RunState::Created);
+        assert!(sb.endpoints.iter().all(|e| e.live.is_none()));
+        let n1 = st.networks.values().find(|n| n.name == "n1").unwrap();
+        assert!(
+            n1.pool.as_ref().unwrap().allocated.is_empty(),
+            "the address stayed allocated"
+        );
+    }
+    store_matches_memory(&d).await;
+    let lines = d.kernel.lines();
+    assert!(
+        lines.iter().any(|l| l.starts_with("netns del")),
+        "namespace not removed: {lines:?}"
+    );
+    assert!(d.kernel.netns.lock().unwrap().is_empty());
+
+    // Once the kernel agrees, the same sandbox starts and gets the first address.
+    *d.kernel.fail_on.lock().unwrap() = None;
+    d.start_sandbox(&id, false).await.unwrap();
+    assert!(
+        d.kernel.lines().last().unwrap().starts_with("attach"),
+        "{:?}",
+        d.kernel.lines()
+    );
+    assert!(d
+        .kernel
+        .lines()
+        .iter()
+        .any(|l| l.contains("eth0 10.5.0.2/24 via 10.5.0.1")));
+}
+
+#[tokio::test]
+async fn a_refused_connect_leaves_the_sandbox_on_its_first_network_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&dir);
+    d.ensure_predefined().await.unwrap();
+    d.create_network(net_req("n1", "10.5.0.0/24"))
+        .await
+        .unwrap();
+    d.create_network(net_req("n2", "10.6.0.0/24"))
+        .await
+        .unwrap();
+    let id = d.create_sandbox(Some("web"), run_req("n1")).await.unwrap();
+    d.start_sandbox(&id, false).await.unwrap();
+    fail_on(&d, "attach");
+    let mut req = ConnectRequest {
+        container: "web".into(),
+        ..Default::default()
+    };
+    req.endpoint_config =
+        Some(serde_json::from_str(r#"{"IPAMConfig":{"IPv4Address":"10.6.0.9"}}"#).unwrap());
+    assert!(d.connect("n2", req).await.is_err());
+    let st = d.state.lock().await;
+    assert_eq!(st.sandboxes[&id].endpoints.len(), 1);
+    let n2 = st.networks.values().find(|n| n.name == "n2").unwrap();
+    assert!(
+        n2.pool.as_ref().unwrap().allocated.is_empty(),
+        "the static --ip stayed reserved"
+    );
+    drop(st);
+    store_matches_memory(&d).await;
+}
+
+#[tokio::test]
+async fn a_static_ip_stays_reserved_while_its_sandbox_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&dir);
+    d.ensure_predefined().await.unwrap();
+    d.create_network(net_req("n1", "10.5.0.0/29"))
+        .await
+        .unwrap();
+    let mut req = run_req("n1");
+    req.networking_config = Some(
+        serde_json::from_str(
+            r#"{"EndpointsConfig":{"n1":{"IPAMConfig":{"IPv4Address":"10.5.0.2"}}}}"#,
+        )
+        .unwrap(),
+    );
+    let id = d.create_sandbox(Some("pinned"), req).await.unwrap();
+    d.start_sandbox(&id, false).await.unwrap();
+    d.on_exit(&id, ferryd::ops::ExitReport { pid: 0, code: 0 })
+        .await
+        .unwrap();
+    // A restart rebuilds everything from the store: reload and allocate dynamically.
+    let reloaded = State::load(d.store.as_ref()).unwrap();
+    let mut pool = reloaded
+        .networks
+        .values()
+        .find(|n| n.name == "n1")
+        .unwrap()
+        .pool
+        .clone()
+        .unwrap();
+    assert_eq!(pool.owner("10.5.0.2".parse().unwrap()), Some(id.as_str()));
+    assert_eq!(
+        pool.allocate_dynamic("other", "n1").unwrap(),
+        "10.5.0.3".parse::<std::net::Ipv4Addr>().unwrap()
+    );
+}
