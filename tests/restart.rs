@@ -93,3 +93,72 @@ fn ferryd_killed_with_sigkill_and_restarted_keeps_networks_and_sandboxes() -> Re
     host.expect_fetch("late", "10.70.0.2", &web)?;
     host.finish()
 }
+
+#[test]
+fn restart_reconciles_orphans_and_sandboxes_that_died_while_ferryd_was_away() -> Result<()> {
+    let mut host = host_or_skip!();
+    let net = unique("net");
+    host.create_network(&net, &["--subnet", "10.71.0.0/24"])?;
+    host.run_idle("doomed", &["--network", &net])?;
+    let pid = host.inspect("doomed")?["State"]["Pid"]
+        .as_i64()
+        .unwrap_or(0);
+    ensure!(pid > 0, "doomed has no pid");
+    let links_with_doomed: BTreeSet<String> = host.links()?.into_iter().collect();
+
+    // Kernel objects ferry owns by name but the store does not know.
+    let ferryd = host.ferryd_pid().expect("ferryd runs");
+    let netns = format!("--net=/proc/{ferryd}/ns/net");
+    let status = std::process::Command::new("nsenter")
+        .args([
+            netns.as_str(),
+            "ip",
+            "link",
+            "add",
+            "fyorphan00001",
+            "type",
+            "bridge",
+        ])
+        .status()?;
+    ensure!(status.success(), "could not add the orphan link");
+    let ghost = host.netns_dir().join("ferry-ghost");
+    std::os::unix::fs::symlink("/nonexistent", &ghost)?;
+
+    // ferryd dies, and so does the sandbox's process while it is away.
+    let doomed_links: Vec<String> = host.sandbox_links("doomed")?;
+    host.restart_kill9_with(|| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    })?;
+
+    let links: BTreeSet<String> = host.links()?.into_iter().collect();
+    ensure!(
+        !links.contains("fyorphan00001"),
+        "the orphan link survived reconcile: {links:?}"
+    );
+    ensure!(
+        !ghost.exists() && std::fs::symlink_metadata(&ghost).is_err(),
+        "the orphan netns link survived"
+    );
+    let fy_before: BTreeSet<_> = links_with_doomed
+        .iter()
+        .filter(|l| l.starts_with("fy") && !l.starts_with("fy-"))
+        .collect();
+    let fy_after: BTreeSet<_> = links
+        .iter()
+        .filter(|l| l.starts_with("fy") && !l.starts_with("fy-"))
+        .collect();
+    ensure!(fy_after.is_empty(), "the dead sandbox's veth survived: before {fy_before:?} after {fy_after:?} (inside: {doomed_links:?})");
+    ensure!(
+        links.contains("ferry0"),
+        "the default bridge is gone after restart: {links:?}"
+    );
+    let state = host.inspect("doomed")?["State"]["Status"].clone();
+    ensure!(
+        state == "exited",
+        "a sandbox whose process died is {state}, not exited"
+    );
+    host.finish()
+}

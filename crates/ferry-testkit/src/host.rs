@@ -124,6 +124,12 @@ impl TestHost {
     /// SIGKILL ferryd (its sandboxes' processes keep running, as on a real host), then start a
     /// new ferryd with the same roots in the same network namespace and wait until it answers.
     pub fn restart_kill9(&mut self) -> Result<()> {
+        self.restart_kill9_with(|| {})
+    }
+
+    /// As [`TestHost::restart_kill9`], running `meanwhile` while no ferryd runs (to change
+    /// the world behind its back: kill a sandbox's process, add an orphan).
+    pub fn restart_kill9_with(&mut self, meanwhile: impl FnOnce()) -> Result<()> {
         let child = self.ferryd.as_mut().context("ferryd is not running")?;
         if child.try_wait()?.is_some() {
             bail!(
@@ -134,6 +140,7 @@ impl TestHost {
         child.kill().context("SIGKILL ferryd")?;
         wait_bounded(child, STOP_TIMEOUT)?.context("ferryd did not die within 5 s of SIGKILL")?;
         self.ferryd = None;
+        meanwhile();
         self.log_note("ferryd killed with SIGKILL by the test; starting a new one");
         let fd = self
             .netns

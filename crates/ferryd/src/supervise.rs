@@ -17,11 +17,16 @@ use nix::unistd::Pid;
 use crate::error::{Error, Result};
 use crate::ops::{Daemon, ExitReport};
 
-/// The start time of `pid` in clock ticks since boot (field 22 of /proc/PID/stat).
+/// The start time of a live `pid` in clock ticks since boot (field 22 of
+/// /proc/PID/stat); None if there is no such process or it is a zombie.
 pub fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 2..];
-    after.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = after.split_whitespace();
+    if matches!(fields.next(), Some("Z") | Some("X")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 pub fn alive(pid: u32, started: u64) -> bool {
