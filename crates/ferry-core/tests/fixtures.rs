@@ -1,0 +1,168 @@
+//! ferry's Engine API objects against dockerd's recorded answers
+//! (../shared/fixtures/docker-engine-api/): the same fields, in the same order.
+
+use std::path::PathBuf;
+
+use ferry_core::docker::container::{inspect, SandboxPaths};
+use ferry_core::docker::network::{network_resource, NetworkCreateRequest};
+use ferry_core::model::{DnsConf, Endpoint, LiveEndpoint, RunState, Sandbox};
+use ferry_core::validate::{network_from_request, predefined_networks, CreateContext};
+use ferry_core::IfName;
+use serde_json::Value;
+
+fn fixture(name: &str) -> Value {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/docker-engine-api")
+        .join(name);
+    let text =
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The response body of the exchange whose request path ends with `suffix`.
+fn response(f: &Value, suffix: &str) -> Value {
+    f["exchanges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["request"]["path"].as_str().unwrap().ends_with(suffix))
+        .unwrap()["response"]["body"]
+        .clone()
+}
+
+fn keys(v: &Value) -> Vec<String> {
+    v.as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn demonet() -> ferry_core::model::Network {
+    let f = fixture("04-network-create-demonet.json");
+    let req: NetworkCreateRequest =
+        serde_json::from_value(f["exchanges"][1]["request"]["body"].clone()).unwrap();
+    let existing = predefined_networks(
+        ["1".repeat(64), "2".repeat(64), "3".repeat(64)],
+        "t",
+        "172.17.0.1/16".parse().unwrap(),
+    );
+    let ctx = CreateContext {
+        existing: &existing,
+        host_routes: &[],
+        pool_cursor: None,
+        id: "4c".repeat(32),
+        created: "t".into(),
+    };
+    network_from_request(&req, &ctx).unwrap().network
+}
+
+#[test]
+fn network_inspect_has_dockers_fields_in_dockers_order() {
+    let theirs = response(
+        &fixture("05-network-inspect-demonet.json"),
+        "/networks/demonet",
+    );
+    let ours = network_resource(&demonet(), &[]);
+    assert_eq!(keys(&ours), keys(&theirs));
+    assert_eq!(
+        ours["IPAM"], theirs["IPAM"],
+        "IPAM echoes what the user gave, as dockerd does"
+    );
+    assert_eq!(ours["Options"], theirs["Options"]);
+    assert_eq!(ours["Labels"], theirs["Labels"]);
+}
+
+#[test]
+fn default_bridge_inspect_matches_dockers_shape() {
+    let theirs = response(
+        &fixture("06-network-inspect-bridge.json"),
+        "/networks/bridge",
+    );
+    let nets = predefined_networks(
+        ["1".repeat(64), "2".repeat(64), "3".repeat(64)],
+        "t",
+        "172.17.0.1/16".parse().unwrap(),
+    );
+    let ours = network_resource(&nets[0], &[]);
+    assert_eq!(keys(&ours), keys(&theirs));
+    assert_eq!(ours["IPAM"], theirs["IPAM"]);
+    let mut opts = theirs["Options"].clone();
+    opts["com.docker.network.bridge.name"] = "ferry0".into();
+    assert_eq!(ours["Options"], opts);
+}
+
+#[test]
+fn container_inspect_has_dockers_network_fields() {
+    let theirs = response(
+        &fixture("19-inspect-container-web77.json"),
+        "/containers/web77/json",
+    );
+    let net = demonet();
+    let ip = "10.77.0.200".parse().unwrap();
+    let sb = Sandbox {
+        id: "aa".repeat(32),
+        name: "web77".into(),
+        created: "t".into(),
+        created_unix: 0,
+        hostname: "aaaaaaaaaaaa".into(),
+        cmd: vec!["sleep".into(), "100000".into()],
+        network_mode: "demonet".into(),
+        auto_remove: false,
+        dns: DnsConf::default(),
+        state: RunState::Running {
+            pid: 1,
+            start_time: 1,
+        },
+        started_at: None,
+        finished_at: None,
+        endpoints: vec![Endpoint {
+            network_id: net.id.clone(),
+            static_ip: Some(ip),
+            aliases: vec![],
+            live: Some(LiveEndpoint {
+                id: "cd".repeat(32),
+                ip,
+                prefix_len: 24,
+                gateway: Some("10.77.0.1".parse().unwrap()),
+                mac: ferry_core::model::mac_for(ip),
+                host_if: IfName::new("fyaaaa").unwrap(),
+                ifname: IfName::new("eth0").unwrap(),
+                default_route: true,
+            }),
+        }],
+    };
+    let paths = SandboxPaths {
+        sandbox_key: "k".into(),
+        hosts: "h".into(),
+        resolv_conf: "r".into(),
+        hostname: "n".into(),
+        log: "l".into(),
+    };
+    let ours = inspect(&sb, &[&net], &paths);
+    let theirs_ns = &theirs["NetworkSettings"];
+    assert_eq!(keys(&ours["NetworkSettings"]), keys(theirs_ns));
+    assert_eq!(keys(&ours["State"]), keys(&theirs["State"]));
+    let (o, t) = (
+        &ours["NetworkSettings"]["Networks"]["demonet"],
+        &theirs_ns["Networks"]["demonet"],
+    );
+    assert_eq!(keys(o), keys(t));
+    for k in [
+        "IPAMConfig",
+        "Gateway",
+        "IPAddress",
+        "IPPrefixLen",
+        "MacAddress",
+    ] {
+        assert_eq!(o[k], t[k], "{k}");
+    }
+    assert_eq!(
+        ours["NetworkSettings"]["IPAddress"], "",
+        "top-level IPAddress is only for the default bridge"
+    );
+    for k in keys(&ours) {
+        assert!(
+            theirs.get(&k).is_some(),
+            "ferry's inspect has {k}, dockerd's does not"
+        );
+    }
+}
