@@ -111,3 +111,23 @@ pub fn enc(s: &str) -> String {
         })
         .collect()
 }
+
+/// `DELETE` each of `names` (at `path(name)`), printing each removed name, and carrying
+/// on past failures as docker does; exit code 1 if any failed.
+pub fn delete_each(
+    c: &Client,
+    names: &[String],
+    path: impl Fn(&str) -> String,
+) -> anyhow::Result<i32> {
+    let mut code = 0;
+    for n in names {
+        let r = c.call("DELETE", &path(n), None)?;
+        if r.ok() {
+            println!("{n}");
+        } else {
+            eprintln!("{}", crate::DaemonError(r.message()));
+            code = 1;
+        }
+    }
+    Ok(code)
+}

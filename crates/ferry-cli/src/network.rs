@@ -152,17 +152,7 @@ pub fn run(c: &Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
             Ok(code)
         }
         NetworkCmd::Rm { names } => {
-            let mut code = 0;
-            for n in &names {
-                let r = c.call("DELETE", &format!("/networks/{}", enc(n)), None)?;
-                if r.ok() {
-                    println!("{n}");
-                } else {
-                    eprintln!("{}", DaemonError(r.message()));
-                    code = 1;
-                }
-            }
-            Ok(code)
+            crate::client::delete_each(c, &names, |n| format!("/networks/{}", enc(n)))
         }
         NetworkCmd::Prune { force, filter } => {
             if !force {

@@ -294,16 +294,6 @@ pub fn inspect(c: &Client, a: InspectArgs) -> anyhow::Result<i32> {
 }
 
 pub fn rm(c: &Client, a: RmArgs) -> anyhow::Result<i32> {
-    let mut code = 0;
-    for n in &a.names {
-        let f = if a.force { "?force=1" } else { "" };
-        let r = c.call("DELETE", &format!("/containers/{}{f}", enc(n)), None)?;
-        if r.ok() {
-            println!("{n}");
-        } else {
-            eprintln!("{}", DaemonError(r.message()));
-            code = 1;
-        }
-    }
-    Ok(code)
+    let f = if a.force { "?force=1" } else { "" };
+    crate::client::delete_each(c, &a.names, |n| format!("/containers/{}{f}", enc(n)))
 }
