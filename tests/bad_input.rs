@@ -296,3 +296,35 @@ fn network_rm_fails_for_a_predefined_network() -> Result<()> {
     )?;
     host.finish()
 }
+
+#[test]
+fn run_of_a_command_that_cannot_start_rolls_back_the_sandbox_network() -> Result<()> {
+    let host = host_or_skip!();
+    let net = unique("net");
+    host.create_network(&net, &["--subnet", "10.26.0.0/24"])?;
+    let args = [
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        "nostart",
+        "--network",
+        &net,
+        "--",
+        "/nonexistent/cmd",
+    ];
+    assert_refused(&host, &args, &["/nonexistent/cmd"])?;
+    // The address went back to the pool: the next sandbox gets the first one.
+    host.run_idle("next", &["--network", &net])?;
+    let ip = host.ip_of("next", &net)?;
+    ensure!(
+        ip == "10.26.0.2",
+        "the failed start kept its address: the next sandbox got {ip}"
+    );
+    ensure!(
+        host.netns_files()?.len() <= 2,
+        "namespaces left: {:?}",
+        host.netns_files()?
+    );
+    host.finish()
+}
