@@ -1,6 +1,6 @@
 //! A small subset of Go's text/template, enough for `--format` as people use it with
-//! docker: literal text, `{{.Path.To.Field}}`, `{{json .Path}}`, `{{ index .Map "key" }}`
-//! and `{{range $k, $v := .Map}}…{{end}}` is NOT supported (an error says so).
+//! docker: literal text, `{{.Path.To.Field}}`, `{{json .Path}}` and `{{ index .Map "key" }}`.
+//! Anything else (`range`, `if`, pipelines) is refused with an error that names it.
 
 use serde_json::Value;
 

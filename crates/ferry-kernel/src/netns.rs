@@ -29,15 +29,22 @@ fn on_thread<T: Send + 'static>(
     })
 }
 
-/// Create a new network namespace pinned at `path`, with `lo` up.
-pub fn create(path: &Path) -> Result<(), KernelError> {
-    let path = path.to_path_buf();
-    let shown = path.display().to_string();
+/// Make the empty file a namespace is bind-mounted onto, and its directory.
+fn touch(path: &Path) -> Result<(), KernelError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| KernelError::io("create dir", dir.display().to_string(), e))?;
     }
-    File::create(&path).map_err(|e| KernelError::io("create netns file", &shown, e))?;
+    File::create(path)
+        .map(drop)
+        .map_err(|e| KernelError::io("create netns file", path.display().to_string(), e))
+}
+
+/// Create a new network namespace pinned at `path`, with `lo` up.
+pub fn create(path: &Path) -> Result<(), KernelError> {
+    let path = path.to_path_buf();
+    let shown = path.display().to_string();
+    touch(&path)?;
     let pinned = path.clone();
     let res = on_thread(move || {
         unshare(CloneFlags::CLONE_NEWNET)
@@ -99,11 +106,7 @@ pub fn pin_current(path: &Path) -> Result<(), KernelError> {
     if is_pinned(path) {
         return Ok(());
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| KernelError::io("create dir", dir.display().to_string(), e))?;
-    }
-    File::create(path).map_err(|e| KernelError::io("create netns file", &shown, e))?;
+    touch(path)?;
     mount(
         Some("/proc/self/ns/net"),
         path,

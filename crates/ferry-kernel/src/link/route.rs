@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
 use rtnetlink::{Handle, IpVersion};
 
 use crate::KernelError;
@@ -41,7 +41,7 @@ pub async fn destinations(h: &Handle) -> Result<Vec<Ipv4Net>, KernelError> {
         .map_err(|e| KernelError::netlink("list", "routes", e))?;
     Ok(msgs
         .iter()
-        .filter(|m| m.header.table == RouteMessage::default().header.table || m.header.table == 254)
+        .filter(|m| m.header.table == RouteHeader::RT_TABLE_MAIN)
         .filter_map(destination)
         .collect())
 }

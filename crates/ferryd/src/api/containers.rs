@@ -16,7 +16,7 @@ use ferry_core::CoreError;
 use ferry_kernel::KernelOps;
 use serde_json::json;
 
-use super::{empty, flag, ApiError, ApiResult, Q};
+use super::{body, empty, flag, ApiError, ApiResult, Q};
 use crate::ops::{Daemon, ExitReport};
 
 type D<K> = State<Arc<Daemon<K>>>;
@@ -35,8 +35,7 @@ pub async fn list<K: KernelOps>(State(d): D<K>, q: Q) -> ApiResult {
 }
 
 pub async fn create<K: KernelOps>(State(d): D<K>, q: Q, b: axum::body::Bytes) -> ApiResult {
-    let req: ContainerCreateRequest = serde_json::from_slice(if b.is_empty() { b"{}" } else { &b })
-        .map_err(|e| ApiError(CoreError::Invalid(format!("invalid JSON body: {e}")).into()))?;
+    let req: ContainerCreateRequest = body(&b)?;
     let id = d
         .create_sandbox(q.get("name").map(String::as_str), req)
         .await?;
@@ -50,13 +49,7 @@ pub async fn inspect<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> Ap
     let (hosts, resolv, hostname) = d.sandbox_files(&id);
     let host = sb.network_mode == "host";
     let paths = SandboxPaths {
-        sandbox_key: if host {
-            d.cfg.host_netns()
-        } else {
-            d.cfg.sandbox_netns(&id)
-        }
-        .display()
-        .to_string(),
+        sandbox_key: d.netns_path(sb).display().to_string(),
         hosts: if host {
             String::new()
         } else {

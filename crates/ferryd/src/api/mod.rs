@@ -147,6 +147,18 @@ pub async fn strip_version(mut req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+/// A request body as JSON; an empty body reads as `{}`.
+pub fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let src = if bytes.is_empty() {
+        b"{}".as_slice()
+    } else {
+        bytes
+    };
+    serde_json::from_slice(src).map_err(|e| {
+        ApiError(ferry_core::CoreError::Invalid(format!("invalid JSON body: {e}")).into())
+    })
+}
+
 pub fn empty(status: StatusCode) -> Response {
     Response::builder()
         .status(status)

@@ -13,21 +13,10 @@ use ferry_core::filters::{network_matches, parse};
 use ferry_kernel::KernelOps;
 use serde_json::json;
 
-use super::{empty, ApiError, ApiResult, Q};
+use super::{body, empty, ApiResult, Q};
 use crate::ops::Daemon;
 
 type D<K> = State<Arc<Daemon<K>>>;
-
-fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let src = if bytes.is_empty() {
-        b"{}".as_slice()
-    } else {
-        bytes
-    };
-    serde_json::from_slice(src).map_err(|e| {
-        ApiError(ferry_core::CoreError::Invalid(format!("invalid JSON body: {e}")).into())
-    })
-}
 
 pub async fn list<K: KernelOps>(State(d): D<K>, q: Q) -> ApiResult {
     let f = parse(q.get("filters").map(String::as_str))?;
@@ -61,14 +50,7 @@ pub async fn remove<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> Api
 
 pub async fn prune<K: KernelOps>(State(d): D<K>, q: Q) -> ApiResult {
     let f = parse(q.get("filters").map(String::as_str))?;
-    // validate the filters once, so a bad one is an error and not an empty result
-    let probe = d.state.lock().await.networks.values().next().cloned();
-    if let Some(n) = &probe {
-        network_matches(n, &f, false)?;
-    }
-    let names = d
-        .prune_networks(|n| network_matches(n, &f, false).unwrap_or(false))
-        .await?;
+    let names = d.prune_networks(|n| network_matches(n, &f, false)).await?;
     Ok(Json(json!({"NetworksDeleted": names})).into_response())
 }
 

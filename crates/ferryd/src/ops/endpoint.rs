@@ -40,14 +40,14 @@ pub(crate) fn plan_plug(
         .pool
         .as_mut()
         .ok_or_else(|| CoreError::Invalid(format!("network {net_name} has no subnet")))?;
-    let ep = st.sandboxes[sb_id]
+    let static_ip = st.sandboxes[sb_id]
         .endpoint(net_id)
-        .cloned()
+        .map(|e| e.static_ip)
         .ok_or_else(|| CoreError::NotConnected {
             sandbox: sb_id.into(),
             network: net_name.clone(),
         })?;
-    let ip = match ep.static_ip {
+    let ip = match static_ip {
         Some(ip) => {
             pool.allocate_static(ip, sb_id)?;
             ip

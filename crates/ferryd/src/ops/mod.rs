@@ -76,7 +76,8 @@ impl<K: KernelOps> Daemon<K> {
         }
     }
 
-    fn netns_path(&self, sb: &ferry_core::model::Sandbox) -> PathBuf {
+    /// The namespace a sandbox's processes join: its own, or ferryd's for `--network host`.
+    pub fn netns_path(&self, sb: &ferry_core::model::Sandbox) -> PathBuf {
         if sb.network_mode == "host" {
             self.cfg.host_netns()
         } else {

@@ -101,14 +101,17 @@ impl<K: KernelOps> Daemon<K> {
     }
 
     /// Remove every unused user network that passes `keep`; returns their names.
-    pub async fn prune_networks(&self, matches: impl Fn(&Network) -> bool) -> Result<Vec<String>> {
+    pub async fn prune_networks(
+        &self,
+        matches: impl Fn(&Network) -> std::result::Result<bool, CoreError>,
+    ) -> Result<Vec<String>> {
         let mut st = self.state.lock().await;
-        let ids: Vec<String> = st
-            .networks
-            .values()
-            .filter(|n| !n.predefined && matches(n) && st.users_of(&n.id).is_empty())
-            .map(|n| n.id.clone())
-            .collect();
+        let mut ids = vec![];
+        for n in st.networks.values().filter(|n| !n.predefined) {
+            if matches(n)? && st.users_of(&n.id).is_empty() {
+                ids.push(n.id.clone());
+            }
+        }
         let mut names = vec![];
         for id in ids {
             let name = st.networks[&id].name.clone();

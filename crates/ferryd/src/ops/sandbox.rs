@@ -134,7 +134,7 @@ impl<K: KernelOps> Daemon<K> {
             })?),
             None => None,
         };
-        if static_ip.is_some() && (net.predefined) {
+        if static_ip.is_some() && net.predefined {
             return Err(CoreError::StaticIpOnDefaultBridge.into());
         }
         let network_mode = match net.driver {
@@ -152,16 +152,16 @@ impl<K: KernelOps> Daemon<K> {
         } else {
             vec![]
         };
-        let hostname = match hc.network_mode.as_deref() {
-            Some("host") => nix::unistd::gethostname()
+        let hostname = if network_mode == "host" {
+            nix::unistd::gethostname()
                 .ok()
                 .and_then(|h| h.into_string().ok())
-                .unwrap_or_default(),
-            _ => req
-                .hostname
+                .unwrap_or_default()
+        } else {
+            req.hostname
                 .clone()
                 .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| short(&id).to_string()),
+                .unwrap_or_else(|| short(&id).to_string())
         };
         let cmd: Vec<String> = req
             .entrypoint
