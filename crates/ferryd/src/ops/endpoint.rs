@@ -66,6 +66,7 @@ pub(crate) fn plan_plug(
         host_if: host_if_name(&endpoint_id),
         ifname: ifname.clone(),
         default_route,
+        published: vec![],
     };
     let spec = AttachSpec {
         netns,
@@ -202,6 +203,7 @@ impl<K: KernelOps> Daemon<K> {
                 network_id: net_id.clone(),
                 static_ip,
                 aliases,
+                ports: vec![],
                 live: None,
             });
             if running {

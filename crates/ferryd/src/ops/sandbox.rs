@@ -147,6 +147,7 @@ impl<K: KernelOps> Daemon<K> {
                 network_id: net_id.clone(),
                 static_ip,
                 aliases,
+                ports: vec![],
                 live: None,
             }]
         } else {
