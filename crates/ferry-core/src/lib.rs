@@ -13,6 +13,7 @@ pub mod ifname;
 pub mod ipam;
 pub mod model;
 pub mod ports;
+pub mod remote;
 pub mod template;
 pub mod validate;
 

@@ -14,4 +14,4 @@ pub mod ops;
 pub mod process;
 
 pub use error::KernelError;
-pub use ops::{AttachSpec, BridgeSpec, KernelOps, Netlink};
+pub use ops::{AttachSpec, BridgeSpec, KernelOps, Netlink, VethPairSpec};

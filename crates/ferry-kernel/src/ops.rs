@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
 
-use crate::link::{addr, bridge, del, get, route, up, veth};
+use crate::link::{addr, bridge, del, get, kind, pair, route, up, veth};
 use crate::{netns, KernelError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +32,17 @@ pub struct AttachSpec {
     pub mtu: u32,
 }
 
+/// A veth pair with both ends in ferryd's namespace (the Docker plugin's Join).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VethPairSpec {
+    pub bridge: String,
+    pub host_if: String,
+    /// The end dockerd moves into the container.
+    pub peer_if: String,
+    pub peer_mac: [u8; 6],
+    pub mtu: u32,
+}
+
 pub trait KernelOps: Send + Sync + 'static {
     fn ensure_bridge(
         &self,
@@ -50,6 +61,17 @@ pub trait KernelOps: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), KernelError>> + Send;
     fn link_names(&self) -> impl Future<Output = Result<Vec<String>, KernelError>> + Send;
     fn route_destinations(&self) -> impl Future<Output = Result<Vec<Ipv4Net>, KernelError>> + Send;
+    /// The kind of the link `name` in ferryd's namespace ("bridge", "veth", "" for none
+    /// given), or None when there is no such link.
+    fn link_kind(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<String>, KernelError>> + Send;
+    /// Make a veth pair in ferryd's namespace, the host end on a bridge and up.
+    fn create_veth_pair(
+        &self,
+        spec: &VethPairSpec,
+    ) -> impl Future<Output = Result<(), KernelError>> + Send;
 }
 
 /// The real kernel, through one rtnetlink connection in ferryd's own namespace plus a
@@ -138,5 +160,13 @@ impl KernelOps for Netlink {
 
     async fn route_destinations(&self) -> Result<Vec<Ipv4Net>, KernelError> {
         route::destinations(&self.handle).await
+    }
+
+    async fn link_kind(&self, name: &str) -> Result<Option<String>, KernelError> {
+        kind::kind_of(&self.handle, name).await
+    }
+
+    async fn create_veth_pair(&self, spec: &VethPairSpec) -> Result<(), KernelError> {
+        pair::create(&self.handle, spec).await
     }
 }
