@@ -166,6 +166,8 @@ impl TestHost {
             .arg(self.host_url())
             .arg("--netns-dir")
             .arg(&self.netns_dir)
+            .arg("--plugin-dir")
+            .arg(self.plugin_dir())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -241,6 +243,10 @@ impl TestHost {
     }
     pub fn sock(&self) -> &Path {
         &self.sock
+    }
+    /// Where ferryd's Docker plugin socket `ferry.sock` is (never /run/docker/plugins).
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.root.join("plugins")
     }
     /// `unix:///…/ferry.sock`, for `-H`, FERRY_HOST and DOCKER_HOST.
     pub fn host_url(&self) -> String {

@@ -6,6 +6,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod ops;
+pub mod plugin;
 pub mod reconcile;
 pub mod state;
 pub mod supervise;

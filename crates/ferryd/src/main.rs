@@ -35,6 +35,10 @@ struct Args {
     /// The default bridge's address and prefix.
     #[arg(long, default_value = "172.17.0.1/16")]
     bip: ipnet::Ipv4Net,
+    /// Where the Docker plugin socket `ferry.sock` goes (dockerd looks in
+    /// /run/docker/plugins); an empty value turns the plugin off.
+    #[arg(long, default_value = "/run/docker/plugins")]
+    plugin_dir: PathBuf,
 }
 
 fn socket_path(host: &str) -> anyhow::Result<PathBuf> {
@@ -63,10 +67,10 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(run(cfg))
+        .block_on(run(cfg, args.plugin_dir))
 }
 
-async fn run(cfg: Config) -> anyhow::Result<()> {
+async fn run(cfg: Config, plugin_dir: PathBuf) -> anyhow::Result<()> {
     for dir in [&cfg.data_root, &cfg.exec_root] {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
@@ -86,6 +90,12 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))?;
     tracing::info!("ferryd listening on unix://{}", socket.display());
 
+    let plugin = if plugin_dir.as_os_str().is_empty() {
+        None
+    } else {
+        let listener = ferryd::plugin::bind(&plugin_dir)?;
+        Some(tokio::spawn(ferryd::plugin::serve(d.clone(), listener)))
+    };
     let app = axum::middleware::from_fn(api::strip_version).layer(api::router(d));
     let serve = axum::serve(
         listener,
@@ -98,5 +108,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping; sandboxes keep running"),
     }
     let _ = std::fs::remove_file(&socket);
+    if let Some(task) = plugin {
+        task.abort();
+        let _ = std::fs::remove_file(ferryd::plugin::socket_in(&plugin_dir));
+    }
     Ok(())
 }

@@ -78,6 +78,7 @@ async fn remove_orphans<K: KernelOps>(d: &Daemon<K>) {
         ns_files.insert(s.id[..12].to_string());
         ns_links.insert(format!("ferry-{}", s.name));
     }
+    links.extend(st.plugin.endpoints.values().flat_map(|e| e.links()));
     let known_dirs: HashSet<String> = st.sandboxes.keys().cloned().collect();
     drop(st);
     match d.kernel.link_names().await {
