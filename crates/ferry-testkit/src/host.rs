@@ -311,6 +311,14 @@ impl TestHost {
         kernel::links_in(self.netns()?)
     }
 
+    /// `busybox ip ARGS…` in the host's network namespace (to make what a user would make by
+    /// hand, such as the bridge of `-o bridge=NAME`); must succeed.
+    pub fn host_ip(&self, args: &[&str]) -> Result<Output> {
+        let mut a = vec!["ip"];
+        a.extend(args);
+        kernel::in_netns(self.netns()?, &a)
+    }
+
     /// (interface, address/prefix) in the host's network namespace.
     pub fn addresses(&self) -> Result<Vec<(String, String)>> {
         kernel::addresses_in(self.netns()?)

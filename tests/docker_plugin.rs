@@ -1,0 +1,262 @@
+//! ferry as Docker's network plugin, against the real dockerd (Debian's docker.io 20.10):
+//! dockerd runs in the test host's network namespace with the host's plugin directory as
+//! its /run/docker/plugins (ferry-testkit's Dockerd), and `docker network create -d ferry`
+//! reaches ferryd's plugin socket. Containers run a local image imported from Debian's
+//! static busybox.
+
+use anyhow::{ensure, Context, Result};
+use ferry_testkit::{
+    find_dockerd_or_skip, host_or_skip, scenario_name, unique, DockerCli, Dockerd, TestHost, IMAGE,
+};
+use std::time::{Duration, Instant};
+
+/// A container serving `content` over HTTP on port 80 (busybox httpd).
+fn run_web(dockerd: &Dockerd, name: &str, net: &str, content: &str) -> Result<()> {
+    let script =
+        format!("echo '{content}' > /tmp/index.html && exec /bin/busybox httpd -f -p 80 -h /tmp");
+    dockerd.ok(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        net,
+        IMAGE,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        &script,
+    ])?;
+    Ok(())
+}
+
+fn run_idle(dockerd: &Dockerd, name: &str, net: &str) -> Result<()> {
+    dockerd.ok(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        net,
+        IMAGE,
+        "/bin/busybox",
+        "sleep",
+        "3600",
+    ])?;
+    Ok(())
+}
+
+/// One bounded HTTP/1.0 GET from inside container `from` over busybox nc (Debian's static
+/// busybox wget crashes); the body on a 200.
+fn fetch(dockerd: &Dockerd, from: &str, ip: &str) -> Result<Option<String>> {
+    let script = format!(
+        "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | /bin/busybox nc -w 2 {ip} 80 | \
+         {{ IFS= read -r status || exit 1; case \"$status\" in *' 200 '*) /bin/busybox sed '1,/^[[:space:]]*$/d';; *) exit 1;; esac; }}"
+    );
+    let out = dockerd.docker(&[
+        "exec",
+        from,
+        "/bin/busybox",
+        "timeout",
+        "6",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        &script,
+    ])?;
+    Ok(out.success().then(|| out.out().to_string()))
+}
+
+fn expect_fetch(
+    dockerd: &Dockerd,
+    host: &TestHost,
+    from: &str,
+    ip: &str,
+    want: &str,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if fetch(dockerd, from, ip)?.as_deref() == Some(want) {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{from} did not get {want:?} from http://{ip}/ within 15 s\n{}\n{}",
+            dockerd.log_tail(20),
+            host.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn ip_of(dockerd: &Dockerd, container: &str, net: &str) -> Result<String> {
+    let ip = dockerd.ok(&[
+        "inspect",
+        "--format",
+        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
+        container,
+    ])?;
+    ensure!(!ip.is_empty(), "{container} has no address on {net}");
+    Ok(ip)
+}
+
+fn ferry_network_ids(host: &TestHost) -> Result<Vec<String>> {
+    Ok(host
+        .ferry_ok(&["network", "ls", "-q", "--no-trunc"])?
+        .split_whitespace()
+        .map(str::to_string)
+        .collect())
+}
+
+#[test]
+fn docker_runs_containers_on_ferry_networks_through_the_plugin() -> Result<()> {
+    let Some(cli) = DockerCli::find_or_skip(scenario_name!()) else {
+        return Ok(());
+    };
+    let Some(dockerd_bin) = find_dockerd_or_skip(scenario_name!()) else {
+        return Ok(());
+    };
+    let mut host = host_or_skip!();
+    let dockerd = Dockerd::start(&host, &dockerd_bin, &cli)?;
+    dockerd.import_busybox()?;
+    let predefined = ferry_network_ids(&host)?;
+
+    // A bad option is refused with ferry's message, and nothing is left behind.
+    let bad = dockerd.docker(&[
+        "network",
+        "create",
+        "-d",
+        "ferry",
+        "--ipam-driver",
+        "ferry",
+        "--subnet",
+        "10.74.0.0/24",
+        "-o",
+        "com.docker.network.driver.mtu=lots",
+        &unique("bad"),
+    ])?;
+    ensure!(
+        !bad.success() && bad.stderr.contains("MTU must be 68..65535"),
+        "a bad MTU must fail with ferry's message:\n{bad}"
+    );
+    let missing = dockerd.docker(&[
+        "network",
+        "create",
+        "-d",
+        "ferry",
+        "-o",
+        "bridge=nosuchbr0",
+        &unique("bad"),
+    ])?;
+    ensure!(
+        !missing.success() && missing.stderr.contains("bridge nosuchbr0 does not exist"),
+        "-o bridge= of a missing bridge must fail clearly:\n{missing}"
+    );
+    ensure!(
+        ferry_network_ids(&host)? == predefined,
+        "a refused create left a network in ferry"
+    );
+
+    // Two containers on a ferry network (ferry's IPAM) talk over TCP.
+    let (net1, net2) = (unique("fnet"), unique("fnet"));
+    let id1 = dockerd.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ferry",
+        "--ipam-driver",
+        "ferry",
+        "--subnet",
+        "10.71.0.0/24",
+        &net1,
+    ])?;
+    let seen = host.network_inspect(&id1)?;
+    ensure!(
+        seen["Id"] == id1.as_str() && seen["IPAM"]["Config"][0]["Subnet"] == "10.71.0.0/24",
+        "ferry network inspect of Docker's network: {seen}"
+    );
+    let page = unique("page");
+    run_web(&dockerd, "web", &net1, &page)?;
+    run_idle(&dockerd, "client", &net1)?;
+    let web_ip = ip_of(&dockerd, "web", &net1)?;
+    ensure!(web_ip.starts_with("10.71.0."), "web got {web_ip}");
+    expect_fetch(&dockerd, &host, "client", &web_ip, &page)?;
+
+    // A second network with Docker's own IPAM, on a bridge the user made (the seed
+    // article's -o bridge=NAME).
+    host.host_ip(&["link", "add", "br-seed", "type", "bridge"])?;
+    host.host_ip(&["addr", "add", "10.72.0.1/24", "dev", "br-seed"])?;
+    host.host_ip(&["link", "set", "br-seed", "up"])?;
+    dockerd.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ferry",
+        "-o",
+        "bridge=br-seed",
+        "--subnet",
+        "10.72.0.0/24",
+        &net2,
+    ])?;
+    let page2 = unique("page");
+    run_web(&dockerd, "web2", &net2, &page2)?;
+    run_idle(&dockerd, "client2", &net2)?;
+    let web2_ip = ip_of(&dockerd, "web2", &net2)?;
+    expect_fetch(&dockerd, &host, "client2", &web2_ip, &page2)?;
+
+    // ferryd restarts while dockerd runs: connectivity stays, later calls still work.
+    host.restart_kill9()?;
+    expect_fetch(&dockerd, &host, "client", &web_ip, &page)?;
+    dockerd.ok(&["network", "connect", &net2, "client"])?;
+    expect_fetch(&dockerd, &host, "client", &web2_ip, &page2)?;
+    dockerd.ok(&["network", "disconnect", &net2, "client"])?;
+    dockerd.ok(&["restart", "-t", "1", "web"])?;
+    let web_ip = ip_of(&dockerd, "web", &net1)?;
+    expect_fetch(&dockerd, &host, "client", &web_ip, &page)?;
+
+    // docker rm -f and network rm leave nothing of ferry's in the kernel or the store.
+    dockerd.ok(&["rm", "-f", "web", "client", "web2", "client2"])?;
+    dockerd.ok(&["network", "rm", &net1, &net2])?;
+    ensure!(
+        ferry_network_ids(&host)? == predefined,
+        "ferry still has Docker's networks: {:?}",
+        host.user_networks()?
+    );
+    let links = host.links()?;
+    ensure!(
+        links.iter().any(|l| l == "br-seed"),
+        "ferry removed the user's bridge br-seed: {links:?}"
+    );
+    host.host_ip(&["link", "del", "br-seed"])?;
+    let left = host.leftovers()?;
+    ensure!(left.is_empty(), "left in the kernel:\n{left}");
+    let data_root = host.data_root().to_path_buf();
+    let mut stored = None;
+    host.restart_kill9_with(|| stored = Some(stored_plugin_state(&data_root)))?;
+    let stored = stored.context("store not read")??;
+    ensure!(stored.is_empty(), "left in ferry's store: {stored:?}");
+
+    dockerd.stop()?;
+    host.finish()
+}
+
+/// The plugin's records and Docker networks in the store (read while ferryd is down).
+fn stored_plugin_state(data_root: &std::path::Path) -> Result<Vec<String>> {
+    let store = ferry_store::RedbStore::open(&data_root.join("ferry.redb"))?;
+    let st = ferryd::state::State::load(&store)?;
+    let mut left: Vec<String> = st
+        .plugin
+        .pools
+        .keys()
+        .map(|k| format!("pool {k}"))
+        .chain(st.plugin.networks.keys().map(|k| format!("network {k}")))
+        .chain(st.plugin.endpoints.keys().map(|k| format!("endpoint {k}")))
+        .collect();
+    left.extend(
+        st.networks
+            .values()
+            .filter(|n| !n.predefined)
+            .map(|n| format!("ferry network {}", n.name)),
+    );
+    Ok(left)
+}
