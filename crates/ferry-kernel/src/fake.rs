@@ -96,4 +96,11 @@ impl KernelOps for Recorder {
     async fn route_destinations(&self) -> Result<Vec<Ipv4Net>, KernelError> {
         Ok(vec![])
     }
+    async fn nft(&self, script: &str) -> Result<String, KernelError> {
+        self.record(format!("nft {}", script.trim_end().replace('\n', "; ")))?;
+        Ok(String::new())
+    }
+    async fn sysctl(&self, key: &[&str], value: &str) -> Result<(), KernelError> {
+        self.record(format!("sysctl {}={value}", key.join(".")))
+    }
 }

@@ -5,6 +5,7 @@
 mod endpoint;
 mod network;
 mod sandbox;
+mod system;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +31,10 @@ pub struct Daemon<K: KernelOps> {
     pub host_resolv: String,
     /// Pids of sandbox processes ferryd parents (awaited, not polled).
     pub children: Arc<std::sync::Mutex<std::collections::HashSet<u32>>>,
+    /// What ferryd last applied to its nftables sets.
+    pub firewall: crate::firewall::Firewall,
+    /// Notified when ferryd should stop (after `system cleanup`).
+    pub shutdown: tokio::sync::Notify,
 }
 
 pub fn new_id() -> String {
@@ -57,6 +62,8 @@ impl<K: KernelOps> Daemon<K> {
             state: Mutex::new(state),
             host_resolv,
             children: Default::default(),
+            firewall: Default::default(),
+            shutdown: Default::default(),
         }))
     }
 
