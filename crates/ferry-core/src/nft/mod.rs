@@ -8,11 +8,15 @@
 //! - `bridges`, `internal`, `masq`: ferry's bridges, by role; `intra` pairs each bridge
 //!   with itself so bridged traffic seen by br_netfilter passes; `subnets` maps a subnet
 //!   to its bridge (hairpin masquerade);
-//! - `pub_same` / `pub_shift`: published ports, keyed by source range . host address .
-//!   protocol . host port range. A range published onto the same port numbers is one
-//!   `pub_same` element whose value is just the sandbox address (DNAT keeps the port);
-//!   a shifted mapping (`8080:80`) goes to `pub_shift` with an address . port value, one
-//!   element per port because nftables cannot add an offset to a port;
+//! - `pub_any`: published ports open to every source on every host address, the common
+//!   case (`-p 8080:80`): a hash map protocol . host port → address . port, so adding
+//!   and deleting stay O(1) however many ports are published;
+//! - `pub_same` / `pub_shift`: the rest, keyed by source range . host address . protocol
+//!   . host port range (interval maps). A range published onto the same port numbers is
+//!   one `pub_same` element whose value is just the sandbox address (DNAT keeps the
+//!   port), wherever it listens; a shifted mapping bound to an address or a source range
+//!   goes to `pub_shift`, one element per port because nftables cannot add an offset to
+//!   a port (the same holds in `pub_any`);
 //! - `noicc_ports` (bridge family): host-side veths of networks with ICC off; bridged
 //!   frames between two of them are dropped.
 //!
@@ -42,18 +46,20 @@ pub enum SetName {
     Masq,
     Intra,
     Subnets,
+    PubAny,
     PubSame,
     PubShift,
     NoIccPorts,
 }
 
 impl SetName {
-    pub const ALL: [SetName; 8] = [
+    pub const ALL: [SetName; 9] = [
         SetName::Bridges,
         SetName::Internal,
         SetName::Masq,
         SetName::Intra,
         SetName::Subnets,
+        SetName::PubAny,
         SetName::PubSame,
         SetName::PubShift,
         SetName::NoIccPorts,
@@ -66,6 +72,7 @@ impl SetName {
             SetName::Masq => "inet ferry masq",
             SetName::Intra => "inet ferry intra",
             SetName::Subnets => "inet ferry subnets",
+            SetName::PubAny => "inet ferry pub_any",
             SetName::PubSame => "inet ferry pub_same",
             SetName::PubShift => "inet ferry pub_shift",
             SetName::NoIccPorts => "bridge ferry noicc_ports",
@@ -185,6 +192,18 @@ fn put_published(e: &mut Elements, p: &Published, ip: std::net::Ipv4Addr) {
         .unwrap_or_else(|| any.clone());
     let dst = p.host_ip.map(|a| a.to_string()).unwrap_or(any);
     let proto = p.proto.as_str();
+    let open = p.source.is_none() && p.host_ip.is_none();
+    let multi = p.host_ports.len() > 1;
+    if open && !(multi && p.host_ports == p.container_ports) {
+        for (h, c) in p.host_ports.iter().zip(p.container_ports.iter()) {
+            e.put(
+                SetName::PubAny,
+                format!("{proto} . {h}"),
+                Some(format!("{ip} . {c}")),
+            );
+        }
+        return;
+    }
     if p.host_ports == p.container_ports {
         e.put(
             SetName::PubSame,

@@ -11,12 +11,16 @@ use std::fmt::Write;
 use super::{Delta, Elements, SetName, ACCEPT_MARK};
 
 /// `(name, declaration)` of each set and map.
-const SETS: [(SetName, &str); 8] = [
+const SETS: [(SetName, &str); 9] = [
     (SetName::Bridges, "type ifname;"),
     (SetName::Internal, "type ifname;"),
     (SetName::Masq, "type ifname;"),
     (SetName::Intra, "type ifname . ifname;"),
     (SetName::Subnets, "type ipv4_addr . ifname; flags interval;"),
+    (
+        SetName::PubAny,
+        "type inet_proto . inet_service : ipv4_addr . inet_service;",
+    ),
     (
         SetName::PubSame,
         "type ipv4_addr . ipv4_addr . inet_proto . inet_service : ipv4_addr; flags interval;",
@@ -69,6 +73,7 @@ const CHAINS: [(&str, &str, &str); 10] = [
 /// The rules, chain by chain. Nothing here varies with the state.
 pub fn skeleton_rules() -> Vec<(&'static str, &'static str, String)> {
     let ok = format!("meta mark set meta mark or {ACCEPT_MARK:#010x} accept");
+    let any = "meta l4proto { tcp, udp } dnat ip to meta l4proto . th dport map @pub_any";
     let shift = "meta l4proto { tcp, udp } dnat ip to ip saddr . ip daddr . meta l4proto . th dport map @pub_shift";
     let same = "meta l4proto { tcp, udp } dnat ip to ip saddr . ip daddr . meta l4proto . th dport map @pub_same";
     let i = "inet ferry";
@@ -104,6 +109,7 @@ pub fn skeleton_rules() -> Vec<(&'static str, &'static str, String)> {
         (i, "prerouting", "ip daddr 127.0.0.0/8 return".into()),
         (i, "prerouting", "fib daddr type local jump publish".into()),
         (i, "output", "fib daddr type local jump publish".into()),
+        (i, "publish", any.into()),
         (i, "publish", shift.into()),
         (i, "publish", same.into()),
         // Hairpin (a sandbox reaching a published port on its own bridge), the host's
@@ -134,7 +140,7 @@ pub fn skeleton_rules() -> Vec<(&'static str, &'static str, String)> {
 }
 
 fn is_map(set: SetName) -> bool {
-    matches!(set, SetName::PubSame | SetName::PubShift)
+    matches!(set, SetName::PubAny | SetName::PubSame | SetName::PubShift)
 }
 
 /// Create (or re-create) everything ferry owns and fill the sets with `e`.

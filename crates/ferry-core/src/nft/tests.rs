@@ -112,22 +112,34 @@ fn networks_fill_the_interface_sets_by_role() {
 }
 
 #[test]
-fn a_shifted_port_is_one_pub_shift_element_and_a_same_range_is_one_pub_same_element() {
+fn open_single_ports_go_to_the_hash_map_and_a_same_numbered_range_is_one_element() {
     let net = user_net("web", "10.7.0.0/24", false, &[]);
     let sb = sandbox(
         &net,
         "10.7.0.2",
         "fyaaaa",
-        &["8080:80", "127.0.0.1:7000-7999:7000-7999/udp"],
+        &[
+            "8080:80",
+            "127.0.0.1:7000-7999:7000-7999/udp",
+            "127.0.0.1:9000:90",
+            "5000-5999:5000-5999",
+        ],
     );
     let e = desired([&net], [&sb]);
     assert_eq!(
+        keys(&e, SetName::PubAny),
+        vec!["tcp . 8080 : 10.7.0.2 . 80"]
+    );
+    assert_eq!(
         keys(&e, SetName::PubShift),
-        vec!["0.0.0.0/0 . 0.0.0.0/0 . tcp . 8080 : 10.7.0.2 . 80"]
+        vec!["0.0.0.0/0 . 127.0.0.1 . tcp . 9000 : 10.7.0.2 . 90"]
     );
     assert_eq!(
         keys(&e, SetName::PubSame),
-        vec!["0.0.0.0/0 . 127.0.0.1 . udp . 7000-7999 : 10.7.0.2"]
+        vec![
+            "0.0.0.0/0 . 0.0.0.0/0 . tcp . 5000-5999 : 10.7.0.2",
+            "0.0.0.0/0 . 127.0.0.1 . udp . 7000-7999 : 10.7.0.2"
+        ]
     );
 }
 
@@ -179,8 +191,8 @@ fn a_delta_deletes_what_went_and_adds_what_came() {
     let script = delta(&old.delta(&new)).unwrap();
     assert_eq!(
         script,
-        "delete element inet ferry pub_shift { 0.0.0.0/0 . 0.0.0.0/0 . tcp . 8080 }\n\
-         add element inet ferry pub_shift { 0.0.0.0/0 . 0.0.0.0/0 . tcp . 9090 : 10.7.0.3 . 90 }\n"
+        "delete element inet ferry pub_any { tcp . 8080 }\n\
+         add element inet ferry pub_any { tcp . 9090 : 10.7.0.3 . 90 }\n"
     );
 }
 
