@@ -12,6 +12,7 @@ pub mod id;
 pub mod ifname;
 pub mod ipam;
 pub mod model;
+pub mod nft;
 pub mod ports;
 pub mod remote;
 pub mod template;

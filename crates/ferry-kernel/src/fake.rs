@@ -133,4 +133,20 @@ impl KernelOps for Recorder {
             .push((s.host_if.clone(), s.peer_if.clone()));
         Ok(())
     }
+    /// Scripts are recorded; a `list` finds nothing, as in a kernel with no ruleset.
+    async fn nft(&self, script: &str) -> Result<String, KernelError> {
+        self.record(format!("nft {}", script.trim_end().replace('\n', "; ")))?;
+        if script.starts_with("list ") {
+            return Err(KernelError::Failed {
+                action: "fake",
+                object: script.trim().into(),
+                message: "No such file or directory".into(),
+                errno: Some(libc::ENOENT),
+            });
+        }
+        Ok(String::new())
+    }
+    async fn sysctl(&self, key: &[&str], value: &str) -> Result<(), KernelError> {
+        self.record(format!("sysctl {}={value}", key.join(".")))
+    }
 }

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 
 use crate::link::{addr, bridge, del, get, kind, pair, route, up, veth};
-use crate::{netns, KernelError};
+use std::sync::Arc;
+
+use crate::nft::Nft;
+use crate::{netns, sysctl, KernelError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgeSpec {
@@ -72,12 +75,21 @@ pub trait KernelOps: Send + Sync + 'static {
         &self,
         spec: &VethPairSpec,
     ) -> impl Future<Output = Result<(), KernelError>> + Send;
+    /// Run an nftables script as one transaction; returns what it printed.
+    fn nft(&self, script: &str) -> impl Future<Output = Result<String, KernelError>> + Send;
+    /// Set a sysctl in ferryd's namespace (`["net", "ipv4", "ip_forward"]`).
+    fn sysctl(
+        &self,
+        key: &[&str],
+        value: &str,
+    ) -> impl Future<Output = Result<(), KernelError>> + Send;
 }
 
 /// The real kernel, through one rtnetlink connection in ferryd's own namespace plus a
 /// short-lived one inside each sandbox being configured.
 pub struct Netlink {
     handle: rtnetlink::Handle,
+    nft: std::sync::OnceLock<Arc<Nft>>,
 }
 
 impl Netlink {
@@ -86,7 +98,18 @@ impl Netlink {
         let (conn, handle, _) = rtnetlink::new_connection()
             .map_err(|e| KernelError::io("open", "netlink socket", e))?;
         tokio::spawn(conn);
-        Ok(Netlink { handle })
+        Ok(Netlink {
+            handle,
+            nft: Default::default(),
+        })
+    }
+
+    fn nft_ctx(&self) -> Result<Arc<Nft>, KernelError> {
+        if let Some(n) = self.nft.get() {
+            return Ok(n.clone());
+        }
+        let n = Arc::new(Nft::open()?);
+        Ok(self.nft.get_or_init(|| n).clone())
     }
 
     async fn configure_inside(&self, s: &AttachSpec) -> Result<(), KernelError> {
@@ -168,5 +191,17 @@ impl KernelOps for Netlink {
 
     async fn create_veth_pair(&self, spec: &VethPairSpec) -> Result<(), KernelError> {
         pair::create(&self.handle, spec).await
+    }
+
+    async fn nft(&self, script: &str) -> Result<String, KernelError> {
+        let nft = self.nft_ctx()?;
+        let script = script.to_string();
+        tokio::task::spawn_blocking(move || nft.run(&script))
+            .await
+            .map_err(|e| KernelError::other("apply", "nftables ruleset", e.to_string()))?
+    }
+
+    async fn sysctl(&self, key: &[&str], value: &str) -> Result<(), KernelError> {
+        sysctl::set(key, value)
     }
 }

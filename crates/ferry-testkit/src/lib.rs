@@ -35,7 +35,9 @@ mod docker;
 mod dockerd;
 mod host;
 mod kernel;
+mod peer;
 mod probe;
+mod reach;
 mod teardown;
 
 pub use api::ping;
@@ -45,7 +47,9 @@ pub use docker::DockerCli;
 pub use dockerd::{find_dockerd_or_skip, Dockerd, DOCKER_TIMEOUT, IMAGE};
 pub use host::{TestHost, CLI_TIMEOUT, PREDEFINED_NETWORKS};
 pub use kernel::{mounts, parse_addresses, parse_links, process_gone, Leftovers, Mount};
+pub use peer::Peer;
 pub use probe::{is_full_id, Web};
+pub use reach::{At, REFUSED_WITHIN};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -6,6 +6,7 @@ mod endpoint;
 mod network;
 mod plugin;
 mod sandbox;
+mod system;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +32,10 @@ pub struct Daemon<K: KernelOps> {
     pub host_resolv: String,
     /// Pids of sandbox processes ferryd parents (awaited, not polled).
     pub children: Arc<std::sync::Mutex<std::collections::HashSet<u32>>>,
+    /// What ferryd last applied to its nftables sets.
+    pub firewall: crate::firewall::Firewall,
+    /// Notified when ferryd should stop (after `system cleanup`).
+    pub shutdown: tokio::sync::Notify,
 }
 
 pub fn new_id() -> String {
@@ -58,6 +63,8 @@ impl<K: KernelOps> Daemon<K> {
             state: Mutex::new(state),
             host_resolv,
             children: Default::default(),
+            firewall: Default::default(),
+            shutdown: Default::default(),
         }))
     }
 
