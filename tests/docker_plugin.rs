@@ -11,23 +11,23 @@ use ferry_testkit::{
 use std::time::{Duration, Instant};
 
 /// A container serving `content` over HTTP on port 80 (busybox httpd).
-fn run_web(dockerd: &Dockerd, name: &str, net: &str, content: &str) -> Result<()> {
+fn run_web(dockerd: &Dockerd, name: &str, net: &str, content: &str, extra: &[&str]) -> Result<()> {
     let script =
         format!("echo '{content}' > /tmp/index.html && exec /bin/busybox httpd -f -p 80 -h /tmp");
-    dockerd.ok(&[
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--network",
-        net,
-        IMAGE,
-        "/bin/busybox",
-        "sh",
-        "-c",
-        &script,
-    ])?;
+    let mut args = vec!["run", "-d", "--name", name, "--network", net];
+    args.extend(extra);
+    args.extend([IMAGE, "/bin/busybox", "sh", "-c", &script]);
+    dockerd.ok(&args)?;
     Ok(())
+}
+
+/// A bounded HTTP/1.0 GET of `ip`:`port` over busybox nc (Debian's static busybox wget
+/// crashes), as a shell pipeline that prints the body and fails unless the status is 200.
+fn get_script(ip: &str, port: u16) -> String {
+    format!(
+        "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | /bin/busybox nc -w 2 {ip} {port} | \
+         {{ IFS= read -r status || exit 1; case \"$status\" in *' 200 '*) /bin/busybox sed '1,/^[[:space:]]*$/d';; *) exit 1;; esac; }}"
+    )
 }
 
 fn run_idle(dockerd: &Dockerd, name: &str, net: &str) -> Result<()> {
@@ -46,13 +46,9 @@ fn run_idle(dockerd: &Dockerd, name: &str, net: &str) -> Result<()> {
     Ok(())
 }
 
-/// One bounded HTTP/1.0 GET from inside container `from` over busybox nc (Debian's static
-/// busybox wget crashes); the body on a 200.
+/// One bounded GET from inside container `from`; the body on a 200.
 fn fetch(dockerd: &Dockerd, from: &str, ip: &str) -> Result<Option<String>> {
-    let script = format!(
-        "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | /bin/busybox nc -w 2 {ip} 80 | \
-         {{ IFS= read -r status || exit 1; case \"$status\" in *' 200 '*) /bin/busybox sed '1,/^[[:space:]]*$/d';; *) exit 1;; esac; }}"
-    );
+    let script = get_script(ip, 80);
     let out = dockerd.docker(&[
         "exec",
         from,
@@ -83,6 +79,26 @@ fn expect_fetch(
             Instant::now() < deadline,
             "{from} did not get {want:?} from http://{ip}/ within 15 s\n{}\n{}",
             dockerd.log_tail(20),
+            host.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// From the host itself, `127.0.0.1:port` serves `want` (retrying for 10 s).
+fn expect_published(host: &TestHost, port: u16, want: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = host.in_host(
+            "/bin/busybox",
+            &["sh", "-c", &get_script("127.0.0.1", port)],
+        )?;
+        if out.success() && out.out() == want {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "published port {port} did not answer {want:?}:\n{out}\n{}",
             host.log_tail(20)
         );
         std::thread::sleep(Duration::from_millis(300));
@@ -176,7 +192,7 @@ fn docker_runs_containers_on_ferry_networks_through_the_plugin() -> Result<()> {
         "ferry network inspect of Docker's network: {seen}"
     );
     let page = unique("page");
-    run_web(&dockerd, "web", &net1, &page)?;
+    run_web(&dockerd, "web", &net1, &page, &["-p", "18080:80"])?;
     run_idle(&dockerd, "client", &net1)?;
     let web_ip = ip_of(&dockerd, "web", &net1)?;
     ensure!(web_ip.starts_with("10.71.0."), "web got {web_ip}");
@@ -199,10 +215,23 @@ fn docker_runs_containers_on_ferry_networks_through_the_plugin() -> Result<()> {
         &net2,
     ])?;
     let page2 = unique("page");
-    run_web(&dockerd, "web2", &net2, &page2)?;
+    run_web(&dockerd, "web2", &net2, &page2, &[])?;
     run_idle(&dockerd, "client2", &net2)?;
     let web2_ip = ip_of(&dockerd, "web2", &net2)?;
     expect_fetch(&dockerd, &host, "client2", &web2_ip, &page2)?;
+
+    // ferry's firewall: the other network cannot reach web; its published port answers.
+    let t = Instant::now();
+    ensure!(
+        fetch(&dockerd, "client2", &web_ip)?.is_none(),
+        "client2 on {net2} reached web on {net1}"
+    );
+    ensure!(
+        t.elapsed() < Duration::from_secs(10),
+        "the refused attempt took {:?}",
+        t.elapsed()
+    );
+    expect_published(&host, 18080, &page)?;
 
     // ferryd restarts while dockerd runs: connectivity stays, later calls still work.
     host.restart_kill9()?;
@@ -213,6 +242,7 @@ fn docker_runs_containers_on_ferry_networks_through_the_plugin() -> Result<()> {
     dockerd.ok(&["restart", "-t", "1", "web"])?;
     let web_ip = ip_of(&dockerd, "web", &net1)?;
     expect_fetch(&dockerd, &host, "client", &web_ip, &page)?;
+    expect_published(&host, 18080, &page)?;
 
     // docker rm -f and network rm leave nothing of ferry's in the kernel or the store.
     dockerd.ok(&["rm", "-f", "web", "client", "web2", "client2"])?;

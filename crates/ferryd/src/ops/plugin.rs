@@ -30,7 +30,7 @@ use ferry_core::ipam::AddressPool;
 use ferry_core::model::{
     host_if_name, mac_for, mac_string, Driver, Endpoint, IpamEcho, LiveEndpoint, Network,
 };
-use ferry_core::ports::{decide, Published};
+use ferry_core::ports::decide;
 use ferry_core::remote::{
     container_if_name, DockerEndpoint, DockerNetwork, IpamPool, DOCKER_IPAM_OWNER,
 };
@@ -43,6 +43,7 @@ use serde_json::Value;
 use super::network::bridge_spec;
 use super::{new_id, now, Daemon};
 use crate::error::Result;
+use crate::firewall::{check_host_free, check_publishable, taken_ports};
 use crate::state::{Key, State};
 
 fn no_ipv6() -> CoreError {
@@ -90,25 +91,6 @@ fn taken_subnets(st: &State) -> Vec<Ipv4Net> {
                 .values()
                 .filter_map(|p| p.pool.as_ref().map(|a| a.subnet)),
         )
-        .collect()
-}
-
-/// Every published binding on the host, but the one of `except`.
-fn published_elsewhere(st: &State, except: &str) -> Vec<Published> {
-    let sandboxes = st
-        .sandboxes
-        .values()
-        .flat_map(|s| s.endpoints.iter())
-        .filter_map(|e| e.live.as_ref());
-    let docker = st
-        .plugin
-        .endpoints
-        .values()
-        .filter(|e| e.id != except)
-        .filter_map(|e| e.endpoint.live.as_ref());
-    sandboxes
-        .chain(docker)
-        .flat_map(|l| l.published.iter().copied())
         .collect()
 }
 
@@ -401,12 +383,18 @@ impl<K: KernelOps> Daemon<K> {
         );
         self.commit(&st, &keys)?;
         let existed = self.kernel.link_kind(&spec.name).await?.is_some();
-        if let Err(e) = self.kernel.ensure_bridge(&spec).await {
+        let programmed = match self.prepare_bridge(&spec).await {
+            Ok(()) => self.sync_firewall(&st).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = programmed {
             if !existed {
                 let _ = self.kernel.delete_link(&spec.name).await;
             }
             self.rollback(&mut st, before, &keys);
-            return Err(e.into());
+            self.sync_firewall_or_warn(&st, "create network: undo")
+                .await;
+            return Err(e);
         }
         Ok(())
     }
@@ -466,6 +454,7 @@ impl<K: KernelOps> Daemon<K> {
             }
         }
         self.commit(&st, &keys)?;
+        self.sync_firewall_or_warn(&st, "delete network").await;
         drop(st);
         let mut errors = vec![];
         for l in &links {
@@ -543,6 +532,7 @@ impl<K: KernelOps> Daemon<K> {
         let internal = net.internal;
         let ep_id = req.endpoint_id.clone();
         let net_name = net.name.clone();
+        let before = st.clone();
         let pool = st
             .networks
             .get_mut(&req.network_id)
@@ -586,7 +576,12 @@ impl<K: KernelOps> Daemon<K> {
                 sandbox_key: None,
             },
         );
-        self.commit(&st, &[Key::Net(req.network_id), Key::PluginEp(ep_id)])?;
+        let keys = [Key::Net(req.network_id), Key::PluginEp(ep_id)];
+        self.commit(&st, &keys)?;
+        if let Err(e) = self.sync_firewall(&st).await {
+            self.rollback(&mut st, before, &keys);
+            return Err(e);
+        }
         Ok(answer(&mac))
     }
 
@@ -687,6 +682,7 @@ impl<K: KernelOps> Daemon<K> {
             }
         }
         self.commit(&st, &keys)?;
+        self.sync_firewall_or_warn(&st, "delete endpoint").await;
         drop(st);
         for l in ep.links() {
             if let Err(e) = self.kernel.delete_link(&l).await {
@@ -700,27 +696,41 @@ impl<K: KernelOps> Daemon<K> {
     /// itself for a remote driver) and record them on the endpoint.
     pub async fn plugin_program_external(&self, req: ProgramExternalRequest) -> Result<()> {
         let mut st = self.state.lock().await;
-        if !st.plugin.endpoints.contains_key(&req.endpoint_id) {
+        let Some(ep) = st.plugin.endpoints.get(&req.endpoint_id) else {
             return Err(no_endpoint(&req.endpoint_id).into());
-        }
+        };
+        let nid = ep.endpoint.network_id.clone();
         let maps = portmap(req.options.as_ref())?;
-        let published = decide(&maps, &published_elsewhere(&st, &req.endpoint_id))?;
-        let ep = st
-            .plugin
-            .endpoints
-            .get_mut(&req.endpoint_id)
-            .expect("checked");
+        let net = st
+            .networks
+            .get(&nid)
+            .ok_or_else(|| CoreError::NoSuchNetwork(nid.clone()))?;
+        check_publishable(net, !maps.is_empty())?;
+        let published = decide(&maps, &taken_ports(&st, &req.endpoint_id, &nid))?;
         let live = ep
             .endpoint
             .live
-            .as_mut()
+            .as_ref()
             .expect("docker endpoints are live");
         if ep.endpoint.ports == maps && live.published == published {
             return Ok(());
         }
+        check_host_free(&published)?;
+        let before = st.clone();
+        let keys = [Key::PluginEp(req.endpoint_id.clone())];
+        let ep = st
+            .plugin
+            .endpoints
+            .get_mut(&req.endpoint_id)
+            .expect("looked up");
         ep.endpoint.ports = maps;
-        live.published = published;
-        self.commit(&st, &[Key::PluginEp(req.endpoint_id)])
+        ep.endpoint.live.as_mut().expect("live").published = published;
+        self.commit(&st, &keys)?;
+        if let Err(e) = self.sync_firewall(&st).await {
+            self.rollback(&mut st, before, &keys);
+            return Err(e);
+        }
+        Ok(())
     }
 
     pub async fn plugin_revoke_external(&self, r: EndpointRef) -> Result<()> {
@@ -737,7 +747,10 @@ impl<K: KernelOps> Daemon<K> {
             return Ok(());
         }
         live.published.clear();
-        self.commit(&st, &[Key::PluginEp(r.endpoint_id)])
+        self.commit(&st, &[Key::PluginEp(r.endpoint_id)])?;
+        self.sync_firewall_or_warn(&st, "revoke external connectivity")
+            .await;
+        Ok(())
     }
 
     /// Free-form facts about the endpoint (Docker shows them nowhere, but the call is
