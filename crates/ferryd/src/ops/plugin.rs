@@ -790,4 +790,53 @@ impl<K: KernelOps> Daemon<K> {
         }
         Ok(OperInfoResponse { value })
     }
+
+    /// `ferry system cleanup`: drop everything the plugin holds for dockerd (its networks
+    /// with their endpoints, links and bridges, then every IPAM pool), whatever Docker
+    /// still believes. Errors come back together; every step runs.
+    pub async fn plugin_forget_all(&self) -> Vec<String> {
+        let mut errors = vec![];
+        let nets: Vec<String> = self
+            .state
+            .lock()
+            .await
+            .plugin
+            .networks
+            .keys()
+            .cloned()
+            .collect();
+        for id in nets {
+            let r = EndpointRef {
+                network_id: id.clone(),
+                endpoint_id: String::new(),
+            };
+            if let Err(e) = self.plugin_delete_network(r).await {
+                errors.push(format!("Docker network {id}: {e}"));
+            }
+        }
+        let mut st = self.state.lock().await;
+        let mut keys: Vec<Key> = st
+            .plugin
+            .pools
+            .keys()
+            .cloned()
+            .map(Key::PluginPool)
+            .collect();
+        keys.extend(st.plugin.endpoints.keys().cloned().map(Key::PluginEp));
+        st.plugin.pools.clear();
+        let links: Vec<String> = std::mem::take(&mut st.plugin.endpoints)
+            .values()
+            .flat_map(|e| e.links())
+            .collect();
+        if let Err(e) = self.commit(&st, &keys) {
+            errors.push(e.to_string());
+        }
+        drop(st);
+        for l in links {
+            if let Err(e) = self.kernel.delete_link(&l).await {
+                errors.push(e.to_string());
+            }
+        }
+        errors
+    }
 }
