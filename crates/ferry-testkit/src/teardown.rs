@@ -48,10 +48,17 @@ impl TestHost {
                 Err(e) => note(Err(e).context("stat the host netns")),
             }
         }
+        // Held open until the stragglers are killed: a namespace freed meanwhile would let
+        // the kernel give its inode number to a namespace another test (or another
+        // worktree's suite) creates, and we would kill that test's processes.
+        let mut held = Vec::new();
         if let Ok(files) = self.netns_files() {
             for f in files {
-                if let Ok(m) = std::fs::metadata(self.exec_root.join("netns").join(f)) {
-                    inodes.insert(m.ino());
+                if let Ok(file) = std::fs::File::open(self.exec_root.join("netns").join(f)) {
+                    if let Ok(m) = file.metadata() {
+                        inodes.insert(m.ino());
+                        held.push(file);
+                    }
                 }
             }
         }
@@ -74,6 +81,7 @@ impl TestHost {
         }
         note(self.stop_ferryd());
         note(kill_stragglers(&inodes));
+        drop(held);
         self.netns = None;
         note(unmount_under(&self.root));
         let log = self.log_tail(60);
