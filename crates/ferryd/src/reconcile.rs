@@ -22,6 +22,9 @@ pub async fn reconcile<K: KernelOps>(d: &Arc<Daemon<K>>) -> Result<()> {
     d.ensure_predefined().await?;
     ensure_bridges(d).await;
     stop_dead_sandboxes(d).await?;
+    if let Err(e) = d.plugin_reconcile().await {
+        tracing::warn!("reconcile Docker endpoints: {e}");
+    }
     remove_orphans(d).await;
     let st = d.state.lock().await;
     d.load_firewall(&st).await

@@ -345,3 +345,31 @@ async fn after_a_restart_dockers_later_calls_find_everything() {
     assert_eq!(st.plugin, Default::default());
     assert!(st.networks.is_empty());
 }
+
+#[tokio::test]
+async fn at_start_an_endpoint_whose_link_died_is_forgotten_and_its_address_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&dir);
+    d.plugin_create_network(create_net("10.9.0.0/24", json!({})))
+        .await
+        .unwrap();
+    for (id, addr) in [(EP1, "10.9.0.2/24"), (EP2, "10.9.0.3/24")] {
+        d.plugin_create_endpoint(endpoint(id, addr)).await.unwrap();
+        d.plugin_join(join(id)).await.unwrap();
+    }
+    // EP1's container died while ferryd was down: its veth pair went with it.
+    let host_if = format!("fy{}", &EP1[..11]);
+    d.kernel.links.lock().unwrap().remove(&host_if);
+    d.plugin_reconcile().await.unwrap();
+    let st = d.state.lock().await;
+    assert!(!st.plugin.endpoints.contains_key(EP1));
+    assert!(
+        st.plugin.endpoints.contains_key(EP2),
+        "a live endpoint was dropped"
+    );
+    let pool = st.networks[NET].pool.as_ref().unwrap();
+    assert_eq!(pool.owner("10.9.0.2".parse().unwrap()), None);
+    assert_eq!(pool.owner("10.9.0.3".parse().unwrap()), Some(EP2));
+    drop(st);
+    store_matches_memory(&d).await;
+}

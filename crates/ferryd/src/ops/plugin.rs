@@ -839,4 +839,40 @@ impl<K: KernelOps> Daemon<K> {
         }
         errors
     }
+
+    /// At start. A veth pair dies with either end's namespace, so a joined Docker
+    /// endpoint whose host link is gone lost its container while ferryd was away, and
+    /// Docker, which gives up on an unreachable plugin after 15 s, will not say so: forget
+    /// the endpoint and free its address.
+    pub async fn plugin_reconcile(&self) -> Result<()> {
+        let links = self.kernel.link_names().await?;
+        let mut st = self.state.lock().await;
+        let gone: Vec<(String, String, std::net::Ipv4Addr)> = st
+            .plugin
+            .endpoints
+            .values()
+            .filter(|e| e.joined)
+            .filter_map(|e| {
+                let l = e.endpoint.live.as_ref()?;
+                (!links.contains(&l.host_if.to_string()))
+                    .then(|| (e.id.clone(), e.endpoint.network_id.clone(), l.ip))
+            })
+            .collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let mut keys = vec![];
+        for (id, nid, ip) in gone {
+            tracing::info!("reconcile: Docker endpoint {id} lost its link while ferryd was away; forgetting it");
+            st.plugin.endpoints.remove(&id);
+            keys.push(Key::PluginEp(id.clone()));
+            if let Some(pool) = st.networks.get_mut(&nid).and_then(|n| n.pool.as_mut()) {
+                if pool.owner(ip) == Some(id.as_str()) {
+                    pool.release(ip);
+                    keys.push(Key::Net(nid));
+                }
+            }
+        }
+        self.commit(&st, &keys)
+    }
 }
