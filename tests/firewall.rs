@@ -173,6 +173,8 @@ fn a_published_port_answers_a_peer_the_host_and_a_sandbox_on_the_same_bridge() -
     // Hairpin: a sandbox on the same bridge, through the host's address and its gateway.
     host.expect_reach(At::Sandbox("client"), "tcp", &peer.host_ip, 8080)?;
     host.expect_reach(At::Sandbox("client"), "tcp", "10.67.0.1", 8080)?;
+    // And the sandbox itself, through its own published port (hairpin mode on its port).
+    host.expect_reach(At::Sandbox("web"), "tcp", &peer.host_ip, 8080)?;
     // Not published: port 81.
     host.expect_no_reach(At::Peer(&peer), "tcp", &peer.host_ip, 81)?;
 
