@@ -107,6 +107,12 @@ fn an_internal_network_talks_inside_and_nothing_leaves_it() -> Result<()> {
     .expect_success()?;
     host.expect_no_reach(At::Sandbox("b"), "tcp", &peer.ip, 80)?;
     host.expect_no_reach(At::Peer(&peer), "tcp", &a, 80)?;
+    // Not even through a port published on another network, via the gateway.
+    let other = unique("n");
+    host.create_network(&other, &["--subnet", "10.60.0.0/24"])?;
+    host.run_server("pub", &["--network", &other, "-p", "8080:80"], "tcp", 80)?;
+    host.expect_reach(At::Peer(&peer), "tcp", &peer.host_ip, 8080)?;
+    host.expect_no_reach(At::Sandbox("b"), "tcp", "10.64.0.1", 8080)?;
     let rules = host.nft(&["list", "set", "inet", "ferry", "masq"])?;
     ensure!(
         !rules.contains(
