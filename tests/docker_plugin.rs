@@ -48,7 +48,11 @@ fn run_idle(dockerd: &Dockerd, name: &str, net: &str) -> Result<()> {
 
 /// One bounded GET from inside container `from`; the body on a 200.
 fn fetch(dockerd: &Dockerd, from: &str, ip: &str) -> Result<Option<String>> {
-    let script = get_script(ip, 80);
+    fetch_port(dockerd, from, ip, 80)
+}
+
+fn fetch_port(dockerd: &Dockerd, from: &str, ip: &str, port: u16) -> Result<Option<String>> {
+    let script = get_script(ip, port);
     let out = dockerd.docker(&[
         "exec",
         from,
@@ -232,6 +236,11 @@ fn docker_runs_containers_on_ferry_networks_through_the_plugin() -> Result<()> {
         t.elapsed()
     );
     expect_published(&host, 18080, &page)?;
+    // Hairpin: web reaches its own published port through its gateway.
+    ensure!(
+        fetch_port(&dockerd, "web", "10.71.0.1", 18080)?.as_deref() == Some(page.as_str()),
+        "web did not reach its own published port through 10.71.0.1:18080"
+    );
 
     // ferryd restarts while dockerd runs: connectivity stays, later calls still work.
     host.restart_kill9()?;

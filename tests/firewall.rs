@@ -48,7 +48,7 @@ fn networks_are_isolated_for_tcp_udp_and_icmp_but_a_sandbox_on_both_reaches_both
 fn icc_off_keeps_sandboxes_apart_but_lets_them_reach_the_gateway_and_the_outside() -> Result<()> {
     let host = host_or_skip!();
     let mut peer = host.add_peer("10.70.0.1/24", "10.70.0.2/24")?;
-    peer.spawn(&host.bins().probe.to_string_lossy(), &["serve-tcp", "80"])?;
+    peer.serve("tcp", 80)?;
     let net = unique("n");
     host.create_network(
         &net,
@@ -82,7 +82,7 @@ fn icc_off_keeps_sandboxes_apart_but_lets_them_reach_the_gateway_and_the_outside
 fn an_internal_network_talks_inside_and_nothing_leaves_it() -> Result<()> {
     let host = host_or_skip!();
     let mut peer = host.add_peer("10.71.0.1/24", "10.71.0.2/24")?;
-    peer.spawn(&host.bins().probe.to_string_lossy(), &["serve-tcp", "80"])?;
+    peer.serve("tcp", 80)?;
     peer.route_via_host("10.64.0.0/24")?;
     let net = unique("n");
     host.create_network(&net, &["--internal", "--subnet", "10.64.0.0/24"])?;
@@ -107,6 +107,12 @@ fn an_internal_network_talks_inside_and_nothing_leaves_it() -> Result<()> {
     .expect_success()?;
     host.expect_no_reach(At::Sandbox("b"), "tcp", &peer.ip, 80)?;
     host.expect_no_reach(At::Peer(&peer), "tcp", &a, 80)?;
+    // Not even through a port published on another network, via the gateway.
+    let other = unique("n");
+    host.create_network(&other, &["--subnet", "10.60.0.0/24"])?;
+    host.run_server("pub", &["--network", &other, "-p", "8080:80"], "tcp", 80)?;
+    host.expect_reach(At::Peer(&peer), "tcp", &peer.host_ip, 8080)?;
+    host.expect_no_reach(At::Sandbox("b"), "tcp", "10.64.0.1", 8080)?;
     let rules = host.nft(&["list", "set", "inet", "ferry", "masq"])?;
     ensure!(
         !rules.contains(
@@ -122,7 +128,7 @@ fn an_internal_network_talks_inside_and_nothing_leaves_it() -> Result<()> {
 fn outbound_traffic_is_masqueraded_unless_the_network_turns_it_off() -> Result<()> {
     let host = host_or_skip!();
     let mut peer = host.add_peer("10.72.0.1/24", "10.72.0.2/24")?;
-    peer.spawn(&host.bins().probe.to_string_lossy(), &["serve-tcp", "80"])?;
+    peer.serve("tcp", 80)?;
     peer.route_via_host("10.66.0.0/24")?;
     let (masq, plain) = (unique("n"), unique("n"));
     host.create_network(&masq, &["--subnet", "10.65.0.0/24"])?;
@@ -173,6 +179,8 @@ fn a_published_port_answers_a_peer_the_host_and_a_sandbox_on_the_same_bridge() -
     // Hairpin: a sandbox on the same bridge, through the host's address and its gateway.
     host.expect_reach(At::Sandbox("client"), "tcp", &peer.host_ip, 8080)?;
     host.expect_reach(At::Sandbox("client"), "tcp", "10.67.0.1", 8080)?;
+    // And the sandbox itself, through its own published port (hairpin mode on its port).
+    host.expect_reach(At::Sandbox("web"), "tcp", &peer.host_ip, 8080)?;
     // Not published: port 81.
     host.expect_no_reach(At::Peer(&peer), "tcp", &peer.host_ip, 81)?;
 
@@ -318,7 +326,7 @@ fn rules_in_the_user_chain_come_first_and_survive_restarts_and_network_changes()
 fn with_dockers_forward_policy_drop_ferry_networks_keep_working() -> Result<()> {
     let host = host_or_skip!();
     let mut peer = host.add_peer("10.81.0.1/24", "10.81.0.2/24")?;
-    peer.spawn(&host.bins().probe.to_string_lossy(), &["serve-tcp", "80"])?;
+    peer.serve("tcp", 80)?;
     // What dockerd 20.10 sets up with iptables-nft: FORWARD policy DROP, jumping to
     // DOCKER-USER first.
     for args in [

@@ -123,7 +123,11 @@ impl KernelOps for Recorder {
             .then(|| "veth".to_string()))
     }
     async fn create_veth_pair(&self, s: &VethPairSpec) -> Result<(), KernelError> {
-        self.record(format!("veth {} {} on {}", s.host_if, s.peer_if, s.bridge))?;
+        let hairpin = if s.hairpin { " hairpin" } else { "" };
+        self.record(format!(
+            "veth {} {} on {}{hairpin}",
+            s.host_if, s.peer_if, s.bridge
+        ))?;
         let mut links = self.links.lock().expect("lock");
         links.insert(s.host_if.clone());
         links.insert(s.peer_if.clone());

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
 
-use crate::link::{addr, bridge, del, get, kind, pair, route, up, veth};
+use crate::link::{addr, bridge, del, get, kind, pair, port, route, up, veth};
 use std::sync::Arc;
 
 use crate::nft::Nft;
@@ -33,6 +33,8 @@ pub struct AttachSpec {
     /// Set the sandbox's default route via this address.
     pub default_via: Option<Ipv4Addr>,
     pub mtu: u32,
+    /// Hairpin mode on the bridge port (the endpoint publishes ports).
+    pub hairpin: bool,
 }
 
 /// A veth pair with both ends in ferryd's namespace (the Docker plugin's Join).
@@ -44,6 +46,8 @@ pub struct VethPairSpec {
     pub peer_if: String,
     pub peer_mac: [u8; 6],
     pub mtu: u32,
+    /// Hairpin mode on the bridge port (the endpoint publishes ports).
+    pub hairpin: bool,
 }
 
 pub trait KernelOps: Send + Sync + 'static {
@@ -165,7 +169,13 @@ impl KernelOps for Netlink {
             mtu: s.mtu,
         };
         veth::create(&self.handle, &pair).await?;
-        if let Err(e) = self.configure_inside(s).await {
+        let hairpin = async {
+            match s.hairpin {
+                true => port::hairpin(&self.handle, &s.host_if).await,
+                false => Ok(()),
+            }
+        };
+        if let Err(e) = futures::future::try_join(hairpin, self.configure_inside(s)).await {
             let _ = del::delete(&self.handle, &s.host_if).await;
             return Err(e);
         }

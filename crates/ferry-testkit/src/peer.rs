@@ -8,10 +8,10 @@
 
 use crate::cmd::{run_bounded, Output};
 use crate::host::TestHost;
+use crate::kernel::program_in;
 use anyhow::{Context, Result};
 use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -28,24 +28,8 @@ pub struct Peer {
     /// The peer's own address.
     pub ip: String,
     host_netns: File,
+    probe: PathBuf,
     children: Vec<Child>,
-}
-
-/// Run any program inside the network namespace `netns`.
-pub(crate) fn program_in(netns: &File, program: &str, args: &[&str]) -> Result<Output> {
-    let fd = netns.as_raw_fd();
-    let mut cmd = Command::new(program);
-    cmd.args(args);
-    // SAFETY: only setns between fork and exec; `netns` outlives the bounded run.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    run_bounded(&mut cmd, BOUND)
 }
 
 fn ip_ok(args: &[&str]) -> Result<()> {
@@ -56,7 +40,7 @@ fn ip_ok(args: &[&str]) -> Result<()> {
 impl TestHost {
     /// Any program run in the host's (ferryd's) network namespace, bounded.
     pub fn in_host(&self, program: &str, args: &[&str]) -> Result<Output> {
-        program_in(self.netns()?, program, args)
+        program_in(self.netns()?, program, args, BOUND)
     }
 
     /// `nft ARGS…` in the host's namespace; must succeed.
@@ -76,6 +60,7 @@ impl TestHost {
             host_ip: host_cidr.split('/').next().unwrap_or("").to_string(),
             ip: peer_cidr.split('/').next().unwrap_or("").to_string(),
             host_netns: self.netns()?.try_clone().context("dup the host netns fd")?,
+            probe: self.bins.probe.clone(),
             children: vec![],
         };
         let h = |args: &[&str]| -> Result<()> {
@@ -123,6 +108,12 @@ impl Peer {
         Ok(())
     }
 
+    /// A `ferry-probe` server (`proto` "tcp" or "udp") on `port`, for the peer's lifetime.
+    pub fn serve(&mut self, proto: &str, port: u16) -> Result<()> {
+        let probe = self.probe.to_string_lossy().into_owned();
+        self.spawn(&probe, &[&format!("serve-{proto}"), &port.to_string()])
+    }
+
     /// Route `subnet` through the host, as a machine on the host's LAN might.
     pub fn route_via_host(&self, subnet: &str) -> Result<()> {
         self.ip_in(&["route", "add", subnet, "via", &self.host_ip])
@@ -135,7 +126,7 @@ impl Drop for Peer {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = program_in(&self.host_netns, IP, &["link", "del", &self.host_if]);
+        let _ = program_in(&self.host_netns, IP, &["link", "del", &self.host_if], BOUND);
         let _ = run_bounded(Command::new(IP).args(["netns", "del", &self.netns]), BOUND);
     }
 }

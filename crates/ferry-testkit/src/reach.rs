@@ -67,8 +67,12 @@ impl TestHost {
                 }
             }
             if Instant::now() >= deadline {
+                let rules = self
+                    .in_host("nft", &["list", "ruleset"])
+                    .map(|o| o.stdout)
+                    .unwrap_or_default();
                 bail!(
-                    "{proto} {ip}:{port} not reached within {REACH_WITHIN:?}; last attempt:\n{out}\n{}",
+                    "{proto} {ip}:{port} not reached within {REACH_WITHIN:?}; last attempt:\n{out}\n{}\n---- the host's ruleset ----\n{rules}",
                     self.log_tail(20)
                 );
             }

@@ -178,13 +178,23 @@ async fn published_ports_reach_the_firewall_and_go_with_revoke() {
     d.plugin_create_network(create_net("10.6.0.0/24", json!({})))
         .await
         .unwrap();
-    d.plugin_create_endpoint(endpoint(EP1, "10.6.0.2/24"))
-        .await
-        .unwrap();
-    d.plugin_join(join(EP1)).await.unwrap();
     let portmap = json!({"com.docker.network.portmap": [
         {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 48080, "HostPortEnd": 48080}
     ]});
+    let mut create = endpoint(EP1, "10.6.0.2/24");
+    create.options = Some(serde_json::from_value(portmap.clone()).unwrap());
+    d.plugin_create_endpoint(create).await.unwrap();
+    d.plugin_join(join(EP1)).await.unwrap();
+    let veth = d
+        .kernel
+        .lines()
+        .into_iter()
+        .find(|l| l.starts_with("veth "))
+        .unwrap();
+    assert!(
+        veth.ends_with(" hairpin"),
+        "a publishing endpoint's bridge port must be hairpin: {veth}"
+    );
     let program = |id: &str| ProgramExternalRequest {
         network_id: NET.into(),
         endpoint_id: id.into(),

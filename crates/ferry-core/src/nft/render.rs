@@ -80,20 +80,20 @@ pub fn skeleton_rules() -> Vec<(&'static str, &'static str, String)> {
     vec![
         // Administrator's rules first; then traffic within one bridge (seen here only
         // when br_netfilter is loaded) passes; then by direction.
+        // Internal networks forward nothing in or out, not even to a published port.
         (i, "forward", "jump user".into()),
         (i, "forward", "iifname . oifname @intra accept".into()),
+        (i, "forward", "iifname @internal drop".into()),
+        (i, "forward", "oifname @internal drop".into()),
         (i, "forward", "oifname @bridges jump to_bridge".into()),
         (i, "forward", "iifname @bridges jump from_bridge".into()),
-        // Into a bridge: nothing into an internal network; replies; published ports
-        // (DNAT done in prerouting); everything else — other networks, hosts routing
-        // to the subnet directly (moby/moby#45610) — is dropped.
-        (i, "to_bridge", "oifname @internal drop".into()),
+        // Into a bridge: replies; published ports (DNAT done in prerouting); everything
+        // else — other networks, hosts routing to the subnet directly (moby/moby#45610) —
+        // is dropped.
         (i, "to_bridge", format!("ct state established,related {ok}")),
         (i, "to_bridge", format!("ct status dnat {ok}")),
         (i, "to_bridge", "drop".into()),
-        // Out of a bridge: nothing out of an internal network, nothing into another
-        // bridge (isolation), the rest may go.
-        (i, "from_bridge", "iifname @internal drop".into()),
+        // Out of a bridge: nothing into another bridge (isolation), the rest may go.
         (i, "from_bridge", "oifname @bridges drop".into()),
         (i, "from_bridge", ok.clone()),
         // route_localnet is on for ferry's bridges (published 127.0.0.1 ports): never

@@ -6,6 +6,7 @@ pub mod del;
 pub mod get;
 pub mod kind;
 pub mod pair;
+pub mod port;
 pub mod route;
 pub mod up;
 pub mod veth;

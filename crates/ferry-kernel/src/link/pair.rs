@@ -1,14 +1,17 @@
 //! A veth pair with both ends in ferryd's own namespace, for the Docker plugin's Join:
 //! the host end enslaved to the bridge and up, the other end (Docker's `SrcName`) left
 //! down with the endpoint's MAC and MTU for dockerd to move into the container, rename
-//! and configure. One request, so there is never a half-made pair.
+//! and configure. One request, so there is never a half-made pair; hairpin mode (for an
+//! endpoint that publishes ports) is a second one, and the pair goes if it fails.
 
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlag, LinkInfo, LinkMessage,
 };
 use rtnetlink::Handle;
 
+use crate::link::del::delete;
 use crate::link::get::index_of;
+use crate::link::port::hairpin;
 use crate::{KernelError, VethPairSpec};
 
 pub async fn create(h: &Handle, s: &VethPairSpec) -> Result<(), KernelError> {
@@ -34,5 +37,12 @@ pub async fn create(h: &Handle, s: &VethPairSpec) -> Result<(), KernelError> {
     ]));
     req.execute()
         .await
-        .map_err(|e| KernelError::netlink("create veth pair", &s.host_if, e))
+        .map_err(|e| KernelError::netlink("create veth pair", &s.host_if, e))?;
+    if s.hairpin {
+        if let Err(e) = hairpin(h, &s.host_if).await {
+            let _ = delete(h, &s.host_if).await;
+            return Err(e);
+        }
+    }
+    Ok(())
 }

@@ -80,6 +80,7 @@ pub(crate) fn plan_plug(
         addr: Ipv4Net::new(ip, prefix_len).expect("prefix from a subnet"),
         default_via: default_route.then_some(gateway),
         mtu: bridge.mtu,
+        hairpin: !live.published.is_empty(),
     };
     let sb = st.sandboxes.get_mut(sb_id).expect("checked above");
     if let Some(e) = sb.endpoints.iter_mut().find(|e| e.network_id == net_id) {

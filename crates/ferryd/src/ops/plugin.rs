@@ -598,6 +598,12 @@ impl<K: KernelOps> Daemon<K> {
             .ok_or_else(|| CoreError::NoSuchNetwork(ep.endpoint.network_id.clone()))?;
         let live = ep.endpoint.live.clone().expect("docker endpoints are live");
         let bridge = net.bridge.clone().expect("docker networks have a bridge");
+        // Docker sends the port map with Join too; ProgramExternalConnectivity decides
+        // the host ports later, but the bridge port must be hairpin from the start.
+        let ports = match portmap(req.options.as_ref())? {
+            p if p.is_empty() => ep.endpoint.ports.clone(),
+            p => p,
+        };
         let answer = JoinResponse {
             interface_name: InterfaceName {
                 src_name: live.ifname.to_string(),
@@ -631,6 +637,7 @@ impl<K: KernelOps> Daemon<K> {
             peer_if: live.ifname.to_string(),
             peer_mac: live.mac,
             mtu: bridge.mtu,
+            hairpin: !ports.is_empty(),
         };
         // What an earlier, interrupted Join may have left.
         let _ = self.kernel.delete_link(&spec.host_if).await;
