@@ -200,6 +200,20 @@ fn docker_runs_containers_on_ferry_networks_through_the_plugin() -> Result<()> {
     run_idle(&dockerd, "client", &net1)?;
     let web_ip = ip_of(&dockerd, "web", &net1)?;
     ensure!(web_ip.starts_with("10.71.0."), "web got {web_ip}");
+    let seen = host.network_inspect(&id1)?;
+    let addrs: Vec<&str> = seen["Containers"]
+        .as_object()
+        .map(|m| {
+            m.values()
+                .filter_map(|c| c["IPv4Address"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    ensure!(
+        addrs.contains(&format!("{web_ip}/24").as_str()) && addrs.len() == 2,
+        "ferry network inspect lists Docker's endpoints: {}",
+        seen["Containers"]
+    );
     expect_fetch(&dockerd, &host, "client", &web_ip, &page)?;
 
     // A second network with Docker's own IPAM, on a bridge the user made (the seed

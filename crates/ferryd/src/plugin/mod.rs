@@ -21,9 +21,11 @@ use ferry_core::docker::plugin::{
     ActivateResponse, AddressSpaces, IpamCapabilities, NetworkCapabilities, GLOBAL_ADDRESS_SPACE,
     LOCAL_ADDRESS_SPACE,
 };
+use ferry_core::model::mac_string;
 use ferry_kernel::KernelOps;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::error::Error;
 use crate::ops::Daemon;
@@ -136,6 +138,35 @@ async fn dispatch<K: KernelOps>(State(d): State<Arc<Daemon<K>>>, req: Request) -
 
 pub fn router<K: KernelOps>(d: Arc<Daemon<K>>) -> Router {
     Router::new().fallback(dispatch::<K>).with_state(d)
+}
+
+/// `Containers` entries of `GET /networks/{id}` for Docker's endpoints on a network,
+/// keyed by endpoint ID (a plugin never learns container IDs), named after Docker's
+/// sandbox (the last part of the SandboxKey).
+pub fn docker_containers(st: &crate::state::State, network_id: &str) -> Vec<(String, Value)> {
+    st.plugin
+        .endpoints
+        .values()
+        .filter(|e| e.endpoint.network_id == network_id && e.joined)
+        .filter_map(|e| {
+            let live = e.endpoint.live.as_ref()?;
+            let sandbox = e
+                .sandbox_key
+                .as_deref()
+                .and_then(|k| k.rsplit('/').next())
+                .unwrap_or("");
+            Some((
+                e.id.clone(),
+                serde_json::json!({
+                    "Name": format!("docker-{sandbox}"),
+                    "EndpointID": e.id,
+                    "MacAddress": mac_string(&live.mac),
+                    "IPv4Address": format!("{}/{}", live.ip, live.prefix_len),
+                    "IPv6Address": "",
+                }),
+            ))
+        })
+        .collect()
 }
 
 /// The socket path in a plugin directory.
