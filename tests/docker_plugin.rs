@@ -267,9 +267,34 @@ fn docker_runs_containers_on_ferry_networks_through_the_plugin() -> Result<()> {
     expect_fetch(&dockerd, &host, "client", &web_ip, &page)?;
     expect_published(&host, 18080, &page)?;
 
+    // An internal network: Join gives no gateway and DisableGatewayService, so the
+    // container has no default route and dockerd adds no docker_gwbridge.
+    let net3 = unique("inet");
+    dockerd.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ferry",
+        "--internal",
+        "--subnet",
+        "10.76.0.0/24",
+        &net3,
+    ])?;
+    run_idle(&dockerd, "lonely", &net3)?;
+    let routes = dockerd.ok(&["exec", "lonely", "/bin/busybox", "ip", "route"])?;
+    ensure!(
+        routes.contains("10.76.0.0/24") && !routes.contains("default"),
+        "routes on an internal network:\n{routes}"
+    );
+    let nets = dockerd.ok(&["network", "ls", "--format", "{{.Name}}"])?;
+    ensure!(
+        !nets.contains("docker_gwbridge"),
+        "dockerd made docker_gwbridge:\n{nets}"
+    );
+
     // docker rm -f and network rm leave nothing of ferry's in the kernel or the store.
-    dockerd.ok(&["rm", "-f", "web", "client", "web2", "client2"])?;
-    dockerd.ok(&["network", "rm", &net1, &net2])?;
+    dockerd.ok(&["rm", "-f", "web", "client", "web2", "client2", "lonely"])?;
+    dockerd.ok(&["network", "rm", &net1, &net2, &net3])?;
     ensure!(
         ferry_network_ids(&host)? == predefined,
         "ferry still has Docker's networks: {:?}",
