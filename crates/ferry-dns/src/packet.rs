@@ -302,3 +302,44 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use crate::table::{Membership, SandboxRecord};
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::RecordType;
+
+    /// `cargo test --release -p ferry-dns -- --ignored time_handle --nocapture`: the cost of
+    /// the pure part of one query, without sockets (about 0.7 µs here).
+    #[test]
+    #[ignore]
+    fn time_handle() {
+        let sbs: Vec<SandboxRecord> = (2..200)
+            .map(|i| SandboxRecord {
+                memberships: vec![Membership {
+                    network: "n".into(),
+                    ip: format!("10.1.0.{i}").parse().unwrap(),
+                    names: vec![format!("s{i}")],
+                }],
+                forward: true,
+                ..Default::default()
+            })
+            .collect();
+        let t = Table::build(&sbs, &[]);
+        let mut m = Message::new();
+        m.set_id(1).set_recursion_desired(true);
+        m.add_query(Query::query(
+            Name::from_ascii("s5.").unwrap(),
+            RecordType::A,
+        ));
+        let q = m.to_vec().unwrap();
+        let asker = "10.1.0.3".parse().unwrap();
+        let n = 1_000_000;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(handle(&t, asker, std::hint::black_box(&q), Transport::Udp));
+        }
+        eprintln!("handle: {:?} per query", start.elapsed() / n);
+    }
+}
