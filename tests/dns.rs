@@ -10,6 +10,7 @@ use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use nix::sched::{setns, CloneFlags};
 use std::fs::File;
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -306,6 +307,30 @@ fn sandboxes_find_each_other_by_name_hostname_and_alias() -> Result<()> {
         "short TTL: {}",
         ptr.answers()[0].ttl()
     );
+    // The same over TCP, from inside the sandbox.
+    let ns = File::open(host.netns_dir().join("ferry-client"))?;
+    let server = c.server;
+    let mut tcp = in_netns(&ns, move || {
+        Ok(std::net::TcpStream::connect_timeout(
+            &server,
+            Duration::from_secs(5),
+        )?)
+    })?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let q = query(77, "www.", RecordType::A);
+    tcp.write_all(&(q.len() as u16).to_be_bytes())?;
+    tcp.write_all(&q)?;
+    let mut len = [0u8; 2];
+    tcp.read_exact(&mut len)?;
+    let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
+    tcp.read_exact(&mut body)?;
+    let r = Message::from_vec(&body)?;
+    ensure!(
+        r.id() == 77
+            && r.answers().len() == 1
+            && r.answers()[0].data() == &RData::A(A(ip(&web_ip))),
+        "A www over TCP: {r:?}"
+    );
     drop(upstream);
     host.finish()
 }
@@ -429,6 +454,19 @@ fn unknown_names_go_to_the_upstream_and_internal_networks_never_forward() -> Res
     );
     let before = upstream.count();
     ensure!(before >= 2, "the upstream saw {before} queries");
+
+    // A sandbox's own --dns servers are its upstreams (a second fake on 127.0.0.1:53).
+    let own = FakeUpstream::start(&host, "127.0.0.1:53", false)?;
+    host.run_idle("own", &["--network", &net, "--dns", "127.0.0.1"])?;
+    let mut o = Client::new(&host, "own")?;
+    ensure!(o.a("x.upstream.test.")? == Ok(vec![UPSTREAM_ANSWER]));
+    ensure!(
+        own.count() == 1 && upstream.count() == before,
+        "--dns 127.0.0.1 went to its own upstream ({} queries) and not the daemon's ({})",
+        own.count(),
+        upstream.count() - before
+    );
+    drop(own);
 
     let mut i = Client::new(&host, "in1")?;
     ensure!(
@@ -572,6 +610,28 @@ fn garbage_packets_do_not_stop_the_responder() -> Result<()> {
         host.ferryd_pid()
             .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists()),
         "ferryd is alive"
+    );
+    host.finish()
+}
+
+#[test]
+fn names_answer_again_after_ferryd_restarts() -> Result<()> {
+    let Some(mut host) = start_host(ferry_testkit::scenario_name!())? else {
+        return Ok(());
+    };
+    let net = unique("net");
+    host.create_network(&net, &["--subnet", "10.38.0.0/24"])?;
+    host.run_idle("a", &["--network", &net])?;
+    host.run_idle("b", &["--network", &net])?;
+    let b_ip = ip(&host.ip_of("b", &net)?);
+    ensure!(Client::new(&host, "a")?.a("b.")? == Ok(vec![b_ip]));
+    host.restart_kill9()?;
+    // The sandboxes kept running; the new ferryd listens again on the gateway.
+    let mut c = Client::new(&host, "a")?;
+    ensure!(
+        c.a("b.")? == Ok(vec![b_ip]),
+        "b after the restart\n{}",
+        host.log_tail(20)
     );
     host.finish()
 }
