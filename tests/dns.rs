@@ -635,3 +635,48 @@ fn names_answer_again_after_ferryd_restarts() -> Result<()> {
     );
     host.finish()
 }
+
+#[test]
+fn a_gateway_port_held_by_another_server_is_taken_once_it_is_free() -> Result<()> {
+    let Some(host) = start_host(ferry_testkit::scenario_name!())? else {
+        return Ok(());
+    };
+    // Someone else holds port 53 on every address of ferryd's namespace.
+    let squatter = in_netns(host.netns()?, || Ok(UdpSocket::bind("0.0.0.0:53")?))?;
+    let net = unique("net");
+    host.create_network(&net, &["--subnet", "10.39.0.0/24"])?;
+    host.run_idle("a", &["--network", &net])?;
+    let mut c = Client::new(&host, "a")?;
+    c.id += 1;
+    let got = ask_once(
+        &c.sock,
+        c.server,
+        c.id,
+        "a.",
+        RecordType::A,
+        Duration::from_millis(500),
+    )?;
+    ensure!(got.is_none(), "answered while the port was held: {got:?}");
+    drop(squatter);
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        c.id += 1;
+        let got = ask_once(
+            &c.sock,
+            c.server,
+            c.id,
+            "a.",
+            RecordType::A,
+            Duration::from_millis(500),
+        )?;
+        if got.is_some_and(|m| m.answers().len() == 1) {
+            break;
+        }
+        ensure!(
+            Instant::now() < end,
+            "ferryd did not take the port within 10 s of it being freed\n{}",
+            host.log_tail(20)
+        );
+    }
+    host.finish()
+}

@@ -229,7 +229,14 @@ fn serve_udp(sock: &Arc<UdpSocket>, stop: &AtomicBool, shared: &Arc<Shared>) {
             }
         };
         let packet = &buf[..n];
-        let action = handle(&shared.table.load(), peer.ip(), packet, Transport::Udp);
+        // `handle` is fuzzed and should never panic; if it does, this packet is
+        // dropped and the socket keeps serving.
+        let table = shared.table.load();
+        let action = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            handle(&table, peer.ip(), packet, Transport::Udp)
+        }))
+        .unwrap_or(Action::Drop);
+        drop(table);
         match action {
             Action::Reply(b) => {
                 let _ = sock.send_to(&b, peer);

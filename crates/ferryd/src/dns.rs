@@ -20,7 +20,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ferry_core::files::resolv_conf;
 use ferry_core::model::{DnsConf, Driver, Network, Sandbox};
@@ -32,6 +32,8 @@ use crate::state::State;
 
 /// The port the responder serves on every gateway.
 pub const DNS_PORT: u16 = 53;
+/// How often sockets that failed to open are tried again.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Networks whose sandboxes find each other by name: user-defined bridges.
 fn has_names(n: &Network) -> bool {
@@ -145,7 +147,19 @@ impl Dns {
         };
         server.set_table(Table::build(&records(st), &inner.default_upstreams));
         for e in server.listen_on(&inner.gateways) {
-            tracing::warn!("{e}; tried again at the next change");
+            tracing::warn!("{e}; trying again every {RETRY:?}");
+        }
+    }
+
+    /// Open the sockets that could not be opened before (a port held by someone else).
+    fn retry(&self) {
+        let inner = self.inner.lock().expect("dns lock");
+        if let Some(server) = &inner.server {
+            if server.listening() != inner.gateways {
+                for e in server.listen_on(&inner.gateways) {
+                    tracing::debug!("{e}");
+                }
+            }
         }
     }
 
@@ -184,7 +198,7 @@ impl Dns {
 impl<K: KernelOps> Daemon<K> {
     /// Start answering: `upstreams` (the `--dns-upstream` flags), else the host's
     /// resolv.conf nameservers, serve sandboxes without `--dns`.
-    pub async fn serve_dns(&self, upstreams: Vec<SocketAddr>) {
+    pub async fn serve_dns(self: &Arc<Self>, upstreams: Vec<SocketAddr>) {
         let upstreams = if upstreams.is_empty() {
             resolv_upstreams(&self.host_resolv)
         } else {
@@ -193,6 +207,16 @@ impl<K: KernelOps> Daemon<K> {
         tracing::info!("dns: forwarding to {upstreams:?} unless a sandbox has --dns");
         let st = self.state.lock().await;
         self.dns.start(&st, upstreams);
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RETRY).await;
+                match weak.upgrade() {
+                    Some(d) => d.dns.retry(),
+                    None => return,
+                }
+            }
+        });
     }
 
     /// Rewrite a running sandbox's resolv.conf in place (its networks changed).
