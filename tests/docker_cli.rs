@@ -184,3 +184,47 @@ fn docker_cli_sees_sandboxes_and_connects_them_to_networks() -> Result<()> {
         .context("docker network rm after disconnect")?;
     host.finish()
 }
+
+#[test]
+fn docker_port_and_ps_show_a_sandboxs_published_ports() -> Result<()> {
+    let Some(bin) = DockerCli::find_or_skip(scenario_name!()) else {
+        return Ok(());
+    };
+    let host = host_or_skip!();
+    let docker = DockerCli::new(&host, &bin)?;
+    let net = unique("dnet");
+    host.create_network(&net, &["--subnet", "10.91.0.0/24"])?;
+    host.run_idle(
+        "web",
+        &[
+            "--network",
+            &net,
+            "-p",
+            "8080:80",
+            "-p",
+            "127.0.0.1:9000-9001:90-91/udp",
+        ],
+    )?;
+    let port = docker.ok(&["port", "web"])?;
+    for want in [
+        "80/tcp -> 0.0.0.0:8080",
+        "90/udp -> 127.0.0.1:9000",
+        "91/udp -> 127.0.0.1:9001",
+    ] {
+        ensure!(
+            port.lines().any(|l| l == want),
+            "docker port web lacks {want:?}:\n{port}"
+        );
+    }
+    let one = docker.ok(&["port", "web", "80/tcp"])?;
+    ensure!(
+        one == "0.0.0.0:8080",
+        "docker port web 80/tcp printed {one:?}"
+    );
+    let ps = docker.ok(&["ps", "--format", "{{.Ports}}"])?;
+    ensure!(
+        ps.contains("0.0.0.0:8080->80/tcp"),
+        "docker ps Ports: {ps:?}"
+    );
+    host.finish()
+}

@@ -5,6 +5,7 @@
 mod client;
 mod network;
 mod output;
+mod port;
 mod sandbox;
 
 use clap::{Parser, Subcommand};
@@ -44,8 +45,23 @@ enum Cmd {
     Exec(sandbox::ExecArgs),
     /// Remove sandboxes.
     Rm(sandbox::RmArgs),
+    /// List a sandbox's published ports.
+    Port(port::PortArgs),
+    /// Reconcile the kernel with ferryd's state, or remove everything ferry made.
+    #[command(subcommand)]
+    System(SystemCmd),
     /// Show ferryd's version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum SystemCmd {
+    /// Make the kernel match ferryd's state now (as at ferryd's start): bridges, links,
+    /// namespaces and ferry's nftables tables.
+    Reconcile,
+    /// Remove every sandbox, network, kernel object and nftables rule ferry owns, then
+    /// stop ferryd.
+    Cleanup,
 }
 
 /// A failure the daemon reported: printed as docker prints it.
@@ -80,6 +96,19 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Inspect(a) => sandbox::inspect(&c, a),
         Cmd::Exec(a) => sandbox::exec(&c, a),
         Cmd::Rm(a) => sandbox::rm(&c, a),
+        Cmd::Port(a) => port::port(&c, a),
+        Cmd::System(s) => {
+            let path = match s {
+                SystemCmd::Reconcile => "/ferry/system/reconcile",
+                SystemCmd::Cleanup => "/ferry/system/cleanup",
+            };
+            let r = c.call("POST", path, None)?;
+            if !r.ok() {
+                eprintln!("{}", DaemonError(r.message()));
+                return Ok(1);
+            }
+            Ok(0)
+        }
         Cmd::Version => {
             let r = c.call("GET", "/version", None)?;
             let v = r.json()?;

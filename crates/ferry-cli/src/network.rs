@@ -88,6 +88,8 @@ pub struct ConnectArgs {
     ip: Option<String>,
     #[arg(long = "alias")]
     aliases: Vec<String>,
+    #[command(flatten)]
+    publish: crate::port::PublishArgs,
     network: String,
     sandbox: String,
 }
@@ -179,7 +181,11 @@ pub fn run(c: &Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
         NetworkCmd::Connect(a) => {
             let body = json!({
                 "Container": a.sandbox,
-                "EndpointConfig": {"IPAMConfig": {"IPv4Address": a.ip.unwrap_or_default()}, "Aliases": a.aliases},
+                "EndpointConfig": {
+                    "IPAMConfig": {"IPv4Address": a.ip.unwrap_or_default()},
+                    "Aliases": a.aliases,
+                    "FerryPortBindings": a.publish.bindings()?,
+                },
             });
             check(&c.call(
                 "POST",

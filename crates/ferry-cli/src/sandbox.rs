@@ -41,6 +41,8 @@ pub struct RunArgs {
     dns_search: Vec<String>,
     #[arg(long = "dns-option")]
     dns_option: Vec<String>,
+    #[command(flatten)]
+    publish: crate::port::PublishArgs,
     /// The command and its arguments (after `--`).
     #[arg(trailing_var_arg = true, required = true)]
     cmd: Vec<String>,
@@ -79,20 +81,21 @@ pub struct RmArgs {
     names: Vec<String>,
 }
 
-fn create_body(a: &RunArgs) -> Value {
-    json!({
+fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
+    Ok(json!({
         "Hostname": a.hostname.clone().unwrap_or_default(),
         "Cmd": a.cmd,
         "Image": "",
         "HostConfig": {
             "NetworkMode": a.network, "AutoRemove": a.rm,
             "Dns": a.dns, "DnsSearch": a.dns_search, "DnsOptions": a.dns_option,
+            "PortBindings": a.publish.bindings()?,
         },
         "NetworkingConfig": {"EndpointsConfig": {a.network.clone(): {
             "IPAMConfig": {"IPv4Address": a.ip.clone().unwrap_or_default()},
             "Aliases": a.aliases,
         }}},
-    })
+    }))
 }
 
 pub fn run(c: &Client, a: RunArgs) -> anyhow::Result<i32> {
@@ -104,7 +107,7 @@ pub fn run(c: &Client, a: RunArgs) -> anyhow::Result<i32> {
     let r = c.call(
         "POST",
         &format!("/containers/create{q}"),
-        Some(&create_body(&a)),
+        Some(&create_body(&a)?),
     )?;
     if !r.ok() {
         eprintln!("{}", DaemonError(r.message()));

@@ -57,6 +57,8 @@ pub enum CoreError {
     NotRunning(String),
     #[error("You cannot remove a running container {0}. Stop the container before attempting removal or force remove")]
     RemoveRunning(String),
+    #[error("Bind for {host_ip}:{port} failed: port is already allocated")]
+    PortTaken { host_ip: String, port: u16 },
     #[error("{0}")]
     Invalid(String),
 }
@@ -87,7 +89,8 @@ impl CoreError {
             | AddressReserved { .. }
             | NetworkFull(_)
             | NoFreePool
-            | NotConnected { .. } => 500,
+            | NotConnected { .. }
+            | PortTaken { .. } => 500,
         }
     }
 }

@@ -12,6 +12,8 @@ pub mod id;
 pub mod ifname;
 pub mod ipam;
 pub mod model;
+pub mod nft;
+pub mod ports;
 pub mod template;
 pub mod validate;
 

@@ -8,6 +8,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::ipam::AddressPool;
+use crate::ports::{PortMapping, Published};
 use crate::IfName;
 
 pub const DEFAULT_BRIDGE: &str = "bridge";
@@ -97,6 +98,9 @@ pub struct Endpoint {
     pub network_id: String,
     pub static_ip: Option<Ipv4Addr>,
     pub aliases: Vec<String>,
+    /// Published ports as requested (`-p`, `connect --publish`).
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
     pub live: Option<LiveEndpoint>,
 }
 
@@ -110,6 +114,9 @@ pub struct LiveEndpoint {
     pub host_if: IfName,
     pub ifname: IfName,
     pub default_route: bool,
+    /// The published ports with their host ports decided, as the firewall has them.
+    #[serde(default)]
+    pub published: Vec<Published>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

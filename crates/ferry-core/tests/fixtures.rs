@@ -118,6 +118,7 @@ fn container_inspect_has_dockers_network_fields() {
             network_id: net.id.clone(),
             static_ip: Some(ip),
             aliases: vec![],
+            ports: vec![],
             live: Some(LiveEndpoint {
                 id: "cd".repeat(32),
                 ip,
@@ -127,6 +128,7 @@ fn container_inspect_has_dockers_network_fields() {
                 host_if: IfName::new("fyaaaa").unwrap(),
                 ifname: IfName::new("eth0").unwrap(),
                 default_route: true,
+                published: vec![],
             }),
         }],
     };

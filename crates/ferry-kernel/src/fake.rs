@@ -96,4 +96,20 @@ impl KernelOps for Recorder {
     async fn route_destinations(&self) -> Result<Vec<Ipv4Net>, KernelError> {
         Ok(vec![])
     }
+    /// Scripts are recorded; a `list` finds nothing, as in a kernel with no ruleset.
+    async fn nft(&self, script: &str) -> Result<String, KernelError> {
+        self.record(format!("nft {}", script.trim_end().replace('\n', "; ")))?;
+        if script.starts_with("list ") {
+            return Err(KernelError::Failed {
+                action: "fake",
+                object: script.trim().into(),
+                message: "No such file or directory".into(),
+                errno: Some(libc::ENOENT),
+            });
+        }
+        Ok(String::new())
+    }
+    async fn sysctl(&self, key: &[&str], value: &str) -> Result<(), KernelError> {
+        self.record(format!("sysctl {}={value}", key.join(".")))
+    }
 }

@@ -10,8 +10,10 @@ pub mod error;
 pub mod fake;
 pub mod link;
 pub mod netns;
+pub mod nft;
 pub mod ops;
 pub mod process;
+pub mod sysctl;
 
 pub use error::KernelError;
 pub use ops::{AttachSpec, BridgeSpec, KernelOps, Netlink};

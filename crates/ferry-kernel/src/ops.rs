@@ -8,8 +8,11 @@ use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
 
-use crate::link::{addr, bridge, del, get, route, up, veth};
-use crate::{netns, KernelError};
+use crate::link::{addr, bridge, del, get, port, route, up, veth};
+use std::sync::Arc;
+
+use crate::nft::Nft;
+use crate::{netns, sysctl, KernelError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgeSpec {
@@ -30,6 +33,8 @@ pub struct AttachSpec {
     /// Set the sandbox's default route via this address.
     pub default_via: Option<Ipv4Addr>,
     pub mtu: u32,
+    /// Hairpin mode on the bridge port (the endpoint publishes ports).
+    pub hairpin: bool,
 }
 
 pub trait KernelOps: Send + Sync + 'static {
@@ -50,12 +55,21 @@ pub trait KernelOps: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), KernelError>> + Send;
     fn link_names(&self) -> impl Future<Output = Result<Vec<String>, KernelError>> + Send;
     fn route_destinations(&self) -> impl Future<Output = Result<Vec<Ipv4Net>, KernelError>> + Send;
+    /// Run an nftables script as one transaction; returns what it printed.
+    fn nft(&self, script: &str) -> impl Future<Output = Result<String, KernelError>> + Send;
+    /// Set a sysctl in ferryd's namespace (`["net", "ipv4", "ip_forward"]`).
+    fn sysctl(
+        &self,
+        key: &[&str],
+        value: &str,
+    ) -> impl Future<Output = Result<(), KernelError>> + Send;
 }
 
 /// The real kernel, through one rtnetlink connection in ferryd's own namespace plus a
 /// short-lived one inside each sandbox being configured.
 pub struct Netlink {
     handle: rtnetlink::Handle,
+    nft: std::sync::OnceLock<Arc<Nft>>,
 }
 
 impl Netlink {
@@ -64,7 +78,18 @@ impl Netlink {
         let (conn, handle, _) = rtnetlink::new_connection()
             .map_err(|e| KernelError::io("open", "netlink socket", e))?;
         tokio::spawn(conn);
-        Ok(Netlink { handle })
+        Ok(Netlink {
+            handle,
+            nft: Default::default(),
+        })
+    }
+
+    fn nft_ctx(&self) -> Result<Arc<Nft>, KernelError> {
+        if let Some(n) = self.nft.get() {
+            return Ok(n.clone());
+        }
+        let n = Arc::new(Nft::open()?);
+        Ok(self.nft.get_or_init(|| n).clone())
     }
 
     async fn configure_inside(&self, s: &AttachSpec) -> Result<(), KernelError> {
@@ -120,7 +145,13 @@ impl KernelOps for Netlink {
             mtu: s.mtu,
         };
         veth::create(&self.handle, &pair).await?;
-        if let Err(e) = self.configure_inside(s).await {
+        let hairpin = async {
+            match s.hairpin {
+                true => port::hairpin(&self.handle, &s.host_if).await,
+                false => Ok(()),
+            }
+        };
+        if let Err(e) = futures::future::try_join(hairpin, self.configure_inside(s)).await {
             let _ = del::delete(&self.handle, &s.host_if).await;
             return Err(e);
         }
@@ -138,5 +169,17 @@ impl KernelOps for Netlink {
 
     async fn route_destinations(&self) -> Result<Vec<Ipv4Net>, KernelError> {
         route::destinations(&self.handle).await
+    }
+
+    async fn nft(&self, script: &str) -> Result<String, KernelError> {
+        let nft = self.nft_ctx()?;
+        let script = script.to_string();
+        tokio::task::spawn_blocking(move || nft.run(&script))
+            .await
+            .map_err(|e| KernelError::other("apply", "nftables ruleset", e.to_string()))?
+    }
+
+    async fn sysctl(&self, key: &[&str], value: &str) -> Result<(), KernelError> {
+        sysctl::set(key, value)
     }
 }

@@ -26,6 +26,8 @@ pub fn bin_dir() -> Result<PathBuf> {
 pub struct Bins {
     pub ferryd: PathBuf,
     pub ferry: PathBuf,
+    /// The traffic helper (src/bin/ferry-probe.rs).
+    pub probe: PathBuf,
 }
 
 impl Bins {
@@ -34,8 +36,9 @@ impl Bins {
         let bins = Bins {
             ferryd: dir.join("ferryd"),
             ferry: dir.join("ferry"),
+            probe: dir.join("ferry-probe"),
         };
-        for bin in [&bins.ferryd, &bins.ferry] {
+        for bin in [&bins.ferryd, &bins.ferry, &bins.probe] {
             if !bin.is_file() {
                 bail!(
                     "{} does not exist: run `cargo build --workspace` first (or set FERRY_BIN_DIR)",

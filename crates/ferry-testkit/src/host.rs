@@ -114,6 +114,9 @@ impl TestHost {
                 host.log_tail(40)
             )
         })?);
+        // A real host's loopback is up (published 127.0.0.1 ports rely on it).
+        host.in_host("ip", &["link", "set", "lo", "up"])?
+            .expect_success()?;
         host.wait_ready()?;
         host.baseline = Baseline {
             links: host.links()?.into_iter().collect(),

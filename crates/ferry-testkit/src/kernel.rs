@@ -14,10 +14,20 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// `busybox ARGS` run inside the network namespace `netns` (an open nsfs file).
+/// `busybox ARGS` run inside the network namespace `netns` (an open nsfs file); must succeed.
 pub(crate) fn in_netns(netns: &File, args: &[&str]) -> Result<Output> {
+    program_in(netns, BUSYBOX, args, Duration::from_secs(10))?.expect_success()
+}
+
+/// Any program run inside the network namespace `netns`, bounded; any exit status is Ok.
+pub(crate) fn program_in(
+    netns: &File,
+    program: &str,
+    args: &[&str],
+    bound: Duration,
+) -> Result<Output> {
     let fd = netns.as_raw_fd();
-    let mut cmd = Command::new(BUSYBOX);
+    let mut cmd = Command::new(program);
     cmd.args(args);
     // SAFETY: only async-signal-safe calls (setns) between fork and exec; `netns` outlives the
     // spawn because run_bounded returns only after the child has been reaped.
@@ -29,7 +39,7 @@ pub(crate) fn in_netns(netns: &File, args: &[&str]) -> Result<Output> {
             Ok(())
         });
     }
-    run_bounded(&mut cmd, Duration::from_secs(10))?.expect_success()
+    run_bounded(&mut cmd, bound)
 }
 
 /// Interface names in `ip -o link` output (`eth0@if7` → `eth0`).

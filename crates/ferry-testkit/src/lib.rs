@@ -33,7 +33,9 @@ mod cmd;
 mod docker;
 mod host;
 mod kernel;
+mod peer;
 mod probe;
+mod reach;
 mod teardown;
 
 pub use api::ping;
@@ -42,7 +44,9 @@ pub use cmd::{run_bounded, Output};
 pub use docker::DockerCli;
 pub use host::{TestHost, CLI_TIMEOUT, PREDEFINED_NETWORKS};
 pub use kernel::{mounts, parse_addresses, parse_links, process_gone, Leftovers, Mount};
+pub use peer::Peer;
 pub use probe::{is_full_id, Web};
+pub use reach::{At, REFUSED_WITHIN};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -265,6 +265,7 @@ mod tests {
             network_id: net.into(),
             static_ip: None,
             aliases: aliases.iter().map(|s| s.to_string()).collect(),
+            ports: vec![],
             live: Some(LiveEndpoint {
                 id: "e".repeat(64),
                 ip: ip.parse().unwrap(),
@@ -274,6 +275,7 @@ mod tests {
                 host_if: ferry_core::IfName::new("fyx").unwrap(),
                 ifname: ferry_core::IfName::new("eth0").unwrap(),
                 default_route: false,
+                published: vec![],
             }),
         }
     }

@@ -6,6 +6,7 @@ pub mod api;
 pub mod config;
 pub mod dns;
 pub mod error;
+pub mod firewall;
 pub mod ops;
 pub mod reconcile;
 pub mod state;

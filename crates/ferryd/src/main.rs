@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use ferry_store::RedbStore;
-use ferryd::{api, reconcile, supervise, Config, Daemon};
+use ferryd::{api, firewall, reconcile, supervise, Config, Daemon};
 use tower::Layer;
 
 #[derive(Parser, Debug)]
@@ -80,6 +80,7 @@ async fn run(cfg: Config, dns_upstream: Vec<std::net::SocketAddr>) -> anyhow::Re
     let d = Daemon::new(cfg, kernel, Box::new(store))?;
     reconcile::reconcile(&d).await.context("reconcile")?;
     supervise::monitor(d.clone());
+    firewall::watch(d.clone());
     d.serve_dns(dns_upstream).await;
 
     if let Some(dir) = socket.parent() {
@@ -91,6 +92,7 @@ async fn run(cfg: Config, dns_upstream: Vec<std::net::SocketAddr>) -> anyhow::Re
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))?;
     tracing::info!("ferryd listening on unix://{}", socket.display());
 
+    let stop = d.clone();
     let app = axum::middleware::from_fn(api::strip_version).layer(api::router(d));
     let serve = axum::serve(
         listener,
@@ -98,6 +100,7 @@ async fn run(cfg: Config, dns_upstream: Vec<std::net::SocketAddr>) -> anyhow::Re
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
+        _ = stop.shutdown.notified() => tracing::info!("system cleanup done: stopping"),
         r = serve => r?,
         _ = term.recv() => tracing::info!("SIGTERM: stopping; sandboxes keep running"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping; sandboxes keep running"),

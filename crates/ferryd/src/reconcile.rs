@@ -4,6 +4,7 @@
 //! ferryd was away are stopped (network released, `--rm` honoured); then every kernel
 //! object ferry owns but the store does not know is removed: `fy*` links, pinned
 //! namespaces under the exec root, `ferry-*` links in the netns dir, sandbox dirs.
+//! Last, ferry's nftables tables are loaded whole from the state.
 //! Allocations are never rebuilt from the kernel: the store is the truth.
 
 use std::collections::HashSet;
@@ -22,14 +23,15 @@ pub async fn reconcile<K: KernelOps>(d: &Arc<Daemon<K>>) -> Result<()> {
     ensure_bridges(d).await;
     stop_dead_sandboxes(d).await?;
     remove_orphans(d).await;
-    Ok(())
+    let st = d.state.lock().await;
+    d.load_firewall(&st).await
 }
 
 async fn ensure_bridges<K: KernelOps>(d: &Daemon<K>) {
     let st = d.state.lock().await;
     for n in st.networks.values() {
         if let Some(spec) = crate::ops::bridge_spec_of(n) {
-            if let Err(e) = d.kernel.ensure_bridge(&spec).await {
+            if let Err(e) = d.prepare_bridge(&spec).await {
                 tracing::error!("reconcile network {}: {e}", n.name);
             }
         }

@@ -197,3 +197,86 @@ async fn a_static_ip_stays_reserved_while_its_sandbox_is_stopped() {
         "10.5.0.3".parse::<std::net::Ipv4Addr>().unwrap()
     );
 }
+
+fn nft_lines(d: &Daemon<Recorder>) -> Vec<String> {
+    d.kernel
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with("nft "))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_attach_without_published_ports_makes_no_firewall_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&dir);
+    d.ensure_predefined().await.unwrap();
+    d.create_network(net_req("n1", "10.5.0.0/24"))
+        .await
+        .unwrap();
+    let before = nft_lines(&d);
+    assert!(
+        before
+            .iter()
+            .any(|l| l.starts_with("nft add table inet ferry")),
+        "creating the first network loads the tables: {before:?}"
+    );
+    let id = d.create_sandbox(Some("web"), run_req("n1")).await.unwrap();
+    d.start_sandbox(&id, false).await.unwrap();
+    assert_eq!(nft_lines(&d), before, "the attach touched the firewall");
+}
+
+#[tokio::test]
+async fn a_refused_firewall_change_on_connect_undoes_the_veth_and_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&dir);
+    d.ensure_predefined().await.unwrap();
+    d.create_network(net_req("n1", "10.5.0.0/24"))
+        .await
+        .unwrap();
+    d.create_network(net_req("n2", "10.6.0.0/24"))
+        .await
+        .unwrap();
+    let id = d.create_sandbox(Some("web"), run_req("n1")).await.unwrap();
+    d.start_sandbox(&id, false).await.unwrap();
+    fail_on(&d, "nft add element");
+    let mut req = ConnectRequest {
+        container: "web".into(),
+        ..Default::default()
+    };
+    req.endpoint_config = Some(
+        serde_json::from_str(r#"{"FerryPortBindings":{"80/tcp":[{"HostPort":"48080"}]}}"#).unwrap(),
+    );
+    let err = d.connect("n2", req).await.unwrap_err();
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    {
+        let st = d.state.lock().await;
+        assert_eq!(st.sandboxes[&id].endpoints.len(), 1);
+        let n2 = st.networks.values().find(|n| n.name == "n2").unwrap();
+        assert!(n2.pool.as_ref().unwrap().allocated.is_empty());
+    }
+    store_matches_memory(&d).await;
+    let lines = d.kernel.lines();
+    let attach = lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("attach"))
+        .unwrap();
+    let host_if = attach.split_whitespace().nth(1).unwrap();
+    assert!(
+        lines.contains(&format!("delete {host_if}")),
+        "the veth of the refused connect stayed: {lines:?}"
+    );
+    // The kernel's firewall is not known after a failed transaction: the next change
+    // loads it whole.
+    *d.kernel.fail_on.lock().unwrap() = None;
+    let loads = |d: &Daemon<Recorder>| {
+        nft_lines(d)
+            .iter()
+            .filter(|l| l.starts_with("nft add table inet ferry"))
+            .count()
+    };
+    let before = loads(&d);
+    d.remove_sandbox("web", true).await.unwrap();
+    assert_eq!(loads(&d), before + 1, "{:?}", nft_lines(&d));
+}

@@ -23,6 +23,8 @@ pub struct HostConfigReq {
     pub dns_search: Option<Vec<String>>,
     #[serde(default)]
     pub dns_options: Option<Vec<String>>,
+    #[serde(default)]
+    pub port_bindings: Option<crate::ports::PortBindings>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -131,7 +133,7 @@ pub fn inspect(sb: &Sandbox, nets: &[&Network], paths: &SandboxPaths) -> Value {
         "ExecIDs": null,
         "HostConfig": {
             "NetworkMode": sb.network_mode,
-            "PortBindings": {},
+            "PortBindings": crate::ports::to_bindings(&requested_ports(sb)),
             "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
             "AutoRemove": sb.auto_remove,
             "Dns": sb.dns.servers, "DnsOptions": sb.dns.options, "DnsSearch": sb.dns.search,
@@ -149,7 +151,7 @@ pub fn inspect(sb: &Sandbox, nets: &[&Network], paths: &SandboxPaths) -> Value {
             "SandboxID": if running { sb.id.clone() } else { String::new() },
             "HairpinMode": false,
             "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
-            "Ports": {},
+            "Ports": crate::ports::ports_json(&published_ports(sb)),
             "SandboxKey": if running { paths.sandbox_key.clone() } else { String::new() },
             "SecondaryIPAddresses": null, "SecondaryIPv6Addresses": null,
             "EndpointID": top.map(|l| l.id.clone()).unwrap_or_default(),
@@ -162,6 +164,30 @@ pub fn inspect(sb: &Sandbox, nets: &[&Network], paths: &SandboxPaths) -> Value {
             "Networks": networks,
         },
     })
+}
+
+fn requested_ports(sb: &Sandbox) -> Vec<crate::ports::PortMapping> {
+    sb.endpoints.iter().flat_map(|e| e.ports.clone()).collect()
+}
+
+/// The decided ports of every live endpoint.
+pub fn published_ports(sb: &Sandbox) -> Vec<crate::ports::Published> {
+    sb.endpoints
+        .iter()
+        .filter_map(|e| e.live.as_ref())
+        .flat_map(|l| l.published.iter().copied())
+        .collect()
+}
+
+/// `docker ps`' `Ports`: one object per published port.
+fn port_summary(p: &[crate::ports::Published]) -> Vec<Value> {
+    let mut v = vec![];
+    for m in p {
+        for (h, c) in m.host_ports.iter().zip(m.container_ports.iter()) {
+            v.push(json!({"IP": m.host_ip_string(), "PrivatePort": c, "PublicPort": h, "Type": m.proto.as_str()}));
+        }
+    }
+    v
 }
 
 fn status_text(sb: &Sandbox) -> String {
@@ -185,7 +211,7 @@ pub fn summary(sb: &Sandbox, nets: &[&Network]) -> Value {
         "ImageID": "",
         "Command": sb.cmd.join(" "),
         "Created": sb.created_unix,
-        "Ports": [],
+        "Ports": port_summary(&published_ports(sb)),
         "Labels": {},
         "State": match sb.state { RunState::Created => "created", RunState::Running { .. } => "running", RunState::Exited { .. } => "exited" },
         "Status": status_text(sb),

@@ -65,6 +65,14 @@ pub struct EndpointSettingsReq {
     pub ipam_config: Option<EndpointIpamConfig>,
     #[serde(default)]
     pub aliases: Option<Vec<String>>,
+    /// ferry only (Docker ignores it): ports to publish on this endpoint
+    /// (`ferry network connect --publish`), in `HostConfig.PortBindings`' shape.
+    #[serde(
+        default,
+        rename = "FerryPortBindings",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub port_bindings: Option<crate::ports::PortBindings>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -86,6 +86,8 @@ pub fn router<K: KernelOps>(d: Arc<Daemon<K>>) -> Router {
             "/ferry/containers/{id}/exited",
             post(containers::exited::<K>),
         )
+        .route("/ferry/system/reconcile", post(system::reconcile::<K>))
+        .route("/ferry/system/cleanup", post(system::cleanup::<K>))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,

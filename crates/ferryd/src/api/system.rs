@@ -59,3 +59,22 @@ pub async fn info<K: KernelOps>(State(d): State<Arc<Daemon<K>>>) -> Json<serde_j
         "DockerRootDir": d.cfg.data_root, "Plugins": {"Network": ["bridge", "host", "null"]},
     }))
 }
+
+/// `POST /ferry/system/reconcile`: what ferryd does at start, on demand.
+pub async fn reconcile<K: KernelOps>(State(d): State<Arc<Daemon<K>>>) -> super::ApiResult {
+    crate::reconcile::reconcile(&d).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /ferry/system/cleanup`: remove all ferry made; ferryd stops afterwards.
+pub async fn cleanup<K: KernelOps>(State(d): State<Arc<Daemon<K>>>) -> super::ApiResult {
+    let res = d.cleanup().await;
+    // Stop once this answer is on its way.
+    let stop = d.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        stop.shutdown.notify_one();
+    });
+    res?;
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}

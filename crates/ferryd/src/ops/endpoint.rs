@@ -5,12 +5,14 @@ use std::net::Ipv4Addr;
 
 use ferry_core::docker::network::{ConnectRequest, DisconnectRequest};
 use ferry_core::model::{host_if_name, mac_for, Driver, Endpoint, LiveEndpoint};
+use ferry_core::ports::{decide, Published};
 use ferry_core::CoreError;
 use ferry_kernel::{AttachSpec, KernelOps};
 use ipnet::Ipv4Net;
 
 use super::{new_id, Daemon};
 use crate::error::Result;
+use crate::firewall::{check_host_free, check_publishable, taken_ports};
 use crate::state::{Key, State};
 
 /// Give `sb_id`'s endpoint on `net_id` an address and a live record; returns the
@@ -26,6 +28,7 @@ pub(crate) fn plan_plug(
         .iter()
         .any(|e| e.live.as_ref().is_some_and(|l| l.default_route));
     let ifname = st.sandboxes[sb_id].next_ifname();
+    let published = plan_ports(st, sb_id, net_id)?;
     let net = st
         .networks
         .get_mut(net_id)
@@ -66,6 +69,7 @@ pub(crate) fn plan_plug(
         host_if: host_if_name(&endpoint_id),
         ifname: ifname.clone(),
         default_route,
+        published,
     };
     let spec = AttachSpec {
         netns,
@@ -76,12 +80,37 @@ pub(crate) fn plan_plug(
         addr: Ipv4Net::new(ip, prefix_len).expect("prefix from a subnet"),
         default_via: default_route.then_some(gateway),
         mtu: bridge.mtu,
+        hairpin: !live.published.is_empty(),
     };
     let sb = st.sandboxes.get_mut(sb_id).expect("checked above");
     if let Some(e) = sb.endpoints.iter_mut().find(|e| e.network_id == net_id) {
         e.live = Some(live);
     }
     Ok(spec)
+}
+
+/// Decide the host ports of the endpoint's published ports against every other live
+/// endpoint's, and check that no host process holds them.
+fn plan_ports(
+    st: &State,
+    sb_id: &str,
+    net_id: &str,
+) -> std::result::Result<Vec<Published>, CoreError> {
+    let ports = st.sandboxes[sb_id]
+        .endpoint(net_id)
+        .map(|e| e.ports.as_slice())
+        .unwrap_or_default();
+    if ports.is_empty() {
+        return Ok(vec![]);
+    }
+    let net = st
+        .networks
+        .get(net_id)
+        .ok_or_else(|| CoreError::NoSuchNetwork(net_id.into()))?;
+    check_publishable(net, true)?;
+    let published = decide(ports, &taken_ports(st, sb_id, net_id))?;
+    check_host_free(&published)?;
+    Ok(published)
 }
 
 /// Take down the live part of an endpoint in `st`: free its address (a static one
@@ -163,7 +192,12 @@ impl<K: KernelOps> Daemon<K> {
                 .as_ref()
                 .and_then(|c| c.ipv4_address.as_deref()),
         )?;
+        let ports = match &cfg.port_bindings {
+            Some(b) => ferry_core::ports::from_bindings(b)?,
+            None => vec![],
+        };
         let (net, sb) = (&st.networks[&net_id], &st.sandboxes[&sb_id]);
+        check_publishable(net, !ports.is_empty())?;
         if net.driver != Driver::Bridge {
             return Err(CoreError::Invalid(
                 "container cannot be disconnected from host network or connected to host network"
@@ -202,6 +236,7 @@ impl<K: KernelOps> Daemon<K> {
                 network_id: net_id.clone(),
                 static_ip,
                 aliases,
+                ports,
                 live: None,
             });
             if running {
@@ -222,6 +257,11 @@ impl<K: KernelOps> Daemon<K> {
             if let Err(e) = self.kernel.attach(&spec).await {
                 self.rollback(&mut st, before, &keys);
                 return Err(e.into());
+            }
+            if let Err(e) = self.sync_firewall(&st).await {
+                let _ = self.kernel.delete_link(&spec.host_if).await;
+                self.rollback(&mut st, before, &keys);
+                return Err(e);
             }
             self.write_hosts(&st, &sb_id);
         }
@@ -250,6 +290,7 @@ impl<K: KernelOps> Daemon<K> {
             _ => None,
         };
         self.commit(&st, &[Key::Net(net_id), Key::Sbx(sb_id.clone())])?;
+        self.sync_firewall_or_warn(&st, "disconnect").await;
         if let Some((host_if, _)) = unplugged {
             if let Err(e) = self.kernel.delete_link(&host_if).await {
                 tracing::warn!("disconnect: {e}; reconcile will remove it");

@@ -5,6 +5,7 @@
 mod endpoint;
 mod network;
 mod sandbox;
+mod system;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,6 +33,10 @@ pub struct Daemon<K: KernelOps> {
     pub children: Arc<std::sync::Mutex<std::collections::HashSet<u32>>>,
     /// The embedded DNS responder, following every commit.
     pub dns: crate::dns::Dns,
+    /// What ferryd last applied to its nftables sets.
+    pub firewall: crate::firewall::Firewall,
+    /// Notified when ferryd should stop (after `system cleanup`).
+    pub shutdown: tokio::sync::Notify,
 }
 
 pub fn new_id() -> String {
@@ -60,6 +65,8 @@ impl<K: KernelOps> Daemon<K> {
             host_resolv,
             children: Default::default(),
             dns: Default::default(),
+            firewall: Default::default(),
+            shutdown: Default::default(),
         }))
     }
 

@@ -62,12 +62,16 @@ impl<K: KernelOps> Daemon<K> {
         st.meta.pool_cursor = made.pool_cursor;
         self.commit(&st, &keys)?;
         let existed = self.kernel.link_names().await?.contains(&spec.name);
-        if let Err(e) = self.kernel.ensure_bridge(&spec).await {
+        let programmed = match self.prepare_bridge(&spec).await {
+            Ok(()) => self.sync_firewall(&st).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = programmed {
             if !existed {
                 let _ = self.kernel.delete_link(&spec.name).await;
             }
             self.rollback(&mut st, before, &keys);
-            return Err(e.into());
+            return Err(e);
         }
         Ok(id)
     }
@@ -92,6 +96,7 @@ impl<K: KernelOps> Daemon<K> {
         }
         let net = st.networks.remove(id).expect("looked up");
         self.commit(st, &[Key::Net(id.to_string())])?;
+        self.sync_firewall_or_warn(st, "remove network").await;
         if let Some(b) = &net.bridge {
             if let Err(e) = self.kernel.delete_link(b.name.as_str()).await {
                 tracing::warn!("remove network {}: {e}", net.name);

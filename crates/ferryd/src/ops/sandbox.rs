@@ -138,6 +138,13 @@ impl<K: KernelOps> Daemon<K> {
         if static_ip.is_some() && net.predefined {
             return Err(CoreError::StaticIpOnDefaultBridge.into());
         }
+        let ports = match &hc.port_bindings {
+            Some(b) => ferry_core::ports::from_bindings(b)?,
+            None => vec![],
+        };
+        if net.driver == Driver::Bridge {
+            crate::firewall::check_publishable(net, !ports.is_empty())?;
+        }
         let network_mode = match net.driver {
             Driver::Host => "host".to_string(),
             Driver::Null => "none".to_string(),
@@ -148,6 +155,7 @@ impl<K: KernelOps> Daemon<K> {
                 network_id: net_id.clone(),
                 static_ip,
                 aliases,
+                ports,
                 live: None,
             }]
         } else {
@@ -239,6 +247,10 @@ impl<K: KernelOps> Daemon<K> {
         sb.started_at = Some(now().0);
         sb.finished_at = None;
         self.commit(&st, &keys)?;
+        if let Err(e) = self.sync_firewall(&st).await {
+            self.rollback(&mut st, before, &keys);
+            return Err(e);
+        }
         let sb = st.sandboxes[&id].clone();
         match self.program_start(&sb, &netns, &specs, spawn).await {
             Ok(Some(child)) => {
@@ -255,6 +267,9 @@ impl<K: KernelOps> Daemon<K> {
             Ok(None) => Ok(()),
             Err(e) => {
                 self.rollback(&mut st, before, &keys);
+                if let Err(fe) = self.sync_firewall(&st).await {
+                    tracing::warn!("start: undoing the firewall: {fe}");
+                }
                 Err(e)
             }
         }
@@ -376,6 +391,7 @@ impl<K: KernelOps> Daemon<K> {
             sb.finished_at = Some(now().0);
         }
         self.commit(&st, &keys)?;
+        self.sync_firewall_or_warn(&st, "exit").await;
         drop(st);
         self.run_teardown(t).await;
         if auto_remove {
@@ -416,6 +432,7 @@ impl<K: KernelOps> Daemon<K> {
         let t = self.plan_stop(&mut st, &id, false);
         st.sandboxes.remove(&id);
         self.commit(&st, &keys)?;
+        self.sync_firewall_or_warn(&st, "rm").await;
         drop(st);
         self.run_teardown(t).await;
         let _ = std::fs::remove_dir_all(self.cfg.sandbox_dir(&id));

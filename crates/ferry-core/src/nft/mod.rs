@@ -1,0 +1,225 @@
+//! The firewall as data: which elements ferry's nftables sets and maps must hold for a
+//! given desired state, and the scripts that get the kernel there.
+//!
+//! Design note. The ruleset itself is fixed: a few dozen rules written once (see
+//! [`render::SKELETON`]), whatever the number of networks, sandboxes or ports. Everything
+//! that varies lives in sets and maps keyed by interface name, address and port:
+//!
+//! - `bridges`, `internal`, `masq`: ferry's bridges, by role; `intra` pairs each bridge
+//!   with itself so bridged traffic seen by br_netfilter passes; `subnets` maps a subnet
+//!   to its bridge (hairpin masquerade);
+//! - `pub_any`: published ports open to every source on every host address, the common
+//!   case (`-p 8080:80`): a hash map protocol . host port → address . port, so adding
+//!   and deleting stay O(1) however many ports are published;
+//! - `pub_same` / `pub_shift`: the rest, keyed by source range . host address . protocol
+//!   . host port range (interval maps). A range published onto the same port numbers is
+//!   one `pub_same` element whose value is just the sandbox address (DNAT keeps the
+//!   port), wherever it listens; a shifted mapping bound to an address or a source range
+//!   goes to `pub_shift`, one element per port because nftables cannot add an offset to
+//!   a port (the same holds in `pub_any`);
+//! - `noicc_ports` (bridge family): host-side veths of networks with ICC off; bridged
+//!   frames between two of them are dropped.
+//!
+//! So a change of state is a difference of element sets ([`Elements::delta`]), applied
+//! as one nftables transaction; an attach with no published ports on a network with ICC
+//! on changes no element and makes no firewall call at all. Per packet, each check is a
+//! hash or interval-tree lookup, flat in the number of containers (iptables-style
+//! chains grow a rule per container; Docker's nftables backend still adds rules per
+//! port, moby/moby#53466).
+
+pub mod render;
+
+use std::collections::BTreeMap;
+
+use crate::model::{Driver, Network, Sandbox};
+use crate::ports::Published;
+
+/// The mark ferry sets on forwarded packets it accepts, so that one rule in Docker's
+/// `DOCKER-USER` chain lets them past dockerd's FORWARD policy DROP.
+pub const ACCEPT_MARK: u32 = 0x0010_0000;
+
+/// One set or map of ferry's, by family and name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SetName {
+    Bridges,
+    Internal,
+    Masq,
+    Intra,
+    Subnets,
+    PubAny,
+    PubSame,
+    PubShift,
+    NoIccPorts,
+}
+
+impl SetName {
+    pub const ALL: [SetName; 9] = [
+        SetName::Bridges,
+        SetName::Internal,
+        SetName::Masq,
+        SetName::Intra,
+        SetName::Subnets,
+        SetName::PubAny,
+        SetName::PubSame,
+        SetName::PubShift,
+        SetName::NoIccPorts,
+    ];
+    /// `inet ferry bridges`: what follows `add element`.
+    pub fn path(self) -> &'static str {
+        match self {
+            SetName::Bridges => "inet ferry bridges",
+            SetName::Internal => "inet ferry internal",
+            SetName::Masq => "inet ferry masq",
+            SetName::Intra => "inet ferry intra",
+            SetName::Subnets => "inet ferry subnets",
+            SetName::PubAny => "inet ferry pub_any",
+            SetName::PubSame => "inet ferry pub_same",
+            SetName::PubShift => "inet ferry pub_shift",
+            SetName::NoIccPorts => "bridge ferry noicc_ports",
+        }
+    }
+}
+
+/// Every element each set must hold: key → value (maps) or `None` (sets).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Elements {
+    pub sets: BTreeMap<SetName, BTreeMap<String, Option<String>>>,
+}
+
+impl Elements {
+    fn put(&mut self, set: SetName, key: String, value: Option<String>) {
+        self.sets.entry(set).or_default().insert(key, value);
+    }
+
+    pub fn get(&self, set: SetName) -> impl Iterator<Item = (&String, &Option<String>)> {
+        self.sets.get(&set).into_iter().flatten()
+    }
+
+    pub fn count(&self) -> usize {
+        self.sets.values().map(|s| s.len()).sum()
+    }
+
+    pub fn has_bridges(&self) -> bool {
+        self.get(SetName::Bridges).next().is_some()
+    }
+
+    /// The element changes that turn `self` into `new`: deletions first (a changed
+    /// value is a delete and an add), then additions. Empty when nothing changed.
+    pub fn delta(&self, new: &Elements) -> Delta {
+        let mut d = Delta::default();
+        for set in SetName::ALL {
+            let old: BTreeMap<_, _> = self.get(set).collect();
+            let now: BTreeMap<_, _> = new.get(set).collect();
+            for (k, v) in &old {
+                if now.get(k) != Some(v) {
+                    d.delete.push((set, (*k).clone()));
+                }
+            }
+            for (k, v) in &now {
+                if old.get(k) != Some(v) {
+                    d.add.push((set, (*k).clone(), (*v).clone()));
+                }
+            }
+        }
+        d
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delta {
+    pub delete: Vec<(SetName, String)>,
+    pub add: Vec<(SetName, String, Option<String>)>,
+}
+
+impl Delta {
+    pub fn is_empty(&self) -> bool {
+        self.delete.is_empty() && self.add.is_empty()
+    }
+}
+
+fn ifname(s: &str) -> String {
+    format!("\"{s}\"")
+}
+
+/// The elements for a desired state: every bridge network, and every live endpoint's
+/// published ports and (on ICC-off networks) its host-side veth.
+pub fn desired<'a>(
+    networks: impl IntoIterator<Item = &'a Network>,
+    sandboxes: impl IntoIterator<Item = &'a Sandbox>,
+) -> Elements {
+    let mut e = Elements::default();
+    let mut noicc = vec![];
+    for n in networks {
+        let (Some(b), Some(pool), Driver::Bridge) = (&n.bridge, &n.pool, n.driver) else {
+            continue;
+        };
+        let name = ifname(b.name.as_str());
+        e.put(SetName::Bridges, name.clone(), None);
+        e.put(SetName::Intra, format!("{name} . {name}"), None);
+        e.put(
+            SetName::Subnets,
+            format!("{} . {name}", pool.subnet.trunc()),
+            None,
+        );
+        if n.internal {
+            e.put(SetName::Internal, name.clone(), None);
+        } else if b.masquerade {
+            e.put(SetName::Masq, name.clone(), None);
+        }
+        if !b.icc {
+            noicc.push(n.id.as_str());
+        }
+    }
+    for sb in sandboxes.into_iter().filter(|s| s.is_running()) {
+        for ep in &sb.endpoints {
+            let Some(live) = &ep.live else { continue };
+            if noicc.contains(&ep.network_id.as_str()) {
+                e.put(SetName::NoIccPorts, ifname(live.host_if.as_str()), None);
+            }
+            for p in &live.published {
+                put_published(&mut e, p, live.ip);
+            }
+        }
+    }
+    e
+}
+
+fn put_published(e: &mut Elements, p: &Published, ip: std::net::Ipv4Addr) {
+    let any = "0.0.0.0/0".to_string();
+    let src = p
+        .source
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| any.clone());
+    let dst = p.host_ip.map(|a| a.to_string()).unwrap_or(any);
+    let proto = p.proto.as_str();
+    let open = p.source.is_none() && p.host_ip.is_none();
+    let multi = p.host_ports.len() > 1;
+    if open && !(multi && p.host_ports == p.container_ports) {
+        for (h, c) in p.host_ports.iter().zip(p.container_ports.iter()) {
+            e.put(
+                SetName::PubAny,
+                format!("{proto} . {h}"),
+                Some(format!("{ip} . {c}")),
+            );
+        }
+        return;
+    }
+    if p.host_ports == p.container_ports {
+        e.put(
+            SetName::PubSame,
+            format!("{src} . {dst} . {proto} . {}", p.host_ports),
+            Some(ip.to_string()),
+        );
+        return;
+    }
+    for (h, c) in p.host_ports.iter().zip(p.container_ports.iter()) {
+        e.put(
+            SetName::PubShift,
+            format!("{src} . {dst} . {proto} . {h}"),
+            Some(format!("{ip} . {c}")),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,253 @@
+//! nftables scripts: the fixed skeleton, a full load (boot, reconcile, repair) and the
+//! element delta of one change. Each script is applied as one transaction, so the
+//! kernel sees all of it or none of it.
+//!
+//! Ferry owns `table inet ferry` and `table bridge ferry`. A full load re-creates and
+//! flushes every chain and set of ferry's *except* the `user` chain, which holds the
+//! administrator's rules (as Docker's DOCKER-USER) and is jumped to first.
+
+use std::fmt::Write;
+
+use super::{Delta, Elements, SetName, ACCEPT_MARK};
+
+/// `(name, declaration)` of each set and map.
+const SETS: [(SetName, &str); 9] = [
+    (SetName::Bridges, "type ifname;"),
+    (SetName::Internal, "type ifname;"),
+    (SetName::Masq, "type ifname;"),
+    (SetName::Intra, "type ifname . ifname;"),
+    (SetName::Subnets, "type ipv4_addr . ifname; flags interval;"),
+    (
+        SetName::PubAny,
+        "type inet_proto . inet_service : ipv4_addr . inet_service;",
+    ),
+    (
+        SetName::PubSame,
+        "type ipv4_addr . ipv4_addr . inet_proto . inet_service : ipv4_addr; flags interval;",
+    ),
+    (
+        SetName::PubShift,
+        "type ipv4_addr . ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; flags interval;",
+    ),
+    (SetName::NoIccPorts, "type ifname;"),
+];
+
+/// `(table, chain, base-chain spec or "")` of each chain ferry owns (not `user`).
+const CHAINS: [(&str, &str, &str); 10] = [
+    (
+        "inet ferry",
+        "forward",
+        "type filter hook forward priority -10; policy accept;",
+    ),
+    ("inet ferry", "to_bridge", ""),
+    ("inet ferry", "from_bridge", ""),
+    (
+        "inet ferry",
+        "input",
+        "type filter hook input priority -10; policy accept;",
+    ),
+    (
+        "inet ferry",
+        "prerouting",
+        "type nat hook prerouting priority -100; policy accept;",
+    ),
+    (
+        "inet ferry",
+        "output",
+        "type nat hook output priority -100; policy accept;",
+    ),
+    ("inet ferry", "publish", ""),
+    (
+        "inet ferry",
+        "postrouting",
+        "type nat hook postrouting priority 100; policy accept;",
+    ),
+    (
+        "bridge ferry",
+        "forward",
+        "type filter hook forward priority 0; policy accept;",
+    ),
+    ("bridge ferry", "icc", ""),
+];
+
+/// The rules, chain by chain. Nothing here varies with the state.
+pub fn skeleton_rules() -> Vec<(&'static str, &'static str, String)> {
+    let ok = format!("meta mark set meta mark or {ACCEPT_MARK:#010x} accept");
+    let any = "meta l4proto { tcp, udp } dnat ip to meta l4proto . th dport map @pub_any";
+    let shift = "meta l4proto { tcp, udp } dnat ip to ip saddr . ip daddr . meta l4proto . th dport map @pub_shift";
+    let same = "meta l4proto { tcp, udp } dnat ip to ip saddr . ip daddr . meta l4proto . th dport map @pub_same";
+    let i = "inet ferry";
+    vec![
+        // Administrator's rules first; then traffic within one bridge (seen here only
+        // when br_netfilter is loaded) passes; then by direction.
+        // Internal networks forward nothing in or out, not even to a published port.
+        (i, "forward", "jump user".into()),
+        (i, "forward", "iifname . oifname @intra accept".into()),
+        (i, "forward", "iifname @internal drop".into()),
+        (i, "forward", "oifname @internal drop".into()),
+        (i, "forward", "oifname @bridges jump to_bridge".into()),
+        (i, "forward", "iifname @bridges jump from_bridge".into()),
+        // Into a bridge: replies; published ports (DNAT done in prerouting); everything
+        // else — other networks, hosts routing to the subnet directly (moby/moby#45610) —
+        // is dropped.
+        (i, "to_bridge", format!("ct state established,related {ok}")),
+        (i, "to_bridge", format!("ct status dnat {ok}")),
+        (i, "to_bridge", "drop".into()),
+        // Out of a bridge: nothing into another bridge (isolation), the rest may go.
+        (i, "from_bridge", "oifname @bridges drop".into()),
+        (i, "from_bridge", ok.clone()),
+        // route_localnet is on for ferry's bridges (published 127.0.0.1 ports): never
+        // let a sandbox open a connection to the host's loopback services through it
+        // (replies to the host's own loopback clients pass: they are not "original").
+        (
+            i,
+            "input",
+            "iifname @bridges ip daddr 127.0.0.0/8 ct direction original drop".into(),
+        ),
+        // Published ports: from outside (not to loopback: only the host itself may use
+        // 127.0.0.1 bindings) and from the host itself.
+        (i, "prerouting", "ip daddr 127.0.0.0/8 return".into()),
+        (i, "prerouting", "fib daddr type local jump publish".into()),
+        (i, "output", "fib daddr type local jump publish".into()),
+        (i, "publish", any.into()),
+        (i, "publish", shift.into()),
+        (i, "publish", same.into()),
+        // Hairpin (a sandbox reaching a published port on its own bridge), the host's
+        // loopback reaching a published port, and outbound masquerade.
+        (
+            i,
+            "postrouting",
+            "ct status dnat ip saddr . oifname @subnets masquerade".into(),
+        ),
+        (
+            i,
+            "postrouting",
+            "ip saddr 127.0.0.0/8 oifname @bridges masquerade".into(),
+        ),
+        (
+            i,
+            "postrouting",
+            "iifname @masq oifname != @bridges masquerade".into(),
+        ),
+        // ICC off: bridged frames between two such ports are dropped.
+        (
+            "bridge ferry",
+            "forward",
+            "iifname @noicc_ports jump icc".into(),
+        ),
+        ("bridge ferry", "icc", "oifname @noicc_ports drop".into()),
+    ]
+}
+
+fn is_map(set: SetName) -> bool {
+    matches!(set, SetName::PubAny | SetName::PubSame | SetName::PubShift)
+}
+
+/// Create (or re-create) everything ferry owns and fill the sets with `e`.
+pub fn full(e: &Elements) -> String {
+    let mut s = String::new();
+    s.push_str("add table inet ferry\nadd table bridge ferry\nadd chain inet ferry user\n");
+    for (t, c, spec) in CHAINS {
+        if spec.is_empty() {
+            let _ = writeln!(s, "add chain {t} {c}");
+        } else {
+            let _ = writeln!(s, "add chain {t} {c} {{ {spec} }}");
+        }
+    }
+    for (set, decl) in SETS {
+        let kind = if is_map(set) { "map" } else { "set" };
+        let _ = writeln!(s, "add {kind} {} {{ {decl} }}", set.path());
+        let _ = writeln!(s, "flush {kind} {}", set.path());
+    }
+    for (t, c, _) in CHAINS {
+        let _ = writeln!(s, "flush chain {t} {c}");
+    }
+    for (t, c, r) in skeleton_rules() {
+        let _ = writeln!(s, "add rule {t} {c} {r}");
+    }
+    for (set, _) in SETS {
+        push_elements(&mut s, "add", set, e.get(set).map(|(k, v)| (k, v.as_ref())));
+    }
+    s
+}
+
+fn push_elements<'a>(
+    s: &mut String,
+    verb: &str,
+    set: SetName,
+    items: impl Iterator<Item = (&'a String, Option<&'a String>)>,
+) {
+    let items: Vec<String> = items
+        .map(|(k, v)| match v {
+            Some(v) => format!("{k} : {v}"),
+            None => k.clone(),
+        })
+        .collect();
+    for chunk in items.chunks(512) {
+        let _ = writeln!(
+            s,
+            "{verb} element {} {{ {} }}",
+            set.path(),
+            chunk.join(", ")
+        );
+    }
+}
+
+/// The commands of one change, or None when there is nothing to do.
+pub fn delta(d: &Delta) -> Option<String> {
+    if d.is_empty() {
+        return None;
+    }
+    let mut s = String::new();
+    for (set, _) in SETS {
+        let keys: Vec<&String> = d
+            .delete
+            .iter()
+            .filter(|(x, _)| *x == set)
+            .map(|(_, k)| k)
+            .collect();
+        push_elements(&mut s, "delete", set, keys.into_iter().map(|k| (k, None)));
+    }
+    for (set, _) in SETS {
+        let items = d
+            .add
+            .iter()
+            .filter(|(x, _, _)| *x == set)
+            .map(|(_, k, v)| (k, v.as_ref()));
+        push_elements(&mut s, "add", set, items);
+    }
+    Some(s)
+}
+
+/// Remove ferry's chains and sets but keep `table inet ferry` and its `user` chain,
+/// so the administrator's rules outlive the last network.
+pub fn remove_keeping_user() -> String {
+    let mut s = full(&Elements::default());
+    for (t, c, _) in CHAINS {
+        let _ = writeln!(s, "flush chain {t} {c}");
+    }
+    for (t, c, _) in CHAINS {
+        let _ = writeln!(s, "delete chain {t} {c}");
+    }
+    for (set, _) in SETS {
+        let kind = if is_map(set) { "map" } else { "set" };
+        let _ = writeln!(s, "delete {kind} {}", set.path());
+    }
+    s.push_str("delete table bridge ferry\n");
+    s
+}
+
+/// Remove every table of ferry's, the administrator's chain with it
+/// (`ferry system cleanup`). Safe when they do not exist.
+pub fn remove_all() -> String {
+    "add table inet ferry\nadd table bridge ferry\ndelete table inet ferry\ndelete table bridge ferry\n"
+        .into()
+}
+
+/// The one rule ferry adds to Docker's `DOCKER-USER` chain (iptables-nft), so that
+/// dockerd's FORWARD policy DROP lets through what ferry's own chains accepted.
+pub fn docker_user_rule() -> String {
+    format!(
+        "insert rule ip filter DOCKER-USER meta mark & {ACCEPT_MARK:#010x} == {ACCEPT_MARK:#010x} counter accept comment \"ferry\"\n"
+    )
+}

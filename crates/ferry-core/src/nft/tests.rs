@@ -1,0 +1,226 @@
+use std::collections::BTreeMap;
+
+use super::render::{delta, full};
+use super::*;
+use crate::docker::network::{IpamConfigReq, IpamReq, NetworkCreateRequest};
+use crate::model::{mac_for, Endpoint, LiveEndpoint, RunState, Sandbox};
+use crate::ports::{decide, parse_publish};
+use crate::validate::{network_from_request, predefined_networks, CreateContext};
+use crate::IfName;
+
+fn user_net(name: &str, subnet: &str, internal: bool, opts: &[(&str, &str)]) -> Network {
+    let req = NetworkCreateRequest {
+        name: name.into(),
+        internal,
+        ipam: Some(IpamReq {
+            config: Some(vec![IpamConfigReq {
+                subnet: Some(subnet.into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        options: Some(
+            opts.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        ..Default::default()
+    };
+    let ctx = CreateContext {
+        existing: &[],
+        host_routes: &[],
+        pool_cursor: None,
+        id: format!("{name:0<64}").replace(|c: char| !c.is_ascii_hexdigit(), "a"),
+        created: "now".into(),
+    };
+    network_from_request(&req, &ctx).unwrap().network
+}
+
+fn sandbox(net: &Network, ip: &str, host_if: &str, publish: &[&str]) -> Sandbox {
+    let ip = ip.parse().unwrap();
+    let maps: Vec<_> = publish.iter().map(|p| parse_publish(p).unwrap()).collect();
+    Sandbox {
+        id: "b".repeat(64),
+        name: "s".into(),
+        created: "now".into(),
+        created_unix: 0,
+        hostname: "s".into(),
+        cmd: vec![],
+        network_mode: net.name.clone(),
+        auto_remove: false,
+        dns: Default::default(),
+        state: RunState::Running {
+            pid: 1,
+            start_time: 1,
+        },
+        started_at: None,
+        finished_at: None,
+        endpoints: vec![Endpoint {
+            network_id: net.id.clone(),
+            static_ip: None,
+            aliases: vec![],
+            ports: maps.clone(),
+            live: Some(LiveEndpoint {
+                id: "c".repeat(64),
+                ip,
+                prefix_len: 24,
+                gateway: None,
+                mac: mac_for(ip),
+                host_if: IfName::new(host_if).unwrap(),
+                ifname: IfName::new("eth0").unwrap(),
+                default_route: true,
+                published: decide(&maps, &[]).unwrap(),
+            }),
+        }],
+    }
+}
+
+fn keys(e: &Elements, set: SetName) -> Vec<String> {
+    e.get(set)
+        .map(|(k, v)| match v {
+            Some(v) => format!("{k} : {v}"),
+            None => k.clone(),
+        })
+        .collect()
+}
+
+#[test]
+fn networks_fill_the_interface_sets_by_role() {
+    let mut nets = predefined_networks(
+        ["1".repeat(64), "2".repeat(64), "3".repeat(64)],
+        "now",
+        "172.17.0.1/16".parse().unwrap(),
+    );
+    nets.push(user_net("inside", "10.9.0.0/24", true, &[]));
+    nets.push(user_net(
+        "quiet",
+        "10.8.0.0/24",
+        false,
+        &[("com.docker.network.bridge.enable_ip_masquerade", "false")],
+    ));
+    let e = desired(&nets, []);
+    let br: Vec<String> = nets
+        .iter()
+        .filter_map(|n| n.bridge.as_ref())
+        .map(|b| format!("\"{}\"", b.name.as_str()))
+        .collect();
+    assert_eq!(keys(&e, SetName::Bridges).len(), 3);
+    assert_eq!(keys(&e, SetName::Internal), vec![br[1].clone()]);
+    assert_eq!(keys(&e, SetName::Masq), vec!["\"ferry0\"".to_string()]);
+    assert!(keys(&e, SetName::Subnets).contains(&format!("10.9.0.0/24 . {}", br[1])));
+    assert!(keys(&e, SetName::Intra).contains(&"\"ferry0\" . \"ferry0\"".to_string()));
+}
+
+#[test]
+fn open_single_ports_go_to_the_hash_map_and_a_same_numbered_range_is_one_element() {
+    let net = user_net("web", "10.7.0.0/24", false, &[]);
+    let sb = sandbox(
+        &net,
+        "10.7.0.2",
+        "fyaaaa",
+        &[
+            "8080:80",
+            "127.0.0.1:7000-7999:7000-7999/udp",
+            "127.0.0.1:9000:90",
+            "5000-5999:5000-5999",
+        ],
+    );
+    let e = desired([&net], [&sb]);
+    assert_eq!(
+        keys(&e, SetName::PubAny),
+        vec!["tcp . 8080 : 10.7.0.2 . 80"]
+    );
+    assert_eq!(
+        keys(&e, SetName::PubShift),
+        vec!["0.0.0.0/0 . 127.0.0.1 . tcp . 9000 : 10.7.0.2 . 90"]
+    );
+    assert_eq!(
+        keys(&e, SetName::PubSame),
+        vec![
+            "0.0.0.0/0 . 0.0.0.0/0 . tcp . 5000-5999 : 10.7.0.2",
+            "0.0.0.0/0 . 127.0.0.1 . udp . 7000-7999 : 10.7.0.2"
+        ]
+    );
+}
+
+#[test]
+fn a_source_restricted_port_keys_on_the_source_range() {
+    let net = user_net("web", "10.7.0.0/24", false, &[]);
+    let mut sb = sandbox(&net, "10.7.0.2", "fyaaaa", &["1234:1234"]);
+    let live = sb.endpoints[0].live.as_mut().unwrap();
+    live.published[0].source = Some("10.0.0.0/16".parse().unwrap());
+    let e = desired([&net], [&sb]);
+    assert_eq!(
+        keys(&e, SetName::PubSame),
+        vec!["10.0.0.0/16 . 0.0.0.0/0 . tcp . 1234 : 10.7.0.2"]
+    );
+}
+
+#[test]
+fn icc_off_lists_the_host_side_veths_of_that_network_only() {
+    let quiet = user_net(
+        "quiet",
+        "10.6.0.0/24",
+        false,
+        &[("com.docker.network.bridge.enable_icc", "false")],
+    );
+    let open = user_net("open", "10.5.0.0/24", false, &[]);
+    let a = sandbox(&quiet, "10.6.0.2", "fyaaaa", &[]);
+    let b = sandbox(&open, "10.5.0.2", "fybbbb", &[]);
+    let e = desired([&quiet, &open], [&a, &b]);
+    assert_eq!(keys(&e, SetName::NoIccPorts), vec!["\"fyaaaa\""]);
+}
+
+#[test]
+fn an_attach_without_ports_on_an_icc_network_changes_nothing() {
+    let net = user_net("web", "10.7.0.0/24", false, &[]);
+    let before = desired([&net], []);
+    let sb = sandbox(&net, "10.7.0.2", "fyaaaa", &[]);
+    let after = desired([&net], [&sb]);
+    assert!(before.delta(&after).is_empty());
+    assert_eq!(delta(&before.delta(&after)), None);
+}
+
+#[test]
+fn a_delta_deletes_what_went_and_adds_what_came() {
+    let net = user_net("web", "10.7.0.0/24", false, &[]);
+    let a = sandbox(&net, "10.7.0.2", "fyaaaa", &["8080:80"]);
+    let b = sandbox(&net, "10.7.0.3", "fybbbb", &["9090:90"]);
+    let old = desired([&net], [&a]);
+    let new = desired([&net], [&b]);
+    let script = delta(&old.delta(&new)).unwrap();
+    assert_eq!(
+        script,
+        "delete element inet ferry pub_any { tcp . 8080 }\n\
+         add element inet ferry pub_any { tcp . 9090 : 10.7.0.3 . 90 }\n"
+    );
+}
+
+#[test]
+fn a_full_load_never_flushes_the_user_chain_and_declares_every_set() {
+    let net = user_net("web", "10.7.0.0/24", false, &[]);
+    let s = full(&desired([&net], []));
+    assert!(s.contains("add chain inet ferry user\n"));
+    assert!(!s.contains("flush chain inet ferry user"));
+    for set in SetName::ALL {
+        assert!(s.contains(set.path()), "{set:?}");
+    }
+    assert!(s.contains("add rule inet ferry forward jump user\n"));
+    let rules = s.lines().filter(|l| l.starts_with("add rule")).count();
+    let many: Vec<Sandbox> = (0..50)
+        .map(|i| {
+            sandbox(
+                &net,
+                &format!("10.7.0.{}", i + 2),
+                &format!("fy{i:04}"),
+                &[],
+            )
+        })
+        .collect();
+    let s2 = full(&desired([&net], &many));
+    assert_eq!(
+        s2.lines().filter(|l| l.starts_with("add rule")).count(),
+        rules,
+        "the rule count does not grow with sandboxes"
+    );
+}

@@ -1,0 +1,210 @@
+//! The firewall, derived from the desired state.
+//!
+//! After every change ferryd computes the elements ferry's nftables sets must hold
+//! ([`ferry_core::nft::desired`]) and applies only the difference from what it applied
+//! last, as one transaction. No difference, no call: an attach with no published ports
+//! costs nothing here. A full load (skeleton + every element) happens at start, on
+//! `ferry system reconcile`, when the periodic check finds ferry's table gone (someone
+//! flushed the ruleset), and after a failed delta, since then the kernel's contents are
+//! not known. When the last bridge goes, ferry's chains and sets go with it; the `user`
+//! chain stays.
+
+use std::time::Duration;
+
+use ferry_core::model::Network;
+use ferry_core::nft::{self, render, Elements};
+use ferry_core::ports::{Proto, Published};
+use ferry_core::CoreError;
+use ferry_kernel::{BridgeSpec, KernelOps};
+
+use crate::error::Result;
+use crate::ops::Daemon;
+use crate::state::State;
+
+/// What ferryd last applied: None until a full load (or after the tables went).
+#[derive(Default)]
+pub struct Firewall {
+    applied: tokio::sync::Mutex<Option<Elements>>,
+}
+
+/// How often ferryd checks that its table is still there (flushed rulesets, a dockerd
+/// that started after ferryd and needs the DOCKER-USER rule).
+pub const CHECK_EVERY: Duration = Duration::from_secs(5);
+
+impl<K: KernelOps> Daemon<K> {
+    /// Make the kernel's sets match `st`: one transaction of the element delta.
+    pub(crate) async fn sync_firewall(&self, st: &State) -> Result<()> {
+        let want = nft::desired(st.networks.values(), st.sandboxes.values());
+        let mut applied = self.firewall.applied.lock().await;
+        let script = match (&*applied, want.has_bridges()) {
+            (None, false) => return Ok(()),
+            (None, true) => return self.load(&mut applied, want).await,
+            (Some(_), false) => {
+                self.kernel.nft(&render::remove_keeping_user()).await?;
+                *applied = None;
+                return Ok(());
+            }
+            (Some(have), true) => render::delta(&have.delta(&want)),
+        };
+        if let Some(script) = script {
+            if let Err(e) = self.kernel.nft(&script).await {
+                // The transaction did not apply; the next change reloads everything.
+                *applied = None;
+                return Err(e.into());
+            }
+        }
+        *applied = Some(want);
+        Ok(())
+    }
+
+    /// For teardown paths, which go on whatever happens: a failure is logged and the
+    /// next change (or the periodic check) loads the whole firewall again.
+    pub(crate) async fn sync_firewall_or_warn(&self, st: &State, what: &str) {
+        if let Err(e) = self.sync_firewall(st).await {
+            tracing::warn!("{what}: firewall: {e}");
+        }
+    }
+
+    /// Re-create ferry's tables from `st` whatever the kernel holds now.
+    pub async fn load_firewall(&self, st: &State) -> Result<()> {
+        let want = nft::desired(st.networks.values(), st.sandboxes.values());
+        let mut applied = self.firewall.applied.lock().await;
+        if !want.has_bridges() {
+            *applied = None;
+            return Ok(());
+        }
+        self.load(&mut applied, want).await
+    }
+
+    async fn load(&self, applied: &mut Option<Elements>, want: Elements) -> Result<()> {
+        if let Err(e) = self
+            .kernel
+            .sysctl(&["net", "ipv4", "ip_forward"], "1")
+            .await
+        {
+            tracing::warn!("firewall: {e}");
+        }
+        self.kernel.nft(&render::full(&want)).await?;
+        *applied = Some(want);
+        self.ensure_docker_user().await;
+        Ok(())
+    }
+
+    /// With dockerd on the host (iptables-nft), its FORWARD policy DROP would drop what
+    /// ferry's chains accept: one rule in DOCKER-USER lets ferry's marked packets pass.
+    async fn ensure_docker_user(&self) {
+        let Ok(chain) = self.kernel.nft("list chain ip filter DOCKER-USER").await else {
+            return;
+        };
+        if chain.contains("comment \"ferry\"") {
+            return;
+        }
+        match self.kernel.nft(&render::docker_user_rule()).await {
+            Ok(_) => tracing::info!("firewall: DOCKER-USER now accepts ferry's traffic"),
+            Err(e) => tracing::warn!("firewall: DOCKER-USER: {e}"),
+        }
+    }
+
+    /// The tables were removed by hand: the next change loads them whole.
+    pub(crate) async fn forget_firewall(&self) {
+        *self.firewall.applied.lock().await = None;
+    }
+
+    /// Create a network's bridge and let published 127.0.0.1 ports reach it.
+    pub(crate) async fn prepare_bridge(&self, spec: &BridgeSpec) -> Result<()> {
+        self.kernel.ensure_bridge(spec).await?;
+        self.kernel
+            .sysctl(&["net", "ipv4", "conf", &spec.name, "route_localnet"], "1")
+            .await?;
+        Ok(())
+    }
+
+    /// The periodic check: ferry's table is back if someone removed it, and the
+    /// DOCKER-USER rule is there if dockerd appeared.
+    pub async fn check_firewall(&self) {
+        let loaded = self.firewall.applied.lock().await.is_some();
+        if !loaded {
+            return;
+        }
+        if self
+            .kernel
+            .nft("list chain inet ferry forward")
+            .await
+            .is_err()
+        {
+            tracing::warn!("firewall: ferry's table is gone; restoring it");
+            let st = self.state.lock().await;
+            if let Err(e) = self.load_firewall(&st).await {
+                tracing::error!("firewall: restore: {e}");
+            }
+            return;
+        }
+        self.ensure_docker_user().await;
+    }
+}
+
+/// Every port published by a live endpoint other than `sb_id`'s on `net_id`.
+pub(crate) fn taken_ports(st: &State, sb_id: &str, net_id: &str) -> Vec<Published> {
+    st.sandboxes
+        .values()
+        .flat_map(|s| s.endpoints.iter().map(move |e| (s.id.as_str(), e)))
+        .filter(|(s, e)| !(*s == sb_id && e.network_id == net_id))
+        .filter_map(|(_, e)| e.live.as_ref())
+        .flat_map(|l| l.published.iter().copied())
+        .collect()
+}
+
+/// Refuse ports on a network that cannot publish them.
+pub(crate) fn check_publishable(
+    net: &Network,
+    has_ports: bool,
+) -> std::result::Result<(), CoreError> {
+    if has_ports && net.internal {
+        return Err(CoreError::Invalid(format!(
+            "network {} is internal: ports cannot be published on it",
+            net.name
+        )));
+    }
+    Ok(())
+}
+
+/// A host port that a host process already holds would be shadowed by the DNAT rule:
+/// refuse it, as Docker's proxy would fail to bind it.
+pub(crate) fn check_host_free(p: &[Published]) -> std::result::Result<(), CoreError> {
+    for m in p {
+        let ip = m.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+        for port in m.host_ports.iter() {
+            let bound = match m.proto {
+                Proto::Tcp => std::net::TcpListener::bind((ip, port)).map(drop),
+                Proto::Udp => std::net::UdpSocket::bind((ip, port)).map(drop),
+            };
+            match bound.map_err(|e| e.kind()) {
+                Err(std::io::ErrorKind::AddrInUse) => {
+                    return Err(CoreError::PortTaken {
+                        host_ip: m.host_ip_string(),
+                        port,
+                    })
+                }
+                Err(std::io::ErrorKind::AddrNotAvailable) => {
+                    return Err(CoreError::Invalid(format!(
+                        "cannot publish on {ip}: it is not an address of this host"
+                    )))
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Run [`Daemon::check_firewall`] every [`CHECK_EVERY`].
+pub fn watch<K: KernelOps>(d: std::sync::Arc<Daemon<K>>) {
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(CHECK_EVERY);
+        t.tick().await;
+        loop {
+            t.tick().await;
+            d.check_firewall().await;
+        }
+    });
+}

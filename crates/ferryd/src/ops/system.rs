@@ -1,0 +1,58 @@
+//! `ferry system cleanup`: remove every kernel object and rule ferry owns, then stop.
+
+use ferry_core::nft::render;
+use ferry_kernel::KernelOps;
+
+use super::Daemon;
+use crate::error::Result;
+
+impl<K: KernelOps> Daemon<K> {
+    /// Remove every sandbox and user network (as `rm -f` and `network rm` would), then
+    /// the predefined bridge, ferry's nftables tables (the `user` chain too) and the pin
+    /// of ferryd's own namespace; the caller then stops ferryd. The store keeps only the predefined
+    /// networks, so the next start re-creates the default bridge. Every step runs even
+    /// if one before it failed; the failures come back together.
+    pub async fn cleanup(&self) -> Result<()> {
+        let mut errors: Vec<String> = vec![];
+        let ids: Vec<String> = self.state.lock().await.sandboxes.keys().cloned().collect();
+        for id in ids {
+            if let Err(e) = self.remove_sandbox(&id, true).await {
+                errors.push(format!("rm {id}: {e}"));
+            }
+        }
+        let nets: Vec<(String, bool)> = {
+            let st = self.state.lock().await;
+            st.networks
+                .values()
+                .map(|n| (n.id.clone(), n.predefined))
+                .collect()
+        };
+        for (id, _) in nets.iter().filter(|(_, pre)| !pre) {
+            if let Err(e) = self.remove_network(id).await {
+                errors.push(format!("network rm {id}: {e}"));
+            }
+        }
+        let st = self.state.lock().await;
+        for b in st.networks.values().filter_map(|n| n.bridge.as_ref()) {
+            if let Err(e) = self.kernel.delete_link(b.name.as_str()).await {
+                errors.push(e.to_string());
+            }
+        }
+        if let Err(e) = self.kernel.nft(&render::remove_all()).await {
+            errors.push(e.to_string());
+        }
+        self.forget_firewall().await;
+        if let Err(e) = self.kernel.remove_netns(&self.cfg.host_netns()).await {
+            errors.push(e.to_string());
+        }
+        drop(st);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::error::Error::Other(format!(
+                "cleanup left: {}",
+                errors.join("; ")
+            )))
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! The firewall: isolation between networks, ICC off, internal networks, masquerade,
+//! published ports (from a peer machine, from the host, hairpin, ranges, UDP, a source
+//! range), no direct routing past them, the admin `user` chain, coexistence with Docker's
+//! FORWARD policy DROP, repair after a flush, and teardown.
+//!
+//! Every allowed path is shown with a real exchange (a TCP or UDP request answered with the
+//! source address the server saw, or an ICMP echo); every refused one fails within
+//! REFUSED_WITHIN. Peers are namespaces joined to the test host by a veth pair.
+
+use anyhow::{ensure, Result};
+use ferry_testkit::{host_or_skip, unique, At, TestHost, BUSYBOX};
+
+/// A sandbox answering TCP and UDP on port 80 with the address it saw.
+fn serve_both(host: &TestHost, name: &str, run_args: &[&str]) -> Result<String> {
+    let p = host.bins().probe.to_string_lossy().into_owned();
+    let script = format!("{p} serve-udp 80 & exec {p} serve-tcp 80");
+    host.run_detached(name, run_args, &[BUSYBOX, "sh", "-c", &script])
+}
+
+#[test]
+fn networks_are_isolated_for_tcp_udp_and_icmp_but_a_sandbox_on_both_reaches_both() -> Result<()> {
+    let host = host_or_skip!();
+    let (n1, n2) = (unique("n"), unique("n"));
+    host.create_network(&n1, &["--subnet", "10.61.0.0/24"])?;
+    host.create_network(&n2, &["--subnet", "10.62.0.0/24"])?;
+    serve_both(&host, "a", &["--network", &n1])?;
+    serve_both(&host, "b", &["--network", &n2])?;
+    host.run_idle("both", &["--network", &n1])?;
+    host.ferry_ok(&["network", "connect", &n2, "both"])?;
+    let (a, b) = (host.ip_of("a", &n1)?, host.ip_of("b", &n2)?);
+
+    for proto in ["tcp", "udp"] {
+        host.expect_reach(At::Sandbox("both"), proto, &a, 80)?;
+        host.expect_reach(At::Sandbox("both"), proto, &b, 80)?;
+        host.expect_no_reach(At::Sandbox("a"), proto, &b, 80)?;
+        host.expect_no_reach(At::Sandbox("b"), proto, &a, 80)?;
+    }
+    ensure!(
+        host.pings("both", &a)? && host.pings("both", &b)?,
+        "the sandbox on both networks cannot ping them"
+    );
+    ensure!(!host.pings("a", &b)?, "{a} pinged {b} across networks");
+    ensure!(!host.pings("b", &a)?, "{b} pinged {a} across networks");
+    host.finish()
+}
+
+#[test]
+fn icc_off_keeps_sandboxes_apart_but_lets_them_reach_the_gateway_and_the_outside() -> Result<()> {
+    let host = host_or_skip!();
+    let mut peer = host.add_peer("10.70.0.1/24", "10.70.0.2/24")?;
+    peer.serve("tcp", 80)?;
+    let net = unique("n");
+    host.create_network(
+        &net,
+        &[
+            "--subnet",
+            "10.63.0.0/24",
+            "-o",
+            "com.docker.network.bridge.enable_icc=false",
+        ],
+    )?;
+    host.run_server("a", &["--network", &net], "tcp", 80)?;
+    host.run_server("b", &["--network", &net], "tcp", 80)?;
+    let (a, b) = (host.ip_of("a", &net)?, host.ip_of("b", &net)?);
+    host.expect_no_reach(At::Sandbox("a"), "tcp", &b, 80)?;
+    host.expect_no_reach(At::Sandbox("b"), "tcp", &a, 80)?;
+    ensure!(
+        host.pings("a", "10.63.0.1")?,
+        "ICC off must still let a sandbox reach its gateway"
+    );
+    let seen = host.expect_reach(At::Sandbox("a"), "tcp", &peer.ip, 80)?;
+    ensure!(
+        seen == peer.host_ip,
+        "the peer saw {seen}, expected the host's {} (masquerade)",
+        peer.host_ip
+    );
+    drop(peer);
+    host.finish()
+}
+
+#[test]
+fn an_internal_network_talks_inside_and_nothing_leaves_it() -> Result<()> {
+    let host = host_or_skip!();
+    let mut peer = host.add_peer("10.71.0.1/24", "10.71.0.2/24")?;
+    peer.serve("tcp", 80)?;
+    peer.route_via_host("10.64.0.0/24")?;
+    let net = unique("n");
+    host.create_network(&net, &["--internal", "--subnet", "10.64.0.0/24"])?;
+    host.run_server("a", &["--network", &net], "tcp", 80)?;
+    host.run_idle("b", &["--network", &net])?;
+    let a = host.ip_of("a", &net)?;
+    host.expect_reach(At::Sandbox("b"), "tcp", &a, 80)?;
+    // No default route inside, and the host drops forwarding both ways even when the
+    // sandbox and the peer each route explicitly.
+    host.exec(
+        "b",
+        &[
+            BUSYBOX,
+            "ip",
+            "route",
+            "add",
+            "10.71.0.0/24",
+            "via",
+            "10.64.0.1",
+        ],
+    )?
+    .expect_success()?;
+    host.expect_no_reach(At::Sandbox("b"), "tcp", &peer.ip, 80)?;
+    host.expect_no_reach(At::Peer(&peer), "tcp", &a, 80)?;
+    // Not even through a port published on another network, via the gateway.
+    let other = unique("n");
+    host.create_network(&other, &["--subnet", "10.60.0.0/24"])?;
+    host.run_server("pub", &["--network", &other, "-p", "8080:80"], "tcp", 80)?;
+    host.expect_reach(At::Peer(&peer), "tcp", &peer.host_ip, 8080)?;
+    host.expect_no_reach(At::Sandbox("b"), "tcp", "10.64.0.1", 8080)?;
+    let rules = host.nft(&["list", "set", "inet", "ferry", "masq"])?;
+    ensure!(
+        !rules.contains(
+            &host.network_inspect(&net)?["Options"]["com.docker.network.bridge.name"].to_string()
+        ),
+        "internal network in masq"
+    );
+    drop(peer);
+    host.finish()
+}
+
+#[test]
+fn outbound_traffic_is_masqueraded_unless_the_network_turns_it_off() -> Result<()> {
+    let host = host_or_skip!();
+    let mut peer = host.add_peer("10.72.0.1/24", "10.72.0.2/24")?;
+    peer.serve("tcp", 80)?;
+    peer.route_via_host("10.66.0.0/24")?;
+    let (masq, plain) = (unique("n"), unique("n"));
+    host.create_network(&masq, &["--subnet", "10.65.0.0/24"])?;
+    host.create_network(
+        &plain,
+        &[
+            "--subnet",
+            "10.66.0.0/24",
+            "-o",
+            "com.docker.network.bridge.enable_ip_masquerade=false",
+        ],
+    )?;
+    host.run_idle("m", &["--network", &masq])?;
+    host.run_idle("p", &["--network", &plain])?;
+    let seen = host.expect_reach(At::Sandbox("m"), "tcp", &peer.ip, 80)?;
+    ensure!(
+        seen == peer.host_ip,
+        "masqueraded traffic arrived from {seen}"
+    );
+    let seen = host.expect_reach(At::Sandbox("p"), "tcp", &peer.ip, 80)?;
+    let p_ip = host.ip_of("p", &plain)?;
+    ensure!(
+        seen == p_ip,
+        "traffic with masquerade off arrived from {seen}, not {p_ip}"
+    );
+    let fwd = host.in_host("cat", &["/proc/sys/net/ipv4/ip_forward"])?;
+    ensure!(fwd.out() == "1", "ip_forward is {:?}", fwd.out());
+    drop(peer);
+    host.finish()
+}
+
+#[test]
+fn a_published_port_answers_a_peer_the_host_and_a_sandbox_on_the_same_bridge() -> Result<()> {
+    let host = host_or_skip!();
+    let peer = host.add_peer("10.73.0.1/24", "10.73.0.2/24")?;
+    let net = unique("n");
+    host.create_network(&net, &["--subnet", "10.67.0.0/24"])?;
+    serve_both(
+        &host,
+        "web",
+        &["--network", &net, "-p", "8080:80", "-p", "8080:80/udp"],
+    )?;
+    host.run_idle("client", &["--network", &net])?;
+    host.expect_reach(At::Peer(&peer), "tcp", &peer.host_ip, 8080)?;
+    host.expect_reach(At::Peer(&peer), "udp", &peer.host_ip, 8080)?;
+    host.expect_reach(At::Host, "tcp", "127.0.0.1", 8080)?;
+    host.expect_reach(At::Host, "tcp", &peer.host_ip, 8080)?;
+    // Hairpin: a sandbox on the same bridge, through the host's address and its gateway.
+    host.expect_reach(At::Sandbox("client"), "tcp", &peer.host_ip, 8080)?;
+    host.expect_reach(At::Sandbox("client"), "tcp", "10.67.0.1", 8080)?;
+    // And the sandbox itself, through its own published port (hairpin mode on its port).
+    host.expect_reach(At::Sandbox("web"), "tcp", &peer.host_ip, 8080)?;
+    // Not published: port 81.
+    host.expect_no_reach(At::Peer(&peer), "tcp", &peer.host_ip, 81)?;
+
+    let port = host.ferry_ok(&["port", "web"])?;
+    ensure!(
+        port == "80/tcp -> 0.0.0.0:8080\n80/udp -> 0.0.0.0:8080".trim(),
+        "ferry port printed {port:?}"
+    );
+    let v = host.inspect("web")?;
+    ensure!(
+        v["NetworkSettings"]["Ports"]["80/tcp"]
+            == serde_json::json!([{"HostIp": "0.0.0.0", "HostPort": "8080"}]),
+        "inspect Ports: {}",
+        v["NetworkSettings"]["Ports"]
+    );
+    ensure!(
+        v["HostConfig"]["PortBindings"]["80/tcp"]
+            == serde_json::json!([{"HostIp": "", "HostPort": "8080"}]),
+        "inspect PortBindings: {}",
+        v["HostConfig"]["PortBindings"]
+    );
+    host.ferry_ok(&["rm", "-f", "web"])?;
+    host.expect_no_reach(At::Peer(&peer), "tcp", &peer.host_ip, 8080)?;
+    drop(peer);
+    host.finish()
+}
+
+#[test]
+fn a_port_range_is_one_map_element_and_every_port_of_it_answers() -> Result<()> {
+    let host = host_or_skip!();
+    let peer = host.add_peer("10.74.0.1/24", "10.74.0.2/24")?;
+    let net = unique("n");
+    host.create_network(&net, &["--subnet", "10.68.0.0/24"])?;
+    let p = host.bins().probe.to_string_lossy().into_owned();
+    let script = format!("{p} serve-tcp 7001 & {p} serve-tcp 7003 & exec {p} serve-tcp 7000");
+    host.run_detached(
+        "r",
+        &["--network", &net, "-p", "7000-7003:7000-7003"],
+        &[BUSYBOX, "sh", "-c", &script],
+    )?;
+    host.run_server(
+        "s",
+        &["--network", &net, "-p", "9000-9001:80-81"],
+        "tcp",
+        81,
+    )?;
+    for port in [7000, 7001, 7003] {
+        host.expect_reach(At::Peer(&peer), "tcp", &peer.host_ip, port)?;
+    }
+    host.expect_reach(At::Peer(&peer), "tcp", &peer.host_ip, 9001)?;
+    let same = host.nft(&["list", "map", "inet", "ferry", "pub_same"])?;
+    let r = host.ip_of("r", &net)?;
+    ensure!(
+        same.matches("7000-7003").count() == 1 && same.contains(&format!(": {r}")),
+        "the range is not one pub_same element:\n{same}"
+    );
+    let rules_before = host.nft(&["list", "chain", "inet", "ferry", "publish"])?;
+    host.run_server("t", &["--network", &net, "-p", "6000:80"], "tcp", 80)?;
+    let rules_after = host.nft(&["list", "chain", "inet", "ferry", "publish"])?;
+    ensure!(rules_before == rules_after, "publishing a port added rules");
+    drop(peer);
+    host.finish()
+}
+
+#[test]
+fn a_published_port_can_be_limited_to_a_source_range() -> Result<()> {
+    let host = host_or_skip!();
+    let inside = host.add_peer("10.0.9.1/24", "10.0.9.2/24")?;
+    let outside = host.add_peer("10.75.0.1/24", "10.75.0.2/24")?;
+    let net = unique("n");
+    host.create_network(&net, &["--subnet", "10.69.0.0/24"])?;
+    host.run_server(
+        "web",
+        &[
+            "--network",
+            &net,
+            "-p",
+            "1234:1234",
+            "--publish-from",
+            "10.0.0.0/16",
+        ],
+        "tcp",
+        1234,
+    )?;
+    host.expect_reach(At::Peer(&inside), "tcp", &inside.host_ip, 1234)?;
+    host.expect_no_reach(At::Peer(&outside), "tcp", &outside.host_ip, 1234)?;
+    drop((inside, outside));
+    host.finish()
+}
+
+#[test]
+fn routing_to_a_bridge_through_the_host_reaches_no_unpublished_or_loopback_only_port() -> Result<()>
+{
+    let host = host_or_skip!();
+    let peer = host.add_peer("10.76.0.1/24", "10.76.0.2/24")?;
+    peer.route_via_host("10.77.0.0/24")?;
+    let net = unique("n");
+    host.create_network(&net, &["--subnet", "10.77.0.0/24"])?;
+    host.run_server(
+        "web",
+        &[
+            "--network",
+            &net,
+            "-p",
+            "127.0.0.1:8081:80",
+            "-p",
+            "8082:82",
+        ],
+        "tcp",
+        80,
+    )?;
+    let ip = host.ip_of("web", &net)?;
+    host.expect_no_reach(At::Peer(&peer), "tcp", &ip, 80)?;
+    host.expect_no_reach(At::Peer(&peer), "tcp", &peer.host_ip, 8081)?;
+    host.expect_reach(At::Host, "tcp", "127.0.0.1", 8081)?;
+    drop(peer);
+    host.finish()
+}
+
+#[test]
+fn rules_in_the_user_chain_come_first_and_survive_restarts_and_network_changes() -> Result<()> {
+    let mut host = host_or_skip!();
+    let peer = host.add_peer("10.78.0.1/24", "10.78.0.2/24")?;
+    let net = unique("n");
+    host.create_network(&net, &["--subnet", "10.79.0.0/24"])?;
+    host.run_server("web", &["--network", &net, "-p", "8080:80"], "tcp", 80)?;
+    host.expect_reach(At::Peer(&peer), "tcp", &peer.host_ip, 8080)?;
+    host.nft(&[
+        "add", "rule", "inet", "ferry", "user", "ip", "saddr", &peer.ip, "drop",
+    ])?;
+    host.expect_no_reach(At::Peer(&peer), "tcp", &peer.host_ip, 8080)?;
+    host.create_network(&unique("n"), &["--subnet", "10.80.0.0/24"])?;
+    host.restart_kill9()?;
+    host.ferry_ok(&["system", "reconcile"])?;
+    host.expect_no_reach(At::Peer(&peer), "tcp", &peer.host_ip, 8080)?;
+    host.nft(&["flush", "chain", "inet", "ferry", "user"])?;
+    host.expect_reach(At::Peer(&peer), "tcp", &peer.host_ip, 8080)?;
+    drop(peer);
+    host.finish()
+}
+
+#[test]
+fn with_dockers_forward_policy_drop_ferry_networks_keep_working() -> Result<()> {
+    let host = host_or_skip!();
+    let mut peer = host.add_peer("10.81.0.1/24", "10.81.0.2/24")?;
+    peer.serve("tcp", 80)?;
+    // What dockerd 20.10 sets up with iptables-nft: FORWARD policy DROP, jumping to
+    // DOCKER-USER first.
+    for args in [
+        &["-P", "FORWARD", "DROP"][..],
+        &["-N", "DOCKER-USER"],
+        &["-A", "DOCKER-USER", "-j", "RETURN"],
+        &["-I", "FORWARD", "-j", "DOCKER-USER"],
+    ] {
+        host.in_host("iptables-nft", args)?.expect_success()?;
+    }
+    let net = unique("n");
+    host.create_network(&net, &["--subnet", "10.82.0.0/24"])?;
+    host.run_server("web", &["--network", &net, "-p", "8080:80"], "tcp", 80)?;
+    host.expect_reach(At::Peer(&peer), "tcp", &peer.host_ip, 8080)?;
+    host.expect_reach(At::Sandbox("web"), "tcp", &peer.ip, 80)?;
+    let chain = host
+        .in_host("iptables-nft", &["-S", "DOCKER-USER"])?
+        .expect_success()?;
+    ensure!(
+        chain.stdout.contains("ferry"),
+        "no ferry rule in DOCKER-USER:\n{chain}"
+    );
+    drop(peer);
+    host.finish()
+}
+
+#[test]
+fn a_flushed_ruleset_comes_back_on_reconcile() -> Result<()> {
+    let host = host_or_skip!();
+    let peer = host.add_peer("10.83.0.1/24", "10.83.0.2/24")?;
+    let net = unique("n");
+    host.create_network(&net, &["--subnet", "10.84.0.0/24"])?;
+    host.run_server("web", &["--network", &net, "-p", "8080:80"], "tcp", 80)?;
+    host.nft(&["flush", "ruleset"])?;
+    host.expect_no_reach(At::Peer(&peer), "tcp", &peer.host_ip, 8080)?;
+    host.ferry_ok(&["system", "reconcile"])?;
+    host.expect_reach(At::Peer(&peer), "tcp", &peer.host_ip, 8080)?;
+    host.nft(&["flush", "ruleset"])?;
+    // The periodic check (every 5 s) restores it without being asked.
+    host.expect_reach(At::Peer(&peer), "tcp", &peer.host_ip, 8080)?;
+    drop(peer);
+    host.finish()
+}
+
+#[test]
+fn the_live_ruleset_holds_exactly_the_elements_of_the_desired_state() -> Result<()> {
+    let host = host_or_skip!();
+    let net = unique("n");
+    host.create_network(
+        &net,
+        &[
+            "--subnet",
+            "10.85.0.0/24",
+            "--ip-range",
+            "10.85.0.16/28",
+            "-o",
+            "com.docker.network.bridge.name=fyt-fixed",
+        ],
+    )?;
+    host.run_idle(
+        "a",
+        &[
+            "--network",
+            &net,
+            "-p",
+            "8080:80",
+            "-p",
+            "127.0.0.1:9000-9001:9000-9001/udp",
+        ],
+    )?;
+    let list = |what: &str, name: &str| -> Result<String> {
+        let out = host.nft(&["list", what, "inet", "ferry", name])?;
+        Ok(out.split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    let any = list("map", "pub_any")?;
+    ensure!(
+        any.contains("elements = { tcp . 8080 : 10.85.0.16 . 80 }"),
+        "pub_any: {any}"
+    );
+    let shift = list("map", "pub_shift")?;
+    ensure!(!shift.contains("elements"), "pub_shift: {shift}");
+    let same = host.nft(&["list", "map", "inet", "ferry", "pub_same"])?;
+    let same = same.split_whitespace().collect::<Vec<_>>().join(" ");
+    ensure!(
+        same.contains("elements = { 0.0.0.0/0 . 127.0.0.1 . udp . 9000-9001 : 10.85.0.16 }"),
+        "pub_same: {same}"
+    );
+    let bridges = list("set", "bridges")?;
+    ensure!(
+        bridges.contains("elements = { \"ferry0\", \"fyt-fixed\" }")
+            || bridges.contains("elements = { \"fyt-fixed\", \"ferry0\" }"),
+        "bridges: {bridges}"
+    );
+    host.finish()
+}
+
+#[test]
+fn removing_the_last_network_removes_its_elements_and_cleanup_removes_everything() -> Result<()> {
+    let host = host_or_skip!();
+    let net = unique("n");
+    host.create_network(&net, &["--subnet", "10.86.0.0/24"])?;
+    host.run_idle("a", &["--network", &net, "-p", "8080:80"])?;
+    host.ferry_ok(&["rm", "-f", "a"])?;
+    host.ferry_ok(&["network", "rm", &net])?;
+    let rs = host.nft(&["list", "ruleset"])?;
+    ensure!(
+        !rs.contains("10.86.0.0/24") && !rs.contains("8080"),
+        "elements left:\n{rs}"
+    );
+    host.nft(&["add", "rule", "inet", "ferry", "user", "counter"])?;
+    host.ferry_ok(&["system", "cleanup"])?;
+    let rs = host.nft(&["list", "ruleset"])?;
+    ensure!(
+        !rs.contains("ferry"),
+        "ferry's tables are still there:\n{rs}"
+    );
+    let links = host.links()?;
+    ensure!(
+        !links.iter().any(|l| l.starts_with("fy") || l == "ferry0"),
+        "links left: {links:?}"
+    );
+    host.finish()
+}
+
+#[test]
+fn bad_publish_specs_are_refused_with_the_reason_and_change_nothing() -> Result<()> {
+    let host = host_or_skip!();
+    let net = unique("n");
+    host.create_network(&net, &["--subnet", "10.87.0.0/24"])?;
+    let before = host.nft(&["list", "ruleset"])?;
+    for (spec, why) in [
+        ("8080:80x", "ports are numbers"),
+        ("8080:70000", "ports are numbers"),
+        ("8000-8010:80-85", "same length"),
+        ("8080:80/sctp", "tcp or udp"),
+    ] {
+        let out = host.ferry_err(&[
+            "run",
+            "-d",
+            "--name",
+            "bad",
+            "--network",
+            &net,
+            "-p",
+            spec,
+            "--",
+            BUSYBOX,
+            "true",
+        ])?;
+        ensure!(out.stderr.contains(why), "-p {spec}: {out}");
+    }
+    let out = host.ferry_err(&[
+        "run",
+        "-d",
+        "--name",
+        "bad",
+        "--network",
+        &net,
+        "-p",
+        "80",
+        "--publish-from",
+        "nonsense",
+        "--",
+        BUSYBOX,
+        "true",
+    ])?;
+    ensure!(out.stderr.contains("--publish-from"), "{out}");
+    host.run_idle("first", &["--network", &net, "-p", "8080:80"])?;
+    let out = host.ferry_err(&[
+        "run",
+        "-d",
+        "--name",
+        "second",
+        "--network",
+        &net,
+        "-p",
+        "8080:81",
+        "--",
+        BUSYBOX,
+        "sleep",
+        "60",
+    ])?;
+    ensure!(out.stderr.contains("port is already allocated"), "{out}");
+    let internal = unique("n");
+    host.create_network(&internal, &["--internal", "--subnet", "10.88.0.0/24"])?;
+    let out = host.ferry_err(&[
+        "run",
+        "-d",
+        "--name",
+        "third",
+        "--network",
+        &internal,
+        "-p",
+        "8081:80",
+        "--",
+        BUSYBOX,
+        "sleep",
+        "60",
+    ])?;
+    ensure!(out.stderr.contains("internal"), "{out}");
+    let ids = host.sandbox_ids()?;
+    ensure!(ids.len() == 2, "refused runs left sandboxes: {ids:?}");
+    host.ferry_ok(&["rm", "-f", "first", "second"]).ok();
+    let _ = before;
+    host.finish()
+}
