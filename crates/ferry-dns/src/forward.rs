@@ -66,7 +66,9 @@ impl Forwarder {
                     }
                 }
                 Ok(Ok(reply)) if reply.len() <= limit => return Some(reply),
-                Ok(Ok(_)) => {}
+                // Bigger than the asker takes and not marked truncated: send it the
+                // header and question with TC set, so it asks again over TCP.
+                Ok(Ok(reply)) => return truncated_copy(&reply),
                 Ok(Err(e)) => tracing::debug!("forward to {up}: {e}"),
                 Err(_) => tracing::debug!("forward to {up}: timed out"),
             }
@@ -76,6 +78,14 @@ impl Forwarder {
         }
         None
     }
+}
+
+fn truncated_copy(reply: &[u8]) -> Option<Vec<u8>> {
+    hickory_proto::op::Message::from_vec(reply)
+        .ok()?
+        .truncate()
+        .to_vec()
+        .ok()
 }
 
 async fn udp(query: &[u8], up: SocketAddr, id: u16) -> std::io::Result<Vec<u8>> {
@@ -135,6 +145,42 @@ mod tests {
             "{:?}",
             t.elapsed()
         );
+    }
+
+    #[tokio::test]
+    async fn an_answer_too_big_for_the_asker_goes_back_truncated() {
+        use hickory_proto::op::{Message, MessageType, Query};
+        use hickory_proto::rr::rdata::TXT;
+        use hickory_proto::rr::{Name, RData, Record, RecordType};
+        let up = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = up.local_addr().unwrap();
+        let mut q = Message::new();
+        q.set_id(0x1234);
+        q.add_query(Query::query(
+            Name::from_ascii("big.test.").unwrap(),
+            RecordType::TXT,
+        ));
+        let qb = q.to_vec().unwrap();
+        std::thread::spawn(move || {
+            let mut b = [0u8; 512];
+            let (_, from) = up.recv_from(&mut b).unwrap();
+            let mut r = q.clone();
+            r.set_message_type(MessageType::Response);
+            let txt = RData::TXT(TXT::new(vec!["x".repeat(200); 4]));
+            r.add_answer(Record::from_rdata(
+                Name::from_ascii("big.test.").unwrap(),
+                5,
+                txt,
+            ));
+            up.send_to(&r.to_vec().unwrap(), from).unwrap();
+        });
+        let r = Forwarder::default()
+            .forward(&qb, &[addr], 512)
+            .await
+            .unwrap();
+        let m = Message::from_vec(&r).unwrap();
+        assert!(m.truncated() && m.answers().is_empty() && m.id() == 0x1234);
+        assert_eq!(m.queries().len(), 1);
     }
 
     #[tokio::test]
