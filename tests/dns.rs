@@ -383,6 +383,27 @@ fn names_on_another_network_are_nxdomain_and_two_networks_see_both() -> Result<(
         !resolv.out().contains("10.32."),
         "a default-bridge sandbox is not pointed at the responder:\n{resolv}"
     );
+    // Connected to a user network, it is (its resolv.conf is rewritten in place), and it
+    // resolves that network's names; disconnected, it goes back to the host's servers.
+    host.ferry_ok(&["network", "connect", &a, "plain"])?;
+    let resolv = host
+        .exec("plain", &[BUSYBOX, "cat", "/etc/resolv.conf"])?
+        .expect_success()?;
+    ensure!(
+        resolv.out().starts_with("nameserver 10.32.1.1"),
+        "after connect:\n{resolv}"
+    );
+    ensure!(Client::new(&host, "plain")?
+        .a("on-a.")?
+        .is_ok_and(|v| v.len() == 1));
+    host.ferry_ok(&["network", "disconnect", &a, "plain"])?;
+    let resolv = host
+        .exec("plain", &[BUSYBOX, "cat", "/etc/resolv.conf"])?
+        .expect_success()?;
+    ensure!(
+        !resolv.out().contains("10.32."),
+        "after disconnect:\n{resolv}"
+    );
     drop(upstream);
     host.finish()
 }
