@@ -39,19 +39,32 @@ impl TestHost {
             }
         };
         // Namespaces whose processes are ours, gathered before `rm` removes their files.
+        // Each is held open until the stragglers are killed: the kernel reuses a freed
+        // namespace's inode number at once, and another program on the machine making
+        // namespaces meanwhile would have its processes taken for ours (and killed).
+        // Only files on nsfs count (a stopped sandbox's placeholder is a plain file).
         let mut inodes = BTreeSet::new();
+        let mut held: Vec<std::fs::File> = Vec::new();
+        let mut nsfs = None;
         if let Some(ns) = &self.netns {
             match ns.metadata() {
                 Ok(m) => {
                     inodes.insert(m.ino());
+                    nsfs = Some(m.dev());
                 }
                 Err(e) => note(Err(e).context("stat the host netns")),
             }
         }
         if let Ok(files) = self.netns_files() {
             for f in files {
-                if let Ok(m) = std::fs::metadata(self.exec_root.join("netns").join(f)) {
-                    inodes.insert(m.ino());
+                let Ok(file) = std::fs::File::open(self.exec_root.join("netns").join(f)) else {
+                    continue;
+                };
+                if let Ok(m) = file.metadata() {
+                    if Some(m.dev()) == nsfs {
+                        inodes.insert(m.ino());
+                        held.push(file);
+                    }
                 }
             }
         }
@@ -74,6 +87,7 @@ impl TestHost {
         }
         note(self.stop_ferryd());
         note(kill_stragglers(&inodes));
+        drop(held);
         self.netns = None;
         note(unmount_under(&self.root));
         let log = self.log_tail(60);

@@ -35,6 +35,10 @@ struct Args {
     /// The default bridge's address and prefix.
     #[arg(long, default_value = "172.17.0.1/16")]
     bip: ipnet::Ipv4Net,
+    /// Where the embedded DNS forwards names it does not own, for sandboxes without
+    /// --dns (repeatable). Default: the host's resolv.conf nameservers.
+    #[arg(long = "dns-upstream", value_name = "IP[:PORT]", value_parser = ferryd::dns::parse_upstream)]
+    dns_upstream: Vec<std::net::SocketAddr>,
 }
 
 fn socket_path(host: &str) -> anyhow::Result<PathBuf> {
@@ -63,10 +67,10 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(run(cfg))
+        .block_on(run(cfg, args.dns_upstream))
 }
 
-async fn run(cfg: Config) -> anyhow::Result<()> {
+async fn run(cfg: Config, dns_upstream: Vec<std::net::SocketAddr>) -> anyhow::Result<()> {
     for dir in [&cfg.data_root, &cfg.exec_root] {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
@@ -77,6 +81,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     reconcile::reconcile(&d).await.context("reconcile")?;
     supervise::monitor(d.clone());
     firewall::watch(d.clone());
+    d.serve_dns(dns_upstream).await;
 
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
