@@ -46,6 +46,8 @@ pub struct TestHost {
     pub(crate) www: PathBuf,
     pub(crate) bins: Bins,
     pub(crate) ferryd: Option<Child>,
+    /// Extra ferryd flags, for this start and every restart.
+    pub(crate) ferryd_args: Vec<String>,
     /// ferryd's network namespace, held open for the host's life.
     pub(crate) netns: Option<File>,
     /// What the host held when ferryd first became ready (its own pinned namespace, `lo`, a
@@ -67,6 +69,11 @@ impl TestHost {
     /// Make the temporary roots and start ferryd in a fresh network namespace; returns once
     /// `GET /_ping` answers (at most 10 s).
     pub fn start(scenario: &str) -> Result<TestHost> {
+        TestHost::start_with_args(scenario, &[])
+    }
+
+    /// [`TestHost::start`] with extra ferryd flags (such as `--dns-upstream`).
+    pub fn start_with_args(scenario: &str, ferryd_args: &[&str]) -> Result<TestHost> {
         let bins = Bins::locate()?;
         let dir = tempfile::Builder::new()
             .prefix("ferry-t-")
@@ -85,6 +92,7 @@ impl TestHost {
             dir: Some(dir),
             bins,
             ferryd: None,
+            ferryd_args: ferryd_args.iter().map(|s| s.to_string()).collect(),
             netns: None,
             baseline: Baseline {
                 etc_mount_ids: kernel::etc_mount_ids()?,
@@ -171,6 +179,7 @@ impl TestHost {
             .arg(&self.netns_dir)
             .arg("--plugin-dir")
             .arg(self.plugin_dir())
+            .args(&self.ferryd_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

@@ -39,23 +39,29 @@ impl TestHost {
             }
         };
         // Namespaces whose processes are ours, gathered before `rm` removes their files.
+        // Each is held open until the stragglers are killed: the kernel reuses a freed
+        // namespace's inode number at once, and another program on the machine making
+        // namespaces meanwhile would have its processes taken for ours (and killed).
+        // Only files on nsfs count (a stopped sandbox's placeholder is a plain file).
         let mut inodes = BTreeSet::new();
+        let mut held: Vec<std::fs::File> = Vec::new();
+        let mut nsfs = None;
         if let Some(ns) = &self.netns {
             match ns.metadata() {
                 Ok(m) => {
                     inodes.insert(m.ino());
+                    nsfs = Some(m.dev());
                 }
                 Err(e) => note(Err(e).context("stat the host netns")),
             }
         }
-        // Held open until the stragglers are killed: a namespace freed meanwhile would let
-        // the kernel give its inode number to a namespace another test (or another
-        // worktree's suite) creates, and we would kill that test's processes.
-        let mut held = Vec::new();
         if let Ok(files) = self.netns_files() {
             for f in files {
-                if let Ok(file) = std::fs::File::open(self.exec_root.join("netns").join(f)) {
-                    if let Ok(m) = file.metadata() {
+                let Ok(file) = std::fs::File::open(self.exec_root.join("netns").join(f)) else {
+                    continue;
+                };
+                if let Ok(m) = file.metadata() {
+                    if Some(m.dev()) == nsfs {
                         inodes.insert(m.ino());
                         held.push(file);
                     }

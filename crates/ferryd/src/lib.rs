@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod config;
+pub mod dns;
 pub mod error;
 pub mod firewall;
 pub mod ops;

@@ -39,6 +39,10 @@ struct Args {
     /// /run/docker/plugins); an empty value turns the plugin off.
     #[arg(long, default_value = "/run/docker/plugins")]
     plugin_dir: PathBuf,
+    /// Where the embedded DNS forwards names it does not own, for sandboxes without
+    /// --dns (repeatable). Default: the host's resolv.conf nameservers.
+    #[arg(long = "dns-upstream", value_name = "IP[:PORT]", value_parser = ferryd::dns::parse_upstream)]
+    dns_upstream: Vec<std::net::SocketAddr>,
 }
 
 fn socket_path(host: &str) -> anyhow::Result<PathBuf> {
@@ -67,10 +71,14 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(run(cfg, args.plugin_dir))
+        .block_on(run(cfg, args.dns_upstream, args.plugin_dir))
 }
 
-async fn run(cfg: Config, plugin_dir: PathBuf) -> anyhow::Result<()> {
+async fn run(
+    cfg: Config,
+    dns_upstream: Vec<std::net::SocketAddr>,
+    plugin_dir: PathBuf,
+) -> anyhow::Result<()> {
     for dir in [&cfg.data_root, &cfg.exec_root] {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
@@ -81,6 +89,7 @@ async fn run(cfg: Config, plugin_dir: PathBuf) -> anyhow::Result<()> {
     reconcile::reconcile(&d).await.context("reconcile")?;
     supervise::monitor(d.clone());
     firewall::watch(d.clone());
+    d.serve_dns(dns_upstream).await;
 
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;

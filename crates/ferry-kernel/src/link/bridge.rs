@@ -8,6 +8,17 @@ use rtnetlink::Handle;
 use crate::link::{addr, get::index_of, up::up};
 use crate::KernelError;
 
+/// A stable, locally administered unicast MAC for a bridge, derived from its name.
+pub fn bridge_mac(name: &str) -> [u8; 6] {
+    // FNV-1a: stable across builds (unlike std's hasher).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    [0x02, b[0], b[1], b[2], b[3], b[4]]
+}
+
 pub async fn ensure(
     h: &Handle,
     name: &str,
@@ -19,6 +30,13 @@ pub async fn ensure(
         None => {
             let mut req = h.link().add().bridge(name.to_string());
             req.message_mut().attributes.push(LinkAttribute::Mtu(mtu));
+            // A bridge without an address set takes the lowest MAC of its ports, so it
+            // changes as sandboxes come and go and their neighbour entries for the
+            // gateway go stale (traffic to the gateway, DNS included, is lost for
+            // seconds). An explicit address stays put, as Docker does.
+            req.message_mut()
+                .attributes
+                .push(LinkAttribute::Address(bridge_mac(name).to_vec()));
             match req.execute().await {
                 Ok(()) => {}
                 Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::EEXIST => {}
@@ -34,4 +52,17 @@ pub async fn ensure(
     }
     up(h, index, name).await?;
     Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bridge_macs_are_local_unicast_and_stable() {
+        let m = bridge_mac("fy-0123abcd");
+        assert_eq!(m[0], 0x02);
+        assert_eq!(m, bridge_mac("fy-0123abcd"));
+        assert_ne!(m, bridge_mac("fy-0123abce"));
+    }
 }

@@ -32,6 +32,8 @@ pub struct Daemon<K: KernelOps> {
     pub host_resolv: String,
     /// Pids of sandbox processes ferryd parents (awaited, not polled).
     pub children: Arc<std::sync::Mutex<std::collections::HashSet<u32>>>,
+    /// The embedded DNS responder, following every commit.
+    pub dns: crate::dns::Dns,
     /// What ferryd last applied to its nftables sets.
     pub firewall: crate::firewall::Firewall,
     /// Notified when ferryd should stop (after `system cleanup`).
@@ -63,6 +65,7 @@ impl<K: KernelOps> Daemon<K> {
             state: Mutex::new(state),
             host_resolv,
             children: Default::default(),
+            dns: Default::default(),
             firewall: Default::default(),
             shutdown: Default::default(),
         }))
@@ -71,6 +74,7 @@ impl<K: KernelOps> Daemon<K> {
     /// Write the current values of `keys` to the store in one transaction.
     pub(crate) fn commit(&self, st: &State, keys: &[Key]) -> Result<()> {
         self.store.commit(&st.ops_for(keys))?;
+        self.dns.update(st);
         Ok(())
     }
 

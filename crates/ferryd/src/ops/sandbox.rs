@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ferry_core::docker::container::ContainerCreateRequest;
-use ferry_core::files::{hosts_file, resolv_conf};
+use ferry_core::files::hosts_file;
 use ferry_core::id::short;
 use ferry_core::model::{DnsConf, Driver, Endpoint, RunState, Sandbox};
 use ferry_core::validate::valid_name;
@@ -79,6 +79,7 @@ impl<K: KernelOps> Daemon<K> {
         if let Err(e) = std::fs::write(&hosts, hosts_of(sb)) {
             tracing::warn!("write {}: {e}", hosts.display());
         }
+        self.write_resolv(st, id);
     }
 
     fn write_files(&self, sb: &Sandbox) -> Result<()> {
@@ -87,7 +88,7 @@ impl<K: KernelOps> Daemon<K> {
             |e: std::io::Error| Error::Other(format!("write files of sandbox {}: {e}", sb.name));
         std::fs::create_dir_all(&dir).map_err(io)?;
         let (_, resolv, hostname) = self.sandbox_files(&sb.id);
-        std::fs::write(resolv, resolv_conf(&self.host_resolv, &sb.dns)).map_err(io)?;
+        std::fs::write(resolv, self.dns.resolv_conf(&self.host_resolv, sb)).map_err(io)?;
         std::fs::write(hostname, format!("{}\n", sb.hostname)).map_err(io)?;
         std::fs::write(self.sandbox_files(&sb.id).0, hosts_of(sb)).map_err(io)?;
         Ok(())
