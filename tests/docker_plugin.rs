@@ -216,6 +216,45 @@ fn docker_runs_containers_on_ferry_networks_through_the_plugin() -> Result<()> {
     );
     expect_fetch(&dockerd, &host, "client", &web_ip, &page)?;
 
+    // A static --ip comes from ferry's IPAM; asking for it again is refused by ferry.
+    dockerd.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fixed",
+        "--network",
+        &net1,
+        "--ip",
+        "10.71.0.50",
+        IMAGE,
+        "/bin/busybox",
+        "sleep",
+        "3600",
+    ])?;
+    ensure!(
+        ip_of(&dockerd, "fixed", &net1)? == "10.71.0.50",
+        "--ip was not honoured"
+    );
+    let taken = dockerd.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "fixed2",
+        "--network",
+        &net1,
+        "--ip",
+        "10.71.0.50",
+        IMAGE,
+        "/bin/busybox",
+        "sleep",
+        "3600",
+    ])?;
+    ensure!(
+        !taken.success() && taken.stderr.contains("Address already in use"),
+        "a second --ip 10.71.0.50 must be refused by ferry:\n{taken}"
+    );
+    dockerd.ok(&["rm", "-f", "fixed", "fixed2"])?;
+
     // A second network with Docker's own IPAM, on a bridge the user made (the seed
     // article's -o bridge=NAME).
     host.host_ip(&["link", "add", "br-seed", "type", "bridge"])?;
