@@ -195,6 +195,19 @@ fn docker_runs_containers_on_ferry_networks_through_the_plugin() -> Result<()> {
         seen["Id"] == id1.as_str() && seen["IPAM"]["Config"][0]["Subnet"] == "10.71.0.0/24",
         "ferry network inspect of Docker's network: {seen}"
     );
+    let refused = host.ferry_err(&["network", "rm", &id1])?;
+    ensure!(
+        refused.stderr.contains("remove it with docker network rm"),
+        "ferry network rm of Docker's network:\n{refused}"
+    );
+    let refused =
+        host.ferry_err(&["run", "-d", "--network", &id1, "--", "/bin/busybox", "true"])?;
+    ensure!(
+        refused
+            .stderr
+            .contains("only Docker containers can join it"),
+        "ferry run on Docker's network:\n{refused}"
+    );
     let page = unique("page");
     run_web(&dockerd, "web", &net1, &page, &["-p", "18080:80"])?;
     run_idle(&dockerd, "client", &net1)?;

@@ -149,6 +149,22 @@ impl State {
         self.plugin.networks.contains_key(network_id)
     }
 
+    /// ferry's sandboxes stay off Docker's networks: Docker owns their addresses (with its
+    /// own IPAM ferry cannot reserve for it) and their lifetime (Docker's network rm
+    /// cannot be refused, so a ferry sandbox on it would keep the network forever).
+    pub fn ferry_may_join(&self, network_id: &str) -> Result<(), CoreError> {
+        match (
+            self.docker_managed(network_id),
+            self.networks.get(network_id),
+        ) {
+            (true, Some(n)) => Err(CoreError::Invalid(format!(
+                "network {} belongs to Docker: only Docker containers can join it",
+                n.name
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Sandboxes that reference a network (in any run state).
     pub fn users_of(&self, network_id: &str) -> Vec<&Sandbox> {
         self.sandboxes

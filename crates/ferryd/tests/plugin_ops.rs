@@ -383,3 +383,42 @@ async fn at_start_an_endpoint_whose_link_died_is_forgotten_and_its_address_freed
     drop(st);
     store_matches_memory(&d).await;
 }
+
+#[tokio::test]
+async fn ferrys_own_sandboxes_stay_off_dockers_networks() {
+    use ferry_core::docker::container::{ContainerCreateRequest, HostConfigReq};
+    use ferry_core::docker::network::ConnectRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&dir);
+    d.ensure_predefined().await.unwrap();
+    d.plugin_create_network(create_net("10.10.0.0/24", json!({})))
+        .await
+        .unwrap();
+    let req = ContainerCreateRequest {
+        cmd: Some(vec!["true".into()]),
+        host_config: Some(HostConfigReq {
+            network_mode: Some(NET.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let err = d.create_sandbox(Some("s1"), req).await.unwrap_err();
+    assert!(err.to_string().contains("belongs to Docker"), "{err}");
+    let id = d
+        .create_sandbox(Some("s2"), ContainerCreateRequest::default())
+        .await
+        .unwrap();
+    let err = d
+        .connect(
+            NET,
+            ConnectRequest {
+                container: id,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("belongs to Docker"), "{err}");
+    let err = d.remove_network(NET).await.unwrap_err();
+    assert!(err.to_string().contains("docker network rm"), "{err}");
+}
