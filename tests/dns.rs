@@ -701,3 +701,25 @@ fn a_gateway_port_held_by_another_server_is_taken_once_it_is_free() -> Result<()
     }
     host.finish()
 }
+
+#[test]
+fn a_published_port_53_does_not_catch_queries_to_the_gateway() -> Result<()> {
+    let Some(host) = start_host(ferry_testkit::scenario_name!())? else {
+        return Ok(());
+    };
+    let _upstream = FakeUpstream::start(&host, UPSTREAM, false)?;
+    // Published on all addresses before any user network exists (so before any
+    // responder holds port 53): it would DNAT every gateway's port 53 to itself.
+    host.run_server("catcher", &["-p", "53:53/udp"], "udp", 53)?;
+    let net = unique("net");
+    host.create_network(&net, &["--subnet", "10.35.0.0/24"])?;
+    host.run_idle("web", &["--network", &net])?;
+    host.run_idle("client", &["--network", &net])?;
+    let mut c = Client::new(&host, "client")?;
+    let got = c.a("web.")?;
+    ensure!(
+        got == Ok(vec![ip(&host.ip_of("web", &net)?)]),
+        "the gateway's responder did not answer: {got:?}"
+    );
+    host.finish()
+}

@@ -7,7 +7,9 @@
 //!
 //! - `bridges`, `internal`, `masq`: ferry's bridges, by role; `intra` pairs each bridge
 //!   with itself so bridged traffic seen by br_netfilter passes; `subnets` maps a subnet
-//!   to its bridge (hairpin masquerade);
+//!   to its bridge (hairpin masquerade); `dns_gateways` pairs each user network's
+//!   gateway with its bridge, so sandboxes' queries to the embedded DNS are never caught
+//!   by a published port 53;
 //! - `pub_any`: published ports open to every source on every host address, the common
 //!   case (`-p 8080:80`): a hash map protocol . host port → address . port, so adding
 //!   and deleting stay O(1) however many ports are published;
@@ -46,6 +48,7 @@ pub enum SetName {
     Masq,
     Intra,
     Subnets,
+    DnsGateways,
     PubAny,
     PubSame,
     PubShift,
@@ -53,12 +56,13 @@ pub enum SetName {
 }
 
 impl SetName {
-    pub const ALL: [SetName; 9] = [
+    pub const ALL: [SetName; 10] = [
         SetName::Bridges,
         SetName::Internal,
         SetName::Masq,
         SetName::Intra,
         SetName::Subnets,
+        SetName::DnsGateways,
         SetName::PubAny,
         SetName::PubSame,
         SetName::PubShift,
@@ -72,6 +76,7 @@ impl SetName {
             SetName::Masq => "inet ferry masq",
             SetName::Intra => "inet ferry intra",
             SetName::Subnets => "inet ferry subnets",
+            SetName::DnsGateways => "inet ferry dns_gateways",
             SetName::PubAny => "inet ferry pub_any",
             SetName::PubSame => "inet ferry pub_same",
             SetName::PubShift => "inet ferry pub_shift",
@@ -174,6 +179,13 @@ pub fn desired_for_endpoints<'a>(
             format!("{} . {name}", pool.subnet.trunc()),
             None,
         );
+        if !n.predefined {
+            e.put(
+                SetName::DnsGateways,
+                format!("{} . {name}", pool.gateway),
+                None,
+            );
+        }
         if n.internal {
             e.put(SetName::Internal, name.clone(), None);
         } else if b.masquerade {

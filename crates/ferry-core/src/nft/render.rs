@@ -11,12 +11,13 @@ use std::fmt::Write;
 use super::{Delta, Elements, SetName, ACCEPT_MARK};
 
 /// `(name, declaration)` of each set and map.
-const SETS: [(SetName, &str); 9] = [
+const SETS: [(SetName, &str); 10] = [
     (SetName::Bridges, "type ifname;"),
     (SetName::Internal, "type ifname;"),
     (SetName::Masq, "type ifname;"),
     (SetName::Intra, "type ifname . ifname;"),
     (SetName::Subnets, "type ipv4_addr . ifname; flags interval;"),
+    (SetName::DnsGateways, "type ipv4_addr . ifname;"),
     (
         SetName::PubAny,
         "type inet_proto . inet_service : ipv4_addr . inet_service;",
@@ -107,6 +108,12 @@ pub fn skeleton_rules() -> Vec<(&'static str, &'static str, String)> {
         // Published ports: from outside (not to loopback: only the host itself may use
         // 127.0.0.1 bindings) and from the host itself.
         (i, "prerouting", "ip daddr 127.0.0.0/8 return".into()),
+        // A sandbox's query to its gateway's embedded DNS is never a published port 53.
+        (
+            i,
+            "prerouting",
+            "meta l4proto { tcp, udp } th dport 53 ip daddr . iifname @dns_gateways return".into(),
+        ),
         (i, "prerouting", "fib daddr type local jump publish".into()),
         (i, "output", "fib daddr type local jump publish".into()),
         (i, "publish", any.into()),
