@@ -422,3 +422,29 @@ async fn ferrys_own_sandboxes_stay_off_dockers_networks() {
     let err = d.remove_network(NET).await.unwrap_err();
     assert!(err.to_string().contains("docker network rm"), "{err}");
 }
+
+#[tokio::test]
+async fn without_a_subnet_ferrys_ipam_picks_a_free_default_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&dir);
+    d.ensure_predefined().await.unwrap();
+    let pick = || async {
+        d.plugin_request_pool(RequestPoolRequest::default())
+            .await
+            .unwrap()
+            .pool
+    };
+    let (a, b) = (pick().await, pick().await);
+    let (a, b): (ipnet::Ipv4Net, ipnet::Ipv4Net) = (a.parse().unwrap(), b.parse().unwrap());
+    let bridge: ipnet::Ipv4Net = "172.17.0.0/16".parse().unwrap();
+    for p in [a, b] {
+        assert!(
+            !p.contains(&bridge.network()) && !bridge.contains(&p.network()),
+            "{p} overlaps the default bridge"
+        );
+    }
+    assert!(
+        !a.contains(&b.network()) && !b.contains(&a.network()),
+        "{a} vs {b}"
+    );
+}
