@@ -14,6 +14,7 @@ pub mod ipam;
 pub mod model;
 pub mod nft;
 pub mod ports;
+pub mod remote;
 pub mod template;
 pub mod validate;
 

@@ -10,13 +10,17 @@ use std::sync::Mutex;
 
 use ipnet::Ipv4Net;
 
-use crate::{AttachSpec, BridgeSpec, KernelError, KernelOps};
+use crate::{AttachSpec, BridgeSpec, KernelError, KernelOps, VethPairSpec};
 
 #[derive(Default)]
 pub struct Recorder {
     pub log: Mutex<Vec<String>>,
     pub links: Mutex<BTreeSet<String>>,
     pub netns: Mutex<BTreeSet<String>>,
+    /// Links that are bridges (made by ensure_bridge, or by a test as "the user's").
+    pub bridges: Mutex<BTreeSet<String>>,
+    /// The two ends of each veth pair made by create_veth_pair: deleting one deletes both.
+    pub pairs: Mutex<Vec<(String, String)>>,
     /// Requests whose line starts with this fail with EPERM.
     pub fail_on: Mutex<Option<String>>,
 }
@@ -55,11 +59,22 @@ impl KernelOps for Recorder {
             s.mtu
         ))?;
         self.links.lock().expect("lock").insert(s.name.clone());
+        self.bridges.lock().expect("lock").insert(s.name.clone());
         Ok(())
     }
     async fn delete_link(&self, name: &str) -> Result<(), KernelError> {
         self.record(format!("delete {name}"))?;
-        self.links.lock().expect("lock").remove(name);
+        let mut links = self.links.lock().expect("lock");
+        links.remove(name);
+        self.bridges.lock().expect("lock").remove(name);
+        self.pairs.lock().expect("lock").retain(|(a, b)| {
+            let hit = a == name || b == name;
+            if hit {
+                links.remove(a);
+                links.remove(b);
+            }
+            !hit
+        });
         Ok(())
     }
     async fn create_netns(&self, path: &Path) -> Result<(), KernelError> {
@@ -95,6 +110,32 @@ impl KernelOps for Recorder {
     }
     async fn route_destinations(&self) -> Result<Vec<Ipv4Net>, KernelError> {
         Ok(vec![])
+    }
+    async fn link_kind(&self, name: &str) -> Result<Option<String>, KernelError> {
+        if self.bridges.lock().expect("lock").contains(name) {
+            return Ok(Some("bridge".into()));
+        }
+        Ok(self
+            .links
+            .lock()
+            .expect("lock")
+            .contains(name)
+            .then(|| "veth".to_string()))
+    }
+    async fn create_veth_pair(&self, s: &VethPairSpec) -> Result<(), KernelError> {
+        let hairpin = if s.hairpin { " hairpin" } else { "" };
+        self.record(format!(
+            "veth {} {} on {}{hairpin}",
+            s.host_if, s.peer_if, s.bridge
+        ))?;
+        let mut links = self.links.lock().expect("lock");
+        links.insert(s.host_if.clone());
+        links.insert(s.peer_if.clone());
+        self.pairs
+            .lock()
+            .expect("lock")
+            .push((s.host_if.clone(), s.peer_if.clone()));
+        Ok(())
     }
     /// Scripts are recorded; a `list` finds nothing, as in a kernel with no ruleset.
     async fn nft(&self, script: &str) -> Result<String, KernelError> {

@@ -16,4 +16,4 @@ pub mod process;
 pub mod sysctl;
 
 pub use error::KernelError;
-pub use ops::{AttachSpec, BridgeSpec, KernelOps, Netlink};
+pub use ops::{AttachSpec, BridgeSpec, KernelOps, Netlink, VethPairSpec};

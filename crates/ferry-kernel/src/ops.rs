@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
 
-use crate::link::{addr, bridge, del, get, port, route, up, veth};
+use crate::link::{addr, bridge, del, get, kind, pair, port, route, up, veth};
 use std::sync::Arc;
 
 use crate::nft::Nft;
@@ -37,6 +37,19 @@ pub struct AttachSpec {
     pub hairpin: bool,
 }
 
+/// A veth pair with both ends in ferryd's namespace (the Docker plugin's Join).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VethPairSpec {
+    pub bridge: String,
+    pub host_if: String,
+    /// The end dockerd moves into the container.
+    pub peer_if: String,
+    pub peer_mac: [u8; 6],
+    pub mtu: u32,
+    /// Hairpin mode on the bridge port (the endpoint publishes ports).
+    pub hairpin: bool,
+}
+
 pub trait KernelOps: Send + Sync + 'static {
     fn ensure_bridge(
         &self,
@@ -55,6 +68,17 @@ pub trait KernelOps: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), KernelError>> + Send;
     fn link_names(&self) -> impl Future<Output = Result<Vec<String>, KernelError>> + Send;
     fn route_destinations(&self) -> impl Future<Output = Result<Vec<Ipv4Net>, KernelError>> + Send;
+    /// The kind of the link `name` in ferryd's namespace ("bridge", "veth", "" for none
+    /// given), or None when there is no such link.
+    fn link_kind(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<String>, KernelError>> + Send;
+    /// Make a veth pair in ferryd's namespace, the host end on a bridge and up.
+    fn create_veth_pair(
+        &self,
+        spec: &VethPairSpec,
+    ) -> impl Future<Output = Result<(), KernelError>> + Send;
     /// Run an nftables script as one transaction; returns what it printed.
     fn nft(&self, script: &str) -> impl Future<Output = Result<String, KernelError>> + Send;
     /// Set a sysctl in ferryd's namespace (`["net", "ipv4", "ip_forward"]`).
@@ -169,6 +193,14 @@ impl KernelOps for Netlink {
 
     async fn route_destinations(&self) -> Result<Vec<Ipv4Net>, KernelError> {
         route::destinations(&self.handle).await
+    }
+
+    async fn link_kind(&self, name: &str) -> Result<Option<String>, KernelError> {
+        kind::kind_of(&self.handle, name).await
+    }
+
+    async fn create_veth_pair(&self, spec: &VethPairSpec) -> Result<(), KernelError> {
+        pair::create(&self.handle, spec).await
     }
 
     async fn nft(&self, script: &str) -> Result<String, KernelError> {

@@ -177,6 +177,8 @@ impl TestHost {
             .arg(self.host_url())
             .arg("--netns-dir")
             .arg(&self.netns_dir)
+            .arg("--plugin-dir")
+            .arg(self.plugin_dir())
             .args(&self.ferryd_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -254,6 +256,10 @@ impl TestHost {
     pub fn sock(&self) -> &Path {
         &self.sock
     }
+    /// Where ferryd's Docker plugin socket `ferry.sock` is (never /run/docker/plugins).
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.root.join("plugins")
+    }
     /// `unix:///…/ferry.sock`, for `-H`, FERRY_HOST and DOCKER_HOST.
     pub fn host_url(&self) -> String {
         format!("unix://{}", self.sock.display())
@@ -315,6 +321,14 @@ impl TestHost {
     /// Interface names in the host's (ferryd's) network namespace.
     pub fn links(&self) -> Result<Vec<String>> {
         kernel::links_in(self.netns()?)
+    }
+
+    /// `busybox ip ARGS…` in the host's network namespace (to make what a user would make by
+    /// hand, such as the bridge of `-o bridge=NAME`); must succeed.
+    pub fn host_ip(&self, args: &[&str]) -> Result<Output> {
+        let mut a = vec!["ip"];
+        a.extend(args);
+        kernel::in_netns(self.netns()?, &a)
     }
 
     /// (interface, address/prefix) in the host's network namespace.

@@ -12,6 +12,7 @@
 //! * leftovers ([`TestHost::leftovers`]) — what the kernel still holds (links, addresses,
 //!   namespace files, mounts), read from the kernel, never from ferryd.
 //! * [`DockerCli`] — the real `docker` CLI pointed at a host's ferryd.
+//! * [`Dockerd`] — a real dockerd in the host's network namespace, with ferryd as its plugin.
 //!
 //! A scenario reads like this:
 //!
@@ -31,6 +32,7 @@ mod api;
 mod bins;
 mod cmd;
 mod docker;
+mod dockerd;
 mod host;
 mod kernel;
 mod peer;
@@ -42,6 +44,7 @@ pub use api::ping;
 pub use bins::{bin_dir, Bins, BUSYBOX};
 pub use cmd::{run_bounded, Output};
 pub use docker::DockerCli;
+pub use dockerd::{find_dockerd_or_skip, Dockerd, DOCKER_TIMEOUT, IMAGE};
 pub use host::{TestHost, CLI_TIMEOUT, PREDEFINED_NETWORKS};
 pub use kernel::{mounts, parse_addresses, parse_links, process_gone, Leftovers, Mount};
 pub use peer::Peer;

@@ -34,7 +34,7 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(5);
 impl<K: KernelOps> Daemon<K> {
     /// Make the kernel's sets match `st`: one transaction of the element delta.
     pub(crate) async fn sync_firewall(&self, st: &State) -> Result<()> {
-        let want = nft::desired(st.networks.values(), st.sandboxes.values());
+        let want = desired_of(st);
         let mut applied = self.firewall.applied.lock().await;
         let script = match (&*applied, want.has_bridges()) {
             (None, false) => return Ok(()),
@@ -67,7 +67,7 @@ impl<K: KernelOps> Daemon<K> {
 
     /// Re-create ferry's tables from `st` whatever the kernel holds now.
     pub async fn load_firewall(&self, st: &State) -> Result<()> {
-        let want = nft::desired(st.networks.values(), st.sandboxes.values());
+        let want = desired_of(st);
         let mut applied = self.firewall.applied.lock().await;
         if !want.has_bridges() {
             *applied = None;
@@ -143,11 +143,30 @@ impl<K: KernelOps> Daemon<K> {
     }
 }
 
-/// Every port published by a live endpoint other than `sb_id`'s on `net_id`.
+/// The elements for `st`: ferry's running sandboxes and the endpoints the Docker plugin
+/// keeps for dockerd's containers.
+fn desired_of(st: &State) -> Elements {
+    let sandboxes = st
+        .sandboxes
+        .values()
+        .filter(|s| s.is_running())
+        .flat_map(|s| s.endpoints.iter());
+    let docker = st.plugin.endpoints.values().map(|e| &e.endpoint);
+    nft::desired_for_endpoints(st.networks.values(), sandboxes.chain(docker))
+}
+
+/// Every port published by a live endpoint other than `sb_id`'s on `net_id` (Docker's
+/// containers' included: `sb_id` may be a Docker endpoint's ID).
 pub(crate) fn taken_ports(st: &State, sb_id: &str, net_id: &str) -> Vec<Published> {
+    let docker = st
+        .plugin
+        .endpoints
+        .values()
+        .map(|e| (e.id.as_str(), &e.endpoint));
     st.sandboxes
         .values()
         .flat_map(|s| s.endpoints.iter().map(move |e| (s.id.as_str(), e)))
+        .chain(docker)
         .filter(|(s, e)| !(*s == sb_id && e.network_id == net_id))
         .filter_map(|(_, e)| e.live.as_ref())
         .flat_map(|l| l.published.iter().copied())

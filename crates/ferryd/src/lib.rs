@@ -8,6 +8,7 @@ pub mod dns;
 pub mod error;
 pub mod firewall;
 pub mod ops;
+pub mod plugin;
 pub mod reconcile;
 pub mod state;
 pub mod supervise;

@@ -35,6 +35,10 @@ struct Args {
     /// The default bridge's address and prefix.
     #[arg(long, default_value = "172.17.0.1/16")]
     bip: ipnet::Ipv4Net,
+    /// Where the Docker plugin socket `ferry.sock` goes (dockerd looks in
+    /// /run/docker/plugins); an empty value turns the plugin off.
+    #[arg(long, default_value = "/run/docker/plugins")]
+    plugin_dir: PathBuf,
     /// Where the embedded DNS forwards names it does not own, for sandboxes without
     /// --dns (repeatable). Default: the host's resolv.conf nameservers.
     #[arg(long = "dns-upstream", value_name = "IP[:PORT]", value_parser = ferryd::dns::parse_upstream)]
@@ -67,10 +71,14 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(run(cfg, args.dns_upstream))
+        .block_on(run(cfg, args.dns_upstream, args.plugin_dir))
 }
 
-async fn run(cfg: Config, dns_upstream: Vec<std::net::SocketAddr>) -> anyhow::Result<()> {
+async fn run(
+    cfg: Config,
+    dns_upstream: Vec<std::net::SocketAddr>,
+    plugin_dir: PathBuf,
+) -> anyhow::Result<()> {
     for dir in [&cfg.data_root, &cfg.exec_root] {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
@@ -93,6 +101,12 @@ async fn run(cfg: Config, dns_upstream: Vec<std::net::SocketAddr>) -> anyhow::Re
     tracing::info!("ferryd listening on unix://{}", socket.display());
 
     let stop = d.clone();
+    let plugin = if plugin_dir.as_os_str().is_empty() {
+        None
+    } else {
+        let listener = ferryd::plugin::bind(&plugin_dir)?;
+        Some(tokio::spawn(ferryd::plugin::serve(d.clone(), listener)))
+    };
     let app = axum::middleware::from_fn(api::strip_version).layer(api::router(d));
     let serve = axum::serve(
         listener,
@@ -106,5 +120,9 @@ async fn run(cfg: Config, dns_upstream: Vec<std::net::SocketAddr>) -> anyhow::Re
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping; sandboxes keep running"),
     }
     let _ = std::fs::remove_file(&socket);
+    if let Some(task) = plugin {
+        task.abort();
+        let _ = std::fs::remove_file(ferryd::plugin::socket_in(&plugin_dir));
+    }
     Ok(())
 }

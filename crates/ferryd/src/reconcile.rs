@@ -22,6 +22,9 @@ pub async fn reconcile<K: KernelOps>(d: &Arc<Daemon<K>>) -> Result<()> {
     d.ensure_predefined().await?;
     ensure_bridges(d).await;
     stop_dead_sandboxes(d).await?;
+    if let Err(e) = d.plugin_reconcile().await {
+        tracing::warn!("reconcile Docker endpoints: {e}");
+    }
     remove_orphans(d).await;
     let st = d.state.lock().await;
     d.load_firewall(&st).await
@@ -80,6 +83,7 @@ async fn remove_orphans<K: KernelOps>(d: &Daemon<K>) {
         ns_files.insert(s.id[..12].to_string());
         ns_links.insert(format!("ferry-{}", s.name));
     }
+    links.extend(st.plugin.endpoints.values().flat_map(|e| e.links()));
     let known_dirs: HashSet<String> = st.sandboxes.keys().cloned().collect();
     drop(st);
     match d.kernel.link_names().await {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use ferry_core::id::{resolve, Lookup};
 use ferry_core::model::{Network, Sandbox};
+use ferry_core::remote::{DockerEndpoint, DockerNetwork, IpamPool};
 use ferry_core::CoreError;
 use ferry_store::{Op, Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,15 @@ pub struct State {
     pub networks: BTreeMap<String, Network>,
     pub sandboxes: BTreeMap<String, Sandbox>,
     pub meta: Meta,
+    /// What the Docker plugin keeps for dockerd (see ferry_core::remote).
+    pub plugin: PluginState,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PluginState {
+    pub pools: BTreeMap<String, IpamPool>,
+    pub networks: BTreeMap<String, DockerNetwork>,
+    pub endpoints: BTreeMap<String, DockerEndpoint>,
 }
 
 /// A key whose value changed.
@@ -27,6 +37,17 @@ pub enum Key {
     Net(String),
     Sbx(String),
     Meta,
+    /// `plugin/pool/<id>`, `plugin/net/<id>`, `plugin/ep/<id>`.
+    PluginPool(String),
+    PluginNet(String),
+    PluginEp(String),
+}
+
+fn put_or_delete<T: Serialize>(key: String, v: Option<&T>) -> Op {
+    match v {
+        Some(v) => Op::Put(key, serde_json::to_vec(v).expect("serializable")),
+        None => Op::Delete(key),
+    }
 }
 
 fn decode<T: for<'a> Deserialize<'a>>(k: &str, v: &[u8]) -> Result<T, StoreError> {
@@ -43,6 +64,18 @@ impl State {
         for (k, v) in store.list("sbx/")? {
             let s: Sandbox = decode(&k, &v)?;
             st.sandboxes.insert(s.id.clone(), s);
+        }
+        for (k, v) in store.list("plugin/pool/")? {
+            let p: IpamPool = decode(&k, &v)?;
+            st.plugin.pools.insert(p.id.clone(), p);
+        }
+        for (k, v) in store.list("plugin/net/")? {
+            let n: DockerNetwork = decode(&k, &v)?;
+            st.plugin.networks.insert(n.id.clone(), n);
+        }
+        for (k, v) in store.list("plugin/ep/")? {
+            let e: DockerEndpoint = decode(&k, &v)?;
+            st.plugin.endpoints.insert(e.id.clone(), e);
         }
         if let Some((k, v)) = store.list("meta/state")?.into_iter().next() {
             st.meta = decode(&k, &v)?;
@@ -72,6 +105,15 @@ impl State {
                     "meta/state".into(),
                     serde_json::to_vec(&self.meta).expect("serializable"),
                 ),
+                Key::PluginPool(id) => {
+                    put_or_delete(format!("plugin/pool/{id}"), self.plugin.pools.get(id))
+                }
+                Key::PluginNet(id) => {
+                    put_or_delete(format!("plugin/net/{id}"), self.plugin.networks.get(id))
+                }
+                Key::PluginEp(id) => {
+                    put_or_delete(format!("plugin/ep/{id}"), self.plugin.endpoints.get(id))
+                }
             })
             .collect()
     }
@@ -99,6 +141,27 @@ impl State {
             Lookup::NotFound | Lookup::Ambiguous => {
                 Err(CoreError::NoSuchContainer(key.to_string()))
             }
+        }
+    }
+
+    /// A network Docker made through the plugin: Docker removes it, not ferry.
+    pub fn docker_managed(&self, network_id: &str) -> bool {
+        self.plugin.networks.contains_key(network_id)
+    }
+
+    /// ferry's sandboxes stay off Docker's networks: Docker owns their addresses (with its
+    /// own IPAM ferry cannot reserve for it) and their lifetime (Docker's network rm
+    /// cannot be refused, so a ferry sandbox on it would keep the network forever).
+    pub fn ferry_may_join(&self, network_id: &str) -> Result<(), CoreError> {
+        match (
+            self.docker_managed(network_id),
+            self.networks.get(network_id),
+        ) {
+            (true, Some(n)) => Err(CoreError::Invalid(format!(
+                "network {} belongs to Docker: only Docker containers can join it",
+                n.name
+            ))),
+            _ => Ok(()),
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod container;
 pub mod network;
+pub mod plugin;
 
 pub const API_VERSION: &str = "1.41";
 pub const MIN_API_VERSION: &str = "1.12";

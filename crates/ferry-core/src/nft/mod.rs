@@ -33,7 +33,7 @@ pub mod render;
 
 use std::collections::BTreeMap;
 
-use crate::model::{Driver, Network, Sandbox};
+use crate::model::{Driver, Endpoint, Network, Sandbox};
 use crate::ports::Published;
 
 /// The mark ferry sets on forwarded packets it accepts, so that one rule in Docker's
@@ -152,6 +152,19 @@ pub fn desired<'a>(
     networks: impl IntoIterator<Item = &'a Network>,
     sandboxes: impl IntoIterator<Item = &'a Sandbox>,
 ) -> Elements {
+    let endpoints = sandboxes
+        .into_iter()
+        .filter(|s| s.is_running())
+        .flat_map(|s| s.endpoints.iter());
+    desired_for_endpoints(networks, endpoints)
+}
+
+/// [`desired`] over endpoints wherever they come from: running sandboxes' and those the
+/// Docker plugin keeps for dockerd's containers.
+pub fn desired_for_endpoints<'a>(
+    networks: impl IntoIterator<Item = &'a Network>,
+    endpoints: impl IntoIterator<Item = &'a Endpoint>,
+) -> Elements {
     let mut e = Elements::default();
     let mut noicc = vec![];
     for n in networks {
@@ -182,15 +195,13 @@ pub fn desired<'a>(
             noicc.push(n.id.as_str());
         }
     }
-    for sb in sandboxes.into_iter().filter(|s| s.is_running()) {
-        for ep in &sb.endpoints {
-            let Some(live) = &ep.live else { continue };
-            if noicc.contains(&ep.network_id.as_str()) {
-                e.put(SetName::NoIccPorts, ifname(live.host_if.as_str()), None);
-            }
-            for p in &live.published {
-                put_published(&mut e, p, live.ip);
-            }
+    for ep in endpoints {
+        let Some(live) = &ep.live else { continue };
+        if noicc.contains(&ep.network_id.as_str()) {
+            e.put(SetName::NoIccPorts, ifname(live.host_if.as_str()), None);
+        }
+        for p in &live.published {
+            put_published(&mut e, p, live.ip);
         }
     }
     e

@@ -4,6 +4,8 @@ pub mod addr;
 pub mod bridge;
 pub mod del;
 pub mod get;
+pub mod kind;
+pub mod pair;
 pub mod port;
 pub mod route;
 pub mod up;

@@ -34,7 +34,11 @@ pub async fn inspect<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> Ap
     let st = d.state.lock().await;
     let id = st.network_id(&id)?;
     let users: Vec<_> = st.sandboxes.values().filter(|s| s.is_running()).collect();
-    Ok(Json(network_resource(&st.networks[&id], &users)).into_response())
+    let mut v = network_resource(&st.networks[&id], &users);
+    if let Some(c) = v["Containers"].as_object_mut() {
+        c.extend(crate::plugin::docker_containers(&st, &id));
+    }
+    Ok(Json(v).into_response())
 }
 
 pub async fn create<K: KernelOps>(State(d): D<K>, b: axum::body::Bytes) -> ApiResult {

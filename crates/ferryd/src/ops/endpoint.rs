@@ -185,6 +185,7 @@ impl<K: KernelOps> Daemon<K> {
     pub async fn connect(&self, net_ref: &str, req: ConnectRequest) -> Result<()> {
         let mut st = self.state.lock().await;
         let net_id = st.network_id(net_ref)?;
+        st.ferry_may_join(&net_id)?;
         let sb_id = st.sandbox_id(&req.container)?;
         let cfg = req.endpoint_config.unwrap_or_default();
         let static_ip = parse_static(

@@ -4,6 +4,7 @@
 
 mod endpoint;
 mod network;
+mod plugin;
 mod sandbox;
 mod system;
 

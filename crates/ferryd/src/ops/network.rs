@@ -87,6 +87,13 @@ impl<K: KernelOps> Daemon<K> {
         if net.predefined {
             return Err(CoreError::Predefined(net.name.clone()).into());
         }
+        if st.docker_managed(id) {
+            return Err(CoreError::Invalid(format!(
+                "network {} belongs to Docker: remove it with docker network rm",
+                net.name
+            ))
+            .into());
+        }
         if !st.users_of(id).is_empty() {
             return Err(CoreError::NetworkInUse {
                 name: net.name.clone(),
@@ -113,7 +120,7 @@ impl<K: KernelOps> Daemon<K> {
         let mut st = self.state.lock().await;
         let mut ids = vec![];
         for n in st.networks.values().filter(|n| !n.predefined) {
-            if matches(n)? && st.users_of(&n.id).is_empty() {
+            if matches(n)? && st.users_of(&n.id).is_empty() && !st.docker_managed(&n.id) {
                 ids.push(n.id.clone());
             }
         }

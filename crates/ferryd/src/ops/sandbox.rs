@@ -125,6 +125,7 @@ impl<K: KernelOps> Daemon<K> {
             mode.as_str()
         };
         let net_id = st.network_id(net_ref)?;
+        st.ferry_may_join(&net_id)?;
         let net = &st.networks[&net_id];
         let (ip, aliases) = endpoint_for(&req, &mode, &net.name);
         let static_ip = match ip {

@@ -20,6 +20,7 @@ impl<K: KernelOps> Daemon<K> {
                 errors.push(format!("rm {id}: {e}"));
             }
         }
+        errors.extend(self.plugin_forget_all().await);
         let nets: Vec<(String, bool)> = {
             let st = self.state.lock().await;
             st.networks

@@ -1,0 +1,343 @@
+//! NetworkDriver: endpoints (CreateEndpoint, Join, Leave, DeleteEndpoint), their
+//! published ports and EndpointOperInfo.
+
+use std::collections::BTreeMap;
+
+use ferry_core::docker::plugin::{
+    check_id, parse_cidr_addr, parse_mac, portmap, CreateEndpointRequest, CreateEndpointResponse,
+    EndpointRef, InterfaceMac, InterfaceName, JoinRequest, JoinResponse, OperInfoResponse,
+    ProgramExternalRequest,
+};
+use ferry_core::model::{host_if_name, mac_for, mac_string, Endpoint, LiveEndpoint};
+use ferry_core::ports::decide;
+use ferry_core::remote::{container_if_name, DockerEndpoint, DOCKER_IPAM_OWNER};
+use ferry_core::{CoreError, IfName};
+use ferry_kernel::{KernelOps, VethPairSpec};
+use serde_json::Value;
+
+use super::{no_endpoint, no_ipv6};
+use crate::error::Result;
+use crate::firewall::{check_host_free, check_publishable, taken_ports};
+use crate::ops::Daemon;
+use crate::state::Key;
+
+impl<K: KernelOps> Daemon<K> {
+    pub async fn plugin_create_endpoint(
+        &self,
+        req: CreateEndpointRequest,
+    ) -> Result<CreateEndpointResponse> {
+        check_id("endpoint ID", &req.endpoint_id)?;
+        let iface = req.interface.clone().unwrap_or_default();
+        let mut st = self.state.lock().await;
+        let answer = |mac: &[u8; 6]| CreateEndpointResponse {
+            interface: iface.mac_address.trim().is_empty().then(|| InterfaceMac {
+                mac_address: mac_string(mac),
+            }),
+        };
+        if let Some(e) = st.plugin.endpoints.get(&req.endpoint_id) {
+            if e.endpoint.network_id == req.network_id {
+                let live = e.endpoint.live.as_ref().expect("docker endpoints are live");
+                return Ok(answer(&live.mac));
+            }
+            return Err(CoreError::Invalid(format!(
+                "endpoint {} exists on another network",
+                req.endpoint_id
+            ))
+            .into());
+        }
+        let net = st
+            .networks
+            .get(&req.network_id)
+            .ok_or_else(|| CoreError::NoSuchNetwork(req.network_id.clone()))?;
+        if !st.docker_managed(&req.network_id) {
+            return Err(CoreError::Invalid(format!(
+                "network {} was not made through the Docker plugin",
+                net.name
+            ))
+            .into());
+        }
+        if !iface.address_ipv6.trim().is_empty() {
+            return Err(no_ipv6().into());
+        }
+        if iface.address.trim().is_empty() {
+            return Err(CoreError::Invalid(
+                "Docker gave the endpoint no IPv4 address; ferry needs one".into(),
+            )
+            .into());
+        }
+        let addr = parse_cidr_addr("address", &iface.address)?;
+        let ip = addr.addr();
+        let mac = match iface.mac_address.trim() {
+            "" => mac_for(ip),
+            m => parse_mac(m)?,
+        };
+        let ports = portmap(req.options.as_ref())?;
+        let internal = net.internal;
+        let ep_id = req.endpoint_id.clone();
+        let net_name = net.name.clone();
+        let before = st.clone();
+        let pool = st
+            .networks
+            .get_mut(&req.network_id)
+            .and_then(|n| n.pool.as_mut())
+            .ok_or_else(|| CoreError::Invalid(format!("network {net_name} has no subnet")))?;
+        if !pool.subnet.contains(&ip) {
+            return Err(CoreError::AddressOutsideSubnet(ip).into());
+        }
+        let ifname = IfName::new(container_if_name(&ep_id))?;
+        match pool.owner(ip) {
+            Some(DOCKER_IPAM_OWNER) => {
+                pool.allocated.insert(ip, ep_id.clone());
+            }
+            Some(_) => return Err(CoreError::AddressInUse(ip).into()),
+            None => pool.allocate_static(ip, &ep_id)?,
+        }
+        let gateway = (!internal).then_some(pool.gateway);
+        let live = LiveEndpoint {
+            id: ep_id.clone(),
+            ip,
+            prefix_len: addr.prefix_len(),
+            gateway,
+            mac,
+            host_if: host_if_name(&ep_id),
+            ifname,
+            default_route: gateway.is_some(),
+            published: vec![],
+        };
+        st.plugin.endpoints.insert(
+            ep_id.clone(),
+            DockerEndpoint {
+                id: ep_id.clone(),
+                endpoint: Endpoint {
+                    network_id: req.network_id.clone(),
+                    static_ip: None,
+                    aliases: vec![],
+                    ports,
+                    live: Some(live),
+                },
+                joined: false,
+                sandbox_key: None,
+            },
+        );
+        let keys = [Key::Net(req.network_id), Key::PluginEp(ep_id)];
+        self.commit(&st, &keys)?;
+        if let Err(e) = self.sync_firewall(&st).await {
+            self.rollback(&mut st, before, &keys);
+            return Err(e);
+        }
+        Ok(answer(&mac))
+    }
+
+    pub async fn plugin_join(&self, req: JoinRequest) -> Result<JoinResponse> {
+        let mut st = self.state.lock().await;
+        let ep = st
+            .plugin
+            .endpoints
+            .get(&req.endpoint_id)
+            .ok_or_else(|| no_endpoint(&req.endpoint_id))?;
+        let net = st
+            .networks
+            .get(&ep.endpoint.network_id)
+            .ok_or_else(|| CoreError::NoSuchNetwork(ep.endpoint.network_id.clone()))?;
+        let live = ep.endpoint.live.clone().expect("docker endpoints are live");
+        let bridge = net.bridge.clone().expect("docker networks have a bridge");
+        // Docker sends the port map with Join too; ProgramExternalConnectivity decides
+        // the host ports later, but the bridge port must be hairpin from the start.
+        let ports = match portmap(req.options.as_ref())? {
+            p if p.is_empty() => ep.endpoint.ports.clone(),
+            p => p,
+        };
+        let answer = JoinResponse {
+            interface_name: InterfaceName {
+                src_name: live.ifname.to_string(),
+                dst_prefix: "eth".into(),
+            },
+            gateway: live.gateway.map(|g| g.to_string()).unwrap_or_default(),
+            disable_gateway_service: live.gateway.is_none(),
+        };
+        if ep.joined
+            && self
+                .kernel
+                .link_names()
+                .await?
+                .contains(&live.host_if.to_string())
+        {
+            return Ok(answer);
+        }
+        let before = st.clone();
+        let keys = [Key::PluginEp(req.endpoint_id.clone())];
+        let ep = st
+            .plugin
+            .endpoints
+            .get_mut(&req.endpoint_id)
+            .expect("looked up");
+        ep.joined = true;
+        ep.sandbox_key = Some(req.sandbox_key.clone()).filter(|k| !k.is_empty());
+        self.commit(&st, &keys)?;
+        let spec = VethPairSpec {
+            bridge: bridge.name.to_string(),
+            host_if: live.host_if.to_string(),
+            peer_if: live.ifname.to_string(),
+            peer_mac: live.mac,
+            mtu: bridge.mtu,
+            hairpin: !ports.is_empty(),
+        };
+        // What an earlier, interrupted Join may have left.
+        let _ = self.kernel.delete_link(&spec.host_if).await;
+        let _ = self.kernel.delete_link(&spec.peer_if).await;
+        if let Err(e) = self.kernel.create_veth_pair(&spec).await {
+            self.rollback(&mut st, before, &keys);
+            return Err(e.into());
+        }
+        Ok(answer)
+    }
+
+    /// Nothing in the kernel: dockerd moves the container end back itself and
+    /// DeleteEndpoint deletes the pair.
+    pub async fn plugin_leave(&self, r: EndpointRef) -> Result<()> {
+        let mut st = self.state.lock().await;
+        match st.plugin.endpoints.get_mut(&r.endpoint_id) {
+            Some(ep) if ep.joined => {
+                ep.joined = false;
+                self.commit(&st, &[Key::PluginEp(r.endpoint_id)])
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn plugin_delete_endpoint(&self, r: EndpointRef) -> Result<()> {
+        let mut st = self.state.lock().await;
+        let Some(ep) = st.plugin.endpoints.remove(&r.endpoint_id) else {
+            return Ok(());
+        };
+        let nid = ep.endpoint.network_id.clone();
+        let ferry_ipam = st
+            .plugin
+            .networks
+            .get(&nid)
+            .is_some_and(|n| n.pool_id.is_some());
+        let mut keys = vec![Key::PluginEp(r.endpoint_id.clone())];
+        if let (Some(pool), Some(live)) = (
+            st.networks.get_mut(&nid).and_then(|n| n.pool.as_mut()),
+            ep.endpoint.live.as_ref(),
+        ) {
+            if pool.owner(live.ip) == Some(ep.id.as_str()) {
+                if ferry_ipam {
+                    // Docker's ReleaseAddress follows and frees it.
+                    pool.allocated.insert(live.ip, DOCKER_IPAM_OWNER.into());
+                } else {
+                    pool.release(live.ip);
+                }
+                keys.push(Key::Net(nid));
+            }
+        }
+        self.commit(&st, &keys)?;
+        self.sync_firewall_or_warn(&st, "delete endpoint").await;
+        drop(st);
+        for l in ep.links() {
+            if let Err(e) = self.kernel.delete_link(&l).await {
+                tracing::warn!("delete endpoint {}: {e}; reconcile will remove it", ep.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Decide the host ports of `com.docker.network.portmap` (Docker publishes nothing
+    /// itself for a remote driver) and record them on the endpoint.
+    pub async fn plugin_program_external(&self, req: ProgramExternalRequest) -> Result<()> {
+        let mut st = self.state.lock().await;
+        let Some(ep) = st.plugin.endpoints.get(&req.endpoint_id) else {
+            return Err(no_endpoint(&req.endpoint_id).into());
+        };
+        let nid = ep.endpoint.network_id.clone();
+        let maps = portmap(req.options.as_ref())?;
+        let net = st
+            .networks
+            .get(&nid)
+            .ok_or_else(|| CoreError::NoSuchNetwork(nid.clone()))?;
+        check_publishable(net, !maps.is_empty())?;
+        let published = decide(&maps, &taken_ports(&st, &req.endpoint_id, &nid))?;
+        let live = ep
+            .endpoint
+            .live
+            .as_ref()
+            .expect("docker endpoints are live");
+        if ep.endpoint.ports == maps && live.published == published {
+            return Ok(());
+        }
+        check_host_free(&published)?;
+        let before = st.clone();
+        let keys = [Key::PluginEp(req.endpoint_id.clone())];
+        let ep = st
+            .plugin
+            .endpoints
+            .get_mut(&req.endpoint_id)
+            .expect("looked up");
+        ep.endpoint.ports = maps;
+        ep.endpoint.live.as_mut().expect("live").published = published;
+        self.commit(&st, &keys)?;
+        if let Err(e) = self.sync_firewall(&st).await {
+            self.rollback(&mut st, before, &keys);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    pub async fn plugin_revoke_external(&self, r: EndpointRef) -> Result<()> {
+        let mut st = self.state.lock().await;
+        let Some(live) = st
+            .plugin
+            .endpoints
+            .get_mut(&r.endpoint_id)
+            .and_then(|e| e.endpoint.live.as_mut())
+        else {
+            return Ok(());
+        };
+        if live.published.is_empty() {
+            return Ok(());
+        }
+        live.published.clear();
+        self.commit(&st, &[Key::PluginEp(r.endpoint_id)])?;
+        self.sync_firewall_or_warn(&st, "revoke external connectivity")
+            .await;
+        Ok(())
+    }
+
+    /// Free-form facts about the endpoint (Docker shows them nowhere, but the call is
+    /// mandatory); `{}` for an endpoint ferry does not know.
+    pub async fn plugin_oper_info(&self, r: EndpointRef) -> Result<OperInfoResponse> {
+        let st = self.state.lock().await;
+        let mut value = BTreeMap::new();
+        if let Some(live) = st
+            .plugin
+            .endpoints
+            .get(&r.endpoint_id)
+            .and_then(|e| e.endpoint.live.as_ref())
+        {
+            value.insert(
+                "ferry.host_if".into(),
+                Value::from(live.host_if.to_string()),
+            );
+            value.insert(
+                "ferry.address".into(),
+                Value::from(format!("{}/{}", live.ip, live.prefix_len)),
+            );
+            value.insert("ferry.mac".into(), Value::from(mac_string(&live.mac)));
+            let published: Vec<String> = live
+                .published
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}:{}->{}/{}",
+                        p.host_ip_string(),
+                        p.host_ports,
+                        p.container_ports,
+                        p.proto.as_str()
+                    )
+                })
+                .collect();
+            value.insert("ferry.published".into(), Value::from(published));
+        }
+        Ok(OperInfoResponse { value })
+    }
+}

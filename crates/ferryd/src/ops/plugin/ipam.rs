@@ -1,0 +1,174 @@
+//! IpamDriver: pools and addresses Docker asks ferry's IPAM for.
+
+use std::collections::BTreeMap;
+
+use ferry_core::docker::plugin::{
+    parse_addr, ReleaseAddressRequest, ReleasePoolRequest, RequestAddressRequest,
+    RequestAddressResponse, RequestPoolRequest, RequestPoolResponse,
+};
+use ferry_core::ipam::pools::{next_pool, overlaps};
+use ferry_core::ipam::AddressPool;
+use ferry_core::remote::{IpamPool, DOCKER_IPAM_OWNER};
+use ferry_core::validate::{first_host, parse_subnet};
+use ferry_core::CoreError;
+use ferry_kernel::KernelOps;
+
+use super::{no_ipv6, no_pool, pool_key, pool_mut, taken_subnets, with_len};
+use crate::error::Result;
+use crate::ops::{new_id, Daemon};
+use crate::state::Key;
+
+impl<K: KernelOps> Daemon<K> {
+    pub async fn plugin_request_pool(
+        &self,
+        req: RequestPoolRequest,
+    ) -> Result<RequestPoolResponse> {
+        if req.v6 {
+            return Err(no_ipv6().into());
+        }
+        let mut st = self.state.lock().await;
+        let routes = self.kernel.route_destinations().await?;
+        let taken = taken_subnets(&st);
+        let mut cursor = st.meta.pool_cursor;
+        let subnet = match req.pool.trim() {
+            "" => {
+                let (subnet, c) = next_pool(cursor, &taken, &routes)?;
+                cursor = Some(c);
+                subnet
+            }
+            s => {
+                let subnet = parse_subnet(s)?;
+                if subnet.prefix_len() > 30 {
+                    return Err(CoreError::BadValue {
+                        what: "subnet",
+                        value: s.into(),
+                        why: "it has room for no host".into(),
+                    }
+                    .into());
+                }
+                if taken.iter().any(|t| overlaps(t, &subnet)) {
+                    return Err(CoreError::PoolOverlap.into());
+                }
+                subnet
+            }
+        };
+        let range = match req.sub_pool.trim() {
+            "" => None,
+            r => {
+                let range = parse_subnet(r).map_err(|_| CoreError::BadValue {
+                    what: "ip-range",
+                    value: r.into(),
+                    why: "invalid CIDR address".into(),
+                })?;
+                if !(subnet.contains(&range.network()) && range.prefix_len() >= subnet.prefix_len())
+                {
+                    return Err(CoreError::RangeOutOfSubnet {
+                        range: r.into(),
+                        subnet: subnet.to_string(),
+                    }
+                    .into());
+                }
+                Some(range)
+            }
+        };
+        let id = format!("ferry-{}", &new_id()[..24]);
+        st.plugin.pools.insert(
+            id.clone(),
+            IpamPool {
+                id: id.clone(),
+                pool: Some(AddressPool::new(subnet, first_host(subnet), range)),
+                network_id: None,
+                released: false,
+            },
+        );
+        st.meta.pool_cursor = cursor;
+        self.commit(&st, &[Key::PluginPool(id.clone()), Key::Meta])?;
+        Ok(RequestPoolResponse {
+            pool_id: id,
+            pool: subnet.to_string(),
+            data: BTreeMap::new(),
+        })
+    }
+
+    pub async fn plugin_request_address(
+        &self,
+        req: RequestAddressRequest,
+    ) -> Result<RequestAddressResponse> {
+        let mut st = self.state.lock().await;
+        let key = pool_key(&st, &req.pool_id);
+        let net_name = match &key {
+            Key::Net(id) => st.networks[id].name.clone(),
+            _ => req.pool_id.clone(),
+        };
+        let pool = pool_mut(&mut st, &req.pool_id).ok_or_else(|| no_pool(&req.pool_id))?;
+        let asked = match req.address.trim() {
+            "" => None,
+            a => Some(parse_addr("address", a)?),
+        };
+        let ip = if req.is_gateway() {
+            let ip = asked.unwrap_or_else(|| first_host(pool.subnet));
+            let s = pool.subnet;
+            if !s.contains(&ip) || ip == s.network() || ip == s.broadcast() {
+                return Err(CoreError::GatewayOutOfRange(ip.to_string()).into());
+            }
+            if pool.owner(ip).is_some() {
+                return Err(CoreError::AddressInUse(ip).into());
+            }
+            pool.gateway = ip;
+            ip
+        } else if let Some(ip) = asked {
+            if pool.owner(ip).is_some() {
+                return Err(CoreError::AddressInUse(ip).into());
+            }
+            pool.allocate_static(ip, DOCKER_IPAM_OWNER)?;
+            ip
+        } else {
+            pool.allocate_dynamic(DOCKER_IPAM_OWNER, &net_name)?
+        };
+        let address = with_len(ip, pool);
+        self.commit(&st, &[key])?;
+        Ok(RequestAddressResponse {
+            address,
+            data: BTreeMap::new(),
+        })
+    }
+
+    /// Frees an address only while no endpoint holds it; anything else (the gateway, an
+    /// address already free or handed out again) is left alone, successfully.
+    pub async fn plugin_release_address(&self, req: ReleaseAddressRequest) -> Result<()> {
+        let mut st = self.state.lock().await;
+        let ip = parse_addr("address", &req.address)?;
+        let key = pool_key(&st, &req.pool_id);
+        let Some(pool) = pool_mut(&mut st, &req.pool_id) else {
+            return Ok(());
+        };
+        if pool.owner(ip) != Some(DOCKER_IPAM_OWNER) {
+            return Ok(());
+        }
+        pool.release(ip);
+        self.commit(&st, &[key])
+    }
+
+    /// Docker releases the pool before DeleteNetwork: a bound pool is only marked, and
+    /// goes with its network.
+    pub async fn plugin_release_pool(&self, req: ReleasePoolRequest) -> Result<()> {
+        let mut st = self.state.lock().await;
+        let Some(rec) = st.plugin.pools.get(&req.pool_id) else {
+            return Ok(());
+        };
+        let bound = rec
+            .network_id
+            .as_ref()
+            .is_some_and(|n| st.networks.contains_key(n));
+        if bound {
+            st.plugin
+                .pools
+                .get_mut(&req.pool_id)
+                .expect("looked up")
+                .released = true;
+        } else {
+            st.plugin.pools.remove(&req.pool_id);
+        }
+        self.commit(&st, &[Key::PluginPool(req.pool_id)])
+    }
+}

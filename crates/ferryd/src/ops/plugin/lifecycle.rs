@@ -1,0 +1,95 @@
+//! The plugin's records at ferryd's start (reconcile) and at `ferry system cleanup`.
+
+use ferry_core::docker::plugin::EndpointRef;
+use ferry_kernel::KernelOps;
+
+use crate::error::Result;
+use crate::ops::Daemon;
+use crate::state::Key;
+
+impl<K: KernelOps> Daemon<K> {
+    /// `ferry system cleanup`: drop everything the plugin holds for dockerd (its networks
+    /// with their endpoints, links and bridges, then every IPAM pool), whatever Docker
+    /// still believes. Errors come back together; every step runs.
+    pub async fn plugin_forget_all(&self) -> Vec<String> {
+        let mut errors = vec![];
+        let nets: Vec<String> = self
+            .state
+            .lock()
+            .await
+            .plugin
+            .networks
+            .keys()
+            .cloned()
+            .collect();
+        for id in nets {
+            let r = EndpointRef {
+                network_id: id.clone(),
+                endpoint_id: String::new(),
+            };
+            if let Err(e) = self.plugin_delete_network(r).await {
+                errors.push(format!("Docker network {id}: {e}"));
+            }
+        }
+        let mut st = self.state.lock().await;
+        let mut keys: Vec<Key> = st
+            .plugin
+            .pools
+            .keys()
+            .cloned()
+            .map(Key::PluginPool)
+            .collect();
+        keys.extend(st.plugin.endpoints.keys().cloned().map(Key::PluginEp));
+        st.plugin.pools.clear();
+        let links: Vec<String> = std::mem::take(&mut st.plugin.endpoints)
+            .values()
+            .flat_map(|e| e.links())
+            .collect();
+        if let Err(e) = self.commit(&st, &keys) {
+            errors.push(e.to_string());
+        }
+        drop(st);
+        for l in links {
+            if let Err(e) = self.kernel.delete_link(&l).await {
+                errors.push(e.to_string());
+            }
+        }
+        errors
+    }
+
+    /// At start. A veth pair dies with either end's namespace, so a joined Docker
+    /// endpoint whose host link is gone lost its container while ferryd was away, and
+    /// Docker, which gives up on an unreachable plugin after 15 s, will not say so: forget
+    /// the endpoint and free its address.
+    pub async fn plugin_reconcile(&self) -> Result<()> {
+        let links = self.kernel.link_names().await?;
+        let mut st = self.state.lock().await;
+        let gone: Vec<(String, String, std::net::Ipv4Addr)> = st
+            .plugin
+            .endpoints
+            .values()
+            .filter(|e| e.joined)
+            .filter_map(|e| {
+                let l = e.endpoint.live.as_ref()?;
+                (!links.contains(&l.host_if.to_string()))
+                    .then(|| (e.id.clone(), e.endpoint.network_id.clone(), l.ip))
+            })
+            .collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let mut keys = vec![];
+        for (id, nid, ip) in gone {
+            tracing::info!("reconcile: Docker endpoint {id} lost its link while ferryd was away; forgetting it");
+            st.plugin.endpoints.remove(&id);
+            keys.push(Key::PluginEp(id.clone()));
+            if let Some(pool) = st.networks.get_mut(&nid).and_then(|n| n.pool.as_mut()) {
+                if pool.owner(ip) == Some(id.as_str()) {
+                    pool.release(ip);
+                    keys.push(Key::Net(nid));
+                }
+            }
+        }
+        self.commit(&st, &keys)
+    }
+}

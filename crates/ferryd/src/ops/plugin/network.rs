@@ -1,0 +1,244 @@
+//! NetworkDriver: CreateNetwork and DeleteNetwork.
+
+use std::collections::BTreeMap;
+
+use ferry_core::docker::plugin::{
+    check_id, flag_option, generic_options, parse_cidr_addr, CreateNetworkRequest, EndpointRef,
+    OPT_ENABLE_IPV6, OPT_INTERNAL,
+};
+use ferry_core::ipam::pools::overlaps;
+use ferry_core::ipam::AddressPool;
+use ferry_core::model::{Driver, IpamEcho, Network};
+use ferry_core::remote::{DockerNetwork, DOCKER_IPAM_OWNER};
+use ferry_core::validate::{bridge_conf, first_host, parse_subnet, OPT_BRIDGE_NAME};
+use ferry_core::CoreError;
+use ferry_kernel::KernelOps;
+
+use super::{no_ipv6, taken_subnets};
+use crate::error::Result;
+use crate::ops::network::bridge_spec;
+use crate::ops::{now, Daemon};
+use crate::state::Key;
+
+impl<K: KernelOps> Daemon<K> {
+    pub async fn plugin_create_network(&self, req: CreateNetworkRequest) -> Result<()> {
+        let id = req.network_id.clone();
+        check_id("network ID", &id)?;
+        let mut st = self.state.lock().await;
+        if st.networks.contains_key(&id) {
+            if st.docker_managed(&id) {
+                return Ok(());
+            }
+            return Err(CoreError::Invalid(format!("network {id} already exists in ferry")).into());
+        }
+        let opts = req.options.as_ref();
+        if flag_option(opts, OPT_ENABLE_IPV6)
+            || req.ipv6_data.as_ref().is_some_and(|v| !v.is_empty())
+        {
+            return Err(no_ipv6().into());
+        }
+        let v4 = req.ipv4_data.clone().unwrap_or_default();
+        let [data] = v4.as_slice() else {
+            return Err(CoreError::Invalid(format!(
+                "ferry supports exactly one IPv4 subnet per network, Docker sent {}",
+                v4.len()
+            ))
+            .into());
+        };
+        let subnet = parse_subnet(&data.pool)?;
+        let gateway = match data.gateway.trim() {
+            "" => None,
+            g => Some(parse_cidr_addr("gateway", g)?.addr()),
+        };
+        let options = generic_options(opts)?;
+        let bridge = bridge_conf(&id, &options)?;
+        let user_bridge = options.contains_key(OPT_BRIDGE_NAME);
+        if st
+            .networks
+            .values()
+            .filter_map(|n| n.bridge.as_ref())
+            .any(|b| b.name == bridge.name)
+        {
+            return Err(CoreError::Invalid(format!(
+                "bridge {} is used by another network",
+                bridge.name
+            ))
+            .into());
+        }
+        if user_bridge {
+            match self.kernel.link_kind(bridge.name.as_str()).await? {
+                None => {
+                    return Err(CoreError::Invalid(format!(
+                        "bridge {0} does not exist: with -o bridge={0} ferry uses a Linux bridge you made; create it first (ip link add {0} type bridge)",
+                        bridge.name
+                    ))
+                    .into())
+                }
+                Some(k) if k != "bridge" => {
+                    return Err(CoreError::Invalid(format!(
+                        "{} is not a bridge (it is a {} link)",
+                        bridge.name,
+                        if k.is_empty() { "physical" } else { &k }
+                    ))
+                    .into())
+                }
+                Some(_) => {}
+            }
+        }
+        let before = st.clone();
+        let mut keys = vec![Key::Net(id.clone()), Key::PluginNet(id.clone())];
+        let bound = st
+            .plugin
+            .pools
+            .values()
+            .find(|p| !p.released && p.pool.as_ref().is_some_and(|a| a.subnet == subnet))
+            .map(|p| p.id.clone());
+        let pool = match &bound {
+            Some(pid) => {
+                let rec = st.plugin.pools.get_mut(pid).expect("found");
+                rec.network_id = Some(id.clone());
+                keys.push(Key::PluginPool(pid.clone()));
+                let mut pool = rec.pool.take().expect("unbound pools hold addresses");
+                if let Some(g) = gateway {
+                    pool.gateway = g;
+                }
+                pool
+            }
+            None => {
+                if taken_subnets(&st).iter().any(|t| overlaps(t, &subnet)) {
+                    return Err(CoreError::PoolOverlap.into());
+                }
+                let mut pool =
+                    AddressPool::new(subnet, gateway.unwrap_or_else(|| first_host(subnet)), None);
+                for aux in data.aux_addresses.iter().flat_map(|m| m.values()) {
+                    let ip = parse_cidr_addr("aux address", aux)?.addr();
+                    let _ = pool.allocate_static(ip, DOCKER_IPAM_OWNER);
+                }
+                pool
+            }
+        };
+        let network = Network {
+            id: id.clone(),
+            name: format!("docker-{}", &id[..12]),
+            created: now().0,
+            driver: Driver::Bridge,
+            internal: flag_option(opts, OPT_INTERNAL),
+            attachable: false,
+            predefined: false,
+            labels: BTreeMap::new(),
+            options,
+            ipam_options: None,
+            ipam_echo: vec![IpamEcho {
+                subnet: Some(pool.subnet.to_string()),
+                ip_range: pool.range.map(|r| r.to_string()),
+                gateway: Some(pool.gateway.to_string()),
+            }],
+            bridge: Some(bridge),
+            pool: Some(pool),
+        };
+        let spec = bridge_spec(&network).expect("a bridge network");
+        st.networks.insert(id.clone(), network);
+        st.plugin.networks.insert(
+            id.clone(),
+            DockerNetwork {
+                id: id.clone(),
+                pool_id: bound,
+                owns_bridge: !user_bridge,
+            },
+        );
+        self.commit(&st, &keys)?;
+        let existed = self.kernel.link_kind(&spec.name).await?.is_some();
+        let programmed = match self.prepare_bridge(&spec).await {
+            Ok(()) => self.sync_firewall(&st).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = programmed {
+            if !existed {
+                let _ = self.kernel.delete_link(&spec.name).await;
+            }
+            self.rollback(&mut st, before, &keys);
+            self.sync_firewall_or_warn(&st, "create network: undo")
+                .await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Removes the network and whatever Docker forgot on it (endpoints whose
+    /// DeleteEndpoint failed); a network already gone is success.
+    pub async fn plugin_delete_network(&self, r: EndpointRef) -> Result<()> {
+        let id = r.network_id;
+        let mut st = self.state.lock().await;
+        let Some(net) = st.networks.get(&id) else {
+            if st.plugin.networks.remove(&id).is_some() {
+                self.commit(&st, &[Key::PluginNet(id)])?;
+            }
+            return Ok(());
+        };
+        if !st.docker_managed(&id) {
+            return Err(CoreError::Invalid(format!(
+                "network {} was not made through the Docker plugin",
+                net.name
+            ))
+            .into());
+        }
+        if !st.users_of(&id).is_empty() {
+            return Err(CoreError::NetworkInUse {
+                name: net.name.clone(),
+                id: id.clone(),
+            }
+            .into());
+        }
+        let mut keys = vec![Key::Net(id.clone()), Key::PluginNet(id.clone())];
+        let forgotten: Vec<String> = st
+            .plugin
+            .endpoints
+            .values()
+            .filter(|e| e.endpoint.network_id == id)
+            .map(|e| e.id.clone())
+            .collect();
+        let mut links = vec![];
+        for ep in &forgotten {
+            if let Some(e) = st.plugin.endpoints.remove(ep) {
+                links.extend(e.links());
+            }
+            keys.push(Key::PluginEp(ep.clone()));
+        }
+        let mut net = st.networks.remove(&id).expect("looked up");
+        let dn = st.plugin.networks.remove(&id).expect("docker managed");
+        if let Some(pid) = &dn.pool_id {
+            keys.push(Key::PluginPool(pid.clone()));
+            if let Some(rec) = st.plugin.pools.get_mut(pid) {
+                if rec.released {
+                    st.plugin.pools.remove(pid);
+                } else {
+                    // Docker has not released the pool yet: it keeps its addresses.
+                    rec.network_id = None;
+                    rec.pool = net.pool.take();
+                }
+            }
+        }
+        self.commit(&st, &keys)?;
+        self.sync_firewall_or_warn(&st, "delete network").await;
+        drop(st);
+        let mut errors = vec![];
+        for l in &links {
+            if let Err(e) = self.kernel.delete_link(l).await {
+                errors.push(e.to_string());
+            }
+        }
+        if let (true, Some(b)) = (dn.owns_bridge, &net.bridge) {
+            if let Err(e) = self.kernel.delete_link(b.name.as_str()).await {
+                errors.push(e.to_string());
+            }
+        }
+        if !errors.is_empty() {
+            tracing::warn!(
+                "delete network {}: {}; reconcile will remove the rest",
+                net.name,
+                errors.join("; ")
+            );
+        }
+        Ok(())
+    }
+}
