@@ -357,6 +357,12 @@ fn docker_runs_containers_on_ferry_networks_through_the_plugin() -> Result<()> {
         links.iter().any(|l| l == "br-seed"),
         "ferry removed the user's bridge br-seed: {links:?}"
     );
+    let localnet = host.in_host("cat", &["/proc/sys/net/ipv4/conf/br-seed/route_localnet"])?;
+    ensure!(
+        localnet.out() == "0",
+        "ferry left route_localnet={} on the user's bridge",
+        localnet.out()
+    );
     host.host_ip(&["link", "del", "br-seed"])?;
     let left = host.leftovers()?;
     ensure!(left.is_empty(), "left in the kernel:\n{left}");

@@ -64,6 +64,14 @@ fn icc_off_keeps_sandboxes_apart_but_lets_them_reach_the_gateway_and_the_outside
     let (a, b) = (host.ip_of("a", &net)?, host.ip_of("b", &net)?);
     host.expect_no_reach(At::Sandbox("a"), "tcp", &b, 80)?;
     host.expect_no_reach(At::Sandbox("b"), "tcp", &a, 80)?;
+    // Nor by routing through the gateway, which the bridge-level rule alone would miss.
+    let via = format!("{b}/32");
+    host.exec(
+        "a",
+        &[BUSYBOX, "ip", "route", "add", &via, "via", "10.63.0.1"],
+    )?
+    .expect_success()?;
+    host.expect_no_reach(At::Sandbox("a"), "tcp", &b, 80)?;
     ensure!(
         host.pings("a", "10.63.0.1")?,
         "ICC off must still let a sandbox reach its gateway"
@@ -156,7 +164,21 @@ fn outbound_traffic_is_masqueraded_unless_the_network_turns_it_off() -> Result<(
     );
     let fwd = host.in_host("cat", &["/proc/sys/net/ipv4/ip_forward"])?;
     ensure!(fwd.out() == "1", "ip_forward is {:?}", fwd.out());
-    drop(peer);
+    // ferryd turned forwarding on, so it does not route between the host's other
+    // interfaces: a second peer cannot reach the first through the host.
+    let mut other = host.add_peer("10.73.5.1/24", "10.73.5.2/24")?;
+    other.route_via_host("10.72.0.0/24")?;
+    peer.route_via_host("10.73.5.0/24")?;
+    other.serve("tcp", 81)?;
+    host.expect_no_reach(At::Peer(&other), "tcp", &peer.ip, 80)?;
+    drop((peer, other));
+    host.ferry_ok(&["system", "cleanup"])?;
+    let fwd = host.in_host("cat", &["/proc/sys/net/ipv4/ip_forward"])?;
+    ensure!(
+        fwd.out() == "0",
+        "cleanup left ip_forward at {:?}",
+        fwd.out()
+    );
     host.finish()
 }
 
@@ -337,11 +359,20 @@ fn with_dockers_forward_policy_drop_ferry_networks_keep_working() -> Result<()> 
     ] {
         host.in_host("iptables-nft", args)?.expect_success()?;
     }
+    // A stand-in for Docker's own bridge, with a "container" behind it.
+    let mut docker0 = host.add_peer_named("docker0", "10.89.0.1/24", "10.89.0.2/24")?;
+    docker0.serve("tcp", 80)?;
     let net = unique("n");
     host.create_network(&net, &["--subnet", "10.82.0.0/24"])?;
     host.run_server("web", &["--network", &net, "-p", "8080:80"], "tcp", 80)?;
+    host.run_idle("client", &["--network", &net])?;
     host.expect_reach(At::Peer(&peer), "tcp", &peer.host_ip, 8080)?;
     host.expect_reach(At::Sandbox("web"), "tcp", &peer.ip, 80)?;
+    // Hairpin: routed from the bridge back into it.
+    host.expect_reach(At::Sandbox("client"), "tcp", &peer.host_ip, 8080)?;
+    // ferry's rule does not open Docker's containers to ferry's sandboxes: dockerd's own
+    // chains (here, its policy DROP) still decide.
+    host.expect_no_reach(At::Sandbox("client"), "tcp", &docker0.ip, 80)?;
     let chain = host
         .in_host("iptables-nft", &["-S", "DOCKER-USER"])?
         .expect_success()?;
@@ -349,7 +380,15 @@ fn with_dockers_forward_policy_drop_ferry_networks_keep_working() -> Result<()> 
         chain.stdout.contains("ferry"),
         "no ferry rule in DOCKER-USER:\n{chain}"
     );
-    drop(peer);
+    drop((peer, docker0));
+    host.ferry_ok(&["system", "cleanup"])?;
+    let chain = host
+        .in_host("iptables-nft", &["-S", "DOCKER-USER"])?
+        .expect_success()?;
+    ensure!(
+        !chain.stdout.contains("ferry"),
+        "cleanup left ferry's rule in DOCKER-USER:\n{chain}"
+    );
     host.finish()
 }
 

@@ -150,7 +150,8 @@ impl KernelOps for Recorder {
         }
         Ok(String::new())
     }
-    async fn sysctl(&self, key: &[&str], value: &str) -> Result<(), KernelError> {
-        self.record(format!("sysctl {}={value}", key.join(".")))
+    async fn sysctl(&self, key: &[&str], value: &str) -> Result<bool, KernelError> {
+        self.record(format!("sysctl {}={value}", key.join(".")))?;
+        Ok(false)
     }
 }

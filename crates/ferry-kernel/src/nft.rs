@@ -19,21 +19,29 @@ use libloading::{Library, Symbol};
 use crate::KernelError;
 
 const NFT_CTX_DEFAULT: u32 = 0;
+/// `NFT_CTX_OUTPUT_HANDLE`: listings show `# handle N`, so a rule can be deleted.
+const NFT_CTX_OUTPUT_HANDLE: u32 = 1 << 3;
 
 struct Ctx(*mut c_void);
 // The context is only touched under the mutex, one thread at a time.
 unsafe impl Send for Ctx {}
 
-pub struct Nft {
-    lib: Library,
-    ctx: Mutex<Ctx>,
-}
-
 type NewFn = unsafe extern "C" fn(u32) -> *mut c_void;
 type CtxFn = unsafe extern "C" fn(*mut c_void) -> c_int;
+type SetFlagsFn = unsafe extern "C" fn(*mut c_void, u32);
 type GetBufFn = unsafe extern "C" fn(*mut c_void) -> *const c_char;
 type RunFn = unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int;
 type FreeFn = unsafe extern "C" fn(*mut c_void);
+
+/// The library and the entry points ferry uses, resolved once.
+pub struct Nft {
+    _lib: Library,
+    run: RunFn,
+    get_out: GetBufFn,
+    get_err: GetBufFn,
+    free: FreeFn,
+    ctx: Mutex<Ctx>,
+}
 
 fn err(message: impl Into<String>) -> KernelError {
     KernelError::Failed {
@@ -44,73 +52,73 @@ fn err(message: impl Into<String>) -> KernelError {
     }
 }
 
+/// A C function of `lib`, copied out of its Symbol (valid while `lib` is loaded).
+///
+/// # Safety
+/// `T` must be the symbol's C signature.
+unsafe fn sym<T: Copy>(lib: &Library, name: &[u8]) -> Result<T, KernelError> {
+    // SAFETY: the caller vouches for the signature.
+    let s: Symbol<T> = unsafe { lib.get(name) }.map_err(|e| err(e.to_string()))?;
+    Ok(*s)
+}
+
 impl Nft {
     pub fn open() -> Result<Nft, KernelError> {
         // SAFETY: loading a system library whose initialisers have no preconditions.
         let lib = unsafe { Library::new("libnftables.so.1") }
             .map_err(|e| err(format!("load libnftables.so.1 (install nftables): {e}")))?;
-        // SAFETY: the symbols have these C signatures (nftables/libnftables.h).
-        let ctx = unsafe {
-            let new: Symbol<NewFn> = lib.get(b"nft_ctx_new\0").map_err(|e| err(e.to_string()))?;
-            let out: Symbol<CtxFn> = lib
-                .get(b"nft_ctx_buffer_output\0")
-                .map_err(|e| err(e.to_string()))?;
-            let errb: Symbol<CtxFn> = lib
-                .get(b"nft_ctx_buffer_error\0")
-                .map_err(|e| err(e.to_string()))?;
+        // SAFETY: the symbols have these C signatures (nftables/libnftables.h), and
+        // the context is set up before anyone else can see it.
+        unsafe {
+            let new: NewFn = sym(&lib, b"nft_ctx_new\0")?;
+            let out: CtxFn = sym(&lib, b"nft_ctx_buffer_output\0")?;
+            let errb: CtxFn = sym(&lib, b"nft_ctx_buffer_error\0")?;
+            let flags: SetFlagsFn = sym(&lib, b"nft_ctx_output_set_flags\0")?;
             let ctx = new(NFT_CTX_DEFAULT);
             if ctx.is_null() {
                 return Err(err("nft_ctx_new failed"));
             }
             out(ctx);
             errb(ctx);
-            ctx
-        };
-        Ok(Nft {
-            lib,
-            ctx: Mutex::new(Ctx(ctx)),
-        })
+            flags(ctx, NFT_CTX_OUTPUT_HANDLE);
+            Ok(Nft {
+                run: sym(&lib, b"nft_run_cmd_from_buffer\0")?,
+                get_out: sym(&lib, b"nft_ctx_get_output_buffer\0")?,
+                get_err: sym(&lib, b"nft_ctx_get_error_buffer\0")?,
+                free: sym(&lib, b"nft_ctx_free\0")?,
+                _lib: lib,
+                ctx: Mutex::new(Ctx(ctx)),
+            })
+        }
     }
 
     /// Run a script as one transaction; returns what it printed (for `list`).
     pub fn run(&self, script: &str) -> Result<String, KernelError> {
         let c = CString::new(script).map_err(|_| err("script contains a NUL byte"))?;
         let ctx = self.ctx.lock().map_err(|_| err("nft context poisoned"))?;
-        // SAFETY: ctx is a live context owned by self; the buffers returned stay valid
-        // until the next call on this context, and we copy them before releasing it.
-        unsafe {
-            let run: Symbol<RunFn> = self
-                .lib
-                .get(b"nft_run_cmd_from_buffer\0")
-                .map_err(|e| err(e.to_string()))?;
-            let get_out: Symbol<GetBufFn> = self
-                .lib
-                .get(b"nft_ctx_get_output_buffer\0")
-                .map_err(|e| err(e.to_string()))?;
-            let get_err: Symbol<GetBufFn> = self
-                .lib
-                .get(b"nft_ctx_get_error_buffer\0")
-                .map_err(|e| err(e.to_string()))?;
-            let rc = run(ctx.0, c.as_ptr());
-            let text = |p: *const c_char| {
-                if p.is_null() {
-                    String::new()
-                } else {
-                    CStr::from_ptr(p).to_string_lossy().into_owned()
-                }
-            };
-            let out = text(get_out(ctx.0));
-            let msg = text(get_err(ctx.0));
-            if rc != 0 {
-                let first = msg.lines().next().unwrap_or("failed").to_string();
-                return Err(err(if first.is_empty() {
-                    msg
-                } else {
-                    first_with_context(&msg, first)
-                }));
+        let text = |p: *const c_char| {
+            if p.is_null() {
+                String::new()
+            } else {
+                // SAFETY: libnftables returns a NUL-terminated buffer it owns.
+                unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
             }
-            Ok(out)
+        };
+        // SAFETY: ctx is a live context owned by self and used under its mutex; the
+        // buffers returned stay valid until the next call on it, and are copied first.
+        let (rc, out, msg) = unsafe {
+            let rc = (self.run)(ctx.0, c.as_ptr());
+            (rc, text((self.get_out)(ctx.0)), text((self.get_err)(ctx.0)))
+        };
+        if rc != 0 {
+            let first = msg.lines().next().unwrap_or("failed").to_string();
+            return Err(err(if first.is_empty() {
+                msg
+            } else {
+                first_with_context(&msg, first)
+            }));
         }
+        Ok(out)
     }
 }
 
@@ -127,11 +135,7 @@ impl Drop for Nft {
     fn drop(&mut self) {
         if let Ok(ctx) = self.ctx.lock() {
             // SAFETY: the context was made by nft_ctx_new and is freed once.
-            unsafe {
-                if let Ok(free) = self.lib.get::<FreeFn>(b"nft_ctx_free\0") {
-                    free(ctx.0);
-                }
-            }
+            unsafe { (self.free)(ctx.0) }
         }
     }
 }

@@ -81,12 +81,13 @@ pub trait KernelOps: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), KernelError>> + Send;
     /// Run an nftables script as one transaction; returns what it printed.
     fn nft(&self, script: &str) -> impl Future<Output = Result<String, KernelError>> + Send;
-    /// Set a sysctl in ferryd's namespace (`["net", "ipv4", "ip_forward"]`).
+    /// Set a sysctl in ferryd's namespace (`["net", "ipv4", "ip_forward"]`); true when
+    /// the value changed.
     fn sysctl(
         &self,
         key: &[&str],
         value: &str,
-    ) -> impl Future<Output = Result<(), KernelError>> + Send;
+    ) -> impl Future<Output = Result<bool, KernelError>> + Send;
 }
 
 /// The real kernel, through one rtnetlink connection in ferryd's own namespace plus a
@@ -211,7 +212,7 @@ impl KernelOps for Netlink {
             .map_err(|e| KernelError::other("apply", "nftables ruleset", e.to_string()))?
     }
 
-    async fn sysctl(&self, key: &[&str], value: &str) -> Result<(), KernelError> {
+    async fn sysctl(&self, key: &[&str], value: &str) -> Result<bool, KernelError> {
         sysctl::set(key, value)
     }
 }

@@ -50,9 +50,15 @@ impl TestHost {
 
     /// A new peer: `host_cidr` on the host's end, `peer_cidr` on the peer's `eth0`.
     pub fn add_peer(&self, host_cidr: &str, peer_cidr: &str) -> Result<Peer> {
+        self.add_peer_named(&format!("tp{}", crate::unique("")), host_cidr, peer_cidr)
+    }
+
+    /// [`TestHost::add_peer`] with the host's end called `host_if` (a test can name it
+    /// `docker0` to stand for another container engine's bridge).
+    pub fn add_peer_named(&self, host_if: &str, host_cidr: &str, peer_cidr: &str) -> Result<Peer> {
         let tag = crate::unique("");
         let netns = format!("fyt-peer-{tag}");
-        let host_if = format!("tp{tag}");
+        let host_if = host_if.to_string();
         ip_ok(&["netns", "add", &netns])?;
         let peer = Peer {
             netns: netns.clone(),

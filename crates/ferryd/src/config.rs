@@ -36,6 +36,11 @@ impl Config {
     pub fn sandbox_dir(&self, id: &str) -> PathBuf {
         self.exec_root.join("sandboxes").join(id)
     }
+    /// Present while `ip_forward` is on because ferryd turned it on (the exec root is on
+    /// a tmpfs, as the sysctl forgets its value at boot).
+    pub fn forwarding_marker(&self) -> PathBuf {
+        self.exec_root.join("ip_forward-by-ferry")
+    }
     pub fn netns_link(&self, name: &str) -> PathBuf {
         self.netns_dir.join(format!("ferry-{name}"))
     }

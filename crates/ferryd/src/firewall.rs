@@ -77,17 +77,61 @@ impl<K: KernelOps> Daemon<K> {
     }
 
     async fn load(&self, applied: &mut Option<Elements>, want: Elements) -> Result<()> {
-        if let Err(e) = self
+        let opts = render::Options {
+            guard_forwarding: self.enable_forwarding().await,
+        };
+        self.kernel.nft(&render::full(&want, opts)).await?;
+        *applied = Some(want);
+        self.ensure_docker_user().await;
+        Ok(())
+    }
+
+    /// Turn `ip_forward` on; true when ferryd is the one that turned it on (now, or
+    /// earlier since boot: a marker in the exec root, which lives as long as the sysctl).
+    async fn enable_forwarding(&self) -> bool {
+        let marker = self.cfg.forwarding_marker();
+        match self
             .kernel
             .sysctl(&["net", "ipv4", "ip_forward"], "1")
             .await
         {
-            tracing::warn!("firewall: {e}");
+            Ok(true) => {
+                if let Err(e) = std::fs::write(&marker, "") {
+                    tracing::warn!("firewall: write {}: {e}", marker.display());
+                }
+                true
+            }
+            Ok(false) => marker.exists(),
+            Err(e) => {
+                tracing::warn!("firewall: {e}");
+                false
+            }
         }
-        self.kernel.nft(&render::full(&want)).await?;
-        *applied = Some(want);
-        self.ensure_docker_user().await;
-        Ok(())
+    }
+
+    /// `system cleanup`: ferry's DOCKER-USER rule goes, and `ip_forward` goes back off if
+    /// ferryd turned it on.
+    pub(crate) async fn undo_host_changes(&self) -> Vec<String> {
+        let mut errors = vec![];
+        if let Ok(chain) = self.kernel.nft("list chain ip filter DOCKER-USER").await {
+            if let Some(del) = render::docker_user_delete(&chain) {
+                if let Err(e) = self.kernel.nft(&del).await {
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        let marker = self.cfg.forwarding_marker();
+        if marker.exists() {
+            if let Err(e) = self
+                .kernel
+                .sysctl(&["net", "ipv4", "ip_forward"], "0")
+                .await
+            {
+                errors.push(e.to_string());
+            }
+            let _ = std::fs::remove_file(&marker);
+        }
+        errors
     }
 
     /// With dockerd on the host (iptables-nft), its FORWARD policy DROP would drop what
@@ -119,11 +163,27 @@ impl<K: KernelOps> Daemon<K> {
         Ok(())
     }
 
+    /// A bridge ferry used but did not make (`-o bridge=BR`) is handed back: off goes
+    /// `route_localnet`, which without ferry's input rule would let whatever sits on
+    /// that bridge reach the host's loopback services.
+    pub(crate) async fn release_bridge(&self, name: &str) -> Result<()> {
+        self.kernel
+            .sysctl(&["net", "ipv4", "conf", name, "route_localnet"], "0")
+            .await?;
+        Ok(())
+    }
+
     /// The periodic check: ferry's table is back if someone removed it, and the
     /// DOCKER-USER rule is there if dockerd appeared.
     pub async fn check_firewall(&self) {
         let loaded = self.firewall.applied.lock().await.is_some();
         if !loaded {
+            // Not loaded (no bridge yet, or a transaction failed): load it if the state
+            // has bridges; a no-op otherwise.
+            let st = self.state.lock().await;
+            if let Err(e) = self.load_firewall(&st).await {
+                tracing::warn!("firewall: load: {e}");
+            }
             return;
         }
         if self

@@ -85,7 +85,8 @@ async fn remove_orphans<K: KernelOps>(d: &Daemon<K>) {
     }
     links.extend(st.plugin.endpoints.values().flat_map(|e| e.links()));
     let known_dirs: HashSet<String> = st.sandboxes.keys().cloned().collect();
-    drop(st);
+    // `st` stays locked to the end: `ferry system reconcile` runs while ferryd serves,
+    // and a link or namespace made by a concurrent start must not look like an orphan.
     match d.kernel.link_names().await {
         Ok(names) => {
             for l in names

@@ -5,8 +5,10 @@
 //! [`render::SKELETON`]), whatever the number of networks, sandboxes or ports. Everything
 //! that varies lives in sets and maps keyed by interface name, address and port:
 //!
-//! - `bridges`, `internal`, `masq`: ferry's bridges, by role; `intra` pairs each bridge
-//!   with itself so bridged traffic seen by br_netfilter passes; `subnets` maps a subnet
+//! - `bridges`, `internal`, `masq`: ferry's bridges, by role; `intra` pairs each
+//!   ICC-on bridge with itself so routed hairpin and bridged traffic seen by
+//!   br_netfilter pass (on an ICC-off bridge such traffic meets `to_bridge`, which
+//!   admits only replies and published ports); `subnets` maps a subnet
 //!   to its bridge (hairpin masquerade); `dns_gateways` pairs each user network's
 //!   gateway with its bridge, so sandboxes' queries to the embedded DNS are never caught
 //!   by a published port 53;
@@ -173,7 +175,9 @@ pub fn desired_for_endpoints<'a>(
         };
         let name = ifname(b.name.as_str());
         e.put(SetName::Bridges, name.clone(), None);
-        e.put(SetName::Intra, format!("{name} . {name}"), None);
+        if b.icc {
+            e.put(SetName::Intra, format!("{name} . {name}"), None);
+        }
         e.put(
             SetName::Subnets,
             format!("{} . {name}", pool.subnet.trunc()),

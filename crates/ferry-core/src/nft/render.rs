@@ -71,19 +71,29 @@ const CHAINS: [(&str, &str, &str); 10] = [
     ("bridge ferry", "icc", ""),
 ];
 
+/// How ferryd found the host, which decides two rules.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// ferryd turned `ip_forward` on: forward nothing that does not touch a ferry
+    /// bridge, so the host does not start routing between its other interfaces (what
+    /// Docker's FORWARD policy DROP does when dockerd turns forwarding on).
+    pub guard_forwarding: bool,
+}
+
 /// The rules, chain by chain. Nothing here varies with the state.
-pub fn skeleton_rules() -> Vec<(&'static str, &'static str, String)> {
+pub fn skeleton_rules(o: Options) -> Vec<(&'static str, &'static str, String)> {
     let ok = format!("meta mark set meta mark or {ACCEPT_MARK:#010x} accept");
     let any = "meta l4proto { tcp, udp } dnat ip to meta l4proto . th dport map @pub_any";
     let shift = "meta l4proto { tcp, udp } dnat ip to ip saddr . ip daddr . meta l4proto . th dport map @pub_shift";
     let same = "meta l4proto { tcp, udp } dnat ip to ip saddr . ip daddr . meta l4proto . th dport map @pub_same";
     let i = "inet ferry";
-    vec![
-        // Administrator's rules first; then traffic within one bridge (seen here only
-        // when br_netfilter is loaded) passes; then by direction.
+    let mut rules = vec![
+        // Administrator's rules first; then traffic within one ICC-on bridge (routed
+        // hairpin, or bridged frames seen when br_netfilter is loaded) passes, marked so
+        // that dockerd's FORWARD policy DROP lets it through too; then by direction.
         // Internal networks forward nothing in or out, not even to a published port.
         (i, "forward", "jump user".into()),
-        (i, "forward", "iifname . oifname @intra accept".into()),
+        (i, "forward", format!("iifname . oifname @intra {ok}")),
         (i, "forward", "iifname @internal drop".into()),
         (i, "forward", "oifname @internal drop".into()),
         (i, "forward", "oifname @bridges jump to_bridge".into()),
@@ -95,7 +105,11 @@ pub fn skeleton_rules() -> Vec<(&'static str, &'static str, String)> {
         (i, "to_bridge", format!("ct status dnat {ok}")),
         (i, "to_bridge", "drop".into()),
         // Out of a bridge: nothing into another bridge (isolation), the rest may go.
+        // Towards Docker's own bridges the packet is accepted unmarked, so dockerd's
+        // chains still decide (its unpublished ports stay closed to ferry's sandboxes).
         (i, "from_bridge", "oifname @bridges drop".into()),
+        (i, "from_bridge", "oifname \"docker0\" accept".into()),
+        (i, "from_bridge", "oifname \"br-*\" accept".into()),
         (i, "from_bridge", ok.clone()),
         // route_localnet is on for ferry's bridges (published 127.0.0.1 ports): never
         // let a sandbox open a connection to the host's loopback services through it
@@ -143,7 +157,15 @@ pub fn skeleton_rules() -> Vec<(&'static str, &'static str, String)> {
             "iifname @noicc_ports jump icc".into(),
         ),
         ("bridge ferry", "icc", "oifname @noicc_ports drop".into()),
-    ]
+    ];
+    if o.guard_forwarding {
+        rules.push((
+            i,
+            "forward",
+            "iifname != @bridges oifname != @bridges drop".into(),
+        ));
+    }
+    rules
 }
 
 fn is_map(set: SetName) -> bool {
@@ -151,7 +173,7 @@ fn is_map(set: SetName) -> bool {
 }
 
 /// Create (or re-create) everything ferry owns and fill the sets with `e`.
-pub fn full(e: &Elements) -> String {
+pub fn full(e: &Elements, o: Options) -> String {
     let mut s = String::new();
     s.push_str("add table inet ferry\nadd table bridge ferry\nadd chain inet ferry user\n");
     for (t, c, spec) in CHAINS {
@@ -169,7 +191,7 @@ pub fn full(e: &Elements) -> String {
     for (t, c, _) in CHAINS {
         let _ = writeln!(s, "flush chain {t} {c}");
     }
-    for (t, c, r) in skeleton_rules() {
+    for (t, c, r) in skeleton_rules(o) {
         let _ = writeln!(s, "add rule {t} {c} {r}");
     }
     for (set, _) in SETS {
@@ -229,7 +251,7 @@ pub fn delta(d: &Delta) -> Option<String> {
 /// Remove ferry's chains and sets but keep `table inet ferry` and its `user` chain,
 /// so the administrator's rules outlive the last network.
 pub fn remove_keeping_user() -> String {
-    let mut s = full(&Elements::default());
+    let mut s = full(&Elements::default(), Options::default());
     for (t, c, _) in CHAINS {
         let _ = writeln!(s, "flush chain {t} {c}");
     }
@@ -249,6 +271,16 @@ pub fn remove_keeping_user() -> String {
 pub fn remove_all() -> String {
     "add table inet ferry\nadd table bridge ferry\ndelete table inet ferry\ndelete table bridge ferry\n"
         .into()
+}
+
+/// The command that deletes ferry's rule from `DOCKER-USER`, given that chain as
+/// listed with handles (`... comment "ferry" # handle 7`); None when it is not there.
+pub fn docker_user_delete(listing: &str) -> Option<String> {
+    let line = listing.lines().find(|l| l.contains("comment \"ferry\""))?;
+    let handle: u64 = line.rsplit_once("# handle ")?.1.trim().parse().ok()?;
+    Some(format!(
+        "delete rule ip filter DOCKER-USER handle {handle}\n"
+    ))
 }
 
 /// The one rule ferry adds to Docker's `DOCKER-USER` chain (iptables-nft), so that

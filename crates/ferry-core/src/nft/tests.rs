@@ -199,7 +199,7 @@ fn a_delta_deletes_what_went_and_adds_what_came() {
 #[test]
 fn a_full_load_never_flushes_the_user_chain_and_declares_every_set() {
     let net = user_net("web", "10.7.0.0/24", false, &[]);
-    let s = full(&desired([&net], []));
+    let s = full(&desired([&net], []), Default::default());
     assert!(s.contains("add chain inet ferry user\n"));
     assert!(!s.contains("flush chain inet ferry user"));
     for set in SetName::ALL {
@@ -217,10 +217,48 @@ fn a_full_load_never_flushes_the_user_chain_and_declares_every_set() {
             )
         })
         .collect();
-    let s2 = full(&desired([&net], &many));
+    let s2 = full(&desired([&net], &many), Default::default());
     assert_eq!(
         s2.lines().filter(|l| l.starts_with("add rule")).count(),
         rules,
         "the rule count does not grow with sandboxes"
+    );
+}
+
+#[test]
+fn icc_off_bridges_are_not_in_intra_and_intra_traffic_carries_the_accept_mark() {
+    let quiet = user_net(
+        "quiet",
+        "10.6.0.0/24",
+        false,
+        &[("com.docker.network.bridge.enable_icc", "false")],
+    );
+    let e = desired([&quiet], []);
+    assert!(keys(&e, SetName::Intra).is_empty());
+    let s = full(&e, Default::default());
+    assert!(s.contains("add rule inet ferry forward iifname . oifname @intra meta mark set"));
+}
+
+#[test]
+fn the_forwarding_guard_is_there_only_when_ferry_turned_forwarding_on() {
+    let guard = "iifname != @bridges oifname != @bridges drop";
+    let e = Elements::default();
+    assert!(!full(&e, Default::default()).contains(guard));
+    let on = super::render::Options {
+        guard_forwarding: true,
+    };
+    assert!(full(&e, on).contains(guard));
+}
+
+#[test]
+fn ferrys_docker_user_rule_is_found_by_its_handle() {
+    let listing = "table ip filter {\n\tchain DOCKER-USER { # handle 3\n\t\tmeta mark & 0x00100000 == 0x00100000 counter packets 0 bytes 0 accept comment \"ferry\" # handle 12\n\t\tcounter packets 0 bytes 0 return # handle 4\n\t}\n}\n";
+    assert_eq!(
+        super::render::docker_user_delete(listing).as_deref(),
+        Some("delete rule ip filter DOCKER-USER handle 12\n")
+    );
+    assert_eq!(
+        super::render::docker_user_delete("chain DOCKER-USER {\n}"),
+        None
     );
 }

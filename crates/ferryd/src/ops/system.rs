@@ -10,7 +10,8 @@ impl<K: KernelOps> Daemon<K> {
     /// Remove every sandbox and user network (as `rm -f` and `network rm` would), then
     /// the predefined bridge, ferry's nftables tables (the `user` chain too) and the pin
     /// of ferryd's own namespace; the caller then stops ferryd. The store keeps only the predefined
-    /// networks, so the next start re-creates the default bridge. Every step runs even
+    /// networks, so the next start re-creates the default bridge. ferry's DOCKER-USER rule
+    /// goes too, and `ip_forward` goes back off if ferryd turned it on. Every step runs even
     /// if one before it failed; the failures come back together.
     pub async fn cleanup(&self) -> Result<()> {
         let mut errors: Vec<String> = vec![];
@@ -42,6 +43,7 @@ impl<K: KernelOps> Daemon<K> {
         if let Err(e) = self.kernel.nft(&render::remove_all()).await {
             errors.push(e.to_string());
         }
+        errors.extend(self.undo_host_changes().await);
         self.forget_firewall().await;
         if let Err(e) = self.kernel.remove_netns(&self.cfg.host_netns()).await {
             errors.push(e.to_string());

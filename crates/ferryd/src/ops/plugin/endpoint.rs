@@ -158,9 +158,9 @@ impl<K: KernelOps> Daemon<K> {
         if ep.joined
             && self
                 .kernel
-                .link_names()
+                .link_kind(live.host_if.as_str())
                 .await?
-                .contains(&live.host_if.to_string())
+                .is_some()
         {
             return Ok(answer);
         }

@@ -62,8 +62,11 @@ impl<K: KernelOps> Daemon<K> {
     /// Docker, which gives up on an unreachable plugin after 15 s, will not say so: forget
     /// the endpoint and free its address.
     pub async fn plugin_reconcile(&self) -> Result<()> {
-        let links = self.kernel.link_names().await?;
+        // Under the lock: a Join finishing between the listing and the check would
+        // otherwise look like a lost link (`ferry system reconcile` runs while ferryd
+        // serves).
         let mut st = self.state.lock().await;
+        let links = self.kernel.link_names().await?;
         let gone: Vec<(String, String, std::net::Ipv4Addr)> = st
             .plugin
             .endpoints

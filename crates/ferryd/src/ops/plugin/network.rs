@@ -155,6 +155,8 @@ impl<K: KernelOps> Daemon<K> {
         if let Err(e) = programmed {
             if !existed {
                 let _ = self.kernel.delete_link(&spec.name).await;
+            } else {
+                let _ = self.release_bridge(&spec.name).await;
             }
             self.rollback(&mut st, before, &keys);
             self.sync_firewall_or_warn(&st, "create network: undo")
@@ -227,10 +229,19 @@ impl<K: KernelOps> Daemon<K> {
                 errors.push(e.to_string());
             }
         }
-        if let (true, Some(b)) = (dn.owns_bridge, &net.bridge) {
-            if let Err(e) = self.kernel.delete_link(b.name.as_str()).await {
-                errors.push(e.to_string());
+        match (dn.owns_bridge, &net.bridge) {
+            (true, Some(b)) => {
+                if let Err(e) = self.kernel.delete_link(b.name.as_str()).await {
+                    errors.push(e.to_string());
+                }
             }
+            // The user's bridge stays, without what ferry turned on for it.
+            (false, Some(b)) => {
+                if let Err(e) = self.release_bridge(b.name.as_str()).await {
+                    errors.push(e.to_string());
+                }
+            }
+            _ => {}
         }
         if !errors.is_empty() {
             tracing::warn!(
