@@ -12,6 +12,7 @@ pub mod link;
 pub mod netns;
 pub mod ops;
 pub mod process;
+pub mod reaper;
 
 pub use error::KernelError;
 pub use ops::{AttachSpec, BridgeSpec, KernelOps, Netlink};

@@ -1,14 +1,18 @@
 //! The kernel edge as a trait: what ferryd may ask of the kernel. [`Netlink`] does it;
 //! [`crate::fake::Recorder`] records it for tests without root.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::Ipv4Net;
 
+use crate::link::retire::{self, Retired};
 use crate::link::{addr, bridge, del, get, route, up, veth};
+use crate::reaper::Reaper;
 use crate::{netns, KernelError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,18 +57,47 @@ pub trait KernelOps: Send + Sync + 'static {
 }
 
 /// The real kernel, through one rtnetlink connection in ferryd's own namespace plus a
-/// short-lived one inside each sandbox being configured.
+/// short-lived one inside each sandbox being configured, and a reaper thread that
+/// finishes the deletion of endpoints' veth pairs in the background (see
+/// [`crate::link::retire`]).
 pub struct Netlink {
     handle: rtnetlink::Handle,
+    reaper: Option<Reaper>,
+    /// host-side veth → (sandbox namespace, name inside), recorded at attach, so that
+    /// delete_link can retire the peer too. Empty after a restart: links made before are
+    /// deleted synchronously.
+    peers: std::sync::Mutex<HashMap<String, (PathBuf, String)>>,
 }
 
 impl Netlink {
-    /// Must be called inside a tokio runtime.
+    /// Must be called inside a tokio runtime, on a thread in the namespace to manage.
     pub fn new() -> Result<Self, KernelError> {
         let (conn, handle, _) = rtnetlink::new_connection()
             .map_err(|e| KernelError::io("open", "netlink socket", e))?;
         tokio::spawn(conn);
-        Ok(Netlink { handle })
+        let reaper = Reaper::start();
+        if reaper.is_none() {
+            tracing::warn!("no background reaper: veth deletions stay synchronous");
+        }
+        Ok(Netlink {
+            handle,
+            reaper,
+            peers: Default::default(),
+        })
+    }
+
+    /// Veth pairs handed to the background and not deleted yet.
+    pub fn pending_deletions(&self) -> usize {
+        self.reaper.as_ref().map_or(0, Reaper::pending)
+    }
+
+    /// Wait (at most `limit`) until the veth pairs handed to the background have been
+    /// deleted; true if none is left. ferryd calls it on shutdown, tests before they look.
+    pub async fn settle(&self, limit: Duration) -> bool {
+        match &self.reaper {
+            Some(r) => r.settle(limit).await,
+            None => true,
+        }
     }
 
     async fn configure_inside(&self, s: &AttachSpec) -> Result<(), KernelError> {
@@ -88,7 +121,23 @@ impl KernelOps for Netlink {
             .map(|_| ())
     }
 
+    /// An endpoint's veth pair is retired (down, out of the bridge, both ends renamed:
+    /// well under a millisecond) and deleted in the background; anything else, or any
+    /// pair the kernel will not retire, is deleted before returning.
     async fn delete_link(&self, name: &str) -> Result<(), KernelError> {
+        let peer = self.peers.lock().expect("peers lock").remove(name);
+        if let (Some(reaper), Some((netns, ifname))) = (&self.reaper, peer) {
+            match retire::retire(&self.handle, name, &netns, &ifname).await? {
+                Retired::Gone => return Ok(()),
+                Retired::As(trash) => {
+                    if reaper.hand_over(trash.clone()) {
+                        return Ok(());
+                    }
+                    return del::delete(&self.handle, &trash).await;
+                }
+                Retired::DeleteNow => {}
+            }
+        }
         del::delete(&self.handle, name).await
     }
 
@@ -124,6 +173,10 @@ impl KernelOps for Netlink {
             let _ = del::delete(&self.handle, &s.host_if).await;
             return Err(e);
         }
+        self.peers
+            .lock()
+            .expect("peers lock")
+            .insert(s.host_if.clone(), (s.netns.clone(), s.ifname.clone()));
         Ok(())
     }
 

@@ -86,7 +86,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))?;
     tracing::info!("ferryd listening on unix://{}", socket.display());
 
-    let app = axum::middleware::from_fn(api::strip_version).layer(api::router(d));
+    let app = axum::middleware::from_fn(api::strip_version).layer(api::router(d.clone()));
     let serve = axum::serve(
         listener,
         axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
@@ -98,5 +98,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping; sandboxes keep running"),
     }
     let _ = std::fs::remove_file(&socket);
+    // Finish deleting the veth pairs detached last; reconcile removes any left.
+    if !d.kernel.settle(std::time::Duration::from_secs(5)).await {
+        tracing::warn!("stopping with veth deletions pending; the next start removes them");
+    }
     Ok(())
 }

@@ -4,6 +4,7 @@ pub mod addr;
 pub mod bridge;
 pub mod del;
 pub mod get;
+pub mod retire;
 pub mod route;
 pub mod up;
 pub mod veth;
