@@ -371,8 +371,15 @@ def main():
         b.setup_tools()
         phases = a.phases.split(",")
         for p in ("latency", "scale", "parallel", "dataplane", "dns"):
-            if p in phases:
+            if p not in phases:
+                continue
+            try:
                 getattr(b, p)()
+            except Exception as e:  # keep the other phases' figures
+                b.w.go_home()
+                log(f"bench: phase {p} failed: {e!r}")
+                b.md.append(f"\n**Phase {p} failed:** `{e!r}`\n")
+                rc = 1
     except BaseException as e:
         log(f"bench: failed: {e!r}")
         b.md.append(f"\n**The run failed:** `{e!r}`\n")

@@ -176,7 +176,7 @@ class Netavark(Tool):
         self.fillers = getattr(self, "fillers", [])
         for i in range(self.filled, n):
             o = self.options(cid=f"{i:064x}", name=f"f{i}", ip=ip16(201, 10 + i), port=20000 + i if port else None)
-            sh([NETAVARK, "--config", self.cfg, "setup", f"/run/netns/fb-nf{i}"], input=o)
+            timed([NETAVARK, "--config", self.cfg, "setup", f"/run/netns/fb-nf{i}"], stdin=o)
             self.fillers.append((f"/run/netns/fb-nf{i}", o))
         self.filled = n
 
