@@ -251,10 +251,24 @@ class Bench:
         sh(["ip", "-n", "fb-vB", "addr", "add", "10.207.0.2/24", "dev", "eth0"])
         sh(["ip", "-n", "fb-vA", "link", "set", "eth0", "up"])
         sh(["ip", "-n", "fb-vB", "link", "set", "eth0", "up"])
-        w.enter("fb-vA")
-        srv = subprocess.Popen(["iperf3", "-s", "-B", "10.207.0.1"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-        w.on_cleanup("stop iperf3 (veth)", lambda: (srv.kill(), srv.wait()))
+        # A plain Linux bridge made with iproute2 (what ferry's bridge should cost).
+        w.netns("fb-brH")
+        w.netns("fb-brA")
+        w.netns("fb-brB")
+        w.enter("fb-brH")
+        sh(["ip", "link", "add", "br0", "type", "bridge"])
+        sh(["ip", "link", "set", "br0", "up"])
+        for ns, addr in (("fb-brA", "10.209.0.1/24"), ("fb-brB", "10.209.0.2/24")):
+            sh(["ip", "link", "add", f"v{ns[-1]}", "master", "br0", "up", "type", "veth", "peer", "name", "eth0",
+                "netns", ns])
+            sh(["ip", "-n", ns, "addr", "add", addr, "dev", "eth0"])
+            sh(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        servers = []
+        for ns, addr in (("fb-vA", "10.207.0.1"), ("fb-brA", "10.209.0.1")):
+            w.enter(ns)
+            servers.append(subprocess.Popen(["iperf3", "-s", "-B", addr], stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL))
+        w.on_cleanup("stop iperf3 (veth, plain bridge)", lambda: [(p.kill(), p.wait()) for p in servers])
         w.go_home()
         # ferry: two sandboxes on one bridge network.
         sh(f.cli("network", "create", "--subnet", "10.208.0.0/16", "fbdp"))
@@ -267,16 +281,21 @@ class Bench:
             r = sh(prefix + ["iperf3", "-c", addr, "-t", str(secs), "-J"], timeout=secs + 60)
             return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
 
-        veth, bridge = [], []
+        veth, bridge, plain = [], [], []
         for _ in range(rounds):
             veth.append(iperf(["nsenter", "--net=/run/netns/fb-vB"], "10.207.0.1"))
             bridge.append(iperf(f.cli("exec", "dpcli", "--"), srv_ip))
+            plain.append(iperf(["nsenter", "--net=/run/netns/fb-brB"], "10.209.0.1"))
         ratio = stats([b / v for b, v in zip(bridge, veth)])
-        self.results["dataplane"] = dict(rounds=rounds, secs=secs, veth_gbps=veth, bridge_gbps=bridge)
+        pratio = stats([b / v for b, v in zip(plain, veth)])
+        self.results["dataplane"] = dict(rounds=rounds, secs=secs, veth_gbps=veth, bridge_gbps=bridge,
+                                         plain_bridge_gbps=plain)
         self.md.append(f"### Data plane: iperf3 TCP, {rounds} rounds of {secs} s, one stream\n")
         self.md.append("| path | Gbit/s | × bare veth |")
         self.md.append("|---|---|---|")
         self.md.append(f"| bare veth pair between two namespaces (the limit) | {fmt(stats(veth), digits=2)} | 1 |")
+        self.md.append(f"| two namespaces on a plain bridge made with iproute2 | {fmt(stats(plain), digits=2)} | "
+                       f"{fmt(pratio, digits=3)} |")
         self.md.append(f"| two sandboxes on a ferry bridge | {fmt(stats(bridge), digits=2)} | {fmt(ratio, digits=3)} |")
         ferry_port = f.supports_port
         if ferry_port:

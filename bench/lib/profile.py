@@ -102,6 +102,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bindir", required=True)
     ap.add_argument("-n", type=int, default=30)
+    ap.add_argument("--fill", type=int, default=0, help="other running sandboxes on the network first")
+    ap.add_argument("--perf", action="store_true", help="also sample ferryd with perf during the connects")
     a = ap.parse_args()
     w = World()
     rc = 0
@@ -110,6 +112,9 @@ def main():
         f = Ferry(w, a.bindir)
         f.setup()
         w.go_home()
+        if a.fill:
+            log(f"profile: starting {a.fill} other sandboxes")
+            f.fill(a.fill)
         names = [f"p{i}" for i in range(a.n)]
         for n in names:
             f.run_sleeper(n, "fbnet")
@@ -117,10 +122,20 @@ def main():
         version = [timed(f.cli("version"))[0] / 1e6 for _ in range(a.n)]
         print(f"ferry version (CLI start + one HTTP round trip): median {statistics.median(version):.2f} ms "
               f"(min {min(version):.2f}, max {max(version):.2f})\n")
+        print(f"{a.fill} other endpoints on the network\n")
         for verb in ("connect", "disconnect"):
             out = os.path.join(w.root, f"{verb}.strace")
             # Untraced first (the real figure), then traced (the breakdown).
+            perf = None
+            if a.perf:
+                perf_data = os.path.join(w.root, f"{verb}.perf")
+                perf = subprocess.Popen(["perf", "record", "-q", "-F", "2000", "-g", "-o", perf_data,
+                                         "-p", str(f.proc.pid)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+                time.sleep(0.5)
+            c0 = cpu_ticks(f.proc.pid)
             plain = [timed(f.cli("network", verb, "fbnet", n))[0] / 1e6 for n in names]
+            cpu_plain = (cpu_ticks(f.proc.pid) - c0) * 1000 / os.sysconf("SC_CLK_TCK") / len(names)
             other = "disconnect" if verb == "connect" else "connect"
             for n in names:
                 sh(f.cli("network", other, "fbnet", n))
@@ -128,8 +143,18 @@ def main():
             print(f"== ferry network {verb}, {a.n} calls ==")
             print(f"wall per call, untraced: median {statistics.median(plain):.2f} ms "
                   f"(min {min(plain):.2f}, max {max(plain):.2f}); under strace: {statistics.median(walls):.2f} ms")
-            print(f"ferryd CPU per call (user+system, traced window): {cpu:.2f} ms")
+            print(f"ferryd CPU per call (user+system, 10 ms ticks): {cpu_plain:.2f} ms untraced, "
+                  f"{cpu:.2f} ms under strace")
             report(segments(out))
+            if perf:
+                perf.send_signal(signal.SIGINT)
+                perf.wait(60)
+                rep = sh(["perf", "report", "--stdio", "--no-children", "-i", perf_data, "--sort", "symbol",
+                          "-g", "none", "--percent-limit", "2"], check=False, timeout=300).stdout
+                print("perf, ferryd samples by symbol (self time, >= 2%):")
+                for line in rep.splitlines():
+                    if "%" in line and not line.startswith("#"):
+                        print("  " + line.strip()[:110])
             print()
     except BaseException as e:
         log(f"profile: failed: {e!r}")
