@@ -13,7 +13,7 @@ use ipnet::Ipv4Net;
 use crate::link::retire::{self, Retired};
 use crate::link::{addr, bridge, del, get, route, up, veth};
 use crate::reaper::Reaper;
-use crate::{netns, KernelError};
+use crate::{netns, sysctl, KernelError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgeSpec {
@@ -169,6 +169,11 @@ impl KernelOps for Netlink {
             mtu: s.mtu,
         };
         veth::create(&self.handle, &pair).await?;
+        sysctl::disable_ipv6(&s.host_if);
+        if let Err(e) = up::up_by_name(&self.handle, &s.host_if).await {
+            let _ = del::delete(&self.handle, &s.host_if).await;
+            return Err(e);
+        }
         if let Err(e) = self.configure_inside(s).await {
             let _ = del::delete(&self.handle, &s.host_if).await;
             return Err(e);

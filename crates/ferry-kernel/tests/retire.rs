@@ -64,6 +64,12 @@ async fn scenario(dir: &Path) {
     k.attach(&spec(&sb, "fy0000000000a", 2))
         .await
         .expect("attach");
+    // A bridge port carries no IPv6 of its own (so ferryd's IPv6 FIB does not grow with N).
+    let v6 = std::fs::read_to_string("/proc/sys/net/ipv6/conf/fy0000000000a/disable_ipv6");
+    assert!(
+        v6.as_deref().map_or(true, |v| v.trim() == "1"),
+        "IPv6 is on on the host end: {v6:?}"
+    );
     assert!(sandbox_links(&sb).await.contains(&"eth0".to_string()));
 
     let t = Instant::now();
