@@ -282,10 +282,14 @@ class Bench:
             return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
 
         veth, bridge, plain = [], [], []
-        for _ in range(rounds):
-            veth.append(iperf(["nsenter", "--net=/run/netns/fb-vB"], "10.207.0.1"))
-            bridge.append(iperf(f.cli("exec", "dpcli", "--"), srv_ip))
-            plain.append(iperf(["nsenter", "--net=/run/netns/fb-brB"], "10.209.0.1"))
+        runs = [(veth, ["nsenter", "--net=/run/netns/fb-vB"], "10.207.0.1"),
+                (bridge, f.cli("exec", "dpcli", "--"), srv_ip),
+                (plain, ["nsenter", "--net=/run/netns/fb-brB"], "10.209.0.1")]
+        for r in range(rounds):
+            # Every other round in reverse order, so that drift in the machine's load
+            # does not favour whichever path comes first.
+            for out, prefix, addr in (runs if r % 2 == 0 else runs[::-1]):
+                out.append(iperf(prefix, addr))
         ratio = stats([b / v for b, v in zip(bridge, veth)])
         pratio = stats([b / v for b, v in zip(plain, veth)])
         self.results["dataplane"] = dict(rounds=rounds, secs=secs, veth_gbps=veth, bridge_gbps=bridge,
