@@ -13,7 +13,7 @@ import os
 import subprocess
 import time
 
-from world import log, sh
+from world import TOKEN, log, sh
 
 PEERS = os.environ.get("FBENCH_PEERS", "/work/shared/peers")
 NETAVARK = "/usr/lib/podman/netavark"
@@ -343,6 +343,10 @@ class Docker(Tool):
     name = "dockerd 20.10"
     host = "fb-docker"
 
+    # Containers carry the run's token too, so that bench/run's sweep finds them even if
+    # dockerd and the harness were killed.
+    mark = ["-e", f"FBENCH_RUN={TOKEN}"]
+
     def cli(self, *args):
         return ["docker", "-H", f"unix://{self.sock}", *args]
 
@@ -375,9 +379,10 @@ class Docker(Tool):
         tar = subprocess.run(["tar", "-C", img, "-c", "."], capture_output=True, check=True).stdout
         timed(self.cli("import", "-", "fbench/busybox:1"), stdin=tar)
         sh(self.cli("network", "create", "--subnet", "10.205.0.0/16", "fbnet"))
-        sh(self.cli("run", "-d", "--name", "resident", "--network", "fbnet", "fbench/busybox:1", "sleep", "1000000"))
+        sh(self.cli("run", "-d", *self.mark, "--name", "resident", "--network", "fbnet", "fbench/busybox:1", "sleep",
+                    "1000000"))
         for name, extra in (("bench1", []), ("bench1p", ["-p", f"{PORT}:80"])):
-            sh(self.cli("run", "-d", "--name", name, *extra, "fbench/busybox:1", "sleep", "1000000"))
+            sh(self.cli("run", "-d", *self.mark, "--name", name, *extra, "fbench/busybox:1", "sleep", "1000000"))
             sh(self.cli("network", "disconnect", "bridge", name))
 
     def attach(self, port=False):
@@ -389,8 +394,8 @@ class Docker(Tool):
     def fill(self, n, port=False):
         for i in range(self.filled, n):
             extra = ["-p", f"{20000 + i}:80"] if port else []
-            sh(self.cli("run", "-d", "--name", f"f{i}", "--network", "fbnet", *extra, "fbench/busybox:1", "sleep",
-                        "1000000"))
+            sh(self.cli("run", "-d", *self.mark, "--name", f"f{i}", "--network", "fbnet", *extra, "fbench/busybox:1",
+                        "sleep", "1000000"))
         self.filled = max(n, self.filled)
 
     def stop(self):

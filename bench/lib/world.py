@@ -31,7 +31,8 @@ import time
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
-TOKEN = f"fbench-{os.getpid()}"
+# bench/run sets both, so that it can sweep up after a harness that died by SIGKILL.
+TOKEN = os.environ.get("FBENCH_RUN") or f"fbench-{os.getpid()}"
 
 
 def log(msg):
@@ -60,7 +61,12 @@ def setns(path):
 
 class World:
     def __init__(self):
-        self.root = tempfile.mkdtemp(prefix="fbench-", dir="/tmp")
+        root = os.environ.get("FBENCH_ROOT")
+        if root:
+            os.makedirs(root, exist_ok=True)
+            self.root = root
+        else:
+            self.root = tempfile.mkdtemp(prefix="fbench-", dir="/tmp")
         self.cleanups = []  # (name, fn), run last-in first-out
         self.home_ns = f"/proc/{os.getpid()}/task/{os.getpid()}/ns/net"
         self._home_fd = os.open("/proc/self/ns/net", os.O_RDONLY)
@@ -132,11 +138,11 @@ class World:
 
     def our_processes(self):
         """Pids (not ours) carrying this run's token, or inside a namespace we made."""
-        me = os.getpid()
+        spare = _ancestors()  # this process and bench/run's unshare and shell above it
         inodes = self.our_netns_inodes()
         pids = []
         for d in os.listdir("/proc"):
-            if not d.isdigit() or int(d) == me:
+            if not d.isdigit() or int(d) in spare:
                 continue
             pid = int(d)
             try:
@@ -199,3 +205,16 @@ def _zombie(pid):
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def _ancestors():
+    pids = set()
+    pid = os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return pids
