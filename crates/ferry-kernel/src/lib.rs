@@ -13,6 +13,7 @@ pub mod netns;
 pub mod nft;
 pub mod ops;
 pub mod process;
+pub mod reaper;
 pub mod sysctl;
 
 pub use error::KernelError;

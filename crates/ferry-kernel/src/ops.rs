@@ -1,17 +1,21 @@
 //! The kernel edge as a trait: what ferryd may ask of the kernel. [`Netlink`] does it;
 //! [`crate::fake::Recorder`] records it for tests without root.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::Ipv4Net;
 
-use crate::link::{addr, bridge, del, get, kind, pair, port, route, up, veth};
 use std::sync::Arc;
 
+use crate::link::retire::{self, Retired};
+use crate::link::{addr, bridge, del, get, kind, pair, port, route, up, veth};
 use crate::nft::Nft;
+use crate::reaper::Reaper;
 use crate::{netns, sysctl, KernelError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,21 +95,34 @@ pub trait KernelOps: Send + Sync + 'static {
 }
 
 /// The real kernel, through one rtnetlink connection in ferryd's own namespace plus a
-/// short-lived one inside each sandbox being configured.
+/// short-lived one inside each sandbox being configured, and a reaper thread that
+/// finishes the deletion of endpoints' veth pairs in the background (see
+/// [`crate::link::retire`]).
 pub struct Netlink {
     handle: rtnetlink::Handle,
     nft: std::sync::OnceLock<Arc<Nft>>,
+    reaper: Option<Reaper>,
+    /// host-side veth → (sandbox namespace, name inside), recorded at attach, so that
+    /// delete_link can retire the peer too. Empty after a restart: links made before are
+    /// deleted synchronously.
+    peers: std::sync::Mutex<HashMap<String, (PathBuf, String)>>,
 }
 
 impl Netlink {
-    /// Must be called inside a tokio runtime.
+    /// Must be called inside a tokio runtime, on a thread in the namespace to manage.
     pub fn new() -> Result<Self, KernelError> {
         let (conn, handle, _) = rtnetlink::new_connection()
             .map_err(|e| KernelError::io("open", "netlink socket", e))?;
         tokio::spawn(conn);
+        let reaper = Reaper::start();
+        if reaper.is_none() {
+            tracing::warn!("no background reaper: veth deletions stay synchronous");
+        }
         Ok(Netlink {
             handle,
             nft: Default::default(),
+            reaper,
+            peers: Default::default(),
         })
     }
 
@@ -115,6 +132,20 @@ impl Netlink {
         }
         let n = Arc::new(Nft::open()?);
         Ok(self.nft.get_or_init(|| n).clone())
+    }
+
+    /// Veth pairs handed to the background and not deleted yet.
+    pub fn pending_deletions(&self) -> usize {
+        self.reaper.as_ref().map_or(0, Reaper::pending)
+    }
+
+    /// Wait (at most `limit`) until the veth pairs handed to the background have been
+    /// deleted; true if none is left. ferryd calls it on shutdown, tests before they look.
+    pub async fn settle(&self, limit: Duration) -> bool {
+        match &self.reaper {
+            Some(r) => r.settle(limit).await,
+            None => true,
+        }
     }
 
     async fn configure_inside(&self, s: &AttachSpec) -> Result<(), KernelError> {
@@ -138,7 +169,23 @@ impl KernelOps for Netlink {
             .map(|_| ())
     }
 
+    /// An endpoint's veth pair is retired (down, out of the bridge, both ends renamed:
+    /// well under a millisecond) and deleted in the background; anything else, or any
+    /// pair the kernel will not retire, is deleted before returning.
     async fn delete_link(&self, name: &str) -> Result<(), KernelError> {
+        let peer = self.peers.lock().expect("peers lock").remove(name);
+        if let (Some(reaper), Some((netns, ifname))) = (&self.reaper, peer) {
+            match retire::retire(&self.handle, name, &netns, &ifname).await? {
+                Retired::Gone => return Ok(()),
+                Retired::As(trash) => {
+                    if reaper.hand_over(trash.clone()) {
+                        return Ok(());
+                    }
+                    return del::delete(&self.handle, &trash).await;
+                }
+                Retired::DeleteNow => {}
+            }
+        }
         del::delete(&self.handle, name).await
     }
 
@@ -170,16 +217,22 @@ impl KernelOps for Netlink {
             mtu: s.mtu,
         };
         veth::create(&self.handle, &pair).await?;
-        let hairpin = async {
-            match s.hairpin {
-                true => port::hairpin(&self.handle, &s.host_if).await,
-                false => Ok(()),
+        sysctl::disable_ipv6(&s.host_if);
+        let host_side = async {
+            up::up_by_name(&self.handle, &s.host_if).await?;
+            if s.hairpin {
+                port::hairpin(&self.handle, &s.host_if).await?;
             }
+            Ok(())
         };
-        if let Err(e) = futures::future::try_join(hairpin, self.configure_inside(s)).await {
+        if let Err(e) = futures::future::try_join(host_side, self.configure_inside(s)).await {
             let _ = del::delete(&self.handle, &s.host_if).await;
             return Err(e);
         }
+        self.peers
+            .lock()
+            .expect("peers lock")
+            .insert(s.host_if.clone(), (s.netns.clone(), s.ifname.clone()));
         Ok(())
     }
 

@@ -31,6 +31,16 @@ pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on one `ferry` CLI call.
 pub const CLI_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long [`TestHost::links`] waits for retired veth pairs to be deleted.
+pub const RETIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A veth pair ferryd has retired and deletes in the background: `fyz` + 11 hex digits.
+pub fn is_retired(link: &str) -> bool {
+    link.strip_prefix("fyz").is_some_and(|hex| {
+        hex.len() == 11 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
 /// The networks ferryd creates itself; teardown leaves them.
 pub const PREDEFINED_NETWORKS: [&str; 3] = ["bridge", "host", "none"];
 
@@ -318,9 +328,19 @@ impl TestHost {
 
     // ---- the kernel ----
 
-    /// Interface names in the host's (ferryd's) network namespace.
+    /// Interface names in the host's (ferryd's) network namespace, once the veth pairs
+    /// ferryd retired (renamed `fyz` + 11 hex digits, deleted in the background: see
+    /// ferry-kernel's link/retire.rs) are gone. A retired pair still there after
+    /// [`RETIRE_TIMEOUT`] is listed, so a leak still shows.
     pub fn links(&self) -> Result<Vec<String>> {
-        kernel::links_in(self.netns()?)
+        let deadline = Instant::now() + RETIRE_TIMEOUT;
+        loop {
+            let links = kernel::links_in(self.netns()?)?;
+            if !links.iter().any(|l| is_retired(l)) || Instant::now() >= deadline {
+                return Ok(links);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// `busybox ip ARGS…` in the host's network namespace (to make what a user would make by

@@ -107,7 +107,7 @@ async fn run(
         let listener = ferryd::plugin::bind(&plugin_dir)?;
         Some(tokio::spawn(ferryd::plugin::serve(d.clone(), listener)))
     };
-    let app = axum::middleware::from_fn(api::strip_version).layer(api::router(d));
+    let app = axum::middleware::from_fn(api::strip_version).layer(api::router(d.clone()));
     let serve = axum::serve(
         listener,
         axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
@@ -123,6 +123,10 @@ async fn run(
     if let Some(task) = plugin {
         task.abort();
         let _ = std::fs::remove_file(ferryd::plugin::socket_in(&plugin_dir));
+    }
+    // Finish deleting the veth pairs detached last; reconcile removes any left.
+    if !d.kernel.settle(std::time::Duration::from_secs(5)).await {
+        tracing::warn!("stopping with veth deletions pending; the next start removes them");
     }
     Ok(())
 }

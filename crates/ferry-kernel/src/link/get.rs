@@ -8,10 +8,14 @@ use crate::KernelError;
 
 /// The index of the link called `name`, or None if there is none.
 pub async fn index_of(h: &Handle, name: &str) -> Result<Option<u32>, KernelError> {
+    Ok(message_of(h, name).await?.map(|m| m.header.index))
+}
+
+/// The link called `name` as the kernel describes it, or None if there is none.
+pub async fn message_of(h: &Handle, name: &str) -> Result<Option<LinkMessage>, KernelError> {
     let mut s = h.link().get().match_name(name.to_string()).execute();
     match s.try_next().await {
-        Ok(Some(m)) => Ok(Some(m.header.index)),
-        Ok(None) => Ok(None),
+        Ok(m) => Ok(m),
         Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::ENODEV => Ok(None),
         Err(e) => Err(KernelError::netlink("look up link", name, e)),
     }

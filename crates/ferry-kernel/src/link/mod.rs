@@ -7,6 +7,7 @@ pub mod get;
 pub mod kind;
 pub mod pair;
 pub mod port;
+pub mod retire;
 pub mod route;
 pub mod up;
 pub mod veth;

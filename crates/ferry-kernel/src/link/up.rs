@@ -1,5 +1,6 @@
 //! Bringing links up.
 
+use netlink_packet_route::link::LinkAttribute;
 use rtnetlink::Handle;
 
 use crate::KernelError;
@@ -9,6 +10,17 @@ pub async fn up(h: &Handle, index: u32, name: &str) -> Result<(), KernelError> {
         .set(index)
         .up()
         .execute()
+        .await
+        .map_err(|e| KernelError::netlink("set up", name, e))
+}
+
+/// Bring the link called `name` up, found by name in the same request.
+pub async fn up_by_name(h: &Handle, name: &str) -> Result<(), KernelError> {
+    let mut req = h.link().set(0).up();
+    req.message_mut()
+        .attributes
+        .push(LinkAttribute::IfName(name.to_string()));
+    req.execute()
         .await
         .map_err(|e| KernelError::netlink("set up", name, e))
 }

@@ -1,11 +1,12 @@
 //! The endpoint's veth pair, made in one request: the host end enslaved to the bridge
-//! and up, the peer created directly inside the sandbox's namespace under its final
-//! name (eth0, eth1, …) with its MAC and MTU, so there is no rename or move step.
+//! (still down, so that IPv6 can be turned off on it before it comes up: see
+//! crate::sysctl), the peer created directly inside the sandbox's namespace under its
+//! final name (eth0, eth1, …) with its MAC and MTU, so there is no rename or move step.
 
 use std::os::fd::AsRawFd;
 
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlag, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
 };
 use rtnetlink::Handle;
 
@@ -31,8 +32,6 @@ pub async fn create(h: &Handle, v: &VethPair<'_>) -> Result<(), KernelError> {
     peer.attributes.push(LinkAttribute::Mtu(v.mtu));
     let mut req = h.link().add().name(v.host_if.to_string());
     let msg = req.message_mut();
-    msg.header.flags.push(LinkFlag::Up);
-    msg.header.change_mask.push(LinkFlag::Up);
     let attrs = &mut msg.attributes;
     attrs.push(LinkAttribute::Mtu(v.mtu));
     attrs.push(LinkAttribute::Controller(v.bridge_index));

@@ -1,0 +1,96 @@
+//! Background deletion of retired veth pairs (why and how they are retired: link/retire.rs).
+//!
+//! A netlink request runs in the kernel inside the sender's `sendto`: a veth deletion
+//! keeps the sending thread there for 15–20 ms. So the reaper is one thread of its own,
+//! started with [`crate::Netlink`], with a current-thread runtime and a netlink socket of
+//! its own in the same namespace: while it waits on the kernel, ferryd's tokio workers and
+//! its shared netlink socket serve the next requests. Deletions go one after another, by the
+//! reserved name (never reused while the pair exists). [`Reaper::settle`] waits until
+//! every deletion handed over so far is done; if ferryd stops first, the retired pairs are
+//! `fy*` links the store does not know, and reconcile deletes them at the next start.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::link::del;
+
+pub struct Reaper {
+    tx: mpsc::UnboundedSender<String>,
+    pending: watch::Sender<usize>,
+}
+
+impl Reaper {
+    /// Start the reaper thread in the calling thread's network namespace; None if its
+    /// runtime or socket cannot be made (deletions then stay synchronous).
+    pub fn start() -> Option<Reaper> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        let (pending, _) = watch::channel(0usize);
+        let done = pending.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("ferry-reaper".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(_) => {
+                        let _ = ready_tx.send(false);
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let handle = match rtnetlink::new_connection() {
+                        Ok((conn, handle, _)) => {
+                            tokio::spawn(conn);
+                            handle
+                        }
+                        Err(_) => {
+                            let _ = ready_tx.send(false);
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(true);
+                    while let Some(name) = rx.recv().await {
+                        if let Err(e) = del::delete(&handle, &name).await {
+                            tracing::warn!("background delete: {e}; reconcile will remove it");
+                        }
+                        done.send_modify(|n| *n = n.saturating_sub(1));
+                    }
+                });
+            })
+            .ok()?;
+        ready_rx
+            .recv()
+            .ok()
+            .filter(|ok| *ok)
+            .map(|_| Reaper { tx, pending })
+    }
+
+    /// Queue the deletion of the retired link `name`; false if the reaper is gone (the
+    /// caller then deletes it itself).
+    pub fn hand_over(&self, name: String) -> bool {
+        self.pending.send_modify(|n| *n += 1);
+        if self.tx.send(name).is_err() {
+            self.pending.send_modify(|n| *n = n.saturating_sub(1));
+            return false;
+        }
+        true
+    }
+
+    /// Deletions handed over and not finished yet.
+    pub fn pending(&self) -> usize {
+        *self.pending.borrow()
+    }
+
+    /// Wait until every deletion handed over so far is done, at most `limit`; true if
+    /// none is left.
+    pub async fn settle(&self, limit: Duration) -> bool {
+        let mut rx = self.pending.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|n| *n == 0))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}

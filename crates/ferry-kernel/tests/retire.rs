@@ -1,0 +1,145 @@
+//! Detaching an endpoint does not wait for the kernel's slow veth deletion: the pair is
+//! out of service and out of the way when `delete_link` returns, and gone soon after.
+//! Root only (skipped otherwise, failed when CI is set); everything happens in a network
+//! namespace this test unshares on its own thread, and a sandbox namespace pinned under a
+//! temporary directory that a guard unpins even if the test fails.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ferry_kernel::link::get;
+use ferry_kernel::{netns, AttachSpec, BridgeSpec, KernelOps, Netlink};
+
+fn privileged() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI needs root for ferry-kernel's retire test"
+    );
+    eprintln!("skipped: needs root");
+    false
+}
+
+struct Unpin(PathBuf);
+impl Drop for Unpin {
+    fn drop(&mut self) {
+        let _ = netns::remove(&self.0);
+    }
+}
+
+fn spec(sb: &Path, host_if: &str, ip: u8) -> AttachSpec {
+    AttachSpec {
+        netns: sb.to_path_buf(),
+        bridge: "fy-7e570001".into(),
+        host_if: host_if.into(),
+        ifname: "eth0".into(),
+        mac: [0x02, 0x42, 10, 77, 0, ip],
+        addr: format!("10.77.0.{ip}/24").parse().expect("net"),
+        default_via: Some(Ipv4Addr::new(10, 77, 0, 1)),
+        mtu: 1500,
+        hairpin: false,
+    }
+}
+
+async fn sandbox_links(sb: &Path) -> Vec<String> {
+    let h = netns::netlink_in(sb).expect("netlink in sandbox");
+    get::names(&h).await.expect("sandbox links")
+}
+
+async fn scenario(dir: &Path) {
+    let k = Netlink::new().expect("netlink");
+    k.ensure_bridge(&BridgeSpec {
+        name: "fy-7e570001".into(),
+        gateway: Some("10.77.0.1/24".parse().expect("net")),
+        mtu: 1500,
+    })
+    .await
+    .expect("bridge");
+    let sb = dir.join("sb");
+    let _unpin = Unpin(sb.clone());
+    k.create_netns(&sb).await.expect("sandbox netns");
+
+    k.attach(&spec(&sb, "fy0000000000a", 2))
+        .await
+        .expect("attach");
+    // A bridge port carries no IPv6 of its own (so ferryd's IPv6 FIB does not grow with N).
+    let v6 = std::fs::read_to_string("/proc/sys/net/ipv6/conf/fy0000000000a/disable_ipv6");
+    assert!(
+        v6.as_deref().map_or(true, |v| v.trim() == "1"),
+        "IPv6 is on on the host end: {v6:?}"
+    );
+    assert!(sandbox_links(&sb).await.contains(&"eth0".to_string()));
+
+    let t = Instant::now();
+    k.delete_link("fy0000000000a").await.expect("detach");
+    let took = t.elapsed();
+    let pending = k.pending_deletions();
+    let host = k.link_names().await.expect("links");
+    assert!(
+        pending == 1 || host.contains(&"fyz0000000000a".to_string()),
+        "the pair was deleted in line, not retired (pending {pending}, links {host:?})"
+    );
+    assert!(
+        !host.contains(&"fy0000000000a".to_string()),
+        "host end still named: {host:?}"
+    );
+    let inside = sandbox_links(&sb).await;
+    assert!(
+        !inside.contains(&"eth0".to_string()),
+        "eth0 still in the sandbox: {inside:?}"
+    );
+
+    // The sandbox-side name is free at once: attach again without waiting.
+    k.attach(&spec(&sb, "fy0000000000b", 3))
+        .await
+        .expect("attach again right after the detach");
+
+    assert!(
+        k.settle(Duration::from_secs(10)).await,
+        "background deletion did not finish"
+    );
+    let host = k.link_names().await.expect("links");
+    assert!(
+        !host.iter().any(|l| l.starts_with("fyz")),
+        "retired links left after settle: {host:?}"
+    );
+    let inside = sandbox_links(&sb).await;
+    assert!(
+        inside.iter().all(|l| l == "lo" || l == "eth0"),
+        "sandbox after settle: {inside:?}"
+    );
+    eprintln!("delete_link returned after {took:?}");
+
+    // Bridges (and anything that is not an endpoint's host end) go synchronously.
+    k.delete_link("fy0000000000b").await.expect("detach b");
+    k.delete_link("fy-7e570001").await.expect("delete bridge");
+    let host = k.link_names().await.expect("links");
+    assert!(
+        !host.contains(&"fy-7e570001".to_string()),
+        "bridge still there: {host:?}"
+    );
+    assert!(k.settle(Duration::from_secs(10)).await);
+    k.remove_netns(&sb).await.expect("remove sandbox netns");
+}
+
+#[test]
+fn detach_frees_the_names_at_once_and_deletes_the_pair_in_the_background() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare netns");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(scenario(&path))
+    })
+    .join()
+    .expect("scenario");
+}
