@@ -221,8 +221,8 @@ impl<K: KernelOps> Daemon<K> {
         }
         let running = sb.is_running();
         let netns = self.netns_path(sb);
-        let before = st.clone();
         let keys = vec![Key::Net(net_id.clone()), Key::Sbx(sb_id.clone())];
+        let before = st.snapshot(&keys);
         let aliases = cfg.aliases.unwrap_or_default();
         let planned = (|| {
             if let Some(ip) = static_ip {
@@ -249,7 +249,7 @@ impl<K: KernelOps> Daemon<K> {
         let spec = match planned {
             Ok(s) => s,
             Err(e) => {
-                *st = before;
+                st.restore(before);
                 return Err(e.into());
             }
         };

@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::state::{Key, State};
+use crate::state::{Key, Snapshot, State};
 
 pub use network::bridge_spec as bridge_spec_of;
 pub use sandbox::ExitReport;
@@ -83,8 +83,8 @@ impl<K: KernelOps> Daemon<K> {
     }
 
     /// Put `before` back, in memory and in the store.
-    pub(crate) fn rollback(&self, st: &mut State, before: State, keys: &[Key]) {
-        *st = before;
+    pub(crate) fn rollback(&self, st: &mut State, before: Snapshot, keys: &[Key]) {
+        st.restore(before);
         if let Err(e) = self.commit(st, keys) {
             tracing::error!(
                 "rollback of the store failed: {e}; reconcile will repair it at the next start"

@@ -55,8 +55,8 @@ impl<K: KernelOps> Daemon<K> {
         let made = network_from_request(&req, &ctx)?;
         let net = made.network;
         let id = net.id.clone();
-        let before = st.clone();
         let keys = [Key::Net(id.clone()), Key::Meta];
+        let before = st.snapshot(&keys);
         let spec = bridge_spec(&net).expect("bridge networks have a bridge");
         st.networks.insert(id.clone(), net);
         st.meta.pool_cursor = made.pool_cursor;

@@ -221,7 +221,6 @@ impl<K: KernelOps> Daemon<K> {
         if st.sandboxes[&id].is_running() {
             return Ok(());
         }
-        let before = st.clone();
         let netns = self.netns_path(&st.sandboxes[&id]);
         let net_ids: Vec<String> = st.sandboxes[&id]
             .endpoints
@@ -230,12 +229,13 @@ impl<K: KernelOps> Daemon<K> {
             .collect();
         let mut keys: Vec<Key> = net_ids.iter().map(|n| Key::Net(n.clone())).collect();
         keys.push(Key::Sbx(id.clone()));
+        let before = st.snapshot(&keys);
         let mut specs = vec![];
         for n in &net_ids {
             match plan_plug(&mut st, &id, n, netns.clone()) {
                 Ok(s) => specs.push(s),
                 Err(e) => {
-                    *st = before;
+                    st.restore(before);
                     return Err(e.into());
                 }
             }

@@ -75,7 +75,11 @@ impl<K: KernelOps> Daemon<K> {
         let internal = net.internal;
         let ep_id = req.endpoint_id.clone();
         let net_name = net.name.clone();
-        let before = st.clone();
+        let keys = [
+            Key::Net(req.network_id.clone()),
+            Key::PluginEp(ep_id.clone()),
+        ];
+        let before = st.snapshot(&keys);
         let pool = st
             .networks
             .get_mut(&req.network_id)
@@ -119,7 +123,6 @@ impl<K: KernelOps> Daemon<K> {
                 sandbox_key: None,
             },
         );
-        let keys = [Key::Net(req.network_id), Key::PluginEp(ep_id)];
         self.commit(&st, &keys)?;
         if let Err(e) = self.sync_firewall(&st).await {
             self.rollback(&mut st, before, &keys);
@@ -164,8 +167,8 @@ impl<K: KernelOps> Daemon<K> {
         {
             return Ok(answer);
         }
-        let before = st.clone();
         let keys = [Key::PluginEp(req.endpoint_id.clone())];
+        let before = st.snapshot(&keys);
         let ep = st
             .plugin
             .endpoints
@@ -266,8 +269,8 @@ impl<K: KernelOps> Daemon<K> {
             return Ok(());
         }
         check_host_free(&published)?;
-        let before = st.clone();
         let keys = [Key::PluginEp(req.endpoint_id.clone())];
+        let before = st.snapshot(&keys);
         let ep = st
             .plugin
             .endpoints

@@ -85,7 +85,6 @@ impl<K: KernelOps> Daemon<K> {
                 Some(_) => {}
             }
         }
-        let before = st.clone();
         let mut keys = vec![Key::Net(id.clone()), Key::PluginNet(id.clone())];
         let bound = st
             .plugin
@@ -93,11 +92,12 @@ impl<K: KernelOps> Daemon<K> {
             .values()
             .find(|p| !p.released && p.pool.as_ref().is_some_and(|a| a.subnet == subnet))
             .map(|p| p.id.clone());
+        keys.extend(bound.iter().map(|pid| Key::PluginPool(pid.clone())));
+        let before = st.snapshot(&keys);
         let pool = match &bound {
             Some(pid) => {
                 let rec = st.plugin.pools.get_mut(pid).expect("found");
                 rec.network_id = Some(id.clone());
-                keys.push(Key::PluginPool(pid.clone()));
                 let mut pool = rec.pool.take().expect("unbound pools hold addresses");
                 if let Some(g) = gateway {
                     pool.gateway = g;
