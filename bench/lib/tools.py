@@ -314,7 +314,8 @@ class Ferry(Tool):
 
     def fill(self, n, port=False):
         for i in range(self.filled, n):
-            self.run_sleeper(f"f{i}", "fbnet")
+            extra = ["-p", f"{20000 + i}:80"] if port else []
+            sh(self.cli("run", "-d", "--name", f"f{i}", "--network", "fbnet", *extra, "--", BUSYBOX, "sleep", "1000000"))
         self.filled = max(n, self.filled)
 
     def stop(self):
