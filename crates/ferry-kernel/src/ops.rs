@@ -216,7 +216,18 @@ impl KernelOps for Netlink {
             peer_mac: s.mac,
             mtu: s.mtu,
         };
-        veth::create(&self.handle, &pair).await?;
+        veth::create(&self.handle, &pair).await.map_err(|e| {
+            // EXFULL: a Linux bridge takes at most 1024 ports (BR_MAX_PORTS).
+            if e.errno() == Some(libc::EXFULL) {
+                KernelError::other(
+                    "attach to bridge",
+                    &s.bridge,
+                    "the bridge has 1024 ports, the most a Linux bridge takes",
+                )
+            } else {
+                e
+            }
+        })?;
         sysctl::disable_ipv6(&s.host_if);
         let host_side = async {
             up::up_by_name(&self.handle, &s.host_if).await?;
