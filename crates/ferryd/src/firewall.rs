@@ -163,6 +163,31 @@ impl<K: KernelOps> Daemon<K> {
         Ok(())
     }
 
+    /// The kernel side of a new network: its bridge, then the firewall for `st`. On
+    /// failure the bridge goes if it was not there before (else it is handed back); the
+    /// caller rolls the state back.
+    pub(crate) async fn program_network(&self, st: &State, spec: &BridgeSpec) -> Result<()> {
+        let existed = self.kernel.link_kind(&spec.name).await?.is_some();
+        let programmed = match self.prepare_bridge(spec).await {
+            Ok(()) => self.sync_firewall(st).await,
+            Err(e) => Err(e),
+        };
+        if programmed.is_err() {
+            let undo = match existed {
+                false => self
+                    .kernel
+                    .delete_link(&spec.name)
+                    .await
+                    .map_err(Into::into),
+                true => self.release_bridge(&spec.name).await,
+            };
+            if let Err(e) = undo {
+                tracing::warn!("create network {}: undo: {e}", spec.name);
+            }
+        }
+        programmed
+    }
+
     /// A bridge ferry used but did not make (`-o bridge=BR`) is handed back: off goes
     /// `route_localnet`, which without ferry's input rule would let whatever sits on
     /// that bridge reach the host's loopback services.

@@ -61,16 +61,10 @@ impl<K: KernelOps> Daemon<K> {
         st.networks.insert(id.clone(), net);
         st.meta.pool_cursor = made.pool_cursor;
         self.commit(&st, &keys)?;
-        let existed = self.kernel.link_names().await?.contains(&spec.name);
-        let programmed = match self.prepare_bridge(&spec).await {
-            Ok(()) => self.sync_firewall(&st).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = programmed {
-            if !existed {
-                let _ = self.kernel.delete_link(&spec.name).await;
-            }
+        if let Err(e) = self.program_network(&st, &spec).await {
             self.rollback(&mut st, before, &keys);
+            self.sync_firewall_or_warn(&st, "create network: undo")
+                .await;
             return Err(e);
         }
         Ok(id)

@@ -147,17 +147,7 @@ impl<K: KernelOps> Daemon<K> {
             },
         );
         self.commit(&st, &keys)?;
-        let existed = self.kernel.link_kind(&spec.name).await?.is_some();
-        let programmed = match self.prepare_bridge(&spec).await {
-            Ok(()) => self.sync_firewall(&st).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = programmed {
-            if !existed {
-                let _ = self.kernel.delete_link(&spec.name).await;
-            } else {
-                let _ = self.release_bridge(&spec.name).await;
-            }
+        if let Err(e) = self.program_network(&st, &spec).await {
             self.rollback(&mut st, before, &keys);
             self.sync_firewall_or_warn(&st, "create network: undo")
                 .await;
