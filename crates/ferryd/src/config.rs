@@ -20,6 +20,18 @@ pub struct Config {
 }
 
 impl Config {
+    /// Every path under `root` and the default bridge at 172.17.0.1/16: a ferryd of its
+    /// own for a test (or beside another one).
+    pub fn under(root: &std::path::Path) -> Config {
+        Config {
+            data_root: root.join("data"),
+            exec_root: root.join("run"),
+            socket: root.join("ferry.sock"),
+            netns_dir: root.join("netns"),
+            bip: Ipv4Net::new(std::net::Ipv4Addr::new(172, 17, 0, 1), 16).expect("a /16"),
+        }
+    }
+
     pub fn store_path(&self) -> PathBuf {
         self.data_root.join("ferry.redb")
     }

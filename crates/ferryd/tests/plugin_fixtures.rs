@@ -33,13 +33,7 @@ fn fixtures_dir() -> PathBuf {
 }
 
 fn daemon(dir: &tempfile::TempDir) -> Arc<Daemon<Recorder>> {
-    let cfg = Config {
-        data_root: dir.path().join("data"),
-        exec_root: dir.path().join("run"),
-        socket: dir.path().join("ferry.sock"),
-        netns_dir: dir.path().join("netns"),
-        bip: "172.17.0.1/16".parse().unwrap(),
-    };
+    let cfg = Config::under(dir.path());
     Daemon::new(cfg, Recorder::default(), Box::new(MemStore::default())).unwrap()
 }
 

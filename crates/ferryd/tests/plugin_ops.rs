@@ -21,13 +21,7 @@ const EP1: &str = "b11c9374793aaac54283d74c862c90cf67d2e551961a6a575e65297af1588
 const EP2: &str = "7bcee044233729ddfeba920c8e73ff825b5b89982f2b29e234924a777ae25479";
 
 fn cfg(dir: &tempfile::TempDir) -> Config {
-    Config {
-        data_root: dir.path().join("data"),
-        exec_root: dir.path().join("run"),
-        socket: dir.path().join("ferry.sock"),
-        netns_dir: dir.path().join("netns"),
-        bip: "172.17.0.1/16".parse().unwrap(),
-    }
+    Config::under(dir.path())
 }
 
 fn daemon_with(dir: &tempfile::TempDir, store: Box<dyn Store>) -> Arc<Daemon<Recorder>> {
