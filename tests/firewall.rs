@@ -549,6 +549,39 @@ fn bad_publish_specs_are_refused_with_the_reason_and_change_nothing() -> Result<
         "60",
     ])?;
     ensure!(out.stderr.contains("port is already allocated"), "{out}");
+    // A host process holding the port: the DNAT rule would shadow it, so it is refused.
+    let probe = host.bins().probe.to_string_lossy().into_owned();
+    let holder = host
+        .in_host(
+            "sh",
+            &[
+                "-c",
+                &format!("{probe} serve-tcp 9999 >/dev/null 2>&1 & echo $!"),
+            ],
+        )?
+        .expect_success()?;
+    let pid: i32 = holder.out().parse()?;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let held = host.ferry_err(&[
+        "run",
+        "-d",
+        "--name",
+        "fourth",
+        "--network",
+        &net,
+        "-p",
+        "9999:80",
+        "--",
+        BUSYBOX,
+        "sleep",
+        "60",
+    ]);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let held = held?;
+    ensure!(held.stderr.contains("port is already allocated"), "{held}");
     let internal = unique("n");
     host.create_network(&internal, &["--internal", "--subnet", "10.88.0.0/24"])?;
     let out = host.ferry_err(&[
@@ -566,9 +599,12 @@ fn bad_publish_specs_are_refused_with_the_reason_and_change_nothing() -> Result<
         "60",
     ])?;
     ensure!(out.stderr.contains("internal"), "{out}");
+    // `run` creates, then starts: a start refused for its ports leaves the created
+    // sandbox, as `docker run` leaves its container; nothing else was made.
     let ids = host.sandbox_ids()?;
-    ensure!(ids.len() == 2, "refused runs left sandboxes: {ids:?}");
-    host.ferry_ok(&["rm", "-f", "first", "second"]).ok();
+    ensure!(ids.len() == 3, "refused runs left sandboxes: {ids:?}");
+    host.ferry_ok(&["rm", "-f", "first", "second", "fourth"])
+        .ok();
     let _ = before;
     host.finish()
 }

@@ -137,6 +137,15 @@ impl KernelOps for Recorder {
             .push((s.host_if.clone(), s.peer_if.clone()));
         Ok(())
     }
+    /// No host process holds anything here (a query: not recorded).
+    async fn host_port_free(
+        &self,
+        _proto: ferry_core::ports::Proto,
+        _ip: Ipv4Addr,
+        _port: u16,
+    ) -> Result<bool, KernelError> {
+        Ok(true)
+    }
     /// Scripts are recorded; a `list` finds nothing, as in a kernel with no ruleset.
     async fn nft(&self, script: &str) -> Result<String, KernelError> {
         self.record(format!("nft {}", script.trim_end().replace('\n', "; ")))?;

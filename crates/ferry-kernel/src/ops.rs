@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ferry_core::ports::Proto;
 use ipnet::Ipv4Net;
 
 use std::sync::Arc;
@@ -83,6 +84,15 @@ pub trait KernelOps: Send + Sync + 'static {
         &self,
         spec: &VethPairSpec,
     ) -> impl Future<Output = Result<(), KernelError>> + Send;
+    /// Whether a host process could bind `ip:port` (a published port must not shadow
+    /// one a host process holds). Only a port in use is `false`; an address that is not
+    /// the host's is an error with EADDRNOTAVAIL.
+    fn host_port_free(
+        &self,
+        proto: Proto,
+        ip: Ipv4Addr,
+        port: u16,
+    ) -> impl Future<Output = Result<bool, KernelError>> + Send;
     /// Run an nftables script as one transaction; returns what it printed.
     fn nft(&self, script: &str) -> impl Future<Output = Result<String, KernelError>> + Send;
     /// Set a sysctl in ferryd's namespace (`["net", "ipv4", "ip_forward"]`); true when
@@ -266,6 +276,29 @@ impl KernelOps for Netlink {
 
     async fn create_veth_pair(&self, spec: &VethPairSpec) -> Result<(), KernelError> {
         pair::create(&self.handle, spec).await
+    }
+
+    async fn host_port_free(
+        &self,
+        proto: Proto,
+        ip: Ipv4Addr,
+        port: u16,
+    ) -> Result<bool, KernelError> {
+        let bound = match proto {
+            Proto::Tcp => std::net::TcpListener::bind((ip, port)).map(drop),
+            Proto::Udp => std::net::UdpSocket::bind((ip, port)).map(drop),
+        };
+        match bound {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => Err(KernelError::io(
+                "bind",
+                format!("{ip}:{port}/{}", proto.as_str()),
+                e,
+            )),
+            // Anything else (say, a port below 1024 without root) is not a holder.
+            Err(_) => Ok(true),
+        }
     }
 
     async fn nft(&self, script: &str) -> Result<String, KernelError> {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ferry_core::model::Network;
 use ferry_core::nft::{self, render, Elements};
-use ferry_core::ports::{Proto, Published};
+use ferry_core::ports::Published;
 use ferry_core::CoreError;
 use ferry_kernel::{BridgeSpec, KernelOps};
 
@@ -188,6 +188,34 @@ impl<K: KernelOps> Daemon<K> {
         programmed
     }
 
+    /// A host port that a host process already holds would be shadowed by the DNAT
+    /// rule: refuse it, as Docker's proxy would fail to bind it.
+    pub(crate) async fn check_host_free(&self, p: &[Published]) -> Result<()> {
+        for m in p {
+            let ip = m.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+            for port in m.host_ports.iter() {
+                match self.kernel.host_port_free(m.proto, ip, port).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(CoreError::PortTaken {
+                            host_ip: m.host_ip_string(),
+                            port,
+                        }
+                        .into())
+                    }
+                    Err(e) if e.errno() == Some(libc::EADDRNOTAVAIL) => {
+                        return Err(CoreError::Invalid(format!(
+                            "cannot publish on {ip}: it is not an address of this host"
+                        ))
+                        .into())
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A bridge ferry used but did not make (`-o bridge=BR`) is handed back: off goes
     /// `route_localnet`, which without ferry's input rule would let whatever sits on
     /// that bridge reach the host's loopback services.
@@ -268,35 +296,6 @@ pub(crate) fn check_publishable(
             "network {} is internal: ports cannot be published on it",
             net.name
         )));
-    }
-    Ok(())
-}
-
-/// A host port that a host process already holds would be shadowed by the DNAT rule:
-/// refuse it, as Docker's proxy would fail to bind it.
-pub(crate) fn check_host_free(p: &[Published]) -> std::result::Result<(), CoreError> {
-    for m in p {
-        let ip = m.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
-        for port in m.host_ports.iter() {
-            let bound = match m.proto {
-                Proto::Tcp => std::net::TcpListener::bind((ip, port)).map(drop),
-                Proto::Udp => std::net::UdpSocket::bind((ip, port)).map(drop),
-            };
-            match bound.map_err(|e| e.kind()) {
-                Err(std::io::ErrorKind::AddrInUse) => {
-                    return Err(CoreError::PortTaken {
-                        host_ip: m.host_ip_string(),
-                        port,
-                    })
-                }
-                Err(std::io::ErrorKind::AddrNotAvailable) => {
-                    return Err(CoreError::Invalid(format!(
-                        "cannot publish on {ip}: it is not an address of this host"
-                    )))
-                }
-                _ => {}
-            }
-        }
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use ipnet::Ipv4Net;
 
 use super::{new_id, Daemon};
 use crate::error::Result;
-use crate::firewall::{check_host_free, check_publishable, taken_ports};
+use crate::firewall::{check_publishable, taken_ports};
 use crate::state::{Key, State};
 
 /// Give `sb_id`'s endpoint on `net_id` an address and a live record; returns the
@@ -90,7 +90,8 @@ pub(crate) fn plan_plug(
 }
 
 /// Decide the host ports of the endpoint's published ports against every other live
-/// endpoint's, and check that no host process holds them.
+/// endpoint's (whether a host process holds one is the caller's check:
+/// [`Daemon::check_host_free`], before the commit).
 fn plan_ports(
     st: &State,
     sb_id: &str,
@@ -108,9 +109,15 @@ fn plan_ports(
         .get(net_id)
         .ok_or_else(|| CoreError::NoSuchNetwork(net_id.into()))?;
     check_publishable(net, true)?;
-    let published = decide(ports, &taken_ports(st, sb_id, net_id))?;
-    check_host_free(&published)?;
-    Ok(published)
+    decide(ports, &taken_ports(st, sb_id, net_id))
+}
+
+/// The decided ports of a sandbox's live endpoints.
+pub(crate) fn published_of(st: &State, sb_id: &str) -> Vec<Published> {
+    st.sandboxes
+        .get(sb_id)
+        .map(ferry_core::docker::container::published_ports)
+        .unwrap_or_default()
 }
 
 /// Take down the live part of an endpoint in `st`: free its address (a static one
@@ -253,6 +260,15 @@ impl<K: KernelOps> Daemon<K> {
                 return Err(e.into());
             }
         };
+        let new_ports = st.sandboxes[&sb_id]
+            .endpoint(&net_id)
+            .and_then(|e| e.live.as_ref())
+            .map(|l| l.published.clone())
+            .unwrap_or_default();
+        if let Err(e) = self.check_host_free(&new_ports).await {
+            st.restore(before);
+            return Err(e);
+        }
         self.commit(&st, &keys)?;
         if let Some(spec) = spec {
             if let Err(e) = self.kernel.attach(&spec).await {

@@ -13,7 +13,7 @@ use ferry_core::validate::valid_name;
 use ferry_core::CoreError;
 use ferry_kernel::{AttachSpec, KernelOps};
 
-use super::endpoint::{plan_plug, plan_unplug};
+use super::endpoint::{plan_plug, plan_unplug, published_of};
 use super::{new_id, now, Daemon};
 use crate::error::{Error, Result};
 use crate::state::{Key, State};
@@ -239,6 +239,10 @@ impl<K: KernelOps> Daemon<K> {
                     return Err(e.into());
                 }
             }
+        }
+        if let Err(e) = self.check_host_free(&published_of(&st, &id)).await {
+            st.restore(before);
+            return Err(e);
         }
         let sb = st.sandboxes.get_mut(&id).expect("resolved");
         sb.state = RunState::Running {

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::{no_endpoint, no_ipv6};
 use crate::error::Result;
-use crate::firewall::{check_host_free, check_publishable, taken_ports};
+use crate::firewall::{check_publishable, taken_ports};
 use crate::ops::Daemon;
 use crate::state::Key;
 
@@ -268,7 +268,7 @@ impl<K: KernelOps> Daemon<K> {
         if ep.endpoint.ports == maps && live.published == published {
             return Ok(());
         }
-        check_host_free(&published)?;
+        self.check_host_free(&published).await?;
         let keys = [Key::PluginEp(req.endpoint_id.clone())];
         let before = st.snapshot(&keys);
         let ep = st
