@@ -128,6 +128,9 @@ struct Inner {
     /// The listen addresses of the last update (also before serving starts: they
     /// decide what sandboxes' resolv.conf says).
     gateways: BTreeSet<Ipv4Addr>,
+    /// The records the table in service was built from: an update that changes none
+    /// (a pid recorded, an address freed on a network without names) keeps the table.
+    built_from: Option<Vec<SandboxRecord>>,
 }
 
 /// The daemon's responder. Until `start` it only tracks the listen addresses (the
@@ -145,7 +148,12 @@ impl Dns {
         let Some(server) = &inner.server else {
             return;
         };
-        server.set_table(Table::build(&records(st), &inner.default_upstreams));
+        let recs = records(st);
+        if inner.built_from.as_ref() != Some(&recs) {
+            server.set_table(Table::build(&recs, &inner.default_upstreams));
+            inner.built_from = Some(recs);
+        }
+        let server = inner.server.as_ref().expect("checked above");
         for e in server.listen_on(&inner.gateways) {
             tracing::warn!("{e}; trying again every {RETRY:?}");
         }
