@@ -41,6 +41,21 @@ fn run_req(net: &str) -> ContainerCreateRequest {
     }
 }
 
+/// Networks n1 (10.5.0.0/24) and n2 (10.6.0.0/24), and a running sandbox `web` on n1.
+async fn web_on_n1_with_n2(dir: &tempfile::TempDir) -> (Arc<Daemon<Recorder>>, String) {
+    let d = daemon(dir);
+    d.ensure_predefined().await.unwrap();
+    d.create_network(net_req("n1", "10.5.0.0/24"))
+        .await
+        .unwrap();
+    d.create_network(net_req("n2", "10.6.0.0/24"))
+        .await
+        .unwrap();
+    let id = d.create_sandbox(Some("web"), run_req("n1")).await.unwrap();
+    d.start_sandbox(&id, false).await.unwrap();
+    (d, id)
+}
+
 fn fail_on(d: &Daemon<Recorder>, prefix: &str) {
     *d.kernel.fail_on.lock().unwrap() = Some(prefix.into());
 }
@@ -126,16 +141,7 @@ async fn a_refused_veth_rolls_back_the_address_the_namespace_and_the_state() {
 #[tokio::test]
 async fn a_refused_connect_leaves_the_sandbox_on_its_first_network_only() {
     let dir = tempfile::tempdir().unwrap();
-    let d = daemon(&dir);
-    d.ensure_predefined().await.unwrap();
-    d.create_network(net_req("n1", "10.5.0.0/24"))
-        .await
-        .unwrap();
-    d.create_network(net_req("n2", "10.6.0.0/24"))
-        .await
-        .unwrap();
-    let id = d.create_sandbox(Some("web"), run_req("n1")).await.unwrap();
-    d.start_sandbox(&id, false).await.unwrap();
+    let (d, id) = web_on_n1_with_n2(&dir).await;
     fail_on(&d, "attach");
     let mut req = ConnectRequest {
         container: "web".into(),
@@ -223,16 +229,7 @@ async fn an_attach_without_published_ports_makes_no_firewall_call() {
 #[tokio::test]
 async fn a_refused_firewall_change_on_connect_undoes_the_veth_and_the_state() {
     let dir = tempfile::tempdir().unwrap();
-    let d = daemon(&dir);
-    d.ensure_predefined().await.unwrap();
-    d.create_network(net_req("n1", "10.5.0.0/24"))
-        .await
-        .unwrap();
-    d.create_network(net_req("n2", "10.6.0.0/24"))
-        .await
-        .unwrap();
-    let id = d.create_sandbox(Some("web"), run_req("n1")).await.unwrap();
-    d.start_sandbox(&id, false).await.unwrap();
+    let (d, id) = web_on_n1_with_n2(&dir).await;
     fail_on(&d, "nft add element");
     let mut req = ConnectRequest {
         container: "web".into(),
