@@ -57,6 +57,7 @@ pub fn create(path: &Path) -> Result<(), KernelError> {
             None::<&str>,
         )
         .map_err(|e| KernelError::sys("bind-mount netns", &shown, e))?;
+        crate::sysctl::ipv6_off_by_default_here();
         crate::link::up::lo_up_here()
     });
     if res.is_err() {

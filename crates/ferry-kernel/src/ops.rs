@@ -213,8 +213,7 @@ impl KernelOps for Netlink {
     }
 
     async fn attach(&self, s: &AttachSpec) -> Result<(), KernelError> {
-        let bridge_index = get::index_of(&self.handle, &s.bridge)
-            .await?
+        let bridge_index = get::index_here(&s.bridge)?
             .ok_or_else(|| KernelError::other("attach to bridge", &s.bridge, "no such bridge"))?;
         let ns = File::open(&s.netns)
             .map_err(|e| KernelError::io("open netns", s.netns.display().to_string(), e))?;

@@ -31,3 +31,15 @@ pub fn disable_ipv6(ifname: &str) {
         Err(e) => tracing::debug!("write {path}: {e}"),
     }
 }
+
+/// In a sandbox namespace just made (on the thread that made it): interfaces created
+/// in it from now on start with IPv6 off. ferry's networks are IPv4, and a sandbox-side
+/// veth with IPv6 on sends duplicate-address probes, MLD reports and router
+/// solicitations when it comes up, each one multicast, which the bridge floods to every
+/// other endpoint's sandbox: an attach cost that grew with the number of endpoints.
+/// Docker also turns IPv6 off on interfaces given only IPv4 (since 26.0.2, for
+/// CVE-2024-32473, which is about the same surprise on macvlan links). `lo`
+/// exists already and keeps `::1`. Best effort, like [`disable_ipv6`].
+pub fn ipv6_off_by_default_here() {
+    disable_ipv6("default");
+}

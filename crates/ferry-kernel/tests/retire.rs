@@ -49,6 +49,41 @@ async fn sandbox_links(sb: &Path) -> Vec<String> {
     get::names(&h).await.expect("sandbox links")
 }
 
+/// A sysctl as the sandbox sees it (read on a thread that joined its namespace);
+/// None on a kernel without the file.
+fn sandbox_sysctl(sb: &Path, key: &str) -> Option<String> {
+    let (sb, key) = (sb.to_path_buf(), key.to_string());
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&sb).expect("open sandbox netns");
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        std::fs::read_to_string(format!("/proc/sys/{key}")).ok()
+    })
+    .join()
+    .expect("sysctl thread")
+}
+
+/// A netlink handle in the test's namespace (the one the bridge is in).
+fn k_handle() -> rtnetlink::Handle {
+    let (conn, h, _) = rtnetlink::new_connection().expect("netlink");
+    tokio::spawn(conn);
+    h
+}
+
+async fn bridge_snooping(h: &rtnetlink::Handle) -> Option<u8> {
+    use netlink_packet_route::link::{InfoBridge, InfoData, LinkAttribute, LinkInfo};
+    let m = get::message_of(h, "fy-7e570001").await.expect("bridge")?;
+    m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            LinkInfo::Data(InfoData::Bridge(b)) => b.iter().find_map(|x| match x {
+                InfoBridge::MulticastSnooping(v) => Some(*v),
+                _ => None,
+            }),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
 async fn scenario(dir: &Path) {
     let k = Netlink::new().expect("netlink");
     k.ensure_bridge(&BridgeSpec {
@@ -72,6 +107,19 @@ async fn scenario(dir: &Path) {
         "IPv6 is on on the host end: {v6:?}"
     );
     assert!(sandbox_links(&sb).await.contains(&"eth0".to_string()));
+    // Nor does the sandbox side (an IPv4 network: no link-local address, no multicast
+    // chatter flooded to every other endpoint).
+    let v6 = sandbox_sysctl(&sb, "net/ipv6/conf/eth0/disable_ipv6");
+    assert!(
+        v6.as_deref().is_none_or(|v| v.trim() == "1"),
+        "IPv6 is on on the sandbox side: {v6:?}"
+    );
+    // ferry's bridges have multicast snooping off (it made every port change O(ports)).
+    assert_eq!(
+        bridge_snooping(&k_handle()).await,
+        Some(0),
+        "multicast snooping of a bridge ferry made"
+    );
 
     let t = Instant::now();
     k.delete_link("fy0000000000a").await.expect("detach");

@@ -10,13 +10,12 @@ use netlink_packet_route::link::{
 use rtnetlink::Handle;
 
 use crate::link::del::delete;
-use crate::link::get::index_of;
+use crate::link::get::index_here;
 use crate::link::port::hairpin;
 use crate::{KernelError, VethPairSpec};
 
 pub async fn create(h: &Handle, s: &VethPairSpec) -> Result<(), KernelError> {
-    let bridge_index = index_of(h, &s.bridge)
-        .await?
+    let bridge_index = index_here(&s.bridge)?
         .ok_or_else(|| KernelError::other("attach to bridge", &s.bridge, "no such bridge"))?;
     let mut peer = LinkMessage::default();
     peer.attributes
