@@ -17,6 +17,7 @@ each window this reports:
 import argparse
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -104,6 +105,7 @@ def main():
     ap.add_argument("-n", type=int, default=30)
     ap.add_argument("--fill", type=int, default=0, help="other running sandboxes on the network first")
     ap.add_argument("--perf", action="store_true", help="also sample ferryd with perf during the connects")
+    ap.add_argument("--perf-keep", metavar="DIR", help="keep the perf data files in DIR (for perf report -g)")
     a = ap.parse_args()
     w = World()
     rc = 0
@@ -136,6 +138,10 @@ def main():
             c0 = cpu_ticks(f.proc.pid)
             plain = [timed(f.cli("network", verb, "fbnet", n))[0] / 1e6 for n in names]
             cpu_plain = (cpu_ticks(f.proc.pid) - c0) * 1000 / os.sysconf("SC_CLK_TCK") / len(names)
+            if perf:
+                # Only the untraced window: strace's stops would dominate the samples.
+                perf.send_signal(signal.SIGINT)
+                perf.wait(60)
             other = "disconnect" if verb == "connect" else "connect"
             for n in names:
                 sh(f.cli("network", other, "fbnet", n))
@@ -147,14 +153,15 @@ def main():
                   f"{cpu:.2f} ms under strace")
             report(segments(out))
             if perf:
-                perf.send_signal(signal.SIGINT)
-                perf.wait(60)
                 rep = sh(["perf", "report", "--stdio", "--no-children", "-i", perf_data, "--sort", "symbol",
                           "-g", "none", "--percent-limit", "2"], check=False, timeout=300).stdout
                 print("perf, ferryd samples by symbol (self time, >= 2%):")
                 for line in rep.splitlines():
                     if "%" in line and not line.startswith("#"):
                         print("  " + line.strip()[:110])
+                if a.perf_keep:
+                    os.makedirs(a.perf_keep, exist_ok=True)
+                    shutil.copy(perf_data, a.perf_keep)
             print()
     except BaseException as e:
         log(f"profile: failed: {e!r}")
