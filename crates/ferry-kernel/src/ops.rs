@@ -116,6 +116,8 @@ pub struct Netlink {
     /// delete_link can retire the peer too. Empty after a restart: links made before are
     /// deleted synchronously.
     peers: std::sync::Mutex<HashMap<String, (PathBuf, String)>>,
+    /// ferryd's `/proc/sys/net/ipv6/conf`, held open (see [`sysctl::Ipv6Conf`]).
+    ipv6_conf: sysctl::Ipv6Conf,
 }
 
 impl Netlink {
@@ -133,6 +135,7 @@ impl Netlink {
             nft: Default::default(),
             reaper,
             peers: Default::default(),
+            ipv6_conf: sysctl::Ipv6Conf::open_here(),
         })
     }
 
@@ -179,7 +182,7 @@ impl KernelOps for Netlink {
             .map(|_| ())
     }
 
-    /// An endpoint's veth pair is retired (down, out of the bridge, both ends renamed:
+    /// An endpoint's veth pair is retired (both ends down and renamed:
     /// well under a millisecond) and deleted in the background; anything else, or any
     /// pair the kernel will not retire, is deleted before returning.
     async fn delete_link(&self, name: &str) -> Result<(), KernelError> {
@@ -237,7 +240,7 @@ impl KernelOps for Netlink {
                 e
             }
         })?;
-        sysctl::disable_ipv6(&s.host_if);
+        sysctl::disable_ipv6(&self.ipv6_conf, &s.host_if);
         let host_side = async {
             up::up_by_name(&self.handle, &s.host_if).await?;
             if s.hairpin {
