@@ -77,7 +77,7 @@ impl<K: KernelOps> Daemon<K> {
         // Names live in networks and sandboxes; IPAM pools, Docker's endpoints and the
         // meta record never change an answer.
         if keys.iter().any(|k| matches!(k, Key::Net(_) | Key::Sbx(_))) {
-            self.dns.update(st);
+            self.dns.update(st, keys);
         }
         Ok(())
     }

@@ -1,0 +1,243 @@
+//! ferryd's side of the embedded DNS: the table derived from the desired state, the
+//! listen addresses, and each sandbox's resolv.conf.
+//!
+//! * `records` — the state → one record per sandbox with names (pure).
+//! * `names` — the table in service and the records it holds, following commits.
+//!
+//! Design note. The responder listens on the gateway address of every user-defined
+//! bridge network, port 53, in ferryd's own network namespace (as aardvark-dns does),
+//! one UDP socket and one TCP listener per network. A sandbox on such a network gets
+//! `nameserver <gateway of its first user-defined network>`; the query's source
+//! address tells the responder which sandbox asks, so one table answers every
+//! socket, and a sandbox on two networks sees the names of both. The alternative,
+//! Docker's 127.0.0.11 inside each sandbox, needs a socket (or a NAT rule) in every
+//! sandbox namespace: per-sandbox cost, and a firewall dependency this avoids.
+//! Forwarding runs in ferryd's namespace too, so a host resolver on loopback
+//! (systemd-resolved's 127.0.0.53) works as an upstream.
+//!
+//! On every committed change of the state, `Dns::update` makes the records (a pure
+//! function of the state: `records::record_of`) of just the sandboxes the commit's
+//! keys name, applies their difference to the table in service (`Table::apply`:
+//! O(changed · log n), the old table untouched) and swaps the new one in, then
+//! reconciles the sockets with the networks. It used to rebuild the whole table from
+//! the whole state: a sixth of ferryd's CPU per attach at 900 sandboxes, and growing.
+//! A network key changes records only if the network came, went, or changed kind
+//! (names, internal); then the sandboxes on it are remade. `Names::of` builds
+//! everything from the state at start. Neither path drops a query.
+//!
+//! The default `bridge` network has no names, as in Docker: its sandboxes keep the
+//! host's resolvers (or `--dns`) in their resolv.conf.
+
+mod names;
+mod records;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use ferry_core::files::resolv_conf;
+use ferry_core::model::{DnsConf, Sandbox};
+use ferry_dns::{Forwarder, Server};
+use ferry_kernel::KernelOps;
+
+use crate::ops::Daemon;
+use crate::state::{Key, State};
+use names::Names;
+use records::has_names;
+pub use records::{record_of, records};
+
+/// The port the responder serves on every gateway.
+pub const DNS_PORT: u16 = 53;
+/// How often sockets that failed to open are tried again.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The addresses the responder listens on: the gateway of every network with names.
+pub fn listen_addrs(st: &State) -> BTreeSet<Ipv4Addr> {
+    st.networks
+        .values()
+        .filter(|n| has_names(n))
+        .filter_map(|n| n.pool.as_ref().map(|p| p.gateway))
+        .collect()
+}
+
+/// `IP` (port 53) or `IP:PORT` / `[IPv6]:PORT`.
+pub fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("{s}: not an IP address or IP:PORT"))
+}
+
+/// The nameservers of a resolv.conf, port 53. Loopback ones are kept: the forwarder
+/// runs in ferryd's namespace, where they answer.
+pub fn resolv_upstreams(resolv: &str) -> Vec<SocketAddr> {
+    resolv
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("nameserver")).then(|| w.next()).flatten()
+        })
+        .filter_map(|ip| ip.parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
+}
+
+/// The name server of a sandbox: the gateway of its first endpoint on a network with
+/// names, if it has one.
+fn nameserver_of(sb: &Sandbox, gateways: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+    sb.endpoints
+        .iter()
+        .filter_map(|e| e.live.as_ref()?.gateway)
+        .find(|g| gateways.contains(g))
+}
+
+/// Open and close sockets to match `gateways`.
+fn listen(server: &Server, gateways: &BTreeSet<Ipv4Addr>) {
+    for e in server.listen_on(gateways) {
+        tracing::warn!("{e}; trying again every {RETRY:?}");
+    }
+}
+
+/// A responder in service and the table it answers from.
+struct Serving {
+    server: Server,
+    names: Names,
+    /// The upstreams of sandboxes without `--dns`.
+    default_upstreams: Vec<SocketAddr>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The listen addresses of the last update (also before serving starts: they
+    /// decide what sandboxes' resolv.conf says).
+    gateways: BTreeSet<Ipv4Addr>,
+    serving: Option<Serving>,
+}
+
+/// The daemon's responder. Until `start` it only tracks the listen addresses (the
+/// unit tests never open a socket).
+#[derive(Default)]
+pub struct Dns {
+    inner: Mutex<Inner>,
+}
+
+impl Dns {
+    /// Follow a commit of `keys`: the table changed by the records of the sandboxes
+    /// they touch (kept if none changed), sockets matching the networks.
+    pub fn update(&self, st: &State, keys: &[Key]) {
+        let mut inner = self.inner.lock().expect("dns lock");
+        inner.gateways = listen_addrs(st);
+        let Inner {
+            gateways,
+            serving: Some(s),
+        } = &mut *inner
+        else {
+            return;
+        };
+        if s.names.follow(st, keys) {
+            s.server.set_table(s.names.table().clone());
+        }
+        listen(&s.server, gateways);
+    }
+
+    /// Make the table again from the whole state, and follow it from there.
+    pub fn rebuild(&self, st: &State) {
+        let mut inner = self.inner.lock().expect("dns lock");
+        inner.gateways = listen_addrs(st);
+        let Inner {
+            gateways,
+            serving: Some(s),
+        } = &mut *inner
+        else {
+            return;
+        };
+        s.names = Names::of(st, &s.default_upstreams);
+        s.server.set_table(s.names.table().clone());
+        listen(&s.server, gateways);
+    }
+
+    /// Open the sockets that could not be opened before (a port held by someone else).
+    fn retry(&self) {
+        let inner = self.inner.lock().expect("dns lock");
+        if let Some(s) = &inner.serving {
+            if s.server.listening() != inner.gateways {
+                for e in s.server.listen_on(&inner.gateways) {
+                    tracing::debug!("{e}");
+                }
+            }
+        }
+    }
+
+    fn start(&self, st: &State, upstreams: Vec<SocketAddr>) {
+        {
+            let mut inner = self.inner.lock().expect("dns lock");
+            inner.serving = Some(Serving {
+                server: Server::new(
+                    DNS_PORT,
+                    Forwarder::default(),
+                    tokio::runtime::Handle::current(),
+                ),
+                names: Names::empty(&upstreams),
+                default_upstreams: upstreams,
+            });
+        }
+        self.rebuild(st);
+    }
+
+    /// The sandbox's resolv.conf: the responder if one of its networks has names,
+    /// with its `--dns-search`/`--dns-option` (its `--dns` servers become the
+    /// responder's upstreams); otherwise the host's servers or `--dns`.
+    pub fn resolv_conf(&self, host_resolv: &str, sb: &Sandbox) -> String {
+        let gateways = &self.inner.lock().expect("dns lock").gateways;
+        match nameserver_of(sb, gateways) {
+            Some(ns) => resolv_conf(
+                host_resolv,
+                &DnsConf {
+                    servers: vec![ns.to_string()],
+                    search: sb.dns.search.clone(),
+                    options: sb.dns.options.clone(),
+                },
+            ),
+            None => resolv_conf(host_resolv, &sb.dns),
+        }
+    }
+}
+
+impl<K: KernelOps> Daemon<K> {
+    /// Start answering: `upstreams` (the `--dns-upstream` flags), else the host's
+    /// resolv.conf nameservers, serve sandboxes without `--dns`.
+    pub async fn serve_dns(self: &Arc<Self>, upstreams: Vec<SocketAddr>) {
+        let upstreams = if upstreams.is_empty() {
+            resolv_upstreams(&self.host_resolv)
+        } else {
+            upstreams
+        };
+        tracing::info!("dns: forwarding to {upstreams:?} unless a sandbox has --dns");
+        let st = self.state.lock().await;
+        self.dns.start(&st, upstreams);
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RETRY).await;
+                match weak.upgrade() {
+                    Some(d) => d.dns.retry(),
+                    None => return,
+                }
+            }
+        });
+    }
+
+    /// Rewrite a running sandbox's resolv.conf in place (its networks changed).
+    pub(crate) fn write_resolv(&self, st: &State, id: &str) {
+        let Some(sb) = st.sandboxes.get(id).filter(|s| s.network_mode != "host") else {
+            return;
+        };
+        let (_, resolv, _) = self.sandbox_files(id);
+        if resolv.exists() {
+            if let Err(e) = std::fs::write(&resolv, self.dns.resolv_conf(&self.host_resolv, sb)) {
+                tracing::warn!("write {}: {e}", resolv.display());
+            }
+        }
+    }
+}
