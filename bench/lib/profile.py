@@ -104,6 +104,7 @@ def main():
     ap.add_argument("--bindir", required=True)
     ap.add_argument("-n", type=int, default=30)
     ap.add_argument("--fill", type=int, default=0, help="other running sandboxes on the network first")
+    ap.add_argument("--fill-ports", action="store_true", help="each filler publishes a port (as bench/run's)")
     ap.add_argument("--perf", action="store_true", help="also sample ferryd with perf during the connects")
     ap.add_argument("--perf-keep", metavar="DIR", help="keep the perf data files in DIR (for perf report -g)")
     a = ap.parse_args()
@@ -116,7 +117,7 @@ def main():
         w.go_home()
         if a.fill:
             log(f"profile: starting {a.fill} other sandboxes")
-            f.fill(a.fill)
+            f.fill(a.fill, port=a.fill_ports)
         names = [f"p{i}" for i in range(a.n)]
         for n in names:
             f.run_sleeper(n, "fbnet")

@@ -1,30 +1,69 @@
 //! The firewall, derived from the desired state.
 //!
-//! After every change ferryd computes the elements ferry's nftables sets must hold
-//! ([`ferry_core::nft::desired`]) and applies only the difference from what it applied
-//! last, as one transaction. No difference, no call: an attach with no published ports
-//! costs nothing here. A full load (skeleton + every element) happens at start, on
+//! ferryd keeps the elements ferry's nftables sets must hold in a [`Ledger`], by source
+//! (a network, a sandbox, a Docker endpoint). Every commit notes the keys it wrote; the
+//! next sync recomputes only those sources' elements ([`source_elements`]) and applies
+//! the difference as one transaction, so its cost does not grow with the number of
+//! sandboxes. No difference, no call: an attach with no published ports costs nothing
+//! here. A full load (skeleton + every element, from [`sources_of`]) happens at start, on
 //! `ferry system reconcile`, when the periodic check finds ferry's table gone (someone
-//! flushed the ruleset), and after a failed delta, since then the kernel's contents are
-//! not known. When the last bridge goes, ferry's chains and sets go with it; the `user`
-//! chain stays.
+//! flushed the ruleset), and after a failed transaction, since then the kernel's
+//! contents are not known. When the last bridge goes, ferry's chains and sets go with
+//! it; the `user` chain stays.
 
 use std::time::Duration;
 
 use ferry_core::model::Network;
-use ferry_core::nft::{self, render, Elements};
+use ferry_core::nft::{self, ledger::Ledger, render, Elements, SetName};
 use ferry_core::ports::Published;
 use ferry_core::CoreError;
 use ferry_kernel::{BridgeSpec, KernelOps};
 
 use crate::error::Result;
 use crate::ops::Daemon;
-use crate::state::State;
+use crate::state::{Key, State};
+
+/// Where a set element comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Source {
+    Net(String),
+    Sbx(String),
+    DockerEp(String),
+}
+
+impl Source {
+    fn of_key(k: &Key) -> Option<Source> {
+        match k {
+            Key::Net(id) => Some(Source::Net(id.clone())),
+            Key::Sbx(id) => Some(Source::Sbx(id.clone())),
+            Key::PluginEp(id) => Some(Source::DockerEp(id.clone())),
+            Key::Meta | Key::PluginPool(_) | Key::PluginNet(_) => None,
+        }
+    }
+}
 
 /// What ferryd last applied: None until a full load (or after the tables went).
 #[derive(Default)]
 pub struct Firewall {
-    applied: tokio::sync::Mutex<Option<Elements>>,
+    applied: tokio::sync::Mutex<Option<Ledger<Source>>>,
+    /// The sources committed since the last sync (see [`Daemon::commit`]).
+    pending: std::sync::Mutex<Vec<Source>>,
+}
+
+impl Firewall {
+    /// A commit wrote these keys: their sources' elements may have changed.
+    pub(crate) fn note(&self, keys: &[Key]) {
+        let mut p = self.pending.lock().expect("firewall pending lock");
+        for s in keys.iter().filter_map(Source::of_key) {
+            if !p.contains(&s) {
+                p.push(s);
+            }
+        }
+    }
+
+    fn take_pending(&self) -> Vec<Source> {
+        std::mem::take(&mut *self.pending.lock().expect("firewall pending lock"))
+    }
 }
 
 /// How often ferryd checks that its table is still there (flushed rulesets, a dockerd
@@ -32,28 +71,46 @@ pub struct Firewall {
 pub const CHECK_EVERY: Duration = Duration::from_secs(5);
 
 impl<K: KernelOps> Daemon<K> {
-    /// Make the kernel's sets match `st`: one transaction of the element delta.
+    /// Make the kernel's sets match `st`: one transaction of the element delta of the
+    /// sources committed since the last sync.
     pub(crate) async fn sync_firewall(&self, st: &State) -> Result<()> {
-        let want = desired_of(st);
+        let changed = self.firewall.take_pending();
         let mut applied = self.firewall.applied.lock().await;
-        let script = match (&*applied, want.has_bridges()) {
-            (None, false) => return Ok(()),
-            (None, true) => return self.load(&mut applied, want).await,
-            (Some(_), false) => {
-                self.kernel.nft(&render::remove_keeping_user()).await?;
-                *applied = None;
+        let Some(ledger) = applied.as_mut() else {
+            let want = Ledger::of(sources_of(st));
+            if !want.all().has_bridges() {
                 return Ok(());
             }
-            (Some(have), true) => render::delta(&have.delta(&want)),
+            return self.load(&mut applied, want).await;
         };
-        if let Some(script) = script {
+        let changes: Vec<(Source, Elements)> = changed
+            .into_iter()
+            .map(|src| {
+                let e = source_elements(st, &src);
+                (src, e)
+            })
+            .collect();
+        let delta = ledger.delta_for(&changes);
+        if bridges_after(ledger.all(), &delta) == 0 {
+            self.kernel.nft(&render::remove_keeping_user()).await?;
+            *applied = None;
+            return Ok(());
+        }
+        if let Some(script) = render::delta(&delta) {
             if let Err(e) = self.kernel.nft(&script).await {
                 // The transaction did not apply; the next change reloads everything.
                 *applied = None;
                 return Err(e.into());
             }
         }
-        *applied = Some(want);
+        ledger.replace(changes);
+        // Debug builds (every scenario test's ferryd) check the ledger against a full
+        // recomputation after each change.
+        debug_assert_eq!(
+            ledger.all(),
+            Ledger::of(sources_of(st)).all(),
+            "firewall ledger drifted from the state"
+        );
         Ok(())
     }
 
@@ -67,20 +124,21 @@ impl<K: KernelOps> Daemon<K> {
 
     /// Re-create ferry's tables from `st` whatever the kernel holds now.
     pub async fn load_firewall(&self, st: &State) -> Result<()> {
-        let want = desired_of(st);
+        self.firewall.take_pending();
+        let want = Ledger::of(sources_of(st));
         let mut applied = self.firewall.applied.lock().await;
-        if !want.has_bridges() {
+        if !want.all().has_bridges() {
             *applied = None;
             return Ok(());
         }
         self.load(&mut applied, want).await
     }
 
-    async fn load(&self, applied: &mut Option<Elements>, want: Elements) -> Result<()> {
+    async fn load(&self, applied: &mut Option<Ledger<Source>>, want: Ledger<Source>) -> Result<()> {
         let opts = render::Options {
             guard_forwarding: self.enable_forwarding().await,
         };
-        self.kernel.nft(&render::full(&want, opts)).await?;
+        self.kernel.nft(&render::full(want.all(), opts)).await?;
         *applied = Some(want);
         self.ensure_docker_user().await;
         Ok(())
@@ -256,16 +314,58 @@ impl<K: KernelOps> Daemon<K> {
     }
 }
 
-/// The elements for `st`: ferry's running sandboxes and the endpoints the Docker plugin
-/// keeps for dockerd's containers.
-fn desired_of(st: &State) -> Elements {
-    let sandboxes = st
-        .sandboxes
-        .values()
-        .filter(|s| s.is_running())
-        .flat_map(|s| s.endpoints.iter());
-    let docker = st.plugin.endpoints.values().map(|e| &e.endpoint);
-    nft::desired_for_endpoints(st.networks.values(), sandboxes.chain(docker))
+/// Every source's elements for `st`: ferry's networks, its running sandboxes and the
+/// endpoints the Docker plugin keeps for dockerd's containers.
+fn sources_of(st: &State) -> Vec<(Source, Elements)> {
+    let nets = st.networks.keys().map(|id| Source::Net(id.clone()));
+    let sbxs = st.sandboxes.keys().map(|id| Source::Sbx(id.clone()));
+    let eps = st
+        .plugin
+        .endpoints
+        .keys()
+        .map(|id| Source::DockerEp(id.clone()));
+    nets.chain(sbxs)
+        .chain(eps)
+        .map(|src| {
+            let e = source_elements(st, &src);
+            (src, e)
+        })
+        .filter(|(_, e)| e.count() > 0)
+        .collect()
+}
+
+/// One source's elements in `st` (none if it is gone, or a sandbox that is not running).
+fn source_elements(st: &State, src: &Source) -> Elements {
+    let no_icc = |net_id: &str| st.networks.get(net_id).is_some_and(nft::no_icc);
+    let of_endpoints = |eps: &mut dyn Iterator<Item = &ferry_core::model::Endpoint>| {
+        let mut e = Elements::default();
+        for ep in eps {
+            e.extend(nft::endpoint_elements(ep, no_icc(&ep.network_id)));
+        }
+        e
+    };
+    match src {
+        Source::Net(id) => st
+            .networks
+            .get(id)
+            .map(nft::network_elements)
+            .unwrap_or_default(),
+        Source::Sbx(id) => match st.sandboxes.get(id).filter(|s| s.is_running()) {
+            Some(sb) => of_endpoints(&mut sb.endpoints.iter()),
+            None => Elements::default(),
+        },
+        Source::DockerEp(id) => match st.plugin.endpoints.get(id) {
+            Some(d) => of_endpoints(&mut std::iter::once(&d.endpoint)),
+            None => Elements::default(),
+        },
+    }
+}
+
+/// How many bridges the sets hold once `delta` is applied to `now`.
+fn bridges_after(now: &Elements, delta: &nft::Delta) -> usize {
+    let gone = delta.delete.iter().filter(|(s, _)| *s == SetName::Bridges);
+    let new = delta.add.iter().filter(|(s, _, _)| *s == SetName::Bridges);
+    (now.get(SetName::Bridges).count() + new.count()).saturating_sub(gone.count())
 }
 
 /// Every port published by a live endpoint other than `sb_id`'s on `net_id` (Docker's

@@ -31,6 +31,7 @@
 //! chains grow a rule per container; Docker's nftables backend still adds rules per
 //! port, moby/moby#53466).
 
+pub mod ledger;
 pub mod render;
 
 use std::collections::BTreeMap;
@@ -96,6 +97,19 @@ pub struct Elements {
 impl Elements {
     fn put(&mut self, set: SetName, key: String, value: Option<String>) {
         self.sets.entry(set).or_default().insert(key, value);
+    }
+
+    pub fn extend(&mut self, other: Elements) {
+        for (set, items) in other.sets {
+            self.sets.entry(set).or_default().extend(items);
+        }
+    }
+
+    /// Every element as (set, key, value).
+    pub fn iter(&self) -> impl Iterator<Item = (SetName, &String, &Option<String>)> {
+        self.sets
+            .iter()
+            .flat_map(|(set, items)| items.iter().map(move |(k, v)| (*set, k, v)))
     }
 
     pub fn get(&self, set: SetName) -> impl Iterator<Item = (&String, &Option<String>)> {
@@ -170,43 +184,66 @@ pub fn desired_for_endpoints<'a>(
     let mut e = Elements::default();
     let mut noicc = vec![];
     for n in networks {
-        let (Some(b), Some(pool), Driver::Bridge) = (&n.bridge, &n.pool, n.driver) else {
-            continue;
-        };
-        let name = ifname(b.name.as_str());
-        e.put(SetName::Bridges, name.clone(), None);
-        if b.icc {
-            e.put(SetName::Intra, format!("{name} . {name}"), None);
-        }
-        e.put(
-            SetName::Subnets,
-            format!("{} . {name}", pool.subnet.trunc()),
-            None,
-        );
-        if !n.predefined {
-            e.put(
-                SetName::DnsGateways,
-                format!("{} . {name}", pool.gateway),
-                None,
-            );
-        }
-        if n.internal {
-            e.put(SetName::Internal, name.clone(), None);
-        } else if b.masquerade {
-            e.put(SetName::Masq, name.clone(), None);
-        }
-        if !b.icc {
+        e.extend(network_elements(n));
+        if no_icc(n) {
             noicc.push(n.id.as_str());
         }
     }
     for ep in endpoints {
-        let Some(live) = &ep.live else { continue };
-        if noicc.contains(&ep.network_id.as_str()) {
-            e.put(SetName::NoIccPorts, ifname(live.host_if.as_str()), None);
-        }
-        for p in &live.published {
-            put_published(&mut e, p, live.ip);
-        }
+        e.extend(endpoint_elements(
+            ep,
+            noicc.contains(&ep.network_id.as_str()),
+        ));
+    }
+    e
+}
+
+/// A bridge network with ICC off: its endpoints' host ends go in `noicc_ports`.
+pub fn no_icc(n: &Network) -> bool {
+    matches!((&n.bridge, &n.pool, n.driver), (Some(b), Some(_), Driver::Bridge) if !b.icc)
+}
+
+/// What one network puts in the sets (nothing unless it is a bridge with a subnet).
+pub fn network_elements(n: &Network) -> Elements {
+    let mut e = Elements::default();
+    let (Some(b), Some(pool), Driver::Bridge) = (&n.bridge, &n.pool, n.driver) else {
+        return e;
+    };
+    let name = ifname(b.name.as_str());
+    e.put(SetName::Bridges, name.clone(), None);
+    if b.icc {
+        e.put(SetName::Intra, format!("{name} . {name}"), None);
+    }
+    e.put(
+        SetName::Subnets,
+        format!("{} . {name}", pool.subnet.trunc()),
+        None,
+    );
+    if !n.predefined {
+        e.put(
+            SetName::DnsGateways,
+            format!("{} . {name}", pool.gateway),
+            None,
+        );
+    }
+    if n.internal {
+        e.put(SetName::Internal, name.clone(), None);
+    } else if b.masquerade {
+        e.put(SetName::Masq, name, None);
+    }
+    e
+}
+
+/// What one endpoint puts in the sets: its published ports, and its host end when its
+/// network has ICC off (`noicc`). Nothing unless it is live.
+pub fn endpoint_elements(ep: &Endpoint, noicc: bool) -> Elements {
+    let mut e = Elements::default();
+    let Some(live) = &ep.live else { return e };
+    if noicc {
+        e.put(SetName::NoIccPorts, ifname(live.host_if.as_str()), None);
+    }
+    for p in &live.published {
+        put_published(&mut e, p, live.ip);
     }
     e
 }
