@@ -161,6 +161,17 @@ impl Netlink {
         }
     }
 
+    /// Retired pairs keep their bridge port until the reaper deletes them: when a new
+    /// port was refused for a full bridge (EXFULL) while deletions are pending, wait for
+    /// them (at most 5 s) and say so, for the caller to try once more.
+    async fn bridge_full_of_retired(&self, r: &Result<(), KernelError>) -> bool {
+        let full = r.as_ref().err().and_then(KernelError::errno) == Some(libc::EXFULL);
+        if full && self.pending_deletions() > 0 {
+            return self.settle(Duration::from_secs(5)).await;
+        }
+        false
+    }
+
     async fn configure_inside(&self, s: &AttachSpec) -> Result<(), KernelError> {
         let nh = netns::netlink_in(&s.netns)?;
         let idx = get::index_of(&nh, &s.ifname)
@@ -228,13 +239,19 @@ impl KernelOps for Netlink {
             peer_mac: s.mac,
             mtu: s.mtu,
         };
-        veth::create(&self.handle, &pair).await.map_err(|e| {
-            // EXFULL: a Linux bridge takes at most 1024 ports (BR_MAX_PORTS).
+        let created = veth::create(&self.handle, &pair).await;
+        let created = match self.bridge_full_of_retired(&created).await {
+            true => veth::create(&self.handle, &pair).await,
+            false => created,
+        };
+        created.map_err(|e| {
+            // EXFULL: a Linux bridge takes at most 1023 ports (BR_MAX_PORTS is 1024,
+            // port number 0 is reserved).
             if e.errno() == Some(libc::EXFULL) {
                 KernelError::other(
                     "attach to bridge",
                     &s.bridge,
-                    "the bridge has 1024 ports, the most a Linux bridge takes",
+                    "the bridge is full: a Linux bridge takes at most 1023 ports",
                 )
             } else {
                 e
@@ -277,7 +294,11 @@ impl KernelOps for Netlink {
     }
 
     async fn create_veth_pair(&self, spec: &VethPairSpec) -> Result<(), KernelError> {
-        pair::create(&self.handle, spec).await
+        let created = pair::create(&self.handle, spec).await;
+        match self.bridge_full_of_retired(&created).await {
+            true => pair::create(&self.handle, spec).await,
+            false => created,
+        }
     }
 
     async fn host_port_free(

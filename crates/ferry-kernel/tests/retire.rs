@@ -191,3 +191,84 @@ fn detach_frees_the_names_at_once_and_deletes_the_pair_in_the_background() {
     .join()
     .expect("scenario");
 }
+
+/// Fill `bridge` with ports (veths: this kernel has no dummy links) until the kernel
+/// refuses one more (Linux bridges take at most 1023); then free one slot. Returns how
+/// many fillers it holds.
+async fn fill_bridge(h: &rtnetlink::Handle, bridge: &str) -> usize {
+    use netlink_packet_route::link::LinkAttribute;
+    let br = get::index_of(h, bridge)
+        .await
+        .expect("bridge")
+        .expect("bridge");
+    for i in 0.. {
+        let mut req = h.link().add().veth(format!("fyd{i}"), format!("fye{i}"));
+        req.message_mut()
+            .attributes
+            .push(LinkAttribute::Controller(br));
+        match req.execute().await {
+            Ok(()) => {}
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::EXFULL => {
+                // The refused filler was created and left out of the bridge, or not
+                // created at all: either way, delete it and one port more.
+                for name in [format!("fyd{i}"), format!("fyd{}", i - 1)] {
+                    if let Some(idx) = get::index_of(h, &name).await.expect("lookup") {
+                        h.link().del(idx).execute().await.expect("delete filler");
+                    }
+                }
+                return i - 1;
+            }
+            Err(e) => panic!("filler port {i}: {e}"),
+        }
+    }
+    unreachable!()
+}
+
+async fn full_bridge(dir: &Path) {
+    let k = Netlink::new().expect("netlink");
+    k.ensure_bridge(&BridgeSpec {
+        name: "fy-7e570001".into(),
+        gateway: Some("10.77.0.1/24".parse().expect("net")),
+        mtu: 1500,
+    })
+    .await
+    .expect("bridge");
+    let sb = dir.join("sb");
+    let _unpin = Unpin(sb.clone());
+    k.create_netns(&sb).await.expect("sandbox netns");
+    let fillers = fill_bridge(&k_handle(), "fy-7e570001").await;
+    eprintln!("bridge full at {fillers} fillers + 1 free slot");
+
+    k.attach(&spec(&sb, "fy0000000000a", 2))
+        .await
+        .expect("attach into the last free slot");
+    k.delete_link("fy0000000000a").await.expect("detach");
+    // The retired host end still holds its port until the reaper deletes it: the attach
+    // must wait for that rather than fail with "the bridge is full".
+    k.attach(&spec(&sb, "fy0000000000b", 3))
+        .await
+        .expect("attach right after a detach on a full bridge");
+    k.delete_link("fy0000000000b").await.expect("detach b");
+    assert!(k.settle(Duration::from_secs(10)).await);
+    k.remove_netns(&sb).await.expect("remove sandbox netns");
+    // The fillers and the bridge go with this thread's namespace.
+}
+
+#[test]
+fn an_attach_on_a_full_bridge_waits_for_retired_ports() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare netns");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(full_bridge(&path))
+    })
+    .join()
+    .expect("scenario");
+}
