@@ -1,9 +1,10 @@
 //! IPAM alone: allocate and release every address of a /16 (65,533 of them: the network,
 //! broadcast and gateway addresses are not handed out), each owned by a 64-character
 //! sandbox ID as ferryd stores them. Also the worst case of the rotating cursor (one free
-//! address left, just behind it), and what ferryd does with a pool on every operation
-//! today: clone it (the rollback copy of the whole state) and serialise it (the store
-//! write of the network record).
+//! address left, just behind it), and what ferryd does with a pool on an operation: clone
+//! it (the rollback copy of the network) and serialise it whole (a Docker plugin IPAM
+//! pool's record; a network's record has left its allocations out since they moved to
+//! keys of their own, one per address).
 //!
 //! A counting allocator reports the pool's memory once, before the timings.
 //! `cargo bench -p ferry-core --bench ipam` (bench/run passes criterion's `--quick` in quick mode).
@@ -68,7 +69,7 @@ fn report_memory() {
     let json = serde_json::to_vec(&p).expect("serialise").len();
     println!(
         "ipam memory: a full /16 pool holds {:.1} MiB ({} bytes per address, of which 64 are \
-         the owner ID); its JSON store record is {:.1} MiB",
+         the owner ID); serialised whole it is {:.1} MiB of JSON",
         used as f64 / 1048576.0,
         used / ADDRS as isize,
         json as f64 / 1048576.0
@@ -109,9 +110,10 @@ fn ipam(c: &mut Criterion) {
     g.bench_function("clone a full pool (ferryd's rollback copy)", |b| {
         b.iter(|| black_box(&full).clone())
     });
-    g.bench_function("serialise a full pool (ferryd's store write)", |b| {
-        b.iter(|| serde_json::to_vec(black_box(&full)).expect("serialise"))
-    });
+    g.bench_function(
+        "serialise a full pool (a plugin IPAM pool's store write)",
+        |b| b.iter(|| serde_json::to_vec(black_box(&full)).expect("serialise")),
+    );
     g.finish();
 }
 

@@ -71,6 +71,8 @@ pub struct Network {
     pub ipam_options: Option<BTreeMap<String, String>>,
     pub ipam_echo: Vec<IpamEcho>,
     pub bridge: Option<BridgeConf>,
+    /// Serialised without its allocations: ferryd keeps those under keys of their own.
+    #[serde(serialize_with = "crate::ipam::serialize_without_allocations")]
     pub pool: Option<AddressPool>,
 }
 

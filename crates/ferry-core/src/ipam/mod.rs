@@ -24,10 +24,35 @@ pub struct AddressPool {
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
     pub range: Option<Ipv4Net>,
-    /// address → owner (a sandbox ID)
+    /// address → owner (a sandbox ID). Absent in a network's store record (see
+    /// [`serialize_without_allocations`]).
+    #[serde(default)]
     pub allocated: BTreeMap<Ipv4Addr, String>,
     /// the last dynamic address handed out
     pub cursor: Option<Ipv4Addr>,
+}
+
+/// A network's pool as its store record holds it: everything but the allocations, which
+/// ferryd stores one key per address so that an attach does not rewrite them all.
+pub fn serialize_without_allocations<S: serde::Serializer>(
+    pool: &Option<AddressPool>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Bare<'a> {
+        subnet: &'a Ipv4Net,
+        gateway: &'a Ipv4Addr,
+        range: &'a Option<Ipv4Net>,
+        cursor: &'a Option<Ipv4Addr>,
+    }
+    pool.as_ref()
+        .map(|p| Bare {
+            subnet: &p.subnet,
+            gateway: &p.gateway,
+            range: &p.range,
+            cursor: &p.cursor,
+        })
+        .serialize(s)
 }
 
 impl AddressPool {

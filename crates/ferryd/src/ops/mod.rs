@@ -73,7 +73,9 @@ impl<K: KernelOps> Daemon<K> {
 
     /// Write the current values of `keys` to the store in one transaction.
     pub(crate) fn commit(&self, st: &State, keys: &[Key]) -> Result<()> {
-        self.store.commit(&st.ops_for(keys))?;
+        let batch = st.ops_for(keys);
+        self.store.commit(&batch.ops)?;
+        st.committed(batch);
         self.firewall.note(keys);
         // Names live in networks and sandboxes; IPAM pools, Docker's endpoints and the
         // meta record never change an answer.

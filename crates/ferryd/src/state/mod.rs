@@ -1,5 +1,8 @@
 //! The in-memory copy of the desired state, loaded from the store at start and written
-//! back key by key: `net/<id>`, `sbx/<id>`, `meta/pool-cursor`.
+//! back key by key: `net/<id>`, `sbx/<id>`, `meta/state`, `plugin/…`, and a network's
+//! IP allocations as `ipam/<id>/<ip>` (see [`allocs`]).
+
+pub mod allocs;
 
 use std::collections::BTreeMap;
 
@@ -22,6 +25,15 @@ pub struct State {
     pub meta: Meta,
     /// What the Docker plugin keeps for dockerd (see ferry_core::remote).
     pub plugin: PluginState,
+    /// The allocations the store holds, per network.
+    stored: allocs::Stored,
+}
+
+/// A commit's store operations, and the allocations to record once the store took them
+/// ([`State::committed`]).
+pub struct Batch {
+    pub ops: Vec<Op>,
+    allocs: Vec<allocs::Change>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -86,6 +98,16 @@ impl State {
             let n: Network = decode(&k, &v)?;
             st.networks.insert(n.id.clone(), n);
         }
+        for (k, v) in store.list(allocs::PREFIX)? {
+            let (Some((net, ip)), Ok(owner)) = (allocs::parse_key(&k), decode::<String>(&k, &v))
+            else {
+                return Err(StoreError::Txn(format!("decode {k}: not an allocation")));
+            };
+            if let Some(pool) = st.networks.get_mut(net).and_then(|n| n.pool.as_mut()) {
+                pool.allocated.insert(ip, owner.clone());
+            }
+            st.stored.loaded(net, ip, owner);
+        }
         for (k, v) in store.list("sbx/")? {
             let s: Sandbox = decode(&k, &v)?;
             st.sandboxes.insert(s.id.clone(), s);
@@ -146,38 +168,46 @@ impl State {
     }
 
     /// The store batch that makes the store hold this state's value for each key.
-    pub fn ops_for(&self, keys: &[Key]) -> Vec<Op> {
-        keys.iter()
-            .map(|k| match k {
-                Key::Net(id) => match self.networks.get(id) {
-                    Some(n) => Op::Put(
-                        format!("net/{id}"),
-                        serde_json::to_vec(n).expect("serializable"),
-                    ),
-                    None => Op::Delete(format!("net/{id}")),
-                },
-                Key::Sbx(id) => match self.sandboxes.get(id) {
-                    Some(s) => Op::Put(
-                        format!("sbx/{id}"),
-                        serde_json::to_vec(s).expect("serializable"),
-                    ),
-                    None => Op::Delete(format!("sbx/{id}")),
-                },
-                Key::Meta => Op::Put(
-                    "meta/state".into(),
-                    serde_json::to_vec(&self.meta).expect("serializable"),
-                ),
-                Key::PluginPool(id) => {
-                    put_or_delete(format!("plugin/pool/{id}"), self.plugin.pools.get(id))
-                }
-                Key::PluginNet(id) => {
-                    put_or_delete(format!("plugin/net/{id}"), self.plugin.networks.get(id))
-                }
-                Key::PluginEp(id) => {
-                    put_or_delete(format!("plugin/ep/{id}"), self.plugin.endpoints.get(id))
-                }
-            })
-            .collect()
+    pub fn ops_for(&self, keys: &[Key]) -> Batch {
+        let mut b = Batch {
+            ops: Vec::with_capacity(keys.len()),
+            allocs: vec![],
+        };
+        for k in keys {
+            b.ops.push(self.op_for(k));
+            if let Key::Net(id) = k {
+                let now = self.networks.get(id).and_then(|n| n.pool.as_ref());
+                b.allocs
+                    .extend(self.stored.diff(id, now.map(|p| &p.allocated)));
+            }
+        }
+        b.ops.extend(allocs::ops(&b.allocs));
+        b
+    }
+
+    /// The store took `b`.
+    pub fn committed(&self, b: Batch) {
+        self.stored.apply(b.allocs);
+    }
+
+    fn op_for(&self, k: &Key) -> Op {
+        match k {
+            Key::Net(id) => put_or_delete(format!("net/{id}"), self.networks.get(id)),
+            Key::Sbx(id) => put_or_delete(format!("sbx/{id}"), self.sandboxes.get(id)),
+            Key::Meta => Op::Put(
+                "meta/state".into(),
+                serde_json::to_vec(&self.meta).expect("serializable"),
+            ),
+            Key::PluginPool(id) => {
+                put_or_delete(format!("plugin/pool/{id}"), self.plugin.pools.get(id))
+            }
+            Key::PluginNet(id) => {
+                put_or_delete(format!("plugin/net/{id}"), self.plugin.networks.get(id))
+            }
+            Key::PluginEp(id) => {
+                put_or_delete(format!("plugin/ep/{id}"), self.plugin.endpoints.get(id))
+            }
+        }
     }
 
     pub fn network_id(&self, key: &str) -> Result<String, CoreError> {
@@ -261,3 +291,6 @@ impl State {
         v
     }
 }
+
+#[cfg(test)]
+mod tests;
