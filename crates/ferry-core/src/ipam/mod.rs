@@ -11,7 +11,6 @@
 
 pub mod pools;
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -25,9 +24,11 @@ pub struct AddressPool {
     pub gateway: Ipv4Addr,
     pub range: Option<Ipv4Net>,
     /// address → owner (a sandbox ID). Absent in a network's store record (see
-    /// [`serialize_without_allocations`]).
+    /// [`serialize_without_allocations`]). A persistent map: copying a pool (ferryd's
+    /// rollback copy, its record of what the store holds) costs O(1), and comparing two
+    /// copies skips what they share.
     #[serde(default)]
-    pub allocated: BTreeMap<Ipv4Addr, String>,
+    pub allocated: imbl::OrdMap<Ipv4Addr, String>,
     /// the last dynamic address handed out
     pub cursor: Option<Ipv4Addr>,
 }
@@ -61,7 +62,7 @@ impl AddressPool {
             subnet,
             gateway,
             range,
-            allocated: BTreeMap::new(),
+            allocated: imbl::OrdMap::new(),
             cursor: None,
         }
     }

@@ -4,21 +4,26 @@
 //! endpoints).
 //!
 //! Design note. A network's record (`net/<id>`) carries its pool without the allocations
-//! (`ferry_core::ipam::serialize_without_allocations`). [`Stored`] remembers what the
-//! store holds for each network; committing `Key::Net(id)` writes the difference between
-//! the pool in memory and that — a comparison, no serialisation of the rest — and
-//! [`Stored::apply`] records it once the store has taken it. A rollback needs nothing
-//! special: putting the old pool back and committing writes the difference back.
-//! Records written before this layout (allocations inline in `net/<id>`) still load;
-//! the first commit of such a network moves its allocations to keys.
+//! (`ferry_core::ipam::serialize_without_allocations`). [`Stored`] keeps, per network,
+//! a copy of the allocation map as the store holds it; the map is persistent
+//! (`imbl::OrdMap`), so that copy costs O(1) and comparing it with the pool in memory
+//! skips the shared part: committing `Key::Net(id)` writes the addresses that differ,
+//! in time proportional to them, and [`Stored::apply`] keeps the new copy once the store
+//! has taken the batch. A rollback needs nothing special: putting the old pool back and
+//! committing writes the difference back. Records written before this layout
+//! (allocations inline in `net/<id>`) still load; the first commit of such a network
+//! moves its allocations to keys.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
 
 use ferry_store::Op;
+use imbl::ordmap::DiffItem;
 
 pub const PREFIX: &str = "ipam/";
+
+type Allocs = imbl::OrdMap<Ipv4Addr, String>;
 
 /// One address of one network: its new owner, or None once released.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +33,12 @@ pub struct Change {
     pub owner: Option<String>,
 }
 
-type Allocs = BTreeMap<Ipv4Addr, String>;
+/// A network's allocations as a commit writes them (None: the network or its pool went).
+#[derive(Debug, Clone)]
+pub struct Written {
+    net: String,
+    now: Option<Allocs>,
+}
 
 fn key(net: &str, ip: Ipv4Addr) -> String {
     format!("{PREFIX}{net}/{ip}")
@@ -70,38 +80,39 @@ impl Stored {
     }
 
     /// The changes that make the store hold `now` for `net` (None: the network or its
-    /// pool is gone).
-    pub fn diff(&self, net: &str, now: Option<&Allocs>) -> Vec<Change> {
+    /// pool is gone), and what to record once they are written.
+    pub fn diff(&self, net: &str, now: Option<&Allocs>) -> (Vec<Change>, Written) {
         let m = self.0.lock().expect("stored lock");
         let empty = Allocs::new();
-        let (was, now) = (m.get(net).unwrap_or(&empty), now.unwrap_or(&empty));
+        let was = m.get(net).unwrap_or(&empty);
         let change = |ip: &Ipv4Addr, owner: Option<&String>| Change {
             net: net.to_string(),
             ip: *ip,
             owner: owner.cloned(),
         };
-        let gone = was
-            .keys()
-            .filter(|ip| !now.contains_key(ip))
-            .map(|ip| change(ip, None));
-        let set = now
-            .iter()
-            .filter(|(ip, o)| was.get(ip) != Some(o))
-            .map(|(ip, o)| change(ip, Some(o)));
-        gone.chain(set).collect()
+        let changes = was
+            .diff(now.unwrap_or(&empty))
+            .map(|d| match d {
+                DiffItem::Add(ip, o) | DiffItem::Update { new: (ip, o), .. } => change(ip, Some(o)),
+                DiffItem::Remove(ip, _) => change(ip, None),
+            })
+            .collect();
+        let written = Written {
+            net: net.to_string(),
+            now: now.cloned(),
+        };
+        (changes, written)
     }
 
-    /// The store took these changes.
-    pub fn apply(&self, changes: Vec<Change>) {
+    /// The store took what [`Stored::diff`] computed.
+    pub fn apply(&self, written: Vec<Written>) {
         let mut m = self.0.lock().expect("stored lock");
-        for c in changes {
-            let allocs = m.entry(c.net).or_default();
-            match c.owner {
-                Some(o) => allocs.insert(c.ip, o),
-                None => allocs.remove(&c.ip),
+        for w in written {
+            match w.now {
+                Some(a) if !a.is_empty() => m.insert(w.net, a),
+                _ => m.remove(&w.net),
             };
         }
-        m.retain(|_, a| !a.is_empty());
     }
 }
 
@@ -112,7 +123,7 @@ mod tests {
     fn allocs(items: &[(&str, &str)]) -> Allocs {
         items
             .iter()
-            .map(|(ip, o)| (ip.parse().unwrap(), o.to_string()))
+            .map(|(ip, o)| (ip.parse::<Ipv4Addr>().unwrap(), o.to_string()))
             .collect()
     }
 
@@ -120,13 +131,13 @@ mod tests {
     fn a_commit_writes_only_the_addresses_that_changed() {
         let s = Stored::default();
         let a = allocs(&[("10.0.0.2", "sb1"), ("10.0.0.3", "sb2")]);
-        let first = s.diff("n", Some(&a));
+        let (first, w) = s.diff("n", Some(&a));
         assert_eq!(first.len(), 2);
-        s.apply(first);
-        assert!(s.diff("n", Some(&a)).is_empty());
+        s.apply(vec![w]);
+        assert!(s.diff("n", Some(&a)).0.is_empty());
 
         let b = allocs(&[("10.0.0.2", "sb1"), ("10.0.0.4", "sb3")]);
-        let d = s.diff("n", Some(&b));
+        let (d, w) = s.diff("n", Some(&b));
         assert_eq!(
             d,
             vec![
@@ -148,9 +159,9 @@ mod tests {
             })
             .collect();
         assert_eq!(keys, ["ipam/n/10.0.0.3", "ipam/n/10.0.0.4"]);
-        s.apply(d);
+        s.apply(vec![w]);
         // The network goes: every key of it goes.
-        assert_eq!(s.diff("n", None).len(), 2);
+        assert_eq!(s.diff("n", None).0.len(), 2);
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub struct State {
 /// ([`State::committed`]).
 pub struct Batch {
     pub ops: Vec<Op>,
-    allocs: Vec<allocs::Change>,
+    written: Vec<allocs::Written>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -171,23 +171,25 @@ impl State {
     pub fn ops_for(&self, keys: &[Key]) -> Batch {
         let mut b = Batch {
             ops: Vec::with_capacity(keys.len()),
-            allocs: vec![],
+            written: vec![],
         };
+        let mut changes = vec![];
         for k in keys {
             b.ops.push(self.op_for(k));
             if let Key::Net(id) = k {
                 let now = self.networks.get(id).and_then(|n| n.pool.as_ref());
-                b.allocs
-                    .extend(self.stored.diff(id, now.map(|p| &p.allocated)));
+                let (c, w) = self.stored.diff(id, now.map(|p| &p.allocated));
+                changes.extend(c);
+                b.written.push(w);
             }
         }
-        b.ops.extend(allocs::ops(&b.allocs));
+        b.ops.extend(allocs::ops(&changes));
         b
     }
 
     /// The store took `b`.
     pub fn committed(&self, b: Batch) {
-        self.stored.apply(b.allocs);
+        self.stored.apply(b.written);
     }
 
     fn op_for(&self, k: &Key) -> Op {
