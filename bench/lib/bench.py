@@ -47,6 +47,12 @@ def fmt(s, unit="ms", digits=1):
     return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}–{s['max']:.{digits}f})"
 
 
+def set_bridge_nf(value):
+    """br_netfilter's calls into the IP, IPv6 and ARP hooks, in the current namespace."""
+    for fam in ("iptables", "ip6tables", "arptables"):
+        sh(["sysctl", "-q", "-w", f"net.bridge.bridge-nf-call-{fam}={value}"])
+
+
 class Bench:
     def __init__(self, mode, bindir, only):
         self.mode = mode
@@ -251,20 +257,25 @@ class Bench:
         sh(["ip", "-n", "fb-vB", "addr", "add", "10.207.0.2/24", "dev", "eth0"])
         sh(["ip", "-n", "fb-vA", "link", "set", "eth0", "up"])
         sh(["ip", "-n", "fb-vB", "link", "set", "eth0", "up"])
-        # A plain Linux bridge made with iproute2 (what ferry's bridge should cost).
-        w.netns("fb-brH")
-        w.netns("fb-brA")
-        w.netns("fb-brB")
-        w.enter("fb-brH")
-        sh(["ip", "link", "add", "br0", "type", "bridge"])
-        sh(["ip", "link", "set", "br0", "up"])
-        for ns, addr in (("fb-brA", "10.209.0.1/24"), ("fb-brB", "10.209.0.2/24")):
-            sh(["ip", "link", "add", f"v{ns[-1]}", "master", "br0", "up", "type", "veth", "peer", "name", "eth0",
-                "netns", ns])
-            sh(["ip", "-n", ns, "addr", "add", addr, "dev", "eth0"])
-            sh(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        # A plain Linux bridge made with iproute2 (what ferry's bridge should cost), and
+        # the same with br_netfilter's calls into iptables/nftables off in its namespace
+        # (the kernel here has br_netfilter built in, so every namespace starts with
+        # bridge-nf-call-iptables=1 and bridged packets pass the IP hooks).
+        for h, a, b, net, nf in (("fb-brH", "fb-brA", "fb-brB", "10.209.0", "1"),
+                                 ("fb-bnH", "fb-bnA", "fb-bnB", "10.211.0", "0")):
+            for ns in (h, a, b):
+                w.netns(ns)
+            w.enter(h)
+            sh(["ip", "link", "add", "br0", "type", "bridge"])
+            sh(["ip", "link", "set", "br0", "up"])
+            set_bridge_nf(nf)
+            for ns, addr in ((a, f"{net}.1/24"), (b, f"{net}.2/24")):
+                sh(["ip", "link", "add", f"v{ns[-1]}", "master", "br0", "up", "type", "veth", "peer", "name",
+                    "eth0", "netns", ns])
+                sh(["ip", "-n", ns, "addr", "add", addr, "dev", "eth0"])
+                sh(["ip", "-n", ns, "link", "set", "eth0", "up"])
         servers = []
-        for ns, addr in (("fb-vA", "10.207.0.1"), ("fb-brA", "10.209.0.1")):
+        for ns, addr in (("fb-vA", "10.207.0.1"), ("fb-brA", "10.209.0.1"), ("fb-bnA", "10.211.0.1")):
             w.enter(ns)
             servers.append(subprocess.Popen(["iperf3", "-s", "-B", addr], stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL))
@@ -281,19 +292,38 @@ class Bench:
             r = sh(prefix + ["iperf3", "-c", addr, "-t", str(secs), "-J"], timeout=secs + 60)
             return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
 
-        veth, bridge, plain = [], [], []
-        runs = [(veth, ["nsenter", "--net=/run/netns/fb-vB"], "10.207.0.1"),
-                (bridge, f.cli("exec", "dpcli", "--"), srv_ip),
-                (plain, ["nsenter", "--net=/run/netns/fb-brB"], "10.209.0.1")]
+        def ferry_nf_off(prefix, addr):
+            # ferry's bridge with br_netfilter's calls off in ferryd's namespace, for this
+            # run only (ferry's firewall does not need them: see docs/PERFORMANCE.md).
+            f.enter()
+            set_bridge_nf("0")
+            w.go_home()
+            try:
+                return iperf(prefix, addr)
+            finally:
+                f.enter()
+                set_bridge_nf("1")
+                w.go_home()
+
+        veth, bridge, plain, plain_nf0, bridge_nf0 = [], [], [], [], []
+        runs = [(veth, iperf, ["nsenter", "--net=/run/netns/fb-vB"], "10.207.0.1"),
+                (bridge, iperf, f.cli("exec", "dpcli", "--"), srv_ip),
+                (plain, iperf, ["nsenter", "--net=/run/netns/fb-brB"], "10.209.0.1"),
+                (plain_nf0, iperf, ["nsenter", "--net=/run/netns/fb-bnB"], "10.211.0.1"),
+                (bridge_nf0, ferry_nf_off, f.cli("exec", "dpcli", "--"), srv_ip)]
         for r in range(rounds):
             # Every other round in reverse order, so that drift in the machine's load
             # does not favour whichever path comes first.
-            for out, prefix, addr in (runs if r % 2 == 0 else runs[::-1]):
-                out.append(iperf(prefix, addr))
-        ratio = stats([b / v for b, v in zip(bridge, veth)])
-        pratio = stats([b / v for b, v in zip(plain, veth)])
+            for out, run, prefix, addr in (runs if r % 2 == 0 else runs[::-1]):
+                out.append(run(prefix, addr))
+
+        def per_round(xs):
+            return stats([x / v for x, v in zip(xs, veth)])
+
+        ratio, pratio = per_round(bridge), per_round(plain)
         self.results["dataplane"] = dict(rounds=rounds, secs=secs, veth_gbps=veth, bridge_gbps=bridge,
-                                         plain_bridge_gbps=plain)
+                                         plain_bridge_gbps=plain, plain_bridge_nf_off_gbps=plain_nf0,
+                                         bridge_nf_off_gbps=bridge_nf0)
         self.md.append(f"### Data plane: iperf3 TCP, {rounds} rounds of {secs} s, one stream\n")
         self.md.append("| path | Gbit/s | × bare veth |")
         self.md.append("|---|---|---|")
@@ -301,6 +331,10 @@ class Bench:
         self.md.append(f"| two namespaces on a plain bridge made with iproute2 | {fmt(stats(plain), digits=2)} | "
                        f"{fmt(pratio, digits=3)} |")
         self.md.append(f"| two sandboxes on a ferry bridge | {fmt(stats(bridge), digits=2)} | {fmt(ratio, digits=3)} |")
+        self.md.append(f"| plain bridge, bridge-nf-call-iptables=0 in its namespace | "
+                       f"{fmt(stats(plain_nf0), digits=2)} | {fmt(per_round(plain_nf0), digits=3)} |")
+        self.md.append(f"| ferry bridge, bridge-nf-call-iptables=0 in ferryd's namespace | "
+                       f"{fmt(stats(bridge_nf0), digits=2)} | {fmt(per_round(bridge_nf0), digits=3)} |")
         ferry_port = f.supports_port
         if ferry_port:
             self.md.append("| through a published port | see below | |")
