@@ -84,7 +84,9 @@ async fn bridge_snooping(h: &rtnetlink::Handle) -> Option<u8> {
     })
 }
 
-async fn scenario(dir: &Path) {
+/// ferry's kernel edge in this thread's namespace, with a bridge and a sandbox
+/// namespace (unpinned when the returned guard drops).
+async fn setup(dir: &Path) -> (Netlink, PathBuf, Unpin) {
     let k = Netlink::new().expect("netlink");
     k.ensure_bridge(&BridgeSpec {
         name: "fy-7e570001".into(),
@@ -96,6 +98,32 @@ async fn scenario(dir: &Path) {
     let sb = dir.join("sb");
     let _unpin = Unpin(sb.clone());
     k.create_netns(&sb).await.expect("sandbox netns");
+    (k, sb, _unpin)
+}
+
+/// Run `scenario` on a thread of its own in a network namespace of its own (which takes
+/// everything made in it along when the thread ends).
+fn in_own_netns<F, Fut>(scenario: F)
+where
+    F: FnOnce(PathBuf) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare netns");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(scenario(path))
+    })
+    .join()
+    .expect("scenario");
+}
+
+async fn scenario(dir: PathBuf) {
+    let (k, sb, _unpin) = setup(&dir).await;
 
     k.attach(&spec(&sb, "fy0000000000a", 2))
         .await
@@ -178,18 +206,7 @@ fn detach_frees_the_names_at_once_and_deletes_the_pair_in_the_background() {
     if !privileged() {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().to_path_buf();
-    std::thread::spawn(move || {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare netns");
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(scenario(&path))
-    })
-    .join()
-    .expect("scenario");
+    in_own_netns(scenario);
 }
 
 /// Fill `bridge` with ports (veths: this kernel has no dummy links) until the kernel
@@ -224,18 +241,8 @@ async fn fill_bridge(h: &rtnetlink::Handle, bridge: &str) -> usize {
     unreachable!()
 }
 
-async fn full_bridge(dir: &Path) {
-    let k = Netlink::new().expect("netlink");
-    k.ensure_bridge(&BridgeSpec {
-        name: "fy-7e570001".into(),
-        gateway: Some("10.77.0.1/24".parse().expect("net")),
-        mtu: 1500,
-    })
-    .await
-    .expect("bridge");
-    let sb = dir.join("sb");
-    let _unpin = Unpin(sb.clone());
-    k.create_netns(&sb).await.expect("sandbox netns");
+async fn full_bridge(dir: PathBuf) {
+    let (k, sb, _unpin) = setup(&dir).await;
     let fillers = fill_bridge(&k_handle(), "fy-7e570001").await;
     eprintln!("bridge full at {fillers} fillers + 1 free slot");
 
@@ -259,16 +266,5 @@ fn an_attach_on_a_full_bridge_waits_for_retired_ports() {
     if !privileged() {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().to_path_buf();
-    std::thread::spawn(move || {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare netns");
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(full_bridge(&path))
-    })
-    .join()
-    .expect("scenario");
+    in_own_netns(full_bridge);
 }
