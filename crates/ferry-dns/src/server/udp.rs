@@ -3,8 +3,10 @@
 //! Each turn takes every query queued on the socket (one `recvmmsg`, blocking for
 //! the first), answers them with the pure `handle`, and sends the answers together
 //! (one `sendmmsg`). One query at a time this is the old `recv_from`/`send_to` loop;
-//! under dnsperf load a batch holds about 20 queries, and the server's CPU per query
-//! fell by about 9% (6.5 → 6.0 µs). What remains is the kernel's per-datagram work,
+//! under dnsperf load a batch holds 5 to 20 queries. The server's CPU per query fell
+//! by about 9% (6.5 → 6.0 µs) with the machine loaded, by 2% (noise) when it was
+//! quieter and batches smaller (bench/dns/README.md). What remains is the kernel's
+//! per-datagram work,
 //! which batching does not share: each answer's way through the bridge and veth into
 //! the asker's socket, and the wakeup of the asker, which often preempts this thread
 //! inside `sendmmsg` (it reschedules between datagrams).
