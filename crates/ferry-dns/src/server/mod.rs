@@ -3,14 +3,12 @@
 //! table that is swapped whole on change. Sockets are reconciled against the desired
 //! set of addresses; a table swap never touches them, so no query is lost to a change.
 //!
-//! UDP, the hot path, runs on one plain thread per address: a blocking `recv_from`,
-//! the pure `handle`, `send_to`. No async machinery per packet; forwarded queries are
-//! handed to the tokio runtime (at most `MAX_INFLIGHT` at once, more are dropped and
-//! the asker retries). TCP is served by tokio tasks (at most `MAX_TCP` connections,
-//! each idle for at most `TCP_IDLE`).
+//! UDP, the hot path, runs on one plain thread per address (`udp`: batches of queries
+//! in, batches of answers out, no async machinery per packet). TCP is served by tokio
+//! tasks (at most `MAX_TCP` connections, each idle for at most `TCP_IDLE`).
 //!
 //! Sockets bind with IP_FREEBIND so they can be opened before the bridge holds the
-//! address. Closing a UDP socket shuts it down (which wakes the blocked `recv_from`)
+//! address. Closing a UDP socket shuts it down (which wakes the blocked `recvmmsg`)
 //! and joins its thread, so the address is free again when `listen_on` returns.
 
 use std::collections::{BTreeSet, HashMap};
@@ -29,6 +27,9 @@ use tokio::sync::Semaphore;
 use crate::forward::Forwarder;
 use crate::packet::{handle, servfail, Action, Transport};
 use crate::table::Table;
+
+mod mmsg;
+mod udp;
 
 const MAX_INFLIGHT: usize = 512;
 const MAX_TCP: usize = 128;
@@ -62,7 +63,7 @@ struct Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wakes the thread blocked in recv_from. On an unconnected UDP socket Linux
+        // Wakes the thread blocked in recvmmsg. On an unconnected UDP socket Linux
         // answers ENOTCONN but marks the socket shut down all the same.
         let _ = socket2::SockRef::from(&*self.udp).shutdown(std::net::Shutdown::Both);
         if let Some(t) = self.thread.take() {
@@ -165,7 +166,7 @@ impl Server {
             let (udp, stop, shared) = (udp.clone(), stop.clone(), self.shared.clone());
             std::thread::Builder::new()
                 .name(format!("dns-{ip}"))
-                .spawn(move || serve_udp(&udp, &stop, &shared))
+                .spawn(move || udp::serve(&udp, &stop, &shared))
                 .map_err(|source| DnsError::Bind {
                     addr,
                     proto: "udp",
@@ -203,64 +204,6 @@ fn bind(addr: SocketAddr, ty: Type) -> io::Result<Socket> {
     }
     s.bind(&addr.into())?;
     Ok(s)
-}
-
-fn serve_udp(sock: &Arc<UdpSocket>, stop: &AtomicBool, shared: &Arc<Shared>) {
-    let mut buf = [0u8; 4096];
-    while !stop.load(Ordering::Relaxed) {
-        let (n, peer) = match sock.recv_from(&mut buf) {
-            Ok(x) => x,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue
-            }
-            Err(e) => {
-                if !stop.load(Ordering::Relaxed) {
-                    tracing::warn!("dns: receive: {e}");
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                continue;
-            }
-        };
-        let packet = &buf[..n];
-        // `handle` is fuzzed and should never panic; if it does, this packet is
-        // dropped and the socket keeps serving.
-        let table = shared.table.load();
-        let action = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            handle(&table, peer.ip(), packet, Transport::Udp)
-        }))
-        .unwrap_or(Action::Drop);
-        drop(table);
-        match action {
-            Action::Reply(b) => {
-                let _ = sock.send_to(&b, peer);
-            }
-            Action::Drop => {}
-            Action::Forward { upstreams, limit } => {
-                let Ok(permit) = shared.inflight.clone().try_acquire_owned() else {
-                    tracing::debug!("dns: too many forwarded queries; dropped one from {peer}");
-                    continue;
-                };
-                let (query, sock, fwd) = (packet.to_vec(), sock.clone(), shared.forwarder);
-                shared.runtime.spawn(async move {
-                    let _permit = permit;
-                    let reply = match fwd.forward(&query, &upstreams, limit).await {
-                        Some(r) => Some(r),
-                        None => servfail(&query),
-                    };
-                    if let Some(r) = reply {
-                        let _ = sock.send_to(&r, peer);
-                    }
-                });
-            }
-        }
-    }
 }
 
 async fn serve_tcp(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
@@ -412,5 +355,62 @@ mod tests {
             .unwrap();
         assert_eq!(r.answers().len(), 1);
         drop(srv);
+    }
+
+    /// More queries than one batch, queued before the server reads any: every one
+    /// is answered, to the socket that asked, under its own ID.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_queries_from_several_askers_gets_every_answer() {
+        let port = {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap().port()
+        };
+        let srv = Server::new(port, Forwarder::default(), Handle::current());
+        let lo: Ipv4Addr = "127.0.0.1".parse().unwrap();
+        srv.set_table(Table::build(
+            &[SandboxRecord {
+                memberships: vec![Membership {
+                    network: "n".into(),
+                    ip: lo,
+                    names: vec!["me".into()],
+                }],
+                forward: false,
+                ..Default::default()
+            }],
+            &[],
+        ));
+        assert!(srv.listen_on(&[lo].into()).is_empty());
+        let to = SocketAddr::from((lo, port));
+        tokio::task::spawn_blocking(move || {
+            let askers: Vec<UdpSocket> = (0..3)
+                .map(|_| {
+                    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    c
+                })
+                .collect();
+            let per_asker = 2 * mmsg::BATCH as u16;
+            for id in 0..per_asker {
+                for (k, c) in askers.iter().enumerate() {
+                    let mut m = Message::from_vec(&query("me.")).unwrap();
+                    m.set_id(id * 3 + k as u16);
+                    c.send_to(&m.to_vec().unwrap(), to).unwrap();
+                }
+            }
+            for (k, c) in askers.iter().enumerate() {
+                let mut ids = BTreeSet::new();
+                let mut b = [0u8; 1500];
+                for _ in 0..per_asker {
+                    let n = c.recv(&mut b).unwrap();
+                    let r = Message::from_vec(&b[..n]).unwrap();
+                    assert_eq!(r.answers().len(), 1);
+                    ids.insert(r.id());
+                }
+                let want: BTreeSet<u16> = (0..per_asker).map(|id| id * 3 + k as u16).collect();
+                assert_eq!(ids, want);
+            }
+        })
+        .await
+        .unwrap();
     }
 }
