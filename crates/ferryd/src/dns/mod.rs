@@ -126,23 +126,20 @@ impl Dns {
     /// Follow a commit of `keys`: the table changed by the records of the sandboxes
     /// they touch (kept if none changed), sockets matching the networks.
     pub fn update(&self, st: &State, keys: &[Key]) {
-        let mut inner = self.inner.lock().expect("dns lock");
-        inner.gateways = listen_addrs(st);
-        let Inner {
-            gateways,
-            serving: Some(s),
-        } = &mut *inner
-        else {
-            return;
-        };
-        if s.names.follow(st, keys) {
-            s.server.set_table(s.names.table().clone());
-        }
-        listen(&s.server, gateways);
+        self.follow(st, |s| s.names.follow(st, keys));
     }
 
     /// Make the table again from the whole state, and follow it from there.
     pub fn rebuild(&self, st: &State) {
+        self.follow(st, |s| {
+            s.names = Names::of(st, &s.default_upstreams);
+            true
+        });
+    }
+
+    /// Track `st`'s listen addresses; if serving, let `change` bring the names up to
+    /// date (true: the table changed and goes into service), then match the sockets.
+    fn follow(&self, st: &State, change: impl FnOnce(&mut Serving) -> bool) {
         let mut inner = self.inner.lock().expect("dns lock");
         inner.gateways = listen_addrs(st);
         let Inner {
@@ -152,8 +149,9 @@ impl Dns {
         else {
             return;
         };
-        s.names = Names::of(st, &s.default_upstreams);
-        s.server.set_table(s.names.table().clone());
+        if change(s) {
+            s.server.set_table(s.names.table().clone());
+        }
         listen(&s.server, gateways);
     }
 
