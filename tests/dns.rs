@@ -81,6 +81,9 @@ fn ask_once(
             {
                 return Ok(None)
             }
+            // A timed recv is never restarted: a stop or a cgroup freeze of the test
+            // process ends it with EINTR. Wait out the rest of `wait`.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
         }
         if Instant::now() >= end {

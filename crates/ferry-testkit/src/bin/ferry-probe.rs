@@ -82,9 +82,13 @@ fn udp(ip: &str, port: &str) -> R {
     s.send_to(b"hello", to)
         .map_err(|e| format!("send to {to}: {e}"))?;
     let mut buf = [0u8; 512];
-    let (n, _) = s
-        .recv_from(&mut buf)
-        .map_err(|e| format!("no answer from {to}: {e}"))?;
+    // A timed recv is not restarted after a stop or freeze of this process: wait again.
+    let (n, _) = loop {
+        match s.recv_from(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => break r.map_err(|e| format!("no answer from {to}: {e}"))?,
+        }
+    };
     print!("{}", String::from_utf8_lossy(&buf[..n]));
     Ok(())
 }
