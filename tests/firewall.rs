@@ -608,3 +608,75 @@ fn bad_publish_specs_are_refused_with_the_reason_and_change_nothing() -> Result<
     let _ = before;
     host.finish()
 }
+
+/// br_netfilter's three calls in the host's namespace, as `0`/`1` lines; None when the
+/// kernel has no br_netfilter.
+fn br_netfilter_calls(host: &TestHost) -> Result<Option<String>> {
+    let out = host.in_host(
+        BUSYBOX,
+        &[
+            "cat",
+            "/proc/sys/net/bridge/bridge-nf-call-iptables",
+            "/proc/sys/net/bridge/bridge-nf-call-ip6tables",
+            "/proc/sys/net/bridge/bridge-nf-call-arptables",
+        ],
+    )?;
+    Ok(out
+        .success()
+        .then(|| out.out().split_whitespace().collect()))
+}
+
+#[test]
+fn with_br_netfilter_off_the_firewall_holds_and_cleanup_turns_it_back_on() -> Result<()> {
+    let scenario = ferry_testkit::scenario_name!();
+    if !ferry_testkit::privileged(scenario) {
+        return Ok(());
+    }
+    // A fresh namespace starts with the three calls on; ferryd turns them off as it
+    // loads its tables (the default bridge's, at start).
+    let host = TestHost::start_with_args(scenario, &["--br-netfilter", "off"])?;
+    let (on, noicc, other) = (unique("n"), unique("n"), unique("n"));
+    host.create_network(&on, &["--subnet", "10.87.0.0/24"])?;
+    host.create_network(
+        &noicc,
+        &[
+            "--subnet",
+            "10.88.0.0/24",
+            "-o",
+            "com.docker.network.bridge.enable_icc=false",
+        ],
+    )?;
+    host.create_network(&other, &["--subnet", "10.89.0.0/24"])?;
+    let during = br_netfilter_calls(&host)?;
+    ensure!(
+        during.as_deref().is_none_or(|c| c == "000"),
+        "bridge-nf-call-* are {during:?}"
+    );
+    // Bridged, ICC on: passes. Hairpin to a published port, through the gateway and the
+    // sandbox's own port: routed and masqueraded, so it needs no bridged filtering.
+    serve_both(&host, "web", &["--network", &on, "-p", "8080:80"])?;
+    host.run_idle("client", &["--network", &on])?;
+    let web = host.ip_of("web", &on)?;
+    host.expect_reach(At::Sandbox("client"), "tcp", &web, 80)?;
+    host.expect_reach(At::Sandbox("client"), "udp", &web, 80)?;
+    host.expect_reach(At::Sandbox("client"), "tcp", "10.87.0.1", 8080)?;
+    host.expect_reach(At::Sandbox("web"), "tcp", "10.87.0.1", 8080)?;
+    // ICC off is a bridge-family rule: still enforced.
+    host.run_server("a", &["--network", &noicc], "tcp", 80)?;
+    host.run_server("b", &["--network", &noicc], "tcp", 80)?;
+    let b = host.ip_of("b", &noicc)?;
+    host.expect_no_reach(At::Sandbox("a"), "tcp", &b, 80)?;
+    // Isolation between networks is routed traffic: still enforced.
+    host.run_server("far", &["--network", &other], "tcp", 80)?;
+    let far = host.ip_of("far", &other)?;
+    host.expect_no_reach(At::Sandbox("client"), "tcp", &far, 80)?;
+    host.expect_no_reach(At::Sandbox("far"), "tcp", &web, 80)?;
+
+    host.ferry_ok(&["system", "cleanup"])?;
+    let after = br_netfilter_calls(&host)?;
+    ensure!(
+        after.as_deref().is_none_or(|c| c == "111"),
+        "cleanup left bridge-nf-call-* at {after:?}"
+    );
+    host.finish()
+}

@@ -294,7 +294,8 @@ class Bench:
 
         def ferry_nf_off(prefix, addr):
             # ferry's bridge with br_netfilter's calls off in ferryd's namespace, for this
-            # run only (ferry's firewall does not need them: see docs/PERFORMANCE.md).
+            # run only: the kernel state `ferryd --br-netfilter off` makes (ferry's firewall
+            # does not need them; see docs/usage.md).
             f.enter()
             set_bridge_nf("0")
             w.go_home()
@@ -333,7 +334,7 @@ class Bench:
         self.md.append(f"| two sandboxes on a ferry bridge | {fmt(stats(bridge), digits=2)} | {fmt(ratio, digits=3)} |")
         self.md.append(f"| plain bridge, bridge-nf-call-iptables=0 in its namespace | "
                        f"{fmt(stats(plain_nf0), digits=2)} | {fmt(per_round(plain_nf0), digits=3)} |")
-        self.md.append(f"| ferry bridge, bridge-nf-call-iptables=0 in ferryd's namespace | "
+        self.md.append(f"| ferry bridge, bridge-nf-call-*=0 in ferryd's namespace (`--br-netfilter off`) | "
                        f"{fmt(stats(bridge_nf0), digits=2)} | {fmt(per_round(bridge_nf0), digits=3)} |")
         ferry_port = f.supports_port
         if ferry_port:

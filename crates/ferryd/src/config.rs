@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
 
+use crate::br_netfilter::BrNetfilter;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Persistent state (the store).
@@ -17,6 +19,8 @@ pub struct Config {
     pub netns_dir: PathBuf,
     /// The default bridge's address and prefix.
     pub bip: Ipv4Net,
+    /// `--br-netfilter`: whether bridged frames keep walking the IP hooks.
+    pub br_netfilter: BrNetfilter,
 }
 
 impl Config {
@@ -29,6 +33,7 @@ impl Config {
             socket: root.join("ferry.sock"),
             netns_dir: root.join("netns"),
             bip: Ipv4Net::new(std::net::Ipv4Addr::new(172, 17, 0, 1), 16).expect("a /16"),
+            br_netfilter: BrNetfilter::Keep,
         }
     }
 
@@ -52,6 +57,10 @@ impl Config {
     /// a tmpfs, as the sysctl forgets its value at boot).
     pub fn forwarding_marker(&self) -> PathBuf {
         self.exec_root.join("ip_forward-by-ferry")
+    }
+    /// The br_netfilter calls ferryd turned off (`--br-netfilter off`), one per line.
+    pub fn br_netfilter_marker(&self) -> PathBuf {
+        self.exec_root.join("br_netfilter-off-by-ferry")
     }
     pub fn netns_link(&self, name: &str) -> PathBuf {
         self.netns_dir.join(format!("ferry-{name}"))

@@ -138,6 +138,7 @@ impl<K: KernelOps> Daemon<K> {
         let opts = render::Options {
             guard_forwarding: self.enable_forwarding().await,
         };
+        self.apply_br_netfilter().await;
         self.kernel.nft(&render::full(want.all(), opts)).await?;
         *applied = Some(want);
         self.ensure_docker_user().await;

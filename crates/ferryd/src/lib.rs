@@ -3,6 +3,7 @@
 //! kernel, undoing both on failure. On start it reconciles the kernel with the store.
 
 pub mod api;
+pub mod br_netfilter;
 pub mod config;
 pub mod dns;
 pub mod error;

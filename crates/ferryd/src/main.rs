@@ -37,12 +37,22 @@ struct Args {
     bip: ipnet::Ipv4Net,
     /// Where the Docker plugin socket `ferry.sock` goes (dockerd looks in
     /// /run/docker/plugins); an empty value turns the plugin off.
-    #[arg(long, default_value = "/run/docker/plugins")]
+    #[arg(long, default_value = "/run/docker/plugins", value_parser = path_or_empty)]
     plugin_dir: PathBuf,
     /// Where the embedded DNS forwards names it does not own, for sandboxes without
     /// --dns (repeatable). Default: the host's resolv.conf nameservers.
     #[arg(long = "dns-upstream", value_name = "IP[:PORT]", value_parser = ferryd::dns::parse_upstream)]
     dns_upstream: Vec<std::net::SocketAddr>,
+    /// `off`: turn br_netfilter's calls into the IP hooks off in ferryd's namespace, so
+    /// bridged traffic between sandboxes skips conntrack and the IP chains (ferry's
+    /// firewall does not need them; other bridges on the host lose bridged filtering).
+    #[arg(long, value_enum, default_value = "keep")]
+    br_netfilter: ferryd::br_netfilter::BrNetfilter,
+}
+
+/// A path, or nothing (`--plugin-dir=`): clap's own PathBuf parser refuses empty values.
+fn path_or_empty(s: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(s))
 }
 
 fn socket_path(host: &str) -> anyhow::Result<PathBuf> {
@@ -66,6 +76,7 @@ fn main() -> anyhow::Result<()> {
         socket: socket_path(&args.host)?,
         netns_dir: args.netns_dir,
         bip: args.bip,
+        br_netfilter: args.br_netfilter,
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -129,4 +140,21 @@ async fn run(
         tracing::warn!("stopping with veth deletions pending; the next start removes them");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_plugin_dir_turns_the_plugin_off_and_br_netfilter_defaults_to_keep() {
+        let a = Args::try_parse_from(["ferryd", "--plugin-dir="]).unwrap();
+        assert!(a.plugin_dir.as_os_str().is_empty());
+        assert_eq!(a.br_netfilter, ferryd::br_netfilter::BrNetfilter::Keep);
+        let a = Args::try_parse_from(["ferryd", "--br-netfilter", "off"]).unwrap();
+        assert_eq!(a.br_netfilter, ferryd::br_netfilter::BrNetfilter::Off);
+        assert_eq!(a.plugin_dir, PathBuf::from("/run/docker/plugins"));
+        let e = Args::try_parse_from(["ferryd", "--br-netfilter", "maybe"]).unwrap_err();
+        assert!(e.to_string().contains("maybe"), "{e}");
+    }
 }

@@ -11,7 +11,8 @@ impl<K: KernelOps> Daemon<K> {
     /// the predefined bridge, ferry's nftables tables (the `user` chain too) and the pin
     /// of ferryd's own namespace; the caller then stops ferryd. The store keeps only the predefined
     /// networks, so the next start re-creates the default bridge. ferry's DOCKER-USER rule
-    /// goes too, and `ip_forward` goes back off if ferryd turned it on. Every step runs even
+    /// goes too, `ip_forward` goes back off and br_netfilter's calls back on if ferryd
+    /// turned them so. Every step runs even
     /// if one before it failed; the failures come back together.
     pub async fn cleanup(&self) -> Result<()> {
         let mut errors: Vec<String> = vec![];
@@ -44,6 +45,7 @@ impl<K: KernelOps> Daemon<K> {
             errors.push(e.to_string());
         }
         errors.extend(self.undo_host_changes().await);
+        errors.extend(self.undo_br_netfilter().await);
         self.forget_firewall().await;
         if let Err(e) = self.kernel.remove_netns(&self.cfg.host_netns()).await {
             errors.push(e.to_string());
