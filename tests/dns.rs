@@ -726,3 +726,42 @@ fn a_published_port_53_does_not_catch_queries_to_the_gateway() -> Result<()> {
     );
     host.finish()
 }
+
+#[test]
+fn queries_to_the_gateway_leave_no_conntrack_entry_but_other_traffic_is_tracked() -> Result<()> {
+    let Some(host) = start_host(ferry_testkit::scenario_name!())? else {
+        return Ok(());
+    };
+    let net = unique("net");
+    host.create_network(&net, &["--subnet", "10.41.0.0/24"])?;
+    host.run_idle("a", &["--network", &net])?;
+    let mut c = Client::new(&host, "a")?;
+    for _ in 0..3 {
+        let got = c.a("a.")?;
+        ensure!(
+            got.as_ref().is_ok_and(|ips| ips.len() == 1),
+            "A a.: {got:?}"
+        );
+    }
+    // A resolver's way: a new source port per lookup.
+    let out = nslookup(&host, "a", "a")?;
+    ensure!(out.success(), "nslookup a: {}", out.out());
+    ensure!(host.pings("a", "10.41.0.1")?, "a cannot ping its gateway");
+    let table = host
+        .in_host(BUSYBOX, &["cat", "/proc/net/nf_conntrack"])?
+        .expect_success()?
+        .stdout;
+    ensure!(
+        table
+            .lines()
+            .any(|l| l.contains("icmp") && l.contains("dst=10.41.0.1")),
+        "the ping to the gateway was not tracked either (is conntrack on?):\n{table}"
+    );
+    ensure!(
+        !table
+            .lines()
+            .any(|l| l.contains("dst=10.41.0.1") && l.contains("dport=53")),
+        "queries to the gateway's DNS left conntrack entries:\n{table}"
+    );
+    host.finish()
+}

@@ -34,7 +34,7 @@ const SETS: [(SetName, &str); 10] = [
 ];
 
 /// `(table, chain, base-chain spec or "")` of each chain ferry owns (not `user`).
-const CHAINS: [(&str, &str, &str); 10] = [
+const CHAINS: [(&str, &str, &str); 12] = [
     (
         "inet ferry",
         "forward",
@@ -51,6 +51,16 @@ const CHAINS: [(&str, &str, &str); 10] = [
         "inet ferry",
         "prerouting",
         "type nat hook prerouting priority -100; policy accept;",
+    ),
+    (
+        "inet ferry",
+        "dns_in",
+        "type filter hook prerouting priority -300; policy accept;",
+    ),
+    (
+        "inet ferry",
+        "dns_out",
+        "type filter hook output priority -300; policy accept;",
     ),
     (
         "inet ferry",
@@ -129,6 +139,22 @@ pub fn skeleton_rules(o: Options) -> Vec<(&'static str, &'static str, String)> {
             "meta l4proto { tcp, udp } th dport 53 ip daddr . iifname @dns_gateways return".into(),
         ),
         (i, "prerouting", "fib daddr type local jump publish".into()),
+        // Queries to the embedded DNS and its answers are not tracked (as Kubernetes'
+        // NodeLocal DNSCache does): each lookup from a new source port would otherwise
+        // cost a conntrack entry kept for 30 s (resolvers in busy sandboxes fill the
+        // table) and pass the NAT hooks, for traffic that is never NATed or filtered
+        // by state. Untracked packets skip the NAT chains, so no published port 53 can
+        // catch them either.
+        (
+            i,
+            "dns_in",
+            "meta l4proto { tcp, udp } th dport 53 ip daddr . iifname @dns_gateways notrack".into(),
+        ),
+        (
+            i,
+            "dns_out",
+            "meta l4proto { tcp, udp } th sport 53 ip saddr . oifname @dns_gateways notrack".into(),
+        ),
         (i, "output", "fib daddr type local jump publish".into()),
         (i, "publish", any.into()),
         (i, "publish", shift.into()),
