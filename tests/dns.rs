@@ -702,6 +702,17 @@ fn a_gateway_port_held_by_another_server_is_taken_once_it_is_free() -> Result<()
             host.log_tail(20)
         );
     }
+    // Said once although every commit tried again, and its end said too.
+    let log = host.log_tail(200);
+    let held = log
+        .lines()
+        .filter(|l| l.contains("listen for DNS on 10.39.0.1:53"))
+        .count();
+    ensure!(held == 1, "the held port was logged {held} times:\n{log}");
+    ensure!(
+        log.contains("dns: listening on 10.39.0.1:53 now"),
+        "no word of the port being taken:\n{log}"
+    );
     host.finish()
 }
 

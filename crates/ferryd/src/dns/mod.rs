@@ -92,11 +92,23 @@ fn nameserver_of(sb: &Sandbox, gateways: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr
         .find(|g| gateways.contains(g))
 }
 
-/// Open and close sockets to match `gateways`.
-fn listen(server: &Server, gateways: &BTreeSet<Ipv4Addr>) {
-    for e in server.listen_on(gateways) {
-        tracing::warn!("{e}; trying again every {RETRY:?}");
+/// Open and close sockets to match `gateways`. A port someone else holds is said once
+/// (every commit tries it again, and so does the retry every 5 s), and so is its end.
+fn listen(s: &mut Serving, gateways: &BTreeSet<Ipv4Addr>) {
+    let mut unbound = BTreeSet::new();
+    for e in s.server.listen_on(gateways) {
+        let ferry_dns::DnsError::Bind { addr, .. } = &e;
+        if !s.unbound.contains(addr) {
+            tracing::warn!("{e}; trying again every {RETRY:?}");
+        }
+        unbound.insert(*addr);
     }
+    for addr in s.unbound.difference(&unbound) {
+        if matches!(addr.ip(), IpAddr::V4(ip) if gateways.contains(&ip)) {
+            tracing::info!("dns: listening on {addr} now");
+        }
+    }
+    s.unbound = unbound;
 }
 
 /// A responder in service and the table it answers from.
@@ -105,6 +117,8 @@ struct Serving {
     names: Names,
     /// The upstreams of sandboxes without `--dns`.
     default_upstreams: Vec<SocketAddr>,
+    /// Gateway sockets that could not be opened at the last try.
+    unbound: BTreeSet<SocketAddr>,
 }
 
 #[derive(Default)]
@@ -152,18 +166,21 @@ impl Dns {
         if change(s) {
             s.server.set_table(s.names.table().clone());
         }
-        listen(&s.server, gateways);
+        listen(s, gateways);
     }
 
     /// Open the sockets that could not be opened before (a port held by someone else).
     fn retry(&self) {
-        let inner = self.inner.lock().expect("dns lock");
-        if let Some(s) = &inner.serving {
-            if s.server.listening() != inner.gateways {
-                for e in s.server.listen_on(&inner.gateways) {
-                    tracing::debug!("{e}");
-                }
-            }
+        let mut inner = self.inner.lock().expect("dns lock");
+        let Inner {
+            gateways,
+            serving: Some(s),
+        } = &mut *inner
+        else {
+            return;
+        };
+        if s.server.listening() != *gateways {
+            listen(s, gateways);
         }
     }
 
@@ -178,6 +195,7 @@ impl Dns {
                 ),
                 names: Names::empty(&upstreams),
                 default_upstreams: upstreams,
+                unbound: BTreeSet::new(),
             });
         }
         self.rebuild(st);
