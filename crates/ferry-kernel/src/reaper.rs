@@ -4,8 +4,12 @@
 //! keeps the sending thread there for 15–20 ms. So the reaper is one thread of its own,
 //! started with [`crate::Netlink`], with a current-thread runtime and a netlink socket of
 //! its own in the same namespace: while it waits on the kernel, ferryd's tokio workers and
-//! its shared netlink socket serve the next requests. Deletions go one after another, by the
-//! reserved name (never reused while the pair exists). [`Reaper::settle`] waits until
+//! its shared netlink socket serve the next requests. Each time it wakes it takes every
+//! deletion queued so far and deletes them with one request by link group (retired host
+//! ends are in [`GRAVE_GROUP`]): the kernel unregisters them as one batch, so a burst of
+//! detaches waits for the kernel's RCU grace periods once, not once per pair. Should the
+//! kernel refuse that, it deletes them one by one by their reserved names (never reused
+//! while a pair exists). [`Reaper::settle`] waits until
 //! every deletion handed over so far is done; if ferryd stops first, the retired pairs are
 //! `fy*` links the store does not know, and reconcile deletes them at the next start.
 
@@ -14,6 +18,20 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::link::del;
+use crate::link::retire::GRAVE_GROUP;
+
+/// Delete the retired links `batch` (and any other link in the grave group).
+async fn reap(handle: &rtnetlink::Handle, batch: &[String]) {
+    let Err(e) = del::delete_group(handle, GRAVE_GROUP).await else {
+        return;
+    };
+    tracing::debug!("background delete: {e}; deleting one by one");
+    for name in batch {
+        if let Err(e) = del::delete(handle, name).await {
+            tracing::warn!("background delete: {e}; reconcile will remove it");
+        }
+    }
+}
 
 pub struct Reaper {
     tx: mpsc::UnboundedSender<String>,
@@ -53,11 +71,13 @@ impl Reaper {
                         }
                     };
                     let _ = ready_tx.send(true);
-                    while let Some(name) = rx.recv().await {
-                        if let Err(e) = del::delete(&handle, &name).await {
-                            tracing::warn!("background delete: {e}; reconcile will remove it");
+                    while let Some(first) = rx.recv().await {
+                        let mut batch = vec![first];
+                        while let Ok(name) = rx.try_recv() {
+                            batch.push(name);
                         }
-                        done.send_modify(|n| *n = n.saturating_sub(1));
+                        reap(&handle, &batch).await;
+                        done.send_modify(|n| *n = n.saturating_sub(batch.len()));
                     }
                 });
             })

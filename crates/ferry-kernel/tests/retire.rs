@@ -268,3 +268,112 @@ fn an_attach_on_a_full_bridge_waits_for_retired_ports() {
     }
     in_own_netns(full_bridge);
 }
+
+fn spec_n(sb: &Path, i: u8) -> AttachSpec {
+    AttachSpec {
+        host_if: format!("fy00000000{i:03x}"),
+        ifname: format!("eth{i}"),
+        default_via: None,
+        ..spec(sb, "", i + 2)
+    }
+}
+
+async fn group_of(h: &rtnetlink::Handle, name: &str) -> Option<u32> {
+    use netlink_packet_route::link::LinkAttribute;
+    let m = get::message_of(h, name).await.expect("lookup")?;
+    m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Group(g) => Some(*g),
+        _ => None,
+    })
+}
+
+async fn set_group(h: &rtnetlink::Handle, name: &str, group: u32) {
+    use netlink_packet_route::link::LinkAttribute;
+    let i = get::index_of(h, name).await.expect("lookup").expect(name);
+    let mut req = h.link().set(i);
+    req.message_mut()
+        .attributes
+        .push(LinkAttribute::Group(group));
+    req.execute().await.expect("set group");
+}
+
+async fn graves(dir: PathBuf) {
+    use ferry_kernel::link::{del, retire};
+    let (k, sb, _unpin) = setup(&dir).await;
+    let h = k_handle();
+
+    // A retired host end is in the grave group; one deletion by group takes every pair
+    // there, both ends.
+    for i in 0..3 {
+        k.attach(&spec_n(&sb, i)).await.expect("attach");
+    }
+    for i in 0..3 {
+        let host_if = spec_n(&sb, i).host_if;
+        let got = retire::retire(&h, &host_if, &sb, &format!("eth{i}"))
+            .await
+            .expect("retire");
+        let retire::Retired::As(name) = got else {
+            panic!("{host_if} was not retired: {got:?}");
+        };
+        assert_eq!(
+            group_of(&h, &name).await,
+            Some(retire::GRAVE_GROUP),
+            "{name}"
+        );
+    }
+    del::delete_group(&h, retire::GRAVE_GROUP)
+        .await
+        .expect("delete by group");
+    let host = k.link_names().await.expect("links");
+    assert!(!host.iter().any(|l| l.starts_with("fyz")), "{host:?}");
+    let inside = sandbox_links(&sb).await;
+    assert_eq!(inside, vec!["lo".to_string()], "peers left in the sandbox");
+    // Nothing left in the group: still fine.
+    del::delete_group(&h, retire::GRAVE_GROUP)
+        .await
+        .expect("delete an empty group");
+
+    // A burst of detaches through the reaper: every pair goes.
+    for i in 0..20 {
+        k.attach(&spec_n(&sb, i)).await.expect("attach");
+    }
+    for i in 0..20 {
+        k.delete_link(&spec_n(&sb, i).host_if)
+            .await
+            .expect("detach");
+    }
+    assert!(k.settle(Duration::from_secs(10)).await, "burst not deleted");
+    let host = k.link_names().await.expect("links");
+    assert!(
+        !host
+            .iter()
+            .any(|l| l.starts_with("fy0") || l.starts_with("fyz")),
+        "{host:?}"
+    );
+    assert_eq!(sandbox_links(&sb).await, vec!["lo".to_string()]);
+
+    // A device that cannot be deleted in the group (here lo) makes the kernel refuse
+    // the group deletion; the reaper then deletes by name, and lo stays.
+    set_group(&h, "lo", retire::GRAVE_GROUP).await;
+    k.attach(&spec_n(&sb, 0)).await.expect("attach");
+    k.delete_link(&spec_n(&sb, 0).host_if)
+        .await
+        .expect("detach");
+    assert!(
+        k.settle(Duration::from_secs(10)).await,
+        "fallback did not finish"
+    );
+    let host = k.link_names().await.expect("links");
+    assert!(!host.iter().any(|l| l.starts_with("fyz")), "{host:?}");
+    assert!(host.contains(&"lo".to_string()), "lo was deleted: {host:?}");
+    set_group(&h, "lo", 0).await;
+    k.remove_netns(&sb).await.expect("remove sandbox netns");
+}
+
+#[test]
+fn retired_pairs_go_by_link_group_in_one_request_or_by_name_when_the_kernel_refuses() {
+    if !privileged() {
+        return;
+    }
+    in_own_netns(graves);
+}
