@@ -129,6 +129,13 @@ struct Inner {
     serving: Option<Serving>,
 }
 
+impl Inner {
+    /// The responder in service, if any, with the addresses it should listen on.
+    fn serving(&mut self) -> Option<(&mut Serving, &BTreeSet<Ipv4Addr>)> {
+        Some((self.serving.as_mut()?, &self.gateways))
+    }
+}
+
 /// The daemon's responder. Until `start` it only tracks the listen addresses (the
 /// unit tests never open a socket).
 #[derive(Default)]
@@ -156,11 +163,7 @@ impl Dns {
     fn follow(&self, st: &State, change: impl FnOnce(&mut Serving) -> bool) {
         let mut inner = self.inner.lock().expect("dns lock");
         inner.gateways = listen_addrs(st);
-        let Inner {
-            gateways,
-            serving: Some(s),
-        } = &mut *inner
-        else {
+        let Some((s, gateways)) = inner.serving() else {
             return;
         };
         if change(s) {
@@ -172,11 +175,7 @@ impl Dns {
     /// Open the sockets that could not be opened before (a port held by someone else).
     fn retry(&self) {
         let mut inner = self.inner.lock().expect("dns lock");
-        let Inner {
-            gateways,
-            serving: Some(s),
-        } = &mut *inner
-        else {
+        let Some((s, gateways)) = inner.serving() else {
             return;
         };
         if s.server.listening() != *gateways {
