@@ -40,6 +40,21 @@ impl SandboxExec {
                 format!("open sandbox netns {}: {e}", self.netns.display()),
             )
         })?;
+        // A pin is a bind mount made in ferryd's mount namespace; from one that does not
+        // see it (ferryd started by `ip netns exec`, or by a service manager with private
+        // mounts) the path is the empty file under it, and setns would only say EINVAL.
+        let fs = nix::sys::statfs::fstatfs(&ns).map_err(io::Error::from)?;
+        if fs.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is not a network namespace from here: ferryd's namespace pins are not \
+                     visible in this mount namespace (was ferryd started with `ip netns exec` \
+                     or with private mounts?)",
+                    self.netns.display()
+                ),
+            ));
+        }
         let files = match &self.files {
             Some(f) => Some((
                 cstring(&f.hosts)?,
@@ -97,4 +112,35 @@ fn bind(src: &CString, dst: &std::ffi::CStr) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec_in(netns: PathBuf) -> io::Result<()> {
+        SandboxExec {
+            netns,
+            files: None,
+            new_session: false,
+        }
+        .pre_exec_hook()
+        .map(|_| ())
+    }
+
+    #[test]
+    fn a_pin_this_mount_namespace_does_not_see_is_named_before_fork() {
+        let dir = tempfile::tempdir().unwrap();
+        let unmounted = dir.path().join("0123456789ab");
+        std::fs::write(&unmounted, "").unwrap();
+        let e = exec_in(unmounted.clone()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&unmounted.display().to_string())
+                && msg.contains("not a network namespace"),
+            "{msg}"
+        );
+        exec_in("/proc/self/ns/net".into()).expect("a real namespace file");
+    }
 }
