@@ -82,6 +82,19 @@ fn icc_off_keeps_sandboxes_apart_but_lets_them_reach_the_gateway_and_the_outside
         "the peer saw {seen}, expected the host's {} (masquerade)",
         peer.host_ip
     );
+    // The bridge-family hook lives only as long as an ICC-off port: every frame of every
+    // bridge in the namespace pays for it.
+    let hooked = |host: &TestHost| -> Result<bool> {
+        Ok(host
+            .nft(&["list", "table", "bridge", "ferry"])?
+            .contains("hook forward"))
+    };
+    ensure!(hooked(&host)?, "no bridge-family hook with ICC-off ports");
+    host.ferry_ok(&["rm", "-f", "a", "b"])?;
+    ensure!(
+        !hooked(&host)?,
+        "the bridge-family hook outlived the last ICC-off port"
+    );
     drop(peer);
     host.finish()
 }

@@ -91,12 +91,15 @@ impl<K: KernelOps> Daemon<K> {
             })
             .collect();
         let delta = ledger.delta_for(&changes);
-        if bridges_after(ledger.all(), &delta) == 0 {
+        if count_after(ledger.all(), &delta, SetName::Bridges) == 0 {
             self.kernel.nft(&render::remove_keeping_user()).await?;
             *applied = None;
             return Ok(());
         }
-        if let Some(script) = render::delta(&delta) {
+        let icc_before = ledger.all().get(SetName::NoIccPorts).next().is_some();
+        let icc_after = count_after(ledger.all(), &delta, SetName::NoIccPorts) > 0;
+        let icc = (icc_before != icc_after).then_some(icc_after);
+        if let Some(script) = render::delta(&delta, icc) {
             if let Err(e) = self.kernel.nft(&script).await {
                 // The transaction did not apply; the next change reloads everything.
                 *applied = None;
@@ -363,10 +366,11 @@ fn source_elements(st: &State, src: &Source) -> Elements {
 }
 
 /// How many bridges the sets hold once `delta` is applied to `now`.
-fn bridges_after(now: &Elements, delta: &nft::Delta) -> usize {
-    let gone = delta.delete.iter().filter(|(s, _)| *s == SetName::Bridges);
-    let new = delta.add.iter().filter(|(s, _, _)| *s == SetName::Bridges);
-    (now.get(SetName::Bridges).count() + new.count()).saturating_sub(gone.count())
+/// How many elements `set` holds once `delta` is applied to `now`.
+fn count_after(now: &Elements, delta: &nft::Delta, set: SetName) -> usize {
+    let gone = delta.delete.iter().filter(|(s, _)| *s == set);
+    let new = delta.add.iter().filter(|(s, _, _)| *s == set);
+    (now.get(set).count() + new.count()).saturating_sub(gone.count())
 }
 
 /// Every port published by a live endpoint other than `sb_id`'s on `net_id` (Docker's

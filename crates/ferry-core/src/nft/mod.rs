@@ -22,7 +22,8 @@
 //!   goes to `pub_shift`, one element per port because nftables cannot add an offset to
 //!   a port (the same holds in `pub_any`);
 //! - `noicc_ports` (bridge family): host-side veths of networks with ICC off; bridged
-//!   frames between two of them are dropped.
+//!   frames between two of them are dropped. The bridge-family chain that checks it is
+//!   hooked only while the set is not empty ([`render::icc_hook`]).
 //!
 //! So a change of state is a difference of element sets ([`Elements::delta`]), applied
 //! as one nftables transaction; an attach with no published ports on a network with ICC

@@ -34,7 +34,7 @@ const SETS: [(SetName, &str); 10] = [
 ];
 
 /// `(table, chain, base-chain spec or "")` of each chain ferry owns (not `user`).
-const CHAINS: [(&str, &str, &str); 12] = [
+const CHAINS: [(&str, &str, &str); 11] = [
     (
         "inet ferry",
         "forward",
@@ -73,13 +73,13 @@ const CHAINS: [(&str, &str, &str); 12] = [
         "postrouting",
         "type nat hook postrouting priority 100; policy accept;",
     ),
-    (
-        "bridge ferry",
-        "forward",
-        "type filter hook forward priority 0; policy accept;",
-    ),
     ("bridge ferry", "icc", ""),
 ];
+
+/// The bridge-family base chain, hooked only while some endpoint's network has ICC off
+/// ([`icc_hook`]): a hooked chain costs every frame any bridge in the namespace forwards
+/// (dockerd's too) a call into nftables, ICC off or not.
+const ICC_HOOK: &str = "type filter hook forward priority 0; policy accept;";
 
 /// How ferryd found the host, which decides two rules.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -176,12 +176,8 @@ pub fn skeleton_rules(o: Options) -> Vec<(&'static str, &'static str, String)> {
             "postrouting",
             "iifname @masq oifname != @bridges masquerade".into(),
         ),
-        // ICC off: bridged frames between two such ports are dropped.
-        (
-            "bridge ferry",
-            "forward",
-            "iifname @noicc_ports jump icc".into(),
-        ),
+        // ICC off: bridged frames between two such ports are dropped (the chain that
+        // jumps here is hooked by `icc_hook`).
         ("bridge ferry", "icc", "oifname @noicc_ports drop".into()),
     ];
     if o.guard_forwarding {
@@ -223,6 +219,21 @@ pub fn full(e: &Elements, o: Options) -> String {
     for (set, _) in SETS {
         push_elements(&mut s, "add", set, e.get(set).map(|(k, v)| (k, v.as_ref())));
     }
+    s.push_str(&icc_hook(e.get(SetName::NoIccPorts).next().is_some()));
+    s
+}
+
+/// Hook (`on`) or unhook the bridge-family `forward` chain that sends frames from an
+/// ICC-off port to `icc`. Safe whether or not it exists (add, flush, then rule or delete).
+pub fn icc_hook(on: bool) -> String {
+    let mut s = format!(
+        "add chain bridge ferry forward {{ {ICC_HOOK} }}\nflush chain bridge ferry forward\n"
+    );
+    if on {
+        s.push_str("add rule bridge ferry forward iifname @noicc_ports jump icc\n");
+    } else {
+        s.push_str("delete chain bridge ferry forward\n");
+    }
     s
 }
 
@@ -248,9 +259,11 @@ fn push_elements<'a>(
     }
 }
 
-/// The commands of one change, or None when there is nothing to do.
-pub fn delta(d: &Delta) -> Option<String> {
-    if d.is_empty() {
+/// The commands of one change, or None when there is nothing to do; `icc` hooks or
+/// unhooks the ICC-off chain when the change makes the first ICC-off port or removes the
+/// last one.
+pub fn delta(d: &Delta, icc: Option<bool>) -> Option<String> {
+    if d.is_empty() && icc.is_none() {
         return None;
     }
     let mut s = String::new();
@@ -270,6 +283,9 @@ pub fn delta(d: &Delta) -> Option<String> {
             .filter(|(x, _, _)| *x == set)
             .map(|(_, k, v)| (k, v.as_ref()));
         push_elements(&mut s, "add", set, items);
+    }
+    if let Some(on) = icc {
+        s.push_str(&icc_hook(on));
     }
     Some(s)
 }

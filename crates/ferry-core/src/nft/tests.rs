@@ -178,7 +178,7 @@ fn an_attach_without_ports_on_an_icc_network_changes_nothing() {
     let sb = sandbox(&net, "10.7.0.2", "fyaaaa", &[]);
     let after = desired([&net], [&sb]);
     assert!(before.delta(&after).is_empty());
-    assert_eq!(delta(&before.delta(&after)), None);
+    assert_eq!(delta(&before.delta(&after), None), None);
 }
 
 #[test]
@@ -188,7 +188,7 @@ fn a_delta_deletes_what_went_and_adds_what_came() {
     let b = sandbox(&net, "10.7.0.3", "fybbbb", &["9090:90"]);
     let old = desired([&net], [&a]);
     let new = desired([&net], [&b]);
-    let script = delta(&old.delta(&new)).unwrap();
+    let script = delta(&old.delta(&new), None).unwrap();
     assert_eq!(
         script,
         "delete element inet ferry pub_any { tcp . 8080 }\n\
@@ -223,6 +223,30 @@ fn a_full_load_never_flushes_the_user_chain_and_declares_every_set() {
         rules,
         "the rule count does not grow with sandboxes"
     );
+}
+
+#[test]
+fn the_bridge_family_hook_is_there_only_while_an_icc_off_port_exists() {
+    let quiet = user_net(
+        "quiet",
+        "10.6.0.0/24",
+        false,
+        &[("com.docker.network.bridge.enable_icc", "false")],
+    );
+    let jump = "add rule bridge ferry forward iifname @noicc_ports jump icc\n";
+    let unhook = "delete chain bridge ferry forward\n";
+    let empty = full(&desired([&quiet], []), Default::default());
+    assert!(!empty.contains(jump) && empty.ends_with(unhook), "{empty}");
+    let a = sandbox(&quiet, "10.6.0.2", "fyaaaa", &[]);
+    let one = full(&desired([&quiet], [&a]), Default::default());
+    assert!(one.contains(jump) && !one.contains(unhook), "{one}");
+    // A change that brings the first such port (or takes the last) carries the hook.
+    let d = desired([&quiet], []).delta(&desired([&quiet], [&a]));
+    let on = delta(&d, Some(true)).unwrap();
+    assert!(on.contains("add element bridge ferry noicc_ports") && on.ends_with(jump));
+    assert!(delta(&Default::default(), Some(false))
+        .unwrap()
+        .ends_with(unhook));
 }
 
 #[test]
