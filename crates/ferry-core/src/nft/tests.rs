@@ -84,6 +84,16 @@ fn keys(e: &Elements, set: SetName) -> Vec<String> {
         .collect()
 }
 
+/// A user network with ICC off.
+fn quiet_net() -> Network {
+    user_net(
+        "quiet",
+        "10.6.0.0/24",
+        false,
+        &[("com.docker.network.bridge.enable_icc", "false")],
+    )
+}
+
 #[test]
 fn networks_fill_the_interface_sets_by_role() {
     let mut nets = predefined_networks(
@@ -158,12 +168,7 @@ fn a_source_restricted_port_keys_on_the_source_range() {
 
 #[test]
 fn icc_off_lists_the_host_side_veths_of_that_network_only() {
-    let quiet = user_net(
-        "quiet",
-        "10.6.0.0/24",
-        false,
-        &[("com.docker.network.bridge.enable_icc", "false")],
-    );
+    let quiet = quiet_net();
     let open = user_net("open", "10.5.0.0/24", false, &[]);
     let a = sandbox(&quiet, "10.6.0.2", "fyaaaa", &[]);
     let b = sandbox(&open, "10.5.0.2", "fybbbb", &[]);
@@ -227,12 +232,7 @@ fn a_full_load_never_flushes_the_user_chain_and_declares_every_set() {
 
 #[test]
 fn the_bridge_family_hook_is_there_only_while_an_icc_off_port_exists() {
-    let quiet = user_net(
-        "quiet",
-        "10.6.0.0/24",
-        false,
-        &[("com.docker.network.bridge.enable_icc", "false")],
-    );
+    let quiet = quiet_net();
     let jump = "add rule bridge ferry forward iifname @noicc_ports jump icc\n";
     let unhook = "delete chain bridge ferry forward\n";
     let empty = full(&desired([&quiet], []), Default::default());
@@ -251,12 +251,7 @@ fn the_bridge_family_hook_is_there_only_while_an_icc_off_port_exists() {
 
 #[test]
 fn icc_off_bridges_are_not_in_intra_and_intra_traffic_carries_the_accept_mark() {
-    let quiet = user_net(
-        "quiet",
-        "10.6.0.0/24",
-        false,
-        &[("com.docker.network.bridge.enable_icc", "false")],
-    );
+    let quiet = quiet_net();
     let e = desired([&quiet], []);
     assert!(keys(&e, SetName::Intra).is_empty());
     let s = full(&e, Default::default());
