@@ -365,7 +365,6 @@ fn source_elements(st: &State, src: &Source) -> Elements {
     }
 }
 
-/// How many bridges the sets hold once `delta` is applied to `now`.
 /// How many elements `set` holds once `delta` is applied to `now`.
 fn count_after(now: &Elements, delta: &nft::Delta, set: SetName) -> usize {
     let gone = delta.delete.iter().filter(|(s, _)| *s == set);

@@ -132,19 +132,13 @@ pub fn skeleton_rules(o: Options) -> Vec<(&'static str, &'static str, String)> {
         // Published ports: from outside (not to loopback: only the host itself may use
         // 127.0.0.1 bindings) and from the host itself.
         (i, "prerouting", "ip daddr 127.0.0.0/8 return".into()),
-        // A sandbox's query to its gateway's embedded DNS is never a published port 53.
-        (
-            i,
-            "prerouting",
-            "meta l4proto { tcp, udp } th dport 53 ip daddr . iifname @dns_gateways return".into(),
-        ),
         (i, "prerouting", "fib daddr type local jump publish".into()),
         // Queries to the embedded DNS and its answers are not tracked (as Kubernetes'
         // NodeLocal DNSCache does): each lookup from a new source port would otherwise
         // cost a conntrack entry kept for 30 s (resolvers in busy sandboxes fill the
         // table) and pass the NAT hooks, for traffic that is never NATed or filtered
         // by state. Untracked packets skip the NAT chains, so no published port 53 can
-        // catch them either.
+        // catch a sandbox's query to its gateway either.
         (
             i,
             "dns_in",
