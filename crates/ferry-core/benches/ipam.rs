@@ -96,7 +96,8 @@ fn ipam(c: &mut Criterion) {
     g.bench_function("allocate the last free address (worst-case scan)", |b| {
         let mut full = pool();
         let ips = fill(&mut full);
-        // Free one address just behind the cursor: the scan walks the whole pool to it.
+        // Free one address just behind the cursor: the search walks the whole pool (1024
+        // bitmap words) to it.
         let hole = ips[ips.len() - 2];
         full.release(hole);
         b.iter_batched_ref(

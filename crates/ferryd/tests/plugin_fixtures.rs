@@ -343,7 +343,7 @@ impl Replay {
             .filter_map(|n| n.pool.as_ref())
             .chain(st.plugin.pools.values().filter_map(|p| p.pool.as_ref()));
         for p in pools {
-            for (ip, owner) in &p.allocated {
+            for (ip, owner) in p.allocations() {
                 assert!(
                     owner == DOCKER_IPAM_OWNER
                         || st.plugin.endpoints.contains_key(owner)

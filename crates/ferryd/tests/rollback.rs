@@ -111,7 +111,7 @@ async fn a_refused_veth_rolls_back_the_address_the_namespace_and_the_state() {
         assert!(sb.endpoints.iter().all(|e| e.live.is_none()));
         let n1 = st.networks.values().find(|n| n.name == "n1").unwrap();
         assert!(
-            n1.pool.as_ref().unwrap().allocated.is_empty(),
+            n1.pool.as_ref().unwrap().allocations().is_empty(),
             "the address stayed allocated"
         );
     }
@@ -154,7 +154,7 @@ async fn a_refused_connect_leaves_the_sandbox_on_its_first_network_only() {
     assert_eq!(st.sandboxes[&id].endpoints.len(), 1);
     let n2 = st.networks.values().find(|n| n.name == "n2").unwrap();
     assert!(
-        n2.pool.as_ref().unwrap().allocated.is_empty(),
+        n2.pool.as_ref().unwrap().allocations().is_empty(),
         "the static --ip stayed reserved"
     );
     drop(st);
@@ -244,7 +244,7 @@ async fn a_refused_firewall_change_on_connect_undoes_the_veth_and_the_state() {
         let st = d.state.lock().await;
         assert_eq!(st.sandboxes[&id].endpoints.len(), 1);
         let n2 = st.networks.values().find(|n| n.name == "n2").unwrap();
-        assert!(n2.pool.as_ref().unwrap().allocated.is_empty());
+        assert!(n2.pool.as_ref().unwrap().allocations().is_empty());
     }
     store_matches_memory(&d).await;
     let lines = d.kernel.lines();

@@ -104,7 +104,7 @@ impl State {
                 return Err(StoreError::Txn(format!("decode {k}: not an allocation")));
             };
             if let Some(pool) = st.networks.get_mut(net).and_then(|n| n.pool.as_mut()) {
-                pool.allocated.insert(ip, owner.clone());
+                pool.hold(ip, owner.clone());
             }
             st.stored.loaded(net, ip, owner);
         }
@@ -178,7 +178,7 @@ impl State {
             b.ops.push(self.op_for(k));
             if let Key::Net(id) = k {
                 let now = self.networks.get(id).and_then(|n| n.pool.as_ref());
-                let (c, w) = self.stored.diff(id, now.map(|p| &p.allocated));
+                let (c, w) = self.stored.diff(id, now.map(|p| p.allocations()));
                 changes.extend(c);
                 b.written.push(w);
             }

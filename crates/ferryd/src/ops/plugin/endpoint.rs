@@ -91,7 +91,7 @@ impl<K: KernelOps> Daemon<K> {
         let ifname = IfName::new(container_if_name(&ep_id))?;
         match pool.owner(ip) {
             Some(DOCKER_IPAM_OWNER) => {
-                pool.allocated.insert(ip, ep_id.clone());
+                pool.hold(ip, ep_id.clone());
             }
             Some(_) => return Err(CoreError::AddressInUse(ip).into()),
             None => pool.allocate_static(ip, &ep_id)?,
@@ -227,7 +227,7 @@ impl<K: KernelOps> Daemon<K> {
             if pool.owner(live.ip) == Some(ep.id.as_str()) {
                 if ferry_ipam {
                     // Docker's ReleaseAddress follows and frees it.
-                    pool.allocated.insert(live.ip, DOCKER_IPAM_OWNER.into());
+                    pool.hold(live.ip, DOCKER_IPAM_OWNER.into());
                 } else {
                     pool.release(live.ip);
                 }
