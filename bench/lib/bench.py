@@ -290,10 +290,17 @@ class Bench:
                     "eth0", "netns", ns])
                 sh(["ip", "-n", ns, "addr", "add", addr, "dev", "eth0"])
                 sh(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        # The peers' bridges, each with two more containers, where those peers are in the run.
+        w.go_home()
+        peers = [(k, self.tools[k].dataplane_pair()) for k in ("netavark", "cni", "docker") if k in self.tools]
         servers = []
         for ns, addr in (("fb-vA", "10.207.0.1"), ("fb-brA", "10.209.0.1"), ("fb-bnA", "10.211.0.1")):
             w.enter(ns)
             servers.append(subprocess.Popen(["iperf3", "-s", "-B", addr], stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL))
+        w.go_home()
+        for _, (srv, _, addr) in peers:
+            servers.append(subprocess.Popen(srv + ["iperf3", "-s", "-B", addr], stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL))
         w.on_cleanup("stop iperf3 (veth, plain bridge)", lambda: [(p.kill(), p.wait()) for p in servers])
         w.go_home()
@@ -328,6 +335,8 @@ class Bench:
                 (plain, iperf, ["nsenter", "--net=/run/netns/fb-brB"], "10.209.0.1"),
                 (plain_nf0, iperf, ["nsenter", "--net=/run/netns/fb-bnB"], "10.211.0.1"),
                 (bridge_nf0, ferry_nf_off, f.cli("exec", "dpcli", "--"), srv_ip)]
+        peer_gbps = {k: [] for k, _ in peers}
+        runs += [(peer_gbps[k], iperf, cli, ip) for k, (_, cli, ip) in peers]
         for r in range(rounds):
             # Every other round in reverse order, so that drift in the machine's load
             # does not favour whichever path comes first.
@@ -340,7 +349,8 @@ class Bench:
         ratio, pratio = per_round(bridge), per_round(plain)
         self.results["dataplane"] = dict(rounds=rounds, secs=secs, veth_gbps=veth, bridge_gbps=bridge,
                                          plain_bridge_gbps=plain, plain_bridge_nf_off_gbps=plain_nf0,
-                                         bridge_nf_off_gbps=bridge_nf0)
+                                         bridge_nf_off_gbps=bridge_nf0,
+                                         **{f"{k}_bridge_gbps": v for k, v in peer_gbps.items()})
         self.md.append(f"### Data plane: iperf3 TCP, {rounds} rounds of {secs} s, one stream\n")
         self.md.append("| path | Gbit/s | × bare veth |")
         self.md.append("|---|---|---|")
@@ -352,12 +362,20 @@ class Bench:
                        f"{fmt(stats(plain_nf0), digits=2)} | {fmt(per_round(plain_nf0), digits=3)} |")
         self.md.append(f"| ferry bridge, bridge-nf-call-*=0 in ferryd's namespace (`--br-netfilter off`) | "
                        f"{fmt(stats(bridge_nf0), digits=2)} | {fmt(per_round(bridge_nf0), digits=3)} |")
+        for k, got in peer_gbps.items():
+            self.md.append(f"| two containers on {self.tools[k].name}'s bridge (in its own namespace, br_netfilter's "
+                           f"calls on as there) | {fmt(stats(got), digits=2)} | {fmt(per_round(got), digits=3)} |")
         ferry_port = f.supports_port
         if ferry_port:
             self.md.append("| through a published port | see below | |")
         else:
             self.md.append(f"| through a published port | not supported by this build (`{f.port_refusal}`) | |")
         self.md.append("")
+        for k, got in peer_gbps.items():
+            vs = stats([x / p for x, p in zip(bridge, got)])
+            vs_off = stats([x / p for x, p in zip(bridge_nf0, got)])
+            self.md.append(f"ferry's bridge against {self.tools[k].name}'s, per round: {fmt(vs, digits=3)} "
+                           f"(with `--br-netfilter off`: {fmt(vs_off, digits=3)}).\n")
         if ferry_port:
             self.dataplane_port(f, secs, rounds, veth)
 

@@ -180,6 +180,20 @@ class Netavark(Tool):
             self.fillers.append((f"/run/netns/fb-nf{i}", o))
         self.filled = n
 
+    def dataplane_pair(self):
+        """Two more containers on netavark's bridge for iperf3, in namespaces of their own;
+        returns (how to run a command in the server's, in the client's, the server's
+        address). The bridge and its namespace are netavark's own, as podman leaves them
+        (br_netfilter's calls on, as in any new namespace on this kernel)."""
+        ips = ("10.201.251.1", "10.201.251.2")
+        for i, (ns, ip) in enumerate(zip(("fb-nvdA", "fb-nvdB"), ips)):
+            self.w.netns(ns)
+            self.enter()
+            o = self.options(cid=f"{0xd0 + i:064x}", name=f"dp{i}", ip=ip, port=None)
+            timed([NETAVARK, "--config", self.cfg, "setup", f"/run/netns/{ns}"], stdin=o)
+        self.w.go_home()
+        return ["nsenter", "--net=/run/netns/fb-nvdA"], ["nsenter", "--net=/run/netns/fb-nvdB"], ips[0]
+
     def teardown_all(self):
         # Firewall rules and bridges live in our namespace and die with it; this just
         # leaves netavark's config dir consistent for anyone reading it afterwards.
@@ -228,6 +242,17 @@ class Cni(Tool):
             t2, _ = timed([f"{CNI_PATH}/portmap"], stdin=pm, env=self.env("ADD", cid, netns))
             t += t2
         return t, pm
+
+    def dataplane_pair(self):
+        """Two more containers on the CNI bridge for iperf3 (see Netavark.dataplane_pair)."""
+        addrs = []
+        for ns in ("fb-cndA", "fb-cndB"):
+            self.w.netns(ns)
+            self.enter()
+            _, r = timed([f"{CNI_PATH}/bridge"], stdin=self.bridge_conf, env=self.env("ADD", ns, f"/run/netns/{ns}"))
+            addrs.append(json.loads(r.stdout)["ips"][0]["address"].split("/")[0])
+        self.w.go_home()
+        return ["nsenter", "--net=/run/netns/fb-cndA"], ["nsenter", "--net=/run/netns/fb-cndB"], addrs[0]
 
     def attach(self, port=False):
         self.enter()
@@ -385,6 +410,19 @@ class Docker(Tool):
         for name, extra in (("bench1", []), ("bench1p", ["-p", f"{PORT}:80"])):
             sh(self.cli("run", "-d", *self.mark, "--name", name, *extra, "fbench/busybox:1", "sleep", "1000000"))
             sh(self.cli("network", "disconnect", "bridge", name))
+
+    def dataplane_pair(self):
+        """Two more containers on dockerd's bridge network for iperf3 (see
+        Netavark.dataplane_pair); iperf3 runs in their namespaces from the host (the image
+        is busybox)."""
+        pids, ip = [], None
+        for name in ("dpA", "dpB"):
+            sh(self.cli("run", "-d", *self.mark, "--name", name, "--network", "fbnet", "fbench/busybox:1", "sleep",
+                        "1000000"))
+            info = json.loads(sh(self.cli("inspect", name)).stdout)[0]
+            pids.append(str(info["State"]["Pid"]))
+            ip = ip or info["NetworkSettings"]["Networks"]["fbnet"]["IPAddress"]
+        return ["nsenter", "-t", pids[0], "-n"], ["nsenter", "-t", pids[1], "-n"], ip
 
     def attach(self, port=False):
         return timed(self.cli("network", "connect", "fbnet", "bench1p" if port else "bench1"))[0]
