@@ -1,5 +1,6 @@
 //! Networks: sandboxes on one network talk; dynamic addresses follow the ip-range; connect and
-//! disconnect add and remove eth1; the host and none drivers behave as Docker's.
+//! disconnect add and remove eth1, also many at once; the host and none drivers behave as
+//! Docker's.
 //!
 //! Each test builds its own TestHost (ferryd in a throwaway network namespace) and proves
 //! reachability with a real TCP request and its reply (busybox httpd ← an HTTP request over busybox nc).
@@ -170,6 +171,62 @@ fn connect_adds_eth1_and_disconnect_removes_it() -> Result<()> {
         after == host_links_before,
         "host links after disconnect {after:?} differ from before connect {host_links_before:?}"
     );
+    host.finish()
+}
+
+#[test]
+fn connects_and_disconnects_at_once_leave_each_sandbox_as_inspect_says() -> Result<()> {
+    let host = host_or_skip!();
+    let (home, busy) = (unique("home"), unique("busy"));
+    host.create_network(&home, &["--subnet", "10.52.0.0/24"])?;
+    host.create_network(&busy, &["--subnet", "10.53.0.0/24"])?;
+    let web = host.run_web("web", &["--network", &busy])?;
+    let names: Vec<String> = (0..6).map(|i| format!("s{i}")).collect();
+    for n in &names {
+        host.run_idle(n, &["--network", &home])?;
+    }
+    let links_before = set(host.links()?);
+    // Six clients at once, each connecting its sandbox, disconnecting it and connecting
+    // it again: ferryd lets its state lock go during each one's kernel work.
+    std::thread::scope(|s| {
+        let clients: Vec<_> = names
+            .iter()
+            .map(|n| {
+                let (host, busy) = (&host, &busy);
+                s.spawn(move || -> Result<()> {
+                    host.ferry_ok(&["network", "connect", busy, n])?;
+                    host.ferry_ok(&["network", "disconnect", busy, n])?;
+                    host.ferry_ok(&["network", "connect", busy, n])?;
+                    Ok(())
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .try_for_each(|c| c.join().expect("client thread"))
+    })?;
+    let mut seen = BTreeSet::new();
+    for n in &names {
+        let ip = host.ip_of(n, &busy)?;
+        ensure!(seen.insert(ip.clone()), "{ip} handed out twice");
+        let addrs = host.sandbox_ipv4(n)?;
+        ensure!(
+            addrs.contains(&("eth1".into(), format!("{ip}/24"))),
+            "{n}: inspect says {ip}, the sandbox holds {addrs:?}"
+        );
+        ensure!(
+            addrs.iter().filter(|(i, _)| i.starts_with("eth")).count() == 2,
+            "{n} should hold eth0 and eth1 only: {addrs:?}"
+        );
+    }
+    let added = set(host.links()?).difference(&links_before).count();
+    ensure!(
+        added == names.len(),
+        "{added} host-side veths for {} sandboxes",
+        names.len()
+    );
+    host.expect_fetch("s0", &host.ip_of("web", &busy)?, &web)?;
+    host.expect_fetch("s5", &host.ip_of("web", &busy)?, &web)?;
     host.finish()
 }
 

@@ -23,6 +23,10 @@ pub struct Recorder {
     pub pairs: Mutex<Vec<(String, String)>>,
     /// Requests whose line starts with this fail with EPERM.
     pub fail_on: Mutex<Option<String>>,
+    /// An attach or a link deletion whose line contains this waits for a permit of the
+    /// semaphore before it is carried out (and checked against `fail_on`): a test's way
+    /// to hold one request in flight. The log shows `held <line>` while it waits.
+    pub hold_on: Mutex<Option<(String, std::sync::Arc<tokio::sync::Semaphore>)>>,
 }
 
 impl Recorder {
@@ -45,6 +49,16 @@ impl Recorder {
         Ok(())
     }
 
+    async fn hold(&self, line: &str) {
+        let gate = match &*self.hold_on.lock().expect("lock") {
+            Some((pat, sem)) if line.contains(pat.as_str()) => sem.clone(),
+            _ => return,
+        };
+        self.log.lock().expect("lock").push(format!("held {line}"));
+        // A closed semaphore lets everything through.
+        let _ = gate.acquire().await.map(|p| p.forget());
+    }
+
     pub fn lines(&self) -> Vec<String> {
         self.log.lock().expect("lock").clone()
     }
@@ -63,7 +77,9 @@ impl KernelOps for Recorder {
         Ok(())
     }
     async fn delete_link(&self, name: &str) -> Result<(), KernelError> {
-        self.record(format!("delete {name}"))?;
+        let line = format!("delete {name}");
+        self.hold(&line).await;
+        self.record(line)?;
         let mut links = self.links.lock().expect("lock");
         links.remove(name);
         self.bridges.lock().expect("lock").remove(name);
@@ -98,7 +114,9 @@ impl KernelOps for Recorder {
             .default_via
             .map(|g| format!(" via {g}"))
             .unwrap_or_default();
-        self.record(format!("attach {} {} {}{via}", s.host_if, s.ifname, s.addr))?;
+        let line = format!("attach {} {} {}{via}", s.host_if, s.ifname, s.addr);
+        self.hold(&line).await;
+        self.record(line)?;
         self.links.lock().expect("lock").insert(s.host_if.clone());
         Ok(())
     }

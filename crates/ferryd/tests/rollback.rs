@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use ferry_core::docker::container::{ContainerCreateRequest, HostConfigReq};
-use ferry_core::docker::network::{ConnectRequest, IpamConfigReq, IpamReq, NetworkCreateRequest};
+use ferry_core::docker::network::{
+    ConnectRequest, DisconnectRequest, IpamConfigReq, IpamReq, NetworkCreateRequest,
+};
 use ferry_core::model::RunState;
 use ferry_kernel::fake::Recorder;
 use ferry_store::MemStore;
@@ -227,7 +229,7 @@ async fn an_attach_without_published_ports_makes_no_firewall_call() {
 }
 
 #[tokio::test]
-async fn a_refused_firewall_change_on_connect_undoes_the_veth_and_the_state() {
+async fn a_refused_firewall_change_on_connect_leaves_no_veth_and_undoes_the_state() {
     let dir = tempfile::tempdir().unwrap();
     let (d, id) = web_on_n1_with_n2(&dir).await;
     fail_on(&d, "nft add element");
@@ -247,17 +249,11 @@ async fn a_refused_firewall_change_on_connect_undoes_the_veth_and_the_state() {
         assert!(n2.pool.as_ref().unwrap().allocations().is_empty());
     }
     store_matches_memory(&d).await;
+    // The firewall goes first, so the refused connect never asked for a veth.
     let lines = d.kernel.lines();
-    let attach = lines
-        .iter()
-        .rev()
-        .find(|l| l.starts_with("attach"))
-        .unwrap();
-    let host_if = attach.split_whitespace().nth(1).unwrap();
-    assert!(
-        lines.contains(&format!("delete {host_if}")),
-        "the veth of the refused connect stayed: {lines:?}"
-    );
+    let attaches: Vec<_> = lines.iter().filter(|l| l.starts_with("attach")).collect();
+    assert_eq!(attaches.len(), 1, "only web's first endpoint: {lines:?}");
+    assert!(attaches[0].contains("10.5.0."), "{lines:?}");
     // The kernel's firewall is not known after a failed transaction: the next change
     // loads it whole.
     *d.kernel.fail_on.lock().unwrap() = None;
@@ -270,4 +266,164 @@ async fn a_refused_firewall_change_on_connect_undoes_the_veth_and_the_state() {
     let before = loads(&d);
     d.remove_sandbox("web", true).await.unwrap();
     assert_eq!(loads(&d), before + 1, "{:?}", nft_lines(&d));
+}
+
+// Connect and disconnect let the state lock go for their kernel work; a lock per
+// sandbox keeps each sandbox's operations in order.
+
+/// Hold every attach or deletion whose fake-kernel line contains `pat` until released.
+fn hold(d: &Daemon<Recorder>, pat: &str) -> Arc<tokio::sync::Semaphore> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(0));
+    *d.kernel.hold_on.lock().unwrap() = Some((pat.into(), sem.clone()));
+    sem
+}
+
+/// Wait (at most 10 s) until the fake kernel holds a request containing `pat`.
+async fn until_held(d: &Daemon<Recorder>, pat: &str) {
+    let found = || {
+        d.kernel
+            .lines()
+            .iter()
+            .any(|l| l.starts_with("held ") && l.contains(pat))
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !found() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no request with {pat} held: {:?}", d.kernel.lines()));
+}
+
+fn connect_req(sandbox: &str) -> ConnectRequest {
+    ConnectRequest {
+        container: sandbox.into(),
+        ..Default::default()
+    }
+}
+
+/// `web` and `db` running on n1, n2 empty.
+async fn web_and_db(dir: &tempfile::TempDir) -> Arc<Daemon<Recorder>> {
+    let (d, _) = web_on_n1_with_n2(dir).await;
+    let db = d.create_sandbox(Some("db"), run_req("n1")).await.unwrap();
+    d.start_sandbox(&db, false).await.unwrap();
+    d
+}
+
+fn n2_allocations(st: &State) -> Vec<(String, String)> {
+    let n2 = st.networks.values().find(|n| n.name == "n2").unwrap();
+    n2.pool
+        .as_ref()
+        .unwrap()
+        .allocations()
+        .iter()
+        .map(|(ip, owner)| (ip.to_string(), st.sandboxes[owner].name.clone()))
+        .collect()
+}
+
+const BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_waiting_on_the_kernel_holds_up_no_other_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = web_and_db(&dir).await;
+    let release = hold(&d, "10.6.0.2/");
+    let web = tokio::spawn({
+        let d = d.clone();
+        async move { d.connect("n2", connect_req("web")).await }
+    });
+    until_held(&d, "10.6.0.2/").await;
+    // db's connect and a listing go through while web's attach is in the kernel.
+    tokio::time::timeout(BOUND, d.connect("n2", connect_req("db")))
+        .await
+        .expect("db's connect waited for web's kernel work")
+        .unwrap();
+    assert_eq!(
+        n2_allocations(&*d.state.lock().await),
+        [
+            ("10.6.0.2".into(), "web".into()),
+            ("10.6.0.3".into(), "db".into())
+        ]
+    );
+    release.add_permits(1);
+    tokio::time::timeout(BOUND, web)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    store_matches_memory(&d).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_waits_for_the_connect_of_its_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = web_and_db(&dir).await;
+    let release = hold(&d, "10.6.0.2/");
+    let connect = tokio::spawn({
+        let d = d.clone();
+        async move { d.connect("n2", connect_req("web")).await }
+    });
+    until_held(&d, "10.6.0.2/").await;
+    let disconnect = tokio::spawn({
+        let d = d.clone();
+        async move {
+            let req = DisconnectRequest {
+                container: "web".into(),
+                ..Default::default()
+            };
+            d.disconnect("n2", req).await
+        }
+    });
+    // Give the disconnect every chance to overtake; it must not.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!disconnect.is_finished(), "{:?}", d.kernel.lines());
+    release.add_permits(1);
+    tokio::time::timeout(BOUND, connect)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(BOUND, disconnect)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let lines = d.kernel.lines();
+    let attach = lines
+        .iter()
+        .position(|l| l.starts_with("attach") && l.contains("10.6.0.2/"))
+        .expect("web's attach");
+    let host_if = lines[attach].split_whitespace().nth(1).unwrap();
+    let delete = lines
+        .iter()
+        .position(|l| *l == format!("delete {host_if}"))
+        .unwrap_or_else(|| panic!("web's veth was not deleted: {lines:?}"));
+    assert!(attach < delete, "{lines:?}");
+    assert!(n2_allocations(&*d.state.lock().await).is_empty());
+    store_matches_memory(&d).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attach_refused_after_the_lock_was_let_go_takes_back_only_its_own_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = web_and_db(&dir).await;
+    let release = hold(&d, "10.6.0.2/");
+    let web = tokio::spawn({
+        let d = d.clone();
+        async move { d.connect("n2", connect_req("web")).await }
+    });
+    until_held(&d, "10.6.0.2/").await;
+    d.connect("n2", connect_req("db")).await.unwrap();
+    // web's attach, still held, will now be refused; db's endpoint on the same network
+    // came after web's snapshot and must stay.
+    fail_on(&d, "attach");
+    release.add_permits(1);
+    let err = tokio::time::timeout(BOUND, web).await.unwrap().unwrap();
+    assert!(err.unwrap_err().to_string().contains("injected failure"));
+    let st = d.state.lock().await;
+    assert_eq!(n2_allocations(&st), [("10.6.0.3".into(), "db".into())]);
+    let web = st.sandboxes.values().find(|s| s.name == "web").unwrap();
+    assert_eq!(web.endpoints.len(), 1, "web stays on n1 only");
+    drop(st);
+    store_matches_memory(&d).await;
 }

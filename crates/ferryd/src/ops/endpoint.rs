@@ -190,10 +190,11 @@ fn parse_static(s: Option<&str>) -> std::result::Result<Option<Ipv4Addr>, CoreEr
 
 impl<K: KernelOps> Daemon<K> {
     pub async fn connect(&self, net_ref: &str, req: ConnectRequest) -> Result<()> {
+        let turn = self.sandbox_turn(&req.container).await?;
         let mut st = self.state.lock().await;
         let net_id = st.network_id(net_ref)?;
         st.ferry_may_join(&net_id)?;
-        let sb_id = st.sandbox_id(&req.container)?;
+        let sb_id = st.sandbox_id(&turn.id)?;
         let cfg = req.endpoint_config.unwrap_or_default();
         let static_ip = parse_static(
             cfg.ipam_config
@@ -270,25 +271,49 @@ impl<K: KernelOps> Daemon<K> {
             return Err(e);
         }
         self.commit(&st, &keys)?;
-        if let Some(spec) = spec {
-            if let Err(e) = self.kernel.attach(&spec).await {
-                self.rollback(&mut st, before, &keys);
-                return Err(e.into());
-            }
-            if let Err(e) = self.sync_firewall(&st).await {
-                let _ = self.kernel.delete_link(&spec.host_if).await;
-                self.rollback(&mut st, before, &keys);
-                return Err(e);
-            }
-            self.write_hosts(&st, &sb_id);
+        let Some(spec) = spec else {
+            return Ok(());
+        };
+        // The endpoint's set elements go in before its veth exists: nothing can match
+        // them until it does.
+        if let Err(e) = self.sync_firewall(&st).await {
+            self.rollback(&mut st, before, &keys);
+            return Err(e);
+        }
+        self.write_hosts(&st, &sb_id);
+        drop(st);
+        // The kernel work runs without the state lock; this sandbox's turn is still held.
+        if let Err(e) = self.kernel.attach(&spec).await {
+            let mut st = self.state.lock().await;
+            self.undo_connect(&mut st, &sb_id, &net_id).await;
+            return Err(e.into());
         }
         Ok(())
     }
 
+    /// Take back a connect whose kernel work failed after the state lock was let go:
+    /// only this endpoint and its address, since other operations may have changed the
+    /// same network meanwhile. (attach removes what it made before it fails.)
+    async fn undo_connect(&self, st: &mut State, sb_id: &str, net_id: &str) {
+        plan_unplug(st, sb_id, net_id, false);
+        if let Some(sb) = st.sandboxes.get_mut(sb_id) {
+            sb.endpoints.retain(|e| e.network_id != net_id);
+        }
+        let keys = [Key::Net(net_id.to_string()), Key::Sbx(sb_id.to_string())];
+        if let Err(e) = self.commit(st, &keys) {
+            tracing::error!(
+                "undoing a connect in the store failed: {e}; reconcile will repair it at the next start"
+            );
+        }
+        self.sync_firewall_or_warn(st, "undoing a connect").await;
+        self.write_hosts(st, sb_id);
+    }
+
     pub async fn disconnect(&self, net_ref: &str, req: DisconnectRequest) -> Result<()> {
+        let turn = self.sandbox_turn(&req.container).await?;
         let mut st = self.state.lock().await;
         let net_id = st.network_id(net_ref)?;
-        let sb_id = st.sandbox_id(&req.container)?;
+        let sb_id = st.sandbox_id(&turn.id)?;
         let sb = &st.sandboxes[&sb_id];
         if sb.endpoint(&net_id).is_none() {
             return Err(CoreError::NotConnected {
@@ -308,6 +333,9 @@ impl<K: KernelOps> Daemon<K> {
         };
         self.commit(&st, &[Key::Net(net_id), Key::Sbx(sb_id.clone())])?;
         self.sync_firewall_or_warn(&st, "disconnect").await;
+        self.write_hosts(&st, &sb_id);
+        drop(st);
+        // The kernel work runs without the state lock; this sandbox's turn is still held.
         if let Some((host_if, _)) = unplugged {
             if let Err(e) = self.kernel.delete_link(&host_if).await {
                 tracing::warn!("disconnect: {e}; reconcile will remove it");
@@ -318,7 +346,6 @@ impl<K: KernelOps> Daemon<K> {
                 tracing::warn!("disconnect: moving the default route: {e}");
             }
         }
-        self.write_hosts(&st, &sb_id);
         Ok(())
     }
 }

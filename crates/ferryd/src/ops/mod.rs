@@ -1,6 +1,17 @@
 //! Operations: each one validates, reserves in one store transaction, then programs
 //! the kernel; if the kernel refuses, the state and the store go back to what they
-//! were and whatever kernel work was done is undone. One lock serialises changes.
+//! were and whatever kernel work was done is undone. One lock serialises changes of
+//! the state.
+//!
+//! `network connect` and `disconnect`, the operations users run many at a time, let the
+//! state lock go for their kernel work, so that other operations go on meanwhile (`rm`
+//! and a process's exit already tore down after it). Their order per sandbox comes from
+//! a lock of the sandbox's own ([`SandboxLocks`]), taken before the state lock by every
+//! operation that programs a sandbox's network (connect, disconnect, start, exit, rm): a
+//! disconnect cannot overtake the attach it would undo, nor a re-attach the retirement
+//! of the interface name it reuses. A connect whose kernel work fails after the state
+//! lock was let go takes back only its own endpoint: another operation may have
+//! changed the same network since, so the key snapshot cannot be put back.
 
 mod endpoint;
 mod network;
@@ -38,6 +49,39 @@ pub struct Daemon<K: KernelOps> {
     pub firewall: crate::firewall::Firewall,
     /// Notified when ferryd should stop (after `system cleanup`).
     pub shutdown: tokio::sync::Notify,
+    /// Per-sandbox order of the operations that program a sandbox's network.
+    pub(crate) sandbox_locks: SandboxLocks,
+}
+
+/// One async lock per sandbox ID, made on first use and dropped with the sandbox.
+/// Always taken before the state lock, never while holding it.
+#[derive(Default)]
+pub(crate) struct SandboxLocks(
+    std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+);
+
+impl SandboxLocks {
+    async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = self
+            .0
+            .lock()
+            .expect("sandbox locks")
+            .entry(id.to_string())
+            .or_default()
+            .clone();
+        m.lock_owned().await
+    }
+
+    /// The sandbox is gone: its lock goes too (a waiter still holding it finds no sandbox).
+    pub(crate) fn forget(&self, id: &str) {
+        self.0.lock().expect("sandbox locks").remove(id);
+    }
+}
+
+/// A sandbox's lock, held, with the sandbox's ID as it was resolved.
+pub(crate) struct SandboxTurn {
+    pub id: String,
+    _held: tokio::sync::OwnedMutexGuard<()>,
 }
 
 pub fn new_id() -> String {
@@ -68,7 +112,17 @@ impl<K: KernelOps> Daemon<K> {
             dns: Default::default(),
             firewall: Default::default(),
             shutdown: Default::default(),
+            sandbox_locks: Default::default(),
         }))
+    }
+
+    /// Resolve `key` (a name, ID or ID prefix) and wait for the sandbox's turn. The
+    /// caller takes the state lock after this and finds the sandbox again by `id` (it
+    /// may have been removed while this waited).
+    pub(crate) async fn sandbox_turn(&self, key: &str) -> Result<SandboxTurn> {
+        let id = self.state.lock().await.sandbox_id(key)?;
+        let held = self.sandbox_locks.lock(&id).await;
+        Ok(SandboxTurn { id, _held: held })
     }
 
     /// Write the current values of `keys` to the store in one transaction.

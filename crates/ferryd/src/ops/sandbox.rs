@@ -216,8 +216,9 @@ impl<K: KernelOps> Daemon<K> {
     /// Start a sandbox: its namespace, files, endpoints, and (if `spawn`) its process,
     /// supervised by ferryd. Without `spawn` the caller (the CLI) runs the process.
     pub async fn start_sandbox(self: &Arc<Self>, key: &str, spawn: bool) -> Result<()> {
+        let turn = self.sandbox_turn(key).await?;
         let mut st = self.state.lock().await;
-        let id = st.sandbox_id(key)?;
+        let id = st.sandbox_id(&turn.id)?;
         if st.sandboxes[&id].is_running() {
             return Ok(());
         }
@@ -373,6 +374,9 @@ impl<K: KernelOps> Daemon<K> {
     /// A sandbox's process ended: release its network, keep static reservations,
     /// remove it if it was started with --rm.
     pub async fn on_exit(&self, id: &str, report: ExitReport) -> Result<()> {
+        let Ok(_turn) = self.sandbox_turn(id).await else {
+            return Ok(());
+        };
         let mut st = self.state.lock().await;
         let Some(sb) = st.sandboxes.get(id) else {
             return Ok(());
@@ -401,6 +405,7 @@ impl<K: KernelOps> Daemon<K> {
         self.run_teardown(t).await;
         if auto_remove {
             let _ = std::fs::remove_dir_all(self.cfg.sandbox_dir(id));
+            self.sandbox_locks.forget(id);
         }
         Ok(())
     }
@@ -419,8 +424,9 @@ impl<K: KernelOps> Daemon<K> {
     }
 
     pub async fn remove_sandbox(&self, key: &str, force: bool) -> Result<()> {
+        let turn = self.sandbox_turn(key).await?;
         let mut st = self.state.lock().await;
-        let id = st.sandbox_id(key)?;
+        let id = st.sandbox_id(&turn.id)?;
         let sb = &st.sandboxes[&id];
         if sb.is_running() && !force {
             return Err(CoreError::RemoveRunning(sb.name.clone()).into());
@@ -441,6 +447,7 @@ impl<K: KernelOps> Daemon<K> {
         drop(st);
         self.run_teardown(t).await;
         let _ = std::fs::remove_dir_all(self.cfg.sandbox_dir(&id));
+        self.sandbox_locks.forget(&id);
         Ok(())
     }
 
