@@ -323,16 +323,33 @@ fn n2_allocations(st: &State) -> Vec<(String, String)> {
 
 const BOUND: std::time::Duration = std::time::Duration::from_secs(10);
 
+type Op = tokio::task::JoinHandle<ferryd::error::Result<()>>;
+
+/// web's connect to n2 (it gets 10.6.0.2), started and held in the fake kernel at its
+/// attach; returns the permit that lets it go on, and the connect.
+async fn web_connect_held(d: &Arc<Daemon<Recorder>>) -> (Arc<tokio::sync::Semaphore>, Op) {
+    let release = hold(d, "10.6.0.2/");
+    let connect = tokio::spawn({
+        let d = d.clone();
+        async move { d.connect("n2", connect_req("web")).await }
+    });
+    until_held(d, "10.6.0.2/").await;
+    (release, connect)
+}
+
+/// What an operation returned, once it has finished (within [`BOUND`]).
+async fn outcome(op: Op) -> ferryd::error::Result<()> {
+    tokio::time::timeout(BOUND, op)
+        .await
+        .expect("the operation did not finish")
+        .expect("the operation panicked")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connect_waiting_on_the_kernel_holds_up_no_other_sandbox() {
     let dir = tempfile::tempdir().unwrap();
     let d = web_and_db(&dir).await;
-    let release = hold(&d, "10.6.0.2/");
-    let web = tokio::spawn({
-        let d = d.clone();
-        async move { d.connect("n2", connect_req("web")).await }
-    });
-    until_held(&d, "10.6.0.2/").await;
+    let (release, web) = web_connect_held(&d).await;
     // db's connect and a listing go through while web's attach is in the kernel.
     tokio::time::timeout(BOUND, d.connect("n2", connect_req("db")))
         .await
@@ -346,11 +363,7 @@ async fn a_connect_waiting_on_the_kernel_holds_up_no_other_sandbox() {
         ]
     );
     release.add_permits(1);
-    tokio::time::timeout(BOUND, web)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    outcome(web).await.unwrap();
     store_matches_memory(&d).await;
 }
 
@@ -358,12 +371,7 @@ async fn a_connect_waiting_on_the_kernel_holds_up_no_other_sandbox() {
 async fn a_disconnect_waits_for_the_connect_of_its_sandbox() {
     let dir = tempfile::tempdir().unwrap();
     let d = web_and_db(&dir).await;
-    let release = hold(&d, "10.6.0.2/");
-    let connect = tokio::spawn({
-        let d = d.clone();
-        async move { d.connect("n2", connect_req("web")).await }
-    });
-    until_held(&d, "10.6.0.2/").await;
+    let (release, connect) = web_connect_held(&d).await;
     let disconnect = tokio::spawn({
         let d = d.clone();
         async move {
@@ -378,16 +386,8 @@ async fn a_disconnect_waits_for_the_connect_of_its_sandbox() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(!disconnect.is_finished(), "{:?}", d.kernel.lines());
     release.add_permits(1);
-    tokio::time::timeout(BOUND, connect)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    tokio::time::timeout(BOUND, disconnect)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    outcome(connect).await.unwrap();
+    outcome(disconnect).await.unwrap();
     let lines = d.kernel.lines();
     let attach = lines
         .iter()
@@ -407,19 +407,14 @@ async fn a_disconnect_waits_for_the_connect_of_its_sandbox() {
 async fn an_attach_refused_after_the_lock_was_let_go_takes_back_only_its_own_endpoint() {
     let dir = tempfile::tempdir().unwrap();
     let d = web_and_db(&dir).await;
-    let release = hold(&d, "10.6.0.2/");
-    let web = tokio::spawn({
-        let d = d.clone();
-        async move { d.connect("n2", connect_req("web")).await }
-    });
-    until_held(&d, "10.6.0.2/").await;
+    let (release, web) = web_connect_held(&d).await;
     d.connect("n2", connect_req("db")).await.unwrap();
     // web's attach, still held, will now be refused; db's endpoint on the same network
     // came after web's snapshot and must stay.
     fail_on(&d, "attach");
     release.add_permits(1);
-    let err = tokio::time::timeout(BOUND, web).await.unwrap().unwrap();
-    assert!(err.unwrap_err().to_string().contains("injected failure"));
+    let err = outcome(web).await.unwrap_err();
+    assert!(err.to_string().contains("injected failure"), "{err}");
     let st = d.state.lock().await;
     assert_eq!(n2_allocations(&st), [("10.6.0.3".into(), "db".into())]);
     let web = st.sandboxes.values().find(|s| s.name == "web").unwrap();
