@@ -15,7 +15,7 @@
 mod occupancy;
 pub mod pools;
 
-pub use occupancy::Occupancy;
+use occupancy::Occupancy;
 
 use std::net::Ipv4Addr;
 
