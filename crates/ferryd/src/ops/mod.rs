@@ -72,7 +72,7 @@ impl SandboxLocks {
         m.lock_owned().await
     }
 
-    /// The sandbox is gone: its lock goes too (a waiter still holding it finds no sandbox).
+    /// The sandbox is gone: its lock goes too (a waiter holding it finds no sandbox).
     pub(crate) fn forget(&self, id: &str) {
         self.0.lock().expect("sandbox locks").remove(id);
     }
@@ -117,11 +117,15 @@ impl<K: KernelOps> Daemon<K> {
     }
 
     /// Resolve `key` (a name, ID or ID prefix) and wait for the sandbox's turn. The
-    /// caller takes the state lock after this and finds the sandbox again by `id` (it
-    /// may have been removed while this waited).
+    /// caller takes the state lock after this and finds the sandbox by `id`.
     pub(crate) async fn sandbox_turn(&self, key: &str) -> Result<SandboxTurn> {
         let id = self.state.lock().await.sandbox_id(key)?;
         let held = self.sandbox_locks.lock(&id).await;
+        // Removed while this waited: say so, and leave no lock behind for it.
+        if let Err(e) = self.state.lock().await.sandbox_id(&id) {
+            self.sandbox_locks.forget(&id);
+            return Err(e.into());
+        }
         Ok(SandboxTurn { id, _held: held })
     }
 
