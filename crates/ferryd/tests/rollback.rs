@@ -350,7 +350,7 @@ async fn a_connect_waiting_on_the_kernel_holds_up_no_other_sandbox() {
     let dir = tempfile::tempdir().unwrap();
     let d = web_and_db(&dir).await;
     let (release, web) = web_connect_held(&d).await;
-    // db's connect and a listing go through while web's attach is in the kernel.
+    // db's connect goes through while web's attach is in the kernel.
     tokio::time::timeout(BOUND, d.connect("n2", connect_req("db")))
         .await
         .expect("db's connect waited for web's kernel work")
@@ -408,7 +408,10 @@ async fn an_attach_refused_after_the_lock_was_let_go_takes_back_only_its_own_end
     let dir = tempfile::tempdir().unwrap();
     let d = web_and_db(&dir).await;
     let (release, web) = web_connect_held(&d).await;
-    d.connect("n2", connect_req("db")).await.unwrap();
+    tokio::time::timeout(BOUND, d.connect("n2", connect_req("db")))
+        .await
+        .expect("db's connect waited for web's kernel work")
+        .unwrap();
     // web's attach, still held, will now be refused; db's endpoint on the same network
     // came after web's snapshot and must stay.
     fail_on(&d, "attach");
@@ -421,4 +424,75 @@ async fn an_attach_refused_after_the_lock_was_let_go_takes_back_only_its_own_end
     assert_eq!(web.endpoints.len(), 1, "web stays on n1 only");
     drop(st);
     store_matches_memory(&d).await;
+}
+
+/// web, on n2 at 10.6.0.2, is taken off it by `free` while the fake kernel holds the
+/// retirement of its veth; db's connect asking for 10.6.0.2 must wait until the old pair
+/// is out of service (the same address and MAC must never be up twice on the bridge).
+async fn freed_address_waits_for_retirement(free: fn(Arc<Daemon<Recorder>>) -> Op) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = web_and_db(&dir).await;
+    d.connect("n2", connect_req("web")).await.unwrap();
+    let release = hold(&d, "delete fy");
+    let freeing = free(d.clone());
+    until_held(&d, "delete fy").await;
+    let connect: Op = tokio::spawn({
+        let d = d.clone();
+        async move {
+            let mut req = connect_req("db");
+            req.endpoint_config =
+                Some(serde_json::from_str(r#"{"IPAMConfig":{"IPv4Address":"10.6.0.2"}}"#).unwrap());
+            d.connect("n2", req).await
+        }
+    });
+    // Give db's connect every chance to take 10.6.0.2 while web's pair is still up.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!connect.is_finished(), "{:?}", d.kernel.lines());
+    release.close();
+    outcome(freeing).await.unwrap();
+    outcome(connect).await.unwrap();
+    let lines = d.kernel.lines();
+    let retired = lines
+        .iter()
+        .position(|l| l.starts_with("delete fy"))
+        .expect("web's veth retired");
+    let again = lines
+        .iter()
+        .rposition(|l| l.starts_with("attach") && l.contains("10.6.0.2/"))
+        .expect("db's attach");
+    assert!(retired < again, "{lines:?}");
+    assert_eq!(
+        n2_allocations(&*d.state.lock().await),
+        [("10.6.0.2".into(), "db".into())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_freed_by_a_disconnect_is_not_attached_again_before_its_veth_is_retired() {
+    freed_address_waits_for_retirement(|d| {
+        tokio::spawn(async move {
+            let req = DisconnectRequest {
+                container: "web".into(),
+                ..Default::default()
+            };
+            d.disconnect("n2", req).await
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_freed_by_rm_is_not_attached_again_before_its_veth_is_retired() {
+    freed_address_waits_for_retirement(|d| {
+        tokio::spawn(async move { d.remove_sandbox("web", true).await })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_freed_by_an_exit_is_not_attached_again_before_its_veth_is_retired() {
+    freed_address_waits_for_retirement(|d| {
+        tokio::spawn(async move { d.stop_sandbox("web").await })
+    })
+    .await;
 }

@@ -334,13 +334,16 @@ impl<K: KernelOps> Daemon<K> {
         self.commit(&st, &[Key::Net(net_id), Key::Sbx(sb_id.clone())])?;
         self.sync_firewall_or_warn(&st, "disconnect").await;
         self.write_hosts(&st, &sb_id);
-        drop(st);
-        // The kernel work runs without the state lock; this sandbox's turn is still held.
+        // The veth is retired (down and renamed: well under a millisecond) before the
+        // state lock goes: its address is free in the state now, and another connect must
+        // not bring the same address and MAC up on the bridge while the old pair is up.
         if let Some((host_if, _)) = unplugged {
             if let Err(e) = self.kernel.delete_link(&host_if).await {
                 tracing::warn!("disconnect: {e}; reconcile will remove it");
             }
         }
+        drop(st);
+        // The default route is the sandbox's own: this sandbox's turn is still held.
         if let Some(gw) = new_gw {
             if let Err(e) = self.kernel.set_default_route(&netns, gw).await {
                 tracing::warn!("disconnect: moving the default route: {e}");

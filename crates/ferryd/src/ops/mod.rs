@@ -3,15 +3,17 @@
 //! were and whatever kernel work was done is undone. One lock serialises changes of
 //! the state.
 //!
-//! `network connect` and `disconnect`, the operations users run many at a time, let the
-//! state lock go for their kernel work, so that other operations go on meanwhile (`rm`
-//! and a process's exit already tore down after it). Their order per sandbox comes from
-//! a lock of the sandbox's own ([`SandboxLocks`]), taken before the state lock by every
-//! operation that programs a sandbox's network (connect, disconnect, start, exit, rm): a
-//! disconnect cannot overtake the attach it would undo, nor a re-attach the retirement
-//! of the interface name it reuses. A connect whose kernel work fails after the state
-//! lock was let go takes back only its own endpoint: another operation may have
-//! changed the same network since, so the key snapshot cannot be put back.
+//! `network connect`, the operation users run many at a time, lets the state lock go for
+//! its attach, so that other operations go on meanwhile; `disconnect` lets it go once
+//! the veth is retired (so its address cannot come up twice on the bridge), for moving
+//! the default route; `rm` and a process's exit likewise retire their veths under it and
+//! remove the namespace after. Their
+//! order per sandbox comes from a lock of the sandbox's own ([`SandboxLocks`]), taken
+//! before the state lock by every operation that programs a sandbox's network (connect,
+//! disconnect, start, exit, rm): a disconnect cannot overtake the attach it would undo.
+//! A connect whose attach fails after the state lock was let go takes back only its
+//! own endpoint: another operation may have changed the same network since, so the key
+//! snapshot cannot be put back.
 
 mod endpoint;
 mod network;

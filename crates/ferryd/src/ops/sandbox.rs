@@ -346,6 +346,19 @@ impl<K: KernelOps> Daemon<K> {
         t
     }
 
+    /// Take `t`'s veths out of service now, while the caller still holds the state lock
+    /// under which their addresses were freed: another connect must not bring the same
+    /// address and MAC up on the bridge beside a pair still up. (Retiring an endpoint's
+    /// pair is well under a millisecond; the namespace can go after the lock.)
+    async fn retire_links_now(&self, t: &mut Teardown) {
+        let links = std::mem::take(&mut t.links);
+        self.run_teardown(Teardown {
+            links,
+            ..Default::default()
+        })
+        .await;
+    }
+
     /// Every step runs even if one before it failed; errors are logged together.
     pub(crate) async fn run_teardown(&self, t: Teardown) {
         let mut errors = vec![];
@@ -392,7 +405,7 @@ impl<K: KernelOps> Daemon<K> {
             .map(|e| Key::Net(e.network_id.clone()))
             .collect();
         keys.push(Key::Sbx(id.to_string()));
-        let t = self.plan_stop(&mut st, id, !auto_remove);
+        let mut t = self.plan_stop(&mut st, id, !auto_remove);
         if auto_remove {
             st.sandboxes.remove(id);
         } else if let Some(sb) = st.sandboxes.get_mut(id) {
@@ -401,6 +414,7 @@ impl<K: KernelOps> Daemon<K> {
         }
         self.commit(&st, &keys)?;
         self.sync_firewall_or_warn(&st, "exit").await;
+        self.retire_links_now(&mut t).await;
         drop(st);
         self.run_teardown(t).await;
         if auto_remove {
@@ -440,10 +454,11 @@ impl<K: KernelOps> Daemon<K> {
             .map(|e| Key::Net(e.network_id.clone()))
             .collect();
         keys.push(Key::Sbx(id.clone()));
-        let t = self.plan_stop(&mut st, &id, false);
+        let mut t = self.plan_stop(&mut st, &id, false);
         st.sandboxes.remove(&id);
         self.commit(&st, &keys)?;
         self.sync_firewall_or_warn(&st, "rm").await;
+        self.retire_links_now(&mut t).await;
         drop(st);
         self.run_teardown(t).await;
         let _ = std::fs::remove_dir_all(self.cfg.sandbox_dir(&id));
