@@ -337,6 +337,25 @@ async fn web_connect_held(d: &Arc<Daemon<Recorder>>) -> (Arc<tokio::sync::Semaph
     (release, connect)
 }
 
+/// web's disconnect from n2, started.
+fn disconnect_web(d: Arc<Daemon<Recorder>>) -> Op {
+    tokio::spawn(async move {
+        let req = DisconnectRequest {
+            container: "web".into(),
+            ..Default::default()
+        };
+        d.disconnect("n2", req).await
+    })
+}
+
+/// db's connect to n2, which must finish (within [`BOUND`]) while web's is held.
+async fn db_connects_meanwhile(d: &Daemon<Recorder>) {
+    tokio::time::timeout(BOUND, d.connect("n2", connect_req("db")))
+        .await
+        .expect("db's connect waited for web's kernel work")
+        .unwrap();
+}
+
 /// What an operation returned, once it has finished (within [`BOUND`]).
 async fn outcome(op: Op) -> ferryd::error::Result<()> {
     tokio::time::timeout(BOUND, op)
@@ -351,10 +370,7 @@ async fn a_connect_waiting_on_the_kernel_holds_up_no_other_sandbox() {
     let d = web_and_db(&dir).await;
     let (release, web) = web_connect_held(&d).await;
     // db's connect goes through while web's attach is in the kernel.
-    tokio::time::timeout(BOUND, d.connect("n2", connect_req("db")))
-        .await
-        .expect("db's connect waited for web's kernel work")
-        .unwrap();
+    db_connects_meanwhile(&d).await;
     assert_eq!(
         n2_allocations(&*d.state.lock().await),
         [
@@ -372,16 +388,7 @@ async fn a_disconnect_waits_for_the_connect_of_its_sandbox() {
     let dir = tempfile::tempdir().unwrap();
     let d = web_and_db(&dir).await;
     let (release, connect) = web_connect_held(&d).await;
-    let disconnect = tokio::spawn({
-        let d = d.clone();
-        async move {
-            let req = DisconnectRequest {
-                container: "web".into(),
-                ..Default::default()
-            };
-            d.disconnect("n2", req).await
-        }
-    });
+    let disconnect = disconnect_web(d.clone());
     // Give the disconnect every chance to overtake; it must not.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(!disconnect.is_finished(), "{:?}", d.kernel.lines());
@@ -408,10 +415,7 @@ async fn an_attach_refused_after_the_lock_was_let_go_takes_back_only_its_own_end
     let dir = tempfile::tempdir().unwrap();
     let d = web_and_db(&dir).await;
     let (release, web) = web_connect_held(&d).await;
-    tokio::time::timeout(BOUND, d.connect("n2", connect_req("db")))
-        .await
-        .expect("db's connect waited for web's kernel work")
-        .unwrap();
+    db_connects_meanwhile(&d).await;
     // web's attach, still held, will now be refused; db's endpoint on the same network
     // came after web's snapshot and must stay.
     fail_on(&d, "attach");
@@ -469,16 +473,7 @@ async fn freed_address_waits_for_retirement(free: fn(Arc<Daemon<Recorder>>) -> O
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_freed_by_a_disconnect_is_not_attached_again_before_its_veth_is_retired() {
-    freed_address_waits_for_retirement(|d| {
-        tokio::spawn(async move {
-            let req = DisconnectRequest {
-                container: "web".into(),
-                ..Default::default()
-            };
-            d.disconnect("n2", req).await
-        })
-    })
-    .await;
+    freed_address_waits_for_retirement(disconnect_web).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
