@@ -491,3 +491,118 @@ async fn an_address_freed_by_an_exit_is_not_attached_again_before_its_veth_is_re
     })
     .await;
 }
+
+/// web running on n1 and n2 empty, `app` created on n2, and app's start held in the fake
+/// kernel at its attach (app gets 10.6.0.2); returns the daemon, the permit that lets
+/// the start go on, and the start.
+async fn app_start_held(
+    dir: &tempfile::TempDir,
+) -> (Arc<Daemon<Recorder>>, Arc<tokio::sync::Semaphore>, Op) {
+    let (d, _) = web_on_n1_with_n2(dir).await;
+    let app = d.create_sandbox(Some("app"), run_req("n2")).await.unwrap();
+    let release = hold(&d, "10.6.0.2/");
+    let start = tokio::spawn({
+        let d = d.clone();
+        async move { d.start_sandbox(&app, false).await }
+    });
+    until_held(&d, "10.6.0.2/").await;
+    (d, release, start)
+}
+
+/// web's connect to n2, which must finish (within [`BOUND`]) while app's start is held.
+async fn web_connects_meanwhile(d: &Daemon<Recorder>) {
+    tokio::time::timeout(BOUND, d.connect("n2", connect_req("web")))
+        .await
+        .expect("web's connect waited for app's start")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_waiting_on_the_kernel_holds_up_no_other_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, release, start) = app_start_held(&dir).await;
+    web_connects_meanwhile(&d).await;
+    release.add_permits(1);
+    outcome(start).await.unwrap();
+    assert_eq!(
+        n2_allocations(&*d.state.lock().await),
+        [
+            ("10.6.0.2".into(), "app".into()),
+            ("10.6.0.3".into(), "web".into())
+        ]
+    );
+    store_matches_memory(&d).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_refused_after_the_lock_was_let_go_takes_back_only_its_own_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, release, start) = app_start_held(&dir).await;
+    web_connects_meanwhile(&d).await;
+    fail_on(&d, "attach");
+    release.add_permits(1);
+    let err = outcome(start).await.unwrap_err();
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    let st = d.state.lock().await;
+    assert_eq!(n2_allocations(&st), [("10.6.0.3".into(), "web".into())]);
+    let app = st.sandboxes.values().find(|s| s.name == "app").unwrap();
+    assert_eq!(app.state, RunState::Created);
+    assert!(app.endpoints.iter().all(|e| e.live.is_none()));
+    let netns = d.cfg.sandbox_netns(&app.id).display().to_string();
+    drop(st);
+    assert!(!d.kernel.netns.lock().unwrap().contains(&netns));
+    store_matches_memory(&d).await;
+}
+
+/// (With the fake, app's process is the CLI's, pid 0, so this shows the end state, not
+/// that stop reads a pid the start has recorded: that needs a real process.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_a_start_leaves_the_sandbox_stopped_and_its_network_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, release, start) = app_start_held(&dir).await;
+    let stop: Op = tokio::spawn({
+        let d = d.clone();
+        async move { d.stop_sandbox("app").await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!stop.is_finished(), "{:?}", d.kernel.lines());
+    release.add_permits(1);
+    outcome(start).await.unwrap();
+    outcome(stop).await.unwrap();
+    let st = d.state.lock().await;
+    let app = st.sandboxes.values().find(|s| s.name == "app").unwrap();
+    assert!(
+        matches!(app.state, RunState::Exited { .. }),
+        "{:?}",
+        app.state
+    );
+    assert!(n2_allocations(&st).is_empty());
+    drop(st);
+    let lines = d.kernel.lines();
+    let attach = lines
+        .iter()
+        .find(|l| l.starts_with("attach") && l.contains("10.6.0.2/"))
+        .expect("app's attach");
+    let host_if = attach.split_whitespace().nth(1).unwrap();
+    assert!(
+        !d.kernel.links.lock().unwrap().contains(host_if),
+        "app's veth stayed: {lines:?}"
+    );
+    store_matches_memory(&d).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connect_gives_its_address_to_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = web_and_db(&dir).await;
+    fail_on(&d, "attach");
+    assert!(d.connect("n2", connect_req("web")).await.is_err());
+    *d.kernel.fail_on.lock().unwrap() = None;
+    d.connect("n2", connect_req("db")).await.unwrap();
+    assert_eq!(
+        n2_allocations(&*d.state.lock().await),
+        [("10.6.0.2".into(), "db".into())],
+        "the refused connect moved the cursor on"
+    );
+    store_matches_memory(&d).await;
+}

@@ -151,6 +151,39 @@ pub(crate) fn plan_unplug(
     live.map(|l| (l.host_if.to_string(), l.default_route))
 }
 
+/// The IPAM cursor of `net_id`'s pool, for an undo to put back ([`unplan_plug`]).
+pub(crate) fn cursor_of(st: &State, net_id: &str) -> Option<Ipv4Addr> {
+    st.networks
+        .get(net_id)
+        .and_then(|n| n.pool.as_ref())
+        .and_then(|p| p.cursor)
+}
+
+/// Undo [`plan_plug`] after the state lock was let go: [`plan_unplug`], and the pool's
+/// cursor back to `cursor_before` if it still points at the address the undone plug
+/// took (no allocation has moved it since), so the next sandbox gets that address as if
+/// the undone operation had not happened.
+pub(crate) fn unplan_plug(
+    st: &mut State,
+    sb_id: &str,
+    net_id: &str,
+    keep_static: bool,
+    cursor_before: Option<Ipv4Addr>,
+) {
+    let took = st
+        .sandboxes
+        .get(sb_id)
+        .and_then(|sb| sb.endpoint(net_id))
+        .and_then(|e| e.live.as_ref())
+        .map(|l| l.ip);
+    plan_unplug(st, sb_id, net_id, keep_static);
+    if let Some(pool) = st.networks.get_mut(net_id).and_then(|n| n.pool.as_mut()) {
+        if took.is_some() && pool.cursor == took {
+            pool.cursor = cursor_before;
+        }
+    }
+}
+
 /// After the default-route endpoint went away, give the role to the first remaining
 /// live endpoint on a non-internal network. Returns its gateway.
 pub(crate) fn move_default_route(st: &mut State, sb_id: &str) -> Option<Ipv4Addr> {
@@ -229,6 +262,7 @@ impl<K: KernelOps> Daemon<K> {
         }
         let running = sb.is_running();
         let netns = self.netns_path(sb);
+        let cursor_before = cursor_of(&st, &net_id);
         let keys = vec![Key::Net(net_id.clone()), Key::Sbx(sb_id.clone())];
         let before = st.snapshot(&keys);
         let aliases = cfg.aliases.unwrap_or_default();
@@ -285,7 +319,8 @@ impl<K: KernelOps> Daemon<K> {
         // The kernel work runs without the state lock; this sandbox's turn is still held.
         if let Err(e) = self.kernel.attach(&spec).await {
             let mut st = self.state.lock().await;
-            self.undo_connect(&mut st, &sb_id, &net_id).await;
+            self.undo_connect(&mut st, &sb_id, &net_id, cursor_before)
+                .await;
             return Err(e.into());
         }
         Ok(())
@@ -294,8 +329,14 @@ impl<K: KernelOps> Daemon<K> {
     /// Take back a connect whose kernel work failed after the state lock was let go:
     /// only this endpoint and its address, since other operations may have changed the
     /// same network meanwhile. (attach removes what it made before it fails.)
-    async fn undo_connect(&self, st: &mut State, sb_id: &str, net_id: &str) {
-        plan_unplug(st, sb_id, net_id, false);
+    async fn undo_connect(
+        &self,
+        st: &mut State,
+        sb_id: &str,
+        net_id: &str,
+        cursor_before: Option<Ipv4Addr>,
+    ) {
+        unplan_plug(st, sb_id, net_id, false, cursor_before);
         if let Some(sb) = st.sandboxes.get_mut(sb_id) {
             sb.endpoints.retain(|e| e.network_id != net_id);
         }

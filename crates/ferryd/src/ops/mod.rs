@@ -3,17 +3,19 @@
 //! were and whatever kernel work was done is undone. One lock serialises changes of
 //! the state.
 //!
-//! `network connect`, the operation users run many at a time, lets the state lock go for
-//! its attach, so that other operations go on meanwhile; `disconnect` lets it go once
+//! `network connect` and a sandbox's start (`run`), the operations users run many at a
+//! time, let the state lock go for their kernel work (the namespace, the veths, the
+//! process), so that other operations go on meanwhile; `disconnect` lets it go once
 //! the veth is retired (so its address cannot come up twice on the bridge), for moving
 //! the default route; `rm` and a process's exit likewise retire their veths under it and
 //! remove the namespace after. Their
 //! order per sandbox comes from a lock of the sandbox's own ([`SandboxLocks`]), taken
 //! before the state lock by every operation that programs a sandbox's network (connect,
-//! disconnect, start, exit, rm): a disconnect cannot overtake the attach it would undo.
-//! A connect whose attach fails after the state lock was let go takes back only its
-//! own endpoint: another operation may have changed the same network since, so the key
-//! snapshot cannot be put back.
+//! disconnect, start, stop, exit, rm): a disconnect cannot overtake the attach it would
+//! undo, nor a stop read the pid of a start still in progress. A connect or start whose
+//! kernel work fails after the state lock was let go takes back only what it took (its
+//! endpoints, their addresses, the pool's cursor if nobody moved it since): another
+//! operation may have changed the same networks, so their snapshots cannot be put back.
 
 mod endpoint;
 mod network;

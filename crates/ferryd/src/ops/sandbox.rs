@@ -13,10 +13,10 @@ use ferry_core::validate::valid_name;
 use ferry_core::CoreError;
 use ferry_kernel::{AttachSpec, KernelOps};
 
-use super::endpoint::{plan_plug, plan_unplug, published_of};
+use super::endpoint::{cursor_of, plan_plug, plan_unplug, published_of, unplan_plug};
 use super::{new_id, now, Daemon};
 use crate::error::{Error, Result};
-use crate::state::{Key, State};
+use crate::state::{Key, Snapshot, State};
 use crate::supervise;
 
 /// What the kernel must undo after a sandbox stopped.
@@ -59,6 +59,13 @@ fn hosts_of(sb: &Sandbox) -> String {
         .map(|l| l.ip)
         .collect();
     hosts_file(&sb.hostname, &sb.name, &addrs)
+}
+
+/// What a start that failed after letting the state lock go needs to take itself back:
+/// the sandbox as it was, and each of its networks with its IPAM cursor before.
+struct StartUndo {
+    sb_before: Snapshot,
+    nets: Vec<(String, Option<std::net::Ipv4Addr>)>,
 }
 
 impl<K: KernelOps> Daemon<K> {
@@ -231,6 +238,8 @@ impl<K: KernelOps> Daemon<K> {
         let mut keys: Vec<Key> = net_ids.iter().map(|n| Key::Net(n.clone())).collect();
         keys.push(Key::Sbx(id.clone()));
         let before = st.snapshot(&keys);
+        let sb_before = st.snapshot(&[Key::Sbx(id.clone())]);
+        let cursors: Vec<_> = net_ids.iter().map(|n| cursor_of(&st, n)).collect();
         let mut specs = vec![];
         for n in &net_ids {
             match plan_plug(&mut st, &id, n, netns.clone()) {
@@ -258,7 +267,11 @@ impl<K: KernelOps> Daemon<K> {
             return Err(e);
         }
         let sb = st.sandboxes[&id].clone();
-        match self.program_start(&sb, &netns, &specs, spawn).await {
+        drop(st);
+        // The kernel work runs without the state lock; this sandbox's turn is still held.
+        let started = self.program_start(&sb, &netns, &specs, spawn).await;
+        let mut st = self.state.lock().await;
+        match started {
             Ok(Some(child)) => {
                 let pid = child.id().unwrap_or(0);
                 let start_time = supervise::start_time(pid).unwrap_or(0);
@@ -272,13 +285,32 @@ impl<K: KernelOps> Daemon<K> {
             }
             Ok(None) => Ok(()),
             Err(e) => {
-                self.rollback(&mut st, before, &keys);
-                if let Err(fe) = self.sync_firewall(&st).await {
-                    tracing::warn!("start: undoing the firewall: {fe}");
-                }
+                let undo = StartUndo {
+                    sb_before,
+                    nets: net_ids.into_iter().zip(cursors).collect(),
+                };
+                self.undo_start(&mut st, &id, undo, &keys).await;
                 Err(e)
             }
         }
+    }
+
+    /// Take back a start whose kernel work failed after the state lock was let go (the
+    /// kernel side undid itself): the sandbox as it was, which its turn kept anyone else
+    /// from changing, and the addresses this start took; its networks may have changed
+    /// since, so their snapshots cannot be put back. Static addresses stay reserved, as
+    /// they were before the start.
+    async fn undo_start(&self, st: &mut State, id: &str, undo: StartUndo, keys: &[Key]) {
+        for (n, cursor) in undo.nets {
+            unplan_plug(st, id, &n, true, cursor);
+        }
+        st.restore(undo.sb_before);
+        if let Err(e) = self.commit(st, keys) {
+            tracing::error!(
+                "undoing a start in the store failed: {e}; reconcile will repair it at the next start"
+            );
+        }
+        self.sync_firewall_or_warn(st, "undoing a start").await;
     }
 
     /// The kernel side of a start; undoes its own steps if one fails.
@@ -468,12 +500,15 @@ impl<K: KernelOps> Daemon<K> {
 
     /// `kill`/`stop`: end the process; the exit path tears the network down.
     pub async fn stop_sandbox(&self, key: &str) -> Result<()> {
+        // In its turn: a start in progress has recorded its process's pid by then.
+        let turn = self.sandbox_turn(key).await?;
         let st = self.state.lock().await;
-        let id = st.sandbox_id(key)?;
+        let id = st.sandbox_id(&turn.id)?;
         match st.sandboxes[&id].state {
             RunState::Running { pid, .. } => {
                 supervise::kill(pid);
                 drop(st);
+                drop(turn);
                 if pid == 0 {
                     self.on_exit(&id, ExitReport { pid: 0, code: 137 }).await?;
                 }
