@@ -9,7 +9,6 @@ warm-up round that is thrown away).
 """
 
 import argparse
-import concurrent.futures
 import datetime
 import json
 import os
@@ -22,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from tools import BUSYBOX, Cni, Docker, Ferry, Floor, Netavark, count_rules, timed  # noqa: E402
+from tools import BUSYBOX, Cni, Docker, Ferry, Floor, Netavark, count_rules  # noqa: E402
 from world import World, log, sh  # noqa: E402
 
 MODES = {
@@ -304,8 +303,7 @@ class Bench:
         for _, (srv, _, addr) in peers:
             servers.append(subprocess.Popen(srv + ["iperf3", "-s", "-B", addr], stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL))
-        w.on_cleanup("stop iperf3 (veth, plain bridge)", lambda: [(p.kill(), p.wait()) for p in servers])
-        w.go_home()
+        w.on_cleanup("stop the iperf3 servers", lambda: [(p.kill(), p.wait()) for p in servers])
         # ferry: two sandboxes on one bridge network.
         sh(f.cli("network", "create", "--subnet", "10.208.0.0/16", "fbdp"))
         f.run_sleeper("dpsrv", "fbdp", ["iperf3", "-s"])
