@@ -348,11 +348,12 @@ fn disconnect_web(d: Arc<Daemon<Recorder>>) -> Op {
     })
 }
 
-/// db's connect to n2, which must finish (within [`BOUND`]) while web's is held.
-async fn db_connects_meanwhile(d: &Daemon<Recorder>) {
-    tokio::time::timeout(BOUND, d.connect("n2", connect_req("db")))
+/// `sandbox`'s connect to n2, which must finish (within [`BOUND`]) while another
+/// sandbox's kernel work is held.
+async fn connects_meanwhile(d: &Daemon<Recorder>, sandbox: &str) {
+    tokio::time::timeout(BOUND, d.connect("n2", connect_req(sandbox)))
         .await
-        .expect("db's connect waited for web's kernel work")
+        .unwrap_or_else(|_| panic!("{sandbox}'s connect waited for another's kernel work"))
         .unwrap();
 }
 
@@ -370,7 +371,7 @@ async fn a_connect_waiting_on_the_kernel_holds_up_no_other_sandbox() {
     let d = web_and_db(&dir).await;
     let (release, web) = web_connect_held(&d).await;
     // db's connect goes through while web's attach is in the kernel.
-    db_connects_meanwhile(&d).await;
+    connects_meanwhile(&d, "db").await;
     assert_eq!(
         n2_allocations(&*d.state.lock().await),
         [
@@ -415,7 +416,7 @@ async fn an_attach_refused_after_the_lock_was_let_go_takes_back_only_its_own_end
     let dir = tempfile::tempdir().unwrap();
     let d = web_and_db(&dir).await;
     let (release, web) = web_connect_held(&d).await;
-    db_connects_meanwhile(&d).await;
+    connects_meanwhile(&d, "db").await;
     // web's attach, still held, will now be refused; db's endpoint on the same network
     // came after web's snapshot and must stay.
     fail_on(&d, "attach");
@@ -509,19 +510,11 @@ async fn app_start_held(
     (d, release, start)
 }
 
-/// web's connect to n2, which must finish (within [`BOUND`]) while app's start is held.
-async fn web_connects_meanwhile(d: &Daemon<Recorder>) {
-    tokio::time::timeout(BOUND, d.connect("n2", connect_req("web")))
-        .await
-        .expect("web's connect waited for app's start")
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_waiting_on_the_kernel_holds_up_no_other_sandbox() {
     let dir = tempfile::tempdir().unwrap();
     let (d, release, start) = app_start_held(&dir).await;
-    web_connects_meanwhile(&d).await;
+    connects_meanwhile(&d, "web").await;
     release.add_permits(1);
     outcome(start).await.unwrap();
     assert_eq!(
@@ -538,7 +531,7 @@ async fn a_start_waiting_on_the_kernel_holds_up_no_other_sandbox() {
 async fn a_start_refused_after_the_lock_was_let_go_takes_back_only_its_own_addresses() {
     let dir = tempfile::tempdir().unwrap();
     let (d, release, start) = app_start_held(&dir).await;
-    web_connects_meanwhile(&d).await;
+    connects_meanwhile(&d, "web").await;
     fail_on(&d, "attach");
     release.add_permits(1);
     let err = outcome(start).await.unwrap_err();

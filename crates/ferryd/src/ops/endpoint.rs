@@ -223,11 +223,10 @@ fn parse_static(s: Option<&str>) -> std::result::Result<Option<Ipv4Addr>, CoreEr
 
 impl<K: KernelOps> Daemon<K> {
     pub async fn connect(&self, net_ref: &str, req: ConnectRequest) -> Result<()> {
-        let turn = self.sandbox_turn(&req.container).await?;
-        let mut st = self.state.lock().await;
+        let (turn, mut st) = self.sandbox_turn(&req.container).await?;
         let net_id = st.network_id(net_ref)?;
         st.ferry_may_join(&net_id)?;
-        let sb_id = st.sandbox_id(&turn.id)?;
+        let sb_id = turn.id.clone();
         let cfg = req.endpoint_config.unwrap_or_default();
         let static_ip = parse_static(
             cfg.ipam_config
@@ -341,20 +340,15 @@ impl<K: KernelOps> Daemon<K> {
             sb.endpoints.retain(|e| e.network_id != net_id);
         }
         let keys = [Key::Net(net_id.to_string()), Key::Sbx(sb_id.to_string())];
-        if let Err(e) = self.commit(st, &keys) {
-            tracing::error!(
-                "undoing a connect in the store failed: {e}; reconcile will repair it at the next start"
-            );
-        }
+        self.commit_undo(st, &keys, "undoing a connect");
         self.sync_firewall_or_warn(st, "undoing a connect").await;
         self.write_hosts(st, sb_id);
     }
 
     pub async fn disconnect(&self, net_ref: &str, req: DisconnectRequest) -> Result<()> {
-        let turn = self.sandbox_turn(&req.container).await?;
-        let mut st = self.state.lock().await;
+        let (turn, mut st) = self.sandbox_turn(&req.container).await?;
         let net_id = st.network_id(net_ref)?;
-        let sb_id = st.sandbox_id(&turn.id)?;
+        let sb_id = turn.id.clone();
         let sb = &st.sandboxes[&sb_id];
         if sb.endpoint(&net_id).is_none() {
             return Err(CoreError::NotConnected {

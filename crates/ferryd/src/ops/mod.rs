@@ -120,17 +120,21 @@ impl<K: KernelOps> Daemon<K> {
         }))
     }
 
-    /// Resolve `key` (a name, ID or ID prefix) and wait for the sandbox's turn. The
-    /// caller takes the state lock after this and finds the sandbox by `id`.
-    pub(crate) async fn sandbox_turn(&self, key: &str) -> Result<SandboxTurn> {
+    /// Resolve `key` (a name, ID or ID prefix), wait for the sandbox's turn, then take
+    /// the state lock, in that order, and hand both over with the sandbox found again.
+    pub(crate) async fn sandbox_turn(
+        &self,
+        key: &str,
+    ) -> Result<(SandboxTurn, tokio::sync::MutexGuard<'_, State>)> {
         let id = self.state.lock().await.sandbox_id(key)?;
         let held = self.sandbox_locks.lock(&id).await;
+        let st = self.state.lock().await;
         // Removed while this waited: say so, and leave no lock behind for it.
-        if let Err(e) = self.state.lock().await.sandbox_id(&id) {
+        if let Err(e) = st.sandbox_id(&id) {
             self.sandbox_locks.forget(&id);
             return Err(e.into());
         }
-        Ok(SandboxTurn { id, _held: held })
+        Ok((SandboxTurn { id, _held: held }, st))
     }
 
     /// Write the current values of `keys` to the store in one transaction.
@@ -150,9 +154,15 @@ impl<K: KernelOps> Daemon<K> {
     /// Put `before` back, in memory and in the store.
     pub(crate) fn rollback(&self, st: &mut State, before: Snapshot, keys: &[Key]) {
         st.restore(before);
+        self.commit_undo(st, keys, "rollback");
+    }
+
+    /// Commit what an undo put back; a failure is logged, not returned (the operation
+    /// already failed, and the store is repaired by reconcile at the next start).
+    pub(crate) fn commit_undo(&self, st: &State, keys: &[Key], what: &str) {
         if let Err(e) = self.commit(st, keys) {
             tracing::error!(
-                "rollback of the store failed: {e}; reconcile will repair it at the next start"
+                "{what} in the store failed: {e}; reconcile will repair it at the next start"
             );
         }
     }

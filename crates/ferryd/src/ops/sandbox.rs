@@ -223,9 +223,8 @@ impl<K: KernelOps> Daemon<K> {
     /// Start a sandbox: its namespace, files, endpoints, and (if `spawn`) its process,
     /// supervised by ferryd. Without `spawn` the caller (the CLI) runs the process.
     pub async fn start_sandbox(self: &Arc<Self>, key: &str, spawn: bool) -> Result<()> {
-        let turn = self.sandbox_turn(key).await?;
-        let mut st = self.state.lock().await;
-        let id = st.sandbox_id(&turn.id)?;
+        let (turn, mut st) = self.sandbox_turn(key).await?;
+        let id = turn.id.clone();
         if st.sandboxes[&id].is_running() {
             return Ok(());
         }
@@ -305,11 +304,7 @@ impl<K: KernelOps> Daemon<K> {
             unplan_plug(st, id, &n, true, cursor);
         }
         st.restore(undo.sb_before);
-        if let Err(e) = self.commit(st, keys) {
-            tracing::error!(
-                "undoing a start in the store failed: {e}; reconcile will repair it at the next start"
-            );
-        }
+        self.commit_undo(st, keys, "undoing a start");
         self.sync_firewall_or_warn(st, "undoing a start").await;
     }
 
@@ -419,10 +414,9 @@ impl<K: KernelOps> Daemon<K> {
     /// A sandbox's process ended: release its network, keep static reservations,
     /// remove it if it was started with --rm.
     pub async fn on_exit(&self, id: &str, report: ExitReport) -> Result<()> {
-        let Ok(_turn) = self.sandbox_turn(id).await else {
+        let Ok((_turn, mut st)) = self.sandbox_turn(id).await else {
             return Ok(());
         };
-        let mut st = self.state.lock().await;
         let Some(sb) = st.sandboxes.get(id) else {
             return Ok(());
         };
@@ -470,9 +464,8 @@ impl<K: KernelOps> Daemon<K> {
     }
 
     pub async fn remove_sandbox(&self, key: &str, force: bool) -> Result<()> {
-        let turn = self.sandbox_turn(key).await?;
-        let mut st = self.state.lock().await;
-        let id = st.sandbox_id(&turn.id)?;
+        let (turn, mut st) = self.sandbox_turn(key).await?;
+        let id = turn.id.clone();
         let sb = &st.sandboxes[&id];
         if sb.is_running() && !force {
             return Err(CoreError::RemoveRunning(sb.name.clone()).into());
@@ -501,9 +494,8 @@ impl<K: KernelOps> Daemon<K> {
     /// `kill`/`stop`: end the process; the exit path tears the network down.
     pub async fn stop_sandbox(&self, key: &str) -> Result<()> {
         // In its turn: a start in progress has recorded its process's pid by then.
-        let turn = self.sandbox_turn(key).await?;
-        let st = self.state.lock().await;
-        let id = st.sandbox_id(&turn.id)?;
+        let (turn, st) = self.sandbox_turn(key).await?;
+        let id = turn.id.clone();
         match st.sandboxes[&id].state {
             RunState::Running { pid, .. } => {
                 supervise::kill(pid);
