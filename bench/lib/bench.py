@@ -53,8 +53,9 @@ def set_bridge_nf(value):
 
 
 class Bench:
-    def __init__(self, mode, bindir, only):
+    def __init__(self, mode, bindir, only, phases):
         self.mode = mode
+        self.phases = phases
         self.cfg = MODES[mode]
         self.w = World()
         self.bindir = bindir
@@ -66,10 +67,14 @@ class Bench:
     # -- phases -------------------------------------------------------------------
     def setup_tools(self):
         want = self.only or ["floor", "ferry", "netavark", "cni", "docker"]
+        if "ferry" in want and "scale" in self.phases:
+            want = want + ["ferry0"]
         ctor = dict(floor=lambda: Floor(self.w), ferry=lambda: Ferry(self.w, self.bindir),
+                    ferry0=lambda: Ferry(self.w, self.bindir, tag="ferry0", grows=False,
+                                         name="ferry, a second ferryd left empty"),
                     netavark=lambda: Netavark(self.w), cni=lambda: Cni(self.w), docker=lambda: Docker(self.w))
         self.tools = {}
-        for k in ["floor", "ferry", "netavark", "cni", "docker"]:
+        for k in ["floor", "ferry", "ferry0", "netavark", "cni", "docker"]:
             if k in want:
                 log(f"bench: setting up {k}")
                 t0 = time.time()
@@ -95,7 +100,7 @@ class Bench:
         res = {}
         skipped = {}
         for r in range(n + 1):
-            for k, t, port in cases:
+            for k, t, port in alternate(cases, r):
                 key = (k, port)
                 if port and not t.supports_port:
                     skipped[key] = t.port_refusal if hasattr(t, "port_refusal") else "no port support"
@@ -152,6 +157,8 @@ class Bench:
             for k, t in self.tools.items():
                 if k == "docker" and size > 100:
                     continue  # a containerd shim per container: 1000 is beyond this machine
+                if not getattr(t, "grows", True):
+                    continue  # ferry's empty twin stays at N=0
                 log(f"bench: scale: filling {k} to {size} endpoints")
                 t0 = time.time()
                 t.fill(size, port=t.supports_port and k != "floor")
@@ -187,6 +194,7 @@ class Bench:
                         cells += [fmt(stats(v["total"])), f"{statistics.median(v['total']) / base:.2f}×"]
                 self.md.append("| " + " | ".join(cells) + " |")
         self.md.append("")
+        self.twin_growth(table, sizes)
         self.md.append("Firewall rules each contender leaves in its namespace (`nft -j list ruleset`, which "
                        "includes iptables-nft rules), with the measured endpoint detached:\n")
         allsizes = [0] + sizes
@@ -194,6 +202,37 @@ class Bench:
         self.md.append("|---" * (1 + len(allsizes)) + "|")
         for k, t in self.tools.items():
             self.md.append("| " + t.name + " | " + " | ".join(str(rules[s].get(k, "—")) for s in allsizes) + " |")
+        self.md.append("")
+
+    def twin_growth(self, table, sizes):
+        """ferry at N against its empty twin in the same rounds: the growth with N with the
+        machine held still (the table above compares phases minutes apart, and by N=1000
+        every contender's fillers are on the machine)."""
+        lat = self.results["latency"]["cases"]
+        if "ferry0" not in self.tools or "ferry" not in lat:
+            return
+        self.md.append("ferry's growth in the same rounds: the filled ferryd's attach+detach over that of a "
+                       "second ferryd left empty (its own namespace and bridge, N=0), measured in the same "
+                       "rounds, the two swapping places every other round; median (min–max) of the ratios "
+                       "per pair of rounds. At N=0 both are empty: that column is the method's own error.\n")
+        self.md.append("| contender | N=0 | " + " | ".join(f"N={s}" for s in sizes) + " |")
+        self.md.append("|---" * (2 + len(sizes)) + "|")
+        twin = {0: lat}
+        for s in sizes:
+            twin[s] = {f"{k}{'+port' if p else ''}": v for (k, p), v in table[s].items()}
+        out = {}
+        for port in ("", "+port"):
+            cells = ["ferry" + (" + 1 port" if port else "")]
+            for s in [0] + sizes:
+                a, b = twin[s].get("ferry" + port), twin[s].get("ferry0" + port)
+                if not a or not b:
+                    cells.append("—")
+                    continue
+                r = stats(pair_ratios(a["total"], b["total"]))
+                out[f"{s}{port}"] = r
+                cells.append(fmt(r, digits=2) + "×")
+            self.md.append("| " + " | ".join(cells) + " |")
+        self.results["scale"]["twin_growth"] = out
         self.md.append("")
 
     def parallel(self):
@@ -415,6 +454,24 @@ class Bench:
         self.md.append("")
 
 
+def alternate(cases, r):
+    """The round's order: odd rounds swap ferry and its empty twin. Where a case sits in
+    the round matters (the one right after the floor runs ~15% slower, and the one after a
+    ferry detach meets the reaper deleting the pair it retired), so each pair of rounds
+    puts each of the two in each place once."""
+    if r % 2 == 0:
+        return cases
+    swap = {"ferry": "ferry0", "ferry0": "ferry"}
+    by_key = {(k, p): (k, t, p) for k, t, p in cases}
+    return [by_key.get((swap.get(k, k), p), (k, t, p)) for k, t, p in cases]
+
+
+def pair_ratios(a, b):
+    """a over b per pair of rounds (1+2, 3+4, ...; recorded rounds start at 1, which is
+    swapped): each pair holds one round in each order."""
+    return [(a[i] + a[i + 1]) / (b[i] + b[i + 1]) for i in range(0, min(len(a), len(b)) - 1, 2)]
+
+
 def proc_cpu_ms(pid):
     """A process's user + system CPU time so far, in ms (clock ticks from /proc)."""
     with open(f"/proc/{pid}/stat") as fh:
@@ -461,7 +518,7 @@ def main():
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, stop)
-    b = Bench(a.mode, a.bindir, a.only)
+    b = Bench(a.mode, a.bindir, a.only, a.phases.split(","))
     t0 = time.time()
     rc = 0
     try:

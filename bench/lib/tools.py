@@ -287,10 +287,16 @@ class Ferry(Tool):
     name = "ferry"
     host = "fb-ferry"
 
-    def __init__(self, world, bindir):
+    def __init__(self, world, bindir, tag="ferry", name=None, grows=True):
+        """tag names its namespace and directory; grows=False makes fill() a no-op, for
+        the scale phase's empty twin, measured in the same rounds as the filled one."""
         super().__init__(world)
         self.bindir = bindir
         self.port_refusal = None
+        self.tag = tag
+        self.host = f"fb-{tag}"
+        self.name = name or self.name
+        self.grows = grows
 
     def cli(self, *args):
         return [os.path.join(self.bindir, "ferry"), "-H", f"unix://{self.sock}", *args]
@@ -298,7 +304,7 @@ class Ferry(Tool):
     def setup(self):
         w = self.w
         w.netns(self.host)
-        d = os.path.join(w.root, "ferry")
+        d = os.path.join(w.root, self.tag)
         self.sock = os.path.join(d, "ferry.sock")
         self.logf = open(os.path.join(d + ".log"), "w")
         self.enter()
@@ -338,6 +344,8 @@ class Ferry(Tool):
         return timed(self.cli("network", "disconnect", "fbnet", "bench1"))[0]
 
     def fill(self, n, port=False):
+        if not self.grows:
+            return
         for i in range(self.filled, n):
             extra = ["-p", f"{20000 + i}:80"] if port else []
             sh(self.cli("run", "-d", "--name", f"f{i}", "--network", "fbnet", *extra, "--", BUSYBOX, "sleep", "1000000"))
@@ -431,6 +439,8 @@ class Docker(Tool):
         return timed(self.cli("network", "disconnect", "fbnet", "bench1p" if port else "bench1"))[0]
 
     def fill(self, n, port=False):
+        if not self.grows:
+            return
         for i in range(self.filled, n):
             extra = ["-p", f"{20000 + i}:80"] if port else []
             sh(self.cli("run", "-d", *self.mark, "--name", f"f{i}", "--network", "fbnet", *extra, "fbench/busybox:1",
