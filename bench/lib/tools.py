@@ -439,8 +439,6 @@ class Docker(Tool):
         return timed(self.cli("network", "disconnect", "fbnet", "bench1p" if port else "bench1"))[0]
 
     def fill(self, n, port=False):
-        if not self.grows:
-            return
         for i in range(self.filled, n):
             extra = ["-p", f"{20000 + i}:80"] if port else []
             sh(self.cli("run", "-d", *self.mark, "--name", f"f{i}", "--network", "fbnet", *extra, "fbench/busybox:1",
