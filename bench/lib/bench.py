@@ -27,8 +27,8 @@ from world import World, log, sh  # noqa: E402
 MODES = {
     # rounds of the attach/detach latency, scale sizes, rounds at each size,
     # data-plane rounds and seconds per iperf3 run
-    "quick": dict(rounds=10, sizes=[0, 100], scale_rounds=7, dp_rounds=5, dp_secs=3, parallel=100),
-    "full": dict(rounds=30, sizes=[0, 100, 1000], scale_rounds=15, dp_rounds=5, dp_secs=10, parallel=100),
+    "quick": dict(rounds=10, sizes=[0, 100], scale_rounds=8, dp_rounds=5, dp_secs=3, parallel=100),
+    "full": dict(rounds=30, sizes=[0, 100, 1000], scale_rounds=20, dp_rounds=5, dp_secs=10, parallel=100),
 }
 
 
