@@ -1,13 +1,23 @@
 //! An in-memory [`Store`] for tests of the orchestration.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::{Op, Store, StoreError};
 
 #[derive(Default)]
 pub struct MemStore {
     data: Mutex<BTreeMap<String, Vec<u8>>>,
+    refuse: Arc<AtomicBool>,
+}
+
+impl MemStore {
+    /// A switch that makes every commit fail, and change nothing, while it is on: for
+    /// tests of what the daemon does when its store refuses a write (a full disk).
+    pub fn refusal_switch(&self) -> Arc<AtomicBool> {
+        self.refuse.clone()
+    }
 }
 
 impl Store for MemStore {
@@ -20,6 +30,9 @@ impl Store for MemStore {
     }
 
     fn commit(&self, ops: &[Op]) -> Result<(), StoreError> {
+        if self.refuse.load(Ordering::SeqCst) {
+            return Err(StoreError::Txn("refused by the test switch".into()));
+        }
         let mut d = self.data.lock().expect("store lock");
         for op in ops {
             match op {

@@ -1,6 +1,7 @@
 //! Orchestration tested by the kernel work it asks for, without root: the recording
 //! fake stands at the kernel edge and can be told to refuse a request.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use ferry_core::docker::container::{ContainerCreateRequest, HostConfigReq};
@@ -14,8 +15,16 @@ use ferryd::state::State;
 use ferryd::{Config, Daemon};
 
 fn daemon(dir: &tempfile::TempDir) -> Arc<Daemon<Recorder>> {
+    daemon_and_switch(dir).0
+}
+
+/// A daemon, and a switch that makes its store refuse every commit while it is on.
+fn daemon_and_switch(dir: &tempfile::TempDir) -> (Arc<Daemon<Recorder>>, Arc<AtomicBool>) {
     let cfg = Config::under(dir.path());
-    Daemon::new(cfg, Recorder::default(), Box::new(MemStore::default())).unwrap()
+    let store = MemStore::default();
+    let refuse = store.refusal_switch();
+    let d = Daemon::new(cfg, Recorder::default(), Box::new(store)).unwrap();
+    (d, refuse)
 }
 
 fn net_req(name: &str, subnet: &str) -> NetworkCreateRequest {
@@ -46,6 +55,11 @@ fn run_req(net: &str) -> ContainerCreateRequest {
 /// Networks n1 (10.5.0.0/24) and n2 (10.6.0.0/24), and a running sandbox `web` on n1.
 async fn web_on_n1_with_n2(dir: &tempfile::TempDir) -> (Arc<Daemon<Recorder>>, String) {
     let d = daemon(dir);
+    let id = web_on_n1_with_n2_in(&d).await;
+    (d, id)
+}
+
+async fn web_on_n1_with_n2_in(d: &Arc<Daemon<Recorder>>) -> String {
     d.ensure_predefined().await.unwrap();
     d.create_network(net_req("n1", "10.5.0.0/24"))
         .await
@@ -55,7 +69,7 @@ async fn web_on_n1_with_n2(dir: &tempfile::TempDir) -> (Arc<Daemon<Recorder>>, S
         .unwrap();
     let id = d.create_sandbox(Some("web"), run_req("n1")).await.unwrap();
     d.start_sandbox(&id, false).await.unwrap();
-    (d, id)
+    id
 }
 
 fn fail_on(d: &Daemon<Recorder>, prefix: &str) {
@@ -598,4 +612,157 @@ async fn a_refused_connect_gives_its_address_to_the_next_one() {
         "the refused connect moved the cursor on"
     );
     store_matches_memory(&d).await;
+}
+
+// -- when the store refuses a write (a full disk) -------------------------------------
+
+/// What memory, the store and the kernel looked like before an operation.
+struct Before {
+    state: State,
+    kernel_lines: usize,
+}
+
+async fn before(d: &Daemon<Recorder>) -> Before {
+    Before {
+        state: d.state.lock().await.clone(),
+        kernel_lines: d.kernel.lines().len(),
+    }
+}
+
+/// The operation failed with the store's error and changed nothing: memory is as it
+/// was and as the store holds it, and the kernel was asked for nothing.
+async fn refused_and_unchanged(d: &Daemon<Recorder>, b: Before, res: ferryd::error::Result<()>) {
+    let err = res.expect_err("the store refused the commit");
+    assert!(
+        err.to_string().contains("refused by the test switch"),
+        "{err}"
+    );
+    let st = d.state.lock().await;
+    assert_eq!(st.networks, b.state.networks, "networks changed in memory");
+    assert_eq!(
+        st.sandboxes, b.state.sandboxes,
+        "sandboxes changed in memory"
+    );
+    drop(st);
+    store_matches_memory(d).await;
+    let lines = d.kernel.lines();
+    assert_eq!(
+        lines.len(),
+        b.kernel_lines,
+        "the kernel was asked: {:?}",
+        &lines[b.kernel_lines..]
+    );
+}
+
+async fn web_and_a_refusing_store(
+    dir: &tempfile::TempDir,
+) -> (Arc<Daemon<Recorder>>, String, Arc<AtomicBool>) {
+    let (d, refuse) = daemon_and_switch(dir);
+    let id = web_on_n1_with_n2_in(&d).await;
+    refuse.store(true, Ordering::SeqCst);
+    (d, id, refuse)
+}
+
+#[tokio::test]
+async fn a_connect_the_store_refuses_changes_nothing_and_frees_its_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _, refuse) = web_and_a_refusing_store(&dir).await;
+    let b = before(&d).await;
+    let res = d.connect("n2", connect_req("web")).await;
+    refused_and_unchanged(&d, b, res).await;
+    refuse.store(false, Ordering::SeqCst);
+    d.connect("n2", connect_req("web")).await.unwrap();
+    let lines = d.kernel.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("attach") && l.contains(" 10.6.0.2/24")),
+        "the refused connect kept n2's first address: {lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_disconnect_the_store_refuses_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _, _) = web_and_a_refusing_store(&dir).await;
+    let b = before(&d).await;
+    let res = d
+        .disconnect(
+            "n1",
+            DisconnectRequest {
+                container: "web".into(),
+                force: false,
+            },
+        )
+        .await;
+    refused_and_unchanged(&d, b, res).await;
+}
+
+#[tokio::test]
+async fn an_rm_the_store_refuses_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _, refuse) = web_and_a_refusing_store(&dir).await;
+    let b = before(&d).await;
+    let res = d.remove_sandbox("web", true).await;
+    refused_and_unchanged(&d, b, res).await;
+    refuse.store(false, Ordering::SeqCst);
+    d.remove_sandbox("web", true).await.unwrap();
+    assert!(d.state.lock().await.sandboxes.is_empty());
+}
+
+#[tokio::test]
+async fn a_network_create_or_remove_the_store_refuses_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _, refuse) = web_and_a_refusing_store(&dir).await;
+    let b = before(&d).await;
+    let res = d.create_network(net_req("n3", "10.7.0.0/24")).await;
+    refused_and_unchanged(&d, b, res.map(drop)).await;
+    let b = before(&d).await;
+    let res = d.remove_network("n2").await;
+    refused_and_unchanged(&d, b, res).await;
+    refuse.store(false, Ordering::SeqCst);
+    d.remove_network("n2").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_create_or_start_the_store_refuses_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _, refuse) = web_and_a_refusing_store(&dir).await;
+    let b = before(&d).await;
+    let mut req = run_req("n1");
+    req.networking_config = Some(
+        serde_json::from_str(
+            r#"{"EndpointsConfig":{"n1":{"IPAMConfig":{"IPv4Address":"10.5.0.9"}}}}"#,
+        )
+        .unwrap(),
+    );
+    let res = d.create_sandbox(Some("api"), req).await;
+    refused_and_unchanged(&d, b, res.map(drop)).await;
+    refuse.store(false, Ordering::SeqCst);
+    let api = d.create_sandbox(Some("api"), run_req("n1")).await.unwrap();
+    refuse.store(true, Ordering::SeqCst);
+    let b = before(&d).await;
+    let res = d.start_sandbox(&api, false).await;
+    refused_and_unchanged(&d, b, res).await;
+}
+
+#[tokio::test]
+async fn an_exit_the_store_refuses_still_takes_the_network_down() {
+    // The process is gone whatever the store says: memory records it and the veth goes,
+    // or its freed address would stay up on the bridge; reconcile repairs the store.
+    let dir = tempfile::tempdir().unwrap();
+    let (d, id, _) = web_and_a_refusing_store(&dir).await;
+    let b = before(&d).await;
+    d.on_exit(&id, ferryd::ops::ExitReport { pid: 0, code: 3 })
+        .await
+        .unwrap();
+    let st = d.state.lock().await;
+    assert_eq!(st.sandboxes[&id].state, RunState::Exited { code: 3 });
+    drop(st);
+    let lines = d.kernel.lines();
+    let new = &lines[b.kernel_lines..];
+    assert!(
+        new.iter().any(|l| l.starts_with("delete ")),
+        "the veth stayed: {new:?}"
+    );
 }

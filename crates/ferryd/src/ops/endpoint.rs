@@ -303,7 +303,7 @@ impl<K: KernelOps> Daemon<K> {
             st.restore(before);
             return Err(e);
         }
-        self.commit(&st, &keys)?;
+        self.commit_or_restore(&mut st, &before, &keys)?;
         let Some(spec) = spec else {
             return Ok(());
         };
@@ -340,7 +340,7 @@ impl<K: KernelOps> Daemon<K> {
             sb.endpoints.retain(|e| e.network_id != net_id);
         }
         let keys = [Key::Net(net_id.to_string()), Key::Sbx(sb_id.to_string())];
-        self.commit_undo(st, &keys, "undoing a connect");
+        self.commit_or_log(st, &keys, "undoing a connect");
         self.sync_firewall_or_warn(st, "undoing a connect").await;
         self.write_hosts(st, sb_id);
     }
@@ -358,6 +358,8 @@ impl<K: KernelOps> Daemon<K> {
             .into());
         }
         let netns = self.netns_path(sb);
+        let keys = [Key::Net(net_id.clone()), Key::Sbx(sb_id.clone())];
+        let before = st.snapshot(&keys);
         let unplugged = plan_unplug(&mut st, &sb_id, &net_id, false);
         if let Some(sb) = st.sandboxes.get_mut(&sb_id) {
             sb.endpoints.retain(|e| e.network_id != net_id);
@@ -366,7 +368,7 @@ impl<K: KernelOps> Daemon<K> {
             Some((_, true)) => move_default_route(&mut st, &sb_id),
             _ => None,
         };
-        self.commit(&st, &[Key::Net(net_id), Key::Sbx(sb_id.clone())])?;
+        self.commit_or_restore(&mut st, &before, &keys)?;
         self.sync_firewall_or_warn(&st, "disconnect").await;
         self.write_hosts(&st, &sb_id);
         // The veth is retired (down and renamed: well under a millisecond) before the

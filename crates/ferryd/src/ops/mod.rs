@@ -154,15 +154,29 @@ impl<K: KernelOps> Daemon<K> {
     /// Put `before` back, in memory and in the store.
     pub(crate) fn rollback(&self, st: &mut State, before: Snapshot, keys: &[Key]) {
         st.restore(before);
-        self.commit_undo(st, keys, "rollback");
+        self.commit_or_log(st, keys, "rollback");
     }
 
-    /// Commit what an undo put back; a failure is logged, not returned (the operation
-    /// already failed, and the store is repaired by reconcile at the next start).
-    pub(crate) fn commit_undo(&self, st: &State, keys: &[Key], what: &str) {
+    /// Commit what an operation did; if the store refuses, put `before` back in memory
+    /// and return the store's error. Memory never runs ahead of the store, and an
+    /// operation the store refused changes nothing.
+    pub(crate) fn commit_or_restore(
+        &self,
+        st: &mut State,
+        before: &Snapshot,
+        keys: &[Key],
+    ) -> Result<()> {
+        self.commit(st, keys)
+            .inspect_err(|_| st.restore(before.clone()))
+    }
+
+    /// Commit what has already happened and cannot be taken back (an undo, a process's
+    /// exit, a started process's pid); a failure is logged, not returned: memory is
+    /// right, and reconcile repairs the store at the next start.
+    pub(crate) fn commit_or_log(&self, st: &State, keys: &[Key], what: &str) {
         if let Err(e) = self.commit(st, keys) {
             tracing::error!(
-                "{what} in the store failed: {e}; reconcile will repair it at the next start"
+                "{what}: the store refused it: {e}; reconcile will repair it at the next start"
             );
         }
     }

@@ -34,10 +34,11 @@ impl<K: KernelOps> Daemon<K> {
         let (created, _) = now();
         let nets = predefined_networks([new_id(), new_id(), new_id()], &created, self.cfg.bip);
         let keys: Vec<Key> = nets.iter().map(|n| Key::Net(n.id.clone())).collect();
+        let before = st.snapshot(&keys);
         for n in nets {
             st.networks.insert(n.id.clone(), n);
         }
-        self.commit(&st, &keys)
+        self.commit_or_restore(&mut st, &before, &keys)
     }
 
     pub async fn create_network(&self, req: NetworkCreateRequest) -> Result<String> {
@@ -60,7 +61,7 @@ impl<K: KernelOps> Daemon<K> {
         let spec = bridge_spec(&net).expect("bridge networks have a bridge");
         st.networks.insert(id.clone(), net);
         st.meta.pool_cursor = made.pool_cursor;
-        self.commit(&st, &keys)?;
+        self.commit_or_restore(&mut st, &before, &keys)?;
         if let Err(e) = self.program_network(&st, &spec).await {
             self.rollback(&mut st, before, &keys);
             self.sync_firewall_or_warn(&st, "create network: undo")
@@ -95,8 +96,10 @@ impl<K: KernelOps> Daemon<K> {
             }
             .into());
         }
+        let keys = [Key::Net(id.to_string())];
+        let before = st.snapshot(&keys);
         let net = st.networks.remove(id).expect("looked up");
-        self.commit(st, &[Key::Net(id.to_string())])?;
+        self.commit_or_restore(st, &before, &keys)?;
         self.sync_firewall_or_warn(st, "remove network").await;
         if let Some(b) = &net.bridge {
             if let Err(e) = self.kernel.delete_link(b.name.as_str()).await {

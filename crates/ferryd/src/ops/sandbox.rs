@@ -207,6 +207,8 @@ impl<K: KernelOps> Daemon<K> {
             finished_at: None,
             endpoints,
         };
+        let keys = [Key::Net(net_id.clone()), Key::Sbx(id.clone())];
+        let before = st.snapshot(&keys);
         if let Some(ip) = static_ip {
             let pool = st
                 .networks
@@ -216,7 +218,7 @@ impl<K: KernelOps> Daemon<K> {
             pool.allocate_static(ip, &id)?;
         }
         st.sandboxes.insert(id.clone(), sb);
-        self.commit(&st, &[Key::Net(net_id), Key::Sbx(id.clone())])?;
+        self.commit_or_restore(&mut st, &before, &keys)?;
         Ok(id)
     }
 
@@ -260,7 +262,7 @@ impl<K: KernelOps> Daemon<K> {
         };
         sb.started_at = Some(now().0);
         sb.finished_at = None;
-        self.commit(&st, &keys)?;
+        self.commit_or_restore(&mut st, &before, &keys)?;
         if let Err(e) = self.sync_firewall(&st).await {
             self.rollback(&mut st, before, &keys);
             return Err(e);
@@ -277,7 +279,8 @@ impl<K: KernelOps> Daemon<K> {
                 self.children.lock().expect("lock").insert(pid);
                 let s = st.sandboxes.get_mut(&id).expect("held under lock");
                 s.state = RunState::Running { pid, start_time };
-                self.commit(&st, &[Key::Sbx(id.clone())])?;
+                // The process runs whatever the store says: it must be watched.
+                self.commit_or_log(&st, &[Key::Sbx(id.clone())], "start: recording the pid");
                 drop(st);
                 supervise::watch_child(self.clone(), id, child);
                 Ok(())
@@ -304,7 +307,7 @@ impl<K: KernelOps> Daemon<K> {
             unplan_plug(st, id, &n, true, cursor);
         }
         st.restore(undo.sb_before);
-        self.commit_undo(st, keys, "undoing a start");
+        self.commit_or_log(st, keys, "undoing a start");
         self.sync_firewall_or_warn(st, "undoing a start").await;
     }
 
@@ -438,7 +441,7 @@ impl<K: KernelOps> Daemon<K> {
             sb.state = RunState::Exited { code: report.code };
             sb.finished_at = Some(now().0);
         }
-        self.commit(&st, &keys)?;
+        self.commit_or_log(&st, &keys, "exit");
         self.sync_firewall_or_warn(&st, "exit").await;
         self.retire_links_now(&mut t).await;
         drop(st);
@@ -460,7 +463,12 @@ impl<K: KernelOps> Daemon<K> {
                 sb.state = RunState::Running { pid, start_time };
             }
         }
-        self.commit(&st, &[Key::Sbx(id)])
+        self.commit_or_log(
+            &st,
+            &[Key::Sbx(id)],
+            "recording the pid of a foreground run",
+        );
+        Ok(())
     }
 
     pub async fn remove_sandbox(&self, key: &str, force: bool) -> Result<()> {
@@ -470,18 +478,23 @@ impl<K: KernelOps> Daemon<K> {
         if sb.is_running() && !force {
             return Err(CoreError::RemoveRunning(sb.name.clone()).into());
         }
-        if let RunState::Running { pid, .. } = sb.state {
-            supervise::kill(pid);
-        }
+        let running = match sb.state {
+            RunState::Running { pid, .. } => Some(pid),
+            _ => None,
+        };
         let mut keys: Vec<Key> = sb
             .endpoints
             .iter()
             .map(|e| Key::Net(e.network_id.clone()))
             .collect();
         keys.push(Key::Sbx(id.clone()));
+        let before = st.snapshot(&keys);
         let mut t = self.plan_stop(&mut st, &id, false);
         st.sandboxes.remove(&id);
-        self.commit(&st, &keys)?;
+        self.commit_or_restore(&mut st, &before, &keys)?;
+        if let Some(pid) = running {
+            supervise::kill(pid);
+        }
         self.sync_firewall_or_warn(&st, "rm").await;
         self.retire_links_now(&mut t).await;
         drop(st);
