@@ -442,3 +442,49 @@ async fn without_a_subnet_ferrys_ipam_picks_a_free_default_pool() {
         "{a} vs {b}"
     );
 }
+
+#[tokio::test]
+async fn calls_the_store_refuses_change_nothing() {
+    // A full disk: each of Docker's calls fails and leaves memory as the store holds it.
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemStore::default();
+    let refuse = store.refusal_switch();
+    let d = daemon_with(&dir, Box::new(store));
+    let pool = d
+        .plugin_request_pool(RequestPoolRequest {
+            pool: "10.7.0.0/29".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .pool_id;
+    let mut req = create_net("10.7.0.0/29", json!({}));
+    req.ipv4_data.as_mut().unwrap()[0].address_space = "FerryLocal".into();
+    let addr = RequestAddressRequest {
+        pool_id: pool.clone(),
+        address: "10.7.0.5".into(),
+        options: None,
+    };
+    d.plugin_request_address(addr.clone()).await.unwrap();
+    d.plugin_create_network(req).await.unwrap();
+    d.plugin_create_endpoint(endpoint(EP1, "10.7.0.5/29"))
+        .await
+        .unwrap();
+    refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+    let before = d.state.lock().await.clone();
+    let dynamic = RequestAddressRequest {
+        address: String::new(),
+        ..addr
+    };
+    assert!(d.plugin_request_address(dynamic.clone()).await.is_err());
+    assert!(d.plugin_delete_endpoint(ep_ref(EP1)).await.is_err());
+    let st = d.state.lock().await;
+    assert_eq!(st.networks, before.networks);
+    assert_eq!(st.plugin, before.plugin);
+    drop(st);
+    store_matches_memory(&d).await;
+    // The refused request took no address: the next one gets the first free one.
+    refuse.store(false, std::sync::atomic::Ordering::SeqCst);
+    let got = d.plugin_request_address(dynamic).await.unwrap().address;
+    assert_eq!(got, "10.7.0.2/29");
+}

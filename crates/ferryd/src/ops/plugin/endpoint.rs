@@ -123,7 +123,7 @@ impl<K: KernelOps> Daemon<K> {
                 sandbox_key: None,
             },
         );
-        self.commit(&st, &keys)?;
+        self.commit_or_restore(&mut st, &before, &keys)?;
         if let Err(e) = self.sync_firewall(&st).await {
             self.rollback(&mut st, before, &keys);
             return Err(e);
@@ -176,7 +176,7 @@ impl<K: KernelOps> Daemon<K> {
             .expect("looked up");
         ep.joined = true;
         ep.sandbox_key = Some(req.sandbox_key.clone()).filter(|k| !k.is_empty());
-        self.commit(&st, &keys)?;
+        self.commit_or_restore(&mut st, &before, &keys)?;
         let spec = VethPairSpec {
             bridge: bridge.name.to_string(),
             host_if: live.host_if.to_string(),
@@ -199,10 +199,12 @@ impl<K: KernelOps> Daemon<K> {
     /// DeleteEndpoint deletes the pair.
     pub async fn plugin_leave(&self, r: EndpointRef) -> Result<()> {
         let mut st = self.state.lock().await;
+        let keys = [Key::PluginEp(r.endpoint_id.clone())];
+        let before = st.snapshot(&keys);
         match st.plugin.endpoints.get_mut(&r.endpoint_id) {
             Some(ep) if ep.joined => {
                 ep.joined = false;
-                self.commit(&st, &[Key::PluginEp(r.endpoint_id)])
+                self.commit_or_restore(&mut st, &before, &keys)
             }
             _ => Ok(()),
         }
@@ -210,10 +212,20 @@ impl<K: KernelOps> Daemon<K> {
 
     pub async fn plugin_delete_endpoint(&self, r: EndpointRef) -> Result<()> {
         let mut st = self.state.lock().await;
-        let Some(ep) = st.plugin.endpoints.remove(&r.endpoint_id) else {
+        let Some(nid) = st
+            .plugin
+            .endpoints
+            .get(&r.endpoint_id)
+            .map(|e| e.endpoint.network_id.clone())
+        else {
             return Ok(());
         };
-        let nid = ep.endpoint.network_id.clone();
+        let before = st.snapshot(&[Key::PluginEp(r.endpoint_id.clone()), Key::Net(nid.clone())]);
+        let ep = st
+            .plugin
+            .endpoints
+            .remove(&r.endpoint_id)
+            .expect("looked up");
         let ferry_ipam = st
             .plugin
             .networks
@@ -234,7 +246,7 @@ impl<K: KernelOps> Daemon<K> {
                 keys.push(Key::Net(nid));
             }
         }
-        self.commit(&st, &keys)?;
+        self.commit_or_restore(&mut st, &before, &keys)?;
         self.sync_firewall_or_warn(&st, "delete endpoint").await;
         drop(st);
         for l in ep.links() {
@@ -278,7 +290,7 @@ impl<K: KernelOps> Daemon<K> {
             .expect("looked up");
         ep.endpoint.ports = maps;
         ep.endpoint.live.as_mut().expect("live").published = published;
-        self.commit(&st, &keys)?;
+        self.commit_or_restore(&mut st, &before, &keys)?;
         if let Err(e) = self.sync_firewall(&st).await {
             self.rollback(&mut st, before, &keys);
             return Err(e);
@@ -288,6 +300,8 @@ impl<K: KernelOps> Daemon<K> {
 
     pub async fn plugin_revoke_external(&self, r: EndpointRef) -> Result<()> {
         let mut st = self.state.lock().await;
+        let keys = [Key::PluginEp(r.endpoint_id.clone())];
+        let before = st.snapshot(&keys);
         let Some(live) = st
             .plugin
             .endpoints
@@ -300,7 +314,7 @@ impl<K: KernelOps> Daemon<K> {
             return Ok(());
         }
         live.published.clear();
-        self.commit(&st, &[Key::PluginEp(r.endpoint_id)])?;
+        self.commit_or_restore(&mut st, &before, &keys)?;
         self.sync_firewall_or_warn(&st, "revoke external connectivity")
             .await;
         Ok(())

@@ -72,6 +72,8 @@ impl<K: KernelOps> Daemon<K> {
             }
         };
         let id = format!("ferry-{}", &new_id()[..24]);
+        let keys = [Key::PluginPool(id.clone()), Key::Meta];
+        let before = st.snapshot(&keys);
         st.plugin.pools.insert(
             id.clone(),
             IpamPool {
@@ -82,7 +84,7 @@ impl<K: KernelOps> Daemon<K> {
             },
         );
         st.meta.pool_cursor = cursor;
-        self.commit(&st, &[Key::PluginPool(id.clone()), Key::Meta])?;
+        self.commit_or_restore(&mut st, &before, &keys)?;
         Ok(RequestPoolResponse {
             pool_id: id,
             pool: subnet.to_string(),
@@ -100,6 +102,8 @@ impl<K: KernelOps> Daemon<K> {
             Key::Net(id) => st.networks[id].name.clone(),
             _ => req.pool_id.clone(),
         };
+        let keys = [key];
+        let before = st.snapshot(&keys);
         let pool = pool_mut(&mut st, &req.pool_id).ok_or_else(|| no_pool(&req.pool_id))?;
         let asked = match req.address.trim() {
             "" => None,
@@ -126,7 +130,7 @@ impl<K: KernelOps> Daemon<K> {
             pool.allocate_dynamic(DOCKER_IPAM_OWNER, &net_name)?
         };
         let address = with_len(ip, pool);
-        self.commit(&st, &[key])?;
+        self.commit_or_restore(&mut st, &before, &keys)?;
         Ok(RequestAddressResponse {
             address,
             data: BTreeMap::new(),
@@ -138,7 +142,8 @@ impl<K: KernelOps> Daemon<K> {
     pub async fn plugin_release_address(&self, req: ReleaseAddressRequest) -> Result<()> {
         let mut st = self.state.lock().await;
         let ip = parse_addr("address", &req.address)?;
-        let key = pool_key(&st, &req.pool_id);
+        let keys = [pool_key(&st, &req.pool_id)];
+        let before = st.snapshot(&keys);
         let Some(pool) = pool_mut(&mut st, &req.pool_id) else {
             return Ok(());
         };
@@ -146,13 +151,15 @@ impl<K: KernelOps> Daemon<K> {
             return Ok(());
         }
         pool.release(ip);
-        self.commit(&st, &[key])
+        self.commit_or_restore(&mut st, &before, &keys)
     }
 
     /// Docker releases the pool before DeleteNetwork: a bound pool is only marked, and
     /// goes with its network.
     pub async fn plugin_release_pool(&self, req: ReleasePoolRequest) -> Result<()> {
         let mut st = self.state.lock().await;
+        let keys = [Key::PluginPool(req.pool_id.clone())];
+        let before = st.snapshot(&keys);
         let Some(rec) = st.plugin.pools.get(&req.pool_id) else {
             return Ok(());
         };
@@ -169,6 +176,6 @@ impl<K: KernelOps> Daemon<K> {
         } else {
             st.plugin.pools.remove(&req.pool_id);
         }
-        self.commit(&st, &[Key::PluginPool(req.pool_id)])
+        self.commit_or_restore(&mut st, &before, &keys)
     }
 }

@@ -146,7 +146,7 @@ impl<K: KernelOps> Daemon<K> {
                 owns_bridge: !user_bridge,
             },
         );
-        self.commit(&st, &keys)?;
+        self.commit_or_restore(&mut st, &before, &keys)?;
         if let Err(e) = self.program_network(&st, &spec).await {
             self.rollback(&mut st, before, &keys);
             self.sync_firewall_or_warn(&st, "create network: undo")
@@ -162,8 +162,10 @@ impl<K: KernelOps> Daemon<K> {
         let id = r.network_id;
         let mut st = self.state.lock().await;
         let Some(net) = st.networks.get(&id) else {
+            let keys = [Key::PluginNet(id.clone())];
+            let before = st.snapshot(&keys);
             if st.plugin.networks.remove(&id).is_some() {
-                self.commit(&st, &[Key::PluginNet(id)])?;
+                self.commit_or_restore(&mut st, &before, &keys)?;
             }
             return Ok(());
         };
@@ -181,7 +183,6 @@ impl<K: KernelOps> Daemon<K> {
             }
             .into());
         }
-        let mut keys = vec![Key::Net(id.clone()), Key::PluginNet(id.clone())];
         let forgotten: Vec<String> = st
             .plugin
             .endpoints
@@ -189,17 +190,19 @@ impl<K: KernelOps> Daemon<K> {
             .filter(|e| e.endpoint.network_id == id)
             .map(|e| e.id.clone())
             .collect();
+        let mut keys = vec![Key::Net(id.clone()), Key::PluginNet(id.clone())];
+        keys.extend(forgotten.iter().cloned().map(Key::PluginEp));
+        keys.extend(st.plugin.networks[&id].pool_id.clone().map(Key::PluginPool));
+        let before = st.snapshot(&keys);
         let mut links = vec![];
         for ep in &forgotten {
             if let Some(e) = st.plugin.endpoints.remove(ep) {
                 links.extend(e.links());
             }
-            keys.push(Key::PluginEp(ep.clone()));
         }
         let mut net = st.networks.remove(&id).expect("looked up");
         let dn = st.plugin.networks.remove(&id).expect("docker managed");
         if let Some(pid) = &dn.pool_id {
-            keys.push(Key::PluginPool(pid.clone()));
             if let Some(rec) = st.plugin.pools.get_mut(pid) {
                 if rec.released {
                     st.plugin.pools.remove(pid);
@@ -210,7 +213,7 @@ impl<K: KernelOps> Daemon<K> {
                 }
             }
         }
-        self.commit(&st, &keys)?;
+        self.commit_or_restore(&mut st, &before, &keys)?;
         self.sync_firewall_or_warn(&st, "delete network").await;
         drop(st);
         let mut errors = vec![];
