@@ -230,10 +230,9 @@ async fn published_ports_reach_the_firewall_and_go_with_revoke() {
     store_matches_memory(&d).await;
 }
 
-#[tokio::test]
-async fn a_late_release_never_frees_an_address_handed_out_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = daemon(&dir);
+/// Docker's calls for a network on ferry's IPAM (10.7.0.0/29, gateway .1) with EP1 at
+/// 10.7.0.5; returns the pool's ID.
+async fn ep1_on_ferry_ipam(d: &Daemon<Recorder>) -> String {
     let pool = d
         .plugin_request_pool(RequestPoolRequest {
             pool: "10.7.0.0/29".into(),
@@ -242,12 +241,9 @@ async fn a_late_release_never_frees_an_address_handed_out_again() {
         .await
         .unwrap()
         .pool_id;
-    let addr = |a: &str| RequestAddressRequest {
+    let gateway = RequestAddressRequest {
         pool_id: pool.clone(),
-        address: a.into(),
-        options: None,
-    };
-    d.plugin_request_address(RequestAddressRequest {
+        address: String::new(),
         options: Some(
             [(
                 "RequestAddressType".into(),
@@ -255,17 +251,34 @@ async fn a_late_release_never_frees_an_address_handed_out_again() {
             )]
             .into(),
         ),
-        ..addr("")
-    })
-    .await
-    .unwrap();
+    };
+    d.plugin_request_address(gateway).await.unwrap();
     let mut req = create_net("10.7.0.0/29", json!({}));
     req.ipv4_data.as_mut().unwrap()[0].address_space = "FerryLocal".into();
-    d.plugin_request_address(addr("10.7.0.5")).await.unwrap();
+    d.plugin_request_address(address(&pool, "10.7.0.5"))
+        .await
+        .unwrap();
     d.plugin_create_network(req).await.unwrap();
     d.plugin_create_endpoint(endpoint(EP1, "10.7.0.5/29"))
         .await
         .unwrap();
+    pool
+}
+
+fn address(pool: &str, a: &str) -> RequestAddressRequest {
+    RequestAddressRequest {
+        pool_id: pool.into(),
+        address: a.into(),
+        options: None,
+    }
+}
+
+#[tokio::test]
+async fn a_late_release_never_frees_an_address_handed_out_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&dir);
+    let pool = ep1_on_ferry_ipam(&d).await;
+    let addr = |a: &str| address(&pool, a);
     // Docker asks again for the same static address: taken.
     assert!(d.plugin_request_address(addr("10.7.0.5")).await.is_err());
     // Docker's teardown: DeleteEndpoint hands it back, ReleaseAddress frees it.
@@ -450,32 +463,10 @@ async fn calls_the_store_refuses_change_nothing() {
     let store = MemStore::default();
     let refuse = store.refusal_switch();
     let d = daemon_with(&dir, Box::new(store));
-    let pool = d
-        .plugin_request_pool(RequestPoolRequest {
-            pool: "10.7.0.0/29".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .pool_id;
-    let mut req = create_net("10.7.0.0/29", json!({}));
-    req.ipv4_data.as_mut().unwrap()[0].address_space = "FerryLocal".into();
-    let addr = RequestAddressRequest {
-        pool_id: pool.clone(),
-        address: "10.7.0.5".into(),
-        options: None,
-    };
-    d.plugin_request_address(addr.clone()).await.unwrap();
-    d.plugin_create_network(req).await.unwrap();
-    d.plugin_create_endpoint(endpoint(EP1, "10.7.0.5/29"))
-        .await
-        .unwrap();
+    let pool = ep1_on_ferry_ipam(&d).await;
     refuse.store(true, std::sync::atomic::Ordering::SeqCst);
     let before = d.state.lock().await.clone();
-    let dynamic = RequestAddressRequest {
-        address: String::new(),
-        ..addr
-    };
+    let dynamic = address(&pool, "");
     assert!(d.plugin_request_address(dynamic.clone()).await.is_err());
     assert!(d.plugin_delete_endpoint(ep_ref(EP1)).await.is_err());
     let st = d.state.lock().await;
