@@ -643,6 +643,9 @@ async fn refused_and_unchanged(d: &Daemon<Recorder>, b: Before, res: ferryd::err
         st.sandboxes, b.state.sandboxes,
         "sandboxes changed in memory"
     );
+    assert_eq!(st.meta, b.state.meta, "the pool cursor changed in memory");
+    assert_eq!(st.plugin, b.state.plugin, "the plugin's records changed");
+    assert_eq!(State::load(d.store.as_ref()).unwrap().meta, st.meta);
     drop(st);
     store_matches_memory(d).await;
     let lines = d.kernel.lines();
@@ -717,6 +720,15 @@ async fn a_network_create_or_remove_the_store_refuses_changes_nothing() {
     let b = before(&d).await;
     let res = d.create_network(net_req("n3", "10.7.0.0/24")).await;
     refused_and_unchanged(&d, b, res.map(drop)).await;
+    // Without a subnet, ferry picks one and moves its pool cursor (the meta record).
+    let b = before(&d).await;
+    let res = d
+        .create_network(NetworkCreateRequest {
+            name: "n4".into(),
+            ..Default::default()
+        })
+        .await;
+    refused_and_unchanged(&d, b, res.map(drop)).await;
     let b = before(&d).await;
     let res = d.remove_network("n2").await;
     refused_and_unchanged(&d, b, res).await;
@@ -764,5 +776,32 @@ async fn an_exit_the_store_refuses_still_takes_the_network_down() {
     assert!(
         new.iter().any(|l| l.starts_with("delete ")),
         "the veth stayed: {new:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_exit_the_store_refuses_still_takes_its_published_port_down() {
+    // The firewall and the DNS follow memory: a DNAT to the freed address must go even
+    // though the store still holds the old endpoint.
+    let dir = tempfile::tempdir().unwrap();
+    let (d, id, refuse) = web_and_a_refusing_store(&dir).await;
+    refuse.store(false, Ordering::SeqCst);
+    let mut req = connect_req("web");
+    req.endpoint_config = Some(
+        serde_json::from_str(r#"{"FerryPortBindings":{"80/tcp":[{"HostPort":"48080"}]}}"#).unwrap(),
+    );
+    d.connect("n2", req).await.unwrap();
+    refuse.store(true, Ordering::SeqCst);
+    let before = nft_lines(&d).len();
+    d.on_exit(&id, ferryd::ops::ExitReport { pid: 0, code: 0 })
+        .await
+        .unwrap();
+    let lines = nft_lines(&d);
+    let after = &lines[before..];
+    assert!(
+        after
+            .iter()
+            .any(|l| l.contains("delete element") && l.contains("48080")),
+        "the published port's DNAT stayed: {after:?}"
     );
 }

@@ -142,13 +142,20 @@ impl<K: KernelOps> Daemon<K> {
         let batch = st.ops_for(keys);
         self.store.commit(&batch.ops)?;
         st.committed(batch);
+        self.follow_memory(st, keys);
+        Ok(())
+    }
+
+    /// What is derived from memory, not from the store: the firewall's pending sources
+    /// and the DNS table. A commit the store refused but memory keeps must still reach
+    /// them, or the firewall keeps a freed address's DNAT and the ledger drifts.
+    fn follow_memory(&self, st: &State, keys: &[Key]) {
         self.firewall.note(keys);
         // Names live in networks and sandboxes; IPAM pools, Docker's endpoints and the
         // meta record never change an answer.
         if keys.iter().any(|k| matches!(k, Key::Net(_) | Key::Sbx(_))) {
             self.dns.update(st, keys);
         }
-        Ok(())
     }
 
     /// Put `before` back, in memory and in the store.
@@ -178,6 +185,7 @@ impl<K: KernelOps> Daemon<K> {
             tracing::error!(
                 "{what}: the store refused it: {e}; reconcile will repair it at the next start"
             );
+            self.follow_memory(st, keys);
         }
     }
 
