@@ -518,14 +518,14 @@ def main():
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, stop)
-    b = Bench(a.mode, a.bindir, a.only, a.phases.split(","))
+    phases = a.phases.split(",")
+    b = Bench(a.mode, a.bindir, a.only, phases)
     t0 = time.time()
     rc = 0
     try:
         b.w.private_netns_dir()
         b.results["versions"] = versions()
         b.setup_tools()
-        phases = a.phases.split(",")
         for p in ("latency", "scale", "parallel", "dataplane", "dns"):
             if p not in phases:
                 continue

@@ -288,8 +288,8 @@ class Ferry(Tool):
     host = "fb-ferry"
 
     def __init__(self, world, bindir, tag="ferry", name=None, grows=True):
-        """tag names its namespace and directory; grows=False makes fill() a no-op, for
-        the scale phase's empty twin, measured in the same rounds as the filled one."""
+        """tag names its namespace and directory; grows=False marks the scale phase's
+        empty twin, which the scale phase never fills."""
         super().__init__(world)
         self.bindir = bindir
         self.port_refusal = None
@@ -344,8 +344,6 @@ class Ferry(Tool):
         return timed(self.cli("network", "disconnect", "fbnet", "bench1"))[0]
 
     def fill(self, n, port=False):
-        if not self.grows:
-            return
         for i in range(self.filled, n):
             extra = ["-p", f"{20000 + i}:80"] if port else []
             sh(self.cli("run", "-d", "--name", f"f{i}", "--network", "fbnet", *extra, "--", BUSYBOX, "sleep", "1000000"))
