@@ -61,9 +61,9 @@ pub fn privileged(scenario: &str) -> bool {
         return true;
     }
     if std::env::var_os("CI").is_some() {
-        panic!("{scenario}: scenario tests need root and CI is set, so they may not be skipped (run `sudo scripts/test`)");
+        panic!("{scenario}: scenario tests need root and CI is set, so they may not be skipped (run `scripts/test` as root)");
     }
-    eprintln!("SKIP {scenario}: needs root (run `sudo scripts/test`)");
+    eprintln!("SKIP {scenario}: needs root (run `scripts/test` as root)");
     false
 }
 
