@@ -33,6 +33,7 @@ mod bins;
 mod cmd;
 mod docker;
 mod dockerd;
+pub mod etcd;
 mod host;
 mod kernel;
 mod peer;

@@ -153,11 +153,7 @@ mod tests {
                 },
             ]
         );
-        let keys: Vec<String> = ops(&d)
-            .map(|o| match o {
-                Op::Put(k, _) | Op::Delete(k) => k,
-            })
-            .collect();
+        let keys: Vec<String> = ops(&d).map(|o| o.key().to_string()).collect();
         assert_eq!(keys, ["ipam/n/10.0.0.3", "ipam/n/10.0.0.4"]);
         s.apply(vec![w]);
         // The network goes: every key of it goes.

@@ -1,0 +1,145 @@
+//! A real etcd (Debian's etcd-server) for the tests of ferry's etcd store and overlay: one
+//! member listening on loopback or, for multi-host scenarios, on an address inside a
+//! network namespace the test made. Its data lives in a temporary directory; the process
+//! is killed by PID when the handle is dropped.
+
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// Where Debian's etcd-server puts the binary.
+pub const ETCD: &str = "etcd";
+
+pub struct Etcd {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// `IP:PORT` clients use.
+    pub endpoint: String,
+}
+
+/// Whether the etcd binary can run here. Without it a test skips, unless `CI` is set: the
+/// setup installs etcd-server, so then its absence is a failure.
+pub fn etcd_or_skip(test: &str) -> bool {
+    let found = Command::new(ETCD)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: etcd is not installed (scripts/setup installs etcd-server) and CI is set");
+    }
+    eprintln!("SKIP {test}: etcd is not installed (scripts/setup installs etcd-server)");
+    false
+}
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))?;
+    Ok(l.local_addr()?.port())
+}
+
+impl Etcd {
+    /// One member on 127.0.0.1, on ports nobody holds.
+    pub fn start_local() -> Result<Etcd> {
+        let (client, peer) = (free_port()?, free_port()?);
+        Etcd::start("127.0.0.1", client, peer, None)
+    }
+
+    /// One member on `ip`, inside the network namespace at `netns` when given.
+    pub fn start(ip: &str, client: u16, peer: u16, netns: Option<&Path>) -> Result<Etcd> {
+        let dir = tempfile::Builder::new().prefix("ferry-etcd").tempdir()?;
+        let curl = format!("http://{ip}:{client}");
+        let purl = format!("http://{ip}:{peer}");
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display())).arg("--").arg(ETCD);
+                c
+            }
+            None => Command::new(ETCD),
+        };
+        cmd.args(["--name", "ferrytest", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &curl,
+                "--advertise-client-urls",
+                &curl,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &purl,
+                "--initial-advertise-peer-urls",
+                &purl,
+            ])
+            .args(["--initial-cluster", &format!("ferrytest={purl}")])
+            .args(["--logger", "zap", "--log-level", "error"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(dir.path().join("etcd.log")).context("create etcd's log")?,
+            );
+        let child = cmd.spawn().with_context(|| format!("start {ETCD}"))?;
+        let mut etcd = Etcd {
+            child,
+            _dir: dir,
+            endpoint: format!("{ip}:{client}"),
+        };
+        etcd.wait_listening(netns.is_some())?;
+        Ok(etcd)
+    }
+
+    /// Wait (at most 10 s) until the client port accepts connections; from inside a
+    /// namespace the port cannot be dialled from here, so wait for the process's log to
+    /// say it serves instead.
+    fn wait_listening(&mut self, in_netns: bool) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("etcd exited at start ({status}): {}", self.log());
+            }
+            let ready = if in_netns {
+                self.log().contains("serving client traffic")
+                    || self.log().contains("ready to serve client requests")
+            } else {
+                let addr = self.endpoint.parse().context("etcd endpoint")?;
+                TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+            };
+            if ready {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!(
+            "etcd did not listen on {} within 10 s: {}",
+            self.endpoint,
+            self.log()
+        )
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("etcd.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stop etcd (SIGKILL) and wait for it: an outage, for the tests that need one.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
