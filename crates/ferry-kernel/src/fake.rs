@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use ipnet::Ipv4Net;
 
-use crate::{AttachSpec, BridgeSpec, KernelError, KernelOps, VethPairSpec};
+use crate::{AttachSpec, BridgeSpec, KernelError, KernelOps, VethPairSpec, VxlanSpec};
 
 #[derive(Default)]
 pub struct Recorder {
@@ -180,5 +180,43 @@ impl KernelOps for Recorder {
     async fn sysctl(&self, key: &[&str], value: &str) -> Result<bool, KernelError> {
         self.record(format!("sysctl {}={value}", key.join(".")))?;
         Ok(false)
+    }
+    async fn ensure_vxlan(&self, s: &VxlanSpec) -> Result<(), KernelError> {
+        self.record(format!(
+            "vxlan {} vni {} local {} port {} on {} mtu {}",
+            s.name, s.vni, s.local, s.port, s.bridge, s.mtu
+        ))?;
+        self.links.lock().expect("lock").insert(s.name.clone());
+        Ok(())
+    }
+    async fn overlay_entry_replace(
+        &self,
+        dev: &str,
+        mac: [u8; 6],
+        ip: Ipv4Addr,
+        vtep: Ipv4Addr,
+    ) -> Result<(), KernelError> {
+        let mac = ferry_core::model::mac_string(&mac);
+        self.record(format!("entry {dev} {ip} {mac} via {vtep}"))
+    }
+    async fn overlay_entry_delete(
+        &self,
+        dev: &str,
+        mac: [u8; 6],
+        ip: Ipv4Addr,
+    ) -> Result<(), KernelError> {
+        let mac = ferry_core::model::mac_string(&mac);
+        self.record(format!("unentry {dev} {ip} {mac}"))
+    }
+    /// The fake's underlay: `eth0`, MTU 1500 (a query: not recorded).
+    async fn underlay_of(&self, _ip: Ipv4Addr) -> Result<(String, u32), KernelError> {
+        Ok(("eth0".into(), 1500))
+    }
+    async fn address_of(&self, name: &str) -> Result<Ipv4Addr, KernelError> {
+        Err(KernelError::other(
+            "find the address of",
+            name,
+            "the fake has no interfaces",
+        ))
     }
 }

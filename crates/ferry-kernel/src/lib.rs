@@ -17,4 +17,4 @@ pub mod reaper;
 pub mod sysctl;
 
 pub use error::KernelError;
-pub use ops::{AttachSpec, BridgeSpec, KernelOps, Netlink, VethPairSpec};
+pub use ops::{AttachSpec, BridgeSpec, KernelOps, Netlink, VethPairSpec, VxlanSpec};

@@ -14,7 +14,8 @@ use ipnet::Ipv4Net;
 use std::sync::Arc;
 
 use crate::link::retire::{self, Retired};
-use crate::link::{addr, bridge, del, get, kind, pair, port, route, up, veth};
+pub use crate::link::vxlan::VxlanSpec;
+use crate::link::{addr, bridge, del, fdb, get, kind, pair, port, route, up, veth, vxlan};
 use crate::nft::Nft;
 use crate::reaper::Reaper;
 use crate::{netns, sysctl, KernelError};
@@ -102,6 +103,33 @@ pub trait KernelOps: Send + Sync + 'static {
         key: &[&str],
         value: &str,
     ) -> impl Future<Output = Result<bool, KernelError>> + Send;
+    /// An overlay's VXLAN device, made if missing, on its bridge and up.
+    fn ensure_vxlan(
+        &self,
+        spec: &VxlanSpec,
+    ) -> impl Future<Output = Result<(), KernelError>> + Send;
+    /// Point a remote endpoint's MAC and IP at its host's tunnel address on `dev`.
+    fn overlay_entry_replace(
+        &self,
+        dev: &str,
+        mac: [u8; 6],
+        ip: Ipv4Addr,
+        vtep: Ipv4Addr,
+    ) -> impl Future<Output = Result<(), KernelError>> + Send;
+    /// Remove a remote endpoint's entries from `dev`; entries already gone are success.
+    fn overlay_entry_delete(
+        &self,
+        dev: &str,
+        mac: [u8; 6],
+        ip: Ipv4Addr,
+    ) -> impl Future<Output = Result<(), KernelError>> + Send;
+    /// The interface holding `ip` in ferryd's namespace, and its MTU.
+    fn underlay_of(
+        &self,
+        ip: Ipv4Addr,
+    ) -> impl Future<Output = Result<(String, u32), KernelError>> + Send;
+    /// The first IPv4 address of interface `name`.
+    fn address_of(&self, name: &str) -> impl Future<Output = Result<Ipv4Addr, KernelError>> + Send;
 }
 
 /// The real kernel, through one rtnetlink connection in ferryd's own namespace plus a
@@ -334,5 +362,41 @@ impl KernelOps for Netlink {
 
     async fn sysctl(&self, key: &[&str], value: &str) -> Result<bool, KernelError> {
         sysctl::set(key, value)
+    }
+
+    async fn ensure_vxlan(&self, spec: &VxlanSpec) -> Result<(), KernelError> {
+        vxlan::ensure(&self.handle, spec).await.map(|_| ())
+    }
+
+    async fn overlay_entry_replace(
+        &self,
+        dev: &str,
+        mac: [u8; 6],
+        ip: Ipv4Addr,
+        vtep: Ipv4Addr,
+    ) -> Result<(), KernelError> {
+        let index = get::index_here(dev)?
+            .ok_or_else(|| KernelError::other("program", dev, "no such device"))?;
+        fdb::replace(&self.handle, index, dev, mac, ip, vtep).await
+    }
+
+    async fn overlay_entry_delete(
+        &self,
+        dev: &str,
+        mac: [u8; 6],
+        ip: Ipv4Addr,
+    ) -> Result<(), KernelError> {
+        match get::index_here(dev)? {
+            Some(index) => fdb::delete(&self.handle, index, dev, mac, ip).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn underlay_of(&self, ip: Ipv4Addr) -> Result<(String, u32), KernelError> {
+        vxlan::underlay_of(&self.handle, ip).await
+    }
+
+    async fn address_of(&self, name: &str) -> Result<Ipv4Addr, KernelError> {
+        vxlan::address_of(&self.handle, name).await
     }
 }

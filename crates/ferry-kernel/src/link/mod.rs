@@ -3,6 +3,7 @@
 pub mod addr;
 pub mod bridge;
 pub mod del;
+pub mod fdb;
 pub mod get;
 pub mod kind;
 pub mod pair;
@@ -11,3 +12,4 @@ pub mod retire;
 pub mod route;
 pub mod up;
 pub mod veth;
+pub mod vxlan;

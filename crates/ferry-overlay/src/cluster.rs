@@ -1,0 +1,417 @@
+//! The cluster's operations over a [`Store`] (etcd in production, the fake in tests): a
+//! host's registration under its lease, creating and removing overlays, claiming address
+//! blocks and static addresses, publishing endpoints. Each claim is one conditional
+//! transaction, retried from a fresh read when another host moved first.
+
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferry_store::{Compare, LeaseId, Op, Outcome, Store, StoreError};
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+use crate::alloc;
+use crate::records::*;
+use crate::view::View;
+
+/// How many times a claim is tried again after losing a race before it gives up.
+const TRIES: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cluster store: {0}")]
+    Store(#[from] StoreError),
+    #[error("network with name {0} already exists")]
+    Duplicate(String),
+    #[error("overlay network {0} not found")]
+    NoSuchNetwork(String),
+    #[error("invalid pool request: Pool overlaps with other one on this address space ({subnet} overlaps overlay network {other}'s {other_subnet})")]
+    Overlap {
+        subnet: Ipv4Net,
+        other: String,
+        other_subnet: Ipv4Net,
+    },
+    #[error("no free subnet left in the global pool 10.0.0.0/8")]
+    NoSubnet,
+    #[error("no free VXLAN ID left")]
+    NoVni,
+    #[error("network {name} has active endpoints (on {nodes})")]
+    InUse { name: String, nodes: String },
+    #[error("no free address block left in overlay network {0}")]
+    NoBlock(String),
+    #[error("Address {ip} is in address block {block} of host {node}: on this host choose an address outside the hosts' blocks, or run the sandbox on {node}")]
+    ForeignBlock {
+        ip: Ipv4Addr,
+        block: Ipv4Net,
+        node: String,
+    },
+    #[error("Address already in use: {0}")]
+    AddressInUse(Ipv4Addr),
+    #[error("host name {name} is held by another ferryd at {addr} whose lease is live: give this one another --node-name")]
+    NodeTaken { name: String, addr: Ipv4Addr },
+    #[error("the cluster store kept changing under {0}: gave up after {TRIES} tries")]
+    Contention(&'static str),
+    #[error("cluster record {key}: {message}")]
+    Decode { key: String, message: String },
+}
+
+type Result<T> = std::result::Result<T, ClusterError>;
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records serialise")
+}
+
+/// This host as a member of the cluster.
+pub struct Cluster {
+    store: Arc<dyn Store>,
+    pub node: String,
+    pub addr: Ipv4Addr,
+    pub ttl: Duration,
+    lease: Mutex<Option<LeaseId>>,
+}
+
+/// A network as `create` asks for it; `None` fields are chosen by the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct NewOverlay {
+    pub id: String,
+    pub name: String,
+    pub created: String,
+    pub subnet: Option<Ipv4Net>,
+    pub gateway: Option<Ipv4Addr>,
+    pub ip_range: Option<Ipv4Net>,
+    pub internal: bool,
+    pub attachable: bool,
+    pub mtu: Option<u32>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub options: std::collections::BTreeMap<String, String>,
+    pub ipam_echo: Vec<ferry_core::model::IpamEcho>,
+}
+
+/// A block this host holds, and the addresses in it other hosts hold as static ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    pub block: Ipv4Net,
+    pub foreign: Vec<Ipv4Addr>,
+}
+
+impl Cluster {
+    pub fn new(store: Arc<dyn Store>, node: String, addr: Ipv4Addr, ttl: Duration) -> Self {
+        Cluster {
+            store,
+            node,
+            addr,
+            ttl,
+            lease: Mutex::new(None),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn lease(&self) -> Option<LeaseId> {
+        *self.lease.lock().expect("lease")
+    }
+
+    /// Everything the cluster holds, and the revision to watch from after it.
+    pub fn view(&self) -> Result<View> {
+        View::from_listing(self.store.range("")?)
+    }
+
+    /// Join (or rejoin) the cluster: keep the lease of this host's record if it is still
+    /// alive (a restart within the TTL changes nothing anyone sees), else take a new one.
+    pub fn register(&self, started: &str) -> Result<LeaseId> {
+        for _ in 0..TRIES {
+            let l = self.store.range(&node_key(&self.node))?;
+            let old = match l.entries.first() {
+                Some(e) => Some((e.mod_revision, decode::<NodeRecord>(&e.key, &e.value)?)),
+                None => None,
+            };
+            if let Some((_, rec)) = &old {
+                if rec.addr != self.addr {
+                    return Err(ClusterError::NodeTaken {
+                        name: self.node.clone(),
+                        addr: rec.addr,
+                    });
+                }
+                if self.store.keep_alive(rec.lease).is_ok() {
+                    *self.lease.lock().expect("lease") = Some(rec.lease);
+                    return Ok(rec.lease);
+                }
+            }
+            let lease = self.store.grant(self.ttl)?.id;
+            let rec = NodeRecord {
+                name: self.node.clone(),
+                addr: self.addr,
+                started: started.to_string(),
+                lease,
+            };
+            let cmp = match &old {
+                Some((rev, _)) => Compare::ModRevision(node_key(&self.node), *rev),
+                None => Compare::Absent(node_key(&self.node)),
+            };
+            let put = Op::PutLeased(node_key(&self.node), json(&rec), lease);
+            if let Outcome::Committed(_) = self.store.txn(&[cmp], &[put])? {
+                *self.lease.lock().expect("lease") = Some(lease);
+                return Ok(lease);
+            }
+            let _ = self.store.revoke(lease);
+        }
+        Err(ClusterError::Contention("the host's record"))
+    }
+
+    /// Renew the lease; `Ok(false)` when it was lost (expired while etcd was away) and a
+    /// new one was taken: everything published under the old one must be published again.
+    pub fn renew(&self, started: &str) -> Result<bool> {
+        let lease = self.lease();
+        match lease.map(|l| self.store.keep_alive(l)) {
+            Some(Ok(_)) => Ok(true),
+            Some(Err(StoreError::LeaseNotFound(_))) | None => {
+                self.register(started)?;
+                Ok(false)
+            }
+            Some(Err(e)) => Err(e.into()),
+        }
+    }
+
+    /// Leave: revoke the lease, which deletes this host's record and endpoints at once.
+    pub fn leave(&self) -> Result<()> {
+        if let Some(l) = self.lease.lock().expect("lease").take() {
+            self.store.revoke(l)?;
+        }
+        Ok(())
+    }
+
+    /// Create an overlay network every host sees.
+    pub fn create_network(&self, req: &NewOverlay) -> Result<OverlayNetwork> {
+        for _ in 0..TRIES {
+            let view = self.view()?;
+            let net = plan_network(&view, req)?;
+            let guard = match view.nets_revision {
+                Some(r) => Compare::ModRevision(NETS_REVISION.into(), r),
+                None => Compare::Absent(NETS_REVISION.into()),
+            };
+            let compares = [
+                guard,
+                Compare::Absent(name_key(&net.name)),
+                Compare::Absent(vni_key(net.vni)),
+            ];
+            let ops = [
+                Op::Put(net_key(&net.id), json(&net)),
+                Op::Put(name_key(&net.name), net.id.clone().into_bytes()),
+                Op::Put(vni_key(net.vni), net.id.clone().into_bytes()),
+                Op::Put(NETS_REVISION.into(), net.id.clone().into_bytes()),
+            ];
+            if let Outcome::Committed(_) = self.store.txn(&compares, &ops)? {
+                return Ok(net);
+            }
+        }
+        Err(ClusterError::Contention("the overlay networks"))
+    }
+
+    /// Remove an overlay no host has an endpoint on, with its name, VNI and blocks.
+    pub fn remove_network(&self, id: &str) -> Result<()> {
+        for _ in 0..TRIES {
+            let view = self.view()?;
+            let net = view
+                .networks
+                .get(id)
+                .ok_or_else(|| ClusterError::NoSuchNetwork(id.into()))?;
+            let nodes: std::collections::BTreeSet<&str> =
+                view.endpoints_on(id).map(|e| e.node.as_str()).collect();
+            if !nodes.is_empty() {
+                return Err(ClusterError::InUse {
+                    name: net.name.clone(),
+                    nodes: nodes.into_iter().collect::<Vec<_>>().join(", "),
+                });
+            }
+            let mut ops = vec![
+                Op::Delete(net_key(id)),
+                Op::Delete(name_key(&net.name)),
+                Op::Delete(vni_key(net.vni)),
+                Op::Put(NETS_REVISION.into(), id.as_bytes().to_vec()),
+            ];
+            ops.extend(
+                view.blocks_on(id)
+                    .map(|(b, _)| Op::Delete(block_key(id, b))),
+            );
+            let mut compares = vec![Compare::ModRevision(net_key(id), view.net_revision(id))];
+            compares.extend(
+                view.endpoints_on(id)
+                    .map(|e| Compare::Absent(endpoint_key(id, e.ip))),
+            );
+            if let Outcome::Committed(_) = self.store.txn(&compares, &ops)? {
+                return Ok(());
+            }
+        }
+        Err(ClusterError::Contention("the overlay networks"))
+    }
+
+    /// The block this host allocates from in `net`: one it holds already, else the first
+    /// free one, claimed by compare-and-swap.
+    pub fn claim_block(&self, net: &OverlayNetwork) -> Result<Block> {
+        let span = net.ip_range.unwrap_or(net.subnet);
+        for _ in 0..TRIES {
+            let view = self.view()?;
+            let blocks: Vec<(Ipv4Net, &str)> = view.blocks_on(&net.id).collect();
+            let mine = blocks
+                .iter()
+                .find(|(_, n)| *n == self.node)
+                .map(|(b, _)| *b);
+            let claimed: Vec<Ipv4Net> = blocks.iter().map(|(b, _)| *b).collect();
+            let block = match mine {
+                Some(b) => b,
+                None => {
+                    let Some(b) = alloc::free_blocks(span, net.block_prefix, &claimed)
+                        .into_iter()
+                        .next()
+                    else {
+                        return Err(ClusterError::NoBlock(net.name.clone()));
+                    };
+                    let key = block_key(&net.id, b);
+                    let won = self.store.txn(
+                        &[
+                            Compare::Absent(key.clone()),
+                            Compare::ModRevision(net_key(&net.id), view.net_revision(&net.id)),
+                        ],
+                        &[Op::Put(key, self.node.clone().into_bytes())],
+                    )?;
+                    if won == Outcome::Conflict {
+                        continue;
+                    }
+                    b
+                }
+            };
+            // Static addresses other hosts took in it before it was claimed.
+            let view = self.view()?;
+            let foreign = view
+                .endpoints_on(&net.id)
+                .filter(|e| block.contains(&e.ip) && e.node != self.node)
+                .map(|e| e.ip)
+                .collect();
+            return Ok(Block { block, foreign });
+        }
+        Err(ClusterError::Contention("the address blocks"))
+    }
+
+    /// Take a static address for `ep` through the store: refused when it lies in another
+    /// host's block or another endpoint has it; inside this host's own block it needs no
+    /// claim beyond publishing.
+    pub fn claim_static(&self, net: &OverlayNetwork, ep: &EndpointRecord) -> Result<()> {
+        let block = alloc::block_of(ep.ip, net.block_prefix);
+        for _ in 0..TRIES {
+            let view = self.view()?;
+            if let Some(owner) = view.blocks.get(&(net.id.clone(), block)) {
+                if *owner != self.node {
+                    return Err(ClusterError::ForeignBlock {
+                        ip: ep.ip,
+                        block,
+                        node: owner.clone(),
+                    });
+                }
+            }
+            if let Some(e) = view.endpoints.get(&(net.id.clone(), ep.ip)) {
+                if e.node != self.node || e.sandbox != ep.sandbox {
+                    return Err(ClusterError::AddressInUse(ep.ip));
+                }
+            }
+            let bkey = block_key(&net.id, block);
+            let block_cmp = match view.blocks.contains_key(&(net.id.clone(), block)) {
+                true => Compare::Value(bkey, self.node.clone().into_bytes()),
+                false => Compare::Absent(bkey),
+            };
+            let ekey = endpoint_key(&net.id, ep.ip);
+            let ep_cmp = match view.endpoint_revision(&net.id, ep.ip) {
+                Some(r) => Compare::ModRevision(ekey.clone(), r),
+                None => Compare::Absent(ekey.clone()),
+            };
+            let op = self.leased(ekey, json(ep))?;
+            if let Outcome::Committed(_) = self.store.txn(&[block_cmp, ep_cmp], &[op])? {
+                return Ok(());
+            }
+        }
+        Err(ClusterError::Contention("the static addresses"))
+    }
+
+    fn leased(&self, key: String, value: Vec<u8>) -> Result<Op> {
+        let lease = self.lease().ok_or(StoreError::LeaseNotFound(0))?;
+        Ok(Op::PutLeased(key, value, lease))
+    }
+
+    /// Publish this host's endpoints and withdraw the ones it no longer has, in one
+    /// transaction: `want` is every endpoint of this host, `had` what etcd holds for it.
+    pub fn publish(&self, want: &[EndpointRecord], had: &[EndpointRecord]) -> Result<()> {
+        let mut ops = Vec::new();
+        for ep in want {
+            if !had.contains(ep) {
+                ops.push(self.leased(endpoint_key(&ep.network, ep.ip), json(ep))?);
+            }
+        }
+        for ep in had {
+            if !want
+                .iter()
+                .any(|w| w.network == ep.network && w.ip == ep.ip)
+            {
+                ops.push(Op::Delete(endpoint_key(&ep.network, ep.ip)));
+            }
+        }
+        if !ops.is_empty() {
+            self.store.commit(&ops)?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn decode<T: for<'a> serde::Deserialize<'a>>(key: &str, v: &[u8]) -> Result<T> {
+    serde_json::from_slice(v).map_err(|e| ClusterError::Decode {
+        key: key.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// The network `req` makes given what the cluster holds (pure).
+pub fn plan_network(view: &View, req: &NewOverlay) -> Result<OverlayNetwork> {
+    if view.networks.values().any(|n| n.name == req.name) {
+        return Err(ClusterError::Duplicate(req.name.clone()));
+    }
+    let taken: Vec<Ipv4Net> = view.networks.values().map(|n| n.subnet).collect();
+    let subnet = match req.subnet {
+        Some(s) => {
+            if let Some(o) = view
+                .networks
+                .values()
+                .find(|n| alloc::overlaps(n.subnet, s))
+            {
+                return Err(ClusterError::Overlap {
+                    subnet: s,
+                    other: o.name.clone(),
+                    other_subnet: o.subnet,
+                });
+            }
+            s
+        }
+        None => alloc::default_subnet(&taken).ok_or(ClusterError::NoSubnet)?,
+    };
+    let gateway = req
+        .gateway
+        .unwrap_or_else(|| Ipv4Addr::from(u32::from(subnet.network()) + 1));
+    let vnis: Vec<u32> = view.networks.values().map(|n| n.vni).collect();
+    let span = req.ip_range.unwrap_or(subnet);
+    Ok(OverlayNetwork {
+        id: req.id.clone(),
+        name: req.name.clone(),
+        created: req.created.clone(),
+        subnet,
+        gateway,
+        ip_range: req.ip_range,
+        vni: alloc::next_vni(&vnis).ok_or(ClusterError::NoVni)?,
+        block_prefix: alloc::block_prefix(span),
+        internal: req.internal,
+        attachable: req.attachable,
+        mtu: req.mtu,
+        labels: req.labels.clone(),
+        options: req.options.clone(),
+        ipam_echo: req.ipam_echo.clone(),
+    })
+}

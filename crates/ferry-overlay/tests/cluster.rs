@@ -1,0 +1,241 @@
+//! The cluster's operations against the store fake: several hosts, each a [`Cluster`]
+//! over one shared store, racing as real hosts would.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_overlay::cluster::{ClusterError, NewOverlay};
+use ferry_overlay::{Cluster, EndpointRecord, View};
+use ferry_store::{ManualClock, MemStore, Store, WatchMessage};
+
+fn hosts(n: usize) -> (Arc<dyn Store>, ManualClock, Vec<Cluster>) {
+    let clock = ManualClock::default();
+    let store: Arc<dyn Store> = Arc::new(MemStore::with_clock(Arc::new(clock.clone())));
+    let hosts = (1..=n)
+        .map(|i| {
+            let c = Cluster::new(
+                store.clone(),
+                format!("host{i}"),
+                format!("192.0.2.{i}").parse().unwrap(),
+                Duration::from_secs(10),
+            );
+            c.register("now").unwrap();
+            c
+        })
+        .collect();
+    (store, clock, hosts)
+}
+
+fn overlay(name: &str) -> NewOverlay {
+    NewOverlay {
+        id: format!("{name}-id-0123456789abcdef"),
+        name: name.into(),
+        ..NewOverlay::default()
+    }
+}
+
+fn ep(c: &Cluster, net: &str, ip: &str, sandbox: &str) -> EndpointRecord {
+    let ip = ip.parse().unwrap();
+    EndpointRecord {
+        network: net.into(),
+        ip,
+        mac: ferry_core::model::mac_for(ip),
+        node: c.node.clone(),
+        vtep: c.addr,
+        sandbox: sandbox.into(),
+        names: vec![sandbox.into()],
+    }
+}
+
+#[test]
+fn overlays_get_dockers_global_subnets_and_distinct_vnis_even_when_hosts_race() {
+    let (_, _, h) = hosts(4);
+    let made: Vec<_> = std::thread::scope(|s| {
+        let t: Vec<_> = h
+            .iter()
+            .enumerate()
+            .map(|(i, c)| s.spawn(move || c.create_network(&overlay(&format!("net{i}"))).unwrap()))
+            .collect();
+        t.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let mut subnets: Vec<String> = made.iter().map(|n| n.subnet.to_string()).collect();
+    subnets.sort();
+    assert_eq!(
+        subnets,
+        ["10.0.0.0/24", "10.0.1.0/24", "10.0.2.0/24", "10.0.3.0/24"]
+    );
+    let mut vnis: Vec<u32> = made.iter().map(|n| n.vni).collect();
+    vnis.sort();
+    assert_eq!(vnis, [4096, 4097, 4098, 4099]);
+    assert!(made.iter().all(|n| n.gateway
+        == ipnet::Ipv4Net::new(n.subnet.network(), 24)
+            .unwrap()
+            .hosts()
+            .next()
+            .unwrap()));
+
+    let dup = h[0].create_network(&overlay("net2")).unwrap_err();
+    assert!(matches!(dup, ClusterError::Duplicate(_)), "{dup}");
+    let mut o = overlay("overlapping");
+    o.subnet = Some("10.0.1.128/25".parse().unwrap());
+    let e = h[1].create_network(&o).unwrap_err();
+    assert!(e.to_string().contains("10.0.1.0/24"), "{e}");
+    assert_eq!(
+        h[2].view().unwrap().networks.len(),
+        4,
+        "refusals changed nothing"
+    );
+}
+
+#[test]
+fn racing_hosts_claim_distinct_blocks_and_keep_theirs() {
+    let (_, _, h) = hosts(4);
+    let net = h[0].create_network(&overlay("ov")).unwrap();
+    let blocks: Vec<_> = std::thread::scope(|s| {
+        let t: Vec<_> = h
+            .iter()
+            .map(|c| s.spawn(|| c.claim_block(&net).unwrap().block))
+            .collect();
+        t.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let mut sorted: Vec<String> = blocks.iter().map(|b| b.to_string()).collect();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            "10.0.0.0/26",
+            "10.0.0.128/26",
+            "10.0.0.192/26",
+            "10.0.0.64/26"
+        ]
+    );
+    assert_eq!(
+        h[2].claim_block(&net).unwrap().block,
+        blocks[2],
+        "a host keeps its block"
+    );
+    let (_, _, more) = (
+        0,
+        0,
+        Cluster::new(
+            h[0].store().clone(),
+            "host5".into(),
+            "192.0.2.5".parse().unwrap(),
+            Duration::from_secs(10),
+        ),
+    );
+    more.register("now").unwrap();
+    assert!(matches!(
+        more.claim_block(&net),
+        Err(ClusterError::NoBlock(_))
+    ));
+}
+
+#[test]
+fn a_static_address_is_claimed_once_and_never_inside_another_hosts_block() {
+    let (_, _, h) = hosts(2);
+    let mut o = overlay("ov");
+    o.subnet = Some("10.9.0.0/24".parse().unwrap());
+    o.ip_range = Some("10.9.0.128/25".parse().unwrap());
+    let net = h[0].create_network(&o).unwrap();
+    let b1 = h[0].claim_block(&net).unwrap();
+    assert_eq!(b1.block.to_string(), "10.9.0.128/27");
+    // Outside every block: claimed through the store, once.
+    h[1].claim_static(&net, &ep(&h[1], &net.id, "10.9.0.10", "s1"))
+        .unwrap();
+    let e = h[0]
+        .claim_static(&net, &ep(&h[0], &net.id, "10.9.0.10", "s2"))
+        .unwrap_err();
+    assert!(matches!(e, ClusterError::AddressInUse(_)), "{e}");
+    // Inside host1's block: refused on host2, naming the block's host.
+    let e = h[1]
+        .claim_static(&net, &ep(&h[1], &net.id, "10.9.0.130", "s3"))
+        .unwrap_err();
+    assert!(e.to_string().contains("host1"), "{e}");
+    h[0].claim_static(&net, &ep(&h[0], &net.id, "10.9.0.130", "s3"))
+        .unwrap();
+}
+
+#[test]
+fn a_dead_hosts_endpoints_go_with_its_lease_and_watchers_see_it() {
+    let (store, clock, h) = hosts(2);
+    let net = h[0].create_network(&overlay("ov")).unwrap();
+    let mut view = h[1].view().unwrap();
+    let mut w = store.watch("", view.revision + 1).unwrap();
+    let mine = vec![ep(&h[0], &net.id, "10.0.0.2", "web")];
+    h[0].publish(&mine, &[]).unwrap();
+    let msg = w.next_blocking(Duration::from_secs(1)).unwrap();
+    assert!(view.apply(&msg).unwrap().endpoints);
+    assert_eq!(view.remote_endpoints("host2")[&net.id][0].sandbox, "web");
+    assert!(
+        view.remote_endpoints("host1").is_empty(),
+        "its own endpoint is not remote to host1"
+    );
+
+    // host1 stops renewing; host2 goes on.
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(4));
+        h[1].renew("now").unwrap();
+    }
+    let _ = store.range("");
+    let mut gone = false;
+    while let Some(m) = w.next_blocking(Duration::from_millis(200)) {
+        if let WatchMessage::Changes { .. } = &m {
+            view.apply(&m).unwrap();
+            gone = view.endpoints.is_empty() && !view.nodes.contains_key("host1");
+        }
+    }
+    assert!(
+        gone,
+        "host1's record and endpoint expired with its lease: {view:?}"
+    );
+    assert!(view.nodes.contains_key("host2"));
+    // host1 comes back: a new lease, and what it publishes again is seen.
+    assert!(!h[0].renew("later").unwrap(), "the lease was lost");
+    h[0].publish(&mine, &[]).unwrap();
+    assert_eq!(
+        View::from_listing(store.range("").unwrap())
+            .unwrap()
+            .endpoints
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_network_with_endpoints_anywhere_is_not_removed() {
+    let (_, _, h) = hosts(2);
+    let net = h[0].create_network(&overlay("ov")).unwrap();
+    h[1].claim_block(&net).unwrap();
+    let e = vec![ep(&h[1], &net.id, "10.0.0.66", "db")];
+    h[1].publish(&e, &[]).unwrap();
+    let err = h[0].remove_network(&net.id).unwrap_err();
+    assert!(err.to_string().contains("host2"), "{err}");
+    h[1].publish(&[], &e).unwrap();
+    h[0].remove_network(&net.id).unwrap();
+    let v = h[1].view().unwrap();
+    assert!(v.networks.is_empty() && v.blocks.is_empty(), "{v:?}");
+    // The name, VNI and subnet are free again.
+    assert_eq!(h[1].create_network(&overlay("ov")).unwrap().vni, 4096);
+}
+
+#[test]
+fn a_restart_within_the_ttl_keeps_the_lease_and_a_stranger_cannot_take_the_name() {
+    let (store, _, h) = hosts(1);
+    let lease = h[0].lease().unwrap();
+    let again = Cluster::new(
+        store.clone(),
+        "host1".into(),
+        "192.0.2.1".parse().unwrap(),
+        Duration::from_secs(10),
+    );
+    assert_eq!(again.register("restart").unwrap(), lease);
+    let stranger = Cluster::new(
+        store,
+        "host1".into(),
+        "192.0.2.99".parse().unwrap(),
+        Duration::from_secs(10),
+    );
+    let e = stranger.register("x").unwrap_err();
+    assert!(matches!(e, ClusterError::NodeTaken { .. }), "{e}");
+}
