@@ -4,6 +4,7 @@
 
 mod client;
 mod network;
+mod node;
 mod output;
 mod port;
 mod sandbox;
@@ -35,6 +36,9 @@ enum Cmd {
     /// Manage networks.
     #[command(subcommand)]
     Network(network::NetworkCmd),
+    /// The hosts of the cluster (ferryd --cluster-store).
+    #[command(subcommand)]
+    Node(node::NodeCmd),
     /// Create a sandbox, attach it to a network and run a command in it.
     Run(sandbox::RunArgs),
     /// List sandboxes.
@@ -91,6 +95,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let c = client::Client::new(&cli.host)?;
     match cli.cmd {
         Cmd::Network(n) => network::run(&c, n),
+        Cmd::Node(n) => node::run(&c, n),
         Cmd::Run(a) => sandbox::run(&c, a),
         Cmd::Ps(a) => sandbox::ps(&c, a),
         Cmd::Inspect(a) => sandbox::inspect(&c, a),

@@ -21,6 +21,8 @@ pub enum Driver {
     Bridge,
     Host,
     Null,
+    /// A network across hosts: on each host a bridge with a VXLAN port (ferry-overlay).
+    Overlay,
 }
 
 impl Driver {
@@ -29,6 +31,7 @@ impl Driver {
             "" | "bridge" => Some(Driver::Bridge),
             "host" => Some(Driver::Host),
             "null" => Some(Driver::Null),
+            "overlay" => Some(Driver::Overlay),
             _ => None,
         }
     }
@@ -37,8 +40,21 @@ impl Driver {
             Driver::Bridge => "bridge",
             Driver::Host => "host",
             Driver::Null => "null",
+            Driver::Overlay => "overlay",
         }
     }
+    /// Whether sandboxes join it through a bridge of this host (bridge and overlay).
+    pub fn is_bridged(self) -> bool {
+        matches!(self, Driver::Bridge | Driver::Overlay)
+    }
+}
+
+/// What makes a host's copy of an overlay network: its VXLAN ID and device. The record
+/// every host shares lives in the cluster store; this is the host's local copy of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayConf {
+    pub vni: u32,
+    pub vxlan: IfName,
 }
 
 /// The IPAM config as the user gave it, echoed back by inspect exactly as dockerd does.
@@ -74,6 +90,9 @@ pub struct Network {
     /// Serialised without its allocations: ferryd keeps those under keys of their own.
     #[serde(serialize_with = "crate::ipam::serialize_without_allocations")]
     pub pool: Option<AddressPool>,
+    /// Set for an overlay network's local copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<OverlayConf>,
 }
 
 impl Network {
@@ -82,6 +101,13 @@ impl Network {
     }
     pub fn subnet(&self) -> Option<Ipv4Net> {
         self.pool.as_ref().map(|p| p.subnet)
+    }
+    /// Docker's scope: "global" for an overlay, "local" for everything else.
+    pub fn scope(&self) -> &'static str {
+        match self.driver {
+            Driver::Overlay => "global",
+            _ => "local",
+        }
     }
 }
 
@@ -185,6 +211,14 @@ pub fn mac_string(mac: &[u8; 6]) -> String {
 /// Host-side veth name for an endpoint: `fy` and 11 hex characters of its ID.
 pub fn host_if_name(endpoint_id: &str) -> IfName {
     IfName::new(format!("fy{}", &endpoint_id[..11])).expect("13 bytes is a valid name")
+}
+
+/// The bridge and VXLAN device of an overlay network on each host.
+pub fn overlay_if_names(network_id: &str) -> (IfName, IfName) {
+    (
+        IfName::new(format!("fo-{}", &network_id[..8])).expect("11 bytes is a valid name"),
+        IfName::new(format!("fv-{}", &network_id[..8])).expect("11 bytes is a valid name"),
+    )
 }
 
 /// Bridge name of a user network without `com.docker.network.bridge.name`.

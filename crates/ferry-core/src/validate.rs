@@ -269,6 +269,7 @@ pub fn network_from_request(
         ipam_echo: vec![a.echo],
         bridge: Some(bridge),
         pool: Some(a.pool),
+        overlay: None,
     };
     Ok(Created {
         network,
@@ -304,6 +305,7 @@ pub fn predefined_networks(ids: [String; 3], created: &str, bip: Ipv4Net) -> Vec
         ipam_echo: vec![],
         bridge: None,
         pool: None,
+        overlay: None,
     };
     let [b, h, n] = ids;
     let mut bridge = base(b, crate::model::DEFAULT_BRIDGE, Driver::Bridge);
@@ -327,5 +329,6 @@ pub fn predefined_networks(ids: [String; 3], created: &str, bip: Ipv4Net) -> Vec
     ]
 }
 
+pub mod overlay;
 #[cfg(test)]
 mod tests;

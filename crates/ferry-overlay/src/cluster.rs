@@ -26,6 +26,8 @@ pub enum ClusterError {
     Duplicate(String),
     #[error("overlay network {0} not found")]
     NoSuchNetwork(String),
+    #[error("node {0} not found in the cluster")]
+    NoSuchNode(String),
     #[error("invalid pool request: Pool overlaps with other one on this address space ({subnet} overlaps overlay network {other}'s {other_subnet})")]
     Overlap {
         subnet: Ipv4Net,

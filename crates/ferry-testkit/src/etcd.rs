@@ -79,7 +79,7 @@ impl Etcd {
                 &purl,
             ])
             .args(["--initial-cluster", &format!("ferrytest={purl}")])
-            .args(["--logger", "zap", "--log-level", "error"])
+            .args(["--logger", "zap", "--log-level", "info"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(
@@ -105,8 +105,7 @@ impl Etcd {
                 bail!("etcd exited at start ({status}): {}", self.log());
             }
             let ready = if in_netns {
-                self.log().contains("serving client traffic")
-                    || self.log().contains("ready to serve client requests")
+                self.log().contains("\"msg\":\"serving client traffic")
             } else {
                 let addr = self.endpoint.parse().context("etcd endpoint")?;
                 TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()

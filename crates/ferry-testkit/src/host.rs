@@ -84,6 +84,16 @@ impl TestHost {
 
     /// [`TestHost::start`] with extra ferryd flags (such as `--dns-upstream`).
     pub fn start_with_args(scenario: &str, ferryd_args: &[&str]) -> Result<TestHost> {
+        TestHost::start_inner(scenario, ferryd_args, None)
+    }
+
+    /// A host whose network namespace the test made and wired first (one of many hosts on
+    /// an underlay: see [`crate::cluster`]); the host holds `netns` from now on.
+    pub fn start_in(scenario: &str, netns: File, ferryd_args: &[&str]) -> Result<TestHost> {
+        TestHost::start_inner(scenario, ferryd_args, Some(netns))
+    }
+
+    fn start_inner(scenario: &str, ferryd_args: &[&str], netns: Option<File>) -> Result<TestHost> {
         let bins = Bins::locate()?;
         let dir = tempfile::Builder::new()
             .prefix("ferry-t-")
@@ -115,15 +125,23 @@ impl TestHost {
         }
         // From here on `host` owns what it started: an early return drops it and tears down.
         let mut host = host;
-        host.ferryd = Some(host.spawn_ferryd(None)?);
-        let pid = host.ferryd_pid().context("ferryd was just started")?;
-        let ns_path = format!("/proc/{pid}/ns/net");
-        host.netns = Some(File::open(&ns_path).with_context(|| {
-            format!(
-                "open {ns_path} (did ferryd exit at once?)\n{}",
-                host.log_tail(40)
-            )
-        })?);
+        match netns {
+            Some(ns) => {
+                host.ferryd = Some(host.spawn_ferryd(Some(ns.as_raw_fd()))?);
+                host.netns = Some(ns);
+            }
+            None => {
+                host.ferryd = Some(host.spawn_ferryd(None)?);
+                let pid = host.ferryd_pid().context("ferryd was just started")?;
+                let ns_path = format!("/proc/{pid}/ns/net");
+                host.netns = Some(File::open(&ns_path).with_context(|| {
+                    format!(
+                        "open {ns_path} (did ferryd exit at once?)\n{}",
+                        host.log_tail(40)
+                    )
+                })?);
+            }
+        }
         // A real host's loopback is up (published 127.0.0.1 ports rely on it).
         host.in_host("ip", &["link", "set", "lo", "up"])?
             .expect_success()?;

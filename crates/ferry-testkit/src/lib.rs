@@ -30,6 +30,7 @@
 
 mod api;
 mod bins;
+pub mod cluster;
 mod cmd;
 mod docker;
 mod dockerd;

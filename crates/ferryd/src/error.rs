@@ -3,6 +3,7 @@
 
 use ferry_core::CoreError;
 use ferry_kernel::KernelError;
+use ferry_overlay::ClusterError;
 use ferry_store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +14,8 @@ pub enum Error {
     Kernel(#[from] KernelError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     #[error("{0}")]
     Other(String),
 }
@@ -21,6 +24,21 @@ impl Error {
     pub fn status(&self) -> u16 {
         match self {
             Error::Core(c) => c.status(),
+            Error::Cluster(c) => match c {
+                ClusterError::Duplicate(_) => 409,
+                ClusterError::NoSuchNetwork(_) | ClusterError::NoSuchNode(_) => 404,
+                ClusterError::Overlap { .. }
+                | ClusterError::InUse { .. }
+                | ClusterError::ForeignBlock { .. }
+                | ClusterError::AddressInUse(_)
+                | ClusterError::NoBlock(_)
+                | ClusterError::NoSubnet
+                | ClusterError::NoVni => 403,
+                // etcd cannot be reached or answer: not the client's mistake, and
+                // not ferryd's either.
+                ClusterError::Store(_) | ClusterError::Contention(_) => 503,
+                ClusterError::NodeTaken { .. } | ClusterError::Decode { .. } => 500,
+            },
             _ => 500,
         }
     }

@@ -9,6 +9,7 @@ pub mod dns;
 pub mod error;
 pub mod firewall;
 pub mod ops;
+pub mod overlay;
 pub mod plugin;
 pub mod reconcile;
 pub mod state;

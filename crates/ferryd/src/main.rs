@@ -48,6 +48,84 @@ struct Args {
     /// firewall does not need them; other bridges on the host lose bridged filtering).
     #[arg(long, value_enum, default_value = "keep")]
     br_netfilter: ferryd::br_netfilter::BrNetfilter,
+    /// The cluster store of overlay networks: etcd://HOST:PORT[,HOST:PORT...]. Without
+    /// it ferryd is a single host.
+    #[arg(long, value_name = "etcd://HOST:PORT[,...]")]
+    cluster_store: Option<String>,
+    /// This host's tunnel address: an interface or an IPv4 address.
+    #[arg(long, value_name = "IFACE|IP")]
+    cluster_advertise: Option<String>,
+    /// kv.cacertfile=PATH, kv.certfile=PATH, kv.keyfile=PATH (repeatable, or comma-separated).
+    #[arg(long, value_name = "KEY=VALUE")]
+    cluster_store_opt: Vec<String>,
+    /// This host's name in the cluster (default: the hostname).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Seconds a dead host's endpoints stay in the cluster before its lease expires.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=60))]
+    cluster_ttl: u64,
+    /// The UDP port of overlay tunnels.
+    #[arg(long, default_value_t = ferryd::overlay::VXLAN_PORT)]
+    vxlan_port: u16,
+}
+
+/// The cluster flags, checked: none of them, or a store and an address to advertise.
+fn cluster_conf(a: &Args) -> anyhow::Result<Option<ferryd::overlay::ClusterConf>> {
+    let Some(url) = &a.cluster_store else {
+        anyhow::ensure!(
+            a.cluster_advertise.is_none() && a.cluster_store_opt.is_empty(),
+            "--cluster-advertise and --cluster-store-opt need --cluster-store"
+        );
+        return Ok(None);
+    };
+    let hosts = url.strip_prefix("etcd://").with_context(|| {
+        format!("--cluster-store {url}: only etcd://HOST:PORT[,HOST:PORT...] is supported")
+    })?;
+    let endpoints: Vec<String> = hosts.split(',').map(str::to_string).collect();
+    anyhow::ensure!(
+        endpoints.iter().all(|e| e.contains(':')),
+        "--cluster-store {url}: each member is HOST:PORT"
+    );
+    let advertise = a
+        .cluster_advertise
+        .clone()
+        .context("--cluster-store needs --cluster-advertise IFACE|IP")?;
+    let mut store = ferry_store::EtcdConfig::new(endpoints);
+    let mut files: std::collections::BTreeMap<String, PathBuf> = Default::default();
+    for kv in a.cluster_store_opt.iter().flat_map(|o| o.split(',')) {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--cluster-store-opt {kv}: expected KEY=VALUE"))?;
+        anyhow::ensure!(
+            ["kv.cacertfile", "kv.certfile", "kv.keyfile"].contains(&k),
+            "--cluster-store-opt {k}: unknown option (kv.cacertfile, kv.certfile, kv.keyfile)"
+        );
+        files.insert(k.to_string(), PathBuf::from(v));
+    }
+    if !files.is_empty() {
+        store.tls = Some(ferry_store::TlsFiles {
+            ca: files
+                .remove("kv.cacertfile")
+                .context("--cluster-store-opt: TLS needs kv.cacertfile")?,
+            cert: files.remove("kv.certfile"),
+            key: files.remove("kv.keyfile"),
+        });
+    }
+    let node = match &a.node_name {
+        Some(n) => n.clone(),
+        None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
+    };
+    anyhow::ensure!(
+        !node.is_empty() && !node.contains('/'),
+        "--node-name {node:?}: a host name without '/'"
+    );
+    Ok(Some(ferryd::overlay::ClusterConf {
+        store,
+        advertise,
+        node,
+        ttl: std::time::Duration::from_secs(a.cluster_ttl),
+        vxlan_port: a.vxlan_port,
+    }))
 }
 
 /// A path, or nothing (`--plugin-dir=`): clap's own PathBuf parser refuses empty values.
@@ -63,6 +141,7 @@ fn socket_path(host: &str) -> anyhow::Result<PathBuf> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let cluster = cluster_conf(&args)?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
@@ -82,13 +161,14 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(run(cfg, args.dns_upstream, args.plugin_dir))
+        .block_on(run(cfg, args.dns_upstream, args.plugin_dir, cluster))
 }
 
 async fn run(
     cfg: Config,
     dns_upstream: Vec<std::net::SocketAddr>,
     plugin_dir: PathBuf,
+    cluster: Option<ferryd::overlay::ClusterConf>,
 ) -> anyhow::Result<()> {
     for dir in [&cfg.data_root, &cfg.exec_root] {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
@@ -101,6 +181,9 @@ async fn run(
     supervise::monitor(d.clone());
     firewall::watch(d.clone());
     d.serve_dns(dns_upstream).await;
+    if let Some(conf) = cluster {
+        ferryd::overlay::join(&d, conf).await.context("cluster")?;
+    }
 
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;

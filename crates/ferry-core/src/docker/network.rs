@@ -135,7 +135,7 @@ pub fn network_resource(net: &Network, containers: &[&Sandbox]) -> Value {
         "Name": net.name,
         "Id": net.id,
         "Created": net.created,
-        "Scope": "local",
+        "Scope": net.scope(),
         "Driver": net.driver.as_str(),
         "EnableIPv6": false,
         "IPAM": {

@@ -37,7 +37,7 @@ pub mod render;
 
 use std::collections::BTreeMap;
 
-use crate::model::{Driver, Endpoint, Network, Sandbox};
+use crate::model::{Endpoint, Network, Sandbox};
 use crate::ports::Published;
 
 /// The mark ferry sets on forwarded packets it accepts, so that one rule in Docker's
@@ -201,13 +201,13 @@ pub fn desired_for_endpoints<'a>(
 
 /// A bridge network with ICC off: its endpoints' host ends go in `noicc_ports`.
 pub fn no_icc(n: &Network) -> bool {
-    matches!((&n.bridge, &n.pool, n.driver), (Some(b), Some(_), Driver::Bridge) if !b.icc)
+    matches!((&n.bridge, &n.pool, n.driver), (Some(b), Some(_), d) if d.is_bridged() && !b.icc)
 }
 
 /// What one network puts in the sets (nothing unless it is a bridge with a subnet).
 pub fn network_elements(n: &Network) -> Elements {
     let mut e = Elements::default();
-    let (Some(b), Some(pool), Driver::Bridge) = (&n.bridge, &n.pool, n.driver) else {
+    let (Some(b), Some(pool), true) = (&n.bridge, &n.pool, n.driver.is_bridged()) else {
         return e;
     };
     let name = ifname(b.name.as_str());

@@ -5,6 +5,7 @@
 
 mod containers;
 mod networks;
+mod nodes;
 mod system;
 
 use std::collections::HashMap;
@@ -86,6 +87,8 @@ pub fn router<K: KernelOps>(d: Arc<Daemon<K>>) -> Router {
             "/ferry/containers/{id}/exited",
             post(containers::exited::<K>),
         )
+        .route("/ferry/nodes", get(nodes::list::<K>))
+        .route("/ferry/nodes/{name}", get(nodes::inspect::<K>))
         .route("/ferry/system/reconcile", post(system::reconcile::<K>))
         .route("/ferry/system/cleanup", post(system::cleanup::<K>))
         .fallback(|| async {

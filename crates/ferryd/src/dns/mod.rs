@@ -126,6 +126,8 @@ struct Inner {
     /// The listen addresses of the last update (also before serving starts: they
     /// decide what sandboxes' resolv.conf says).
     gateways: BTreeSet<Ipv4Addr>,
+    /// Other hosts' sandboxes on overlays (see crate::overlay).
+    remote: std::collections::BTreeMap<String, ferry_dns::SandboxRecord>,
     serving: Option<Serving>,
 }
 
@@ -152,10 +154,26 @@ impl Dns {
 
     /// Make the table again from the whole state, and follow it from there.
     pub fn rebuild(&self, st: &State) {
+        let remote = self.inner.lock().expect("dns lock").remote.clone();
         self.follow(st, |s| {
-            s.names = Names::of(st, &s.default_upstreams);
+            s.names = Names::of(st, &s.default_upstreams, &remote);
             true
         });
+    }
+
+    /// Other hosts' sandboxes on overlays: their names answer here too.
+    pub fn set_remote(
+        &self,
+        records: std::collections::BTreeMap<String, ferry_dns::SandboxRecord>,
+    ) {
+        let mut inner = self.inner.lock().expect("dns lock");
+        inner.remote = records;
+        let remote = inner.remote.clone();
+        if let Some(s) = inner.serving.as_mut() {
+            if s.names.set_remote(&remote) {
+                s.server.set_table(s.names.table().clone());
+            }
+        }
     }
 
     /// Track `st`'s listen addresses; if serving, let `change` bring the names up to

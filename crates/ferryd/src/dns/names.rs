@@ -1,7 +1,7 @@
 //! The table in service and what it was made from, so that a commit costs only the
 //! sandboxes it touched.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 
 use ferry_dns::{SandboxRecord, Table};
@@ -17,6 +17,8 @@ pub(super) struct Names {
     records: HashMap<String, SandboxRecord>,
     /// Network ID → what records take from it.
     nets: HashMap<String, NetKind>,
+    /// Other hosts' sandboxes on overlays, keyed `remote/<network>/<ip>`.
+    remote: BTreeMap<String, SandboxRecord>,
 }
 
 impl Names {
@@ -26,17 +28,22 @@ impl Names {
             table: Table::empty(default_upstreams),
             records: HashMap::new(),
             nets: HashMap::new(),
+            remote: BTreeMap::new(),
         }
     }
 
     /// Everything from the state: at start, and whenever something is unusual.
-    pub(super) fn of(st: &State, default_upstreams: &[SocketAddr]) -> Names {
+    pub(super) fn of(
+        st: &State,
+        default_upstreams: &[SocketAddr],
+        remote: &BTreeMap<String, SandboxRecord>,
+    ) -> Names {
         let records: HashMap<String, SandboxRecord> = st
             .sandboxes
             .values()
             .filter_map(|sb| Some((sb.id.clone(), record_of(st, sb)?)))
             .collect();
-        let all: Vec<SandboxRecord> = records.values().cloned().collect();
+        let all: Vec<SandboxRecord> = records.values().chain(remote.values()).cloned().collect();
         Names {
             table: Table::build(&all, default_upstreams),
             records,
@@ -45,7 +52,29 @@ impl Names {
                 .values()
                 .map(|n| (n.id.clone(), NetKind::of(n)))
                 .collect(),
+            remote: remote.clone(),
         }
+    }
+
+    /// Replace the other hosts' records; false if none changed.
+    pub(super) fn set_remote(&mut self, new: &BTreeMap<String, SandboxRecord>) -> bool {
+        let removed: Vec<SandboxRecord> = self
+            .remote
+            .iter()
+            .filter(|(k, v)| new.get(*k) != Some(v))
+            .map(|(_, v)| v.clone())
+            .collect();
+        let added: Vec<SandboxRecord> = new
+            .iter()
+            .filter(|(k, v)| self.remote.get(*k) != Some(v))
+            .map(|(_, v)| v.clone())
+            .collect();
+        if removed.is_empty() && added.is_empty() {
+            return false;
+        }
+        self.table = self.table.apply(&removed, &added);
+        self.remote = new.clone();
+        true
     }
 
     pub(super) fn table(&self) -> &Table {

@@ -3,14 +3,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use ferry_core::model::{Driver, Network, Sandbox};
+use ferry_core::model::{Network, Sandbox};
 use ferry_dns::{Membership, SandboxRecord};
 
 use crate::state::State;
 
 /// Networks whose sandboxes find each other by name: user-defined bridges.
 pub(super) fn has_names(n: &Network) -> bool {
-    n.driver == Driver::Bridge && !n.predefined
+    n.driver.is_bridged() && !n.predefined
 }
 
 /// What a sandbox's record takes from a network besides its ID: a change of anything

@@ -20,6 +20,7 @@ fn net(id: &str, gw: &str, predefined: bool, internal: bool) -> Network {
         ipam_echo: vec![],
         bridge: None,
         pool: Some(pool),
+        overlay: None,
     }
 }
 
@@ -262,7 +263,7 @@ fn answers(names: &Names) -> Vec<(String, String, Answer)> {
 /// Follow one commit, and check the table against one made from the whole state.
 fn commit(names: &mut Names, st: &State, keys: &[Key]) -> bool {
     let changed = names.follow(st, keys);
-    let whole = Names::of(st, &[]);
+    let whole = Names::of(st, &[], &Default::default());
     assert_eq!(
         names.table().canonical(),
         whole.table().canonical(),
@@ -283,7 +284,7 @@ fn net_key(id: &str) -> Key {
 #[test]
 fn a_table_followed_commit_by_commit_answers_as_one_made_from_the_whole_state() {
     let mut st = state();
-    let mut names = Names::of(&st, &[]);
+    let mut names = Names::of(&st, &[], &Default::default());
     // A sandbox comes on a (its address taken from a's pool: a network key too).
     let new = sandbox(
         "new",

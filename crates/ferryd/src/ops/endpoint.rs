@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use ferry_core::docker::network::{ConnectRequest, DisconnectRequest};
-use ferry_core::model::{host_if_name, mac_for, Driver, Endpoint, LiveEndpoint};
+use ferry_core::model::{host_if_name, mac_for, Endpoint, LiveEndpoint};
 use ferry_core::ports::{decide, Published};
 use ferry_core::CoreError;
 use ferry_kernel::{AttachSpec, KernelOps};
@@ -39,10 +39,16 @@ pub(crate) fn plan_plug(
         .bridge
         .clone()
         .ok_or_else(|| CoreError::Invalid(format!("network {net_name} has no bridge")))?;
+    let overlay = net.overlay.is_some();
     let pool = net
         .pool
         .as_mut()
         .ok_or_else(|| CoreError::Invalid(format!("network {net_name} has no subnet")))?;
+    if overlay && pool.range.is_none() {
+        return Err(CoreError::Invalid(format!(
+            "overlay {net_name}: this host holds no address block in it yet"
+        )));
+    }
     let static_ip = st.sandboxes[sb_id]
         .endpoint(net_id)
         .map(|e| e.static_ip)
@@ -223,6 +229,19 @@ fn parse_static(s: Option<&str>) -> std::result::Result<Option<Ipv4Addr>, CoreEr
 
 impl<K: KernelOps> Daemon<K> {
     pub async fn connect(&self, net_ref: &str, req: ConnectRequest) -> Result<()> {
+        if let Some(cfg) = &req.endpoint_config {
+            let ip = parse_static(
+                cfg.ipam_config
+                    .as_ref()
+                    .and_then(|c| c.ipv4_address.as_deref()),
+            )?;
+            let name = self.state.lock().await.sandbox_name(&req.container);
+            let aliases = cfg.aliases.clone().unwrap_or_default();
+            self.prepare_overlay(net_ref, ip, &name, &aliases).await?;
+        } else {
+            let name = self.state.lock().await.sandbox_name(&req.container);
+            self.prepare_overlay(net_ref, None, &name, &[]).await?;
+        }
         let (turn, mut st) = self.sandbox_turn(&req.container).await?;
         let net_id = st.network_id(net_ref)?;
         st.ferry_may_join(&net_id)?;
@@ -239,7 +258,7 @@ impl<K: KernelOps> Daemon<K> {
         };
         let (net, sb) = (&st.networks[&net_id], &st.sandboxes[&sb_id]);
         check_publishable(net, !ports.is_empty())?;
-        if net.driver != Driver::Bridge {
+        if !net.driver.is_bridged() {
             return Err(CoreError::Invalid(
                 "container cannot be disconnected from host network or connected to host network"
                     .into(),

@@ -55,6 +55,8 @@ pub struct Daemon<K: KernelOps> {
     pub shutdown: tokio::sync::Notify,
     /// Per-sandbox order of the operations that program a sandbox's network.
     pub(crate) sandbox_locks: SandboxLocks,
+    /// This host's membership of a cluster (`--cluster-store`), once joined.
+    pub overlay: std::sync::OnceLock<Arc<crate::overlay::Overlay>>,
 }
 
 /// One async lock per sandbox ID, made on first use and dropped with the sandbox.
@@ -117,6 +119,7 @@ impl<K: KernelOps> Daemon<K> {
             firewall: Default::default(),
             shutdown: Default::default(),
             sandbox_locks: Default::default(),
+            overlay: Default::default(),
         }))
     }
 
@@ -155,6 +158,12 @@ impl<K: KernelOps> Daemon<K> {
         // meta record never change an answer.
         if keys.iter().any(|k| matches!(k, Key::Net(_) | Key::Sbx(_))) {
             self.dns.update(st, keys);
+        }
+        // This host's endpoints on overlays go to the cluster store.
+        if let Some(ov) = self.overlay.get() {
+            if keys.iter().any(|k| matches!(k, Key::Sbx(_))) {
+                ov.poke.notify_one();
+            }
         }
     }
 

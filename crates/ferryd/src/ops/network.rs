@@ -42,6 +42,9 @@ impl<K: KernelOps> Daemon<K> {
     }
 
     pub async fn create_network(&self, req: NetworkCreateRequest) -> Result<String> {
+        if req.driver.as_deref() == Some("overlay") {
+            return self.create_overlay(req).await;
+        }
         let mut st = self.state.lock().await;
         let routes = self.kernel.route_destinations().await?;
         let existing: Vec<Network> = st.networks.values().cloned().collect();
@@ -74,6 +77,17 @@ impl<K: KernelOps> Daemon<K> {
     pub async fn remove_network(&self, key: &str) -> Result<()> {
         let mut st = self.state.lock().await;
         let id = st.network_id(key)?;
+        if st.networks[&id].overlay.is_some() {
+            if !st.users_of(&id).is_empty() {
+                return Err(CoreError::NetworkInUse {
+                    name: st.networks[&id].name.clone(),
+                    id,
+                }
+                .into());
+            }
+            drop(st);
+            return self.remove_overlay(&id).await;
+        }
         self.remove_network_locked(&mut st, &id).await
     }
 
@@ -116,7 +130,12 @@ impl<K: KernelOps> Daemon<K> {
     ) -> Result<Vec<String>> {
         let mut st = self.state.lock().await;
         let mut ids = vec![];
-        for n in st.networks.values().filter(|n| !n.predefined) {
+        // Overlays are the cluster's: `network rm` removes them, on any host.
+        for n in st
+            .networks
+            .values()
+            .filter(|n| !n.predefined && n.overlay.is_none())
+        {
             if matches(n)? && st.users_of(&n.id).is_empty() && !st.docker_managed(&n.id) {
                 ids.push(n.id.clone());
             }

@@ -101,11 +101,33 @@ impl<K: KernelOps> Daemon<K> {
         Ok(())
     }
 
+    /// A sandbox created on an overlay: the cluster's part first (see
+    /// [`Daemon::prepare_overlay`]).
+    async fn prepare_overlay_for(
+        &self,
+        name: Option<&str>,
+        req: &ContainerCreateRequest,
+    ) -> Result<()> {
+        let mode = req
+            .host_config
+            .as_ref()
+            .and_then(|h| h.network_mode.clone())
+            .filter(|m| !m.is_empty() && m != "default");
+        let Some(mode) = mode else {
+            return Ok(());
+        };
+        let (ip, aliases) = endpoint_for(req, &mode, &mode);
+        let ip = ip.and_then(|s| s.parse().ok());
+        let name = name.unwrap_or_default().trim_start_matches('/');
+        self.prepare_overlay(&mode, ip, name, &aliases).await
+    }
+
     pub async fn create_sandbox(
         &self,
         name: Option<&str>,
         req: ContainerCreateRequest,
     ) -> Result<String> {
+        self.prepare_overlay_for(name, &req).await?;
         let mut st = self.state.lock().await;
         let id = new_id();
         let name = name
@@ -150,15 +172,15 @@ impl<K: KernelOps> Daemon<K> {
             Some(b) => ferry_core::ports::from_bindings(b)?,
             None => vec![],
         };
-        if net.driver == Driver::Bridge {
+        if net.driver.is_bridged() {
             crate::firewall::check_publishable(net, !ports.is_empty())?;
         }
         let network_mode = match net.driver {
             Driver::Host => "host".to_string(),
             Driver::Null => "none".to_string(),
-            Driver::Bridge => mode.clone(),
+            Driver::Bridge | Driver::Overlay => mode.clone(),
         };
-        let endpoints = if net.driver == Driver::Bridge {
+        let endpoints = if net.driver.is_bridged() {
             vec![Endpoint {
                 network_id: net_id.clone(),
                 static_ip,

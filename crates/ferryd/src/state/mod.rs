@@ -253,6 +253,14 @@ impl State {
     /// ferry's sandboxes stay off Docker's networks: Docker owns their addresses (with its
     /// own IPAM ferry cannot reserve for it) and their lifetime (Docker's network rm
     /// cannot be refused, so a ferry sandbox on it would keep the network forever).
+    /// A sandbox's name from a name, ID or ID prefix; the reference itself if none matches.
+    pub fn sandbox_name(&self, key: &str) -> String {
+        self.sandbox_id(key)
+            .ok()
+            .and_then(|id| self.sandboxes.get(&id))
+            .map_or_else(|| key.to_string(), |s| s.name.clone())
+    }
+
     pub fn ferry_may_join(&self, network_id: &str) -> Result<(), CoreError> {
         match (
             self.docker_managed(network_id),

@@ -22,6 +22,7 @@ fn network(id: &str) -> Network {
         ipam_echo: vec![],
         bridge: None,
         pool: Some(AddressPool::new(subnet, "10.9.0.1".parse().unwrap(), None)),
+        overlay: None,
     }
 }
 

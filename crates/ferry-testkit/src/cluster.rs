@@ -1,0 +1,272 @@
+//! TestCluster: several throwaway hosts on one underlay, with a real etcd.
+//!
+//! The underlay is a network namespace of its own holding a bridge (`ul0`, address
+//! `172.30.0.1/24`), on which etcd listens. Each host is a namespace made here and wired
+//! to that bridge by a veth pair (its end `ul0`, address `172.30.0.<10+i>/24`) before its
+//! ferryd starts inside it with `--cluster-store etcd://172.30.0.1:2379 --cluster-advertise
+//! ul0 --node-name host<i>`. Nothing routes off the underlay. Dropping the cluster tears
+//! the hosts down (sandboxes first everywhere, then the overlays, which every host must
+//! see go), kills etcd and deletes the underlay.
+
+use std::fs::File;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd::run_bounded;
+use crate::etcd::Etcd;
+use crate::host::TestHost;
+
+const BOUND: Duration = Duration::from_secs(15);
+/// The underlay's address prefix, and etcd's address on it.
+pub const UNDERLAY: &str = "172.30.0";
+pub const ETCD_ADDR: &str = "172.30.0.1";
+
+fn ip(args: &[&str]) -> Result<()> {
+    run_bounded(Command::new("ip").args(args), BOUND)?.expect_success()?;
+    Ok(())
+}
+
+/// What a cluster is made with.
+#[derive(Debug, Clone)]
+pub struct ClusterOpts {
+    pub hosts: usize,
+    /// The underlay's MTU (its bridge and every host's link).
+    pub mtu: u32,
+    /// `--cluster-ttl` of every ferryd.
+    pub ttl_secs: u64,
+}
+
+impl Default for ClusterOpts {
+    fn default() -> Self {
+        ClusterOpts {
+            hosts: 2,
+            mtu: 1500,
+            ttl_secs: 3,
+        }
+    }
+}
+
+pub struct TestCluster {
+    pub hosts: Vec<TestHost>,
+    pub etcd: Etcd,
+    underlay: String,
+    finished: bool,
+}
+
+impl TestCluster {
+    /// The cluster, every host joined (`ferry node ls` lists them all on host 1).
+    pub fn start(scenario: &str, opts: ClusterOpts) -> Result<TestCluster> {
+        let underlay = format!("fyt-ul-{}", crate::unique(""));
+        ip(&["netns", "add", &underlay])?;
+        // From here on an early return must still delete the underlay.
+        let guard = UnderlayGuard(underlay.clone());
+        let u = |args: &[&str]| {
+            let mut a = vec!["-n", underlay.as_str()];
+            a.extend(args);
+            ip(&a)
+        };
+        let mtu = opts.mtu.to_string();
+        u(&["link", "set", "lo", "up"])?;
+        u(&["link", "add", "ul0", "mtu", &mtu, "type", "bridge"])?;
+        u(&["addr", "add", &format!("{ETCD_ADDR}/24"), "dev", "ul0"])?;
+        u(&["link", "set", "ul0", "up"])?;
+        let etcd = Etcd::start(
+            ETCD_ADDR,
+            2379,
+            2380,
+            Some(std::path::Path::new(&format!("/run/netns/{underlay}"))),
+        )?;
+        let mut cluster = TestCluster {
+            hosts: Vec::new(),
+            etcd,
+            underlay: underlay.clone(),
+            finished: false,
+        };
+        std::mem::forget(guard);
+        for i in 1..=opts.hosts {
+            let host = cluster.add_host(scenario, i, &opts)?;
+            cluster.hosts.push(host);
+        }
+        cluster.wait_joined(opts.hosts)?;
+        Ok(cluster)
+    }
+
+    fn add_host(&self, scenario: &str, i: usize, opts: &ClusterOpts) -> Result<TestHost> {
+        let ns = format!("{}-h{i}", self.underlay);
+        ip(&["netns", "add", &ns])?;
+        let wire = || -> Result<File> {
+            let port = format!("ulp{}", &crate::unique("")[..6]);
+            let mtu = opts.mtu.to_string();
+            ip(&[
+                "-n",
+                &self.underlay,
+                "link",
+                "add",
+                &port,
+                "mtu",
+                &mtu,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "ul0",
+                "netns",
+                &ns,
+            ])?;
+            ip(&[
+                "-n",
+                &self.underlay,
+                "link",
+                "set",
+                &port,
+                "master",
+                "ul0",
+                "up",
+            ])?;
+            ip(&["-n", &ns, "link", "set", "ul0", "mtu", &mtu])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{UNDERLAY}.{}/24", 10 + i),
+                "dev",
+                "ul0",
+            ])?;
+            ip(&["-n", &ns, "link", "set", "ul0", "up"])?;
+            File::open(format!("/run/netns/{ns}")).context("open the host's namespace")
+        };
+        let file = wire();
+        // The name goes; the namespace lives as long as the host holds it.
+        let _ = ip(&["netns", "del", &ns]);
+        let store = format!("etcd://{ETCD_ADDR}:2379");
+        let node = format!("host{i}");
+        let ttl = opts.ttl_secs.to_string();
+        TestHost::start_in(
+            &format!("{scenario}-host{i}"),
+            file?,
+            &[
+                "--cluster-store",
+                &store,
+                "--cluster-advertise",
+                "ul0",
+                "--node-name",
+                &node,
+                "--cluster-ttl",
+                &ttl,
+            ],
+        )
+    }
+
+    /// Wait (at most 20 s) until host 1 sees `n` nodes.
+    pub fn wait_joined(&self, n: usize) -> Result<()> {
+        self.wait_for(Duration::from_secs(20), "every host to join", |c| {
+            Ok(c.hosts[0]
+                .ferry(&["node", "ls", "-q"])?
+                .out()
+                .lines()
+                .count()
+                == n)
+        })
+        .map(|_| ())
+    }
+
+    /// Poll `check` every 100 ms until it holds, at most `within`.
+    pub fn wait_for(
+        &self,
+        within: Duration,
+        what: &str,
+        check: impl Fn(&TestCluster) -> Result<bool>,
+    ) -> Result<Duration> {
+        let t = Instant::now();
+        loop {
+            if check(self)? {
+                return Ok(t.elapsed());
+            }
+            if t.elapsed() > within {
+                let logs: Vec<String> = self.hosts.iter().map(|h| h.log_tail(15)).collect();
+                bail!("waited {within:?} for {what}\n{}", logs.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every endpoint gone from the cluster, then the overlays (removed on host 1), then
+    /// each host's own teardown; etcd and the underlay go on drop.
+    pub fn finish(mut self) -> Result<()> {
+        self.finished = true;
+        let mut errors = Vec::new();
+        for h in &self.hosts {
+            if let Ok(ids) = h.ferry_ok(&["ps", "-aq"]) {
+                for id in ids.split_whitespace() {
+                    if let Err(e) = h.ferry_ok(&["rm", "-f", id]) {
+                        errors.push(format!("{}: rm -f {id}: {e:#}", h.scenario()));
+                    }
+                }
+            }
+        }
+        if let Some(first) = self.hosts.first() {
+            let overlays = first
+                .ferry_ok(&["network", "ls", "--filter", "driver=overlay", "-q"])
+                .unwrap_or_default();
+            for id in overlays.split_whitespace() {
+                // Other hosts publish their removals asynchronously: retry while in use.
+                let r = self.wait_for(Duration::from_secs(10), "an overlay's removal", |_| {
+                    Ok(first.ferry(&["network", "rm", id])?.success())
+                });
+                if let Err(e) = r {
+                    errors.push(format!("network rm {id}: {e:#}"));
+                }
+            }
+            let gone = self.wait_for(
+                Duration::from_secs(10),
+                "every host to drop the overlays",
+                |c| {
+                    for h in &c.hosts {
+                        if !h
+                            .ferry_ok(&["network", "ls", "--filter", "driver=overlay", "-q"])?
+                            .is_empty()
+                        {
+                            return Ok(false);
+                        }
+                    }
+                    Ok(true)
+                },
+            );
+            if let Err(e) = gone {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        for h in self.hosts.drain(..) {
+            if let Err(e) = h.finish() {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        if !errors.is_empty() {
+            bail!("cluster teardown:\n - {}", errors.join("\n - "));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        // Hosts first (their ferryds talk to etcd while they stop), then etcd, then the
+        // underlay and with it the hosts' far ends.
+        self.hosts.clear();
+        self.etcd.kill();
+        let _ = ip(&["netns", "del", &self.underlay]);
+        let _ = self.finished;
+    }
+}
+
+/// Deletes the underlay if the cluster never came to own it.
+struct UnderlayGuard(String);
+
+impl Drop for UnderlayGuard {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.0]);
+    }
+}

@@ -1,0 +1,215 @@
+//! The overlay agent: joining the cluster, keeping the lease, the one watch, and the
+//! publisher of this host's endpoints. Each runs as a task for as long as ferryd does,
+//! riding out etcd outages: a failed call is logged and tried again every second.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_kernel::KernelOps;
+use ferry_overlay::{Cluster, View};
+use ferry_store::{EtcdConfig, EtcdStore, Store, WatchMessage};
+
+use super::ops::own_endpoints;
+use super::{blocking, Overlay, RETRY};
+use crate::ops::{now, Daemon};
+
+/// `--cluster-store`, `--cluster-advertise` and friends.
+#[derive(Debug, Clone)]
+pub struct ClusterConf {
+    pub store: EtcdConfig,
+    /// An interface name or an IPv4 address (a `:PORT` suffix, as dockerd took, is ignored).
+    pub advertise: String,
+    pub node: String,
+    pub ttl: Duration,
+    pub vxlan_port: u16,
+}
+
+/// Check the advertised address, then join in the background: connect to etcd (waiting
+/// for it as long as it takes), register this host, make the local copies of every
+/// overlay, and start the tasks. ferryd serves meanwhile; local networks never wait.
+pub async fn join<K: KernelOps>(d: &Arc<Daemon<K>>, conf: ClusterConf) -> anyhow::Result<()> {
+    let addr = advertise_addr(d, &conf.advertise).await?;
+    let (_, underlay_mtu) = d.kernel.underlay_of(addr).await?;
+    let d = d.clone();
+    tokio::spawn(async move {
+        if let Err(e) = connect(&d, conf, addr, underlay_mtu).await {
+            tracing::error!("cluster: {e}");
+        }
+    });
+    Ok(())
+}
+
+async fn connect<K: KernelOps>(
+    d: &Arc<Daemon<K>>,
+    conf: ClusterConf,
+    addr: Ipv4Addr,
+    underlay_mtu: u32,
+) -> anyhow::Result<()> {
+    let store = loop {
+        let cfg = conf.store.clone();
+        match tokio::task::spawn_blocking(move || EtcdStore::connect(cfg)).await? {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::warn!("cluster store: {e}; trying again");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    };
+    let store: Arc<dyn Store> = Arc::new(store);
+    let cluster = Arc::new(Cluster::new(store, conf.node.clone(), addr, conf.ttl));
+    let started = now().0;
+    let s = started.clone();
+    blocking(&cluster, move |c| c.register(&s)).await?;
+    let view = blocking(&cluster, |c| c.view()).await?;
+    let ov = Arc::new(Overlay {
+        cluster,
+        view: std::sync::Mutex::new(view),
+        programmed: Default::default(),
+        poke: Default::default(),
+        underlay_mtu,
+        vxlan_port: conf.vxlan_port,
+        started,
+    });
+    if d.overlay.set(ov.clone()).is_err() {
+        anyhow::bail!("joined the cluster twice");
+    }
+    tracing::info!(
+        "cluster: joined as {} ({addr}, underlay MTU {underlay_mtu}) at {}",
+        conf.node,
+        conf.store.endpoints.join(",")
+    );
+    d.sync_networks(&ov).await;
+    d.sync_entries(&ov).await;
+    ov.poke.notify_one();
+    tokio::spawn(keep_alive(ov.clone(), conf.ttl));
+    tokio::spawn(publish(d.clone(), ov.clone()));
+    tokio::spawn(watch(d.clone(), ov));
+    Ok(())
+}
+
+async fn advertise_addr<K: KernelOps>(d: &Daemon<K>, s: &str) -> anyhow::Result<Ipv4Addr> {
+    let host = s.rsplit_once(':').map_or(s, |(h, _)| h);
+    if let Ok(ip) = host.parse() {
+        return Ok(ip);
+    }
+    Ok(d.kernel.address_of(host).await?)
+}
+
+/// Renew the lease a third of its TTL at a time; a lease lost (etcd was away longer than
+/// the TTL) is taken anew and everything this host holds published again.
+async fn keep_alive(ov: Arc<Overlay>, ttl: Duration) {
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        let started = ov.started.clone();
+        match blocking(&ov.cluster, move |c| c.renew(&started)).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!("cluster: the lease had expired; joined again");
+                ov.poke.notify_one();
+            }
+            Err(e) => tracing::warn!("cluster: keep-alive: {e}"),
+        }
+    }
+}
+
+/// Write this host's endpoints to etcd whenever poked (and every few seconds, in case a
+/// write failed), as one diff against what the view says etcd holds.
+async fn publish<K: KernelOps>(d: Arc<Daemon<K>>, ov: Arc<Overlay>) {
+    loop {
+        let _ = tokio::time::timeout(Duration::from_secs(5), ov.poke.notified()).await;
+        let want = own_endpoints(&*d.state.lock().await, ov.node(), ov.cluster.addr);
+        let had = ov.view().own_endpoints(ov.node());
+        if want == had {
+            continue;
+        }
+        if let Err(e) = blocking(&ov.cluster, move |c| c.publish(&want, &had)).await {
+            tracing::warn!("cluster: publish this host's endpoints: {e}");
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+}
+
+/// The one watch: apply each message to the view and act on what changed; after a
+/// compaction or an outage, a fresh range and a full resync.
+async fn watch<K: KernelOps>(d: Arc<Daemon<K>>, ov: Arc<Overlay>) {
+    loop {
+        let from = ov.view().revision + 1;
+        let store = ov.cluster.store().clone();
+        let watcher = tokio::task::spawn_blocking(move || store.watch("", from)).await;
+        let mut w = match watcher {
+            Ok(Ok(w)) => w,
+            Ok(Err(e)) => {
+                tracing::warn!("cluster: watch: {e}");
+                tokio::time::sleep(RETRY).await;
+                resync(&d, &ov).await;
+                continue;
+            }
+            Err(_) => return,
+        };
+        while let Some(msg) = w.next().await {
+            if let WatchMessage::Compacted { compact_revision } = msg {
+                tracing::info!("cluster: watch compacted at {compact_revision}: resync");
+                break;
+            }
+            let changed = ov.view.lock().expect("view").apply(&msg);
+            match changed {
+                Ok(c) => {
+                    if c.networks {
+                        d.sync_networks(&ov).await;
+                    }
+                    if c.networks || c.endpoints {
+                        d.sync_entries(&ov).await;
+                    }
+                    if c.endpoints {
+                        ov.poke.notify_one();
+                    }
+                }
+                Err(e) => tracing::warn!("cluster: {e}"),
+            }
+        }
+        tokio::time::sleep(RETRY).await;
+        resync(&d, &ov).await;
+    }
+}
+
+/// A fresh view from a range, tried until etcd answers, then everything made to match.
+async fn resync<K: KernelOps>(d: &Daemon<K>, ov: &Arc<Overlay>) {
+    let view: View = loop {
+        match blocking(&ov.cluster, |c| c.view()).await {
+            Ok(v) => break v,
+            Err(e) => {
+                tracing::warn!("cluster: resync: {e}");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    };
+    *ov.view.lock().expect("view") = view;
+    d.sync_networks(ov).await;
+    d.sync_entries(ov).await;
+    ov.poke.notify_one();
+}
+
+impl<K: KernelOps> Daemon<K> {
+    /// Local copies for every overlay in the view; none for those it lacks.
+    pub(crate) async fn sync_networks(&self, ov: &Overlay) {
+        let view = ov.view();
+        for net in view.networks.values() {
+            if let Err(e) = self.materialize(ov, net).await {
+                tracing::warn!("overlay {}: {e}", net.name);
+            }
+        }
+        let stale: Vec<String> = self
+            .state
+            .lock()
+            .await
+            .networks
+            .values()
+            .filter(|n| n.overlay.is_some() && !view.networks.contains_key(&n.id))
+            .map(|n| n.id.clone())
+            .collect();
+        for id in stale {
+            self.dematerialize(&id).await;
+        }
+    }
+}

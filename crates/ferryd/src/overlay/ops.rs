@@ -1,0 +1,301 @@
+//! The operations on overlays: create and remove (through etcd), a host's local copy of
+//! one (made and removed as the cluster's records come and go), and what an endpoint
+//! needs from etcd before it can be planned (this host's block, a static address).
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use ferry_core::docker::network::NetworkCreateRequest;
+use ferry_core::ipam::AddressPool;
+use ferry_core::model::{
+    mac_for, overlay_if_names, BridgeConf, Driver, Network, OverlayConf, Sandbox,
+};
+use ferry_core::validate::overlay::overlay_request;
+use ferry_core::CoreError;
+use ferry_kernel::{KernelOps, VxlanSpec};
+use ferry_overlay::cluster::NewOverlay;
+use ferry_overlay::{EndpointRecord, OverlayNetwork};
+
+use super::{blocking, Overlay};
+use crate::error::{Error, Result};
+use crate::ops::{bridge_spec_of, new_id, now, Daemon};
+use crate::state::{Key, State};
+
+fn no_cluster() -> Error {
+    CoreError::Invalid(
+        "overlay networks need a cluster store: start ferryd with --cluster-store etcd://HOST:PORT --cluster-advertise IFACE|IP".into(),
+    )
+    .into()
+}
+
+/// The local copy of an overlay: a bridge network whose pool allocates in this host's
+/// block (none yet: claimed on first use).
+fn local_copy(ov: &OverlayNetwork, mtu: u32) -> Network {
+    let (bridge, vxlan) = overlay_if_names(&ov.id);
+    Network {
+        id: ov.id.clone(),
+        name: ov.name.clone(),
+        created: ov.created.clone(),
+        driver: Driver::Overlay,
+        internal: ov.internal,
+        attachable: ov.attachable,
+        predefined: false,
+        labels: ov.labels.clone(),
+        options: ov.options.clone(),
+        ipam_options: None,
+        ipam_echo: ov.ipam_echo.clone(),
+        bridge: Some(BridgeConf {
+            name: bridge,
+            mtu,
+            icc: true,
+            masquerade: !ov.internal,
+        }),
+        pool: Some(AddressPool::new(ov.subnet, ov.gateway, None)),
+        overlay: Some(OverlayConf { vni: ov.vni, vxlan }),
+    }
+}
+
+/// This host's endpoints on overlays, as records: live ones, and those holding a static
+/// address (claimed in etcd before the sandbox runs).
+pub(crate) fn own_endpoints(st: &State, node: &str, vtep: Ipv4Addr) -> Vec<EndpointRecord> {
+    let mut out = Vec::new();
+    for sb in st.sandboxes.values() {
+        for e in &sb.endpoints {
+            let Some(net) = st
+                .networks
+                .get(&e.network_id)
+                .filter(|n| n.overlay.is_some())
+            else {
+                continue;
+            };
+            let (ip, mac) = match (&e.live, e.static_ip) {
+                (Some(l), _) => (l.ip, l.mac),
+                (None, Some(ip)) => (ip, mac_for(ip)),
+                (None, None) => continue,
+            };
+            out.push(EndpointRecord {
+                network: net.id.clone(),
+                ip,
+                mac,
+                node: node.to_string(),
+                vtep,
+                sandbox: sb.name.clone(),
+                names: names_of(sb, &e.aliases),
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.network, a.ip).cmp(&(&b.network, b.ip)));
+    out
+}
+
+fn names_of(sb: &Sandbox, aliases: &[String]) -> Vec<String> {
+    let mut names = vec![sb.name.clone(), sb.hostname.clone()];
+    names.extend(aliases.iter().cloned());
+    names.retain(|n| !n.is_empty());
+    names
+}
+
+impl<K: KernelOps> Daemon<K> {
+    pub(crate) fn overlay(&self) -> Result<&Arc<Overlay>> {
+        self.overlay.get().ok_or_else(no_cluster)
+    }
+
+    /// `network create --driver overlay`: the record every host sees, then this host's copy.
+    pub async fn create_overlay(&self, req: NetworkCreateRequest) -> Result<String> {
+        let asked = overlay_request(&req)?;
+        let ov = self.overlay()?.clone();
+        if self
+            .state
+            .lock()
+            .await
+            .networks
+            .values()
+            .any(|n| n.name == req.name)
+        {
+            return Err(CoreError::DuplicateNetwork(req.name.clone()).into());
+        }
+        let new = NewOverlay {
+            id: new_id(),
+            name: req.name.clone(),
+            created: now().0,
+            subnet: asked.subnet,
+            gateway: asked.gateway,
+            ip_range: asked.ip_range,
+            internal: req.internal,
+            attachable: req.attachable,
+            mtu: asked.mtu,
+            labels: req.labels.clone().unwrap_or_default(),
+            options: req.options.clone().unwrap_or_default(),
+            ipam_echo: asked.echo.into_iter().collect(),
+        };
+        let mut net = blocking(&ov.cluster, move |c| c.create_network(&new)).await?;
+        if net.ipam_echo.is_empty() {
+            net.ipam_echo = vec![ferry_core::model::IpamEcho {
+                subnet: Some(net.subnet.to_string()),
+                ip_range: None,
+                gateway: Some(net.gateway.to_string()),
+            }];
+        }
+        self.materialize(&ov, &net).await?;
+        Ok(net.id)
+    }
+
+    /// `network rm` of an overlay: refused while any host has an endpoint on it.
+    pub(crate) async fn remove_overlay(&self, id: &str) -> Result<()> {
+        let ov = self.overlay()?.clone();
+        let id_owned = id.to_string();
+        blocking(&ov.cluster, move |c| c.remove_network(&id_owned)).await?;
+        self.dematerialize(id).await;
+        Ok(())
+    }
+
+    /// Make this host's copy of `net` if it has none, and its kernel objects either way.
+    pub(crate) async fn materialize(&self, ov: &Overlay, net: &OverlayNetwork) -> Result<()> {
+        let mut st = self.state.lock().await;
+        if let Some(clash) = st
+            .networks
+            .values()
+            .find(|n| n.name == net.name && n.id != net.id)
+        {
+            tracing::error!(
+                "overlay {}: a local network {} has its name; it is not joined on this host",
+                net.name,
+                clash.id
+            );
+            return Ok(());
+        }
+        if !st.networks.contains_key(&net.id) {
+            let keys = [Key::Net(net.id.clone())];
+            let before = st.snapshot(&keys);
+            st.networks
+                .insert(net.id.clone(), local_copy(net, ov.mtu_for(net.mtu)));
+            self.commit_or_restore(&mut st, &before, &keys)?;
+        }
+        self.program_overlay(&st, ov, &net.id).await
+    }
+
+    /// The bridge, the firewall and the VXLAN port of a local overlay copy.
+    pub(crate) async fn program_overlay(&self, st: &State, ov: &Overlay, id: &str) -> Result<()> {
+        let net = &st.networks[id];
+        let (Some(spec), Some(conf), Some(bridge)) =
+            (bridge_spec_of(net), &net.overlay, &net.bridge)
+        else {
+            return Ok(());
+        };
+        self.program_network(st, &spec).await?;
+        self.kernel
+            .ensure_vxlan(&VxlanSpec {
+                name: conf.vxlan.to_string(),
+                vni: conf.vni,
+                local: ov.cluster.addr,
+                port: ov.vxlan_port,
+                bridge: bridge.name.to_string(),
+                mtu: bridge.mtu,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Remove this host's copy of an overlay the cluster no longer has; kept (and said)
+    /// while sandboxes here are still on it.
+    pub(crate) async fn dematerialize(&self, id: &str) {
+        let mut st = self.state.lock().await;
+        let Some(net) = st.networks.get(id).filter(|n| n.overlay.is_some()) else {
+            return;
+        };
+        if !st.users_of(id).is_empty() {
+            tracing::warn!("overlay {} is gone from the cluster but sandboxes here are on it: kept until they leave", net.name);
+            return;
+        }
+        let keys = [Key::Net(id.to_string())];
+        let before = st.snapshot(&keys);
+        let net = st.networks.remove(id).expect("looked up");
+        if let Err(e) = self.commit_or_restore(&mut st, &before, &keys) {
+            tracing::warn!("remove overlay {}: {e}", net.name);
+            return;
+        }
+        self.sync_firewall_or_warn(&st, "remove overlay").await;
+        for dev in [net.overlay.map(|o| o.vxlan), net.bridge.map(|b| b.name)]
+            .into_iter()
+            .flatten()
+        {
+            if let Err(e) = self.kernel.delete_link(dev.as_str()).await {
+                tracing::warn!("remove overlay {}: {e}", net.name);
+            }
+        }
+        if let Some(o) = self.overlay.get() {
+            o.forget_device(&format!("fv-{}", &id[..8])).await;
+        }
+    }
+
+    /// What an endpoint on `net_ref` needs from the cluster before it is planned: this
+    /// host's block in the network, and a static address claimed. Nothing for other
+    /// networks.
+    pub(crate) async fn prepare_overlay(
+        &self,
+        net_ref: &str,
+        static_ip: Option<Ipv4Addr>,
+        sandbox: &str,
+        aliases: &[String],
+    ) -> Result<()> {
+        let (id, has_block, in_block) = {
+            let st = self.state.lock().await;
+            let Ok(id) = st.network_id(net_ref) else {
+                return Ok(());
+            };
+            let net = &st.networks[&id];
+            if net.overlay.is_none() {
+                return Ok(());
+            }
+            let range = net.pool.as_ref().and_then(|p| p.range);
+            let in_block = static_ip.is_some_and(|ip| range.is_some_and(|r| r.contains(&ip)));
+            (id, range.is_some(), in_block)
+        };
+        let ov = self.overlay()?.clone();
+        let Some(record) = ov.view().networks.get(&id).cloned() else {
+            return Err(ClusterGone(id).into());
+        };
+        if !has_block {
+            let r = record.clone();
+            let block = blocking(&ov.cluster, move |c| c.claim_block(&r)).await?;
+            let mut st = self.state.lock().await;
+            let keys = [Key::Net(id.clone())];
+            let before = st.snapshot(&keys);
+            if let Some(pool) = st.networks.get_mut(&id).and_then(|n| n.pool.as_mut()) {
+                if pool.range.is_none() {
+                    pool.range = Some(block.block);
+                    for ip in block.foreign {
+                        pool.hold(ip, "another host".into());
+                    }
+                }
+            }
+            self.commit_or_restore(&mut st, &before, &keys)?;
+        }
+        let Some(ip) = static_ip.filter(|_| !in_block) else {
+            return Ok(());
+        };
+        let ep = EndpointRecord {
+            network: id,
+            ip,
+            mac: mac_for(ip),
+            node: ov.node().to_string(),
+            vtep: ov.cluster.addr,
+            sandbox: sandbox.to_string(),
+            names: std::iter::once(sandbox.to_string())
+                .chain(aliases.iter().cloned())
+                .collect(),
+        };
+        blocking(&ov.cluster, move |c| c.claim_static(&record, &ep)).await?;
+        Ok(())
+    }
+}
+
+/// An overlay this host still has a copy of, but the cluster does not.
+#[derive(Debug)]
+struct ClusterGone(String);
+
+impl From<ClusterGone> for Error {
+    fn from(g: ClusterGone) -> Error {
+        CoreError::NoSuchNetwork(g.0).into()
+    }
+}
