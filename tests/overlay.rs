@@ -77,3 +77,219 @@ fn seed_scenario_names_resolve_and_traffic_flows_only_within_one_overlay() -> Re
     );
     c.finish()
 }
+
+/// The VXLAN device of overlay `net` on a host, and the addresses its neighbour table
+/// holds (one per remote endpoint).
+fn tunnel_neighbours(h: &ferry_testkit::TestHost, net: &str) -> Result<Vec<String>> {
+    let id = h.ferry_ok(&["network", "inspect", net, "--format", "{{.Id}}"])?;
+    let dev = format!("fv-{}", &id[..8]);
+    let out = h
+        .in_host("ip", &["-4", "neigh", "show", "dev", &dev])?
+        .expect_success()?;
+    Ok(out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect())
+}
+
+/// A host whose ferryd dies stops renewing its lease: within TTL + 1 s every other host
+/// has removed its endpoints' tunnel entries; when it comes back they return, and traffic
+/// with them.
+#[test]
+fn a_dead_hosts_entries_vanish_within_the_ttl_and_return_with_it() -> Result<()> {
+    let Some(mut c) = cluster("overlay-dead-host", ClusterOpts::default())? else {
+        return Ok(());
+    };
+    c.hosts[0].ferry_ok(&["network", "create", "-d", "overlay", "ov"])?;
+    c.wait_for(Duration::from_secs(5), "host 2 to see ov", |c| {
+        Ok(c.hosts[1].ferry(&["network", "inspect", "ov"])?.success())
+    })?;
+    let web = c.hosts[1].run_web("web2", &["--network", "ov"])?;
+    c.hosts[0].run_idle("client", &["--network", "ov"])?;
+    let web_ip = c.hosts[1].ip_of("web2", "ov")?;
+    c.hosts[0].expect_fetch("client", &web_ip, &web)?;
+    ensure!(
+        tunnel_neighbours(&c.hosts[0], "ov")? == [web_ip.clone()],
+        "host 1 points web2's address at host 2"
+    );
+    let nodes = c.hosts[0].ferry_ok(&["node", "ls"])?;
+    ensure!(
+        nodes.contains("host2") && nodes.contains("172.30.0.12"),
+        "node ls:\n{nodes}"
+    );
+
+    // Kill host 2's ferryd and measure, from host 1, how long its entries outlive it.
+    let ttl = Duration::from_secs(ClusterOpts::default().ttl_secs);
+    let mut vanished = None;
+    let (h1, rest) = c.hosts.split_at_mut(1);
+    rest[0].restart_kill9_with(|| {
+        let t = std::time::Instant::now();
+        while t.elapsed() < ttl + Duration::from_secs(5) {
+            if tunnel_neighbours(&h1[0], "ov").is_ok_and(|n| n.is_empty()) {
+                vanished = Some(t.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })?;
+    let took =
+        vanished.ok_or_else(|| anyhow::anyhow!("host 2's entries never vanished from host 1"))?;
+    ensure!(
+        took <= ttl + Duration::from_secs(1),
+        "entries vanished after {took:?}, more than TTL + 1 s"
+    );
+    let nodes = c.hosts[0].ferry_ok(&["node", "ls", "-q"])?;
+    eprintln!("dead host's entries vanished from host 1 after {took:?} (TTL {ttl:?}); nodes now: {nodes:?}");
+
+    // Back: host 2 republishes, host 1 reaches web2 again.
+    c.hosts[0].expect_fetch("client", &web_ip, &web)?;
+    ensure!(
+        tunnel_neighbours(&c.hosts[0], "ov")? == [web_ip],
+        "the entry is back"
+    );
+    c.finish()
+}
+
+/// The overlay's MTU is the underlay's less 50, seen on the sandbox's interface: a
+/// don't-fragment ping of exactly that size crosses the tunnel, one byte more does not
+/// leave the sandbox.
+#[test]
+fn the_overlay_mtu_follows_a_1400_byte_underlay() -> Result<()> {
+    let opts = ClusterOpts {
+        mtu: 1400,
+        ..ClusterOpts::default()
+    };
+    let Some(c) = cluster("overlay-mtu", opts)? else {
+        return Ok(());
+    };
+    let (h1, h2) = (&c.hosts[0], &c.hosts[1]);
+    h1.ferry_ok(&["network", "create", "-d", "overlay", "ov"])?;
+    c.wait_for(Duration::from_secs(5), "host 2 to see ov", |c| {
+        Ok(c.hosts[1].ferry(&["network", "inspect", "ov"])?.success())
+    })?;
+    h1.run_idle("a", &["--network", "ov"])?;
+    h2.run_idle("b", &["--network", "ov"])?;
+    let link = h1
+        .exec("a", &[BUSYBOX, "ip", "-o", "link", "show", "eth0"])?
+        .expect_success()?
+        .stdout;
+    ensure!(
+        link.contains("mtu 1350 "),
+        "eth0's MTU in the sandbox: {link}"
+    );
+    let b_ip = h2.ip_of("b", "ov")?;
+    // 1350 - 20 (IP) - 8 (ICMP) = 1322 bytes of payload fill the MTU exactly.
+    let ping = |size: &str| {
+        h1.exec(
+            "a",
+            &["ping", "-M", "do", "-c", "1", "-W", "2", "-s", size, &b_ip],
+        )
+    };
+    let mut fits = ping("1322")?;
+    for _ in 0..20 {
+        if fits.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        fits = ping("1322")?;
+    }
+    ensure!(
+        fits.success(),
+        "a full-size DF ping crosses the tunnel:\n{fits}"
+    );
+    let over = ping("1323")?;
+    ensure!(!over.success(), "one byte more must not pass:\n{over}");
+    ensure!(
+        over.to_string().contains("mtu=1350") || over.to_string().contains("too long"),
+        "refused for its size, by the sandbox:\n{over}"
+    );
+    c.finish()
+}
+
+/// Hosts racing to start sandboxes on one overlay get distinct addresses, each inside
+/// its own host's block, and reach each other across hosts.
+#[test]
+fn concurrent_runs_on_every_host_get_distinct_addresses() -> Result<()> {
+    let opts = ClusterOpts {
+        hosts: 3,
+        ..ClusterOpts::default()
+    };
+    let Some(c) = cluster("overlay-concurrent", opts)? else {
+        return Ok(());
+    };
+    c.hosts[0].ferry_ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.40.0.0/24",
+        "ov",
+    ])?;
+    c.wait_for(Duration::from_secs(5), "every host to see ov", |c| {
+        Ok(c.hosts.iter().all(|h| {
+            h.ferry(&["network", "inspect", "ov"])
+                .is_ok_and(|o| o.success())
+        }))
+    })?;
+    let per_host = 5;
+    let names: Vec<Vec<String>> = std::thread::scope(|s| {
+        let jobs: Vec<_> = c
+            .hosts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, h)| {
+                (0..per_host).map(move |j| {
+                    s.spawn(move || -> Result<(usize, String)> {
+                        let name = format!("s{i}x{j}");
+                        h.run_idle(&name, &["--network", "ov"])?;
+                        Ok((i, name))
+                    })
+                })
+            })
+            .collect();
+        let mut by_host = vec![Vec::new(); 3];
+        for j in jobs {
+            let (i, name) = j.join().expect("no panic").expect("run -d");
+            by_host[i].push(name);
+        }
+        by_host
+    });
+    let mut all = Vec::new();
+    for (i, names) in names.iter().enumerate() {
+        let net = c.hosts[i].network_inspect("ov")?;
+        let subnet = &net["IPAM"]["Config"][0]["Subnet"];
+        ensure!(
+            subnet == "10.40.0.0/24",
+            "the subnet as Docker shows it on host {i}: {subnet}"
+        );
+        for n in names {
+            all.push((i, c.hosts[i].ip_of(n, "ov")?));
+        }
+    }
+    let mut ips: Vec<&str> = all.iter().map(|(_, ip)| ip.as_str()).collect();
+    ips.sort();
+    ips.dedup();
+    ensure!(ips.len() == 3 * per_host, "distinct addresses: {all:?}");
+    // Each host's addresses lie in one /26 block of its own.
+    let block_of = |ip: &str| ip.rsplit('.').next().unwrap().parse::<u32>().unwrap() / 64;
+    for i in 0..3 {
+        let blocks: std::collections::BTreeSet<u32> = all
+            .iter()
+            .filter(|(h, _)| *h == i)
+            .map(|(_, ip)| block_of(ip))
+            .collect();
+        ensure!(
+            blocks.len() == 1,
+            "host {i}'s addresses span blocks: {all:?}"
+        );
+    }
+    // And they reach each other across hosts: host 3's first sandbox pings host 1's.
+    let target = &all.iter().find(|(h, _)| *h == 0).unwrap().1;
+    ensure!(
+        c.hosts[2].pings("s2x0", target)?,
+        "s2x0 on host 3 pings {target} on host 1"
+    );
+    c.finish()
+}

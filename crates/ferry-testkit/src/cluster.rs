@@ -197,6 +197,14 @@ impl TestCluster {
     /// each host's own teardown; etcd and the underlay go on drop.
     pub fn finish(mut self) -> Result<()> {
         self.finished = true;
+        let errors = self.teardown();
+        if !errors.is_empty() {
+            bail!("cluster teardown:\n - {}", errors.join("\n - "));
+        }
+        Ok(())
+    }
+
+    fn teardown(&mut self) -> Vec<String> {
         let mut errors = Vec::new();
         for h in &self.hosts {
             if let Ok(ids) = h.ferry_ok(&["ps", "-aq"]) {
@@ -244,21 +252,21 @@ impl TestCluster {
                 errors.push(format!("{e:#}"));
             }
         }
-        if !errors.is_empty() {
-            bail!("cluster teardown:\n - {}", errors.join("\n - "));
-        }
-        Ok(())
+        errors
     }
 }
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
-        // Hosts first (their ferryds talk to etcd while they stop), then etcd, then the
-        // underlay and with it the hosts' far ends.
-        self.hosts.clear();
+        // A failed test: the same ordered teardown, its errors only reported.
+        if !self.finished {
+            for e in self.teardown() {
+                eprintln!("cluster teardown after a failure: {e}");
+            }
+        }
+        // Then etcd, then the underlay and with it the hosts' far ends.
         self.etcd.kill();
         let _ = ip(&["netns", "del", &self.underlay]);
-        let _ = self.finished;
     }
 }
 

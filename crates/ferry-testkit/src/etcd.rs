@@ -15,6 +15,7 @@ pub const ETCD: &str = "etcd";
 
 pub struct Etcd {
     child: Child,
+    launch: Launch,
     _dir: tempfile::TempDir,
     /// `IP:PORT` clients use.
     pub endpoint: String,
@@ -39,24 +40,21 @@ pub fn etcd_or_skip(test: &str) -> bool {
     false
 }
 
-fn free_port() -> Result<u16> {
-    let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))?;
-    Ok(l.local_addr()?.port())
+/// How etcd is started, kept for a restart.
+struct Launch {
+    ip: String,
+    client: u16,
+    peer: u16,
+    netns: Option<std::path::PathBuf>,
+    data: std::path::PathBuf,
+    log: std::path::PathBuf,
 }
 
-impl Etcd {
-    /// One member on 127.0.0.1, on ports nobody holds.
-    pub fn start_local() -> Result<Etcd> {
-        let (client, peer) = (free_port()?, free_port()?);
-        Etcd::start("127.0.0.1", client, peer, None)
-    }
-
-    /// One member on `ip`, inside the network namespace at `netns` when given.
-    pub fn start(ip: &str, client: u16, peer: u16, netns: Option<&Path>) -> Result<Etcd> {
-        let dir = tempfile::Builder::new().prefix("ferry-etcd").tempdir()?;
-        let curl = format!("http://{ip}:{client}");
-        let purl = format!("http://{ip}:{peer}");
-        let mut cmd = match netns {
+impl Launch {
+    fn spawn(&self) -> Result<Child> {
+        let curl = format!("http://{}:{}", self.ip, self.client);
+        let purl = format!("http://{}:{}", self.ip, self.peer);
+        let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("nsenter");
                 c.arg(format!("--net={}", ns.display())).arg("--").arg(ETCD);
@@ -65,7 +63,7 @@ impl Etcd {
             None => Command::new(ETCD),
         };
         cmd.args(["--name", "ferrytest", "--data-dir"])
-            .arg(dir.path().join("data"))
+            .arg(&self.data)
             .args([
                 "--listen-client-urls",
                 &curl,
@@ -83,22 +81,63 @@ impl Etcd {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(
-                std::fs::File::create(dir.path().join("etcd.log")).context("create etcd's log")?,
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log)
+                    .context("open etcd's log")?,
             );
-        let child = cmd.spawn().with_context(|| format!("start {ETCD}"))?;
+        cmd.spawn().with_context(|| format!("start {ETCD}"))
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))?;
+    Ok(l.local_addr()?.port())
+}
+
+impl Etcd {
+    /// One member on 127.0.0.1, on ports nobody holds.
+    pub fn start_local() -> Result<Etcd> {
+        let (client, peer) = (free_port()?, free_port()?);
+        Etcd::start("127.0.0.1", client, peer, None)
+    }
+
+    /// One member on `ip`, inside the network namespace at `netns` when given.
+    pub fn start(ip: &str, client: u16, peer: u16, netns: Option<&Path>) -> Result<Etcd> {
+        let dir = tempfile::Builder::new().prefix("ferry-etcd").tempdir()?;
+        let launch = Launch {
+            ip: ip.to_string(),
+            client,
+            peer,
+            netns: netns.map(Path::to_path_buf),
+            data: dir.path().join("data"),
+            log: dir.path().join("etcd.log"),
+        };
+        let child = launch.spawn()?;
         let mut etcd = Etcd {
             child,
+            launch,
             _dir: dir,
             endpoint: format!("{ip}:{client}"),
         };
-        etcd.wait_listening(netns.is_some())?;
+        etcd.wait_listening()?;
         Ok(etcd)
+    }
+
+    /// Start it again on its data (after [`Etcd::kill`]): the end of an outage.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        let _ = std::fs::write(&self.launch.log, "");
+        self.child = self.launch.spawn()?;
+        self.wait_listening()
     }
 
     /// Wait (at most 10 s) until the client port accepts connections; from inside a
     /// namespace the port cannot be dialled from here, so wait for the process's log to
     /// say it serves instead.
-    fn wait_listening(&mut self, in_netns: bool) -> Result<()> {
+    fn wait_listening(&mut self) -> Result<()> {
+        let in_netns = self.launch.netns.is_some();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
@@ -123,7 +162,7 @@ impl Etcd {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("etcd.log")).unwrap_or_default()
+        std::fs::read_to_string(&self.launch.log).unwrap_or_default()
     }
 
     pub fn pid(&self) -> u32 {
