@@ -44,6 +44,14 @@ fn seed_scenario_names_resolve_and_traffic_flows_only_within_one_overlay() -> Re
         scope == "global overlay",
         "scope and driver on host 2: {scope}"
     );
+    // Docker's default global pool, /24 steps, shown as dockerd shows a chosen subnet.
+    let ipam = &h2.network_inspect("overlay-net")?["IPAM"]["Config"][0];
+    ensure!(
+        ipam["Subnet"] == "10.0.0.0/24" && ipam["Gateway"] == "10.0.0.1",
+        "{ipam}"
+    );
+    let ipam2 = &h1.network_inspect("overlay-net2")?["IPAM"]["Config"][0];
+    ensure!(ipam2["Subnet"] == "10.0.1.0/24", "{ipam2}");
 
     let web = h1.run_web("web", &["--network", "overlay-net"])?;
     h2.run_idle("client", &["--network", "overlay-net"])?;

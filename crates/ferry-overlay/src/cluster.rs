@@ -400,6 +400,15 @@ pub fn plan_network(view: &View, req: &NewOverlay) -> Result<OverlayNetwork> {
         .unwrap_or_else(|| Ipv4Addr::from(u32::from(subnet.network()) + 1));
     let vnis: Vec<u32> = view.networks.values().map(|n| n.vni).collect();
     let span = req.ip_range.unwrap_or(subnet);
+    // What inspect shows, as dockerd does for a subnet it chose.
+    let ipam_echo = match req.ipam_echo.is_empty() {
+        true => vec![ferry_core::model::IpamEcho {
+            subnet: Some(subnet.to_string()),
+            ip_range: None,
+            gateway: Some(gateway.to_string()),
+        }],
+        false => req.ipam_echo.clone(),
+    };
     Ok(OverlayNetwork {
         id: req.id.clone(),
         name: req.name.clone(),
@@ -414,6 +423,6 @@ pub fn plan_network(view: &View, req: &NewOverlay) -> Result<OverlayNetwork> {
         mtu: req.mtu,
         labels: req.labels.clone(),
         options: req.options.clone(),
-        ipam_echo: req.ipam_echo.clone(),
+        ipam_echo,
     })
 }

@@ -128,14 +128,7 @@ impl<K: KernelOps> Daemon<K> {
             options: req.options.clone().unwrap_or_default(),
             ipam_echo: asked.echo.into_iter().collect(),
         };
-        let mut net = blocking(&ov.cluster, move |c| c.create_network(&new)).await?;
-        if net.ipam_echo.is_empty() {
-            net.ipam_echo = vec![ferry_core::model::IpamEcho {
-                subnet: Some(net.subnet.to_string()),
-                ip_range: None,
-                gateway: Some(net.gateway.to_string()),
-            }];
-        }
+        let net = blocking(&ov.cluster, move |c| c.create_network(&new)).await?;
         self.materialize(&ov, &net).await?;
         Ok(net.id)
     }
