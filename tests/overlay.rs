@@ -421,3 +421,161 @@ fn an_etcd_outage_stops_nothing_that_runs_and_heals_on_return() -> Result<()> {
     c.hosts[0].ferry_ok(&["network", "create", "-d", "overlay", "late"])?;
     c.finish()
 }
+
+/// The tunnel takes VXLAN datagrams only from the cluster's hosts: a machine on the
+/// underlay speaking the overlay's VNI at a sandbox is dropped; the same machine, once
+/// its address is in the set by hand, gets through (the control).
+#[test]
+fn tunnel_packets_from_a_machine_outside_the_cluster_are_dropped() -> Result<()> {
+    let Some(c) = cluster("overlay-rogue", ClusterOpts::default())? else {
+        return Ok(());
+    };
+    let h1 = &c.hosts[0];
+    h1.ferry_ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.60.0.0/24",
+        "ov",
+    ])?;
+    h1.run_server("srv", &["--network", "ov"], "tcp", 80)?;
+    let srv = h1.ip_of("srv", "ov")?;
+    let peers = h1.nft(&["list", "set", "inet", "ferry", "tunnel_peers"])?;
+    ensure!(
+        peers.contains("172.30.0.11") && peers.contains("172.30.0.12"),
+        "{peers}"
+    );
+    let ports = h1.nft(&["list", "set", "inet", "ferry", "tunnel_ports"])?;
+    ensure!(ports.contains("4789"), "{ports}");
+
+    // The rogue: the overlay's VNI, pointed at host 1, with srv's MAC known.
+    let id = h1.ferry_ok(&["network", "inspect", "ov", "--format", "{{.Id}}"])?;
+    let dev = format!("fv-{}", &id[..8]);
+    let details = h1
+        .in_host("ip", &["-d", "link", "show", &dev])?
+        .expect_success()?
+        .stdout;
+    let vni = details
+        .split_whitespace()
+        .skip_while(|w| *w != "id")
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("no VNI in {details}"))?
+        .to_string();
+    let rogue = c.underlay_peer("172.30.0.99")?;
+    rogue.ip(&[
+        "link",
+        "add",
+        "rv",
+        "type",
+        "vxlan",
+        "id",
+        &vni,
+        "local",
+        "172.30.0.99",
+        "dstport",
+        "4789",
+        "nolearning",
+    ])?;
+    rogue.ip(&["link", "set", "rv", "address", "02:99:00:00:00:01", "up"])?;
+    rogue.ip(&["addr", "add", "10.60.0.250/24", "dev", "rv"])?;
+    let srv_mac = {
+        let o: Vec<u8> = srv.split('.').map(|x| x.parse().unwrap()).collect();
+        format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+    };
+    rogue.ip(&[
+        "neigh",
+        "replace",
+        &srv,
+        "lladdr",
+        &srv_mac,
+        "dev",
+        "rv",
+        "nud",
+        "permanent",
+    ])?;
+    let out = rogue.run(
+        "bridge",
+        &["fdb", "append", &srv_mac, "dev", "rv", "dst", "172.30.0.11"],
+    )?;
+    ensure!(out.success(), "{out}");
+    // Host 1 knows the way back, so only the firewall stands between them.
+    h1.in_host(
+        "ip",
+        &[
+            "neigh",
+            "replace",
+            "10.60.0.250",
+            "lladdr",
+            "02:99:00:00:00:01",
+            "dev",
+            &dev,
+            "nud",
+            "permanent",
+        ],
+    )?
+    .expect_success()?;
+    h1.in_host(
+        "bridge",
+        &[
+            "fdb",
+            "append",
+            "02:99:00:00:00:01",
+            "dev",
+            &dev,
+            "dst",
+            "172.30.0.99",
+        ],
+    )?
+    .expect_success()?;
+
+    let probe = h1.bins().probe.to_string_lossy().into_owned();
+    let attempt = || rogue.run(&probe, &["tcp", &srv, "80"]);
+    let refused = attempt()?;
+    ensure!(!refused.success(), "the rogue reached srv:\n{refused}");
+    h1.nft(&[
+        "add",
+        "element",
+        "inet",
+        "ferry",
+        "tunnel_peers",
+        "{ 172.30.0.99 }",
+    ])?;
+    let mut allowed = attempt()?;
+    for _ in 0..10 {
+        if allowed.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        allowed = attempt()?;
+    }
+    ensure!(
+        allowed.success(),
+        "with its address in the set, the same probe passes:\n{allowed}"
+    );
+    h1.nft(&[
+        "delete",
+        "element",
+        "inet",
+        "ferry",
+        "tunnel_peers",
+        "{ 172.30.0.99 }",
+    ])?;
+    // Tunnel traffic leaves no conntrack entry in host 1, while the flow it carried does
+    // (which shows the table is host 1's and is read).
+    let ct = h1
+        .in_host("cat", &["/proc/net/nf_conntrack"])?
+        .expect_success()?
+        .stdout;
+    ensure!(
+        ct.contains("dport=80 "),
+        "the carried flow is tracked:\n{ct}"
+    );
+    ensure!(
+        !ct.contains("dport=4789"),
+        "tunnel flows are not tracked:\n{ct}"
+    );
+    drop(rogue);
+    c.finish()
+}

@@ -160,6 +160,45 @@ impl TestCluster {
         )
     }
 
+    /// A machine on the underlay that is not a host of the cluster (no ferryd): a
+    /// namespace with `addr`/24 on a link to the underlay bridge.
+    pub fn underlay_peer(&self, addr: &str) -> Result<UnderlayPeer> {
+        let netns = format!("{}-p{}", self.underlay, &crate::unique("")[..4]);
+        ip(&["netns", "add", &netns])?;
+        let peer = UnderlayPeer {
+            netns: netns.clone(),
+        };
+        let port = format!("ulq{}", &crate::unique("")[..6]);
+        ip(&[
+            "-n",
+            &self.underlay,
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "ul0",
+            "netns",
+            &netns,
+        ])?;
+        ip(&[
+            "-n",
+            &self.underlay,
+            "link",
+            "set",
+            &port,
+            "master",
+            "ul0",
+            "up",
+        ])?;
+        peer.ip(&["link", "set", "lo", "up"])?;
+        peer.ip(&["addr", "add", &format!("{addr}/24"), "dev", "ul0"])?;
+        peer.ip(&["link", "set", "ul0", "up"])?;
+        Ok(peer)
+    }
+
     /// Wait (at most 20 s) until host 1 sees `n` nodes.
     pub fn wait_joined(&self, n: usize) -> Result<()> {
         self.wait_for(Duration::from_secs(20), "every host to join", |c| {
@@ -267,6 +306,33 @@ impl Drop for TestCluster {
         // Then etcd, then the underlay and with it the hosts' far ends.
         self.etcd.kill();
         let _ = ip(&["netns", "del", &self.underlay]);
+    }
+}
+
+/// See [`TestCluster::underlay_peer`]; dropping it deletes its namespace and link.
+pub struct UnderlayPeer {
+    pub netns: String,
+}
+
+impl UnderlayPeer {
+    /// `ip ARGS…` inside the peer; must succeed.
+    pub fn ip(&self, args: &[&str]) -> Result<()> {
+        let mut a = vec!["-n", self.netns.as_str()];
+        a.extend(args);
+        ip(&a)
+    }
+
+    /// A program run inside the peer, bounded; any exit status is Ok.
+    pub fn run(&self, program: &str, args: &[&str]) -> Result<crate::Output> {
+        let mut a = vec!["netns", "exec", self.netns.as_str(), program];
+        a.extend(args);
+        run_bounded(Command::new("ip").args(&a), BOUND)
+    }
+}
+
+impl Drop for UnderlayPeer {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.netns]);
     }
 }
 

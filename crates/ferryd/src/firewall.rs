@@ -29,6 +29,8 @@ pub enum Source {
     Net(String),
     Sbx(String),
     DockerEp(String),
+    /// The overlay tunnels' port and peers ([`State::tunnel`]).
+    Tunnel,
 }
 
 impl Source {
@@ -58,6 +60,14 @@ impl Firewall {
             if !p.contains(&s) {
                 p.push(s);
             }
+        }
+    }
+
+    /// The overlay's tunnel peers changed (not a commit: they follow the cluster).
+    pub(crate) fn note_tunnel(&self) {
+        let mut p = self.pending.lock().expect("firewall pending lock");
+        if !p.contains(&Source::Tunnel) {
+            p.push(Source::Tunnel);
         }
     }
 
@@ -328,8 +338,10 @@ fn sources_of(st: &State) -> Vec<(Source, Elements)> {
         .endpoints
         .keys()
         .map(|id| Source::DockerEp(id.clone()));
+    let tunnel = st.tunnel.as_ref().map(|_| Source::Tunnel);
     nets.chain(sbxs)
         .chain(eps)
+        .chain(tunnel)
         .map(|src| {
             let e = source_elements(st, &src);
             (src, e)
@@ -362,6 +374,11 @@ fn source_elements(st: &State, src: &Source) -> Elements {
             Some(d) => of_endpoints(&mut std::iter::once(&d.endpoint)),
             None => Elements::default(),
         },
+        Source::Tunnel => st
+            .tunnel
+            .as_ref()
+            .map(|t| nft::tunnel_elements(t.port, &t.peers))
+            .unwrap_or_default(),
     }
 }
 

@@ -35,7 +35,7 @@
 pub mod ledger;
 pub mod render;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::{Endpoint, Network, Sandbox};
 use crate::ports::Published;
@@ -57,10 +57,14 @@ pub enum SetName {
     PubSame,
     PubShift,
     NoIccPorts,
+    /// The UDP ports of this host's overlay tunnels.
+    TunnelPorts,
+    /// The hosts of the cluster: the only sources tunnel packets are taken from.
+    TunnelPeers,
 }
 
 impl SetName {
-    pub const ALL: [SetName; 10] = [
+    pub const ALL: [SetName; 12] = [
         SetName::Bridges,
         SetName::Internal,
         SetName::Masq,
@@ -71,6 +75,8 @@ impl SetName {
         SetName::PubSame,
         SetName::PubShift,
         SetName::NoIccPorts,
+        SetName::TunnelPorts,
+        SetName::TunnelPeers,
     ];
     /// `inet ferry bridges`: what follows `add element`.
     pub fn path(self) -> &'static str {
@@ -85,6 +91,8 @@ impl SetName {
             SetName::PubSame => "inet ferry pub_same",
             SetName::PubShift => "inet ferry pub_shift",
             SetName::NoIccPorts => "bridge ferry noicc_ports",
+            SetName::TunnelPorts => "inet ferry tunnel_ports",
+            SetName::TunnelPeers => "inet ferry tunnel_peers",
         }
     }
 }
@@ -157,6 +165,17 @@ impl Delta {
     pub fn is_empty(&self) -> bool {
         self.delete.is_empty() && self.add.is_empty()
     }
+}
+
+/// The elements of this host's overlay tunnels: the UDP port they listen on and the
+/// cluster's hosts, the only sources taken on it.
+pub fn tunnel_elements(port: u16, peers: &BTreeSet<std::net::Ipv4Addr>) -> Elements {
+    let mut e = Elements::default();
+    e.put(SetName::TunnelPorts, port.to_string(), None);
+    for p in peers {
+        e.put(SetName::TunnelPeers, p.to_string(), None);
+    }
+    e
 }
 
 fn ifname(s: &str) -> String {

@@ -11,7 +11,7 @@ use std::fmt::Write;
 use super::{Delta, Elements, SetName, ACCEPT_MARK};
 
 /// `(name, declaration)` of each set and map.
-const SETS: [(SetName, &str); 10] = [
+const SETS: [(SetName, &str); 12] = [
     (SetName::Bridges, "type ifname;"),
     (SetName::Internal, "type ifname;"),
     (SetName::Masq, "type ifname;"),
@@ -31,6 +31,8 @@ const SETS: [(SetName, &str); 10] = [
         "type ipv4_addr . ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; flags interval;",
     ),
     (SetName::NoIccPorts, "type ifname;"),
+    (SetName::TunnelPorts, "type inet_service;"),
+    (SetName::TunnelPeers, "type ipv4_addr;"),
 ];
 
 /// `(table, chain, base-chain spec or "")` of each chain ferry owns (not `user`).
@@ -149,6 +151,16 @@ pub fn skeleton_rules(o: Options) -> Vec<(&'static str, &'static str, String)> {
             "dns_out",
             "meta l4proto { tcp, udp } th sport 53 ip saddr . oifname @dns_gateways notrack".into(),
         ),
+        // Overlay tunnels: VXLAN datagrams only from the cluster's hosts, and none of
+        // them (in or out) tracked: a conntrack entry per flow of tunnel traffic fills
+        // the table and buys nothing (projectcalico/calico#8934).
+        (
+            i,
+            "input",
+            "udp dport @tunnel_ports ip saddr != @tunnel_peers drop".into(),
+        ),
+        (i, "dns_in", "udp dport @tunnel_ports notrack".into()),
+        (i, "dns_out", "udp dport @tunnel_ports notrack".into()),
         (i, "output", "fib daddr type local jump publish".into()),
         (i, "publish", any.into()),
         (i, "publish", shift.into()),

@@ -79,6 +79,7 @@ async fn connect<K: KernelOps>(
         conf.node,
         conf.store.endpoints.join(",")
     );
+    d.sync_tunnel(&ov).await;
     d.sync_networks(&ov).await;
     d.sync_entries(&ov).await;
     ov.poke.notify_one();
@@ -155,6 +156,9 @@ async fn watch<K: KernelOps>(d: Arc<Daemon<K>>, ov: Arc<Overlay>) {
             let changed = ov.view.lock().expect("view").apply(&msg);
             match changed {
                 Ok(c) => {
+                    if c.nodes {
+                        d.sync_tunnel(&ov).await;
+                    }
                     if c.networks {
                         d.sync_networks(&ov).await;
                     }
@@ -185,12 +189,30 @@ async fn resync<K: KernelOps>(d: &Daemon<K>, ov: &Arc<Overlay>) {
         }
     };
     *ov.view.lock().expect("view") = view;
+    d.sync_tunnel(ov).await;
     d.sync_networks(ov).await;
     d.sync_entries(ov).await;
     ov.poke.notify_one();
 }
 
 impl<K: KernelOps> Daemon<K> {
+    /// The firewall takes tunnel packets from the hosts in the view, and no others.
+    pub(crate) async fn sync_tunnel(&self, ov: &Overlay) {
+        let peers = ov.view().nodes.values().map(|n| n.addr).collect();
+        let mut st = self.state.lock().await;
+        let tunnel = crate::state::Tunnel {
+            port: ov.vxlan_port,
+            peers,
+        };
+        if st.tunnel.as_ref() == Some(&tunnel) {
+            return;
+        }
+        st.tunnel = Some(tunnel);
+        self.firewall.note_tunnel();
+        self.sync_firewall_or_warn(&st, "overlay tunnel peers")
+            .await;
+    }
+
     /// Local copies for every overlay in the view; none for those it lacks.
     pub(crate) async fn sync_networks(&self, ov: &Overlay) {
         let view = ov.view();

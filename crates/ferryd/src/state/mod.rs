@@ -27,6 +27,16 @@ pub struct State {
     pub plugin: PluginState,
     /// The allocations the store holds, per network.
     stored: allocs::Stored,
+    /// This host's overlay tunnels, while it is in a cluster: not stored, it follows the
+    /// cluster's view (see crate::overlay).
+    pub tunnel: Option<Tunnel>,
+}
+
+/// The UDP port this host's tunnels use, and the hosts they may hear from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tunnel {
+    pub port: u16,
+    pub peers: std::collections::BTreeSet<std::net::Ipv4Addr>,
 }
 
 /// A commit's store operations, and the allocations to record once the store took them
