@@ -89,11 +89,25 @@ fn seed_scenario_names_resolve_and_traffic_flows_only_within_one_overlay() -> Re
 /// The VXLAN device of overlay `net` on a host, and the addresses its neighbour table
 /// holds (one per remote endpoint).
 fn tunnel_neighbours(h: &ferry_testkit::TestHost, net: &str) -> Result<Vec<String>> {
+    neighbours_in(h.netns()?, &tunnel_dev(h, net)?)
+}
+
+fn tunnel_dev(h: &ferry_testkit::TestHost, net: &str) -> Result<String> {
     let id = h.ferry_ok(&["network", "inspect", net, "--format", "{{.Id}}"])?;
-    let dev = format!("fv-{}", &id[..8]);
-    let out = h
-        .in_host("ip", &["-4", "neigh", "show", "dev", &dev])?
-        .expect_success()?;
+    Ok(format!("fv-{}", &id[..8]))
+}
+
+/// The addresses in `dev`'s neighbour table, read from the kernel (no ferryd needed).
+fn neighbours_in(netns: &std::fs::File, dev: &str) -> Result<Vec<String>> {
+    use std::os::fd::AsRawFd;
+    let ns = format!(
+        "--net=/proc/{}/fd/{}",
+        std::process::id(),
+        netns.as_raw_fd()
+    );
+    let mut cmd = std::process::Command::new("nsenter");
+    cmd.args([ns.as_str(), "ip", "-4", "neigh", "show", "dev", dev]);
+    let out = ferry_testkit::run_bounded(&mut cmd, Duration::from_secs(10))?.expect_success()?;
     Ok(out
         .stdout
         .lines()
@@ -577,5 +591,60 @@ fn tunnel_packets_from_a_machine_outside_the_cluster_are_dropped() -> Result<()>
         "tunnel flows are not tracked:\n{ct}"
     );
     drop(rogue);
+    c.finish()
+}
+
+/// A record that goes while a host's ferryd is down leaves no entry behind: the restarted
+/// ferryd reads what its device holds and removes what the cluster no longer has.
+#[test]
+fn entries_made_stale_while_ferryd_was_down_are_removed_at_restart() -> Result<()> {
+    let Some(mut c) = cluster("overlay-stale", ClusterOpts::default())? else {
+        return Ok(());
+    };
+    c.hosts[0].ferry_ok(&["network", "create", "-d", "overlay", "ov"])?;
+    c.wait_for(Duration::from_secs(5), "host 2 to see ov", |c| {
+        Ok(c.hosts[1].ferry(&["network", "inspect", "ov"])?.success())
+    })?;
+    c.hosts[0].run_idle("here", &["--network", "ov"])?;
+    c.hosts[1].run_idle("gone", &["--network", "ov"])?;
+    c.hosts[1].run_idle("stays", &["--network", "ov"])?;
+    let (gone, stays) = (
+        c.hosts[1].ip_of("gone", "ov")?,
+        c.hosts[1].ip_of("stays", "ov")?,
+    );
+    c.wait_for(Duration::from_secs(5), "host 1's entries for both", |c| {
+        Ok(tunnel_neighbours(&c.hosts[0], "ov")?.len() == 2)
+    })?;
+    let (h1, rest) = c.hosts.split_at_mut(1);
+    let h2 = &rest[0];
+    let mut stale_while_down = false;
+    let dev = tunnel_dev(&h1[0], "ov")?;
+    let ns = h1[0].netns()?.try_clone()?;
+    h1[0].restart_kill9_with(|| {
+        h2.ferry_ok(&["rm", "-f", "gone"])
+            .expect("rm gone on host 2");
+        // Until host 2 has withdrawn it from etcd.
+        let t = std::time::Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            let n = h2.ferry_ok(&["node", "inspect", "host2", "--format", "{{.Endpoints}}"]);
+            if n.is_ok_and(|n| n == "1") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Read from the kernel directly: no ferryd answers on host 1 now.
+        stale_while_down = neighbours_in(&ns, &dev).is_ok_and(|n| n.contains(&gone));
+    })?;
+    ensure!(
+        stale_while_down,
+        "the entry outlived its record while ferryd was down (the setup)"
+    );
+    c.wait_for(Duration::from_secs(5), "the stale entry to go", |c| {
+        Ok(tunnel_neighbours(&c.hosts[0], "ov")? == [stays.clone()])
+    })?;
+    ensure!(
+        c.hosts[0].pings("here", &stays)?,
+        "the entry that stayed still carries traffic"
+    );
     c.finish()
 }

@@ -208,6 +208,10 @@ impl KernelOps for Recorder {
         let mac = ferry_core::model::mac_string(&mac);
         self.record(format!("unentry {dev} {ip} {mac}"))
     }
+    /// The fake programs nothing it could read back (a query: not recorded).
+    async fn overlay_entries(&self, _dev: &str) -> Result<Vec<(Ipv4Addr, [u8; 6])>, KernelError> {
+        Ok(Vec::new())
+    }
     /// The fake's underlay: `eth0`, MTU 1500 (a query: not recorded).
     async fn underlay_of(&self, _ip: Ipv4Addr) -> Result<(String, u32), KernelError> {
         Ok(("eth0".into(), 1500))

@@ -123,6 +123,11 @@ pub trait KernelOps: Send + Sync + 'static {
         mac: [u8; 6],
         ip: Ipv4Addr,
     ) -> impl Future<Output = Result<(), KernelError>> + Send;
+    /// The remote endpoints' entries on `dev` as the kernel holds them: IP → MAC.
+    fn overlay_entries(
+        &self,
+        dev: &str,
+    ) -> impl Future<Output = Result<Vec<(Ipv4Addr, [u8; 6])>, KernelError>> + Send;
     /// The interface holding `ip` in ferryd's namespace, and its MTU.
     fn underlay_of(
         &self,
@@ -389,6 +394,13 @@ impl KernelOps for Netlink {
         match get::index_here(dev)? {
             Some(index) => fdb::delete(&self.handle, index, dev, mac, ip).await,
             None => Ok(()),
+        }
+    }
+
+    async fn overlay_entries(&self, dev: &str) -> Result<Vec<(Ipv4Addr, [u8; 6])>, KernelError> {
+        match get::index_here(dev)? {
+            Some(index) => fdb::list(&self.handle, index, dev).await,
+            None => Ok(Vec::new()),
         }
     }
 

@@ -92,3 +92,41 @@ pub async fn delete(
         )),
     }
 }
+
+/// The IPv4 neighbour entries on device `dev` (index): what a previous ferryd programmed,
+/// read at start so that entries whose records went meanwhile are removed.
+pub async fn list(
+    h: &Handle,
+    dev: u32,
+    dev_name: &str,
+) -> Result<Vec<(Ipv4Addr, [u8; 6])>, KernelError> {
+    use futures::TryStreamExt;
+    let msgs: Vec<NeighbourMessage> = h
+        .neighbours()
+        .get()
+        .set_family(rtnetlink::IpVersion::V4)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| KernelError::netlink("list neighbours of", dev_name, e))?;
+    Ok(msgs
+        .into_iter()
+        .filter(|m| m.header.ifindex == dev)
+        .filter_map(|m| {
+            let mut ip = None;
+            let mut mac = None;
+            for a in m.attributes {
+                match a {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => ip = Some(v),
+                    NeighbourAttribute::LinkLocalAddress(l) if l.len() == 6 => {
+                        let mut m = [0u8; 6];
+                        m.copy_from_slice(&l);
+                        mac = Some(m);
+                    }
+                    _ => {}
+                }
+            }
+            Some((ip?, mac?))
+        })
+        .collect())
+}

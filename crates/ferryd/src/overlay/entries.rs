@@ -80,6 +80,17 @@ impl<K: KernelOps> Daemon<K> {
         self.dns.set_remote(names);
         let mut programmed = ov.programmed.lock().await;
         for (dev, entries) in &want {
+            if !programmed.contains_key(dev) {
+                // First sight of this device in this ferryd: what the kernel holds may be
+                // a previous run's, made stale while no ferryd watched. Taken as unknown
+                // (no tunnel address), so each is either replaced or removed below.
+                let held = self.kernel.overlay_entries(dev).await.unwrap_or_default();
+                let seeded = held
+                    .into_iter()
+                    .map(|(ip, mac)| (ip, (mac, Ipv4Addr::UNSPECIFIED)))
+                    .collect();
+                programmed.insert(dev.clone(), seeded);
+            }
             let had = programmed.entry(dev.clone()).or_default();
             for (ip, (mac, _)) in had.clone().iter() {
                 if !entries.contains_key(ip) {
