@@ -648,3 +648,52 @@ fn entries_made_stale_while_ferryd_was_down_are_removed_at_restart() -> Result<(
     );
     c.finish()
 }
+
+/// An overlay sandbox reaches the outside through its own host (masqueraded), answers on
+/// a port published on that host, and may sit on a local bridge at the same time; an
+/// `--internal` overlay reaches nothing outside.
+#[test]
+fn overlay_sandboxes_go_out_through_their_host_and_publish_ports_there() -> Result<()> {
+    let Some(c) = cluster("overlay-outside", ClusterOpts::default())? else {
+        return Ok(());
+    };
+    let (h1, h2) = (&c.hosts[0], &c.hosts[1]);
+    h1.ferry_ok(&["network", "create", "-d", "overlay", "ov"])?;
+    h1.ferry_ok(&["network", "create", "-d", "overlay", "--internal", "sealed"])?;
+    h1.ferry_ok(&["network", "create", "--subnet", "10.61.0.0/24", "local"])?;
+    c.wait_for(Duration::from_secs(5), "host 2 to see the overlays", |c| {
+        Ok(c.hosts[1]
+            .ferry(&["network", "inspect", "sealed"])?
+            .success())
+    })?;
+    // A machine on host 1's LAN, serving.
+    let mut lan = h1.add_peer("192.168.240.1/24", "192.168.240.2/24")?;
+    lan.serve("tcp", 8080)?;
+    h1.run_idle("out", &["--network", "ov"])?;
+    let seen = h1.expect_reach(At::Sandbox("out"), "tcp", &lan.ip, 8080)?;
+    ensure!(
+        seen == lan.host_ip,
+        "masqueraded to the host's address, seen as {seen}"
+    );
+    h1.run_idle("shut", &["--network", "sealed"])?;
+    h1.expect_no_reach(At::Sandbox("shut"), "tcp", &lan.ip, 8080)?;
+
+    // A port published by an overlay sandbox answers on its host, from the LAN.
+    h1.run_server("pub", &["--network", "ov", "-p", "8081:80"], "tcp", 80)?;
+    h1.expect_reach(At::Peer(&lan), "tcp", &lan.host_ip, 8081)?;
+
+    // On an overlay and a local bridge at once: both work.
+    h1.run_server("localsrv", &["--network", "local"], "tcp", 80)?;
+    h1.ferry_ok(&["network", "connect", "local", "out"])?;
+    let localsrv = h1.ip_of("localsrv", "local")?;
+    h1.expect_reach(At::Sandbox("out"), "tcp", &localsrv, 80)?;
+    h2.run_server("far", &["--network", "ov"], "tcp", 80)?;
+    let far = h2.ip_of("far", "ov")?;
+    h1.expect_reach(At::Sandbox("out"), "tcp", &far, 80)?;
+    // The sealed network is still one network across hosts.
+    h2.run_server("sealedsrv", &["--network", "sealed"], "tcp", 80)?;
+    let sealedsrv = h2.ip_of("sealedsrv", "sealed")?;
+    h1.expect_reach(At::Sandbox("shut"), "tcp", &sealedsrv, 80)?;
+    drop(lan);
+    c.finish()
+}
