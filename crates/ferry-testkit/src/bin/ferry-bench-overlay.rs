@@ -1,0 +1,103 @@
+//! The overlay's convergence benchmark (bench/overlay/run): a TestCluster of N hosts, then
+//! M rounds of "start a server sandbox on host A with `ferry run -d`; from a client on
+//! host B, try a TCP handshake until one succeeds", timing each round from the moment
+//! `run -d` returned. Prints a Markdown table: p50, p99 and max, and the tunnel entries
+//! host B holds at the end (one per remote endpoint).
+//!
+//! Usage: ferry-bench-overlay HOSTS ROUNDS
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ferry_testkit::cluster::{ClusterOpts, TestCluster};
+use ferry_testkit::At;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let hosts: usize = args.get(1).map_or(Ok(3), |s| s.parse()).context("HOSTS")?;
+    let rounds: usize = args
+        .get(2)
+        .map_or(Ok(50), |s| s.parse())
+        .context("ROUNDS")?;
+    if hosts < 2 {
+        bail!("at least 2 hosts");
+    }
+    let c = TestCluster::start(
+        "bench-overlay",
+        ClusterOpts {
+            hosts,
+            ttl_secs: 10,
+            ..ClusterOpts::default()
+        },
+    )?;
+    let (a, b) = (&c.hosts[0], &c.hosts[hosts - 1]);
+    a.ferry_ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.200.0.0/16",
+        "bench",
+    ])?;
+    c.wait_for(
+        Duration::from_secs(10),
+        "every host to see the overlay",
+        |c| {
+            Ok(c.hosts.iter().all(|h| {
+                h.ferry(&["network", "inspect", "bench"])
+                    .is_ok_and(|o| o.success())
+            }))
+        },
+    )?;
+    b.run_idle("client", &["--network", "bench"])?;
+    let probe = b.bins().probe.to_string_lossy().into_owned();
+    let mut times = Vec::with_capacity(rounds);
+    for i in 0..rounds {
+        let name = format!("srv{i}");
+        a.run_server(&name, &["--network", "bench"], "tcp", 80)?;
+        let t = Instant::now();
+        let ip = a.ip_of(&name, "bench")?;
+        loop {
+            let out = b.exec("client", &[&probe, "tcp", &ip, "80"])?;
+            if out.success() {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                bail!("round {i}: {ip} not reached from host {hosts} within 30 s:\n{out}");
+            }
+        }
+        times.push(t.elapsed());
+    }
+    // Control: the same probe against a sandbox on host B itself (no tunnel, no etcd).
+    b.run_server("local", &["--network", "bench"], "tcp", 80)?;
+    let local_ip = b.ip_of("local", "bench")?;
+    let t = Instant::now();
+    b.expect_reach(At::Sandbox("client"), "tcp", &local_ip, 80)?;
+    let local = t.elapsed();
+    let entries = {
+        let id = b.ferry_ok(&["network", "inspect", "bench", "--format", "{{.Id}}"])?;
+        let out = b.in_host(
+            "ip",
+            &["-4", "neigh", "show", "dev", &format!("fv-{}", &id[..8])],
+        )?;
+        out.stdout.lines().count()
+    };
+    times.sort();
+    let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
+    println!("| hosts | rounds | p50 | p99 | max | same-host probe | tunnel entries on host B |");
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {hosts} | {rounds} | {} | {} | {} | {} | {entries} |",
+        ms(percentile(&times, 0.5)),
+        ms(percentile(&times, 0.99)),
+        ms(*times.last().expect("rounds > 0")),
+        ms(local),
+    );
+    c.finish()
+}
