@@ -697,3 +697,34 @@ fn overlay_sandboxes_go_out_through_their_host_and_publish_ports_there() -> Resu
     drop(lan);
     c.finish()
 }
+
+/// With a three-member etcd, losing one member stops nothing: the hosts go on creating
+/// overlays, claiming blocks and reaching each other across hosts.
+#[test]
+fn a_three_member_etcd_loses_a_member_and_nothing_stops() -> Result<()> {
+    let opts = ClusterOpts {
+        etcd_members: 3,
+        ..ClusterOpts::default()
+    };
+    let Some(mut c) = cluster("overlay-etcd3", opts)? else {
+        return Ok(());
+    };
+    c.hosts[0].ferry_ok(&["network", "create", "-d", "overlay", "ov"])?;
+    c.wait_for(Duration::from_secs(5), "host 2 to see ov", |c| {
+        Ok(c.hosts[1].ferry(&["network", "inspect", "ov"])?.success())
+    })?;
+    let web = c.hosts[0].run_web("web", &["--network", "ov"])?;
+    c.hosts[1].run_idle("client", &["--network", "ov"])?;
+    c.hosts[1].expect_fetch("client", "web", &web)?;
+    // The first member, which every ferryd lists first, goes.
+    c.etcd.kill();
+    c.hosts[1].ferry_ok(&["network", "create", "-d", "overlay", "ov2"])?;
+    let web2 = c.hosts[1].run_web("web2", &["--network", "ov2"])?;
+    c.wait_for(Duration::from_secs(5), "host 1 to see ov2", |c| {
+        Ok(c.hosts[0].ferry(&["network", "inspect", "ov2"])?.success())
+    })?;
+    c.hosts[0].run_idle("client2", &["--network", "ov2"])?;
+    c.hosts[0].expect_fetch("client2", "web2", &web2)?;
+    c.hosts[1].expect_fetch("client", "web", &web)?;
+    c.finish()
+}

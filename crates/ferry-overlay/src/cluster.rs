@@ -189,6 +189,10 @@ impl Cluster {
     pub fn create_network(&self, req: &NewOverlay) -> Result<OverlayNetwork> {
         for _ in 0..TRIES {
             let view = self.view()?;
+            // Ours already: a repeat of a transaction that applied before etcd failed.
+            if let Some(net) = view.networks.get(&req.id) {
+                return Ok(net.clone());
+            }
             let net = plan_network(&view, req)?;
             let guard = match view.nets_revision {
                 Some(r) => Compare::ModRevision(NETS_REVISION.into(), r),

@@ -146,13 +146,28 @@ impl EtcdStore {
             .expect("etcd runtime lives as long as the store")
     }
 
-    fn call<T, F>(&self, action: &'static str, f: impl FnOnce(Client) -> F) -> Result<T, StoreError>
+    /// One call, tried again while etcd says it is briefly unavailable (a leader
+    /// election after a member went: "leader changed", "no leader"), within the timeout.
+    /// Every call ferry makes is safe to repeat: reads, keep-alives and puts are
+    /// idempotent, and a conditional transaction that did apply before the error
+    /// reports a conflict on its repeat, which the claims read back as their own.
+    fn call<T, F>(&self, action: &'static str, f: impl Fn(Client) -> F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
     {
-        let fut = f(self.client.clone());
-        wait(self.rt(), &self.endpoints(), action, self.cfg.timeout, fut)
+        let deadline = std::time::Instant::now() + self.cfg.timeout;
+        loop {
+            let fut = f(self.client.clone());
+            match wait(self.rt(), &self.endpoints(), action, self.cfg.timeout, fut) {
+                Err(StoreError::Etcd { source, .. })
+                    if transient(&source) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
     }
 
     fn full(&self, key: &str) -> String {
@@ -232,6 +247,11 @@ where
     }
 }
 
+/// A failure that passes on its own: etcd electing a leader, or a member gone.
+fn transient(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::Unavailable)
+}
+
 /// etcd says "requested lease not found" (a put, a revoke) or "lease not found" (a
 /// keep-alive) for a lease that expired or was revoked.
 fn is_lease_not_found(e: &etcd_client::Error) -> bool {
@@ -241,8 +261,9 @@ fn is_lease_not_found(e: &etcd_client::Error) -> bool {
 impl Store for EtcdStore {
     fn range(&self, prefix: &str) -> Result<Listing, StoreError> {
         let key = self.full(prefix);
-        let resp = self.call("range", move |mut c| async move {
-            c.get(key, Some(GetOptions::new().with_prefix())).await
+        let resp = self.call("range", |mut c| {
+            let key = key.clone();
+            async move { c.get(key, Some(GetOptions::new().with_prefix())).await }
         })?;
         Ok(Listing {
             revision: resp.header().map_or(0, |h| h.revision()),
@@ -259,7 +280,10 @@ impl Store for EtcdStore {
             _ => None,
         });
         let resp = self
-            .call("transaction", move |mut c| async move { c.txn(txn).await })
+            .call("transaction", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
             .map_err(|e| match (e, lease) {
                 (StoreError::Etcd { source, .. }, Some(l)) if is_lease_not_found(&source) => {
                     StoreError::LeaseNotFound(l)
@@ -313,8 +337,9 @@ impl Store for EtcdStore {
     fn watch(&self, prefix: &str, from: Revision) -> Result<Watcher, StoreError> {
         let key = self.full(prefix);
         let opts = WatchOptions::new().with_prefix().with_start_revision(from);
-        let stream = self.call("watch", move |mut c| async move {
-            c.watch(key, Some(opts)).await
+        let stream = self.call("watch", |mut c| {
+            let (key, opts) = (key.clone(), opts.clone());
+            async move { c.watch(key, Some(opts)).await }
         })?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let strip = self.cfg.prefix.clone();

@@ -36,6 +36,8 @@ pub struct ClusterOpts {
     pub mtu: u32,
     /// `--cluster-ttl` of every ferryd.
     pub ttl_secs: u64,
+    /// etcd members, on 172.30.0.1, .2, .3…
+    pub etcd_members: usize,
 }
 
 impl Default for ClusterOpts {
@@ -44,13 +46,19 @@ impl Default for ClusterOpts {
             hosts: 2,
             mtu: 1500,
             ttl_secs: 3,
+            etcd_members: 1,
         }
     }
 }
 
 pub struct TestCluster {
     pub hosts: Vec<TestHost>,
+    /// The first etcd member (the only one unless [`ClusterOpts::etcd_members`] says more).
     pub etcd: Etcd,
+    /// The other members.
+    pub etcd_others: Vec<Etcd>,
+    /// `--cluster-store` of every ferryd.
+    store: String,
     underlay: String,
     finished: bool,
 }
@@ -70,17 +78,34 @@ impl TestCluster {
         let mtu = opts.mtu.to_string();
         u(&["link", "set", "lo", "up"])?;
         u(&["link", "add", "ul0", "mtu", &mtu, "type", "bridge"])?;
-        u(&["addr", "add", &format!("{ETCD_ADDR}/24"), "dev", "ul0"])?;
+        let ips: Vec<String> = (1..=opts.etcd_members.max(1))
+            .map(|i| format!("{UNDERLAY}.{i}"))
+            .collect();
+        for ip in &ips {
+            u(&["addr", "add", &format!("{ip}/24"), "dev", "ul0"])?;
+        }
         u(&["link", "set", "ul0", "up"])?;
-        let etcd = Etcd::start(
-            ETCD_ADDR,
-            2379,
-            2380,
-            Some(std::path::Path::new(&format!("/run/netns/{underlay}"))),
-        )?;
+        let ns_path = std::path::PathBuf::from(format!("/run/netns/{underlay}"));
+        let mut members = match ips.len() {
+            1 => vec![Etcd::start(ETCD_ADDR, 2379, 2380, Some(&ns_path))?],
+            _ => Etcd::start_cluster(
+                &ips.iter().map(String::as_str).collect::<Vec<_>>(),
+                &ns_path,
+            )?,
+        };
+        let etcd = members.remove(0);
+        let store = format!(
+            "etcd://{}",
+            ips.iter()
+                .map(|ip| format!("{ip}:2379"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
         let mut cluster = TestCluster {
             hosts: Vec::new(),
             etcd,
+            etcd_others: members,
+            store,
             underlay: underlay.clone(),
             finished: false,
         };
@@ -141,7 +166,7 @@ impl TestCluster {
         let file = wire();
         // The name goes; the namespace lives as long as the host holds it.
         let _ = ip(&["netns", "del", &ns]);
-        let store = format!("etcd://{ETCD_ADDR}:2379");
+        let store = self.store.clone();
         let node = format!("host{i}");
         let ttl = opts.ttl_secs.to_string();
         TestHost::start_in(
@@ -305,6 +330,9 @@ impl Drop for TestCluster {
         }
         // Then etcd, then the underlay and with it the hosts' far ends.
         self.etcd.kill();
+        for m in &mut self.etcd_others {
+            m.kill();
+        }
         let _ = ip(&["netns", "del", &self.underlay]);
     }
 }

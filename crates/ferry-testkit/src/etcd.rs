@@ -42,6 +42,9 @@ pub fn etcd_or_skip(test: &str) -> bool {
 
 /// How etcd is started, kept for a restart.
 struct Launch {
+    name: String,
+    /// `--initial-cluster`: every member's name=peer URL.
+    initial_cluster: String,
     ip: String,
     client: u16,
     peer: u16,
@@ -62,7 +65,7 @@ impl Launch {
             }
             None => Command::new(ETCD),
         };
-        cmd.args(["--name", "ferrytest", "--data-dir"])
+        cmd.args(["--name", &self.name, "--data-dir"])
             .arg(&self.data)
             .args([
                 "--listen-client-urls",
@@ -76,7 +79,7 @@ impl Launch {
                 "--initial-advertise-peer-urls",
                 &purl,
             ])
-            .args(["--initial-cluster", &format!("ferrytest={purl}")])
+            .args(["--initial-cluster", &self.initial_cluster])
             .args(["--logger", "zap", "--log-level", "info"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -105,8 +108,56 @@ impl Etcd {
 
     /// One member on `ip`, inside the network namespace at `netns` when given.
     pub fn start(ip: &str, client: u16, peer: u16, netns: Option<&Path>) -> Result<Etcd> {
+        let mut etcd = Etcd::spawn_member(
+            "ferrytest",
+            &format!("ferrytest=http://{ip}:{peer}"),
+            ip,
+            client,
+            peer,
+            netns,
+        )?;
+        etcd.wait_listening()?;
+        Ok(etcd)
+    }
+
+    /// A cluster of one member per address (client port 2379, peer port 2380), all in
+    /// the network namespace `netns`; returns once every member serves.
+    pub fn start_cluster(ips: &[&str], netns: &Path) -> Result<Vec<Etcd>> {
+        let initial = ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| format!("m{i}=http://{ip}:2380"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members = Vec::new();
+        for (i, ip) in ips.iter().enumerate() {
+            members.push(Etcd::spawn_member(
+                &format!("m{i}"),
+                &initial,
+                ip,
+                2379,
+                2380,
+                Some(netns),
+            )?);
+        }
+        for m in &mut members {
+            m.wait_listening()?;
+        }
+        Ok(members)
+    }
+
+    fn spawn_member(
+        name: &str,
+        initial_cluster: &str,
+        ip: &str,
+        client: u16,
+        peer: u16,
+        netns: Option<&Path>,
+    ) -> Result<Etcd> {
         let dir = tempfile::Builder::new().prefix("ferry-etcd").tempdir()?;
         let launch = Launch {
+            name: name.to_string(),
+            initial_cluster: initial_cluster.to_string(),
             ip: ip.to_string(),
             client,
             peer,
@@ -115,14 +166,12 @@ impl Etcd {
             log: dir.path().join("etcd.log"),
         };
         let child = launch.spawn()?;
-        let mut etcd = Etcd {
+        Ok(Etcd {
             child,
             launch,
             _dir: dir,
             endpoint: format!("{ip}:{client}"),
-        };
-        etcd.wait_listening()?;
-        Ok(etcd)
+        })
     }
 
     /// Start it again on its data (after [`Etcd::kill`]): the end of an outage.
