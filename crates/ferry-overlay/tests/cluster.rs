@@ -74,8 +74,15 @@ fn overlays_get_dockers_global_subnets_and_distinct_vnis_even_when_hosts_race() 
             .next()
             .unwrap()));
 
-    let dup = h[0].create_network(&overlay("net2")).unwrap_err();
+    let mut again = overlay("net2");
+    again.id = "another-id-0123456789abcdef".into();
+    let dup = h[0].create_network(&again).unwrap_err();
     assert!(matches!(dup, ClusterError::Duplicate(_)), "{dup}");
+    // A repeat with the same ID (a transaction retried after it applied) is the same network.
+    assert_eq!(
+        h[0].create_network(&overlay("net2")).unwrap().vni,
+        made.iter().find(|n| n.name == "net2").unwrap().vni
+    );
     let mut o = overlay("overlapping");
     o.subnet = Some("10.0.1.128/25".parse().unwrap());
     let e = h[1].create_network(&o).unwrap_err();
