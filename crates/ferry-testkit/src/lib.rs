@@ -49,7 +49,7 @@ pub use host::{TestHost, CLI_TIMEOUT, PREDEFINED_NETWORKS};
 pub use kernel::{mounts, parse_addresses, parse_links, process_gone, Leftovers, Mount};
 pub use peer::Peer;
 pub use probe::{is_full_id, Web};
-pub use reach::{At, REFUSED_WITHIN};
+pub use reach::{At, NoReach, REFUSED_WITHIN};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
