@@ -10,10 +10,22 @@ use ferry_core::validate::{network_from_request, predefined_networks, CreateCont
 use ferry_core::IfName;
 use serde_json::Value;
 
+/// A file of `shared/fixtures/docker-engine-api` beside the checkout, found by walking up
+/// from this crate: a clone at /work/main and a worktree at /work/wt/NAME both reach
+/// /work/shared.
 fn fixture(name: &str) -> Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/docker-engine-api")
-        .join(name);
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = here
+        .ancestors()
+        .map(|a| a.join("shared/fixtures/docker-engine-api"))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| {
+            panic!(
+                "no shared/fixtures/docker-engine-api beside any parent of {}",
+                here.display()
+            )
+        });
+    let p = dir.join(name);
     let text =
         std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()));
     serde_json::from_str(&text).unwrap()

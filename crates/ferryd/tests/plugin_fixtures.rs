@@ -28,8 +28,19 @@ use ferryd::state::State;
 use ferryd::{Config, Daemon};
 use serde_json::{json, Value};
 
+/// `shared/fixtures/docker-plugin-api` beside the checkout, found by walking up from this
+/// crate: a clone at /work/main and a worktree at /work/wt/NAME both reach /work/shared.
 fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/docker-plugin-api")
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .map(|a| a.join("shared/fixtures/docker-plugin-api"))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| {
+            panic!(
+                "no shared/fixtures/docker-plugin-api beside any parent of {}",
+                here.display()
+            )
+        })
 }
 
 fn daemon(dir: &tempfile::TempDir) -> Arc<Daemon<Recorder>> {
