@@ -111,6 +111,11 @@ fn first_host(subnet: &str) -> String {
 /// again, ferry's cursor (like Docker's default IPAM) goes on to .4.
 const CURSOR_DIFFERS: &[&str] = &["p10-run-c2-publish.json #39"];
 
+/// The recorded errors that are Docker's contract, not the capture plugin's injection, and
+/// the words ferry's {"Err": …} must use for the same problem.
+const RECORDED_ERRORS: &[(&str, &str)] =
+    &[("p15-run-err-ip-taken.json #55", "Address already in use")];
+
 /// Joins on a network whose creation was not captured (the replay makes it as context,
 /// without its options) but was made with a `capture.*` option: p29's capnogw2 (INDEX.md:
 /// "Join without Gateway but DisableGatewayService=true"), whose twin p26 shows the option.
@@ -649,9 +654,17 @@ impl Replay {
                     is_error(status, &ours),
                     "{ctx}: recorded an error, ferry answered {status} {ours}"
                 );
+                let call = ctx.rsplit_once(' ').unwrap().0;
+                let why = RECORDED_ERRORS
+                    .iter()
+                    .find(|(c, _)| *c == call)
+                    .unwrap_or_else(|| {
+                        panic!("{ctx}: a recorded error RECORDED_ERRORS does not list")
+                    })
+                    .1;
                 assert!(
-                    ours["Err"].as_str().is_some_and(|m| !m.is_empty()),
-                    "{ctx}: ferry's error must be {{\"Err\": message}}: {ours}"
+                    ours["Err"].as_str().is_some_and(|m| m.contains(why)),
+                    "{ctx}: ferry's error must be {{\"Err\": message}} naming the problem ({why:?}): {ours}"
                 );
                 self.checked += 1;
             } else {
