@@ -202,9 +202,12 @@ fn outbound_traffic_is_masqueraded_unless_the_network_turns_it_off() -> Result<(
     other.route_via_host("10.72.0.0/24")?;
     peer.route_via_host("10.73.5.0/24")?;
     other.serve("tcp", 81)?;
-    // Controls: the first peer answers the host, the second answers too.
+    // Controls: the first peer answers the host, the second answers too, and the
+    // second's client reaches a ferry sandbox's published port through the host.
     host.expect_reach(At::Host, "tcp", &peer.ip, 80)?;
     host.expect_reach(At::Host, "tcp", &other.ip, 81)?;
+    host.run_server("pub", &["--network", &masq, "-p", "8088:80"], "tcp", 80)?;
+    host.expect_reach(At::Peer(&other), "tcp", &other.host_ip, 8088)?;
     host.expect_no_reach(At::Peer(&other), "tcp", &peer.ip, 80, NoReach::Timeout)?;
     drop((peer, other));
     host.ferry_ok(&["system", "cleanup"])?;
@@ -367,7 +370,9 @@ fn routing_to_a_bridge_through_the_host_reaches_no_unpublished_or_loopback_only_
     peer.route_via_host("10.77.0.0/24")?;
     let net = unique("n");
     host.create_network(&net, &["--subnet", "10.77.0.0/24"])?;
-    host.run_server(
+    let p = host.bins().probe.to_string_lossy().into_owned();
+    let script = format!("{p} serve-tcp 82 & exec {p} serve-tcp 80");
+    host.run_detached(
         "web",
         &[
             "--network",
@@ -377,13 +382,16 @@ fn routing_to_a_bridge_through_the_host_reaches_no_unpublished_or_loopback_only_
             "-p",
             "8082:82",
         ],
-        "tcp",
-        80,
+        &[BUSYBOX, "sh", "-c", &script],
     )?;
     let ip = host.ip_of("web", &net)?;
-    // Control: web answers the host directly.
+    // Controls: web answers the host directly, and the peer through the port published
+    // on every address.
     host.expect_reach(At::Host, "tcp", &ip, 80)?;
+    host.expect_reach(At::Peer(&peer), "tcp", &peer.host_ip, 8082)?;
     host.expect_no_reach(At::Peer(&peer), "tcp", &ip, 80, NoReach::Timeout)?;
+    // Not even the container port that is published, when routed to directly.
+    host.expect_no_reach(At::Peer(&peer), "tcp", &ip, 82, NoReach::Timeout)?;
     host.expect_no_reach(
         At::Peer(&peer),
         "tcp",
