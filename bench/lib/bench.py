@@ -407,8 +407,7 @@ class Bench:
         for k, got in peer_gbps.items():
             self.md.append(f"| two containers on {self.tools[k].name}'s bridge (in its own namespace, br_netfilter's "
                            f"calls on as there) | {fmt(stats(got), digits=2)} | {fmt(per_round(got), digits=3)} |")
-        # ferry always publishes (its setup fails otherwise).
-        ferry_port = True
+        # ferry always publishes ports (Ferry.setup fails otherwise).
         self.md.append("| through a published port | see below | |")
         self.md.append("")
         for k, got in peer_gbps.items():
@@ -416,8 +415,7 @@ class Bench:
             vs_off = stats([x / p for x, p in zip(bridge_nf0, got)])
             self.md.append(f"ferry's bridge against {self.tools[k].name}'s, per round: {fmt(vs, digits=3)} "
                            f"(with `--br-netfilter off`: {fmt(vs_off, digits=3)}).\n")
-        if ferry_port:
-            self.dataplane_port(f, secs, rounds, veth)
+        self.dataplane_port(f, secs, rounds, veth)
 
     def dataplane_port(self, f, secs, rounds, veth):
         # Server on port 80 in a sandbox that publishes 8081:80; client in ferryd's
