@@ -89,7 +89,7 @@ fn create_fails_with_gateway_outside_subnet() -> Result<()> {
         "10.89.0.1",
         "badgw",
     ];
-    assert_refused(&host, &args, &["gateway", "10.89.0.1"])?;
+    assert_refused(&host, &args, &["gateway", "10.89.0.1", "out of range"])?;
     host.finish()
 }
 
@@ -105,7 +105,11 @@ fn create_fails_with_ip_range_outside_subnet() -> Result<()> {
         "10.89.0.0/25",
         "badrange",
     ];
-    assert_refused(&host, &args, &["range", "10.89.0.0/25"])?;
+    assert_refused(
+        &host,
+        &args,
+        &["10.89.0.0/25", "is not inside subnet 10.88.0.0/24"],
+    )?;
     host.finish()
 }
 
