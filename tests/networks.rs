@@ -6,7 +6,7 @@
 //! reachability with a real TCP request and its reply (busybox httpd ← an HTTP request over busybox nc).
 
 use anyhow::{ensure, Result};
-use ferry_testkit::{host_or_skip, unique};
+use ferry_testkit::{host_or_skip, unique, At, NoReach};
 use std::collections::BTreeSet;
 
 fn set(v: Vec<String>) -> BTreeSet<String> {
@@ -277,11 +277,18 @@ fn none_network_sandbox_has_only_lo() -> Result<()> {
         "a none-network sandbox changed the host's links: {before:?} → {after:?}"
     );
 
-    // Nothing to reach: the fetch fails rather than hangs.
-    let out = host.fetch("alone", "172.17.0.1")?;
-    ensure!(
-        !out.success(),
-        "a none-network sandbox fetched something:\n{out}"
-    );
+    // Nothing to reach: a server on the host's network answers at the default bridge's
+    // gateway (control, from a default-bridge sandbox), and the none sandbox has no route
+    // to it.
+    host.run_server("hostsrv", &["--network", "host"], "tcp", 8099)?;
+    host.run_idle("bridged", &[])?;
+    host.expect_reach(At::Sandbox("bridged"), "tcp", "172.17.0.1", 8099)?;
+    host.expect_no_reach(
+        At::Sandbox("alone"),
+        "tcp",
+        "172.17.0.1",
+        8099,
+        NoReach::Unreachable,
+    )?;
     host.finish()
 }

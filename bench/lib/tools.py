@@ -10,6 +10,7 @@ timed. fill(n, port) brings the number of other endpoints up to n.
 
 import json
 import os
+import socket
 import subprocess
 import time
 
@@ -65,6 +66,14 @@ class Tool:
     def links(self):
         self.enter()
         return len(sh(["ip", "-o", "link"]).stdout.splitlines())
+
+    # With --smoke the harness checks what each attach and detach did, outside the timed
+    # window (see Ferry); a contender without such checks has none.
+    def check_attached(self, port):
+        pass
+
+    def check_detached(self, port):
+        pass
 
 
 # ---------------------------------------------------------------------------------------
@@ -287,16 +296,20 @@ class Ferry(Tool):
     name = "ferry"
     host = "fb-ferry"
 
-    def __init__(self, world, bindir, tag="ferry", name=None, grows=True):
+    GATEWAY = "10.204.0.1"  # fbnet's, where a published port answers in ferryd's namespace
+
+    def __init__(self, world, bindir, tag="ferry", name=None, grows=True, verify=False):
         """tag names its namespace and directory; grows=False marks the scale phase's
-        empty twin, which the scale phase never fills."""
+        empty twin, which the scale phase never fills. verify (bench/run --smoke): the
+        measured sandbox serves HTTP on port 80, and every attach and detach is checked
+        (check_attached, check_detached)."""
         super().__init__(world)
         self.bindir = bindir
-        self.port_refusal = None
         self.tag = tag
         self.host = f"fb-{tag}"
         self.name = name or self.name
         self.grows = grows
+        self.verify = verify
 
     def cli(self, *args):
         return [os.path.join(self.bindir, "ferry"), "-H", f"unix://{self.sock}", *args]
@@ -322,15 +335,18 @@ class Ferry(Tool):
             time.sleep(0.05)
         sh(self.cli("network", "create", "--subnet", "10.204.0.0/16", "fbnet"))
         self.run_sleeper("resident", "fbnet")
-        self.run_sleeper("bench1", "fbnet")
+        # With verify, the measured sandbox answers HTTP on 80, so a published port is
+        # shown to reach it (busybox httpd answers any request, a 404 included).
+        self.run_sleeper("bench1", "fbnet", [BUSYBOX, "httpd", "-f", "-p", "80", "-h", "/"] if self.verify else None)
         sh(self.cli("network", "disconnect", "fbnet", "bench1"))
-        # Does this build publish ports? Ask the CLI without changing anything: a
-        # connect to a sandbox that does not exist fails either way, but with a clap
-        # usage error (exit 2) when --publish is unknown.
+        # The bench measures ferry with a published port: a CLI without --publish is a
+        # failure, not a row to skip. Ask without changing anything: a connect to a
+        # sandbox that does not exist fails either way, but with a clap usage error
+        # (exit 2) when --publish is unknown.
         r = sh(self.cli("network", "connect", "--publish", f"{PORT}:80", "fbnet", "no-such-sandbox"), check=False)
         if r.returncode == 2 and ("unexpected argument" in r.stderr or "--publish" in r.stderr):
-            self.supports_port = False
-            self.port_refusal = r.stderr.strip().splitlines()[0]
+            raise RuntimeError(f"this ferry CLI cannot publish a port on connect, which the bench measures: "
+                               f"{r.stderr.strip().splitlines()[0]}")
 
     def run_sleeper(self, name, net, cmd=None):
         cmd = cmd or [BUSYBOX, "sleep", "1000000"]
@@ -342,6 +358,56 @@ class Ferry(Tool):
 
     def detach(self, port=False):
         return timed(self.cli("network", "disconnect", "fbnet", "bench1"))[0]
+
+    def fbnet_addresses(self):
+        """sandbox name -> its address on fbnet, from `ferry network inspect`."""
+        v = json.loads(sh(self.cli("network", "inspect", "fbnet")).stdout)[0]
+        return {c["Name"]: c["IPv4Address"] for c in (v.get("Containers") or {}).values()}
+
+    def http_answer(self):
+        """One HTTP request to the published port at fbnet's gateway, from ferryd's
+        namespace: the answer's first line, or the error that stopped it."""
+        self.enter()
+        try:
+            with socket.create_connection((self.GATEWAY, PORT), timeout=3) as c:
+                c.settimeout(3)
+                c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                data = b""
+                while b"\n" not in data:
+                    chunk = c.recv(512)
+                    if not chunk:
+                        break
+                    data += chunk
+                return data.decode(errors="replace").splitlines()[0] if data else "(closed without an answer)"
+        except OSError as e:
+            return e
+        finally:
+            self.w.go_home()
+
+    def check_attached(self, port):
+        if not self.verify:
+            return
+        addrs = self.fbnet_addresses()
+        if not addrs.get("bench1"):
+            raise RuntimeError(f"{self.tag}: connect gave bench1 no address on fbnet: {addrs}")
+        if len(set(addrs.values())) != len(addrs):
+            raise RuntimeError(f"{self.tag}: two sandboxes share an address on fbnet: {addrs}")
+        if port:
+            got = self.http_answer()
+            if not (isinstance(got, str) and got.startswith("HTTP/1.")):
+                raise RuntimeError(f"{self.tag}: published port {PORT} did not answer after connect: {got!r}")
+
+    def check_detached(self, port):
+        if not self.verify:
+            return
+        addrs = self.fbnet_addresses()
+        if "bench1" in addrs:
+            raise RuntimeError(f"{self.tag}: bench1 still on fbnet after disconnect: {addrs}")
+        if port:
+            # The control is check_attached: the same request was answered while connected.
+            got = self.http_answer()
+            if not isinstance(got, ConnectionRefusedError):
+                raise RuntimeError(f"{self.tag}: port {PORT} after disconnect must be refused, got {got!r}")
 
     def fill(self, n, port=False):
         for i in range(self.filled, n):

@@ -1,5 +1,8 @@
 //! ferry's Engine API objects against dockerd's recorded answers
-//! (../shared/fixtures/docker-engine-api/): the same fields, in the same order.
+//! (../shared/fixtures/docker-engine-api/): the same fields, in the same order, with the
+//! same values. Only what is each daemon's own is taken from ferry's object before the
+//! comparison (`differs`), each with its reason: IDs, creation times, the default
+//! bridge's interface name, the sandbox's netns path, a process's PID and times.
 
 use std::path::PathBuf;
 
@@ -8,12 +11,24 @@ use ferry_core::docker::network::{network_resource, NetworkCreateRequest};
 use ferry_core::model::{DnsConf, Endpoint, LiveEndpoint, RunState, Sandbox};
 use ferry_core::validate::{network_from_request, predefined_networks, CreateContext};
 use ferry_core::IfName;
-use serde_json::Value;
+use serde_json::{json, Value};
 
+/// A file of `shared/fixtures/docker-engine-api` beside the checkout, found by walking up
+/// from this crate: a clone at /work/main and a worktree at /work/wt/NAME both reach
+/// /work/shared.
 fn fixture(name: &str) -> Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/docker-engine-api")
-        .join(name);
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = here
+        .ancestors()
+        .map(|a| a.join("shared/fixtures/docker-engine-api"))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| {
+            panic!(
+                "no shared/fixtures/docker-engine-api beside any parent of {}",
+                here.display()
+            )
+        });
+    let p = dir.join(name);
     let text =
         std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()));
     serde_json::from_str(&text).unwrap()
@@ -28,6 +43,22 @@ fn response(f: &Value, suffix: &str) -> Value {
         .find(|e| e["request"]["path"].as_str().unwrap().ends_with(suffix))
         .unwrap()["response"]["body"]
         .clone()
+}
+
+/// `theirs` with the fields at `pointers` (JSON pointers) taken from `ours`: the values
+/// that legitimately differ. Each must exist on both sides and be non-empty in ours.
+fn differs(ours: &Value, theirs: &Value, pointers: &[&str]) -> Value {
+    let mut t = theirs.clone();
+    for p in pointers {
+        let o = ours.pointer(p).unwrap_or_else(|| panic!("ours has no {p}"));
+        assert!(
+            !(o.is_null() || o == "" || o == 0),
+            "{p} is empty in ours: {o}"
+        );
+        *t.pointer_mut(p)
+            .unwrap_or_else(|| panic!("theirs has no {p}")) = o.clone();
+    }
+    t
 }
 
 fn keys(v: &Value) -> Vec<String> {
@@ -67,8 +98,8 @@ fn network_inspect_has_dockers_fields_in_dockers_order() {
         ours["IPAM"], theirs["IPAM"],
         "IPAM echoes what the user gave, as dockerd does"
     );
-    assert_eq!(ours["Options"], theirs["Options"]);
-    assert_eq!(ours["Labels"], theirs["Labels"]);
+    // The ID and the creation time are each daemon's own.
+    assert_eq!(ours, differs(&ours, &theirs, &["/Id", "/Created"]));
 }
 
 #[test]
@@ -85,9 +116,19 @@ fn default_bridge_inspect_matches_dockers_shape() {
     let ours = network_resource(&nets[0], &[]);
     assert_eq!(keys(&ours), keys(&theirs));
     assert_eq!(ours["IPAM"], theirs["IPAM"]);
-    let mut opts = theirs["Options"].clone();
-    opts["com.docker.network.bridge.name"] = "ferry0".into();
-    assert_eq!(ours["Options"], opts);
+    // ferry's default bridge is ferry0, beside a docker0 Docker may still own.
+    assert_eq!(
+        ours["Options"]["com.docker.network.bridge.name"], "ferry0",
+        "the default bridge's name"
+    );
+    assert_eq!(
+        ours,
+        differs(
+            &ours,
+            &theirs,
+            &["/Id", "/Created", "/Options/com.docker.network.bridge.name"]
+        )
+    );
 }
 
 #[test]
@@ -157,6 +198,29 @@ fn container_inspect_has_dockers_network_fields() {
     ] {
         assert_eq!(o[k], t[k], "{k}");
     }
+    // The whole of NetworkSettings, by value: the sandbox's ID and netns path, the
+    // network's and endpoint's IDs and the short-ID alias are each daemon's own.
+    assert_eq!(
+        ours["NetworkSettings"],
+        differs(
+            &ours["NetworkSettings"],
+            theirs_ns,
+            &[
+                "/SandboxID",
+                "/SandboxKey",
+                "/Networks/demonet/NetworkID",
+                "/Networks/demonet/EndpointID",
+                "/Networks/demonet/Aliases/0",
+            ]
+        )
+    );
+    // State by value: the PID and the start time are the process's own.
+    assert_eq!(
+        ours["State"],
+        differs(&ours["State"], &theirs["State"], &["/Pid", "/StartedAt"])
+    );
+    let alias = ours["NetworkSettings"]["Networks"]["demonet"]["Aliases"][0].clone();
+    assert_eq!(alias, json!(&sb.id[..12]), "the alias is the short ID");
     assert_eq!(
         ours["NetworkSettings"]["IPAddress"], "",
         "top-level IPAddress is only for the default bridge"

@@ -13,8 +13,9 @@ pub struct DockerCli {
 }
 
 impl DockerCli {
-    /// /usr/local/bin/docker, else `docker` on PATH. When there is none, prints a skip notice
-    /// and returns None — or panics when `CI` is set.
+    /// /usr/local/bin/docker, else `docker` on PATH. When there is none, reports a skip and
+    /// returns None — or panics when `CI` is set or the run is root (`scripts/setup`
+    /// installs docker.io, so a missing CLI is a broken setup).
     pub fn find_or_skip(scenario: &str) -> Option<PathBuf> {
         let preferred = PathBuf::from("/usr/local/bin/docker");
         let found = if preferred.is_file() {
@@ -27,10 +28,10 @@ impl DockerCli {
             })
         };
         if found.is_none() {
-            if std::env::var_os("CI").is_some() {
-                panic!("{scenario}: no docker CLI (/usr/local/bin/docker or on PATH) and CI is set, so this may not be skipped");
+            if !crate::may_skip_missing_program() {
+                panic!("{scenario}: no docker CLI (/usr/local/bin/docker or on PATH); scripts/setup installs it (docker.io), and as root or under CI this may not be skipped");
             }
-            eprintln!("SKIP {scenario}: no docker CLI (/usr/local/bin/docker or on PATH)");
+            crate::skip(scenario, "no docker CLI (/usr/local/bin/docker or on PATH)");
         }
         found
     }

@@ -51,12 +51,12 @@ pub use host::{TestHost, CLI_TIMEOUT, PREDEFINED_NETWORKS};
 pub use kernel::{mounts, parse_addresses, parse_links, process_gone, Leftovers, Mount};
 pub use peer::Peer;
 pub use probe::{is_full_id, Web};
-pub use reach::{At, REFUSED_WITHIN};
+pub use reach::{At, NoReach, REFUSED_WITHIN};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// True when privileged scenario tests can run (effective uid 0). Otherwise prints a skip
-/// message and returns false — unless the `CI` variable is set, where a skip would hide a
+/// True when privileged scenario tests can run (effective uid 0). Otherwise reports a skip
+/// ([`skip`]) and returns false — unless the `CI` variable is set, where a skip would hide a
 /// broken setup, so it panics instead.
 pub fn privileged(scenario: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
@@ -65,8 +65,27 @@ pub fn privileged(scenario: &str) -> bool {
     if std::env::var_os("CI").is_some() {
         panic!("{scenario}: scenario tests need root and CI is set, so they may not be skipped (run `scripts/test` as root)");
     }
-    eprintln!("SKIP {scenario}: needs root (run `scripts/test` as root)");
+    skip(scenario, "needs root (run `scripts/test` as root)");
     false
+}
+
+/// Report that `scenario` skips itself (the test then returns `Ok(())`, which the harness
+/// counts as passed): one line `SKIP <scenario>: <why>`, written straight to the process's
+/// stderr so the test harness's output capture cannot swallow it. `scripts/test` counts
+/// these lines, subtracts them from "passed" and prints them as "skipped".
+pub fn skip(scenario: &str, why: &str) {
+    use std::io::Write;
+    // One write of a whole line, starting on a fresh line in case the harness is in the
+    // middle of its own (`test NAME ... `).
+    let line = format!("\nSKIP {scenario}: {why}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// Whether a program the setup installs may be missing without failing the test: only when
+/// the run is neither CI nor root (as root, `scripts/setup` has run and should have
+/// installed it; under CI a skip would hide a broken setup).
+pub fn may_skip_missing_program() -> bool {
+    std::env::var_os("CI").is_none() && !nix::unistd::geteuid().is_root()
 }
 
 /// `prefix` followed by 6 random hex digits: unique per call, letters and digits only, so it is

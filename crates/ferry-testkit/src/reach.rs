@@ -2,6 +2,12 @@
 //! sandbox or peer, and clients in a sandbox, a peer or the host itself. A client that must
 //! fail is shown to fail within a bound (the probe gives up after 2 s to connect and 2 s to
 //! read; the whole command after 15 s), so a refused path never hangs a test.
+//!
+//! A refusal names how it must fail ([`NoReach`]): the probe's exit code and the word it
+//! prints tell a firewall's drop (timeout) from a closed port (refused) from no route
+//! (unreachable), and a probe that never ran (a failed `ferry exec` or `ip netns exec`, bad
+//! arguments) is an error, never a refusal. Each refusal in the suite sits next to a
+//! control: the same probe, reaching where it should, in the same setup.
 
 use crate::bins::BUSYBOX;
 use crate::cmd::Output;
@@ -16,6 +22,36 @@ pub enum At<'a> {
     Sandbox(&'a str),
     Peer(&'a Peer),
     Host,
+}
+
+/// How a refused attempt must fail: `ferry-probe`'s exit code for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoReach {
+    /// Connection refused: something answered "nothing here" (a TCP RST, an ICMP port
+    /// unreachable), so the packet got to a host that has no such service.
+    Refused,
+    /// No answer within the probe's bound: dropped on the way.
+    Timeout,
+    /// ICMP host or network unreachable, or no route.
+    Unreachable,
+}
+
+impl NoReach {
+    fn code(self) -> i32 {
+        match self {
+            NoReach::Refused => 10,
+            NoReach::Timeout => 11,
+            NoReach::Unreachable => 12,
+        }
+    }
+
+    fn word(self) -> &'static str {
+        match self {
+            NoReach::Refused => "refused",
+            NoReach::Timeout => "timeout",
+            NoReach::Unreachable => "unreachable",
+        }
+    }
 }
 
 /// A refused attempt must end within this (the probe's own timeouts are 2 s + 2 s).
@@ -80,13 +116,28 @@ impl TestHost {
         }
     }
 
-    /// The client at `at` does not reach IP:PORT, and says so within [`REFUSED_WITHIN`].
-    pub fn expect_no_reach(&self, at: At, proto: &str, ip: &str, port: u16) -> Result<()> {
+    /// The client at `at` does not reach IP:PORT, fails the way `how` says, and says so
+    /// within [`REFUSED_WITHIN`]. Any other failure (another kind, or the probe not having
+    /// run at all) is an error that shows the probe's output.
+    pub fn expect_no_reach(
+        &self,
+        at: At,
+        proto: &str,
+        ip: &str,
+        port: u16,
+        how: NoReach,
+    ) -> Result<()> {
         let t = Instant::now();
         let out = self.probe(at, proto, ip, port)?;
         ensure!(
             !out.success(),
             "{proto} {ip}:{port} was reached but must not be:\n{out}"
+        );
+        let word = format!("ferry-probe: {}:", how.word());
+        ensure!(
+            out.code() == Some(how.code()) && out.stderr.contains(&word),
+            "{proto} {ip}:{port} must fail with {how:?} (exit {}, `{word}`), but:\n{out}",
+            how.code()
         );
         ensure!(
             t.elapsed() <= REFUSED_WITHIN,
@@ -96,10 +147,20 @@ impl TestHost {
         Ok(())
     }
 
-    /// One ICMP echo from a sandbox (1 s wait); true when answered.
+    /// One ICMP echo from a sandbox (1 s wait); true when answered, false when ping ran
+    /// and got no answer. A ping that did not run (a failed `ferry exec`) is an error.
     pub fn pings(&self, from: &str, ip: &str) -> Result<bool> {
-        Ok(self
-            .exec(from, &[BUSYBOX, "ping", "-c", "1", "-W", "1", ip])?
-            .success())
+        let out = self.exec(from, &[BUSYBOX, "ping", "-c", "1", "-W", "1", ip])?;
+        if out.success() {
+            return Ok(true);
+        }
+        ensure!(
+            out.code() == Some(1)
+                && out
+                    .stdout
+                    .contains("1 packets transmitted, 0 packets received"),
+            "ping {ip} from {from} did not run as expected:\n{out}"
+        );
+        Ok(false)
     }
 }

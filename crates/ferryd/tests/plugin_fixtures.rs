@@ -6,12 +6,31 @@
 //! are the plugin's own choice (PoolID, dynamic addresses) are mapped from the
 //! recording's to ferry's as they appear.
 //!
+//! Answers are compared by value. What legitimately differs, and so is mapped or
+//! derived rather than copied from the recording:
+//!
+//! * the plugin's own names: PoolIDs, address-space names (Capture… vs Ferry…), veth
+//!   names (`capc…` vs ferry's `fy…`), EndpointOperInfo's keys (each driver's own);
+//! * one dynamic address (listed in `CURSOR_DIFFERS`): the capture plugin handed a freed
+//!   address straight back, ferry's allocator moves on as Docker's own IPAM does;
+//! * `RequiresMACAddress`: the capture plugin said true so as to record Docker's MACs;
+//!   ferry says false (its addresses do not depend on the MAC), so Docker leaves the MAC
+//!   empty and ferry picks Docker's own 02:42+IPv4 MAC, checked where the recording has
+//!   that case;
+//! * what the capture plugin did because a `capture.*` network option told it to (a
+//!   Join without a gateway, with StaticRoutes or DisableGatewayService, a pool that puts
+//!   the gateway in its Data): ferry has no such options, so there its answer is its own,
+//!   checked by value (the network's gateway, no routes).
+//!
 //! Where the capture plugin was told to fail (the f-series) ferry would not fail, so the
 //! failing call is not sent: the replay then checks that Docker's rollback calls that
 //! follow leave nothing behind. Calls the capture's minimal plugins answered with 404
-//! (d-series) are ferry's to implement, so they are not sent either. Context a fixture
-//! relies on but that was not captured (a network made before the capture started) is
-//! made first with the same subnet.
+//! (d-series) are ferry's to implement, so they are not sent either. Calls on IPv6 pools
+//! and networks wait for IPv6 support: only the pool requests are sent (ferry must refuse
+//! them, naming IPv6); the rest of those networks' calls are not. The counts of each are
+//! asserted at the end, so a fixture set that changes shows up. Context a fixture relies
+//! on but that was not captured (a network made before the capture started) is made
+//! first with the same subnet.
 //!
 //! After every call: the store equals memory, every link the fake kernel holds belongs
 //! to a network or endpoint ferry knows, every allocated address has a live owner.
@@ -28,8 +47,19 @@ use ferryd::state::State;
 use ferryd::{Config, Daemon};
 use serde_json::{json, Value};
 
+/// `shared/fixtures/docker-plugin-api` beside the checkout, found by walking up from this
+/// crate: a clone at /work/main and a worktree at /work/wt/NAME both reach /work/shared.
 fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/docker-plugin-api")
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .map(|a| a.join("shared/fixtures/docker-plugin-api"))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| {
+            panic!(
+                "no shared/fixtures/docker-plugin-api beside any parent of {}",
+                here.display()
+            )
+        })
 }
 
 fn daemon(dir: &tempfile::TempDir) -> Arc<Daemon<Recorder>> {
@@ -76,6 +106,33 @@ fn first_host(subnet: &str) -> String {
     format!("{ip}/{}", net.prefix_len())
 }
 
+/// Dynamic addresses where ferry's choice differs from the capture plugin's: p10's c2
+/// comes after p05 removed the container holding 10.78.0.3; the capture plugin gave .3
+/// again, ferry's cursor (like Docker's default IPAM) goes on to .4.
+const CURSOR_DIFFERS: &[&str] = &["p10-run-c2-publish.json #39"];
+
+/// The recorded errors that are Docker's contract, not the capture plugin's injection, and
+/// the words ferry's {"Err": …} must use for the same problem.
+const RECORDED_ERRORS: &[(&str, &str)] =
+    &[("p15-run-err-ip-taken.json #55", "Address already in use")];
+
+/// Joins on a network whose creation was not captured (the replay makes it as context,
+/// without its options) but was made with a `capture.*` option: p29's capnogw2 (INDEX.md:
+/// "Join without Gateway but DisableGatewayService=true"), whose twin p26 shows the option.
+const CAPTURE_OPTION_UNRECORDED: &[&str] = &["p29-run-nogw-disable-gw-service.json #151"];
+
+/// What ferry told Docker about an endpoint, for its later EndpointOperInfo answers.
+#[derive(Clone, Default)]
+struct SeenEndpoint {
+    /// ferry's address, with its prefix length.
+    address: String,
+    mac: String,
+    src_name: Option<String>,
+    host_if: Option<String>,
+    /// "HOSTIP:HOSTPORT->PORT/PROTO" from Docker's last ProgramExternalConnectivity.
+    published: Vec<String>,
+}
+
 #[derive(Default)]
 struct Maps {
     /// capture PoolID → ferry PoolID
@@ -87,6 +144,58 @@ struct Maps {
     /// capture PoolIDs and NetworkIDs.
     v6_pools: std::collections::HashSet<String>,
     v6_nets: std::collections::HashSet<String>,
+    /// NetworkID → (ferry's gateway, bare; whether a `capture.*` option changed what the
+    /// capture plugin answered for it).
+    nets: HashMap<String, (String, bool)>,
+    /// EndpointID → what ferry answered about it.
+    eps: HashMap<String, SeenEndpoint>,
+}
+
+/// Why a recorded call was not sent, counted.
+#[derive(Default, Debug, PartialEq, Eq)]
+struct NotSent {
+    /// The capture plugin's injected failures (f-series).
+    injected: usize,
+    /// 404s of the minimal plugins (d-series).
+    not_implemented: usize,
+    /// Calls on IPv6 pools and networks, waiting for IPv6 support.
+    ipv6: usize,
+}
+
+/// Docker's MAC for an IPv4 address: 02:42 and the address's four bytes.
+fn docker_mac(ip: &str) -> String {
+    let ip: std::net::Ipv4Addr = bare(ip).parse().unwrap();
+    let o = ip.octets();
+    format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+}
+
+/// Docker's port map (`com.docker.network.portmap`) as ferry's EndpointOperInfo lists it.
+fn published(options: &Value) -> Vec<String> {
+    let mut out: Vec<String> = options["com.docker.network.portmap"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            let host_ip = match p["HostIP"].as_str().unwrap_or("") {
+                "" => "0.0.0.0",
+                ip => ip,
+            };
+            let (from, to) = (p["HostPort"].as_u64().unwrap(), p["HostPortEnd"].as_u64());
+            let ports = match to {
+                Some(to) if to != from && to != 0 => format!("{from}-{to}"),
+                _ => from.to_string(),
+            };
+            let proto = match p["Proto"].as_u64() {
+                Some(6) => "tcp",
+                Some(17) => "udp",
+                other => panic!("portmap proto {other:?}"),
+            };
+            format!("{host_ip}:{ports}->{}/{proto}", p["Port"])
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// Find the IPv6 networks and their pools in all fixtures.
@@ -120,6 +229,7 @@ struct Replay {
     d: Arc<Daemon<Recorder>>,
     m: Maps,
     checked: usize,
+    not_sent: NotSent,
 }
 
 impl Replay {
@@ -175,6 +285,8 @@ impl Replay {
         .await;
         assert_eq!(s, 200, "setting up network {network_id} ({subnet}): {r}");
         self.m.known_networks.insert(network_id.to_string());
+        let gw = bare(&first_host(&subnet)).to_string();
+        self.m.nets.insert(network_id.to_string(), (gw, false));
     }
 
     /// Put ferry's IDs and addresses in place of the capture's.
@@ -224,8 +336,17 @@ impl Replay {
         req
     }
 
-    /// Compare ferry's answer with the recorded one where it must match; learn mappings.
-    fn compare(&mut self, ctx: &str, method: &str, req: &Value, rec: &Value, ours: &Value) {
+    /// Compare ferry's answer with the recorded one by value (mapping what is the plugin's
+    /// own choice, see the header); learn mappings.
+    fn compare(
+        &mut self,
+        ctx: &str,
+        method: &str,
+        req: &Value,
+        raw: &Value,
+        rec: &Value,
+        ours: &Value,
+    ) {
         match method {
             "Plugin.Activate" => {
                 for role in rec["Implements"].as_array().unwrap() {
@@ -234,22 +355,37 @@ impl Replay {
                         "{ctx}: ferry does not implement {role}: {ours}"
                     );
                 }
+                assert_eq!(
+                    ours,
+                    &json!({"Implements": ["NetworkDriver", "IpamDriver"]}),
+                    "{ctx}"
+                );
             }
             "NetworkDriver.GetCapabilities" => assert_eq!(ours, rec, "{ctx}"),
-            "IpamDriver.GetCapabilities" | "IpamDriver.GetDefaultAddressSpaces" => {
-                let keys = |v: &Value| {
-                    let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
-                    k.sort();
-                    k
-                };
-                assert_eq!(keys(ours), keys(rec), "{ctx}: {ours}");
+            "IpamDriver.GetCapabilities" => {
+                assert_eq!(rec["RequiresMACAddress"], true, "{ctx}: the recording");
+                let expected = json!({
+                    "RequiresMACAddress": false,
+                    "RequiresRequestReplay": rec["RequiresRequestReplay"],
+                });
+                assert_eq!(ours, &expected, "{ctx}");
+            }
+            "IpamDriver.GetDefaultAddressSpaces" => {
+                let mut expected = rec.clone();
+                for v in expected.as_object_mut().unwrap().values_mut() {
+                    *v = json!(v.as_str().unwrap().replace("Capture", "Ferry"));
+                }
+                assert_eq!(ours, &expected, "{ctx}");
             }
             "IpamDriver.RequestPool" => {
-                if !req["Pool"].as_str().unwrap_or("").is_empty() {
-                    assert_eq!(ours["Pool"], rec["Pool"], "{ctx}");
-                }
-                assert!(ours["Data"].is_object(), "{ctx}: {ours}");
                 let id = ours["PoolID"].as_str().expect("PoolID").to_string();
+                let mut expected = rec.clone();
+                expected["PoolID"] = json!(id);
+                if rec["Data"].get("com.docker.network.gateway").is_some() {
+                    // f08: the capture plugin chose the gateway; ferry leaves it to Docker.
+                    expected["Data"] = json!({});
+                }
+                assert_eq!(ours, &expected, "{ctx}");
                 self.m
                     .pools
                     .insert(rec["PoolID"].as_str().unwrap().to_string(), id);
@@ -259,44 +395,156 @@ impl Replay {
                     ours["Address"].as_str().unwrap(),
                     rec["Address"].as_str().unwrap(),
                 );
-                assert_eq!(
-                    o.split_once('/').map(|x| x.1),
-                    r.split_once('/').map(|x| x.1),
-                    "{ctx}: prefix length of {o} vs {r}"
-                );
                 let asked = req["Address"].as_str().unwrap_or("");
                 if !asked.is_empty() {
                     assert_eq!(bare(o), asked, "{ctx}: asked for {asked}");
+                }
+                if CURSOR_DIFFERS.contains(&ctx.rsplit_once(' ').unwrap().0) {
+                    assert_ne!(o, r, "{ctx}: listed in CURSOR_DIFFERS but equal");
+                    let net: ipnet::Ipv4Net = r.parse().unwrap();
+                    assert!(
+                        net.trunc()
+                            .contains(&bare(o).parse::<std::net::Ipv4Addr>().unwrap()),
+                        "{ctx}: {o} outside {r}'s subnet"
+                    );
+                    assert_eq!(ours["Data"], rec["Data"], "{ctx}");
+                } else {
+                    assert_eq!(ours, rec, "{ctx}");
                 }
                 self.m
                     .addrs
                     .insert(bare(r).to_string(), bare(o).to_string());
             }
+            "NetworkDriver.CreateNetwork" => {
+                assert_eq!(ours, &json!({}), "{ctx}: recorded {rec}");
+                let nid = req["NetworkID"].as_str().unwrap().to_string();
+                let gw = bare(req["IPv4Data"][0]["Gateway"].as_str().unwrap_or("")).to_string();
+                let generic = &req["Options"]["com.docker.network.generic"];
+                let capture_opts = generic.as_object().is_some_and(|o| {
+                    o.keys()
+                        .any(|k| k == "capture.gateway" || k == "capture.routes")
+                });
+                self.m.nets.insert(nid, (gw, capture_opts));
+            }
             "NetworkDriver.CreateEndpoint" => {
-                let docker_sent_mac = !req["Interface"]["MacAddress"]
+                let address = req["Interface"]["Address"]
                     .as_str()
                     .unwrap_or("")
-                    .is_empty();
-                if docker_sent_mac {
-                    assert_eq!(ours, &json!({"Interface": null}), "{ctx}");
+                    .to_string();
+                let docker_mac_sent = req["Interface"]["MacAddress"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                let mac = if docker_mac_sent.is_empty() {
+                    // Docker left it to the driver: ferry picks Docker's own rule, as the
+                    // capture plugin did.
+                    let expected = json!({"Interface": {"MacAddress": docker_mac(&address)}});
+                    assert_eq!(ours, &expected, "{ctx}");
+                    if address == raw["Interface"]["Address"].as_str().unwrap_or("") {
+                        assert_eq!(ours, rec, "{ctx}");
+                    }
+                    docker_mac(&address)
                 } else {
-                    assert!(
-                        ours["Interface"]["MacAddress"].as_str().is_some(),
-                        "{ctx}: ferry must choose the MAC Docker left empty: {ours}"
-                    );
-                }
+                    // Docker chose; a driver that answers another MAC is refused (f19).
+                    assert_eq!(ours, &json!({"Interface": null}), "{ctx}");
+                    docker_mac_sent
+                };
+                self.m.eps.insert(
+                    req["EndpointID"].as_str().unwrap().to_string(),
+                    SeenEndpoint {
+                        address,
+                        mac,
+                        ..Default::default()
+                    },
+                );
             }
             "NetworkDriver.Join" => {
-                assert_eq!(ours["InterfaceName"]["DstPrefix"], "eth", "{ctx}");
-                let src = ours["InterfaceName"]["SrcName"].as_str().unwrap();
-                assert!(!src.is_empty() && src.len() <= 15, "{ctx}: SrcName {src}");
-                if let Some(g) = rec["Gateway"].as_str() {
-                    let ours_g = ours["Gateway"].as_str().unwrap_or("");
-                    assert_eq!(ours_g, self.addr(g), "{ctx}: gateway");
+                let eid = req["EndpointID"].as_str().unwrap();
+                let nid = req["NetworkID"].as_str().unwrap();
+                let src = ours["InterfaceName"]["SrcName"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                // ferry's names: host end fy + 11 characters of the endpoint ID, the end
+                // Docker moves into the container the same with a "c".
+                assert_eq!(src, format!("fy{}c", &eid[..11]), "{ctx}: SrcName");
+                let (gw, capture_opts) = self.m.nets.get(nid).cloned().unwrap_or_else(|| {
+                    panic!("{ctx}: Join on a network the replay did not see made")
+                });
+                let call = ctx.rsplit_once(' ').unwrap().0;
+                let expected = if capture_opts || CAPTURE_OPTION_UNRECORDED.contains(&call) {
+                    // The capture plugin answered what a capture.* option asked for;
+                    // ferry's answer is a plain Join on its network.
+                    json!({"InterfaceName": {"SrcName": src, "DstPrefix": "eth"}, "Gateway": gw})
+                } else {
+                    let mut e = rec.clone();
+                    e["InterfaceName"]["SrcName"] = json!(src);
+                    if let Some(g) = rec["Gateway"].as_str() {
+                        e["Gateway"] = json!(self.addr(g));
+                    }
+                    e
+                };
+                assert_eq!(ours, &expected, "{ctx}: recorded {rec}");
+                let ep = self
+                    .m
+                    .eps
+                    .get_mut(eid)
+                    .expect("Join of an endpoint ferry made");
+                ep.src_name = Some(src);
+            }
+            "NetworkDriver.ProgramExternalConnectivity" => {
+                assert_eq!(ours, &json!({}), "{ctx}: recorded {rec}");
+                if let Some(ep) = self.m.eps.get_mut(req["EndpointID"].as_str().unwrap()) {
+                    ep.published = published(&req["Options"]);
                 }
             }
+            "NetworkDriver.RevokeExternalConnectivity" => {
+                assert_eq!(ours, &json!({}), "{ctx}: recorded {rec}");
+                if let Some(ep) = self.m.eps.get_mut(req["EndpointID"].as_str().unwrap()) {
+                    ep.published.clear();
+                }
+            }
+            "NetworkDriver.DeleteEndpoint" => {
+                assert_eq!(ours, &json!({}), "{ctx}: recorded {rec}");
+                self.m.eps.remove(req["EndpointID"].as_str().unwrap());
+            }
             "NetworkDriver.EndpointOperInfo" => {
-                assert!(ours["Value"].is_object(), "{ctx}: {ours}");
+                // The keys are each driver's own (the capture plugin's veth names, ferry's
+                // address, host link, MAC and published ports): ferry's values are held to
+                // what it answered before about the same endpoint.
+                let eid = req["EndpointID"].as_str().unwrap();
+                let Some(ep) = self.m.eps.get_mut(eid) else {
+                    assert_eq!(
+                        ours,
+                        &json!({"Value": {}}),
+                        "{ctx}: an endpoint ferry does not have"
+                    );
+                    self.checked += 1;
+                    return;
+                };
+                let v = &ours["Value"];
+                let host_if = v["ferry.host_if"].as_str().unwrap_or("").to_string();
+                assert_eq!(host_if, format!("fy{}", &eid[..11]), "{ctx}: ferry.host_if");
+                if let Some(before) = &ep.host_if {
+                    assert_eq!(&host_if, before, "{ctx}: the host link changed");
+                }
+                ep.host_if = Some(host_if.clone());
+                let mut got_published: Vec<String> = v["ferry.published"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{ctx}: no ferry.published: {ours}"))
+                    .iter()
+                    .map(|p| p.as_str().unwrap().to_string())
+                    .collect();
+                got_published.sort();
+                let mut expected = json!({
+                    "ferry.address": ep.address,
+                    "ferry.host_if": host_if,
+                    "ferry.mac": ep.mac,
+                });
+                expected["ferry.published"] = json!(ep.published);
+                let mut got = v.clone();
+                got["ferry.published"] = json!(got_published);
+                assert_eq!(got, expected, "{ctx}");
             }
             _ => assert_eq!(ours, &json!({}), "{ctx}: recorded {rec}"),
         }
@@ -371,8 +619,13 @@ impl Replay {
             let rec_status = c["response_status"].as_u64().unwrap() as u16;
             let rec = &c["response"];
             let recorded_error = is_error(rec_status, rec);
-            if recorded_error && (series == "f" || (series == "d" && rec_status == 404)) {
+            if recorded_error && series == "f" {
+                self.not_sent.injected += 1;
                 continue; // the capture plugin's own failure, not Docker's contract
+            }
+            if recorded_error && series == "d" && rec_status == 404 {
+                self.not_sent.not_implemented += 1;
+                continue;
             }
             let raw = &c["request"];
             let v6 = raw["PoolID"]
@@ -387,9 +640,11 @@ impl Replay {
                     is_error(status, &ours) && ours["Err"].as_str().unwrap().contains("IPv6"),
                     "{ctx}: ferry must refuse IPv6 clearly: {ours}"
                 );
+                self.checked += 1;
                 continue;
             }
             if v6 {
+                self.not_sent.ipv6 += 1;
                 continue; // a network ferry refused (IPv6), or one of its parts
             }
             let req = self.translate(method, raw).await;
@@ -399,14 +654,22 @@ impl Replay {
                     is_error(status, &ours),
                     "{ctx}: recorded an error, ferry answered {status} {ours}"
                 );
+                let call = ctx.rsplit_once(' ').unwrap().0;
+                let why = RECORDED_ERRORS
+                    .iter()
+                    .find(|(c, _)| *c == call)
+                    .unwrap_or_else(|| {
+                        panic!("{ctx}: a recorded error RECORDED_ERRORS does not list")
+                    })
+                    .1;
                 assert!(
-                    ours["Err"].as_str().is_some_and(|m| !m.is_empty()),
-                    "{ctx}: ferry's error must be {{\"Err\": message}}: {ours}"
+                    ours["Err"].as_str().is_some_and(|m| m.contains(why)),
+                    "{ctx}: ferry's error must be {{\"Err\": message}} naming the problem ({why:?}): {ours}"
                 );
                 self.checked += 1;
             } else {
                 assert_eq!(status, 200, "{ctx}: ferry answered {ours} to {req}");
-                self.compare(&ctx, method, &req, rec, &ours);
+                self.compare(&ctx, method, &req, raw, rec, &ours);
             }
             self.invariants(&ctx).await;
         }
@@ -439,6 +702,7 @@ async fn every_recorded_exchange_replays_against_ferry() {
         d: daemon(&dir),
         m: Maps::default(),
         checked: 0,
+        not_sent: NotSent::default(),
     };
     let files = ordered_files();
     assert!(files.len() >= 70, "fixtures missing: {files:?}");
@@ -461,8 +725,23 @@ async fn every_recorded_exchange_replays_against_ferry() {
             );
         }
     }
-    eprintln!("{} exchanges checked against ferry", r.checked);
-    assert!(r.checked > 250, "only {} exchanges checked", r.checked);
+    eprintln!(
+        "{} exchanges checked against ferry; not sent: {:?}",
+        r.checked, r.not_sent
+    );
+    // Of the 316 recorded calls: 269 sent and compared (including the IPv6 pool request,
+    // which must be refused), and 47 not sent: 17 of the capture plugin's injected
+    // failures, 7 of the minimal plugins' 404s, and 23 calls on IPv6 networks, which wait
+    // for IPv6 support in ferry.
+    assert_eq!(
+        r.not_sent,
+        NotSent {
+            injected: 17,
+            not_implemented: 7,
+            ipv6: 23
+        }
+    );
+    assert_eq!(r.checked, 269, "exchanges checked");
 
     // Remove what is left as Docker would: endpoints, networks, pools.
     let (eps, nets, pools) = {
@@ -509,5 +788,72 @@ async fn every_recorded_exchange_replays_against_ferry() {
         r.d.kernel.links.lock().unwrap().is_empty(),
         "links left: {:?}",
         r.d.kernel.links.lock().unwrap()
+    );
+}
+
+/// The recording has no plain Join without a gateway (p27 and p29 are the capture
+/// plugin's options), so the case Docker relies on for an internal network is made here
+/// in p38's shape: no `Gateway` key at all, and `DisableGatewayService`, so Docker adds
+/// no docker_gwbridge endpoint and the container gets no default route.
+#[tokio::test]
+async fn a_join_on_an_internal_network_names_no_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&dir);
+    let (s, pool) = call(
+        &d,
+        "IpamDriver.RequestPool",
+        &json!({"AddressSpace": "FerryLocal", "Pool": "10.97.0.0/24", "SubPool": "", "Options": {}, "V6": false}),
+    )
+    .await;
+    assert_eq!(s, 200, "{pool}");
+    let pool_id = pool["PoolID"].as_str().unwrap();
+    let (s, gw) = call(
+        &d,
+        "IpamDriver.RequestAddress",
+        &json!({"PoolID": pool_id, "Address": "", "Options": {"RequestAddressType": "com.docker.network.gateway"}}),
+    )
+    .await;
+    assert_eq!((s, &gw["Address"]), (200, &json!("10.97.0.1/24")), "{gw}");
+    let nid = "9".repeat(64);
+    let (s, r) = call(
+        &d,
+        "NetworkDriver.CreateNetwork",
+        &json!({"NetworkID": nid, "Options": {"com.docker.network.enable_ipv6": false, "com.docker.network.generic": {},
+                "com.docker.network.internal": true},
+                "IPv4Data": [{"AddressSpace": "FerryLocal", "Pool": "10.97.0.0/24", "Gateway": "10.97.0.1/24"}], "IPv6Data": []}),
+    )
+    .await;
+    assert_eq!((s, &r), (200, &json!({})));
+    let (s, a) = call(
+        &d,
+        "IpamDriver.RequestAddress",
+        &json!({"PoolID": pool_id, "Address": "", "Options": {}}),
+    )
+    .await;
+    assert_eq!((s, &a["Address"]), (200, &json!("10.97.0.2/24")), "{a}");
+    let eid = "e".repeat(64);
+    let (s, r) = call(
+        &d,
+        "NetworkDriver.CreateEndpoint",
+        &json!({"NetworkID": nid, "EndpointID": eid, "Interface": {"Address": "10.97.0.2/24", "AddressIPv6": "", "MacAddress": ""}, "Options": {}}),
+    )
+    .await;
+    assert_eq!(
+        (s, r),
+        (
+            200,
+            json!({"Interface": {"MacAddress": "02:42:0a:61:00:02"}})
+        )
+    );
+    let (s, join) = call(
+        &d,
+        "NetworkDriver.Join",
+        &json!({"NetworkID": nid, "EndpointID": eid, "SandboxKey": "/var/run/docker/netns/x", "Options": {}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{join}");
+    assert_eq!(
+        join,
+        json!({"InterfaceName": {"SrcName": format!("fy{}c", &eid[..11]), "DstPrefix": "eth"}, "DisableGatewayService": true})
     );
 }

@@ -148,7 +148,11 @@ async fn a_refused_veth_pair_leaves_the_endpoint_unjoined_and_join_can_be_retrie
         .await
         .unwrap();
     *d.kernel.fail_on.lock().unwrap() = Some("veth".into());
-    assert!(d.plugin_join(join(EP1)).await.is_err());
+    let err = d.plugin_join(join(EP1)).await.unwrap_err().to_string();
+    assert!(
+        err.contains("injected failure") && err.contains("fake veth"),
+        "Join failed, but not by the injected veth failure: {err}"
+    );
     assert!(!d.state.lock().await.plugin.endpoints[EP1].joined);
     store_matches_memory(&d).await;
     *d.kernel.fail_on.lock().unwrap() = None;
@@ -280,7 +284,12 @@ async fn a_late_release_never_frees_an_address_handed_out_again() {
     let pool = ep1_on_ferry_ipam(&d).await;
     let addr = |a: &str| address(&pool, a);
     // Docker asks again for the same static address: taken.
-    assert!(d.plugin_request_address(addr("10.7.0.5")).await.is_err());
+    let err = d
+        .plugin_request_address(addr("10.7.0.5"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("Address already in use"), "{err}");
     // Docker's teardown: DeleteEndpoint hands it back, ReleaseAddress frees it.
     d.plugin_delete_endpoint(ep_ref(EP1)).await.unwrap();
     let release = ReleaseAddressRequest {
@@ -467,8 +476,18 @@ async fn calls_the_store_refuses_change_nothing() {
     refuse.store(true, std::sync::atomic::Ordering::SeqCst);
     let before = d.state.lock().await.clone();
     let dynamic = address(&pool, "");
-    assert!(d.plugin_request_address(dynamic.clone()).await.is_err());
-    assert!(d.plugin_delete_endpoint(ep_ref(EP1)).await.is_err());
+    for err in [
+        d.plugin_request_address(dynamic.clone())
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        d.plugin_delete_endpoint(ep_ref(EP1)).await.unwrap_err(),
+    ] {
+        assert!(
+            err.to_string().contains("refused by the test switch"),
+            "failed, but not by the store's refusal: {err}"
+        );
+    }
     let st = d.state.lock().await;
     assert_eq!(st.networks, before.networks);
     assert_eq!(st.plugin, before.plugin);

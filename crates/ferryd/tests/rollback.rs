@@ -76,6 +76,18 @@ fn fail_on(d: &Daemon<Recorder>, prefix: &str) {
     *d.kernel.fail_on.lock().unwrap() = Some(prefix.into());
 }
 
+/// The operation failed, and with the failure `fail_on(prefix)` injected, not another one
+/// (a refusal of the request itself would leave the same state behind without any
+/// rollback having run).
+fn failed_by_injection<T: std::fmt::Debug>(res: ferryd::error::Result<T>, prefix: &str) {
+    let err = res.expect_err("the injected kernel failure must fail the operation");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("injected failure") && msg.contains(&format!("fake {prefix}")),
+        "failed, but not by the injected `{prefix}` failure: {msg}"
+    );
+}
+
 /// What the store holds equals what ferryd holds in memory.
 async fn store_matches_memory(d: &Daemon<Recorder>) {
     let stored = State::load(d.store.as_ref()).unwrap();
@@ -119,7 +131,7 @@ async fn a_refused_veth_rolls_back_the_address_the_namespace_and_the_state() {
         .unwrap();
     let id = d.create_sandbox(Some("web"), run_req("n1")).await.unwrap();
     fail_on(&d, "attach");
-    assert!(d.start_sandbox(&id, false).await.is_err());
+    failed_by_injection(d.start_sandbox(&id, false).await, "attach");
     {
         let st = d.state.lock().await;
         let sb = &st.sandboxes[&id];
@@ -165,7 +177,7 @@ async fn a_refused_connect_leaves_the_sandbox_on_its_first_network_only() {
     };
     req.endpoint_config =
         Some(serde_json::from_str(r#"{"IPAMConfig":{"IPv4Address":"10.6.0.9"}}"#).unwrap());
-    assert!(d.connect("n2", req).await.is_err());
+    failed_by_injection(d.connect("n2", req).await, "attach");
     let st = d.state.lock().await;
     assert_eq!(st.sandboxes[&id].endpoints.len(), 1);
     let n2 = st.networks.values().find(|n| n.name == "n2").unwrap();
@@ -603,7 +615,7 @@ async fn a_refused_connect_gives_its_address_to_the_next_one() {
     let dir = tempfile::tempdir().unwrap();
     let d = web_and_db(&dir).await;
     fail_on(&d, "attach");
-    assert!(d.connect("n2", connect_req("web")).await.is_err());
+    failed_by_injection(d.connect("n2", connect_req("web")).await, "attach");
     *d.kernel.fail_on.lock().unwrap() = None;
     d.connect("n2", connect_req("db")).await.unwrap();
     assert_eq!(

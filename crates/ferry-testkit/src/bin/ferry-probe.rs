@@ -5,6 +5,19 @@
 //!
 //!   ferry-probe serve-tcp PORT      ferry-probe tcp IP PORT
 //!   ferry-probe serve-udp PORT      ferry-probe udp IP PORT
+//!
+//! A client that fails says why in its exit code, so a test can tell a firewall's drop from
+//! a closed port from a broken setup (the codes avoid 1, which `ferry` uses for a daemon
+//! error and `ip netns exec` for a failed exec, and 125–127, `ferry exec`'s own):
+//!
+//!   10 refused      the connection was refused (TCP RST, or ICMP port unreachable on UDP)
+//!   11 timeout      no connection or no answer within the bound: dropped on the way
+//!   12 unreachable  ICMP host/network unreachable, or no route
+//!   13 other        another network error (reset after connect, short answer, …)
+//!   20 tool         bad arguments or a local failure (bind, socket): nothing was tested
+//!
+//! The same kind is printed first on stderr (`ferry-probe: timeout: …`), so a test can also
+//! check that the probe itself ran and reported, not a wrapper that happened to exit 10–13.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -12,6 +25,51 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(2);
+
+/// Why a client failed: the exit code and the word on stderr.
+#[derive(Clone, Copy)]
+enum Kind {
+    Refused = 10,
+    Timeout = 11,
+    Unreachable = 12,
+    Other = 13,
+    Tool = 20,
+}
+
+impl Kind {
+    fn word(self) -> &'static str {
+        match self {
+            Kind::Refused => "refused",
+            Kind::Timeout => "timeout",
+            Kind::Unreachable => "unreachable",
+            Kind::Other => "other",
+            Kind::Tool => "tool",
+        }
+    }
+
+    /// A network error from connect, send or receive, by its errno.
+    fn of(e: &std::io::Error) -> Kind {
+        match e.raw_os_error() {
+            Some(libc::ECONNREFUSED) => Kind::Refused,
+            // A timed connect gives ETIMEDOUT, a timed read EAGAIN.
+            Some(libc::ETIMEDOUT | libc::EAGAIN) => Kind::Timeout,
+            Some(libc::EHOSTUNREACH | libc::ENETUNREACH) => Kind::Unreachable,
+            // std's connect_timeout reports its own deadline without an errno.
+            None if e.kind() == std::io::ErrorKind::TimedOut => Kind::Timeout,
+            _ => Kind::Other,
+        }
+    }
+}
+
+struct Fail(Kind, String);
+
+fn tool(e: impl std::fmt::Display) -> Fail {
+    Fail(Kind::Tool, e.to_string())
+}
+
+fn net(what: String, e: std::io::Error) -> Fail {
+    Fail(Kind::of(&e), format!("{what}: {e}"))
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,21 +83,23 @@ fn main() -> ExitCode {
         ["serve-udp", port] => serve_udp(port),
         ["tcp", ip, port] => tcp(ip, port),
         ["udp", ip, port] => udp(ip, port),
-        _ => Err("usage: ferry-probe serve-tcp|serve-udp PORT | tcp|udp IP PORT".into()),
+        _ => Err(tool(
+            "usage: ferry-probe serve-tcp|serve-udp PORT | tcp|udp IP PORT",
+        )),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ferry-probe: {e}");
-            ExitCode::FAILURE
+        Err(Fail(kind, e)) => {
+            eprintln!("ferry-probe: {}: {e}", kind.word());
+            ExitCode::from(kind as u8)
         }
     }
 }
 
-type R = Result<(), String>;
+type R = Result<(), Fail>;
 
 fn serve_tcp(port: &str) -> R {
-    let l = TcpListener::bind(format!("0.0.0.0:{port}")).map_err(|e| e.to_string())?;
+    let l = TcpListener::bind(format!("0.0.0.0:{port}")).map_err(tool)?;
     for mut s in l.incoming().flatten() {
         if let Ok(peer) = s.peer_addr() {
             let _ = s.write_all(format!("from {}\n", peer.ip()).as_bytes());
@@ -49,7 +109,7 @@ fn serve_tcp(port: &str) -> R {
 }
 
 fn serve_udp(port: &str) -> R {
-    let s = UdpSocket::bind(format!("0.0.0.0:{port}")).map_err(|e| e.to_string())?;
+    let s = UdpSocket::bind(format!("0.0.0.0:{port}")).map_err(tool)?;
     let mut buf = [0u8; 512];
     loop {
         if let Ok((_, peer)) = s.recv_from(&mut buf) {
@@ -58,37 +118,51 @@ fn serve_udp(port: &str) -> R {
     }
 }
 
-fn target(ip: &str, port: &str) -> Result<SocketAddr, String> {
+fn target(ip: &str, port: &str) -> Result<SocketAddr, Fail> {
     format!("{ip}:{port}")
         .parse()
-        .map_err(|e| format!("{ip}:{port}: {e}"))
+        .map_err(|e| tool(format!("{ip}:{port}: {e}")))
+}
+
+/// The answer must be the servers' one line, `from ADDR`; anything else is not a reach.
+fn answer(to: SocketAddr, got: &str) -> R {
+    if got.starts_with("from ") && got.ends_with('\n') {
+        print!("{got}");
+        Ok(())
+    } else {
+        Err(Fail(
+            Kind::Other,
+            format!("{to} answered {got:?}, not a probe server's line"),
+        ))
+    }
 }
 
 fn tcp(ip: &str, port: &str) -> R {
     let to = target(ip, port)?;
-    let mut s = TcpStream::connect_timeout(&to, WAIT).map_err(|e| format!("connect {to}: {e}"))?;
-    s.set_read_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
+    let mut s =
+        TcpStream::connect_timeout(&to, WAIT).map_err(|e| net(format!("connect {to}"), e))?;
+    s.set_read_timeout(Some(WAIT)).map_err(tool)?;
     let mut out = String::new();
     s.read_to_string(&mut out)
-        .map_err(|e| format!("read from {to}: {e}"))?;
-    print!("{out}");
-    Ok(())
+        .map_err(|e| net(format!("read from {to}"), e))?;
+    answer(to, &out)
 }
 
 fn udp(ip: &str, port: &str) -> R {
     let to = target(ip, port)?;
-    let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
-    s.send_to(b"hello", to)
-        .map_err(|e| format!("send to {to}: {e}"))?;
+    let s = UdpSocket::bind("0.0.0.0:0").map_err(tool)?;
+    s.set_read_timeout(Some(WAIT)).map_err(tool)?;
+    // Connected, so an ICMP port unreachable comes back as "refused" rather than silence.
+    s.connect(to).map_err(|e| net(format!("connect {to}"), e))?;
+    s.send(b"hello")
+        .map_err(|e| net(format!("send to {to}"), e))?;
     let mut buf = [0u8; 512];
     // A timed recv is not restarted after a stop or freeze of this process: wait again.
-    let (n, _) = loop {
-        match s.recv_from(&mut buf) {
+    let n = loop {
+        match s.recv(&mut buf) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            r => break r.map_err(|e| format!("no answer from {to}: {e}"))?,
+            r => break r.map_err(|e| net(format!("answer from {to}"), e))?,
         }
     };
-    print!("{}", String::from_utf8_lossy(&buf[..n]));
-    Ok(())
+    answer(to, &String::from_utf8_lossy(&buf[..n]))
 }
