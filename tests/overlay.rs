@@ -7,6 +7,25 @@ use anyhow::{ensure, Result};
 use ferry_testkit::cluster::{ClusterOpts, TestCluster};
 use ferry_testkit::{At, NoReach, BUSYBOX};
 
+/// `network create -d overlay ARGS… NAME` on host 1, then wait until every host has it.
+fn overlay_everywhere(c: &TestCluster, name: &str, args: &[&str]) -> Result<()> {
+    let mut a = vec!["network", "create", "-d", "overlay"];
+    a.extend(args);
+    a.push(name);
+    c.hosts[0].ferry_ok(&a)?;
+    c.wait_for(
+        Duration::from_secs(5),
+        &format!("every host to see {name}"),
+        |c| {
+            Ok(c.hosts.iter().all(|h| {
+                h.ferry(&["network", "inspect", name])
+                    .is_ok_and(|o| o.success())
+            }))
+        },
+    )?;
+    Ok(())
+}
+
 fn cluster(scenario: &str, opts: ClusterOpts) -> Result<Option<TestCluster>> {
     if !ferry_testkit::privileged(scenario) || !ferry_testkit::etcd::etcd_or_skip(scenario) {
         return Ok(None);
@@ -135,10 +154,7 @@ fn a_dead_hosts_entries_vanish_within_the_ttl_and_return_with_it() -> Result<()>
     let Some(mut c) = cluster("overlay-dead-host", ClusterOpts::default())? else {
         return Ok(());
     };
-    c.hosts[0].ferry_ok(&["network", "create", "-d", "overlay", "ov"])?;
-    c.wait_for(Duration::from_secs(5), "host 2 to see ov", |c| {
-        Ok(c.hosts[1].ferry(&["network", "inspect", "ov"])?.success())
-    })?;
+    overlay_everywhere(&c, "ov", &[])?;
     let web = c.hosts[1].run_web("web2", &["--network", "ov"])?;
     c.hosts[0].run_idle("client", &["--network", "ov"])?;
     let web_ip = c.hosts[1].ip_of("web2", "ov")?;
@@ -198,10 +214,7 @@ fn the_overlay_mtu_follows_a_1400_byte_underlay() -> Result<()> {
         return Ok(());
     };
     let (h1, h2) = (&c.hosts[0], &c.hosts[1]);
-    h1.ferry_ok(&["network", "create", "-d", "overlay", "ov"])?;
-    c.wait_for(Duration::from_secs(5), "host 2 to see ov", |c| {
-        Ok(c.hosts[1].ferry(&["network", "inspect", "ov"])?.success())
-    })?;
+    overlay_everywhere(&c, "ov", &[])?;
     h1.run_idle("a", &["--network", "ov"])?;
     h2.run_idle("b", &["--network", "ov"])?;
     let link = h1
@@ -415,10 +428,7 @@ fn an_etcd_outage_stops_nothing_that_runs_and_heals_on_return() -> Result<()> {
     let Some(mut c) = cluster("overlay-outage", ClusterOpts::default())? else {
         return Ok(());
     };
-    c.hosts[0].ferry_ok(&["network", "create", "-d", "overlay", "ov"])?;
-    c.wait_for(Duration::from_secs(5), "host 2 to see ov", |c| {
-        Ok(c.hosts[1].ferry(&["network", "inspect", "ov"])?.success())
-    })?;
+    overlay_everywhere(&c, "ov", &[])?;
     let web = c.hosts[1].run_web("web", &["--network", "ov"])?;
     c.hosts[0].run_idle("client", &["--network", "ov"])?;
     c.hosts[0].expect_fetch("client", "web", &web)?;
@@ -617,10 +627,7 @@ fn entries_made_stale_while_ferryd_was_down_are_removed_at_restart() -> Result<(
     let Some(mut c) = cluster("overlay-stale", ClusterOpts::default())? else {
         return Ok(());
     };
-    c.hosts[0].ferry_ok(&["network", "create", "-d", "overlay", "ov"])?;
-    c.wait_for(Duration::from_secs(5), "host 2 to see ov", |c| {
-        Ok(c.hosts[1].ferry(&["network", "inspect", "ov"])?.success())
-    })?;
+    overlay_everywhere(&c, "ov", &[])?;
     c.hosts[0].run_idle("here", &["--network", "ov"])?;
     c.hosts[1].run_idle("gone", &["--network", "ov"])?;
     c.hosts[1].run_idle("stays", &["--network", "ov"])?;
@@ -731,10 +738,7 @@ fn a_three_member_etcd_loses_a_member_and_nothing_stops() -> Result<()> {
     let Some(mut c) = cluster("overlay-etcd3", opts)? else {
         return Ok(());
     };
-    c.hosts[0].ferry_ok(&["network", "create", "-d", "overlay", "ov"])?;
-    c.wait_for(Duration::from_secs(5), "host 2 to see ov", |c| {
-        Ok(c.hosts[1].ferry(&["network", "inspect", "ov"])?.success())
-    })?;
+    overlay_everywhere(&c, "ov", &[])?;
     let web = c.hosts[0].run_web("web", &["--network", "ov"])?;
     c.hosts[1].run_idle("client", &["--network", "ov"])?;
     c.hosts[1].expect_fetch("client", "web", &web)?;

@@ -73,24 +73,29 @@ fn parse_bool_opt(key: &str, v: &str) -> Result<bool, CoreError> {
     })
 }
 
+/// `com.docker.network.driver.mtu`, checked, if given.
+pub fn mtu_option(opts: &BTreeMap<String, String>) -> Result<Option<u32>, CoreError> {
+    opts.get(OPT_MTU)
+        .map(|v| {
+            v.parse::<u32>()
+                .ok()
+                .filter(|m| (68..=65535).contains(m))
+                .ok_or_else(|| CoreError::BadValue {
+                    what: "option",
+                    value: format!("{OPT_MTU}={v}"),
+                    why: "MTU must be 68..65535".into(),
+                })
+        })
+        .transpose()
+}
+
 /// The bridge settings from `--opt` values, each checked.
 pub fn bridge_conf(id: &str, opts: &BTreeMap<String, String>) -> Result<BridgeConf, CoreError> {
     let name = match opts.get(OPT_BRIDGE_NAME) {
         Some(n) => IfName::new(n.clone())?,
         None => bridge_name_for(id),
     };
-    let mtu = match opts.get(OPT_MTU) {
-        Some(v) => v
-            .parse::<u32>()
-            .ok()
-            .filter(|m| (68..=65535).contains(m))
-            .ok_or_else(|| CoreError::BadValue {
-                what: "option",
-                value: format!("{OPT_MTU}={v}"),
-                why: "MTU must be 68..65535".into(),
-            })?,
-        None => DEFAULT_MTU,
-    };
+    let mtu = mtu_option(opts)?.unwrap_or(DEFAULT_MTU);
     let icc = opts
         .get(OPT_ICC)
         .map(|v| parse_bool_opt(OPT_ICC, v))

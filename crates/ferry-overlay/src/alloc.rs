@@ -21,7 +21,7 @@ pub fn default_subnet(taken: &[Ipv4Net]) -> Option<Ipv4Net> {
 }
 
 pub fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
+    ferry_core::ipam::pools::overlaps(&a, &b)
 }
 
 /// The lowest VNI not in `taken`.

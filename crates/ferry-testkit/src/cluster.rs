@@ -122,35 +122,7 @@ impl TestCluster {
         let ns = format!("{}-h{i}", self.underlay);
         ip(&["netns", "add", &ns])?;
         let wire = || -> Result<File> {
-            let port = format!("ulp{}", &crate::unique("")[..6]);
-            let mtu = opts.mtu.to_string();
-            ip(&[
-                "-n",
-                &self.underlay,
-                "link",
-                "add",
-                &port,
-                "mtu",
-                &mtu,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "ul0",
-                "netns",
-                &ns,
-            ])?;
-            ip(&[
-                "-n",
-                &self.underlay,
-                "link",
-                "set",
-                &port,
-                "master",
-                "ul0",
-                "up",
-            ])?;
-            ip(&["-n", &ns, "link", "set", "ul0", "mtu", &mtu])?;
+            self.wire(&ns, opts.mtu)?;
             ip(&[
                 "-n",
                 &ns,
@@ -185,6 +157,22 @@ impl TestCluster {
         )
     }
 
+    /// A veth pair between the underlay bridge and namespace `ns`, whose end is `ul0`.
+    fn wire(&self, ns: &str, mtu: u32) -> Result<()> {
+        let port = format!("ulp{}", &crate::unique("")[..6]);
+        let mtu = mtu.to_string();
+        let u = |args: &[&str]| {
+            let mut a = vec!["-n", self.underlay.as_str()];
+            a.extend(args);
+            ip(&a)
+        };
+        u(&[
+            "link", "add", &port, "mtu", &mtu, "type", "veth", "peer", "name", "ul0", "netns", ns,
+        ])?;
+        u(&["link", "set", &port, "master", "ul0", "up"])?;
+        ip(&["-n", ns, "link", "set", "ul0", "mtu", &mtu])
+    }
+
     /// A machine on the underlay that is not a host of the cluster (no ferryd): a
     /// namespace with `addr`/24 on a link to the underlay bridge.
     pub fn underlay_peer(&self, addr: &str) -> Result<UnderlayPeer> {
@@ -193,31 +181,7 @@ impl TestCluster {
         let peer = UnderlayPeer {
             netns: netns.clone(),
         };
-        let port = format!("ulq{}", &crate::unique("")[..6]);
-        ip(&[
-            "-n",
-            &self.underlay,
-            "link",
-            "add",
-            &port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "ul0",
-            "netns",
-            &netns,
-        ])?;
-        ip(&[
-            "-n",
-            &self.underlay,
-            "link",
-            "set",
-            &port,
-            "master",
-            "ul0",
-            "up",
-        ])?;
+        self.wire(&netns, 1500)?;
         peer.ip(&["link", "set", "lo", "up"])?;
         peer.ip(&["addr", "add", &format!("{addr}/24"), "dev", "ul0"])?;
         peer.ip(&["link", "set", "ul0", "up"])?;

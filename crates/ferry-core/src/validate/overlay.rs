@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use super::{addressing, valid_name, CreateContext, OPT_MTU};
+use super::{addressing, mtu_option, valid_name, CreateContext};
 use crate::docker::network::NetworkCreateRequest;
 use crate::model::IpamEcho;
 use crate::CoreError;
@@ -38,19 +38,7 @@ pub fn overlay_request(req: &NetworkCreateRequest) -> Result<OverlayRequest, Cor
             "option {k} is for bridge networks, not overlays"
         )));
     }
-    let mtu = match opts.get(OPT_MTU) {
-        Some(v) => Some(
-            v.parse::<u32>()
-                .ok()
-                .filter(|m| (68..=65535).contains(m))
-                .ok_or_else(|| CoreError::BadValue {
-                    what: "option",
-                    value: format!("{OPT_MTU}={v}"),
-                    why: "MTU must be 68..65535".into(),
-                })?,
-        ),
-        None => None,
-    };
+    let mtu = mtu_option(&opts)?;
     let given = req
         .ipam
         .as_ref()

@@ -245,8 +245,17 @@ impl<K: KernelOps> Daemon<K> {
             (id, range.is_some(), in_block)
         };
         let ov = self.overlay()?.clone();
-        let Some(record) = ov.view().networks.get(&id).cloned() else {
-            return Err(ClusterGone(id).into());
+        // The view may not have caught up with a network this host just created: ask etcd.
+        let record = match ov.view().networks.get(&id).cloned() {
+            Some(r) => r,
+            None => {
+                let fresh = blocking(&ov.cluster, |c| c.view()).await?;
+                fresh
+                    .networks
+                    .get(&id)
+                    .cloned()
+                    .ok_or(ClusterGone(id.clone()))?
+            }
         };
         if !has_block {
             let r = record.clone();
