@@ -4,6 +4,8 @@
 //! data. Nothing here does I/O, spawns, sleeps or needs root, so all of it is tested
 //! with `cargo test` as any user.
 
+#![forbid(unsafe_code)]
+
 pub mod docker;
 pub mod error;
 pub mod files;

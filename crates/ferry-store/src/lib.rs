@@ -23,6 +23,8 @@
 //! the etcd engine drives its async client on a runtime of its own. Watches deliver into a
 //! tokio channel, which async code awaits and sync code reads with `blocking_recv`.
 
+#![forbid(unsafe_code)]
+
 mod clock;
 mod etcd;
 mod hub;
