@@ -754,3 +754,103 @@ fn a_three_member_etcd_loses_a_member_and_nothing_stops() -> Result<()> {
     c.hosts[1].expect_fetch("client", "web", &web)?;
     c.finish()
 }
+
+/// A host cut off from etcd while the cluster changes and etcd compacts its history
+/// past that host's watch: when it is back, it resyncs from a fresh read — the removed
+/// sandbox's entry gone, the new one's there, nothing doubled — and reaches the new one.
+#[test]
+fn a_host_cut_off_past_a_compaction_resyncs_without_missing_or_doubling() -> Result<()> {
+    let opts = ClusterOpts {
+        ttl_secs: 15,
+        ..ClusterOpts::default()
+    };
+    let Some(c) = cluster("overlay-compacted", opts)? else {
+        return Ok(());
+    };
+    let (h1, h2) = (&c.hosts[0], &c.hosts[1]);
+    overlay_everywhere(&c, "ov", &[])?;
+    let old = h1.run_web("old", &["--network", "ov"])?;
+    h2.run_idle("client", &["--network", "ov"])?;
+    let old_ip = h1.ip_of("old", "ov")?;
+    h2.expect_fetch("client", "old", &old)?;
+
+    // Cut host 2 off from etcd (its etcd traffic only).
+    h2.nft(&["add", "table", "inet", "cut"])?;
+    h2.nft(&[
+        "add",
+        "chain",
+        "inet",
+        "cut",
+        "out",
+        "{ type filter hook output priority 0; }",
+    ])?;
+    h2.nft(&[
+        "add", "rule", "inet", "cut", "out", "tcp", "dport", "2379", "drop",
+    ])?;
+    h2.nft(&[
+        "add",
+        "chain",
+        "inet",
+        "cut",
+        "in",
+        "{ type filter hook input priority 0; }",
+    ])?;
+    h2.nft(&[
+        "add", "rule", "inet", "cut", "in", "tcp", "sport", "2379", "drop",
+    ])?;
+    h1.ferry_ok(&["rm", "-f", "old"])?;
+    let fresh = h1.run_web("fresh", &["--network", "ov"])?;
+    let fresh_ip = h1.ip_of("fresh", "ov")?;
+    ensure!(
+        fresh_ip != old_ip,
+        "a new address, so old and new entries differ"
+    );
+    // Let host 1's publication land, then compact etcd's history up to now.
+    std::thread::sleep(Duration::from_secs(1));
+    let status = c
+        .in_underlay(
+            "etcdctl",
+            &[
+                "--endpoints",
+                "172.30.0.1:2379",
+                "endpoint",
+                "status",
+                "-w",
+                "json",
+            ],
+        )?
+        .expect_success()?
+        .stdout;
+    let rev = status
+        .split("\"revision\":")
+        .nth(1)
+        .and_then(|r| r.split(|ch: char| !ch.is_ascii_digit()).next())
+        .ok_or_else(|| anyhow::anyhow!("no revision in {status}"))?
+        .to_string();
+    c.in_underlay(
+        "etcdctl",
+        &["--endpoints", "172.30.0.1:2379", "compact", &rev],
+    )?
+    .expect_success()?;
+    ensure!(
+        tunnel_neighbours(h2, "ov")? == [old_ip.clone()],
+        "while cut off, host 2 has only the old entry (the setup)"
+    );
+    // Long enough for host 2's client to find its connection dead (keep-alive 2 s + 3 s).
+    std::thread::sleep(Duration::from_secs(7));
+    h2.nft(&["delete", "table", "inet", "cut"])?;
+
+    h2.expect_fetch("client", &fresh_ip, &fresh)?;
+    ensure!(
+        h2.log_tail(200).contains("watch compacted"),
+        "host 2's watch resumed into a compaction and resynced:\n{}",
+        h2.log_tail(30)
+    );
+    h2.expect_fetch("client", "fresh", &fresh)?;
+    let n = tunnel_neighbours(h2, "ov")?;
+    ensure!(
+        n == [fresh_ip.clone()],
+        "exactly the live endpoint, once: {n:?}"
+    );
+    c.finish()
+}

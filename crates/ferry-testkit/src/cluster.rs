@@ -157,6 +157,13 @@ impl TestCluster {
         )
     }
 
+    /// A program run in the underlay's namespace (where etcd listens), bounded.
+    pub fn in_underlay(&self, program: &str, args: &[&str]) -> Result<crate::Output> {
+        let mut a = vec!["netns", "exec", self.underlay.as_str(), program];
+        a.extend(args);
+        run_bounded(Command::new("ip").args(&a), BOUND)
+    }
+
     /// A veth pair between the underlay bridge and namespace `ns`, whose end is `ul0`.
     fn wire(&self, ns: &str, mtu: u32) -> Result<()> {
         let port = format!("ulp{}", &crate::unique("")[..6]);

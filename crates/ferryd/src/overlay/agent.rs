@@ -131,26 +131,29 @@ async fn publish<K: KernelOps>(d: Arc<Daemon<K>>, ov: Arc<Overlay>) {
     }
 }
 
-/// The one watch: apply each message to the view and act on what changed; after a
-/// compaction or an outage, a fresh range and a full resync.
+/// The one watch: apply each message to the view and act on what changed. When the
+/// stream ends (etcd went away), the watch resumes from the view's revision, so nothing
+/// is missed or seen twice; only when etcd has compacted that revision away is the view
+/// made again from a fresh range (flannel's resync).
 async fn watch<K: KernelOps>(d: Arc<Daemon<K>>, ov: Arc<Overlay>) {
     loop {
         let from = ov.view().revision + 1;
         let store = ov.cluster.store().clone();
-        let watcher = tokio::task::spawn_blocking(move || store.watch("", from)).await;
-        let mut w = match watcher {
+        let mut w = match tokio::task::spawn_blocking(move || store.watch("", from)).await {
             Ok(Ok(w)) => w,
             Ok(Err(e)) => {
-                tracing::warn!("cluster: watch: {e}");
+                tracing::warn!("cluster: watch from revision {from}: {e}");
                 tokio::time::sleep(RETRY).await;
-                resync(&d, &ov).await;
                 continue;
             }
             Err(_) => return,
         };
         while let Some(msg) = w.next().await {
             if let WatchMessage::Compacted { compact_revision } = msg {
-                tracing::info!("cluster: watch compacted at {compact_revision}: resync");
+                tracing::info!(
+                    "cluster: watch compacted (revision {from} is gone, {compact_revision} is the oldest): resync"
+                );
+                resync(&d, &ov).await;
                 break;
             }
             let changed = ov.view.lock().expect("view").apply(&msg);
@@ -173,7 +176,6 @@ async fn watch<K: KernelOps>(d: Arc<Daemon<K>>, ov: Arc<Overlay>) {
             }
         }
         tokio::time::sleep(RETRY).await;
-        resync(&d, &ov).await;
     }
 }
 
