@@ -854,3 +854,44 @@ fn a_host_cut_off_past_a_compaction_resyncs_without_missing_or_doubling() -> Res
     );
     c.finish()
 }
+
+/// A host whose block is full claims another: six sandboxes on one host of an overlay
+/// whose blocks hold two or four addresses each, all distinct, all in the range, all
+/// reached from the other host.
+#[test]
+fn a_host_whose_block_fills_claims_another() -> Result<()> {
+    let Some(c) = cluster("overlay-blocks", ClusterOpts::default())? else {
+        return Ok(());
+    };
+    overlay_everywhere(
+        &c,
+        "ov",
+        &["--subnet", "10.70.0.0/24", "--ip-range", "10.70.0.0/28"],
+    )?;
+    let (h1, h2) = (&c.hosts[0], &c.hosts[1]);
+    let mut ips = Vec::new();
+    for i in 0..6 {
+        let name = format!("s{i}");
+        h1.run_server(&name, &["--network", "ov"], "tcp", 80)?;
+        ips.push(h1.ip_of(&name, "ov")?);
+    }
+    let mut sorted = ips.clone();
+    sorted.sort();
+    sorted.dedup();
+    ensure!(sorted.len() == 6, "distinct: {ips:?}");
+    ensure!(
+        ips.iter().all(|ip| ip
+            .strip_prefix("10.70.0.")
+            .and_then(|o| o.parse::<u8>().ok())
+            .is_some_and(|o| o < 16)),
+        "all inside --ip-range 10.70.0.0/28: {ips:?}"
+    );
+    let blocks = h1.ferry_ok(&["node", "inspect", "host1", "--format", "{{.Blocks}}"])?;
+    ensure!(
+        blocks.parse::<u32>()? >= 2,
+        "host 1 holds more than one block: {blocks}"
+    );
+    h2.run_idle("client", &["--network", "ov"])?;
+    h2.expect_reach(At::Sandbox("client"), "tcp", &ips[5], 80)?;
+    c.finish()
+}

@@ -254,16 +254,16 @@ impl Cluster {
         Err(ClusterError::Contention("the overlay networks"))
     }
 
-    /// The block this host allocates from in `net`: one it holds already, else the first
-    /// free one, claimed by compare-and-swap.
-    pub fn claim_block(&self, net: &OverlayNetwork) -> Result<Block> {
+    /// A block for this host to allocate from in `net`, other than those in `have`: one
+    /// it holds already, else the first free one, claimed by compare-and-swap.
+    pub fn claim_block(&self, net: &OverlayNetwork, have: &[Ipv4Net]) -> Result<Block> {
         let span = net.ip_range.unwrap_or(net.subnet);
         for _ in 0..TRIES {
             let view = self.view()?;
             let blocks: Vec<(Ipv4Net, &str)> = view.blocks_on(&net.id).collect();
             let mine = blocks
                 .iter()
-                .find(|(_, n)| *n == self.node)
+                .find(|(b, n)| *n == self.node && !have.contains(b))
                 .map(|(b, _)| *b);
             let claimed: Vec<Ipv4Net> = blocks.iter().map(|(b, _)| *b).collect();
             let block = match mine {

@@ -101,7 +101,7 @@ fn racing_hosts_claim_distinct_blocks_and_keep_theirs() {
     let blocks: Vec<_> = std::thread::scope(|s| {
         let t: Vec<_> = h
             .iter()
-            .map(|c| s.spawn(|| c.claim_block(&net).unwrap().block))
+            .map(|c| s.spawn(|| c.claim_block(&net, &[]).unwrap().block))
             .collect();
         t.into_iter().map(|t| t.join().unwrap()).collect()
     });
@@ -117,23 +117,24 @@ fn racing_hosts_claim_distinct_blocks_and_keep_theirs() {
         ]
     );
     assert_eq!(
-        h[2].claim_block(&net).unwrap().block,
+        h[2].claim_block(&net, &[]).unwrap().block,
         blocks[2],
         "a host keeps its block"
     );
-    let (_, _, more) = (
-        0,
-        0,
-        Cluster::new(
-            h[0].store().clone(),
-            "host5".into(),
-            "192.0.2.5".parse().unwrap(),
-            Duration::from_secs(10),
-        ),
+    // A second block once the first is full: none is left in a /24 of four.
+    assert!(matches!(
+        h[2].claim_block(&net, &[blocks[2]]),
+        Err(ClusterError::NoBlock(_))
+    ));
+    let more = Cluster::new(
+        h[0].store().clone(),
+        "host5".into(),
+        "192.0.2.5".parse().unwrap(),
+        Duration::from_secs(10),
     );
     more.register("now").unwrap();
     assert!(matches!(
-        more.claim_block(&net),
+        more.claim_block(&net, &[]),
         Err(ClusterError::NoBlock(_))
     ));
 }
@@ -145,7 +146,7 @@ fn a_static_address_is_claimed_once_and_never_inside_another_hosts_block() {
     o.subnet = Some("10.9.0.0/24".parse().unwrap());
     o.ip_range = Some("10.9.0.128/25".parse().unwrap());
     let net = h[0].create_network(&o).unwrap();
-    let b1 = h[0].claim_block(&net).unwrap();
+    let b1 = h[0].claim_block(&net, &[]).unwrap();
     assert_eq!(b1.block.to_string(), "10.9.0.128/27");
     // Outside every block: claimed through the store, once.
     h[1].claim_static(&net, &ep(&h[1], &net.id, "10.9.0.10", "s1"))
@@ -213,7 +214,7 @@ fn a_dead_hosts_endpoints_go_with_its_lease_and_watchers_see_it() {
 fn a_network_with_endpoints_anywhere_is_not_removed() {
     let (_, _, h) = hosts(2);
     let net = h[0].create_network(&overlay("ov")).unwrap();
-    h[1].claim_block(&net).unwrap();
+    h[1].claim_block(&net, &[]).unwrap();
     let e = vec![ep(&h[1], &net.id, "10.0.0.66", "db")];
     h[1].publish(&e, &[]).unwrap();
     let err = h[0].remove_network(&net.id).unwrap_err();

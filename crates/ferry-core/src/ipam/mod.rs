@@ -30,6 +30,9 @@ pub struct AddressPool {
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
     pub range: Option<Ipv4Net>,
+    /// Further spans dynamic addresses may come from, after `range`: the extra address
+    /// blocks an overlay's host claimed when its first one filled (ferry-overlay).
+    pub more: Vec<Ipv4Net>,
     /// address → owner (a sandbox ID). Absent in a network's store record (see
     /// [`serialize_without_allocations`]). A persistent map: copying a pool (ferryd's
     /// rollback copy, its record of what the store holds) costs O(1), and comparing two
@@ -49,6 +52,8 @@ struct PoolRecord {
     gateway: Ipv4Addr,
     range: Option<Ipv4Net>,
     #[serde(default)]
+    more: Vec<Ipv4Net>,
+    #[serde(default)]
     allocated: imbl::OrdMap<Ipv4Addr, String>,
     cursor: Option<Ipv4Addr>,
 }
@@ -63,6 +68,7 @@ impl From<PoolRecord> for AddressPool {
             subnet: r.subnet,
             gateway: r.gateway,
             range: r.range,
+            more: r.more,
             allocated: r.allocated,
             cursor: r.cursor,
             taken,
@@ -81,6 +87,8 @@ pub fn serialize_without_allocations<S: serde::Serializer>(
         subnet: &'a Ipv4Net,
         gateway: &'a Ipv4Addr,
         range: &'a Option<Ipv4Net>,
+        #[serde(skip_serializing_if = "<[Ipv4Net]>::is_empty")]
+        more: &'a [Ipv4Net],
         cursor: &'a Option<Ipv4Addr>,
     }
     pool.as_ref()
@@ -88,6 +96,7 @@ pub fn serialize_without_allocations<S: serde::Serializer>(
             subnet: &p.subnet,
             gateway: &p.gateway,
             range: &p.range,
+            more: &p.more,
             cursor: &p.cursor,
         })
         .serialize(s)
@@ -99,6 +108,7 @@ impl AddressPool {
             subnet,
             gateway,
             range,
+            more: Vec::new(),
             allocated: imbl::OrdMap::new(),
             cursor: None,
             taken: Occupancy::default(),
@@ -148,9 +158,35 @@ impl AddressPool {
     }
 
     /// Hand out the next free address after the cursor, within the ip-range if one
-    /// was given (its network address included, as dockerd does), wrapping once.
+    /// was given (its network address included, as dockerd does), wrapping once; then
+    /// in the further spans ([`AddressPool::more`]), the cursor's own span first.
     pub fn allocate_dynamic(&mut self, owner: &str, network: &str) -> Result<Ipv4Addr, CoreError> {
-        let span = self.range.unwrap_or(self.subnet);
+        let ip = self
+            .next_dynamic()
+            .ok_or_else(|| CoreError::NetworkFull(network.to_string()))?;
+        self.hold(ip, owner.to_string());
+        self.cursor = Some(ip);
+        Ok(ip)
+    }
+
+    /// Whether a dynamic address is left.
+    pub fn has_free_dynamic(&self) -> bool {
+        self.next_dynamic().is_some()
+    }
+
+    fn next_dynamic(&self) -> Option<Ipv4Addr> {
+        let spans: Vec<Ipv4Net> = std::iter::once(self.range.unwrap_or(self.subnet))
+            .chain(self.more.iter().copied())
+            .collect();
+        let at = self
+            .cursor
+            .and_then(|c| spans.iter().position(|s| s.contains(&c)))
+            .unwrap_or(0);
+        (0..spans.len()).find_map(|k| self.next_in(spans[(at + k) % spans.len()]))
+    }
+
+    /// The next free address of one span after the cursor (if it lies there), wrapping once.
+    fn next_in(&self, span: Ipv4Net) -> Option<Ipv4Addr> {
         let first = u32::from(span.network()).max(u32::from(self.subnet.network()));
         let last = u32::from(span.broadcast()).min(u32::from(self.subnet.broadcast()));
         let start = match self.cursor.map(u32::from) {
@@ -161,13 +197,7 @@ impl AddressPool {
             true => self.next_free(first, start - 1),
             false => None,
         };
-        let ip = self
-            .next_free(start, last)
-            .or_else(wrapped)
-            .ok_or_else(|| CoreError::NetworkFull(network.to_string()))?;
-        self.hold(ip, owner.to_string());
-        self.cursor = Some(ip);
-        Ok(ip)
+        self.next_free(start, last).or_else(wrapped)
     }
 
     /// The first address in `from..=to` neither allocated nor reserved.
@@ -226,6 +256,31 @@ mod tests {
             got,
             [ip("10.77.0.128"), ip("10.77.0.129"), ip("10.77.0.130")]
         );
+    }
+
+    #[test]
+    fn further_spans_are_used_when_the_range_is_full_and_survive_the_store() {
+        let mut p = pool("10.0.0.0/24", "10.0.0.1", Some("10.0.0.0/30"));
+        let got: Vec<_> = (0..2)
+            .map(|i| p.allocate_dynamic(&i.to_string(), "n").unwrap())
+            .collect();
+        assert_eq!(got, [ip("10.0.0.2"), ip("10.0.0.3")]);
+        assert!(!p.has_free_dynamic());
+        assert!(matches!(
+            p.allocate_dynamic("x", "n"),
+            Err(CoreError::NetworkFull(_))
+        ));
+        p.more.push("10.0.0.64/30".parse().unwrap());
+        assert!(p.has_free_dynamic());
+        assert_eq!(p.allocate_dynamic("y", "n").unwrap(), ip("10.0.0.64"));
+        let json = serde_json::to_string(&Some(p.clone()).map(|p| {
+            let mut v = serde_json::to_value(&p).unwrap();
+            v.as_object_mut().unwrap().remove("allocated");
+            v
+        }))
+        .unwrap();
+        let back: AddressPool = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.more, p.more);
     }
 
     #[test]

@@ -231,18 +231,19 @@ impl<K: KernelOps> Daemon<K> {
         sandbox: &str,
         aliases: &[String],
     ) -> Result<()> {
-        let (id, has_block, in_block) = {
+        let (id, have, full, in_block) = {
             let st = self.state.lock().await;
             let Ok(id) = st.network_id(net_ref) else {
                 return Ok(());
             };
             let net = &st.networks[&id];
-            if net.overlay.is_none() {
+            let (Some(_), Some(pool)) = (&net.overlay, &net.pool) else {
                 return Ok(());
-            }
-            let range = net.pool.as_ref().and_then(|p| p.range);
-            let in_block = static_ip.is_some_and(|ip| range.is_some_and(|r| r.contains(&ip)));
-            (id, range.is_some(), in_block)
+            };
+            let have: Vec<ipnet::Ipv4Net> = pool.range.iter().chain(&pool.more).copied().collect();
+            let in_block = static_ip.is_some_and(|ip| have.iter().any(|b| b.contains(&ip)));
+            let full = static_ip.is_none() && !have.is_empty() && !pool.has_free_dynamic();
+            (id, have, full, in_block)
         };
         let ov = self.overlay()?.clone();
         // The view may not have caught up with a network this host just created: ask etcd.
@@ -257,15 +258,21 @@ impl<K: KernelOps> Daemon<K> {
                     .ok_or(ClusterGone(id.clone()))?
             }
         };
-        if !has_block {
+        // A first block, or another when those held are full.
+        if have.is_empty() || full {
             let r = record.clone();
-            let block = blocking(&ov.cluster, move |c| c.claim_block(&r)).await?;
+            let held = have.clone();
+            let block = blocking(&ov.cluster, move |c| c.claim_block(&r, &held)).await?;
             let mut st = self.state.lock().await;
             let keys = [Key::Net(id.clone())];
             let before = st.snapshot(&keys);
             if let Some(pool) = st.networks.get_mut(&id).and_then(|n| n.pool.as_mut()) {
-                if pool.range.is_none() {
-                    pool.range = Some(block.block);
+                let known = pool.range == Some(block.block) || pool.more.contains(&block.block);
+                if !known {
+                    match pool.range {
+                        None => pool.range = Some(block.block),
+                        Some(_) => pool.more.push(block.block),
+                    }
                     for ip in block.foreign {
                         pool.hold(ip, "another host".into());
                     }
