@@ -6,6 +6,7 @@ mod client;
 mod network;
 mod output;
 mod port;
+mod rows;
 mod sandbox;
 
 use clap::{Parser, Subcommand};

@@ -3,6 +3,7 @@
 //! unknown fields, since newer clients send fields 1.41 does not know.
 
 pub mod container;
+pub mod duration;
 pub mod network;
 pub mod plugin;
 
