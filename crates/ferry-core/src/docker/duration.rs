@@ -36,6 +36,37 @@ pub fn go_time_string(rfc3339: &str) -> String {
     format!("{t} +0000 UTC")
 }
 
+/// Seconds since the epoch of an RFC 3339 UTC time (`2026-12-04T21:54:12.13Z`) or a
+/// date (`2026-12-04`); None for anything else.
+pub fn rfc3339_unix(s: &str) -> Option<f64> {
+    let (date, time) = match s.split_once('T') {
+        Some((d, t)) => (d, t.strip_suffix('Z')?),
+        None => (s, "00:00:00"),
+    };
+    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.splitn(3, ':');
+    let (hh, mm) = (
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?.parse::<i64>().ok()?,
+    );
+    let ss: f64 = t.next()?.parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    Some((days_from_civil(y, m, day) * 86400 + hh * 3600 + mm * 60) as f64 + ss)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,6 +84,17 @@ mod tests {
         assert_eq!(human(20 * 86400), "2 weeks");
         assert_eq!(human(90 * 86400), "3 months");
         assert_eq!(human(800 * 86400), "2 years");
+    }
+
+    #[test]
+    fn rfc3339_times_read_as_unix_seconds() {
+        assert_eq!(rfc3339_unix("1970-01-01T00:00:10Z"), Some(10.0));
+        assert_eq!(
+            rfc3339_unix("2026-12-04T21:54:12.5Z"),
+            Some(1_796_421_252.5)
+        );
+        assert_eq!(rfc3339_unix("2000-03-01"), Some(951_868_800.0));
+        assert_eq!(rfc3339_unix("yesterday"), None);
     }
 
     #[test]

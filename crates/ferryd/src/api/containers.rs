@@ -11,6 +11,8 @@ use axum::Json;
 use ferry_core::docker::container::{
     inspect as inspect_json, summary, ContainerCreateRequest, SandboxPaths,
 };
+use ferry_core::filters::containers::{Listed, PsQuery};
+use ferry_core::filters::parse;
 use ferry_core::model::RunState;
 use ferry_core::CoreError;
 use ferry_kernel::KernelOps;
@@ -21,16 +23,33 @@ use crate::ops::{Daemon, ExitReport};
 
 type D<K> = State<Arc<Daemon<K>>>;
 
+/// `docker ps`: `all`, `limit` and `filters` as dockerd applies them.
 pub async fn list<K: KernelOps>(State(d): D<K>, q: Q) -> ApiResult {
-    let all = flag(&q, "all");
+    let filters = parse(q.get("filters").map(String::as_str))?;
+    let limit = match q.get("limit").filter(|l| !l.is_empty()) {
+        Some(l) => l.parse().map_err(|_| {
+            ApiError(CoreError::Invalid(format!("invalid limit {l:?}: not an integer")).into())
+        })?,
+        None => -1,
+    };
     let st = d.state.lock().await;
-    let mut v: Vec<_> = st
-        .sandboxes
-        .values()
-        .filter(|s| all || s.is_running())
-        .collect();
+    let created_of = |r: &str| st.sandbox_id(r).map(|id| st.sandboxes[&id].created.clone());
+    let query = PsQuery::new(filters, flag(&q, "all"), limit, created_of)?;
+    let mut v: Vec<_> = st.sandboxes.values().collect();
     v.sort_by(|a, b| b.created.cmp(&a.created));
-    let out: Vec<_> = v.iter().map(|s| summary(s, &st.networks_of(s))).collect();
+    let listed = v
+        .into_iter()
+        .map(|s| Listed {
+            sandbox: s,
+            networks: st.networks_of(s),
+        })
+        .collect();
+    let now = chrono::Utc::now().timestamp();
+    let out: Vec<_> = query
+        .select(listed)
+        .iter()
+        .map(|l| summary(l.sandbox, &l.networks, now))
+        .collect();
     Ok(Json(out).into_response())
 }
 

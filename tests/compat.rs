@@ -1,0 +1,189 @@
+//! The docker CLI against ferryd where scripts depend on it: `ps` and `network ls`
+//! filters applied by ferryd as dockerd applies them (bad ones refused with dockerd's
+//! message), `network prune` filters, and docker's Status text.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Result};
+use ferry_testkit::{host_or_skip, scenario_name, unique, DockerCli, TestHost, BUSYBOX};
+
+fn lines(s: &str) -> Vec<&str> {
+    s.lines().filter(|l| !l.is_empty()).collect()
+}
+
+/// Wait (bounded) until `name` has exited.
+fn wait_exited(host: &TestHost, name: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if host.ferry_ok(&["inspect", "--format", "{{.State.Status}}", name])? == "exited" {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{name} did not exit within 10 s")
+}
+
+#[test]
+fn docker_ps_filters_pick_only_the_sandboxes_they_name() -> Result<()> {
+    let Some(bin) = DockerCli::find_or_skip(scenario_name!()) else {
+        return Ok(());
+    };
+    let host = host_or_skip!();
+    let docker = DockerCli::new(&host, &bin)?;
+    let net = unique("pnet");
+    host.create_network(&net, &["--subnet", "10.93.0.0/24"])?;
+    let keep = host.run_idle("keep", &[])?;
+    let victim = host.run_idle("victim", &["--network", &net, "-p", "8080:80"])?;
+    let done = host.run_detached("done", &[], &[BUSYBOX, "sh", "-c", "exit 3"])?;
+    wait_exited(&host, "done")?;
+
+    let ids = docker.ok(&["ps", "-q", "--filter", "name=victim"])?;
+    ensure!(
+        ids == victim[..12],
+        "docker ps -q --filter name=victim printed {ids:?}"
+    );
+    docker.ok(&["rm", "-f", &ids])?;
+    let left = docker.ok(&["ps", "-aq", "--no-trunc"])?;
+    ensure!(
+        lines(&left) == [done.as_str(), keep.as_str()],
+        "after removing what name=victim listed, docker ps -a shows {left:?}"
+    );
+
+    let victim = host.run_idle("victim", &["--network", &net, "-p", "8080:80"])?;
+    for (filter, want) in [
+        (format!("network={net}"), vec![&victim]),
+        ("network=bridge".into(), vec![&keep]),
+        ("publish=8080".into(), vec![&victim]),
+        ("expose=80/tcp".into(), vec![&victim]),
+        ("status=exited".into(), vec![&done]),
+        (format!("id={}", &keep[..10]), vec![&keep]),
+        ("name=^/?(keep|done)$".into(), vec![&keep]),
+        ("label=team".into(), vec![]),
+    ] {
+        let got = docker.ok(&["ps", "-q", "--no-trunc", "--filter", &filter])?;
+        let want: Vec<&str> = want.iter().map(|s| s.as_str()).collect();
+        ensure!(lines(&got) == want, "docker ps --filter {filter}: {got:?}");
+        let ferry = host.ferry_ok(&["ps", "-q", "--no-trunc", "--filter", &filter])?;
+        ensure!(
+            ferry == got,
+            "ferry ps --filter {filter}: {ferry:?}, docker: {got:?}"
+        );
+    }
+    let exited = docker.ok(&["ps", "-aq", "--no-trunc", "--filter", "exited=3"])?;
+    ensure!(exited == done, "docker ps -a --filter exited=3: {exited:?}");
+    let last = docker.ok(&["ps", "-q", "--no-trunc", "-n", "2"])?;
+    ensure!(
+        lines(&last) == [victim.as_str(), done.as_str()],
+        "docker ps -n 2: {last:?}"
+    );
+    let latest = host.ferry_ok(&["ps", "-q", "--no-trunc", "-l"])?;
+    ensure!(latest == victim, "ferry ps -l: {latest:?}");
+
+    for (filter, msg) in [
+        ("colour=red", "Invalid filter 'colour'"),
+        ("status=sleeping", "Invalid filter 'status=sleeping'"),
+        ("before=ghost", "No such container: ghost"),
+    ] {
+        let out = docker.run(&["ps", "--filter", filter])?.expect_failure()?;
+        ensure!(
+            out.stderr.contains(msg),
+            "docker ps --filter {filter}:\n{out}"
+        );
+        let out = host.ferry_err(&["ps", "--filter", filter])?;
+        ensure!(
+            out.stderr.contains(msg),
+            "ferry ps --filter {filter}:\n{out}"
+        );
+    }
+    let status = docker.ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"])?;
+    ensure!(
+        status
+            .lines()
+            .any(|l| l.starts_with("keep Up ") && l.contains("second"))
+            && status
+                .lines()
+                .any(|l| l.starts_with("done Exited (3) ") && l.ends_with(" ago")),
+        "docker ps Status:\n{status}"
+    );
+    host.finish()
+}
+
+#[test]
+fn network_ls_and_prune_filters_behave_as_dockerds() -> Result<()> {
+    let Some(bin) = DockerCli::find_or_skip(scenario_name!()) else {
+        return Ok(());
+    };
+    let host = host_or_skip!();
+    let docker = DockerCli::new(&host, &bin)?;
+    let (used, idle, kept) = (unique("used"), unique("idle"), unique("kept"));
+    host.create_network(&used, &[])?;
+    host.create_network(&idle, &["--label", "env=test"])?;
+    host.create_network(&kept, &["--label", "keep=1", "--label", "env=test"])?;
+    host.run_idle("web", &["--network", &used])?;
+
+    let names = |args: &[&str]| -> Result<Vec<String>> {
+        let mut a = vec!["network", "ls", "--format", "{{.Name}}"];
+        a.extend(args);
+        let d = docker.ok(&a)?;
+        ensure!(
+            d == host.ferry_ok(&a)?,
+            "ferry and docker differ on {args:?}"
+        );
+        Ok(d.lines().map(String::from).collect())
+    };
+    ensure!(
+        names(&["--filter", "dangling=true"])? == [idle.clone(), kept.clone()],
+        "dangling=true"
+    );
+    ensure!(
+        names(&["--filter", "dangling=false"])? == ["bridge", "host", "none", used.as_str()],
+        "dangling=false"
+    );
+    ensure!(
+        names(&["--filter", "name=dle"])? == [idle.clone()],
+        "name= is a substring match"
+    );
+    ensure!(
+        names(&["--filter", "type=custom", "--filter", "label=env=test"])?
+            == [idle.clone(), kept.clone()],
+        "type=custom label=env=test"
+    );
+    for (filter, msg) in [
+        ("type=nosuch", "Invalid filter: 'type'='nosuch'"),
+        ("dangling=maybe", "invalid value for filter 'dangling'"),
+        ("colour=red", "Invalid filter 'colour'"),
+    ] {
+        let out = docker
+            .run(&["network", "ls", "--filter", filter])?
+            .expect_failure()?;
+        ensure!(
+            out.stderr.contains(msg),
+            "docker network ls --filter {filter}:\n{out}"
+        );
+    }
+
+    let out = docker
+        .run(&["network", "prune", "-f", "--filter", "until=soon"])?
+        .expect_failure()?;
+    ensure!(out.stderr.contains("soon"), "prune until=soon:\n{out}");
+    let pruned = docker.ok(&["network", "prune", "-f", "--filter", "until=100h"])?;
+    ensure!(
+        !pruned.contains(&idle),
+        "until=100h pruned a new network:\n{pruned}"
+    );
+    let pruned = docker.ok(&["network", "prune", "-f", "--filter", "label!=keep=1"])?;
+    ensure!(
+        pruned.contains(&idle) && !pruned.contains(&kept) && !pruned.contains(&used),
+        "prune --filter label!=keep=1:\n{pruned}"
+    );
+    ensure!(
+        host.user_networks()? == {
+            let mut v = vec![used.clone(), kept.clone()];
+            v.sort();
+            v
+        },
+        "left after prune: {:?}",
+        host.user_networks()?
+    );
+    host.finish()
+}
