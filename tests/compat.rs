@@ -187,3 +187,126 @@ fn network_ls_and_prune_filters_behave_as_dockerds() -> Result<()> {
     );
     host.finish()
 }
+
+#[test]
+fn docker_run_against_ferryd_runs_the_command_or_refuses_at_create_and_never_hangs() -> Result<()> {
+    let Some(bin) = DockerCli::find_or_skip(scenario_name!()) else {
+        return Ok(());
+    };
+    let host = host_or_skip!();
+    let docker = DockerCli::new(&host, &bin)?;
+    let net = unique("rnet");
+    host.create_network(&net, &["--subnet", "10.94.0.0/24"])?;
+
+    let out = docker
+        .run(&[
+            "run",
+            "-d",
+            "--name",
+            "d1",
+            "--network",
+            &net,
+            "busybox",
+            BUSYBOX,
+            "sleep",
+            "600",
+        ])?
+        .expect_success()?;
+    ensure!(
+        out.stderr.contains("\"busybox\" is ignored"),
+        "docker run -d warns nothing of the image:\n{out}"
+    );
+    ensure!(
+        host.ferry_ok(&["inspect", "--format", "{{.State.Status}}", "d1"])? == "running",
+        "d1 does not run"
+    );
+    ensure!(
+        host.ip_of("d1", &net)?.starts_with("10.94.0."),
+        "d1 has no address on {net}"
+    );
+
+    let out = docker.run(&[
+        "run",
+        "--rm",
+        "--network",
+        &net,
+        "busybox",
+        BUSYBOX,
+        "sh",
+        "-c",
+        "echo hi; exit 5",
+    ])?;
+    ensure!(
+        out.code() == Some(5) && out.stdout == "hi\n",
+        "attached docker run --rm:\n{out}"
+    );
+    let out = docker.run(&["run", "--name", "att", "busybox", BUSYBOX, "echo", "kept"])?;
+    ensure!(
+        out.success() && out.stdout == "kept\n",
+        "attached docker run:\n{out}"
+    );
+    let out = docker.run(&["start", "-a", "att"])?;
+    ensure!(
+        out.success() && out.stdout == "kept\n",
+        "docker start -a:\n{out}"
+    );
+
+    let before = docker.ok(&["ps", "-aq"])?;
+    for (args, msg) in [
+        (vec!["run", "-i", "busybox", BUSYBOX, "sh"], "-i, -t"),
+        (vec!["run", "-d", "nginx"], "image \"nginx\" has no command"),
+    ] {
+        let out = docker.run(&args)?.expect_failure()?;
+        ensure!(out.stderr.contains(msg), "docker {args:?}:\n{out}");
+    }
+    ensure!(
+        docker.ok(&["ps", "-aq"])? == before,
+        "a refused docker run left a sandbox"
+    );
+    host.finish()
+}
+
+#[test]
+fn unsupported_docker_calls_name_the_ferry_way_and_prunes_reach_sandboxes_and_networks(
+) -> Result<()> {
+    let Some(bin) = DockerCli::find_or_skip(scenario_name!()) else {
+        return Ok(());
+    };
+    let host = host_or_skip!();
+    let docker = DockerCli::new(&host, &bin)?;
+    let keep = host.run_idle("keep", &[])?;
+    let done = host.run_detached("done", &[], &[BUSYBOX, "true"])?;
+    wait_exited(&host, "done")?;
+    for (args, ferry_way) in [
+        (vec!["system", "df"], "ferry ps -a"),
+        (vec!["logs", "keep"], "LogPath"),
+        (vec!["images"], "ferry run"),
+        (vec!["exec", "keep", "true"], "ferry exec"),
+        (vec!["volume", "ls"], "ferry network ls"),
+    ] {
+        let out = docker.run(&args)?.expect_failure()?;
+        ensure!(
+            out.stderr.contains("not supported by ferry") && out.stderr.contains(ferry_way),
+            "docker {args:?}:\n{out}"
+        );
+    }
+    let pruned = docker.ok(&["container", "prune", "-f"])?;
+    ensure!(
+        pruned.contains(&done) && !pruned.contains(&keep),
+        "docker container prune -f:\n{pruned}"
+    );
+    ensure!(
+        docker.ok(&["ps", "-aq", "--no-trunc"])? == keep,
+        "after container prune"
+    );
+
+    let idle = unique("idle");
+    host.create_network(&idle, &[])?;
+    let pruned = docker.ok(&["system", "prune", "-f"])?;
+    ensure!(pruned.contains(&idle), "docker system prune -f:\n{pruned}");
+    ensure!(
+        host.user_networks()?.is_empty(),
+        "system prune left networks"
+    );
+    host.finish()
+}

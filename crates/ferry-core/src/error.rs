@@ -61,6 +61,9 @@ pub enum CoreError {
     PortTaken { host_ip: String, port: u16 },
     #[error("{0}")]
     Invalid(String),
+    /// A Docker call ferry does not do; the message names the ferry way.
+    #[error("{0}")]
+    NotSupported(String),
 }
 
 impl CoreError {
@@ -91,6 +94,7 @@ impl CoreError {
             | NoFreePool
             | NotConnected { .. }
             | PortTaken { .. } => 500,
+            NotSupported(_) => 501,
         }
     }
 }

@@ -47,6 +47,16 @@ pub struct ContainerCreateRequest {
     #[serde(default)]
     pub image: Option<String>,
     #[serde(default)]
+    pub attach_stdin: bool,
+    #[serde(default)]
+    pub attach_stdout: bool,
+    #[serde(default)]
+    pub attach_stderr: bool,
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub open_stdin: bool,
+    #[serde(default)]
     pub host_config: Option<HostConfigReq>,
     #[serde(default)]
     pub networking_config: Option<NetworkingConfigReq>,

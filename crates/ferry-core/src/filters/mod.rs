@@ -7,6 +7,7 @@
 
 pub mod containers;
 pub mod networks;
+pub mod prune;
 
 use std::collections::BTreeMap;
 

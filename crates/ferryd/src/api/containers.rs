@@ -2,7 +2,6 @@
 //! see containers.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -13,12 +12,13 @@ use ferry_core::docker::container::{
 };
 use ferry_core::filters::containers::{Listed, PsQuery};
 use ferry_core::filters::parse;
-use ferry_core::model::RunState;
+use ferry_core::filters::prune::PruneFilter;
 use ferry_core::CoreError;
 use ferry_kernel::KernelOps;
 use serde_json::json;
 
 use super::{body, empty, flag, ApiError, ApiResult, Q};
+use crate::error::Error;
 use crate::ops::{Daemon, ExitReport};
 
 type D<K> = State<Arc<Daemon<K>>>;
@@ -55,10 +55,39 @@ pub async fn list<K: KernelOps>(State(d): D<K>, q: Q) -> ApiResult {
 
 pub async fn create<K: KernelOps>(State(d): D<K>, q: Q, b: axum::body::Bytes) -> ApiResult {
     let req: ContainerCreateRequest = body(&b)?;
+    let warnings = ferry_core::docker::run::check(&req)?;
     let id = d
         .create_sandbox(q.get("name").map(String::as_str), req)
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({"Id": id, "Warnings": []}))).into_response())
+    let created = json!({"Id": id, "Warnings": warnings});
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// `docker container prune`: remove the sandboxes that do not run (created or
+/// exited) and pass the `label`/`label!`/`until` filters.
+pub async fn prune<K: KernelOps>(State(d): D<K>, q: Q) -> ApiResult {
+    let f = parse(q.get("filters").map(String::as_str))?;
+    let f = PruneFilter::new(&f, chrono::Utc::now().timestamp())?;
+    let ids: Vec<String> = {
+        let st = d.state.lock().await;
+        let none = std::collections::BTreeMap::new();
+        st.sandboxes
+            .values()
+            .filter(|s| !s.is_running() && f.matches(&none, &s.created))
+            .map(|s| s.id.clone())
+            .collect()
+    };
+    let mut deleted = vec![];
+    for id in ids {
+        match d.remove_sandbox(&id, false).await {
+            Ok(()) => deleted.push(id),
+            // Started or removed meanwhile: not prune's to take.
+            Err(Error::Core(CoreError::RemoveRunning(_) | CoreError::NoSuchContainer(_))) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let deleted = (!deleted.is_empty()).then_some(deleted);
+    Ok(Json(json!({"ContainersDeleted": deleted, "SpaceReclaimed": 0})).into_response())
 }
 
 pub async fn inspect<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> ApiResult {
@@ -99,25 +128,6 @@ pub async fn stop<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> ApiRe
 pub async fn remove<K: KernelOps>(State(d): D<K>, Path(id): Path<String>, q: Q) -> ApiResult {
     d.remove_sandbox(&id, flag(&q, "force")).await?;
     Ok(empty(StatusCode::NO_CONTENT))
-}
-
-/// Wait until the sandbox is not running; answers its exit code.
-pub async fn wait<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> ApiResult {
-    let id = d.state.lock().await.sandbox_id(&id)?;
-    loop {
-        let code = {
-            let st = d.state.lock().await;
-            match st.sandboxes.get(&id).map(|s| s.state.clone()) {
-                Some(RunState::Running { .. }) | Some(RunState::Created) => None,
-                Some(RunState::Exited { code }) => Some(code),
-                None => Some(0),
-            }
-        };
-        if let Some(code) = code {
-            return Ok(Json(json!({"StatusCode": code, "Error": null})).into_response());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 pub async fn attached<K: KernelOps>(State(d): D<K>, Path(id): Path<String>, q: Q) -> ApiResult {

@@ -9,7 +9,8 @@ use axum::Json;
 use ferry_core::docker::network::{
     network_resource, ConnectRequest, DisconnectRequest, NetworkCreateRequest,
 };
-use ferry_core::filters::networks::{check_list, PruneFilter};
+use ferry_core::filters::networks::check_list;
+use ferry_core::filters::prune::PruneFilter;
 use ferry_core::filters::{network_matches, parse, NetworkUse};
 use ferry_kernel::KernelOps;
 use serde_json::json;
@@ -62,7 +63,9 @@ pub async fn remove<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> Api
 pub async fn prune<K: KernelOps>(State(d): D<K>, q: Q) -> ApiResult {
     let f = parse(q.get("filters").map(String::as_str))?;
     let f = PruneFilter::new(&f, chrono::Utc::now().timestamp())?;
-    let names = d.prune_networks(|n| Ok(f.matches(n))).await?;
+    let names = d
+        .prune_networks(|n| Ok(f.matches(&n.labels, &n.created)))
+        .await?;
     Ok(Json(json!({"NetworksDeleted": names})).into_response())
 }
 

@@ -55,6 +55,9 @@ pub struct Daemon<K: KernelOps> {
     pub shutdown: tokio::sync::Notify,
     /// Per-sandbox order of the operations that program a sandbox's network.
     pub(crate) sandbox_locks: SandboxLocks,
+    /// Every sandbox exit (ID, code), for `POST /containers/{id}/wait`: an exit code
+    /// outlives an auto-removed sandbox.
+    pub exits: tokio::sync::broadcast::Sender<(String, i32)>,
 }
 
 /// One async lock per sandbox ID, made on first use and dropped with the sandbox.
@@ -117,6 +120,7 @@ impl<K: KernelOps> Daemon<K> {
             firewall: Default::default(),
             shutdown: Default::default(),
             sandbox_locks: Default::default(),
+            exits: tokio::sync::broadcast::channel(64).0,
         }))
     }
 

@@ -442,6 +442,7 @@ impl<K: KernelOps> Daemon<K> {
             sb.finished_at = Some(now().0);
         }
         self.commit_or_log(&st, &keys, "exit");
+        let _ = self.exits.send((id.to_string(), report.code));
         self.sync_firewall_or_warn(&st, "exit").await;
         self.retire_links_now(&mut t).await;
         drop(st);

@@ -76,20 +76,3 @@ fn unknown_keys_and_values_are_refused_with_dockerds_messages() {
     assert!(err(r#"{"dangling":{"maybe":true}}"#).contains("invalid value for filter 'dangling'"));
     assert!(parse(Some("{nope")).is_err());
 }
-
-#[test]
-fn prune_takes_label_not_label_and_until() {
-    let n = nets().pop().unwrap();
-    let pf = |f: &str| PruneFilter::new(&parse(Some(f)).unwrap(), 1_798_761_600);
-    assert!(pf(r#"{"label":{"a":true}}"#).unwrap().matches(&n));
-    assert!(!pf(r#"{"label!":{"a=b":true}}"#).unwrap().matches(&n));
-    assert!(pf(r#"{"label!":{"a=c":true}}"#).unwrap().matches(&n));
-    assert!(pf(r#"{"until":{"2026-01-03T00:00:00Z":true}}"#)
-        .unwrap()
-        .matches(&n));
-    assert!(!pf(r#"{"until":{"2026-01-01":true}}"#).unwrap().matches(&n));
-    assert!(pf(r#"{"until":{"24h":true}}"#).unwrap().matches(&n));
-    assert!(!pf(r#"{"until":{"100000h":true}}"#).unwrap().matches(&n));
-    assert!(pf(r#"{"until":{"soon":true}}"#).is_err());
-    assert!(pf(r#"{"name":{"x":true}}"#).is_err());
-}
