@@ -54,6 +54,9 @@ pub struct CreateArgs {
     gateway: Option<String>,
     #[arg(long = "ip-range")]
     ip_range: Option<String>,
+    /// Addresses the network sets aside for other devices (NAME=IP).
+    #[arg(long = "aux-address")]
+    aux_addresses: Vec<String>,
     #[arg(long)]
     internal: bool,
     #[arg(long)]
@@ -224,6 +227,12 @@ fn create(c: &Client, a: CreateArgs) -> anyhow::Result<i32> {
         if let Some(v) = v {
             cfg.insert(k.into(), json!(v));
         }
+    }
+    if !a.aux_addresses.is_empty() {
+        cfg.insert(
+            "AuxiliaryAddresses".into(),
+            json!(kv(&a.aux_addresses, "aux-address")?),
+        );
     }
     let config = if cfg.is_empty() {
         vec![]

@@ -12,11 +12,13 @@
 //!
 //! [`pools`] chooses subnets for networks created without `--subnet`.
 
+pub mod aux;
 mod occupancy;
 pub mod pools;
 
 use occupancy::Occupancy;
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -37,6 +39,8 @@ pub struct AddressPool {
     allocated: imbl::OrdMap<Ipv4Addr, String>,
     /// the last dynamic address handed out
     pub cursor: Option<Ipv4Addr>,
+    /// `--aux-address` name → address: never handed to a sandbox.
+    pub aux: BTreeMap<String, Ipv4Addr>,
     /// The keys of `allocated`, as a bitmap: derived, never stored.
     #[serde(skip)]
     taken: Occupancy,
@@ -51,6 +55,8 @@ struct PoolRecord {
     #[serde(default)]
     allocated: imbl::OrdMap<Ipv4Addr, String>,
     cursor: Option<Ipv4Addr>,
+    #[serde(default)]
+    aux: BTreeMap<String, Ipv4Addr>,
 }
 
 impl From<PoolRecord> for AddressPool {
@@ -65,6 +71,7 @@ impl From<PoolRecord> for AddressPool {
             range: r.range,
             allocated: r.allocated,
             cursor: r.cursor,
+            aux: r.aux,
             taken,
         }
     }
@@ -82,6 +89,8 @@ pub fn serialize_without_allocations<S: serde::Serializer>(
         gateway: &'a Ipv4Addr,
         range: &'a Option<Ipv4Net>,
         cursor: &'a Option<Ipv4Addr>,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        aux: &'a BTreeMap<String, Ipv4Addr>,
     }
     pool.as_ref()
         .map(|p| Bare {
@@ -89,6 +98,7 @@ pub fn serialize_without_allocations<S: serde::Serializer>(
             gateway: &p.gateway,
             range: &p.range,
             cursor: &p.cursor,
+            aux: &p.aux,
         })
         .serialize(s)
 }
@@ -101,8 +111,19 @@ impl AddressPool {
             range,
             allocated: imbl::OrdMap::new(),
             cursor: None,
+            aux: BTreeMap::new(),
             taken: Occupancy::default(),
         }
+    }
+
+    /// The pool with `--aux-address`es set aside (checked by [`aux::parse`]).
+    pub fn with_aux(mut self, aux: BTreeMap<String, Ipv4Addr>) -> Self {
+        self.aux = aux;
+        self
+    }
+
+    fn is_aux(&self, ip: Ipv4Addr) -> bool {
+        self.aux.values().any(|a| *a == ip)
     }
 
     /// Every allocation: address → owner.
@@ -136,6 +157,9 @@ impl AddressPool {
         }
         if let Some(why) = self.reserved_why(ip) {
             return Err(CoreError::AddressReserved { ip, why });
+        }
+        if self.is_aux(ip) {
+            return Err(CoreError::AddressInUse(ip));
         }
         match self.allocated.get(&ip) {
             Some(o) if o == owner => Ok(()),
@@ -175,7 +199,7 @@ impl AddressPool {
         loop {
             let n = self.taken.next_clear(from, to)?;
             let ip = Ipv4Addr::from(n);
-            if self.reserved_why(ip).is_none() {
+            if self.reserved_why(ip).is_none() && !self.is_aux(ip) {
                 return Some(ip);
             }
             from = n.checked_add(1)?;

@@ -51,6 +51,7 @@ pub async fn inspect<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> Ap
 
 pub async fn create<K: KernelOps>(State(d): D<K>, b: axum::body::Bytes) -> ApiResult {
     let req: NetworkCreateRequest = body(&b)?;
+    req.check_supported()?;
     let id = d.create_network(req).await?;
     Ok((StatusCode::CREATED, Json(json!({"Id": id, "Warning": ""}))).into_response())
 }
