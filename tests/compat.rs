@@ -310,3 +310,95 @@ fn unsupported_docker_calls_name_the_ferry_way_and_prunes_reach_sandboxes_and_ne
     );
     host.finish()
 }
+
+#[test]
+fn aux_addresses_are_kept_from_sandboxes_and_what_ferry_does_not_make_is_refused() -> Result<()> {
+    let Some(bin) = DockerCli::find_or_skip(scenario_name!()) else {
+        return Ok(());
+    };
+    let host = host_or_skip!();
+    let docker = DockerCli::new(&host, &bin)?;
+    let net = unique("aux");
+    docker.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.95.0.0/24",
+        "--aux-address",
+        "router=10.95.0.2",
+        &net,
+    ])?;
+    let aux = docker.ok(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{json (index .IPAM.Config 0)}}",
+        &net,
+    ])?;
+    ensure!(
+        aux == r#"{"Subnet":"10.95.0.0/24","AuxiliaryAddresses":{"router":"10.95.0.2"}}"#,
+        "inspect shows {aux}"
+    );
+    host.run_idle("web", &["--network", &net])?;
+    ensure!(
+        host.ip_of("web", &net)? == "10.95.0.3",
+        "web took {}",
+        host.ip_of("web", &net)?
+    );
+    host.run_idle("db", &[])?;
+    let out = docker
+        .run(&["network", "connect", "--ip", "10.95.0.2", &net, "db"])?
+        .expect_failure()?;
+    ensure!(
+        out.stderr.contains("Address already in use"),
+        "connect --ip on the aux address:\n{out}"
+    );
+    let out = host.ferry_err(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.96.0.0/24",
+        "--aux-address",
+        "r=10.9.9.9",
+        "outside",
+    ])?;
+    ensure!(
+        out.stderr.contains("not in subnet 10.96.0.0/24"),
+        "aux outside the subnet:\n{out}"
+    );
+
+    for (flag, msg) in [
+        (vec!["--config-only"], "config-only"),
+        (vec!["--scope", "swarm"], "local networks only"),
+    ] {
+        let mut args = vec!["network", "create"];
+        args.extend(flag.iter().copied());
+        args.push("refused");
+        let out = docker.run(&args)?.expect_failure()?;
+        ensure!(
+            out.stderr.contains(msg) && out.stderr.contains("not supported by ferry"),
+            "{args:?}:\n{out}"
+        );
+    }
+    ensure!(
+        host.user_networks()? == [net.clone()],
+        "refused creates left {:?}",
+        host.user_networks()?
+    );
+
+    let arch = docker.ok(&["version", "--format", "{{.Server.Arch}}"])?;
+    if std::env::consts::ARCH == "x86_64" {
+        ensure!(arch == "amd64", "docker version Arch: {arch}");
+    }
+    let info = docker.ok(&[
+        "info",
+        "--format",
+        "{{.NCPU}} {{.MemTotal}} {{.Swarm.LocalNodeState}}",
+    ])?;
+    let f: Vec<&str> = info.split(' ').collect();
+    ensure!(
+        f.len() == 3 && f[0] != "0" && f[1] != "0" && f[2] == "inactive",
+        "docker info: {info}"
+    );
+    host.finish()
+}
