@@ -1,5 +1,5 @@
-//! `GET /networks?filters=` and `POST /networks/prune?filters=`, as dockerd filters
-//! them (moby `daemon/network/filter.go`, `daemon/prune.go`): `name` and `id` by
+//! `GET /networks?filters=`, as dockerd filters it (moby `daemon/network/filter.go`):
+//! `name` and `id` by
 //! `Match`, `driver` and `scope` exactly, `label` by `MatchKVList`, `type` builtin or
 //! custom, `dangling` counting the predefined networks as in use.
 
@@ -35,28 +35,21 @@ fn dangling(f: &Filters) -> Result<Option<bool>, CoreError> {
     }
 }
 
-fn type_matches(vals: &[String], net: &Network) -> Result<bool, CoreError> {
-    let mut any = false;
-    for v in vals {
-        any |= match v.as_str() {
-            "builtin" => net.predefined,
-            "custom" => !net.predefined,
-            _ => return Err(CoreError::Invalid(format!("Invalid filter: 'type'='{v}'"))),
-        };
+/// `type=builtin` (true) or `type=custom` (false).
+fn builtin(v: &str) -> Result<bool, CoreError> {
+    match v {
+        "builtin" => Ok(true),
+        "custom" => Ok(false),
+        _ => Err(CoreError::Invalid(format!("Invalid filter: 'type'='{v}'"))),
     }
-    Ok(any)
 }
 
 /// Check `f` for `GET /networks` before anything is listed.
 pub fn check_list(f: &Filters) -> Result<(), CoreError> {
     validate(f, LIST_KEYS)?;
     dangling(f)?;
-    if let Some(vals) = f.get("type") {
-        for v in vals {
-            if v != "builtin" && v != "custom" {
-                return Err(CoreError::Invalid(format!("Invalid filter: 'type'='{v}'")));
-            }
-        }
+    for v in f.get("type").into_iter().flatten() {
+        builtin(v)?;
     }
     Ok(())
 }
@@ -70,7 +63,10 @@ pub fn network_matches(net: &Network, f: &Filters, usage: NetworkUse) -> Result<
             "id" => matches(vals, &net.id),
             "label" => labels_match(vals, &net.labels),
             "scope" => vals.iter().any(|v| v == "local"),
-            "type" => type_matches(vals, net)?,
+            "type" => {
+                let wanted: Result<Vec<bool>, _> = vals.iter().map(|v| builtin(v)).collect();
+                wanted?.contains(&net.predefined)
+            }
             "dangling" => match dangling(f)? {
                 Some(true) => !net.predefined && usage == NetworkUse::Unused,
                 Some(false) => net.predefined || usage == NetworkUse::InUse,

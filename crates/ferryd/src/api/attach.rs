@@ -6,11 +6,13 @@
 //! arrives as stdout. No input: `-i` is refused at create.
 //!
 //! The log is opened (created if need be) before the sandbox starts, so its inode is
-//! held even when an auto-removed sandbox's directory goes with its exit.
+//! held even when an auto-removed sandbox's directory goes with its exit. The CLI
+//! starts the sandbox right after attaching; one not started within
+//! [`START_WITHIN`] (its start failed) ends the stream, so no attach outlives it.
 
 use std::io::SeekFrom;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -25,6 +27,9 @@ use super::{ApiError, ApiResult};
 use crate::error::Error;
 use crate::ops::Daemon;
 
+/// How long an attach waits for the sandbox to start.
+const START_WITHIN: Duration = Duration::from_secs(60);
+
 /// docker's stdcopy frame: stream 1 (stdout), three zero bytes, the length, the data.
 fn frame(data: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(8 + data.len());
@@ -34,23 +39,31 @@ fn frame(data: &[u8]) -> Vec<u8> {
     f
 }
 
-/// Has the process the attach waits for come and gone?
-async fn finished<K: KernelOps>(
-    d: &Daemon<K>,
-    id: &str,
-    first_start: &Option<String>,
-    ran: &mut bool,
-) -> bool {
-    let st = d.state.lock().await;
-    match st.sandboxes.get(id) {
-        None => true,
-        Some(sb) => match sb.state {
-            RunState::Running { .. } => {
-                *ran = true;
-                false
-            }
-            _ => *ran || sb.started_at != *first_start,
-        },
+/// What the attach knows of the process it streams.
+struct Watch {
+    since: Instant,
+    first_start: Option<String>,
+    ran: bool,
+}
+
+impl Watch {
+    /// Has the process come and gone (or never come)?
+    async fn finished<K: KernelOps>(&mut self, d: &Daemon<K>, id: &str) -> bool {
+        let st = d.state.lock().await;
+        match st.sandboxes.get(id) {
+            None => true,
+            Some(sb) => match sb.state {
+                RunState::Running { .. } => {
+                    self.ran = true;
+                    false
+                }
+                _ => {
+                    self.ran
+                        || sb.started_at != self.first_start
+                        || self.since.elapsed() > START_WITHIN
+                }
+            },
+        }
     }
 }
 
@@ -60,13 +73,14 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut exits = d.exits.subscribe();
-    let (first_start, mut ran) = {
+    let mut watch = {
         let st = d.state.lock().await;
         let sb = st.sandboxes.get(&id);
-        (
-            sb.and_then(|s| s.started_at.clone()),
-            sb.is_some_and(|s| s.is_running()),
-        )
+        Watch {
+            since: Instant::now(),
+            first_start: sb.and_then(|s| s.started_at.clone()),
+            ran: sb.is_some_and(|s| s.is_running()),
+        }
     };
     let (mut pos, mut buf, mut done) = (0u64, vec![0u8; 32 * 1024], false);
     loop {
@@ -87,7 +101,7 @@ where
         if done {
             break;
         }
-        done = finished(&d, &id, &first_start, &mut ran).await;
+        done = watch.finished(&d, &id).await;
         if !done {
             let _ = tokio::time::timeout(Duration::from_millis(50), exits.recv()).await;
         }
