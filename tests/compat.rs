@@ -149,7 +149,7 @@ fn network_ls_and_prune_filters_behave_as_dockerds() -> Result<()> {
         "type=custom label=env=test"
     );
     for (filter, msg) in [
-        ("type=nosuch", "Invalid filter: 'type'='nosuch'"),
+        ("type=nosuch", "invalid filter: 'type'='nosuch'"),
         ("dangling=maybe", "invalid value for filter 'dangling'"),
         ("colour=red", "Invalid filter 'colour'"),
     ] {
@@ -399,6 +399,73 @@ fn aux_addresses_are_kept_from_sandboxes_and_what_ferry_does_not_make_is_refused
     ensure!(
         f.len() == 3 && f[0] != "0" && f[1] != "0" && f[2] == "inactive",
         "docker info: {info}"
+    );
+    host.finish()
+}
+
+#[test]
+fn bad_filters_are_refused_with_dockerds_own_words() -> Result<()> {
+    let Some(cli) = DockerCli::find_or_skip(scenario_name!()) else {
+        return Ok(());
+    };
+    let Some(dockerd_bin) = ferry_testkit::find_dockerd_or_skip(scenario_name!()) else {
+        return Ok(());
+    };
+    let host = host_or_skip!();
+    let docker = DockerCli::new(&host, &cli)?;
+    let dockerd = ferry_testkit::Dockerd::start(&host, &dockerd_bin, &cli)?;
+    let mut differ = vec![];
+    for args in [
+        vec!["network", "ls", "--filter", "type=nosuch"],
+        vec!["network", "ls", "--filter", "dangling=maybe"],
+        vec![
+            "network",
+            "ls",
+            "--filter",
+            "dangling=true",
+            "--filter",
+            "dangling=false",
+        ],
+        vec!["network", "ls", "--filter", "colour=red"],
+        vec!["network", "prune", "-f", "--filter", "name=x"],
+        vec!["network", "prune", "-f", "--filter", "until=soon"],
+        vec!["ps", "--filter", "colour=red"],
+        vec!["ps", "--filter", "status=sleeping"],
+        vec!["ps", "--filter", "exited=x"],
+        vec!["ps", "--filter", "health=sick"],
+        vec!["container", "prune", "-f", "--filter", "name=x"],
+    ] {
+        let f = docker.run(&args)?;
+        let d = dockerd.docker(&args)?;
+        if f.code() != d.code() || f.stderr != d.stderr {
+            differ.push(format!("{args:?}\n  ferryd: {f}\n  dockerd: {d}"));
+        }
+    }
+    // Accepted differences: both refuse, ferry in words of its own. A bad port leaks
+    // Go's parser error from dockerd ("error while looking up for publish http:
+    // strconv.ParseUint: …"); an unknown before/since sandbox reads as ferry's (and
+    // dockerd's inspect's) "No such container: ghost", not "no such container ghost".
+    for (args, ferry_says) in [
+        (
+            vec!["ps", "--filter", "publish=http"],
+            "Invalid filter 'publish=http'",
+        ),
+        (
+            vec!["ps", "--filter", "before=ghost"],
+            "No such container: ghost",
+        ),
+    ] {
+        let f = docker.run(&args)?;
+        let d = dockerd.docker(&args)?;
+        if f.success() || d.success() || !f.stderr.contains(ferry_says) {
+            differ.push(format!("{args:?}\n  ferryd: {f}\n  dockerd: {d}"));
+        }
+    }
+    dockerd.stop()?;
+    ensure!(
+        differ.is_empty(),
+        "ferryd and dockerd differ:\n{}",
+        differ.join("\n")
     );
     host.finish()
 }

@@ -76,14 +76,26 @@ fn check_values(f: &Filters) -> Result<(), CoreError> {
         ("isolation", &["default", "process", "hyperv"]),
     ];
     for (key, ok) in allowed {
-        if let Some(bad) = f
+        let bad = f
             .get(*key)
-            .and_then(|v| v.iter().find(|v| !ok.contains(&v.as_str())))
-        {
-            return Err(invalid(key, Some(bad)));
+            .and_then(|v| v.iter().find(|v| !ok.contains(&v.as_str())));
+        match (bad, *key) {
+            // dockerd 20.10's own words for this one.
+            (Some(bad), "health") => {
+                let msg = format!("Unrecognised filter value for health: {bad}");
+                return Err(CoreError::Invalid(msg));
+            }
+            (Some(bad), _) => return Err(invalid(key, Some(bad))),
+            (None, _) => {}
         }
     }
     Ok(())
+}
+
+/// An `exited=` value; refused in dockerd's words (Go's `strconv.Atoi` error).
+fn exit_code(c: &str) -> Result<i32, CoreError> {
+    c.parse()
+        .map_err(|_| CoreError::Invalid(format!("strconv.Atoi: parsing {c:?}: invalid syntax")))
 }
 
 impl PsQuery {
@@ -99,11 +111,7 @@ impl PsQuery {
         check_values(&filters)?;
         let exited = filters
             .get("exited")
-            .map(|v| {
-                v.iter()
-                    .map(|c| c.parse().map_err(|_| invalid("exited", Some(c))))
-                    .collect()
-            })
+            .map(|v| v.iter().map(|c| exit_code(c)).collect())
             .transpose()?
             .unwrap_or_default();
         let mut ports = BTreeMap::new();

@@ -40,7 +40,7 @@ fn builtin(v: &str) -> Result<bool, CoreError> {
     match v {
         "builtin" => Ok(true),
         "custom" => Ok(false),
-        _ => Err(CoreError::Invalid(format!("Invalid filter: 'type'='{v}'"))),
+        _ => Err(CoreError::Invalid(format!("invalid filter: 'type'='{v}'"))),
     }
 }
 

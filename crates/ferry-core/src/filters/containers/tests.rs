@@ -171,7 +171,11 @@ fn unknown_keys_and_bad_values_are_refused() {
     );
     assert_eq!(
         err(r#"{"exited":{"x":true}}"#).to_string(),
-        "Invalid filter 'exited=x'"
+        r#"strconv.Atoi: parsing "x": invalid syntax"#
+    );
+    assert_eq!(
+        err(r#"{"health":{"sick":true}}"#).to_string(),
+        "Unrecognised filter value for health: sick"
     );
     assert_eq!(
         err(r#"{"publish":{"http":true}}"#).to_string(),

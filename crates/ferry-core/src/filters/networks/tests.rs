@@ -71,7 +71,7 @@ fn unknown_keys_and_values_are_refused_with_dockerds_messages() {
     assert_eq!(err(r#"{"bogus":{"x":true}}"#), "Invalid filter 'bogus'");
     assert_eq!(
         err(r#"{"type":{"nosuch":true}}"#),
-        "Invalid filter: 'type'='nosuch'"
+        "invalid filter: 'type'='nosuch'"
     );
     assert!(err(r#"{"dangling":{"maybe":true}}"#).contains("invalid value for filter 'dangling'"));
     assert!(parse(Some("{nope")).is_err());
