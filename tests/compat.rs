@@ -283,6 +283,7 @@ fn unsupported_docker_calls_name_the_ferry_way_and_prunes_reach_sandboxes_and_ne
         (vec!["images"], "ferry run"),
         (vec!["exec", "keep", "true"], "ferry exec"),
         (vec!["volume", "ls"], "ferry network ls"),
+        (vec!["pause", "keep"], "ferry exec"),
     ] {
         let out = docker.run(&args)?.expect_failure()?;
         ensure!(
@@ -290,6 +291,10 @@ fn unsupported_docker_calls_name_the_ferry_way_and_prunes_reach_sandboxes_and_ne
             "docker {args:?}:\n{out}"
         );
     }
+    let pid = |name: &str| host.ferry_ok(&["inspect", "--format", "{{.State.Pid}}", name]);
+    let before = pid("keep")?;
+    docker.ok(&["restart", "keep"])?;
+    ensure!(pid("keep")? != before, "docker restart kept pid {before}");
     let pruned = docker.ok(&["container", "prune", "-f"])?;
     ensure!(
         pruned.contains(&done) && !pruned.contains(&keep),

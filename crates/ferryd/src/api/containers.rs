@@ -125,6 +125,34 @@ pub async fn stop<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> ApiRe
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
+/// `docker restart`: stop the process if it runs (and wait for its exit), then
+/// start the sandbox again under ferryd's supervision.
+pub async fn restart<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> ApiResult {
+    let id = d.state.lock().await.sandbox_id(&id)?;
+    let mut exits = d.exits.subscribe();
+    match d.stop_sandbox(&id).await {
+        Ok(()) | Err(Error::Core(CoreError::NotRunning(_))) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while d
+        .state
+        .lock()
+        .await
+        .sandboxes
+        .get(&id)
+        .is_some_and(|s| s.is_running())
+    {
+        if tokio::time::Instant::now() > deadline {
+            let msg = format!("sandbox {id} did not stop within 10 s");
+            return Err(Error::Other(msg).into());
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(100), exits.recv()).await;
+    }
+    d.start_sandbox(&id, true).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
 pub async fn remove<K: KernelOps>(State(d): D<K>, Path(id): Path<String>, q: Q) -> ApiResult {
     d.remove_sandbox(&id, flag(&q, "force")).await?;
     Ok(empty(StatusCode::NO_CONTENT))

@@ -80,6 +80,7 @@ pub fn router<K: KernelOps>(d: Arc<Daemon<K>>) -> Router {
         .route("/containers/{id}/start", post(containers::start::<K>))
         .route("/containers/{id}/stop", post(containers::stop::<K>))
         .route("/containers/{id}/kill", post(containers::stop::<K>))
+        .route("/containers/{id}/restart", post(containers::restart::<K>))
         .route("/containers/{id}/wait", post(wait::wait::<K>))
         .route("/containers/{id}/attach", post(attach::attach::<K>))
         .route("/containers/{id}", delete(containers::remove::<K>))

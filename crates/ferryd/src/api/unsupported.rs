@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
+use axum::extract::Path;
 use axum::routing::{any, post};
 use axum::{Json, Router};
 use ferry_core::CoreError;
@@ -37,15 +39,32 @@ async fn not_supported(msg: &'static str) -> Result<(), ApiError> {
     Err(ApiError(CoreError::NotSupported(msg.into()).into()))
 }
 
+/// Any other `/containers/{id}/{action}` (pause, rename, top, stats, cp, …).
+async fn container_action(
+    Path((_, action)): Path<(String, String)>,
+    _body: Bytes,
+) -> Result<(), ApiError> {
+    Err(ApiError(
+        CoreError::NotSupported(format!(
+        "docker container {action} is not supported by ferry: its sandboxes are run, \
+         started, stopped, restarted, inspected and removed, and `ferry exec` runs a command in one"
+    ))
+        .into(),
+    ))
+}
+
 /// `router` with the refusals and the empty prunes added.
 pub fn routes<K: KernelOps>(router: Router<Arc<Daemon<K>>>) -> Router<Arc<Daemon<K>>> {
     let router = REFUSED.iter().fold(router, |r, (path, msg)| {
-        r.route(path, any(move || not_supported(msg)))
+        // The body is read first: a refusal sent while the CLI still writes its request
+        // would close the connection under it (EPIPE) instead of answering.
+        r.route(path, any(move |_: Bytes| not_supported(msg)))
     });
     let empty = |deleted: &'static str| {
         post(move || async move { Json(json!({deleted: null, "SpaceReclaimed": 0})) })
     };
     router
+        .route("/containers/{id}/{action}", any(container_action))
         .route("/images/prune", empty("ImagesDeleted"))
         .route("/build/prune", empty("CachesDeleted"))
         .route("/volumes/prune", empty("VolumesDeleted"))
