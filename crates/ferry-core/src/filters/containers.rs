@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{invalid, labels_match, matches, validate, Filters};
+use super::{invalid, labels_match, validate, Filters, Matcher};
 use crate::model::{Network, RunState, Sandbox};
 use crate::ports::{PortRange, Proto};
 use crate::CoreError;
@@ -53,6 +53,9 @@ pub struct PsQuery {
     limit: Option<usize>,
     exited: Vec<i32>,
     ports: BTreeMap<&'static str, Vec<(PortRange, Proto)>>,
+    /// `name` and `id`, compiled.
+    name: Matcher,
+    id: Matcher,
     /// `created` of the `before` and `since` sandboxes.
     before: Option<String>,
     since: Option<String>,
@@ -127,7 +130,11 @@ impl PsQuery {
                 .map(|r| created_of(r))
                 .transpose()
         };
+        let matcher =
+            |key: &str| Matcher::new(filters.get(key).map(Vec::as_slice).unwrap_or_default());
         Ok(PsQuery {
+            name: matcher("name"),
+            id: matcher("id"),
             all: all || filters.contains_key("status"),
             limit: usize::try_from(limit).ok().filter(|n| *n > 0),
             before: one("before")?,
@@ -167,8 +174,8 @@ impl PsQuery {
     fn key_matches(&self, key: &str, vals: &[String], l: &Listed<'_>) -> bool {
         let sb = l.sandbox;
         match key {
-            "name" => matches(vals, &format!("/{}", sb.name)) || matches(vals, &sb.name),
-            "id" => matches(vals, &sb.id),
+            "name" => self.name.matches(&format!("/{}", sb.name)) || self.name.matches(&sb.name),
+            "id" => self.id.matches(&sb.id),
             "label" => labels_match(vals, &BTreeMap::new()),
             "status" => vals.iter().any(|v| v == state(sb)),
             "exited" => match sb.state {

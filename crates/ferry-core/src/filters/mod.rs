@@ -58,10 +58,32 @@ pub fn invalid(key: &str, value: Option<&str>) -> CoreError {
 }
 
 /// `Match`: a value equal to `source`, or one that, as a regular expression, matches
-/// somewhere in it. A value that is no valid expression only matches exactly.
+/// somewhere in it. A value that is no valid expression only matches exactly. The
+/// expressions are compiled once, for a list of many sandboxes.
+pub struct Matcher {
+    exact: Vec<String>,
+    regexes: Vec<regex::Regex>,
+}
+
+impl Matcher {
+    pub fn new(vals: &[String]) -> Matcher {
+        Matcher {
+            exact: vals.to_vec(),
+            regexes: vals
+                .iter()
+                .filter_map(|v| regex::Regex::new(v).ok())
+                .collect(),
+        }
+    }
+
+    pub fn matches(&self, source: &str) -> bool {
+        self.exact.iter().any(|v| v == source) || self.regexes.iter().any(|re| re.is_match(source))
+    }
+}
+
+/// [`Matcher`] for one use.
 pub fn matches(vals: &[String], source: &str) -> bool {
-    vals.iter()
-        .any(|v| v == source || regex::Regex::new(v).is_ok_and(|re| re.is_match(source)))
+    Matcher::new(vals).matches(source)
 }
 
 /// `MatchKVList`: every value (`key` or `key=value`) is among `labels`.
