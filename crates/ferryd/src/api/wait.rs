@@ -42,10 +42,11 @@ fn condition(q: &Q) -> Result<Condition, ApiError> {
     }
 }
 
-/// What the state says now: the exit code if the condition already holds.
-fn settled(state: Option<&RunState>, cond: Condition, started: bool) -> Option<i32> {
+/// What the state says now: the exit code if the condition already holds. `last`
+/// is the last exit code seen, the answer once the sandbox is gone.
+fn settled(state: Option<&RunState>, cond: Condition, started: bool, last: i32) -> Option<i32> {
     match (cond, state) {
-        (_, None) => Some(0),
+        (_, None) => Some(last),
         (Condition::NotRunning, Some(RunState::Created)) => Some(0),
         (Condition::NotRunning, Some(RunState::Exited { code })) => Some(*code),
         (Condition::NextExit, Some(RunState::Exited { code })) if started => Some(*code),
@@ -55,6 +56,7 @@ fn settled(state: Option<&RunState>, cond: Condition, started: bool) -> Option<i
 
 async fn wait_for<K: KernelOps>(d: &Daemon<K>, id: &str, cond: Condition) -> i32 {
     let mut exits = d.exits.subscribe();
+    let mut last = 0;
     let first_start = {
         let st = d.state.lock().await;
         st.sandboxes.get(id).and_then(|s| s.started_at.clone())
@@ -65,18 +67,17 @@ async fn wait_for<K: KernelOps>(d: &Daemon<K>, id: &str, cond: Condition) -> i32
             let sb = st.sandboxes.get(id);
             // A new start since the wait began means the exit seen now is the next one.
             let started = sb.is_some_and(|s| s.started_at != first_start);
-            if let Some(code) = settled(sb.map(|s| &s.state), cond, started) {
+            if let Some(RunState::Exited { code }) = sb.map(|s| &s.state) {
+                last = *code;
+            }
+            if let Some(code) = settled(sb.map(|s| &s.state), cond, started, last) {
                 return code;
             }
         }
         match tokio::time::timeout(Duration::from_secs(1), exits.recv()).await {
             Ok(Ok((exited, code))) if exited == id && cond != Condition::Removed => return code,
-            Ok(Ok((exited, code)))
-                if exited == id && !d.state.lock().await.sandboxes.contains_key(id) =>
-            {
-                return code
-            }
-            Ok(Err(RecvError::Closed)) => return 0,
+            Ok(Ok((exited, code))) if exited == id => last = code,
+            Ok(Err(RecvError::Closed)) => return last,
             _ => {}
         }
     }
@@ -99,4 +100,30 @@ pub async fn wait<K: KernelOps>(
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(body))
         .map_err(|e| ApiError(crate::error::Error::Other(format!("wait response: {e}"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions_hold_as_dockerds_do() {
+        let run = RunState::Running {
+            pid: 1,
+            start_time: 1,
+        };
+        let exited = RunState::Exited { code: 3 };
+        let nr = Condition::NotRunning;
+        assert_eq!(settled(Some(&RunState::Created), nr, false, 0), Some(0));
+        assert_eq!(settled(Some(&run), nr, false, 0), None);
+        assert_eq!(settled(Some(&exited), nr, false, 3), Some(3));
+        // next-exit: an exit from before the wait does not count.
+        assert_eq!(settled(Some(&exited), Condition::NextExit, false, 3), None);
+        assert_eq!(
+            settled(Some(&exited), Condition::NextExit, true, 3),
+            Some(3)
+        );
+        assert_eq!(settled(Some(&exited), Condition::Removed, true, 3), None);
+        assert_eq!(settled(None, Condition::Removed, true, 3), Some(3));
+    }
 }
