@@ -321,7 +321,7 @@ fn aux_addresses_are_kept_from_sandboxes_and_what_ferry_does_not_make_is_refused
     let Some(bin) = DockerCli::find_or_skip(scenario_name!()) else {
         return Ok(());
     };
-    let host = host_or_skip!();
+    let mut host = host_or_skip!();
     let docker = DockerCli::new(&host, &bin)?;
     let net = unique("aux");
     docker.ok(&[
@@ -344,6 +344,8 @@ fn aux_addresses_are_kept_from_sandboxes_and_what_ferry_does_not_make_is_refused
         aux == r#"{"Subnet":"10.95.0.0/24","AuxiliaryAddresses":{"router":"10.95.0.2"}}"#,
         "inspect shows {aux}"
     );
+    // The aux address is in the network's record: a restarted ferryd keeps it aside.
+    host.restart_kill9()?;
     host.run_idle("web", &["--network", &net])?;
     ensure!(
         host.ip_of("web", &net)? == "10.95.0.3",
