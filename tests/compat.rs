@@ -360,6 +360,21 @@ fn aux_addresses_are_kept_from_sandboxes_and_what_ferry_does_not_make_is_refused
         out.stderr.contains("Address already in use"),
         "connect --ip on the aux address:\n{out}"
     );
+    // Docker's rule: network-scoped aliases only on user-defined networks.
+    let alias = "network-scoped alias is supported only for containers in user defined networks";
+    let out = docker
+        .run(&["network", "connect", "--alias", "a", "bridge", "web"])?
+        .expect_failure()?;
+    ensure!(
+        out.stderr.contains(alias),
+        "connect --alias to bridge:\n{out}"
+    );
+    // (the docker CLI refuses --network-alias there itself; ferry's CLI asks ferryd)
+    let out = host.ferry_err(&["run", "-d", "--alias", "a", "--", BUSYBOX, "true"])?;
+    ensure!(
+        out.stderr.contains(alias),
+        "ferry run --alias on the default bridge:\n{out}"
+    );
     let out = host.ferry_err(&[
         "network",
         "create",

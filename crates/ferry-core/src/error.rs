@@ -33,6 +33,8 @@ pub enum CoreError {
     ContainerNameInUse { name: String, id: String },
     #[error("user specified IP address is supported on user defined networks only")]
     StaticIpOnDefaultBridge,
+    #[error("network-scoped alias is supported only for containers in user defined networks")]
+    AliasOnDefaultBridge,
     #[error("Address already in use")]
     AddressInUse(Ipv4Addr),
     #[error("Invalid address {0}: It does not belong to any of this network's subnets")]
@@ -81,6 +83,7 @@ impl CoreError {
             | Predefined(_)
             | SharedNamespace => 403,
             StaticIpOnDefaultBridge
+            | AliasOnDefaultBridge
             | BadValue { .. }
             | RangeOutOfSubnet { .. }
             | Invalid(_)

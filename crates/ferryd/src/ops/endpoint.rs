@@ -259,6 +259,9 @@ impl<K: KernelOps> Daemon<K> {
         if static_ip.is_some() && net.predefined {
             return Err(CoreError::StaticIpOnDefaultBridge.into());
         }
+        if net.predefined && cfg.aliases.as_ref().is_some_and(|a| !a.is_empty()) {
+            return Err(CoreError::AliasOnDefaultBridge.into());
+        }
         let running = sb.is_running();
         let netns = self.netns_path(sb);
         let cursor_before = cursor_of(&st, &net_id);

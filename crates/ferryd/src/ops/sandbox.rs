@@ -146,6 +146,9 @@ impl<K: KernelOps> Daemon<K> {
         if static_ip.is_some() && net.predefined {
             return Err(CoreError::StaticIpOnDefaultBridge.into());
         }
+        if !aliases.is_empty() && net.predefined {
+            return Err(CoreError::AliasOnDefaultBridge.into());
+        }
         let ports = match &hc.port_bindings {
             Some(b) => ferry_core::ports::from_bindings(b)?,
             None => vec![],
