@@ -369,6 +369,15 @@ fn aux_addresses_are_kept_from_sandboxes_and_what_ferry_does_not_make_is_refused
         out.stderr.contains(alias),
         "connect --alias to bridge:\n{out}"
     );
+    // none is a network of its own: dockerd's words, not the host network's.
+    let none = "one of the networks in private (none) mode";
+    host.run_idle("alone", &["--network", "none"])?;
+    for (net, sandbox) in [("none", "web"), (net.as_str(), "alone")] {
+        let out = docker
+            .run(&["network", "connect", net, sandbox])?
+            .expect_failure()?;
+        ensure!(out.stderr.contains(none), "connect {net} {sandbox}:\n{out}");
+    }
     // (the docker CLI refuses --network-alias there itself; ferry's CLI asks ferryd)
     let out = host.ferry_err(&["run", "-d", "--alias", "a", "--", BUSYBOX, "true"])?;
     ensure!(

@@ -55,6 +55,8 @@ pub enum CoreError {
     Predefined(String),
     #[error("container sharing network namespace with another container or host cannot be connected to any other network")]
     SharedNamespace,
+    #[error("container cannot be connected to multiple networks with one of the networks in private (none) mode")]
+    NoneNetworkConflict,
     #[error("Container {0} is not running")]
     NotRunning(String),
     #[error("You cannot remove a running container {0}. Stop the container before attempting removal or force remove")]
@@ -84,6 +86,7 @@ impl CoreError {
             | SharedNamespace => 403,
             StaticIpOnDefaultBridge
             | AliasOnDefaultBridge
+            | NoneNetworkConflict
             | BadValue { .. }
             | RangeOutOfSubnet { .. }
             | Invalid(_)

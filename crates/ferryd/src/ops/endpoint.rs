@@ -239,6 +239,10 @@ impl<K: KernelOps> Daemon<K> {
         };
         let (net, sb) = (&st.networks[&net_id], &st.sandboxes[&sb_id]);
         check_publishable(net, !ports.is_empty())?;
+        // dockerd's words: none is a network of its own, not the host's.
+        if net.driver == Driver::Null || sb.network_mode == "none" {
+            return Err(CoreError::NoneNetworkConflict.into());
+        }
         if net.driver != Driver::Bridge {
             return Err(CoreError::Invalid(
                 "container cannot be disconnected from host network or connected to host network"
