@@ -369,6 +369,32 @@ fn aux_addresses_are_kept_from_sandboxes_and_what_ferry_does_not_make_is_refused
         out.stderr.contains(alias),
         "connect --alias to bridge:\n{out}"
     );
+    // --ip needs a subnet the user gave, as dockerd has it.
+    let auto = unique("auto");
+    host.create_network(&auto, &[])?;
+    let subnet = "supported only when connecting to networks with user configured subnets";
+    let out = docker
+        .run(&["network", "connect", "--ip", "172.31.9.9", &auto, "db"])?
+        .expect_failure()?;
+    ensure!(
+        out.stderr.contains(subnet),
+        "connect --ip to {auto}:\n{out}"
+    );
+    let out = host.ferry_err(&[
+        "run",
+        "-d",
+        "--network",
+        &auto,
+        "--ip",
+        "172.31.9.9",
+        "--",
+        BUSYBOX,
+        "true",
+    ])?;
+    ensure!(
+        out.stderr.contains(subnet),
+        "ferry run --ip on {auto}:\n{out}"
+    );
     // none is a network of its own: dockerd's words, not the host network's.
     let none = "one of the networks in private (none) mode";
     host.run_idle("alone", &["--network", "none"])?;
@@ -412,7 +438,11 @@ fn aux_addresses_are_kept_from_sandboxes_and_what_ferry_does_not_make_is_refused
         );
     }
     ensure!(
-        host.user_networks()? == [net.clone()],
+        host.user_networks()? == {
+            let mut v = vec![net.clone(), auto.clone()];
+            v.sort();
+            v
+        },
         "refused creates left {:?}",
         host.user_networks()?
     );

@@ -35,6 +35,8 @@ pub enum CoreError {
     StaticIpOnDefaultBridge,
     #[error("network-scoped alias is supported only for containers in user defined networks")]
     AliasOnDefaultBridge,
+    #[error("user specified IP address is supported only when connecting to networks with user configured subnets")]
+    StaticIpNeedsUserSubnet,
     #[error("Address already in use")]
     AddressInUse(Ipv4Addr),
     #[error("Invalid address {0}: It does not belong to any of this network's subnets")]
@@ -86,6 +88,7 @@ impl CoreError {
             | SharedNamespace => 403,
             StaticIpOnDefaultBridge
             | AliasOnDefaultBridge
+            | StaticIpNeedsUserSubnet
             | NoneNetworkConflict
             | BadValue { .. }
             | RangeOutOfSubnet { .. }

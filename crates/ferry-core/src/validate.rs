@@ -158,7 +158,7 @@ fn addressing(req: &NetworkCreateRequest, ctx: &CreateContext) -> Result<Address
             gateway: Some(gateway.to_string()),
         };
         return Ok(Addressing {
-            pool: AddressPool::new(subnet, gateway, None),
+            pool: AddressPool::new(subnet, gateway, None).with_auto_subnet(),
             echo,
             cursor: Some(cursor),
         });

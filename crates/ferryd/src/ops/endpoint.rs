@@ -266,6 +266,9 @@ impl<K: KernelOps> Daemon<K> {
         if net.predefined && cfg.aliases.as_ref().is_some_and(|a| !a.is_empty()) {
             return Err(CoreError::AliasOnDefaultBridge.into());
         }
+        if let (Some(_), Some(pool)) = (static_ip, &net.pool) {
+            pool.check_static_allowed()?;
+        }
         let running = sb.is_running();
         let netns = self.netns_path(sb);
         let cursor_before = cursor_of(&st, &net_id);

@@ -149,6 +149,9 @@ impl<K: KernelOps> Daemon<K> {
         if !aliases.is_empty() && net.predefined {
             return Err(CoreError::AliasOnDefaultBridge.into());
         }
+        if let (Some(_), Some(pool)) = (static_ip, &net.pool) {
+            pool.check_static_allowed()?;
+        }
         let ports = match &hc.port_bindings {
             Some(b) => ferry_core::ports::from_bindings(b)?,
             None => vec![],
