@@ -252,6 +252,14 @@ fn docker_run_against_ferryd_runs_the_command_or_refuses_at_create_and_never_han
     );
 
     let before = docker.ok(&["ps", "-aq"])?;
+    // A --rm run whose start fails is removed (the CLI waits for that, as with dockerd).
+    let out = docker
+        .run(&["run", "--rm", "busybox", "/nonexistent"])?
+        .expect_failure()?;
+    ensure!(
+        out.stderr.contains("/nonexistent"),
+        "docker run --rm of a missing command:\n{out}"
+    );
     for (args, msg) in [
         (vec!["run", "-i", "busybox", BUSYBOX, "sh"], "-i, -t"),
         (vec!["run", "-d", "nginx"], "image \"nginx\" has no command"),

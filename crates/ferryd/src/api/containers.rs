@@ -115,9 +115,23 @@ pub async fn inspect<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> Ap
 }
 
 /// `?ferry-attach=1`: the CLI runs the process itself (foreground `ferry run`).
+/// A sandbox made with `--rm` whose start failed is removed, as dockerd removes such a
+/// container: `docker run --rm` waits for that removal before it reports the error.
 pub async fn start<K: KernelOps>(State(d): D<K>, Path(id): Path<String>, q: Q) -> ApiResult {
-    d.start_sandbox(&id, !flag(&q, "ferry-attach")).await?;
-    Ok(empty(StatusCode::NO_CONTENT))
+    let Err(e) = d.start_sandbox(&id, !flag(&q, "ferry-attach")).await else {
+        return Ok(empty(StatusCode::NO_CONTENT));
+    };
+    let auto_remove = {
+        let st = d.state.lock().await;
+        let sb = st.sandbox_id(&id).ok().and_then(|i| st.sandboxes.get(&i));
+        sb.is_some_and(|s| s.auto_remove && !s.is_running())
+    };
+    if auto_remove {
+        if let Err(r) = d.remove_sandbox(&id, true).await {
+            tracing::warn!("remove --rm sandbox {id} after its failed start: {r}");
+        }
+    }
+    Err(e.into())
 }
 
 pub async fn stop<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> ApiResult {
