@@ -263,6 +263,14 @@ fn docker_run_against_ferryd_runs_the_command_or_refuses_at_create_and_never_han
     for (args, msg) in [
         (vec!["run", "-i", "busybox", BUSYBOX, "sh"], "-i, -t"),
         (vec!["run", "-d", "nginx"], "image \"nginx\" has no command"),
+        (
+            vec!["run", "-d", "-e", "A=1", "busybox", BUSYBOX, "true"],
+            "(-e, --env) are not supported by ferry",
+        ),
+        (
+            vec!["run", "-d", "-v", "/data", "busybox", BUSYBOX, "true"],
+            "(-v, --mount) are not supported by ferry",
+        ),
     ] {
         let out = docker.run(&args)?.expect_failure()?;
         ensure!(out.stderr.contains(msg), "docker {args:?}:\n{out}");

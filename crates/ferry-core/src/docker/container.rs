@@ -26,6 +26,10 @@ pub struct HostConfigReq {
     pub dns_options: Option<Vec<String>>,
     #[serde(default)]
     pub port_bindings: Option<crate::ports::PortBindings>,
+    #[serde(default)]
+    pub binds: Option<Vec<String>>,
+    #[serde(default)]
+    pub mounts: Option<Vec<Value>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -56,6 +60,14 @@ pub struct ContainerCreateRequest {
     pub tty: bool,
     #[serde(default)]
     pub open_stdin: bool,
+    #[serde(default)]
+    pub env: Option<Vec<String>>,
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub volumes: Option<serde_json::Map<String, Value>>,
     #[serde(default)]
     pub host_config: Option<HostConfigReq>,
     #[serde(default)]

@@ -4,10 +4,33 @@
 //! process's output (`attach`). What needs an image or a terminal is refused at
 //! create, before anything exists: an interactive run (`-i`, `-t`: ferryd gives the
 //! process no terminal and no input) and a run without a command (an image's
-//! default command is unknown to ferry).
+//! default command is unknown to ferry), and what ferry would otherwise drop without a
+//! word: environment variables, volumes and mounts, a working directory, a user.
 
 use crate::docker::container::ContainerCreateRequest;
 use crate::CoreError;
+
+/// What a create asks for that ferry does not do, named by docker's flags.
+fn dropped(req: &ContainerCreateRequest) -> Option<&'static str> {
+    let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+    let hc = req.host_config.as_ref();
+    if req.env.as_ref().is_some_and(|e| !e.is_empty()) {
+        Some("environment variables (-e, --env) are")
+    } else if req.volumes.as_ref().is_some_and(|v| !v.is_empty())
+        || hc.is_some_and(|h| {
+            h.binds.as_ref().is_some_and(|b| !b.is_empty())
+                || h.mounts.as_ref().is_some_and(|m| !m.is_empty())
+        })
+    {
+        Some("volumes and mounts (-v, --mount) are")
+    } else if set(&req.working_dir) {
+        Some("a working directory (-w) is")
+    } else if set(&req.user) {
+        Some("a user (-u) is")
+    } else {
+        None
+    }
+}
 
 /// Check a create request; the warnings the create answer carries.
 pub fn check(req: &ContainerCreateRequest) -> Result<Vec<String>, CoreError> {
@@ -17,6 +40,12 @@ pub fn check(req: &ContainerCreateRequest) -> Result<Vec<String>, CoreError> {
              run it without them, or in the foreground with `ferry run -- CMD`"
                 .into(),
         ));
+    }
+    if let Some(what) = dropped(req) {
+        return Err(CoreError::Invalid(format!(
+            "{what} not supported by ferry: a sandbox's process runs from the host's \
+             filesystem with ferryd's environment, as root, in /"
+        )));
     }
     let no_cmd = req.cmd.as_ref().is_none_or(Vec::is_empty)
         && req.entrypoint.as_ref().is_none_or(Vec::is_empty);
@@ -64,6 +93,20 @@ mod tests {
         let e = check(&req(r#"{"Cmd":["sh"],"Tty":true,"OpenStdin":true}"#)).unwrap_err();
         assert!(e.to_string().contains("-i, -t"), "{e}");
         assert!(check(&req(r#"{"Cmd":["echo"],"AttachStdout":true}"#)).is_ok());
+        for (body, what) in [
+            (r#"{"Cmd":["sh"],"Env":["A=1"]}"#, "--env"),
+            (r#"{"Cmd":["sh"],"HostConfig":{"Binds":["/a:/b"]}}"#, "-v"),
+            (r#"{"Cmd":["sh"],"Volumes":{"/data":{}}}"#, "-v"),
+            (r#"{"Cmd":["sh"],"WorkingDir":"/tmp"}"#, "-w"),
+            (r#"{"Cmd":["sh"],"User":"nobody"}"#, "-u"),
+        ] {
+            let e = check(&req(body)).unwrap_err().to_string();
+            assert!(
+                e.contains(what) && e.contains("not supported by ferry"),
+                "{e}"
+            );
+        }
+        assert!(check(&req(r#"{"Cmd":["sh"],"Env":[],"WorkingDir":"","User":""}"#)).is_ok());
         let e = check(&req(r#"{"Image":"nginx","Cmd":null}"#)).unwrap_err();
         assert!(
             e.to_string().contains("image \"nginx\" has no command"),
