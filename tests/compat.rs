@@ -3,6 +3,7 @@
 //! message), prunes, `docker run` without images, the calls ferry does not do, and
 //! network rules; and side by side with a real dockerd 20.10, the same commands
 //! answered byte for byte, with the few accepted differences listed and reasoned.
+
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
