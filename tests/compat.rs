@@ -575,6 +575,17 @@ fn the_docker_cli_reads_the_same_from_ferryd_as_from_a_real_dockerd() -> Result<
         vec!["container", "prune", "-f", "--filter", "until=24h"],
         vec!["network", "prune", "-f", "--filter", "label!=x"],
         vec!["network", "rm", "px"],
+        vec![
+            "version",
+            "--format",
+            "{{.Server.Os}}/{{.Server.Arch}} {{.Server.KernelVersion}}",
+        ],
+        vec![
+            "info",
+            "--format",
+            "{{.OSType}} {{.Architecture}} {{.NCPU}} {{.MemTotal}} {{.OperatingSystem}}",
+        ],
+        vec!["info", "--format", "{{json .Swarm}}"],
     ] {
         let f = docker.run(&args)?;
         let d = dockerd.docker(&args)?;
