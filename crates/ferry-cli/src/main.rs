@@ -7,6 +7,7 @@ mod network;
 mod node;
 mod output;
 mod port;
+mod rows;
 mod sandbox;
 
 use clap::{Parser, Subcommand};

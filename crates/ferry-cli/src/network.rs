@@ -7,7 +7,8 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::client::{enc, Client};
-use crate::output::{print_inspect, table};
+use crate::output::{print_inspect, print_list};
+use crate::rows::{network_header, network_row, NETWORK_TABLE};
 use crate::DaemonError;
 
 #[derive(Subcommand)]
@@ -53,6 +54,9 @@ pub struct CreateArgs {
     gateway: Option<String>,
     #[arg(long = "ip-range")]
     ip_range: Option<String>,
+    /// Addresses the network sets aside for other devices (NAME=IP).
+    #[arg(long = "aux-address")]
+    aux_addresses: Vec<String>,
     #[arg(long)]
     internal: bool,
     #[arg(long)]
@@ -72,6 +76,9 @@ pub struct LsArgs {
     quiet: bool,
     #[arg(long = "no-trunc")]
     no_trunc: bool,
+    /// Go template, `table …`, `table` or `json`, as docker's.
+    #[arg(long)]
+    format: Option<String>,
 }
 
 #[derive(Args)]
@@ -221,6 +228,12 @@ fn create(c: &Client, a: CreateArgs) -> anyhow::Result<i32> {
             cfg.insert(k.into(), json!(v));
         }
     }
+    if !a.aux_addresses.is_empty() {
+        cfg.insert(
+            "AuxiliaryAddresses".into(),
+            json!(kv(&a.aux_addresses, "aux-address")?),
+        );
+    }
     let config = if cfg.is_empty() {
         vec![]
     } else {
@@ -251,34 +264,12 @@ fn ls(c: &Client, a: LsArgs) -> anyhow::Result<i32> {
     let v = r.json()?;
     let mut nets: Vec<&Value> = v.as_array().map(|a| a.iter().collect()).unwrap_or_default();
     nets.sort_by_key(|n| n["Name"].as_str().unwrap_or("").to_string());
-    let id = |n: &Value| {
-        let id = n["Id"].as_str().unwrap_or("").to_string();
-        if a.no_trunc {
-            id
-        } else {
-            id.chars().take(12).collect()
-        }
+    let rows: Vec<Value> = nets.iter().map(|n| network_row(n, !a.no_trunc)).collect();
+    let format = if a.quiet {
+        Some("{{.ID}}")
+    } else {
+        a.format.as_deref()
     };
-    if a.quiet {
-        for n in nets {
-            println!("{}", id(n));
-        }
-        return Ok(0);
-    }
-    let mut rows = vec![vec![
-        "NETWORK ID".to_string(),
-        "NAME".into(),
-        "DRIVER".into(),
-        "SCOPE".into(),
-    ]];
-    for n in nets {
-        rows.push(vec![
-            id(n),
-            n["Name"].as_str().unwrap_or("").into(),
-            n["Driver"].as_str().unwrap_or("").into(),
-            n["Scope"].as_str().unwrap_or("").into(),
-        ]);
-    }
-    print!("{}", table(&rows));
+    print_list(format, NETWORK_TABLE, &network_header(), &rows)?;
     Ok(0)
 }

@@ -3,7 +3,9 @@
 use clap::Subcommand;
 
 use crate::client::{enc, Client};
-use crate::output::{print_inspect, table};
+use serde_json::{json, Value};
+
+use crate::output::{print_inspect, print_list};
 use crate::DaemonError;
 
 #[derive(Subcommand)]
@@ -14,6 +16,9 @@ pub enum NodeCmd {
         /// Only names.
         #[arg(short, long)]
         quiet: bool,
+        /// A Go template per node (`{{.Name}} {{.Addr}}`), `table …` or `json`.
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Show hosts in detail.
     Inspect {
@@ -24,39 +29,40 @@ pub enum NodeCmd {
     },
 }
 
+const NODE_TABLE: &str = r"table {{.Name}}\t{{.Addr}}\t{{.Lease}}\t{{.Endpoints}}\t{{.Blocks}}";
+
 pub fn run(c: &Client, cmd: NodeCmd) -> anyhow::Result<i32> {
     match cmd {
-        NodeCmd::Ls { quiet } => {
+        NodeCmd::Ls { quiet, format } => {
             let r = c.call("GET", "/ferry/nodes", None)?;
             if !r.ok() {
                 return Err(DaemonError(r.message()).into());
             }
             let nodes = r.json()?;
-            let nodes = nodes.as_array().cloned().unwrap_or_default();
-            if quiet {
-                for n in &nodes {
-                    println!("{}", n["Name"].as_str().unwrap_or(""));
+            let mut rows: Vec<Value> = nodes.as_array().cloned().unwrap_or_default();
+            for n in &mut rows {
+                // This host is marked in the table, as `docker node ls` marks it.
+                if n["Self"].as_bool() == Some(true) {
+                    n["Name"] = json!(format!("{} *", n["Name"].as_str().unwrap_or("")));
                 }
-                return Ok(0);
             }
-            let mut rows = vec![["NAME", "ADDRESS", "LEASE", "ENDPOINTS", "BLOCKS"]
-                .map(String::from)
-                .to_vec()];
-            for n in &nodes {
-                let me = if n["Self"].as_bool() == Some(true) {
-                    " *"
-                } else {
-                    ""
-                };
-                rows.push(vec![
-                    format!("{}{me}", n["Name"].as_str().unwrap_or("")),
-                    n["Addr"].as_str().unwrap_or("").into(),
-                    n["Lease"].as_str().unwrap_or("").into(),
-                    n["Endpoints"].to_string(),
-                    n["Blocks"].to_string(),
-                ]);
+            let format = if quiet {
+                Some("{{.Name}}")
+            } else {
+                format.as_deref()
+            };
+            if quiet {
+                for n in &mut rows {
+                    let name = n["Name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .trim_end_matches(" *")
+                        .to_string();
+                    n["Name"] = json!(name);
+                }
             }
-            print!("{}", table(&rows));
+            let header = json!({"Name": "NAME", "Addr": "ADDRESS", "Lease": "LEASE", "Endpoints": "ENDPOINTS", "Blocks": "BLOCKS"});
+            print_list(format, NODE_TABLE, &header, &rows)?;
             Ok(0)
         }
         NodeCmd::Inspect { names, format } => {

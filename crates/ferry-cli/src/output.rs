@@ -1,5 +1,7 @@
-//! Output as docker prints it: 4-space indented JSON, `--format` templates, tables.
+//! Output as docker prints it: 4-space indented JSON, `--format` templates (Go's
+//! template language with docker's functions and shorthands), aligned tables.
 
+use ferry_core::template::{render_each, render_list, ListFormat};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -11,46 +13,27 @@ pub fn pretty(v: &Value) -> String {
     String::from_utf8(out).expect("utf8")
 }
 
-/// Print inspect results: the JSON array, or each object through `format`.
+/// Print inspect results: the indented JSON array, the compact array for
+/// `--format json`, or each object through the template.
 pub fn print_inspect(items: &[Value], format: Option<&str>) -> anyhow::Result<()> {
-    match format {
-        Some(t) => {
-            for it in items {
-                println!("{}", ferry_core::template::render(t, it)?);
-            }
-        }
-        None => println!("{}", pretty(&Value::Array(items.to_vec()))),
+    let all = Value::Array(items.to_vec());
+    match format.unwrap_or("") {
+        "" => println!("{}", pretty(&all)),
+        "json" => println!("{}", serde_json::to_string(&all)?),
+        t => print!("{}", render_each(t, items)?),
     }
     Ok(())
 }
 
-/// Columns padded as docker's tabwriter does (3 spaces between columns).
-pub fn table(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut s = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(i, cell)| {
-                if i + 1 == r.len() {
-                    cell.clone()
-                } else {
-                    format!("{cell:<w$}", w = widths[i])
-                }
-            })
-            .collect();
-        s.push_str(line.join("   ").trim_end());
-        s.push('\n');
-    }
-    s
+/// Print a list command's rows: `format` as given to `--format` (none: the
+/// command's `default_table`); `header` titles the columns of a table.
+pub fn print_list(
+    format: Option<&str>,
+    default_table: &str,
+    header: &Value,
+    rows: &[Value],
+) -> anyhow::Result<()> {
+    let f = ListFormat::parse(format.unwrap_or(""), default_table);
+    print!("{}", render_list(&f, header, rows)?);
+    Ok(())
 }

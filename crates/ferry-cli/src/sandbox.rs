@@ -10,7 +10,8 @@ use ferry_kernel::process::{SandboxExec, SandboxFiles};
 use serde_json::{json, Value};
 
 use crate::client::{enc, Client};
-use crate::output::{print_inspect, table};
+use crate::output::{print_inspect, print_list};
+use crate::rows::{sandbox_header, sandbox_row, SANDBOX_TABLE};
 use crate::DaemonError;
 
 #[derive(Args)]
@@ -56,6 +57,18 @@ pub struct PsArgs {
     quiet: bool,
     #[arg(long = "no-trunc")]
     no_trunc: bool,
+    /// Filter output based on conditions provided (name, id, network, status, label, …).
+    #[arg(short = 'f', long = "filter")]
+    filter: Vec<String>,
+    /// Show the n last created sandboxes (all states).
+    #[arg(short = 'n', long = "last")]
+    last: Option<i64>,
+    /// Show the latest created sandbox (all states).
+    #[arg(short = 'l', long = "latest")]
+    latest: bool,
+    /// Go template, `table …`, `table` or `json`, as docker's.
+    #[arg(long)]
+    format: Option<String>,
 }
 
 #[derive(Args)]
@@ -216,57 +229,52 @@ pub fn exec(c: &Client, a: ExecArgs) -> anyhow::Result<i32> {
     }
 }
 
+/// The query of `GET /containers/json` for `ps`' flags, as the docker CLI builds it.
+fn ps_query(a: &PsArgs) -> anyhow::Result<String> {
+    let mut q = vec![];
+    if a.all {
+        q.push("all=1".to_string());
+    }
+    let limit = if a.latest {
+        Some(1)
+    } else {
+        a.last.filter(|n| *n > 0)
+    };
+    if let Some(n) = limit {
+        q.push(format!("limit={n}"));
+    }
+    if let Some(f) = crate::network::filters_json(&a.filter)? {
+        q.push(format!("filters={}", enc(&f)));
+    }
+    Ok(if q.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", q.join("&"))
+    })
+}
+
 pub fn ps(c: &Client, a: PsArgs) -> anyhow::Result<i32> {
-    let r = c.call(
-        "GET",
-        &format!("/containers/json{}", if a.all { "?all=1" } else { "" }),
-        None,
-    )?;
+    let r = c.call("GET", &format!("/containers/json{}", ps_query(&a)?), None)?;
     if !r.ok() {
         return Err(DaemonError(r.message()).into());
     }
     let v = r.json()?;
-    let items = v.as_array().cloned().unwrap_or_default();
-    let id = |s: &Value| {
-        let id = s["Id"].as_str().unwrap_or("").to_string();
-        if a.no_trunc {
-            id
-        } else {
-            id.chars().take(12).collect()
-        }
+    let now = chrono::Utc::now().timestamp();
+    let rows: Vec<Value> = v
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|s| sandbox_row(s, !a.no_trunc, now))
+                .collect()
+        })
+        .unwrap_or_default();
+    let format = if a.quiet {
+        Some("{{.ID}}")
+    } else {
+        a.format.as_deref()
     };
-    if a.quiet {
-        for s in &items {
-            println!("{}", id(s));
-        }
-        return Ok(0);
-    }
-    let mut rows = vec![vec![
-        "SANDBOX ID".to_string(),
-        "COMMAND".into(),
-        "STATUS".into(),
-        "NETWORKS".into(),
-        "NAMES".into(),
-    ]];
-    for s in &items {
-        let nets: Vec<String> = s["NetworkSettings"]["Networks"]
-            .as_object()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
-        let name = s["Names"][0]
-            .as_str()
-            .unwrap_or("")
-            .trim_start_matches('/')
-            .to_string();
-        rows.push(vec![
-            id(s),
-            format!("\"{}\"", s["Command"].as_str().unwrap_or("")),
-            s["Status"].as_str().unwrap_or("").into(),
-            nets.join(","),
-            name,
-        ]);
-    }
-    print!("{}", table(&rows));
+    print_list(format, SANDBOX_TABLE, &sandbox_header(), &rows)?;
     Ok(0)
 }
 

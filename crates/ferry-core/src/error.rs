@@ -33,6 +33,10 @@ pub enum CoreError {
     ContainerNameInUse { name: String, id: String },
     #[error("user specified IP address is supported on user defined networks only")]
     StaticIpOnDefaultBridge,
+    #[error("network-scoped alias is supported only for containers in user defined networks")]
+    AliasOnDefaultBridge,
+    #[error("user specified IP address is supported only when connecting to networks with user configured subnets")]
+    StaticIpNeedsUserSubnet,
     #[error("Address already in use")]
     AddressInUse(Ipv4Addr),
     #[error("Invalid address {0}: It does not belong to any of this network's subnets")]
@@ -53,6 +57,8 @@ pub enum CoreError {
     Predefined(String),
     #[error("container sharing network namespace with another container or host cannot be connected to any other network")]
     SharedNamespace,
+    #[error("container cannot be connected to multiple networks with one of the networks in private (none) mode")]
+    NoneNetworkConflict,
     #[error("Container {0} is not running")]
     NotRunning(String),
     #[error("You cannot remove a running container {0}. Stop the container before attempting removal or force remove")]
@@ -61,6 +67,9 @@ pub enum CoreError {
     PortTaken { host_ip: String, port: u16 },
     #[error("{0}")]
     Invalid(String),
+    /// A Docker call ferry does not do; the message names the ferry way.
+    #[error("{0}")]
+    NotSupported(String),
 }
 
 impl CoreError {
@@ -78,6 +87,9 @@ impl CoreError {
             | Predefined(_)
             | SharedNamespace => 403,
             StaticIpOnDefaultBridge
+            | AliasOnDefaultBridge
+            | StaticIpNeedsUserSubnet
+            | NoneNetworkConflict
             | BadValue { .. }
             | RangeOutOfSubnet { .. }
             | Invalid(_)
@@ -91,6 +103,7 @@ impl CoreError {
             | NoFreePool
             | NotConnected { .. }
             | PortTaken { .. } => 500,
+            NotSupported(_) => 501,
         }
     }
 }

@@ -146,9 +146,13 @@ fn addressing(req: &NetworkCreateRequest, ctx: &CreateContext) -> Result<Address
     let taken: Vec<Ipv4Net> = ctx.existing.iter().filter_map(Network::subnet).collect();
     let cfg = configs.into_iter().next().unwrap_or_default();
     let Some(subnet_s) = cfg.subnet.clone().filter(|s| !s.is_empty()) else {
-        if cfg.gateway.is_some() || cfg.ip_range.is_some() {
+        let aux = cfg
+            .auxiliary_addresses
+            .as_ref()
+            .is_some_and(|a| !a.is_empty());
+        if cfg.gateway.is_some() || cfg.ip_range.is_some() || aux {
             return Err(CoreError::Invalid(
-                "--gateway and --ip-range need --subnet".into(),
+                "--gateway, --ip-range and --aux-address need --subnet".into(),
             ));
         }
         let (subnet, cursor) = next_pool(ctx.pool_cursor, &taken, ctx.host_routes)?;
@@ -159,7 +163,7 @@ fn addressing(req: &NetworkCreateRequest, ctx: &CreateContext) -> Result<Address
             gateway: Some(gateway.to_string()),
         };
         return Ok(Addressing {
-            pool: AddressPool::new(subnet, gateway, None),
+            pool: AddressPool::new(subnet, gateway, None).with_auto_subnet(),
             echo,
             cursor: Some(cursor),
         });
@@ -207,13 +211,18 @@ fn addressing(req: &NetworkCreateRequest, ctx: &CreateContext) -> Result<Address
         }
         None => None,
     };
+    let aux = crate::ipam::aux::parse(
+        &cfg.auxiliary_addresses.clone().unwrap_or_default(),
+        subnet,
+        gateway,
+    )?;
     let echo = IpamEcho {
         subnet: Some(subnet.to_string()),
         ip_range: range.map(|r| r.to_string()),
         gateway: cfg.gateway.filter(|g| !g.is_empty()),
     };
     Ok(Addressing {
-        pool: AddressPool::new(subnet, gateway, range),
+        pool: AddressPool::new(subnet, gateway, range).with_aux(aux),
         echo,
         cursor: ctx.pool_cursor,
     })

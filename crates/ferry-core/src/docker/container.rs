@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::docker::duration::human;
 use crate::docker::network::EndpointSettingsReq;
 use crate::id::short;
 use crate::model::{mac_string, Network, RunState, Sandbox};
@@ -25,6 +26,10 @@ pub struct HostConfigReq {
     pub dns_options: Option<Vec<String>>,
     #[serde(default)]
     pub port_bindings: Option<crate::ports::PortBindings>,
+    #[serde(default)]
+    pub binds: Option<Vec<String>>,
+    #[serde(default)]
+    pub mounts: Option<Vec<Value>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -45,6 +50,24 @@ pub struct ContainerCreateRequest {
     pub entrypoint: Option<Vec<String>>,
     #[serde(default)]
     pub image: Option<String>,
+    #[serde(default)]
+    pub attach_stdin: bool,
+    #[serde(default)]
+    pub attach_stdout: bool,
+    #[serde(default)]
+    pub attach_stderr: bool,
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub open_stdin: bool,
+    #[serde(default)]
+    pub env: Option<Vec<String>>,
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub volumes: Option<serde_json::Map<String, Value>>,
     #[serde(default)]
     pub host_config: Option<HostConfigReq>,
     #[serde(default)]
@@ -190,16 +213,21 @@ fn port_summary(p: &[crate::ports::Published]) -> Vec<Value> {
     v
 }
 
-fn status_text(sb: &Sandbox) -> String {
+/// `docker ps`' Status: "Up 9 seconds", "Exited (0) 2 minutes ago", "Created".
+fn status_text(sb: &Sandbox, now_unix: i64) -> String {
+    let since = |t: &Option<String>| {
+        let at = t.as_deref().and_then(crate::docker::duration::rfc3339_unix);
+        human(now_unix - at.unwrap_or(now_unix as f64) as i64)
+    };
     match sb.state {
         RunState::Created => "Created".into(),
-        RunState::Running { .. } => "Up".into(),
-        RunState::Exited { code } => format!("Exited ({code})"),
+        RunState::Running { .. } => format!("Up {}", since(&sb.started_at)),
+        RunState::Exited { code } => format!("Exited ({code}) {} ago", since(&sb.finished_at)),
     }
 }
 
-/// One element of `GET /containers/json`.
-pub fn summary(sb: &Sandbox, nets: &[&Network]) -> Value {
+/// One element of `GET /containers/json`; `now_unix` dates its Status.
+pub fn summary(sb: &Sandbox, nets: &[&Network], now_unix: i64) -> Value {
     let mut networks = serde_json::Map::new();
     for n in nets {
         networks.insert(n.name.clone(), endpoint_json(sb, n));
@@ -213,8 +241,8 @@ pub fn summary(sb: &Sandbox, nets: &[&Network]) -> Value {
         "Created": sb.created_unix,
         "Ports": port_summary(&published_ports(sb)),
         "Labels": {},
-        "State": match sb.state { RunState::Created => "created", RunState::Running { .. } => "running", RunState::Exited { .. } => "exited" },
-        "Status": status_text(sb),
+        "State": crate::filters::containers::state(sb),
+        "Status": status_text(sb, now_unix),
         "HostConfig": {"NetworkMode": sb.network_mode},
         "NetworkSettings": {"Networks": networks},
         "Mounts": [],

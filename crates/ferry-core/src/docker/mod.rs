@@ -3,8 +3,10 @@
 //! unknown fields, since newer clients send fields 1.41 does not know.
 
 pub mod container;
+pub mod duration;
 pub mod network;
 pub mod plugin;
+pub mod run;
 
 pub const API_VERSION: &str = "1.41";
 pub const MIN_API_VERSION: &str = "1.12";

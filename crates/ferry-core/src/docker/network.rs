@@ -49,6 +49,51 @@ pub struct NetworkCreateRequest {
     pub options: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub scope: Option<String>,
+    #[serde(default)]
+    pub ingress: bool,
+    #[serde(default)]
+    pub config_only: bool,
+    #[serde(default)]
+    pub config_from: Option<ConfigFrom>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ConfigFrom {
+    #[serde(default)]
+    pub network: String,
+}
+
+impl NetworkCreateRequest {
+    /// Refuse what ferry does not make (rather than make an ordinary local bridge
+    /// instead): swarm or global scope, ingress, config-only networks and networks
+    /// built from one.
+    pub fn check_supported(&self) -> Result<(), crate::CoreError> {
+        let no = |what: String| Err(crate::CoreError::NotSupported(what));
+        match self.scope.as_deref().unwrap_or("") {
+            "" | "local" => {}
+            s => {
+                return no(format!(
+                    "--scope {s} is not supported by ferry: it makes local networks only"
+                ))
+            }
+        }
+        if self.ingress {
+            return no("ingress networks are a swarm feature, not supported by ferry".into());
+        }
+        if self.config_only {
+            return no("config-only networks (--config-only) are not supported by ferry".into());
+        }
+        match &self.config_from {
+            Some(c) if !c.network.is_empty() => no(format!(
+                "networks made from a config-only network (--config-from {}) are not supported by ferry",
+                c.network
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -92,7 +137,7 @@ pub struct DisconnectRequest {
 }
 
 fn ipam_config_json(net: &Network) -> Value {
-    let cfgs: Vec<Value> = net
+    let mut cfgs: Vec<Value> = net
         .ipam_echo
         .iter()
         .map(|e| {
@@ -109,6 +154,11 @@ fn ipam_config_json(net: &Network) -> Value {
             Value::Object(m)
         })
         .collect();
+    // ferry has one subnet per network: its aux addresses belong to the first config.
+    let aux = net.pool.as_ref().map(|p| &p.aux).filter(|a| !a.is_empty());
+    if let (Some(aux), Some(Value::Object(first))) = (aux, cfgs.first_mut()) {
+        first.insert("AuxiliaryAddresses".into(), json!(aux));
+    }
     json!(cfgs)
 }
 

@@ -12,11 +12,13 @@
 //!
 //! [`pools`] chooses subnets for networks created without `--subnet`.
 
+pub mod aux;
 mod occupancy;
 pub mod pools;
 
 use occupancy::Occupancy;
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -40,6 +42,10 @@ pub struct AddressPool {
     allocated: imbl::OrdMap<Ipv4Addr, String>,
     /// the last dynamic address handed out
     pub cursor: Option<Ipv4Addr>,
+    /// `--aux-address` name → address: never handed to a sandbox.
+    pub aux: BTreeMap<String, Ipv4Addr>,
+    /// ferry chose the subnet (no `--subnet`): Docker takes no `--ip` on such a network.
+    pub auto_subnet: bool,
     /// The keys of `allocated`, as a bitmap: derived, never stored.
     #[serde(skip)]
     taken: Occupancy,
@@ -56,6 +62,10 @@ struct PoolRecord {
     #[serde(default)]
     allocated: imbl::OrdMap<Ipv4Addr, String>,
     cursor: Option<Ipv4Addr>,
+    #[serde(default)]
+    aux: BTreeMap<String, Ipv4Addr>,
+    #[serde(default)]
+    auto_subnet: bool,
 }
 
 impl From<PoolRecord> for AddressPool {
@@ -71,6 +81,8 @@ impl From<PoolRecord> for AddressPool {
             more: r.more,
             allocated: r.allocated,
             cursor: r.cursor,
+            aux: r.aux,
+            auto_subnet: r.auto_subnet,
             taken,
         }
     }
@@ -90,6 +102,10 @@ pub fn serialize_without_allocations<S: serde::Serializer>(
         #[serde(skip_serializing_if = "<[Ipv4Net]>::is_empty")]
         more: &'a [Ipv4Net],
         cursor: &'a Option<Ipv4Addr>,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        aux: &'a BTreeMap<String, Ipv4Addr>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        auto_subnet: bool,
     }
     pool.as_ref()
         .map(|p| Bare {
@@ -98,6 +114,8 @@ pub fn serialize_without_allocations<S: serde::Serializer>(
             range: &p.range,
             more: &p.more,
             cursor: &p.cursor,
+            aux: &p.aux,
+            auto_subnet: p.auto_subnet,
         })
         .serialize(s)
 }
@@ -111,8 +129,34 @@ impl AddressPool {
             more: Vec::new(),
             allocated: imbl::OrdMap::new(),
             cursor: None,
+            aux: BTreeMap::new(),
+            auto_subnet: false,
             taken: Occupancy::default(),
         }
+    }
+
+    /// The pool of a subnet ferry chose from its default pools.
+    pub fn with_auto_subnet(mut self) -> Self {
+        self.auto_subnet = true;
+        self
+    }
+
+    /// Docker's rule for `--ip`: only on a network whose subnet the user gave.
+    pub fn check_static_allowed(&self) -> Result<(), CoreError> {
+        match self.auto_subnet {
+            true => Err(CoreError::StaticIpNeedsUserSubnet),
+            false => Ok(()),
+        }
+    }
+
+    /// The pool with `--aux-address`es set aside (checked by [`aux::parse`]).
+    pub fn with_aux(mut self, aux: BTreeMap<String, Ipv4Addr>) -> Self {
+        self.aux = aux;
+        self
+    }
+
+    fn is_aux(&self, ip: Ipv4Addr) -> bool {
+        self.aux.values().any(|a| *a == ip)
     }
 
     /// Every allocation: address → owner.
@@ -146,6 +190,9 @@ impl AddressPool {
         }
         if let Some(why) = self.reserved_why(ip) {
             return Err(CoreError::AddressReserved { ip, why });
+        }
+        if self.is_aux(ip) {
+            return Err(CoreError::AddressInUse(ip));
         }
         match self.allocated.get(&ip) {
             Some(o) if o == owner => Ok(()),
@@ -205,7 +252,7 @@ impl AddressPool {
         loop {
             let n = self.taken.next_clear(from, to)?;
             let ip = Ipv4Addr::from(n);
-            if self.reserved_why(ip).is_none() {
+            if self.reserved_why(ip).is_none() && !self.is_aux(ip) {
                 return Some(ip);
             }
             from = n.checked_add(1)?;
@@ -225,186 +272,4 @@ impl AddressPool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pool(subnet: &str, gw: &str, range: Option<&str>) -> AddressPool {
-        AddressPool::new(
-            subnet.parse().unwrap(),
-            gw.parse().unwrap(),
-            range.map(|r| r.parse().unwrap()),
-        )
-    }
-    fn ip(s: &str) -> Ipv4Addr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn dynamic_addresses_skip_network_and_gateway() {
-        let mut p = pool("172.17.0.0/16", "172.17.0.1", None);
-        assert_eq!(p.allocate_dynamic("a", "n").unwrap(), ip("172.17.0.2"));
-        assert_eq!(p.allocate_dynamic("b", "n").unwrap(), ip("172.17.0.3"));
-    }
-
-    #[test]
-    fn dynamic_addresses_follow_the_ip_range_from_its_first_address() {
-        let mut p = pool("10.77.0.0/24", "10.77.0.1", Some("10.77.0.128/25"));
-        let got: Vec<_> = (0..3)
-            .map(|i| p.allocate_dynamic(&i.to_string(), "n").unwrap())
-            .collect();
-        assert_eq!(
-            got,
-            [ip("10.77.0.128"), ip("10.77.0.129"), ip("10.77.0.130")]
-        );
-    }
-
-    #[test]
-    fn further_spans_are_used_when_the_range_is_full_and_survive_the_store() {
-        let mut p = pool("10.0.0.0/24", "10.0.0.1", Some("10.0.0.0/30"));
-        let got: Vec<_> = (0..2)
-            .map(|i| p.allocate_dynamic(&i.to_string(), "n").unwrap())
-            .collect();
-        assert_eq!(got, [ip("10.0.0.2"), ip("10.0.0.3")]);
-        assert!(!p.has_free_dynamic());
-        assert!(matches!(
-            p.allocate_dynamic("x", "n"),
-            Err(CoreError::NetworkFull(_))
-        ));
-        p.more.push("10.0.0.64/30".parse().unwrap());
-        assert!(p.has_free_dynamic());
-        assert_eq!(p.allocate_dynamic("y", "n").unwrap(), ip("10.0.0.64"));
-        let json = serde_json::to_string(&Some(p.clone()).map(|p| {
-            let mut v = serde_json::to_value(&p).unwrap();
-            v.as_object_mut().unwrap().remove("allocated");
-            v
-        }))
-        .unwrap();
-        let back: AddressPool = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.more, p.more);
-    }
-
-    #[test]
-    fn a_freed_address_is_not_handed_out_again_at_once() {
-        let mut p = pool("10.0.0.0/24", "10.0.0.1", None);
-        let a = p.allocate_dynamic("a", "n").unwrap();
-        p.release(a);
-        assert_eq!(p.allocate_dynamic("b", "n").unwrap(), ip("10.0.0.3"));
-    }
-
-    #[test]
-    fn the_cursor_wraps_and_skips_static_addresses() {
-        let mut p = pool("10.0.0.0/29", "10.0.0.1", None);
-        p.allocate_static(ip("10.0.0.3"), "s").unwrap();
-        let got: Vec<_> = (0..4)
-            .map(|i| p.allocate_dynamic(&i.to_string(), "n").unwrap())
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ip("10.0.0.2"),
-                ip("10.0.0.4"),
-                ip("10.0.0.5"),
-                ip("10.0.0.6")
-            ]
-        );
-        p.release(ip("10.0.0.4"));
-        assert_eq!(p.allocate_dynamic("x", "n").unwrap(), ip("10.0.0.4"));
-        assert!(matches!(
-            p.allocate_dynamic("y", "n"),
-            Err(CoreError::NetworkFull(_))
-        ));
-    }
-
-    #[test]
-    fn static_addresses_obey_dockers_rules() {
-        let mut p = pool("10.77.0.0/24", "10.77.0.1", None);
-        assert!(matches!(
-            p.allocate_static(ip("10.99.0.5"), "a"),
-            Err(CoreError::AddressOutsideSubnet(_))
-        ));
-        for reserved in ["10.77.0.0", "10.77.0.255", "10.77.0.1"] {
-            assert!(matches!(
-                p.allocate_static(ip(reserved), "a"),
-                Err(CoreError::AddressReserved { .. })
-            ));
-        }
-        p.allocate_static(ip("10.77.0.200"), "a").unwrap();
-        assert_eq!(
-            p.allocate_static(ip("10.77.0.200"), "b"),
-            Err(CoreError::AddressInUse(ip("10.77.0.200")))
-        );
-        // the owner may claim it again (restart, reconnect)
-        p.allocate_static(ip("10.77.0.200"), "a").unwrap();
-    }
-
-    #[test]
-    fn a_static_address_survives_a_round_trip_through_the_store_format() {
-        let mut p = pool("10.0.0.0/24", "10.0.0.1", None);
-        p.allocate_static(ip("10.0.0.2"), "web").unwrap();
-        let back: AddressPool = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
-        let mut back = back;
-        assert_eq!(back.allocate_dynamic("other", "n").unwrap(), ip("10.0.0.3"));
-    }
-
-    /// The address-by-address walk the bitmap replaced, as the reference.
-    fn walk(p: &AddressPool) -> Option<Ipv4Addr> {
-        let span = p.range.unwrap_or(p.subnet);
-        let (first, last) = (u32::from(span.network()), u32::from(span.broadcast()));
-        let start = match p.cursor.map(u32::from) {
-            Some(c) if c >= first && c < last => c + 1,
-            _ => first,
-        };
-        (start..=last)
-            .chain(first..start)
-            .map(Ipv4Addr::from)
-            .find(|&ip| {
-                p.reserved_why(ip).is_none() && p.owner(ip).is_none() && p.subnet.contains(&ip)
-            })
-    }
-
-    #[test]
-    fn dynamic_allocation_agrees_with_the_address_by_address_walk() {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(16);
-        let shapes = [
-            ("10.0.0.0/24", "10.0.0.1", None),
-            ("10.0.0.0/22", "10.0.1.77", Some("10.0.1.0/24")),
-            ("10.0.0.0/29", "10.0.0.6", None),
-            ("10.0.0.0/30", "10.0.0.1", Some("10.0.0.0/31")),
-            ("10.0.0.0/31", "10.0.0.0", None),
-            ("10.0.0.0/20", "10.0.15.254", Some("10.0.8.0/21")),
-        ];
-        for (subnet, gw, range) in shapes {
-            let mut p = pool(subnet, gw, range);
-            let size = 1u32 << (32 - p.subnet.prefix_len());
-            let base = u32::from(p.subnet.network());
-            for step in 0..3000 {
-                let ip = Ipv4Addr::from(base + rng.gen_range(0..size));
-                match rng.gen_range(0..10) {
-                    0..=5 => {
-                        let want = walk(&p);
-                        let got = p.allocate_dynamic("o", "n").ok();
-                        assert_eq!(got, want, "{subnet} step {step}");
-                    }
-                    6 => {
-                        let _ = p.allocate_static(ip, "s");
-                    }
-                    _ => p.release(ip),
-                }
-            }
-            let back: AddressPool =
-                serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
-            assert_eq!(back, p, "{subnet}: the bitmap is rebuilt on reading");
-        }
-    }
-
-    #[test]
-    fn allocating_every_address_of_a_slash_16_hands_out_each_once() {
-        let mut p = pool("10.1.0.0/16", "10.1.0.1", None);
-        let mut seen = std::collections::HashSet::new();
-        while let Ok(a) = p.allocate_dynamic("o", "n") {
-            assert!(seen.insert(a));
-        }
-        assert_eq!(seen.len(), 65536 - 3);
-    }
-}
+mod tests;

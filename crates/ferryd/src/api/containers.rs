@@ -2,7 +2,6 @@
 //! see containers.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -11,35 +10,84 @@ use axum::Json;
 use ferry_core::docker::container::{
     inspect as inspect_json, summary, ContainerCreateRequest, SandboxPaths,
 };
-use ferry_core::model::RunState;
+use ferry_core::filters::containers::{Listed, PsQuery};
+use ferry_core::filters::parse;
+use ferry_core::filters::prune::PruneFilter;
 use ferry_core::CoreError;
 use ferry_kernel::KernelOps;
 use serde_json::json;
 
 use super::{body, empty, flag, ApiError, ApiResult, Q};
+use crate::error::Error;
 use crate::ops::{Daemon, ExitReport};
 
 type D<K> = State<Arc<Daemon<K>>>;
 
+/// `docker ps`: `all`, `limit` and `filters` as dockerd applies them.
 pub async fn list<K: KernelOps>(State(d): D<K>, q: Q) -> ApiResult {
-    let all = flag(&q, "all");
+    let filters = parse(q.get("filters").map(String::as_str))?;
+    let limit = match q.get("limit").filter(|l| !l.is_empty()) {
+        Some(l) => l.parse().map_err(|_| {
+            ApiError(CoreError::Invalid(format!("invalid limit {l:?}: not an integer")).into())
+        })?,
+        None => -1,
+    };
     let st = d.state.lock().await;
-    let mut v: Vec<_> = st
-        .sandboxes
-        .values()
-        .filter(|s| all || s.is_running())
-        .collect();
+    let created_of = |r: &str| st.sandbox_id(r).map(|id| st.sandboxes[&id].created.clone());
+    let query = PsQuery::new(filters, flag(&q, "all"), limit, created_of)?;
+    let mut v: Vec<_> = st.sandboxes.values().collect();
     v.sort_by(|a, b| b.created.cmp(&a.created));
-    let out: Vec<_> = v.iter().map(|s| summary(s, &st.networks_of(s))).collect();
+    let listed = v
+        .into_iter()
+        .map(|s| Listed {
+            sandbox: s,
+            networks: st.networks_of(s),
+        })
+        .collect();
+    let now = chrono::Utc::now().timestamp();
+    let out: Vec<_> = query
+        .select(listed)
+        .iter()
+        .map(|l| summary(l.sandbox, &l.networks, now))
+        .collect();
     Ok(Json(out).into_response())
 }
 
 pub async fn create<K: KernelOps>(State(d): D<K>, q: Q, b: axum::body::Bytes) -> ApiResult {
     let req: ContainerCreateRequest = body(&b)?;
+    let warnings = ferry_core::docker::run::check(&req)?;
     let id = d
         .create_sandbox(q.get("name").map(String::as_str), req)
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({"Id": id, "Warnings": []}))).into_response())
+    let created = json!({"Id": id, "Warnings": warnings});
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// `docker container prune`: remove the sandboxes that do not run (created or
+/// exited) and pass the `label`/`label!`/`until` filters.
+pub async fn prune<K: KernelOps>(State(d): D<K>, q: Q) -> ApiResult {
+    let f = parse(q.get("filters").map(String::as_str))?;
+    let f = PruneFilter::new(&f, chrono::Utc::now().timestamp())?;
+    let ids: Vec<String> = {
+        let st = d.state.lock().await;
+        let none = std::collections::BTreeMap::new();
+        st.sandboxes
+            .values()
+            .filter(|s| !s.is_running() && f.matches(&none, &s.created))
+            .map(|s| s.id.clone())
+            .collect()
+    };
+    let mut deleted = vec![];
+    for id in ids {
+        match d.remove_sandbox(&id, false).await {
+            Ok(()) => deleted.push(id),
+            // Started or removed meanwhile: not prune's to take.
+            Err(Error::Core(CoreError::RemoveRunning(_) | CoreError::NoSuchContainer(_))) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let deleted = (!deleted.is_empty()).then_some(deleted);
+    Ok(Json(json!({"ContainersDeleted": deleted, "SpaceReclaimed": 0})).into_response())
 }
 
 pub async fn inspect<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> ApiResult {
@@ -67,9 +115,23 @@ pub async fn inspect<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> Ap
 }
 
 /// `?ferry-attach=1`: the CLI runs the process itself (foreground `ferry run`).
+/// A sandbox made with `--rm` whose start failed is removed, as dockerd removes such a
+/// container: `docker run --rm` waits for that removal before it reports the error.
 pub async fn start<K: KernelOps>(State(d): D<K>, Path(id): Path<String>, q: Q) -> ApiResult {
-    d.start_sandbox(&id, !flag(&q, "ferry-attach")).await?;
-    Ok(empty(StatusCode::NO_CONTENT))
+    let Err(e) = d.start_sandbox(&id, !flag(&q, "ferry-attach")).await else {
+        return Ok(empty(StatusCode::NO_CONTENT));
+    };
+    let auto_remove = {
+        let st = d.state.lock().await;
+        let sb = st.sandbox_id(&id).ok().and_then(|i| st.sandboxes.get(&i));
+        sb.is_some_and(|s| s.auto_remove && !s.is_running())
+    };
+    if auto_remove {
+        if let Err(r) = d.remove_sandbox(&id, true).await {
+            tracing::warn!("remove --rm sandbox {id} after its failed start: {r}");
+        }
+    }
+    Err(e.into())
 }
 
 pub async fn stop<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> ApiResult {
@@ -77,28 +139,37 @@ pub async fn stop<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> ApiRe
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-pub async fn remove<K: KernelOps>(State(d): D<K>, Path(id): Path<String>, q: Q) -> ApiResult {
-    d.remove_sandbox(&id, flag(&q, "force")).await?;
+/// `docker restart`: stop the process if it runs (and wait for its exit), then
+/// start the sandbox again under ferryd's supervision.
+pub async fn restart<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> ApiResult {
+    let id = d.state.lock().await.sandbox_id(&id)?;
+    let mut exits = d.exits.subscribe();
+    match d.stop_sandbox(&id).await {
+        Ok(()) | Err(Error::Core(CoreError::NotRunning(_))) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while d
+        .state
+        .lock()
+        .await
+        .sandboxes
+        .get(&id)
+        .is_some_and(|s| s.is_running())
+    {
+        if tokio::time::Instant::now() > deadline {
+            let msg = format!("sandbox {id} did not stop within 10 s");
+            return Err(Error::Other(msg).into());
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(100), exits.recv()).await;
+    }
+    d.start_sandbox(&id, true).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-/// Wait until the sandbox is not running; answers its exit code.
-pub async fn wait<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> ApiResult {
-    let id = d.state.lock().await.sandbox_id(&id)?;
-    loop {
-        let code = {
-            let st = d.state.lock().await;
-            match st.sandboxes.get(&id).map(|s| s.state.clone()) {
-                Some(RunState::Running { .. }) | Some(RunState::Created) => None,
-                Some(RunState::Exited { code }) => Some(code),
-                None => Some(0),
-            }
-        };
-        if let Some(code) = code {
-            return Ok(Json(json!({"StatusCode": code, "Error": null})).into_response());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+pub async fn remove<K: KernelOps>(State(d): D<K>, Path(id): Path<String>, q: Q) -> ApiResult {
+    d.remove_sandbox(&id, flag(&q, "force")).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
 }
 
 pub async fn attached<K: KernelOps>(State(d): D<K>, Path(id): Path<String>, q: Q) -> ApiResult {

@@ -3,10 +3,13 @@
 //! routing (too new or too old versions are refused as dockerd refuses them).
 //! ferry-only calls live under `/ferry/…`.
 
+mod attach;
 mod containers;
 mod networks;
 mod nodes;
 mod system;
+mod unsupported;
+mod wait;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,7 +61,7 @@ pub fn flag(q: &HashMap<String, String>, key: &str) -> bool {
 }
 
 pub fn router<K: KernelOps>(d: Arc<Daemon<K>>) -> Router {
-    Router::new()
+    unsupported::routes(Router::new())
         .route("/_ping", get(system::ping))
         .route("/version", get(system::version))
         .route("/info", get(system::info::<K>))
@@ -73,11 +76,14 @@ pub fn router<K: KernelOps>(d: Arc<Daemon<K>>) -> Router {
         .route("/networks/{id}/disconnect", post(networks::disconnect::<K>))
         .route("/containers/json", get(containers::list::<K>))
         .route("/containers/create", post(containers::create::<K>))
+        .route("/containers/prune", post(containers::prune::<K>))
         .route("/containers/{id}/json", get(containers::inspect::<K>))
         .route("/containers/{id}/start", post(containers::start::<K>))
         .route("/containers/{id}/stop", post(containers::stop::<K>))
         .route("/containers/{id}/kill", post(containers::stop::<K>))
-        .route("/containers/{id}/wait", post(containers::wait::<K>))
+        .route("/containers/{id}/restart", post(containers::restart::<K>))
+        .route("/containers/{id}/wait", post(wait::wait::<K>))
+        .route("/containers/{id}/attach", post(attach::attach::<K>))
         .route("/containers/{id}", delete(containers::remove::<K>))
         .route(
             "/ferry/containers/{id}/attached",

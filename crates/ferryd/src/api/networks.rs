@@ -9,7 +9,9 @@ use axum::Json;
 use ferry_core::docker::network::{
     network_resource, ConnectRequest, DisconnectRequest, NetworkCreateRequest,
 };
-use ferry_core::filters::{network_matches, parse};
+use ferry_core::filters::networks::check_list;
+use ferry_core::filters::prune::PruneFilter;
+use ferry_core::filters::{network_matches, parse, NetworkUse};
 use ferry_kernel::KernelOps;
 use serde_json::json;
 
@@ -20,10 +22,16 @@ type D<K> = State<Arc<Daemon<K>>>;
 
 pub async fn list<K: KernelOps>(State(d): D<K>, q: Q) -> ApiResult {
     let f = parse(q.get("filters").map(String::as_str))?;
+    check_list(&f)?;
     let st = d.state.lock().await;
     let mut out = vec![];
     for n in st.networks.values() {
-        if network_matches(n, &f, !st.users_of(&n.id).is_empty())? {
+        let usage = if st.users_of(&n.id).is_empty() {
+            NetworkUse::Unused
+        } else {
+            NetworkUse::InUse
+        };
+        if network_matches(n, &f, usage)? {
             out.push(network_resource(n, &[]));
         }
     }
@@ -43,6 +51,7 @@ pub async fn inspect<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> Ap
 
 pub async fn create<K: KernelOps>(State(d): D<K>, b: axum::body::Bytes) -> ApiResult {
     let req: NetworkCreateRequest = body(&b)?;
+    req.check_supported()?;
     let id = d.create_network(req).await?;
     Ok((StatusCode::CREATED, Json(json!({"Id": id, "Warning": ""}))).into_response())
 }
@@ -54,7 +63,10 @@ pub async fn remove<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> Api
 
 pub async fn prune<K: KernelOps>(State(d): D<K>, q: Q) -> ApiResult {
     let f = parse(q.get("filters").map(String::as_str))?;
-    let names = d.prune_networks(|n| network_matches(n, &f, false)).await?;
+    let f = PruneFilter::new(&f, chrono::Utc::now().timestamp())?;
+    let names = d
+        .prune_networks(|n| Ok(f.matches(&n.labels, &n.created)))
+        .await?;
     Ok(Json(json!({"NetworksDeleted": names})).into_response())
 }
 

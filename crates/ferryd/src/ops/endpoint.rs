@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use ferry_core::docker::network::{ConnectRequest, DisconnectRequest};
-use ferry_core::model::{host_if_name, mac_for, Endpoint, LiveEndpoint};
+use ferry_core::model::{host_if_name, mac_for, Driver, Endpoint, LiveEndpoint};
 use ferry_core::ports::{decide, Published};
 use ferry_core::CoreError;
 use ferry_kernel::{AttachSpec, KernelOps};
@@ -258,6 +258,10 @@ impl<K: KernelOps> Daemon<K> {
         };
         let (net, sb) = (&st.networks[&net_id], &st.sandboxes[&sb_id]);
         check_publishable(net, !ports.is_empty())?;
+        // dockerd's words: none is a network of its own, not the host's.
+        if net.driver == Driver::Null || sb.network_mode == "none" {
+            return Err(CoreError::NoneNetworkConflict.into());
+        }
         if !net.driver.is_bridged() {
             return Err(CoreError::Invalid(
                 "container cannot be disconnected from host network or connected to host network"
@@ -277,6 +281,12 @@ impl<K: KernelOps> Daemon<K> {
         }
         if static_ip.is_some() && net.predefined {
             return Err(CoreError::StaticIpOnDefaultBridge.into());
+        }
+        if net.predefined && cfg.aliases.as_ref().is_some_and(|a| !a.is_empty()) {
+            return Err(CoreError::AliasOnDefaultBridge.into());
+        }
+        if let (Some(_), Some(pool)) = (static_ip, &net.pool) {
+            pool.check_static_allowed()?;
         }
         let running = sb.is_running();
         let netns = self.netns_path(sb);

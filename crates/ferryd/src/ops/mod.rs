@@ -57,6 +57,9 @@ pub struct Daemon<K: KernelOps> {
     pub(crate) sandbox_locks: SandboxLocks,
     /// This host's membership of a cluster (`--cluster-store`), once joined.
     pub overlay: std::sync::OnceLock<Arc<crate::overlay::Overlay>>,
+    /// Every sandbox exit (ID, code), for `POST /containers/{id}/wait`: an exit code
+    /// outlives an auto-removed sandbox.
+    pub exits: tokio::sync::broadcast::Sender<(String, i32)>,
 }
 
 /// One async lock per sandbox ID, made on first use and dropped with the sandbox.
@@ -120,6 +123,7 @@ impl<K: KernelOps> Daemon<K> {
             shutdown: Default::default(),
             sandbox_locks: Default::default(),
             overlay: Default::default(),
+            exits: tokio::sync::broadcast::channel(64).0,
         }))
     }
 

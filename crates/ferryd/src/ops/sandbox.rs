@@ -168,6 +168,12 @@ impl<K: KernelOps> Daemon<K> {
         if static_ip.is_some() && net.predefined {
             return Err(CoreError::StaticIpOnDefaultBridge.into());
         }
+        if !aliases.is_empty() && net.predefined {
+            return Err(CoreError::AliasOnDefaultBridge.into());
+        }
+        if let (Some(_), Some(pool)) = (static_ip, &net.pool) {
+            pool.check_static_allowed()?;
+        }
         let ports = match &hc.port_bindings {
             Some(b) => ferry_core::ports::from_bindings(b)?,
             None => vec![],
@@ -464,6 +470,7 @@ impl<K: KernelOps> Daemon<K> {
             sb.finished_at = Some(now().0);
         }
         self.commit_or_log(&st, &keys, "exit");
+        let _ = self.exits.send((id.to_string(), report.code));
         self.sync_firewall_or_warn(&st, "exit").await;
         self.retire_links_now(&mut t).await;
         drop(st);
