@@ -895,3 +895,28 @@ fn a_host_whose_block_fills_claims_another() -> Result<()> {
     h2.expect_reach(At::Sandbox("client"), "tcp", &ips[5], 80)?;
     c.finish()
 }
+
+/// A VXLAN device deleted by hand is made again by `ferry system reconcile`, with every
+/// remote entry it held: traffic across hosts flows again.
+#[test]
+fn a_vxlan_device_deleted_by_hand_comes_back_on_reconcile() -> Result<()> {
+    let Some(c) = cluster("overlay-repair", ClusterOpts::default())? else {
+        return Ok(());
+    };
+    overlay_everywhere(&c, "ov", &[])?;
+    let (h1, h2) = (&c.hosts[0], &c.hosts[1]);
+    h2.run_server("far", &["--network", "ov"], "tcp", 80)?;
+    h1.run_idle("near", &["--network", "ov"])?;
+    let far = h2.ip_of("far", "ov")?;
+    h1.expect_reach(At::Sandbox("near"), "tcp", &far, 80)?;
+    let dev = tunnel_dev(h1, "ov")?;
+    h1.in_host("ip", &["link", "del", &dev])?.expect_success()?;
+    h1.expect_no_reach(At::Sandbox("near"), "tcp", &far, 80, NoReach::Timeout)?;
+    h1.ferry_ok(&["system", "reconcile"])?;
+    h1.expect_reach(At::Sandbox("near"), "tcp", &far, 80)?;
+    ensure!(
+        tunnel_neighbours(h1, "ov")? == [far],
+        "the entry is back on the new device"
+    );
+    c.finish()
+}

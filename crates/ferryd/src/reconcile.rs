@@ -26,6 +26,11 @@ pub async fn reconcile<K: KernelOps>(d: &Arc<Daemon<K>>) -> Result<()> {
         tracing::warn!("reconcile Docker endpoints: {e}");
     }
     remove_orphans(d).await;
+    // Overlays: their VXLAN devices and entries, from the cluster's view.
+    if let Some(ov) = d.overlay.get() {
+        d.sync_networks(ov).await;
+        d.sync_entries(ov).await;
+    }
     let st = d.state.lock().await;
     d.load_firewall(&st).await
 }

@@ -176,6 +176,10 @@ impl<K: KernelOps> Daemon<K> {
             return Ok(());
         };
         self.program_network(st, &spec).await?;
+        // A device made anew (deleted by hand, say) holds none of the entries it had.
+        if self.kernel.link_kind(conf.vxlan.as_str()).await?.is_none() {
+            ov.forget_device(conf.vxlan.as_str()).await;
+        }
         self.kernel
             .ensure_vxlan(&VxlanSpec {
                 name: conf.vxlan.to_string(),
