@@ -114,6 +114,7 @@ pub fn bridge_conf(id: &str, opts: &BTreeMap<String, String>) -> Result<BridgeCo
         mtu,
         icc,
         masquerade,
+        adopted: false,
     })
 }
 
@@ -318,6 +319,7 @@ pub fn predefined_networks(ids: [String; 3], created: &str, bip: Ipv4Net) -> Vec
         mtu: DEFAULT_MTU,
         icc: true,
         masquerade: true,
+        adopted: false,
     });
     bridge.pool = Some(AddressPool::new(subnet, bip.addr(), None));
     vec![
