@@ -4,6 +4,7 @@
 //! old children were re-parented) are watched by pid and start time, so a recycled pid
 //! is never mistaken for the sandbox's process.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,7 +77,18 @@ pub fn spawn<K: KernelOps>(
             "no command given".into(),
         )));
     };
-    let out = std::fs::File::create(log)
+    // The sandbox's output may hold secrets: owner and group only.
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o640)
+        .open(log)
+        .and_then(|f| {
+            // A log an older ferryd made keeps its mode on open: set it.
+            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o640))?;
+            Ok(f)
+        })
         .map_err(|e| Error::Other(format!("create {}: {e}", log.display())))?;
     let err = out.try_clone().map_err(|e| Error::Other(e.to_string()))?;
     let hook = exec_spec(d, sb, netns)
@@ -92,8 +104,18 @@ pub fn spawn<K: KernelOps>(
     unsafe {
         cmd.pre_exec(hook);
     }
-    cmd.spawn()
-        .map_err(|e| Error::Other(format!("start {prog} in sandbox {}: {e}", sb.name)))
+    cmd.spawn().map_err(|e| match e.kind() {
+        // The command is the request's: one that is missing or not executable is the
+        // client's mistake (dockerd answers 400 for it too), not the daemon's.
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+            Error::Core(ferry_core::CoreError::BadValue {
+                what: "command",
+                value: prog.clone(),
+                why: format!("cannot start it in sandbox {}: {e}", sb.name),
+            })
+        }
+        _ => Error::Other(format!("start {prog} in sandbox {}: {e}", sb.name)),
+    })
 }
 
 /// Await a child and report its exit.

@@ -187,6 +187,13 @@ impl<K: KernelOps> Daemon<K> {
             .into_iter()
             .chain(req.cmd.clone().unwrap_or_default())
             .collect();
+        // Refused here, not at start: a sandbox without a command could never run.
+        if cmd.first().is_none_or(|p| p.is_empty()) {
+            return Err(CoreError::Invalid(
+                "no command specified: Cmd and Entrypoint are both empty".into(),
+            )
+            .into());
+        }
         let (created, created_unix) = now();
         let sb = Sandbox {
             id: id.clone(),
