@@ -22,6 +22,12 @@ pub enum StoreError {
     },
     #[error("store transaction: {0}")]
     Txn(String),
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,7 +19,25 @@ fn txn<E: std::fmt::Display>(e: E) -> StoreError {
 }
 
 impl RedbStore {
+    /// Open or make the store file, readable and writable by its owner only (it holds
+    /// every network, sandbox and address: 0600, also for a file an older ferryd made
+    /// world-readable).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let io = |action, source| StoreError::Io {
+            action,
+            path: path.display().to_string(),
+            source,
+        };
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| io("create", e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| io("set mode 0600 on", e))?;
         let db = Database::create(path).map_err(|source| StoreError::Open {
             path: path.display().to_string(),
             source,
