@@ -11,6 +11,7 @@ pub mod firewall;
 pub mod ops;
 pub mod plugin;
 pub mod reconcile;
+pub mod serve;
 pub mod state;
 pub mod supervise;
 

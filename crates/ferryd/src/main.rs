@@ -119,14 +119,11 @@ async fn run(
         Some(tokio::spawn(ferryd::plugin::serve(d.clone(), listener)))
     };
     let app = axum::middleware::from_fn(api::strip_version).layer(api::router(d.clone()));
-    let serve = axum::serve(
-        listener,
-        axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
-    );
+    let serve = ferryd::serve::serve_unix(listener, app);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = stop.shutdown.notified() => tracing::info!("system cleanup done: stopping"),
-        r = serve => r?,
+        _ = serve => {}
         _ = term.recv() => tracing::info!("SIGTERM: stopping; sandboxes keep running"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping; sandboxes keep running"),
     }

@@ -137,7 +137,10 @@ async fn dispatch<K: KernelOps>(State(d): State<Arc<Daemon<K>>>, req: Request) -
 }
 
 pub fn router<K: KernelOps>(d: Arc<Daemon<K>>) -> Router {
-    Router::new().fallback(dispatch::<K>).with_state(d)
+    Router::new()
+        .fallback(dispatch::<K>)
+        .layer(axum::middleware::from_fn(crate::serve::bounded_body))
+        .with_state(d)
 }
 
 /// `Containers` entries of `GET /networks/{id}` for Docker's endpoints on a network,
@@ -181,6 +184,10 @@ pub fn bind(dir: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     let _ = std::fs::remove_file(&socket);
     let listener = tokio::net::UnixListener::bind(&socket)
         .with_context(|| format!("listen on {}", socket.display()))?;
+    // Like the API socket: root and its group only (dockerd runs as root).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("set mode 0660 on {}", socket.display()))?;
     tracing::info!(
         "Docker plugin \"{PLUGIN_NAME}\" listening on unix://{}",
         socket.display()
@@ -188,10 +195,8 @@ pub fn bind(dir: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
-/// Serve the plugin protocol until the future is dropped.
-pub async fn serve<K: KernelOps>(
-    d: Arc<Daemon<K>>,
-    listener: tokio::net::UnixListener,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(d).into_make_service()).await
+/// Serve the plugin protocol until the future is dropped, with the bounds of
+/// [`crate::serve`].
+pub async fn serve<K: KernelOps>(d: Arc<Daemon<K>>, listener: tokio::net::UnixListener) {
+    crate::serve::serve_unix(listener, router(d)).await
 }
