@@ -3,7 +3,12 @@
 //! would, then proves with real traffic (not by listing rules) that ferry repairs it, or
 //! that ferry refuses what it must and leaves what it did not make alone.
 
-use anyhow::{ensure, Result};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
 use ferry_testkit::{host_or_skip, unique, TestHost};
 
 const BRIDGE_NAME: &str = "com.docker.network.bridge.name";
@@ -138,6 +143,287 @@ fn an_administrators_bridge_is_used_but_never_deleted() -> Result<()> {
     ensure!(
         left == vec!["192.0.2.1/24".to_string()],
         "the administrator's bridge should keep only its own address, has {left:?}"
+    );
+    host.finish()
+}
+
+// ---- hostile and mistaken requests (item 5) ----
+
+/// One request on a unix socket (`Connection: close`); the status and the whole answer.
+fn http(sock: &Path, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
+    let mut s = UnixStream::connect(sock)?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: ferry\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // A server that refuses an oversized body answers and closes before reading it all:
+    // the write then fails, and the answer is still there to read.
+    if let Err(e) = s.write_all(request.as_bytes()) {
+        ensure!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ),
+            "send {method} {path}: {e}"
+        );
+    }
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let answer = String::from_utf8_lossy(&raw).into_owned();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("no status in {answer:?}"))?;
+    Ok((status, answer))
+}
+
+/// Networks, sandboxes, links and addresses, as they read now.
+type World = (String, String, Vec<String>, Vec<(String, String)>);
+
+/// What a refused request must leave as it was.
+fn world(host: &TestHost) -> Result<World> {
+    let mut links = host.links()?;
+    links.sort();
+    let mut addrs = host.addresses()?;
+    addrs.sort();
+    Ok((
+        host.ferry_ok(&["network", "ls", "-q"])?,
+        host.ferry_ok(&["ps", "-aq"])?,
+        links,
+        addrs,
+    ))
+}
+
+fn net_body(name: &str, ipam: &str) -> String {
+    format!(r#"{{"Name":"{name}","IPAM":{{"Config":[{ipam}]}}}}"#)
+}
+
+/// Every kind of client mistake that used to answer 500, and subnets that can never work,
+/// each answered with a 4xx whose message names the field or object, changing nothing;
+/// each has a control, the same request made right, that succeeds.
+#[test]
+fn client_mistakes_answer_4xx_naming_the_problem_and_change_nothing() -> Result<()> {
+    let host = host_or_skip!();
+    let sock = host.sock().to_path_buf();
+    host.create_network(
+        "n1",
+        &["--subnet", "10.83.0.0/24", "--ip-range", "10.83.0.128/25"],
+    )?;
+    host.create_network("n3", &["--subnet", "10.87.0.0/24"])?;
+    host.run_idle("sb", &["--network", "n1"])?;
+    // A sandbox created, never started: the disconnect control's.
+    let (status, answer) = http(
+        &sock,
+        "POST",
+        "/containers/create?name=idle",
+        Some(r#"{"Cmd":["/bin/true"]}"#),
+    )?;
+    ensure!(status == 201, "create idle: {answer}");
+    let connect = |ip: &str| {
+        format!(
+            r#"{{"Container":"sb","EndpointConfig":{{"IPAMConfig":{{"IPv4Address":"{ip}"}}}}}}"#
+        )
+    };
+    let n2 = r#""Subnet":"10.84.0.0/24""#;
+    #[rustfmt::skip]
+    let cases: Vec<(&str, String, String, u16, &str)> = vec![
+        ("POST", "/networks/create".into(), net_body("b", r#"{"Subnet":"10.84.0.300/24"}"#), 400, "subnet"),
+        ("POST", "/networks/create".into(), net_body("b", r#"{"Subnet":"127.0.0.0/24"}"#), 400, "subnet 127.0.0.0/24"),
+        ("POST", "/networks/create".into(), net_body("b", r#"{"Subnet":"0.0.0.0/8"}"#), 400, "subnet 0.0.0.0/8"),
+        ("POST", "/networks/create".into(), net_body("b", r#"{"Subnet":"224.0.0.0/24"}"#), 400, "subnet 224.0.0.0/24"),
+        ("POST", "/networks/create".into(), net_body("b", r#"{"Subnet":"255.255.255.0/24"}"#), 400, "subnet 255.255.255.0/24"),
+        ("POST", "/networks/create".into(), net_body("b", r#"{"Subnet":"240.1.0.0/16"}"#), 400, "subnet 240.1.0.0/16"),
+        ("POST", "/networks/create".into(), net_body("b", &format!(r#"{{{n2},"Gateway":"10.85.0.1"}}"#)), 400, "gateway (10.85.0.1)"),
+        ("POST", "/networks/create".into(), net_body("b", &format!(r#"{{{n2},"Gateway":"10.84.0.0"}}"#)), 400, "gateway (10.84.0.0)"),
+        ("POST", "/networks/create".into(), net_body("b", &format!(r#"{{{n2},"Gateway":"10.84.0.255"}}"#)), 400, "gateway (10.84.0.255)"),
+        ("POST", "/networks/n3/connect".into(), connect("10.87.0.1"), 400, "10.87.0.1: it is the gateway"),
+        ("POST", "/networks/n3/connect".into(), connect("10.86.0.5"), 400, "10.86.0.5: it does not belong"),
+        ("POST", "/networks/n3/connect".into(), connect("10.87.0.0"), 400, "10.87.0.0: it is the network address"),
+        ("POST", "/networks/n3/connect".into(), connect("10.87.0.255"), 400, "10.87.0.255: it is the broadcast"),
+        ("POST", "/networks/bridge/disconnect".into(), r#"{"Container":"sb"}"#.into(), 404, "not connected to network bridge"),
+        ("POST", "/containers/create?name=nocmd".into(), r#"{"Image":"busybox"}"#.into(), 400, "no command"),
+        ("POST", "/containers/create?name=nocmd".into(), r#"{"Cmd":[]}"#.into(), 400, "no command"),
+    ];
+    for (method, path, body, want, mention) in &cases {
+        let before = world(&host)?;
+        let (status, answer) = http(&sock, method, path, Some(body))?;
+        ensure!(
+            status == *want,
+            "{method} {path} {body} answered {status}, not {want}:\n{answer}"
+        );
+        ensure!(
+            answer.to_lowercase().contains(&mention.to_lowercase()),
+            "{method} {path} {body}: the message does not name {mention:?}:\n{answer}"
+        );
+        ensure!(
+            world(&host)? == before,
+            "{method} {path} {body} was refused but changed something"
+        );
+        ensure!(
+            http(&sock, "GET", "/_ping", None)?.0 == 200,
+            "ferryd stopped answering after {method} {path}"
+        );
+    }
+
+    // Controls: the same requests, made right, succeed.
+    #[rustfmt::skip]
+    let controls: Vec<(&str, String, String)> = vec![
+        ("POST", "/networks/create".into(), net_body("c1", &format!(r#"{{{n2},"Gateway":"10.84.0.254"}}"#))),
+        ("POST", "/networks/create".into(), net_body("c2", r#"{"Subnet":"126.255.255.0/24"}"#)),
+        ("POST", "/networks/create".into(), net_body("c3", r#"{"Subnet":"223.255.255.0/24"}"#)),
+        ("POST", "/networks/n1/connect".into(), r#"{"Container":"idle"}"#.into()),
+        ("POST", "/networks/n1/disconnect".into(), r#"{"Container":"idle"}"#.into()),
+        ("POST", "/networks/c1/connect".into(), r#"{"Container":"sb","EndpointConfig":{"IPAMConfig":{"IPv4Address":"10.84.0.9"}}}"#.into()),
+        ("POST", "/containers/create?name=withcmd".into(), r#"{"Cmd":["/bin/true"]}"#.into()),
+    ];
+    for (method, path, body) in &controls {
+        let (status, answer) = http(&sock, method, path, Some(body))?;
+        ensure!(
+            (200..300).contains(&status),
+            "control {method} {path} {body} answered {status}:\n{answer}"
+        );
+    }
+    host.finish()
+}
+
+fn mode_of(p: &Path) -> Result<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    Ok(std::fs::metadata(p)
+        .with_context(|| format!("stat {}", p.display()))?
+        .permissions()
+        .mode()
+        & 0o777)
+}
+
+/// The store and a sandbox's log are not world-readable; both sockets are root's and its
+/// group's only.
+#[test]
+fn the_store_logs_and_sockets_are_not_open_to_everyone() -> Result<()> {
+    let host = host_or_skip!();
+    let id = host.run_idle("sb", &[])?;
+    let want = [
+        (host.data_root().join("ferry.redb"), 0o600),
+        (
+            host.exec_root().join("sandboxes").join(&id).join("log"),
+            0o640,
+        ),
+        (host.sock().to_path_buf(), 0o660),
+        (host.plugin_dir().join("ferry.sock"), 0o660),
+    ];
+    for (path, mode) in &want {
+        let got = mode_of(path)?;
+        ensure!(
+            got == *mode,
+            "{} has mode {got:o}, not {mode:o}",
+            path.display()
+        );
+    }
+    host.finish()
+}
+
+/// Send `partial` and wait for ferryd to answer or close; how long that took and what it
+/// sent.
+fn held_open(sock: &Path, partial: &[u8]) -> Result<(Duration, String)> {
+    let mut s = UnixStream::connect(sock)?;
+    s.set_read_timeout(Some(Duration::from_secs(40)))?;
+    let t = std::time::Instant::now();
+    s.write_all(partial)?;
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    Ok((t.elapsed(), String::from_utf8_lossy(&answer).into_owned()))
+}
+
+/// A client that connects and sends nothing, half a request head, or half a body is cut
+/// off within the timeouts (10 s, with a margin), on both sockets; a body over the limit
+/// is refused with 413; ferryd answers as before after all of it.
+#[test]
+fn half_sent_requests_are_cut_off_and_oversized_bodies_refused() -> Result<()> {
+    let host = host_or_skip!();
+    let api = host.sock().to_path_buf();
+    let plugin = host.plugin_dir().join("ferry.sock");
+    let half_body = b"POST /networks/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"Na";
+    let partials: [(&str, &[u8]); 3] = [
+        ("nothing", b""),
+        ("half a head", b"GET /_ping HTTP/1.1\r\nHost: x\r\n"),
+        ("half a body", half_body),
+    ];
+    let results = std::thread::scope(|scope| {
+        let handles: Vec<_> = [&api, &plugin]
+            .into_iter()
+            .flat_map(|sock| {
+                partials.iter().map(move |(what, bytes)| {
+                    (sock, *what, scope.spawn(move || held_open(sock, bytes)))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(sock, what, h)| (sock.clone(), what, h.join().expect("thread")))
+            .collect::<Vec<_>>()
+    });
+    for (sock, what, r) in results {
+        let (took, answer) = r?;
+        ensure!(
+            took < Duration::from_secs(20),
+            "{}: a client that sent {what} was held for {took:?}",
+            sock.display()
+        );
+        if what == "half a body" {
+            ensure!(
+                answer.starts_with("HTTP/1.1 408"),
+                "{}: half a body was not answered 408: {answer:?}",
+                sock.display()
+            );
+        }
+    }
+
+    let big = format!(r#"{{"Name":"{}"}}"#, "a".repeat(2 << 20));
+    for (sock, path) in [
+        (&api, "/networks/create"),
+        (&plugin, "/IpamDriver.RequestPool"),
+    ] {
+        let (status, answer) = http(sock, "POST", path, Some(&big))?;
+        ensure!(
+            status == 413,
+            "{}: a 2 MiB body answered {status}: {}",
+            sock.display(),
+            &answer[..answer.len().min(300)]
+        );
+    }
+    // Control: ferryd still answers, and a request sent whole is served.
+    let (status, answer) = http(
+        &api,
+        "POST",
+        "/networks/create",
+        Some(&net_body("after", r#"{"Subnet":"10.88.0.0/24"}"#)),
+    )?;
+    ensure!(status == 201, "a whole request afterwards: {answer}");
+    let (status, _) = http(&plugin, "POST", "/Plugin.Activate", Some(""))?;
+    ensure!(status == 200, "the plugin socket stopped answering");
+    host.finish()
+}
+
+/// `ferry system cleanup` returns once ferryd has exited, not while it still runs.
+#[test]
+fn system_cleanup_returns_only_after_ferryd_has_exited() -> Result<()> {
+    let host = host_or_skip!();
+    host.create_network(&unique("net"), &["--subnet", "10.89.0.0/24"])?;
+    host.run_idle("sb", &[])?;
+    let pid = host.ferryd_pid().context("ferryd runs")?;
+    host.ferry_ok(&["system", "cleanup"])?;
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .and_then(|i| s.get(i + 2..i + 3))
+                .map(String::from)
+        });
+    ensure!(
+        matches!(state.as_deref(), None | Some("Z") | Some("X")),
+        "ferry system cleanup returned while ferryd (pid {pid}) still runs (state {state:?})"
     );
     host.finish()
 }
