@@ -1,7 +1,11 @@
 //! Reconcile on start: make the kernel match the store.
 //!
 //! Bridges of known networks are (re)created; sandboxes whose process died while
-//! ferryd was away are stopped (network released, `--rm` honoured); then every kernel
+//! ferryd was away are stopped (network released, `--rm` honoured); every endpoint the
+//! store records on a running sandbox is checked against the kernel (host veth on its
+//! bridge and up, the sandbox side up with its address, the default route) and wired
+//! again where it is not — a SIGKILL between a connect's commit and the end of its
+//! kernel work, or a bridge or veth deleted by hand, leaves such endpoints; then every kernel
 //! object ferry owns but the store does not know is removed: `fy*` links, pinned
 //! namespaces under the exec root, `ferry-*` links in the netns dir, sandbox dirs.
 //! Last, ferry's nftables tables are loaded whole from the state.
@@ -22,6 +26,7 @@ pub async fn reconcile<K: KernelOps>(d: &Arc<Daemon<K>>) -> Result<()> {
     d.ensure_predefined().await?;
     ensure_bridges(d).await;
     stop_dead_sandboxes(d).await?;
+    rewire_endpoints(d).await;
     if let Err(e) = d.plugin_reconcile().await {
         tracing::warn!("reconcile Docker endpoints: {e}");
     }
@@ -56,11 +61,84 @@ async fn stop_dead_sandboxes<K: KernelOps>(d: &Daemon<K>) -> Result<()> {
             })
             .collect()
     };
-    for (id, pid) in dead {
+    for (id, _) in dead {
+        // Judge again in the sandbox's turn: `ferry system reconcile` runs while ferryd
+        // serves, and a start in progress (pid 0 until its process runs) holds the turn.
+        let Ok((turn, st)) = d.sandbox_turn(&id).await else {
+            continue;
+        };
+        let pid = match st.sandboxes.get(&id).map(|s| (&s.state, s)) {
+            Some((RunState::Running { pid, start_time }, s)) => {
+                let ns_ok =
+                    s.network_mode == "host" || netns::is_pinned(&d.cfg.sandbox_netns(&s.id));
+                if *pid != 0 && alive(*pid, *start_time) && ns_ok {
+                    continue;
+                }
+                *pid
+            }
+            _ => continue,
+        };
+        drop(st);
+        drop(turn);
         crate::supervise::kill(pid);
         d.on_exit(&id, ExitReport { pid, code: -1 }).await?;
     }
     Ok(())
+}
+
+/// Check every live endpoint of every running sandbox with a namespace of its own, and
+/// wire again what is not wired. Each sandbox is checked in its turn (the lock its
+/// connect, disconnect, start and stop take), so an attach in progress is never taken for
+/// a broken one. A failure is logged; the endpoint stays recorded for the next reconcile.
+async fn rewire_endpoints<K: KernelOps>(d: &Daemon<K>) {
+    let ids: Vec<String> = {
+        let st = d.state.lock().await;
+        st.sandboxes
+            .values()
+            .filter(|s| s.is_running() && s.network_mode != "host" && s.network_mode != "none")
+            .map(|s| s.id.clone())
+            .collect()
+    };
+    for id in ids {
+        let Ok((turn, st)) = d.sandbox_turn(&id).await else {
+            continue; // removed meanwhile
+        };
+        let Some(sb) = st.sandboxes.get(&turn.id).filter(|s| s.is_running()) else {
+            continue;
+        };
+        let netns = d.netns_path(sb);
+        if !netns::is_pinned(&netns) {
+            continue; // stop_dead_sandboxes' case
+        }
+        let specs: Vec<(String, ferry_kernel::AttachSpec)> = sb
+            .endpoints
+            .iter()
+            .filter_map(|e| {
+                let live = e.live.as_ref()?;
+                let net = st.networks.get(&e.network_id)?;
+                let bridge = net.bridge.as_ref()?;
+                Some((
+                    net.name.clone(),
+                    crate::ops::attach_spec(live, bridge, netns.clone()),
+                ))
+            })
+            .collect();
+        let name = sb.name.clone();
+        drop(st);
+        for (net, spec) in specs {
+            match d.kernel.ensure_attached(&spec).await {
+                Ok(problems) if problems.is_empty() => {}
+                Ok(problems) => tracing::warn!(
+                    "reconcile: sandbox {name} on network {net}: {}; wired again",
+                    problems.join(", ")
+                ),
+                Err(e) => {
+                    tracing::error!("reconcile: sandbox {name} on network {net}: rewire: {e}")
+                }
+            }
+        }
+        drop(turn);
+    }
 }
 
 async fn remove_orphans<K: KernelOps>(d: &Daemon<K>) {
