@@ -35,6 +35,67 @@ pub async fn reconcile<K: KernelOps>(d: &Arc<Daemon<K>>) -> Result<()> {
     d.load_firewall(&st).await
 }
 
+/// The periodic check of what endpoints stand on: every [`crate::firewall::CHECK_EVERY`],
+/// one dump of the link names; if a network's bridge or a running sandbox's host-side
+/// veth is missing (deleted by hand), reconcile, which makes the bridge again and wires
+/// its endpoints anew. A link an operation in progress has not made yet looks missing
+/// too: the reconcile then waits for that sandbox's turn and finds it wired.
+pub fn watch<K: KernelOps>(d: Arc<Daemon<K>>) {
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(crate::firewall::CHECK_EVERY);
+        t.tick().await;
+        loop {
+            t.tick().await;
+            let Some(missing) = first_missing_link(&d).await else {
+                continue;
+            };
+            tracing::warn!("reconcile: link {missing} is gone; wiring again");
+            if let Err(e) = rewire(&d).await {
+                tracing::error!("reconcile: {e}");
+            }
+        }
+    });
+}
+
+/// The part of reconcile that puts back what was deleted under a running ferryd: the
+/// bridges, the endpoints on them, the firewall. (Sandboxes whose process died are the
+/// process monitor's business while ferryd runs.)
+async fn rewire<K: KernelOps>(d: &Arc<Daemon<K>>) -> Result<()> {
+    ensure_bridges(d).await;
+    rewire_endpoints(d).await;
+    let st = d.state.lock().await;
+    d.load_firewall(&st).await
+}
+
+async fn first_missing_link<K: KernelOps>(d: &Daemon<K>) -> Option<String> {
+    let expected: Vec<String> = {
+        let st = d.state.lock().await;
+        let bridges = st
+            .networks
+            .values()
+            .filter_map(|n| n.bridge.as_ref())
+            .map(|b| b.name.to_string());
+        let veths = st
+            .sandboxes
+            .values()
+            .filter(|s| s.is_running())
+            .flat_map(|s| s.endpoints.iter().filter_map(|e| e.live.as_ref()))
+            .map(|l| l.host_if.to_string());
+        bridges.chain(veths).collect()
+    };
+    if expected.is_empty() {
+        return None;
+    }
+    let present: HashSet<String> = match d.kernel.link_names().await {
+        Ok(names) => names.into_iter().collect(),
+        Err(e) => {
+            tracing::warn!("reconcile: list links: {e}");
+            return None;
+        }
+    };
+    expected.into_iter().find(|l| !present.contains(l))
+}
+
 async fn ensure_bridges<K: KernelOps>(d: &Daemon<K>) {
     let st = d.state.lock().await;
     for n in st.networks.values() {
