@@ -45,6 +45,15 @@ pub fn kill(pid: u32) {
     let _ = send(Pid::from_raw(pid as i32), Signal::SIGKILL);
 }
 
+/// SIGKILL one process, not its group: `pid` was found by its namespace, not started
+/// by ferryd as a session leader. Never pid 0 (which would be ferryd's own group).
+pub fn kill_one(pid: u32) {
+    if pid == 0 {
+        return;
+    }
+    let _ = send(Pid::from_raw(pid as i32), Signal::SIGKILL);
+}
+
 pub fn exec_spec<K: KernelOps>(
     d: &Daemon<K>,
     sb: &Sandbox,
