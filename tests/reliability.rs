@@ -534,3 +534,58 @@ fn a_bridge_deleted_by_hand_comes_back_with_its_endpoints_and_published_ports() 
     }
     host.finish()
 }
+
+// ---- a process whose pid never reached the store (item 2) ----
+
+/// Rewrite sandbox `id`'s record in the store (ferryd must be down) to what a SIGKILL
+/// between the spawn of its process and the commit of its pid leaves: running, pid 0.
+fn forget_pid(data_root: &Path, id: &str) -> Result<()> {
+    use ferry_store::{Op, RedbStore, Store};
+    let store = RedbStore::open(&data_root.join("ferry.redb"))?;
+    let key = format!("sbx/{id}");
+    let (_, raw) = store
+        .list(&key)?
+        .into_iter()
+        .find(|(k, _)| *k == key)
+        .with_context(|| format!("no {key} in the store"))?;
+    let mut v: serde_json::Value = serde_json::from_slice(&raw)?;
+    ensure!(
+        v["state"]["status"] == "running",
+        "{key} is not running: {}",
+        v["state"]
+    );
+    v["state"] = serde_json::json!({"status": "running", "pid": 0, "start_time": 0});
+    store.commit(&[Op::Put(key, serde_json::to_vec(&v)?)])?;
+    Ok(())
+}
+
+/// A sandbox whose process runs but whose pid the store never got (ferryd SIGKILLed
+/// between the spawn and the commit): the restart's reconcile finds the process in the
+/// sandbox's namespace and kills it by its pid, and the sandbox is exited, removable, with
+/// nothing left; the control, a sandbox recorded whole, still runs and answers.
+#[test]
+fn a_process_whose_pid_never_reached_the_store_is_killed_by_reconcile() -> Result<()> {
+    let mut host = host_or_skip!();
+    let net = unique("n");
+    host.create_network(&net, &["--subnet", "10.100.0.0/24"])?;
+    let lost = host.run_idle("lost", &["--network", &net])?;
+    let web = host.run_web("web", &["--network", &net])?;
+    host.run_idle("client", &["--network", &net])?;
+    let pid = host.inspect("lost")?["State"]["Pid"].as_i64().unwrap_or(0) as i32;
+    ensure!(pid > 0, "lost has no pid");
+    let data_root = host.data_root().to_path_buf();
+    let mut rewritten = Ok(());
+    host.restart_kill9_with(|| rewritten = forget_pid(&data_root, &lost))?;
+    rewritten?;
+    ensure!(
+        ferry_testkit::process_gone(pid, Duration::from_secs(5)),
+        "the process {pid} of the sandbox whose pid the store lacked still runs after reconcile"
+    );
+    let state = host.inspect("lost")?["State"]["Status"].clone();
+    ensure!(state == "exited", "lost is {state}, not exited");
+    host.ferry_ok(&["rm", "-f", "lost"])?;
+    // Control: the sandbox recorded whole was left running and reachable.
+    let web_ip = host.ip_of("web", &net)?;
+    host.expect_fetch("client", &web_ip, &web)?;
+    host.finish()
+}
