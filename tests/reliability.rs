@@ -246,6 +246,9 @@ fn client_mistakes_answer_4xx_naming_the_problem_and_change_nothing() -> Result<
         ("POST", "/networks/bridge/disconnect".into(), r#"{"Container":"sb"}"#.into(), 404, "not connected to network bridge"),
         ("POST", "/containers/create?name=nocmd".into(), r#"{"Image":"busybox"}"#.into(), 400, "no command"),
         ("POST", "/containers/create?name=nocmd".into(), r#"{"Cmd":[]}"#.into(), 400, "no command"),
+        ("POST", "/containers/create?name=bad".into(), r#"{"Cmd":["/bin/true"],"HostConfig":{"Dns":["nope"]}}"#.into(), 400, "invalid Dns"),
+        ("POST", "/containers/create?name=bad".into(), r#"{"Cmd":["/bin/true"],"Hostname":"x\n6.6.6.6 bank"}"#.into(), 400, "invalid Hostname"),
+        ("POST", "/containers/create?name=bad".into(), r#"{"Cmd":["/bin/true"],"HostConfig":{"DnsSearch":["a b"]}}"#.into(), 400, "invalid DnsSearch"),
     ];
     for (method, path, body, want, mention) in &cases {
         let before = world(&host)?;
@@ -278,6 +281,7 @@ fn client_mistakes_answer_4xx_naming_the_problem_and_change_nothing() -> Result<
         ("POST", "/networks/n1/disconnect".into(), r#"{"Container":"idle"}"#.into()),
         ("POST", "/networks/c1/connect".into(), r#"{"Container":"sb","EndpointConfig":{"IPAMConfig":{"IPv4Address":"10.84.0.9"}}}"#.into()),
         ("POST", "/containers/create?name=withcmd".into(), r#"{"Cmd":["/bin/true"]}"#.into()),
+        ("POST", "/containers/create?name=good".into(), r#"{"Cmd":["/bin/true"],"Hostname":"web-1.example","HostConfig":{"Dns":["10.0.0.53"],"DnsSearch":["example.com"],"DnsOptions":["ndots:2"]}}"#.into()),
     ];
     for (method, path, body) in &controls {
         let (status, answer) = http(&sock, method, path, Some(body))?;
