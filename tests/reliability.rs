@@ -593,3 +593,40 @@ fn a_process_whose_pid_never_reached_the_store_is_killed_by_reconcile() -> Resul
     host.expect_fetch("client", &web_ip, &web)?;
     host.finish()
 }
+
+/// SIGKILL ferryd at several points of a `network connect` (a few milliseconds apart, so
+/// some land between the store's commit and the end of the kernel work, as in issue 17):
+/// after each restart the connect is wholly done (the sandbox answers on the network's
+/// address) or wholly undone (not connected), never recorded but dead.
+#[test]
+fn a_sigkill_during_network_connect_leaves_it_wholly_done_or_undone() -> Result<()> {
+    let mut host = host_or_skip!();
+    let (a, b) = (unique("a"), unique("b"));
+    host.create_network(&a, &["--subnet", "10.101.0.0/24"])?;
+    host.create_network(&b, &["--subnet", "10.102.0.0/24"])?;
+    let web = host.run_web("web", &["--network", &a])?;
+    host.run_idle("client", &["--network", &b])?;
+    let (mut done, mut undone) = (0, 0);
+    for delay_us in [0u64, 500, 1000, 1500, 2000, 3000, 5000, 8000] {
+        let mut connect = std::process::Command::new(&host.bins().ferry)
+            .args(["-H", &host.host_url(), "network", "connect", &b, "web"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        std::thread::sleep(Duration::from_micros(delay_us));
+        host.restart_kill9()?;
+        let _ = connect.wait();
+        if host.networks_of("web")?.contains(&b) {
+            let ip = host.ip_of("web", &b)?;
+            host.expect_fetch("client", &ip, &web).with_context(|| {
+                format!("killed {delay_us} µs into the connect: recorded but not reachable")
+            })?;
+            host.ferry_ok(&["network", "disconnect", &b, "web"])?;
+            done += 1;
+        } else {
+            undone += 1;
+        }
+    }
+    eprintln!("connect killed 8 times: {done} wholly done, {undone} wholly undone");
+    host.finish()
+}
