@@ -39,13 +39,21 @@ pub async fn reconcile<K: KernelOps>(d: &Arc<Daemon<K>>) -> Result<()> {
 /// one dump of the link names; if a network's bridge or a running sandbox's host-side
 /// veth is missing (deleted by hand), reconcile, which makes the bridge again and wires
 /// its endpoints anew. A link an operation in progress has not made yet looks missing
-/// too: the reconcile then waits for that sandbox's turn and finds it wired.
+/// too: it must still be missing a second later, and even then the rewire waits for that
+/// sandbox's turn and finds it wired.
 pub fn watch<K: KernelOps>(d: Arc<Daemon<K>>) {
+    const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
     tokio::spawn(async move {
         let mut t = tokio::time::interval(crate::firewall::CHECK_EVERY);
         t.tick().await;
         loop {
             t.tick().await;
+            if first_missing_link(&d).await.is_none() {
+                continue;
+            }
+            // Still missing a moment later: not an attach in flight (milliseconds), so
+            // a burst of `run -d` does not make every check rewire every sandbox.
+            tokio::time::sleep(SETTLE).await;
             let Some(missing) = first_missing_link(&d).await else {
                 continue;
             };
