@@ -630,3 +630,87 @@ fn a_sigkill_during_network_connect_leaves_it_wholly_done_or_undone() -> Result<
     eprintln!("connect killed 8 times: {done} wholly done, {undone} wholly undone");
     host.finish()
 }
+
+/// The Docker plugin's socket: a request ferry refuses (bad JSON, a bad pool, a gateway
+/// outside the pool, a bridge that is not a bridge, an address outside the network, an
+/// unknown endpoint) is a 4xx with `Err` naming the problem (dockerd takes any non-200
+/// as the failure and shows `Err`), ferryd stays up; the controls succeed.
+#[test]
+fn bad_plugin_calls_answer_4xx_naming_the_problem() -> Result<()> {
+    let host = host_or_skip!();
+    let sock = host.plugin_dir().join("ferry.sock");
+    let (n, e) = ("a".repeat(64), "b".repeat(64));
+    let create = |pool: &str, gw: &str, opts: &str| {
+        format!(
+            r#"{{"NetworkID":"{n}","IPv4Data":[{{"Pool":"{pool}","Gateway":"{gw}"}}],"Options":{{"com.docker.network.generic":{{{opts}}}}}}}"#
+        )
+    };
+    let endpoint = |addr: &str| {
+        format!(r#"{{"NetworkID":"{n}","EndpointID":"{e}","Interface":{{"Address":"{addr}"}}}}"#)
+    };
+    #[rustfmt::skip]
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("/IpamDriver.RequestPool", "garbage".into(), "invalid JSON"),
+        ("/IpamDriver.RequestPool", r#"{"AddressSpace":"LocalDefault","Pool":"10.103.0.300/24"}"#.into(), "subnet"),
+        ("/IpamDriver.RequestPool", r#"{"AddressSpace":"LocalDefault","Pool":"127.0.0.0/24"}"#.into(), "subnet 127.0.0.0/24"),
+        ("/NetworkDriver.CreateNetwork", r#"{"NetworkID":"x","IPv4Data":[]}"#.into(), "network ID x"),
+        ("/NetworkDriver.CreateNetwork", create("10.104.0.0/24", "10.105.0.1/24", ""), "gateway (10.105.0.1/24)"),
+        ("/NetworkDriver.CreateNetwork", create("10.104.0.0/24", "10.104.0.0/24", ""), "gateway (10.104.0.0/24)"),
+        ("/NetworkDriver.CreateNetwork", create("10.104.0.0/24", "10.104.0.1/24", r#""com.docker.network.bridge.name":"lo""#), "lo is not a bridge"),
+        ("/NetworkDriver.Join", format!(r#"{{"NetworkID":"{n}","EndpointID":"{e}","SandboxKey":"/x"}}"#), "not found"),
+    ];
+    for (path, body, mention) in &cases {
+        let (status, answer) = http(&sock, "POST", path, Some(body))?;
+        ensure!(
+            (400..500).contains(&status),
+            "{path} {body} answered {status}:\n{answer}"
+        );
+        ensure!(
+            answer.contains(mention),
+            "{path} {body}: the message does not name {mention:?}:\n{answer}"
+        );
+    }
+    ensure!(
+        host.user_networks()?.is_empty(),
+        "a refused plugin call left a network"
+    );
+    // Controls: the network and an endpoint made right; then a bad address on it.
+    let (status, answer) = http(
+        &sock,
+        "POST",
+        "/NetworkDriver.CreateNetwork",
+        Some(&create("10.104.0.0/24", "10.104.0.1/24", "")),
+    )?;
+    ensure!(status == 200, "control CreateNetwork: {answer}");
+    let (status, answer) = http(
+        &sock,
+        "POST",
+        "/NetworkDriver.CreateEndpoint",
+        Some(&endpoint("10.106.0.5/24")),
+    )?;
+    ensure!(
+        status == 400 && answer.contains("10.106.0.5"),
+        "an address outside the network: {status} {answer}"
+    );
+    let (status, answer) = http(
+        &sock,
+        "POST",
+        "/NetworkDriver.CreateEndpoint",
+        Some(&endpoint("10.104.0.5/24")),
+    )?;
+    ensure!(status == 200, "control CreateEndpoint: {answer}");
+    for (path, body) in [
+        (
+            "/NetworkDriver.DeleteEndpoint",
+            format!(r#"{{"NetworkID":"{n}","EndpointID":"{e}"}}"#),
+        ),
+        (
+            "/NetworkDriver.DeleteNetwork",
+            format!(r#"{{"NetworkID":"{n}"}}"#),
+        ),
+    ] {
+        let (status, answer) = http(&sock, "POST", path, Some(&body))?;
+        ensure!(status == 200, "{path}: {answer}");
+    }
+    host.finish()
+}

@@ -50,6 +50,11 @@ impl<K: KernelOps> Daemon<K> {
             "" => None,
             g => Some(parse_cidr_addr("gateway", g)?.addr()),
         };
+        if let Some(g) = gateway {
+            if !subnet.contains(&g) || g == subnet.network() || g == subnet.broadcast() {
+                return Err(CoreError::GatewayOutOfRange(data.gateway.clone()).into());
+            }
+        }
         let options = generic_options(opts)?;
         let bridge = bridge_conf(&id, &options)?;
         let user_bridge = options.contains_key(OPT_BRIDGE_NAME);
