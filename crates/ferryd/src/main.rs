@@ -1,6 +1,5 @@
 //! `ferryd`: the ferry daemon. Flags are named as dockerd's.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -106,10 +105,8 @@ async fn run(
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let _ = std::fs::remove_file(&socket);
-    let listener = tokio::net::UnixListener::bind(&socket)
+    let listener = ferryd::serve::bind_private(&socket)
         .with_context(|| format!("listen on {}", socket.display()))?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))?;
     tracing::info!("ferryd listening on unix://{}", socket.display());
 
     let stop = d.clone();

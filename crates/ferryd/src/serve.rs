@@ -27,6 +27,22 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// KiB), far below what would hurt.
 pub const BODY_LIMIT: usize = 1 << 20;
 
+/// Listen on a unix socket at `path` (an old one is replaced) that is 0660 from the
+/// moment it exists: bound under umask 0117, so that no one else can connect in the
+/// instant between the bind and a chmod; then set to 0660 whatever the umask was.
+pub fn bind_private(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
+    use nix::sys::stat::{umask, Mode};
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(path);
+    // The umask is the process's: this runs at start, before any sandbox or request.
+    let old = umask(Mode::from_bits_truncate(0o117));
+    let bound = tokio::net::UnixListener::bind(path);
+    umask(old);
+    let listener = bound?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
 fn refusal(status: StatusCode, msg: String) -> Response {
     // Both shapes: the Engine API reads `message`, a plugin client reads `Err`.
     (

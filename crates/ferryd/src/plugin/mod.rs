@@ -195,13 +195,9 @@ pub fn socket_in(dir: &Path) -> std::path::PathBuf {
 pub fn bind(dir: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let socket = socket_in(dir);
-    let _ = std::fs::remove_file(&socket);
-    let listener = tokio::net::UnixListener::bind(&socket)
-        .with_context(|| format!("listen on {}", socket.display()))?;
     // Like the API socket: root and its group only (dockerd runs as root).
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("set mode 0660 on {}", socket.display()))?;
+    let listener = crate::serve::bind_private(&socket)
+        .with_context(|| format!("listen on {}", socket.display()))?;
     tracing::info!(
         "Docker plugin \"{PLUGIN_NAME}\" listening on unix://{}",
         socket.display()
