@@ -153,7 +153,7 @@ async fn stop_dead_sandboxes<K: KernelOps>(d: &Daemon<K>) -> Result<()> {
         // A process whose pid never reached the store (ferryd killed between the spawn
         // and the commit of its pid) still runs in the sandbox's namespace: find it
         // there, before the namespace goes and with it any way to tell it is ferry's.
-        kill_left_in(&d.cfg.sandbox_netns(&id), &id);
+        crate::supervise::kill_in_netns(&d.cfg.sandbox_netns(&id), &id);
         d.on_exit(&id, ExitReport { pid, code: -1 }).await?;
     }
     Ok(())
@@ -214,15 +214,6 @@ async fn rewire_endpoints<K: KernelOps>(d: &Daemon<K>) {
     }
 }
 
-/// SIGKILL every process in the namespace pinned at `netns` (a sandbox ferry is
-/// stopping or an orphan namespace), by the pids found there.
-fn kill_left_in(netns: &std::path::Path, what: &str) {
-    for pid in netns::pids_in(netns) {
-        tracing::warn!("reconcile: killing process {pid} left in the namespace of {what}");
-        crate::supervise::kill_one(pid);
-    }
-}
-
 async fn remove_orphans<K: KernelOps>(d: &Daemon<K>) {
     let st = d.state.lock().await;
     let mut links: HashSet<String> = st
@@ -266,7 +257,7 @@ async fn remove_orphans<K: KernelOps>(d: &Daemon<K>) {
         .filter(|n| !ns_files.contains(n))
     {
         tracing::info!("reconcile: removing orphan namespace {name}");
-        kill_left_in(&d.cfg.netns_root().join(&name), &name);
+        crate::supervise::kill_in_netns(&d.cfg.netns_root().join(&name), &name);
         if let Err(e) = d.kernel.remove_netns(&d.cfg.netns_root().join(&name)).await {
             tracing::warn!("reconcile: {e}");
         }

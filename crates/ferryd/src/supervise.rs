@@ -54,6 +54,16 @@ pub fn kill_one(pid: u32) {
     let _ = send(Pid::from_raw(pid as i32), Signal::SIGKILL);
 }
 
+/// SIGKILL every process in the namespace pinned at `netns` (a sandbox's whose pid the
+/// store lacks, or an orphan namespace), one by one by the pids found there; `what`
+/// names it in the log. A namespace that is not pinned (host mode) is never scanned.
+pub fn kill_in_netns(netns: &std::path::Path, what: &str) {
+    for pid in ferry_kernel::netns::pids_in(netns) {
+        tracing::warn!("killing process {pid} left in the namespace of {what}");
+        kill_one(pid);
+    }
+}
+
 pub fn exec_spec<K: KernelOps>(
     d: &Daemon<K>,
     sb: &Sandbox,

@@ -546,6 +546,13 @@ impl<K: KernelOps> Daemon<K> {
         self.commit_or_restore(&mut st, &before, &keys)?;
         if let Some(pid) = running {
             supervise::kill(pid);
+            // No pid recorded (a start cut short by a crash, a foreground run before it
+            // reported): whatever runs in the namespace is the sandbox's.
+            if pid == 0 {
+                if let Some(ns) = &t.netns {
+                    supervise::kill_in_netns(ns, &id);
+                }
+            }
         }
         self.sync_firewall_or_warn(&st, "rm").await;
         self.retire_links_now(&mut t).await;
@@ -564,9 +571,13 @@ impl<K: KernelOps> Daemon<K> {
         match st.sandboxes[&id].state {
             RunState::Running { pid, .. } => {
                 supervise::kill(pid);
+                let own_netns = st.sandboxes[&id].network_mode != "host";
                 drop(st);
                 drop(turn);
                 if pid == 0 {
+                    if own_netns {
+                        supervise::kill_in_netns(&self.cfg.sandbox_netns(&id), &id);
+                    }
                     self.on_exit(&id, ExitReport { pid: 0, code: 137 }).await?;
                 }
                 Ok(())
