@@ -136,20 +136,25 @@ async fn stop_dead_sandboxes<K: KernelOps>(d: &Daemon<K>) -> Result<()> {
         let Ok((turn, st)) = d.sandbox_turn(&id).await else {
             continue;
         };
-        let pid = match st.sandboxes.get(&id).map(|s| (&s.state, s)) {
+        let (pid, living) = match st.sandboxes.get(&id).map(|s| (&s.state, s)) {
             Some((RunState::Running { pid, start_time }, s)) => {
                 let ns_ok =
                     s.network_mode == "host" || netns::is_pinned(&d.cfg.sandbox_netns(&s.id));
-                if *pid != 0 && alive(*pid, *start_time) && ns_ok {
+                let living = *pid != 0 && alive(*pid, *start_time);
+                if living && ns_ok {
                     continue;
                 }
-                *pid
+                (*pid, living)
             }
             _ => continue,
         };
         drop(st);
         drop(turn);
-        crate::supervise::kill(pid);
+        // Only a process that is still the sandbox's (same start time): a pid that died
+        // may have been given to another process since.
+        if living {
+            crate::supervise::kill(pid);
+        }
         // A process whose pid never reached the store (ferryd killed between the spawn
         // and the commit of its pid) still runs in the sandbox's namespace: find it
         // there, before the namespace goes and with it any way to tell it is ferry's.
