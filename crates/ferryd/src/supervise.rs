@@ -45,6 +45,14 @@ pub fn kill(pid: u32) {
     let _ = send(Pid::from_raw(pid as i32), Signal::SIGKILL);
 }
 
+/// [`kill`] `pid` only while it is still the process that started at `start_time` (0:
+/// not known): a pid that died may belong to another process by now.
+pub fn kill_if_alive(pid: u32, start_time: u64) {
+    if pid != 0 && alive(pid, start_time) {
+        kill(pid);
+    }
+}
+
 /// SIGKILL one process, not its group: `pid` was found by its namespace, not started
 /// by ferryd as a session leader. Never pid 0 (which would be ferryd's own group).
 pub fn kill_one(pid: u32) {

@@ -531,7 +531,7 @@ impl<K: KernelOps> Daemon<K> {
             return Err(CoreError::RemoveRunning(sb.name.clone()).into());
         }
         let running = match sb.state {
-            RunState::Running { pid, .. } => Some(pid),
+            RunState::Running { pid, start_time } => Some((pid, start_time)),
             _ => None,
         };
         let mut keys: Vec<Key> = sb
@@ -544,8 +544,8 @@ impl<K: KernelOps> Daemon<K> {
         let mut t = self.plan_stop(&mut st, &id, false);
         st.sandboxes.remove(&id);
         self.commit_or_restore(&mut st, &before, &keys)?;
-        if let Some(pid) = running {
-            supervise::kill(pid);
+        if let Some((pid, start_time)) = running {
+            supervise::kill_if_alive(pid, start_time);
             // No pid recorded (a start cut short by a crash, a foreground run before it
             // reported): whatever runs in the namespace is the sandbox's.
             if pid == 0 {
@@ -569,8 +569,8 @@ impl<K: KernelOps> Daemon<K> {
         let (turn, st) = self.sandbox_turn(key).await?;
         let id = turn.id.clone();
         match st.sandboxes[&id].state {
-            RunState::Running { pid, .. } => {
-                supervise::kill(pid);
+            RunState::Running { pid, start_time } => {
+                supervise::kill_if_alive(pid, start_time);
                 let own_netns = st.sandboxes[&id].network_mode != "host";
                 drop(st);
                 drop(turn);
