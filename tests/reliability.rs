@@ -99,6 +99,7 @@ fn bridge_name_of_lo_or_a_veth_is_refused_and_the_device_is_left_alone() -> Resu
         !has_link(&host, "fyt-own0")?,
         "network rm left the bridge ferry made"
     );
+    remove_all_and_check_leaks(&host, &["admveth0", "admveth1"])?;
     host.finish()
 }
 
@@ -144,7 +145,26 @@ fn an_administrators_bridge_is_used_but_never_deleted() -> Result<()> {
         left == vec!["192.0.2.1/24".to_string()],
         "the administrator's bridge should keep only its own address, has {left:?}"
     );
+    remove_all_and_check_leaks(&host, &["admbr0"])?;
     host.finish()
+}
+
+/// Remove every sandbox and user network through the CLI, then nothing ferry made may be
+/// left: links, addresses, namespaces, mounts (the leak check after a scenario that
+/// crashed or broke something). `keep`: links the test itself made.
+fn remove_all_and_check_leaks(host: &TestHost, keep: &[&str]) -> Result<()> {
+    for id in host.ferry_ok(&["ps", "-aq"])?.split_whitespace() {
+        host.ferry_ok(&["rm", "-f", id])?;
+    }
+    for net in host.user_networks()? {
+        host.ferry_ok(&["network", "rm", &net])?;
+    }
+    let left = host.leftovers()?.except_links(keep);
+    ensure!(
+        left.is_empty(),
+        "left behind after removing everything:\n{left}"
+    );
+    Ok(())
 }
 
 // ---- hostile and mistaken requests (item 5) ----
@@ -504,6 +524,7 @@ fn reconcile_rewires_an_endpoint_the_store_records_but_the_kernel_lost() -> Resu
     );
     // Control: nothing else changed; the same address on both networks.
     ensure!(host.ip_of("web", &b)? == ip, "the address on {b} changed");
+    remove_all_and_check_leaks(&host, &[])?;
     host.finish()
 }
 
@@ -536,6 +557,7 @@ fn a_bridge_deleted_by_hand_comes_back_with_its_endpoints_and_published_ports() 
         host.expect_fetch("client", "10.99.0.1:8089", &web)
             .with_context(|| format!("the published port, by {how}"))?;
     }
+    remove_all_and_check_leaks(&host, &[])?;
     host.finish()
 }
 
@@ -591,6 +613,7 @@ fn a_process_whose_pid_never_reached_the_store_is_killed_by_reconcile() -> Resul
     // Control: the sandbox recorded whole was left running and reachable.
     let web_ip = host.ip_of("web", &net)?;
     host.expect_fetch("client", &web_ip, &web)?;
+    remove_all_and_check_leaks(&host, &[])?;
     host.finish()
 }
 
@@ -628,6 +651,7 @@ fn a_sigkill_during_network_connect_leaves_it_wholly_done_or_undone() -> Result<
         }
     }
     eprintln!("connect killed 8 times: {done} wholly done, {undone} wholly undone");
+    remove_all_and_check_leaks(&host, &[])?;
     host.finish()
 }
 
