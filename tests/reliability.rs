@@ -603,6 +603,9 @@ fn a_bridge_deleted_by_hand_comes_back_with_its_endpoints_and_published_ports() 
             .with_context(|| format!("after the bridge was deleted, by {how}"))?;
         host.expect_fetch("client", "10.99.0.1:8089", &web)
             .with_context(|| format!("the published port, by {how}"))?;
+        // By name: the embedded DNS answers on the recreated bridge's gateway.
+        host.expect_fetch("client", "web", &web)
+            .with_context(|| format!("by name, by {how}"))?;
     }
     remove_all_and_check_leaks(&host, &[])?;
     host.finish()
