@@ -732,7 +732,47 @@ fn bad_plugin_calls_answer_4xx_naming_the_problem() -> Result<()> {
         ("/NetworkDriver.CreateNetwork", create("10.104.0.0/24", "10.104.0.0/24", ""), "gateway (10.104.0.0/24)"),
         ("/NetworkDriver.CreateNetwork", create("10.104.0.0/24", "10.104.0.1/24", r#""com.docker.network.bridge.name":"lo""#), "lo is not a bridge"),
         ("/NetworkDriver.Join", format!(r#"{{"NetworkID":"{n}","EndpointID":"{e}","SandboxKey":"/x"}}"#), "not found"),
+        ("/IpamDriver.RequestPool", r#"{"AddressSpace":"LocalDefault","Pool":"10.103.0.0/24","SubPool":"10.107.0.0/25"}"#.into(), "ip-range"),
+        ("/IpamDriver.RequestPool", r#"{"AddressSpace":"LocalDefault","Pool":"10.103.0.0/31"}"#.into(), "no host"),
+        ("/IpamDriver.RequestPool", r#"{"AddressSpace":"LocalDefault","Pool":"224.1.0.0/16"}"#.into(), "multicast"),
+        ("/IpamDriver.RequestAddress", r#"{"PoolID":"nosuch","Address":"10.103.0.5"}"#.into(), "nosuch"),
+        ("/NetworkDriver.CreateNetwork", create("bad", "", ""), "bad"),
+        ("/NetworkDriver.CreateNetwork", create("10.104.0.0/24", "nope", ""), "nope"),
+        ("/NetworkDriver.CreateNetwork", create("10.104.0.0/24", "", r#""com.docker.network.driver.mtu":"abc""#), "mtu"),
+        ("/NetworkDriver.CreateNetwork", create("10.104.0.0/24", "", r#""com.docker.network.bridge.name":"a-name-over-15-bytes""#), "15 bytes"),
+        ("/NetworkDriver.CreateEndpoint", r#"{"NetworkID":"x","EndpointID":"e1","Interface":{"Address":"10.104.0.5/24"}}"#.into(), "ID"),
+        ("/NetworkDriver.Join", r#"{"NetworkID":"x","EndpointID":"y","SandboxKey":"/x"}"#.into(), "endpoint y"),
+        ("/NetworkDriver.ProgramExternalConnectivity", format!(r#"{{"NetworkID":"{n}","EndpointID":"{e}"}}"#), "not found"),
     ];
+    // Every call that takes arguments, sent garbage, fields of the wrong type, a string.
+    let methods = [
+        "IpamDriver.RequestPool",
+        "IpamDriver.RequestAddress",
+        "IpamDriver.ReleaseAddress",
+        "IpamDriver.ReleasePool",
+        "NetworkDriver.CreateNetwork",
+        "NetworkDriver.DeleteNetwork",
+        "NetworkDriver.CreateEndpoint",
+        "NetworkDriver.DeleteEndpoint",
+        "NetworkDriver.Join",
+        "NetworkDriver.Leave",
+        "NetworkDriver.EndpointOperInfo",
+        "NetworkDriver.ProgramExternalConnectivity",
+        "NetworkDriver.RevokeExternalConnectivity",
+    ];
+    let mut cases = cases;
+    let paths: Vec<String> = methods.iter().map(|m| format!("/{m}")).collect();
+    for p in &paths {
+        cases.push((p.as_str(), "{garbage".into(), "invalid JSON"));
+        cases.push((
+            p.as_str(),
+            r#"{"NetworkID":5,"EndpointID":5,"PoolID":5,"AddressSpace":5,"Pool":5,"Address":5}"#
+                .into(),
+            "invalid JSON",
+        ));
+        cases.push((p.as_str(), r#""a string""#.into(), "invalid JSON"));
+    }
+    ensure!(cases.len() >= 50, "{} plugin cases", cases.len());
     for (path, body, mention) in &cases {
         let (status, answer) = http(&sock, "POST", path, Some(body))?;
         ensure!(
