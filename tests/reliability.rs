@@ -828,3 +828,42 @@ fn bad_plugin_calls_answer_4xx_naming_the_problem() -> Result<()> {
     }
     host.finish()
 }
+
+/// A sandbox's namespace pin deleted behind ferry's back: disconnect and `rm -f` still
+/// succeed, its addresses are released (a new sandbox takes the same static address), and
+/// nothing is left; the same done twice is a clean refusal, not a 500.
+#[test]
+fn disconnect_and_rm_succeed_after_the_namespace_was_deleted_behind_ferrys_back() -> Result<()> {
+    let host = host_or_skip!();
+    let (a, b) = (unique("a"), unique("b"));
+    host.create_network(&a, &["--subnet", "10.108.0.0/24"])?;
+    host.create_network(&b, &["--subnet", "10.109.0.0/24"])?;
+    let id = host.run_idle("victim", &["--network", &a, "--ip", "10.108.0.50"])?;
+    host.ferry_ok(&["network", "connect", "--ip", "10.109.0.50", &b, "victim"])?;
+    let pin = host.exec_root().join("netns").join(&id[..12]);
+    let out = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(&pin)
+        .output()?;
+    ensure!(out.status.success(), "umount {}: {out:?}", pin.display());
+    std::fs::remove_file(&pin)?;
+    let _ = std::fs::remove_file(host.netns_dir().join("ferry-victim"));
+
+    host.ferry_ok(&["network", "disconnect", &b, "victim"])?;
+    let again = host.ferry_err(&["network", "disconnect", &b, "victim"])?;
+    ensure!(
+        again.stderr.contains("not connected"),
+        "a second disconnect: {again}"
+    );
+    host.ferry_ok(&["rm", "-f", "victim"])?;
+    let again = host.ferry_err(&["rm", "-f", "victim"])?;
+    ensure!(
+        again.stderr.to_lowercase().contains("no such container"),
+        "a second rm: {again}"
+    );
+    // The static addresses are free again.
+    host.run_idle("heir", &["--network", &a, "--ip", "10.108.0.50"])?;
+    host.ferry_ok(&["network", "connect", "--ip", "10.109.0.50", &b, "heir"])?;
+    remove_all_and_check_leaks(&host, &[])?;
+    host.finish()
+}
