@@ -58,6 +58,23 @@ impl Client {
         })
     }
 
+    /// The pid of the process serving the socket (ferryd), from the socket's peer
+    /// credentials; None if the kernel does not say.
+    pub fn server_pid(&self) -> anyhow::Result<Option<u32>> {
+        self.rt.block_on(async {
+            let stream = tokio::net::UnixStream::connect(&self.socket)
+                .await
+                .with_context(|| {
+                    format!(
+                        "Cannot connect to ferryd at {}. Is ferryd running?",
+                        self.host
+                    )
+                })?;
+            let cred = stream.peer_cred().context("read ferryd's credentials")?;
+            Ok(cred.pid().and_then(|p| u32::try_from(p).ok()))
+        })
+    }
+
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Reply> {
         self.rt.block_on(self.call_async(method, path, body))
     }

@@ -73,13 +73,17 @@ pub enum CoreError {
 }
 
 impl CoreError {
-    /// The HTTP status dockerd uses for the same failure.
+    /// The HTTP status of the failure: dockerd's, except that a client's mistake is
+    /// never a 500 here (dockerd answers 500 for a malformed subnet, a gateway or static
+    /// address outside the subnet, a disconnect of what is not connected, a port taken).
     pub fn status(&self) -> u16 {
         use CoreError::*;
         match self {
-            DuplicateNetwork(_) | ContainerNameInUse { .. } | RemoveRunning(_) | NotRunning(_) => {
-                409
-            }
+            DuplicateNetwork(_)
+            | ContainerNameInUse { .. }
+            | RemoveRunning(_)
+            | NotRunning(_)
+            | PortTaken { .. } => 409,
             PoolOverlap
             | AddressInUse(_)
             | AlreadyConnected { .. }
@@ -93,16 +97,15 @@ impl CoreError {
             | BadValue { .. }
             | RangeOutOfSubnet { .. }
             | Invalid(_)
-            | AmbiguousNetwork(_) => 400,
-            UnknownDriver(_) | NoSuchNetwork(_) | NoSuchContainer(_) => 404,
-            BadSubnet(_)
+            | AmbiguousNetwork(_)
+            | BadSubnet(_)
             | GatewayOutOfRange(_)
             | AddressOutsideSubnet(_)
-            | AddressReserved { .. }
-            | NetworkFull(_)
-            | NoFreePool
-            | NotConnected { .. }
-            | PortTaken { .. } => 500,
+            | AddressReserved { .. } => 400,
+            UnknownDriver(_) | NoSuchNetwork(_) | NoSuchContainer(_) | NotConnected { .. } => 404,
+            // Not a mistake of the request: the addresses ran out (libnetwork's
+            // ErrNoAvailableIPs and pool exhaustion are "unavailable" errors, 503).
+            NetworkFull(_) | NoFreePool => 503,
             NotSupported(_) => 501,
         }
     }

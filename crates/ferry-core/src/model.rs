@@ -71,6 +71,12 @@ pub struct BridgeConf {
     pub mtu: u32,
     pub icc: bool,
     pub masquerade: bool,
+    /// The bridge existed before the network (an administrator's bridge named by
+    /// `com.docker.network.bridge.name`): ferry adds its gateway address to it and takes
+    /// that away again, but never deletes the bridge. Records made before this field
+    /// read as false: ferry made the bridge.
+    #[serde(default)]
+    pub adopted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -119,6 +119,7 @@ pub fn bridge_conf(id: &str, opts: &BTreeMap<String, String>) -> Result<BridgeCo
         mtu,
         icc,
         masquerade,
+        adopted: false,
     })
 }
 
@@ -174,6 +175,13 @@ fn addressing(req: &NetworkCreateRequest, ctx: &CreateContext) -> Result<Address
         )));
     }
     let subnet = parse_subnet(&subnet_s)?;
+    if let Some(why) = unroutable(subnet) {
+        return Err(CoreError::BadValue {
+            what: "subnet",
+            value: subnet_s,
+            why: why.into(),
+        });
+    }
     if subnet.prefix_len() > 30 {
         return Err(CoreError::BadValue {
             what: "subnet",
@@ -225,6 +233,33 @@ fn addressing(req: &NetworkCreateRequest, ctx: &CreateContext) -> Result<Address
         pool: AddressPool::new(subnet, gateway, range).with_aux(aux),
         echo,
         cursor: ctx.pool_cursor,
+    })
+}
+
+/// Blocks no bridge network can use (RFC 6890): an address in them is never routed to a
+/// bridge (loopback, "this network"), is a group (multicast), or is reserved and refused
+/// by the kernel as a source (240/4, the limited broadcast among it).
+const UNROUTABLE: [(&str, &str); 4] = [
+    ("0.0.0.0/8", "0.0.0.0/8 is \"this network\", never routed"),
+    (
+        "127.0.0.0/8",
+        "127.0.0.0/8 is loopback, never routed to a bridge",
+    ),
+    (
+        "224.0.0.0/4",
+        "224.0.0.0/4 is multicast: its addresses are groups, not hosts",
+    ),
+    (
+        "240.0.0.0/4",
+        "240.0.0.0/4 is reserved (255.255.255.255 is the limited broadcast)",
+    ),
+];
+
+/// Why `subnet` can never work as a network's subnet, if it cannot.
+pub fn unroutable(subnet: Ipv4Net) -> Option<&'static str> {
+    UNROUTABLE.iter().find_map(|(block, why)| {
+        let block: Ipv4Net = block.parse().expect("valid block");
+        overlaps(&block, &subnet).then_some(*why)
     })
 }
 
@@ -334,6 +369,7 @@ pub fn predefined_networks(ids: [String; 3], created: &str, bip: Ipv4Net) -> Vec
         mtu: DEFAULT_MTU,
         icc: true,
         masquerade: true,
+        adopted: false,
     });
     bridge.pool = Some(AddressPool::new(subnet, bip.addr(), None));
     vec![

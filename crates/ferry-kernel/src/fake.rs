@@ -223,4 +223,16 @@ impl KernelOps for Recorder {
             "the fake has no interfaces",
         ))
     }
+    async fn remove_address(&self, name: &str, net: Ipv4Net) -> Result<(), KernelError> {
+        self.record(format!("unaddr {name} {net}"))
+    }
+    /// An endpoint whose host veth the fake does not know is wired again (recorded as an
+    /// attach); otherwise nothing is wrong with it.
+    async fn ensure_attached(&self, s: &AttachSpec) -> Result<Vec<String>, KernelError> {
+        if self.links.lock().expect("lock").contains(&s.host_if) {
+            return Ok(vec![]);
+        }
+        self.attach(s).await?;
+        Ok(vec![format!("host veth {} is missing", s.host_if)])
+    }
 }

@@ -137,3 +137,30 @@ pub fn netlink_in(path: &Path) -> Result<rtnetlink::Handle, KernelError> {
     tokio::spawn(conn);
     Ok(handle)
 }
+
+/// The processes (other than this one) whose network namespace is the one pinned at
+/// `path`, found by comparing /proc/PID/ns/net with the pin's device and inode. Empty
+/// when `path` is not a pinned namespace. A sandbox process that started before its pid
+/// reached the store is found this way (its pid is never guessed, never 0).
+pub fn pids_in(path: &Path) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    if !is_pinned(path) {
+        return vec![];
+    }
+    let Ok(pin) = std::fs::metadata(path) else {
+        return vec![];
+    };
+    let me = std::process::id();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    procs
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me && pid != 0)
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                .is_ok_and(|m| m.dev() == pin.dev() && m.ino() == pin.ino())
+        })
+        .collect()
+}

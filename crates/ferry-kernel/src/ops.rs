@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::link::retire::{self, Retired};
 pub use crate::link::vxlan::VxlanSpec;
-use crate::link::{addr, bridge, del, fdb, get, kind, pair, port, route, up, veth, vxlan};
+use crate::link::{addr, bridge, check, del, fdb, get, kind, pair, port, route, up, veth, vxlan};
 use crate::nft::Nft;
 use crate::reaper::Reaper;
 use crate::{netns, sysctl, KernelError};
@@ -135,6 +135,21 @@ pub trait KernelOps: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(String, u32), KernelError>> + Send;
     /// The first IPv4 address of interface `name`.
     fn address_of(&self, name: &str) -> impl Future<Output = Result<Ipv4Addr, KernelError>> + Send;
+    /// Take `net` off the link `name` in ferryd's namespace (a bridge ferry adopted but
+    /// did not make); a missing link or address is success.
+    fn remove_address(
+        &self,
+        name: &str,
+        net: Ipv4Net,
+    ) -> impl Future<Output = Result<(), KernelError>> + Send;
+    /// Check an endpoint the store knows against the kernel and wire again what is
+    /// missing (the whole veth pair if it is gone or off its bridge, else the sandbox
+    /// side's state, address and default route). Returns what was wrong; empty when the
+    /// endpoint was wired.
+    fn ensure_attached(
+        &self,
+        spec: &AttachSpec,
+    ) -> impl Future<Output = Result<Vec<String>, KernelError>> + Send;
 }
 
 /// The real kernel, through one rtnetlink connection in ferryd's own namespace plus a
@@ -397,6 +412,13 @@ impl KernelOps for Netlink {
         }
     }
 
+    async fn remove_address(&self, name: &str, net: Ipv4Net) -> Result<(), KernelError> {
+        match get::index_of(&self.handle, name).await? {
+            Some(index) => addr::del(&self.handle, index, name, net).await,
+            None => Ok(()),
+        }
+    }
+
     async fn overlay_entries(&self, dev: &str) -> Result<Vec<(Ipv4Addr, [u8; 6])>, KernelError> {
         match get::index_here(dev)? {
             Some(index) => fdb::list(&self.handle, index, dev).await,
@@ -410,5 +432,28 @@ impl KernelOps for Netlink {
 
     async fn address_of(&self, name: &str) -> Result<Ipv4Addr, KernelError> {
         vxlan::address_of(&self.handle, name).await
+    }
+
+    async fn ensure_attached(&self, s: &AttachSpec) -> Result<Vec<String>, KernelError> {
+        let inside = netns::netlink_in(&s.netns)?;
+        let wiring = check::check(&self.handle, &inside, s).await?;
+        if wiring.problems.is_empty() {
+            return Ok(vec![]);
+        }
+        if wiring.remake_pair {
+            // Whatever is left of the pair goes (deleting either end deletes both),
+            // then the endpoint is attached as new, with the same names and address.
+            self.peers.lock().expect("peers lock").remove(&s.host_if);
+            del::delete(&self.handle, &s.host_if).await?;
+            del::delete(&inside, &s.ifname).await?;
+            self.attach(s).await?;
+        } else {
+            up::up_by_name(&self.handle, &s.host_if).await?;
+            if s.hairpin {
+                port::hairpin(&self.handle, &s.host_if).await?;
+            }
+            self.configure_inside(s).await?;
+        }
+        Ok(wiring.problems)
     }
 }

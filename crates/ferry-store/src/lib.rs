@@ -68,6 +68,12 @@ pub enum StoreError {
     },
     #[error("etcd store options: {0}")]
     EtcdConfig(String),
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// A change in a transaction.

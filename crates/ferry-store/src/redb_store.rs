@@ -63,12 +63,36 @@ fn earliest(w: &WriteTransaction) -> Result<Option<u64>, StoreError> {
     Ok(min)
 }
 
+/// Make the store file if missing, and leave it (new or old) at mode 0600.
+fn owner_only(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |action, source| StoreError::Io {
+        action,
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io("create", e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| io("set mode 0600 on", e))
+}
+
 impl RedbStore {
+    /// Open or make the store file, readable and writable by its owner only (it holds
+    /// every network, sandbox and address: 0600, also for a file an older ferryd made
+    /// world-readable).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Self::open_with_clock(path, Arc::new(SystemClock))
     }
 
+    /// [`RedbStore::open`], with the clock its leases expire by.
     pub fn open_with_clock(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        owner_only(path)?;
         let db = Database::create(path).map_err(|source| StoreError::Open {
             path: path.display().to_string(),
             source,

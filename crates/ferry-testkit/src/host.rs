@@ -64,6 +64,8 @@ pub struct TestHost {
     /// default bridge made at start…): [`TestHost::leftovers`] reports only what is beyond it.
     baseline: Baseline,
     pub(crate) finished: bool,
+    /// `ferry system cleanup` succeeded: ferryd has stopped on its own, with status 0.
+    pub(crate) cleaned_up: std::sync::atomic::AtomicBool,
 }
 
 impl TestHost {
@@ -119,6 +121,7 @@ impl TestHost {
                 ..Baseline::default()
             },
             finished: false,
+            cleaned_up: Default::default(),
         };
         for d in [&host.data_root, &host.exec_root, &host.netns_dir, &host.www] {
             std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
@@ -331,7 +334,12 @@ impl TestHost {
             .arg(self.host_url())
             .args(args)
             .env("FERRY_HOST", self.host_url());
-        run_bounded(&mut cmd, CLI_TIMEOUT)
+        let out = run_bounded(&mut cmd, CLI_TIMEOUT)?;
+        if args == ["system", "cleanup"] && out.success() {
+            self.cleaned_up
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(out)
     }
 
     /// `ferry ARGS…` that must succeed; its trimmed stdout.

@@ -70,6 +70,13 @@ impl TestHost {
         }
         let running = match self.ferryd.as_mut().map(Child::try_wait) {
             Some(Ok(None)) => true,
+            // `system cleanup` stops ferryd, and the CLI returns once it has exited.
+            Some(Ok(Some(status)))
+                if status.success()
+                    && self.cleaned_up.load(std::sync::atomic::Ordering::SeqCst) =>
+            {
+                false
+            }
             Some(Ok(Some(status))) => {
                 note(Err(anyhow::anyhow!(
                     "ferryd had exited before teardown ({status})"

@@ -251,7 +251,7 @@ impl<K: KernelOps> Daemon<K> {
                     .delete_link(&spec.name)
                     .await
                     .map_err(Into::into),
-                true => self.release_bridge(&spec.name).await,
+                true => self.hand_back_bridge(&spec.name, spec.gateway).await,
             };
             if let Err(e) = undo {
                 tracing::warn!("create network {}: undo: {e}", spec.name);
@@ -296,6 +296,22 @@ impl<K: KernelOps> Daemon<K> {
             .sysctl(&["net", "ipv4", "conf", name, "route_localnet"], "0")
             .await?;
         Ok(())
+    }
+
+    /// A bridge adopted through `com.docker.network.bridge.name` is left as ferry found
+    /// it: without ferry's gateway address, and released. Both steps run.
+    pub(crate) async fn hand_back_bridge(
+        &self,
+        name: &str,
+        gateway: Option<ipnet::Ipv4Net>,
+    ) -> Result<()> {
+        let unaddr = match gateway {
+            Some(gw) => self.kernel.remove_address(name, gw).await,
+            None => Ok(()),
+        };
+        let released = self.release_bridge(name).await;
+        unaddr?;
+        released
     }
 
     /// The periodic check: ferry's table is back if someone removed it, and the

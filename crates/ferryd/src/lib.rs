@@ -12,6 +12,7 @@ pub mod ops;
 pub mod overlay;
 pub mod plugin;
 pub mod reconcile;
+pub mod serve;
 pub mod state;
 pub mod supervise;
 

@@ -1,6 +1,5 @@
 //! `ferryd`: the ferry daemon. Flags are named as dockerd's.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -180,6 +179,7 @@ async fn run(
     reconcile::reconcile(&d).await.context("reconcile")?;
     supervise::monitor(d.clone());
     firewall::watch(d.clone());
+    reconcile::watch(d.clone());
     d.serve_dns(dns_upstream).await;
     if let Some(conf) = cluster {
         ferryd::overlay::join(&d, conf).await.context("cluster")?;
@@ -188,10 +188,8 @@ async fn run(
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let _ = std::fs::remove_file(&socket);
-    let listener = tokio::net::UnixListener::bind(&socket)
+    let listener = ferryd::serve::bind_private(&socket)
         .with_context(|| format!("listen on {}", socket.display()))?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))?;
     tracing::info!("ferryd listening on unix://{}", socket.display());
 
     let stop = d.clone();
@@ -202,14 +200,11 @@ async fn run(
         Some(tokio::spawn(ferryd::plugin::serve(d.clone(), listener)))
     };
     let app = axum::middleware::from_fn(api::strip_version).layer(api::router(d.clone()));
-    let serve = axum::serve(
-        listener,
-        axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
-    );
+    let serve = ferryd::serve::serve_unix(listener, app);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = stop.shutdown.notified() => tracing::info!("system cleanup done: stopping"),
-        r = serve => r?,
+        _ = serve => {}
         _ = term.recv() => tracing::info!("SIGTERM: stopping; sandboxes keep running"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping; sandboxes keep running"),
     }

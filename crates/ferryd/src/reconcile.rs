@@ -1,7 +1,11 @@
 //! Reconcile on start: make the kernel match the store.
 //!
 //! Bridges of known networks are (re)created; sandboxes whose process died while
-//! ferryd was away are stopped (network released, `--rm` honoured); then every kernel
+//! ferryd was away are stopped (network released, `--rm` honoured); every endpoint the
+//! store records on a running sandbox is checked against the kernel (host veth on its
+//! bridge and up, the sandbox side up with its address, the default route) and wired
+//! again where it is not — a SIGKILL between a connect's commit and the end of its
+//! kernel work, or a bridge or veth deleted by hand, leaves such endpoints; then every kernel
 //! object ferry owns but the store does not know is removed: `fy*` links, pinned
 //! namespaces under the exec root, `ferry-*` links in the netns dir, sandbox dirs.
 //! Last, ferry's nftables tables are loaded whole from the state.
@@ -22,17 +26,97 @@ pub async fn reconcile<K: KernelOps>(d: &Arc<Daemon<K>>) -> Result<()> {
     d.ensure_predefined().await?;
     ensure_bridges(d).await;
     stop_dead_sandboxes(d).await?;
+    rewire_endpoints(d).await;
     if let Err(e) = d.plugin_reconcile().await {
         tracing::warn!("reconcile Docker endpoints: {e}");
     }
     remove_orphans(d).await;
-    // Overlays: their VXLAN devices and entries, from the cluster's view.
+    sync_overlays(d).await;
+    let st = d.state.lock().await;
+    d.load_firewall(&st).await
+}
+
+/// Overlays: their VXLAN devices and remote entries, from the cluster's view.
+async fn sync_overlays<K: KernelOps>(d: &Arc<Daemon<K>>) {
     if let Some(ov) = d.overlay.get() {
         d.sync_networks(ov).await;
         d.sync_entries(ov).await;
     }
+}
+
+/// The periodic check of what endpoints stand on: every [`crate::firewall::CHECK_EVERY`],
+/// one dump of the link names; if a network's bridge or a running sandbox's host-side
+/// veth is missing (deleted by hand), reconcile, which makes the bridge again and wires
+/// its endpoints anew. A link an operation in progress has not made yet looks missing
+/// too: it must still be missing a second later, and even then the rewire waits for that
+/// sandbox's turn and finds it wired.
+pub fn watch<K: KernelOps>(d: Arc<Daemon<K>>) {
+    const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(crate::firewall::CHECK_EVERY);
+        t.tick().await;
+        loop {
+            t.tick().await;
+            if first_missing_link(&d).await.is_none() {
+                continue;
+            }
+            // Still missing a moment later: not an attach in flight (milliseconds), so
+            // a burst of `run -d` does not make every check rewire every sandbox.
+            tokio::time::sleep(SETTLE).await;
+            let Some(missing) = first_missing_link(&d).await else {
+                continue;
+            };
+            tracing::warn!("reconcile: link {missing} is gone; wiring again");
+            if let Err(e) = rewire(&d).await {
+                tracing::error!("reconcile: {e}");
+            }
+        }
+    });
+}
+
+/// The part of reconcile that puts back what was deleted under a running ferryd: the
+/// bridges, the endpoints on them, the firewall. (Sandboxes whose process died are the
+/// process monitor's business while ferryd runs.)
+async fn rewire<K: KernelOps>(d: &Arc<Daemon<K>>) -> Result<()> {
+    ensure_bridges(d).await;
+    rewire_endpoints(d).await;
+    sync_overlays(d).await;
     let st = d.state.lock().await;
     d.load_firewall(&st).await
+}
+
+async fn first_missing_link<K: KernelOps>(d: &Daemon<K>) -> Option<String> {
+    let expected: Vec<String> = {
+        let st = d.state.lock().await;
+        let bridges = st
+            .networks
+            .values()
+            .filter_map(|n| n.bridge.as_ref())
+            .map(|b| b.name.to_string());
+        let tunnels = st
+            .networks
+            .values()
+            .filter_map(|n| n.overlay.as_ref())
+            .map(|o| o.vxlan.to_string());
+        let veths = st
+            .sandboxes
+            .values()
+            .filter(|s| s.is_running())
+            .flat_map(|s| s.endpoints.iter().filter_map(|e| e.live.as_ref()))
+            .map(|l| l.host_if.to_string());
+        bridges.chain(tunnels).chain(veths).collect()
+    };
+    if expected.is_empty() {
+        return None;
+    }
+    let present: HashSet<String> = match d.kernel.link_names().await {
+        Ok(names) => names.into_iter().collect(),
+        Err(e) => {
+            tracing::warn!("reconcile: list links: {e}");
+            return None;
+        }
+    };
+    expected.into_iter().find(|l| !present.contains(l))
 }
 
 async fn ensure_bridges<K: KernelOps>(d: &Daemon<K>) {
@@ -61,11 +145,93 @@ async fn stop_dead_sandboxes<K: KernelOps>(d: &Daemon<K>) -> Result<()> {
             })
             .collect()
     };
-    for (id, pid) in dead {
-        crate::supervise::kill(pid);
+    for (id, _) in dead {
+        // Judge again in the sandbox's turn: `ferry system reconcile` runs while ferryd
+        // serves, and a start in progress (pid 0 until its process runs) holds the turn.
+        let Ok((turn, st)) = d.sandbox_turn(&id).await else {
+            continue;
+        };
+        let (pid, living) = match st.sandboxes.get(&id).map(|s| (&s.state, s)) {
+            Some((RunState::Running { pid, start_time }, s)) => {
+                let ns_ok =
+                    s.network_mode == "host" || netns::is_pinned(&d.cfg.sandbox_netns(&s.id));
+                let living = *pid != 0 && alive(*pid, *start_time);
+                if living && ns_ok {
+                    continue;
+                }
+                (*pid, living)
+            }
+            _ => continue,
+        };
+        drop(st);
+        drop(turn);
+        // Only a process that is still the sandbox's (same start time): a pid that died
+        // may have been given to another process since.
+        if living {
+            crate::supervise::kill(pid);
+        }
+        // A process whose pid never reached the store (ferryd killed between the spawn
+        // and the commit of its pid) still runs in the sandbox's namespace: find it
+        // there, before the namespace goes and with it any way to tell it is ferry's.
+        crate::supervise::kill_in_netns(&d.cfg.sandbox_netns(&id), &id);
         d.on_exit(&id, ExitReport { pid, code: -1 }).await?;
     }
     Ok(())
+}
+
+/// Check every live endpoint of every running sandbox with a namespace of its own, and
+/// wire again what is not wired. Each sandbox is checked in its turn (the lock its
+/// connect, disconnect, start and stop take), so an attach in progress is never taken for
+/// a broken one. A failure is logged; the endpoint stays recorded for the next reconcile.
+async fn rewire_endpoints<K: KernelOps>(d: &Daemon<K>) {
+    let ids: Vec<String> = {
+        let st = d.state.lock().await;
+        st.sandboxes
+            .values()
+            .filter(|s| s.is_running() && s.network_mode != "host" && s.network_mode != "none")
+            .map(|s| s.id.clone())
+            .collect()
+    };
+    for id in ids {
+        let Ok((turn, st)) = d.sandbox_turn(&id).await else {
+            continue; // removed meanwhile
+        };
+        let Some(sb) = st.sandboxes.get(&turn.id).filter(|s| s.is_running()) else {
+            continue;
+        };
+        let netns = d.netns_path(sb);
+        if !netns::is_pinned(&netns) {
+            continue; // stop_dead_sandboxes' case
+        }
+        let specs: Vec<(String, ferry_kernel::AttachSpec)> = sb
+            .endpoints
+            .iter()
+            .filter_map(|e| {
+                let live = e.live.as_ref()?;
+                let net = st.networks.get(&e.network_id)?;
+                let bridge = net.bridge.as_ref()?;
+                Some((
+                    net.name.clone(),
+                    crate::ops::attach_spec(live, bridge, netns.clone()),
+                ))
+            })
+            .collect();
+        let name = sb.name.clone();
+        drop(st);
+        for (net, spec) in specs {
+            match d.kernel.ensure_attached(&spec).await {
+                Ok(problems) if problems.is_empty() => {}
+                Ok(problems) => tracing::warn!(
+                    "reconcile: sandbox {name} on network {net}: {}; wired again",
+                    problems.join(", ")
+                ),
+                Err(e) => {
+                    tracing::error!("reconcile: sandbox {name} on network {net}: rewire: {e}")
+                }
+            }
+        }
+        drop(turn);
+    }
 }
 
 async fn remove_orphans<K: KernelOps>(d: &Daemon<K>) {
@@ -111,6 +277,7 @@ async fn remove_orphans<K: KernelOps>(d: &Daemon<K>) {
         .filter(|n| !ns_files.contains(n))
     {
         tracing::info!("reconcile: removing orphan namespace {name}");
+        crate::supervise::kill_in_netns(&d.cfg.netns_root().join(&name), &name);
         if let Err(e) = d.kernel.remove_netns(&d.cfg.netns_root().join(&name)).await {
             tracing::warn!("reconcile: {e}");
         }

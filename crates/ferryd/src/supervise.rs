@@ -4,6 +4,7 @@
 //! old children were re-parented) are watched by pid and start time, so a recycled pid
 //! is never mistaken for the sandbox's process.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,33 @@ pub fn kill(pid: u32) {
     let _ = send(Pid::from_raw(pid as i32), Signal::SIGKILL);
 }
 
+/// [`kill`] `pid` only while it is still the process that started at `start_time` (0:
+/// not known): a pid that died may belong to another process by now.
+pub fn kill_if_alive(pid: u32, start_time: u64) {
+    if pid != 0 && alive(pid, start_time) {
+        kill(pid);
+    }
+}
+
+/// SIGKILL one process, not its group: `pid` was found by its namespace, not started
+/// by ferryd as a session leader. Never pid 0 (which would be ferryd's own group).
+pub fn kill_one(pid: u32) {
+    if pid == 0 {
+        return;
+    }
+    let _ = send(Pid::from_raw(pid as i32), Signal::SIGKILL);
+}
+
+/// SIGKILL every process in the namespace pinned at `netns` (a sandbox's whose pid the
+/// store lacks, or an orphan namespace), one by one by the pids found there; `what`
+/// names it in the log. A namespace that is not pinned (host mode) is never scanned.
+pub fn kill_in_netns(netns: &std::path::Path, what: &str) {
+    for pid in ferry_kernel::netns::pids_in(netns) {
+        tracing::warn!("killing process {pid} left in the namespace of {what}");
+        kill_one(pid);
+    }
+}
+
 pub fn exec_spec<K: KernelOps>(
     d: &Daemon<K>,
     sb: &Sandbox,
@@ -76,7 +104,18 @@ pub fn spawn<K: KernelOps>(
             "no command given".into(),
         )));
     };
-    let out = std::fs::File::create(log)
+    // The sandbox's output may hold secrets: owner and group only.
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o640)
+        .open(log)
+        .and_then(|f| {
+            // A log an older ferryd made keeps its mode on open: set it.
+            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o640))?;
+            Ok(f)
+        })
         .map_err(|e| Error::Other(format!("create {}: {e}", log.display())))?;
     let err = out.try_clone().map_err(|e| Error::Other(e.to_string()))?;
     let hook = exec_spec(d, sb, netns)
@@ -92,8 +131,18 @@ pub fn spawn<K: KernelOps>(
     unsafe {
         cmd.pre_exec(hook);
     }
-    cmd.spawn()
-        .map_err(|e| Error::Other(format!("start {prog} in sandbox {}: {e}", sb.name)))
+    cmd.spawn().map_err(|e| match e.kind() {
+        // The command is the request's: one that is missing or not executable is the
+        // client's mistake (dockerd answers 400 for it too), not the daemon's.
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+            Error::Core(ferry_core::CoreError::BadValue {
+                what: "command",
+                value: prog.clone(),
+                why: format!("cannot start it in sandbox {}: {e}", sb.name),
+            })
+        }
+        _ => Error::Other(format!("start {prog} in sandbox {}: {e}", sb.name)),
+    })
 }
 
 /// Await a child and report its exit.

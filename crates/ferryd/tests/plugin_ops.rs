@@ -421,7 +421,13 @@ async fn ferrys_own_sandboxes_stay_off_dockers_networks() {
     let err = d.create_sandbox(Some("s1"), req).await.unwrap_err();
     assert!(err.to_string().contains("belongs to Docker"), "{err}");
     let id = d
-        .create_sandbox(Some("s2"), ContainerCreateRequest::default())
+        .create_sandbox(
+            Some("s2"),
+            ContainerCreateRequest {
+                cmd: Some(vec!["true".into()]),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let err = d

@@ -117,7 +117,8 @@ fn create_fails_with_malformed_subnet() {
         e.to_string(),
         "Invalid subnet 10.77.0.300/24 : invalid CIDR address: 10.77.0.300/24"
     );
-    assert_eq!(e.status(), 500);
+    // dockerd answers 500; a client's mistake is a 400 in ferry (issue 17).
+    assert_eq!(e.status(), 400);
 }
 
 #[test]
@@ -195,4 +196,37 @@ fn create_fails_with_unknown_driver_or_bad_option_value() {
 fn create_fails_with_a_bad_name() {
     assert!(network_from_request(&req("-x", None, None, None), &ctx(&[])).is_err());
     assert!(network_from_request(&req("", None, None, None), &ctx(&[])).is_err());
+}
+
+#[test]
+fn create_fails_with_subnets_that_can_never_be_routed() {
+    for (subnet, names) in [
+        ("127.0.0.0/24", "loopback"),
+        ("0.0.0.0/8", "this network"),
+        ("224.0.0.0/24", "multicast"),
+        ("239.1.0.0/16", "multicast"),
+        ("255.255.255.0/24", "reserved"),
+        ("240.0.0.0/4", "reserved"),
+        ("0.0.0.0/0", "this network"),
+    ] {
+        let e = network_from_request(&req("b", Some(subnet), None, None), &ctx(&[]))
+            .err()
+            .unwrap_or_else(|| panic!("{subnet} was accepted"));
+        let msg = e.to_string();
+        assert!(
+            msg.contains("subnet") && msg.contains(subnet) && msg.contains(names),
+            "{subnet}: {msg}"
+        );
+        assert_eq!(e.status(), 400, "{subnet}");
+    }
+    // The control: the neighbours of those blocks are ordinary subnets.
+    for subnet in [
+        "1.0.0.0/24",
+        "126.255.255.0/24",
+        "128.0.0.0/24",
+        "223.255.255.0/24",
+    ] {
+        network_from_request(&req("b", Some(subnet), None, None), &ctx(&[]))
+            .unwrap_or_else(|e| panic!("{subnet} was refused: {e}"));
+    }
 }

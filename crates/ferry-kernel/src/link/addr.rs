@@ -23,3 +23,68 @@ pub async fn add(h: &Handle, index: u32, ifname: &str, net: Ipv4Net) -> Result<(
         )),
     }
 }
+
+/// The IPv4 addresses (with prefix) of link `index`.
+pub async fn list(h: &Handle, index: u32, ifname: &str) -> Result<Vec<Ipv4Net>, KernelError> {
+    use futures::TryStreamExt;
+    use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+    let msgs: Vec<AddressMessage> = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| KernelError::netlink("list addresses of", ifname, e))?;
+    Ok(msgs
+        .iter()
+        .filter(|m| m.header.index == index)
+        .filter_map(|m| {
+            m.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(IpAddr::V4(ip)) => {
+                    Ipv4Net::new(*ip, m.header.prefix_len).ok()
+                }
+                _ => None,
+            })
+        })
+        .collect())
+}
+
+/// Remove `net` from link `index`; an address that is not there is success.
+pub async fn del(h: &Handle, index: u32, ifname: &str, net: Ipv4Net) -> Result<(), KernelError> {
+    use futures::TryStreamExt;
+    let found = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .set_address_filter(IpAddr::V4(net.addr()))
+        .set_prefix_length_filter(net.prefix_len())
+        .execute()
+        .try_next()
+        .await;
+    let msg = match found {
+        Ok(Some(m)) if m.header.index == index => m,
+        Ok(_) => return Ok(()),
+        Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::ENODEV => return Ok(()),
+        Err(e) => {
+            return Err(KernelError::netlink(
+                "look up address",
+                format!("{net} on {ifname}"),
+                e,
+            ))
+        }
+    };
+    match h.address().del(msg).execute().await {
+        Ok(()) => Ok(()),
+        Err(rtnetlink::Error::NetlinkError(m))
+            if m.raw_code() == -libc::EADDRNOTAVAIL || m.raw_code() == -libc::ENODEV =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(KernelError::netlink(
+            "remove address",
+            format!("{net} from {ifname}"),
+            e,
+        )),
+    }
+}

@@ -2,6 +2,7 @@
 
 pub mod addr;
 pub mod bridge;
+pub mod check;
 pub mod del;
 pub mod fdb;
 pub mod get;

@@ -103,6 +103,7 @@ pub fn router<K: KernelOps>(d: Arc<Daemon<K>>) -> Router {
                 Json(serde_json::json!({"message": "page not found"})),
             )
         })
+        .layer(axum::middleware::from_fn(crate::serve::bounded_body))
         .layer(axum::middleware::map_response(add_headers))
         .with_state(d)
 }

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use ferry_core::docker::network::{ConnectRequest, DisconnectRequest};
-use ferry_core::model::{host_if_name, mac_for, Driver, Endpoint, LiveEndpoint};
+use ferry_core::model::{host_if_name, mac_for, BridgeConf, Driver, Endpoint, LiveEndpoint};
 use ferry_core::ports::{decide, Published};
 use ferry_core::CoreError;
 use ferry_kernel::{AttachSpec, KernelOps};
@@ -77,22 +77,32 @@ pub(crate) fn plan_plug(
         default_route,
         published,
     };
-    let spec = AttachSpec {
-        netns,
-        bridge: bridge.name.to_string(),
-        host_if: live.host_if.to_string(),
-        ifname: ifname.to_string(),
-        mac: live.mac,
-        addr: Ipv4Net::new(ip, prefix_len).expect("prefix from a subnet"),
-        default_via: default_route.then_some(gateway),
-        mtu: bridge.mtu,
-        hairpin: !live.published.is_empty(),
-    };
+    let spec = attach_spec(&live, &bridge, netns);
     let sb = st.sandboxes.get_mut(sb_id).expect("checked above");
     if let Some(e) = sb.endpoints.iter_mut().find(|e| e.network_id == net_id) {
         e.live = Some(live);
     }
     Ok(spec)
+}
+
+/// What the kernel is asked to make for a live endpoint on `bridge`: at attach, and
+/// again when reconcile finds the endpoint not wired.
+pub(crate) fn attach_spec(
+    live: &LiveEndpoint,
+    bridge: &BridgeConf,
+    netns: std::path::PathBuf,
+) -> AttachSpec {
+    AttachSpec {
+        netns,
+        bridge: bridge.name.to_string(),
+        host_if: live.host_if.to_string(),
+        ifname: live.ifname.to_string(),
+        mac: live.mac,
+        addr: Ipv4Net::new(live.ip, live.prefix_len).expect("prefix from a subnet"),
+        default_via: live.default_route.then_some(live.gateway).flatten(),
+        mtu: bridge.mtu,
+        hairpin: !live.published.is_empty(),
+    }
 }
 
 /// Decide the host ports of the endpoint's published ports against every other live

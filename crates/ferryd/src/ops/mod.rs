@@ -35,6 +35,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::state::{Key, Snapshot, State};
 
+pub(crate) use endpoint::attach_spec;
 pub use network::bridge_spec as bridge_spec_of;
 pub use sandbox::ExitReport;
 

@@ -2,7 +2,9 @@
 
 use ferry_core::docker::network::NetworkCreateRequest;
 use ferry_core::model::Network;
-use ferry_core::validate::{network_from_request, predefined_networks, CreateContext};
+use ferry_core::validate::{
+    network_from_request, predefined_networks, CreateContext, OPT_BRIDGE_NAME,
+};
 use ferry_core::CoreError;
 use ferry_kernel::{BridgeSpec, KernelOps};
 use ipnet::Ipv4Net;
@@ -57,7 +59,10 @@ impl<K: KernelOps> Daemon<K> {
             created,
         };
         let made = network_from_request(&req, &ctx)?;
-        let net = made.network;
+        let mut net = made.network;
+        if net.options.contains_key(OPT_BRIDGE_NAME) {
+            self.adopt_named_bridge(&mut net).await?;
+        }
         let id = net.id.clone();
         let keys = [Key::Net(id.clone()), Key::Meta];
         let before = st.snapshot(&keys);
@@ -72,6 +77,33 @@ impl<K: KernelOps> Daemon<K> {
             return Err(e);
         }
         Ok(id)
+    }
+
+    /// `com.docker.network.bridge.name` names a link that may exist already: a bridge
+    /// is used as it is and marked adopted (ferry never deletes it, as dockerd keeps a
+    /// bridge it did not create); anything else (`lo`, a veth, a NIC) is refused, since
+    /// ferry would put its address on it and enslave veths to it.
+    async fn adopt_named_bridge(&self, net: &mut Network) -> Result<()> {
+        let Some(b) = net.bridge.as_mut() else {
+            return Ok(());
+        };
+        match self.kernel.link_kind(b.name.as_str()).await? {
+            None => Ok(()),
+            Some(k) if k == "bridge" => {
+                b.adopted = true;
+                Ok(())
+            }
+            Some(k) => Err(CoreError::BadValue {
+                what: "option",
+                value: format!("{OPT_BRIDGE_NAME}={}", b.name),
+                why: format!(
+                    "{} exists and is not a bridge (it is a {} device); name a bridge or a name no device has",
+                    b.name,
+                    if k.is_empty() { "loopback or physical" } else { k.as_str() }
+                ),
+            }
+            .into()),
+        }
     }
 
     pub async fn remove_network(&self, key: &str) -> Result<()> {
@@ -115,10 +147,20 @@ impl<K: KernelOps> Daemon<K> {
         let net = st.networks.remove(id).expect("looked up");
         self.commit_or_restore(st, &before, &keys)?;
         self.sync_firewall_or_warn(st, "remove network").await;
-        if let Some(b) = &net.bridge {
+        let Some(b) = &net.bridge else {
+            return Ok(());
+        };
+        if !b.adopted {
             if let Err(e) = self.kernel.delete_link(b.name.as_str()).await {
                 tracing::warn!("remove network {}: {e}", net.name);
             }
+            return Ok(());
+        }
+        // A bridge ferry did not make stays, as it was before: without ferry's gateway
+        // address and what ferry turned on for it.
+        let gateway = bridge_spec(&net).and_then(|s| s.gateway);
+        if let Err(e) = self.hand_back_bridge(b.name.as_str(), gateway).await {
+            tracing::warn!("remove network {}: {e}", net.name);
         }
         Ok(())
     }

@@ -68,6 +68,50 @@ struct StartUndo {
     nets: Vec<(String, Option<std::net::Ipv4Addr>)>,
 }
 
+/// What ends up in the sandbox's /etc/hostname, /etc/hosts and /etc/resolv.conf must be
+/// what it says: a DNS server that is not an address, or a hostname, search domain or
+/// option with whitespace in it (a newline would add lines of the caller's choosing to
+/// those files) is refused at create, naming the field.
+fn check_written_settings(
+    req: &ContainerCreateRequest,
+    hc: &ferry_core::docker::container::HostConfigReq,
+) -> std::result::Result<(), CoreError> {
+    let bad = |what: &'static str, value: &str, why: &str| CoreError::BadValue {
+        what,
+        value: format!("{value:?}"),
+        why: why.into(),
+    };
+    if let Some(h) = req.hostname.as_deref().filter(|h| !h.is_empty()) {
+        let ok = h.len() <= 64
+            && !h.starts_with(['-', '.'])
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+        if !ok {
+            return Err(bad(
+                "Hostname",
+                h,
+                "at most 64 letters, digits, '-', '.' or '_', not starting with '-' or '.'",
+            ));
+        }
+    }
+    for s in hc.dns.iter().flatten() {
+        if s.parse::<std::net::IpAddr>().is_err() {
+            return Err(bad("Dns", s, "a DNS server is an IP address"));
+        }
+    }
+    for (what, list) in [
+        ("DnsSearch", &hc.dns_search),
+        ("DnsOptions", &hc.dns_options),
+    ] {
+        for s in list.iter().flatten() {
+            if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(bad(what, s, "empty, or holds whitespace"));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl<K: KernelOps> Daemon<K> {
     pub fn sandbox_files(&self, id: &str) -> (PathBuf, PathBuf, PathBuf) {
         let d = self.cfg.sandbox_dir(id);
@@ -215,6 +259,14 @@ impl<K: KernelOps> Daemon<K> {
             .into_iter()
             .chain(req.cmd.clone().unwrap_or_default())
             .collect();
+        check_written_settings(&req, &hc)?;
+        // Refused here, not at start: a sandbox without a command could never run.
+        if cmd.first().is_none_or(|p| p.is_empty()) {
+            return Err(CoreError::Invalid(
+                "no command specified: Cmd and Entrypoint are both empty".into(),
+            )
+            .into());
+        }
         let (created, created_unix) = now();
         let sb = Sandbox {
             id: id.clone(),
@@ -508,7 +560,7 @@ impl<K: KernelOps> Daemon<K> {
             return Err(CoreError::RemoveRunning(sb.name.clone()).into());
         }
         let running = match sb.state {
-            RunState::Running { pid, .. } => Some(pid),
+            RunState::Running { pid, start_time } => Some((pid, start_time)),
             _ => None,
         };
         let mut keys: Vec<Key> = sb
@@ -521,8 +573,15 @@ impl<K: KernelOps> Daemon<K> {
         let mut t = self.plan_stop(&mut st, &id, false);
         st.sandboxes.remove(&id);
         self.commit_or_restore(&mut st, &before, &keys)?;
-        if let Some(pid) = running {
-            supervise::kill(pid);
+        if let Some((pid, start_time)) = running {
+            supervise::kill_if_alive(pid, start_time);
+            // No pid recorded (a start cut short by a crash, a foreground run before it
+            // reported): whatever runs in the namespace is the sandbox's.
+            if pid == 0 {
+                if let Some(ns) = &t.netns {
+                    supervise::kill_in_netns(ns, &id);
+                }
+            }
         }
         self.sync_firewall_or_warn(&st, "rm").await;
         self.retire_links_now(&mut t).await;
@@ -539,11 +598,15 @@ impl<K: KernelOps> Daemon<K> {
         let (turn, st) = self.sandbox_turn(key).await?;
         let id = turn.id.clone();
         match st.sandboxes[&id].state {
-            RunState::Running { pid, .. } => {
-                supervise::kill(pid);
+            RunState::Running { pid, start_time } => {
+                supervise::kill_if_alive(pid, start_time);
+                let own_netns = st.sandboxes[&id].network_mode != "host";
                 drop(st);
                 drop(turn);
                 if pid == 0 {
+                    if own_netns {
+                        supervise::kill_in_netns(&self.cfg.sandbox_netns(&id), &id);
+                    }
                     self.on_exit(&id, ExitReport { pid: 0, code: 137 }).await?;
                 }
                 Ok(())

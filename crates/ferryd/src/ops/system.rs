@@ -36,7 +36,12 @@ impl<K: KernelOps> Daemon<K> {
             }
         }
         let st = self.state.lock().await;
-        for b in st.networks.values().filter_map(|n| n.bridge.as_ref()) {
+        for b in st
+            .networks
+            .values()
+            .filter_map(|n| n.bridge.as_ref())
+            .filter(|b| !b.adopted)
+        {
             if let Err(e) = self.kernel.delete_link(b.name.as_str()).await {
                 errors.push(e.to_string());
             }

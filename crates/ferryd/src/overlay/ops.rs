@@ -49,6 +49,7 @@ fn local_copy(ov: &OverlayNetwork, mtu: u32) -> Network {
             mtu,
             icc: true,
             masquerade: !ov.internal,
+            adopted: false,
         }),
         pool: Some(AddressPool::new(ov.subnet, ov.gateway, None)),
         overlay: Some(OverlayConf { vni: ov.vni, vxlan }),

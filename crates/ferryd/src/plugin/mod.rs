@@ -4,7 +4,8 @@
 //!
 //! Every call is `POST /<Role>.<Method>` with a JSON body (empty for the argument-less
 //! ones, and no Content-Type). Each maps onto one operation in `ops::plugin`. Errors
-//! go back as HTTP 500 with `{"Err": "<ferry's message>"}`: dockerd reads that key for
+//! go back as HTTP 4xx (the request's fault) or 500 (ferry's) with
+//! `{"Err": "<ferry's message>"}`: dockerd reads that key for
 //! both roles on a non-200 reply and shows `<Role>.<Method>: <message>` (on a 200 reply
 //! the IPAM role would need `Error` instead, a trap the captures show).
 
@@ -45,11 +46,14 @@ fn ok<T: Serialize>(v: &T) -> Response {
     )
 }
 
-fn err(method: &str, e: impl std::fmt::Display) -> Response {
+/// dockerd takes any non-200 answer as the call's failure and shows `Err`; the status
+/// says whose failure it is: 4xx for a request ferry refuses (a bad body, an address
+/// outside the pool…), 500 for ferry's own.
+fn err(method: &str, e: Error) -> Response {
     let msg = e.to_string();
     tracing::warn!("plugin {method}: {msg}");
     reply(
-        StatusCode::INTERNAL_SERVER_ERROR,
+        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         serde_json::to_vec(&serde_json::json!({ "Err": msg })).expect("serializes"),
     )
 }
@@ -58,8 +62,11 @@ fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body)
-        .map_err(|e| Error::Other(format!("invalid JSON in plugin request: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        Error::Core(ferry_core::CoreError::Invalid(format!(
+            "invalid JSON in plugin request: {e}"
+        )))
+    })
 }
 
 /// Answer one plugin call (exposed for the fixture replay tests).
@@ -130,14 +137,24 @@ async fn dispatch<K: KernelOps>(State(d): State<Arc<Daemon<K>>>, req: Request) -
     let method = req.uri().path().trim_start_matches('/').to_string();
     let body: Bytes = match axum::body::to_bytes(req.into_body(), 16 << 20).await {
         Ok(b) => b,
-        Err(e) => return err(&method, format!("read request body: {e}")),
+        Err(e) => {
+            return err(
+                &method,
+                Error::Core(ferry_core::CoreError::Invalid(format!(
+                    "read request body: {e}"
+                ))),
+            )
+        }
     };
     tracing::debug!("plugin {method} {}", String::from_utf8_lossy(&body).trim());
     handle(&d, &method, &body).await
 }
 
 pub fn router<K: KernelOps>(d: Arc<Daemon<K>>) -> Router {
-    Router::new().fallback(dispatch::<K>).with_state(d)
+    Router::new()
+        .fallback(dispatch::<K>)
+        .layer(axum::middleware::from_fn(crate::serve::bounded_body))
+        .with_state(d)
 }
 
 /// `Containers` entries of `GET /networks/{id}` for Docker's endpoints on a network,
@@ -178,8 +195,8 @@ pub fn socket_in(dir: &Path) -> std::path::PathBuf {
 pub fn bind(dir: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let socket = socket_in(dir);
-    let _ = std::fs::remove_file(&socket);
-    let listener = tokio::net::UnixListener::bind(&socket)
+    // Like the API socket: root and its group only (dockerd runs as root).
+    let listener = crate::serve::bind_private(&socket)
         .with_context(|| format!("listen on {}", socket.display()))?;
     tracing::info!(
         "Docker plugin \"{PLUGIN_NAME}\" listening on unix://{}",
@@ -188,10 +205,8 @@ pub fn bind(dir: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
-/// Serve the plugin protocol until the future is dropped.
-pub async fn serve<K: KernelOps>(
-    d: Arc<Daemon<K>>,
-    listener: tokio::net::UnixListener,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(d).into_make_service()).await
+/// Serve the plugin protocol until the future is dropped, with the bounds of
+/// [`crate::serve`].
+pub async fn serve<K: KernelOps>(d: Arc<Daemon<K>>, listener: tokio::net::UnixListener) {
+    crate::serve::serve_unix(listener, router(d)).await
 }

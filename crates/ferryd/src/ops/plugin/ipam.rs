@@ -9,7 +9,7 @@ use ferry_core::docker::plugin::{
 use ferry_core::ipam::pools::{next_pool, overlaps};
 use ferry_core::ipam::AddressPool;
 use ferry_core::remote::{IpamPool, DOCKER_IPAM_OWNER};
-use ferry_core::validate::{first_host, parse_subnet};
+use ferry_core::validate::{first_host, parse_subnet, unroutable};
 use ferry_core::CoreError;
 use ferry_kernel::KernelOps;
 
@@ -38,6 +38,14 @@ impl<K: KernelOps> Daemon<K> {
             }
             s => {
                 let subnet = parse_subnet(s)?;
+                if let Some(why) = unroutable(subnet) {
+                    return Err(CoreError::BadValue {
+                        what: "subnet",
+                        value: s.into(),
+                        why: why.into(),
+                    }
+                    .into());
+                }
                 if subnet.prefix_len() > 30 {
                     return Err(CoreError::BadValue {
                         what: "subnet",

@@ -50,6 +50,11 @@ impl<K: KernelOps> Daemon<K> {
             "" => None,
             g => Some(parse_cidr_addr("gateway", g)?.addr()),
         };
+        if let Some(g) = gateway {
+            if !subnet.contains(&g) || g == subnet.network() || g == subnet.broadcast() {
+                return Err(CoreError::GatewayOutOfRange(data.gateway.clone()).into());
+            }
+        }
         let options = generic_options(opts)?;
         let bridge = bridge_conf(&id, &options)?;
         let user_bridge = options.contains_key(OPT_BRIDGE_NAME);
@@ -202,6 +207,8 @@ impl<K: KernelOps> Daemon<K> {
             }
         }
         let mut net = st.networks.remove(&id).expect("looked up");
+        // Before the pool may go back to Docker's IPAM record, below.
+        let gateway = bridge_spec(&net).and_then(|s| s.gateway);
         let dn = st.plugin.networks.remove(&id).expect("docker managed");
         if let Some(pid) = &dn.pool_id {
             if let Some(rec) = st.plugin.pools.get_mut(pid) {
@@ -229,9 +236,9 @@ impl<K: KernelOps> Daemon<K> {
                     errors.push(e.to_string());
                 }
             }
-            // The user's bridge stays, without what ferry turned on for it.
+            // The user's bridge stays, without ferry's address and what ferry turned on.
             (false, Some(b)) => {
-                if let Err(e) = self.release_bridge(b.name.as_str()).await {
+                if let Err(e) = self.hand_back_bridge(b.name.as_str(), gateway).await {
                     errors.push(e.to_string());
                 }
             }

@@ -1,0 +1,105 @@
+//! Whether an endpoint is wired as its spec says: the host-side veth exists, is up and
+//! is a port of the right bridge; inside the sandbox the interface exists, is up, holds
+//! the endpoint's address, and the default route goes via the gateway if the endpoint
+//! carries it. Reconcile asks this of every endpoint the store knows, because a crash
+//! between the store's commit and the end of the kernel work (or a hand deleting a
+//! bridge or a veth) leaves an endpoint recorded but not wired.
+
+use std::net::Ipv4Addr;
+
+use futures::TryStreamExt;
+use netlink_packet_route::link::{LinkAttribute, LinkFlag, LinkMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
+use rtnetlink::{Handle, IpVersion};
+
+use crate::link::{addr, get};
+use crate::{AttachSpec, KernelError};
+
+/// What is wrong with one endpoint's wiring.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Wiring {
+    /// Each problem found, in words ("veth fy0123 is not on bridge fy-1a2b").
+    pub problems: Vec<String>,
+    /// The veth pair itself is missing or misplaced: it must be made again. Otherwise
+    /// only the sandbox side's settings (up, address, route) need putting back.
+    pub remake_pair: bool,
+}
+
+fn is_up(m: &LinkMessage) -> bool {
+    m.header.flags.contains(&LinkFlag::Up)
+}
+
+fn controller(m: &LinkMessage) -> Option<u32> {
+    m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Controller(i) => Some(*i),
+        _ => None,
+    })
+}
+
+/// Check the host side (through `host`, ferryd's namespace) and the sandbox side
+/// (through `inside`, a handle in the sandbox's namespace).
+pub async fn check(host: &Handle, inside: &Handle, s: &AttachSpec) -> Result<Wiring, KernelError> {
+    let mut w = Wiring::default();
+    match get::message_of(host, &s.host_if).await? {
+        None => {
+            w.problems
+                .push(format!("host veth {} is missing", s.host_if));
+            w.remake_pair = true;
+        }
+        Some(m) => {
+            let bridge = get::index_of(host, &s.bridge).await?;
+            if bridge.is_none() || controller(&m) != bridge {
+                w.problems
+                    .push(format!("veth {} is not on bridge {}", s.host_if, s.bridge));
+                w.remake_pair = true;
+            } else if !is_up(&m) {
+                w.problems.push(format!("veth {} is down", s.host_if));
+            }
+        }
+    }
+    match get::message_of(inside, &s.ifname).await? {
+        None => {
+            w.problems
+                .push(format!("{} is missing inside the sandbox", s.ifname));
+            w.remake_pair = true;
+        }
+        Some(m) => {
+            if !is_up(&m) {
+                w.problems.push(format!("{} is down", s.ifname));
+            }
+            let addrs = addr::list(inside, m.header.index, &s.ifname).await?;
+            if !addrs.contains(&s.addr) {
+                w.problems
+                    .push(format!("{} does not hold {}", s.ifname, s.addr));
+            }
+        }
+    }
+    if let Some(gw) = s.default_via {
+        if default_gateway(inside).await? != Some(gw) {
+            w.problems
+                .push(format!("the default route is not via {gw}"));
+        }
+    }
+    Ok(w)
+}
+
+/// The gateway of the main table's IPv4 default route, if there is one.
+async fn default_gateway(h: &Handle) -> Result<Option<Ipv4Addr>, KernelError> {
+    let msgs: Vec<RouteMessage> = h
+        .route()
+        .get(IpVersion::V4)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| KernelError::netlink("list", "routes", e))?;
+    Ok(msgs
+        .iter()
+        .filter(|m| m.header.table == RouteHeader::RT_TABLE_MAIN)
+        .filter(|m| m.header.destination_prefix_length == 0)
+        .find_map(|m| {
+            m.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+                _ => None,
+            })
+        }))
+}

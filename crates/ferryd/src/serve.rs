@@ -1,0 +1,125 @@
+//! Serving HTTP on ferryd's unix sockets (the API and the Docker plugin) with bounds, so
+//! that a client that sends half a request cannot pin a connection, a task and a file
+//! descriptor forever, nor make ferryd buffer an unbounded body:
+//!
+//! - the request head must arrive within [`HEADER_TIMEOUT`] (hyper's
+//!   `header_read_timeout`, which also closes a connection that sends nothing);
+//! - the body must arrive within [`BODY_TIMEOUT`] (408) and hold at most [`BODY_LIMIT`]
+//!   bytes (413): [`bounded_body`] reads it whole before any handler runs.
+//!
+//! `axum::serve` exposes neither timeout, hence the accept loop of our own.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Far above any request ferry or Docker sends (a network or container create is a few
+/// KiB), far below what would hurt.
+pub const BODY_LIMIT: usize = 1 << 20;
+
+/// Listen on a unix socket at `path` (an old one is replaced) that is 0660 from the
+/// moment it exists: bound under umask 0117, so that no one else can connect in the
+/// instant between the bind and a chmod; then set to 0660 whatever the umask was.
+pub fn bind_private(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
+    use nix::sys::stat::{umask, Mode};
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(path);
+    // The umask is the process's: this runs at start, before any sandbox or request.
+    let old = umask(Mode::from_bits_truncate(0o117));
+    let bound = tokio::net::UnixListener::bind(path);
+    umask(old);
+    let listener = bound?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+fn refusal(status: StatusCode, msg: String) -> Response {
+    // Both shapes: the Engine API reads `message`, a plugin client reads `Err`.
+    (
+        status,
+        axum::Json(serde_json::json!({ "message": msg, "Err": msg })),
+    )
+        .into_response()
+}
+
+/// Middleware: the whole body, within the time and size bounds, before the handler.
+pub async fn bounded_body(req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        return refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body: larger than the limit of {BODY_LIMIT} bytes"),
+        );
+    }
+    let bytes =
+        match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, BODY_LIMIT)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                let too_big = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+                return match too_big {
+                    true => refusal(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("request body: larger than the limit of {BODY_LIMIT} bytes"),
+                    ),
+                    false => refusal(StatusCode::BAD_REQUEST, format!("request body: {e}")),
+                };
+            }
+            Err(_) => {
+                return refusal(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("request body: not received within {BODY_TIMEOUT:?}"),
+                )
+            }
+        };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+/// Accept connections on `listener` and serve each with `svc` (HTTP/1.1, the head
+/// within [`HEADER_TIMEOUT`]) until the future is dropped.
+pub async fn serve_unix<S>(listener: tokio::net::UnixListener, svc: S)
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of descriptors, say: wait rather than spin.
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let svc = TowerToHyperService::new(tower::ServiceExt::map_request(
+            svc.clone(),
+            |r: axum::http::Request<Incoming>| r.map(Body::new),
+        ));
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
+                tracing::debug!("connection: {e}");
+            }
+        });
+    }
+}
