@@ -116,7 +116,9 @@ where
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), svc);
+                .serve_connection(TokioIo::new(stream), svc)
+                // `docker attach`/`run` hijack the connection (101 Upgrade).
+                .with_upgrades();
             if let Err(e) = conn.await {
                 tracing::debug!("connection: {e}");
             }
