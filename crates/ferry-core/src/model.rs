@@ -23,6 +23,8 @@ pub enum Driver {
     Null,
     /// A network across hosts: on each host a bridge with a VXLAN port (ferry-overlay).
     Overlay,
+    /// Sandboxes' links are macvlan devices on a parent interface of this host.
+    Macvlan,
 }
 
 impl Driver {
@@ -32,6 +34,7 @@ impl Driver {
             "host" => Some(Driver::Host),
             "null" => Some(Driver::Null),
             "overlay" => Some(Driver::Overlay),
+            "macvlan" => Some(Driver::Macvlan),
             _ => None,
         }
     }
@@ -41,11 +44,16 @@ impl Driver {
             Driver::Host => "host",
             Driver::Null => "null",
             Driver::Overlay => "overlay",
+            Driver::Macvlan => "macvlan",
         }
     }
     /// Whether sandboxes join it through a bridge of this host (bridge and overlay).
     pub fn is_bridged(self) -> bool {
         matches!(self, Driver::Bridge | Driver::Overlay)
+    }
+    /// Whether a sandbox on it has an endpoint of its own (not host, not none).
+    pub fn has_endpoints(self) -> bool {
+        matches!(self, Driver::Bridge | Driver::Overlay | Driver::Macvlan)
     }
 }
 
@@ -79,12 +87,86 @@ pub struct BridgeConf {
     pub adopted: bool,
 }
 
+/// How sandboxes' macvlan links talk among themselves (Docker's `macvlan_mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MacvlanMode {
+    /// Links on one parent reach each other inside the host.
+    #[default]
+    Bridge,
+    /// Links on one parent never reach each other, even through the parent's segment.
+    Private,
+}
+
+impl MacvlanMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MacvlanMode::Bridge => "bridge",
+            MacvlanMode::Private => "private",
+        }
+    }
+}
+
+/// A macvlan network: the parent interface its sandboxes' links hang from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MacvlanConf {
+    pub parent: IfName,
+    pub mode: MacvlanMode,
+    /// `com.docker.network.driver.mtu`; without it, the parent's.
+    pub mtu: Option<u32>,
+}
+
+/// What a network is made of on this host: one variant a driver, each with exactly the
+/// settings it has (a host network has no bridge, an overlay always has a tunnel).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkKind {
+    /// A Linux bridge of this host.
+    Bridge(BridgeConf),
+    /// A network across hosts: this host's bridge with a VXLAN port on it.
+    Overlay {
+        bridge: BridgeConf,
+        tunnel: OverlayConf,
+    },
+    /// Macvlan links on a parent interface; nothing of the network's own on the host.
+    Macvlan(MacvlanConf),
+    /// The host's own namespace.
+    Host,
+    /// A namespace with a loopback only.
+    Null,
+}
+
+impl NetworkKind {
+    pub fn driver(&self) -> Driver {
+        match self {
+            NetworkKind::Bridge(_) => Driver::Bridge,
+            NetworkKind::Overlay { .. } => Driver::Overlay,
+            NetworkKind::Macvlan(_) => Driver::Macvlan,
+            NetworkKind::Host => Driver::Host,
+            NetworkKind::Null => Driver::Null,
+        }
+    }
+    /// The bridge of this host that sandboxes' veths hang from (bridge and overlay).
+    pub fn bridge(&self) -> Option<&BridgeConf> {
+        match self {
+            NetworkKind::Bridge(b) | NetworkKind::Overlay { bridge: b, .. } => Some(b),
+            _ => None,
+        }
+    }
+    pub fn bridge_mut(&mut self) -> Option<&mut BridgeConf> {
+        match self {
+            NetworkKind::Bridge(b) | NetworkKind::Overlay { bridge: b, .. } => Some(b),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "NetworkRecord", try_from = "NetworkRecord")]
 pub struct Network {
     pub id: String,
     pub name: String,
     pub created: String,
-    pub driver: Driver,
+    pub kind: NetworkKind,
     pub internal: bool,
     pub attachable: bool,
     pub predefined: bool,
@@ -92,25 +174,129 @@ pub struct Network {
     pub options: BTreeMap<String, String>,
     pub ipam_options: Option<BTreeMap<String, String>>,
     pub ipam_echo: Vec<IpamEcho>,
-    pub bridge: Option<BridgeConf>,
+    pub pool: Option<AddressPool>,
+}
+
+/// A network as the store keeps it (the layout of every ferry so far): the driver's
+/// name and its settings side by side, checked into a [`NetworkKind`] when read.
+#[derive(Serialize, Deserialize)]
+struct NetworkRecord {
+    id: String,
+    name: String,
+    created: String,
+    driver: Driver,
+    internal: bool,
+    attachable: bool,
+    predefined: bool,
+    labels: BTreeMap<String, String>,
+    options: BTreeMap<String, String>,
+    ipam_options: Option<BTreeMap<String, String>>,
+    ipam_echo: Vec<IpamEcho>,
+    bridge: Option<BridgeConf>,
     /// Serialised without its allocations: ferryd keeps those under keys of their own.
     #[serde(serialize_with = "crate::ipam::serialize_without_allocations")]
-    pub pool: Option<AddressPool>,
-    /// Set for an overlay network's local copy.
+    pool: Option<AddressPool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub overlay: Option<OverlayConf>,
+    overlay: Option<OverlayConf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    macvlan: Option<MacvlanConf>,
+}
+
+impl From<Network> for NetworkRecord {
+    fn from(n: Network) -> Self {
+        let driver = n.kind.driver();
+        let (bridge, overlay, macvlan) = match n.kind {
+            NetworkKind::Bridge(b) => (Some(b), None, None),
+            NetworkKind::Overlay { bridge, tunnel } => (Some(bridge), Some(tunnel), None),
+            NetworkKind::Macvlan(m) => (None, None, Some(m)),
+            NetworkKind::Host | NetworkKind::Null => (None, None, None),
+        };
+        NetworkRecord {
+            id: n.id,
+            name: n.name,
+            created: n.created,
+            driver,
+            internal: n.internal,
+            attachable: n.attachable,
+            predefined: n.predefined,
+            labels: n.labels,
+            options: n.options,
+            ipam_options: n.ipam_options,
+            ipam_echo: n.ipam_echo,
+            bridge,
+            pool: n.pool,
+            overlay,
+            macvlan,
+        }
+    }
+}
+
+impl TryFrom<NetworkRecord> for Network {
+    type Error = String;
+    fn try_from(r: NetworkRecord) -> Result<Self, String> {
+        let missing = |what: &str| format!("{} network {}: no {what}", r.driver.as_str(), r.id);
+        let kind = match (r.driver, r.bridge, r.overlay, r.macvlan) {
+            (Driver::Bridge, Some(b), None, None) => NetworkKind::Bridge(b),
+            (Driver::Overlay, Some(bridge), Some(tunnel), None) => {
+                NetworkKind::Overlay { bridge, tunnel }
+            }
+            (Driver::Macvlan, None, None, Some(m)) => NetworkKind::Macvlan(m),
+            (Driver::Host, None, None, None) => NetworkKind::Host,
+            (Driver::Null, None, None, None) => NetworkKind::Null,
+            (Driver::Bridge | Driver::Overlay, None, ..) => return Err(missing("bridge")),
+            (Driver::Overlay, _, None, _) => return Err(missing("tunnel")),
+            (Driver::Macvlan, _, _, None) => return Err(missing("parent")),
+            _ => return Err(format!("network {}: settings of another driver", r.id)),
+        };
+        Ok(Network {
+            id: r.id,
+            name: r.name,
+            created: r.created,
+            kind,
+            internal: r.internal,
+            attachable: r.attachable,
+            predefined: r.predefined,
+            labels: r.labels,
+            options: r.options,
+            ipam_options: r.ipam_options,
+            ipam_echo: r.ipam_echo,
+            pool: r.pool,
+        })
+    }
 }
 
 impl Network {
+    pub fn driver(&self) -> Driver {
+        self.kind.driver()
+    }
+    pub fn bridge(&self) -> Option<&BridgeConf> {
+        self.kind.bridge()
+    }
+    pub fn bridge_mut(&mut self) -> Option<&mut BridgeConf> {
+        self.kind.bridge_mut()
+    }
+    /// An overlay's VXLAN settings, on this host's copy of it.
+    pub fn overlay(&self) -> Option<&OverlayConf> {
+        match &self.kind {
+            NetworkKind::Overlay { tunnel, .. } => Some(tunnel),
+            _ => None,
+        }
+    }
+    pub fn macvlan(&self) -> Option<&MacvlanConf> {
+        match &self.kind {
+            NetworkKind::Macvlan(m) => Some(m),
+            _ => None,
+        }
+    }
     pub fn is_default_bridge(&self) -> bool {
-        self.predefined && self.driver == Driver::Bridge
+        self.predefined && self.driver() == Driver::Bridge
     }
     pub fn subnet(&self) -> Option<Ipv4Net> {
         self.pool.as_ref().map(|p| p.subnet)
     }
     /// Docker's scope: "global" for an overlay, "local" for everything else.
     pub fn scope(&self) -> &'static str {
-        match self.driver {
+        match self.driver() {
             Driver::Overlay => "global",
             _ => "local",
         }
@@ -145,7 +331,9 @@ pub struct LiveEndpoint {
     pub prefix_len: u8,
     pub gateway: Option<Ipv4Addr>,
     pub mac: [u8; 6],
-    pub host_if: IfName,
+    /// The endpoint's link in ferryd's namespace: a veth's host end. A macvlan
+    /// endpoint has none.
+    pub host_if: Option<IfName>,
     pub ifname: IfName,
     pub default_route: bool,
     /// The published ports with their host ports decided, as the firewall has them.
@@ -235,6 +423,45 @@ pub fn bridge_name_for(network_id: &str) -> IfName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_network_is_stored_in_the_layout_every_ferry_wrote_and_read_back_whole() {
+        let nets = crate::validate::predefined_networks(
+            ["a".repeat(64), "b".repeat(64), "c".repeat(64)],
+            "now",
+            "172.17.0.1/16".parse().unwrap(),
+        );
+        let bridge = serde_json::to_value(&nets[0]).unwrap();
+        assert_eq!(bridge["driver"], "bridge");
+        assert_eq!(bridge["bridge"]["name"], "ferry0");
+        assert!(bridge.get("kind").is_none() && bridge.get("macvlan").is_none());
+        for n in &nets {
+            let back: Network = serde_json::from_value(serde_json::to_value(n).unwrap()).unwrap();
+            assert_eq!(back.kind, n.kind);
+        }
+        let host = serde_json::to_value(&nets[1]).unwrap();
+        assert!(host["bridge"].is_null(), "{host}");
+    }
+
+    #[test]
+    fn a_record_whose_settings_do_not_fit_its_driver_is_refused() {
+        let nets = crate::validate::predefined_networks(
+            ["a".repeat(64), "b".repeat(64), "c".repeat(64)],
+            "now",
+            "172.17.0.1/16".parse().unwrap(),
+        );
+        let mut v = serde_json::to_value(&nets[0]).unwrap();
+        v["driver"] = "overlay".into();
+        let e = serde_json::from_value::<Network>(v.clone()).unwrap_err().to_string();
+        assert!(e.contains("no tunnel"), "{e}");
+        v["driver"] = "host".into();
+        assert!(serde_json::from_value::<Network>(v).is_err());
+        let mut v = serde_json::to_value(&nets[0]).unwrap();
+        v["driver"] = "macvlan".into();
+        v["bridge"] = serde_json::Value::Null;
+        let e = serde_json::from_value::<Network>(v).unwrap_err().to_string();
+        assert!(e.contains("no parent"), "{e}");
+    }
 
     #[test]
     fn mac_follows_docker_for_172_17_0_2() {

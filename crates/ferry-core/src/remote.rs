@@ -65,7 +65,13 @@ impl DockerEndpoint {
         self.endpoint
             .live
             .as_ref()
-            .map(|l| vec![l.host_if.to_string(), container_if_name(&self.id)])
+            .map(|l| {
+                l.host_if
+                    .iter()
+                    .map(ToString::to_string)
+                    .chain([container_if_name(&self.id)])
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

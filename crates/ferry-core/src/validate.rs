@@ -11,7 +11,8 @@ use crate::docker::network::NetworkCreateRequest;
 use crate::ipam::pools::{next_pool, overlaps};
 use crate::ipam::AddressPool;
 use crate::model::{
-    bridge_name_for, BridgeConf, Driver, IpamEcho, Network, DEFAULT_BRIDGE_IF, DEFAULT_MTU,
+    bridge_name_for, BridgeConf, Driver, IpamEcho, Network, NetworkKind, DEFAULT_BRIDGE_IF,
+    DEFAULT_MTU,
 };
 use crate::{CoreError, IfName};
 
@@ -279,36 +280,32 @@ pub fn network_from_request(
     let driver_s = req.driver.clone().unwrap_or_default();
     let driver =
         Driver::parse(&driver_s).ok_or_else(|| CoreError::UnknownDriver(driver_s.clone()))?;
-    if driver != Driver::Bridge {
-        return Err(CoreError::Invalid(format!(
-            "only one instance of \"{}\" network is allowed",
-            driver.as_str()
-        )));
-    }
     if req.enable_ipv6 == Some(true) {
         return Err(CoreError::Invalid(
             "IPv6 networks are not supported by ferry yet".into(),
         ));
     }
     let options = req.options.clone().unwrap_or_default();
-    let bridge = bridge_conf(&ctx.id, &options)?;
-    let bridge_taken = ctx
-        .existing
-        .iter()
-        .filter_map(|n| n.bridge.as_ref())
-        .any(|b| b.name == bridge.name);
-    if bridge_taken {
-        return Err(CoreError::Invalid(format!(
-            "bridge name {} is used by another network",
-            bridge.name
-        )));
-    }
+    let kind = match driver {
+        Driver::Bridge => NetworkKind::Bridge(bridge_kind(&ctx.id, &options, ctx.existing)?),
+        Driver::Macvlan => {
+            let m = macvlan::conf(&options)?;
+            macvlan::check_parent_free(&m, ctx.existing)?;
+            NetworkKind::Macvlan(m)
+        }
+        Driver::Host | Driver::Null | Driver::Overlay => {
+            return Err(CoreError::Invalid(format!(
+                "only one instance of \"{}\" network is allowed",
+                driver.as_str()
+            )))
+        }
+    };
     let a = addressing(req, ctx)?;
     let network = Network {
         id: ctx.id.clone(),
         name: req.name.clone(),
         created: ctx.created.clone(),
-        driver,
+        kind,
         internal: req.internal,
         attachable: req.attachable,
         predefined: false,
@@ -316,14 +313,32 @@ pub fn network_from_request(
         options,
         ipam_options: req.ipam.as_ref().and_then(|i| i.options.clone()),
         ipam_echo: vec![a.echo],
-        bridge: Some(bridge),
         pool: Some(a.pool),
-        overlay: None,
     };
     Ok(Created {
         network,
         pool_cursor: a.cursor,
     })
+}
+
+/// A bridge network's bridge, from its options, under a name no other network uses.
+fn bridge_kind(
+    id: &str,
+    options: &BTreeMap<String, String>,
+    existing: &[Network],
+) -> Result<BridgeConf, CoreError> {
+    let bridge = bridge_conf(id, options)?;
+    if existing
+        .iter()
+        .filter_map(Network::bridge)
+        .any(|b| b.name == bridge.name)
+    {
+        return Err(CoreError::Invalid(format!(
+            "bridge name {} is used by another network",
+            bridge.name
+        )));
+    }
+    Ok(bridge)
 }
 
 /// The three networks dockerd makes on first start: `bridge`, `host`, `none`.
@@ -340,11 +355,11 @@ pub fn predefined_networks(ids: [String; 3], created: &str, bip: Ipv4Net) -> Vec
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let base = |id: String, name: &str, driver| Network {
+    let base = |id: String, name: &str, kind| Network {
         id,
         name: name.into(),
         created: created.into(),
-        driver,
+        kind,
         internal: false,
         attachable: false,
         predefined: true,
@@ -352,33 +367,35 @@ pub fn predefined_networks(ids: [String; 3], created: &str, bip: Ipv4Net) -> Vec
         options: BTreeMap::new(),
         ipam_options: None,
         ipam_echo: vec![],
-        bridge: None,
         pool: None,
-        overlay: None,
     };
     let [b, h, n] = ids;
-    let mut bridge = base(b, crate::model::DEFAULT_BRIDGE, Driver::Bridge);
+    let mut bridge = base(
+        b,
+        crate::model::DEFAULT_BRIDGE,
+        NetworkKind::Bridge(BridgeConf {
+            name: IfName::new(DEFAULT_BRIDGE_IF).expect("valid"),
+            mtu: DEFAULT_MTU,
+            icc: true,
+            masquerade: true,
+            adopted: false,
+        }),
+    );
     bridge.options = opts;
     bridge.ipam_echo = vec![IpamEcho {
         subnet: Some(subnet.to_string()),
         ip_range: None,
         gateway: None,
     }];
-    bridge.bridge = Some(BridgeConf {
-        name: IfName::new(DEFAULT_BRIDGE_IF).expect("valid"),
-        mtu: DEFAULT_MTU,
-        icc: true,
-        masquerade: true,
-        adopted: false,
-    });
     bridge.pool = Some(AddressPool::new(subnet, bip.addr(), None));
     vec![
         bridge,
-        base(h, "host", Driver::Host),
-        base(n, "none", Driver::Null),
+        base(h, "host", NetworkKind::Host),
+        base(n, "none", NetworkKind::Null),
     ]
 }
 
+pub mod macvlan;
 pub mod overlay;
 #[cfg(test)]
 mod tests;

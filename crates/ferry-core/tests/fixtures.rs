@@ -166,7 +166,7 @@ fn container_inspect_has_dockers_network_fields() {
                 prefix_len: 24,
                 gateway: Some("10.77.0.1".parse().unwrap()),
                 mac: ferry_core::model::mac_for(ip),
-                host_if: IfName::new("fyaaaa").unwrap(),
+                host_if: Some(IfName::new("fyaaaa").unwrap()),
                 ifname: IfName::new("eth0").unwrap(),
                 default_route: true,
                 published: vec![],

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use ipnet::Ipv4Net;
 
-use crate::{AttachSpec, BridgeSpec, KernelError, KernelOps, VethPairSpec, VxlanSpec};
+use crate::{AttachSpec, BridgeSpec, KernelError, KernelOps, LinkSpec, VethPairSpec, VxlanSpec};
 
 #[derive(Default)]
 pub struct Recorder {
@@ -76,6 +76,9 @@ impl KernelOps for Recorder {
         self.bridges.lock().expect("lock").insert(s.name.clone());
         Ok(())
     }
+    async fn delete_link_in(&self, netns: &Path, name: &str) -> Result<(), KernelError> {
+        self.record(format!("delete {name} in {}", netns.display()))
+    }
     async fn delete_link(&self, name: &str) -> Result<(), KernelError> {
         let line = format!("delete {name}");
         self.hold(&line).await;
@@ -114,10 +117,17 @@ impl KernelOps for Recorder {
             .default_via
             .map(|g| format!(" via {g}"))
             .unwrap_or_default();
-        let line = format!("attach {} {} {}{via}", s.host_if, s.ifname, s.addr);
+        let line = match &s.link {
+            LinkSpec::Veth(v) => format!("attach {} {} {}{via}", v.host_if, s.ifname, s.addr),
+            LinkSpec::Macvlan(m) => {
+                format!("macvlan {} on {} {}{via}", s.ifname, m.parent, s.addr)
+            }
+        };
         self.hold(&line).await;
         self.record(line)?;
-        self.links.lock().expect("lock").insert(s.host_if.clone());
+        if let Some(h) = s.host_if() {
+            self.links.lock().expect("lock").insert(h.to_string());
+        }
         Ok(())
     }
     async fn set_default_route(&self, netns: &Path, via: Ipv4Addr) -> Result<(), KernelError> {
@@ -229,10 +239,13 @@ impl KernelOps for Recorder {
     /// An endpoint whose host veth the fake does not know is wired again (recorded as an
     /// attach); otherwise nothing is wrong with it.
     async fn ensure_attached(&self, s: &AttachSpec) -> Result<Vec<String>, KernelError> {
-        if self.links.lock().expect("lock").contains(&s.host_if) {
+        let Some(host_if) = s.host_if() else {
+            return Ok(vec![]);
+        };
+        if self.links.lock().expect("lock").contains(host_if) {
             return Ok(vec![]);
         }
         self.attach(s).await?;
-        Ok(vec![format!("host veth {} is missing", s.host_if)])
+        Ok(vec![format!("host veth {host_if} is missing")])
     }
 }

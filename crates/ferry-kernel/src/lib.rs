@@ -17,4 +17,7 @@ pub mod reaper;
 pub mod sysctl;
 
 pub use error::KernelError;
-pub use ops::{AttachSpec, BridgeSpec, KernelOps, Netlink, VethPairSpec, VxlanSpec};
+pub use ops::{
+    AttachSpec, BridgeSpec, KernelOps, LinkSpec, MacvlanLink, Netlink, VethLink, VethPairSpec,
+    VxlanSpec,
+};

@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use crate::link::retire::{self, Retired};
 pub use crate::link::vxlan::VxlanSpec;
-use crate::link::{addr, bridge, check, del, fdb, get, kind, pair, port, route, up, veth, vxlan};
+use crate::link::{
+    addr, bridge, check, del, fdb, get, kind, macvlan, pair, port, route, up, veth, vxlan,
+};
 use crate::nft::Nft;
 use crate::reaper::Reaper;
 use crate::{netns, sysctl, KernelError};
@@ -28,19 +30,53 @@ pub struct BridgeSpec {
     pub mtu: u32,
 }
 
+/// One endpoint of a sandbox: its interface inside the sandbox (name, MAC, address,
+/// default route) and the link it is, as its network's driver makes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttachSpec {
     pub netns: PathBuf,
-    pub bridge: String,
-    pub host_if: String,
     pub ifname: String,
     pub mac: [u8; 6],
     pub addr: Ipv4Net,
     /// Set the sandbox's default route via this address.
     pub default_via: Option<Ipv4Addr>,
+    pub link: LinkSpec,
+}
+
+/// The link behind a sandbox's interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkSpec {
+    /// A veth pair whose host end is a port of a bridge (bridge and overlay networks).
+    Veth(VethLink),
+    /// A macvlan device on a parent interface of the host (macvlan networks).
+    Macvlan(MacvlanLink),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VethLink {
+    pub bridge: String,
+    pub host_if: String,
     pub mtu: u32,
     /// Hairpin mode on the bridge port (the endpoint publishes ports).
     pub hairpin: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MacvlanLink {
+    pub parent: String,
+    pub mode: ferry_core::model::MacvlanMode,
+    /// Without one, the parent's.
+    pub mtu: Option<u32>,
+}
+
+impl AttachSpec {
+    /// The endpoint's link in ferryd's namespace, if it has one (a veth's host end).
+    pub fn host_if(&self) -> Option<&str> {
+        match &self.link {
+            LinkSpec::Veth(v) => Some(&v.host_if),
+            LinkSpec::Macvlan(_) => None,
+        }
+    }
 }
 
 /// A veth pair with both ends in ferryd's namespace (the Docker plugin's Join).
@@ -63,6 +99,13 @@ pub trait KernelOps: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), KernelError>> + Send;
     /// Delete a link in ferryd's namespace; a missing link is success.
     fn delete_link(&self, name: &str) -> impl Future<Output = Result<(), KernelError>> + Send;
+    /// Delete a link inside the namespace pinned at `netns` (a macvlan endpoint, which
+    /// has no end in ferryd's); a missing link or namespace is success.
+    fn delete_link_in(
+        &self,
+        netns: &Path,
+        name: &str,
+    ) -> impl Future<Output = Result<(), KernelError>> + Send;
     fn create_netns(&self, path: &Path) -> impl Future<Output = Result<(), KernelError>> + Send;
     /// Unpin and remove a namespace file; a missing one is success.
     fn remove_netns(&self, path: &Path) -> impl Future<Output = Result<(), KernelError>> + Send;
@@ -220,6 +263,80 @@ impl Netlink {
         false
     }
 
+    async fn attach_veth(&self, s: &AttachSpec, v: &VethLink) -> Result<(), KernelError> {
+        let bridge_index = get::index_here(&v.bridge)?
+            .ok_or_else(|| KernelError::other("attach to bridge", &v.bridge, "no such bridge"))?;
+        let ns = File::open(&s.netns)
+            .map_err(|e| KernelError::io("open netns", s.netns.display().to_string(), e))?;
+        let pair = veth::VethPair {
+            host_if: &v.host_if,
+            bridge_index,
+            peer_name: &s.ifname,
+            peer_netns: &ns,
+            peer_mac: s.mac,
+            mtu: v.mtu,
+        };
+        let created = veth::create(&self.handle, &pair).await;
+        let created = match self.bridge_full_of_retired(&created).await {
+            true => veth::create(&self.handle, &pair).await,
+            false => created,
+        };
+        created.map_err(|e| {
+            // EXFULL: a Linux bridge takes at most 1023 ports (BR_MAX_PORTS is 1024,
+            // port number 0 is reserved).
+            if e.errno() == Some(libc::EXFULL) {
+                KernelError::other(
+                    "attach to bridge",
+                    &v.bridge,
+                    "the bridge is full: a Linux bridge takes at most 1023 ports",
+                )
+            } else {
+                e
+            }
+        })?;
+        sysctl::disable_ipv6(&self.ipv6_conf, &v.host_if);
+        let host_side = async {
+            up::up_by_name(&self.handle, &v.host_if).await?;
+            if v.hairpin {
+                port::hairpin(&self.handle, &v.host_if).await?;
+            }
+            Ok(())
+        };
+        if let Err(e) = futures::future::try_join(host_side, self.configure_inside(s)).await {
+            let _ = del::delete(&self.handle, &v.host_if).await;
+            return Err(e);
+        }
+        self.peers
+            .lock()
+            .expect("peers lock")
+            .insert(v.host_if.clone(), (s.netns.clone(), s.ifname.clone()));
+        Ok(())
+    }
+
+    async fn attach_macvlan(&self, s: &AttachSpec, m: &MacvlanLink) -> Result<(), KernelError> {
+        let ns = File::open(&s.netns)
+            .map_err(|e| KernelError::io("open netns", s.netns.display().to_string(), e))?;
+        macvlan::create(
+            &self.handle,
+            &macvlan::Macvlan {
+                name: &s.ifname,
+                parent: &m.parent,
+                mode: m.mode,
+                mac: s.mac,
+                mtu: m.mtu,
+                netns: &ns,
+            },
+        )
+        .await?;
+        if let Err(e) = self.configure_inside(s).await {
+            if let Ok(inside) = netns::netlink_in(&s.netns) {
+                let _ = del::delete(&inside, &s.ifname).await;
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
     async fn configure_inside(&self, s: &AttachSpec) -> Result<(), KernelError> {
         let nh = netns::netlink_in(&s.netns)?;
         let idx = get::index_of(&nh, &s.ifname)
@@ -244,6 +361,13 @@ impl KernelOps for Netlink {
     /// An endpoint's veth pair is retired (both ends down and renamed:
     /// well under a millisecond) and deleted in the background; anything else, or any
     /// pair the kernel will not retire, is deleted before returning.
+    async fn delete_link_in(&self, netns: &Path, name: &str) -> Result<(), KernelError> {
+        if !netns::is_pinned(netns) {
+            return Ok(());
+        }
+        del::delete(&netns::netlink_in(netns)?, name).await
+    }
+
     async fn delete_link(&self, name: &str) -> Result<(), KernelError> {
         let peer = self.peers.lock().expect("peers lock").remove(name);
         if let (Some(reaper), Some((netns, ifname))) = (&self.reaper, peer) {
@@ -275,53 +399,10 @@ impl KernelOps for Netlink {
     }
 
     async fn attach(&self, s: &AttachSpec) -> Result<(), KernelError> {
-        let bridge_index = get::index_here(&s.bridge)?
-            .ok_or_else(|| KernelError::other("attach to bridge", &s.bridge, "no such bridge"))?;
-        let ns = File::open(&s.netns)
-            .map_err(|e| KernelError::io("open netns", s.netns.display().to_string(), e))?;
-        let pair = veth::VethPair {
-            host_if: &s.host_if,
-            bridge_index,
-            peer_name: &s.ifname,
-            peer_netns: &ns,
-            peer_mac: s.mac,
-            mtu: s.mtu,
-        };
-        let created = veth::create(&self.handle, &pair).await;
-        let created = match self.bridge_full_of_retired(&created).await {
-            true => veth::create(&self.handle, &pair).await,
-            false => created,
-        };
-        created.map_err(|e| {
-            // EXFULL: a Linux bridge takes at most 1023 ports (BR_MAX_PORTS is 1024,
-            // port number 0 is reserved).
-            if e.errno() == Some(libc::EXFULL) {
-                KernelError::other(
-                    "attach to bridge",
-                    &s.bridge,
-                    "the bridge is full: a Linux bridge takes at most 1023 ports",
-                )
-            } else {
-                e
-            }
-        })?;
-        sysctl::disable_ipv6(&self.ipv6_conf, &s.host_if);
-        let host_side = async {
-            up::up_by_name(&self.handle, &s.host_if).await?;
-            if s.hairpin {
-                port::hairpin(&self.handle, &s.host_if).await?;
-            }
-            Ok(())
-        };
-        if let Err(e) = futures::future::try_join(host_side, self.configure_inside(s)).await {
-            let _ = del::delete(&self.handle, &s.host_if).await;
-            return Err(e);
+        match &s.link {
+            LinkSpec::Veth(v) => self.attach_veth(s, v).await,
+            LinkSpec::Macvlan(m) => self.attach_macvlan(s, m).await,
         }
-        self.peers
-            .lock()
-            .expect("peers lock")
-            .insert(s.host_if.clone(), (s.netns.clone(), s.ifname.clone()));
-        Ok(())
     }
 
     async fn set_default_route(&self, netns: &Path, via: Ipv4Addr) -> Result<(), KernelError> {
@@ -441,16 +522,20 @@ impl KernelOps for Netlink {
             return Ok(vec![]);
         }
         if wiring.remake_pair {
-            // Whatever is left of the pair goes (deleting either end deletes both),
-            // then the endpoint is attached as new, with the same names and address.
-            self.peers.lock().expect("peers lock").remove(&s.host_if);
-            del::delete(&self.handle, &s.host_if).await?;
+            // Whatever is left of the link goes (deleting either end of a pair deletes
+            // both), then the endpoint is attached as new, with the same names and address.
+            if let Some(host_if) = s.host_if() {
+                self.peers.lock().expect("peers lock").remove(host_if);
+                del::delete(&self.handle, host_if).await?;
+            }
             del::delete(&inside, &s.ifname).await?;
             self.attach(s).await?;
         } else {
-            up::up_by_name(&self.handle, &s.host_if).await?;
-            if s.hairpin {
-                port::hairpin(&self.handle, &s.host_if).await?;
+            if let LinkSpec::Veth(v) = &s.link {
+                up::up_by_name(&self.handle, &v.host_if).await?;
+                if v.hairpin {
+                    port::hairpin(&self.handle, &v.host_if).await?;
+                }
             }
             self.configure_inside(s).await?;
         }

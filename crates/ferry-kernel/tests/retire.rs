@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ferry_kernel::link::get;
-use ferry_kernel::{netns, AttachSpec, BridgeSpec, KernelOps, Netlink};
+use ferry_kernel::{netns, AttachSpec, BridgeSpec, KernelOps, LinkSpec, Netlink, VethLink};
 
 fn privileged() -> bool {
     if nix::unistd::geteuid().is_root() {
@@ -38,14 +38,16 @@ impl Drop for Unpin {
 fn spec(sb: &Path, host_if: &str, ip: u8) -> AttachSpec {
     AttachSpec {
         netns: sb.to_path_buf(),
-        bridge: "fy-7e570001".into(),
-        host_if: host_if.into(),
         ifname: "eth0".into(),
         mac: [0x02, 0x42, 10, 77, 0, ip],
         addr: format!("10.77.0.{ip}/24").parse().expect("net"),
         default_via: Some(Ipv4Addr::new(10, 77, 0, 1)),
-        mtu: 1500,
-        hairpin: false,
+        link: LinkSpec::Veth(VethLink {
+            bridge: "fy-7e570001".into(),
+            host_if: host_if.into(),
+            mtu: 1500,
+            hairpin: false,
+        }),
     }
 }
 
@@ -271,12 +273,15 @@ fn an_attach_on_a_full_bridge_waits_for_retired_ports() {
     in_own_netns(full_bridge);
 }
 
+fn host_of(s: &AttachSpec) -> String {
+    s.host_if().expect("a veth").to_string()
+}
+
 fn spec_n(sb: &Path, i: u8) -> AttachSpec {
     AttachSpec {
-        host_if: format!("fy00000000{i:03x}"),
         ifname: format!("eth{i}"),
         default_via: None,
-        ..spec(sb, "", i + 2)
+        ..spec(sb, &format!("fy00000000{i:03x}"), i + 2)
     }
 }
 
@@ -310,7 +315,7 @@ async fn graves(dir: PathBuf) {
         k.attach(&spec_n(&sb, i)).await.expect("attach");
     }
     for i in 0..3 {
-        let host_if = spec_n(&sb, i).host_if;
+        let host_if = host_of(&spec_n(&sb, i));
         let got = retire::retire(&h, &host_if, &sb, &format!("eth{i}"))
             .await
             .expect("retire");
@@ -340,7 +345,7 @@ async fn graves(dir: PathBuf) {
         k.attach(&spec_n(&sb, i)).await.expect("attach");
     }
     for i in 0..20 {
-        k.delete_link(&spec_n(&sb, i).host_if)
+        k.delete_link(&host_of(&spec_n(&sb, i)))
             .await
             .expect("detach");
     }
@@ -358,7 +363,7 @@ async fn graves(dir: PathBuf) {
     // the group deletion; the reaper then deletes by name, and lo stays.
     set_group(&h, "lo", retire::GRAVE_GROUP).await;
     k.attach(&spec_n(&sb, 0)).await.expect("attach");
-    k.delete_link(&spec_n(&sb, 0).host_if)
+    k.delete_link(&host_of(&spec_n(&sb, 0)))
         .await
         .expect("detach");
     assert!(

@@ -434,6 +434,12 @@ pub(crate) fn check_publishable(
             net.name
         )));
     }
+    if has_ports && net.macvlan().is_some() {
+        return Err(CoreError::Invalid(format!(
+            "network {} is a macvlan network: its sandboxes are reached at their own addresses on the parent's segment, and ports cannot be published on it",
+            net.name
+        )));
+    }
     Ok(())
 }
 

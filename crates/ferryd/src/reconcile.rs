@@ -91,19 +91,19 @@ async fn first_missing_link<K: KernelOps>(d: &Daemon<K>) -> Option<String> {
         let bridges = st
             .networks
             .values()
-            .filter_map(|n| n.bridge.as_ref())
+            .filter_map(|n| n.bridge())
             .map(|b| b.name.to_string());
         let tunnels = st
             .networks
             .values()
-            .filter_map(|n| n.overlay.as_ref())
+            .filter_map(|n| n.overlay())
             .map(|o| o.vxlan.to_string());
         let veths = st
             .sandboxes
             .values()
             .filter(|s| s.is_running())
             .flat_map(|s| s.endpoints.iter().filter_map(|e| e.live.as_ref()))
-            .map(|l| l.host_if.to_string());
+            .filter_map(|l| l.host_if.as_ref().map(|h| h.to_string()));
         bridges.chain(tunnels).chain(veths).collect()
     };
     if expected.is_empty() {
@@ -209,11 +209,8 @@ async fn rewire_endpoints<K: KernelOps>(d: &Daemon<K>) {
             .filter_map(|e| {
                 let live = e.live.as_ref()?;
                 let net = st.networks.get(&e.network_id)?;
-                let bridge = net.bridge.as_ref()?;
-                Some((
-                    net.name.clone(),
-                    crate::ops::attach_spec(live, bridge, netns.clone()),
-                ))
+                let spec = crate::ops::attach_spec(live, &net.kind, netns.clone())?;
+                Some((net.name.clone(), spec))
             })
             .collect();
         let name = sb.name.clone();
@@ -239,7 +236,7 @@ async fn remove_orphans<K: KernelOps>(d: &Daemon<K>) {
     let mut links: HashSet<String> = st
         .networks
         .values()
-        .filter_map(|n| n.bridge.as_ref())
+        .filter_map(|n| n.bridge())
         .map(|b| b.name.to_string())
         .collect();
     let mut ns_files: HashSet<String> = HashSet::from(["default".to_string()]);
@@ -249,7 +246,7 @@ async fn remove_orphans<K: KernelOps>(d: &Daemon<K>) {
             s.endpoints
                 .iter()
                 .filter_map(|e| e.live.as_ref())
-                .map(|l| l.host_if.to_string()),
+                .filter_map(|l| l.host_if.as_ref().map(|h| h.to_string())),
         );
         ns_files.insert(s.id[..12].to_string());
         ns_links.insert(format!("ferry-{}", s.name));

@@ -52,11 +52,7 @@ async fn an_existing_bridge_is_adopted_and_never_deleted() {
     d.kernel.links.lock().unwrap().insert("admbr0".into());
     d.kernel.bridges.lock().unwrap().insert("admbr0".into());
     let id = d.create_network(named("adm", "admbr0")).await.unwrap();
-    let adopted = d.state.lock().await.networks[&id]
-        .bridge
-        .as_ref()
-        .unwrap()
-        .adopted;
+    let adopted = d.state.lock().await.networks[&id].bridge().unwrap().adopted;
     assert!(adopted, "the existing bridge is not recorded as adopted");
     d.remove_network("adm").await.unwrap();
     assert!(
@@ -84,13 +80,7 @@ async fn a_link_that_is_not_a_bridge_is_refused_and_a_free_name_is_ferrys() {
 
     // Control: a name no link has is made, and deleted with the network.
     let id = d.create_network(named("own", "fyt0")).await.unwrap();
-    assert!(
-        !d.state.lock().await.networks[&id]
-            .bridge
-            .as_ref()
-            .unwrap()
-            .adopted
-    );
+    assert!(!d.state.lock().await.networks[&id].bridge().unwrap().adopted);
     d.remove_network("own").await.unwrap();
     assert_eq!(
         lines_with(&d, "delete fyt0").len(),

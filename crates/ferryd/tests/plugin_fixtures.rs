@@ -564,7 +564,7 @@ impl Replay {
         let mut known: Vec<String> = st
             .networks
             .values()
-            .filter_map(|n| n.bridge.as_ref().map(|b| b.name.to_string()))
+            .filter_map(|n| n.bridge().map(|b| b.name.to_string()))
             .collect();
         for e in st.plugin.endpoints.values() {
             known.extend(e.links());
@@ -578,7 +578,15 @@ impl Replay {
             assert!(known.contains(l), "{ctx}: link {l} leaked");
         }
         for e in st.plugin.endpoints.values().filter(|e| e.joined) {
-            let host = e.endpoint.live.as_ref().unwrap().host_if.to_string();
+            let host = e
+                .endpoint
+                .live
+                .as_ref()
+                .unwrap()
+                .host_if
+                .as_ref()
+                .unwrap()
+                .to_string();
             assert!(
                 self.d.kernel.links.lock().unwrap().contains(&host),
                 "{ctx}: joined endpoint {} has no link",

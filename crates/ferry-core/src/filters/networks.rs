@@ -58,7 +58,7 @@ pub fn check_list(f: &Filters) -> Result<(), CoreError> {
 pub fn network_matches(net: &Network, f: &Filters, usage: NetworkUse) -> Result<bool, CoreError> {
     for (key, vals) in f {
         let ok = match key.as_str() {
-            "driver" => vals.iter().any(|v| v == net.driver.as_str()),
+            "driver" => vals.iter().any(|v| v == net.driver().as_str()),
             "name" => matches(vals, &net.name),
             "id" => matches(vals, &net.id),
             "label" => labels_match(vals, &net.labels),

@@ -220,13 +220,13 @@ pub fn desired_for_endpoints<'a>(
 
 /// A bridge network with ICC off: its endpoints' host ends go in `noicc_ports`.
 pub fn no_icc(n: &Network) -> bool {
-    matches!((&n.bridge, &n.pool, n.driver), (Some(b), Some(_), d) if d.is_bridged() && !b.icc)
+    matches!((n.bridge(), &n.pool, n.driver()), (Some(b), Some(_), d) if d.is_bridged() && !b.icc)
 }
 
 /// What one network puts in the sets (nothing unless it is a bridge with a subnet).
 pub fn network_elements(n: &Network) -> Elements {
     let mut e = Elements::default();
-    let (Some(b), Some(pool), true) = (&n.bridge, &n.pool, n.driver.is_bridged()) else {
+    let (Some(b), Some(pool), true) = (n.bridge(), &n.pool, n.driver().is_bridged()) else {
         return e;
     };
     let name = ifname(b.name.as_str());
@@ -259,8 +259,8 @@ pub fn network_elements(n: &Network) -> Elements {
 pub fn endpoint_elements(ep: &Endpoint, noicc: bool) -> Elements {
     let mut e = Elements::default();
     let Some(live) = &ep.live else { return e };
-    if noicc {
-        e.put(SetName::NoIccPorts, ifname(live.host_if.as_str()), None);
+    if let (true, Some(host_if)) = (noicc, &live.host_if) {
+        e.put(SetName::NoIccPorts, ifname(host_if.as_str()), None);
     }
     for p in &live.published {
         put_published(&mut e, p, live.ip);

@@ -66,7 +66,7 @@ fn sandbox(net: &Network, ip: &str, host_if: &str, publish: &[&str]) -> Sandbox 
                 prefix_len: 24,
                 gateway: None,
                 mac: mac_for(ip),
-                host_if: IfName::new(host_if).unwrap(),
+                host_if: Some(IfName::new(host_if).unwrap()),
                 ifname: IfName::new("eth0").unwrap(),
                 default_route: true,
                 published: decide(&maps, &[]).unwrap(),
@@ -111,7 +111,7 @@ fn networks_fill_the_interface_sets_by_role() {
     let e = desired(&nets, []);
     let br: Vec<String> = nets
         .iter()
-        .filter_map(|n| n.bridge.as_ref())
+        .filter_map(|n| n.bridge())
         .map(|b| format!("\"{}\"", b.name.as_str()))
         .collect();
     assert_eq!(keys(&e, SetName::Bridges).len(), 3);

@@ -61,7 +61,7 @@ fn create_with_subnet_gateway_and_range_echoes_them() {
     .unwrap();
     let n = c.network;
     assert_eq!(n.ipam_echo[0].ip_range.as_deref(), Some("10.77.0.128/25"));
-    assert_eq!(n.bridge.unwrap().name.as_str(), "fy-abababab");
+    assert_eq!(n.bridge().unwrap().name.as_str(), "fy-abababab");
     assert_eq!(
         n.pool.unwrap().gateway,
         "10.77.0.1".parse::<Ipv4Addr>().unwrap()

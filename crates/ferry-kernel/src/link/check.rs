@@ -1,5 +1,5 @@
-//! Whether an endpoint is wired as its spec says: the host-side veth exists, is up and
-//! is a port of the right bridge; inside the sandbox the interface exists, is up, holds
+//! Whether an endpoint is wired as its spec says: a veth's host end exists, is up and
+//! is a port of the right bridge (a macvlan link has no host end); inside the sandbox the interface exists, is up, holds
 //! the endpoint's address, and the default route goes via the gateway if the endpoint
 //! carries it. Reconcile asks this of every endpoint the store knows, because a crash
 //! between the store's commit and the end of the kernel work (or a hand deleting a
@@ -13,7 +13,7 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, Rou
 use rtnetlink::{Handle, IpVersion};
 
 use crate::link::{addr, get};
-use crate::{AttachSpec, KernelError};
+use crate::{AttachSpec, KernelError, LinkSpec, VethLink};
 
 /// What is wrong with one endpoint's wiring.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -40,22 +40,8 @@ fn controller(m: &LinkMessage) -> Option<u32> {
 /// (through `inside`, a handle in the sandbox's namespace).
 pub async fn check(host: &Handle, inside: &Handle, s: &AttachSpec) -> Result<Wiring, KernelError> {
     let mut w = Wiring::default();
-    match get::message_of(host, &s.host_if).await? {
-        None => {
-            w.problems
-                .push(format!("host veth {} is missing", s.host_if));
-            w.remake_pair = true;
-        }
-        Some(m) => {
-            let bridge = get::index_of(host, &s.bridge).await?;
-            if bridge.is_none() || controller(&m) != bridge {
-                w.problems
-                    .push(format!("veth {} is not on bridge {}", s.host_if, s.bridge));
-                w.remake_pair = true;
-            } else if !is_up(&m) {
-                w.problems.push(format!("veth {} is down", s.host_if));
-            }
-        }
+    if let LinkSpec::Veth(v) = &s.link {
+        check_host_end(host, v, &mut w).await?;
     }
     match get::message_of(inside, &s.ifname).await? {
         None => {
@@ -81,6 +67,28 @@ pub async fn check(host: &Handle, inside: &Handle, s: &AttachSpec) -> Result<Wir
         }
     }
     Ok(w)
+}
+
+/// A veth's host end: there, a port of its bridge, up.
+async fn check_host_end(host: &Handle, v: &VethLink, w: &mut Wiring) -> Result<(), KernelError> {
+    match get::message_of(host, &v.host_if).await? {
+        None => {
+            w.problems
+                .push(format!("host veth {} is missing", v.host_if));
+            w.remake_pair = true;
+        }
+        Some(m) => {
+            let bridge = get::index_of(host, &v.bridge).await?;
+            if bridge.is_none() || controller(&m) != bridge {
+                w.problems
+                    .push(format!("veth {} is not on bridge {}", v.host_if, v.bridge));
+                w.remake_pair = true;
+            } else if !is_up(&m) {
+                w.problems.push(format!("veth {} is down", v.host_if));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The gateway of the main table's IPv4 default route, if there is one.

@@ -7,6 +7,7 @@ pub mod del;
 pub mod fdb;
 pub mod get;
 pub mod kind;
+pub mod macvlan;
 pub mod pair;
 pub mod port;
 pub mod retire;

@@ -1,5 +1,5 @@
 use super::*;
-use ferry_core::model::{Driver, Endpoint, LiveEndpoint, Network, RunState};
+use ferry_core::model::{Endpoint, LiveEndpoint, Network, NetworkKind, RunState};
 use ferry_dns::{lookup, Answer, Table};
 use hickory_proto::rr::RecordType;
 
@@ -10,7 +10,13 @@ fn net(id: &str, gw: &str, predefined: bool, internal: bool) -> Network {
         id: id.into(),
         name: id.into(),
         created: String::new(),
-        driver: Driver::Bridge,
+        kind: NetworkKind::Bridge(ferry_core::model::BridgeConf {
+            name: ferry_core::IfName::new("brtest").unwrap(),
+            mtu: 1500,
+            icc: true,
+            masquerade: true,
+            adopted: false,
+        }),
         internal,
         attachable: false,
         predefined,
@@ -18,9 +24,7 @@ fn net(id: &str, gw: &str, predefined: bool, internal: bool) -> Network {
         options: Default::default(),
         ipam_options: None,
         ipam_echo: vec![],
-        bridge: None,
         pool: Some(pool),
-        overlay: None,
     }
 }
 
@@ -36,7 +40,7 @@ fn ep(net: &str, ip: &str, gw: &str, aliases: &[&str]) -> Endpoint {
             prefix_len: 24,
             gateway: Some(gw.parse().unwrap()),
             mac: [0; 6],
-            host_if: ferry_core::IfName::new("fyx").unwrap(),
+            host_if: Some(ferry_core::IfName::new("fyx").unwrap()),
             ifname: ferry_core::IfName::new("eth0").unwrap(),
             default_route: false,
             published: vec![],

@@ -4,10 +4,10 @@
 use std::net::Ipv4Addr;
 
 use ferry_core::docker::network::{ConnectRequest, DisconnectRequest};
-use ferry_core::model::{host_if_name, mac_for, BridgeConf, Driver, Endpoint, LiveEndpoint};
+use ferry_core::model::{host_if_name, mac_for, Driver, Endpoint, LiveEndpoint, NetworkKind};
 use ferry_core::ports::{decide, Published};
 use ferry_core::CoreError;
-use ferry_kernel::{AttachSpec, KernelOps};
+use ferry_kernel::{AttachSpec, KernelOps, LinkSpec, MacvlanLink, VethLink};
 use ipnet::Ipv4Net;
 
 use super::{new_id, Daemon};
@@ -35,11 +35,8 @@ pub(crate) fn plan_plug(
         .ok_or_else(|| CoreError::NoSuchNetwork(net_id.into()))?;
     let net_name = net.name.clone();
     let internal = net.internal;
-    let bridge = net
-        .bridge
-        .clone()
-        .ok_or_else(|| CoreError::Invalid(format!("network {net_name} has no bridge")))?;
-    let overlay = net.overlay.is_some();
+    let kind = net.kind.clone();
+    let overlay = net.overlay().is_some();
     let pool = net
         .pool
         .as_mut()
@@ -72,12 +69,14 @@ pub(crate) fn plan_plug(
         prefix_len,
         gateway: Some(gateway),
         mac: mac_for(ip),
-        host_if: host_if_name(&endpoint_id),
+        host_if: kind.bridge().map(|_| host_if_name(&endpoint_id)),
         ifname: ifname.clone(),
         default_route,
         published,
     };
-    let spec = attach_spec(&live, &bridge, netns);
+    let spec = attach_spec(&live, &kind, netns).ok_or_else(|| {
+        CoreError::Invalid(format!("network {net_name}: sandboxes do not join it"))
+    })?;
     let sb = st.sandboxes.get_mut(sb_id).expect("checked above");
     if let Some(e) = sb.endpoints.iter_mut().find(|e| e.network_id == net_id) {
         e.live = Some(live);
@@ -85,24 +84,39 @@ pub(crate) fn plan_plug(
     Ok(spec)
 }
 
-/// What the kernel is asked to make for a live endpoint on `bridge`: at attach, and
-/// again when reconcile finds the endpoint not wired.
+/// What the kernel is asked to make for a live endpoint on a network of `kind`: at
+/// attach, and again when reconcile finds the endpoint not wired. The one place a
+/// driver's links are decided: a veth on the bridge (bridge, overlay) or a macvlan link
+/// on the parent; host and none networks have no endpoints to wire.
 pub(crate) fn attach_spec(
     live: &LiveEndpoint,
-    bridge: &BridgeConf,
+    kind: &NetworkKind,
     netns: std::path::PathBuf,
-) -> AttachSpec {
-    AttachSpec {
+) -> Option<AttachSpec> {
+    let link = match (kind, &live.host_if) {
+        (NetworkKind::Bridge(b) | NetworkKind::Overlay { bridge: b, .. }, Some(host_if)) => {
+            LinkSpec::Veth(VethLink {
+                bridge: b.name.to_string(),
+                host_if: host_if.to_string(),
+                mtu: b.mtu,
+                hairpin: !live.published.is_empty(),
+            })
+        }
+        (NetworkKind::Macvlan(m), _) => LinkSpec::Macvlan(MacvlanLink {
+            parent: m.parent.to_string(),
+            mode: m.mode,
+            mtu: m.mtu,
+        }),
+        _ => return None,
+    };
+    Some(AttachSpec {
         netns,
-        bridge: bridge.name.to_string(),
-        host_if: live.host_if.to_string(),
         ifname: live.ifname.to_string(),
         mac: live.mac,
         addr: Ipv4Net::new(live.ip, live.prefix_len).expect("prefix from a subnet"),
         default_via: live.default_route.then_some(live.gateway).flatten(),
-        mtu: bridge.mtu,
-        hairpin: !live.published.is_empty(),
-    }
+        link,
+    })
 }
 
 /// Decide the host ports of the endpoint's published ports against every other live
@@ -136,15 +150,24 @@ pub(crate) fn published_of(st: &State, sb_id: &str) -> Vec<Published> {
         .unwrap_or_default()
 }
 
+/// What a live endpoint taken down in the state leaves for the kernel.
+pub(crate) struct Unplugged {
+    /// Its veth's host end, to delete (deleting it takes the sandbox's end too).
+    pub host_if: Option<String>,
+    /// Its interface in the sandbox: to delete there when there is no host end.
+    pub ifname: String,
+    /// It carried the sandbox's default route.
+    pub default_route: bool,
+}
+
 /// Take down the live part of an endpoint in `st`: free its address (a static one
-/// stays reserved if `keep_static`). Returns the host-side link to delete and whether
-/// it carried the default route.
+/// stays reserved if `keep_static`). Returns what the kernel must remove.
 pub(crate) fn plan_unplug(
     st: &mut State,
     sb_id: &str,
     net_id: &str,
     keep_static: bool,
-) -> Option<(String, bool)> {
+) -> Option<Unplugged> {
     let sb = st.sandboxes.get_mut(sb_id)?;
     let ep = sb.endpoints.iter_mut().find(|e| e.network_id == net_id)?;
     let static_ip = ep.static_ip;
@@ -164,7 +187,11 @@ pub(crate) fn plan_unplug(
             release(pool, ip);
         }
     }
-    live.map(|l| (l.host_if.to_string(), l.default_route))
+    live.map(|l| Unplugged {
+        host_if: l.host_if.map(|h| h.to_string()),
+        ifname: l.ifname.to_string(),
+        default_route: l.default_route,
+    })
 }
 
 /// The IPAM cursor of `net_id`'s pool, for an undo to put back ([`unplan_plug`]).
@@ -269,10 +296,10 @@ impl<K: KernelOps> Daemon<K> {
         let (net, sb) = (&st.networks[&net_id], &st.sandboxes[&sb_id]);
         check_publishable(net, !ports.is_empty())?;
         // dockerd's words: none is a network of its own, not the host's.
-        if net.driver == Driver::Null || sb.network_mode == "none" {
+        if net.driver() == Driver::Null || sb.network_mode == "none" {
             return Err(CoreError::NoneNetworkConflict.into());
         }
-        if !net.driver.is_bridged() {
+        if !net.driver().has_endpoints() {
             return Err(CoreError::Invalid(
                 "container cannot be disconnected from host network or connected to host network"
                     .into(),
@@ -403,8 +430,8 @@ impl<K: KernelOps> Daemon<K> {
         if let Some(sb) = st.sandboxes.get_mut(&sb_id) {
             sb.endpoints.retain(|e| e.network_id != net_id);
         }
-        let new_gw = match unplugged {
-            Some((_, true)) => move_default_route(&mut st, &sb_id),
+        let new_gw = match &unplugged {
+            Some(u) if u.default_route => move_default_route(&mut st, &sb_id),
             _ => None,
         };
         self.commit_or_restore(&mut st, &before, &keys)?;
@@ -413,10 +440,15 @@ impl<K: KernelOps> Daemon<K> {
         // The veth is retired (down and renamed: well under a millisecond) before the
         // state lock goes: its address is free in the state now, and another connect must
         // not bring the same address and MAC up on the bridge while the old pair is up.
-        if let Some((host_if, _)) = unplugged {
-            if let Err(e) = self.kernel.delete_link(&host_if).await {
-                tracing::warn!("disconnect: {e}; reconcile will remove it");
-            }
+        let removed = match &unplugged {
+            Some(Unplugged {
+                host_if: Some(h), ..
+            }) => Some(self.kernel.delete_link(h).await),
+            Some(u) => Some(self.kernel.delete_link_in(&netns, &u.ifname).await),
+            None => None,
+        };
+        if let Some(Err(e)) = removed {
+            tracing::warn!("disconnect: {e}; reconcile will remove it");
         }
         drop(st);
         // The default route is the sandbox's own: this sandbox's turn is still held.

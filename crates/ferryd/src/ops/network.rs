@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::state::Key;
 
 pub fn bridge_spec(n: &Network) -> Option<BridgeSpec> {
-    let b = n.bridge.as_ref()?;
+    let b = n.bridge()?;
     let gateway = n
         .pool
         .as_ref()
@@ -63,13 +63,19 @@ impl<K: KernelOps> Daemon<K> {
         if net.options.contains_key(OPT_BRIDGE_NAME) {
             self.adopt_named_bridge(&mut net).await?;
         }
+        self.check_parent(&net).await?;
         let id = net.id.clone();
         let keys = [Key::Net(id.clone()), Key::Meta];
         let before = st.snapshot(&keys);
-        let spec = bridge_spec(&net).expect("bridge networks have a bridge");
+        let spec = bridge_spec(&net);
         st.networks.insert(id.clone(), net);
         st.meta.pool_cursor = made.pool_cursor;
         self.commit_or_restore(&mut st, &before, &keys)?;
+        // A macvlan network makes nothing of its own on the host: its links are made
+        // per sandbox, on the parent.
+        let Some(spec) = spec else {
+            return Ok(id);
+        };
         if let Err(e) = self.program_network(&st, &spec).await {
             self.rollback(&mut st, before, &keys);
             self.sync_firewall_or_warn(&st, "create network: undo")
@@ -79,12 +85,28 @@ impl<K: KernelOps> Daemon<K> {
         Ok(id)
     }
 
+    /// A macvlan network's parent must be an interface of ferryd's namespace.
+    async fn check_parent(&self, net: &Network) -> Result<()> {
+        let Some(m) = net.macvlan() else {
+            return Ok(());
+        };
+        match self.kernel.link_kind(m.parent.as_str()).await? {
+            Some(_) => Ok(()),
+            None => Err(CoreError::BadValue {
+                what: "option",
+                value: format!("parent={}", m.parent),
+                why: format!("{} is not an interface of this host", m.parent),
+            }
+            .into()),
+        }
+    }
+
     /// `com.docker.network.bridge.name` names a link that may exist already: a bridge
     /// is used as it is and marked adopted (ferry never deletes it, as dockerd keeps a
     /// bridge it did not create); anything else (`lo`, a veth, a NIC) is refused, since
     /// ferry would put its address on it and enslave veths to it.
     async fn adopt_named_bridge(&self, net: &mut Network) -> Result<()> {
-        let Some(b) = net.bridge.as_mut() else {
+        let Some(b) = net.bridge_mut() else {
             return Ok(());
         };
         match self.kernel.link_kind(b.name.as_str()).await? {
@@ -109,7 +131,7 @@ impl<K: KernelOps> Daemon<K> {
     pub async fn remove_network(&self, key: &str) -> Result<()> {
         let mut st = self.state.lock().await;
         let id = st.network_id(key)?;
-        if st.networks[&id].overlay.is_some() {
+        if st.networks[&id].overlay().is_some() {
             if !st.users_of(&id).is_empty() {
                 return Err(CoreError::NetworkInUse {
                     name: st.networks[&id].name.clone(),
@@ -147,7 +169,7 @@ impl<K: KernelOps> Daemon<K> {
         let net = st.networks.remove(id).expect("looked up");
         self.commit_or_restore(st, &before, &keys)?;
         self.sync_firewall_or_warn(st, "remove network").await;
-        let Some(b) = &net.bridge else {
+        let Some(b) = net.bridge() else {
             return Ok(());
         };
         if !b.adopted {
@@ -176,7 +198,7 @@ impl<K: KernelOps> Daemon<K> {
         for n in st
             .networks
             .values()
-            .filter(|n| !n.predefined && n.overlay.is_none())
+            .filter(|n| !n.predefined && n.overlay().is_none())
         {
             if matches(n)? && st.users_of(&n.id).is_empty() && !st.docker_managed(&n.id) {
                 ids.push(n.id.clone());

@@ -222,15 +222,15 @@ impl<K: KernelOps> Daemon<K> {
             Some(b) => ferry_core::ports::from_bindings(b)?,
             None => vec![],
         };
-        if net.driver.is_bridged() {
+        if net.driver().has_endpoints() {
             crate::firewall::check_publishable(net, !ports.is_empty())?;
         }
-        let network_mode = match net.driver {
+        let network_mode = match net.driver() {
             Driver::Host => "host".to_string(),
             Driver::Null => "none".to_string(),
-            Driver::Bridge | Driver::Overlay => mode.clone(),
+            Driver::Bridge | Driver::Overlay | Driver::Macvlan => mode.clone(),
         };
-        let endpoints = if net.driver.is_bridged() {
+        let endpoints = if net.driver().has_endpoints() {
             vec![Endpoint {
                 network_id: net_id.clone(),
                 static_ip,
@@ -411,7 +411,8 @@ impl<K: KernelOps> Daemon<K> {
             }
             for spec in specs {
                 self.kernel.attach(spec).await?;
-                undo.links.push(spec.host_if.clone());
+                // A macvlan link has no host end: it goes with the namespace.
+                undo.links.extend(spec.host_if().map(str::to_string));
             }
             if own_netns {
                 let link = self.cfg.netns_link(&sb.name);
@@ -449,7 +450,8 @@ impl<K: KernelOps> Daemon<K> {
         };
         let nets: Vec<String> = sb.endpoints.iter().map(|e| e.network_id.clone()).collect();
         for n in nets {
-            if let Some((link, _)) = plan_unplug(st, id, &n, keep_static) {
+            // A link without a host end goes with the sandbox's namespace.
+            if let Some(link) = plan_unplug(st, id, &n, keep_static).and_then(|u| u.host_if) {
                 t.links.push(link);
             }
         }

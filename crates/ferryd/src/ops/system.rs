@@ -39,7 +39,7 @@ impl<K: KernelOps> Daemon<K> {
         for b in st
             .networks
             .values()
-            .filter_map(|n| n.bridge.as_ref())
+            .filter_map(|n| n.bridge())
             .filter(|b| !b.adopted)
         {
             if let Err(e) = self.kernel.delete_link(b.name.as_str()).await {

@@ -229,7 +229,7 @@ impl<K: KernelOps> Daemon<K> {
             .await
             .networks
             .values()
-            .filter(|n| n.overlay.is_some() && !view.networks.contains_key(&n.id))
+            .filter(|n| n.overlay().is_some() && !view.networks.contains_key(&n.id))
             .map(|n| n.id.clone())
             .collect();
         for id in stale {

@@ -22,7 +22,7 @@ fn desired(st: &State, view: &View, me: &str) -> BTreeMap<String, Entries> {
     let remote = view.remote_endpoints(me);
     st.networks
         .values()
-        .filter_map(|n| Some((n, n.overlay.as_ref()?)))
+        .filter_map(|n| Some((n, n.overlay()?)))
         .map(|(n, conf)| {
             let entries = remote
                 .get(&n.id)
@@ -39,7 +39,7 @@ fn desired(st: &State, view: &View, me: &str) -> BTreeMap<String, Entries> {
 pub(crate) fn remote_records(st: &State, view: &View, me: &str) -> BTreeMap<String, SandboxRecord> {
     let mut out = BTreeMap::new();
     for (net, eps) in view.remote_endpoints(me) {
-        if st.networks.get(&net).is_none_or(|n| n.overlay.is_none()) {
+        if st.networks.get(&net).is_none_or(|n| n.overlay().is_none()) {
             continue;
         }
         for e in eps {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ferry_core::docker::network::NetworkCreateRequest;
 use ferry_core::ipam::AddressPool;
 use ferry_core::model::{
-    mac_for, overlay_if_names, BridgeConf, Driver, Network, OverlayConf, Sandbox,
+    mac_for, overlay_if_names, BridgeConf, Network, NetworkKind, OverlayConf, Sandbox,
 };
 use ferry_core::validate::overlay::overlay_request;
 use ferry_core::CoreError;
@@ -36,7 +36,16 @@ fn local_copy(ov: &OverlayNetwork, mtu: u32) -> Network {
         id: ov.id.clone(),
         name: ov.name.clone(),
         created: ov.created.clone(),
-        driver: Driver::Overlay,
+        kind: NetworkKind::Overlay {
+            bridge: BridgeConf {
+                name: bridge,
+                mtu,
+                icc: true,
+                masquerade: !ov.internal,
+                adopted: false,
+            },
+            tunnel: OverlayConf { vni: ov.vni, vxlan },
+        },
         internal: ov.internal,
         attachable: ov.attachable,
         predefined: false,
@@ -44,15 +53,7 @@ fn local_copy(ov: &OverlayNetwork, mtu: u32) -> Network {
         options: ov.options.clone(),
         ipam_options: None,
         ipam_echo: ov.ipam_echo.clone(),
-        bridge: Some(BridgeConf {
-            name: bridge,
-            mtu,
-            icc: true,
-            masquerade: !ov.internal,
-            adopted: false,
-        }),
         pool: Some(AddressPool::new(ov.subnet, ov.gateway, None)),
-        overlay: Some(OverlayConf { vni: ov.vni, vxlan }),
     }
 }
 
@@ -65,7 +66,7 @@ pub(crate) fn own_endpoints(st: &State, node: &str, vtep: Ipv4Addr) -> Vec<Endpo
             let Some(net) = st
                 .networks
                 .get(&e.network_id)
-                .filter(|n| n.overlay.is_some())
+                .filter(|n| n.overlay().is_some())
             else {
                 continue;
             };
@@ -172,7 +173,7 @@ impl<K: KernelOps> Daemon<K> {
     pub(crate) async fn program_overlay(&self, st: &State, ov: &Overlay, id: &str) -> Result<()> {
         let net = &st.networks[id];
         let (Some(spec), Some(conf), Some(bridge)) =
-            (bridge_spec_of(net), &net.overlay, &net.bridge)
+            (bridge_spec_of(net), net.overlay(), net.bridge())
         else {
             return Ok(());
         };
@@ -198,7 +199,7 @@ impl<K: KernelOps> Daemon<K> {
     /// while sandboxes here are still on it.
     pub(crate) async fn dematerialize(&self, id: &str) {
         let mut st = self.state.lock().await;
-        let Some(net) = st.networks.get(id).filter(|n| n.overlay.is_some()) else {
+        let Some(net) = st.networks.get(id).filter(|n| n.overlay().is_some()) else {
             return;
         };
         if !st.users_of(id).is_empty() {
@@ -213,9 +214,12 @@ impl<K: KernelOps> Daemon<K> {
             return;
         }
         self.sync_firewall_or_warn(&st, "remove overlay").await;
-        for dev in [net.overlay.map(|o| o.vxlan), net.bridge.map(|b| b.name)]
-            .into_iter()
-            .flatten()
+        for dev in [
+            net.overlay().map(|o| o.vxlan.clone()),
+            net.bridge().map(|b| b.name.clone()),
+        ]
+        .into_iter()
+        .flatten()
         {
             if let Err(e) = self.kernel.delete_link(dev.as_str()).await {
                 tracing::warn!("remove overlay {}: {e}", net.name);
@@ -242,7 +246,7 @@ impl<K: KernelOps> Daemon<K> {
                 return Ok(());
             };
             let net = &st.networks[&id];
-            let (Some(_), Some(pool)) = (&net.overlay, &net.pool) else {
+            let (Some(_), Some(pool)) = (net.overlay(), &net.pool) else {
                 return Ok(());
             };
             let have: Vec<ipnet::Ipv4Net> = pool.range.iter().chain(&pool.more).copied().collect();

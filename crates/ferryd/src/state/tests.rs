@@ -1,7 +1,7 @@
 use std::net::Ipv4Addr;
 
 use ferry_core::ipam::AddressPool;
-use ferry_core::model::{Driver, Network};
+use ferry_core::model::{Network, NetworkKind};
 use ferry_store::{MemStore, Store};
 
 use super::*;
@@ -12,7 +12,13 @@ fn network(id: &str) -> Network {
         id: id.into(),
         name: id.into(),
         created: String::new(),
-        driver: Driver::Bridge,
+        kind: NetworkKind::Bridge(ferry_core::model::BridgeConf {
+            name: ferry_core::IfName::new("brtest").unwrap(),
+            mtu: 1500,
+            icc: true,
+            masquerade: true,
+            adopted: false,
+        }),
         internal: false,
         attachable: false,
         predefined: false,
@@ -20,9 +26,7 @@ fn network(id: &str) -> Network {
         options: Default::default(),
         ipam_options: None,
         ipam_echo: vec![],
-        bridge: None,
         pool: Some(AddressPool::new(subnet, "10.9.0.1".parse().unwrap(), None)),
-        overlay: None,
     }
 }
 

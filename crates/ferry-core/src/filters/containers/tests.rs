@@ -14,7 +14,7 @@ fn sandbox(name: &str, created: &str, state: RunState, net: &Network, publish: &
         prefix_len: 16,
         gateway: None,
         mac: mac_for(ip),
-        host_if: IfName::new("fyx").unwrap(),
+        host_if: Some(IfName::new("fyx").unwrap()),
         ifname: IfName::new("eth0").unwrap(),
         default_route: true,
         published: decide(&maps, &[]).unwrap(),

@@ -103,7 +103,7 @@ impl<K: KernelOps> Daemon<K> {
             prefix_len: addr.prefix_len(),
             gateway,
             mac,
-            host_if: host_if_name(&ep_id),
+            host_if: Some(host_if_name(&ep_id)),
             ifname,
             default_route: gateway.is_some(),
             published: vec![],
@@ -143,7 +143,10 @@ impl<K: KernelOps> Daemon<K> {
             .get(&ep.endpoint.network_id)
             .ok_or_else(|| CoreError::NoSuchNetwork(ep.endpoint.network_id.clone()))?;
         let live = ep.endpoint.live.clone().expect("docker endpoints are live");
-        let bridge = net.bridge.clone().expect("docker networks have a bridge");
+        let bridge = net
+            .bridge()
+            .cloned()
+            .expect("docker networks have a bridge");
         // Docker sends the port map with Join too; ProgramExternalConnectivity decides
         // the host ports later, but the bridge port must be hairpin from the start.
         let ports = match portmap(req.options.as_ref())? {
@@ -158,13 +161,13 @@ impl<K: KernelOps> Daemon<K> {
             gateway: live.gateway.map(|g| g.to_string()).unwrap_or_default(),
             disable_gateway_service: live.gateway.is_none(),
         };
-        if ep.joined
-            && self
-                .kernel
-                .link_kind(live.host_if.as_str())
-                .await?
-                .is_some()
-        {
+        // Docker's endpoints are veths on ferry's bridge: they always have a host end.
+        let host_if = live
+            .host_if
+            .as_ref()
+            .map(|h| h.to_string())
+            .ok_or_else(|| CoreError::Invalid("endpoint has no host-side link".into()))?;
+        if ep.joined && self.kernel.link_kind(&host_if).await?.is_some() {
             return Ok(answer);
         }
         let keys = [Key::PluginEp(req.endpoint_id.clone())];
@@ -179,7 +182,7 @@ impl<K: KernelOps> Daemon<K> {
         self.commit_or_restore(&mut st, &before, &keys)?;
         let spec = VethPairSpec {
             bridge: bridge.name.to_string(),
-            host_if: live.host_if.to_string(),
+            host_if,
             peer_if: live.ifname.to_string(),
             peer_mac: live.mac,
             mtu: bridge.mtu,
@@ -333,7 +336,7 @@ impl<K: KernelOps> Daemon<K> {
         {
             value.insert(
                 "ferry.host_if".into(),
-                Value::from(live.host_if.to_string()),
+                Value::from(live.host_if.as_ref().map(ToString::to_string)),
             );
             value.insert(
                 "ferry.address".into(),

@@ -74,7 +74,8 @@ impl<K: KernelOps> Daemon<K> {
             .filter(|e| e.joined)
             .filter_map(|e| {
                 let l = e.endpoint.live.as_ref()?;
-                (!links.contains(&l.host_if.to_string()))
+                let host_if = l.host_if.as_ref()?.to_string();
+                (!links.contains(&host_if))
                     .then(|| (e.id.clone(), e.endpoint.network_id.clone(), l.ip))
             })
             .collect();

@@ -8,7 +8,7 @@ use ferry_core::docker::plugin::{
 };
 use ferry_core::ipam::pools::overlaps;
 use ferry_core::ipam::AddressPool;
-use ferry_core::model::{Driver, IpamEcho, Network};
+use ferry_core::model::{IpamEcho, Network, NetworkKind};
 use ferry_core::remote::{DockerNetwork, DOCKER_IPAM_OWNER};
 use ferry_core::validate::{bridge_conf, first_host, parse_subnet, OPT_BRIDGE_NAME};
 use ferry_core::CoreError;
@@ -61,7 +61,7 @@ impl<K: KernelOps> Daemon<K> {
         if st
             .networks
             .values()
-            .filter_map(|n| n.bridge.as_ref())
+            .filter_map(|n| n.bridge())
             .any(|b| b.name == bridge.name)
         {
             return Err(CoreError::Invalid(format!(
@@ -126,7 +126,7 @@ impl<K: KernelOps> Daemon<K> {
             id: id.clone(),
             name: format!("docker-{}", &id[..12]),
             created: now().0,
-            driver: Driver::Bridge,
+            kind: NetworkKind::Bridge(bridge),
             internal: flag_option(opts, OPT_INTERNAL),
             attachable: false,
             predefined: false,
@@ -138,9 +138,7 @@ impl<K: KernelOps> Daemon<K> {
                 ip_range: pool.range.map(|r| r.to_string()),
                 gateway: Some(pool.gateway.to_string()),
             }],
-            bridge: Some(bridge),
             pool: Some(pool),
-            overlay: None,
         };
         let spec = bridge_spec(&network).expect("a bridge network");
         st.networks.insert(id.clone(), network);
@@ -230,7 +228,7 @@ impl<K: KernelOps> Daemon<K> {
                 errors.push(e.to_string());
             }
         }
-        match (dn.owns_bridge, &net.bridge) {
+        match (dn.owns_bridge, net.bridge()) {
             (true, Some(b)) => {
                 if let Err(e) = self.kernel.delete_link(b.name.as_str()).await {
                     errors.push(e.to_string());
