@@ -283,7 +283,7 @@ fn client_mistakes_answer_4xx_naming_the_problem_and_change_nothing() -> Result<
         ("POST", "/networks/create".into(), r#"{"Name":"b","Options":{"com.docker.network.bridge.name":"a-name-over-15-bytes"}}"#.into(), 400, "longer than 15 bytes"),
         ("POST", "/networks/create".into(), r#"{"Name":"b","Options":{"com.docker.network.bridge.name":"lo"}}"#.into(), 400, "lo exists and is not a bridge"),
         ("POST", "/networks/create".into(), r#"{"Name":"b","Options":{"com.docker.network.bridge.name":"ferry0"}}"#.into(), 400, "ferry0"),
-        ("POST", "/networks/create".into(), r#"{"Name":"b","Driver":"overlay"}"#.into(), 404, "overlay"),
+        ("POST", "/networks/create".into(), r#"{"Name":"b","Driver":"overlay"}"#.into(), 400, "--cluster-store"),
         ("POST", "/networks/create".into(), r#"{"Name":"b","IPAM":{"Driver":"nope"}}"#.into(), 404, "nope"),
         ("POST", "/networks/create".into(), r#"{"Name":"b","EnableIPv6":true}"#.into(), 400, "IPv6"),
         ("POST", "/networks/create".into(), r#"{"Name":"bad name"}"#.into(), 400, "bad name"),
