@@ -348,6 +348,53 @@ pub struct DnsConf {
     pub options: Vec<String>,
 }
 
+/// A sandbox's network mode, as Docker's `HostConfig.NetworkMode` names it; stored as
+/// that string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum NetworkMode {
+    /// ferryd's own namespace: no namespace, no endpoints, no files of its own.
+    Host,
+    /// A namespace of its own with a loopback only.
+    None,
+    /// A namespace of its own on a network: "default" (the bridge), a name or an ID.
+    Joined(String),
+}
+
+impl NetworkMode {
+    pub fn as_str(&self) -> &str {
+        match self {
+            NetworkMode::Host => "host",
+            NetworkMode::None => "none",
+            NetworkMode::Joined(n) => n,
+        }
+    }
+    /// Whether the sandbox has a network namespace of its own (all but host).
+    pub fn own_netns(&self) -> bool {
+        !matches!(self, NetworkMode::Host)
+    }
+    /// Whether the sandbox may have endpoints (neither host nor none).
+    pub fn joins_networks(&self) -> bool {
+        matches!(self, NetworkMode::Joined(_))
+    }
+}
+
+impl From<String> for NetworkMode {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "host" => NetworkMode::Host,
+            "none" => NetworkMode::None,
+            _ => NetworkMode::Joined(s),
+        }
+    }
+}
+
+impl From<NetworkMode> for String {
+    fn from(m: NetworkMode) -> Self {
+        m.as_str().to_string()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sandbox {
     pub id: String,
@@ -356,8 +403,8 @@ pub struct Sandbox {
     pub created_unix: i64,
     pub hostname: String,
     pub cmd: Vec<String>,
-    /// The network mode as requested: "default", "host", "none" or a network name/ID.
-    pub network_mode: String,
+    /// The network mode as requested (Docker's `HostConfig.NetworkMode`).
+    pub network_mode: NetworkMode,
     pub auto_remove: bool,
     pub dns: DnsConf,
     pub state: RunState,
@@ -452,14 +499,18 @@ mod tests {
         );
         let mut v = serde_json::to_value(&nets[0]).unwrap();
         v["driver"] = "overlay".into();
-        let e = serde_json::from_value::<Network>(v.clone()).unwrap_err().to_string();
+        let e = serde_json::from_value::<Network>(v.clone())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no tunnel"), "{e}");
         v["driver"] = "host".into();
         assert!(serde_json::from_value::<Network>(v).is_err());
         let mut v = serde_json::to_value(&nets[0]).unwrap();
         v["driver"] = "macvlan".into();
         v["bridge"] = serde_json::Value::Null;
-        let e = serde_json::from_value::<Network>(v).unwrap_err().to_string();
+        let e = serde_json::from_value::<Network>(v)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no parent"), "{e}");
     }
 

@@ -146,7 +146,7 @@ fn container_inspect_has_dockers_network_fields() {
         created_unix: 0,
         hostname: "aaaaaaaaaaaa".into(),
         cmd: vec!["sleep".into(), "100000".into()],
-        network_mode: "demonet".into(),
+        network_mode: "demonet".to_string().into(),
         auto_remove: false,
         dns: DnsConf::default(),
         state: RunState::Running {

@@ -137,8 +137,8 @@ async fn stop_dead_sandboxes<K: KernelOps>(d: &Daemon<K>) -> Result<()> {
             .values()
             .filter_map(|s| match s.state {
                 RunState::Running { pid, start_time } => {
-                    let ns_ok =
-                        s.network_mode == "host" || netns::is_pinned(&d.cfg.sandbox_netns(&s.id));
+                    let ns_ok = !s.network_mode.own_netns()
+                        || netns::is_pinned(&d.cfg.sandbox_netns(&s.id));
                     (pid == 0 || !alive(pid, start_time) || !ns_ok).then(|| (s.id.clone(), pid))
                 }
                 _ => None,
@@ -154,7 +154,7 @@ async fn stop_dead_sandboxes<K: KernelOps>(d: &Daemon<K>) -> Result<()> {
         let (pid, living) = match st.sandboxes.get(&id).map(|s| (&s.state, s)) {
             Some((RunState::Running { pid, start_time }, s)) => {
                 let ns_ok =
-                    s.network_mode == "host" || netns::is_pinned(&d.cfg.sandbox_netns(&s.id));
+                    !s.network_mode.own_netns() || netns::is_pinned(&d.cfg.sandbox_netns(&s.id));
                 let living = *pid != 0 && alive(*pid, *start_time);
                 if living && ns_ok {
                     continue;
@@ -188,7 +188,7 @@ async fn rewire_endpoints<K: KernelOps>(d: &Daemon<K>) {
         let st = d.state.lock().await;
         st.sandboxes
             .values()
-            .filter(|s| s.is_running() && s.network_mode != "host" && s.network_mode != "none")
+            .filter(|s| s.is_running() && s.network_mode.joins_networks())
             .map(|s| s.id.clone())
             .collect()
     };

@@ -77,7 +77,7 @@ pub fn exec_spec<K: KernelOps>(
     sb: &Sandbox,
     netns: &std::path::Path,
 ) -> SandboxExec {
-    let files = (sb.network_mode != "host").then(|| {
+    let files = (sb.network_mode.own_netns()).then(|| {
         let (hosts, resolv_conf, _) = d.sandbox_files(&sb.id);
         SandboxFiles {
             hosts,

@@ -155,7 +155,7 @@ pub fn inspect(sb: &Sandbox, nets: &[&Network], paths: &SandboxPaths) -> Value {
         "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "",
         "ExecIDs": null,
         "HostConfig": {
-            "NetworkMode": sb.network_mode,
+            "NetworkMode": sb.network_mode.as_str(),
             "PortBindings": crate::ports::to_bindings(&requested_ports(sb)),
             "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
             "AutoRemove": sb.auto_remove,
@@ -243,7 +243,7 @@ pub fn summary(sb: &Sandbox, nets: &[&Network], now_unix: i64) -> Value {
         "Labels": {},
         "State": crate::filters::containers::state(sb),
         "Status": status_text(sb, now_unix),
-        "HostConfig": {"NetworkMode": sb.network_mode},
+        "HostConfig": {"NetworkMode": sb.network_mode.as_str()},
         "NetworkSettings": {"Networks": networks},
         "Mounts": [],
     })

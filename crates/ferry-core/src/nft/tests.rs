@@ -46,7 +46,7 @@ fn sandbox(net: &Network, ip: &str, host_if: &str, publish: &[&str]) -> Sandbox 
         created_unix: 0,
         hostname: "s".into(),
         cmd: vec![],
-        network_mode: net.name.clone(),
+        network_mode: net.name.clone().into(),
         auto_remove: false,
         dns: Default::default(),
         state: RunState::Running {

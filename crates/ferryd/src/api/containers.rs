@@ -95,7 +95,7 @@ pub async fn inspect<K: KernelOps>(State(d): D<K>, Path(id): Path<String>) -> Ap
     let id = st.sandbox_id(&id)?;
     let sb = &st.sandboxes[&id];
     let (hosts, resolv, hostname) = d.sandbox_files(&id);
-    let host = sb.network_mode == "host";
+    let host = !sb.network_mode.own_netns();
     let paths = SandboxPaths {
         sandbox_key: d.netns_path(sb).display().to_string(),
         hosts: if host {

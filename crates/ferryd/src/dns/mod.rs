@@ -263,7 +263,7 @@ impl<K: KernelOps> Daemon<K> {
 
     /// Rewrite a running sandbox's resolv.conf in place (its networks changed).
     pub(crate) fn write_resolv(&self, st: &State, id: &str) {
-        let Some(sb) = st.sandboxes.get(id).filter(|s| s.network_mode != "host") else {
+        let Some(sb) = st.sandboxes.get(id).filter(|s| s.network_mode.own_netns()) else {
             return;
         };
         let (_, resolv, _) = self.sandbox_files(id);

@@ -56,7 +56,7 @@ fn sandbox(name: &str, hostname: &str, endpoints: Vec<Endpoint>) -> Sandbox {
         created_unix: 0,
         hostname: hostname.into(),
         cmd: vec![],
-        network_mode: "x".into(),
+        network_mode: "x".to_string().into(),
         auto_remove: false,
         dns: DnsConf::default(),
         state: RunState::Running {

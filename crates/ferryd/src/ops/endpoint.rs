@@ -4,7 +4,9 @@
 use std::net::Ipv4Addr;
 
 use ferry_core::docker::network::{ConnectRequest, DisconnectRequest};
-use ferry_core::model::{host_if_name, mac_for, Driver, Endpoint, LiveEndpoint, NetworkKind};
+use ferry_core::model::{
+    host_if_name, mac_for, Driver, Endpoint, LiveEndpoint, NetworkKind, NetworkMode,
+};
 use ferry_core::ports::{decide, Published};
 use ferry_core::CoreError;
 use ferry_kernel::{AttachSpec, KernelOps, LinkSpec, MacvlanLink, VethLink};
@@ -296,7 +298,7 @@ impl<K: KernelOps> Daemon<K> {
         let (net, sb) = (&st.networks[&net_id], &st.sandboxes[&sb_id]);
         check_publishable(net, !ports.is_empty())?;
         // dockerd's words: none is a network of its own, not the host's.
-        if net.driver() == Driver::Null || sb.network_mode == "none" {
+        if net.driver() == Driver::Null || sb.network_mode == NetworkMode::None {
             return Err(CoreError::NoneNetworkConflict.into());
         }
         if !net.driver().has_endpoints() {
@@ -306,7 +308,7 @@ impl<K: KernelOps> Daemon<K> {
             )
             .into());
         }
-        if sb.network_mode == "host" || sb.network_mode == "none" {
+        if !sb.network_mode.joins_networks() {
             return Err(CoreError::SharedNamespace.into());
         }
         if sb.endpoint(&net_id).is_some() {

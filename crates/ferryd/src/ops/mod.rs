@@ -205,7 +205,7 @@ impl<K: KernelOps> Daemon<K> {
 
     /// The namespace a sandbox's processes join: its own, or ferryd's for `--network host`.
     pub fn netns_path(&self, sb: &ferry_core::model::Sandbox) -> PathBuf {
-        if sb.network_mode == "host" {
+        if !sb.network_mode.own_netns() {
             self.cfg.host_netns()
         } else {
             self.cfg.sandbox_netns(&sb.id)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ferry_core::docker::container::ContainerCreateRequest;
 use ferry_core::files::hosts_file;
 use ferry_core::id::short;
-use ferry_core::model::{DnsConf, Driver, Endpoint, RunState, Sandbox};
+use ferry_core::model::{DnsConf, Driver, Endpoint, NetworkMode, RunState, Sandbox};
 use ferry_core::validate::valid_name;
 use ferry_core::CoreError;
 use ferry_kernel::{AttachSpec, KernelOps};
@@ -123,7 +123,7 @@ impl<K: KernelOps> Daemon<K> {
         let Some(sb) = st.sandboxes.get(id) else {
             return;
         };
-        if sb.network_mode == "host" {
+        if !sb.network_mode.own_netns() {
             return;
         }
         let (hosts, _, _) = self.sandbox_files(id);
@@ -226,9 +226,9 @@ impl<K: KernelOps> Daemon<K> {
             crate::firewall::check_publishable(net, !ports.is_empty())?;
         }
         let network_mode = match net.driver() {
-            Driver::Host => "host".to_string(),
-            Driver::Null => "none".to_string(),
-            Driver::Bridge | Driver::Overlay | Driver::Macvlan => mode.clone(),
+            Driver::Host => NetworkMode::Host,
+            Driver::Null => NetworkMode::None,
+            Driver::Bridge | Driver::Overlay | Driver::Macvlan => NetworkMode::Joined(mode.clone()),
         };
         let endpoints = if net.driver().has_endpoints() {
             vec![Endpoint {
@@ -241,7 +241,7 @@ impl<K: KernelOps> Daemon<K> {
         } else {
             vec![]
         };
-        let hostname = if network_mode == "host" {
+        let hostname = if !network_mode.own_netns() {
             nix::unistd::gethostname()
                 .ok()
                 .and_then(|h| h.into_string().ok())
@@ -399,7 +399,7 @@ impl<K: KernelOps> Daemon<K> {
         specs: &[AttachSpec],
         spawn: bool,
     ) -> Result<Option<tokio::process::Child>> {
-        let own_netns = sb.network_mode != "host";
+        let own_netns = sb.network_mode.own_netns();
         let mut undo = Teardown {
             netns: own_netns.then(|| netns.to_path_buf()),
             ..Default::default()
@@ -442,7 +442,7 @@ impl<K: KernelOps> Daemon<K> {
         let Some(sb) = st.sandboxes.get(id) else {
             return Teardown::default();
         };
-        let own = sb.network_mode != "host";
+        let own = sb.network_mode.own_netns();
         let mut t = Teardown {
             netns: own.then(|| self.cfg.sandbox_netns(id)),
             netns_link: own.then(|| self.cfg.netns_link(&sb.name)),
@@ -602,7 +602,7 @@ impl<K: KernelOps> Daemon<K> {
         match st.sandboxes[&id].state {
             RunState::Running { pid, start_time } => {
                 supervise::kill_if_alive(pid, start_time);
-                let own_netns = st.sandboxes[&id].network_mode != "host";
+                let own_netns = st.sandboxes[&id].network_mode.own_netns();
                 drop(st);
                 drop(turn);
                 if pid == 0 {

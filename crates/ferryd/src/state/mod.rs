@@ -303,7 +303,7 @@ impl State {
             if let Some(n) = self
                 .networks
                 .values()
-                .find(|n| n.predefined && n.name == sb.network_mode)
+                .find(|n| n.predefined && n.name == sb.network_mode.as_str())
             {
                 v.push(n);
             }

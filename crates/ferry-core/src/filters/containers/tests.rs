@@ -26,7 +26,7 @@ fn sandbox(name: &str, created: &str, state: RunState, net: &Network, publish: &
         created_unix: 0,
         hostname: name.into(),
         cmd: vec![],
-        network_mode: net.name.clone(),
+        network_mode: net.name.clone().into(),
         auto_remove: false,
         dns: Default::default(),
         state,
