@@ -15,6 +15,11 @@ use crate::alloc;
 use crate::records::*;
 use crate::view::View;
 
+/// How long a dead host's address blocks stay its own after its lease expired, unless
+/// set otherwise: a host that reboots keeps its addresses; one gone for longer frees its
+/// blocks for hosts that have none left.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(300);
+
 /// How many times a claim is tried again after losing a race before it gives up.
 const TRIES: usize = 16;
 
@@ -70,6 +75,8 @@ pub struct Cluster {
     pub node: String,
     pub addr: Ipv4Addr,
     pub ttl: Duration,
+    /// How long a dead host's blocks stay its own ([`DEFAULT_GRACE`]).
+    pub grace: Duration,
     lease: Mutex<Option<LeaseId>>,
 }
 
@@ -104,8 +111,15 @@ impl Cluster {
             node,
             addr,
             ttl,
+            grace: DEFAULT_GRACE,
             lease: Mutex::new(None),
         }
+    }
+
+    /// How long a dead host's blocks stay its own after its lease expired.
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -153,8 +167,13 @@ impl Cluster {
                 Some((rev, _)) => Compare::ModRevision(node_key(&self.node), *rev),
                 None => Compare::Absent(node_key(&self.node)),
             };
-            let put = Op::PutLeased(node_key(&self.node), json(&rec), lease);
-            if let Outcome::Committed(_) = self.store.txn(&[cmp], &[put])? {
+            // Back before its blocks were taken: they are its own again.
+            let ops = [
+                Op::PutLeased(node_key(&self.node), json(&rec), lease),
+                Op::Delete(dead_key(&self.node)),
+                Op::Delete(grace_key(&self.node)),
+            ];
+            if let Outcome::Committed(_) = self.store.txn(&[cmp], &ops)? {
                 *self.lease.lock().expect("lease") = Some(lease);
                 return Ok(lease);
             }
@@ -175,6 +194,32 @@ impl Cluster {
             }
             Some(Err(e)) => Err(e.into()),
         }
+    }
+
+    /// Start the grace period of every host seen holding blocks without a registration:
+    /// a [`DEAD`] marker and a [`GRACE`] key under a lease of the grace period, both in
+    /// one transaction that holds only while the host is still unregistered and
+    /// unmarked (so of the hosts that notice, one starts it). Returns the hosts marked.
+    pub fn mark_dead(&self) -> Result<Vec<String>> {
+        let view = self.view()?;
+        let mut marked = vec![];
+        for host in view.newly_dead() {
+            let lease = self.store.grant(self.grace)?.id;
+            let won = self.store.txn(
+                &[Compare::Absent(node_key(host)), Compare::Absent(dead_key(host))],
+                &[
+                    Op::Put(dead_key(host), host.as_bytes().to_vec()),
+                    Op::PutLeased(grace_key(host), Vec::new(), lease),
+                ],
+            )?;
+            match won {
+                Outcome::Committed(_) => marked.push(host.to_string()),
+                Outcome::Conflict => {
+                    let _ = self.store.revoke(lease);
+                }
+            }
+        }
+        Ok(marked)
     }
 
     /// Leave: revoke the lease, which deletes this host's record and endpoints at once.
@@ -255,7 +300,8 @@ impl Cluster {
     }
 
     /// A block for this host to allocate from in `net`, other than those in `have`: one
-    /// it holds already, else the first free one, claimed by compare-and-swap.
+    /// it holds already, else the first free one, else one a dead host held (see
+    /// [`Cluster::reclaim`]), claimed by compare-and-swap.
     pub fn claim_block(&self, net: &OverlayNetwork, have: &[Ipv4Net]) -> Result<Block> {
         let span = net.ip_range.unwrap_or(net.subnet);
         for _ in 0..TRIES {
@@ -269,21 +315,17 @@ impl Cluster {
             let block = match mine {
                 Some(b) => b,
                 None => {
-                    let Some(b) = alloc::free_blocks(span, net.block_prefix, &claimed)
+                    let free = alloc::free_blocks(span, net.block_prefix, &claimed)
                         .into_iter()
-                        .next()
-                    else {
-                        return Err(ClusterError::NoBlock(net.name.clone()));
+                        .next();
+                    let (b, held_by) = match free {
+                        Some(b) => (b, None),
+                        None => match reclaimable(&view, &net.id) {
+                            Some((b, dead)) => (b, Some(dead)),
+                            None => return Err(ClusterError::NoBlock(net.name.clone())),
+                        },
                     };
-                    let key = block_key(&net.id, b);
-                    let won = self.store.txn(
-                        &[
-                            Compare::Absent(key.clone()),
-                            Compare::ModRevision(net_key(&net.id), view.net_revision(&net.id)),
-                        ],
-                        &[Op::Put(key, self.node.clone().into_bytes())],
-                    )?;
-                    if won == Outcome::Conflict {
+                    if !self.take_block(&view, net, b, held_by)? {
                         continue;
                     }
                     b
@@ -299,6 +341,45 @@ impl Cluster {
             return Ok(Block { block, foreign });
         }
         Err(ClusterError::Contention("the address blocks"))
+    }
+
+    /// One conditional transaction: `block` becomes this host's if it is still free
+    /// (`held_by` None), or still `held_by`'s, that host still has no registration and
+    /// nothing has an address in the block. False when another host moved first.
+    fn take_block(
+        &self,
+        view: &View,
+        net: &OverlayNetwork,
+        block: Ipv4Net,
+        held_by: Option<String>,
+    ) -> Result<bool> {
+        let key = block_key(&net.id, block);
+        let mut compares = vec![Compare::ModRevision(
+            net_key(&net.id),
+            view.net_revision(&net.id),
+        )];
+        match held_by {
+            None => compares.push(Compare::Absent(key.clone())),
+            Some(dead) => {
+                tracing::info!(
+                    "overlay {}: taking address block {block} of host {dead}, unregistered for longer than the grace period",
+                    net.name
+                );
+                compares.push(Compare::Value(key.clone(), dead.clone().into_bytes()));
+                compares.push(Compare::Absent(node_key(&dead)));
+                compares.push(Compare::Value(dead_key(&dead), dead.clone().into_bytes()));
+                compares.push(Compare::Absent(grace_key(&dead)));
+                compares.extend(
+                    view.endpoints_on(&net.id)
+                        .filter(|e| block.contains(&e.ip))
+                        .map(|e| Compare::Absent(endpoint_key(&net.id, e.ip))),
+                );
+            }
+        }
+        let won = self
+            .store
+            .txn(&compares, &[Op::Put(key, self.node.clone().into_bytes())])?;
+        Ok(matches!(won, Outcome::Committed(_)))
     }
 
     /// Take a static address for `ep` through the store: refused when it lies in another
@@ -347,26 +428,86 @@ impl Cluster {
 
     /// Publish this host's endpoints and withdraw the ones it no longer has, in one
     /// transaction: `want` is every endpoint of this host, `had` what etcd holds for it.
-    pub fn publish(&self, want: &[EndpointRecord], had: &[EndpointRecord]) -> Result<()> {
-        let mut ops = Vec::new();
-        for ep in want {
-            if !had.contains(ep) {
-                ops.push(self.leased(endpoint_key(&ep.network, ep.ip), json(ep))?);
+    pub fn publish(
+        &self,
+        want: &[EndpointRecord],
+        had: &[EndpointRecord],
+    ) -> Result<Vec<EndpointRecord>> {
+        for _ in 0..TRIES {
+            let view = self.view()?;
+            let (compares, ops, refused) = self.publish_plan(&view, want, had);
+            if ops.is_empty() {
+                return Ok(refused);
+            }
+            if let Outcome::Committed(_) = self.store.txn(&compares, &ops)? {
+                return Ok(refused);
+            }
+        }
+        Err(ClusterError::Contention("this host's endpoints"))
+    }
+
+    /// The transaction that makes the cluster hold `want` of this host's endpoints where
+    /// it held `had`, each write conditional on the key being absent or still this
+    /// host's; and the endpoints refused: an address another host's endpoint has, or a
+    /// new one inside another host's block (what a host finds on coming back after its
+    /// blocks were taken: publishing them would give two sandboxes one address).
+    fn publish_plan(
+        &self,
+        view: &View,
+        want: &[EndpointRecord],
+        had: &[EndpointRecord],
+    ) -> (Vec<Compare>, Vec<Op>, Vec<EndpointRecord>) {
+        let (mut compares, mut ops, mut refused) = (vec![], vec![], vec![]);
+        for ep in want.iter().filter(|e| !had.contains(e)) {
+            let key = endpoint_key(&ep.network, ep.ip);
+            match view.endpoints.get(&(ep.network.clone(), ep.ip)) {
+                Some(e) if e.node != self.node => refused.push(ep.clone()),
+                Some(_) => compares.push(Compare::ModRevision(
+                    key.clone(),
+                    view.endpoint_revision(&ep.network, ep.ip).unwrap_or(0),
+                )),
+                None if view
+                    .blocks_on(&ep.network)
+                    .any(|(b, h)| b.contains(&ep.ip) && h != self.node) =>
+                {
+                    refused.push(ep.clone())
+                }
+                None => compares.push(Compare::Absent(key.clone())),
+            }
+            if refused.last() != Some(ep) {
+                match self.leased(key, json(ep)) {
+                    Ok(op) => ops.push(op),
+                    Err(_) => refused.push(ep.clone()),
+                }
             }
         }
         for ep in had {
-            if !want
-                .iter()
-                .any(|w| w.network == ep.network && w.ip == ep.ip)
-            {
-                ops.push(Op::Delete(endpoint_key(&ep.network, ep.ip)));
+            let gone = !want.iter().any(|w| w.network == ep.network && w.ip == ep.ip);
+            let ours = view
+                .endpoints
+                .get(&(ep.network.clone(), ep.ip))
+                .is_some_and(|e| e.node == self.node);
+            if gone && ours {
+                let key = endpoint_key(&ep.network, ep.ip);
+                let rev = view.endpoint_revision(&ep.network, ep.ip).unwrap_or(0);
+                compares.push(Compare::ModRevision(key.clone(), rev));
+                ops.push(Op::Delete(key));
             }
         }
-        if !ops.is_empty() {
-            self.store.commit(&ops)?;
-        }
-        Ok(())
+        (compares, ops, refused)
     }
+}
+
+/// A block of `net` a dead host holds, when no block is free: its holder has no
+/// registration (its lease expired), was marked dead ([`Cluster::mark_dead`]) and its
+/// grace period is over, and no endpoint has an address in the block. The lowest such block; None if none.
+/// A host that comes back later claims a block anew, as any host does.
+fn reclaimable(view: &View, net: &str) -> Option<(Ipv4Net, String)> {
+    view.blocks_on(net)
+        .filter(|(_, h)| !view.nodes.contains_key(*h))
+        .filter(|(_, h)| view.dead.contains(*h) && !view.in_grace.contains(*h))
+        .find(|(b, _)| !view.endpoints_on(net).any(|e| b.contains(&e.ip)))
+        .map(|(b, holder)| (b, holder.to_string()))
 }
 
 pub(crate) fn decode<T: for<'a> serde::Deserialize<'a>>(key: &str, v: &[u8]) -> Result<T> {

@@ -57,11 +57,23 @@ pub const NODES: &str = "node/";
 pub const NETS: &str = "ov/net/";
 pub const ENDPOINTS: &str = "ov/ep/";
 pub const BLOCKS: &str = "ov/blk/";
+/// `ov/dead/<node>`: a host whose registration was seen gone, while it still held
+/// address blocks. Removed when it registers again.
+pub const DEAD: &str = "ov/dead/";
+/// `ov/grace/<node>`: beside a [`DEAD`] marker, under a lease as long as the grace
+/// period: while it lives, the dead host's blocks are still its own.
+pub const GRACE: &str = "ov/grace/";
 /// Touched by every create and remove of a network: creations compare its revision.
 pub const NETS_REVISION: &str = "ov/nets";
 
 pub fn node_key(name: &str) -> String {
     format!("{NODES}{name}")
+}
+pub fn dead_key(node: &str) -> String {
+    format!("{DEAD}{node}")
+}
+pub fn grace_key(node: &str) -> String {
+    format!("{GRACE}{node}")
 }
 pub fn net_key(id: &str) -> String {
     format!("{NETS}{id}")

@@ -2,7 +2,7 @@
 //! watch. Pure: applying a watch message changes only the view, and what a host should
 //! program follows from the view ([`View::remote_endpoints`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use ferry_store::{Entry, Listing, Revision, WatchEvent, WatchMessage};
@@ -20,6 +20,10 @@ pub struct View {
     pub endpoints: BTreeMap<(String, Ipv4Addr), EndpointRecord>,
     /// (network, block) → the host holding it.
     pub blocks: BTreeMap<(String, Ipv4Net), String>,
+    /// Hosts marked dead while holding blocks ([`DEAD`]).
+    pub dead: BTreeSet<String>,
+    /// Of those, the ones whose grace period still runs ([`GRACE`]).
+    pub in_grace: BTreeSet<String>,
     /// The revision of [`NETS_REVISION`], if it exists.
     pub nets_revision: Option<Revision>,
     /// Key → mod revision, for the keys claims compare.
@@ -82,6 +86,10 @@ impl View {
         } else if let Some((net, block)) = parse_block_key(k) {
             let owner = String::from_utf8_lossy(&e.value).to_string();
             self.blocks.insert((net.to_string(), block), owner);
+        } else if let Some(node) = k.strip_prefix(DEAD) {
+            self.dead.insert(node.to_string());
+        } else if let Some(node) = k.strip_prefix(GRACE) {
+            self.in_grace.insert(node.to_string());
         } else if k == NETS_REVISION {
             self.nets_revision = Some(e.mod_revision);
         }
@@ -102,6 +110,10 @@ impl View {
             }
         } else if let Some((net, block)) = parse_block_key(k) {
             self.blocks.remove(&(net.to_string(), block));
+        } else if let Some(node) = k.strip_prefix(DEAD) {
+            self.dead.remove(node);
+        } else if let Some(node) = k.strip_prefix(GRACE) {
+            self.in_grace.remove(node);
         } else if k == NETS_REVISION {
             self.nets_revision = None;
         }
@@ -127,6 +139,15 @@ impl View {
             .iter()
             .filter(move |((n, _), _)| n == net)
             .map(|((_, b), o)| (*b, o.as_str()))
+    }
+
+    /// Hosts that hold blocks but have no registration and no [`DEAD`] marker yet.
+    pub fn newly_dead(&self) -> BTreeSet<&str> {
+        self.blocks
+            .values()
+            .map(String::as_str)
+            .filter(|h| !self.nodes.contains_key(*h) && !self.dead.contains(*h))
+            .collect()
     }
 
     /// Every endpoint other hosts hold, per network: what this host's tunnels point at.

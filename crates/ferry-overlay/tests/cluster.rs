@@ -247,3 +247,128 @@ fn a_restart_within_the_ttl_keeps_the_lease_and_a_stranger_cannot_take_the_name(
     let e = stranger.register("x").unwrap_err();
     assert!(matches!(e, ClusterError::NodeTaken { .. }), "{e}");
 }
+
+/// Advance the clock by `by` in steps, every host in `live` renewing as it goes.
+fn pass(clock: &ManualClock, live: &[&Cluster], by: Duration) {
+    let step = Duration::from_secs(2);
+    let mut gone = Duration::ZERO;
+    while gone < by {
+        clock.advance(step);
+        gone += step;
+        for c in live {
+            c.renew("now").unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_dead_hosts_block_is_taken_only_when_none_is_free_and_its_grace_is_over() {
+    let (store, clock, h) = hosts(5);
+    let h: Vec<Cluster> = h
+        .into_iter()
+        .map(|c| c.with_grace(Duration::from_secs(30)))
+        .collect();
+    let net = h[0].create_network(&overlay("ov")).unwrap();
+    // Four blocks of a /24, one per host; the fifth host finds none.
+    let held: Vec<_> = h[..4]
+        .iter()
+        .map(|c| c.claim_block(&net, &[]).unwrap().block)
+        .collect();
+    assert!(matches!(h[4].claim_block(&net, &[]), Err(ClusterError::NoBlock(_))));
+    // host4 dies: its lease expires, but its block is not free yet.
+    let live = [&h[0], &h[1], &h[2], &h[4]];
+    pass(&clock, &live, Duration::from_secs(12));
+    assert!(!h[0].view().unwrap().nodes.contains_key("host4"));
+    assert!(
+        matches!(h[4].claim_block(&net, &[]), Err(ClusterError::NoBlock(_))),
+        "a block taken the moment its host's lease expired"
+    );
+    // Marked dead (once, however many hosts notice); still its own during the grace.
+    assert_eq!(h[0].mark_dead().unwrap(), ["host4"]);
+    assert!(h[1].mark_dead().unwrap().is_empty());
+    pass(&clock, &live, Duration::from_secs(20));
+    assert!(
+        matches!(h[4].claim_block(&net, &[]), Err(ClusterError::NoBlock(_))),
+        "a block taken within the grace period"
+    );
+    // Grace over: host5 takes host4's block, and only that one.
+    pass(&clock, &live, Duration::from_secs(12));
+    assert_eq!(h[4].claim_block(&net, &[]).unwrap().block, held[3]);
+    let view = View::from_listing(store.range("").unwrap()).unwrap();
+    let holders: Vec<&str> = view.blocks_on(&net.id).map(|(_, n)| n).collect();
+    assert_eq!(holders.iter().filter(|n| **n == "host5").count(), 1);
+    assert!(!holders.contains(&"host4"));
+    // host4 comes back: registered again, it finds no block of its own and none free,
+    // and the sandbox it still runs at an address of its old block is not published
+    // (host5 may hand that address out); host5's own endpoint there is.
+    assert!(!h[3].renew("later").unwrap());
+    assert!(matches!(h[3].claim_block(&net, &[]), Err(ClusterError::NoBlock(_))));
+    let old = held[3].hosts().nth(1).unwrap().to_string();
+    let stale = ep(&h[3], &net.id, &old, "old");
+    assert_eq!(h[3].publish(std::slice::from_ref(&stale), &[]).unwrap(), [stale]);
+    let fresh = ep(&h[4], &net.id, &old, "new");
+    assert!(h[4].publish(&[fresh], &[]).unwrap().is_empty());
+    let view = View::from_listing(store.range("").unwrap()).unwrap();
+    assert_eq!(view.endpoints_on(&net.id).next().unwrap().sandbox, "new");
+    // Nor can host4 overwrite host5's record at that address.
+    let again = ep(&h[3], &net.id, &old, "old");
+    assert_eq!(h[3].publish(std::slice::from_ref(&again), &[]).unwrap(), [again]);
+}
+
+#[test]
+fn a_host_back_within_its_grace_keeps_its_block() {
+    let (_, clock, h) = hosts(3);
+    let h: Vec<Cluster> = h
+        .into_iter()
+        .map(|c| c.with_grace(Duration::from_secs(30)))
+        .collect();
+    let mut o = overlay("ov");
+    o.subnet = Some("10.9.0.0/25".parse().unwrap()); // four /27 blocks
+    let net = h[0].create_network(&o).unwrap();
+    let b1 = h[0].claim_block(&net, &[]).unwrap().block;
+    let b2 = h[1].claim_block(&net, &[]).unwrap().block;
+    let b3 = h[2].claim_block(&net, &[]).unwrap().block;
+    let b4 = h[2].claim_block(&net, &[b3]).unwrap().block;
+    pass(&clock, &[&h[0], &h[2]], Duration::from_secs(12));
+    assert_eq!(h[0].mark_dead().unwrap(), ["host2"]);
+    pass(&clock, &[&h[0], &h[2]], Duration::from_secs(10));
+    // host2 returns inside the grace: the markers go, the block is still its own.
+    assert!(!h[1].renew("later").unwrap());
+    let view = h[0].view().unwrap();
+    assert!(view.dead.is_empty() && view.in_grace.is_empty(), "{view:?}");
+    assert_eq!(h[1].claim_block(&net, &[]).unwrap().block, b2);
+    // And long after, nothing is reclaimable: host2 lives.
+    pass(&clock, &[&h[0], &h[1], &h[2]], Duration::from_secs(40));
+    assert!(matches!(
+        h[2].claim_block(&net, &[b3, b4]),
+        Err(ClusterError::NoBlock(_))
+    ));
+    assert_ne!(b1, b2);
+}
+
+#[test]
+fn a_dead_hosts_block_with_an_address_in_use_is_never_taken() {
+    let (_, clock, h) = hosts(3);
+    let h: Vec<Cluster> = h
+        .into_iter()
+        .map(|c| c.with_grace(Duration::from_secs(4)))
+        .collect();
+    let mut o = overlay("ov");
+    o.subnet = Some("10.9.0.0/25".parse().unwrap());
+    let net = h[0].create_network(&o).unwrap();
+    h[0].claim_block(&net, &[]).unwrap();
+    // host1's static address in the second block, before host2 claims that block.
+    h[0].claim_static(&net, &ep(&h[0], &net.id, "10.9.0.40", "s"))
+        .unwrap();
+    let b2 = h[1].claim_block(&net, &[]).unwrap();
+    assert_eq!(b2.foreign, ["10.9.0.40".parse::<std::net::Ipv4Addr>().unwrap()]);
+    let b3 = h[2].claim_block(&net, &[]).unwrap().block;
+    let b4 = h[2].claim_block(&net, &[b3]).unwrap().block;
+    pass(&clock, &[&h[0], &h[2]], Duration::from_secs(12));
+    assert_eq!(h[0].mark_dead().unwrap(), ["host2"]);
+    pass(&clock, &[&h[0], &h[2]], Duration::from_secs(10));
+    assert!(
+        matches!(h[2].claim_block(&net, &[b3, b4]), Err(ClusterError::NoBlock(_))),
+        "a block with host1's address in it was taken"
+    );
+}

@@ -63,6 +63,10 @@ struct Args {
     /// Seconds a dead host's endpoints stay in the cluster before its lease expires.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=60))]
     cluster_ttl: u64,
+    /// Seconds a dead host's address blocks stay its own after its lease expired; then a
+    /// host with no free block left may take them.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    cluster_block_grace: u64,
     /// The UDP port of overlay tunnels.
     #[arg(long, default_value_t = ferryd::overlay::VXLAN_PORT)]
     vxlan_port: u16,
@@ -123,6 +127,7 @@ fn cluster_conf(a: &Args) -> anyhow::Result<Option<ferryd::overlay::ClusterConf>
         advertise,
         node,
         ttl: std::time::Duration::from_secs(a.cluster_ttl),
+        grace: std::time::Duration::from_secs(a.cluster_block_grace),
         vxlan_port: a.vxlan_port,
     }))
 }

@@ -22,6 +22,8 @@ pub struct ClusterConf {
     pub advertise: String,
     pub node: String,
     pub ttl: Duration,
+    /// How long a dead host's blocks stay its own after its lease expired.
+    pub grace: Duration,
     pub vxlan_port: u16,
 }
 
@@ -57,7 +59,9 @@ async fn connect<K: KernelOps>(
         }
     };
     let store: Arc<dyn Store> = Arc::new(store);
-    let cluster = Arc::new(Cluster::new(store, conf.node.clone(), addr, conf.ttl));
+    let cluster = Arc::new(
+        Cluster::new(store, conf.node.clone(), addr, conf.ttl).with_grace(conf.grace),
+    );
     let started = now().0;
     let s = started.clone();
     blocking(&cluster, move |c| c.register(&s)).await?;
@@ -83,6 +87,7 @@ async fn connect<K: KernelOps>(
     d.sync_networks(&ov).await;
     d.sync_entries(&ov).await;
     ov.poke.notify_one();
+    mark_dead(&ov).await;
     tokio::spawn(keep_alive(ov.clone(), conf.ttl));
     tokio::spawn(publish(d.clone(), ov.clone()));
     tokio::spawn(watch(d.clone(), ov));
@@ -117,6 +122,7 @@ async fn keep_alive(ov: Arc<Overlay>, ttl: Duration) {
 /// Write this host's endpoints to etcd whenever poked (and every few seconds, in case a
 /// write failed), as one diff against what the view says etcd holds.
 async fn publish<K: KernelOps>(d: Arc<Daemon<K>>, ov: Arc<Overlay>) {
+    let mut refused_before = Vec::new();
     loop {
         let _ = tokio::time::timeout(Duration::from_secs(5), ov.poke.notified()).await;
         let want = own_endpoints(&*d.state.lock().await, ov.node(), ov.cluster.addr);
@@ -124,9 +130,20 @@ async fn publish<K: KernelOps>(d: Arc<Daemon<K>>, ov: Arc<Overlay>) {
         if want == had {
             continue;
         }
-        if let Err(e) = blocking(&ov.cluster, move |c| c.publish(&want, &had)).await {
-            tracing::warn!("cluster: publish this host's endpoints: {e}");
-            tokio::time::sleep(RETRY).await;
+        match blocking(&ov.cluster, move |c| c.publish(&want, &had)).await {
+            Ok(refused) => {
+                for ep in refused.iter().filter(|r| !refused_before.contains(*r)) {
+                    tracing::error!(
+                        "cluster: sandbox {}'s address {} on overlay {} is another host's now (this host was away past its grace period): not published; remove and run the sandbox again",
+                        ep.sandbox, ep.ip, ep.network
+                    );
+                }
+                refused_before = refused;
+            }
+            Err(e) => {
+                tracing::warn!("cluster: publish this host's endpoints: {e}");
+                tokio::time::sleep(RETRY).await;
+            }
         }
     }
 }
@@ -161,6 +178,7 @@ async fn watch<K: KernelOps>(d: Arc<Daemon<K>>, ov: Arc<Overlay>) {
                 Ok(c) => {
                     if c.nodes {
                         d.sync_tunnel(&ov).await;
+                        mark_dead(&ov).await;
                     }
                     if c.networks {
                         d.sync_networks(&ov).await;
@@ -176,6 +194,19 @@ async fn watch<K: KernelOps>(d: Arc<Daemon<K>>, ov: Arc<Overlay>) {
             }
         }
         tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// Start the grace period of hosts that went away holding address blocks.
+async fn mark_dead(ov: &Arc<Overlay>) {
+    match blocking(&ov.cluster, |c| c.mark_dead()).await {
+        Ok(hosts) if !hosts.is_empty() => tracing::info!(
+            "cluster: host(s) {} gone while holding address blocks: theirs for {:?} more",
+            hosts.join(", "),
+            ov.cluster.grace
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cluster: mark dead hosts: {e}"),
     }
 }
 
