@@ -927,3 +927,116 @@ fn a_vxlan_device_deleted_by_hand_comes_back_with_its_entries() -> Result<()> {
     }
     c.finish()
 }
+
+/// Poll `check` every 200 ms until it holds, at most `within`.
+fn until(within: Duration, what: &str, check: impl Fn() -> Result<bool>) -> Result<()> {
+    let t = std::time::Instant::now();
+    while !check()? {
+        ensure!(t.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+/// A host that dies holding an address block loses it to a host that has none left, once
+/// its lease expired and its grace period is over; coming back, the sandbox it still runs
+/// at an address of that block is not published over the new owner's.
+#[test]
+fn a_dead_hosts_block_goes_to_a_host_with_none_left_after_the_grace_period() -> Result<()> {
+    let opts = ClusterOpts {
+        block_grace_secs: Some(2),
+        ..ClusterOpts::default()
+    };
+    let Some(mut c) = cluster("overlay-reclaim", opts)? else {
+        return Ok(());
+    };
+    // --ip-range /28: four /30 blocks, two addresses each in the first (the gateway's).
+    overlay_everywhere(
+        &c,
+        "ov",
+        &["--subnet", "10.71.0.0/24", "--ip-range", "10.71.0.0/28"],
+    )?;
+    let (left, right) = c.hosts.split_at_mut(1);
+    let (h1, h2) = (&left[0], &mut right[0]);
+    h1.run_idle("near0", &["--network", "ov"])?;
+    h2.run_server("far", &["--network", "ov"], "tcp", 80)?;
+    let far = h2.ip_of("far", "ov")?;
+    // far's /30 block, by its first address.
+    let block_of = |ip: std::net::Ipv4Addr| u32::from(ip) & !3;
+    let far_block = block_of(far.parse()?);
+    // Control: the far sandbox answers across hosts while host 2 lives.
+    h1.expect_reach(At::Sandbox("near0"), "tcp", &far, 80)?;
+    let mut taken = None;
+    h2.restart_kill9_with(|| {
+        taken = Some((|| -> Result<String> {
+            until(Duration::from_secs(10), "host 2's lease to expire", || {
+                Ok(!h1.ferry_ok(&["node", "ls"])?.contains("host2"))
+            })?;
+            // Fill host 1's blocks, then wait for host 2's to come free.
+            let t = std::time::Instant::now();
+            for i in 1.. {
+                let name = format!("s{i}");
+                let out = h1.ferry(&[
+                    "run",
+                    "-d",
+                    "--name",
+                    &name,
+                    "--network",
+                    "ov",
+                    "--",
+                    BUSYBOX,
+                    "sleep",
+                    "600",
+                ])?;
+                if !out.success() {
+                    ensure!(
+                        out.stderr.contains("no free address block"),
+                        "run {name}: {out}"
+                    );
+                    ensure!(
+                        t.elapsed() < Duration::from_secs(20),
+                        "no block came free: {out}"
+                    );
+                    let _ = h1.ferry(&["rm", "-f", &name]);
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue;
+                }
+                let ip: std::net::Ipv4Addr = h1.ip_of(&name, "ov")?.parse()?;
+                if block_of(ip) == far_block {
+                    return Ok(ip.to_string());
+                }
+            }
+            unreachable!()
+        })());
+    })?;
+    let taken = taken.context("the fill did not run")??;
+    let blocks = h1.ferry_ok(&["node", "inspect", "host1", "--format", "{{.Blocks}}"])?;
+    ensure!(
+        blocks.trim() == "4",
+        "host 1 holds every block now: {blocks}"
+    );
+    // Host 2 is back and still runs `far`: its address is host 1's to give now, so it
+    // is not published, and host 2 says so.
+    until(Duration::from_secs(10), "host 2 to rejoin", || {
+        Ok(h1.ferry_ok(&["node", "ls"])?.contains("host2"))
+    })?;
+    until(
+        Duration::from_secs(10),
+        "host 2 to refuse far's record",
+        || Ok(h2.log_tail(200).contains("is another host's now")),
+    )?;
+    let published = h1.ferry_ok(&["node", "inspect", "host2", "--format", "{{.Endpoints}}"])?;
+    ensure!(
+        published.trim() == "0",
+        "host 2 published {published} endpoint(s): far's stale record is in the cluster"
+    );
+    // The sandbox host 1 placed in the reclaimed block is reached from host 1 by its address.
+    let name = h1
+        .ferry_ok(&["ps", "--format", "{{.Names}}"])?
+        .lines()
+        .find(|n| h1.ip_of(n, "ov").is_ok_and(|ip| ip == taken))
+        .map(str::to_string)
+        .context("no sandbox holds the taken address")?;
+    ensure!(!name.is_empty());
+    c.finish()
+}

@@ -206,7 +206,10 @@ impl Cluster {
         for host in view.newly_dead() {
             let lease = self.store.grant(self.grace)?.id;
             let won = self.store.txn(
-                &[Compare::Absent(node_key(host)), Compare::Absent(dead_key(host))],
+                &[
+                    Compare::Absent(node_key(host)),
+                    Compare::Absent(dead_key(host)),
+                ],
                 &[
                     Op::Put(dead_key(host), host.as_bytes().to_vec()),
                     Op::PutLeased(grace_key(host), Vec::new(), lease),
@@ -482,7 +485,9 @@ impl Cluster {
             }
         }
         for ep in had {
-            let gone = !want.iter().any(|w| w.network == ep.network && w.ip == ep.ip);
+            let gone = !want
+                .iter()
+                .any(|w| w.network == ep.network && w.ip == ep.ip);
             let ours = view
                 .endpoints
                 .get(&(ep.network.clone(), ep.ip))

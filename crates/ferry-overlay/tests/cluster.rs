@@ -274,7 +274,10 @@ fn a_dead_hosts_block_is_taken_only_when_none_is_free_and_its_grace_is_over() {
         .iter()
         .map(|c| c.claim_block(&net, &[]).unwrap().block)
         .collect();
-    assert!(matches!(h[4].claim_block(&net, &[]), Err(ClusterError::NoBlock(_))));
+    assert!(matches!(
+        h[4].claim_block(&net, &[]),
+        Err(ClusterError::NoBlock(_))
+    ));
     // host4 dies: its lease expires, but its block is not free yet.
     let live = [&h[0], &h[1], &h[2], &h[4]];
     pass(&clock, &live, Duration::from_secs(12));
@@ -302,17 +305,26 @@ fn a_dead_hosts_block_is_taken_only_when_none_is_free_and_its_grace_is_over() {
     // and the sandbox it still runs at an address of its old block is not published
     // (host5 may hand that address out); host5's own endpoint there is.
     assert!(!h[3].renew("later").unwrap());
-    assert!(matches!(h[3].claim_block(&net, &[]), Err(ClusterError::NoBlock(_))));
+    assert!(matches!(
+        h[3].claim_block(&net, &[]),
+        Err(ClusterError::NoBlock(_))
+    ));
     let old = held[3].hosts().nth(1).unwrap().to_string();
     let stale = ep(&h[3], &net.id, &old, "old");
-    assert_eq!(h[3].publish(std::slice::from_ref(&stale), &[]).unwrap(), [stale]);
+    assert_eq!(
+        h[3].publish(std::slice::from_ref(&stale), &[]).unwrap(),
+        [stale]
+    );
     let fresh = ep(&h[4], &net.id, &old, "new");
     assert!(h[4].publish(&[fresh], &[]).unwrap().is_empty());
     let view = View::from_listing(store.range("").unwrap()).unwrap();
     assert_eq!(view.endpoints_on(&net.id).next().unwrap().sandbox, "new");
     // Nor can host4 overwrite host5's record at that address.
     let again = ep(&h[3], &net.id, &old, "old");
-    assert_eq!(h[3].publish(std::slice::from_ref(&again), &[]).unwrap(), [again]);
+    assert_eq!(
+        h[3].publish(std::slice::from_ref(&again), &[]).unwrap(),
+        [again]
+    );
 }
 
 #[test]
@@ -361,14 +373,20 @@ fn a_dead_hosts_block_with_an_address_in_use_is_never_taken() {
     h[0].claim_static(&net, &ep(&h[0], &net.id, "10.9.0.40", "s"))
         .unwrap();
     let b2 = h[1].claim_block(&net, &[]).unwrap();
-    assert_eq!(b2.foreign, ["10.9.0.40".parse::<std::net::Ipv4Addr>().unwrap()]);
+    assert_eq!(
+        b2.foreign,
+        ["10.9.0.40".parse::<std::net::Ipv4Addr>().unwrap()]
+    );
     let b3 = h[2].claim_block(&net, &[]).unwrap().block;
     let b4 = h[2].claim_block(&net, &[b3]).unwrap().block;
     pass(&clock, &[&h[0], &h[2]], Duration::from_secs(12));
     assert_eq!(h[0].mark_dead().unwrap(), ["host2"]);
     pass(&clock, &[&h[0], &h[2]], Duration::from_secs(10));
     assert!(
-        matches!(h[2].claim_block(&net, &[b3, b4]), Err(ClusterError::NoBlock(_))),
+        matches!(
+            h[2].claim_block(&net, &[b3, b4]),
+            Err(ClusterError::NoBlock(_))
+        ),
         "a block with host1's address in it was taken"
     );
 }

@@ -38,6 +38,8 @@ pub struct ClusterOpts {
     pub ttl_secs: u64,
     /// etcd members, on 172.30.0.1, .2, .3…
     pub etcd_members: usize,
+    /// `--cluster-block-grace` of every ferryd (ferryd's default when None).
+    pub block_grace_secs: Option<u64>,
 }
 
 impl Default for ClusterOpts {
@@ -47,6 +49,7 @@ impl Default for ClusterOpts {
             mtu: 1500,
             ttl_secs: 3,
             etcd_members: 1,
+            block_grace_secs: None,
         }
     }
 }
@@ -141,20 +144,21 @@ impl TestCluster {
         let store = self.store.clone();
         let node = format!("host{i}");
         let ttl = opts.ttl_secs.to_string();
-        TestHost::start_in(
-            &format!("{scenario}-host{i}"),
-            file?,
-            &[
-                "--cluster-store",
-                &store,
-                "--cluster-advertise",
-                "ul0",
-                "--node-name",
-                &node,
-                "--cluster-ttl",
-                &ttl,
-            ],
-        )
+        let mut args = vec![
+            "--cluster-store".to_string(),
+            store,
+            "--cluster-advertise".into(),
+            "ul0".into(),
+            "--node-name".into(),
+            node,
+            "--cluster-ttl".into(),
+            ttl,
+        ];
+        if let Some(g) = opts.block_grace_secs {
+            args.extend(["--cluster-block-grace".into(), g.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        TestHost::start_in(&format!("{scenario}-host{i}"), file?, &args)
     }
 
     /// A program run in the underlay's namespace (where etcd listens), bounded.

@@ -59,9 +59,8 @@ async fn connect<K: KernelOps>(
         }
     };
     let store: Arc<dyn Store> = Arc::new(store);
-    let cluster = Arc::new(
-        Cluster::new(store, conf.node.clone(), addr, conf.ttl).with_grace(conf.grace),
-    );
+    let cluster =
+        Arc::new(Cluster::new(store, conf.node.clone(), addr, conf.ttl).with_grace(conf.grace));
     let started = now().0;
     let s = started.clone();
     blocking(&cluster, move |c| c.register(&s)).await?;
