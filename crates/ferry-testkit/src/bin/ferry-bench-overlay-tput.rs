@@ -1,0 +1,139 @@
+//! Throughput across the overlay (bench/overlay/run): iperf3, one TCP stream for SECONDS,
+//! in the same rounds over three paths between host B and host A of a two-host
+//! TestCluster:
+//!
+//! - `ferry`: sandbox on B → sandbox on A across ferry's overlay (veth, bridge, VXLAN,
+//!   the underlay, and back up);
+//! - `vxlan`: B's namespace → A's over a VXLAN pair made by hand with iproute2 (the
+//!   floor the issue names: the same encapsulation, no bridge, no veth, no firewall);
+//! - `underlay`: B's namespace → A's over the bare underlay link.
+//!
+//! Prints a Markdown table, a row per round, then the medians and the median of the
+//! per-round ratios ferry/vxlan and ferry/underlay.
+//!
+//! Usage: ferry-bench-overlay-tput [ROUNDS] [SECONDS]
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use ferry_testkit::cluster::{ClusterOpts, TestCluster};
+use ferry_testkit::{Output, TestHost};
+
+const IPERF3: &str = "/usr/bin/iperf3";
+/// The hand-made pair: its own VNI and UDP port, away from ferry's (4789).
+const HAND_VNI: &str = "4242";
+const HAND_PORT: &str = "4790";
+const HAND_NET: &str = "10.250.0";
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Gbit/s the receiver counted, from `iperf3 -J`.
+fn gbits(out: &Output) -> Result<f64> {
+    if !out.success() {
+        bail!("iperf3 failed:\n{out}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).context("iperf3 -J")?;
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .map(|b| b / 1e9)
+        .context("no end.sum_received.bits_per_second")
+}
+
+/// The VXLAN device `hv0` in a host's namespace, to `remote` over `ul0`, addressed.
+fn hand_vxlan(h: &TestHost, local: &str, remote: &str, addr: &str) -> Result<()> {
+    let ip = |args: &[&str]| -> Result<()> {
+        h.in_host("ip", args)?.expect_success()?;
+        Ok(())
+    };
+    ip(&[
+        "link", "add", "hv0", "type", "vxlan", "id", HAND_VNI, "local", local, "remote", remote,
+        "dstport", HAND_PORT, "dev", "ul0",
+    ])?;
+    ip(&["addr", "add", addr, "dev", "hv0"])?;
+    ip(&["link", "set", "hv0", "up"])
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let rounds: usize = args.get(1).map_or(Ok(5), |s| s.parse()).context("ROUNDS")?;
+    let secs: u64 = args
+        .get(2)
+        .map_or(Ok(5), |s| s.parse())
+        .context("SECONDS")?;
+    if !(1..=10).contains(&secs) {
+        bail!("SECONDS must be 1..10 (each run is bounded at 15 s)");
+    }
+    let c = TestCluster::start("bench-overlay-tput", ClusterOpts::default())?;
+    let (a, b) = (&c.hosts[0], &c.hosts[1]);
+    let (a_ul, b_ul) = ("172.30.0.11", "172.30.0.12");
+    a.ferry_ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.201.0.0/24",
+        "tput",
+    ])?;
+    c.wait_for(Duration::from_secs(10), "host B to see the overlay", |c| {
+        Ok(c.hosts[1].ferry(&["network", "inspect", "tput"])?.success())
+    })?;
+    a.run_detached("srv", &["--network", "tput"], &[IPERF3, "-s"])?;
+    b.run_idle("cli", &["--network", "tput"])?;
+    let srv = a.ip_of("srv", "tput")?;
+    hand_vxlan(a, a_ul, b_ul, &format!("{HAND_NET}.1/24"))?;
+    hand_vxlan(b, b_ul, a_ul, &format!("{HAND_NET}.2/24"))?;
+    // One iperf3 server in A's namespace serves both namespace paths, one at a time.
+    let pidfile = a.root().join("iperf3.pid");
+    let pidfile = pidfile.to_string_lossy().into_owned();
+    a.in_host(IPERF3, &["-s", "-D", "-I", &pidfile])?
+        .expect_success()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let t = secs.to_string();
+    let result = (|| -> Result<()> {
+        println!("| round | ferry Gbit/s | hand VXLAN Gbit/s | underlay Gbit/s | ferry/vxlan | ferry/underlay |");
+        println!("|---|---|---|---|---|---|");
+        let (mut f, mut v, mut u, mut rv, mut ru) = (vec![], vec![], vec![], vec![], vec![]);
+        for r in 1..=rounds {
+            let ferry = gbits(&b.exec("cli", &[IPERF3, "-c", &srv, "-t", &t, "-J"])?)?;
+            let hand =
+                gbits(&b.in_host(IPERF3, &["-c", &format!("{HAND_NET}.1"), "-t", &t, "-J"])?)?;
+            let under = gbits(&b.in_host(IPERF3, &["-c", a_ul, "-t", &t, "-J"])?)?;
+            println!(
+                "| {r} | {ferry:.2} | {hand:.2} | {under:.2} | {:.3} | {:.3} |",
+                ferry / hand,
+                ferry / under
+            );
+            f.push(ferry);
+            v.push(hand);
+            u.push(under);
+            rv.push(ferry / hand);
+            ru.push(ferry / under);
+        }
+        println!(
+            "| median | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} |",
+            median(&mut f),
+            median(&mut v),
+            median(&mut u),
+            median(&mut rv),
+            median(&mut ru)
+        );
+        Ok(())
+    })();
+    if let Ok(pid) = std::fs::read_to_string(&pidfile) {
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            // The daemon this run started, by its pid.
+            let _ = std::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+    for h in [a, b] {
+        let _ = h.in_host("ip", &["link", "del", "hv0"]);
+    }
+    result?;
+    c.finish()
+}
