@@ -231,3 +231,59 @@ fn run_with_rm_removes_the_sandbox_when_it_exits() -> Result<()> {
     ensure!(left.is_empty(), "after a --rm run exited:\n{left}");
     host.finish()
 }
+
+/// ferryd in a mount namespace of its own, its exec root a tmpfs the CLI cannot see (as
+/// under `ip netns exec` or a service's private mounts): foreground `run` and `exec`
+/// still enter the sandbox, its network and its own /etc/hosts, through descriptors
+/// ferryd passes over the API socket.
+#[test]
+fn foreground_run_and_exec_work_when_ferryds_mounts_are_not_visible() -> Result<()> {
+    if !ferry_testkit::privileged("private-mounts") {
+        return Ok(());
+    }
+    let host = TestHost::start_with_private_mounts("private-mounts")?;
+    let net = unique("pm");
+    host.create_network(&net, &["--subnet", "10.93.0.0/24"])?;
+    host.run_idle("idle", &["--network", &net])?;
+    // The premise: the pin ferryd names is not a namespace from here.
+    let key = host.inspect("idle")?["NetworkSettings"]["SandboxKey"]
+        .as_str()
+        .context("no SandboxKey")?
+        .to_string();
+    ensure!(
+        !std::path::Path::new(&key).exists()
+            || std::fs::metadata(&key)?.len() == 0
+                && !host
+                    .mounts_under_root()?
+                    .iter()
+                    .any(|m| m.mount_point == key),
+        "{key} is visible to the test: the scenario's premise does not hold"
+    );
+    let ip = host.ip_of("idle", &net)?;
+    let out = host.exec(
+        "idle",
+        &[BUSYBOX, "sh", "-c", "ip -4 addr show eth0; cat /etc/hosts"],
+    )?;
+    ensure!(
+        out.success() && out.stdout.contains(&ip) && out.stdout.contains("idle"),
+        "exec did not run inside the sandbox (address {ip}, its /etc/hosts):\n{out}"
+    );
+    let out = host.ferry(&[
+        "run",
+        "--name",
+        "fg",
+        "--network",
+        &net,
+        "--",
+        BUSYBOX,
+        "sh",
+        "-c",
+        "ip -4 addr show eth0 | grep -q 10.93.0. && exit 7",
+    ])?;
+    ensure!(
+        out.code() == Some(7),
+        "foreground run, expected exit 7:\n{out}"
+    );
+    host.ferry_ok(&["rm", "-f", "idle", "fg"])?;
+    host.finish()
+}

@@ -1,5 +1,6 @@
 //! A minimal HTTP/1.1 client of ferryd's unix socket, on hyper's connection API.
 
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
@@ -115,6 +116,83 @@ impl Client {
         let body = resp.into_body().collect().await?.to_bytes();
         Ok(Reply { status, body })
     }
+}
+
+impl Client {
+    /// A running sandbox's network namespace and, unless it shares the host's network,
+    /// its hosts and resolv.conf files, as descriptors ferryd passes over the socket
+    /// (`POST /ferry/containers/{id}/enter`): for when ferryd's pins and files are not
+    /// visible from this mount namespace.
+    pub fn enter(&self, id: &str) -> anyhow::Result<Vec<OwnedFd>> {
+        self.rt.block_on(self.enter_async(id))
+    }
+
+    async fn enter_async(&self, id: &str) -> anyhow::Result<Vec<OwnedFd>> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .with_context(|| format!("Cannot connect to ferryd at {}", self.host))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn.with_upgrades());
+        let req = Request::builder()
+            .method("POST")
+            .uri(format!("/v1.41/ferry/containers/{}/enter", enc(id)))
+            .header("Host", "ferry")
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "ferry-fds")
+            .body(Full::new(Bytes::new()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .context("request to ferryd")?;
+        if resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await?.to_bytes();
+            return Err(anyhow!(Reply { status, body }.message()));
+        }
+        let io = hyper::upgrade::on(resp).await.context("ferryd's upgrade")?;
+        let parts = io
+            .downcast::<TokioIo<tokio::net::UnixStream>>()
+            .map_err(|_| anyhow!("the upgraded connection is not the unix socket"))?;
+        let mut stream = parts.io.into_inner();
+        // Ready: from here on only recvmsg reads this socket.
+        tokio::io::AsyncWriteExt::write_all(&mut stream, b"R").await?;
+        stream.readable().await?;
+        let fds = stream.try_io(tokio::io::Interest::READABLE, || receive(&stream))?;
+        if fds.is_empty() {
+            return Err(anyhow!(
+                "ferryd passed no descriptors (is -H a unix socket?)"
+            ));
+        }
+        Ok(fds)
+    }
+}
+
+/// One byte and the descriptors riding on it.
+fn receive(stream: &tokio::net::UnixStream) -> std::io::Result<Vec<OwnedFd>> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 3]);
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
+    let mut fds = vec![];
+    for c in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: each descriptor was just received with this message and is ours.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    Ok(fds)
 }
 
 /// Percent-encode a query value.

@@ -177,6 +177,53 @@ fn exec_spec(v: &Value) -> anyhow::Result<SandboxExec> {
     })
 }
 
+/// Whether the sandbox's namespace pin and files, as ferryd names them, are what they
+/// are from this mount namespace (they are not when ferryd runs with mounts of its own).
+fn visible_here(spec: &SandboxExec) -> bool {
+    let ns_ok = std::fs::File::open(&spec.netns)
+        .and_then(|f| nix::sys::statfs::fstatfs(&f).map_err(std::io::Error::from))
+        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::NSFS_MAGIC);
+    let files_ok = spec
+        .files
+        .as_ref()
+        .is_none_or(|f| f.hosts.is_file() && f.resolv_conf.is_file());
+    ns_ok && files_ok
+}
+
+/// What must stay open while the child runs: the namespace's descriptor, and copies of
+/// the sandbox's files.
+pub struct Passed {
+    _fds: Vec<std::os::fd::OwnedFd>,
+    _copies: Vec<tempfile::NamedTempFile>,
+}
+
+/// Have ferryd pass the namespace and files as descriptors, and point `spec` at them:
+/// the namespace at `/proc/self/fd/N` (the child inherits it across fork); the files at
+/// copies made here, since a file of another mount namespace cannot be bind-mounted.
+/// The copies are the files as they were at the start: names added to the network
+/// later do not reach this process's /etc/hosts, as they do when ferryd's files are
+/// visible.
+fn through_descriptors(c: &Client, id: &str, spec: &mut SandboxExec) -> anyhow::Result<Passed> {
+    use std::os::fd::AsRawFd;
+    let fds = c.enter(id)?;
+    let fd = |i: usize| fds.get(i).context("ferryd passed too few descriptors");
+    spec.netns = PathBuf::from(format!("/proc/self/fd/{}", fd(0)?.as_raw_fd()));
+    let mut copies = vec![];
+    if let Some(f) = spec.files.as_mut() {
+        for (i, path) in [(1, &mut f.hosts), (2, &mut f.resolv_conf)] {
+            let mut from = std::fs::File::from(fd(i)?.try_clone()?);
+            let mut copy = tempfile::Builder::new().prefix("ferry-exec-").tempfile()?;
+            std::io::copy(&mut from, &mut copy)?;
+            *path = copy.path().to_path_buf();
+            copies.push(copy);
+        }
+    }
+    Ok(Passed {
+        _fds: fds,
+        _copies: copies,
+    })
+}
+
 /// Run `cmd` in the sandbox as a child of this process; `main` reports it to ferryd
 /// as the sandbox's process.
 fn run_inside(c: &Client, id: &str, cmd: &[String], main: bool) -> anyhow::Result<i32> {
@@ -184,7 +231,12 @@ fn run_inside(c: &Client, id: &str, cmd: &[String], main: bool) -> anyhow::Resul
     if !r.ok() {
         return Err(DaemonError(r.message()).into());
     }
-    let spec = exec_spec(&r.json()?)?;
+    let mut spec = exec_spec(&r.json()?)?;
+    // Held until the child has run: the paths below name them.
+    let _passed = match visible_here(&spec) {
+        true => None,
+        false => Some(through_descriptors(c, id, &mut spec)?),
+    };
     let hook = spec.pre_exec_hook()?;
     let (prog, args) = cmd.split_first().context("no command given")?;
     let mut command = Command::new(prog);

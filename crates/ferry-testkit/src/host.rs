@@ -58,6 +58,10 @@ pub struct TestHost {
     pub(crate) ferryd: Option<Child>,
     /// Extra ferryd flags, for this start and every restart.
     pub(crate) ferryd_args: Vec<String>,
+    /// ferryd runs in a mount namespace of its own with a tmpfs over its exec root, as
+    /// under `ip netns exec` or a service manager's private mounts: its namespace pins
+    /// and sandbox files are not visible to the test (nor to the `ferry` CLI it runs).
+    pub(crate) private_mounts: bool,
     /// ferryd's network namespace, held open for the host's life.
     pub(crate) netns: Option<File>,
     /// What the host held when ferryd first became ready (its own pinned namespace, `lo`, a
@@ -86,16 +90,26 @@ impl TestHost {
 
     /// [`TestHost::start`] with extra ferryd flags (such as `--dns-upstream`).
     pub fn start_with_args(scenario: &str, ferryd_args: &[&str]) -> Result<TestHost> {
-        TestHost::start_inner(scenario, ferryd_args, None)
+        TestHost::start_inner(scenario, ferryd_args, None, false)
+    }
+
+    /// [`TestHost::start`] with ferryd's mounts private ([`TestHost::private_mounts`]).
+    pub fn start_with_private_mounts(scenario: &str) -> Result<TestHost> {
+        TestHost::start_inner(scenario, &[], None, true)
     }
 
     /// A host whose network namespace the test made and wired first (one of many hosts on
     /// an underlay: see [`crate::cluster`]); the host holds `netns` from now on.
     pub fn start_in(scenario: &str, netns: File, ferryd_args: &[&str]) -> Result<TestHost> {
-        TestHost::start_inner(scenario, ferryd_args, Some(netns))
+        TestHost::start_inner(scenario, ferryd_args, Some(netns), false)
     }
 
-    fn start_inner(scenario: &str, ferryd_args: &[&str], netns: Option<File>) -> Result<TestHost> {
+    fn start_inner(
+        scenario: &str,
+        ferryd_args: &[&str],
+        netns: Option<File>,
+        private_mounts: bool,
+    ) -> Result<TestHost> {
         let bins = Bins::locate()?;
         let dir = tempfile::Builder::new()
             .prefix("ferry-t-")
@@ -115,6 +129,7 @@ impl TestHost {
             bins,
             ferryd: None,
             ferryd_args: ferryd_args.iter().map(|s| s.to_string()).collect(),
+            private_mounts,
             netns: None,
             baseline: Baseline {
                 etc_mount_ids: kernel::etc_mount_ids()?,
@@ -218,6 +233,10 @@ impl TestHost {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
+        let private = self
+            .private_mounts
+            .then(|| std::ffi::CString::new(self.exec_root.as_os_str().as_encoded_bytes()))
+            .transpose()?;
         // SAFETY: only async-signal-safe syscalls between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
@@ -231,6 +250,9 @@ impl TestHost {
                 };
                 if rc != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if let Some(exec_root) = &private {
+                    hide_exec_root(exec_root)?;
                 }
                 Ok(())
             });
@@ -477,5 +499,32 @@ pub(crate) fn wait_bounded(child: &mut Child, timeout: Duration) -> Result<Optio
             return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// In the child before exec: a mount namespace of its own, nothing propagated back, and
+/// a tmpfs over `exec_root`. Async-signal-safe: syscalls on prepared data only.
+fn hide_exec_root(exec_root: &std::ffi::CStr) -> std::io::Result<()> {
+    let check = |rc: libc::c_int| match rc {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    };
+    // SAFETY: unshare and mount with NUL-terminated strings prepared before fork.
+    unsafe {
+        check(libc::unshare(libc::CLONE_NEWNS))?;
+        check(libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ))?;
+        check(libc::mount(
+            c"tmpfs".as_ptr(),
+            exec_root.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            std::ptr::null(),
+        ))
     }
 }

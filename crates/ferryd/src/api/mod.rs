@@ -5,6 +5,7 @@
 
 mod attach;
 mod containers;
+mod enter;
 mod networks;
 mod nodes;
 mod system;
@@ -93,6 +94,7 @@ pub fn router<K: KernelOps>(d: Arc<Daemon<K>>) -> Router {
             "/ferry/containers/{id}/exited",
             post(containers::exited::<K>),
         )
+        .route("/ferry/containers/{id}/enter", post(enter::enter::<K>))
         .route("/ferry/nodes", get(nodes::list::<K>))
         .route("/ferry/nodes/{name}", get(nodes::inspect::<K>))
         .route("/ferry/system/reconcile", post(system::reconcile::<K>))
