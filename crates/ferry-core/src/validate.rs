@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use crate::docker::network::NetworkCreateRequest;
+use crate::docker::network::{IpamConfigReq as IpamConfig, NetworkCreateRequest};
 use crate::ipam::pools::{next_pool, overlaps};
 use crate::ipam::AddressPool;
 use crate::model::{
@@ -147,52 +147,49 @@ fn addressing(req: &NetworkCreateRequest, ctx: &CreateContext) -> Result<Address
     }
     let taken: Vec<Ipv4Net> = ctx.existing.iter().filter_map(Network::subnet).collect();
     let cfg = configs.into_iter().next().unwrap_or_default();
-    let Some(subnet_s) = cfg.subnet.clone().filter(|s| !s.is_empty()) else {
-        let aux = cfg
-            .auxiliary_addresses
-            .as_ref()
-            .is_some_and(|a| !a.is_empty());
-        if cfg.gateway.is_some() || cfg.ip_range.is_some() || aux {
-            return Err(CoreError::Invalid(
-                "--gateway, --ip-range and --aux-address need --subnet".into(),
-            ));
-        }
-        let (subnet, cursor) = next_pool(ctx.pool_cursor, &taken, ctx.host_routes)?;
-        let gateway = first_host(subnet);
-        let echo = IpamEcho {
-            subnet: Some(subnet.to_string()),
-            ip_range: None,
-            gateway: Some(gateway.to_string()),
-        };
-        return Ok(Addressing {
-            pool: AddressPool::new(subnet, gateway, None).with_auto_subnet(),
-            echo,
-            cursor: Some(cursor),
-        });
+    match cfg.subnet.clone().filter(|s| !s.is_empty()) {
+        None => chosen_subnet(&cfg, ctx, &taken),
+        Some(subnet) => given_subnet(&cfg, &subnet, &taken, ctx.pool_cursor),
+    }
+}
+
+/// No `--subnet`: the next free pool of Docker's defaults, its first host the gateway.
+fn chosen_subnet(
+    cfg: &IpamConfig,
+    ctx: &CreateContext,
+    taken: &[Ipv4Net],
+) -> Result<Addressing, CoreError> {
+    let aux = cfg
+        .auxiliary_addresses
+        .as_ref()
+        .is_some_and(|a| !a.is_empty());
+    if cfg.gateway.is_some() || cfg.ip_range.is_some() || aux {
+        return Err(CoreError::Invalid(
+            "--gateway, --ip-range and --aux-address need --subnet".into(),
+        ));
+    }
+    let (subnet, cursor) = next_pool(ctx.pool_cursor, taken, ctx.host_routes)?;
+    let gateway = first_host(subnet);
+    let echo = IpamEcho {
+        subnet: Some(subnet.to_string()),
+        ip_range: None,
+        gateway: Some(gateway.to_string()),
     };
-    if subnet_s.contains(':') {
-        return Err(CoreError::Invalid(format!(
-            "IPv6 subnet {subnet_s}: ferry does not support IPv6 yet"
-        )));
-    }
-    let subnet = parse_subnet(&subnet_s)?;
-    if let Some(why) = unroutable(subnet) {
-        return Err(CoreError::BadValue {
-            what: "subnet",
-            value: subnet_s,
-            why: why.into(),
-        });
-    }
-    if subnet.prefix_len() > 30 {
-        return Err(CoreError::BadValue {
-            what: "subnet",
-            value: subnet_s,
-            why: "it has room for no host".into(),
-        });
-    }
-    if taken.iter().any(|t| overlaps(t, &subnet)) {
-        return Err(CoreError::PoolOverlap);
-    }
+    Ok(Addressing {
+        pool: AddressPool::new(subnet, gateway, None).with_auto_subnet(),
+        echo,
+        cursor: Some(cursor),
+    })
+}
+
+/// `--subnet` given: checked, then its gateway, `--ip-range` and `--aux-address`.
+fn given_subnet(
+    cfg: &IpamConfig,
+    subnet_s: &str,
+    taken: &[Ipv4Net],
+    cursor: Option<usize>,
+) -> Result<Addressing, CoreError> {
+    let subnet = usable_subnet(subnet_s, taken)?;
     let gateway = match cfg.gateway.as_deref().filter(|g| !g.is_empty()) {
         Some(g) => {
             let ip = parse_ip("gateway", g)?;
@@ -203,23 +200,12 @@ fn addressing(req: &NetworkCreateRequest, ctx: &CreateContext) -> Result<Address
         }
         None => first_host(subnet),
     };
-    let range = match cfg.ip_range.as_deref().filter(|r| !r.is_empty()) {
-        Some(r) => {
-            let range = parse_subnet(r).map_err(|_| CoreError::BadValue {
-                what: "ip-range",
-                value: r.into(),
-                why: "invalid CIDR address".into(),
-            })?;
-            if !(subnet.contains(&range.network()) && range.prefix_len() >= subnet.prefix_len()) {
-                return Err(CoreError::RangeOutOfSubnet {
-                    range: r.into(),
-                    subnet: subnet.to_string(),
-                });
-            }
-            Some(range)
-        }
-        None => None,
-    };
+    let range = cfg
+        .ip_range
+        .as_deref()
+        .filter(|r| !r.is_empty())
+        .map(|r| ip_range(r, subnet))
+        .transpose()?;
     let aux = crate::ipam::aux::parse(
         &cfg.auxiliary_addresses.clone().unwrap_or_default(),
         subnet,
@@ -228,13 +214,54 @@ fn addressing(req: &NetworkCreateRequest, ctx: &CreateContext) -> Result<Address
     let echo = IpamEcho {
         subnet: Some(subnet.to_string()),
         ip_range: range.map(|r| r.to_string()),
-        gateway: cfg.gateway.filter(|g| !g.is_empty()),
+        gateway: cfg.gateway.clone().filter(|g| !g.is_empty()),
     };
     Ok(Addressing {
         pool: AddressPool::new(subnet, gateway, range).with_aux(aux),
         echo,
-        cursor: ctx.pool_cursor,
+        cursor,
     })
+}
+
+/// A subnet that parses, can ever work, has room for a host and overlaps no network.
+fn usable_subnet(subnet_s: &str, taken: &[Ipv4Net]) -> Result<Ipv4Net, CoreError> {
+    if subnet_s.contains(':') {
+        return Err(CoreError::Invalid(format!(
+            "IPv6 subnet {subnet_s}: ferry does not support IPv6 yet"
+        )));
+    }
+    let subnet = parse_subnet(subnet_s)?;
+    let bad = |why: &str| CoreError::BadValue {
+        what: "subnet",
+        value: subnet_s.to_string(),
+        why: why.into(),
+    };
+    if let Some(why) = unroutable(subnet) {
+        return Err(bad(why));
+    }
+    if subnet.prefix_len() > 30 {
+        return Err(bad("it has room for no host"));
+    }
+    if taken.iter().any(|t| overlaps(t, &subnet)) {
+        return Err(CoreError::PoolOverlap);
+    }
+    Ok(subnet)
+}
+
+/// `--ip-range`, inside the subnet.
+fn ip_range(r: &str, subnet: Ipv4Net) -> Result<Ipv4Net, CoreError> {
+    let range = parse_subnet(r).map_err(|_| CoreError::BadValue {
+        what: "ip-range",
+        value: r.into(),
+        why: "invalid CIDR address".into(),
+    })?;
+    if !(subnet.contains(&range.network()) && range.prefix_len() >= subnet.prefix_len()) {
+        return Err(CoreError::RangeOutOfSubnet {
+            range: r.into(),
+            subnet: subnet.to_string(),
+        });
+    }
+    Ok(range)
 }
 
 /// Blocks no bridge network can use (RFC 6890): an address in them is never routed to a

@@ -73,6 +73,62 @@ fn cstring(p: &Path) -> Result<CString> {
     CString::new(p.as_os_str().as_encoded_bytes()).context("path with a NUL byte")
 }
 
+/// Have `cmd` start in the network namespace `ns_fd` and a mount namespace of its own,
+/// with a fresh /run whose /run/docker/plugins is the host's plugin directory.
+fn enter_with_plugins(cmd: &mut Command, ns_fd: std::os::fd::RawFd, plugins: &Path) -> Result<()> {
+    let slash = CString::new("/")?;
+    let run = CString::new("/run")?;
+    let docker_dir = CString::new("/run/docker")?;
+    let plugins_dir = CString::new("/run/docker/plugins")?;
+    let tmpfs = CString::new("tmpfs")?;
+    let mode = CString::new("mode=755")?;
+    let source = cstring(plugins)?;
+    // SAFETY: only async-signal-safe syscalls between fork and exec, on CStrings and a
+    // file descriptor prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let check = |rc: libc::c_int| {
+                if rc != 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            };
+            check(libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+            ))?;
+            check(libc::setns(ns_fd, libc::CLONE_NEWNET))?;
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(
+                std::ptr::null(),
+                slash.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(
+                tmpfs.as_ptr(),
+                run.as_ptr(),
+                tmpfs.as_ptr(),
+                0,
+                mode.as_ptr().cast(),
+            ))?;
+            check(libc::mkdir(docker_dir.as_ptr(), 0o700))?;
+            check(libc::mkdir(plugins_dir.as_ptr(), 0o755))?;
+            check(libc::mount(
+                source.as_ptr(),
+                plugins_dir.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ))?;
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
 impl Dockerd {
     /// Start dockerd in `host`'s network namespace with the host's plugin directory as its
     /// /run/docker/plugins; returns once it answers `docker version` (at most 30 s).
@@ -118,57 +174,7 @@ impl Dockerd {
             .stdin(Stdio::null())
             .stdout(logf.try_clone()?)
             .stderr(logf);
-        let slash = CString::new("/")?;
-        let run = CString::new("/run")?;
-        let docker_dir = CString::new("/run/docker")?;
-        let plugins_dir = CString::new("/run/docker/plugins")?;
-        let tmpfs = CString::new("tmpfs")?;
-        let mode = CString::new("mode=755")?;
-        let source = cstring(&plugins)?;
-        let ns_fd = netns.as_raw_fd();
-        // SAFETY: only async-signal-safe syscalls between fork and exec, on CStrings and a
-        // file descriptor prepared before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                let check = |rc: libc::c_int| {
-                    if rc != 0 {
-                        Err(std::io::Error::last_os_error())
-                    } else {
-                        Ok(())
-                    }
-                };
-                check(libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                ))?;
-                check(libc::setns(ns_fd, libc::CLONE_NEWNET))?;
-                check(libc::unshare(libc::CLONE_NEWNS))?;
-                check(libc::mount(
-                    std::ptr::null(),
-                    slash.as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ))?;
-                check(libc::mount(
-                    tmpfs.as_ptr(),
-                    run.as_ptr(),
-                    tmpfs.as_ptr(),
-                    0,
-                    mode.as_ptr().cast(),
-                ))?;
-                check(libc::mkdir(docker_dir.as_ptr(), 0o700))?;
-                check(libc::mkdir(plugins_dir.as_ptr(), 0o755))?;
-                check(libc::mount(
-                    source.as_ptr(),
-                    plugins_dir.as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_BIND,
-                    std::ptr::null(),
-                ))?;
-                Ok(())
-            });
-        }
+        enter_with_plugins(&mut cmd, netns.as_raw_fd(), &plugins)?;
         let child = cmd
             .spawn()
             .with_context(|| format!("start {}", dockerd.display()))?;

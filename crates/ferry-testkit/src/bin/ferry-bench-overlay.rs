@@ -17,6 +17,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// The neighbour entries on host `h`'s VXLAN device of the overlay `bench`.
+fn tunnel_entries(h: &ferry_testkit::TestHost) -> Result<usize> {
+    let id = h.ferry_ok(&["network", "inspect", "bench", "--format", "{{.Id}}"])?;
+    let dev = format!("fv-{}", &id[..8]);
+    let out = h.in_host("ip", &["-4", "neigh", "show", "dev", &dev])?;
+    Ok(out.stdout.lines().count())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let hosts: usize = args.get(1).map_or(Ok(3), |s| s.parse()).context("HOSTS")?;
@@ -80,14 +88,7 @@ fn main() -> Result<()> {
     let t = Instant::now();
     b.expect_reach(At::Sandbox("client"), "tcp", &local_ip, 80)?;
     let local = t.elapsed();
-    let entries = {
-        let id = b.ferry_ok(&["network", "inspect", "bench", "--format", "{{.Id}}"])?;
-        let out = b.in_host(
-            "ip",
-            &["-4", "neigh", "show", "dev", &format!("fv-{}", &id[..8])],
-        )?;
-        out.stdout.lines().count()
-    };
+    let entries = tunnel_entries(b)?;
     times.sort();
     let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
     println!("| hosts | rounds | p50 | p99 | max | same-host probe | tunnel entries on host B |");

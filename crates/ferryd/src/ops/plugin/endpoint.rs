@@ -21,6 +21,57 @@ use crate::firewall::{check_publishable, taken_ports};
 use crate::ops::Daemon;
 use crate::state::Key;
 
+/// The endpoint's IPv4 address and MAC as Docker's IPAM gave them (the MAC ferry's rule
+/// when Docker gave none).
+fn address_of(
+    iface: &ferry_core::docker::plugin::EndpointInterface,
+) -> std::result::Result<(ipnet::Ipv4Net, [u8; 6]), CoreError> {
+    if !iface.address_ipv6.trim().is_empty() {
+        return Err(no_ipv6());
+    }
+    if iface.address.trim().is_empty() {
+        return Err(CoreError::Invalid(
+            "Docker gave the endpoint no IPv4 address; ferry needs one".into(),
+        ));
+    }
+    let addr = parse_cidr_addr("address", &iface.address)?;
+    let mac = match iface.mac_address.trim() {
+        "" => mac_for(addr.addr()),
+        m => parse_mac(m)?,
+    };
+    Ok((addr, mac))
+}
+
+/// The endpoint's address in the network's pool: one Docker's IPAM reserved passes to
+/// the endpoint; a free one is taken; another endpoint's is refused.
+fn take_address(
+    pool: &mut ferry_core::ipam::AddressPool,
+    ip: std::net::Ipv4Addr,
+    ep_id: &str,
+) -> std::result::Result<(), CoreError> {
+    if !pool.subnet.contains(&ip) {
+        return Err(CoreError::AddressOutsideSubnet(ip));
+    }
+    match pool.owner(ip) {
+        Some(DOCKER_IPAM_OWNER) => {
+            pool.hold(ip, ep_id.to_string());
+            Ok(())
+        }
+        Some(_) => Err(CoreError::AddressInUse(ip)),
+        None => pool.allocate_static(ip, ep_id),
+    }
+}
+
+/// A new Docker endpoint, not joined yet.
+fn docker_endpoint(id: &str, endpoint: Endpoint) -> DockerEndpoint {
+    DockerEndpoint {
+        id: id.to_string(),
+        endpoint,
+        joined: false,
+        sandbox_key: None,
+    }
+}
+
 impl<K: KernelOps> Daemon<K> {
     pub async fn plugin_create_endpoint(
         &self,
@@ -56,21 +107,8 @@ impl<K: KernelOps> Daemon<K> {
             ))
             .into());
         }
-        if !iface.address_ipv6.trim().is_empty() {
-            return Err(no_ipv6().into());
-        }
-        if iface.address.trim().is_empty() {
-            return Err(CoreError::Invalid(
-                "Docker gave the endpoint no IPv4 address; ferry needs one".into(),
-            )
-            .into());
-        }
-        let addr = parse_cidr_addr("address", &iface.address)?;
+        let (addr, mac) = address_of(&iface)?;
         let ip = addr.addr();
-        let mac = match iface.mac_address.trim() {
-            "" => mac_for(ip),
-            m => parse_mac(m)?,
-        };
         let ports = portmap(req.options.as_ref())?;
         let internal = net.internal;
         let ep_id = req.endpoint_id.clone();
@@ -85,17 +123,8 @@ impl<K: KernelOps> Daemon<K> {
             .get_mut(&req.network_id)
             .and_then(|n| n.pool.as_mut())
             .ok_or_else(|| CoreError::Invalid(format!("network {net_name} has no subnet")))?;
-        if !pool.subnet.contains(&ip) {
-            return Err(CoreError::AddressOutsideSubnet(ip).into());
-        }
         let ifname = IfName::new(container_if_name(&ep_id))?;
-        match pool.owner(ip) {
-            Some(DOCKER_IPAM_OWNER) => {
-                pool.hold(ip, ep_id.clone());
-            }
-            Some(_) => return Err(CoreError::AddressInUse(ip).into()),
-            None => pool.allocate_static(ip, &ep_id)?,
-        }
+        take_address(pool, ip, &ep_id)?;
         let gateway = (!internal).then_some(pool.gateway);
         let live = LiveEndpoint {
             id: ep_id.clone(),
@@ -108,21 +137,16 @@ impl<K: KernelOps> Daemon<K> {
             default_route: gateway.is_some(),
             published: vec![],
         };
-        st.plugin.endpoints.insert(
-            ep_id.clone(),
-            DockerEndpoint {
-                id: ep_id.clone(),
-                endpoint: Endpoint {
-                    network_id: req.network_id.clone(),
-                    static_ip: None,
-                    aliases: vec![],
-                    ports,
-                    live: Some(live),
-                },
-                joined: false,
-                sandbox_key: None,
-            },
-        );
+        let endpoint = Endpoint {
+            network_id: req.network_id.clone(),
+            static_ip: None,
+            aliases: vec![],
+            ports,
+            live: Some(live),
+        };
+        st.plugin
+            .endpoints
+            .insert(ep_id.clone(), docker_endpoint(&ep_id, endpoint));
         self.commit_or_restore(&mut st, &before, &keys)?;
         if let Err(e) = self.sync_firewall(&st).await {
             self.rollback(&mut st, before, &keys);

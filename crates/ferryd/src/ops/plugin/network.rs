@@ -20,6 +20,113 @@ use crate::ops::network::bridge_spec;
 use crate::ops::{now, Daemon};
 use crate::state::Key;
 
+/// What a CreateNetwork asks for, checked without the state: the one IPv4 subnet, its
+/// gateway and aux addresses, the options and the bridge they name.
+struct Asked {
+    subnet: ipnet::Ipv4Net,
+    gateway: Option<std::net::Ipv4Addr>,
+    aux: Vec<std::net::Ipv4Addr>,
+    options: BTreeMap<String, String>,
+    bridge: ferry_core::model::BridgeConf,
+    /// `-o bridge=`/`com.docker.network.bridge.name`: the user's bridge, never made.
+    user_bridge: bool,
+    internal: bool,
+}
+
+impl Asked {
+    fn from_request(id: &str, req: &CreateNetworkRequest) -> std::result::Result<Asked, CoreError> {
+        let opts = req.options.as_ref();
+        if flag_option(opts, OPT_ENABLE_IPV6)
+            || req.ipv6_data.as_ref().is_some_and(|v| !v.is_empty())
+        {
+            return Err(no_ipv6());
+        }
+        let v4 = req.ipv4_data.clone().unwrap_or_default();
+        let [data] = v4.as_slice() else {
+            return Err(CoreError::Invalid(format!(
+                "ferry supports exactly one IPv4 subnet per network, Docker sent {}",
+                v4.len()
+            )));
+        };
+        let subnet = parse_subnet(&data.pool)?;
+        let gateway = match data.gateway.trim() {
+            "" => None,
+            g => Some(parse_cidr_addr("gateway", g)?.addr()),
+        };
+        if let Some(g) = gateway {
+            if !subnet.contains(&g) || g == subnet.network() || g == subnet.broadcast() {
+                return Err(CoreError::GatewayOutOfRange(data.gateway.clone()));
+            }
+        }
+        let aux = data
+            .aux_addresses
+            .iter()
+            .flat_map(|m| m.values())
+            .map(|a| parse_cidr_addr("aux address", a).map(|n| n.addr()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let options = generic_options(opts)?;
+        let bridge = bridge_conf(id, &options)?;
+        Ok(Asked {
+            subnet,
+            gateway,
+            aux,
+            user_bridge: options.contains_key(OPT_BRIDGE_NAME),
+            options,
+            bridge,
+            internal: flag_option(opts, OPT_INTERNAL),
+        })
+    }
+
+    fn network(self, id: &str, pool: AddressPool) -> Network {
+        Network {
+            id: id.to_string(),
+            name: format!("docker-{}", &id[..12]),
+            created: now().0,
+            kind: NetworkKind::Bridge(self.bridge),
+            internal: self.internal,
+            attachable: false,
+            predefined: false,
+            labels: BTreeMap::new(),
+            options: self.options,
+            ipam_options: None,
+            ipam_echo: vec![IpamEcho {
+                subnet: Some(pool.subnet.to_string()),
+                ip_range: pool.range.map(|r| r.to_string()),
+                gateway: Some(pool.gateway.to_string()),
+            }],
+            pool: Some(pool),
+        }
+    }
+}
+
+/// The network's addresses: the pool Docker's RequestPool bound to this subnet (taken
+/// out of its record), or a new one that overlaps nothing.
+fn pool_for(
+    st: &mut crate::state::State,
+    bound: Option<&String>,
+    id: &str,
+    a: &Asked,
+) -> std::result::Result<AddressPool, CoreError> {
+    if let Some(pid) = bound {
+        let rec = st.plugin.pools.get_mut(pid).expect("found");
+        rec.network_id = Some(id.to_string());
+        let mut pool = rec.pool.take().expect("unbound pools hold addresses");
+        if let Some(g) = a.gateway {
+            pool.gateway = g;
+        }
+        return Ok(pool);
+    }
+    if taken_subnets(st).iter().any(|t| overlaps(t, &a.subnet)) {
+        return Err(CoreError::PoolOverlap);
+    }
+    let gateway = a.gateway.unwrap_or_else(|| first_host(a.subnet));
+    let mut pool = AddressPool::new(a.subnet, gateway, None);
+    for ip in &a.aux {
+        let _ = pool.allocate_static(*ip, DOCKER_IPAM_OWNER);
+    }
+    Ok(pool)
+}
+
 impl<K: KernelOps> Daemon<K> {
     pub async fn plugin_create_network(&self, req: CreateNetworkRequest) -> Result<()> {
         let id = req.network_id.clone();
@@ -31,115 +138,34 @@ impl<K: KernelOps> Daemon<K> {
             }
             return Err(CoreError::Invalid(format!("network {id} already exists in ferry")).into());
         }
-        let opts = req.options.as_ref();
-        if flag_option(opts, OPT_ENABLE_IPV6)
-            || req.ipv6_data.as_ref().is_some_and(|v| !v.is_empty())
-        {
-            return Err(no_ipv6().into());
-        }
-        let v4 = req.ipv4_data.clone().unwrap_or_default();
-        let [data] = v4.as_slice() else {
-            return Err(CoreError::Invalid(format!(
-                "ferry supports exactly one IPv4 subnet per network, Docker sent {}",
-                v4.len()
-            ))
-            .into());
-        };
-        let subnet = parse_subnet(&data.pool)?;
-        let gateway = match data.gateway.trim() {
-            "" => None,
-            g => Some(parse_cidr_addr("gateway", g)?.addr()),
-        };
-        if let Some(g) = gateway {
-            if !subnet.contains(&g) || g == subnet.network() || g == subnet.broadcast() {
-                return Err(CoreError::GatewayOutOfRange(data.gateway.clone()).into());
-            }
-        }
-        let options = generic_options(opts)?;
-        let bridge = bridge_conf(&id, &options)?;
-        let user_bridge = options.contains_key(OPT_BRIDGE_NAME);
+        let asked = Asked::from_request(&id, &req)?;
         if st
             .networks
             .values()
             .filter_map(|n| n.bridge())
-            .any(|b| b.name == bridge.name)
+            .any(|b| b.name == asked.bridge.name)
         {
             return Err(CoreError::Invalid(format!(
                 "bridge {} is used by another network",
-                bridge.name
+                asked.bridge.name
             ))
             .into());
         }
-        if user_bridge {
-            match self.kernel.link_kind(bridge.name.as_str()).await? {
-                None => {
-                    return Err(CoreError::Invalid(format!(
-                        "bridge {0} does not exist: with -o bridge={0} ferry uses a Linux bridge you made; create it first (ip link add {0} type bridge)",
-                        bridge.name
-                    ))
-                    .into())
-                }
-                Some(k) if k != "bridge" => {
-                    return Err(CoreError::Invalid(format!(
-                        "{} is not a bridge (it is a {} link)",
-                        bridge.name,
-                        if k.is_empty() { "physical" } else { &k }
-                    ))
-                    .into())
-                }
-                Some(_) => {}
-            }
+        if asked.user_bridge {
+            self.check_user_bridge(asked.bridge.name.as_str()).await?;
         }
         let mut keys = vec![Key::Net(id.clone()), Key::PluginNet(id.clone())];
         let bound = st
             .plugin
             .pools
             .values()
-            .find(|p| !p.released && p.pool.as_ref().is_some_and(|a| a.subnet == subnet))
+            .find(|p| !p.released && p.pool.as_ref().is_some_and(|a| a.subnet == asked.subnet))
             .map(|p| p.id.clone());
         keys.extend(bound.iter().map(|pid| Key::PluginPool(pid.clone())));
         let before = st.snapshot(&keys);
-        let pool = match &bound {
-            Some(pid) => {
-                let rec = st.plugin.pools.get_mut(pid).expect("found");
-                rec.network_id = Some(id.clone());
-                let mut pool = rec.pool.take().expect("unbound pools hold addresses");
-                if let Some(g) = gateway {
-                    pool.gateway = g;
-                }
-                pool
-            }
-            None => {
-                if taken_subnets(&st).iter().any(|t| overlaps(t, &subnet)) {
-                    return Err(CoreError::PoolOverlap.into());
-                }
-                let mut pool =
-                    AddressPool::new(subnet, gateway.unwrap_or_else(|| first_host(subnet)), None);
-                for aux in data.aux_addresses.iter().flat_map(|m| m.values()) {
-                    let ip = parse_cidr_addr("aux address", aux)?.addr();
-                    let _ = pool.allocate_static(ip, DOCKER_IPAM_OWNER);
-                }
-                pool
-            }
-        };
-        let network = Network {
-            id: id.clone(),
-            name: format!("docker-{}", &id[..12]),
-            created: now().0,
-            kind: NetworkKind::Bridge(bridge),
-            internal: flag_option(opts, OPT_INTERNAL),
-            attachable: false,
-            predefined: false,
-            labels: BTreeMap::new(),
-            options,
-            ipam_options: None,
-            ipam_echo: vec![IpamEcho {
-                subnet: Some(pool.subnet.to_string()),
-                ip_range: pool.range.map(|r| r.to_string()),
-                gateway: Some(pool.gateway.to_string()),
-            }],
-            pool: Some(pool),
-        };
+        let pool = pool_for(&mut st, bound.as_ref(), &id, &asked)?;
+        let owns_bridge = !asked.user_bridge;
+        let network = asked.network(&id, pool);
         let spec = bridge_spec(&network).expect("a bridge network");
         st.networks.insert(id.clone(), network);
         st.plugin.networks.insert(
@@ -147,7 +173,7 @@ impl<K: KernelOps> Daemon<K> {
             DockerNetwork {
                 id: id.clone(),
                 pool_id: bound,
-                owns_bridge: !user_bridge,
+                owns_bridge,
             },
         );
         self.commit_or_restore(&mut st, &before, &keys)?;
@@ -158,6 +184,22 @@ impl<K: KernelOps> Daemon<K> {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// `-o bridge=NAME`: a Linux bridge the user made, which must exist and be a bridge.
+    async fn check_user_bridge(&self, name: &str) -> Result<()> {
+        match self.kernel.link_kind(name).await? {
+            None => Err(CoreError::Invalid(format!(
+                "bridge {name} does not exist: with -o bridge={name} ferry uses a Linux bridge you made; create it first (ip link add {name} type bridge)"
+            ))
+            .into()),
+            Some(k) if k != "bridge" => Err(CoreError::Invalid(format!(
+                "{name} is not a bridge (it is a {} link)",
+                if k.is_empty() { "physical" } else { &k }
+            ))
+            .into()),
+            Some(_) => Ok(()),
+        }
     }
 
     /// Removes the network and whatever Docker forgot on it (endpoints whose
@@ -222,26 +264,9 @@ impl<K: KernelOps> Daemon<K> {
         self.commit_or_restore(&mut st, &before, &keys)?;
         self.sync_firewall_or_warn(&st, "delete network").await;
         drop(st);
-        let mut errors = vec![];
-        for l in &links {
-            if let Err(e) = self.kernel.delete_link(l).await {
-                errors.push(e.to_string());
-            }
-        }
-        match (dn.owns_bridge, net.bridge()) {
-            (true, Some(b)) => {
-                if let Err(e) = self.kernel.delete_link(b.name.as_str()).await {
-                    errors.push(e.to_string());
-                }
-            }
-            // The user's bridge stays, without ferry's address and what ferry turned on.
-            (false, Some(b)) => {
-                if let Err(e) = self.hand_back_bridge(b.name.as_str(), gateway).await {
-                    errors.push(e.to_string());
-                }
-            }
-            _ => {}
-        }
+        let errors = self
+            .unmake_network(&links, &net, dn.owns_bridge, gateway)
+            .await;
         if !errors.is_empty() {
             tracing::warn!(
                 "delete network {}: {}; reconcile will remove the rest",
@@ -250,5 +275,36 @@ impl<K: KernelOps> Daemon<K> {
             );
         }
         Ok(())
+    }
+
+    /// The kernel half of a delete: the forgotten endpoints' links, then the bridge
+    /// (ferry's, deleted; the user's, handed back without ferry's address). Every error.
+    async fn unmake_network(
+        &self,
+        links: &[String],
+        net: &Network,
+        owns_bridge: bool,
+        gateway: Option<ipnet::Ipv4Net>,
+    ) -> Vec<String> {
+        let mut errors = vec![];
+        for l in links {
+            if let Err(e) = self.kernel.delete_link(l).await {
+                errors.push(e.to_string());
+            }
+        }
+        let undone = match (owns_bridge, net.bridge()) {
+            (true, Some(b)) => self
+                .kernel
+                .delete_link(b.name.as_str())
+                .await
+                .map_err(|e| e.to_string()),
+            (false, Some(b)) => self
+                .hand_back_bridge(b.name.as_str(), gateway)
+                .await
+                .map_err(|e| e.to_string()),
+            _ => Ok(()),
+        };
+        errors.extend(undone.err());
+        errors
     }
 }
