@@ -559,7 +559,7 @@ impl<K: KernelOps> Daemon<K> {
         let id = turn.id.clone();
         let sb = &st.sandboxes[&id];
         if sb.is_running() && !force {
-            return Err(CoreError::RemoveRunning(sb.name.clone()).into());
+            return Err(CoreError::RemoveRunning(sb.id.clone()).into());
         }
         let running = match sb.state {
             RunState::Running { pid, start_time } => Some((pid, start_time)),
