@@ -730,6 +730,10 @@ fn the_docker_cli_sees_the_same_containers_on_ferryd_as_on_a_real_dockerd() -> R
         vec!["network", "inspect", "cn1", "--format", "{{range .Containers}}{{.Name}} {{.IPv4Address}};{{end}}"],
         vec!["ps", "--filter", "network=cn1", "--format", "{{.Names}} {{.Networks}}"],
         vec!["ps", "--filter", "name=c", "--filter", "status=running", "--format", "{{.Names}}"],
+        vec!["inspect", "--format", "{{json .Config.Labels}}", "ca"],
+        vec!["ps", "--filter", "label=tier=web", "--format", "{{.Names}} {{.Labels}}"],
+        vec!["ps", "--filter", "label=solo", "--filter", "label=tier", "--format", "{{.Names}}"],
+        vec!["ps", "--filter", "label=tier=db", "--format", "{{.Names}}"],
         vec!["network", "ls", "--filter", "name=cn", "--format", "{{.Name}} {{.Driver}}"],
         vec!["network", "connect", "--ip", "10.64.1.50", "--alias", "x", "cn2", "ca"],
         vec!["inspect", "--format", "{{len .NetworkSettings.Networks}} {{(index .NetworkSettings.Networks \"cn2\").IPAddress}}", "ca"],
@@ -752,6 +756,18 @@ fn the_docker_cli_sees_the_same_containers_on_ferryd_as_on_a_real_dockerd() -> R
         compare(args, &mut differ)?;
     }
     dockerd.stop()?;
+    // ferry's own CLI takes --label as docker's does.
+    host.ferry_ok(&[
+        "run", "-d", "--name", "lab", "--label", "k=v", "--", BUSYBOX, "sleep", "600",
+    ])?;
+    let picked = host.ferry_ok(&["ps", "--filter", "label=k=v", "--format", "{{.Names}}"])?;
+    ensure!(
+        picked.trim() == "lab",
+        "ferry ps --filter label=k=v: {picked:?}"
+    );
+    let none = host.ferry_ok(&["ps", "--filter", "label=k=w", "-q"])?;
+    ensure!(none.trim().is_empty(), "label=k=w matched: {none:?}");
+    host.ferry_ok(&["rm", "-f", "lab"])?;
     ensure!(
         differ.is_empty(),
         "ferryd and dockerd differ with containers:\n{}",

@@ -6,6 +6,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use ferry_core::docker::container::{ContainerCreateRequest, HostConfigReq, NetworkingConfigReq};
+use ferry_core::docker::network::{EndpointIpamConfig, EndpointSettingsReq};
 use ferry_kernel::process::{SandboxExec, SandboxFiles};
 use serde_json::{json, Value};
 
@@ -42,6 +44,9 @@ pub struct RunArgs {
     dns_search: Vec<String>,
     #[arg(long = "dns-option")]
     dns_option: Vec<String>,
+    /// Set metadata on the sandbox (KEY=VALUE or KEY).
+    #[arg(short = 'l', long = "label")]
+    labels: Vec<String>,
     #[command(flatten)]
     publish: crate::port::PublishArgs,
     /// The command and its arguments (after `--`).
@@ -94,21 +99,47 @@ pub struct RmArgs {
     names: Vec<String>,
 }
 
-fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
-    Ok(json!({
-        "Hostname": a.hostname.clone().unwrap_or_default(),
-        "Cmd": a.cmd,
-        "Image": "",
-        "HostConfig": {
-            "NetworkMode": a.network, "AutoRemove": a.rm,
-            "Dns": a.dns, "DnsSearch": a.dns_search, "DnsOptions": a.dns_option,
-            "PortBindings": a.publish.bindings()?,
-        },
-        "NetworkingConfig": {"EndpointsConfig": {a.network.clone(): {
-            "IPAMConfig": {"IPv4Address": a.ip.clone().unwrap_or_default()},
-            "Aliases": a.aliases,
-        }}},
-    }))
+/// The `POST /containers/create` body for `ferry run`'s flags, as ferry-core's type.
+fn create_body(a: &RunArgs) -> anyhow::Result<ContainerCreateRequest> {
+    let endpoint = EndpointSettingsReq {
+        ipam_config: Some(EndpointIpamConfig {
+            ipv4_address: a.ip.clone(),
+        }),
+        aliases: Some(a.aliases.clone()),
+        port_bindings: None,
+    };
+    Ok(ContainerCreateRequest {
+        hostname: a.hostname.clone(),
+        cmd: Some(a.cmd.clone()),
+        labels: Some(labels(&a.labels)?),
+        host_config: Some(HostConfigReq {
+            network_mode: Some(a.network.clone()),
+            auto_remove: a.rm,
+            dns: Some(a.dns.clone()),
+            dns_search: Some(a.dns_search.clone()),
+            dns_options: Some(a.dns_option.clone()),
+            port_bindings: Some(serde_json::from_value(a.publish.bindings()?)?),
+            ..HostConfigReq::default()
+        }),
+        networking_config: Some(NetworkingConfigReq {
+            endpoints_config: Some([(a.network.clone(), endpoint)].into()),
+        }),
+        ..ContainerCreateRequest::default()
+    })
+}
+
+/// `--label k=v` / `--label k` (an empty value), as docker takes them.
+fn labels(given: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    given
+        .iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+            if k.is_empty() {
+                bail!("invalid label {l:?}: the key is empty");
+            }
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect()
 }
 
 pub fn run(c: &Client, a: RunArgs) -> anyhow::Result<i32> {
@@ -120,7 +151,7 @@ pub fn run(c: &Client, a: RunArgs) -> anyhow::Result<i32> {
     let r = c.call(
         "POST",
         &format!("/containers/create{q}"),
-        Some(&create_body(&a)?),
+        Some(&serde_json::to_value(create_body(&a)?)?),
     )?;
     if !r.ok() {
         eprintln!("{}", DaemonError(r.message()));

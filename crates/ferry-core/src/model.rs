@@ -411,6 +411,9 @@ pub struct Sandbox {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub endpoints: Vec<Endpoint>,
+    /// `--label`s, as `docker run` takes them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Sandbox {

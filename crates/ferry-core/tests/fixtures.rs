@@ -155,6 +155,7 @@ fn container_inspect_has_dockers_network_fields() {
         },
         started_at: None,
         finished_at: None,
+        labels: Default::default(),
         endpoints: vec![Endpoint {
             network_id: net.id.clone(),
             static_ip: Some(ip),

@@ -69,6 +69,8 @@ pub struct ContainerCreateRequest {
     #[serde(default)]
     pub volumes: Option<serde_json::Map<String, Value>>,
     #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
     pub host_config: Option<HostConfigReq>,
     #[serde(default)]
     pub networking_config: Option<NetworkingConfigReq>,
@@ -167,7 +169,7 @@ pub fn inspect(sb: &Sandbox, nets: &[&Network], paths: &SandboxPaths) -> Value {
             "AttachStdin": false, "AttachStdout": false, "AttachStderr": false,
             "Tty": false, "OpenStdin": false, "StdinOnce": false, "Env": null,
             "Cmd": sb.cmd, "Image": "", "Volumes": null, "WorkingDir": "",
-            "Entrypoint": null, "OnBuild": null, "Labels": {},
+            "Entrypoint": null, "OnBuild": null, "Labels": sb.labels,
         },
         "NetworkSettings": {
             "Bridge": "",
@@ -240,7 +242,7 @@ pub fn summary(sb: &Sandbox, nets: &[&Network], now_unix: i64) -> Value {
         "Command": sb.cmd.join(" "),
         "Created": sb.created_unix,
         "Ports": port_summary(&published_ports(sb)),
-        "Labels": {},
+        "Labels": sb.labels,
         "State": crate::filters::containers::state(sb),
         "Status": status_text(sb, now_unix),
         "HostConfig": {"NetworkMode": sb.network_mode.as_str()},

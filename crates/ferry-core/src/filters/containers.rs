@@ -2,7 +2,7 @@
 //! `daemon/list.go`): newest first; stopped ones only with `all`, a `limit` or a
 //! `status` filter; `name` and `id` by `Match` (the name with and without its `/`),
 //! `network` by name or ID prefix, `before`/`since` by creation, `publish`/`expose` by
-//! port, `label` by `MatchKVList` (sandboxes carry no labels). Filters that concern
+//! port, `label` by `MatchKVList` over the sandbox's `--label`s. Filters that concern
 //! what sandboxes do not have (images, volumes, health checks, tasks) match as on a
 //! container without them.
 
@@ -176,7 +176,7 @@ impl PsQuery {
         match key {
             "name" => self.name.matches(&format!("/{}", sb.name)) || self.name.matches(&sb.name),
             "id" => self.id.matches(&sb.id),
-            "label" => labels_match(vals, &BTreeMap::new()),
+            "label" => labels_match(vals, &sb.labels),
             "status" => vals.iter().any(|v| v == state(sb)),
             "exited" => match sb.state {
                 RunState::Exited { code } => self.exited.contains(&code),

@@ -55,6 +55,7 @@ fn sandbox(net: &Network, ip: &str, host_if: &str, publish: &[&str]) -> Sandbox 
         },
         started_at: None,
         finished_at: None,
+        labels: Default::default(),
         endpoints: vec![Endpoint {
             network_id: net.id.clone(),
             static_ip: None,

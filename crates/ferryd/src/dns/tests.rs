@@ -65,6 +65,7 @@ fn sandbox(name: &str, hostname: &str, endpoints: Vec<Endpoint>) -> Sandbox {
         },
         started_at: None,
         finished_at: None,
+        labels: Default::default(),
         endpoints,
     }
 }

@@ -286,6 +286,7 @@ impl<K: KernelOps> Daemon<K> {
             started_at: None,
             finished_at: None,
             endpoints,
+            labels: req.labels.clone().unwrap_or_default(),
         };
         let keys = [Key::Net(net_id.clone()), Key::Sbx(id.clone())];
         let before = st.snapshot(&keys);

@@ -32,6 +32,7 @@ fn sandbox(name: &str, created: &str, state: RunState, net: &Network, publish: &
         state,
         started_at: None,
         finished_at: None,
+        labels: Default::default(),
         endpoints: vec![Endpoint {
             network_id: net.id.clone(),
             static_ip: None,
