@@ -447,8 +447,13 @@ fn random_sigkills_leave_every_operation_wholly_done_or_undone() -> Result<()> {
 fn the_leak_check_names_what_the_store_does_not_account_for() -> Result<()> {
     let host = host_or_skip!();
     host.create_network("cnleak", &["--subnet", "10.149.0.0/24"])?;
-    host.run_idle("csleak", &["--network", "cnleak"])?;
+    host.run_idle("csleak", &["--network", "cnleak", "-p", "18917:80"])?;
     let w = host.accounted()?;
+    let nft = host.leftovers()?.nft_elements;
+    ensure!(
+        nft.iter().any(|e| e.contains("18917")),
+        "the published port is not among the nftables elements the leak check reads: {nft:?}"
+    );
     ensure!(
         w.endpoints.len() == 1 && w.running.contains("csleak"),
         "the control world is not what was made: {w:?}"
@@ -487,5 +492,7 @@ fn the_leak_check_names_what_the_store_does_not_account_for() -> Result<()> {
     host.ferry_ok(&["rm", "-f", "csleak"])?;
     host.ferry_ok(&["network", "rm", "cnleak"])?;
     host.accounted()?;
+    let left = host.leftovers()?;
+    ensure!(left.is_empty(), "left behind:\n{left}");
     host.finish()
 }

@@ -65,6 +65,11 @@ pub struct Accounted {
 impl TestHost {
     /// The leak check: see the module's note. Fails listing every difference found.
     pub fn accounted(&self) -> Result<Accounted> {
+        self.accounted_keeping(&[])
+    }
+
+    /// [`TestHost::accounted`], where `keep` are links the scenario made itself.
+    pub fn accounted_keeping(&self, keep: &[&str]) -> Result<Accounted> {
         let mut a = Accounted::default();
         let mut problems = Vec::new();
         let sandboxes = self.inspect_all(&["ps", "-aq"], &["inspect"])?;
@@ -151,7 +156,7 @@ impl TestHost {
             }
             a.networks.push(view);
         }
-        self.account_links(&a, &mut problems)?;
+        self.account_links(&a, keep, &mut problems)?;
         self.account_namespaces(&a, &running_ids, &by_sandbox, &mut problems)?;
         account_addresses(&a, &mut problems);
         ensure!(
@@ -176,7 +181,12 @@ impl TestHost {
         Ok(v.as_array().cloned().unwrap_or_default())
     }
 
-    fn account_links(&self, a: &Accounted, problems: &mut Vec<String>) -> Result<()> {
+    fn account_links(
+        &self,
+        a: &Accounted,
+        keep: &[&str],
+        problems: &mut Vec<String>,
+    ) -> Result<()> {
         let mut expected: BTreeSet<String> =
             a.networks.iter().filter_map(|n| n.bridge.clone()).collect();
         for e in &a.endpoints {
@@ -189,6 +199,7 @@ impl TestHost {
             problems.push(format!("link {l} is in the store but not in the kernel"));
         }
         let left = self.leftovers()?;
+        let left = left.except_links(keep);
         for l in left.links.iter().filter(|l| !expected.contains(*l)) {
             problems.push(format!("link {l} is in the kernel but not in the store"));
         }
