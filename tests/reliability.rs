@@ -149,10 +149,13 @@ fn an_administrators_bridge_is_used_but_never_deleted() -> Result<()> {
     host.finish()
 }
 
-/// Remove every sandbox and user network through the CLI, then nothing ferry made may be
-/// left: links, addresses, namespaces, mounts (the leak check after a scenario that
-/// crashed or broke something). `keep`: links the test itself made.
+/// The leak check after a scenario that crashed or broke something: first, as things
+/// stand, every ferry-owned link, address, namespace and mount is the store's and every
+/// endpoint the store records is in the kernel ([`TestHost::accounted`]); then every
+/// sandbox and user network is removed through the CLI and nothing ferry made may be left:
+/// links, addresses, namespaces, mounts, nftables elements. `keep`: links the test made.
 fn remove_all_and_check_leaks(host: &TestHost, keep: &[&str]) -> Result<()> {
+    host.accounted_keeping(keep)?;
     for id in host.ferry_ok(&["ps", "-aq"])?.split_whitespace() {
         host.ferry_ok(&["rm", "-f", id])?;
     }
@@ -357,6 +360,7 @@ fn client_mistakes_answer_4xx_naming_the_problem_and_change_nothing() -> Result<
             "control {method} {path} {body} answered {status}:\n{answer}"
         );
     }
+    remove_all_and_check_leaks(&host, &[])?;
     host.finish()
 }
 
@@ -474,6 +478,7 @@ fn half_sent_requests_are_cut_off_and_oversized_bodies_refused() -> Result<()> {
     ensure!(status == 201, "a whole request afterwards: {answer}");
     let (status, _) = http(&plugin, "POST", "/Plugin.Activate", Some(""))?;
     ensure!(status == 200, "the plugin socket stopped answering");
+    remove_all_and_check_leaks(&host, &[])?;
     host.finish()
 }
 
@@ -827,6 +832,7 @@ fn bad_plugin_calls_answer_4xx_naming_the_problem() -> Result<()> {
         let (status, answer) = http(&sock, "POST", path, Some(&body))?;
         ensure!(status == 200, "{path}: {answer}");
     }
+    remove_all_and_check_leaks(&host, &[])?;
     host.finish()
 }
 

@@ -174,6 +174,7 @@ impl TestHost {
                 .map(|m| m.mount_point)
                 .collect(),
             etc_mount_ids: std::mem::take(&mut host.baseline.etc_mount_ids),
+            nft_elements: host.nft_elements()?.into_iter().collect(),
         };
         Ok(host)
     }
@@ -404,6 +405,11 @@ impl TestHost {
         kernel::addresses_in(self.netns()?)
     }
 
+    /// The elements of ferry's nftables sets and maps in the host's namespace.
+    pub fn nft_elements(&self) -> Result<Vec<String>> {
+        kernel::nft_elements_in(self.netns()?)
+    }
+
     /// Mounts (in the test's mount namespace, which ferryd shares) under the temporary root.
     pub fn mounts_under_root(&self) -> Result<Vec<kernel::Mount>> {
         kernel::mounts_under(&self.root)
@@ -422,8 +428,9 @@ impl TestHost {
 
     /// Everything the kernel and the roots hold beyond what the host had when ferryd first
     /// became ready (what was there then — `lo`, a default bridge made at start, ferryd's pin of
-    /// its own namespace — is not counted; nor are bind mounts of the two namespace directories
-    /// onto themselves, the `ip netns` convention).
+    /// its own namespace, the default bridge's nftables elements — is not counted; nor are
+    /// bind mounts of the two namespace directories onto themselves, the `ip netns`
+    /// convention).
     pub fn leftovers(&self) -> Result<Leftovers> {
         let b = &self.baseline;
         let links: Vec<String> = self
@@ -461,6 +468,11 @@ impl TestHost {
                 .map(|m| m.mount_point)
                 .filter(|p| !self_binds.contains(p))
                 .collect(),
+            nft_elements: self
+                .nft_elements()?
+                .into_iter()
+                .filter(|e| !b.nft_elements.contains(e))
+                .collect(),
             etc_mounts: kernel::mounts()?
                 .into_iter()
                 .filter(|m| m.mount_point.starts_with("/etc") && !b.etc_mount_ids.contains(&m.id))
@@ -477,6 +489,7 @@ struct Baseline {
     ip_netns_links: BTreeSet<String>,
     mount_points: BTreeSet<PathBuf>,
     etc_mount_ids: BTreeSet<u64>,
+    nft_elements: BTreeSet<String>,
 }
 
 /// `$TMPDIR` unless it would make the socket path too long for a unix address (108 bytes).

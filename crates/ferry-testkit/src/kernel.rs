@@ -173,6 +173,8 @@ pub struct Leftovers {
     /// Other mounts under the temporary directory, except bind mounts of the two namespace
     /// directories onto themselves (the `ip netns` convention ferryd may keep).
     pub other_mounts: Vec<PathBuf>,
+    /// Elements of ferry's nftables sets and maps beyond those the host started with.
+    pub nft_elements: Vec<String>,
     /// Mounts under /etc that appeared in the test's own mount namespace: a sandbox's
     /// /etc/hosts or /etc/resolv.conf escaping its private mount namespace.
     pub etc_mounts: Vec<PathBuf>,
@@ -180,10 +182,13 @@ pub struct Leftovers {
 
 impl Leftovers {
     /// Forget links that may legitimately stay (the default bridge `ferry0`), with their
-    /// addresses.
+    /// addresses and the nftables elements that name them.
     pub fn except_links(mut self, keep: &[&str]) -> Leftovers {
         self.links.retain(|l| !keep.contains(&l.as_str()));
         self.addresses.retain(|(l, _)| !keep.contains(&l.as_str()));
+        // An element naming a kept link (a bridge still in use) stays with it.
+        self.nft_elements
+            .retain(|e| !keep.iter().any(|l| e.contains(&format!("\"{l}\""))));
         self
     }
 
@@ -202,7 +207,8 @@ impl fmt::Display for Leftovers {
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
         };
-        let rows: [(&str, Vec<String>); 7] = [
+        let rows: [(&str, Vec<String>); 8] = [
+            ("nftables elements", self.nft_elements.clone()),
             ("links", self.links.clone()),
             (
                 "addresses",
@@ -222,6 +228,42 @@ impl fmt::Display for Leftovers {
         }
         Ok(())
     }
+}
+
+/// The elements of ferry's nftables sets and maps (`table inet ferry`, `table bridge
+/// ferry`) in `netns`, each as `FAMILY/SET ELEMENT-JSON`; none when a table is absent.
+pub(crate) fn nft_elements_in(netns: &File) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for family in ["inet", "bridge"] {
+        let got = program_in(
+            netns,
+            "nft",
+            &["-j", "list", "table", family, "ferry"],
+            Duration::from_secs(10),
+        )?;
+        if !got.success() {
+            continue; // no such table (yet): nothing of ferry's there
+        }
+        out.extend(parse_nft_elements(family, &got.stdout)?);
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Set and map elements in `nft -j list table` output.
+pub fn parse_nft_elements(family: &str, json: &str) -> Result<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_str(json).context("parse `nft -j` output")?;
+    let mut out = Vec::new();
+    for item in v["nftables"].as_array().into_iter().flatten() {
+        let Some(set) = item.get("set").or_else(|| item.get("map")) else {
+            continue;
+        };
+        let name = set["name"].as_str().unwrap_or("?");
+        for e in set["elem"].as_array().into_iter().flatten() {
+            out.push(format!("{family}/{name} {e}"));
+        }
+    }
+    Ok(out)
 }
 
 /// Mount ids of the mounts under /etc now (the baseline for [`Leftovers::etc_mounts`]).
@@ -258,6 +300,18 @@ pub fn process_gone(pid: i32, within: std::time::Duration) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn nft_elements_of_sets_and_maps() {
+        let json = r#"{"nftables":[{"metainfo":{}},{"table":{"family":"inet","name":"ferry"}},
+            {"set":{"family":"inet","name":"bridges","table":"ferry","elem":["ferry0","fy-1"]}},
+            {"set":{"family":"inet","name":"masq","table":"ferry"}},
+            {"map":{"family":"inet","name":"pub_any","table":"ferry","elem":[[{"concat":["tcp",8080]},{"concat":["10.0.0.2",80]}]]}}]}"#;
+        let got = super::parse_nft_elements("inet", json).unwrap();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[0], "inet/bridges \"ferry0\"");
+        assert!(got[2].starts_with("inet/pub_any [{\"concat\""), "{got:?}");
+    }
+
     use super::*;
 
     #[test]

@@ -9,6 +9,8 @@
 //! * [`Output`] / [`run_bounded`] — every command runs with a deadline and its output captured.
 //! * probes ([`TestHost::run_web`], [`TestHost::expect_fetch`], …) — real TCP traffic between
 //!   sandboxes with busybox `httpd` and `nc`, each client bounded inside and outside.
+//! * the live leak check ([`TestHost::accounted`]) — every ferry-owned link, address,
+//!   namespace and mount accounted for by the store, and every store record in the kernel.
 //! * leftovers ([`TestHost::leftovers`]) — what the kernel still holds (links, addresses,
 //!   namespace files, mounts), read from the kernel, never from ferryd.
 //! * [`DockerCli`] — the real `docker` CLI pointed at a host's ferryd.
@@ -28,6 +30,7 @@
 //! # }
 //! ```
 
+mod accounted;
 mod api;
 mod bins;
 pub mod cluster;
@@ -42,6 +45,7 @@ mod probe;
 mod reach;
 mod teardown;
 
+pub use accounted::{Accounted, EndpointView, NetView};
 pub use api::ping;
 pub use bins::{bin_dir, Bins, BUSYBOX};
 pub use cmd::{run_bounded, Output};

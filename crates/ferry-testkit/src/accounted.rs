@@ -1,0 +1,323 @@
+//! The leak check while things run: everything ferry owns in the kernel is accounted for
+//! by the store, and everything the store records is in the kernel.
+//!
+//! The store's view is read through ferryd (`ferry ps`, `ferry inspect`, `ferry network
+//! inspect`), the kernel's straight from the kernel (links and addresses of the host's
+//! namespace, each running sandbox's namespace file, mounts). [`TestHost::accounted`] fails
+//! naming every difference:
+//!
+//! * links beyond the host's baseline: exactly the bridges of the bridge networks and the
+//!   host-side veth (`fy` + 11 hex digits of the endpoint ID) of every endpoint of every
+//!   running sandbox; each bridge holds its gateway address, no veth holds an address;
+//! * namespace files, `ip netns` links and nsfs mounts: only running sandboxes';
+//! * each running sandbox: its process alive, and exactly the IPv4 addresses the store
+//!   gives it in its namespace; no address twice on a network, in the store or the kernel;
+//! * each network's `Containers` (what `network inspect` shows) is what the sandboxes say.
+//!
+//! What it returns lets a scenario prove the rest by traffic (every endpoint reached).
+
+use crate::host::TestHost;
+use crate::kernel;
+use anyhow::{ensure, Context, Result};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+
+/// A user or predefined network as the store has it.
+#[derive(Debug, Clone)]
+pub struct NetView {
+    pub name: String,
+    pub id: String,
+    /// The bridge's name, for bridge networks.
+    pub bridge: Option<String>,
+    /// The gateway with the subnet's prefix (`10.1.0.1/24`), when it has one.
+    pub gateway: Option<String>,
+}
+
+/// One endpoint of a running sandbox.
+#[derive(Debug, Clone)]
+pub struct EndpointView {
+    pub sandbox: String,
+    pub sandbox_id: String,
+    pub network: String,
+    pub endpoint_id: String,
+    /// The address alone (`10.1.0.2`).
+    pub ip: String,
+    /// With its prefix (`10.1.0.2/24`).
+    pub cidr: String,
+}
+
+/// What [`TestHost::accounted`] found consistent.
+#[derive(Debug, Clone, Default)]
+pub struct Accounted {
+    pub networks: Vec<NetView>,
+    pub endpoints: Vec<EndpointView>,
+    /// Sandboxes by name that the store says are running.
+    pub running: BTreeSet<String>,
+    /// Every sandbox by name with its state (`running`, `created`, `exited`).
+    pub states: BTreeMap<String, String>,
+    /// (name, pid) of every running sandbox.
+    pub pids: Vec<(String, i32)>,
+    /// Published host ports of running sandboxes: (host port, sandbox, container port).
+    pub published: Vec<(u16, String, u16)>,
+}
+
+impl TestHost {
+    /// The leak check: see the module's note. Fails listing every difference found.
+    pub fn accounted(&self) -> Result<Accounted> {
+        self.accounted_keeping(&[])
+    }
+
+    /// [`TestHost::accounted`], where `keep` are links the scenario made itself.
+    pub fn accounted_keeping(&self, keep: &[&str]) -> Result<Accounted> {
+        let mut a = Accounted::default();
+        let mut problems = Vec::new();
+        let sandboxes = self.inspect_all(&["ps", "-aq"], &["inspect"])?;
+        let mut running_ids = BTreeSet::new();
+        let mut by_sandbox: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for s in &sandboxes {
+            let name = s["Name"].as_str().unwrap_or("").trim_start_matches('/');
+            let id = s["Id"].as_str().unwrap_or("").to_string();
+            let status = s["State"]["Status"].as_str().unwrap_or("").to_string();
+            a.states.insert(name.to_string(), status.clone());
+            if status != "running" {
+                continue;
+            }
+            a.running.insert(name.to_string());
+            running_ids.insert(id.clone());
+            let pid = s["State"]["Pid"].as_i64().unwrap_or(0);
+            a.pids.push((name.to_string(), pid as i32));
+            if pid <= 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                problems.push(format!(
+                    "sandbox {name} is running with pid {pid}, not alive"
+                ));
+            }
+            let nets = s["NetworkSettings"]["Networks"].as_object();
+            for (net, e) in nets.into_iter().flatten() {
+                let ip = e["IPAddress"].as_str().unwrap_or("").to_string();
+                if ip.is_empty() {
+                    continue; // host / none: no endpoint of ferry's
+                }
+                let prefix = e["IPPrefixLen"].as_u64().unwrap_or(0);
+                let cidr = format!("{ip}/{prefix}");
+                by_sandbox
+                    .entry(id.clone())
+                    .or_default()
+                    .insert(cidr.clone());
+                a.endpoints.push(EndpointView {
+                    sandbox: name.to_string(),
+                    sandbox_id: id.clone(),
+                    network: net.clone(),
+                    endpoint_id: e["EndpointID"].as_str().unwrap_or("").to_string(),
+                    ip,
+                    cidr,
+                });
+            }
+            let ports = s["NetworkSettings"]["Ports"].as_object();
+            for (inner, binds) in ports.into_iter().flatten() {
+                let inner: u16 = inner
+                    .split('/')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                for b in binds.as_array().into_iter().flatten() {
+                    if let Some(hp) = b["HostPort"].as_str().and_then(|p| p.parse().ok()) {
+                        a.published.push((hp, name.to_string(), inner));
+                    }
+                }
+            }
+        }
+        let networks = self.inspect_all(&["network", "ls", "-q"], &["network", "inspect"])?;
+        for n in &networks {
+            let view = net_view(n);
+            // What the network lists as attached is what the sandboxes say.
+            let listed: BTreeSet<(String, String)> = n["Containers"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(id, c)| {
+                    (
+                        id.clone(),
+                        c["EndpointID"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect();
+            let said: BTreeSet<(String, String)> = a
+                .endpoints
+                .iter()
+                .filter(|e| e.network == view.name)
+                .map(|e| (e.sandbox_id.clone(), e.endpoint_id.clone()))
+                .collect();
+            if listed != said {
+                problems.push(format!(
+                    "network {} lists {listed:?}, its sandboxes say {said:?}",
+                    view.name
+                ));
+            }
+            a.networks.push(view);
+        }
+        self.account_links(&a, keep, &mut problems)?;
+        self.account_namespaces(&a, &running_ids, &by_sandbox, &mut problems)?;
+        account_addresses(&a, &mut problems);
+        ensure!(
+            problems.is_empty(),
+            "the kernel and the store disagree:\n - {}",
+            problems.join("\n - ")
+        );
+        Ok(a)
+    }
+
+    /// `ferry LIST…` for IDs, then `ferry SHOW… IDS…` parsed as an array (empty if none).
+    fn inspect_all(&self, list: &[&str], show: &[&str]) -> Result<Vec<Value>> {
+        let ids = self.ferry_ok(list)?;
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = show.to_vec();
+        args.extend(&ids);
+        let v: Value = serde_json::from_str(&self.ferry_ok(&args)?)
+            .with_context(|| format!("parse `ferry {}`", show.join(" ")))?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    fn account_links(
+        &self,
+        a: &Accounted,
+        keep: &[&str],
+        problems: &mut Vec<String>,
+    ) -> Result<()> {
+        let mut expected: BTreeSet<String> =
+            a.networks.iter().filter_map(|n| n.bridge.clone()).collect();
+        for e in &a.endpoints {
+            if e.endpoint_id.len() >= 11 {
+                expected.insert(format!("fy{}", &e.endpoint_id[..11]));
+            }
+        }
+        let present: BTreeSet<String> = self.links()?.into_iter().collect();
+        for l in expected.difference(&present) {
+            problems.push(format!("link {l} is in the store but not in the kernel"));
+        }
+        let left = self.leftovers()?;
+        let left = left.except_links(keep);
+        for l in left.links.iter().filter(|l| !expected.contains(*l)) {
+            problems.push(format!("link {l} is in the kernel but not in the store"));
+        }
+        let addrs = self.addresses()?;
+        for n in &a.networks {
+            let (Some(br), Some(gw)) = (&n.bridge, &n.gateway) else {
+                continue;
+            };
+            if present.contains(br) && !addrs.iter().any(|(l, c)| l == br && c == gw) {
+                problems.push(format!("bridge {br} of {} lacks its gateway {gw}", n.name));
+            }
+        }
+        let veths: BTreeSet<&String> = expected
+            .iter()
+            .filter(|l| !a.networks.iter().any(|n| n.bridge.as_ref() == Some(*l)))
+            .collect();
+        for (l, c) in addrs
+            .iter()
+            .filter(|(l, c)| veths.contains(l) && c.contains('.'))
+        {
+            problems.push(format!("host-side veth {l} holds an address, {c}"));
+        }
+        Ok(())
+    }
+
+    fn account_namespaces(
+        &self,
+        a: &Accounted,
+        running_ids: &BTreeSet<String>,
+        by_sandbox: &BTreeMap<String, BTreeSet<String>>,
+        problems: &mut Vec<String>,
+    ) -> Result<()> {
+        let left = self.leftovers()?;
+        let short: BTreeSet<String> = running_ids.iter().map(|i| i[..12].to_string()).collect();
+        for f in left.netns_files.iter().filter(|f| !short.contains(*f)) {
+            problems.push(format!("namespace file {f} belongs to no running sandbox"));
+        }
+        let names: BTreeSet<String> = a.running.iter().map(|n| format!("ferry-{n}")).collect();
+        for l in left.ip_netns_links.iter().filter(|l| !names.contains(*l)) {
+            problems.push(format!("ip netns link {l} belongs to no running sandbox"));
+        }
+        let ns_dir = self.exec_root.join("netns");
+        for m in &left.ns_mounts {
+            let owned = m.parent() == Some(ns_dir.as_path())
+                && m.file_name()
+                    .and_then(|f| f.to_str())
+                    .is_some_and(|f| short.contains(f));
+            if !owned {
+                problems.push(format!(
+                    "namespace mount {} is no running sandbox's",
+                    m.display()
+                ));
+            }
+        }
+        for m in left.other_mounts.iter().chain(&left.etc_mounts) {
+            problems.push(format!("mount {} is left", m.display()));
+        }
+        // Each running sandbox's addresses, read in its namespace.
+        for (id, want) in by_sandbox {
+            let path = ns_dir.join(&id[..12]);
+            let Ok(ns) = File::open(&path) else {
+                problems.push(format!(
+                    "running sandbox {} has no namespace file",
+                    &id[..12]
+                ));
+                continue;
+            };
+            let out = kernel::in_netns(&ns, &["ip", "-4", "-o", "addr", "show"])?;
+            let have: BTreeSet<String> = kernel::parse_addresses(&out.stdout)
+                .into_iter()
+                .filter(|(l, _)| l != "lo")
+                .map(|(_, c)| c)
+                .collect();
+            if &have != want {
+                problems.push(format!(
+                    "sandbox {}: the store gives {want:?}, its namespace holds {have:?}",
+                    &id[..12]
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn net_view(n: &Value) -> NetView {
+    let id = n["Id"].as_str().unwrap_or("").to_string();
+    let name = n["Name"].as_str().unwrap_or("").to_string();
+    let bridge = (n["Driver"] == "bridge").then(|| {
+        n["Options"]["com.docker.network.bridge.name"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| match name.as_str() {
+                "bridge" => "ferry0".to_string(),
+                _ => format!("fy-{}", &id[..8.min(id.len())]),
+            })
+    });
+    let cfg = &n["IPAM"]["Config"][0];
+    let gateway = match (cfg["Gateway"].as_str(), cfg["Subnet"].as_str()) {
+        (Some(g), Some(s)) => s.split_once('/').map(|(_, p)| format!("{g}/{p}")),
+        _ => None,
+    };
+    NetView {
+        name,
+        id,
+        bridge,
+        gateway,
+    }
+}
+
+/// No address twice on one network.
+fn account_addresses(a: &Accounted, problems: &mut Vec<String>) {
+    let mut seen: BTreeMap<(&str, &str), &str> = BTreeMap::new();
+    for e in &a.endpoints {
+        if let Some(other) = seen.insert((&e.network, &e.ip), &e.sandbox) {
+            problems.push(format!(
+                "{} on {} is given to both {other} and {}",
+                e.ip, e.network, e.sandbox
+            ));
+        }
+    }
+}
