@@ -37,7 +37,7 @@ pub enum CoreError {
     AliasOnDefaultBridge,
     #[error("user specified IP address is supported only when connecting to networks with user configured subnets")]
     StaticIpNeedsUserSubnet,
-    #[error("Address already in use")]
+    #[error("Address already in use: {0}")]
     AddressInUse(Ipv4Addr),
     #[error("Invalid address {0}: It does not belong to any of this network's subnets")]
     AddressOutsideSubnet(Ipv4Addr),
