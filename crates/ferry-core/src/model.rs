@@ -23,6 +23,9 @@ pub enum Driver {
     Null,
     /// A network across hosts: on each host a bridge with a VXLAN port (ferry-overlay).
     Overlay,
+    /// A third-party libnetwork plugin drives it (plughost); its name is in
+    /// [`Network::remote`].
+    Remote,
 }
 
 impl Driver {
@@ -41,11 +44,16 @@ impl Driver {
             Driver::Host => "host",
             Driver::Null => "null",
             Driver::Overlay => "overlay",
+            Driver::Remote => "remote",
         }
     }
     /// Whether sandboxes join it through a bridge of this host (bridge and overlay).
     pub fn is_bridged(self) -> bool {
         matches!(self, Driver::Bridge | Driver::Overlay)
+    }
+    /// Whether sandboxes join it by an endpoint of their own (bridged, or a plugin's).
+    pub fn has_endpoints(self) -> bool {
+        self.is_bridged() || self == Driver::Remote
     }
 }
 
@@ -99,11 +107,27 @@ pub struct Network {
     /// Set for an overlay network's local copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlay: Option<OverlayConf>,
+    /// plughost: set for a network a third-party plugin drives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteConf>,
+}
+
+/// plughost: which plugin drives a network, by the name it was found under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteConf {
+    pub driver: String,
 }
 
 impl Network {
     pub fn is_default_bridge(&self) -> bool {
         self.predefined && self.driver == Driver::Bridge
+    }
+    /// The driver's name as Docker shows it: a plugin's own name for a remote network.
+    pub fn driver_name(&self) -> &str {
+        match &self.remote {
+            Some(r) => &r.driver,
+            None => self.driver.as_str(),
+        }
     }
     pub fn subnet(&self) -> Option<Ipv4Net> {
         self.pool.as_ref().map(|p| p.subnet)

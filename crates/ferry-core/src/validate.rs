@@ -319,6 +319,7 @@ pub fn network_from_request(
         bridge: Some(bridge),
         pool: Some(a.pool),
         overlay: None,
+        remote: None,
     };
     Ok(Created {
         network,
@@ -355,6 +356,7 @@ pub fn predefined_networks(ids: [String; 3], created: &str, bip: Ipv4Net) -> Vec
         bridge: None,
         pool: None,
         overlay: None,
+        remote: None,
     };
     let [b, h, n] = ids;
     let mut bridge = base(b, crate::model::DEFAULT_BRIDGE, Driver::Bridge);

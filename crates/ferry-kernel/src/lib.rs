@@ -17,4 +17,6 @@ pub mod reaper;
 pub mod sysctl;
 
 pub use error::KernelError;
-pub use ops::{AttachSpec, BridgeSpec, KernelOps, Netlink, VethPairSpec, VxlanSpec};
+pub use ops::{
+    AdoptSpec, AttachSpec, BridgeSpec, KernelOps, Netlink, StaticRoute, VethPairSpec, VxlanSpec,
+};

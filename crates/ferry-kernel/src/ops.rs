@@ -13,6 +13,7 @@ use ipnet::Ipv4Net;
 
 use std::sync::Arc;
 
+pub use crate::link::adopt::{AdoptSpec, StaticRoute};
 use crate::link::retire::{self, Retired};
 pub use crate::link::vxlan::VxlanSpec;
 use crate::link::{addr, bridge, check, del, fdb, get, kind, pair, port, route, up, veth, vxlan};
@@ -150,6 +151,17 @@ pub trait KernelOps: Send + Sync + 'static {
         &self,
         spec: &AttachSpec,
     ) -> impl Future<Output = Result<Vec<String>, KernelError>> + Send;
+    /// plughost: move a plugin's link into a sandbox under its sandbox name and
+    /// configure it (see [`crate::link::adopt`]); moved back if that fails.
+    fn adopt_link(&self, spec: &AdoptSpec) -> impl Future<Output = Result<(), KernelError>> + Send;
+    /// plughost: move `ifname` out of the sandbox at `netns` back to ferryd's namespace
+    /// as `back`; a namespace or link already gone is success.
+    fn hand_back_link(
+        &self,
+        netns: &Path,
+        ifname: &str,
+        back: &str,
+    ) -> impl Future<Output = Result<(), KernelError>> + Send;
 }
 
 /// The real kernel, through one rtnetlink connection in ferryd's own namespace plus a
@@ -432,6 +444,19 @@ impl KernelOps for Netlink {
 
     async fn address_of(&self, name: &str) -> Result<Ipv4Addr, KernelError> {
         vxlan::address_of(&self.handle, name).await
+    }
+
+    async fn adopt_link(&self, s: &AdoptSpec) -> Result<(), KernelError> {
+        crate::link::adopt::adopt(&self.handle, s).await
+    }
+
+    async fn hand_back_link(
+        &self,
+        netns: &Path,
+        ifname: &str,
+        back: &str,
+    ) -> Result<(), KernelError> {
+        crate::link::adopt::hand_back(netns, ifname, back).await
     }
 
     async fn ensure_attached(&self, s: &AttachSpec) -> Result<Vec<String>, KernelError> {

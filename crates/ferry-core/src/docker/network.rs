@@ -186,7 +186,7 @@ pub fn network_resource(net: &Network, containers: &[&Sandbox]) -> Value {
         "Id": net.id,
         "Created": net.created,
         "Scope": net.scope(),
-        "Driver": net.driver.as_str(),
+        "Driver": net.driver_name(),
         "EnableIPv6": false,
         "IPAM": {
             "Driver": "default",

@@ -21,6 +21,7 @@ fn net(id: &str, gw: &str, predefined: bool, internal: bool) -> Network {
         bridge: None,
         pool: Some(pool),
         overlay: None,
+        remote: None,
     }
 }
 

@@ -35,10 +35,16 @@ pub(crate) fn plan_plug(
         .ok_or_else(|| CoreError::NoSuchNetwork(net_id.into()))?;
     let net_name = net.name.clone();
     let internal = net.internal;
-    let bridge = net
-        .bridge
-        .clone()
-        .ok_or_else(|| CoreError::Invalid(format!("network {net_name} has no bridge")))?;
+    let bridge = match (&net.bridge, &net.remote) {
+        (Some(b), _) => b.clone(),
+        // plughost: the plugin makes the link; see crate::plughost::endpoint.
+        (None, Some(_)) => crate::plughost::endpoint::no_bridge(),
+        (None, None) => {
+            return Err(CoreError::Invalid(format!(
+                "network {net_name} has no bridge"
+            )))
+        }
+    };
     let overlay = net.overlay.is_some();
     let pool = net
         .pool
@@ -272,7 +278,7 @@ impl<K: KernelOps> Daemon<K> {
         if net.driver == Driver::Null || sb.network_mode == "none" {
             return Err(CoreError::NoneNetworkConflict.into());
         }
-        if !net.driver.is_bridged() {
+        if !net.driver.has_endpoints() {
             return Err(CoreError::Invalid(
                 "container cannot be disconnected from host network or connected to host network"
                     .into(),
@@ -355,11 +361,12 @@ impl<K: KernelOps> Daemon<K> {
         self.write_hosts(&st, &sb_id);
         drop(st);
         // The kernel work runs without the state lock; this sandbox's turn is still held.
-        if let Err(e) = self.kernel.attach(&spec).await {
+        // plughost: attach_endpoint is kernel.attach, or a plugin's Join.
+        if let Err(e) = self.attach_endpoint(&spec).await {
             let mut st = self.state.lock().await;
             self.undo_connect(&mut st, &sb_id, &net_id, cursor_before)
                 .await;
-            return Err(e.into());
+            return Err(e);
         }
         Ok(())
     }
@@ -414,7 +421,8 @@ impl<K: KernelOps> Daemon<K> {
         // state lock goes: its address is free in the state now, and another connect must
         // not bring the same address and MAC up on the bridge while the old pair is up.
         if let Some((host_if, _)) = unplugged {
-            if let Err(e) = self.kernel.delete_link(&host_if).await {
+            // plughost: detach_link is kernel.delete_link, or a plugin's Leave.
+            if let Err(e) = self.detach_link(&host_if).await {
                 tracing::warn!("disconnect: {e}; reconcile will remove it");
             }
         }

@@ -61,6 +61,8 @@ pub struct Daemon<K: KernelOps> {
     /// Every sandbox exit (ID, code), for `POST /containers/{id}/wait`: an exit code
     /// outlives an auto-removed sandbox.
     pub exits: tokio::sync::broadcast::Sender<(String, i32)>,
+    /// plughost: the third-party plugins activated so far.
+    pub plughost: crate::plughost::PlugHost,
 }
 
 /// One async lock per sandbox ID, made on first use and dropped with the sandbox.
@@ -125,6 +127,7 @@ impl<K: KernelOps> Daemon<K> {
             sandbox_locks: Default::default(),
             overlay: Default::default(),
             exits: tokio::sync::broadcast::channel(64).0,
+            plughost: Default::default(),
         }))
     }
 

@@ -228,9 +228,9 @@ impl<K: KernelOps> Daemon<K> {
         let network_mode = match net.driver {
             Driver::Host => "host".to_string(),
             Driver::Null => "none".to_string(),
-            Driver::Bridge | Driver::Overlay => mode.clone(),
+            Driver::Bridge | Driver::Overlay | Driver::Remote => mode.clone(),
         };
-        let endpoints = if net.driver.is_bridged() {
+        let endpoints = if net.driver.has_endpoints() {
             vec![Endpoint {
                 network_id: net_id.clone(),
                 static_ip,
@@ -410,7 +410,8 @@ impl<K: KernelOps> Daemon<K> {
                 self.write_files(sb)?;
             }
             for spec in specs {
-                self.kernel.attach(spec).await?;
+                // plughost: kernel.attach, or a plugin's Join.
+                self.attach_endpoint(spec).await?;
                 undo.links.push(spec.host_if.clone());
             }
             if own_netns {
@@ -473,7 +474,8 @@ impl<K: KernelOps> Daemon<K> {
     pub(crate) async fn run_teardown(&self, t: Teardown) {
         let mut errors = vec![];
         for l in &t.links {
-            if let Err(e) = self.kernel.delete_link(l).await {
+            // plughost: kernel.delete_link, or a plugin's Leave.
+            if let Err(e) = self.detach_link(l).await {
                 errors.push(e.to_string());
             }
         }

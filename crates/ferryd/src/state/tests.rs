@@ -23,6 +23,7 @@ fn network(id: &str) -> Network {
         bridge: None,
         pool: Some(AddressPool::new(subnet, "10.9.0.1".parse().unwrap(), None)),
         overlay: None,
+        remote: None,
     }
 }
 

@@ -141,6 +141,7 @@ impl<K: KernelOps> Daemon<K> {
             bridge: Some(bridge),
             pool: Some(pool),
             overlay: None,
+            remote: None,
         };
         let spec = bridge_spec(&network).expect("a bridge network");
         st.networks.insert(id.clone(), network);

@@ -1,0 +1,393 @@
+//! Endpoints on a plugin's network: dockerd's half of `Join` and `Leave`.
+//!
+//! Attach (a sandbox starts, or `network connect`): `CreateEndpoint` with ferry's
+//! address → `Join` → ferry takes the plugin's `SrcName` link into the sandbox as
+//! `DstPrefix`+index with the address, the MAC the plugin chose (if any), the plugin's
+//! gateway as default route (on the sandbox's gateway endpoint only) and its
+//! `StaticRoutes` → `ProgramExternalConnectivity` (gateway endpoint only) →
+//! `EndpointOperInfo`. A failing step undoes the ones before it in reverse, as dockerd
+//! does: `DeleteEndpoint` after a failed `Join`; `Leave`, `DeleteEndpoint` after a
+//! failed move or `ProgramExternalConnectivity`.
+//!
+//! Detach (stop, `rm`, `disconnect`): `RevokeExternalConnectivity` (gateway endpoint)
+//! → `Leave` → ferry moves the link back out under its `SrcName` → `DeleteEndpoint`
+//! (the plugin deletes its link). Failures are logged and the detach stands.
+//!
+//! ferry's planning code sees a plugin's endpoint as one whose bridge is [`NO_BRIDGE`];
+//! what teardown needs (which plugin, the link's two names, whether it was the gateway
+//! endpoint) is a small JSON record per endpoint under the exec root, so a ferryd
+//! restarted in between still sends the right `Leave`. Without a gateway from `Join`
+//! ferry adds no default route (dockerd would attach `docker_gwbridge`; ferry has none),
+//! whatever `DisableGatewayService` says.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use ferry_core::model::{BridgeConf, DEFAULT_MTU};
+use ferry_core::IfName;
+use ferry_kernel::{AdoptSpec, AttachSpec, KernelError, KernelOps, StaticRoute};
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{Conf, Plugin, PluginError};
+use crate::error::{Error, Result};
+use crate::ops::Daemon;
+
+/// The bridge name of an endpoint on a plugin's network: no link is ever called this
+/// (a leading '-' is not a name `ip` or ferry gives).
+pub const NO_BRIDGE: &str = "-plugin-";
+
+/// What [`crate::ops`] plans an endpoint on a plugin's network against.
+pub fn no_bridge() -> BridgeConf {
+    BridgeConf {
+        name: IfName::new(NO_BRIDGE).expect("a valid name"),
+        mtu: DEFAULT_MTU,
+        icc: true,
+        masquerade: false,
+        adopted: true,
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    driver: String,
+    network_id: String,
+    endpoint_id: String,
+    src_name: String,
+    ifname: String,
+    netns: PathBuf,
+    gateway_endpoint: bool,
+}
+
+fn record_path(conf: &Conf, host_if: &str) -> PathBuf {
+    conf.records.join(format!("{host_if}.json"))
+}
+
+/// Whether `host_if` names an endpoint joined through a plugin (it has no link of
+/// that name: the plugin's link is in the sandbox).
+pub fn is_plugin_link(conf: &Conf, host_if: &str) -> bool {
+    record_path(conf, host_if).exists()
+}
+
+fn read_record(conf: &Conf, host_if: &str) -> Option<Record> {
+    let text = std::fs::read(record_path(conf, host_if)).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+fn write_record(conf: &Conf, host_if: &str, r: &Record) -> Result<()> {
+    let io = |e: std::io::Error| Error::Other(format!("record plugin endpoint {host_if}: {e}"));
+    std::fs::create_dir_all(&conf.records).map_err(io)?;
+    let p = record_path(conf, host_if);
+    let tmp = p.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(r).expect("a record serialises")).map_err(io)?;
+    std::fs::rename(&tmp, &p).map_err(io)
+}
+
+/// What `Join` answered, read leniently (absent fields are empty).
+struct Joined {
+    src: String,
+    prefix: String,
+    gateway: Option<Ipv4Addr>,
+    routes: Vec<StaticRoute>,
+}
+
+fn garbage(p: &Plugin, call: &str, why: String) -> PluginError {
+    PluginError::Garbage {
+        plugin: p.found.name.clone(),
+        call: call.into(),
+        why,
+    }
+}
+
+fn read_join(p: &Plugin, v: &Value) -> std::result::Result<Joined, PluginError> {
+    let bad = |why: String| garbage(p, "NetworkDriver.Join", why);
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let src = s(&v["InterfaceName"]["SrcName"]);
+    if src.is_empty() || IfName::new(src.clone()).is_err() {
+        return Err(bad(format!(
+            "InterfaceName.SrcName {src:?} is not a link name"
+        )));
+    }
+    let prefix = match s(&v["InterfaceName"]["DstPrefix"]) {
+        p if p.is_empty() => "eth".to_string(),
+        p => p,
+    };
+    let gateway = match s(&v["Gateway"]) {
+        g if g.is_empty() => None,
+        g => Some(
+            g.parse()
+                .map_err(|_| bad(format!("Gateway {g:?} is not an IPv4 address")))?,
+        ),
+    };
+    let mut routes = vec![];
+    for r in v["StaticRoutes"].as_array().into_iter().flatten() {
+        let dest = s(&r["Destination"]);
+        let destination: Ipv4Net = match dest.parse() {
+            Ok(d) => d,
+            Err(_) if dest.contains(':') => continue, // IPv6: ferry is IPv4 only
+            Err(_) => return Err(bad(format!("StaticRoutes: {dest:?} is not a CIDR"))),
+        };
+        let next_hop = match (r["RouteType"].as_u64().unwrap_or(0), s(&r["NextHop"])) {
+            (1, _) => None,
+            (_, nh) => Some(
+                nh.parse()
+                    .map_err(|_| bad(format!("StaticRoutes: NextHop {nh:?}")))?,
+            ),
+        };
+        routes.push(StaticRoute {
+            destination,
+            next_hop,
+        });
+    }
+    Ok(Joined {
+        src,
+        prefix,
+        gateway,
+        routes,
+    })
+}
+
+/// `eth3` with prefix `foo` is `foo3`: ferry numbers interfaces per sandbox.
+fn dst_name(prefix: &str, ifname: &str) -> String {
+    let index = ifname.trim_start_matches(|c: char| !c.is_ascii_digit());
+    format!("{prefix}{index}")
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let b: Vec<u8> = s
+        .split(':')
+        .map(|x| u8::from_str_radix(x, 16))
+        .collect::<std::result::Result<_, _>>()
+        .ok()?;
+    b.try_into().ok()
+}
+
+impl<K: KernelOps> Daemon<K> {
+    /// plughost hook for `KernelOps::attach`: a plugin's endpoint joins through the
+    /// plugin, any other through ferry's veth.
+    pub(crate) async fn attach_endpoint(&self, spec: &AttachSpec) -> Result<()> {
+        if spec.bridge != NO_BRIDGE {
+            return Ok(self.kernel.attach(spec).await?);
+        }
+        self.plugin_attach(spec).await
+    }
+
+    /// plughost hook for `KernelOps::delete_link` in teardown.
+    pub(crate) async fn detach_link(&self, host_if: &str) -> std::result::Result<(), KernelError> {
+        match read_record(&self.cfg.plughost, host_if) {
+            Some(r) => {
+                self.plugin_detach(host_if, r).await;
+                Ok(())
+            }
+            None => self.kernel.delete_link(host_if).await,
+        }
+    }
+
+    /// The network, endpoint and role of the live endpoint whose host link is `host_if`.
+    async fn endpoint_of(&self, host_if: &str) -> Result<(String, String, String, bool)> {
+        let st = self.state.lock().await;
+        for sb in st.sandboxes.values() {
+            for e in &sb.endpoints {
+                let Some(l) = e.live.as_ref().filter(|l| l.host_if.as_str() == host_if) else {
+                    continue;
+                };
+                let driver = st
+                    .networks
+                    .get(&e.network_id)
+                    .and_then(|n| n.remote.as_ref())
+                    .map(|r| r.driver.clone())
+                    .ok_or_else(|| {
+                        Error::Other(format!("endpoint {host_if}: not on a plugin's network"))
+                    })?;
+                return Ok((driver, e.network_id.clone(), l.id.clone(), l.default_route));
+            }
+        }
+        Err(Error::Other(format!(
+            "endpoint {host_if}: gone while it was being attached"
+        )))
+    }
+
+    async fn plugin_attach(&self, spec: &AttachSpec) -> Result<()> {
+        let conf = &self.cfg.plughost;
+        let (driver, net_id, ep_id, gw_ep) = self.endpoint_of(&spec.host_if).await?;
+        let p = self.plughost.get(conf, &driver, "NetworkDriver").await?;
+        let ep = json!({"NetworkID": net_id, "EndpointID": ep_id});
+        let created = self
+            .plughost
+            .call(conf, &p, "NetworkDriver.CreateEndpoint", Some(&json!({
+                "NetworkID": net_id,
+                "EndpointID": ep_id,
+                "Interface": {"Address": spec.addr.to_string(), "AddressIPv6": "", "MacAddress": ""},
+                "Options": {},
+            })))
+            .await?;
+        let undo_create = || async {
+            if let Err(e) = self
+                .plughost
+                .call_once(conf, &p, "NetworkDriver.DeleteEndpoint", Some(&ep))
+                .await
+            {
+                tracing::warn!("attach: undo: {e}");
+            }
+        };
+        let iface = &created["Interface"];
+        let given_addr = iface["Address"].as_str().unwrap_or_default();
+        if !given_addr.is_empty() && given_addr != spec.addr.to_string() {
+            undo_create().await;
+            let why = format!(
+                "it changed the address ferry set ({} to {given_addr})",
+                spec.addr
+            );
+            return Err(garbage(&p, "NetworkDriver.CreateEndpoint", why).into());
+        }
+        let mac = match iface["MacAddress"].as_str().unwrap_or_default() {
+            "" => None,
+            m => match parse_mac(m) {
+                Some(m) => Some(m),
+                None => {
+                    undo_create().await;
+                    let why = format!("MacAddress {m:?} is not a MAC address");
+                    return Err(garbage(&p, "NetworkDriver.CreateEndpoint", why).into());
+                }
+            },
+        };
+        let join_body = json!({
+            "NetworkID": net_id,
+            "EndpointID": ep_id,
+            "SandboxKey": spec.netns.display().to_string(),
+            "Options": {},
+        });
+        let joined = match self
+            .plughost
+            .call(conf, &p, "NetworkDriver.Join", Some(&join_body))
+            .await
+            .and_then(|v| read_join(&p, &v))
+        {
+            Ok(j) => j,
+            Err(e) => {
+                undo_create().await;
+                return Err(e.into());
+            }
+        };
+        let ifname = dst_name(&joined.prefix, &spec.ifname);
+        let record = Record {
+            driver,
+            network_id: net_id.clone(),
+            endpoint_id: ep_id.clone(),
+            src_name: joined.src.clone(),
+            ifname: ifname.clone(),
+            netns: spec.netns.clone(),
+            gateway_endpoint: gw_ep,
+        };
+        let adopt = AdoptSpec {
+            netns: spec.netns.clone(),
+            src: joined.src.clone(),
+            ifname,
+            mac,
+            addr: spec.addr,
+            default_via: joined.gateway.filter(|_| gw_ep),
+            routes: joined.routes,
+        };
+        let wired = async {
+            self.kernel.adopt_link(&adopt).await?;
+            write_record(conf, &spec.host_if, &record)?;
+            if gw_ep {
+                match self
+                    .plughost
+                    .call(
+                        conf,
+                        &p,
+                        "NetworkDriver.ProgramExternalConnectivity",
+                        Some(&json!({
+                            "NetworkID": net_id, "EndpointID": ep_id, "Options": {},
+                        })),
+                    )
+                    .await
+                {
+                    Ok(_) | Err(PluginError::NotImplemented { .. }) => {}
+                    Err(e) => return Err(Error::from(e)),
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = wired {
+            let record = Record {
+                gateway_endpoint: false,
+                ..record
+            };
+            self.plugin_detach(&spec.host_if, record).await;
+            return Err(e);
+        }
+        if let Err(e) = self
+            .plughost
+            .call(conf, &p, "NetworkDriver.EndpointOperInfo", Some(&ep))
+            .await
+        {
+            tracing::warn!("attach: {e}");
+        }
+        Ok(())
+    }
+
+    /// Undo an attach: every step runs; failures are logged (a driver cannot veto).
+    async fn plugin_detach(&self, host_if: &str, r: Record) {
+        let conf = &self.cfg.plughost;
+        let ep = json!({"NetworkID": r.network_id, "EndpointID": r.endpoint_id});
+        let mut errors: Vec<String> = vec![];
+        let p = match self.plughost.get_now(conf, &r.driver).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                errors.push(e.to_string());
+                None
+            }
+        };
+        let call = |method: &'static str| {
+            let (p, ep) = (p.clone(), ep.clone());
+            async move {
+                let Some(p) = p else { return Ok(()) };
+                match self.plughost.call_once(conf, &p, method, Some(&ep)).await {
+                    Ok(_) => Ok(()),
+                    Err(PluginError::NotImplemented { .. }) if method.contains("External") => {
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
+        if r.gateway_endpoint {
+            errors.extend(call("NetworkDriver.RevokeExternalConnectivity").await.err());
+        }
+        errors.extend(call("NetworkDriver.Leave").await.err());
+        if let Err(e) = self
+            .kernel
+            .hand_back_link(&r.netns, &r.ifname, &r.src_name)
+            .await
+        {
+            errors.push(e.to_string());
+        }
+        errors.extend(call("NetworkDriver.DeleteEndpoint").await.err());
+        let _ = std::fs::remove_file(record_path(conf, host_if));
+        if !errors.is_empty() {
+            tracing::warn!(
+                "detach from plugin {} (endpoint {}): {}",
+                r.driver,
+                &r.endpoint_id[..12.min(r.endpoint_id.len())],
+                errors.join("; ")
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sandbox_name_keeps_ferrys_index_under_the_plugins_prefix() {
+        assert_eq!(dst_name("eth", "eth0"), "eth0");
+        assert_eq!(dst_name("foo", "eth12"), "foo12");
+        assert_eq!(parse_mac("02:42:0a:00:01:02"), Some([2, 0x42, 10, 0, 1, 2]));
+        assert_eq!(parse_mac("02:42"), None);
+    }
+}
