@@ -154,6 +154,16 @@ fn dst_name(prefix: &str, ifname: &str) -> String {
     format!("{prefix}{index}")
 }
 
+/// The port options dockerd sends with CreateEndpoint, Join and
+/// ProgramExternalConnectivity (`P:p25`). ferry publishes no ports on a plugin's network
+/// (nor does dockerd, `P:p11`), so they are empty.
+fn port_options() -> Value {
+    json!({
+        ferry_core::docker::plugin::OPT_EXPOSED: [],
+        ferry_core::docker::plugin::OPT_PORTMAP: [],
+    })
+}
+
 fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let b: Vec<u8> = s
         .split(':')
@@ -219,7 +229,7 @@ impl<K: KernelOps> Daemon<K> {
                 "NetworkID": net_id,
                 "EndpointID": ep_id,
                 "Interface": {"Address": spec.addr.to_string(), "AddressIPv6": "", "MacAddress": ""},
-                "Options": {},
+                "Options": port_options(),
             })))
             .await?;
         let undo_create = || async {
@@ -256,7 +266,7 @@ impl<K: KernelOps> Daemon<K> {
             "NetworkID": net_id,
             "EndpointID": ep_id,
             "SandboxKey": spec.netns.display().to_string(),
-            "Options": {},
+            "Options": port_options(),
         });
         let joined = match self
             .plughost
@@ -300,7 +310,7 @@ impl<K: KernelOps> Daemon<K> {
                         &p,
                         "NetworkDriver.ProgramExternalConnectivity",
                         Some(&json!({
-                            "NetworkID": net_id, "EndpointID": ep_id, "Options": {},
+                            "NetworkID": net_id, "EndpointID": ep_id, "Options": port_options(),
                         })),
                     )
                     .await
@@ -320,12 +330,15 @@ impl<K: KernelOps> Daemon<K> {
             self.plugin_detach(&spec.host_if, record).await;
             return Err(e);
         }
-        if let Err(e) = self
-            .plughost
-            .call(conf, &p, "NetworkDriver.EndpointOperInfo", Some(&ep))
-            .await
-        {
-            tracing::warn!("attach: {e}");
+        // dockerd asks twice after a start (`P:p02`); the answer changes nothing.
+        for _ in 0..2 {
+            if let Err(e) = self
+                .plughost
+                .call(conf, &p, "NetworkDriver.EndpointOperInfo", Some(&ep))
+                .await
+            {
+                tracing::warn!("attach: {e}");
+            }
         }
         Ok(())
     }
