@@ -102,6 +102,9 @@ impl SeedPlugin {
             .args(listen)
             .arg("--log")
             .arg(&log)
+            // Kept across restarts of the plugin in one test, as a real plugin must.
+            .arg("--state")
+            .arg(dir.join("plugin.state"))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null());
@@ -342,6 +345,333 @@ fn the_seed_scenario_over_tcp_through_a_json_spec_file() -> Result<()> {
     let left = host_links(&host, "veth-")?;
     ensure!(left.is_empty(), "the plugin's veths are left: {left:?}");
     host.in_host("ip", &["link", "del", "br1"])?
+        .expect_success()?;
+    let leftovers = host.leftovers()?;
+    ensure!(leftovers.is_empty(), "left behind: {leftovers}");
+    drop(plugin);
+    host.finish()
+}
+
+/// A plugin network `net` on bridge `br` (made here) for the plugin `name`.
+fn plugin_network(host: &TestHost, name: &str, net: &str, br: &str, subnet: &str) -> Result<()> {
+    let gw = subnet.replace(".0/24", ".1/24");
+    make_bridge(host, br, &gw)?;
+    host.ferry_ok(&[
+        "network",
+        "create",
+        "-d",
+        name,
+        "--subnet",
+        subnet,
+        "-o",
+        &format!("bridge={br}"),
+        net,
+    ])?;
+    Ok(())
+}
+
+/// Nothing of `sandbox` on `net` is left: no veth of the plugin's on the host, the
+/// sandbox is not on the network, and no address of the network is taken.
+fn expect_nothing_attached(host: &TestHost, net: &str) -> Result<()> {
+    let left = host_links(host, "veth-")?;
+    ensure!(left.is_empty(), "the plugin's veths are left: {left:?}");
+    let inspect = host.network_inspect(net)?;
+    let containers = &inspect["Containers"];
+    ensure!(
+        containers.as_object().is_none_or(|o| o.is_empty()),
+        "{net} still lists {containers}"
+    );
+    Ok(())
+}
+
+#[test]
+fn plugin_failures_in_run_are_undone_in_reverse_and_a_restarted_plugin_answers_again() -> Result<()>
+{
+    let dirs = PluginDirs::new()?;
+    let Some(host) = start_host(ferry_testkit::scenario_name!(), &dirs, 5, 0)? else {
+        return Ok(());
+    };
+    // Found as a socket in the sockets directory (NAME.sock).
+    let sock = dirs.sockets().join("seed.sock");
+    let sock_s = sock.display().to_string();
+    let listen = ["--unix", sock_s.as_str()];
+    let plugin = SeedPlugin::start(
+        &host,
+        &dirs.root,
+        &listen,
+        &["--fail", "NetworkDriver.Join"],
+    )?;
+    plugin_network(&host, "seed", "pnet", "br7", "10.7.0.0/24")?;
+
+    plugin.clear()?;
+    let out = host.ferry(&[
+        "run",
+        "-d",
+        "--name",
+        "s1",
+        "--network",
+        "pnet",
+        "--",
+        "true",
+    ])?;
+    let out = out.expect_failure()?;
+    ensure!(
+        out.stderr.contains("\"seed\"")
+            && out.stderr.contains("NetworkDriver.Join")
+            && out.stderr.contains("injected"),
+        "the error does not name the plugin and the call:\n{out}"
+    );
+    let m = plugin.methods()?;
+    ensure!(
+        m == ["CreateEndpoint", "Join", "DeleteEndpoint"],
+        "failed Join: {m:?}"
+    );
+    expect_nothing_attached(&host, "pnet")?;
+    host.ferry_ok(&["rm", "-f", "s1"])?;
+    drop(plugin);
+
+    // The plugin comes back on the same socket, now failing after the link moved in.
+    let plugin = SeedPlugin::start(
+        &host,
+        &dirs.root,
+        &listen,
+        &["--fail", "NetworkDriver.ProgramExternalConnectivity"],
+    )?;
+    let out = host.ferry(&[
+        "run",
+        "-d",
+        "--name",
+        "s2",
+        "--network",
+        "pnet",
+        "--",
+        "true",
+    ])?;
+    let out = out.expect_failure()?;
+    ensure!(
+        out.stderr
+            .contains("NetworkDriver.ProgramExternalConnectivity"),
+        "the error does not name the call:\n{out}"
+    );
+    let m = plugin.methods()?;
+    ensure!(
+        m == [
+            "CreateEndpoint",
+            "Join",
+            "ProgramExternalConnectivity",
+            "Leave",
+            "DeleteEndpoint"
+        ],
+        "failed ProgramExternalConnectivity: {m:?}"
+    );
+    expect_nothing_attached(&host, "pnet")?;
+    host.ferry_ok(&["rm", "-f", "s2"])?;
+    drop(plugin);
+
+    // The control: a plugin that fails nothing; the first address was given back.
+    let plugin = SeedPlugin::start(&host, &dirs.root, &listen, &[])?;
+    host.run_server("s3", &["--network", "pnet"], "tcp", 8080)?;
+    let ip = host.ip_of("s3", "pnet")?;
+    ensure!(
+        ip == "10.7.0.2",
+        "after two undone starts s3 got {ip}, not 10.7.0.2"
+    );
+    host.expect_reach(At::Host, "tcp", &ip, 8080)?;
+    host.ferry_ok(&["rm", "-f", "s3"])?;
+    expect_nothing_attached(&host, "pnet")?;
+    host.ferry_ok(&["network", "rm", "pnet"])?;
+    host.in_host("ip", &["link", "del", "br7"])?
+        .expect_success()?;
+    let leftovers = host.leftovers()?;
+    ensure!(leftovers.is_empty(), "left behind: {leftovers}");
+    drop(plugin);
+    host.finish()
+}
+
+#[test]
+fn a_plugin_that_hangs_or_crashes_fails_the_call_within_the_timeout_and_ferryd_stays_up(
+) -> Result<()> {
+    let dirs = PluginDirs::new()?;
+    let Some(host) = start_host(ferry_testkit::scenario_name!(), &dirs, 2, 0)? else {
+        return Ok(());
+    };
+    // Found through a .spec file in the second spec directory, in a subdirectory.
+    let sock = dirs.root.join("hang.sock");
+    std::fs::create_dir_all(dirs.lib().join("slow"))?;
+    std::fs::write(
+        dirs.lib().join("slow").join("slow.spec"),
+        format!("unix://{}\n", sock.display()),
+    )?;
+    let sock_s = sock.display().to_string();
+    let listen = ["--unix", sock_s.as_str()];
+    let plugin = SeedPlugin::start(
+        &host,
+        &dirs.root,
+        &listen,
+        &["--hang", "NetworkDriver.CreateEndpoint"],
+    )?;
+    plugin_network(&host, "slow", "snet", "br8", "10.8.0.0/24")?;
+    let t = Instant::now();
+    let out = host.ferry(&[
+        "run",
+        "-d",
+        "--name",
+        "h1",
+        "--network",
+        "snet",
+        "--",
+        "true",
+    ])?;
+    let out = out.expect_failure()?;
+    let took = t.elapsed();
+    ensure!(
+        out.stderr.contains("\"slow\"")
+            && out.stderr.contains("NetworkDriver.CreateEndpoint")
+            && out.stderr.contains("within 2 s"),
+        "the error does not name the plugin, the call and the timeout:\n{out}"
+    );
+    ensure!(took < Duration::from_secs(8), "a 2 s timeout took {took:?}");
+    // ferryd still answers.
+    host.ferry_ok(&["network", "ls"])?;
+    expect_nothing_attached(&host, "snet")?;
+    host.ferry_ok(&["rm", "-f", "h1"])?;
+    drop(plugin);
+
+    // A plugin that dies in the middle of Join.
+    let plugin = SeedPlugin::start(
+        &host,
+        &dirs.root,
+        &listen,
+        &["--crash", "NetworkDriver.Join"],
+    )?;
+    let out = host.ferry(&[
+        "run",
+        "-d",
+        "--name",
+        "h2",
+        "--network",
+        "snet",
+        "--",
+        "true",
+    ])?;
+    let out = out.expect_failure()?;
+    ensure!(
+        out.stderr.contains("\"slow\"") && out.stderr.contains("NetworkDriver.Join"),
+        "the error does not name the plugin and the call:\n{out}"
+    );
+    host.ferry_ok(&["network", "ls"])?;
+    expect_nothing_attached(&host, "snet")?;
+    host.ferry_ok(&["rm", "-f", "h2"])?;
+    drop(plugin);
+    // The plugin is gone for good: network rm still removes the network (a driver
+    // cannot veto), and says nothing is left.
+    host.ferry_ok(&["network", "rm", "snet"])?;
+    ensure!(!host.user_networks()?.contains(&"snet".to_string()));
+    host.in_host("ip", &["link", "del", "br8"])?
+        .expect_success()?;
+    let leftovers = host.leftovers()?;
+    ensure!(leftovers.is_empty(), "left behind: {leftovers}");
+    host.finish()
+}
+
+#[test]
+fn an_unknown_driver_is_a_404_naming_the_plugin_and_ferrys_own_socket_is_never_one() -> Result<()> {
+    let dirs = PluginDirs::new()?;
+    let Some(host) = start_host(ferry_testkit::scenario_name!(), &dirs, 2, 0)? else {
+        return Ok(());
+    };
+    let out = host.ferry(&["network", "create", "-d", "nosuch", "n1"])?;
+    let out = out.expect_failure()?;
+    ensure!(
+        out.stderr.contains("plugin \"nosuch\" not found"),
+        "unknown driver:\n{out}"
+    );
+    // A spec file pointing at ferryd's own Docker-plugin socket is skipped.
+    let own = host.plugin_dir().join("ferry.sock");
+    ensure!(
+        own.exists(),
+        "ferryd's plugin socket {} is missing",
+        own.display()
+    );
+    std::fs::write(
+        dirs.etc().join("ferry.spec"),
+        format!("unix://{}", own.display()),
+    )?;
+    let out = host.ferry(&["network", "create", "-d", "ferry", "n2"])?;
+    let out = out.expect_failure()?;
+    ensure!(
+        out.stderr.contains("plugin \"ferry\" not found"),
+        "ferryd's own socket was used as a plugin:\n{out}"
+    );
+    // A bad spec file is named.
+    std::fs::write(dirs.etc().join("broken.json"), "{\"Addr\": 7}")?;
+    let out = host.ferry(&["network", "create", "-d", "broken", "n3"])?;
+    let out = out.expect_failure()?;
+    ensure!(out.stderr.contains("broken.json"), "bad spec:\n{out}");
+    ensure!(
+        host.user_networks()?.is_empty(),
+        "refused creates left networks: {:?}",
+        host.user_networks()?
+    );
+    // The control: the same kind of spec file naming a live plugin works.
+    let sock = dirs.root.join("p.sock");
+    let sock_s = sock.display().to_string();
+    let plugin = SeedPlugin::start(&host, &dirs.root, &["--unix", &sock_s], &[])?;
+    std::fs::write(dirs.etc().join("good.spec"), format!("unix://{sock_s}"))?;
+    plugin_network(&host, "good", "n4", "br9", "10.9.0.0/24")?;
+    ensure!(host.network_inspect("n4")?["Driver"] == "good");
+    host.ferry_ok(&["network", "rm", "n4"])?;
+    host.in_host("ip", &["link", "del", "br9"])?
+        .expect_success()?;
+    drop(plugin);
+    host.finish()
+}
+
+#[test]
+fn connect_and_disconnect_join_and_leave_a_plugin_network_as_a_second_interface() -> Result<()> {
+    let dirs = PluginDirs::new()?;
+    let Some(host) = start_host(ferry_testkit::scenario_name!(), &dirs, 5, 0)? else {
+        return Ok(());
+    };
+    let sock = dirs.sockets().join("seed").join("seed.sock");
+    std::fs::create_dir_all(sock.parent().unwrap())?;
+    let sock_s = sock.display().to_string();
+    let plugin = SeedPlugin::start(&host, &dirs.root, &["--unix", &sock_s], &[])?;
+    plugin_network(&host, "seed", "cnet", "br6", "10.6.0.0/24")?;
+    host.run_server("c1", &[], "tcp", 8080)?;
+    plugin.clear()?;
+    host.ferry_ok(&["network", "connect", "cnet", "c1"])?;
+    let m = plugin.methods()?;
+    // Not the gateway endpoint (c1's default route stays on the default bridge): no
+    // ProgramExternalConnectivity, as dockerd (P:p07).
+    ensure!(
+        m == [
+            "CreateEndpoint",
+            "Join",
+            "EndpointOperInfo",
+            "EndpointOperInfo"
+        ],
+        "connect: {m:?}"
+    );
+    let addrs = host.sandbox_ipv4("c1")?;
+    ensure!(
+        addrs.contains(&("eth1".to_string(), "10.6.0.2/24".to_string())),
+        "c1's addresses: {addrs:?}"
+    );
+    host.expect_reach(At::Host, "tcp", "10.6.0.2", 8080)?;
+    plugin.clear()?;
+    host.ferry_ok(&["network", "disconnect", "cnet", "c1"])?;
+    let m = plugin.methods()?;
+    ensure!(m == ["Leave", "DeleteEndpoint"], "disconnect: {m:?}");
+    let links = host.sandbox_links("c1")?;
+    ensure!(
+        !links.iter().any(|l| l == "eth1"),
+        "eth1 is still in c1: {links:?}"
+    );
+    expect_nothing_attached(&host, "cnet")?;
+    host.ferry_ok(&["rm", "-f", "c1"])?;
+    host.ferry_ok(&["network", "rm", "cnet"])?;
+    host.in_host("ip", &["link", "del", "br6"])?
         .expect_success()?;
     let leftovers = host.leftovers()?;
     ensure!(leftovers.is_empty(), "left behind: {leftovers}");

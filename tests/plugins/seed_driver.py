@@ -22,7 +22,20 @@ import threading
 import time
 
 ARGS = None
-NETWORKS = {}  # NetworkID -> bridge name
+NETWORKS = {}  # NetworkID -> bridge name, kept in a file: the daemon replays nothing
+
+
+def save():
+    with open(ARGS.state or ARGS.log + ".state", "w") as f:
+        json.dump(NETWORKS, f)
+
+
+def load():
+    try:
+        with open(ARGS.state or ARGS.log + ".state") as f:
+            NETWORKS.update(json.load(f))
+    except FileNotFoundError:
+        pass
 LOCK = threading.Lock()
 
 
@@ -53,9 +66,11 @@ def handle(method, body):
         if ip("link", "show", bridge, "type", "bridge").stdout.strip() == "":
             return {"Err": "bridge %s does not exist" % bridge}
         NETWORKS[body["NetworkID"]] = bridge
+        save()
         return {}
     if method == "NetworkDriver.DeleteNetwork":
         NETWORKS.pop(body.get("NetworkID"), None)
+        save()
         return {}
     if method == "NetworkDriver.CreateEndpoint":
         return {"Interface": None}
@@ -135,7 +150,9 @@ def main():
     p.add_argument("--fail", action="append", default=[])
     p.add_argument("--hang", action="append", default=[])
     p.add_argument("--crash", action="append", default=[])
+    p.add_argument("--state", help="where networks are kept (default: LOG.state)")
     ARGS = p.parse_args()
+    load()
     if ARGS.tcp:
         host, port = ARGS.tcp.rsplit(":", 1)
         server = TCPServer((host, int(port)), Handler)
