@@ -678,3 +678,49 @@ fn connect_and_disconnect_join_and_leave_a_plugin_network_as_a_second_interface(
     drop(plugin);
     host.finish()
 }
+
+#[test]
+fn after_a_ferryd_restart_a_plugin_network_and_its_endpoints_are_kept_and_torn_down_through_the_plugin(
+) -> Result<()> {
+    let dirs = PluginDirs::new()?;
+    let Some(mut host) = start_host(ferry_testkit::scenario_name!(), &dirs, 5, 0)? else {
+        return Ok(());
+    };
+    let sock = dirs.sockets().join("seed.sock");
+    let sock_s = sock.display().to_string();
+    let plugin = SeedPlugin::start(&host, &dirs.root, &["--unix", &sock_s], &[])?;
+    plugin_network(&host, "seed", "rnet", "br5", "10.5.0.0/24")?;
+    host.run_server("r1", &["--network", "rnet"], "tcp", 8080)?;
+    host.expect_reach(At::Host, "tcp", "10.5.0.2", 8080)?;
+    plugin.clear()?;
+    host.restart_kill9()?;
+    // ferryd re-sends nothing at start (as dockerd): the endpoint is the kernel's and
+    // the plugin's already, and reconcile leaves it alone.
+    ensure!(
+        plugin.methods()?.is_empty(),
+        "a restart sent {:?}",
+        plugin.methods()?
+    );
+    ensure!(host.network_inspect("rnet")?["Driver"] == "seed");
+    host.expect_reach(At::Host, "tcp", "10.5.0.2", 8080)?;
+    host.ferry_ok(&["rm", "-f", "r1"])?;
+    let m = plugin.methods()?;
+    ensure!(
+        m == [
+            "Activate",
+            "GetCapabilities",
+            "RevokeExternalConnectivity",
+            "Leave",
+            "DeleteEndpoint"
+        ],
+        "rm -f after a restart: {m:?}"
+    );
+    expect_nothing_attached(&host, "rnet")?;
+    host.ferry_ok(&["network", "rm", "rnet"])?;
+    host.in_host("ip", &["link", "del", "br5"])?
+        .expect_success()?;
+    let leftovers = host.leftovers()?;
+    ensure!(leftovers.is_empty(), "left behind: {leftovers}");
+    drop(plugin);
+    host.finish()
+}
