@@ -638,6 +638,29 @@ fn connect_and_disconnect_join_and_leave_a_plugin_network_as_a_second_interface(
     let sock_s = sock.display().to_string();
     let plugin = SeedPlugin::start(&host, &dirs.root, &["--unix", &sock_s], &[])?;
     plugin_network(&host, "seed", "cnet", "br6", "10.6.0.0/24")?;
+    // Ports are not published on a plugin's network; the same run without -p works
+    // (c1 below, and every other test here).
+    let out = host.ferry(&[
+        "run",
+        "-d",
+        "--name",
+        "p1",
+        "-p",
+        "8081:80",
+        "--network",
+        "cnet",
+        "--",
+        "true",
+    ])?;
+    let out = out.expect_failure()?;
+    ensure!(
+        out.stderr.contains("driven by plugin seed") && out.stderr.contains("publish"),
+        "-p on a plugin network:\n{out}"
+    );
+    ensure!(
+        host.sandbox_ids()?.is_empty(),
+        "a refused run left a sandbox"
+    );
     host.run_server("c1", &[], "tcp", 8080)?;
     plugin.clear()?;
     host.ferry_ok(&["network", "connect", "cnet", "c1"])?;

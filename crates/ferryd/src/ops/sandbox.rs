@@ -222,7 +222,7 @@ impl<K: KernelOps> Daemon<K> {
             Some(b) => ferry_core::ports::from_bindings(b)?,
             None => vec![],
         };
-        if net.driver.is_bridged() {
+        if net.driver.has_endpoints() {
             crate::firewall::check_publishable(net, !ports.is_empty())?;
         }
         let network_mode = match net.driver {
