@@ -747,3 +747,202 @@ fn after_a_ferryd_restart_a_plugin_network_and_its_endpoints_are_kept_and_torn_d
     drop(plugin);
     host.finish()
 }
+
+/// The independent IPAM plugin (Perl), in the host's namespace; killed by pid when dropped.
+struct PerlIpam {
+    child: Child,
+    log: PathBuf,
+    failfile: PathBuf,
+}
+
+impl PerlIpam {
+    fn start(host: &TestHost, sock: &Path, dir: &Path) -> Result<PerlIpam> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plugins/ipam_driver.pl");
+        let log = dir.join(format!("{}.calls", unique("ipam")));
+        let failfile = dir.join("ipam.fail");
+        let fd = host.netns()?.as_raw_fd();
+        let mut cmd = Command::new("perl");
+        cmd.arg(&script)
+            .arg(sock)
+            .arg(&log)
+            .arg(&failfile)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        // SAFETY: only async-signal-safe syscalls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc_prctl_pdeathsig() != 0 || libc_setns(fd) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().context("start perl ipam_driver.pl")?;
+        let p = PerlIpam {
+            child,
+            log,
+            failfile,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&p.log)
+            .unwrap_or_default()
+            .contains("ready")
+        {
+            if Instant::now() > deadline {
+                bail!("the IPAM plugin did not start listening within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(p)
+    }
+
+    fn calls(&self) -> Result<Vec<(String, Value)>> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut out = vec![];
+        for l in text.lines() {
+            let v: Value = serde_json::from_str(l)?;
+            if let Some(c) = v["call"].as_str() {
+                out.push((c.to_string(), v["body"].clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    fn methods(&self) -> Result<Vec<String>> {
+        Ok(self.calls()?.into_iter().map(|(m, _)| short(&m)).collect())
+    }
+
+    fn clear(&self) -> Result<()> {
+        std::fs::write(&self.log, "")?;
+        Ok(())
+    }
+
+    /// Wait (bounded) until the calls since the last clear are `want`: releases are
+    /// sent right after the commit that freed the address, not before the CLI returns.
+    fn expect_methods(&self, want: &[&str], what: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = self.methods()?;
+            if got == want {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{what}: the IPAM plugin got {got:?}, expected {want:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for PerlIpam {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_ipam_plugin_gives_the_pool_and_the_addresses_of_a_ferry_bridge_network() -> Result<()> {
+    let dirs = PluginDirs::new()?;
+    let Some(host) = start_host(ferry_testkit::scenario_name!(), &dirs, 5, 0)? else {
+        return Ok(());
+    };
+    let ipam = PerlIpam::start(&host, &dirs.sockets().join("pipam.sock"), &dirs.root)?;
+    host.ferry_ok(&["network", "create", "--ipam-driver", "pipam", "inet"])?;
+    let calls = ipam.calls()?;
+    let m: Vec<String> = calls.iter().map(|(m, _)| short(m)).collect();
+    ensure!(
+        m == [
+            "Activate",
+            "GetCapabilities",
+            "GetDefaultAddressSpaces",
+            "RequestPool",
+            "RequestAddress"
+        ],
+        "create: {m:?}"
+    );
+    // As dockerd sends them (P:p01): the plugin's address space, no pool asked for.
+    ensure!(
+        calls[3].1
+            == serde_json::json!({"AddressSpace": "PerlLocal", "Pool": "", "SubPool": "", "Options": {}, "V6": false}),
+        "RequestPool: {}",
+        calls[3].1
+    );
+    ensure!(
+        calls[4].1
+            == serde_json::json!({"PoolID": "PerlLocal/10.66.0.0/24", "Address": "",
+                                   "Options": {"RequestAddressType": "com.docker.network.gateway"}}),
+        "gateway RequestAddress: {}",
+        calls[4].1
+    );
+    let net = host.network_inspect("inet")?;
+    ensure!(net["IPAM"]["Driver"] == "pipam", "IPAM: {}", net["IPAM"]);
+    ensure!(
+        net["IPAM"]["Config"][0]["Subnet"] == "10.66.0.0/24",
+        "IPAM: {}",
+        net["IPAM"]
+    );
+
+    ipam.clear()?;
+    host.run_server("a1", &["--network", "inet"], "tcp", 8080)?;
+    host.run_idle("a2", &["--network", "inet"])?;
+    // The plugin's choices (it starts at .10), not ferry's (.2).
+    ensure!(host.ip_of("a1", "inet")? == "10.66.0.10");
+    ensure!(host.ip_of("a2", "inet")? == "10.66.0.11");
+    let calls = ipam.calls()?;
+    ensure!(
+        calls.len() == 2
+            && calls[0].1
+                == serde_json::json!({"PoolID": "PerlLocal/10.66.0.0/24", "Address": "", "Options": null}),
+        "run: {calls:?}"
+    );
+    host.expect_reach(At::Sandbox("a2"), "tcp", "10.66.0.10", 8080)?;
+
+    // A refused address: the run fails naming the plugin and the call, keeps nothing.
+    std::fs::write(&ipam.failfile, "IpamDriver.RequestAddress")?;
+    ipam.clear()?;
+    let out = host.ferry(&[
+        "run",
+        "-d",
+        "--name",
+        "a3",
+        "--network",
+        "inet",
+        "--",
+        "true",
+    ])?;
+    let out = out.expect_failure()?;
+    ensure!(
+        out.stderr.contains("\"pipam\"")
+            && out.stderr.contains("IpamDriver.RequestAddress")
+            && out.stderr.contains("refused by test"),
+        "refused address:\n{out}"
+    );
+    ipam.expect_methods(&["RequestAddress"], "refused address")?;
+    host.ferry_ok(&["rm", "-f", "a3"])?;
+    std::fs::remove_file(&ipam.failfile)?;
+
+    ipam.clear()?;
+    host.ferry_ok(&["rm", "-f", "a1"])?;
+    ipam.expect_methods(&["ReleaseAddress"], "rm -f a1")?;
+    ensure!(
+        ipam.calls()?[0].1
+            == serde_json::json!({"PoolID": "PerlLocal/10.66.0.0/24", "Address": "10.66.0.10"})
+    );
+    // The released address is the plugin's to hand out again: the control for a3.
+    ipam.clear()?;
+    host.run_idle("a4", &["--network", "inet"])?;
+    ensure!(host.ip_of("a4", "inet")? == "10.66.0.10");
+    host.ferry_ok(&["rm", "-f", "a2", "a4"])?;
+    ipam.expect_methods(
+        &["RequestAddress", "ReleaseAddress", "ReleaseAddress"],
+        "a4, rm",
+    )?;
+    ipam.clear()?;
+    host.ferry_ok(&["network", "rm", "inet"])?;
+    ipam.expect_methods(&["ReleaseAddress", "ReleasePool"], "network rm")?;
+    let leftovers = host.leftovers()?;
+    ensure!(leftovers.is_empty(), "left behind: {leftovers}");
+    drop(ipam);
+    host.finish()
+}

@@ -110,6 +110,19 @@ pub struct Network {
     /// plughost: set for a network a third-party plugin drives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<RemoteConf>,
+    /// plughost: set when a third-party IPAM plugin gave the pool (`--ipam-driver`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipam_plugin: Option<RemoteIpam>,
+}
+
+/// plughost: the IPAM plugin's pool behind a network: ferry's pool mirrors it, and every
+/// address in it was granted by the plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteIpam {
+    pub driver: String,
+    pub pool_id: String,
+    /// The gateway came from `RequestAddress` (not from the pool's data): released at rm.
+    pub gateway_requested: bool,
 }
 
 /// plughost: which plugin drives a network, by the name it was found under.

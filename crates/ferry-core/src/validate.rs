@@ -320,6 +320,7 @@ pub fn network_from_request(
         pool: Some(a.pool),
         overlay: None,
         remote: None,
+        ipam_plugin: None,
     };
     Ok(Created {
         network,
@@ -357,6 +358,7 @@ pub fn predefined_networks(ids: [String; 3], created: &str, bip: Ipv4Net) -> Vec
         pool: None,
         overlay: None,
         remote: None,
+        ipam_plugin: None,
     };
     let [b, h, n] = ids;
     let mut bridge = base(b, crate::model::DEFAULT_BRIDGE, Driver::Bridge);

@@ -22,6 +22,7 @@ fn net(id: &str, gw: &str, predefined: bool, internal: bool) -> Network {
         pool: Some(pool),
         overlay: None,
         remote: None,
+        ipam_plugin: None,
     }
 }
 

@@ -46,6 +46,7 @@ pub(crate) fn plan_plug(
         }
     };
     let overlay = net.overlay.is_some();
+    let ipam_plugin = net.ipam_plugin.as_ref().map(|i| i.driver.clone());
     let pool = net
         .pool
         .as_mut()
@@ -67,7 +68,13 @@ pub(crate) fn plan_plug(
             pool.allocate_static(ip, sb_id)?;
             ip
         }
-        None => pool.allocate_dynamic(sb_id, &net_name)?,
+        // plughost: an IPAM plugin's address was leased and held before the plan.
+        None => match ipam_plugin {
+            Some(driver) => crate::plughost::ipam::held_by(pool, sb_id).ok_or_else(|| {
+                CoreError::Invalid(format!("IPAM plugin {driver} gave no address for {sb_id}"))
+            })?,
+            None => pool.allocate_dynamic(sb_id, &net_name)?,
+        },
     };
     let (gateway, prefix_len) = (pool.gateway, pool.subnet.prefix_len());
     let endpoint_id = new_id();
@@ -258,6 +265,8 @@ impl<K: KernelOps> Daemon<K> {
             let name = self.state.lock().await.sandbox_name(&req.container);
             self.prepare_overlay(net_ref, None, &name, &[]).await?;
         }
+        // plughost: an address from an IPAM plugin is leased before anything is planned.
+        self.lease_addresses(&req.container, Some(net_ref)).await?;
         let (turn, mut st) = self.sandbox_turn(&req.container).await?;
         let net_id = st.network_id(net_ref)?;
         st.ferry_may_join(&net_id)?;

@@ -162,6 +162,8 @@ impl<K: KernelOps> Daemon<K> {
     /// them, or the firewall keeps a freed address's DNAT and the ledger drifts.
     fn follow_memory(&self, st: &State, keys: &[Key]) {
         self.firewall.note(keys);
+        // plughost: addresses an IPAM plugin granted and ferry freed go back to it.
+        self.plughost.sweep(&self.cfg.plughost, st, keys);
         // Names live in networks and sandboxes; IPAM pools, Docker's endpoints and the
         // meta record never change an answer.
         if keys.iter().any(|k| matches!(k, Key::Net(_) | Key::Sbx(_))) {

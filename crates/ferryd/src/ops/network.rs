@@ -47,6 +47,10 @@ impl<K: KernelOps> Daemon<K> {
         if req.driver.as_deref() == Some("overlay") {
             return self.create_overlay(req).await;
         }
+        // plughost: an IPAM plugin gives the pool first; then on as with ferry's IPAM.
+        if crate::plughost::ipam::remote_ipam(&req).is_some() {
+            return self.create_with_remote_ipam(req).await;
+        }
         // plughost: a driver ferry does not have is a third-party plugin's.
         if crate::plughost::network::remote_driver(&req).is_some() {
             return self.create_remote_network(req).await;

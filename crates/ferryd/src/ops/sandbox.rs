@@ -305,6 +305,8 @@ impl<K: KernelOps> Daemon<K> {
     /// Start a sandbox: its namespace, files, endpoints, and (if `spawn`) its process,
     /// supervised by ferryd. Without `spawn` the caller (the CLI) runs the process.
     pub async fn start_sandbox(self: &Arc<Self>, key: &str, spawn: bool) -> Result<()> {
+        // plughost: addresses from IPAM plugins are leased before anything is planned.
+        self.lease_addresses(key, None).await?;
         let (turn, mut st) = self.sandbox_turn(key).await?;
         let id = turn.id.clone();
         if st.sandboxes[&id].is_running() {

@@ -54,6 +54,7 @@ fn local_copy(ov: &OverlayNetwork, mtu: u32) -> Network {
         pool: Some(AddressPool::new(ov.subnet, ov.gateway, None)),
         overlay: Some(OverlayConf { vni: ov.vni, vxlan }),
         remote: None,
+        ipam_plugin: None,
     }
 }
 

@@ -348,7 +348,11 @@ impl<K: KernelOps> Daemon<K> {
         let conf = &self.cfg.plughost;
         let ep = json!({"NetworkID": r.network_id, "EndpointID": r.endpoint_id});
         let mut errors: Vec<String> = vec![];
-        let p = match self.plughost.get_now(conf, &r.driver).await {
+        let p = match self
+            .plughost
+            .get_now(conf, &r.driver, "NetworkDriver")
+            .await
+        {
             Ok(p) => Some(p),
             Err(e) => {
                 errors.push(e.to_string());

@@ -25,6 +25,7 @@
 pub mod client;
 pub mod discovery;
 pub mod endpoint;
+pub mod ipam;
 pub mod network;
 
 use std::collections::HashMap;
@@ -133,6 +134,8 @@ impl PluginError {
 pub struct Plugin {
     pub found: Found,
     pub implements: Vec<String>,
+    /// An IPAM plugin's `LocalDefaultAddressSpace`, sent back in `RequestPool`.
+    pub address_space: String,
 }
 
 impl Plugin {
@@ -141,10 +144,15 @@ impl Plugin {
     }
 }
 
-/// The activated plugins, by name, for ferryd's life (or until one stops answering).
+/// The activated plugins, by name, for ferryd's life (or until one stops answering),
+/// and the addresses IPAM plugins granted.
 #[derive(Default)]
 pub struct PlugHost {
     active: std::sync::Mutex<HashMap<String, Arc<Plugin>>>,
+    leases: std::sync::Mutex<Vec<ipam::Lease>>,
+    /// Leases ferry's pools no longer hold, to release at their plugin ([`ipam::watch`]).
+    releases: std::sync::Mutex<Vec<ipam::Lease>>,
+    released: tokio::sync::Notify,
 }
 
 /// dockerd's backoff: 1, 2, 4, 8 … s; give up when the next wait would end past the
@@ -179,9 +187,13 @@ impl PlugHost {
 
     /// [`PlugHost::get`] without retries (teardown: a plugin that is gone is not
     /// waited for).
-    pub async fn get_now(&self, conf: &Conf, name: &str) -> Result<Arc<Plugin>, PluginError> {
-        self.get_within(conf, name, "NetworkDriver", Duration::ZERO)
-            .await
+    pub async fn get_now(
+        &self,
+        conf: &Conf,
+        name: &str,
+        role: &'static str,
+    ) -> Result<Arc<Plugin>, PluginError> {
+        self.get_within(conf, name, role, Duration::ZERO).await
     }
 
     async fn get_within(
@@ -261,7 +273,11 @@ impl PlugHost {
                 call: "Plugin.Activate".into(),
                 why: format!("no Implements list in {answer}"),
             })?;
-        let plugin = Plugin { found, implements };
+        let mut plugin = Plugin {
+            found,
+            implements,
+            address_space: String::new(),
+        };
         // dockerd probes every role advertised, before the call that needed the plugin.
         if plugin.is("NetworkDriver") {
             let caps = self
@@ -281,8 +297,13 @@ impl PlugHost {
                 Ok(_) | Err(PluginError::NotImplemented { .. }) => {}
                 Err(e) => return Err(e),
             }
-            self.call(conf, &plugin, "IpamDriver.GetDefaultAddressSpaces", None)
+            let spaces = self
+                .call(conf, &plugin, "IpamDriver.GetDefaultAddressSpaces", None)
                 .await?;
+            plugin.address_space = spaces["LocalDefaultAddressSpace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
         }
         tracing::info!(
             "plugin {name} activated at {} (from {}): {:?}",

@@ -13,7 +13,6 @@ use ferry_core::docker::network::NetworkCreateRequest;
 use ferry_core::docker::plugin::{OPT_ENABLE_IPV6, OPT_GENERIC, OPT_INTERNAL};
 use ferry_core::model::{Driver, Network, RemoteConf};
 use ferry_core::validate::{network_from_request, CreateContext};
-use ferry_core::CoreError;
 use ferry_kernel::KernelOps;
 use serde_json::{json, Value};
 
@@ -68,17 +67,6 @@ impl<K: KernelOps> Daemon<K> {
     /// `network create -d NAME` for a plugin's driver NAME.
     pub(crate) async fn create_remote_network(&self, req: NetworkCreateRequest) -> Result<String> {
         let driver = remote_driver(&req).unwrap_or_default().to_string();
-        if let Some(d) = req
-            .ipam
-            .as_ref()
-            .and_then(|i| i.driver.as_deref())
-            .filter(|d| !d.is_empty() && *d != "default")
-        {
-            return Err(CoreError::Invalid(format!(
-                "--ipam-driver {d}: remote IPAM drivers are not supported by ferryd yet"
-            ))
-            .into());
-        }
         let conf = &self.cfg.plughost;
         let plugin = self.plughost.get(conf, &driver, "NetworkDriver").await?;
         let mut st = self.state.lock().await;
@@ -133,6 +121,11 @@ impl<K: KernelOps> Daemon<K> {
     /// A plugin's network left the store: tell the plugin. Like dockerd, a failure is
     /// logged and the removal stands: a driver cannot veto it.
     pub(crate) async fn remote_network_removed(&self, net: &Network) {
+        // The IPAM plugin first, as dockerd (`P:p22`).
+        if let Some(ipam) = &net.ipam_plugin {
+            self.release_pool(ipam, net.pool.as_ref().map(|p| p.gateway))
+                .await;
+        }
         let Some(r) = &net.remote else {
             return;
         };

@@ -24,6 +24,7 @@ fn network(id: &str) -> Network {
         pool: Some(AddressPool::new(subnet, "10.9.0.1".parse().unwrap(), None)),
         overlay: None,
         remote: None,
+        ipam_plugin: None,
     }
 }
 

@@ -142,6 +142,7 @@ impl<K: KernelOps> Daemon<K> {
             pool: Some(pool),
             overlay: None,
             remote: None,
+            ipam_plugin: None,
         };
         let spec = bridge_spec(&network).expect("a bridge network");
         st.networks.insert(id.clone(), network);
