@@ -385,8 +385,8 @@ fn expect_nothing_attached(host: &TestHost, net: &str) -> Result<()> {
 }
 
 #[test]
-fn plugin_failures_in_run_are_undone_in_reverse_and_a_restarted_plugin_answers_again() -> Result<()>
-{
+fn plugin_failures_in_run_are_undone_in_reverse_and_a_restarted_plugin_answers_again_with_routes(
+) -> Result<()> {
     let dirs = PluginDirs::new()?;
     let Some(host) = start_host(ferry_testkit::scenario_name!(), &dirs, 5, 0)? else {
         return Ok(());
@@ -468,8 +468,21 @@ fn plugin_failures_in_run_are_undone_in_reverse_and_a_restarted_plugin_answers_a
     host.ferry_ok(&["rm", "-f", "s2"])?;
     drop(plugin);
 
-    // The control: a plugin that fails nothing; the first address was given back.
-    let plugin = SeedPlugin::start(&host, &dirs.root, &listen, &[])?;
+    // The control: a plugin that fails nothing; the first address was given back. This
+    // one answers Join with a gateway and both kinds of static route.
+    let plugin = SeedPlugin::start(
+        &host,
+        &dirs.root,
+        &listen,
+        &[
+            "--join-gateway",
+            "10.7.0.1",
+            "--onlink-route",
+            "192.0.2.0/24",
+            "--via-route",
+            "198.51.100.0/24=10.7.0.1",
+        ],
+    )?;
     host.run_server("s3", &["--network", "pnet"], "tcp", 8080)?;
     let ip = host.ip_of("s3", "pnet")?;
     ensure!(
@@ -477,6 +490,20 @@ fn plugin_failures_in_run_are_undone_in_reverse_and_a_restarted_plugin_answers_a
         "after two undone starts s3 got {ip}, not 10.7.0.2"
     );
     host.expect_reach(At::Host, "tcp", &ip, 8080)?;
+    let routes = host
+        .exec("s3", &[ferry_testkit::BUSYBOX, "ip", "route"])?
+        .expect_success()?
+        .stdout;
+    for want in [
+        "default via 10.7.0.1 dev eth0",
+        "192.0.2.0/24 dev eth0",
+        "198.51.100.0/24 via 10.7.0.1 dev eth0",
+    ] {
+        ensure!(
+            routes.contains(want),
+            "no `{want}` in s3's routes:\n{routes}"
+        );
+    }
     host.ferry_ok(&["rm", "-f", "s3"])?;
     expect_nothing_attached(&host, "pnet")?;
     host.ferry_ok(&["network", "rm", "pnet"])?;

@@ -5,8 +5,9 @@ refuses when it is missing); each endpoint gets a veth pair whose host end goes 
 bridge and whose other end is handed to the daemon in Join. Python 3 standard library
 only; it shells out to `ip`, as such plugins do (ferryd itself never does).
 
-Usage: seed_driver.py (--tcp HOST:PORT | --unix PATH) --log FILE
+Usage: seed_driver.py (--tcp HOST:PORT | --unix PATH) --log FILE [--state FILE]
                       [--fail METHOD]... [--hang METHOD]... [--crash METHOD]...
+                      [--join-gateway IP] [--onlink-route CIDR]... [--via-route CIDR=IP]...
 Every call is appended to FILE as one JSON line {"call": METHOD, "body": BODY}; a line
 {"ready": true} is written once the server listens.
 """
@@ -88,7 +89,15 @@ def handle(method, body):
             if r.returncode != 0:
                 ip("link", "del", host)
                 return {"Err": "ip %s: %s" % (" ".join(args), r.stderr.strip())}
-        return {"InterfaceName": {"SrcName": peer, "DstPrefix": "eth"}}
+        answer = {"InterfaceName": {"SrcName": peer, "DstPrefix": "eth"}}
+        if ARGS.join_gateway:
+            answer["Gateway"] = ARGS.join_gateway
+        routes = [{"Destination": d, "RouteType": 1} for d in ARGS.onlink_route]
+        routes += [{"Destination": d, "RouteType": 0, "NextHop": n}
+                   for d, n in (r.split("=") for r in ARGS.via_route)]
+        if routes:
+            answer["StaticRoutes"] = routes
+        return answer
     if method == "NetworkDriver.DeleteEndpoint":
         host, _ = names(body["EndpointID"])
         ip("link", "del", host)
@@ -150,6 +159,9 @@ def main():
     p.add_argument("--fail", action="append", default=[])
     p.add_argument("--hang", action="append", default=[])
     p.add_argument("--crash", action="append", default=[])
+    p.add_argument("--join-gateway", help="Gateway to answer in Join")
+    p.add_argument("--onlink-route", action="append", default=[], help="CIDR, RouteType 1")
+    p.add_argument("--via-route", action="append", default=[], help="CIDR=NEXTHOP, RouteType 0")
     p.add_argument("--state", help="where networks are kept (default: LOG.state)")
     ARGS = p.parse_args()
     load()
