@@ -973,3 +973,80 @@ fn an_ipam_plugin_gives_the_pool_and_the_addresses_of_a_ferry_bridge_network() -
     drop(ipam);
     host.finish()
 }
+
+#[test]
+fn an_ipam_plugin_and_a_network_plugin_together_as_dockerd_drives_them() -> Result<()> {
+    let dirs = PluginDirs::new()?;
+    let Some(host) = start_host(ferry_testkit::scenario_name!(), &dirs, 5, 0)? else {
+        return Ok(());
+    };
+    let ipam = PerlIpam::start(&host, &dirs.sockets().join("pipam.sock"), &dirs.root)?;
+    let sock = dirs.sockets().join("seed.sock");
+    let sock_s = sock.display().to_string();
+    let driver = SeedPlugin::start(&host, &dirs.root, &["--unix", &sock_s], &[])?;
+    make_bridge(&host, "br4", "10.66.0.1/24")?;
+    host.ferry_ok(&[
+        "network",
+        "create",
+        "-d",
+        "seed",
+        "--ipam-driver",
+        "pipam",
+        "-o",
+        "bridge=br4",
+        "both",
+    ])?;
+    let create = driver.calls()?;
+    let (m, body) = create
+        .last()
+        .context("no call reached the network plugin")?;
+    ensure!(
+        short(m) == "CreateNetwork",
+        "network plugin calls: {create:?}"
+    );
+    // The IPAM plugin's address space and pool, as dockerd passes them on (P:p01).
+    ensure!(
+        body["IPv4Data"]
+            == serde_json::json!([{"AddressSpace": "PerlLocal", "Pool": "10.66.0.0/24", "Gateway": "10.66.0.1/24"}]),
+        "IPv4Data: {}",
+        body["IPv4Data"]
+    );
+    let net = host.network_inspect("both")?;
+    ensure!(
+        net["Driver"] == "seed" && net["IPAM"]["Driver"] == "pipam",
+        "{net}"
+    );
+    driver.clear()?;
+    ipam.clear()?;
+    host.run_server("b1", &["--network", "both"], "tcp", 8080)?;
+    ensure!(host.ip_of("b1", "both")? == "10.66.0.10");
+    ipam.expect_methods(&["RequestAddress"], "run")?;
+    let calls = driver.calls()?;
+    ensure!(
+        calls[0].1["Interface"]["Address"] == "10.66.0.10/24",
+        "CreateEndpoint: {}",
+        calls[0].1
+    );
+    host.expect_reach(At::Host, "tcp", "10.66.0.10", 8080)?;
+    driver.clear()?;
+    ipam.clear()?;
+    host.ferry_ok(&["rm", "-f", "b1"])?;
+    ipam.expect_methods(&["ReleaseAddress"], "rm -f")?;
+    ensure!(
+        driver.methods()? == ["RevokeExternalConnectivity", "Leave", "DeleteEndpoint"],
+        "rm -f: {:?}",
+        driver.methods()?
+    );
+    ipam.clear()?;
+    driver.clear()?;
+    host.ferry_ok(&["network", "rm", "both"])?;
+    ipam.expect_methods(&["ReleaseAddress", "ReleasePool"], "network rm")?;
+    ensure!(driver.methods()? == ["DeleteNetwork"]);
+    ensure!(host_links(&host, "veth-")?.is_empty());
+    host.in_host("ip", &["link", "del", "br4"])?
+        .expect_success()?;
+    let leftovers = host.leftovers()?;
+    ensure!(leftovers.is_empty(), "left behind: {leftovers}");
+    drop((ipam, driver));
+    host.finish()
+}

@@ -79,6 +79,11 @@ fn cidr(p: &Plugin, call: &str, s: &str) -> std::result::Result<Ipv4Net, PluginE
 }
 
 impl PlugHost {
+    /// The IPAM pool a create in progress got for the network called `name`.
+    pub fn take_pending_ipam(&self, name: &str) -> Option<(RemoteIpam, String)> {
+        self.pending_ipam.lock().expect("pending lock").remove(name)
+    }
+
     fn leases_of(&self, pred: impl Fn(&Lease) -> bool) -> Vec<Lease> {
         self.leases
             .lock()
@@ -321,7 +326,15 @@ impl<K: KernelOps> Daemon<K> {
             }),
             ..req
         };
-        let made = match Box::pin(self.create_network(mirrored)).await {
+        let name = mirrored.name.clone();
+        self.plughost
+            .pending_ipam
+            .lock()
+            .expect("pending lock")
+            .insert(name.clone(), (lease.clone(), p.address_space.clone()));
+        let made = Box::pin(self.create_network(mirrored)).await;
+        self.plughost.take_pending_ipam(&name);
+        let made = match made {
             Ok(id) => self.mark_ipam(&id, lease.clone()).await.map(|_| id),
             Err(e) => Err(e),
         };
@@ -335,8 +348,9 @@ impl<K: KernelOps> Daemon<K> {
         let mut st = self.state.lock().await;
         let keys = [Key::Net(id.to_string())];
         let before = st.snapshot(&keys);
-        if let Some(n) = st.networks.get_mut(id) {
-            n.ipam_plugin = Some(lease);
+        match st.networks.get_mut(id) {
+            Some(n) if n.ipam_plugin.is_none() => n.ipam_plugin = Some(lease),
+            _ => return Ok(()), // a plugin network took it at create
         }
         self.commit_or_restore(&mut st, &before, &keys)
     }

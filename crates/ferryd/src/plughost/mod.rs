@@ -153,6 +153,8 @@ pub struct PlugHost {
     /// Leases ferry's pools no longer hold, to release at their plugin ([`ipam::watch`]).
     releases: std::sync::Mutex<Vec<ipam::Lease>>,
     released: tokio::sync::Notify,
+    /// Network name → the IPAM pool its create in progress got, and the address space.
+    pending_ipam: std::sync::Mutex<HashMap<String, (ferry_core::model::RemoteIpam, String)>>,
 }
 
 /// dockerd's backoff: 1, 2, 4, 8 … s; give up when the next wait would end past the

@@ -25,9 +25,10 @@ pub fn remote_driver(req: &NetworkCreateRequest) -> Option<&str> {
     req.driver.as_deref().filter(|d| Driver::parse(d).is_none())
 }
 
-/// `NetworkDriver.CreateNetwork`'s body for `net`, as dockerd sends it with its own
-/// IPAM (`P:p24`): AddressSpace LocalDefault, the pool, the gateway with its prefix.
-pub fn create_body(net: &Network) -> Value {
+/// `NetworkDriver.CreateNetwork`'s body for `net`, as dockerd sends it (`P:p24`): the
+/// address space (`LocalDefault` for ferry's IPAM, an IPAM plugin's own otherwise), the
+/// pool, the gateway with its prefix.
+pub fn create_body(net: &Network, address_space: &str) -> Value {
     let mut options = serde_json::Map::new();
     let generic: BTreeMap<&String, &String> = net.options.iter().collect();
     options.insert(OPT_GENERIC.into(), json!(generic));
@@ -40,7 +41,7 @@ pub fn create_body(net: &Network) -> Value {
         .iter()
         .map(|p| {
             let mut d = json!({
-                "AddressSpace": "LocalDefault",
+                "AddressSpace": address_space,
                 "Pool": p.subnet.to_string(),
                 "Gateway": format!("{}/{}", p.gateway, p.subnet.prefix_len()),
             });
@@ -95,7 +96,15 @@ impl<K: KernelOps> Daemon<K> {
         net.remote = Some(RemoteConf {
             driver: driver.clone(),
         });
-        let body = create_body(&net);
+        // plughost ipam: a pool an IPAM plugin gave for this create.
+        let space = match self.plughost.take_pending_ipam(&net.name) {
+            Some((lease, space)) => {
+                net.ipam_plugin = Some(lease);
+                space
+            }
+            None => "LocalDefault".to_string(),
+        };
+        let body = create_body(&net, &space);
         self.plughost
             .call(conf, &plugin, "NetworkDriver.CreateNetwork", Some(&body))
             .await?;
