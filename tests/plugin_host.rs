@@ -1050,3 +1050,59 @@ fn an_ipam_plugin_and_a_network_plugin_together_as_dockerd_drives_them() -> Resu
     drop((ipam, driver));
     host.finish()
 }
+
+#[test]
+fn a_plugin_named_late_is_found_within_the_retry_budget_as_dockerd_retries() -> Result<()> {
+    let dirs = PluginDirs::new()?;
+    let Some(host) = start_host(ferry_testkit::scenario_name!(), &dirs, 5, 5)? else {
+        return Ok(());
+    };
+    // Nothing ever names it: tries at 0, 1 and 3 s; the next wait (4 s) would end past
+    // the 5 s budget, so "not found" comes after about 3 s, not at once and not later.
+    let t = Instant::now();
+    let out = host.ferry(&["network", "create", "-d", "never", "n0"])?;
+    let out = out.expect_failure()?;
+    let took = t.elapsed();
+    ensure!(out.stderr.contains("plugin \"never\" not found"), "{out}");
+    ensure!(
+        took >= Duration::from_millis(2800) && took < Duration::from_secs(5),
+        "gave up after {took:?}, not after the tries at 0, 1 and 3 s"
+    );
+    // The control: the plugin listens, and its spec file appears 1.5 s after the
+    // create started; the retry at 3 s finds it.
+    let sock = dirs.root.join("late.sock");
+    let sock_s = sock.display().to_string();
+    let plugin = SeedPlugin::start(&host, &dirs.root, &["--unix", &sock_s], &[])?;
+    make_bridge(&host, "br3", "10.3.0.1/24")?;
+    let spec = dirs.etc().join("late.spec");
+    let url = format!("unix://{sock_s}");
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        std::fs::write(spec, url)
+    });
+    let t = Instant::now();
+    let out = host.ferry(&[
+        "network",
+        "create",
+        "-d",
+        "late",
+        "--subnet",
+        "10.3.0.0/24",
+        "-o",
+        "bridge=br3",
+        "n1",
+    ])?;
+    writer.join().expect("the writer thread")?;
+    out.expect_success()?;
+    let took = t.elapsed();
+    ensure!(
+        took >= Duration::from_millis(2800),
+        "created after {took:?}: before the spec file was there to find?"
+    );
+    ensure!(plugin.methods()? == ["Activate", "GetCapabilities", "CreateNetwork"]);
+    host.ferry_ok(&["network", "rm", "n1"])?;
+    host.in_host("ip", &["link", "del", "br3"])?
+        .expect_success()?;
+    drop(plugin);
+    host.finish()
+}
