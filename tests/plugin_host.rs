@@ -602,7 +602,8 @@ fn a_plugin_that_hangs_or_crashes_fails_the_call_within_the_timeout_and_ferryd_s
 }
 
 #[test]
-fn an_unknown_driver_is_a_404_naming_the_plugin_and_ferrys_own_socket_is_never_one() -> Result<()> {
+fn an_unknown_driver_is_a_404_naming_the_plugin_ferrys_own_socket_is_never_one_and_plugin_ls_shows_what_is_found(
+) -> Result<()> {
     let dirs = PluginDirs::new()?;
     let Some(host) = start_host(ferry_testkit::scenario_name!(), &dirs, 2, 0)? else {
         return Ok(());
@@ -647,6 +648,42 @@ fn an_unknown_driver_is_a_404_naming_the_plugin_and_ferrys_own_socket_is_never_o
     std::fs::write(dirs.etc().join("good.spec"), format!("unix://{sock_s}"))?;
     plugin_network(&host, "good", "n4", "br9", "10.9.0.0/24")?;
     ensure!(host.network_inspect("n4")?["Driver"] == "good");
+    // `ferry plugin ls`: what was found, where, and whether it answers.
+    std::fs::write(
+        dirs.lib().join("dead.spec"),
+        "unix:///nonexistent/dead.sock",
+    )?;
+    let ls = host.ferry_ok(&[
+        "plugin",
+        "ls",
+        "--format",
+        "{{.Name}}|{{.Kind}}|{{.Answered}}|{{.Source}}|{{.Error}}",
+    ])?;
+    let lines: Vec<&str> = ls.lines().collect();
+    let good = format!(
+        "good|NetworkDriver|true|{}|",
+        dirs.etc().join("good.spec").display()
+    );
+    ensure!(
+        lines.contains(&good.as_str()),
+        "plugin ls has no {good:?}:\n{ls}"
+    );
+    ensure!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("dead||false|") && l.contains("cannot connect")),
+        "plugin ls does not show dead as not answering:\n{ls}"
+    );
+    ensure!(
+        lines
+            .iter()
+            .any(|l| l.contains("broken.json") && l.contains("false")),
+        "plugin ls does not show the broken spec:\n{ls}"
+    );
+    ensure!(
+        !lines.iter().any(|l| l.starts_with("ferry|")),
+        "plugin ls lists ferryd's own socket:\n{ls}"
+    );
     host.ferry_ok(&["network", "rm", "n4"])?;
     host.in_host("ip", &["link", "del", "br9"])?
         .expect_success()?;

@@ -26,6 +26,7 @@ pub mod client;
 pub mod discovery;
 pub mod endpoint;
 pub mod ipam;
+pub mod list;
 pub mod network;
 
 use std::collections::HashMap;
