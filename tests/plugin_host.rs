@@ -1143,3 +1143,58 @@ fn a_plugin_named_late_is_found_within_the_retry_budget_as_dockerd_retries() -> 
     drop(plugin);
     host.finish()
 }
+
+#[test]
+fn the_docker_cli_against_ferryd_creates_and_uses_a_plugin_network() -> Result<()> {
+    let Some(bin) = ferry_testkit::DockerCli::find_or_skip(ferry_testkit::scenario_name!()) else {
+        return Ok(());
+    };
+    let dirs = PluginDirs::new()?;
+    let Some(host) = start_host(ferry_testkit::scenario_name!(), &dirs, 5, 0)? else {
+        return Ok(());
+    };
+    let docker = ferry_testkit::DockerCli::new(&host, &bin)?;
+    std::fs::write(
+        dirs.etc().join("mynetwork.json"),
+        r#"{"Name": "mynetwork", "Addr": "tcp://127.0.0.1:8010"}"#,
+    )?;
+    let plugin = SeedPlugin::start(&host, &dirs.root, &["--tcp", "127.0.0.1:8010"], &[])?;
+    make_bridge(&host, "br1", "10.0.1.1/24")?;
+    // The seed's command, through the docker CLI (the Engine API).
+    docker.ok(&[
+        "network",
+        "create",
+        "-d",
+        "mynetwork",
+        "mynet",
+        "-o",
+        "bridge=br1",
+        "--ip-range=10.0.1.1/24",
+        "--subnet=10.0.1.1/24",
+    ])?;
+    let ls = docker.ok(&["network", "ls", "--format", "{{.Name}} {{.Driver}}"])?;
+    ensure!(
+        ls.lines().any(|l| l == "mynet mynetwork"),
+        "docker network ls:\n{ls}"
+    );
+    // A refusal through the same door: a driver nobody provides.
+    let out = docker.run(&["network", "create", "-d", "nosuch", "x"])?;
+    ensure!(
+        !out.success() && out.stderr.contains("plugin \"nosuch\" not found"),
+        "docker network create -d nosuch:\n{out}"
+    );
+    host.run_server("s1", &["--network", "mynet"], "tcp", 8080)?;
+    host.expect_reach(At::Host, "tcp", "10.0.1.2", 8080)?;
+    host.ferry_ok(&["rm", "-f", "s1"])?;
+    docker.ok(&["network", "rm", "mynet"])?;
+    let m = plugin.methods()?;
+    ensure!(
+        m.first().map(String::as_str) == Some("Activate")
+            && m.last().map(String::as_str) == Some("DeleteNetwork"),
+        "calls: {m:?}"
+    );
+    host.in_host("ip", &["link", "del", "br1"])?
+        .expect_success()?;
+    drop(plugin);
+    host.finish()
+}

@@ -140,7 +140,11 @@ impl<K: KernelOps> Daemon<K> {
         };
         let conf = &self.cfg.plughost;
         let body = json!({"NetworkID": net.id});
-        let res = match self.plughost.get(conf, &r.driver, "NetworkDriver").await {
+        let res = match self
+            .plughost
+            .get_now(conf, &r.driver, "NetworkDriver")
+            .await
+        {
             Ok(p) => {
                 self.plughost
                     .call_once(conf, &p, "NetworkDriver.DeleteNetwork", Some(&body))
