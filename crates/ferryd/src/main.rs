@@ -206,7 +206,7 @@ async fn run(
     reconcile::reconcile(&d).await.context("reconcile")?;
     supervise::monitor(d.clone());
     firewall::watch(d.clone());
-    ferryd::plughost::ipam::watch(d.clone());
+    ferryd::plughost::leases::watch(d.clone());
     reconcile::watch(d.clone());
     d.serve_dns(dns_upstream).await;
     if let Some(conf) = cluster {

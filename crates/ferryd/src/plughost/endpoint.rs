@@ -20,16 +20,15 @@
 //! ferry adds no default route (dockerd would attach `docker_gwbridge`; ferry has none),
 //! whatever `DisableGatewayService` says.
 
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use ferry_core::model::{BridgeConf, DEFAULT_MTU};
 use ferry_core::IfName;
-use ferry_kernel::{AdoptSpec, AttachSpec, KernelError, KernelOps, StaticRoute};
-use ipnet::Ipv4Net;
+use ferry_kernel::{AdoptSpec, AttachSpec, KernelError, KernelOps};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::answers::{dst_name, port_options, read_created, read_join, Joined};
 use super::{Conf, Plugin, PluginError};
 use crate::error::{Error, Result};
 use crate::ops::Daemon;
@@ -82,95 +81,6 @@ fn write_record(conf: &Conf, host_if: &str, r: &Record) -> Result<()> {
     let tmp = p.with_extension("tmp");
     std::fs::write(&tmp, serde_json::to_vec(r).expect("a record serialises")).map_err(io)?;
     std::fs::rename(&tmp, &p).map_err(io)
-}
-
-/// What `Join` answered, read leniently (absent fields are empty).
-struct Joined {
-    src: String,
-    prefix: String,
-    gateway: Option<Ipv4Addr>,
-    routes: Vec<StaticRoute>,
-}
-
-fn garbage(p: &Plugin, call: &str, why: String) -> PluginError {
-    PluginError::Garbage {
-        plugin: p.found.name.clone(),
-        call: call.into(),
-        why,
-    }
-}
-
-fn read_join(p: &Plugin, v: &Value) -> std::result::Result<Joined, PluginError> {
-    let bad = |why: String| garbage(p, "NetworkDriver.Join", why);
-    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-    let src = s(&v["InterfaceName"]["SrcName"]);
-    if src.is_empty() || IfName::new(src.clone()).is_err() {
-        return Err(bad(format!(
-            "InterfaceName.SrcName {src:?} is not a link name"
-        )));
-    }
-    let prefix = match s(&v["InterfaceName"]["DstPrefix"]) {
-        p if p.is_empty() => "eth".to_string(),
-        p => p,
-    };
-    let gateway = match s(&v["Gateway"]) {
-        g if g.is_empty() => None,
-        g => Some(
-            g.parse()
-                .map_err(|_| bad(format!("Gateway {g:?} is not an IPv4 address")))?,
-        ),
-    };
-    let mut routes = vec![];
-    for r in v["StaticRoutes"].as_array().into_iter().flatten() {
-        let dest = s(&r["Destination"]);
-        let destination: Ipv4Net = match dest.parse() {
-            Ok(d) => d,
-            Err(_) if dest.contains(':') => continue, // IPv6: ferry is IPv4 only
-            Err(_) => return Err(bad(format!("StaticRoutes: {dest:?} is not a CIDR"))),
-        };
-        let next_hop = match (r["RouteType"].as_u64().unwrap_or(0), s(&r["NextHop"])) {
-            (1, _) => None,
-            (_, nh) => Some(
-                nh.parse()
-                    .map_err(|_| bad(format!("StaticRoutes: NextHop {nh:?}")))?,
-            ),
-        };
-        routes.push(StaticRoute {
-            destination,
-            next_hop,
-        });
-    }
-    Ok(Joined {
-        src,
-        prefix,
-        gateway,
-        routes,
-    })
-}
-
-/// `eth3` with prefix `foo` is `foo3`: ferry numbers interfaces per sandbox.
-fn dst_name(prefix: &str, ifname: &str) -> String {
-    let index = ifname.trim_start_matches(|c: char| !c.is_ascii_digit());
-    format!("{prefix}{index}")
-}
-
-/// The port options dockerd sends with CreateEndpoint, Join and
-/// ProgramExternalConnectivity (`P:p25`). ferry publishes no ports on a plugin's network
-/// (nor does dockerd, `P:p11`), so they are empty.
-fn port_options() -> Value {
-    json!({
-        ferry_core::docker::plugin::OPT_EXPOSED: [],
-        ferry_core::docker::plugin::OPT_PORTMAP: [],
-    })
-}
-
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let b: Vec<u8> = s
-        .split(':')
-        .map(|x| u8::from_str_radix(x, 16))
-        .collect::<std::result::Result<_, _>>()
-        .ok()?;
-    b.try_into().ok()
 }
 
 impl<K: KernelOps> Daemon<K> {
@@ -232,102 +142,42 @@ impl<K: KernelOps> Daemon<K> {
                 "Options": port_options(),
             })))
             .await?;
-        let undo_create = || async {
-            if let Err(e) = self
-                .plughost
-                .call_once(conf, &p, "NetworkDriver.DeleteEndpoint", Some(&ep))
-                .await
-            {
-                tracing::warn!("attach: undo: {e}");
-            }
-        };
-        let iface = &created["Interface"];
-        let given_addr = iface["Address"].as_str().unwrap_or_default();
-        if !given_addr.is_empty() && given_addr != spec.addr.to_string() {
-            undo_create().await;
-            let why = format!(
-                "it changed the address ferry set ({} to {given_addr})",
-                spec.addr
-            );
-            return Err(garbage(&p, "NetworkDriver.CreateEndpoint", why).into());
-        }
-        let mac = match iface["MacAddress"].as_str().unwrap_or_default() {
-            "" => None,
-            m => match parse_mac(m) {
-                Some(m) => Some(m),
-                None => {
-                    undo_create().await;
-                    let why = format!("MacAddress {m:?} is not a MAC address");
-                    return Err(garbage(&p, "NetworkDriver.CreateEndpoint", why).into());
-                }
-            },
-        };
         let join_body = json!({
             "NetworkID": net_id,
             "EndpointID": ep_id,
             "SandboxKey": spec.netns.display().to_string(),
             "Options": port_options(),
         });
-        let joined = match self
-            .plughost
-            .call(conf, &p, "NetworkDriver.Join", Some(&join_body))
-            .await
-            .and_then(|v| read_join(&p, &v))
-        {
+        let joined = async {
+            let mac = read_created(&p, &created, spec.addr)?;
+            let v = self
+                .plughost
+                .call(conf, &p, "NetworkDriver.Join", Some(&join_body))
+                .await?;
+            read_join(&p, &v).map(|j| (mac, j))
+        };
+        let (mac, joined) = match joined.await {
             Ok(j) => j,
             Err(e) => {
-                undo_create().await;
+                self.undo_create(&p, &ep).await;
                 return Err(e.into());
             }
         };
-        let ifname = dst_name(&joined.prefix, &spec.ifname);
         let record = Record {
             driver,
-            network_id: net_id.clone(),
-            endpoint_id: ep_id.clone(),
+            network_id: net_id,
+            endpoint_id: ep_id,
             src_name: joined.src.clone(),
-            ifname: ifname.clone(),
+            ifname: dst_name(&joined.prefix, &spec.ifname),
             netns: spec.netns.clone(),
             gateway_endpoint: gw_ep,
         };
-        let adopt = AdoptSpec {
-            netns: spec.netns.clone(),
-            src: joined.src.clone(),
-            ifname,
-            mac,
-            addr: spec.addr,
-            default_via: joined.gateway.filter(|_| gw_ep),
-            routes: joined.routes,
-        };
-        let wired = async {
-            self.kernel.adopt_link(&adopt).await?;
-            write_record(conf, &spec.host_if, &record)?;
-            if gw_ep {
-                match self
-                    .plughost
-                    .call(
-                        conf,
-                        &p,
-                        "NetworkDriver.ProgramExternalConnectivity",
-                        Some(&json!({
-                            "NetworkID": net_id, "EndpointID": ep_id, "Options": port_options(),
-                        })),
-                    )
-                    .await
-                {
-                    Ok(_) | Err(PluginError::NotImplemented { .. }) => {}
-                    Err(e) => return Err(Error::from(e)),
-                }
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = wired {
-            let record = Record {
+        if let Err(e) = self.wire(&p, spec, joined, mac, &record).await {
+            let undo = Record {
                 gateway_endpoint: false,
                 ..record
             };
-            self.plugin_detach(&spec.host_if, record).await;
+            self.plugin_detach(&spec.host_if, undo).await;
             return Err(e);
         }
         // dockerd asks twice after a start (`P:p02`); the answer changes nothing.
@@ -341,6 +191,61 @@ impl<K: KernelOps> Daemon<K> {
             }
         }
         Ok(())
+    }
+
+    /// `DeleteEndpoint` after a failed `CreateEndpoint` answer or `Join`.
+    async fn undo_create(&self, p: &Plugin, ep: &Value) {
+        let conf = &self.cfg.plughost;
+        let res = self
+            .plughost
+            .call_once(conf, p, "NetworkDriver.DeleteEndpoint", Some(ep))
+            .await;
+        if let Err(e) = res {
+            tracing::warn!("attach: undo: {e}");
+        }
+    }
+
+    /// dockerd's half of `Join`: the link into the sandbox, the record teardown needs,
+    /// then `ProgramExternalConnectivity` on the gateway endpoint (404 is no error).
+    async fn wire(
+        &self,
+        p: &Plugin,
+        spec: &AttachSpec,
+        joined: Joined,
+        mac: Option<[u8; 6]>,
+        r: &Record,
+    ) -> Result<()> {
+        let conf = &self.cfg.plughost;
+        let adopt = AdoptSpec {
+            netns: spec.netns.clone(),
+            src: joined.src,
+            ifname: r.ifname.clone(),
+            mac,
+            addr: spec.addr,
+            default_via: joined.gateway.filter(|_| r.gateway_endpoint),
+            routes: joined.routes,
+        };
+        self.kernel.adopt_link(&adopt).await?;
+        write_record(conf, &spec.host_if, r)?;
+        if !r.gateway_endpoint {
+            return Ok(());
+        }
+        let body = json!({
+            "NetworkID": r.network_id, "EndpointID": r.endpoint_id, "Options": port_options(),
+        });
+        match self
+            .plughost
+            .call(
+                conf,
+                p,
+                "NetworkDriver.ProgramExternalConnectivity",
+                Some(&body),
+            )
+            .await
+        {
+            Ok(_) | Err(PluginError::NotImplemented { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Undo an attach: every step runs; failures are logged (a driver cannot veto).
@@ -393,18 +298,5 @@ impl<K: KernelOps> Daemon<K> {
                 errors.join("; ")
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_sandbox_name_keeps_ferrys_index_under_the_plugins_prefix() {
-        assert_eq!(dst_name("eth", "eth0"), "eth0");
-        assert_eq!(dst_name("foo", "eth12"), "foo12");
-        assert_eq!(parse_mac("02:42:0a:00:01:02"), Some([2, 0x42, 10, 0, 1, 2]));
-        assert_eq!(parse_mac("02:42"), None);
     }
 }

@@ -22,10 +22,13 @@
 //! Cost: nothing until a plugin driver is used; then one connection per call, about six
 //! calls per endpoint's life.
 
+mod answers;
 pub mod client;
 pub mod discovery;
 pub mod endpoint;
+mod error;
 pub mod ipam;
+pub mod leases;
 pub mod list;
 pub mod network;
 
@@ -39,6 +42,7 @@ use serde_json::Value;
 use client::{Addr, Failure};
 pub use discovery::{Dirs, Found};
 pub use endpoint::{is_plugin_link, NO_BRIDGE};
+pub use error::PluginError;
 
 /// plughost's settings (ferryd flags).
 #[derive(Debug, Clone)]
@@ -64,72 +68,6 @@ impl Conf {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum PluginError {
-    #[error("plugin {0:?} not found")]
-    NotFound(String),
-    #[error("plugin spec {path}: {why}")]
-    BadSpec { path: PathBuf, why: String },
-    #[error("plugin {plugin:?} ({addr}): {call}: cannot connect: {source}")]
-    Unreachable {
-        plugin: String,
-        addr: String,
-        call: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("plugin {plugin:?}: {call}: no answer within {secs} s")]
-    TimedOut {
-        plugin: String,
-        call: String,
-        secs: u64,
-    },
-    #[error("plugin {plugin:?}: {call}: the exchange broke: {why}")]
-    Broken {
-        plugin: String,
-        call: String,
-        why: String,
-    },
-    #[error("plugin {plugin:?}: {call}: {msg}")]
-    Refused {
-        plugin: String,
-        call: String,
-        msg: String,
-    },
-    #[error("plugin {plugin:?}: {call}: not implemented (404)")]
-    NotImplemented { plugin: String, call: String },
-    #[error("plugin {plugin:?}: {call}: bad answer: {why}")]
-    Garbage {
-        plugin: String,
-        call: String,
-        why: String,
-    },
-    #[error("plugin {plugin:?} is not a {role} (it implements {implements:?})")]
-    WrongRole {
-        plugin: String,
-        role: &'static str,
-        implements: Vec<String>,
-    },
-}
-
-impl PluginError {
-    pub fn status(&self) -> u16 {
-        match self {
-            PluginError::NotFound(_) => 404,
-            PluginError::WrongRole { .. } => 400,
-            _ => 500,
-        }
-    }
-    fn is_unreachable(&self) -> bool {
-        matches!(
-            self,
-            PluginError::Unreachable { .. }
-                | PluginError::TimedOut { .. }
-                | PluginError::Broken { .. }
-        )
-    }
-}
-
 /// An activated plugin.
 #[derive(Debug, Clone)]
 pub struct Plugin {
@@ -150,9 +88,9 @@ impl Plugin {
 #[derive(Default)]
 pub struct PlugHost {
     active: std::sync::Mutex<HashMap<String, Arc<Plugin>>>,
-    leases: std::sync::Mutex<Vec<ipam::Lease>>,
-    /// Leases ferry's pools no longer hold, to release at their plugin ([`ipam::watch`]).
-    releases: std::sync::Mutex<Vec<ipam::Lease>>,
+    leases: std::sync::Mutex<Vec<leases::Lease>>,
+    /// Leases ferry's pools no longer hold, to release at their plugin ([`leases::watch`]).
+    releases: std::sync::Mutex<Vec<leases::Lease>>,
     released: tokio::sync::Notify,
     /// Network name → the IPAM pool its create in progress got, and the address space.
     pending_ipam: std::sync::Mutex<HashMap<String, (ferry_core::model::RemoteIpam, String)>>,
