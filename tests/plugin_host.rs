@@ -295,7 +295,7 @@ fn plugin_failures_in_run_are_undone_in_reverse_and_a_restarted_plugin_answers_a
 }
 
 #[test]
-fn a_plugin_that_hangs_or_crashes_fails_the_call_within_the_timeout_and_ferryd_stays_up(
+fn a_plugin_that_hangs_crashes_or_answers_garbage_fails_the_call_within_the_timeout_and_ferryd_stays_up(
 ) -> Result<()> {
     let dirs = PluginDirs::new()?;
     let Some(host) = start_host(ferry_testkit::scenario_name!(), &dirs, 2, 0)? else {
@@ -368,6 +368,46 @@ fn a_plugin_that_hangs_or_crashes_fails_the_call_within_the_timeout_and_ferryd_s
     host.ferry_ok(&["network", "ls"])?;
     expect_nothing_attached(&host, "snet")?;
     host.ferry_ok(&["rm", "-f", "h2"])?;
+    drop(plugin);
+    // A plugin that answers Join with something that is not JSON: undone as a refusal.
+    let plugin = SeedPlugin::start(
+        &host,
+        &dirs.root,
+        &listen,
+        &["--garbage", "NetworkDriver.Join"],
+    )?;
+    let out = host.ferry(&[
+        "run",
+        "-d",
+        "--name",
+        "h3",
+        "--network",
+        "snet",
+        "--",
+        "true",
+    ])?;
+    let out = out.expect_failure()?;
+    ensure!(
+        out.stderr.contains("\"slow\"")
+            && out.stderr.contains("NetworkDriver.Join")
+            && out.stderr.contains("not JSON"),
+        "a garbage answer:\n{out}"
+    );
+    ensure!(
+        plugin.methods()?
+            == [
+                "Activate",
+                "GetCapabilities",
+                "CreateEndpoint",
+                "Join",
+                "DeleteEndpoint"
+            ],
+        "garbage Join: {:?}",
+        plugin.methods()?
+    );
+    host.ferry_ok(&["rm", "-f", "h3"])?;
+    // The seed plugin made its veth before answering: DeleteEndpoint took it away.
+    expect_nothing_attached(&host, "snet")?;
     drop(plugin);
     // The plugin is gone for good: network rm still removes the network (a driver
     // cannot veto), and says nothing is left.

@@ -7,6 +7,7 @@ only; it shells out to `ip`, as such plugins do (ferryd itself never does).
 
 Usage: seed_driver.py (--tcp HOST:PORT | --unix PATH) --log FILE [--state FILE]
                       [--fail METHOD]... [--hang METHOD]... [--crash METHOD]...
+                      [--garbage METHOD]...
                       [--join-gateway IP] [--onlink-route CIDR]... [--via-route CIDR=IP]...
 Every call is appended to FILE as one JSON line {"call": METHOD, "body": BODY}; a line
 {"ready": true} is written once the server listens.
@@ -128,6 +129,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         else:
             answer = handle(method, body or {})
         data = json.dumps(answer).encode() + b"\n"
+        if method in ARGS.garbage:
+            data = b"<html>not a plugin answer</html>\n"
         # One write: headers and body together (see docker-protocols.md A2 on Nagle).
         head = (
             "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.plugins.v1+json\r\n"
@@ -159,6 +162,7 @@ def main():
     p.add_argument("--fail", action="append", default=[])
     p.add_argument("--hang", action="append", default=[])
     p.add_argument("--crash", action="append", default=[])
+    p.add_argument("--garbage", action="append", default=[])
     p.add_argument("--join-gateway", help="Gateway to answer in Join")
     p.add_argument("--onlink-route", action="append", default=[], help="CIDR, RouteType 1")
     p.add_argument("--via-route", action="append", default=[], help="CIDR=NEXTHOP, RouteType 0")
