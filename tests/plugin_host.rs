@@ -100,6 +100,19 @@ fn the_seed_scenario_over_tcp_through_a_json_spec_file() -> Result<()> {
         addrs.contains(&("eth0".to_string(), "10.0.1.2/24".to_string())),
         "s1's addresses: {addrs:?}"
     );
+    // The plugin chose no MAC: ferry's (02:42 + the address), as inspect says.
+    let mac = host.inspect("s1")?["NetworkSettings"]["Networks"]["mynet"]["MacAddress"].clone();
+    ensure!(mac == "02:42:0a:00:01:02", "inspect shows MAC {mac}");
+    let link = host
+        .exec(
+            "s1",
+            &[ferry_testkit::BUSYBOX, "ip", "link", "show", "eth0"],
+        )?
+        .expect_success()?;
+    ensure!(
+        link.stdout.contains("02:42:0a:00:01:02"),
+        "eth0 is not 02:42:0a:00:01:02:\n{link}"
+    );
     let on_br1 = host
         .in_host("ip", &["-o", "link", "show", "master", "br1"])?
         .expect_success()?;
@@ -519,7 +532,13 @@ fn connect_and_disconnect_join_and_leave_a_plugin_network_as_a_second_interface(
     let sock = dirs.sockets().join("seed").join("seed.sock");
     std::fs::create_dir_all(sock.parent().unwrap())?;
     let sock_s = sock.display().to_string();
-    let plugin = SeedPlugin::start(&host, &dirs.root, &["--unix", &sock_s], &[])?;
+    // This plugin chooses the endpoints' MAC in CreateEndpoint.
+    let plugin = SeedPlugin::start(
+        &host,
+        &dirs.root,
+        &["--unix", &sock_s],
+        &["--mac", "02:aa:bb:cc:dd:ee"],
+    )?;
     plugin_network(&host, "seed", "cnet", "br6", "10.6.0.0/24")?;
     // Ports are not published on a plugin's network; the same run without -p works
     // (c1 below, and every other test here).
@@ -564,6 +583,18 @@ fn connect_and_disconnect_join_and_leave_a_plugin_network_as_a_second_interface(
         addrs.contains(&("eth1".to_string(), "10.6.0.2/24".to_string())),
         "c1's addresses: {addrs:?}"
     );
+    let link = host
+        .exec(
+            "c1",
+            &[ferry_testkit::BUSYBOX, "ip", "link", "show", "eth1"],
+        )?
+        .expect_success()?;
+    ensure!(
+        link.stdout.contains("02:aa:bb:cc:dd:ee"),
+        "eth1 has not the plugin's MAC:\n{link}"
+    );
+    let mac = host.inspect("c1")?["NetworkSettings"]["Networks"]["cnet"]["MacAddress"].clone();
+    ensure!(mac == "02:aa:bb:cc:dd:ee", "inspect shows MAC {mac}");
     host.expect_reach(At::Host, "tcp", "10.6.0.2", 8080)?;
     plugin.clear()?;
     host.ferry_ok(&["network", "disconnect", "cnet", "c1"])?;

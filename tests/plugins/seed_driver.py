@@ -75,6 +75,8 @@ def handle(method, body):
         save()
         return {}
     if method == "NetworkDriver.CreateEndpoint":
+        if ARGS.mac:
+            return {"Interface": {"MacAddress": ARGS.mac}}
         return {"Interface": None}
     if method == "NetworkDriver.Join":
         bridge = NETWORKS.get(body["NetworkID"])
@@ -164,6 +166,7 @@ def main():
     p.add_argument("--crash", action="append", default=[])
     p.add_argument("--garbage", action="append", default=[])
     p.add_argument("--join-gateway", help="Gateway to answer in Join")
+    p.add_argument("--mac", help="MacAddress to answer in CreateEndpoint")
     p.add_argument("--onlink-route", action="append", default=[], help="CIDR, RouteType 1")
     p.add_argument("--via-route", action="append", default=[], help="CIDR=NEXTHOP, RouteType 0")
     p.add_argument("--state", help="where networks are kept (default: LOG.state)")

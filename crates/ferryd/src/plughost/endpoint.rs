@@ -180,6 +180,9 @@ impl<K: KernelOps> Daemon<K> {
             self.plugin_detach(&spec.host_if, undo).await;
             return Err(e);
         }
+        if let Some(mac) = mac.filter(|m| *m != spec.mac) {
+            self.note_plugin_mac(&spec.host_if, mac).await;
+        }
         // dockerd asks twice after a start (`P:p02`); the answer changes nothing.
         for _ in 0..2 {
             if let Err(e) = self
@@ -191,6 +194,21 @@ impl<K: KernelOps> Daemon<K> {
             }
         }
         Ok(())
+    }
+
+    /// The plugin chose the endpoint's MAC: the state (and so inspect) says so too.
+    async fn note_plugin_mac(&self, host_if: &str, mac: [u8; 6]) {
+        let mut st = self.state.lock().await;
+        let mut keys = vec![];
+        for sb in st.sandboxes.values_mut() {
+            for l in sb.endpoints.iter_mut().filter_map(|e| e.live.as_mut()) {
+                if l.host_if.as_str() == host_if {
+                    l.mac = mac;
+                    keys.push(crate::state::Key::Sbx(sb.id.clone()));
+                }
+            }
+        }
+        self.commit_or_log(&st, &keys, "recording a plugin's MAC");
     }
 
     /// `DeleteEndpoint` after a failed `CreateEndpoint` answer or `Join`.
@@ -220,7 +238,8 @@ impl<K: KernelOps> Daemon<K> {
             netns: spec.netns.clone(),
             src: joined.src,
             ifname: r.ifname.clone(),
-            mac,
+            // The plugin's MAC if it chose one, else ferry's (what inspect shows).
+            mac: Some(mac.unwrap_or(spec.mac)),
             addr: spec.addr,
             default_via: joined.gateway.filter(|_| r.gateway_endpoint),
             routes: joined.routes,
