@@ -348,3 +348,6 @@ async fn call_once(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests;
