@@ -524,7 +524,8 @@ fn an_unknown_driver_is_a_404_naming_the_plugin_ferrys_own_socket_is_never_one_a
 }
 
 #[test]
-fn connect_and_disconnect_join_and_leave_a_plugin_network_as_a_second_interface() -> Result<()> {
+fn connect_and_disconnect_join_and_leave_a_plugin_network_and_the_gateway_role_moves_to_it(
+) -> Result<()> {
     let dirs = PluginDirs::new()?;
     let Some(host) = start_host(ferry_testkit::scenario_name!(), &dirs, 5, 0)? else {
         return Ok(());
@@ -537,7 +538,7 @@ fn connect_and_disconnect_join_and_leave_a_plugin_network_as_a_second_interface(
         &host,
         &dirs.root,
         &["--unix", &sock_s],
-        &["--mac", "02:aa:bb:cc:dd:ee"],
+        &["--mac", "02:aa:bb:cc:dd:ee", "--join-gateway", "10.6.0.1"],
     )?;
     plugin_network(&host, "seed", "cnet", "br6", "10.6.0.0/24")?;
     // Ports are not published on a plugin's network; the same run without -p works
@@ -606,7 +607,31 @@ fn connect_and_disconnect_join_and_leave_a_plugin_network_as_a_second_interface(
         "eth1 is still in c1: {links:?}"
     );
     expect_nothing_attached(&host, "cnet")?;
+
+    // Back on cnet, then off the default bridge: the plugin endpoint takes the gateway
+    // role, as dockerd hands it over (P:p45): ProgramExternalConnectivity, and the
+    // default route via the gateway its Join answered.
+    host.ferry_ok(&["network", "connect", "cnet", "c1"])?;
+    plugin.clear()?;
+    host.ferry_ok(&["network", "disconnect", "bridge", "c1"])?;
+    let m = plugin.methods()?;
+    ensure!(m == ["ProgramExternalConnectivity"], "gateway moved: {m:?}");
+    let routes = host
+        .exec("c1", &[ferry_testkit::BUSYBOX, "ip", "route"])?
+        .expect_success()?
+        .stdout;
+    ensure!(
+        routes.contains("default via 10.6.0.1 dev eth1"),
+        "c1's routes after the gateway moved:\n{routes}"
+    );
+    plugin.clear()?;
     host.ferry_ok(&["rm", "-f", "c1"])?;
+    let m = plugin.methods()?;
+    ensure!(
+        m == ["RevokeExternalConnectivity", "Leave", "DeleteEndpoint"],
+        "rm of the new gateway endpoint: {m:?}"
+    );
+    expect_nothing_attached(&host, "cnet")?;
     host.ferry_ok(&["network", "rm", "cnet"])?;
     host.in_host("ip", &["link", "del", "br6"])?
         .expect_success()?;

@@ -239,6 +239,17 @@ pub(crate) fn move_default_route(st: &mut State, sb_id: &str) -> Option<Ipv4Addr
     live.gateway
 }
 
+/// The host link of the sandbox's endpoint holding the default route.
+fn default_route_if(st: &State, sb_id: &str) -> Option<String> {
+    st.sandboxes
+        .get(sb_id)?
+        .endpoints
+        .iter()
+        .filter_map(|e| e.live.as_ref())
+        .find(|l| l.default_route)
+        .map(|l| l.host_if.to_string())
+}
+
 fn parse_static(s: Option<&str>) -> std::result::Result<Option<Ipv4Addr>, CoreError> {
     match s.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),
@@ -435,10 +446,16 @@ impl<K: KernelOps> Daemon<K> {
                 tracing::warn!("disconnect: {e}; reconcile will remove it");
             }
         }
+        // plughost: the endpoint that took the default route, in case it is a plugin's.
+        let new_gw_if = new_gw.and(default_route_if(&st, &sb_id));
         drop(st);
         // The default route is the sandbox's own: this sandbox's turn is still held.
         if let Some(gw) = new_gw {
-            if let Err(e) = self.kernel.set_default_route(&netns, gw).await {
+            // plughost: kernel.set_default_route, or a plugin endpoint's gateway role.
+            if let Err(e) = self
+                .default_route_moved(&netns, gw, new_gw_if.as_deref())
+                .await
+            {
                 tracing::warn!("disconnect: moving the default route: {e}");
             }
         }

@@ -57,6 +57,9 @@ struct Record {
     ifname: String,
     netns: PathBuf,
     gateway_endpoint: bool,
+    /// The `Gateway` Join answered: the default route if the endpoint gets that role.
+    #[serde(default)]
+    gateway: Option<std::net::Ipv4Addr>,
 }
 
 fn record_path(conf: &Conf, host_if: &str) -> PathBuf {
@@ -101,6 +104,44 @@ impl<K: KernelOps> Daemon<K> {
                 Ok(())
             }
             None => self.kernel.delete_link(host_if).await,
+        }
+    }
+
+    /// plughost hook for `KernelOps::set_default_route` when the default route moved to
+    /// `host_if`: a plugin's endpoint takes the role as dockerd gives it (`P:p45`): the
+    /// route via its Join gateway (none without one), then
+    /// `ProgramExternalConnectivity`; any other endpoint, the route via `gw`.
+    pub(crate) async fn default_route_moved(
+        &self,
+        netns: &std::path::Path,
+        gw: std::net::Ipv4Addr,
+        host_if: Option<&str>,
+    ) -> Result<()> {
+        let conf = &self.cfg.plughost;
+        let Some((host_if, mut r)) = host_if.and_then(|h| Some((h, read_record(conf, h)?))) else {
+            return Ok(self.kernel.set_default_route(netns, gw).await?);
+        };
+        if let Some(g) = r.gateway {
+            self.kernel.set_default_route(netns, g).await?;
+        }
+        r.gateway_endpoint = true;
+        write_record(conf, host_if, &r)?;
+        let p = self.plughost.get(conf, &r.driver, "NetworkDriver").await?;
+        let body = json!({
+            "NetworkID": r.network_id, "EndpointID": r.endpoint_id, "Options": port_options(),
+        });
+        match self
+            .plughost
+            .call(
+                conf,
+                &p,
+                "NetworkDriver.ProgramExternalConnectivity",
+                Some(&body),
+            )
+            .await
+        {
+            Ok(_) | Err(PluginError::NotImplemented { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -171,6 +212,7 @@ impl<K: KernelOps> Daemon<K> {
             ifname: dst_name(&joined.prefix, &spec.ifname),
             netns: spec.netns.clone(),
             gateway_endpoint: gw_ep,
+            gateway: joined.gateway,
         };
         if let Err(e) = self.wire(&p, spec, joined, mac, &record).await {
             let undo = Record {
