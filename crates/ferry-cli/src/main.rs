@@ -6,6 +6,7 @@ mod client;
 mod network;
 mod node;
 mod output;
+mod plugin;
 mod port;
 mod rows;
 mod sandbox;
@@ -40,6 +41,9 @@ enum Cmd {
     /// The hosts of the cluster (ferryd --cluster-store).
     #[command(subcommand)]
     Node(node::NodeCmd),
+    /// Third-party network and IPAM plugins ferryd finds (plughost).
+    #[command(subcommand)]
+    Plugin(plugin::PluginCmd),
     /// Create a sandbox, attach it to a network and run a command in it.
     Run(sandbox::RunArgs),
     /// List sandboxes.
@@ -97,6 +101,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.cmd {
         Cmd::Network(n) => network::run(&c, n),
         Cmd::Node(n) => node::run(&c, n),
+        Cmd::Plugin(p) => plugin::run(&c, p),
         Cmd::Run(a) => sandbox::run(&c, a),
         Cmd::Ps(a) => sandbox::ps(&c, a),
         Cmd::Inspect(a) => sandbox::inspect(&c, a),

@@ -65,6 +65,9 @@ pub struct CreateArgs {
     labels: Vec<String>,
     #[arg(short = 'o', long = "opt")]
     opts: Vec<String>,
+    /// An IPAM plugin to take the pool and addresses from (default: ferry's IPAM).
+    #[arg(long = "ipam-driver", default_value = "default")]
+    ipam_driver: String,
     name: String,
 }
 
@@ -242,7 +245,7 @@ fn create(c: &Client, a: CreateArgs) -> anyhow::Result<i32> {
     let body = json!({
         "Name": a.name,
         "Driver": a.driver,
-        "IPAM": {"Driver": "default", "Options": {}, "Config": config},
+        "IPAM": {"Driver": a.ipam_driver, "Options": {}, "Config": config},
         "Internal": a.internal,
         "Attachable": a.attachable,
         "Options": kv(&a.opts, "option")?,

@@ -25,6 +25,9 @@ pub enum Driver {
     Overlay,
     /// Sandboxes' links are macvlan devices on a parent interface of this host.
     Macvlan,
+    /// A third-party libnetwork plugin drives it (plughost); its name is in
+    /// [`Network::remote`].
+    Remote,
 }
 
 impl Driver {
@@ -45,6 +48,7 @@ impl Driver {
             Driver::Null => "null",
             Driver::Overlay => "overlay",
             Driver::Macvlan => "macvlan",
+            Driver::Remote => "remote",
         }
     }
     /// Whether sandboxes join it through a bridge of this host (bridge and overlay).
@@ -53,7 +57,10 @@ impl Driver {
     }
     /// Whether a sandbox on it has an endpoint of its own (not host, not none).
     pub fn has_endpoints(self) -> bool {
-        matches!(self, Driver::Bridge | Driver::Overlay | Driver::Macvlan)
+        matches!(
+            self,
+            Driver::Bridge | Driver::Overlay | Driver::Macvlan | Driver::Remote
+        )
     }
 }
 
@@ -129,6 +136,8 @@ pub enum NetworkKind {
     },
     /// Macvlan links on a parent interface; nothing of the network's own on the host.
     Macvlan(MacvlanConf),
+    /// A third-party libnetwork plugin makes its links (plughost).
+    Remote(RemoteConf),
     /// The host's own namespace.
     Host,
     /// A namespace with a loopback only.
@@ -141,6 +150,7 @@ impl NetworkKind {
             NetworkKind::Bridge(_) => Driver::Bridge,
             NetworkKind::Overlay { .. } => Driver::Overlay,
             NetworkKind::Macvlan(_) => Driver::Macvlan,
+            NetworkKind::Remote(_) => Driver::Remote,
             NetworkKind::Host => Driver::Host,
             NetworkKind::Null => Driver::Null,
         }
@@ -175,6 +185,8 @@ pub struct Network {
     pub ipam_options: Option<BTreeMap<String, String>>,
     pub ipam_echo: Vec<IpamEcho>,
     pub pool: Option<AddressPool>,
+    /// plughost: set when a third-party IPAM plugin gave the pool (`--ipam-driver`).
+    pub ipam_plugin: Option<RemoteIpam>,
 }
 
 /// A network as the store keeps it (the layout of every ferry so far): the driver's
@@ -200,17 +212,26 @@ struct NetworkRecord {
     overlay: Option<OverlayConf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     macvlan: Option<MacvlanConf>,
+    /// plughost: the plugin that drives a remote network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    remote: Option<RemoteConf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ipam_plugin: Option<RemoteIpam>,
 }
 
 impl From<Network> for NetworkRecord {
     fn from(n: Network) -> Self {
         let driver = n.kind.driver();
-        let (bridge, overlay, macvlan) = match n.kind {
-            NetworkKind::Bridge(b) => (Some(b), None, None),
-            NetworkKind::Overlay { bridge, tunnel } => (Some(bridge), Some(tunnel), None),
-            NetworkKind::Macvlan(m) => (None, None, Some(m)),
-            NetworkKind::Host | NetworkKind::Null => (None, None, None),
-        };
+        let (mut bridge, mut overlay, mut macvlan, mut remote) = (None, None, None, None);
+        match n.kind {
+            NetworkKind::Bridge(b) => bridge = Some(b),
+            NetworkKind::Overlay { bridge: b, tunnel } => {
+                (bridge, overlay) = (Some(b), Some(tunnel))
+            }
+            NetworkKind::Macvlan(m) => macvlan = Some(m),
+            NetworkKind::Remote(r) => remote = Some(r),
+            NetworkKind::Host | NetworkKind::Null => {}
+        }
         NetworkRecord {
             id: n.id,
             name: n.name,
@@ -227,6 +248,8 @@ impl From<Network> for NetworkRecord {
             pool: n.pool,
             overlay,
             macvlan,
+            remote,
+            ipam_plugin: n.ipam_plugin,
         }
     }
 }
@@ -235,17 +258,19 @@ impl TryFrom<NetworkRecord> for Network {
     type Error = String;
     fn try_from(r: NetworkRecord) -> Result<Self, String> {
         let missing = |what: &str| format!("{} network {}: no {what}", r.driver.as_str(), r.id);
-        let kind = match (r.driver, r.bridge, r.overlay, r.macvlan) {
-            (Driver::Bridge, Some(b), None, None) => NetworkKind::Bridge(b),
-            (Driver::Overlay, Some(bridge), Some(tunnel), None) => {
+        let kind = match (r.driver, r.bridge, r.overlay, r.macvlan, r.remote) {
+            (Driver::Bridge, Some(b), None, None, None) => NetworkKind::Bridge(b),
+            (Driver::Overlay, Some(bridge), Some(tunnel), None, None) => {
                 NetworkKind::Overlay { bridge, tunnel }
             }
-            (Driver::Macvlan, None, None, Some(m)) => NetworkKind::Macvlan(m),
-            (Driver::Host, None, None, None) => NetworkKind::Host,
-            (Driver::Null, None, None, None) => NetworkKind::Null,
+            (Driver::Macvlan, None, None, Some(m), None) => NetworkKind::Macvlan(m),
+            (Driver::Remote, None, None, None, Some(p)) => NetworkKind::Remote(p),
+            (Driver::Host, None, None, None, None) => NetworkKind::Host,
+            (Driver::Null, None, None, None, None) => NetworkKind::Null,
             (Driver::Bridge | Driver::Overlay, None, ..) => return Err(missing("bridge")),
-            (Driver::Overlay, _, None, _) => return Err(missing("tunnel")),
-            (Driver::Macvlan, _, _, None) => return Err(missing("parent")),
+            (Driver::Overlay, _, None, ..) => return Err(missing("tunnel")),
+            (Driver::Macvlan, _, _, None, _) => return Err(missing("parent")),
+            (Driver::Remote, .., None) => return Err(missing("plugin")),
             _ => return Err(format!("network {}: settings of another driver", r.id)),
         };
         Ok(Network {
@@ -261,8 +286,25 @@ impl TryFrom<NetworkRecord> for Network {
             ipam_options: r.ipam_options,
             ipam_echo: r.ipam_echo,
             pool: r.pool,
+            ipam_plugin: r.ipam_plugin,
         })
     }
+}
+
+/// plughost: the IPAM plugin's pool behind a network: ferry's pool mirrors it, and every
+/// address in it was granted by the plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteIpam {
+    pub driver: String,
+    pub pool_id: String,
+    /// The gateway came from `RequestAddress` (not from the pool's data): released at rm.
+    pub gateway_requested: bool,
+}
+
+/// plughost: which plugin drives a network, by the name it was found under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteConf {
+    pub driver: String,
 }
 
 impl Network {
@@ -288,8 +330,22 @@ impl Network {
             _ => None,
         }
     }
+    /// The plugin that drives a remote network.
+    pub fn remote(&self) -> Option<&RemoteConf> {
+        match &self.kind {
+            NetworkKind::Remote(r) => Some(r),
+            _ => None,
+        }
+    }
     pub fn is_default_bridge(&self) -> bool {
         self.predefined && self.driver() == Driver::Bridge
+    }
+    /// The driver's name as Docker shows it: a plugin's own name for a remote network.
+    pub fn driver_name(&self) -> &str {
+        match self.remote() {
+            Some(r) => &r.driver,
+            None => self.driver().as_str(),
+        }
     }
     pub fn subnet(&self) -> Option<Ipv4Net> {
         self.pool.as_ref().map(|p| p.subnet)

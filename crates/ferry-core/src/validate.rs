@@ -320,7 +320,7 @@ pub fn network_from_request(
             macvlan::check_parent_free(&m, ctx.existing)?;
             NetworkKind::Macvlan(m)
         }
-        Driver::Host | Driver::Null | Driver::Overlay => {
+        Driver::Host | Driver::Null | Driver::Overlay | Driver::Remote => {
             return Err(CoreError::Invalid(format!(
                 "only one instance of \"{}\" network is allowed",
                 driver.as_str()
@@ -341,6 +341,7 @@ pub fn network_from_request(
         ipam_options: req.ipam.as_ref().and_then(|i| i.options.clone()),
         ipam_echo: vec![a.echo],
         pool: Some(a.pool),
+        ipam_plugin: None,
     };
     Ok(Created {
         network,
@@ -395,6 +396,7 @@ pub fn predefined_networks(ids: [String; 3], created: &str, bip: Ipv4Net) -> Vec
         ipam_options: None,
         ipam_echo: vec![],
         pool: None,
+        ipam_plugin: None,
     };
     let [b, h, n] = ids;
     let mut bridge = base(

@@ -122,6 +122,9 @@ impl KernelOps for Recorder {
             LinkSpec::Macvlan(m) => {
                 format!("macvlan {} on {} {}{via}", s.ifname, m.parent, s.addr)
             }
+            LinkSpec::Plugin(p) => {
+                format!("plugin link {} {} {}{via}", p.host_if, s.ifname, s.addr)
+            }
         };
         self.hold(&line).await;
         self.record(line)?;
@@ -238,6 +241,20 @@ impl KernelOps for Recorder {
     }
     /// An endpoint whose host veth the fake does not know is wired again (recorded as an
     /// attach); otherwise nothing is wrong with it.
+    async fn adopt_link(&self, s: &crate::AdoptSpec) -> Result<(), KernelError> {
+        self.record(format!("adopt {} as {} {}", s.src, s.ifname, s.addr))
+    }
+    async fn hand_back_link(
+        &self,
+        netns: &Path,
+        ifname: &str,
+        back: &str,
+    ) -> Result<(), KernelError> {
+        self.record(format!(
+            "hand back {ifname} of {} as {back}",
+            netns.display()
+        ))
+    }
     async fn ensure_attached(&self, s: &AttachSpec) -> Result<Vec<String>, KernelError> {
         let Some(host_if) = s.host_if() else {
             return Ok(vec![]);

@@ -18,6 +18,6 @@ pub mod sysctl;
 
 pub use error::KernelError;
 pub use ops::{
-    AttachSpec, BridgeSpec, KernelOps, LinkSpec, MacvlanLink, Netlink, VethLink, VethPairSpec,
-    VxlanSpec,
+    AdoptSpec, AttachSpec, BridgeSpec, KernelOps, LinkSpec, MacvlanLink, Netlink, PluginLink,
+    StaticRoute, VethLink, VethPairSpec, VxlanSpec,
 };

@@ -13,6 +13,7 @@ use ipnet::Ipv4Net;
 
 use std::sync::Arc;
 
+pub use crate::link::adopt::{AdoptSpec, StaticRoute};
 use crate::link::retire::{self, Retired};
 pub use crate::link::vxlan::VxlanSpec;
 use crate::link::{
@@ -50,6 +51,15 @@ pub enum LinkSpec {
     Veth(VethLink),
     /// A macvlan device on a parent interface of the host (macvlan networks).
     Macvlan(MacvlanLink),
+    /// A link a third-party plugin makes at its Join; ferryd adopts it into the sandbox
+    /// ([`KernelOps::adopt_link`]), the kernel alone cannot make it.
+    Plugin(PluginLink),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginLink {
+    /// ferry's name for the endpoint's link, the key of ferryd's record of it.
+    pub host_if: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +84,7 @@ impl AttachSpec {
     pub fn host_if(&self) -> Option<&str> {
         match &self.link {
             LinkSpec::Veth(v) => Some(&v.host_if),
+            LinkSpec::Plugin(p) => Some(&p.host_if),
             LinkSpec::Macvlan(_) => None,
         }
     }
@@ -193,6 +204,17 @@ pub trait KernelOps: Send + Sync + 'static {
         &self,
         spec: &AttachSpec,
     ) -> impl Future<Output = Result<Vec<String>, KernelError>> + Send;
+    /// plughost: move a plugin's link into a sandbox under its sandbox name and
+    /// configure it (see [`crate::link::adopt`]); moved back if that fails.
+    fn adopt_link(&self, spec: &AdoptSpec) -> impl Future<Output = Result<(), KernelError>> + Send;
+    /// plughost: move `ifname` out of the sandbox at `netns` back to ferryd's namespace
+    /// as `back`; a namespace or link already gone is success.
+    fn hand_back_link(
+        &self,
+        netns: &Path,
+        ifname: &str,
+        back: &str,
+    ) -> impl Future<Output = Result<(), KernelError>> + Send;
 }
 
 /// The real kernel, through one rtnetlink connection in ferryd's own namespace plus a
@@ -402,6 +424,11 @@ impl KernelOps for Netlink {
         match &s.link {
             LinkSpec::Veth(v) => self.attach_veth(s, v).await,
             LinkSpec::Macvlan(m) => self.attach_macvlan(s, m).await,
+            LinkSpec::Plugin(p) => Err(KernelError::other(
+                "attach",
+                &p.host_if,
+                "a plugin's link is made by its plugin's Join, then adopted",
+            )),
         }
     }
 
@@ -513,6 +540,19 @@ impl KernelOps for Netlink {
 
     async fn address_of(&self, name: &str) -> Result<Ipv4Addr, KernelError> {
         vxlan::address_of(&self.handle, name).await
+    }
+
+    async fn adopt_link(&self, s: &AdoptSpec) -> Result<(), KernelError> {
+        crate::link::adopt::adopt(&self.handle, s).await
+    }
+
+    async fn hand_back_link(
+        &self,
+        netns: &Path,
+        ifname: &str,
+        back: &str,
+    ) -> Result<(), KernelError> {
+        crate::link::adopt::hand_back(netns, ifname, back).await
     }
 
     async fn ensure_attached(&self, s: &AttachSpec) -> Result<Vec<String>, KernelError> {

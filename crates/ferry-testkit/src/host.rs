@@ -226,6 +226,7 @@ impl TestHost {
             .arg(&self.netns_dir)
             .arg("--plugin-dir")
             .arg(self.plugin_dir())
+            .args(self.plughost_defaults())
             .args(&self.ferryd_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -260,6 +261,26 @@ impl TestHost {
         }
         cmd.spawn()
             .with_context(|| format!("start {}", self.bins.ferryd.display()))
+    }
+
+    /// plughost: unless the test names its own, ferryd looks for third-party plugins only
+    /// under the test's root (never the machine's /run/docker/plugins or
+    /// /etc/docker/plugins) and does not wait dockerd's 15 s for a name nobody provides.
+    fn plughost_defaults(&self) -> Vec<String> {
+        let given = |flag: &str| self.ferryd_args.iter().any(|a| a == flag);
+        let mut args = vec![];
+        if !given("--plugin-sockets") {
+            args.push("--plugin-sockets".into());
+            args.push(self.plugin_dir().display().to_string());
+        }
+        if !given("--plugin-specs") {
+            args.push("--plugin-specs".into());
+            args.push(self.root.join("plugin-specs").display().to_string());
+        }
+        if !given("--plugin-retry") {
+            args.extend(["--plugin-retry".into(), "0".into()]);
+        }
+        args
     }
 
     fn wait_ready(&mut self) -> Result<()> {

@@ -16,6 +16,9 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// plughost: a third-party plugin was not found, or failed a call.
+    #[error(transparent)]
+    Plugin(#[from] crate::plughost::PluginError),
     #[error("{0}")]
     Other(String),
 }
@@ -39,6 +42,7 @@ impl Error {
                 ClusterError::Store(_) | ClusterError::Contention(_) => 503,
                 ClusterError::NodeTaken { .. } | ClusterError::Decode { .. } => 500,
             },
+            Error::Plugin(p) => p.status(),
             _ => 500,
         }
     }

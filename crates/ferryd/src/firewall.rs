@@ -440,6 +440,15 @@ pub(crate) fn check_publishable(
             net.name
         )));
     }
+    // plughost: a plugin's network is the plugin's to publish on (dockerd publishes
+    // nothing for remote drivers); ferry's maps would point at a bridge it does not know.
+    if has_ports && net.remote().is_some() {
+        return Err(CoreError::Invalid(format!(
+            "network {} is driven by plugin {}: ferry does not publish ports on it",
+            net.name,
+            net.driver_name()
+        )));
+    }
     Ok(())
 }
 

@@ -10,6 +10,7 @@ pub mod error;
 pub mod firewall;
 pub mod ops;
 pub mod overlay;
+pub mod plughost;
 pub mod plugin;
 pub mod reconcile;
 pub mod serve;

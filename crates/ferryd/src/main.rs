@@ -67,6 +67,20 @@ struct Args {
     /// host with no free block left may take them.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     cluster_block_grace: u64,
+    /// Where third-party plugins' sockets are found (NAME.sock, NAME/NAME.sock); an
+    /// empty value: none. ferryd's own plugin socket there is never used.
+    #[arg(long, default_value = "/run/docker/plugins", value_parser = path_or_empty)]
+    plugin_sockets: PathBuf,
+    /// Where plugins' .spec and .json files are found (repeatable, in order).
+    #[arg(long, default_values = ["/etc/docker/plugins", "/usr/lib/docker/plugins"])]
+    plugin_specs: Vec<PathBuf>,
+    /// Seconds one call to a third-party plugin may take.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    plugin_timeout: u64,
+    /// Seconds a plugin not found, or refusing connections, is retried (dockerd: 30,
+    /// waiting 1, 2, 4, 8 s between tries); 0: no retry.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=600))]
+    plugin_retry: u64,
     /// The UDP port of overlay tunnels.
     #[arg(long, default_value_t = ferryd::overlay::VXLAN_PORT)]
     vxlan_port: u16,
@@ -153,6 +167,7 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    let plughost_records = args.exec_root.join("plughost");
     let cfg = Config {
         data_root: args.data_root,
         exec_root: args.exec_root,
@@ -160,6 +175,18 @@ fn main() -> anyhow::Result<()> {
         netns_dir: args.netns_dir,
         bip: args.bip,
         br_netfilter: args.br_netfilter,
+        plughost: ferryd::plughost::Conf {
+            dirs: ferryd::plughost::Dirs {
+                sockets: (!args.plugin_sockets.as_os_str().is_empty())
+                    .then_some(args.plugin_sockets),
+                specs: args.plugin_specs,
+                own_socket: (!args.plugin_dir.as_os_str().is_empty())
+                    .then(|| ferryd::plugin::socket_in(&args.plugin_dir)),
+            },
+            call_timeout: std::time::Duration::from_secs(args.plugin_timeout),
+            retry_budget: std::time::Duration::from_secs(args.plugin_retry),
+            records: plughost_records,
+        },
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -184,6 +211,7 @@ async fn run(
     reconcile::reconcile(&d).await.context("reconcile")?;
     supervise::monitor(d.clone());
     firewall::watch(d.clone());
+    ferryd::plughost::leases::watch(d.clone());
     reconcile::watch(d.clone());
     d.serve_dns(dns_upstream).await;
     if let Some(conf) = cluster {

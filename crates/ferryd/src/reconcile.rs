@@ -103,7 +103,9 @@ async fn first_missing_link<K: KernelOps>(d: &Daemon<K>) -> Option<String> {
             .values()
             .filter(|s| s.is_running())
             .flat_map(|s| s.endpoints.iter().filter_map(|e| e.live.as_ref()))
-            .filter_map(|l| l.host_if.as_ref().map(|h| h.to_string()));
+            .filter_map(|l| l.host_if.as_ref().map(|h| h.to_string()))
+            // plughost: a plugin's endpoint has no host link (its link is in the sandbox).
+            .filter(|l| !crate::plughost::is_plugin_link(&d.cfg.plughost, l));
         bridges.chain(tunnels).chain(veths).collect()
     };
     if expected.is_empty() {

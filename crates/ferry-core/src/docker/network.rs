@@ -186,10 +186,10 @@ pub fn network_resource(net: &Network, containers: &[&Sandbox]) -> Value {
         "Id": net.id,
         "Created": net.created,
         "Scope": net.scope(),
-        "Driver": net.driver().as_str(),
+        "Driver": net.driver_name(),
         "EnableIPv6": false,
         "IPAM": {
-            "Driver": "default",
+            "Driver": net.ipam_plugin.as_ref().map_or("default", |i| i.driver.as_str()),
             "Options": net.ipam_options,
             "Config": ipam_config_json(net),
         },

@@ -1,6 +1,7 @@
 //! Typed netlink requests, one verb per file.
 
 pub mod addr;
+pub mod adopt;
 pub mod bridge;
 pub mod check;
 pub mod del;

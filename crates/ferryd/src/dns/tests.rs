@@ -25,6 +25,7 @@ fn net(id: &str, gw: &str, predefined: bool, internal: bool) -> Network {
         ipam_options: None,
         ipam_echo: vec![],
         pool: Some(pool),
+        ipam_plugin: None,
     }
 }
 

@@ -9,7 +9,7 @@ use ferry_core::model::{
 };
 use ferry_core::ports::{decide, Published};
 use ferry_core::CoreError;
-use ferry_kernel::{AttachSpec, KernelOps, LinkSpec, MacvlanLink, VethLink};
+use ferry_kernel::{AttachSpec, KernelOps, LinkSpec, MacvlanLink, PluginLink, VethLink};
 use ipnet::Ipv4Net;
 
 use super::{new_id, Daemon};
@@ -39,6 +39,7 @@ pub(crate) fn plan_plug(
     let internal = net.internal;
     let kind = net.kind.clone();
     let overlay = net.overlay().is_some();
+    let ipam_plugin = net.ipam_plugin.as_ref().map(|i| i.driver.clone());
     let pool = net
         .pool
         .as_mut()
@@ -60,7 +61,13 @@ pub(crate) fn plan_plug(
             pool.allocate_static(ip, sb_id)?;
             ip
         }
-        None => pool.allocate_dynamic(sb_id, &net_name)?,
+        // plughost: an IPAM plugin's address was leased and held before the plan.
+        None => match ipam_plugin {
+            Some(driver) => crate::plughost::ipam::held_by(pool, sb_id).ok_or_else(|| {
+                CoreError::Invalid(format!("IPAM plugin {driver} gave no address for {sb_id}"))
+            })?,
+            None => pool.allocate_dynamic(sb_id, &net_name)?,
+        },
     };
     let (gateway, prefix_len) = (pool.gateway, pool.subnet.prefix_len());
     let endpoint_id = new_id();
@@ -71,7 +78,9 @@ pub(crate) fn plan_plug(
         prefix_len,
         gateway: Some(gateway),
         mac: mac_for(ip),
-        host_if: kind.bridge().map(|_| host_if_name(&endpoint_id)),
+        // A veth's host end; for a plugin's endpoint, the key of ferryd's record of it.
+        host_if: (kind.bridge().is_some() || matches!(kind, NetworkKind::Remote(_)))
+            .then(|| host_if_name(&endpoint_id)),
         ifname: ifname.clone(),
         default_route,
         published,
@@ -104,6 +113,9 @@ pub(crate) fn attach_spec(
                 hairpin: !live.published.is_empty(),
             })
         }
+        (NetworkKind::Remote(_), Some(host_if)) => LinkSpec::Plugin(PluginLink {
+            host_if: host_if.to_string(),
+        }),
         (NetworkKind::Macvlan(m), _) => LinkSpec::Macvlan(MacvlanLink {
             parent: m.parent.to_string(),
             mode: m.mode,
@@ -255,6 +267,17 @@ pub(crate) fn move_default_route(st: &mut State, sb_id: &str) -> Option<Ipv4Addr
     live.gateway
 }
 
+/// The host link of the sandbox's endpoint holding the default route.
+fn default_route_if(st: &State, sb_id: &str) -> Option<String> {
+    st.sandboxes
+        .get(sb_id)?
+        .endpoints
+        .iter()
+        .filter_map(|e| e.live.as_ref())
+        .find(|l| l.default_route)
+        .and_then(|l| l.host_if.as_ref().map(|h| h.to_string()))
+}
+
 fn parse_static(s: Option<&str>) -> std::result::Result<Option<Ipv4Addr>, CoreError> {
     match s.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),
@@ -281,6 +304,8 @@ impl<K: KernelOps> Daemon<K> {
             let name = self.state.lock().await.sandbox_name(&req.container);
             self.prepare_overlay(net_ref, None, &name, &[]).await?;
         }
+        // plughost: an address from an IPAM plugin is leased before anything is planned.
+        self.lease_addresses(&req.container, Some(net_ref)).await?;
         let (turn, mut st) = self.sandbox_turn(&req.container).await?;
         let net_id = st.network_id(net_ref)?;
         st.ferry_may_join(&net_id)?;
@@ -384,11 +409,12 @@ impl<K: KernelOps> Daemon<K> {
         self.write_hosts(&st, &sb_id);
         drop(st);
         // The kernel work runs without the state lock; this sandbox's turn is still held.
-        if let Err(e) = self.kernel.attach(&spec).await {
+        // plughost: attach_endpoint is kernel.attach, or a plugin's Join.
+        if let Err(e) = self.attach_endpoint(&spec).await {
             let mut st = self.state.lock().await;
             self.undo_connect(&mut st, &sb_id, &net_id, cursor_before)
                 .await;
-            return Err(e.into());
+            return Err(e);
         }
         Ok(())
     }
@@ -443,19 +469,26 @@ impl<K: KernelOps> Daemon<K> {
         // state lock goes: its address is free in the state now, and another connect must
         // not bring the same address and MAC up on the bridge while the old pair is up.
         let removed = match &unplugged {
+            // plughost: detach_link is kernel.delete_link, or a plugin's Leave.
             Some(Unplugged {
                 host_if: Some(h), ..
-            }) => Some(self.kernel.delete_link(h).await),
+            }) => Some(self.detach_link(h).await),
             Some(u) => Some(self.kernel.delete_link_in(&netns, &u.ifname).await),
             None => None,
         };
         if let Some(Err(e)) = removed {
             tracing::warn!("disconnect: {e}; reconcile will remove it");
         }
+        // plughost: the endpoint that took the default route, in case it is a plugin's.
+        let new_gw_if = new_gw.and(default_route_if(&st, &sb_id));
         drop(st);
         // The default route is the sandbox's own: this sandbox's turn is still held.
         if let Some(gw) = new_gw {
-            if let Err(e) = self.kernel.set_default_route(&netns, gw).await {
+            // plughost: kernel.set_default_route, or a plugin endpoint's gateway role.
+            if let Err(e) = self
+                .default_route_moved(&netns, gw, new_gw_if.as_deref())
+                .await
+            {
                 tracing::warn!("disconnect: moving the default route: {e}");
             }
         }

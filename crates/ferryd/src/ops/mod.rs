@@ -61,6 +61,8 @@ pub struct Daemon<K: KernelOps> {
     /// Every sandbox exit (ID, code), for `POST /containers/{id}/wait`: an exit code
     /// outlives an auto-removed sandbox.
     pub exits: tokio::sync::broadcast::Sender<(String, i32)>,
+    /// plughost: the third-party plugins activated so far.
+    pub plughost: crate::plughost::PlugHost,
 }
 
 /// One async lock per sandbox ID, made on first use and dropped with the sandbox.
@@ -125,6 +127,7 @@ impl<K: KernelOps> Daemon<K> {
             sandbox_locks: Default::default(),
             overlay: Default::default(),
             exits: tokio::sync::broadcast::channel(64).0,
+            plughost: Default::default(),
         }))
     }
 
@@ -159,6 +162,8 @@ impl<K: KernelOps> Daemon<K> {
     /// them, or the firewall keeps a freed address's DNAT and the ledger drifts.
     fn follow_memory(&self, st: &State, keys: &[Key]) {
         self.firewall.note(keys);
+        // plughost: addresses an IPAM plugin granted and ferry freed go back to it.
+        self.plughost.sweep(&self.cfg.plughost, st, keys);
         // Names live in networks and sandboxes; IPAM pools, Docker's endpoints and the
         // meta record never change an answer.
         if keys.iter().any(|k| matches!(k, Key::Net(_) | Key::Sbx(_))) {

@@ -47,6 +47,14 @@ impl<K: KernelOps> Daemon<K> {
         if req.driver.as_deref() == Some("overlay") {
             return self.create_overlay(req).await;
         }
+        // plughost: an IPAM plugin gives the pool first; then on as with ferry's IPAM.
+        if crate::plughost::ipam::remote_ipam(&req).is_some() {
+            return self.create_with_remote_ipam(req).await;
+        }
+        // plughost: a driver ferry does not have is a third-party plugin's.
+        if crate::plughost::network::remote_driver(&req).is_some() {
+            return self.create_remote_network(req).await;
+        }
         let mut st = self.state.lock().await;
         let routes = self.kernel.route_destinations().await?;
         let existing: Vec<Network> = st.networks.values().cloned().collect();
@@ -169,6 +177,8 @@ impl<K: KernelOps> Daemon<K> {
         let net = st.networks.remove(id).expect("looked up");
         self.commit_or_restore(st, &before, &keys)?;
         self.sync_firewall_or_warn(st, "remove network").await;
+        // plughost: a plugin's network is the plugin's to take down.
+        self.remote_network_removed(&net).await;
         let Some(b) = net.bridge() else {
             return Ok(());
         };

@@ -228,7 +228,9 @@ impl<K: KernelOps> Daemon<K> {
         let network_mode = match net.driver() {
             Driver::Host => NetworkMode::Host,
             Driver::Null => NetworkMode::None,
-            Driver::Bridge | Driver::Overlay | Driver::Macvlan => NetworkMode::Joined(mode.clone()),
+            Driver::Bridge | Driver::Overlay | Driver::Macvlan | Driver::Remote => {
+                NetworkMode::Joined(mode.clone())
+            }
         };
         let endpoints = if net.driver().has_endpoints() {
             vec![Endpoint {
@@ -306,6 +308,8 @@ impl<K: KernelOps> Daemon<K> {
     /// Start a sandbox: its namespace, files, endpoints, and (if `spawn`) its process,
     /// supervised by ferryd. Without `spawn` the caller (the CLI) runs the process.
     pub async fn start_sandbox(self: &Arc<Self>, key: &str, spawn: bool) -> Result<()> {
+        // plughost: addresses from IPAM plugins are leased before anything is planned.
+        self.lease_addresses(key, None).await?;
         let (turn, mut st) = self.sandbox_turn(key).await?;
         let id = turn.id.clone();
         if st.sandboxes[&id].is_running() {
@@ -411,7 +415,8 @@ impl<K: KernelOps> Daemon<K> {
                 self.write_files(sb)?;
             }
             for spec in specs {
-                self.kernel.attach(spec).await?;
+                // plughost: kernel.attach, or a plugin's Join.
+                self.attach_endpoint(spec).await?;
                 // A macvlan link has no host end: it goes with the namespace.
                 undo.links.extend(spec.host_if().map(str::to_string));
             }
@@ -476,7 +481,8 @@ impl<K: KernelOps> Daemon<K> {
     pub(crate) async fn run_teardown(&self, t: Teardown) {
         let mut errors = vec![];
         for l in &t.links {
-            if let Err(e) = self.kernel.delete_link(l).await {
+            // plughost: kernel.delete_link, or a plugin's Leave.
+            if let Err(e) = self.detach_link(l).await {
                 errors.push(e.to_string());
             }
         }

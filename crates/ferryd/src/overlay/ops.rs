@@ -54,6 +54,7 @@ fn local_copy(ov: &OverlayNetwork, mtu: u32) -> Network {
         ipam_options: None,
         ipam_echo: ov.ipam_echo.clone(),
         pool: Some(AddressPool::new(ov.subnet, ov.gateway, None)),
+        ipam_plugin: None,
     }
 }
 

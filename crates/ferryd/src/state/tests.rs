@@ -27,6 +27,7 @@ fn network(id: &str) -> Network {
         ipam_options: None,
         ipam_echo: vec![],
         pool: Some(AddressPool::new(subnet, "10.9.0.1".parse().unwrap(), None)),
+        ipam_plugin: None,
     }
 }
 

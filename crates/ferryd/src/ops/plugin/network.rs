@@ -95,6 +95,7 @@ impl Asked {
                 gateway: Some(pool.gateway.to_string()),
             }],
             pool: Some(pool),
+            ipam_plugin: None,
         }
     }
 }

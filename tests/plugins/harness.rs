@@ -1,0 +1,337 @@
+//! The plugin processes and directories of tests/plugin_host.rs: the seed-style network
+//! plugin (Python) and the independent IPAM plugin (Perl), each started in the test
+//! host's network namespace and killed by pid when dropped, and the test's own plugin
+//! directories.
+
+use anyhow::{bail, ensure, Context, Result};
+use ferry_testkit::{unique, TestHost};
+use serde_json::Value;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The test's own plugin directories, removed at the end.
+pub struct PluginDirs {
+    pub root: PathBuf,
+}
+
+impl PluginDirs {
+    pub fn new() -> Result<PluginDirs> {
+        let root = PathBuf::from("/tmp").join(unique("fyplug"));
+        for d in ["sockets", "etc", "lib"] {
+            std::fs::create_dir_all(root.join(d))?;
+        }
+        Ok(PluginDirs { root })
+    }
+    pub fn sockets(&self) -> PathBuf {
+        self.root.join("sockets")
+    }
+    pub fn etc(&self) -> PathBuf {
+        self.root.join("etc")
+    }
+    pub fn lib(&self) -> PathBuf {
+        self.root.join("lib")
+    }
+    /// ferryd's flags for these directories, with short bounds so a failing plugin
+    /// costs the test seconds, not dockerd's 30 s.
+    pub fn ferryd_args(&self, timeout_s: u32, retry_s: u32) -> Vec<String> {
+        let s = |p: PathBuf| p.display().to_string();
+        vec![
+            "--plugin-sockets".into(),
+            s(self.sockets()),
+            "--plugin-specs".into(),
+            s(self.etc()),
+            "--plugin-specs".into(),
+            s(self.lib()),
+            "--plugin-timeout".into(),
+            timeout_s.to_string(),
+            "--plugin-retry".into(),
+            retry_s.to_string(),
+            // With br_netfilter calling the IP hooks, ferry's forwarding guard drops
+            // frames bridged on a bridge that is not ferry's (the plugin's br1), as
+            // dockerd's FORWARD policy DROP does; sandboxes on br1 then cannot talk.
+            "--br-netfilter".into(),
+            "off".into(),
+        ]
+    }
+}
+
+impl Drop for PluginDirs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// A TestHost whose ferryd looks for plugins in `dirs` only; None (after the testkit's
+/// skip notice, or a panic under CI) without privileges.
+pub fn start_host(
+    scenario: &str,
+    dirs: &PluginDirs,
+    timeout_s: u32,
+    retry_s: u32,
+) -> Result<Option<TestHost>> {
+    let args = dirs.ferryd_args(timeout_s, retry_s);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    if !ferry_testkit::privileged(scenario) {
+        return Ok(None);
+    }
+    TestHost::start_with_args(scenario, &args).map(Some)
+}
+
+/// The seed-style plugin, running in the host's namespace; killed by pid when dropped.
+pub struct SeedPlugin {
+    child: Child,
+    log: PathBuf,
+}
+
+impl SeedPlugin {
+    pub fn start(
+        host: &TestHost,
+        dir: &Path,
+        listen: &[&str],
+        extra: &[&str],
+    ) -> Result<SeedPlugin> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plugins/seed_driver.py");
+        let log = dir.join(format!("{}.calls", unique("plugin")));
+        let fd = host.netns()?.as_raw_fd();
+        let mut cmd = Command::new("python3");
+        cmd.arg(&script)
+            .args(listen)
+            .arg("--log")
+            .arg(&log)
+            // Kept across restarts of the plugin in one test, as a real plugin must.
+            .arg("--state")
+            .arg(dir.join("plugin.state"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        // SAFETY: only async-signal-safe syscalls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc_prctl_pdeathsig() != 0 || libc_setns(fd) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().context("start python3 seed_driver.py")?;
+        let p = SeedPlugin { child, log };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !p.lines()?.iter().any(|l| l["ready"] == true) {
+            if Instant::now() > deadline {
+                bail!("the seed plugin did not start listening within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(p)
+    }
+
+    pub fn lines(&self) -> Result<Vec<Value>> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).context("a call record"))
+            .collect()
+    }
+
+    /// The calls received so far, as (method, body).
+    pub fn calls(&self) -> Result<Vec<(String, Value)>> {
+        Ok(self
+            .lines()?
+            .into_iter()
+            .filter_map(|l| Some((l["call"].as_str()?.to_string(), l["body"].clone())))
+            .collect())
+    }
+
+    pub fn methods(&self) -> Result<Vec<String>> {
+        Ok(self.calls()?.into_iter().map(|(m, _)| short(&m)).collect())
+    }
+
+    /// Forget the calls so far (the next scenario step's calls are checked alone).
+    pub fn clear(&self) -> Result<()> {
+        std::fs::write(&self.log, "")?;
+        Ok(())
+    }
+}
+
+impl Drop for SeedPlugin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn libc_prctl_pdeathsig() -> i32 {
+    // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number is async-signal-safe.
+    unsafe { nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL as u64) }
+}
+
+fn libc_setns(fd: i32) -> i32 {
+    // SAFETY: setns on a valid namespace fd is async-signal-safe.
+    unsafe { nix::libc::setns(fd, nix::libc::CLONE_NEWNET) }
+}
+
+/// `NetworkDriver.Join` → `Join`.
+pub fn short(method: &str) -> String {
+    method.rsplit('.').next().unwrap_or(method).to_string()
+}
+
+pub fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    k.sort();
+    k
+}
+
+/// Links in the host's namespace whose name starts with `prefix`.
+pub fn host_links(host: &TestHost, prefix: &str) -> Result<Vec<String>> {
+    Ok(host
+        .links()?
+        .into_iter()
+        .filter(|l| l.starts_with(prefix))
+        .collect())
+}
+
+pub fn make_bridge(host: &TestHost, name: &str, cidr: &str) -> Result<()> {
+    host.in_host("ip", &["link", "add", name, "type", "bridge"])?
+        .expect_success()?;
+    host.in_host("ip", &["addr", "add", cidr, "dev", name])?
+        .expect_success()?;
+    host.in_host("ip", &["link", "set", name, "up"])?
+        .expect_success()?;
+    Ok(())
+}
+
+/// A plugin network `net` on bridge `br` (made here) for the plugin `name`.
+pub fn plugin_network(
+    host: &TestHost,
+    name: &str,
+    net: &str,
+    br: &str,
+    subnet: &str,
+) -> Result<()> {
+    let gw = subnet.replace(".0/24", ".1/24");
+    make_bridge(host, br, &gw)?;
+    host.ferry_ok(&[
+        "network",
+        "create",
+        "-d",
+        name,
+        "--subnet",
+        subnet,
+        "-o",
+        &format!("bridge={br}"),
+        net,
+    ])?;
+    Ok(())
+}
+
+/// Nothing of `sandbox` on `net` is left: no veth of the plugin's on the host, the
+/// sandbox is not on the network, and no address of the network is taken.
+pub fn expect_nothing_attached(host: &TestHost, net: &str) -> Result<()> {
+    let left = host_links(host, "veth-")?;
+    ensure!(left.is_empty(), "the plugin's veths are left: {left:?}");
+    let inspect = host.network_inspect(net)?;
+    let containers = &inspect["Containers"];
+    ensure!(
+        containers.as_object().is_none_or(|o| o.is_empty()),
+        "{net} still lists {containers}"
+    );
+    Ok(())
+}
+
+/// The independent IPAM plugin (Perl), in the host's namespace; killed by pid when dropped.
+pub struct PerlIpam {
+    child: Child,
+    log: PathBuf,
+    pub failfile: PathBuf,
+}
+
+impl PerlIpam {
+    pub fn start(host: &TestHost, sock: &Path, dir: &Path) -> Result<PerlIpam> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plugins/ipam_driver.pl");
+        let log = dir.join(format!("{}.calls", unique("ipam")));
+        let failfile = dir.join("ipam.fail");
+        let fd = host.netns()?.as_raw_fd();
+        let mut cmd = Command::new("perl");
+        cmd.arg(&script)
+            .arg(sock)
+            .arg(&log)
+            .arg(&failfile)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        // SAFETY: only async-signal-safe syscalls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc_prctl_pdeathsig() != 0 || libc_setns(fd) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().context("start perl ipam_driver.pl")?;
+        let p = PerlIpam {
+            child,
+            log,
+            failfile,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&p.log)
+            .unwrap_or_default()
+            .contains("ready")
+        {
+            if Instant::now() > deadline {
+                bail!("the IPAM plugin did not start listening within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(p)
+    }
+
+    pub fn calls(&self) -> Result<Vec<(String, Value)>> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut out = vec![];
+        for l in text.lines() {
+            let v: Value = serde_json::from_str(l)?;
+            if let Some(c) = v["call"].as_str() {
+                out.push((c.to_string(), v["body"].clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn methods(&self) -> Result<Vec<String>> {
+        Ok(self.calls()?.into_iter().map(|(m, _)| short(&m)).collect())
+    }
+
+    pub fn clear(&self) -> Result<()> {
+        std::fs::write(&self.log, "")?;
+        Ok(())
+    }
+
+    /// Wait (bounded) until the calls since the last clear are `want`: releases are
+    /// sent right after the commit that freed the address, not before the CLI returns.
+    pub fn expect_methods(&self, want: &[&str], what: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = self.methods()?;
+            if got == want {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{what}: the IPAM plugin got {got:?}, expected {want:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for PerlIpam {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,96 @@
+#!/usr/bin/perl
+# A libnetwork remote IPAM driver, written from the protocol notes
+# (docker-protocols.md, part A) and the recorded fixtures, not from ferry's code: a
+# second, independent reading of the contract. Perl core modules only.
+#
+# Usage: ipam_driver.pl SOCKET LOG [FAILFILE]
+# Hands out 10.66.0.0/24 when asked for no pool (gateway .1, addresses from .10 up, so a
+# test can tell its choice from ferry's), any requested pool otherwise. Each call is
+# appended to LOG as one JSON line {"call": ..., "body": ...}; while FAILFILE exists,
+# the method named in it answers {"Error": "refused by test"} (IPAM's error key).
+use strict;
+use warnings;
+use IO::Socket::UNIX;
+use JSON::PP;
+
+my ($sock_path, $log, $failfile) = @ARGV;
+my $json = JSON::PP->new->canonical;
+unlink $sock_path;
+my $server = IO::Socket::UNIX->new(Type => SOCK_STREAM, Local => $sock_path, Listen => 16)
+    or die "listen $sock_path: $!";
+my %pools;    # PoolID -> { net => "a.b.c", len => N, used => { ip => 1 } }
+
+sub note {
+    my ($entry) = @_;
+    open(my $fh, '>>', $log) or die "log: $!";
+    print $fh $json->encode($entry), "\n";
+    close $fh;
+}
+note({ ready => JSON::PP::true });
+
+sub answer {
+    my ($method, $body) = @_;
+    if ($failfile && -e $failfile) {
+        open(my $fh, '<', $failfile); my $m = <$fh> // ''; close $fh; chomp $m;
+        return { Error => "refused by test" } if $m eq $method;
+    }
+    return { Implements => ['IpamDriver'] } if $method eq 'Plugin.Activate';
+    return { RequiresMACAddress => JSON::PP::false, RequiresRequestReplay => JSON::PP::false }
+        if $method eq 'IpamDriver.GetCapabilities';
+    return { LocalDefaultAddressSpace => 'PerlLocal', GlobalDefaultAddressSpace => 'PerlGlobal' }
+        if $method eq 'IpamDriver.GetDefaultAddressSpaces';
+    if ($method eq 'IpamDriver.RequestPool') {
+        my $pool = $body->{Pool} || '10.66.0.0/24';
+        my ($net, $len) = $pool =~ m{^(\d+\.\d+\.\d+)\.\d+/(\d+)$}
+            or return { Error => "only /24 pools here, not $pool" };
+        my $id = "PerlLocal/$net.0/$len";
+        $pools{$id} = { net => $net, len => $len, used => {} };
+        return { PoolID => $id, Pool => "$net.0/$len", Data => {} };
+    }
+    if ($method eq 'IpamDriver.RequestAddress') {
+        my $p = $pools{ $body->{PoolID} } or return { Error => "no pool $body->{PoolID}" };
+        my $type = ($body->{Options} // {})->{RequestAddressType} // '';
+        my $want = $body->{Address} // '';
+        if ($want eq '') {
+            if ($type eq 'com.docker.network.gateway') { $want = "$p->{net}.1" }
+            else {
+                for my $i (10 .. 254) {
+                    next if $p->{used}{"$p->{net}.$i"};
+                    $want = "$p->{net}.$i";
+                    last;
+                }
+            }
+        }
+        return { Error => "$want is in use" } if $p->{used}{$want};
+        $p->{used}{$want} = 1;
+        return { Address => "$want/$p->{len}", Data => {} };
+    }
+    if ($method eq 'IpamDriver.ReleaseAddress') {
+        my $p = $pools{ $body->{PoolID} } or return {};
+        delete $p->{used}{ $body->{Address} };
+        return {};
+    }
+    if ($method eq 'IpamDriver.ReleasePool') {
+        delete $pools{ $body->{PoolID} };
+        return {};
+    }
+    return undef;
+}
+
+while (my $c = $server->accept) {
+    my ($line, %h) = (scalar <$c>);
+    next unless defined $line;
+    my ($path) = $line =~ m{^POST /(\S+) HTTP};
+    while (my $hl = <$c>) {
+        last if $hl =~ /^\r?\n$/;
+        $h{ lc $1 } = $2 if $hl =~ /^([^:]+):\s*(.*?)\r?\n$/;
+    }
+    my $raw = '';
+    read($c, $raw, $h{'content-length'}) if $h{'content-length'};
+    my $body = $raw =~ /\S/ ? $json->decode($raw) : undef;
+    note({ call => $path, body => $body });
+    my $ans = answer($path // '', $body // {});
+    my ($status, $out) = defined $ans ? ('200 OK', $json->encode($ans)) : ('404 Not Found', '404 page not found');
+    print $c "HTTP/1.1 $status\r\nContent-Length: " . length($out) . "\r\nConnection: close\r\n\r\n$out";
+    close $c;
+}
