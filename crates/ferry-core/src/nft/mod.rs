@@ -11,7 +11,10 @@
 //!   admits only replies and published ports); `subnets` maps a subnet
 //!   to its bridge (hairpin masquerade); `dns_gateways` pairs each user network's
 //!   gateway with its bridge, so sandboxes' queries to the embedded DNS are never caught
-//!   by a published port 53;
+//!   by a published port 53; `intra_dst` holds each ICC-on local bridge's subnet minus
+//!   its gateway, paired with the bridge: frames from the bridge to those addresses are
+//!   bridged, never routed, and are not tracked (see `render`; docs/PERFORMANCE.md has
+//!   what that saves and costs per packet);
 //! - `pub_any`: published ports open to every source on every host address, the common
 //!   case (`-p 8080:80`): a hash map protocol . host port → address . port, so adding
 //!   and deleting stay O(1) however many ports are published;
