@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import signal
 import statistics
 import subprocess
@@ -21,14 +22,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from tools import BUSYBOX, Cni, Docker, Ferry, Floor, Netavark, count_rules  # noqa: E402
+from tools import BUSYBOX, DP_PORT, Cni, Docker, Ferry, Floor, Netavark, count_rules  # noqa: E402
 from world import World, log, sh  # noqa: E402
 
 MODES = {
     # rounds of the attach/detach latency, scale sizes, rounds at each size,
     # data-plane rounds and seconds per iperf3 run
-    "quick": dict(rounds=10, sizes=[0, 100], scale_rounds=8, dp_rounds=5, dp_secs=3, parallel=100),
-    "full": dict(rounds=30, sizes=[0, 100, 1000], scale_rounds=20, dp_rounds=5, dp_secs=10, parallel=100),
+    "quick": dict(rounds=10, sizes=[0, 100], scale_rounds=8, dp_rounds=5, dp_secs=3, rr_secs=2, parallel=100),
+    "full": dict(rounds=30, sizes=[0, 100, 1000], scale_rounds=20, dp_rounds=5, dp_secs=10, rr_secs=5, parallel=100),
 }
 
 
@@ -305,10 +306,10 @@ class Bench:
         f = self.tools.get("ferry")
         if not f:
             return
-        rounds, secs = self.cfg["dp_rounds"], self.cfg["dp_secs"]
-        log(f"bench: data plane: {rounds} rounds of {secs}s iperf3 runs")
-        # The limit: a bare veth pair between two namespaces.
+        rounds, secs, rr_secs = self.cfg["dp_rounds"], self.cfg["dp_secs"], self.cfg["rr_secs"]
+        log(f"bench: data plane: {rounds} rounds of {secs} s iperf3 runs and {rr_secs} s sockperf ping-pongs")
         w = self.w
+        # The limit: a bare veth pair between two namespaces.
         w.netns("fb-vA")
         w.netns("fb-vB")
         sh(["ip", "-n", "fb-vA", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", "fb-vB"])
@@ -337,105 +338,155 @@ class Bench:
         w.go_home()
         peers = [(k, self.tools[k].dataplane_pair()) for k in ("netavark", "cni", "docker") if k in self.tools]
         servers = []
+
+        def serve(prefix, bind=None):
+            # iperf3 on its port (the same-network and masquerade paths) and on 80 (behind
+            # each contender's published port, the DNAT path), sockperf's TCP server.
+            b = ["-B", bind] if bind else []
+            for cmd in (["iperf3", "-s", *b], ["iperf3", "-s", "-p", "80", *b], ["sockperf", "sr", "--tcp", "-p", "11111"]):
+                servers.append(subprocess.Popen(prefix + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
         for ns, addr in (("fb-vA", "10.207.0.1"), ("fb-brA", "10.209.0.1"), ("fb-bnA", "10.211.0.1")):
-            w.enter(ns)
-            servers.append(subprocess.Popen(["iperf3", "-s", "-B", addr], stdout=subprocess.DEVNULL,
-                                            stderr=subprocess.DEVNULL))
-        w.go_home()
+            serve(["nsenter", f"--net=/run/netns/{ns}"], addr)
         for _, (srv, _, addr) in peers:
-            servers.append(subprocess.Popen(srv + ["iperf3", "-s", "-B", addr], stdout=subprocess.DEVNULL,
-                                            stderr=subprocess.DEVNULL))
-        w.on_cleanup("stop the iperf3 servers", lambda: [(p.kill(), p.wait()) for p in servers])
-        # ferry: two sandboxes on one bridge network.
+            serve(srv, addr)
+        w.on_cleanup("stop the data plane's servers", lambda: [(p.kill(), p.wait()) for p in servers])
+        # ferry: two sandboxes on one bridge network; the server publishes DP_PORT.
         sh(f.cli("network", "create", "--subnet", "10.208.0.0/16", "fbdp"))
-        f.run_sleeper("dpsrv", "fbdp", ["iperf3", "-s"])
+        sh(f.cli("run", "-d", "--name", "dpsrv", "--network", "fbdp", "-p", f"{DP_PORT}:80", "--", BUSYBOX, "sh",
+                 "-c", "iperf3 -s -p 80 & sockperf sr --tcp -p 11111 & exec iperf3 -s"))
         f.run_sleeper("dpcli", "fbdp")
         srv_ip = json.loads(sh(f.cli("inspect", "dpsrv")).stdout)[0]["NetworkSettings"]["Networks"]["fbdp"]["IPAddress"]
         time.sleep(0.5)
 
-        def iperf(prefix, addr):
-            r = sh(prefix + ["iperf3", "-c", addr, "-t", str(secs), "-J"], timeout=secs + 60)
-            return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
-
-        def ferry_nf_off(prefix, addr):
+        def ferry_nf_off(fn):
             # ferry's bridge with br_netfilter's calls off in ferryd's namespace, for this
-            # run only: the kernel state `ferryd --br-netfilter off` makes (ferry's firewall
-            # does not need them; see docs/usage.md).
-            f.enter()
-            set_bridge_nf("0")
-            w.go_home()
-            try:
-                return iperf(prefix, addr)
-            finally:
+            # run only: the kernel state `ferryd --br-netfilter off` makes.
+            def run(*a):
                 f.enter()
-                set_bridge_nf("1")
+                set_bridge_nf("0")
                 w.go_home()
+                try:
+                    return fn(*a)
+                finally:
+                    f.enter()
+                    set_bridge_nf("1")
+                    w.go_home()
+            return run
 
-        veth, bridge, plain, plain_nf0, bridge_nf0 = [], [], [], [], []
-        runs = [(veth, iperf, ["nsenter", "--net=/run/netns/fb-vB"], "10.207.0.1"),
-                (bridge, iperf, f.cli("exec", "dpcli", "--"), srv_ip),
-                (plain, iperf, ["nsenter", "--net=/run/netns/fb-brB"], "10.209.0.1"),
-                (plain_nf0, iperf, ["nsenter", "--net=/run/netns/fb-bnB"], "10.211.0.1"),
-                (bridge_nf0, ferry_nf_off, f.cli("exec", "dpcli", "--"), srv_ip)]
-        peer_gbps = {k: [] for k, _ in peers}
-        runs += [(peer_gbps[k], iperf, cli, ip) for k, (_, cli, ip) in peers]
-        for r in range(rounds):
+        ferry_cli = f.cli("exec", "dpcli", "--")
+        rows = [("veth", "bare veth pair between two namespaces (the limit)", ["nsenter", "--net=/run/netns/fb-vB"], "10.207.0.1"),
+                ("plain", "two namespaces on a plain bridge made with iproute2", ["nsenter", "--net=/run/netns/fb-brB"], "10.209.0.1"),
+                ("ferry", "two sandboxes on a ferry bridge", ferry_cli, srv_ip),
+                ("plain_nf0", "plain bridge, bridge-nf-call-*=0 in its namespace", ["nsenter", "--net=/run/netns/fb-bnB"], "10.211.0.1"),
+                ("ferry_nf0", "ferry bridge, bridge-nf-call-*=0 in ferryd's namespace (`--br-netfilter off`)", ferry_cli, srv_ip)]
+        rows += [(k, f"two containers on {self.tools[k].name}'s bridge (its own namespace, br_netfilter's calls on as "
+                     f"there)", cli, ip) for k, (_, cli, ip) in peers]
+        res = {k: dict(gbps=[], cpu=[], own_cpu=[], p50=[], p99=[], tps=[]) for k, *_ in rows}
+        for r in range(rounds + 1):
             # Every other round in reverse order, so that drift in the machine's load
-            # does not favour whichever path comes first.
-            for out, run, prefix, addr in (runs if r % 2 == 0 else runs[::-1]):
-                out.append(run(prefix, addr))
-
-        def per_round(xs):
-            return stats([x / v for x, v in zip(xs, veth)])
-
-        ratio, pratio = per_round(bridge), per_round(plain)
-        self.results["dataplane"] = dict(rounds=rounds, secs=secs, veth_gbps=veth, bridge_gbps=bridge,
-                                         plain_bridge_gbps=plain, plain_bridge_nf_off_gbps=plain_nf0,
-                                         bridge_nf_off_gbps=bridge_nf0,
-                                         **{f"{k}_bridge_gbps": v for k, v in peer_gbps.items()})
-        self.md.append(f"### Data plane: iperf3 TCP, {rounds} rounds of {secs} s, one stream\n")
-        self.md.append("| path | Gbit/s | × bare veth |")
-        self.md.append("|---|---|---|")
-        self.md.append(f"| bare veth pair between two namespaces (the limit) | {fmt(stats(veth), digits=2)} | 1 |")
-        self.md.append(f"| two namespaces on a plain bridge made with iproute2 | {fmt(stats(plain), digits=2)} | "
-                       f"{fmt(pratio, digits=3)} |")
-        self.md.append(f"| two sandboxes on a ferry bridge | {fmt(stats(bridge), digits=2)} | {fmt(ratio, digits=3)} |")
-        self.md.append(f"| plain bridge, bridge-nf-call-iptables=0 in its namespace | "
-                       f"{fmt(stats(plain_nf0), digits=2)} | {fmt(per_round(plain_nf0), digits=3)} |")
-        self.md.append(f"| ferry bridge, bridge-nf-call-*=0 in ferryd's namespace (`--br-netfilter off`) | "
-                       f"{fmt(stats(bridge_nf0), digits=2)} | {fmt(per_round(bridge_nf0), digits=3)} |")
-        for k, got in peer_gbps.items():
-            self.md.append(f"| two containers on {self.tools[k].name}'s bridge (in its own namespace, br_netfilter's "
-                           f"calls on as there) | {fmt(stats(got), digits=2)} | {fmt(per_round(got), digits=3)} |")
-        # ferry always publishes ports (Ferry.setup fails otherwise).
-        self.md.append("| through a published port | see below | |")
+            # does not favour whichever path comes first; round 0 is a warm-up.
+            for k, _, prefix, addr in (rows if r % 2 == 0 else rows[::-1]):
+                ip_fn, rr_fn = (ferry_nf_off(iperf), ferry_nf_off(rr)) if k == "ferry_nf0" else (iperf, rr)
+                t = ip_fn(prefix, addr, 5201, secs)
+                lat = rr_fn(prefix, addr, rr_secs)
+                if r == 0:
+                    continue
+                for m, v in {**t, **lat}.items():
+                    res[k][m].append(v)
+        self.results["dataplane"] = dict(rounds=rounds, secs=secs, rr_secs=rr_secs, paths=res)
+        label = {k: lab for k, lab, *_ in rows}
+        self.md.append(f"### Data plane, same network: {rounds} rounds (after a warm-up) of a {secs} s iperf3 TCP "
+                       f"stream and a {rr_secs} s sockperf TCP ping-pong (64 B) per path\n")
+        self.md.append("Medians (min–max) over the rounds. Gbit/s is one stream; CPU is busy CPU-seconds per Gbit "
+                       "transferred, from /proc/stat over the iperf3 run (the whole machine: other load counts), and "
+                       "iperf3's own sender+receiver CPU per Gbit (its processes only, softirq work done in their "
+                       "context included); round trip in µs at p50 and p99.\n")
+        self.md.append("| path | Gbit/s | × bare veth | CPU s/Gbit (/proc/stat) | iperf3's CPU s/Gbit | RTT p50 µs | "
+                       "RTT p99 µs |")
+        self.md.append("|---|---|---|---|---|---|---|")
+        veth = res["veth"]["gbps"]
+        for k, *_ in rows:
+            x = res[k]
+            self.md.append(f"| {label[k]} | {fmt(stats(x['gbps']), digits=2)} | "
+                           f"{fmt(stats([a / v for a, v in zip(x['gbps'], veth)]), digits=3)} | "
+                           f"{fmt(stats(x['cpu']), digits=3)} | {fmt(stats(x['own_cpu']), digits=3)} | "
+                           f"{fmt(stats(x['p50']), digits=1)} | {fmt(stats(x['p99']), digits=1)} |")
         self.md.append("")
-        for k, got in peer_gbps.items():
-            vs = stats([x / p for x, p in zip(bridge, got)])
-            vs_off = stats([x / p for x, p in zip(bridge_nf0, got)])
-            self.md.append(f"ferry's bridge against {self.tools[k].name}'s, per round: {fmt(vs, digits=3)} "
-                           f"(with `--br-netfilter off`: {fmt(vs_off, digits=3)}).\n")
-        self.dataplane_port(f, secs, rounds, veth)
+        self.md.append("ferry against each, per round (throughput: ferry ÷ other, goal ≥ 1; CPU per Gbit and round "
+                       "trip: ferry ÷ other, goal ≤ 1; the goal against the plain bridge is ≥ 0.95 and ≤ 1/0.95):\n")
+        self.md.append("| ferry ÷ | Gbit/s | CPU/Gbit (/proc/stat) | iperf3's CPU/Gbit | RTT p50 | RTT p99 |")
+        self.md.append("|---|---|---|---|---|---|")
+        for mine, other in [("ferry", "plain"), ("ferry_nf0", "plain_nf0")] + [("ferry", k) for k, _ in peers]:
+            cells = [fmt(stats([a / b for a, b in zip(res[mine][m], res[other][m])]), digits=3)
+                     for m in ("gbps", "cpu", "own_cpu", "p50", "p99")]
+            self.md.append(f"| {label[mine]} ÷ {label[other]} | " + " | ".join(cells) + " |")
+        self.md.append("")
+        self.dataplane_routed(f, peers, secs, rr_secs, rounds)
 
-    def dataplane_port(self, f, secs, rounds, veth):
-        # Server on port 80 in a sandbox that publishes 8081:80; client in ferryd's
-        # namespace, to the network's gateway address (the "host" side of the bridge).
-        try:
-            f.run_sleeper("dpport", "fbdp", ["iperf3", "-s", "-p", "80"])
-            sh(f.cli("network", "disconnect", "fbdp", "dpport"))
-            sh(f.cli("network", "connect", "--publish", "8081:80", "fbdp", "dpport"))
-            time.sleep(0.5)
-            f.enter()
-            got = []
-            for _ in range(rounds):
-                r = sh(["iperf3", "-c", "10.208.0.1", "-p", "8081", "-t", str(secs), "-J"], timeout=secs + 60)
-                got.append(json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9)
-            self.w.go_home()
-            self.md.append(f"Through published port 8081→80 (client in ferryd's namespace to the gateway): "
-                           f"{fmt(stats(got), digits=2)} Gbit/s.\n")
-        except Exception as e:  # the firewall is young: report, do not lose the run
-            self.w.go_home()
-            self.md.append(f"Through a published port: failed: `{e}`\n")
+    def dataplane_routed(self, f, peers, secs, rr_secs, rounds):
+        """Routed paths: out through masquerade (a sandbox to a peer namespace joined to the
+        contender's host namespace by a veth pair) and in through DNAT (that peer to the
+        server's published port at the host's address on the link), for ferry and each peer
+        in the same rounds."""
+        w = self.w
+        # (key, host namespace, the server's client-side prefix for masquerade)
+        who = [("ferry", f.host, f.cli("exec", "dpcli", "--"))]
+        who += [(k, self.tools[k].host, cli) for k, (_, cli, _) in peers]
+        servers = []
+        links = {}
+        for i, (k, host, _) in enumerate(who):
+            up = f"fb-up{i}"
+            w.netns(up)
+            sh(["ip", "-n", host, "link", "add", "fbup0", "type", "veth", "peer", "name", "eth0", "netns", up])
+            sh(["ip", "-n", host, "addr", "add", f"172.30.{i}.1/24", "dev", "fbup0"])
+            sh(["ip", "-n", host, "link", "set", "fbup0", "up"])
+            sh(["ip", "-n", up, "addr", "add", f"172.30.{i}.2/24", "dev", "eth0"])
+            sh(["ip", "-n", up, "link", "set", "eth0", "up"])
+            pre = ["nsenter", f"--net=/run/netns/{up}"]
+            for cmd in (["iperf3", "-s"], ["sockperf", "sr", "--tcp", "-p", "11111"]):
+                servers.append(subprocess.Popen(pre + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            links[k] = (pre, f"172.30.{i}.1", f"172.30.{i}.2")
+        w.on_cleanup("stop the routed paths' servers", lambda: [(p.kill(), p.wait()) for p in servers])
+        time.sleep(0.5)
+        res = {(k, p): dict(gbps=[], cpu=[], own_cpu=[], p50=[], p99=[], tps=[]) for k, *_ in who
+               for p in ("masq", "dnat")}
+        for r in range(rounds + 1):
+            for k, _, cli in (who if r % 2 == 0 else who[::-1]):
+                up, host_ip, peer_ip = links[k]
+                got = {("masq"): {**iperf(cli, peer_ip, 5201, secs), **rr(cli, peer_ip, rr_secs)},
+                       ("dnat"): iperf(up, host_ip, DP_PORT, secs)}
+                if r == 0:
+                    continue
+                for p, t in got.items():
+                    for m, v in t.items():
+                        res[(k, p)][m].append(v)
+        self.results["dataplane_routed"] = {f"{k}/{p}": v for (k, p), v in res.items()}
+        name = {"ferry": "ferry", **{k: self.tools[k].name for k, _ in peers}}
+        self.md.append(f"### Data plane, routed: {rounds} rounds (after a warm-up), the same runs\n")
+        self.md.append("Out: a sandbox to a peer namespace joined to the contender's namespace by a veth pair, "
+                       "through its masquerade. In: that peer to the server's published port "
+                       f"({DP_PORT}→80) at the host's address on the link, through its DNAT (dockerd's "
+                       "docker-proxy is not on this path: the peer is not the host's loopback).\n")
+        self.md.append("| contender, path | Gbit/s | CPU s/Gbit (/proc/stat) | iperf3's CPU s/Gbit | RTT p50 µs | RTT p99 µs |")
+        self.md.append("|---|---|---|---|---|---|")
+        for (k, p), x in res.items():
+            lat = (f"{fmt(stats(x['p50']), digits=1)} | {fmt(stats(x['p99']), digits=1)}" if x["p50"] else "— | —")
+            self.md.append(f"| {name[k]}, {'out (masquerade)' if p == 'masq' else 'in (DNAT)'} | "
+                           f"{fmt(stats(x['gbps']), digits=2)} | {fmt(stats(x['cpu']), digits=3)} | "
+                           f"{fmt(stats(x['own_cpu']), digits=3)} | {lat} |")
+        self.md.append("")
+        self.md.append("ferry ÷ each peer, per round (Gbit/s: goal ≥ 1; CPU and round trip: goal ≤ 1):\n")
+        self.md.append("| path | ferry ÷ | Gbit/s | CPU/Gbit (/proc/stat) | iperf3's CPU/Gbit | RTT p50 | RTT p99 |")
+        self.md.append("|---|---|---|---|---|---|---|")
+        for p in ("masq", "dnat"):
+            for k, _ in peers:
+                a, b = res[("ferry", p)], res[(k, p)]
+                cells = [fmt(stats([x / y for x, y in zip(a[m], b[m])]), digits=3) if a[m] else "—"
+                         for m in ("gbps", "cpu", "own_cpu", "p50", "p99")]
+                self.md.append(f"| {'out (masquerade)' if p == 'masq' else 'in (DNAT)'} | {name[k]} | "
+                               + " | ".join(cells) + " |")
+        self.md.append("")
 
     def dns(self):
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -451,6 +502,47 @@ class Bench:
         if r.returncode != 0:
             self.md.append(f"\nbench/dns/run failed (exit {r.returncode}): `{r.stderr.strip()[-500:]}`")
         self.md.append("")
+
+
+def busy_cpu_s():
+    """The machine's busy CPU-seconds so far (user, nice, system, irq, softirq), /proc/stat."""
+    with open("/proc/stat") as fh:
+        v = [int(x) for x in fh.readline().split()[1:8]]
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def iperf(prefix, addr, port, secs):
+    """One iperf3 TCP stream: Gbit/s, the machine's busy CPU-seconds per Gbit over the run,
+    and iperf3's own (sender + receiver) CPU-seconds per Gbit."""
+    c0 = busy_cpu_s()
+    r = sh(prefix + ["iperf3", "-c", addr, "-p", str(port), "-t", str(secs), "-J"], timeout=secs + 60)
+    c1 = busy_cpu_s()
+    end = json.loads(r.stdout)["end"]
+    rx = end["sum_received"]
+    gbit = rx["bytes"] * 8 / 1e9
+    own = end["cpu_utilization_percent"]
+    own_s = (own["host_total"] + own["remote_total"]) / 100 * rx["seconds"]
+    return dict(gbps=rx["bits_per_second"] / 1e9, cpu=(c1 - c0) / gbit, own_cpu=own_s / gbit)
+
+
+def rr(prefix, addr, secs):
+    """A sockperf TCP ping-pong of 64-byte messages: round trip p50 and p99 (µs) and
+    exchanges per second."""
+    r = sh(prefix + ["sockperf", "ping-pong", "--tcp", "-i", addr, "-p", "11111", "-t", str(secs), "-m", "64",
+                     "--full-rtt"], timeout=secs + 60)
+    out = r.stdout + r.stderr
+    pct = {}
+    tps = None
+    for ln in out.splitlines():
+        m = re.search(r"percentile\s+([\d.]+)\s*=\s*([\d.]+)", ln)
+        if m:
+            pct[m.group(1)] = float(m.group(2))
+        m = re.search(r"RunTime=([\d.]+) sec; SentMessages=\d+; ReceivedMessages=(\d+)", ln)
+        if m:
+            tps = int(m.group(2)) / float(m.group(1))
+    if "50.000" not in pct or "99.000" not in pct or not tps:
+        raise RuntimeError(f"sockperf to {addr}: no percentiles in its output: {out[-300:]!r}")
+    return dict(p50=pct["50.000"], p99=pct["99.000"], tps=tps)
 
 
 def alternate(cases, r):

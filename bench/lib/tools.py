@@ -21,6 +21,7 @@ NETAVARK = "/usr/lib/podman/netavark"
 CNI_PATH = "/usr/lib/cni"
 BUSYBOX = "/bin/busybox"
 PORT = 8080  # the measured endpoint's published host port
+DP_PORT = 18090  # the data plane's server, published to port 80 (the DNAT path)
 
 
 def timed(args, stdin=None, env=None, timeout=120):
@@ -198,7 +199,7 @@ class Netavark(Tool):
         for i, (ns, ip) in enumerate(zip(("fb-nvdA", "fb-nvdB"), ips)):
             self.w.netns(ns)
             self.enter()
-            o = self.options(cid=f"{0xd0 + i:064x}", name=f"dp{i}", ip=ip, port=None)
+            o = self.options(cid=f"{0xd0 + i:064x}", name=f"dp{i}", ip=ip, port=DP_PORT if i == 0 else None)
             timed([NETAVARK, "--config", self.cfg, "setup", f"/run/netns/{ns}"], stdin=o)
         self.w.go_home()
         return ["nsenter", "--net=/run/netns/fb-nvdA"], ["nsenter", "--net=/run/netns/fb-nvdB"], ips[0]
@@ -260,6 +261,8 @@ class Cni(Tool):
             self.enter()
             _, r = timed([f"{CNI_PATH}/bridge"], stdin=self.bridge_conf, env=self.env("ADD", ns, f"/run/netns/{ns}"))
             addrs.append(json.loads(r.stdout)["ips"][0]["address"].split("/")[0])
+            if ns == "fb-cndA":  # the server publishes DP_PORT -> 80 (portmap after bridge)
+                timed([f"{CNI_PATH}/portmap"], stdin=self.pm_conf(r.stdout, DP_PORT), env=self.env("ADD", ns, f"/run/netns/{ns}"))
         self.w.go_home()
         return ["nsenter", "--net=/run/netns/fb-cndA"], ["nsenter", "--net=/run/netns/fb-cndB"], addrs[0]
 
@@ -489,8 +492,9 @@ class Docker(Tool):
         is busybox)."""
         pids, ip = [], None
         for name in ("dpA", "dpB"):
-            sh(self.cli("run", "-d", *self.mark, "--name", name, "--network", "fbnet", "fbench/busybox:1", "sleep",
-                        "1000000"))
+            extra = ["-p", f"{DP_PORT}:80"] if name == "dpA" else []  # the DNAT path's server
+            sh(self.cli("run", "-d", *self.mark, "--name", name, "--network", "fbnet", *extra, "fbench/busybox:1",
+                        "sleep", "1000000"))
             info = json.loads(sh(self.cli("inspect", name)).stdout)[0]
             pids.append(str(info["State"]["Pid"]))
             ip = ip or info["NetworkSettings"]["Networks"]["fbnet"]["IPAddress"]

@@ -11,7 +11,10 @@
 //!   admits only replies and published ports); `subnets` maps a subnet
 //!   to its bridge (hairpin masquerade); `dns_gateways` pairs each user network's
 //!   gateway with its bridge, so sandboxes' queries to the embedded DNS are never caught
-//!   by a published port 53;
+//!   by a published port 53; `intra_dst` holds each ICC-on local bridge's subnet minus
+//!   its gateway, paired with the bridge: frames from the bridge to those addresses are
+//!   bridged, never routed, and are not tracked (see `render`; docs/PERFORMANCE.md has
+//!   what that saves and costs per packet);
 //! - `pub_any`: published ports open to every source on every host address, the common
 //!   case (`-p 8080:80`): a hash map protocol . host port → address . port, so adding
 //!   and deleting stay O(1) however many ports are published;
@@ -61,10 +64,13 @@ pub enum SetName {
     TunnelPorts,
     /// The hosts of the cluster: the only sources tunnel packets are taken from.
     TunnelPeers,
+    /// Each ICC-on local bridge's subnet, its gateway left out, paired with the bridge:
+    /// packets from the bridge to these addresses never leave it and are not tracked.
+    IntraDst,
 }
 
 impl SetName {
-    pub const ALL: [SetName; 12] = [
+    pub const ALL: [SetName; 13] = [
         SetName::Bridges,
         SetName::Internal,
         SetName::Masq,
@@ -77,6 +83,7 @@ impl SetName {
         SetName::NoIccPorts,
         SetName::TunnelPorts,
         SetName::TunnelPeers,
+        SetName::IntraDst,
     ];
     /// `inet ferry bridges`: what follows `add element`.
     pub fn path(self) -> &'static str {
@@ -93,6 +100,7 @@ impl SetName {
             SetName::NoIccPorts => "bridge ferry noicc_ports",
             SetName::TunnelPorts => "inet ferry tunnel_ports",
             SetName::TunnelPeers => "inet ferry tunnel_peers",
+            SetName::IntraDst => "inet ferry intra_dst",
         }
     }
 }
@@ -234,6 +242,13 @@ pub fn network_elements(n: &Network) -> Elements {
     if b.icc {
         e.put(SetName::Intra, format!("{name} . {name}"), None);
     }
+    // Only a local bridge's: an overlay's bridge has a VXLAN port, through which its
+    // traffic leaves the host, and that stays tracked as before.
+    if b.icc && n.driver() == crate::model::Driver::Bridge {
+        for range in intra_ranges(pool.subnet.trunc(), pool.gateway) {
+            e.put(SetName::IntraDst, format!("{range} . {name}"), None);
+        }
+    }
     e.put(
         SetName::Subnets,
         format!("{} . {name}", pool.subnet.trunc()),
@@ -252,6 +267,32 @@ pub fn network_elements(n: &Network) -> Elements {
         e.put(SetName::Masq, name, None);
     }
     e
+}
+
+/// `subnet` without `gateway`, as nftables ranges (`a-b`, or `a` alone): the addresses a
+/// packet arriving on the bridge is bridged to rather than routed.
+fn intra_ranges(subnet: ipnet::Ipv4Net, gateway: std::net::Ipv4Addr) -> Vec<String> {
+    let (first, last) = (u32::from(subnet.network()), u32::from(subnet.broadcast()));
+    let gw = u32::from(gateway);
+    let range = |a: u32, b: u32| match a == b {
+        true => std::net::Ipv4Addr::from(a).to_string(),
+        false => format!(
+            "{}-{}",
+            std::net::Ipv4Addr::from(a),
+            std::net::Ipv4Addr::from(b)
+        ),
+    };
+    if !(first..=last).contains(&gw) {
+        return vec![range(first, last)];
+    }
+    let mut out = vec![];
+    if gw > first {
+        out.push(range(first, gw - 1));
+    }
+    if gw < last {
+        out.push(range(gw + 1, last));
+    }
+    out
 }
 
 /// What one endpoint puts in the sets: its published ports, and its host end when its

@@ -11,7 +11,7 @@ use std::fmt::Write;
 use super::{Delta, Elements, SetName, ACCEPT_MARK};
 
 /// `(name, declaration)` of each set and map.
-const SETS: [(SetName, &str); 12] = [
+const SETS: [(SetName, &str); 13] = [
     (SetName::Bridges, "type ifname;"),
     (SetName::Internal, "type ifname;"),
     (SetName::Masq, "type ifname;"),
@@ -33,6 +33,10 @@ const SETS: [(SetName, &str); 12] = [
     (SetName::NoIccPorts, "type ifname;"),
     (SetName::TunnelPorts, "type inet_service;"),
     (SetName::TunnelPeers, "type ipv4_addr;"),
+    (
+        SetName::IntraDst,
+        "type ipv4_addr . ifname; flags interval;",
+    ),
 ];
 
 /// `(table, chain, base-chain spec or "")` of each chain ferry owns (not `user`).
@@ -135,6 +139,21 @@ pub fn skeleton_rules(o: Options) -> Vec<(&'static str, &'static str, String)> {
         // 127.0.0.1 bindings) and from the host itself.
         (i, "prerouting", "ip daddr 127.0.0.0/8 return".into()),
         (i, "prerouting", "fib daddr type local jump publish".into()),
+        // Traffic that never leaves an ICC-on local bridge is not tracked. With br_netfilter
+        // on, every frame bridged between two sandboxes walks the IPv4 hooks of this
+        // namespace; nothing ferry decides about it needs state (`intra` accepts it
+        // whatever its state), and tracking it costs every such frame a conntrack
+        // lookup, TCP window tracking, the NAT hooks' lookups and a confirm. The set
+        // holds the subnet minus the gateway, so what is routed (to the gateway: DNS,
+        // the host, a published port's hairpin) is tracked as before, and so is
+        // anything from another interface (the direct-routing guard, isolation), on an
+        // ICC-off bridge, or on an overlay's (whose frames leave through VXLAN). First in
+        // the chain, and terminal: such a frame meets no other rule here.
+        (
+            i,
+            "dns_in",
+            "ip daddr . iifname @intra_dst notrack accept".into(),
+        ),
         // Queries to the embedded DNS and its answers are not tracked (as Kubernetes'
         // NodeLocal DNSCache does): each lookup from a new source port would otherwise
         // cost a conntrack entry kept for 30 s (resolvers in busy sandboxes fill the

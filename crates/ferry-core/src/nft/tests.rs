@@ -260,6 +260,29 @@ fn icc_off_bridges_are_not_in_intra_and_intra_traffic_carries_the_accept_mark() 
 }
 
 #[test]
+fn traffic_within_an_icc_on_bridge_is_untracked_but_not_to_its_gateway_nor_on_icc_off() {
+    let net = user_net("loud", "10.7.0.0/24", false, &[]);
+    let br = net.bridge().unwrap().name.to_string();
+    let e = desired([&net, &quiet_net()], []);
+    // The subnet without its gateway (10.7.0.1), for that bridge only; nothing for the
+    // ICC-off network.
+    assert_eq!(
+        keys(&e, SetName::IntraDst),
+        vec![
+            format!("10.7.0.0 . \"{br}\""),
+            format!("10.7.0.2-10.7.0.255 . \"{br}\""),
+        ]
+    );
+    let s = full(&e, Default::default());
+    let rule = "add rule inet ferry dns_in ip daddr . iifname @intra_dst notrack accept";
+    let first_dns_in = s
+        .lines()
+        .find(|l| l.starts_with("add rule inet ferry dns_in"));
+    assert_eq!(first_dns_in, Some(rule), "the untracked path comes first");
+    assert!(s.contains("add set inet ferry intra_dst { type ipv4_addr . ifname; flags interval; }"));
+}
+
+#[test]
 fn the_forwarding_guard_is_there_only_when_ferry_turned_forwarding_on() {
     let guard = "iifname != @bridges oifname != @bridges drop";
     let e = Elements::default();

@@ -1,0 +1,192 @@
+//! The data plane's fast paths do not outlive the decisions they skip.
+//!
+//! Traffic that never leaves an ICC-on bridge is not tracked (`intra_dst` in
+//! crates/ferry-core/src/nft/render.rs), and a fast path of any kind keeps a flow going
+//! without asking the rules again. So a flow established before a `network disconnect`
+//! must stop at the disconnect — bridged within the network, and routed to a published
+//! port through DNAT — while flows on the same bridge that were not touched go on (the
+//! controls). Each flow is one long-lived TCP connection carrying a line echoed back,
+//! exchanged before and after the disconnect from the same socket.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use ferry_testkit::{host_or_skip, unique, TestHost};
+
+/// A threaded line-echo server on TCP port 80.
+const ECHO_SERVER: &str = "\
+import socketserver
+class H(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            self.wfile.write(line)
+            self.wfile.flush()
+class S(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+S(('0.0.0.0', 80), H).serve_forever()
+";
+
+/// One connection to IP PORT, kept: each line read on stdin is sent and its echo awaited
+/// (2 s); prints `ok`, or `dead` and why.
+const FLOW_CLIENT: &str = "\
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+s.settimeout(2)
+f = s.makefile('rb')
+print('connected', flush=True)
+for line in sys.stdin:
+    try:
+        s.sendall(line.encode())
+        got = f.readline()
+        print('ok' if got == line.encode() else 'dead: answer %r' % got, flush=True)
+    except Exception as e:
+        print('dead: %s' % type(e).__name__, flush=True)
+        break
+";
+
+/// A flow: the client process and its answers.
+struct Flow {
+    what: String,
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+    n: u32,
+}
+
+impl Flow {
+    /// Start `FLOW_CLIENT` under `prefix` (the command that enters the client's namespace).
+    fn open(what: &str, prefix: &[&str], ip: &str, port: u16) -> Result<Flow> {
+        let mut child = Command::new(prefix[0])
+            .args(&prefix[1..])
+            .args(["python3", "-u", "-c", FLOW_CLIENT, ip, &port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("{what}: start the client"))?;
+        let stdin = child.stdin.take().context("client stdin")?;
+        let out = child.stdout.take().context("client stdout")?;
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(|l| l.ok()) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let f = Flow {
+            what: what.to_string(),
+            child,
+            stdin,
+            lines,
+            n: 0,
+        };
+        let first = f.next_line(Duration::from_secs(10))?;
+        ensure!(first == "connected", "{what}: {first}");
+        Ok(f)
+    }
+
+    fn next_line(&self, within: Duration) -> Result<String> {
+        self.lines
+            .recv_timeout(within)
+            .with_context(|| format!("{}: no word from the client", self.what))
+    }
+
+    /// One exchange on the connection: Ok(true) if the line came back.
+    fn exchange(&mut self) -> Result<bool> {
+        self.n += 1;
+        if writeln!(self.stdin, "line {}", self.n).is_err() {
+            return Ok(false); // the client ended: the flow is gone
+        }
+        let _ = self.stdin.flush();
+        match self.lines.recv_timeout(Duration::from_secs(6)) {
+            Ok(l) => Ok(l == "ok"),
+            Err(_) => Ok(false),
+        }
+    }
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// nsenter's argument that enters sandbox `id`'s network namespace (its pin).
+fn nsenter_sandbox(host: &TestHost, id: &str, name: &str) -> Result<String> {
+    let pin = host.exec_root().join("netns").join(&id[..12]);
+    ensure!(
+        pin.exists(),
+        "no namespace pin for {name} at {}",
+        pin.display()
+    );
+    Ok(format!("--net={}", pin.display()))
+}
+
+#[test]
+fn a_flow_established_before_network_disconnect_stops_at_the_disconnect() -> Result<()> {
+    let host = host_or_skip!();
+    let peer = host.add_peer("10.94.0.1/24", "10.94.0.2/24")?;
+    let net = unique("n");
+    // ICC on: bridged traffic between srv, ctl and cli takes the untracked path.
+    host.create_network(&net, &["--subnet", "10.93.0.0/24"])?;
+    let echo = ["python3", "-c", ECHO_SERVER];
+    host.run_detached("srv", &["--network", &net, "-p", "8090:80"], &echo)?;
+    host.run_detached("ctl", &["--network", &net, "-p", "8091:80"], &echo)?;
+    let cli_id = host.run_idle("cli", &["--network", &net])?;
+    let (srv, ctl) = (host.ip_of("srv", &net)?, host.ip_of("ctl", &net)?);
+    let cli_ns = nsenter_sandbox(&host, &cli_id, "cli")?;
+    let in_cli = ["nsenter", cli_ns.as_str()];
+    let in_peer = ["ip", "netns", "exec", peer.netns.as_str()];
+
+    // The servers may still be starting: retry the first connection for a while.
+    let open = |what: &str, prefix: &[&str], ip: &str, port: u16| -> Result<Flow> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match Flow::open(what, prefix, ip, port) {
+                Ok(f) => return Ok(f),
+                Err(e) if std::time::Instant::now() > deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    };
+    let mut bridged = open("cli → srv (bridged)", &in_cli, &srv, 80)?;
+    let mut bridged_ctl = open("cli → ctl (bridged, control)", &in_cli, &ctl, 80)?;
+    let mut dnat = open("peer → srv's port (DNAT)", &in_peer, &peer.host_ip, 8090)?;
+    let mut dnat_ctl = open(
+        "peer → ctl's port (DNAT, control)",
+        &in_peer,
+        &peer.host_ip,
+        8091,
+    )?;
+    // Several exchanges each, so any fast path has seen the flows established.
+    for _ in 0..3 {
+        for f in [&mut bridged, &mut bridged_ctl, &mut dnat, &mut dnat_ctl] {
+            ensure!(f.exchange()?, "{}: no echo before the disconnect", f.what);
+        }
+    }
+
+    host.ferry_ok(&["network", "disconnect", &net, "srv"])?;
+
+    for f in [&mut bridged, &mut dnat] {
+        if f.exchange()? {
+            bail!(
+                "{}: the flow still carries data after the disconnect",
+                f.what
+            );
+        }
+    }
+    // Controls: the untouched flows on the same bridge and through the same DNAT rules
+    // still answer, on the same connections.
+    for f in [&mut bridged_ctl, &mut dnat_ctl] {
+        ensure!(f.exchange()?, "{}: no echo after srv's disconnect", f.what);
+    }
+    drop((bridged, bridged_ctl, dnat, dnat_ctl));
+    drop(peer);
+    host.finish()
+}
