@@ -2,6 +2,8 @@
 //! only quoting the input back), and changes nothing — `ferry network ls`, `ferry ps -a` and
 //! the host's links read the same after.
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use anyhow::{ensure, Result};
 use ferry_testkit::{host_or_skip, unique, Output, TestHost, BUSYBOX};
 

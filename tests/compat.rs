@@ -4,6 +4,8 @@
 //! network rules; and side by side with a real dockerd 20.10, the same commands
 //! answered byte for byte, with the few accepted differences listed and reasoned.
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};

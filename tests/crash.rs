@@ -22,6 +22,8 @@
 //! choices and delays (what a race decides may still differ). `FERRY_CRASH_KILLS` sets the
 //! number of kills (36 by default, for CI; `FERRY_CRASH_KILLS=200` is the full run).
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

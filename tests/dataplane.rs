@@ -8,6 +8,8 @@
 //! controls). Each flow is one long-lived TCP connection carrying a line echoed back,
 //! exchanged before and after the disconnect from the same socket.
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};

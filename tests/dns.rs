@@ -3,6 +3,8 @@
 //! namespace for exact answer codes and timing). Forwarding goes to a fake upstream that the
 //! test runs on loopback in ferryd's throwaway namespace; nothing leaves the machine.
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use anyhow::{ensure, Context, Result};
 use ferry_testkit::{host_or_skip, unique, At, TestHost, BUSYBOX};
 use hickory_proto::op::{Message, MessageType, Query, ResponseCode};

@@ -1,6 +1,8 @@
 //! The real docker CLI (docker 28, API negotiated down to 1.41) pointed at ferryd with
 //! DOCKER_HOST: networks and sandboxes are managed and seen as on dockerd.
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use anyhow::{ensure, Context, Result};
 use ferry_testkit::{host_or_skip, is_full_id, scenario_name, unique, DockerCli};
 

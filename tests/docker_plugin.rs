@@ -4,6 +4,8 @@
 //! reaches ferryd's plugin socket. Containers run a local image imported from Debian's
 //! static busybox.
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use anyhow::{ensure, Context, Result};
 use ferry_testkit::{
     find_dockerd_or_skip, host_or_skip, scenario_name, unique, DockerCli, Dockerd, TestHost, IMAGE,

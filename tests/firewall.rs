@@ -10,6 +10,8 @@
 //! the same client reaching something. Peers are namespaces joined to the test host by a
 //! veth pair.
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use anyhow::{ensure, Result};
 use ferry_testkit::{host_or_skip, unique, At, NoReach, TestHost, BUSYBOX};
 

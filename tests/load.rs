@@ -6,6 +6,8 @@
 //! Sizes are bounded for CI; `FERRY_LOAD_FULL=1` runs the full sizes (200 dynamic +
 //! 50 static attaches, and the /24 filled too).
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use std::collections::BTreeSet;
 use std::time::Instant;
 

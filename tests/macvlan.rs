@@ -8,6 +8,8 @@
 //! real namespace with a server of its own. Every refusal has its control in the same
 //! setup.
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use anyhow::{ensure, Result};
 use ferry_testkit::{host_or_skip, unique, At, NoReach, TestHost};
 

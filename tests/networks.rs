@@ -5,6 +5,8 @@
 //! Each test builds its own TestHost (ferryd in a throwaway network namespace) and proves
 //! reachability with a real TCP request and its reply (busybox httpd ← an HTTP request over busybox nc).
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use anyhow::{ensure, Result};
 use ferry_testkit::{host_or_skip, unique, At, NoReach};
 use std::collections::BTreeSet;

@@ -1,6 +1,8 @@
 //! Networks across hosts: overlays on etcd. Each scenario builds a [`TestCluster`]: host
 //! namespaces on an underlay bridge, a real etcd on it, one ferryd per host.
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};

@@ -9,6 +9,8 @@
 //! ferryd is pointed at the test's own plugin directories with `--plugin-sockets` and
 //! `--plugin-specs`, never /run/docker/plugins or /etc/docker/plugins.
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use anyhow::{ensure, Context, Result};
 use ferry_testkit::{At, TestHost};
 use std::time::{Duration, Instant};

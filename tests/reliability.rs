@@ -3,6 +3,8 @@
 //! would, then proves with real traffic (not by listing rules) that ferry repairs it, or
 //! that ferry refuses what it must and leaves what it did not make alone.
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;

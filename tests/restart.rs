@@ -2,6 +2,8 @@
 //! network namespace, keeps every network and sandbox, leaves the running sandboxes talking,
 //! and rebuilds its allocations from the store (moby/moby#27404, #49781).
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use anyhow::{ensure, Result};
 use ferry_testkit::{host_or_skip, unique};
 use std::collections::BTreeSet;

@@ -2,6 +2,8 @@
 //! against the kernel (links and addresses in ferryd's namespace, namespace files, `ip netns`
 //! links, mounts in /proc/self/mountinfo, processes), never against ferryd's own account.
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use anyhow::{ensure, Context, Result};
 use ferry_testkit::{host_or_skip, process_gone, unique, TestHost, BUSYBOX};
 use std::time::Duration;

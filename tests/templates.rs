@@ -3,6 +3,8 @@
 //! when pointed at the same ferryd, for Docker's documented examples and the `json`
 //! and `table` shorthands.
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use anyhow::{ensure, Result};
 use ferry_testkit::{host_or_skip, scenario_name, unique, DockerCli, TestHost};
 

@@ -9,6 +9,8 @@
 //! A counting allocator reports the pool's memory once, before the timings.
 //! `cargo bench -p ferry-core --bench ipam` (bench/run passes criterion's `--quick` in quick mode).
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::net::Ipv4Addr;

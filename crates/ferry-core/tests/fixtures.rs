@@ -4,6 +4,8 @@
 //! comparison (`differs`), each with its reason: IDs, creation times, the default
 //! bridge's interface name, the sandbox's netns path, a process's PID and times.
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use std::path::PathBuf;
 
 use ferry_core::docker::container::{inspect, SandboxPaths};

@@ -4,6 +4,8 @@
 //! namespace this test unshares on its own thread, and a sandbox namespace pinned under a
 //! temporary directory that a guard unpins even if the test fails.
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! The cluster's operations against the store fake: several hosts, each a [`Cluster`]
 //! over one shared store, racing as real hosts would.
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use std::sync::Arc;
 use std::time::Duration;
 

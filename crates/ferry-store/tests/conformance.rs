@@ -3,6 +3,8 @@
 //! What holds for one must hold for all, so that code written against the fake is right on
 //! etcd.
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -113,47 +113,12 @@ impl TestHost {
                     cidr,
                 });
             }
-            let ports = s["NetworkSettings"]["Ports"].as_object();
-            for (inner, binds) in ports.into_iter().flatten() {
-                let inner: u16 = inner
-                    .split('/')
-                    .next()
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or(0);
-                for b in binds.as_array().into_iter().flatten() {
-                    if let Some(hp) = b["HostPort"].as_str().and_then(|p| p.parse().ok()) {
-                        a.published.push((hp, name.to_string(), inner));
-                    }
-                }
-            }
+            a.published.extend(published_of(name, s));
         }
         let networks = self.inspect_all(&["network", "ls", "-q"], &["network", "inspect"])?;
         for n in &networks {
             let view = net_view(n);
-            // What the network lists as attached is what the sandboxes say.
-            let listed: BTreeSet<(String, String)> = n["Containers"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(id, c)| {
-                    (
-                        id.clone(),
-                        c["EndpointID"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect();
-            let said: BTreeSet<(String, String)> = a
-                .endpoints
-                .iter()
-                .filter(|e| e.network == view.name)
-                .map(|e| (e.sandbox_id.clone(), e.endpoint_id.clone()))
-                .collect();
-            if listed != said {
-                problems.push(format!(
-                    "network {} lists {listed:?}, its sandboxes say {said:?}",
-                    view.name
-                ));
-            }
+            check_listed(n, &view.name, &a.endpoints, &mut problems);
             a.networks.push(view);
         }
         self.account_links(&a, keep, &mut problems)?;
@@ -319,5 +284,54 @@ fn account_addresses(a: &Accounted, problems: &mut Vec<String>) {
                 e.ip, e.network, e.sandbox
             ));
         }
+    }
+}
+
+/// A sandbox's published host ports, from its inspect: (host port, sandbox, its port).
+fn published_of(name: &str, s: &serde_json::Value) -> Vec<(u16, String, u16)> {
+    let mut out = vec![];
+    let ports = s["NetworkSettings"]["Ports"].as_object();
+    for (inner, binds) in ports.into_iter().flatten() {
+        let inner: u16 = inner
+            .split('/')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        for b in binds.as_array().into_iter().flatten() {
+            if let Some(hp) = b["HostPort"].as_str().and_then(|p| p.parse().ok()) {
+                out.push((hp, name.to_string(), inner));
+            }
+        }
+    }
+    out
+}
+
+/// What network `n` lists as attached must be what its sandboxes say.
+fn check_listed(
+    n: &serde_json::Value,
+    name: &str,
+    endpoints: &[EndpointView],
+    problems: &mut Vec<String>,
+) {
+    let listed: BTreeSet<(String, String)> = n["Containers"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(id, c)| {
+            (
+                id.clone(),
+                c["EndpointID"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let said: BTreeSet<(String, String)> = endpoints
+        .iter()
+        .filter(|e| e.network == name)
+        .map(|e| (e.sandbox_id.clone(), e.endpoint_id.clone()))
+        .collect();
+    if listed != said {
+        problems.push(format!(
+            "network {name} lists {listed:?}, its sandboxes say {said:?}"
+        ));
     }
 }

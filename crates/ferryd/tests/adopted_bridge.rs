@@ -2,6 +2,8 @@
 //! ferry's bridge (deleted with the network), an existing bridge is adopted (never
 //! deleted, its gateway address taken back), anything else is refused with a 400.
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

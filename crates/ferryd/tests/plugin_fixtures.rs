@@ -36,6 +36,8 @@
 //! to a network or endpoint ferry knows, every allocated address has a live owner.
 //! At the end, removing what is left Docker's way leaves nothing at all.
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;

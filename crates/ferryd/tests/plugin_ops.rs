@@ -3,6 +3,8 @@
 //! reaching the firewall, addresses a late release must not free, and a ferryd restart
 //! (a new daemon on the same store) after which Docker's later calls still work.
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use std::sync::Arc;
 
 use ferry_core::docker::plugin::{

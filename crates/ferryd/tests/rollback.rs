@@ -1,6 +1,8 @@
 //! Orchestration tested by the kernel work it asks for, without root: the recording
 //! fake stands at the kernel edge and can be told to refuse a request.
 
+#![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 

@@ -3,9 +3,10 @@
 
 use std::net::Ipv4Addr;
 
-use ferry_core::docker::network::{ConnectRequest, DisconnectRequest};
+use ferry_core::docker::network::{ConnectRequest, DisconnectRequest, EndpointSettingsReq};
 use ferry_core::model::{
-    host_if_name, mac_for, Driver, Endpoint, LiveEndpoint, NetworkKind, NetworkMode,
+    host_if_name, mac_for, Driver, Endpoint, LiveEndpoint, Network, NetworkKind, NetworkMode,
+    Sandbox,
 };
 use ferry_core::ports::{decide, Published};
 use ferry_core::CoreError;
@@ -289,110 +290,139 @@ fn parse_static(s: Option<&str>) -> std::result::Result<Option<Ipv4Addr>, CoreEr
     }
 }
 
-impl<K: KernelOps> Daemon<K> {
-    pub async fn connect(&self, net_ref: &str, req: ConnectRequest) -> Result<()> {
-        if let Some(cfg) = &req.endpoint_config {
-            let ip = parse_static(
+/// What a `network connect` asks for: a static address, aliases, published ports.
+#[derive(Default)]
+struct Asked {
+    static_ip: Option<Ipv4Addr>,
+    aliases: Vec<String>,
+    ports: Vec<ferry_core::ports::PortMapping>,
+}
+
+impl Asked {
+    fn from_request(cfg: Option<&EndpointSettingsReq>) -> std::result::Result<Asked, CoreError> {
+        let Some(cfg) = cfg else {
+            return Ok(Asked::default());
+        };
+        Ok(Asked {
+            static_ip: parse_static(
                 cfg.ipam_config
                     .as_ref()
                     .and_then(|c| c.ipv4_address.as_deref()),
-            )?;
-            let name = self.state.lock().await.sandbox_name(&req.container);
-            let aliases = cfg.aliases.clone().unwrap_or_default();
-            self.prepare_overlay(net_ref, ip, &name, &aliases).await?;
-        } else {
-            let name = self.state.lock().await.sandbox_name(&req.container);
-            self.prepare_overlay(net_ref, None, &name, &[]).await?;
-        }
+            )?,
+            aliases: cfg.aliases.clone().unwrap_or_default(),
+            ports: match &cfg.port_bindings {
+                Some(b) => ferry_core::ports::from_bindings(b)?,
+                None => vec![],
+            },
+        })
+    }
+}
+
+/// dockerd's rules for connecting `sb` to `net`, in dockerd's order and words.
+fn check_connect(net: &Network, sb: &Sandbox, a: &Asked) -> std::result::Result<(), CoreError> {
+    check_publishable(net, !a.ports.is_empty())?;
+    // dockerd's words: none is a network of its own, not the host's.
+    if net.driver() == Driver::Null || sb.network_mode == NetworkMode::None {
+        return Err(CoreError::NoneNetworkConflict);
+    }
+    if !net.driver().has_endpoints() {
+        return Err(CoreError::Invalid(
+            "container cannot be disconnected from host network or connected to host network"
+                .into(),
+        ));
+    }
+    if !sb.network_mode.joins_networks() {
+        return Err(CoreError::SharedNamespace);
+    }
+    if sb.endpoint(&net.id).is_some() {
+        return Err(CoreError::AlreadyConnected {
+            sandbox: sb.name.clone(),
+            network: net.name.clone(),
+        });
+    }
+    if a.static_ip.is_some() && net.predefined {
+        return Err(CoreError::StaticIpOnDefaultBridge);
+    }
+    if net.predefined && !a.aliases.is_empty() {
+        return Err(CoreError::AliasOnDefaultBridge);
+    }
+    if let (Some(_), Some(pool)) = (a.static_ip, &net.pool) {
+        pool.check_static_allowed()?;
+    }
+    Ok(())
+}
+
+/// The endpoint in the state: its static address reserved, and, when the sandbox runs
+/// (`netns` given), its live part planned. Returns the kernel's request for a running
+/// sandbox. Changes only `st`; the caller restores it on an error.
+fn plan_connect(
+    st: &mut State,
+    sb_id: &str,
+    net_id: &str,
+    a: Asked,
+    netns: Option<std::path::PathBuf>,
+) -> std::result::Result<Option<AttachSpec>, CoreError> {
+    if let Some(ip) = a.static_ip {
+        st.networks
+            .get_mut(net_id)
+            .and_then(|n| n.pool.as_mut())
+            .ok_or_else(|| CoreError::Invalid(format!("network {net_id} has no subnet")))?
+            .allocate_static(ip, sb_id)?;
+    }
+    let sb = st.sandboxes.get_mut(sb_id).expect("resolved");
+    sb.endpoints.push(Endpoint {
+        network_id: net_id.to_string(),
+        static_ip: a.static_ip,
+        aliases: a.aliases,
+        ports: a.ports,
+        live: None,
+    });
+    match netns {
+        Some(netns) => plan_plug(st, sb_id, net_id, netns).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The host ports the endpoint of `sb_id` on `net_id` was given.
+fn published_on(st: &State, sb_id: &str, net_id: &str) -> Vec<Published> {
+    st.sandboxes[sb_id]
+        .endpoint(net_id)
+        .and_then(|e| e.live.as_ref())
+        .map(|l| l.published.clone())
+        .unwrap_or_default()
+}
+
+impl<K: KernelOps> Daemon<K> {
+    /// `network connect`: resolve, check, plan in the state, commit; then, for a running
+    /// sandbox, the firewall's elements, its /etc/hosts and the kernel's link.
+    pub async fn connect(&self, net_ref: &str, req: ConnectRequest) -> Result<()> {
+        let asked = Asked::from_request(req.endpoint_config.as_ref())?;
+        let name = self.state.lock().await.sandbox_name(&req.container);
+        self.prepare_overlay(net_ref, asked.static_ip, &name, &asked.aliases)
+            .await?;
         // plughost: an address from an IPAM plugin is leased before anything is planned.
         self.lease_addresses(&req.container, Some(net_ref)).await?;
         let (turn, mut st) = self.sandbox_turn(&req.container).await?;
         let net_id = st.network_id(net_ref)?;
         st.ferry_may_join(&net_id)?;
         let sb_id = turn.id.clone();
-        let cfg = req.endpoint_config.unwrap_or_default();
-        let static_ip = parse_static(
-            cfg.ipam_config
-                .as_ref()
-                .and_then(|c| c.ipv4_address.as_deref()),
-        )?;
-        let ports = match &cfg.port_bindings {
-            Some(b) => ferry_core::ports::from_bindings(b)?,
-            None => vec![],
-        };
-        let (net, sb) = (&st.networks[&net_id], &st.sandboxes[&sb_id]);
-        check_publishable(net, !ports.is_empty())?;
-        // dockerd's words: none is a network of its own, not the host's.
-        if net.driver() == Driver::Null || sb.network_mode == NetworkMode::None {
-            return Err(CoreError::NoneNetworkConflict.into());
-        }
-        if !net.driver().has_endpoints() {
-            return Err(CoreError::Invalid(
-                "container cannot be disconnected from host network or connected to host network"
-                    .into(),
-            )
-            .into());
-        }
-        if !sb.network_mode.joins_networks() {
-            return Err(CoreError::SharedNamespace.into());
-        }
-        if sb.endpoint(&net_id).is_some() {
-            return Err(CoreError::AlreadyConnected {
-                sandbox: sb.name.clone(),
-                network: net.name.clone(),
-            }
-            .into());
-        }
-        if static_ip.is_some() && net.predefined {
-            return Err(CoreError::StaticIpOnDefaultBridge.into());
-        }
-        if net.predefined && cfg.aliases.as_ref().is_some_and(|a| !a.is_empty()) {
-            return Err(CoreError::AliasOnDefaultBridge.into());
-        }
-        if let (Some(_), Some(pool)) = (static_ip, &net.pool) {
-            pool.check_static_allowed()?;
-        }
-        let running = sb.is_running();
-        let netns = self.netns_path(sb);
+        let sb = &st.sandboxes[&sb_id];
+        check_connect(&st.networks[&net_id], sb, &asked)?;
+        let netns = sb.is_running().then(|| self.netns_path(sb));
         let cursor_before = cursor_of(&st, &net_id);
         let keys = vec![Key::Net(net_id.clone()), Key::Sbx(sb_id.clone())];
         let before = st.snapshot(&keys);
-        let aliases = cfg.aliases.unwrap_or_default();
-        let planned = (|| {
-            if let Some(ip) = static_ip {
-                st.networks
-                    .get_mut(&net_id)
-                    .and_then(|n| n.pool.as_mut())
-                    .expect("bridge has a pool")
-                    .allocate_static(ip, &sb_id)?;
-            }
-            let sb = st.sandboxes.get_mut(&sb_id).expect("resolved");
-            sb.endpoints.push(Endpoint {
-                network_id: net_id.clone(),
-                static_ip,
-                aliases,
-                ports,
-                live: None,
-            });
-            if running {
-                plan_plug(&mut st, &sb_id, &net_id, netns).map(Some)
-            } else {
-                Ok(None)
-            }
-        })();
-        let spec = match planned {
+        let spec = match plan_connect(&mut st, &sb_id, &net_id, asked, netns) {
             Ok(s) => s,
             Err(e) => {
                 st.restore(before);
                 return Err(e.into());
             }
         };
-        let new_ports = st.sandboxes[&sb_id]
-            .endpoint(&net_id)
-            .and_then(|e| e.live.as_ref())
-            .map(|l| l.published.clone())
-            .unwrap_or_default();
-        if let Err(e) = self.check_host_free(&new_ports).await {
+        if let Err(e) = self
+            .check_host_free(&published_on(&st, &sb_id, &net_id))
+            .await
+        {
             st.restore(before);
             return Err(e);
         }

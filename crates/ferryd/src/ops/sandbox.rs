@@ -166,6 +166,8 @@ impl<K: KernelOps> Daemon<K> {
         self.prepare_overlay(&mode, ip, name, &aliases).await
     }
 
+    /// `POST /containers/create`: a sandbox in the state, its first endpoint (and static
+    /// address) reserved; nothing in the kernel until it starts.
     pub async fn create_sandbox(
         &self,
         name: Option<&str>,
@@ -199,85 +201,19 @@ impl<K: KernelOps> Daemon<K> {
         };
         let net_id = st.network_id(net_ref)?;
         st.ferry_may_join(&net_id)?;
-        let net = &st.networks[&net_id];
-        let (ip, aliases) = endpoint_for(&req, &mode, &net.name);
-        let static_ip = match ip {
-            Some(s) => Some(s.parse().map_err(|_| CoreError::BadValue {
-                what: "IPv4 address",
-                value: s.clone(),
-                why: "not an IPv4 address".into(),
-            })?),
-            None => None,
-        };
-        if static_ip.is_some() && net.predefined {
-            return Err(CoreError::StaticIpOnDefaultBridge.into());
-        }
-        if !aliases.is_empty() && net.predefined {
-            return Err(CoreError::AliasOnDefaultBridge.into());
-        }
-        if let (Some(_), Some(pool)) = (static_ip, &net.pool) {
-            pool.check_static_allowed()?;
-        }
-        let ports = match &hc.port_bindings {
-            Some(b) => ferry_core::ports::from_bindings(b)?,
-            None => vec![],
-        };
-        if net.driver().has_endpoints() {
-            crate::firewall::check_publishable(net, !ports.is_empty())?;
-        }
-        let network_mode = match net.driver() {
-            Driver::Host => NetworkMode::Host,
-            Driver::Null => NetworkMode::None,
-            Driver::Bridge | Driver::Overlay | Driver::Macvlan | Driver::Remote => {
-                NetworkMode::Joined(mode.clone())
-            }
-        };
-        let endpoints = if net.driver().has_endpoints() {
-            vec![Endpoint {
-                network_id: net_id.clone(),
-                static_ip,
-                aliases,
-                ports,
-                live: None,
-            }]
-        } else {
-            vec![]
-        };
-        let hostname = if !network_mode.own_netns() {
-            nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_default()
-        } else {
-            req.hostname
-                .clone()
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| short(&id).to_string())
-        };
-        let cmd: Vec<String> = req
-            .entrypoint
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .chain(req.cmd.clone().unwrap_or_default())
-            .collect();
+        let joined = first_endpoint(&req, &hc, &mode, &st.networks[&net_id])?;
         check_written_settings(&req, &hc)?;
-        // Refused here, not at start: a sandbox without a command could never run.
-        if cmd.first().is_none_or(|p| p.is_empty()) {
-            return Err(CoreError::Invalid(
-                "no command specified: Cmd and Entrypoint are both empty".into(),
-            )
-            .into());
-        }
+        let cmd = command_of(&req)?;
         let (created, created_unix) = now();
+        let static_ip = joined.endpoint.as_ref().and_then(|e| e.static_ip);
         let sb = Sandbox {
             id: id.clone(),
             name,
             created,
             created_unix,
-            hostname,
+            hostname: hostname_for(&joined.mode, &req, &id),
             cmd,
-            network_mode,
+            network_mode: joined.mode,
             auto_remove: hc.auto_remove,
             dns: DnsConf {
                 servers: hc.dns.unwrap_or_default(),
@@ -287,7 +223,7 @@ impl<K: KernelOps> Daemon<K> {
             state: RunState::Created,
             started_at: None,
             finished_at: None,
-            endpoints,
+            endpoints: joined.endpoint.into_iter().collect(),
             labels: req.labels.clone().unwrap_or_default(),
         };
         let keys = [Key::Net(net_id.clone()), Key::Sbx(id.clone())];
@@ -297,7 +233,7 @@ impl<K: KernelOps> Daemon<K> {
                 .networks
                 .get_mut(&net_id)
                 .and_then(|n| n.pool.as_mut())
-                .expect("bridge has a pool");
+                .ok_or_else(|| CoreError::Invalid(format!("network {net_ref} has no subnet")))?;
             pool.allocate_static(ip, &id)?;
         }
         st.sandboxes.insert(id.clone(), sb);
@@ -623,4 +559,98 @@ impl<K: KernelOps> Daemon<K> {
             _ => Err(CoreError::NotRunning(st.sandboxes[&id].name.clone()).into()),
         }
     }
+}
+
+/// A new sandbox's network mode and, on a network it joins, its first endpoint, checked
+/// with dockerd's rules (`--ip` and `--alias` only on user networks, ports only where
+/// they can be published).
+struct Joined {
+    mode: NetworkMode,
+    endpoint: Option<Endpoint>,
+}
+
+fn first_endpoint(
+    req: &ContainerCreateRequest,
+    hc: &ferry_core::docker::container::HostConfigReq,
+    mode: &str,
+    net: &ferry_core::model::Network,
+) -> std::result::Result<Joined, CoreError> {
+    let (ip, aliases) = endpoint_for(req, mode, &net.name);
+    let static_ip = match ip {
+        Some(s) => Some(s.parse().map_err(|_| CoreError::BadValue {
+            what: "IPv4 address",
+            value: s.clone(),
+            why: "not an IPv4 address".into(),
+        })?),
+        None => None,
+    };
+    if static_ip.is_some() && net.predefined {
+        return Err(CoreError::StaticIpOnDefaultBridge);
+    }
+    if !aliases.is_empty() && net.predefined {
+        return Err(CoreError::AliasOnDefaultBridge);
+    }
+    if let (Some(_), Some(pool)) = (static_ip, &net.pool) {
+        pool.check_static_allowed()?;
+    }
+    let ports = match &hc.port_bindings {
+        Some(b) => ferry_core::ports::from_bindings(b)?,
+        None => vec![],
+    };
+    let mode = match net.driver() {
+        Driver::Host => NetworkMode::Host,
+        Driver::Null => NetworkMode::None,
+        Driver::Bridge | Driver::Overlay | Driver::Macvlan | Driver::Remote => {
+            NetworkMode::Joined(mode.to_string())
+        }
+    };
+    if !net.driver().has_endpoints() {
+        return Ok(Joined {
+            mode,
+            endpoint: None,
+        });
+    }
+    crate::firewall::check_publishable(net, !ports.is_empty())?;
+    Ok(Joined {
+        mode,
+        endpoint: Some(Endpoint {
+            network_id: net.id.clone(),
+            static_ip,
+            aliases,
+            ports,
+            live: None,
+        }),
+    })
+}
+
+/// Entrypoint then Cmd, as dockerd joins them; refused when empty (a sandbox without a
+/// command could never run, so it is refused at create, not at start).
+fn command_of(req: &ContainerCreateRequest) -> std::result::Result<Vec<String>, CoreError> {
+    let cmd: Vec<String> = req
+        .entrypoint
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .chain(req.cmd.clone().unwrap_or_default())
+        .collect();
+    if cmd.first().is_none_or(|p| p.is_empty()) {
+        return Err(CoreError::Invalid(
+            "no command specified: Cmd and Entrypoint are both empty".into(),
+        ));
+    }
+    Ok(cmd)
+}
+
+/// The host's name for `--network host`; else `--hostname`, or the short ID.
+fn hostname_for(mode: &NetworkMode, req: &ContainerCreateRequest, id: &str) -> String {
+    if !mode.own_netns() {
+        return nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default();
+    }
+    req.hostname
+        .clone()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| short(id).to_string())
 }

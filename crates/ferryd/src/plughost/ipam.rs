@@ -133,6 +133,33 @@ impl<K: KernelOps> Daemon<K> {
         }
     }
 
+    /// The pool's gateway: the one its data names, else one asked for by
+    /// `RequestAddress` (the `--gateway` given, or the plugin's choice).
+    async fn pool_gateway(
+        &self,
+        p: &Plugin,
+        pool: &Value,
+        pool_id: &str,
+        asked: Option<&str>,
+    ) -> Result<std::net::Ipv4Addr> {
+        if let Some(g) = pool["Data"][REQUEST_GATEWAY].as_str() {
+            return Ok(cidr(p, "IpamDriver.RequestPool", g)?.addr());
+        }
+        let v = self
+            .ipam_call(
+                p,
+                "IpamDriver.RequestAddress",
+                json!({
+                    "PoolID": pool_id,
+                    "Address": asked.unwrap_or_default(),
+                    "Options": {OPT_REQUEST_TYPE: REQUEST_GATEWAY},
+                }),
+            )
+            .await?;
+        let a = v["Address"].as_str().unwrap_or_default();
+        Ok(cidr(p, "IpamDriver.RequestAddress", a)?.addr())
+    }
+
     /// `network create --ipam-driver NAME`: the plugin's pool, then the network on it.
     pub(crate) async fn create_with_remote_ipam(
         &self,
@@ -140,23 +167,7 @@ impl<K: KernelOps> Daemon<K> {
     ) -> Result<String> {
         let driver = remote_ipam(&req).unwrap_or_default().to_string();
         let ipam_req = req.ipam.clone().unwrap_or_default();
-        let configs = ipam_req.config.clone().unwrap_or_default();
-        if configs.len() > 1 {
-            return Err(
-                CoreError::Invalid("ferry supports one IPv4 subnet per network".into()).into(),
-            );
-        }
-        let cfg = configs.into_iter().next().unwrap_or_default();
-        if cfg
-            .auxiliary_addresses
-            .as_ref()
-            .is_some_and(|a| !a.is_empty())
-        {
-            return Err(CoreError::Invalid(format!(
-                "--aux-address with IPAM plugin {driver} is not supported by ferryd yet"
-            ))
-            .into());
-        }
+        let cfg = one_config(&ipam_req, &driver)?;
         let p = self.ipam(&driver).await?;
         let pool = self
             .ipam_call(
@@ -182,24 +193,9 @@ impl<K: KernelOps> Daemon<K> {
             pool_id,
             gateway_requested: false,
         };
-        let gateway = match pool["Data"][REQUEST_GATEWAY].as_str() {
-            Some(g) => Ok(cidr(&p, "IpamDriver.RequestPool", g)?.addr()),
-            None => self
-                .ipam_call(
-                    &p,
-                    "IpamDriver.RequestAddress",
-                    json!({
-                        "PoolID": lease.pool_id,
-                        "Address": cfg.gateway.clone().unwrap_or_default(),
-                        "Options": {OPT_REQUEST_TYPE: REQUEST_GATEWAY},
-                    }),
-                )
-                .await
-                .and_then(|v| {
-                    let a = v["Address"].as_str().unwrap_or_default();
-                    Ok(cidr(&p, "IpamDriver.RequestAddress", a)?.addr())
-                }),
-        };
+        let gateway = self
+            .pool_gateway(&p, &pool, &lease.pool_id, cfg.gateway.as_deref())
+            .await;
         let gateway = match gateway {
             Ok(g) => g,
             Err(e) => {
@@ -358,4 +354,24 @@ pub fn held_by(pool: &ferry_core::ipam::AddressPool, owner: &str) -> Option<Ipv4
         .iter()
         .find(|(_, o)| o.as_str() == owner)
         .map(|(ip, _)| *ip)
+}
+
+/// The one IPAM config a network with an IPAM plugin takes (no `--aux-address` yet).
+fn one_config(ipam: &IpamReq, driver: &str) -> Result<IpamConfigReq> {
+    let configs = ipam.config.clone().unwrap_or_default();
+    if configs.len() > 1 {
+        return Err(CoreError::Invalid("ferry supports one IPv4 subnet per network".into()).into());
+    }
+    let cfg = configs.into_iter().next().unwrap_or_default();
+    if cfg
+        .auxiliary_addresses
+        .as_ref()
+        .is_some_and(|a| !a.is_empty())
+    {
+        return Err(CoreError::Invalid(format!(
+            "--aux-address with IPAM plugin {driver} is not supported by ferryd yet"
+        ))
+        .into());
+    }
+    Ok(cfg)
 }

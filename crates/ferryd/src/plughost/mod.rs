@@ -165,6 +165,43 @@ impl PlugHost {
         Ok(p)
     }
 
+    /// dockerd probes every role a plugin advertises, before the call that needed it:
+    /// a network driver's capabilities, an IPAM driver's capabilities and address space.
+    async fn probe_roles(
+        &self,
+        conf: &Conf,
+        name: &str,
+        plugin: &mut Plugin,
+    ) -> Result<(), PluginError> {
+        if plugin.is("NetworkDriver") {
+            let caps = self
+                .call(conf, plugin, "NetworkDriver.GetCapabilities", None)
+                .await?;
+            if let Some(scope) = caps.get("Scope").and_then(Value::as_str) {
+                if scope != "local" {
+                    tracing::warn!("plugin {name}: scope {scope:?}; ferryd treats it as local");
+                }
+            }
+        }
+        if plugin.is("IpamDriver") {
+            match self
+                .call(conf, plugin, "IpamDriver.GetCapabilities", None)
+                .await
+            {
+                Ok(_) | Err(PluginError::NotImplemented { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            let spaces = self
+                .call(conf, plugin, "IpamDriver.GetDefaultAddressSpaces", None)
+                .await?;
+            plugin.address_space = spaces["LocalDefaultAddressSpace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+        }
+        Ok(())
+    }
+
     async fn activate(
         &self,
         conf: &Conf,
@@ -201,51 +238,12 @@ impl PlugHost {
             tokio::time::sleep(wait).await;
             retries += 1;
         };
-        let implements: Vec<String> = answer
-            .get("Implements")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(String::from))
-                    .collect()
-            })
-            .ok_or_else(|| PluginError::Garbage {
-                plugin: name.into(),
-                call: "Plugin.Activate".into(),
-                why: format!("no Implements list in {answer}"),
-            })?;
         let mut plugin = Plugin {
             found,
-            implements,
+            implements: implements_of(name, &answer)?,
             address_space: String::new(),
         };
-        // dockerd probes every role advertised, before the call that needed the plugin.
-        if plugin.is("NetworkDriver") {
-            let caps = self
-                .call(conf, &plugin, "NetworkDriver.GetCapabilities", None)
-                .await?;
-            if let Some(scope) = caps.get("Scope").and_then(Value::as_str) {
-                if scope != "local" {
-                    tracing::warn!("plugin {name}: scope {scope:?}; ferryd treats it as local");
-                }
-            }
-        }
-        if plugin.is("IpamDriver") {
-            match self
-                .call(conf, &plugin, "IpamDriver.GetCapabilities", None)
-                .await
-            {
-                Ok(_) | Err(PluginError::NotImplemented { .. }) => {}
-                Err(e) => return Err(e),
-            }
-            let spaces = self
-                .call(conf, &plugin, "IpamDriver.GetDefaultAddressSpaces", None)
-                .await?;
-            plugin.address_space = spaces["LocalDefaultAddressSpace"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-        }
+        self.probe_roles(conf, name, &mut plugin).await?;
         tracing::info!(
             "plugin {name} activated at {} (from {}): {:?}",
             plugin.found.addr,
@@ -351,3 +349,20 @@ async fn call_once(
 
 #[cfg(test)]
 mod tests;
+
+/// The roles `Plugin.Activate` says a plugin implements.
+fn implements_of(name: &str, answer: &Value) -> Result<Vec<String>, PluginError> {
+    answer
+        .get("Implements")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .ok_or_else(|| PluginError::Garbage {
+            plugin: name.into(),
+            call: "Plugin.Activate".into(),
+            why: format!("no Implements list in {answer}"),
+        })
+}
