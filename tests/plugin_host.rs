@@ -35,6 +35,18 @@ fn seed_create(host: &TestHost) -> Result<ferry_testkit::Output> {
     host.ferry(&SEED_CREATE)
 }
 
+/// The end of a scenario: nothing attached to `net`, the network removed, the plugin's
+/// bridge deleted, and nothing of ferry's left in the kernel.
+fn remove_and_check(host: &TestHost, net: &str, bridge: &str) -> Result<()> {
+    expect_nothing_attached(host, net)?;
+    host.ferry_ok(&["network", "rm", net])?;
+    host.in_host("ip", &["link", "del", bridge])?
+        .expect_success()?;
+    let leftovers = host.leftovers()?;
+    ensure!(leftovers.is_empty(), "left behind: {leftovers}");
+    Ok(())
+}
+
 #[test]
 fn the_seed_scenario_over_tcp_through_a_json_spec_file() -> Result<()> {
     let dirs = PluginDirs::new()?;
@@ -299,12 +311,7 @@ fn plugin_failures_in_run_are_undone_in_reverse_and_a_restarted_plugin_answers_a
         );
     }
     host.ferry_ok(&["rm", "-f", "s3"])?;
-    expect_nothing_attached(&host, "pnet")?;
-    host.ferry_ok(&["network", "rm", "pnet"])?;
-    host.in_host("ip", &["link", "del", "br7"])?
-        .expect_success()?;
-    let leftovers = host.leftovers()?;
-    ensure!(leftovers.is_empty(), "left behind: {leftovers}");
+    remove_and_check(&host, "pnet", "br7")?;
     drop(plugin);
     host.finish()
 }
@@ -633,12 +640,7 @@ fn connect_and_disconnect_join_and_leave_a_plugin_network_and_the_gateway_role_m
         m == ["RevokeExternalConnectivity", "Leave", "DeleteEndpoint"],
         "rm of the new gateway endpoint: {m:?}"
     );
-    expect_nothing_attached(&host, "cnet")?;
-    host.ferry_ok(&["network", "rm", "cnet"])?;
-    host.in_host("ip", &["link", "del", "br6"])?
-        .expect_success()?;
-    let leftovers = host.leftovers()?;
-    ensure!(leftovers.is_empty(), "left behind: {leftovers}");
+    remove_and_check(&host, "cnet", "br6")?;
     drop(plugin);
     host.finish()
 }
@@ -679,12 +681,7 @@ fn after_a_ferryd_restart_a_plugin_network_and_its_endpoints_are_kept_and_torn_d
         ],
         "rm -f after a restart: {m:?}"
     );
-    expect_nothing_attached(&host, "rnet")?;
-    host.ferry_ok(&["network", "rm", "rnet"])?;
-    host.in_host("ip", &["link", "del", "br5"])?
-        .expect_success()?;
-    let leftovers = host.leftovers()?;
-    ensure!(leftovers.is_empty(), "left behind: {leftovers}");
+    remove_and_check(&host, "rnet", "br5")?;
     drop(plugin);
     host.finish()
 }

@@ -7,10 +7,9 @@
 
 use std::net::Ipv4Addr;
 
-use futures::TryStreamExt;
 use netlink_packet_route::link::{LinkAttribute, LinkFlag, LinkMessage};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
-use rtnetlink::{Handle, IpVersion};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+use rtnetlink::Handle;
 
 use crate::link::{addr, get};
 use crate::{AttachSpec, KernelError, LinkSpec, VethLink};
@@ -93,16 +92,9 @@ async fn check_host_end(host: &Handle, v: &VethLink, w: &mut Wiring) -> Result<(
 
 /// The gateway of the main table's IPv4 default route, if there is one.
 async fn default_gateway(h: &Handle) -> Result<Option<Ipv4Addr>, KernelError> {
-    let msgs: Vec<RouteMessage> = h
-        .route()
-        .get(IpVersion::V4)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| KernelError::netlink("list", "routes", e))?;
-    Ok(msgs
+    Ok(crate::link::route::main_table(h)
+        .await?
         .iter()
-        .filter(|m| m.header.table == RouteHeader::RT_TABLE_MAIN)
         .filter(|m| m.header.destination_prefix_length == 0)
         .find_map(|m| {
             m.attributes.iter().find_map(|a| match a {

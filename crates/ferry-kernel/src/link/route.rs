@@ -30,8 +30,8 @@ fn destination(m: &RouteMessage) -> Option<Ipv4Net> {
     Ipv4Net::new(addr.unwrap_or(Ipv4Addr::UNSPECIFIED), len).ok()
 }
 
-/// Every IPv4 destination in the main table.
-pub async fn destinations(h: &Handle) -> Result<Vec<Ipv4Net>, KernelError> {
+/// The main table's IPv4 routes.
+pub async fn main_table(h: &Handle) -> Result<Vec<RouteMessage>, KernelError> {
     let msgs: Vec<RouteMessage> = h
         .route()
         .get(IpVersion::V4)
@@ -40,8 +40,16 @@ pub async fn destinations(h: &Handle) -> Result<Vec<Ipv4Net>, KernelError> {
         .await
         .map_err(|e| KernelError::netlink("list", "routes", e))?;
     Ok(msgs
-        .iter()
+        .into_iter()
         .filter(|m| m.header.table == RouteHeader::RT_TABLE_MAIN)
+        .collect())
+}
+
+/// Every IPv4 destination in the main table.
+pub async fn destinations(h: &Handle) -> Result<Vec<Ipv4Net>, KernelError> {
+    Ok(main_table(h)
+        .await?
+        .iter()
         .filter_map(destination)
         .collect())
 }

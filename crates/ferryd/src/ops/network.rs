@@ -56,17 +56,7 @@ impl<K: KernelOps> Daemon<K> {
             return self.create_remote_network(req).await;
         }
         let mut st = self.state.lock().await;
-        let routes = self.kernel.route_destinations().await?;
-        let existing: Vec<Network> = st.networks.values().cloned().collect();
-        let (created, _) = now();
-        let ctx = CreateContext {
-            existing: &existing,
-            host_routes: &routes,
-            pool_cursor: st.meta.pool_cursor,
-            id: new_id(),
-            created,
-        };
-        let made = network_from_request(&req, &ctx)?;
+        let made = self.validate_create(&st, &req).await?;
         let mut net = made.network;
         if net.options.contains_key(OPT_BRIDGE_NAME) {
             self.adopt_named_bridge(&mut net).await?;
@@ -107,6 +97,26 @@ impl<K: KernelOps> Daemon<K> {
             }
             .into()),
         }
+    }
+
+    /// A create request checked against what exists (networks, the host's routes, the
+    /// pool cursor), as a network with a fresh ID.
+    pub(crate) async fn validate_create(
+        &self,
+        st: &crate::state::State,
+        req: &NetworkCreateRequest,
+    ) -> Result<ferry_core::validate::Created> {
+        let routes = self.kernel.route_destinations().await?;
+        let existing: Vec<Network> = st.networks.values().cloned().collect();
+        let (created, _) = now();
+        let ctx = CreateContext {
+            existing: &existing,
+            host_routes: &routes,
+            pool_cursor: st.meta.pool_cursor,
+            id: new_id(),
+            created,
+        };
+        Ok(network_from_request(req, &ctx)?)
     }
 
     /// `com.docker.network.bridge.name` names a link that may exist already: a bridge

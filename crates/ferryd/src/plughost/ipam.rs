@@ -79,26 +79,27 @@ impl<K: KernelOps> Daemon<K> {
     /// `ReleaseAddress` (bare IP); a failure is logged: the address is ferry's no more.
     pub(crate) async fn release_address(&self, driver: &str, pool_id: &str, ip: Ipv4Addr) {
         let body = json!({"PoolID": pool_id, "Address": ip.to_string()});
-        let res = match self
-            .plughost
-            .get_now(&self.cfg.plughost, driver, "IpamDriver")
-            .await
-        {
-            Ok(p) => self
-                .plughost
-                .call_once(
-                    &self.cfg.plughost,
-                    &p,
-                    "IpamDriver.ReleaseAddress",
-                    Some(&body),
-                )
-                .await
-                .map(|_| ()),
-            Err(e) => Err(e),
-        };
+        let res = self
+            .ipam_once(driver, "IpamDriver.ReleaseAddress", &body)
+            .await;
         if let Err(e) = res {
             tracing::warn!("release {ip} to IPAM plugin {driver}: {e}");
         }
+    }
+
+    /// One call to an IPAM plugin already activated, not retried (a release).
+    async fn ipam_once(
+        &self,
+        driver: &str,
+        method: &str,
+        body: &Value,
+    ) -> std::result::Result<(), super::PluginError> {
+        let conf = &self.cfg.plughost;
+        let p = self.plughost.get_now(conf, driver, "IpamDriver").await?;
+        self.plughost
+            .call_once(conf, &p, method, Some(body))
+            .await
+            .map(|_| ())
     }
 
     /// `ReleaseAddress` of the gateway (if it was requested) and `ReleasePool`.
@@ -107,23 +108,9 @@ impl<K: KernelOps> Daemon<K> {
             self.release_address(&ipam.driver, &ipam.pool_id, gw).await;
         }
         let body = json!({"PoolID": ipam.pool_id});
-        let res = match self
-            .plughost
-            .get_now(&self.cfg.plughost, &ipam.driver, "IpamDriver")
-            .await
-        {
-            Ok(p) => self
-                .plughost
-                .call_once(
-                    &self.cfg.plughost,
-                    &p,
-                    "IpamDriver.ReleasePool",
-                    Some(&body),
-                )
-                .await
-                .map(|_| ()),
-            Err(e) => Err(e),
-        };
+        let res = self
+            .ipam_once(&ipam.driver, "IpamDriver.ReleasePool", &body)
+            .await;
         if let Err(e) = res {
             tracing::warn!(
                 "release pool {} to IPAM plugin {}: {e}",

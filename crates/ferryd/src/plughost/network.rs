@@ -12,12 +12,11 @@ use std::collections::BTreeMap;
 use ferry_core::docker::network::NetworkCreateRequest;
 use ferry_core::docker::plugin::{OPT_ENABLE_IPV6, OPT_GENERIC, OPT_INTERNAL};
 use ferry_core::model::{Driver, Network, NetworkKind, RemoteConf};
-use ferry_core::validate::{network_from_request, CreateContext};
 use ferry_kernel::KernelOps;
 use serde_json::{json, Value};
 
 use crate::error::Result;
-use crate::ops::{new_id, now, Daemon};
+use crate::ops::Daemon;
 use crate::state::Key;
 
 /// The plugin a create request names: any driver ferry does not have itself.
@@ -71,16 +70,6 @@ impl<K: KernelOps> Daemon<K> {
         let conf = &self.cfg.plughost;
         let plugin = self.plughost.get(conf, &driver, "NetworkDriver").await?;
         let mut st = self.state.lock().await;
-        let routes = self.kernel.route_destinations().await?;
-        let existing: Vec<Network> = st.networks.values().cloned().collect();
-        let (created, _) = now();
-        let ctx = CreateContext {
-            existing: &existing,
-            host_routes: &routes,
-            pool_cursor: st.meta.pool_cursor,
-            id: new_id(),
-            created,
-        };
         // Validated as a bridge without options (the options are the plugin's), then
         // made the plugin's: no bridge of ferry's.
         let as_bridge = NetworkCreateRequest {
@@ -88,7 +77,7 @@ impl<K: KernelOps> Daemon<K> {
             options: None,
             ..req.clone()
         };
-        let made = network_from_request(&as_bridge, &ctx)?;
+        let made = self.validate_create(&st, &as_bridge).await?;
         let mut net = made.network;
         net.kind = NetworkKind::Remote(RemoteConf {
             driver: driver.clone(),
