@@ -49,11 +49,6 @@ impl PluginDirs {
             timeout_s.to_string(),
             "--plugin-retry".into(),
             retry_s.to_string(),
-            // With br_netfilter calling the IP hooks, ferry's forwarding guard drops
-            // frames bridged on a bridge that is not ferry's (the plugin's br1), as
-            // dockerd's FORWARD policy DROP does; sandboxes on br1 then cannot talk.
-            "--br-netfilter".into(),
-            "off".into(),
         ]
     }
 }

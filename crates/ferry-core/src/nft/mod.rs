@@ -67,10 +67,13 @@ pub enum SetName {
     /// Each ICC-on local bridge's subnet, its gateway left out, paired with the bridge:
     /// packets from the bridge to these addresses never leave it and are not tracked.
     IntraDst,
+    /// The subnets of networks a third-party plugin drives (ferry's IPAM gave them):
+    /// traffic to or from them is ferry's, though it crosses no bridge of ferry's.
+    PluginNets,
 }
 
 impl SetName {
-    pub const ALL: [SetName; 13] = [
+    pub const ALL: [SetName; 14] = [
         SetName::Bridges,
         SetName::Internal,
         SetName::Masq,
@@ -84,6 +87,7 @@ impl SetName {
         SetName::TunnelPorts,
         SetName::TunnelPeers,
         SetName::IntraDst,
+        SetName::PluginNets,
     ];
     /// `inet ferry bridges`: what follows `add element`.
     pub fn path(self) -> &'static str {
@@ -101,6 +105,7 @@ impl SetName {
             SetName::TunnelPorts => "inet ferry tunnel_ports",
             SetName::TunnelPeers => "inet ferry tunnel_peers",
             SetName::IntraDst => "inet ferry intra_dst",
+            SetName::PluginNets => "inet ferry plugin_nets",
         }
     }
 }
@@ -234,6 +239,10 @@ pub fn no_icc(n: &Network) -> bool {
 /// What one network puts in the sets (nothing unless it is a bridge with a subnet).
 pub fn network_elements(n: &Network) -> Elements {
     let mut e = Elements::default();
+    if let (Some(_), Some(pool)) = (n.remote(), &n.pool) {
+        e.put(SetName::PluginNets, pool.subnet.trunc().to_string(), None);
+        return e;
+    }
     let (Some(b), Some(pool), true) = (n.bridge(), &n.pool, n.driver().is_bridged()) else {
         return e;
     };

@@ -11,7 +11,7 @@ use std::fmt::Write;
 use super::{Delta, Elements, SetName, ACCEPT_MARK};
 
 /// `(name, declaration)` of each set and map.
-const SETS: [(SetName, &str); 13] = [
+const SETS: [(SetName, &str); 14] = [
     (SetName::Bridges, "type ifname;"),
     (SetName::Internal, "type ifname;"),
     (SetName::Masq, "type ifname;"),
@@ -33,6 +33,7 @@ const SETS: [(SetName, &str); 13] = [
     (SetName::NoIccPorts, "type ifname;"),
     (SetName::TunnelPorts, "type inet_service;"),
     (SetName::TunnelPeers, "type ipv4_addr;"),
+    (SetName::PluginNets, "type ipv4_addr; flags interval;"),
     (
         SetName::IntraDst,
         "type ipv4_addr . ifname; flags interval;",
@@ -206,11 +207,16 @@ pub fn skeleton_rules(o: Options) -> Vec<(&'static str, &'static str, String)> {
         ("bridge ferry", "icc", "oifname @noicc_ports drop".into()),
     ];
     if o.guard_forwarding {
-        rules.push((
-            i,
-            "forward",
-            "iifname != @bridges oifname != @bridges drop".into(),
-        ));
+        // A plugin's network crosses no bridge of ferry's but is ferry's all the same
+        // (with br_netfilter its bridged frames come through here too): let it be
+        // before the guard drops what touches no ferry bridge.
+        for r in [
+            "ip saddr @plugin_nets return",
+            "ip daddr @plugin_nets return",
+            "iifname != @bridges oifname != @bridges drop",
+        ] {
+            rules.push((i, "forward", r.into()));
+        }
     }
     rules
 }

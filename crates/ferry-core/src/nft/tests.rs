@@ -294,6 +294,18 @@ fn the_forwarding_guard_is_there_only_when_ferry_turned_forwarding_on() {
 }
 
 #[test]
+fn a_plugins_network_is_in_plugin_nets_and_nowhere_else() {
+    let mut net = user_net("plug", "10.0.1.0/24", true, &[]);
+    net.kind = crate::model::NetworkKind::Remote(crate::model::RemoteConf {
+        driver: "mynetwork".into(),
+    });
+    let e = desired([&net], []);
+    assert_eq!(keys(&e, SetName::PluginNets), vec!["10.0.1.0/24".to_string()]);
+    assert!(keys(&e, SetName::Bridges).is_empty());
+    assert!(keys(&e, SetName::Subnets).is_empty());
+}
+
+#[test]
 fn ferrys_docker_user_rule_is_found_by_its_handle() {
     let listing = "table ip filter {\n\tchain DOCKER-USER { # handle 3\n\t\tmeta mark & 0x00100000 == 0x00100000 counter packets 0 bytes 0 accept comment \"ferry\" # handle 12\n\t\tcounter packets 0 bytes 0 return # handle 4\n\t}\n}\n";
     assert_eq!(
