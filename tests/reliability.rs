@@ -401,6 +401,49 @@ fn the_store_logs_and_sockets_are_not_open_to_everyone() -> Result<()> {
     host.finish()
 }
 
+/// `GET /_ping` with curl as uid `nobody` and group `gid`, bounded; its output.
+fn ping_as_nobody(sock: &Path, gid: u32) -> Result<ferry_testkit::Output> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sSv", "--max-time", "5", "--unix-socket"])
+        .arg(sock)
+        .arg("http://ferry/_ping")
+        .uid(65534)
+        .gid(gid);
+    ferry_testkit::run_bounded(&mut cmd, Duration::from_secs(10))
+}
+
+/// `-G GROUP`: the API socket belongs to the group; a member (uid nobody, group
+/// nogroup) drives ferryd, anyone else (the same uid in group daemon) gets EACCES.
+#[test]
+fn members_of_the_sockets_group_connect_and_others_are_refused() -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !ferry_testkit::privileged(ferry_testkit::scenario_name!()) {
+        return Ok(());
+    }
+    let host = TestHost::start_with_args(ferry_testkit::scenario_name!(), &["-G", "nogroup"])?;
+    // The test's root is 0700: let others reach the socket, so only its mode decides.
+    std::fs::set_permissions(host.root(), std::fs::Permissions::from_mode(0o711))?;
+    let meta = std::fs::metadata(host.sock())?;
+    ensure!(
+        meta.gid() == 65534 && meta.mode() & 0o777 == 0o660,
+        "socket gid {} mode {:o}",
+        meta.gid(),
+        meta.mode() & 0o777
+    );
+    let member = ping_as_nobody(host.sock(), 65534)?;
+    ensure!(
+        member.success() && member.stdout.trim() == "OK",
+        "a member of the socket's group was not let in:\n{member}"
+    );
+    let stranger = ping_as_nobody(host.sock(), 1)?;
+    ensure!(
+        !stranger.success() && stranger.stderr.contains("Permission denied"),
+        "a user outside the socket's group got in:\n{stranger}"
+    );
+    host.finish()
+}
+
 /// Send `partial` and wait for ferryd to answer or close; how long that took and what it
 /// sent.
 fn held_open(sock: &Path, partial: &[u8]) -> Result<(Duration, String)> {

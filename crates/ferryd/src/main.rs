@@ -28,6 +28,11 @@ struct Args {
         default_value = "unix:///run/ferry/ferry.sock"
     )]
     host: String,
+    /// The group that owns the API socket (mode 0660): its members may drive ferryd, as
+    /// the `docker` group's may drive dockerd. A group that does not exist leaves the
+    /// socket root's only.
+    #[arg(short = 'G', long, default_value = "ferry")]
+    group: String,
     /// Where sandboxes are linked as `ferry-<name>` so `ip netns` sees them.
     #[arg(long, default_value = "/run/netns")]
     netns_dir: PathBuf,
@@ -192,7 +197,13 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(run(cfg, args.dns_upstream, args.plugin_dir, cluster))
+        .block_on(run(
+            cfg,
+            args.dns_upstream,
+            args.plugin_dir,
+            cluster,
+            args.group,
+        ))
 }
 
 async fn run(
@@ -200,6 +211,7 @@ async fn run(
     dns_upstream: Vec<std::net::SocketAddr>,
     plugin_dir: PathBuf,
     cluster: Option<ferryd::overlay::ClusterConf>,
+    group: String,
 ) -> anyhow::Result<()> {
     for dir in [&cfg.data_root, &cfg.exec_root] {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
@@ -223,6 +235,8 @@ async fn run(
     }
     let listener = ferryd::serve::bind_private(&socket)
         .with_context(|| format!("listen on {}", socket.display()))?;
+    ferryd::serve::give_to_group(&socket, &group)
+        .with_context(|| format!("give {} to group {group}", socket.display()))?;
     tracing::info!("ferryd listening on unix://{}", socket.display());
 
     let stop = d.clone();

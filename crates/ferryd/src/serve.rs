@@ -43,6 +43,24 @@ pub fn bind_private(path: &std::path::Path) -> std::io::Result<tokio::net::UnixL
     Ok(listener)
 }
 
+/// Give the socket at `path` to group `name` (its mode stays 0660): its members may
+/// connect, others get EACCES. A group that does not exist is not an error (dockerd's
+/// `-G docker` on a host without that group): the socket stays root's only, and the log
+/// says so.
+pub fn give_to_group(path: &std::path::Path, name: &str) -> std::io::Result<()> {
+    match nix::unistd::Group::from_name(name).map_err(std::io::Error::from)? {
+        Some(g) => {
+            nix::unistd::chown(path, None, Some(g.gid)).map_err(std::io::Error::from)?;
+            tracing::info!("{}: group {name} may connect", path.display());
+        }
+        None => tracing::info!(
+            "{}: no group {name} on this host: only root may connect",
+            path.display()
+        ),
+    }
+    Ok(())
+}
+
 fn refusal(status: StatusCode, msg: String) -> Response {
     // Both shapes: the Engine API reads `message`, a plugin client reads `Err`.
     (

@@ -300,7 +300,10 @@ fn a_plugins_network_is_in_plugin_nets_and_nowhere_else() {
         driver: "mynetwork".into(),
     });
     let e = desired([&net], []);
-    assert_eq!(keys(&e, SetName::PluginNets), vec!["10.0.1.0/24".to_string()]);
+    assert_eq!(
+        keys(&e, SetName::PluginNets),
+        vec!["10.0.1.0/24".to_string()]
+    );
     assert!(keys(&e, SetName::Bridges).is_empty());
     assert!(keys(&e, SetName::Subnets).is_empty());
 }
