@@ -12,7 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
 
 use anyhow::{ensure, Context, Result};
-use ferry_testkit::{At, TestHost};
+use ferry_testkit::{At, NoReach, TestHost};
 use std::time::{Duration, Instant};
 
 #[path = "plugins/harness.rs"]
@@ -161,9 +161,14 @@ fn the_seed_scenario_over_tcp_through_a_json_spec_file() -> Result<()> {
     host.run_idle("s2", &["--network", "mynet"])?;
     ensure!(host.ip_of("s2", "mynet")? == "10.0.1.3");
     host.expect_reach(At::Sandbox("s2"), "tcp", "10.0.1.2", 8080)?;
-    // Not checked: the seed's "a sandbox on the default network cannot reach it". ferry's
-    // firewall does not know a plugin's bridge, so the default network's sandboxes reach
-    // it routed and masqueraded, as dockerd's rules would let them (issue 16, left open).
+    // The seed's "a sandbox on the default network cannot reach it", with its control:
+    // the same sandbox reaches a server on its own network.
+    host.run_server("d1", &[], "tcp", 8080)?;
+    host.run_idle("d2", &[])?;
+    let d1 = host.ip_of("d1", "bridge")?;
+    host.expect_reach(At::Sandbox("d2"), "tcp", &d1, 8080)?;
+    host.expect_no_reach(At::Sandbox("d2"), "tcp", "10.0.1.2", 8080, NoReach::Timeout)?;
+    host.ferry_ok(&["rm", "-f", "d1", "d2"])?;
 
     plugin.clear()?;
     host.ferry_ok(&["rm", "-f", "s1"])?;

@@ -97,14 +97,11 @@ pub struct Options {
     pub guard_forwarding: bool,
 }
 
-/// The rules, chain by chain. Nothing here varies with the state.
-pub fn skeleton_rules(o: Options) -> Vec<(&'static str, &'static str, String)> {
-    let ok = format!("meta mark set meta mark or {ACCEPT_MARK:#010x} accept");
-    let any = "meta l4proto { tcp, udp } dnat ip to meta l4proto . th dport map @pub_any";
-    let shift = "meta l4proto { tcp, udp } dnat ip to ip saddr . ip daddr . meta l4proto . th dport map @pub_shift";
-    let same = "meta l4proto { tcp, udp } dnat ip to ip saddr . ip daddr . meta l4proto . th dport map @pub_same";
+/// The `forward` chain and the two it jumps to: the administrator's chain, traffic within
+/// an ICC-on bridge, internal networks, isolation, and what may enter or leave a bridge.
+fn forwarding_rules(ok: &str) -> Vec<(&'static str, &'static str, String)> {
     let i = "inet ferry";
-    let mut rules = vec![
+    vec![
         // Administrator's rules first; then traffic within one ICC-on bridge (routed
         // hairpin, or bridged frames seen when br_netfilter is loaded) passes, marked so
         // that dockerd's FORWARD policy DROP lets it through too; then by direction.
@@ -113,6 +110,18 @@ pub fn skeleton_rules(o: Options) -> Vec<(&'static str, &'static str, String)> {
         (i, "forward", format!("iifname . oifname @intra {ok}")),
         (i, "forward", "iifname @internal drop".into()),
         (i, "forward", "oifname @internal drop".into()),
+        // A plugin's network and ferry's are isolated from each other, as two of
+        // ferry's bridges are.
+        (
+            i,
+            "forward",
+            "iifname @bridges ip daddr @plugin_nets drop".into(),
+        ),
+        (
+            i,
+            "forward",
+            "oifname @bridges ip saddr @plugin_nets drop".into(),
+        ),
         (i, "forward", "oifname @bridges jump to_bridge".into()),
         (i, "forward", "iifname @bridges jump from_bridge".into()),
         // Into a bridge: replies; published ports (DNAT done in prerouting); everything
@@ -127,7 +136,19 @@ pub fn skeleton_rules(o: Options) -> Vec<(&'static str, &'static str, String)> {
         (i, "from_bridge", "oifname @bridges drop".into()),
         (i, "from_bridge", "oifname \"docker0\" accept".into()),
         (i, "from_bridge", "oifname \"br-*\" accept".into()),
-        (i, "from_bridge", ok.clone()),
+        (i, "from_bridge", ok.to_string()),
+    ]
+}
+
+/// The rules, chain by chain. Nothing here varies with the state.
+pub fn skeleton_rules(o: Options) -> Vec<(&'static str, &'static str, String)> {
+    let ok = format!("meta mark set meta mark or {ACCEPT_MARK:#010x} accept");
+    let any = "meta l4proto { tcp, udp } dnat ip to meta l4proto . th dport map @pub_any";
+    let shift = "meta l4proto { tcp, udp } dnat ip to ip saddr . ip daddr . meta l4proto . th dport map @pub_shift";
+    let same = "meta l4proto { tcp, udp } dnat ip to ip saddr . ip daddr . meta l4proto . th dport map @pub_same";
+    let i = "inet ferry";
+    let mut rules = forwarding_rules(&ok);
+    rules.extend([
         // route_localnet is on for ferry's bridges (published 127.0.0.1 ports): never
         // let a sandbox open a connection to the host's loopback services through it
         // (replies to the host's own loopback clients pass: they are not "original").
@@ -205,7 +226,7 @@ pub fn skeleton_rules(o: Options) -> Vec<(&'static str, &'static str, String)> {
         // ICC off: bridged frames between two such ports are dropped (the chain that
         // jumps here is hooked by `icc_hook`).
         ("bridge ferry", "icc", "oifname @noicc_ports drop".into()),
-    ];
+    ]);
     if o.guard_forwarding {
         // A plugin's network crosses no bridge of ferry's but is ferry's all the same
         // (with br_netfilter its bridged frames come through here too): let it be
