@@ -525,6 +525,38 @@ fn a_flushed_ruleset_comes_back_on_reconcile() -> Result<()> {
     host.finish()
 }
 
+/// A published port's element deleted by hand (the table and its chains intact) is put
+/// back by the periodic check: the port answers again, without anyone asking.
+#[test]
+fn a_set_element_deleted_by_hand_comes_back_by_the_periodic_check() -> Result<()> {
+    let host = host_or_skip!();
+    let peer = host.add_peer("10.86.0.1/24", "10.86.0.2/24")?;
+    let net = unique("n");
+    host.create_network(&net, &["--subnet", "10.87.0.0/24"])?;
+    host.run_server("web", &["--network", &net, "-p", "8080:80"], "tcp", 80)?;
+    let web = host.ip_of("web", &net)?;
+    host.expect_reach(At::Peer(&peer), "tcp", &peer.host_ip, 8080)?;
+    let element = format!("{{ tcp . 8080 : {web} . 80 }}");
+    host.nft(&["delete", "element", "inet", "ferry", "pub_any", &element])?;
+    let map = host.nft(&["list", "map", "inet", "ferry", "pub_any"])?;
+    // Not a probe that must fail here: the periodic check may already be repairing.
+    ensure!(
+        !map.contains("8080") || map.contains(&web),
+        "the element was not deleted:\n{map}"
+    );
+    // The check runs every 5 s; expect_reach retries for 10 s.
+    host.expect_reach(At::Peer(&peer), "tcp", &peer.host_ip, 8080)?;
+    let map = host.nft(&["list", "map", "inet", "ferry", "pub_any"])?;
+    ensure!(map.contains("8080"), "the element is not back:\n{map}");
+    ensure!(
+        host.log_tail(200).contains("elements missing from pub_any"),
+        "ferryd did not say what it restored:\n{}",
+        host.log_tail(40)
+    );
+    drop(peer);
+    host.finish()
+}
+
 #[test]
 fn the_live_ruleset_holds_exactly_the_elements_of_the_desired_state() -> Result<()> {
     let host = host_or_skip!();

@@ -48,6 +48,9 @@ impl Source {
 #[derive(Default)]
 pub struct Firewall {
     applied: tokio::sync::Mutex<Option<Ledger<Source>>>,
+    /// The sets the last periodic check found short, after it reloaded them: the same
+    /// shortfall again is logged, not reloaded again (no reload every 5 s).
+    short_before: std::sync::Mutex<Vec<String>>,
     /// The sources committed since the last sync (see [`Daemon::commit`]).
     pending: std::sync::Mutex<Vec<Source>>,
 }
@@ -340,7 +343,46 @@ impl<K: KernelOps> Daemon<K> {
             }
             return;
         }
+        self.check_elements().await;
         self.ensure_docker_user().await;
+    }
+
+    /// A set element deleted by hand (a published port's, an isolation set's) is missed:
+    /// each of ferry's sets must hold at least the elements the state wants, else the
+    /// table is loaded whole again. Under the state lock, which every sync holds: what
+    /// the state wants has been applied.
+    async fn check_elements(&self) {
+        let st = self.state.lock().await;
+        let listing = match self.kernel.nft("list table inet ferry").await {
+            Ok(l) => l,
+            Err(e) => return tracing::warn!("firewall: list: {e}"),
+        };
+        let have = nft::listed_counts(&listing);
+        let mut want = Elements::default();
+        for (_, e) in sources_of(&st) {
+            want.extend(e);
+        }
+        let short: Vec<String> = nft::wanted_counts(&want)
+            .into_iter()
+            .filter(|(name, n)| have.get(*name).copied().unwrap_or(0) < *n)
+            .map(|(name, n)| format!("{name} ({} of {n})", have.get(name).copied().unwrap_or(0)))
+            .collect();
+        let reload = {
+            let mut before = self.firewall.short_before.lock().expect("short lock");
+            let reload = !short.is_empty() && *before != short;
+            *before = short.clone();
+            reload
+        };
+        if !reload {
+            return;
+        }
+        tracing::warn!(
+            "firewall: elements missing from {}; restoring",
+            short.join(", ")
+        );
+        if let Err(e) = self.load_firewall(&st).await {
+            tracing::error!("firewall: restore: {e}");
+        }
     }
 }
 

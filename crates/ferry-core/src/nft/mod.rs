@@ -355,5 +355,55 @@ fn put_published(e: &mut Elements, p: &Published, ip: std::net::Ipv4Addr) {
     }
 }
 
+/// How many elements each set and map of `inet ferry` should hold for `e`, by name.
+pub fn wanted_counts(e: &Elements) -> BTreeMap<&'static str, usize> {
+    e.sets
+        .iter()
+        .filter_map(|(set, items)| {
+            let name = set.path().strip_prefix("inet ferry ")?;
+            Some((name, items.len()))
+        })
+        .collect()
+}
+
+/// How many elements each set and map holds in `nft list table inet ferry`'s text, by
+/// name (`elements = { a, b,\n c }` may span lines; no element contains a comma).
+pub fn listed_counts(listing: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    let mut current: Option<String> = None;
+    let mut inside = String::new();
+    let mut collecting = false;
+    // ferryd lists with handles: `set bridges { # handle 5`.
+    let lines = listing
+        .lines()
+        .map(|l| l.split(" # handle ").next().unwrap_or(l).trim());
+    for line in lines {
+        if let Some(rest) = line
+            .strip_prefix("set ")
+            .or_else(|| line.strip_prefix("map "))
+        {
+            current = rest.strip_suffix(" {").map(str::to_string);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("elements = {") {
+            collecting = true;
+            inside.clear();
+            inside.push_str(rest);
+        } else if collecting {
+            inside.push(' ');
+            inside.push_str(line);
+        }
+        if collecting && inside.trim_end().ends_with('}') {
+            collecting = false;
+            let body = inside.trim_end().trim_end_matches('}');
+            let n = body.split(',').filter(|i| !i.trim().is_empty()).count();
+            if let Some(name) = &current {
+                out.insert(name.clone(), n);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests;

@@ -320,3 +320,19 @@ fn ferrys_docker_user_rule_is_found_by_its_handle() {
         None
     );
 }
+
+#[test]
+fn the_listing_is_counted_set_by_set_even_across_lines() {
+    let listing = "table inet ferry { # handle 3\n\tset bridges { # handle 5\n\t\ttype ifname\n\t\telements = { \"ferry0\", \"fy-1\" }\n\t}\n\tset masq {\n\t\ttype ifname\n\t}\n\tmap pub_any {\n\t\ttype inet_proto . inet_service : ipv4_addr . inet_service\n\t\telements = { tcp . 8080 : 10.0.0.2 . 80,\n\t\t\t     udp . 53 : 10.0.0.3 . 53,\n\t\t\t     tcp . 9 : 10.0.0.4 . 9 }\n\t}\n\tchain forward {\n\t}\n}\n";
+    let got = super::listed_counts(listing);
+    assert_eq!(got.get("bridges"), Some(&2));
+    assert_eq!(got.get("pub_any"), Some(&3));
+    assert_eq!(got.get("masq"), None);
+    let net = user_net("loud", "10.7.0.0/24", false, &[]);
+    let want = super::wanted_counts(&desired([&net], []));
+    assert_eq!(want.get("bridges"), Some(&1));
+    assert!(
+        !want.contains_key("noicc_ports"),
+        "a bridge-family set: {want:?}"
+    );
+}
