@@ -63,17 +63,21 @@ impl Client {
     /// credentials; None if the kernel does not say.
     pub fn server_pid(&self) -> anyhow::Result<Option<u32>> {
         self.rt.block_on(async {
-            let stream = tokio::net::UnixStream::connect(&self.socket)
-                .await
-                .with_context(|| {
-                    format!(
-                        "Cannot connect to ferryd at {}. Is ferryd running?",
-                        self.host
-                    )
-                })?;
+            let stream = self.connect().await?;
             let cred = stream.peer_cred().context("read ferryd's credentials")?;
             Ok(cred.pid().and_then(|p| u32::try_from(p).ok()))
         })
+    }
+
+    async fn connect(&self) -> anyhow::Result<tokio::net::UnixStream> {
+        tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .with_context(|| {
+                format!(
+                    "Cannot connect to ferryd at {}. Is ferryd running?",
+                    self.host
+                )
+            })
     }
 
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Reply> {
@@ -86,14 +90,7 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Reply> {
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .with_context(|| {
-                format!(
-                    "Cannot connect to ferryd at {}. Is ferryd running?",
-                    self.host
-                )
-            })?;
+        let stream = self.connect().await?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
@@ -128,9 +125,7 @@ impl Client {
     }
 
     async fn enter_async(&self, id: &str) -> anyhow::Result<Vec<OwnedFd>> {
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .with_context(|| format!("Cannot connect to ferryd at {}", self.host))?;
+        let stream = self.connect().await?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn.with_upgrades());
