@@ -263,3 +263,73 @@ fn a_10000_port_range_is_published_and_removed_whole() -> Result<()> {
     release_all_and_check(&host)?;
     host.finish()
 }
+
+/// Attaches that publish nothing on an ICC-on network change nothing in the firewall: the
+/// tables read the same, rule handles included (a reload would renumber them), before
+/// and after 100 `run -d` at once (1,000 on a /22 with `FERRY_LOAD_FULL`), and after their
+/// `rm -f`. Control: one published port does change them.
+#[test]
+fn attaches_without_ports_make_no_firewall_change() -> Result<()> {
+    let host = host_or_skip!();
+    let (n, subnet) = if full() {
+        (1000, "10.164.0.0/22")
+    } else {
+        (100, "10.164.0.0/24")
+    };
+    host.create_network("quiet", &["--subnet", subnet])?;
+    host.ferry_ok(
+        &idle_run("first", "quiet", None)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )?;
+    let tables = || -> Result<String> {
+        Ok(format!(
+            "{}{}",
+            host.nft(&["-a", "list", "table", "inet", "ferry"])?,
+            host.nft(&["-a", "list", "table", "bridge", "ferry"])?
+        ))
+    };
+    let before = tables()?;
+    let calls: Vec<Vec<String>> = (0..n)
+        .map(|i| idle_run(&format!("q{i}"), "quiet", None))
+        .collect();
+    let t = Instant::now();
+    for (out, args) in all_at_once(&host, &calls)?.iter().zip(&calls) {
+        ensure!(out.success(), "{args:?} failed:\n{out}");
+    }
+    let took = t.elapsed();
+    ensure!(
+        tables()? == before,
+        "{n} attaches without ports changed the firewall"
+    );
+    let rms: Vec<Vec<String>> = (0..n)
+        .map(|i| vec!["rm".into(), "-f".into(), format!("q{i}")])
+        .collect();
+    for out in all_at_once(&host, &rms)? {
+        ensure!(out.success(), "rm -f failed:\n{out}");
+    }
+    ensure!(tables()? == before, "their removal changed the firewall");
+    // Control: a published port is seen in the same listing.
+    host.ferry_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "pub",
+        "--network",
+        "quiet",
+        "-p",
+        "8090:80",
+        "--",
+        BUSYBOX,
+        "sleep",
+        "60",
+    ])?;
+    ensure!(
+        tables()? != before,
+        "a published port did not show in the tables"
+    );
+    eprintln!("load: {n} attaches without ports in {took:?}, the firewall untouched");
+    release_all_and_check(&host)?;
+    host.finish()
+}
