@@ -919,3 +919,64 @@ fn disconnect_and_rm_succeed_after_the_namespace_was_deleted_behind_ferrys_back(
     remove_all_and_check_leaks(&host, &[])?;
     host.finish()
 }
+
+/// SIGTERM while a `network disconnect` is in flight: ferryd stops taking connections
+/// but answers what it took before it exits, so the CLI either gets its answer (and the
+/// sandbox is disconnected, eth1 gone, after the restart) or its connection was never
+/// taken (refused, or reset in the listen queue) and the sandbox is still connected and
+/// wired — never a request half done.
+#[test]
+fn sigterm_during_a_disconnect_lets_it_finish() -> Result<()> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let mut host = host_or_skip!();
+    host.create_network("t1", &["--subnet", "10.171.0.0/24"])?;
+    host.create_network("t2", &["--subnet", "10.172.0.0/24"])?;
+    host.run_idle("sb", &["--network", "t1"])?;
+    let (mut answered, mut refused) = (0, 0);
+    for i in 0..8u64 {
+        if !host.inspect("sb")?["NetworkSettings"]["Networks"]
+            .as_object()
+            .is_some_and(|m| m.contains_key("t2"))
+        {
+            host.ferry_ok(&["network", "connect", "t2", "sb"])?;
+        }
+        let pid = host.ferryd_pid().context("ferryd runs")?;
+        let out = std::thread::scope(|s| {
+            let h = s.spawn(|| host.ferry(&["network", "disconnect", "t2", "sb"]));
+            std::thread::sleep(Duration::from_millis(i));
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            h.join().expect("the CLI thread")
+        })?;
+        host.restart_after_exit()?;
+        let addrs = host
+            .exec("sb", &[ferry_testkit::BUSYBOX, "ip", "-4", "addr"])?
+            .expect_success()?
+            .stdout;
+        let on_t2 = host.inspect("sb")?["NetworkSettings"]["Networks"]
+            .as_object()
+            .is_some_and(|m| m.contains_key("t2"));
+        if out.success() {
+            ensure!(
+                !on_t2 && !addrs.contains("10.172.0."),
+                "try {i}: disconnect answered, yet sb is still on t2:\n{addrs}"
+            );
+            answered += 1;
+        } else {
+            // Not taken: refused at connect, or reset in the listen queue ferryd closed.
+            ensure!(
+                out.stderr.contains("Cannot connect to ferryd")
+                    || out.stderr.contains("Connection reset by peer"),
+                "try {i}: the disconnect failed another way:\n{out}"
+            );
+            ensure!(
+                on_t2 && addrs.contains("10.172.0."),
+                "try {i}: refused, yet sb is not wired on t2:\n{addrs}"
+            );
+            refused += 1;
+        }
+    }
+    eprintln!("sigterm: 8 tries, {answered} answered and done, {refused} refused before taken");
+    remove_all_and_check_leaks(&host, &[])?;
+    host.finish()
+}

@@ -181,6 +181,23 @@ impl TestHost {
 
     /// SIGKILL ferryd (its sandboxes' processes keep running, as on a real host), then start a
     /// new ferryd with the same roots in the same network namespace and wait until it answers.
+    /// After the test stopped ferryd itself (a signal it sent by [`TestHost::ferryd_pid`]):
+    /// wait for it to exit (at most 15 s), then start a new one as
+    /// [`TestHost::restart_kill9`] does.
+    pub fn restart_after_exit(&mut self) -> Result<()> {
+        let child = self.ferryd.as_mut().context("ferryd is not running")?;
+        wait_bounded(child, Duration::from_secs(15))?.context("ferryd did not exit within 15 s")?;
+        self.ferryd = None;
+        self.log_note("ferryd stopped by the test; starting a new one");
+        let fd = self
+            .netns
+            .as_ref()
+            .context("the host network namespace is gone")?
+            .as_raw_fd();
+        self.ferryd = Some(self.spawn_ferryd(Some(fd))?);
+        self.wait_ready()
+    }
+
     pub fn restart_kill9(&mut self) -> Result<()> {
         self.restart_kill9_with(|| {})
     }

@@ -162,6 +162,9 @@ fn socket_path(host: &str) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("-H {host}: only unix:///PATH sockets are supported"))
 }
 
+/// How long a stopping ferryd lets the requests it took finish.
+const DRAIN_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cluster = cluster_conf(&args)?;
@@ -246,7 +249,9 @@ async fn run(
         let listener = ferryd::plugin::bind(&plugin_dir)?;
         Some(tokio::spawn(ferryd::plugin::serve(d.clone(), listener)))
     };
-    let app = axum::middleware::from_fn(api::strip_version).layer(api::router(d.clone()));
+    let inflight = std::sync::Arc::new(ferryd::serve::InFlight::default());
+    let app = axum::middleware::from_fn_with_state(inflight.clone(), ferryd::serve::track)
+        .layer(axum::middleware::from_fn(api::strip_version).layer(api::router(d.clone())));
     let serve = ferryd::serve::serve_unix(listener, app);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -256,6 +261,10 @@ async fn run(
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping; sandboxes keep running"),
     }
     let _ = std::fs::remove_file(&socket);
+    // No new connection is taken now; what was asked before the signal is answered.
+    if !inflight.drain(DRAIN_WITHIN).await {
+        tracing::warn!("stopping with requests still in flight after {DRAIN_WITHIN:?}");
+    }
     if let Some(task) = plugin {
         task.abort();
         let _ = std::fs::remove_file(ferryd::plugin::socket_in(&plugin_dir));

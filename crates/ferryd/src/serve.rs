@@ -143,3 +143,51 @@ where
         });
     }
 }
+
+/// Requests being answered, so that a SIGTERM lets them finish (a `network disconnect`
+/// half done is not cut off) before ferryd exits: counted by [`track`], awaited by
+/// [`InFlight::drain`].
+#[derive(Default)]
+pub struct InFlight {
+    n: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One request in flight while held.
+struct Counted(std::sync::Arc<InFlight>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if self.0.n.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl InFlight {
+    /// Wait until no request is being answered, at most `within`; false if some still
+    /// are (a `wait` on a sandbox that does not exit, say).
+    pub async fn drain(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let idle = self.idle.notified();
+            if self.n.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return false;
+            }
+        }
+    }
+}
+
+/// Middleware: count the request in flight until its answer is ready.
+pub async fn track(
+    axum::extract::State(inflight): axum::extract::State<std::sync::Arc<InFlight>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    inflight.n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let _counted = Counted(inflight);
+    next.run(req).await
+}
