@@ -19,15 +19,9 @@ use ferry_kernel::KernelOps;
 
 use crate::ops::Daemon;
 
-/// What ferryd does with br_netfilter's calls into the IP hooks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum BrNetfilter {
-    /// Leave them as the host has them.
-    #[default]
-    Keep,
-    /// Turn them off in ferryd's namespace while ferry has networks.
-    Off,
-}
+// The setting lives with the rest of ferryd's configuration (no module circle:
+// config ← ops ← this); re-exported under its old path.
+pub use crate::config::BrNetfilter;
 
 /// The three switches, as `/proc/sys` segments.
 const CALLS: [[&str; 3]; 3] = [

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
 
-use crate::br_netfilter::BrNetfilter;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -69,3 +68,15 @@ impl Config {
         self.netns_dir.join(format!("ferry-{name}"))
     }
 }
+
+/// What ferryd does with br_netfilter's calls into the IP hooks (`--br-netfilter`; see
+/// [`crate::br_netfilter`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BrNetfilter {
+    /// Leave them as the host has them.
+    #[default]
+    Keep,
+    /// Turn them off in ferryd's namespace while ferry has networks.
+    Off,
+}
+
