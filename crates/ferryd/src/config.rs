@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
 
-
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Persistent state (the store).
@@ -79,4 +78,3 @@ pub enum BrNetfilter {
     /// Turn them off in ferryd's namespace while ferry has networks.
     Off,
 }
-
