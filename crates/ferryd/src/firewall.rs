@@ -348,25 +348,27 @@ impl<K: KernelOps> Daemon<K> {
     }
 
     /// A set element deleted by hand (a published port's, an isolation set's) is missed:
-    /// each of ferry's sets must hold at least the elements the state wants, else the
-    /// table is loaded whole again. Under the state lock, which every sync holds: what
-    /// the state wants has been applied.
+    /// each of ferry's sets must hold at least the elements ferryd last applied (the
+    /// ledger), else the table is loaded whole again from the state. The listing is
+    /// read under the ledger's lock, which every apply holds.
     async fn check_elements(&self) {
-        let st = self.state.lock().await;
-        let listing = match self.kernel.nft("list table inet ferry").await {
-            Ok(l) => l,
-            Err(e) => return tracing::warn!("firewall: list: {e}"),
+        let short: Vec<String> = {
+            let applied = self.firewall.applied.lock().await;
+            let Some(ledger) = applied.as_ref() else {
+                return;
+            };
+            let listing = match self.kernel.nft("list table inet ferry").await {
+                Ok(l) => l,
+                Err(e) => return tracing::warn!("firewall: list: {e}"),
+            };
+            let have = nft::listed_counts(&listing);
+            let have = |name: &str| have.get(name).copied().unwrap_or(0);
+            nft::wanted_counts(ledger.all())
+                .into_iter()
+                .filter(|(name, n)| have(name) < *n)
+                .map(|(name, n)| format!("{name} ({} of {n})", have(name)))
+                .collect()
         };
-        let have = nft::listed_counts(&listing);
-        let mut want = Elements::default();
-        for (_, e) in sources_of(&st) {
-            want.extend(e);
-        }
-        let short: Vec<String> = nft::wanted_counts(&want)
-            .into_iter()
-            .filter(|(name, n)| have.get(*name).copied().unwrap_or(0) < *n)
-            .map(|(name, n)| format!("{name} ({} of {n})", have.get(name).copied().unwrap_or(0)))
-            .collect();
         let reload = {
             let mut before = self.firewall.short_before.lock().expect("short lock");
             let reload = !short.is_empty() && *before != short;
@@ -380,6 +382,7 @@ impl<K: KernelOps> Daemon<K> {
             "firewall: elements missing from {}; restoring",
             short.join(", ")
         );
+        let st = self.state.lock().await;
         if let Err(e) = self.load_firewall(&st).await {
             tracing::error!("firewall: restore: {e}");
         }
