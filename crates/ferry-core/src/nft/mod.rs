@@ -233,7 +233,8 @@ pub fn desired_for_endpoints<'a>(
 
 /// A bridge network with ICC off: its endpoints' host ends go in `noicc_ports`.
 pub fn no_icc(n: &Network) -> bool {
-    matches!((n.bridge(), &n.pool, n.driver()), (Some(b), Some(_), d) if d.is_bridged() && !b.icc)
+    // Only bridge and overlay networks have a bridge (their NetworkKind says so).
+    matches!((n.bridge(), &n.pool), (Some(b), Some(_)) if !b.icc)
 }
 
 /// What one network puts in the sets (nothing unless it is a bridge with a subnet).
@@ -243,7 +244,7 @@ pub fn network_elements(n: &Network) -> Elements {
         e.put(SetName::PluginNets, pool.subnet.trunc().to_string(), None);
         return e;
     }
-    let (Some(b), Some(pool), true) = (n.bridge(), &n.pool, n.driver().is_bridged()) else {
+    let (Some(b), Some(pool)) = (n.bridge(), &n.pool) else {
         return e;
     };
     let name = ifname(b.name.as_str());
