@@ -167,13 +167,12 @@ impl Dns {
         records: std::collections::BTreeMap<String, ferry_dns::SandboxRecord>,
     ) {
         let mut inner = self.inner.lock().expect("dns lock");
-        inner.remote = records;
-        let remote = inner.remote.clone();
         if let Some(s) = inner.serving.as_mut() {
-            if s.names.set_remote(&remote) {
+            if s.names.set_remote(&records) {
                 s.server.set_table(s.names.table().clone());
             }
         }
+        inner.remote = records;
     }
 
     /// Track `st`'s listen addresses; if serving, let `change` bring the names up to
