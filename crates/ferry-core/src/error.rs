@@ -1,7 +1,7 @@
 //! Errors of the core, each naming the object and what is wrong with it. Every variant
 //! maps to the HTTP status dockerd answers for the same case (docker-protocols.md B3).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CoreError {
@@ -38,11 +38,11 @@ pub enum CoreError {
     #[error("user specified IP address is supported only when connecting to networks with user configured subnets")]
     StaticIpNeedsUserSubnet,
     #[error("Address already in use: {0}")]
-    AddressInUse(Ipv4Addr),
+    AddressInUse(IpAddr),
     #[error("Invalid address {0}: It does not belong to any of this network's subnets")]
-    AddressOutsideSubnet(Ipv4Addr),
+    AddressOutsideSubnet(IpAddr),
     #[error("Invalid address {ip}: {why}")]
-    AddressReserved { ip: Ipv4Addr, why: &'static str },
+    AddressReserved { ip: IpAddr, why: &'static str },
     #[error("no available addresses on network {0}")]
     NetworkFull(String),
     #[error("could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network")]

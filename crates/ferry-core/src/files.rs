@@ -1,12 +1,12 @@
 //! The sandbox's own /etc/hosts and /etc/resolv.conf, rendered from the model.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::model::DnsConf;
 
 /// /etc/hosts: localhost entries, then each address of the sandbox with its hostname
 /// (and name, if it differs), as Docker writes it.
-pub fn hosts_file(hostname: &str, name: &str, addrs: &[Ipv4Addr]) -> String {
+pub fn hosts_file(hostname: &str, name: &str, addrs: &[IpAddr]) -> String {
     let mut s = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
     );

@@ -8,6 +8,7 @@
 
 pub mod docker;
 pub mod error;
+pub mod family;
 pub mod files;
 pub mod filters;
 pub mod id;

@@ -2,9 +2,9 @@
 //! The kernel is derived from these values; nothing here refers to kernel handles.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::ipam::AddressPool;
@@ -347,7 +347,7 @@ impl Network {
             None => self.driver().as_str(),
         }
     }
-    pub fn subnet(&self) -> Option<Ipv4Net> {
+    pub fn subnet(&self) -> Option<IpNet> {
         self.pool.as_ref().map(|p| p.subnet)
     }
     /// Docker's scope: "global" for an overlay, "local" for everything else.
@@ -372,7 +372,7 @@ pub enum RunState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
     pub network_id: String,
-    pub static_ip: Option<Ipv4Addr>,
+    pub static_ip: Option<IpAddr>,
     pub aliases: Vec<String>,
     /// Published ports as requested (`-p`, `connect --publish`).
     #[serde(default)]
@@ -383,9 +383,9 @@ pub struct Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveEndpoint {
     pub id: String,
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub prefix_len: u8,
-    pub gateway: Option<Ipv4Addr>,
+    pub gateway: Option<IpAddr>,
     pub mac: [u8; 6],
     /// The endpoint's link in ferryd's namespace: a veth's host end. A macvlan
     /// endpoint has none.
@@ -495,9 +495,16 @@ impl Sandbox {
     }
 }
 
-/// Docker's bridge-driver MAC: 02:42 followed by the four IPv4 bytes.
-pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
-    let o = ip.octets();
+/// Docker's bridge-driver MAC: 02:42 followed by the four IPv4 bytes (for an IPv6
+/// address, its last four).
+pub fn mac_for(ip: IpAddr) -> [u8; 6] {
+    let o = match ip {
+        IpAddr::V4(a) => a.octets(),
+        IpAddr::V6(a) => {
+            let b = a.octets();
+            [b[12], b[13], b[14], b[15]]
+        }
+    };
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 

@@ -3,9 +3,9 @@
 //! pool cursor) and a fresh ID and timestamp.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 
 use crate::docker::network::{IpamConfigReq as IpamConfig, NetworkCreateRequest};
 use crate::ipam::pools::{next_pool, overlaps};
@@ -25,7 +25,7 @@ pub const OPT_DEFAULT_BRIDGE: &str = "com.docker.network.bridge.default_bridge";
 
 pub struct CreateContext<'a> {
     pub existing: &'a [Network],
-    pub host_routes: &'a [Ipv4Net],
+    pub host_routes: &'a [IpNet],
     pub pool_cursor: Option<usize>,
     pub id: String,
     pub created: String,
@@ -145,7 +145,7 @@ fn addressing(req: &NetworkCreateRequest, ctx: &CreateContext) -> Result<Address
             "ferry supports one IPv4 subnet per network".into(),
         ));
     }
-    let taken: Vec<Ipv4Net> = ctx.existing.iter().filter_map(Network::subnet).collect();
+    let taken: Vec<IpNet> = ctx.existing.iter().filter_map(Network::subnet).collect();
     let cfg = configs.into_iter().next().unwrap_or_default();
     match cfg.subnet.clone().filter(|s| !s.is_empty()) {
         None => chosen_subnet(&cfg, ctx, &taken),
@@ -157,7 +157,7 @@ fn addressing(req: &NetworkCreateRequest, ctx: &CreateContext) -> Result<Address
 fn chosen_subnet(
     cfg: &IpamConfig,
     ctx: &CreateContext,
-    taken: &[Ipv4Net],
+    taken: &[IpNet],
 ) -> Result<Addressing, CoreError> {
     let aux = cfg
         .auxiliary_addresses
@@ -169,14 +169,14 @@ fn chosen_subnet(
         ));
     }
     let (subnet, cursor) = next_pool(ctx.pool_cursor, taken, ctx.host_routes)?;
-    let gateway = first_host(subnet);
+    let gateway = first_host(subnet.into());
     let echo = IpamEcho {
         subnet: Some(subnet.to_string()),
         ip_range: None,
         gateway: Some(gateway.to_string()),
     };
     Ok(Addressing {
-        pool: AddressPool::new(subnet, gateway, None).with_auto_subnet(),
+        pool: AddressPool::new(subnet.into(), gateway, None).with_auto_subnet(),
         echo,
         cursor: Some(cursor),
     })
@@ -186,7 +186,7 @@ fn chosen_subnet(
 fn given_subnet(
     cfg: &IpamConfig,
     subnet_s: &str,
-    taken: &[Ipv4Net],
+    taken: &[IpNet],
     cursor: Option<usize>,
 ) -> Result<Addressing, CoreError> {
     let subnet = usable_subnet(subnet_s, taken)?;
@@ -196,9 +196,9 @@ fn given_subnet(
             if !subnet.contains(&ip) || ip == subnet.network() || ip == subnet.broadcast() {
                 return Err(CoreError::GatewayOutOfRange(g.to_string()));
             }
-            ip
+            ip.into()
         }
-        None => first_host(subnet),
+        None => first_host(subnet.into()),
     };
     let range = cfg
         .ip_range
@@ -208,7 +208,7 @@ fn given_subnet(
         .transpose()?;
     let aux = crate::ipam::aux::parse(
         &cfg.auxiliary_addresses.clone().unwrap_or_default(),
-        subnet,
+        subnet.into(),
         gateway,
     )?;
     let echo = IpamEcho {
@@ -217,14 +217,14 @@ fn given_subnet(
         gateway: cfg.gateway.clone().filter(|g| !g.is_empty()),
     };
     Ok(Addressing {
-        pool: AddressPool::new(subnet, gateway, range).with_aux(aux),
+        pool: AddressPool::new(subnet.into(), gateway, range.map(IpNet::V4)).with_aux(aux),
         echo,
         cursor,
     })
 }
 
 /// A subnet that parses, can ever work, has room for a host and overlaps no network.
-fn usable_subnet(subnet_s: &str, taken: &[Ipv4Net]) -> Result<Ipv4Net, CoreError> {
+pub fn usable_subnet(subnet_s: &str, taken: &[IpNet]) -> Result<Ipv4Net, CoreError> {
     if subnet_s.contains(':') {
         return Err(CoreError::Invalid(format!(
             "IPv6 subnet {subnet_s}: ferry does not support IPv6 yet"
@@ -242,14 +242,14 @@ fn usable_subnet(subnet_s: &str, taken: &[Ipv4Net]) -> Result<Ipv4Net, CoreError
     if subnet.prefix_len() > 30 {
         return Err(bad("it has room for no host"));
     }
-    if taken.iter().any(|t| overlaps(t, &subnet)) {
+    if taken.iter().any(|t| overlaps(t, &subnet.into())) {
         return Err(CoreError::PoolOverlap);
     }
     Ok(subnet)
 }
 
 /// `--ip-range`, inside the subnet.
-fn ip_range(r: &str, subnet: Ipv4Net) -> Result<Ipv4Net, CoreError> {
+pub fn ip_range(r: &str, subnet: Ipv4Net) -> Result<Ipv4Net, CoreError> {
     let range = parse_subnet(r).map_err(|_| CoreError::BadValue {
         what: "ip-range",
         value: r.into(),
@@ -286,13 +286,17 @@ const UNROUTABLE: [(&str, &str); 4] = [
 /// Why `subnet` can never work as a network's subnet, if it cannot.
 pub fn unroutable(subnet: Ipv4Net) -> Option<&'static str> {
     UNROUTABLE.iter().find_map(|(block, why)| {
-        let block: Ipv4Net = block.parse().expect("valid block");
-        overlaps(&block, &subnet).then_some(*why)
+        let block: IpNet = block.parse().expect("valid block");
+        overlaps(&block, &subnet.into()).then_some(*why)
     })
 }
 
-pub fn first_host(subnet: Ipv4Net) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(subnet.network()) + 1)
+/// The subnet's first address after its network address: the gateway Docker picks.
+pub fn first_host(subnet: IpNet) -> IpAddr {
+    match subnet.network() {
+        IpAddr::V4(a) => Ipv4Addr::from(u32::from(a).wrapping_add(1)).into(),
+        IpAddr::V6(a) => Ipv6Addr::from(u128::from(a).wrapping_add(1)).into(),
+    }
 }
 
 /// Validate a create request against what exists and build the network.
@@ -416,7 +420,7 @@ pub fn predefined_networks(ids: [String; 3], created: &str, bip: Ipv4Net) -> Vec
         ip_range: None,
         gateway: None,
     }];
-    bridge.pool = Some(AddressPool::new(subnet, bip.addr(), None));
+    bridge.pool = Some(AddressPool::new(subnet.into(), bip.addr().into(), None));
     vec![
         bridge,
         base(h, "host", NetworkKind::Host),

@@ -4,11 +4,11 @@
 //! rollback paths are tested without root.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Mutex;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use crate::{AttachSpec, BridgeSpec, KernelError, KernelOps, LinkSpec, VethPairSpec, VxlanSpec};
 
@@ -133,13 +133,13 @@ impl KernelOps for Recorder {
         }
         Ok(())
     }
-    async fn set_default_route(&self, netns: &Path, via: Ipv4Addr) -> Result<(), KernelError> {
+    async fn set_default_route(&self, netns: &Path, via: IpAddr) -> Result<(), KernelError> {
         self.record(format!("route {} via {via}", netns.display()))
     }
     async fn link_names(&self) -> Result<Vec<String>, KernelError> {
         Ok(self.links.lock().expect("lock").iter().cloned().collect())
     }
-    async fn route_destinations(&self) -> Result<Vec<Ipv4Net>, KernelError> {
+    async fn route_destinations(&self) -> Result<Vec<IpNet>, KernelError> {
         Ok(vec![])
     }
     async fn link_kind(&self, name: &str) -> Result<Option<String>, KernelError> {
@@ -236,7 +236,7 @@ impl KernelOps for Recorder {
             "the fake has no interfaces",
         ))
     }
-    async fn remove_address(&self, name: &str, net: Ipv4Net) -> Result<(), KernelError> {
+    async fn remove_address(&self, name: &str, net: IpNet) -> Result<(), KernelError> {
         self.record(format!("unaddr {name} {net}"))
     }
     /// An endpoint whose host veth the fake does not know is wired again (recorded as an

@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::future::Future;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferry_core::ports::Proto;
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use std::sync::Arc;
 
@@ -27,7 +27,7 @@ use crate::{netns, sysctl, KernelError};
 pub struct BridgeSpec {
     pub name: String,
     /// The gateway address with the subnet's prefix length.
-    pub gateway: Option<Ipv4Net>,
+    pub gateway: Option<IpNet>,
     pub mtu: u32,
 }
 
@@ -38,9 +38,9 @@ pub struct AttachSpec {
     pub netns: PathBuf,
     pub ifname: String,
     pub mac: [u8; 6],
-    pub addr: Ipv4Net,
+    pub addr: IpNet,
     /// Set the sandbox's default route via this address.
-    pub default_via: Option<Ipv4Addr>,
+    pub default_via: Option<IpAddr>,
     pub link: LinkSpec,
 }
 
@@ -124,10 +124,10 @@ pub trait KernelOps: Send + Sync + 'static {
     fn set_default_route(
         &self,
         netns: &Path,
-        via: Ipv4Addr,
+        via: IpAddr,
     ) -> impl Future<Output = Result<(), KernelError>> + Send;
     fn link_names(&self) -> impl Future<Output = Result<Vec<String>, KernelError>> + Send;
-    fn route_destinations(&self) -> impl Future<Output = Result<Vec<Ipv4Net>, KernelError>> + Send;
+    fn route_destinations(&self) -> impl Future<Output = Result<Vec<IpNet>, KernelError>> + Send;
     /// The kind of the link `name` in ferryd's namespace ("bridge", "veth", "" for none
     /// given), or None when there is no such link.
     fn link_kind(
@@ -194,7 +194,7 @@ pub trait KernelOps: Send + Sync + 'static {
     fn remove_address(
         &self,
         name: &str,
-        net: Ipv4Net,
+        net: IpNet,
     ) -> impl Future<Output = Result<(), KernelError>> + Send;
     /// Check an endpoint the store knows against the kernel and wire again what is
     /// missing (the whole veth pair if it is gone or off its bridge, else the sandbox
@@ -432,7 +432,7 @@ impl KernelOps for Netlink {
         }
     }
 
-    async fn set_default_route(&self, netns: &Path, via: Ipv4Addr) -> Result<(), KernelError> {
+    async fn set_default_route(&self, netns: &Path, via: IpAddr) -> Result<(), KernelError> {
         let nh = netns::netlink_in(netns)?;
         route::replace_default(&nh, via).await
     }
@@ -441,7 +441,7 @@ impl KernelOps for Netlink {
         get::names(&self.handle).await
     }
 
-    async fn route_destinations(&self) -> Result<Vec<Ipv4Net>, KernelError> {
+    async fn route_destinations(&self) -> Result<Vec<IpNet>, KernelError> {
         route::destinations(&self.handle).await
     }
 
@@ -520,7 +520,7 @@ impl KernelOps for Netlink {
         }
     }
 
-    async fn remove_address(&self, name: &str, net: Ipv4Net) -> Result<(), KernelError> {
+    async fn remove_address(&self, name: &str, net: IpNet) -> Result<(), KernelError> {
         match get::index_of(&self.handle, name).await? {
             Some(index) => addr::del(&self.handle, index, name, net).await,
             None => Ok(()),

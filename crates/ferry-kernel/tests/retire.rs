@@ -43,7 +43,7 @@ fn spec(sb: &Path, host_if: &str, ip: u8) -> AttachSpec {
         ifname: "eth0".into(),
         mac: [0x02, 0x42, 10, 77, 0, ip],
         addr: format!("10.77.0.{ip}/24").parse().expect("net"),
-        default_via: Some(Ipv4Addr::new(10, 77, 0, 1)),
+        default_via: Some(Ipv4Addr::new(10, 77, 0, 1).into()),
         link: LinkSpec::Veth(VethLink {
             bridge: "fy-7e570001".into(),
             host_if: host_if.into(),

@@ -21,7 +21,7 @@ pub fn default_subnet(taken: &[Ipv4Net]) -> Option<Ipv4Net> {
 }
 
 pub fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
-    ferry_core::ipam::pools::overlaps(&a, &b)
+    ferry_core::ipam::pools::overlaps(&a.into(), &b.into())
 }
 
 /// The lowest VNI not in `taken`.

@@ -41,7 +41,7 @@ fn ep(c: &Cluster, net: &str, ip: &str, sandbox: &str) -> EndpointRecord {
     EndpointRecord {
         network: net.into(),
         ip,
-        mac: ferry_core::model::mac_for(ip),
+        mac: ferry_core::model::mac_for(ip.into()),
         node: c.node.clone(),
         vtep: c.addr,
         sandbox: sandbox.into(),

@@ -306,7 +306,7 @@ impl<K: KernelOps> Daemon<K> {
     pub(crate) async fn hand_back_bridge(
         &self,
         name: &str,
-        gateway: Option<ipnet::Ipv4Net>,
+        gateway: Option<ipnet::IpNet>,
     ) -> Result<()> {
         let unaddr = match gateway {
             Some(gw) => self.kernel.remove_address(name, gw).await,

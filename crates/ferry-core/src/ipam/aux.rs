@@ -4,9 +4,9 @@
 //! broadcast or gateway address, and names and addresses must be unique.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use crate::CoreError;
 
@@ -21,17 +21,17 @@ fn bad(name: &str, value: &str, why: String) -> CoreError {
 /// Check the given aux addresses against the subnet and gateway.
 pub fn parse(
     given: &BTreeMap<String, String>,
-    subnet: Ipv4Net,
-    gateway: Ipv4Addr,
-) -> Result<BTreeMap<String, Ipv4Addr>, CoreError> {
-    let mut out: BTreeMap<String, Ipv4Addr> = BTreeMap::new();
+    subnet: IpNet,
+    gateway: IpAddr,
+) -> Result<BTreeMap<String, IpAddr>, CoreError> {
+    let mut out: BTreeMap<String, IpAddr> = BTreeMap::new();
     for (name, value) in given {
-        let ip: Ipv4Addr = value
+        let ip: IpAddr = value
             .parse()
-            .map_err(|_| bad(name, value, "not an IPv4 address".into()))?;
+            .map_err(|_| bad(name, value, "not an IP address".into()))?;
         let why = if !subnet.contains(&ip) {
             Some(format!("it is not in subnet {subnet}"))
-        } else if ip == subnet.network() || ip == subnet.broadcast() {
+        } else if ip == subnet.network() || (ip == subnet.broadcast() && ip.is_ipv4()) {
             Some("it is the subnet's network or broadcast address".into())
         } else if ip == gateway {
             Some("it is the gateway address".into())
@@ -62,8 +62,8 @@ mod tests {
 
     #[test]
     fn aux_addresses_are_set_aside_from_sandboxes() {
-        let subnet: Ipv4Net = "10.81.0.0/24".parse().unwrap();
-        let gw: Ipv4Addr = "10.81.0.1".parse().unwrap();
+        let subnet: IpNet = "10.81.0.0/24".parse().unwrap();
+        let gw: IpAddr = "10.81.0.1".parse().unwrap();
         let aux = parse(&given(&[("router", "10.81.0.2")]), subnet, gw).unwrap();
         let mut pool = AddressPool::new(subnet, gw, None).with_aux(aux);
         assert_eq!(
@@ -76,13 +76,13 @@ mod tests {
 
     #[test]
     fn aux_addresses_outside_the_subnet_or_on_reserved_ones_are_refused() {
-        let subnet: Ipv4Net = "10.81.0.0/24".parse().unwrap();
-        let gw: Ipv4Addr = "10.81.0.1".parse().unwrap();
+        let subnet: IpNet = "10.81.0.0/24".parse().unwrap();
+        let gw: IpAddr = "10.81.0.1".parse().unwrap();
         let err = |p: &[(&str, &str)]| parse(&given(p), subnet, gw).unwrap_err().to_string();
         assert!(err(&[("r", "10.9.9.9")]).contains("not in subnet 10.81.0.0/24"));
         assert!(err(&[("r", "10.81.0.1")]).contains("gateway"));
         assert!(err(&[("r", "10.81.0.255")]).contains("broadcast"));
-        assert!(err(&[("r", "nope")]).contains("not an IPv4 address"));
+        assert!(err(&[("r", "nope")]).contains("not an IP address"));
         assert!(err(&[("a", "10.81.0.5"), ("b", "10.81.0.5")]).contains("same address"));
     }
 }

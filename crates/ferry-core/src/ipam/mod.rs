@@ -10,6 +10,12 @@
 //! Finding the next free address walks an [`Occupancy`] bitmap kept beside the
 //! allocations, a 64-address word at a time, so a nearly full /16 costs microseconds.
 //!
+//! A pool is of one family, its subnet's: IPv4 or IPv6, the same code for both. The
+//! bitmap keeps only words with an address taken, so a /64 costs what its allocations
+//! cost, not its size. The rules that differ by family are [`AddressPool::reserved_why`]'s
+//! (IPv6 has no broadcast address). ferry's behaviour is IPv4-only for now: the network
+//! model above the pool refuses IPv6 subnets (`validate`), the pool does not.
+//!
 //! [`pools`] chooses subnets for networks created without `--subnet`.
 
 pub mod aux;
@@ -19,9 +25,9 @@ pub mod pools;
 use occupancy::Occupancy;
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::CoreError;
@@ -29,21 +35,21 @@ use crate::CoreError;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "PoolRecord")]
 pub struct AddressPool {
-    pub subnet: Ipv4Net,
-    pub gateway: Ipv4Addr,
-    pub range: Option<Ipv4Net>,
+    pub subnet: IpNet,
+    pub gateway: IpAddr,
+    pub range: Option<IpNet>,
     /// Further spans dynamic addresses may come from, after `range`: the extra address
     /// blocks an overlay's host claimed when its first one filled (ferry-overlay).
-    pub more: Vec<Ipv4Net>,
+    pub more: Vec<IpNet>,
     /// address → owner (a sandbox ID). Absent in a network's store record (see
     /// [`serialize_without_allocations`]). A persistent map: copying a pool (ferryd's
     /// rollback copy, its record of what the store holds) costs O(1), and comparing two
     /// copies skips what they share.
-    allocated: imbl::OrdMap<Ipv4Addr, String>,
+    allocated: imbl::OrdMap<IpAddr, String>,
     /// the last dynamic address handed out
-    pub cursor: Option<Ipv4Addr>,
+    pub cursor: Option<IpAddr>,
     /// `--aux-address` name → address: never handed to a sandbox.
-    pub aux: BTreeMap<String, Ipv4Addr>,
+    pub aux: BTreeMap<String, IpAddr>,
     /// ferry chose the subnet (no `--subnet`): Docker takes no `--ip` on such a network.
     pub auto_subnet: bool,
     /// The keys of `allocated`, as a bitmap: derived, never stored.
@@ -54,16 +60,16 @@ pub struct AddressPool {
 /// A pool as it is read back: the bitmap is rebuilt from the allocations.
 #[derive(Deserialize)]
 struct PoolRecord {
-    subnet: Ipv4Net,
-    gateway: Ipv4Addr,
-    range: Option<Ipv4Net>,
+    subnet: IpNet,
+    gateway: IpAddr,
+    range: Option<IpNet>,
     #[serde(default)]
-    more: Vec<Ipv4Net>,
+    more: Vec<IpNet>,
     #[serde(default)]
-    allocated: imbl::OrdMap<Ipv4Addr, String>,
-    cursor: Option<Ipv4Addr>,
+    allocated: imbl::OrdMap<IpAddr, String>,
+    cursor: Option<IpAddr>,
     #[serde(default)]
-    aux: BTreeMap<String, Ipv4Addr>,
+    aux: BTreeMap<String, IpAddr>,
     #[serde(default)]
     auto_subnet: bool,
 }
@@ -72,7 +78,7 @@ impl From<PoolRecord> for AddressPool {
     fn from(r: PoolRecord) -> Self {
         let mut taken = Occupancy::default();
         for ip in r.allocated.keys() {
-            taken.set(u32::from(*ip));
+            taken.set(number(*ip));
         }
         AddressPool {
             subnet: r.subnet,
@@ -96,14 +102,14 @@ pub fn serialize_without_allocations<S: serde::Serializer>(
 ) -> Result<S::Ok, S::Error> {
     #[derive(Serialize)]
     struct Bare<'a> {
-        subnet: &'a Ipv4Net,
-        gateway: &'a Ipv4Addr,
-        range: &'a Option<Ipv4Net>,
-        #[serde(skip_serializing_if = "<[Ipv4Net]>::is_empty")]
-        more: &'a [Ipv4Net],
-        cursor: &'a Option<Ipv4Addr>,
+        subnet: &'a IpNet,
+        gateway: &'a IpAddr,
+        range: &'a Option<IpNet>,
+        #[serde(skip_serializing_if = "<[IpNet]>::is_empty")]
+        more: &'a [IpNet],
+        cursor: &'a Option<IpAddr>,
         #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-        aux: &'a BTreeMap<String, Ipv4Addr>,
+        aux: &'a BTreeMap<String, IpAddr>,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         auto_subnet: bool,
     }
@@ -121,7 +127,7 @@ pub fn serialize_without_allocations<S: serde::Serializer>(
 }
 
 impl AddressPool {
-    pub fn new(subnet: Ipv4Net, gateway: Ipv4Addr, range: Option<Ipv4Net>) -> Self {
+    pub fn new(subnet: IpNet, gateway: IpAddr, range: Option<IpNet>) -> Self {
         AddressPool {
             subnet,
             gateway,
@@ -150,31 +156,35 @@ impl AddressPool {
     }
 
     /// The pool with `--aux-address`es set aside (checked by [`aux::parse`]).
-    pub fn with_aux(mut self, aux: BTreeMap<String, Ipv4Addr>) -> Self {
+    pub fn with_aux(mut self, aux: BTreeMap<String, IpAddr>) -> Self {
         self.aux = aux;
         self
     }
 
-    fn is_aux(&self, ip: Ipv4Addr) -> bool {
+    fn is_aux(&self, ip: IpAddr) -> bool {
         self.aux.values().any(|a| *a == ip)
     }
 
     /// Every allocation: address → owner.
-    pub fn allocations(&self) -> &imbl::OrdMap<Ipv4Addr, String> {
+    pub fn allocations(&self) -> &imbl::OrdMap<IpAddr, String> {
         &self.allocated
     }
 
     /// Record an allocation as it is, without Docker's checks (one read back from the
     /// store, or made by Docker's IPAM for a plugin network).
-    pub fn hold(&mut self, ip: Ipv4Addr, owner: String) {
-        self.taken.set(u32::from(ip));
+    pub fn hold(&mut self, ip: IpAddr, owner: String) {
+        self.taken.set(number(ip));
         self.allocated.insert(ip, owner);
     }
 
-    fn reserved_why(&self, ip: Ipv4Addr) -> Option<&'static str> {
-        if ip == self.subnet.network() && self.subnet.prefix_len() < 31 {
+    /// Why an address of the subnet is never a sandbox's: the network address (IPv4's,
+    /// or IPv6's subnet-router anycast), IPv4's broadcast address (both only where the
+    /// subnet is larger than a point-to-point one), the gateway.
+    fn reserved_why(&self, ip: IpAddr) -> Option<&'static str> {
+        let wide = self.subnet.prefix_len() + 1 < self.subnet.max_prefix_len();
+        if ip == self.subnet.network() && wide {
             Some("it is the network address")
-        } else if ip == self.subnet.broadcast() && self.subnet.prefix_len() < 31 {
+        } else if ip == self.subnet.broadcast() && wide && self.subnet.addr().is_ipv4() {
             Some("it is the broadcast address")
         } else if ip == self.gateway {
             Some("it is the gateway address")
@@ -184,7 +194,7 @@ impl AddressPool {
     }
 
     /// Reserve a user-chosen address (`--ip`).
-    pub fn allocate_static(&mut self, ip: Ipv4Addr, owner: &str) -> Result<(), CoreError> {
+    pub fn allocate_static(&mut self, ip: IpAddr, owner: &str) -> Result<(), CoreError> {
         if !self.subnet.contains(&ip) {
             return Err(CoreError::AddressOutsideSubnet(ip));
         }
@@ -207,7 +217,7 @@ impl AddressPool {
     /// Hand out the next free address after the cursor, within the ip-range if one
     /// was given (its network address included, as dockerd does), wrapping once; then
     /// in the further spans ([`AddressPool::more`]), the cursor's own span first.
-    pub fn allocate_dynamic(&mut self, owner: &str, network: &str) -> Result<Ipv4Addr, CoreError> {
+    pub fn allocate_dynamic(&mut self, owner: &str, network: &str) -> Result<IpAddr, CoreError> {
         let ip = self
             .next_dynamic()
             .ok_or_else(|| CoreError::NetworkFull(network.to_string()))?;
@@ -221,8 +231,8 @@ impl AddressPool {
         self.next_dynamic().is_some()
     }
 
-    fn next_dynamic(&self) -> Option<Ipv4Addr> {
-        let spans: Vec<Ipv4Net> = std::iter::once(self.range.unwrap_or(self.subnet))
+    fn next_dynamic(&self) -> Option<IpAddr> {
+        let spans: Vec<IpNet> = std::iter::once(self.range.unwrap_or(self.subnet))
             .chain(self.more.iter().copied())
             .collect();
         let at = self
@@ -233,10 +243,13 @@ impl AddressPool {
     }
 
     /// The next free address of one span after the cursor (if it lies there), wrapping once.
-    fn next_in(&self, span: Ipv4Net) -> Option<Ipv4Addr> {
-        let first = u32::from(span.network()).max(u32::from(self.subnet.network()));
-        let last = u32::from(span.broadcast()).min(u32::from(self.subnet.broadcast()));
-        let start = match self.cursor.map(u32::from) {
+    fn next_in(&self, span: IpNet) -> Option<IpAddr> {
+        if span.addr().is_ipv4() != self.subnet.addr().is_ipv4() {
+            return None;
+        }
+        let first = number(span.network()).max(number(self.subnet.network()));
+        let last = number(span.broadcast()).min(number(self.subnet.broadcast()));
+        let start = match self.cursor.map(number) {
             Some(c) if c >= first && c < last => c + 1,
             _ => first,
         };
@@ -248,10 +261,10 @@ impl AddressPool {
     }
 
     /// The first address in `from..=to` neither allocated nor reserved.
-    fn next_free(&self, mut from: u32, to: u32) -> Option<Ipv4Addr> {
+    fn next_free(&self, mut from: u128, to: u128) -> Option<IpAddr> {
         loop {
             let n = self.taken.next_clear(from, to)?;
-            let ip = Ipv4Addr::from(n);
+            let ip = address(n, self.subnet.addr().is_ipv4())?;
             if self.reserved_why(ip).is_none() && !self.is_aux(ip) {
                 return Some(ip);
             }
@@ -260,14 +273,30 @@ impl AddressPool {
     }
 
     /// Free an address; freeing one that is not held is not an error.
-    pub fn release(&mut self, ip: Ipv4Addr) {
+    pub fn release(&mut self, ip: IpAddr) {
         if self.allocated.remove(&ip).is_some() {
-            self.taken.clear(u32::from(ip));
+            self.taken.clear(number(ip));
         }
     }
 
-    pub fn owner(&self, ip: Ipv4Addr) -> Option<&str> {
+    pub fn owner(&self, ip: IpAddr) -> Option<&str> {
         self.allocated.get(&ip).map(String::as_str)
+    }
+}
+
+/// An address as a number of its family: the bitmap's index.
+fn number(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u32::from(a).into(),
+        IpAddr::V6(a) => a.into(),
+    }
+}
+
+/// The address of `n` in the family asked for (`None` for a number too large for IPv4).
+fn address(n: u128, v4: bool) -> Option<IpAddr> {
+    match v4 {
+        true => u32::try_from(n).ok().map(|a| Ipv4Addr::from(a).into()),
+        false => Some(Ipv6Addr::from(n).into()),
     }
 }
 

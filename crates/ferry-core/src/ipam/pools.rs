@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 
 use crate::CoreError;
 
@@ -20,7 +20,8 @@ pub fn default_pools() -> Vec<Ipv4Net> {
     v
 }
 
-pub fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
+/// Whether two subnets share an address (never, for subnets of two families).
+pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
@@ -28,15 +29,15 @@ pub fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
 /// out). Returns the subnet and the new cursor.
 pub fn next_pool(
     cursor: Option<usize>,
-    taken: &[Ipv4Net],
-    host_routes: &[Ipv4Net],
+    taken: &[IpNet],
+    host_routes: &[IpNet],
 ) -> Result<(Ipv4Net, usize), CoreError> {
     let pools = default_pools();
     let start = cursor.map(|c| (c + 1) % pools.len()).unwrap_or(0);
     (0..pools.len())
         .map(|k| (start + k) % pools.len())
         .find(|&i| {
-            let p = &pools[i];
+            let p = &IpNet::V4(pools[i]);
             !taken
                 .iter()
                 .chain(host_routes)
@@ -51,41 +52,50 @@ pub fn next_pool(
 mod tests {
     use super::*;
 
-    fn net(s: &str) -> Ipv4Net {
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+    fn net4(s: &str) -> Ipv4Net {
         s.parse().unwrap()
     }
 
     #[test]
     fn first_pool_skips_the_default_bridge_and_taken_subnets() {
         let (p, _) = next_pool(None, &[net("172.17.0.0/16"), net("172.18.0.0/16")], &[]).unwrap();
-        assert_eq!(p, net("172.19.0.0/16"));
+        assert_eq!(p, net4("172.19.0.0/16"));
     }
 
     #[test]
     fn a_freed_pool_is_not_reused_at_once() {
         let (a, c) = next_pool(None, &[net("172.17.0.0/16")], &[]).unwrap();
-        assert_eq!(a, net("172.18.0.0/16"));
+        assert_eq!(a, net4("172.18.0.0/16"));
         let (b, _) = next_pool(Some(c), &[net("172.17.0.0/16")], &[]).unwrap();
-        assert_eq!(b, net("172.19.0.0/16"));
+        assert_eq!(b, net4("172.19.0.0/16"));
     }
 
     #[test]
     fn host_routes_are_skipped_but_a_default_route_is_not_an_overlap() {
         let routes = [net("0.0.0.0/0"), net("172.18.5.0/24")];
         let (p, _) = next_pool(None, &[net("172.17.0.0/16")], &routes).unwrap();
-        assert_eq!(p, net("172.19.0.0/16"));
+        assert_eq!(p, net4("172.19.0.0/16"));
     }
 
     #[test]
     fn after_172_31_come_the_192_168_slash_20s() {
         let taken: Vec<_> = (17..=31).map(|b| net(&format!("172.{b}.0.0/16"))).collect();
         let (p, _) = next_pool(None, &taken, &[]).unwrap();
-        assert_eq!(p, net("192.168.0.0/20"));
+        assert_eq!(p, net4("192.168.0.0/20"));
+    }
+
+    #[test]
+    fn an_ipv6_subnet_or_route_never_overlaps_an_ipv4_pool() {
+        let (p, _) = next_pool(None, &[net("::/0")], &[net("fd00::/8")]).unwrap();
+        assert_eq!(p, net4("172.17.0.0/16"));
     }
 
     #[test]
     fn no_free_pool_is_an_error() {
-        let all = default_pools();
+        let all: Vec<IpNet> = default_pools().into_iter().map(IpNet::V4).collect();
         assert_eq!(next_pool(None, &all, &[]), Err(CoreError::NoFreePool));
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use std::net::IpAddr;
 
 fn pool(subnet: &str, gw: &str, range: Option<&str>) -> AddressPool {
     AddressPool::new(
@@ -7,7 +8,7 @@ fn pool(subnet: &str, gw: &str, range: Option<&str>) -> AddressPool {
         range.map(|r| r.parse().unwrap()),
     )
 }
-fn ip(s: &str) -> Ipv4Addr {
+fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
@@ -94,16 +95,17 @@ fn a_static_address_survives_a_round_trip_through_the_store_format() {
 }
 
 /// The address-by-address walk the bitmap replaced, as the reference.
-fn walk(p: &AddressPool) -> Option<Ipv4Addr> {
+fn walk(p: &AddressPool) -> Option<IpAddr> {
     let span = p.range.unwrap_or(p.subnet);
-    let (first, last) = (u32::from(span.network()), u32::from(span.broadcast()));
-    let start = match p.cursor.map(u32::from) {
+    let (first, last) = (number(span.network()), number(span.broadcast()));
+    let start = match p.cursor.map(number) {
         Some(c) if c >= first && c < last => c + 1,
         _ => first,
     };
+    let v4 = p.subnet.addr().is_ipv4();
     (start..=last)
         .chain(first..start)
-        .map(Ipv4Addr::from)
+        .filter_map(|n| address(n, v4))
         .find(|&ip| p.reserved_why(ip).is_none() && p.owner(ip).is_none() && p.subnet.contains(&ip))
 }
 
@@ -118,13 +120,16 @@ fn dynamic_allocation_agrees_with_the_address_by_address_walk() {
         ("10.0.0.0/30", "10.0.0.1", Some("10.0.0.0/31")),
         ("10.0.0.0/31", "10.0.0.0", None),
         ("10.0.0.0/20", "10.0.15.254", Some("10.0.8.0/21")),
+        ("fd00:1::/120", "fd00:1::1", None),
+        ("fd00:1::/118", "fd00:1::2ff", Some("fd00:1::200/120")),
+        ("fd00:1::/127", "fd00:1::", None),
     ];
     for (subnet, gw, range) in shapes {
         let mut p = pool(subnet, gw, range);
-        let size = 1u32 << (32 - p.subnet.prefix_len());
-        let base = u32::from(p.subnet.network());
+        let size = 1u128 << (p.subnet.max_prefix_len() - p.subnet.prefix_len());
+        let base = number(p.subnet.network());
         for step in 0..3000 {
-            let ip = Ipv4Addr::from(base + rng.gen_range(0..size));
+            let ip = address(base + rng.gen_range(0..size), p.subnet.addr().is_ipv4()).unwrap();
             match rng.gen_range(0..10) {
                 0..=5 => {
                     let want = walk(&p);
@@ -154,8 +159,8 @@ fn allocating_every_address_of_a_slash_16_hands_out_each_once() {
 
 #[test]
 fn a_subnet_ferry_chose_takes_no_static_address_and_keeps_saying_so_when_stored() {
-    let subnet: Ipv4Net = "172.18.0.0/16".parse().unwrap();
-    let gw: Ipv4Addr = "172.18.0.1".parse().unwrap();
+    let subnet: IpNet = "172.18.0.0/16".parse().unwrap();
+    let gw: IpAddr = "172.18.0.1".parse().unwrap();
     let auto = AddressPool::new(subnet, gw, None).with_auto_subnet();
     assert!(matches!(
         auto.check_static_allowed(),
@@ -206,4 +211,58 @@ fn further_spans_are_used_when_the_range_is_full_and_survive_the_store() {
     .unwrap();
     let back: AddressPool = serde_json::from_str(&json).unwrap();
     assert_eq!(back.more, p.more);
+}
+
+#[test]
+fn an_ipv6_slash_64_is_a_pool_like_any_other() {
+    let mut p = pool("fd00:77::/64", "fd00:77::1", None);
+    // The subnet-router anycast address and the gateway are never a sandbox's; there is
+    // no broadcast address: the last one is handed out like the others.
+    assert_eq!(p.allocate_dynamic("a", "n").unwrap(), ip("fd00:77::2"));
+    assert_eq!(p.allocate_dynamic("b", "n").unwrap(), ip("fd00:77::3"));
+    for reserved in ["fd00:77::", "fd00:77::1"] {
+        assert!(matches!(
+            p.allocate_static(ip(reserved), "s"),
+            Err(CoreError::AddressReserved { .. })
+        ));
+    }
+    let last = ip("fd00:77::ffff:ffff:ffff:ffff");
+    p.allocate_static(last, "s").unwrap();
+    assert!(matches!(
+        p.allocate_static(ip("fd00:78::5"), "s"),
+        Err(CoreError::AddressOutsideSubnet(_))
+    ));
+    assert!(matches!(
+        p.allocate_static(ip("10.0.0.5"), "s"),
+        Err(CoreError::AddressOutsideSubnet(_))
+    ));
+    // The cursor wraps at the top of the /64 and skips what is taken.
+    p.cursor = Some(ip("fd00:77::ffff:ffff:ffff:fffe"));
+    assert_eq!(p.allocate_dynamic("c", "n").unwrap(), ip("fd00:77::4"));
+    p.release(ip("fd00:77::2"));
+    assert_eq!(p.owner(ip("fd00:77::3")), Some("b"));
+    let back: AddressPool = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+    assert_eq!(back, p, "a /64 pool survives the store format");
+}
+
+#[test]
+fn a_slash_64_costs_its_allocations_not_its_size() {
+    let mut p = pool("fd00:64::/64", "fd00:64::1", Some("fd00:64::8000:0:0:0/65"));
+    for i in 0..10_000 {
+        p.allocate_dynamic(&i.to_string(), "n").unwrap();
+    }
+    // Ten thousand addresses in a row: 157 words of the bitmap, whatever the subnet's size.
+    assert_eq!(p.taken, {
+        let mut o = Occupancy::default();
+        for a in p.allocations().keys() {
+            o.set(number(*a));
+        }
+        o
+    });
+    assert_eq!(p.allocations().len(), 10_000);
+    assert_eq!(
+        p.allocations().keys().next().copied(),
+        Some(ip("fd00:64::8000:0:0:0")),
+        "the range's first address, as on IPv4"
+    );
 }

@@ -39,7 +39,11 @@ pub mod ledger;
 pub mod render;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 
+use ipnet::Ipv4Net;
+
+use crate::family::{v4, v4net};
 use crate::model::{Endpoint, Network, Sandbox};
 use crate::ports::Published;
 
@@ -241,7 +245,9 @@ pub fn no_icc(n: &Network) -> bool {
 pub fn network_elements(n: &Network) -> Elements {
     let mut e = Elements::default();
     if let (Some(_), Some(pool)) = (n.remote(), &n.pool) {
-        e.put(SetName::PluginNets, pool.subnet.trunc().to_string(), None);
+        if let Some(subnet) = v4net(pool.subnet.trunc()) {
+            e.put(SetName::PluginNets, subnet.to_string(), None);
+        }
         return e;
     }
     let (Some(b), Some(pool)) = (n.bridge(), &n.pool) else {
@@ -252,24 +258,9 @@ pub fn network_elements(n: &Network) -> Elements {
     if b.icc {
         e.put(SetName::Intra, format!("{name} . {name}"), None);
     }
-    // Only a local bridge's: an overlay's bridge has a VXLAN port, through which its
-    // traffic leaves the host, and that stays tracked as before.
-    if b.icc && n.driver() == crate::model::Driver::Bridge {
-        for range in intra_ranges(pool.subnet.trunc(), pool.gateway) {
-            e.put(SetName::IntraDst, format!("{range} . {name}"), None);
-        }
-    }
-    e.put(
-        SetName::Subnets,
-        format!("{} . {name}", pool.subnet.trunc()),
-        None,
-    );
-    if !n.predefined {
-        e.put(
-            SetName::DnsGateways,
-            format!("{} . {name}", pool.gateway),
-            None,
-        );
+    // The address sets hold IPv4 addresses: an IPv6 pool's would not load.
+    if let (Some(subnet), Some(gateway)) = (v4net(pool.subnet.trunc()), v4(pool.gateway)) {
+        put_addresses(&mut e, n, b.icc, &name, subnet, gateway);
     }
     if n.internal {
         e.put(SetName::Internal, name.clone(), None);
@@ -279,18 +270,37 @@ pub fn network_elements(n: &Network) -> Elements {
     e
 }
 
+/// A bridge network's addresses in the sets: its subnet, its gateway's DNS, and (for a
+/// local bridge with ICC) the destinations bridged rather than routed.
+fn put_addresses(
+    e: &mut Elements,
+    n: &Network,
+    icc: bool,
+    name: &str,
+    subnet: Ipv4Net,
+    gateway: Ipv4Addr,
+) {
+    // Only a local bridge's: an overlay's bridge has a VXLAN port, through which its
+    // traffic leaves the host, and that stays tracked as before.
+    if icc && n.driver() == crate::model::Driver::Bridge {
+        for range in intra_ranges(subnet, gateway) {
+            e.put(SetName::IntraDst, format!("{range} . {name}"), None);
+        }
+    }
+    e.put(SetName::Subnets, format!("{subnet} . {name}"), None);
+    if !n.predefined {
+        e.put(SetName::DnsGateways, format!("{gateway} . {name}"), None);
+    }
+}
+
 /// `subnet` without `gateway`, as nftables ranges (`a-b`, or `a` alone): the addresses a
 /// packet arriving on the bridge is bridged to rather than routed.
-fn intra_ranges(subnet: ipnet::Ipv4Net, gateway: std::net::Ipv4Addr) -> Vec<String> {
+fn intra_ranges(subnet: Ipv4Net, gateway: Ipv4Addr) -> Vec<String> {
     let (first, last) = (u32::from(subnet.network()), u32::from(subnet.broadcast()));
     let gw = u32::from(gateway);
     let range = |a: u32, b: u32| match a == b {
-        true => std::net::Ipv4Addr::from(a).to_string(),
-        false => format!(
-            "{}-{}",
-            std::net::Ipv4Addr::from(a),
-            std::net::Ipv4Addr::from(b)
-        ),
+        true => Ipv4Addr::from(a).to_string(),
+        false => format!("{}-{}", Ipv4Addr::from(a), Ipv4Addr::from(b)),
     };
     if !(first..=last).contains(&gw) {
         return vec![range(first, last)];
@@ -313,13 +323,15 @@ pub fn endpoint_elements(ep: &Endpoint, noicc: bool) -> Elements {
     if let (true, Some(host_if)) = (noicc, &live.host_if) {
         e.put(SetName::NoIccPorts, ifname(host_if.as_str()), None);
     }
-    for p in &live.published {
-        put_published(&mut e, p, live.ip);
+    if let Some(ip) = v4(live.ip) {
+        for p in &live.published {
+            put_published(&mut e, p, ip);
+        }
     }
     e
 }
 
-fn put_published(e: &mut Elements, p: &Published, ip: std::net::Ipv4Addr) {
+fn put_published(e: &mut Elements, p: &Published, ip: Ipv4Addr) {
     let any = "0.0.0.0/0".to_string();
     let src = p
         .source

@@ -8,6 +8,7 @@ use ipnet::Ipv4Net;
 
 use super::{addressing, mtu_option, valid_name, CreateContext};
 use crate::docker::network::NetworkCreateRequest;
+use crate::family::{v4, v4net};
 use crate::model::IpamEcho;
 use crate::CoreError;
 
@@ -64,10 +65,11 @@ pub fn overlay_request(req: &NetworkCreateRequest) -> Result<OverlayRequest, Cor
             echo: None,
         });
     }
+    // The request was checked as an IPv4 bridge's: its addresses are IPv4.
     Ok(OverlayRequest {
-        subnet: Some(a.pool.subnet),
-        gateway: Some(a.pool.gateway),
-        ip_range: a.pool.range,
+        subnet: v4net(a.pool.subnet),
+        gateway: v4(a.pool.gateway),
+        ip_range: a.pool.range.and_then(v4net),
         mtu,
         echo: Some(a.echo),
     })

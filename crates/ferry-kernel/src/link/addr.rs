@@ -1,16 +1,14 @@
-//! Addresses. Adding one that is already there is success.
+//! Addresses, of either family. Adding one that is already there is success.
 
-use std::net::IpAddr;
-
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use rtnetlink::Handle;
 
 use crate::KernelError;
 
-pub async fn add(h: &Handle, index: u32, ifname: &str, net: Ipv4Net) -> Result<(), KernelError> {
+pub async fn add(h: &Handle, index: u32, ifname: &str, net: IpNet) -> Result<(), KernelError> {
     match h
         .address()
-        .add(index, IpAddr::V4(net.addr()), net.prefix_len())
+        .add(index, net.addr(), net.prefix_len())
         .execute()
         .await
     {
@@ -24,8 +22,8 @@ pub async fn add(h: &Handle, index: u32, ifname: &str, net: Ipv4Net) -> Result<(
     }
 }
 
-/// The IPv4 addresses (with prefix) of link `index`.
-pub async fn list(h: &Handle, index: u32, ifname: &str) -> Result<Vec<Ipv4Net>, KernelError> {
+/// The addresses (with prefix) of link `index`, of both families.
+pub async fn list(h: &Handle, index: u32, ifname: &str) -> Result<Vec<IpNet>, KernelError> {
     use futures::TryStreamExt;
     use netlink_packet_route::address::{AddressAttribute, AddressMessage};
     let msgs: Vec<AddressMessage> = h
@@ -41,9 +39,7 @@ pub async fn list(h: &Handle, index: u32, ifname: &str) -> Result<Vec<Ipv4Net>, 
         .filter(|m| m.header.index == index)
         .filter_map(|m| {
             m.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Address(IpAddr::V4(ip)) => {
-                    Ipv4Net::new(*ip, m.header.prefix_len).ok()
-                }
+                AddressAttribute::Address(ip) => IpNet::new(*ip, m.header.prefix_len).ok(),
                 _ => None,
             })
         })
@@ -51,13 +47,13 @@ pub async fn list(h: &Handle, index: u32, ifname: &str) -> Result<Vec<Ipv4Net>, 
 }
 
 /// Remove `net` from link `index`; an address that is not there is success.
-pub async fn del(h: &Handle, index: u32, ifname: &str, net: Ipv4Net) -> Result<(), KernelError> {
+pub async fn del(h: &Handle, index: u32, ifname: &str, net: IpNet) -> Result<(), KernelError> {
     use futures::TryStreamExt;
     let found = h
         .address()
         .get()
         .set_link_index_filter(index)
-        .set_address_filter(IpAddr::V4(net.addr()))
+        .set_address_filter(net.addr())
         .set_prefix_length_filter(net.prefix_len())
         .execute()
         .try_next()

@@ -8,11 +8,11 @@
 //! up, the default route and the plugin's static routes. Handing back is the same move
 //! in reverse, under the plugin's own name, so its `DeleteEndpoint` finds the link.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use netlink_packet_route::route::RouteScope;
 use rtnetlink::Handle;
 
@@ -34,8 +34,8 @@ pub struct AdoptSpec {
     /// Its name in the sandbox (`DstPrefix` + index).
     pub ifname: String,
     pub mac: Option<[u8; 6]>,
-    pub addr: Ipv4Net,
-    pub default_via: Option<Ipv4Addr>,
+    pub addr: IpNet,
+    pub default_via: Option<IpAddr>,
     pub routes: Vec<StaticRoute>,
 }
 

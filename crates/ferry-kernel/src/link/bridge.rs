@@ -1,7 +1,7 @@
 //! Bridges: created if missing, given their gateway address and brought up; an
 //! existing bridge is adopted as it is (the plugin's `-o bridge=br1` case uses that).
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use netlink_packet_route::link::{InfoBridge, InfoData, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::Handle;
 
@@ -39,7 +39,7 @@ fn no_multicast_snooping(msg: &mut LinkMessage) {
 pub async fn ensure(
     h: &Handle,
     name: &str,
-    gateway: Option<Ipv4Net>,
+    gateway: Option<IpNet>,
     mtu: u32,
 ) -> Result<u32, KernelError> {
     let index = match index_of(h, name).await? {

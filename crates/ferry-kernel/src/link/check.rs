@@ -5,11 +5,11 @@
 //! between the store's commit and the end of the kernel work (or a hand deleting a
 //! bridge or a veth) leaves an endpoint recorded but not wired.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use netlink_packet_route::link::{LinkAttribute, LinkFlag, LinkMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute};
-use rtnetlink::Handle;
+use rtnetlink::{Handle, IpVersion};
 
 use crate::link::{addr, get};
 use crate::{AttachSpec, KernelError, LinkSpec, VethLink};
@@ -60,7 +60,11 @@ pub async fn check(host: &Handle, inside: &Handle, s: &AttachSpec) -> Result<Wir
         }
     }
     if let Some(gw) = s.default_via {
-        if default_gateway(inside).await? != Some(gw) {
+        let family = match gw {
+            IpAddr::V4(_) => IpVersion::V4,
+            IpAddr::V6(_) => IpVersion::V6,
+        };
+        if default_gateway(inside, family).await? != Some(gw) {
             w.problems
                 .push(format!("the default route is not via {gw}"));
         }
@@ -90,15 +94,16 @@ async fn check_host_end(host: &Handle, v: &VethLink, w: &mut Wiring) -> Result<(
     Ok(())
 }
 
-/// The gateway of the main table's IPv4 default route, if there is one.
-async fn default_gateway(h: &Handle) -> Result<Option<Ipv4Addr>, KernelError> {
-    Ok(crate::link::route::main_table(h)
+/// The gateway of the main table's default route of `family`, if there is one.
+async fn default_gateway(h: &Handle, family: IpVersion) -> Result<Option<IpAddr>, KernelError> {
+    Ok(crate::link::route::main_table(h, family)
         .await?
         .iter()
         .filter(|m| m.header.destination_prefix_length == 0)
         .find_map(|m| {
             m.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+                RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+                RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
                 _ => None,
             })
         }))

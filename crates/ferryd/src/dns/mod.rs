@@ -37,6 +37,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
+use ferry_core::family::v4;
 use ferry_core::files::resolv_conf;
 use ferry_core::model::{DnsConf, Sandbox};
 use ferry_dns::{Forwarder, Server};
@@ -58,7 +59,7 @@ pub fn listen_addrs(st: &State) -> BTreeSet<Ipv4Addr> {
     st.networks
         .values()
         .filter(|n| has_names(n))
-        .filter_map(|n| n.pool.as_ref().map(|p| p.gateway))
+        .filter_map(|n| n.pool.as_ref().and_then(|p| v4(p.gateway)))
         .collect()
 }
 
@@ -88,7 +89,7 @@ pub fn resolv_upstreams(resolv: &str) -> Vec<SocketAddr> {
 fn nameserver_of(sb: &Sandbox, gateways: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
     sb.endpoints
         .iter()
-        .filter_map(|e| e.live.as_ref()?.gateway)
+        .filter_map(|e| e.live.as_ref()?.gateway.and_then(v4))
         .find(|g| gateways.contains(g))
 }
 

@@ -58,6 +58,10 @@ pub fn record_of(st: &State, sb: &Sandbox) -> Option<SandboxRecord> {
             continue;
         };
         rec.forward |= !net.internal;
+        // A records only, for now: an IPv6 endpoint has no name here yet.
+        let Some(ip) = ferry_core::family::v4(live.ip) else {
+            continue;
+        };
         if has_names(net) {
             let mut names = vec![sb.name.clone()];
             names.push(sb.hostname.clone());
@@ -65,11 +69,11 @@ pub fn record_of(st: &State, sb: &Sandbox) -> Option<SandboxRecord> {
             names.retain(|n| !n.is_empty());
             rec.memberships.push(Membership {
                 network: net.id.clone(),
-                ip: live.ip,
+                ip,
                 names,
             });
         } else {
-            rec.other_addrs.push(live.ip);
+            rec.other_addrs.push(ip);
         }
     }
     (!rec.memberships.is_empty()).then_some(rec)

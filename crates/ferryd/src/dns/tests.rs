@@ -4,7 +4,7 @@ use ferry_dns::{lookup, Answer, Table};
 use hickory_proto::rr::RecordType;
 
 fn net(id: &str, gw: &str, predefined: bool, internal: bool) -> Network {
-    let subnet: ipnet::Ipv4Net = format!("{gw}/24").parse().unwrap();
+    let subnet: ipnet::IpNet = format!("{gw}/24").parse().unwrap();
     let pool = ferry_core::ipam::AddressPool::new(subnet.trunc(), gw.parse().unwrap(), None);
     Network {
         id: id.into(),

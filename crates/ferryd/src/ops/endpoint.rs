@@ -1,7 +1,7 @@
 //! Endpoints: planning an attach (address, MAC, names, default route) as a change of
 //! state, and `network connect` / `disconnect`.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ferry_core::docker::network::{ConnectRequest, DisconnectRequest, EndpointSettingsReq};
 use ferry_core::model::{
@@ -11,7 +11,7 @@ use ferry_core::model::{
 use ferry_core::ports::{decide, Published};
 use ferry_core::CoreError;
 use ferry_kernel::{AttachSpec, KernelOps, LinkSpec, MacvlanLink, PluginLink, VethLink};
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use super::{new_id, Daemon};
 use crate::error::Result;
@@ -128,7 +128,7 @@ pub(crate) fn attach_spec(
         netns,
         ifname: live.ifname.to_string(),
         mac: live.mac,
-        addr: Ipv4Net::new(live.ip, live.prefix_len).expect("prefix from a subnet"),
+        addr: IpNet::new(live.ip, live.prefix_len).expect("prefix from a subnet"),
         default_via: live.default_route.then_some(live.gateway).flatten(),
         link,
     })
@@ -188,7 +188,7 @@ pub(crate) fn plan_unplug(
     let static_ip = ep.static_ip;
     let live = ep.live.take();
     if let Some(pool) = st.networks.get_mut(net_id).and_then(|n| n.pool.as_mut()) {
-        let release = |pool: &mut ferry_core::ipam::AddressPool, ip: Ipv4Addr| {
+        let release = |pool: &mut ferry_core::ipam::AddressPool, ip: IpAddr| {
             if pool.owner(ip) == Some(sb_id) {
                 pool.release(ip);
             }
@@ -210,7 +210,7 @@ pub(crate) fn plan_unplug(
 }
 
 /// The IPAM cursor of `net_id`'s pool, for an undo to put back ([`unplan_plug`]).
-pub(crate) fn cursor_of(st: &State, net_id: &str) -> Option<Ipv4Addr> {
+pub(crate) fn cursor_of(st: &State, net_id: &str) -> Option<IpAddr> {
     st.networks
         .get(net_id)
         .and_then(|n| n.pool.as_ref())
@@ -226,7 +226,7 @@ pub(crate) fn unplan_plug(
     sb_id: &str,
     net_id: &str,
     keep_static: bool,
-    cursor_before: Option<Ipv4Addr>,
+    cursor_before: Option<IpAddr>,
 ) {
     let took = st
         .sandboxes
@@ -244,7 +244,7 @@ pub(crate) fn unplan_plug(
 
 /// After the default-route endpoint went away, give the role to the first remaining
 /// live endpoint on a non-internal network. Returns its gateway.
-pub(crate) fn move_default_route(st: &mut State, sb_id: &str) -> Option<Ipv4Addr> {
+pub(crate) fn move_default_route(st: &mut State, sb_id: &str) -> Option<IpAddr> {
     let internal: Vec<String> = st
         .networks
         .values()
@@ -279,21 +279,25 @@ fn default_route_if(st: &State, sb_id: &str) -> Option<String> {
         .and_then(|l| l.host_if.as_ref().map(|h| h.to_string()))
 }
 
-fn parse_static(s: Option<&str>) -> std::result::Result<Option<Ipv4Addr>, CoreError> {
+/// `IPAMConfig.IPv4Address` (`--ip`): an IPv4 address, by Docker's protocol.
+fn parse_static(s: Option<&str>) -> std::result::Result<Option<IpAddr>, CoreError> {
     match s.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),
-        Some(s) => s.parse().map(Some).map_err(|_| CoreError::BadValue {
-            what: "IPv4 address",
-            value: s.into(),
-            why: "not an IPv4 address".into(),
-        }),
+        Some(s) => s
+            .parse::<Ipv4Addr>()
+            .map(|a| Some(a.into()))
+            .map_err(|_| CoreError::BadValue {
+                what: "IPv4 address",
+                value: s.into(),
+                why: "not an IPv4 address".into(),
+            }),
     }
 }
 
 /// What a `network connect` asks for: a static address, aliases, published ports.
 #[derive(Default)]
 struct Asked {
-    static_ip: Option<Ipv4Addr>,
+    static_ip: Option<IpAddr>,
     aliases: Vec<String>,
     ports: Vec<ferry_core::ports::PortMapping>,
 }
@@ -457,7 +461,7 @@ impl<K: KernelOps> Daemon<K> {
         st: &mut State,
         sb_id: &str,
         net_id: &str,
-        cursor_before: Option<Ipv4Addr>,
+        cursor_before: Option<IpAddr>,
     ) {
         unplan_plug(st, sb_id, net_id, false, cursor_before);
         if let Some(sb) = st.sandboxes.get_mut(sb_id) {

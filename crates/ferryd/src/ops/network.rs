@@ -7,7 +7,7 @@ use ferry_core::validate::{
 };
 use ferry_core::CoreError;
 use ferry_kernel::{BridgeSpec, KernelOps};
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use super::{new_id, now, Daemon};
 use crate::error::Result;
@@ -18,7 +18,7 @@ pub fn bridge_spec(n: &Network) -> Option<BridgeSpec> {
     let gateway = n
         .pool
         .as_ref()
-        .map(|p| Ipv4Net::new(p.gateway, p.subnet.prefix_len()).expect("valid prefix"));
+        .map(|p| IpNet::new(p.gateway, p.subnet.prefix_len()).expect("valid prefix"));
     Some(BridgeSpec {
         name: b.name.to_string(),
         gateway,

@@ -65,7 +65,7 @@ fn hosts_of(sb: &Sandbox) -> String {
 /// the sandbox as it was, and each of its networks with its IPAM cursor before.
 struct StartUndo {
     sb_before: Snapshot,
-    nets: Vec<(String, Option<std::net::Ipv4Addr>)>,
+    nets: Vec<(String, Option<std::net::IpAddr>)>,
 }
 
 /// What ends up in the sandbox's /etc/hostname, /etc/hosts and /etc/resolv.conf must be

@@ -2,10 +2,11 @@
 //! one (made and removed as the cluster's records come and go), and what an endpoint
 //! needs from etcd before it can be planned (this host's block, a static address).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use ferry_core::docker::network::NetworkCreateRequest;
+use ferry_core::family::{v4, v4net};
 use ferry_core::ipam::AddressPool;
 use ferry_core::model::{
     mac_for, overlay_if_names, BridgeConf, Network, NetworkKind, OverlayConf, Sandbox,
@@ -15,6 +16,7 @@ use ferry_core::CoreError;
 use ferry_kernel::{KernelOps, VxlanSpec};
 use ferry_overlay::cluster::NewOverlay;
 use ferry_overlay::{EndpointRecord, OverlayNetwork};
+use ipnet::IpNet;
 
 use super::{blocking, Overlay};
 use crate::error::{Error, Result};
@@ -53,7 +55,7 @@ fn local_copy(ov: &OverlayNetwork, mtu: u32) -> Network {
         options: ov.options.clone(),
         ipam_options: None,
         ipam_echo: ov.ipam_echo.clone(),
-        pool: Some(AddressPool::new(ov.subnet, ov.gateway, None)),
+        pool: Some(AddressPool::new(ov.subnet.into(), ov.gateway.into(), None)),
         ipam_plugin: None,
     }
 }
@@ -76,6 +78,8 @@ pub(crate) fn own_endpoints(st: &State, node: &str, vtep: Ipv4Addr) -> Vec<Endpo
                 (None, Some(ip)) => (ip, mac_for(ip)),
                 (None, None) => continue,
             };
+            // The overlay's records are IPv4.
+            let Some(ip) = v4(ip) else { continue };
             out.push(EndpointRecord {
                 network: net.id.clone(),
                 ip,
@@ -237,10 +241,12 @@ impl<K: KernelOps> Daemon<K> {
     pub(crate) async fn prepare_overlay(
         &self,
         net_ref: &str,
-        static_ip: Option<Ipv4Addr>,
+        static_ip: Option<IpAddr>,
         sandbox: &str,
         aliases: &[String],
     ) -> Result<()> {
+        // The overlay's address blocks are IPv4 (an IPv6 address is in none of them).
+        let static_ip = static_ip.and_then(v4);
         let (id, have, full, in_block) = {
             let st = self.state.lock().await;
             let Ok(id) = st.network_id(net_ref) else {
@@ -250,7 +256,12 @@ impl<K: KernelOps> Daemon<K> {
             let (Some(_), Some(pool)) = (net.overlay(), &net.pool) else {
                 return Ok(());
             };
-            let have: Vec<ipnet::Ipv4Net> = pool.range.iter().chain(&pool.more).copied().collect();
+            let have: Vec<ipnet::Ipv4Net> = pool
+                .range
+                .iter()
+                .chain(&pool.more)
+                .filter_map(|n| v4net(*n))
+                .collect();
             let in_block = static_ip.is_some_and(|ip| have.iter().any(|b| b.contains(&ip)));
             let full = static_ip.is_none() && !have.is_empty() && !pool.has_free_dynamic();
             (id, have, full, in_block)
@@ -277,14 +288,15 @@ impl<K: KernelOps> Daemon<K> {
             let keys = [Key::Net(id.clone())];
             let before = st.snapshot(&keys);
             if let Some(pool) = st.networks.get_mut(&id).and_then(|n| n.pool.as_mut()) {
-                let known = pool.range == Some(block.block) || pool.more.contains(&block.block);
+                let b = IpNet::V4(block.block);
+                let known = pool.range == Some(b) || pool.more.contains(&b);
                 if !known {
                     match pool.range {
-                        None => pool.range = Some(block.block),
-                        Some(_) => pool.more.push(block.block),
+                        None => pool.range = Some(b),
+                        Some(_) => pool.more.push(b),
                     }
                     for ip in block.foreign {
-                        pool.hold(ip, "another host".into());
+                        pool.hold(ip.into(), "another host".into());
                     }
                 }
             }
@@ -296,7 +308,7 @@ impl<K: KernelOps> Daemon<K> {
         let ep = EndpointRecord {
             network: id,
             ip,
-            mac: mac_for(ip),
+            mac: mac_for(ip.into()),
             node: ov.node().to_string(),
             vtep: ov.cluster.addr,
             sandbox: sandbox.to_string(),

@@ -105,7 +105,7 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 pub fn read_created(
     p: &Plugin,
     v: &Value,
-    sent: Ipv4Net,
+    sent: ipnet::IpNet,
 ) -> std::result::Result<Option<[u8; 6]>, PluginError> {
     let call = "NetworkDriver.CreateEndpoint";
     let iface = &v["Interface"];

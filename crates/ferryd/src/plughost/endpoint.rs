@@ -98,7 +98,7 @@ impl<K: KernelOps> Daemon<K> {
     pub(crate) async fn default_route_moved(
         &self,
         netns: &std::path::Path,
-        gw: std::net::Ipv4Addr,
+        gw: std::net::IpAddr,
         host_if: Option<&str>,
     ) -> Result<()> {
         let conf = &self.cfg.plughost;
@@ -106,7 +106,7 @@ impl<K: KernelOps> Daemon<K> {
             return Ok(self.kernel.set_default_route(netns, gw).await?);
         };
         if let Some(g) = r.gateway {
-            self.kernel.set_default_route(netns, g).await?;
+            self.kernel.set_default_route(netns, g.into()).await?;
         }
         r.gateway_endpoint = true;
         write_record(conf, host_if, &r)?;
@@ -274,7 +274,10 @@ impl<K: KernelOps> Daemon<K> {
             // The plugin's MAC if it chose one, else ferry's (what inspect shows).
             mac: Some(mac.unwrap_or(spec.mac)),
             addr: spec.addr,
-            default_via: joined.gateway.filter(|_| r.gateway_endpoint),
+            default_via: joined
+                .gateway
+                .map(std::net::IpAddr::from)
+                .filter(|_| r.gateway_endpoint),
             routes: joined.routes,
         };
         self.kernel.adopt_link(&adopt).await?;

@@ -18,7 +18,7 @@
 //!   root, so a restarted ferryd still releases what it was granted.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use ferry_core::docker::network::{IpamConfigReq, IpamReq, NetworkCreateRequest};
 use ferry_core::docker::plugin::{OPT_REQUEST_TYPE, REQUEST_GATEWAY};
@@ -77,7 +77,7 @@ impl<K: KernelOps> Daemon<K> {
     }
 
     /// `ReleaseAddress` (bare IP); a failure is logged: the address is ferry's no more.
-    pub(crate) async fn release_address(&self, driver: &str, pool_id: &str, ip: Ipv4Addr) {
+    pub(crate) async fn release_address(&self, driver: &str, pool_id: &str, ip: IpAddr) {
         let body = json!({"PoolID": pool_id, "Address": ip.to_string()});
         let res = self
             .ipam_once(driver, "IpamDriver.ReleaseAddress", &body)
@@ -103,7 +103,7 @@ impl<K: KernelOps> Daemon<K> {
     }
 
     /// `ReleaseAddress` of the gateway (if it was requested) and `ReleasePool`.
-    pub(crate) async fn release_pool(&self, ipam: &RemoteIpam, gateway: Option<Ipv4Addr>) {
+    pub(crate) async fn release_pool(&self, ipam: &RemoteIpam, gateway: Option<IpAddr>) {
         if let (true, Some(gw)) = (ipam.gateway_requested, gateway) {
             self.release_address(&ipam.driver, &ipam.pool_id, gw).await;
         }
@@ -217,7 +217,7 @@ impl<K: KernelOps> Daemon<K> {
             Err(e) => Err(e),
         };
         if made.is_err() {
-            self.release_pool(&lease, Some(gateway)).await;
+            self.release_pool(&lease, Some(gateway.into())).await;
         }
         made
     }
@@ -275,7 +275,7 @@ impl<K: KernelOps> Daemon<K> {
                 owner: sb_id.clone(),
             };
             if let Err(e) = self.hold_lease(&lease).await {
-                self.release_address(&lease.driver, &lease.pool_id, ip)
+                self.release_address(&lease.driver, &lease.pool_id, ip.into())
                     .await;
                 return Err(e);
             }
@@ -292,10 +292,11 @@ impl<K: KernelOps> Daemon<K> {
             .get_mut(&l.network_id)
             .and_then(|n| n.pool.as_mut())
             .ok_or_else(|| CoreError::NoSuchNetwork(l.network_id.clone()))?;
-        match pool.owner(l.ip) {
+        let ip = IpAddr::from(l.ip);
+        match pool.owner(ip) {
             Some(o) if o == l.owner => {}
-            Some(_) => return Err(CoreError::AddressInUse(l.ip).into()),
-            None => pool.hold(l.ip, l.owner.clone()),
+            Some(_) => return Err(CoreError::AddressInUse(ip).into()),
+            None => pool.hold(ip, l.owner.clone()),
         }
         self.plughost.record(&self.cfg.plughost, l.clone())?;
         self.commit_or_restore(&mut st, &before, &keys)
@@ -308,11 +309,11 @@ fn wanted_leases(
     st: &State,
     sb_id: &str,
     network: Option<&str>,
-) -> Vec<(String, String, RemoteIpam, Option<Ipv4Addr>)> {
+) -> Vec<(String, String, RemoteIpam, Option<IpAddr>)> {
     let Some(sb) = st.sandboxes.get(sb_id) else {
         return vec![];
     };
-    let nets: BTreeMap<String, Option<Ipv4Addr>> = match network {
+    let nets: BTreeMap<String, Option<IpAddr>> = match network {
         // connect: a running sandbox, not on it yet.
         Some(r) => match st.network_id(r) {
             Ok(id) if sb.is_running() && sb.endpoint(&id).is_none() => [(id, None)].into(),
@@ -336,7 +337,7 @@ fn wanted_leases(
 }
 
 /// The address the IPAM plugin granted `owner` in `pool` (held by [`Daemon::lease_addresses`]).
-pub fn held_by(pool: &ferry_core::ipam::AddressPool, owner: &str) -> Option<Ipv4Addr> {
+pub fn held_by(pool: &ferry_core::ipam::AddressPool, owner: &str) -> Option<IpAddr> {
     pool.allocations()
         .iter()
         .find(|(_, o)| o.as_str() == owner)

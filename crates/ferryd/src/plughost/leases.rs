@@ -85,7 +85,7 @@ impl PlugHost {
             st.networks
                 .get(&l.network_id)
                 .and_then(|n| n.pool.as_ref())
-                .is_some_and(|p| p.owner(l.ip) == Some(l.owner.as_str()))
+                .is_some_and(|p| p.owner(l.ip.into()) == Some(l.owner.as_str()))
         };
         let mut leases = self.leases.lock().expect("leases lock");
         let (gone, kept): (Vec<Lease>, Vec<Lease>) = leases
@@ -112,7 +112,7 @@ pub fn watch<K: KernelOps>(d: std::sync::Arc<Daemon<K>>) {
             d.plughost.released.notified().await;
             let queue = std::mem::take(&mut *d.plughost.releases.lock().expect("release queue"));
             for l in queue {
-                d.release_address(&l.driver, &l.pool_id, l.ip).await;
+                d.release_address(&l.driver, &l.pool_id, l.ip.into()).await;
             }
         }
     });

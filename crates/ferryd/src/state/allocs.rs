@@ -15,7 +15,7 @@
 //! moves its allocations to keys.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use ferry_store::Op;
@@ -23,13 +23,13 @@ use imbl::ordmap::DiffItem;
 
 pub const PREFIX: &str = "ipam/";
 
-type Allocs = imbl::OrdMap<Ipv4Addr, String>;
+type Allocs = imbl::OrdMap<IpAddr, String>;
 
 /// One address of one network: its new owner, or None once released.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     pub net: String,
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub owner: Option<String>,
 }
 
@@ -40,12 +40,12 @@ pub struct Written {
     now: Option<Allocs>,
 }
 
-fn key(net: &str, ip: Ipv4Addr) -> String {
+fn key(net: &str, ip: IpAddr) -> String {
     format!("{PREFIX}{net}/{ip}")
 }
 
 /// `ipam/<net>/<ip>` → (net, ip).
-pub fn parse_key(k: &str) -> Option<(&str, Ipv4Addr)> {
+pub fn parse_key(k: &str) -> Option<(&str, IpAddr)> {
     let (net, ip) = k.strip_prefix(PREFIX)?.split_once('/')?;
     Some((net, ip.parse().ok()?))
 }
@@ -74,7 +74,7 @@ impl Clone for Stored {
 
 impl Stored {
     /// Record an allocation read from the store at load.
-    pub fn loaded(&self, net: &str, ip: Ipv4Addr, owner: String) {
+    pub fn loaded(&self, net: &str, ip: IpAddr, owner: String) {
         let mut m = self.0.lock().expect("stored lock");
         m.entry(net.to_string()).or_default().insert(ip, owner);
     }
@@ -85,7 +85,7 @@ impl Stored {
         let m = self.0.lock().expect("stored lock");
         let empty = Allocs::new();
         let was = m.get(net).unwrap_or(&empty);
-        let change = |ip: &Ipv4Addr, owner: Option<&String>| Change {
+        let change = |ip: &IpAddr, owner: Option<&String>| Change {
             net: net.to_string(),
             ip: *ip,
             owner: owner.cloned(),
@@ -123,7 +123,7 @@ mod tests {
     fn allocs(items: &[(&str, &str)]) -> Allocs {
         items
             .iter()
-            .map(|(ip, o)| (ip.parse::<Ipv4Addr>().unwrap(), o.to_string()))
+            .map(|(ip, o)| (ip.parse::<IpAddr>().unwrap(), o.to_string()))
             .collect()
     }
 

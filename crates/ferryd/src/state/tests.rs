@@ -1,4 +1,4 @@
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use ferry_core::ipam::AddressPool;
 use ferry_core::model::{Network, NetworkKind};
@@ -7,7 +7,7 @@ use ferry_store::{MemStore, Store};
 use super::*;
 
 fn network(id: &str) -> Network {
-    let subnet: ipnet::Ipv4Net = "10.9.0.0/24".parse().unwrap();
+    let subnet: ipnet::IpNet = "10.9.0.0/24".parse().unwrap();
     Network {
         id: id.into(),
         name: id.into(),
@@ -31,7 +31,7 @@ fn network(id: &str) -> Network {
     }
 }
 
-fn ip(s: &str) -> Ipv4Addr {
+fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 

@@ -25,7 +25,7 @@ use crate::state::Key;
 /// when Docker gave none).
 fn address_of(
     iface: &ferry_core::docker::plugin::EndpointInterface,
-) -> std::result::Result<(ipnet::Ipv4Net, [u8; 6]), CoreError> {
+) -> std::result::Result<(ipnet::IpNet, [u8; 6]), CoreError> {
     if !iface.address_ipv6.trim().is_empty() {
         return Err(no_ipv6());
     }
@@ -34,7 +34,7 @@ fn address_of(
             "Docker gave the endpoint no IPv4 address; ferry needs one".into(),
         ));
     }
-    let addr = parse_cidr_addr("address", &iface.address)?;
+    let addr = ipnet::IpNet::from(parse_cidr_addr("address", &iface.address)?);
     let mac = match iface.mac_address.trim() {
         "" => mac_for(addr.addr()),
         m => parse_mac(m)?,
@@ -46,7 +46,7 @@ fn address_of(
 /// the endpoint; a free one is taken; another endpoint's is refused.
 fn take_address(
     pool: &mut ferry_core::ipam::AddressPool,
-    ip: std::net::Ipv4Addr,
+    ip: std::net::IpAddr,
     ep_id: &str,
 ) -> std::result::Result<(), CoreError> {
     if !pool.subnet.contains(&ip) {

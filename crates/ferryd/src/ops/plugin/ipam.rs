@@ -1,15 +1,18 @@
 //! IpamDriver: pools and addresses Docker asks ferry's IPAM for.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 
 use ferry_core::docker::plugin::{
     parse_addr, ReleaseAddressRequest, ReleasePoolRequest, RequestAddressRequest,
     RequestAddressResponse, RequestPoolRequest, RequestPoolResponse,
 };
-use ferry_core::ipam::pools::{next_pool, overlaps};
+use ferry_core::ipam::pools::next_pool;
 use ferry_core::ipam::AddressPool;
 use ferry_core::remote::{IpamPool, DOCKER_IPAM_OWNER};
-use ferry_core::validate::{first_host, parse_subnet, unroutable};
+use ferry_core::validate::{first_host, ip_range, usable_subnet};
 use ferry_core::CoreError;
 use ferry_kernel::KernelOps;
 
@@ -36,48 +39,12 @@ impl<K: KernelOps> Daemon<K> {
                 cursor = Some(c);
                 subnet
             }
-            s => {
-                let subnet = parse_subnet(s)?;
-                if let Some(why) = unroutable(subnet) {
-                    return Err(CoreError::BadValue {
-                        what: "subnet",
-                        value: s.into(),
-                        why: why.into(),
-                    }
-                    .into());
-                }
-                if subnet.prefix_len() > 30 {
-                    return Err(CoreError::BadValue {
-                        what: "subnet",
-                        value: s.into(),
-                        why: "it has room for no host".into(),
-                    }
-                    .into());
-                }
-                if taken.iter().any(|t| overlaps(t, &subnet)) {
-                    return Err(CoreError::PoolOverlap.into());
-                }
-                subnet
-            }
+            // The rules of `network create --subnet`, as dockerd's default IPAM keeps them.
+            s => usable_subnet(s, &taken)?,
         };
         let range = match req.sub_pool.trim() {
             "" => None,
-            r => {
-                let range = parse_subnet(r).map_err(|_| CoreError::BadValue {
-                    what: "ip-range",
-                    value: r.into(),
-                    why: "invalid CIDR address".into(),
-                })?;
-                if !(subnet.contains(&range.network()) && range.prefix_len() >= subnet.prefix_len())
-                {
-                    return Err(CoreError::RangeOutOfSubnet {
-                        range: r.into(),
-                        subnet: subnet.to_string(),
-                    }
-                    .into());
-                }
-                Some(range)
-            }
+            r => Some(ip_range(r, subnet)?),
         };
         let id = format!("ferry-{}", &new_id()[..24]);
         let keys = [Key::PluginPool(id.clone()), Key::Meta];
@@ -86,7 +53,11 @@ impl<K: KernelOps> Daemon<K> {
             id.clone(),
             IpamPool {
                 id: id.clone(),
-                pool: Some(AddressPool::new(subnet, first_host(subnet), range)),
+                pool: Some(AddressPool::new(
+                    subnet.into(),
+                    first_host(subnet.into()),
+                    range.map(IpNet::V4),
+                )),
                 network_id: None,
                 released: false,
             },
@@ -115,7 +86,7 @@ impl<K: KernelOps> Daemon<K> {
         let pool = pool_mut(&mut st, &req.pool_id).ok_or_else(|| no_pool(&req.pool_id))?;
         let asked = match req.address.trim() {
             "" => None,
-            a => Some(parse_addr("address", a)?),
+            a => Some(IpAddr::from(parse_addr("address", a)?)),
         };
         let ip = if req.is_gateway() {
             let ip = asked.unwrap_or_else(|| first_host(pool.subnet));
@@ -149,7 +120,7 @@ impl<K: KernelOps> Daemon<K> {
     /// address already free or handed out again) is left alone, successfully.
     pub async fn plugin_release_address(&self, req: ReleaseAddressRequest) -> Result<()> {
         let mut st = self.state.lock().await;
-        let ip = parse_addr("address", &req.address)?;
+        let ip = IpAddr::from(parse_addr("address", &req.address)?);
         let keys = [pool_key(&st, &req.pool_id)];
         let before = st.snapshot(&keys);
         let Some(pool) = pool_mut(&mut st, &req.pool_id) else {

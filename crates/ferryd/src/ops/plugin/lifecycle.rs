@@ -67,7 +67,7 @@ impl<K: KernelOps> Daemon<K> {
         // serves).
         let mut st = self.state.lock().await;
         let links = self.kernel.link_names().await?;
-        let gone: Vec<(String, String, std::net::Ipv4Addr)> = st
+        let gone: Vec<(String, String, std::net::IpAddr)> = st
             .plugin
             .endpoints
             .values()

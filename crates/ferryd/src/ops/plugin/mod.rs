@@ -24,7 +24,7 @@ mod network;
 use ferry_core::ipam::AddressPool;
 use ferry_core::model::Network;
 use ferry_core::CoreError;
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use crate::state::{Key, State};
 
@@ -63,7 +63,7 @@ fn pool_key(st: &State, pool_id: &str) -> Key {
 }
 
 /// Subnets in use: every network's and every unbound pool's.
-fn taken_subnets(st: &State) -> Vec<Ipv4Net> {
+fn taken_subnets(st: &State) -> Vec<IpNet> {
     st.networks
         .values()
         .filter_map(Network::subnet)
@@ -76,6 +76,6 @@ fn taken_subnets(st: &State) -> Vec<Ipv4Net> {
         .collect()
 }
 
-fn with_len(ip: std::net::Ipv4Addr, pool: &AddressPool) -> String {
+fn with_len(ip: std::net::IpAddr, pool: &AddressPool) -> String {
     format!("{ip}/{}", pool.subnet.prefix_len())
 }

@@ -113,17 +113,18 @@ fn pool_for(
         rec.network_id = Some(id.to_string());
         let mut pool = rec.pool.take().expect("unbound pools hold addresses");
         if let Some(g) = a.gateway {
-            pool.gateway = g;
+            pool.gateway = g.into();
         }
         return Ok(pool);
     }
-    if taken_subnets(st).iter().any(|t| overlaps(t, &a.subnet)) {
+    let subnet = a.subnet.into();
+    if taken_subnets(st).iter().any(|t| overlaps(t, &subnet)) {
         return Err(CoreError::PoolOverlap);
     }
-    let gateway = a.gateway.unwrap_or_else(|| first_host(a.subnet));
-    let mut pool = AddressPool::new(a.subnet, gateway, None);
+    let gateway = a.gateway.map_or_else(|| first_host(subnet), Into::into);
+    let mut pool = AddressPool::new(subnet, gateway, None);
     for ip in &a.aux {
-        let _ = pool.allocate_static(*ip, DOCKER_IPAM_OWNER);
+        let _ = pool.allocate_static((*ip).into(), DOCKER_IPAM_OWNER);
     }
     Ok(pool)
 }
@@ -160,7 +161,12 @@ impl<K: KernelOps> Daemon<K> {
             .plugin
             .pools
             .values()
-            .find(|p| !p.released && p.pool.as_ref().is_some_and(|a| a.subnet == asked.subnet))
+            .find(|p| {
+                !p.released
+                    && p.pool
+                        .as_ref()
+                        .is_some_and(|a| a.subnet == asked.subnet.into())
+            })
             .map(|p| p.id.clone());
         keys.extend(bound.iter().map(|pid| Key::PluginPool(pid.clone())));
         let before = st.snapshot(&keys);
@@ -285,7 +291,7 @@ impl<K: KernelOps> Daemon<K> {
         links: &[String],
         net: &Network,
         owns_bridge: bool,
-        gateway: Option<ipnet::Ipv4Net>,
+        gateway: Option<ipnet::IpNet>,
     ) -> Vec<String> {
         let mut errors = vec![];
         for l in links {
