@@ -16,10 +16,13 @@ pub mod ifname;
 pub mod ipam;
 pub mod model;
 pub mod nft;
+pub mod plan;
 pub mod ports;
 pub mod remote;
+pub mod state;
 pub mod template;
 pub mod validate;
+pub mod wiring;
 
 pub use error::CoreError;
 pub use ifname::IfName;

@@ -13,7 +13,6 @@
 
 use std::time::Duration;
 
-use ferry_core::model::Network;
 use ferry_core::nft::{self, ledger::Ledger, render, Elements, SetName};
 use ferry_core::ports::Published;
 use ferry_core::CoreError;
@@ -448,53 +447,6 @@ fn count_after(now: &Elements, delta: &nft::Delta, set: SetName) -> usize {
     let gone = delta.delete.iter().filter(|(s, _)| *s == set);
     let new = delta.add.iter().filter(|(s, _, _)| *s == set);
     (now.get(set).count() + new.count()).saturating_sub(gone.count())
-}
-
-/// Every port published by a live endpoint other than `sb_id`'s on `net_id` (Docker's
-/// containers' included: `sb_id` may be a Docker endpoint's ID).
-pub(crate) fn taken_ports(st: &State, sb_id: &str, net_id: &str) -> Vec<Published> {
-    let docker = st
-        .plugin
-        .endpoints
-        .values()
-        .map(|e| (e.id.as_str(), &e.endpoint));
-    st.sandboxes
-        .values()
-        .flat_map(|s| s.endpoints.iter().map(move |e| (s.id.as_str(), e)))
-        .chain(docker)
-        .filter(|(s, e)| !(*s == sb_id && e.network_id == net_id))
-        .filter_map(|(_, e)| e.live.as_ref())
-        .flat_map(|l| l.published.iter().copied())
-        .collect()
-}
-
-/// Refuse ports on a network that cannot publish them.
-pub(crate) fn check_publishable(
-    net: &Network,
-    has_ports: bool,
-) -> std::result::Result<(), CoreError> {
-    if has_ports && net.internal {
-        return Err(CoreError::Invalid(format!(
-            "network {} is internal: ports cannot be published on it",
-            net.name
-        )));
-    }
-    if has_ports && net.macvlan().is_some() {
-        return Err(CoreError::Invalid(format!(
-            "network {} is a macvlan network: its sandboxes are reached at their own addresses on the parent's segment, and ports cannot be published on it",
-            net.name
-        )));
-    }
-    // plughost: a plugin's network is the plugin's to publish on (dockerd publishes
-    // nothing for remote drivers); ferry's maps would point at a bridge it does not know.
-    if has_ports && net.remote().is_some() {
-        return Err(CoreError::Invalid(format!(
-            "network {} is driven by plugin {}: ferry does not publish ports on it",
-            net.name,
-            net.driver_name()
-        )));
-    }
-    Ok(())
 }
 
 /// Run [`Daemon::check_firewall`] every [`CHECK_EVERY`].

@@ -279,6 +279,14 @@ impl AddressPool {
         }
     }
 
+    /// The address `owner` holds (the first, if it holds more).
+    pub fn held_by(&self, owner: &str) -> Option<IpAddr> {
+        self.allocated
+            .iter()
+            .find(|(_, o)| o.as_str() == owner)
+            .map(|(ip, _)| *ip)
+    }
+
     pub fn owner(&self, ip: IpAddr) -> Option<&str> {
         self.allocated.get(&ip).map(String::as_str)
     }

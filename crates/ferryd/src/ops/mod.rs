@@ -33,9 +33,9 @@ use tokio::sync::Mutex;
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::state::{Key, Snapshot, State};
+use crate::state::{Desired, Key, Snapshot, State};
 
-pub(crate) use endpoint::attach_spec;
+pub(crate) use ferry_core::plan::plug::attach_spec;
 pub use network::bridge_spec as bridge_spec_of;
 pub use sandbox::ExitReport;
 
@@ -63,6 +63,27 @@ pub struct Daemon<K: KernelOps> {
     pub exits: tokio::sync::broadcast::Sender<(String, i32)>,
     /// plughost: the third-party plugins activated so far.
     pub plughost: crate::plughost::PlugHost,
+}
+
+/// A plan whose edits are in the state but not yet in the store.
+#[must_use = "a staged plan is committed or abandoned"]
+pub(crate) struct Staged<P> {
+    pub plan: P,
+    before: Snapshot,
+    keys: Vec<Key>,
+}
+
+impl<P> Staged<P> {
+    /// Put back what the plan edited: a check between planning and commit refused it.
+    pub(crate) fn abandon(self, st: &mut State) {
+        st.restore(self.before);
+    }
+}
+
+/// A plan committed, with the records as they were before it.
+pub(crate) struct Applied<P> {
+    pub plan: P,
+    pub before: Snapshot,
 }
 
 /// One async lock per sandbox ID, made on first use and dropped with the sandbox.
@@ -175,6 +196,41 @@ impl<K: KernelOps> Daemon<K> {
                 ov.poke.notify_one();
             }
         }
+    }
+
+    /// The executor's first half: save the records `keys` name, then let `planner` edit
+    /// the state. If the planner refuses, the saved records go back and the state is as
+    /// it was. Every operation that changes the state goes through here and
+    /// [`Daemon::commit_staged`] (or [`Staged::abandon`]).
+    pub(crate) fn stage<P>(
+        &self,
+        st: &mut State,
+        keys: &[Key],
+        planner: impl FnOnce(&mut Desired) -> std::result::Result<P, ferry_core::CoreError>,
+    ) -> Result<Staged<P>> {
+        let before = st.snapshot(keys);
+        match planner(st) {
+            Ok(plan) => Ok(Staged {
+                plan,
+                before,
+                keys: keys.to_vec(),
+            }),
+            Err(e) => {
+                st.restore(before);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The executor's second half: commit what the plan edited as one store transaction;
+    /// if the store refuses, the saved records go back. Returns the plan, with the saved
+    /// records for an undo should the kernel refuse.
+    pub(crate) fn commit_staged<P>(&self, st: &mut State, s: Staged<P>) -> Result<Applied<P>> {
+        self.commit_or_restore(st, &s.before, &s.keys)?;
+        Ok(Applied {
+            plan: s.plan,
+            before: s.before,
+        })
     }
 
     /// Put `before` back, in memory and in the store.

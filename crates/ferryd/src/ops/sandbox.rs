@@ -13,11 +13,11 @@ use ferry_core::validate::valid_name;
 use ferry_core::CoreError;
 use ferry_kernel::{AttachSpec, KernelOps};
 
-use super::endpoint::{cursor_of, plan_plug, plan_unplug, published_of, unplan_plug};
 use super::{new_id, now, Daemon};
 use crate::error::{Error, Result};
 use crate::state::{Key, Snapshot, State};
 use crate::supervise;
+use ferry_core::plan::plug::{cursor_of, plan_plug, plan_unplug, published_of, unplan_plug, Live};
 
 /// What the kernel must undo after a sandbox stopped.
 #[derive(Debug, Default)]
@@ -264,7 +264,11 @@ impl<K: KernelOps> Daemon<K> {
         let cursors: Vec<_> = net_ids.iter().map(|n| cursor_of(&st, n)).collect();
         let mut specs = vec![];
         for n in &net_ids {
-            match plan_plug(&mut st, &id, n, netns.clone()) {
+            let at = Live {
+                netns: netns.clone(),
+                endpoint_id: new_id(),
+            };
+            match plan_plug(&mut st, &id, n, at) {
                 Ok(s) => specs.push(s),
                 Err(e) => {
                     st.restore(before);
@@ -610,7 +614,7 @@ fn first_endpoint(
             endpoint: None,
         });
     }
-    crate::firewall::check_publishable(net, !ports.is_empty())?;
+    ferry_core::plan::publish::check_publishable(net, !ports.is_empty())?;
     Ok(Joined {
         mode,
         endpoint: Some(Endpoint {

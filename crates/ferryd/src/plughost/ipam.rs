@@ -336,14 +336,6 @@ fn wanted_leases(
         .collect()
 }
 
-/// The address the IPAM plugin granted `owner` in `pool` (held by [`Daemon::lease_addresses`]).
-pub fn held_by(pool: &ferry_core::ipam::AddressPool, owner: &str) -> Option<IpAddr> {
-    pool.allocations()
-        .iter()
-        .find(|(_, o)| o.as_str() == owner)
-        .map(|(ip, _)| *ip)
-}
-
 /// The one IPAM config a network with an IPAM plugin takes (no `--aux-address` yet).
 fn one_config(ipam: &IpamReq, driver: &str) -> Result<IpamConfigReq> {
     let configs = ipam.config.clone().unwrap_or_default();

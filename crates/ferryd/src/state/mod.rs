@@ -4,27 +4,17 @@
 
 pub mod allocs;
 
-use std::collections::BTreeMap;
-
-use ferry_core::id::{resolve, Lookup};
 use ferry_core::model::{Network, Sandbox};
 use ferry_core::remote::{DockerEndpoint, DockerNetwork, IpamPool};
-use ferry_core::CoreError;
+pub use ferry_core::state::{Key, Meta, PluginState, Snapshot, State as Desired};
 use ferry_store::{Op, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Meta {
-    pub pool_cursor: Option<usize>,
-}
-
+/// The desired state (ferry-core's [`Desired`], which it derefs to), with what ferryd
+/// keeps beside it: the store's copy of the allocations and the cluster's tunnels.
 #[derive(Debug, Clone, Default)]
 pub struct State {
-    pub networks: BTreeMap<String, Network>,
-    pub sandboxes: BTreeMap<String, Sandbox>,
-    pub meta: Meta,
-    /// What the Docker plugin keeps for dockerd (see ferry_core::remote).
-    pub plugin: PluginState,
+    desired: Desired,
     /// The allocations the store holds, per network.
     stored: allocs::Stored,
     /// This host's overlay tunnels, while it is in a cluster: not stored, it follows the
@@ -44,50 +34,6 @@ pub struct Tunnel {
 pub struct Batch {
     pub ops: Vec<Op>,
     written: Vec<allocs::Written>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PluginState {
-    pub pools: BTreeMap<String, IpamPool>,
-    pub networks: BTreeMap<String, DockerNetwork>,
-    pub endpoints: BTreeMap<String, DockerEndpoint>,
-}
-
-/// The values of some keys as they were, to put back if an operation fails: an undo
-/// of just what the operation may change, so its cost does not grow with the number of
-/// sandboxes (a copy of the whole state did, and dominated attach time at 1000).
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    saved: Vec<Saved>,
-}
-
-#[derive(Debug, Clone)]
-enum Saved {
-    Net(String, Option<Network>),
-    Sbx(String, Option<Sandbox>),
-    Meta(Meta),
-    PluginPool(String, Option<IpamPool>),
-    PluginNet(String, Option<DockerNetwork>),
-    PluginEp(String, Option<DockerEndpoint>),
-}
-
-fn put_back<V>(map: &mut BTreeMap<String, V>, id: String, v: Option<V>) {
-    match v {
-        Some(v) => map.insert(id, v),
-        None => map.remove(&id),
-    };
-}
-
-/// A key whose value changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Key {
-    Net(String),
-    Sbx(String),
-    Meta,
-    /// `plugin/pool/<id>`, `plugin/net/<id>`, `plugin/ep/<id>`.
-    PluginPool(String),
-    PluginNet(String),
-    PluginEp(String),
 }
 
 fn put_or_delete<T: Serialize>(key: String, v: Option<&T>) -> Op {
@@ -140,43 +86,6 @@ impl State {
         Ok(st)
     }
 
-    /// The current values of `keys`; [`State::restore`] puts them back.
-    pub fn snapshot(&self, keys: &[Key]) -> Snapshot {
-        let saved = keys
-            .iter()
-            .map(|k| match k {
-                Key::Net(id) => Saved::Net(id.clone(), self.networks.get(id).cloned()),
-                Key::Sbx(id) => Saved::Sbx(id.clone(), self.sandboxes.get(id).cloned()),
-                Key::Meta => Saved::Meta(self.meta.clone()),
-                Key::PluginPool(id) => {
-                    Saved::PluginPool(id.clone(), self.plugin.pools.get(id).cloned())
-                }
-                Key::PluginNet(id) => {
-                    Saved::PluginNet(id.clone(), self.plugin.networks.get(id).cloned())
-                }
-                Key::PluginEp(id) => {
-                    Saved::PluginEp(id.clone(), self.plugin.endpoints.get(id).cloned())
-                }
-            })
-            .collect();
-        Snapshot { saved }
-    }
-
-    /// Put back what [`State::snapshot`] saved (in reverse, so a key saved twice ends
-    /// at its first value).
-    pub fn restore(&mut self, snap: Snapshot) {
-        for s in snap.saved.into_iter().rev() {
-            match s {
-                Saved::Net(id, v) => put_back(&mut self.networks, id, v),
-                Saved::Sbx(id, v) => put_back(&mut self.sandboxes, id, v),
-                Saved::Meta(m) => self.meta = m,
-                Saved::PluginPool(id, v) => put_back(&mut self.plugin.pools, id, v),
-                Saved::PluginNet(id, v) => put_back(&mut self.plugin.networks, id, v),
-                Saved::PluginEp(id, v) => put_back(&mut self.plugin.endpoints, id, v),
-            }
-        }
-    }
-
     /// The store batch that makes the store hold this state's value for each key.
     pub fn ops_for(&self, keys: &[Key]) -> Batch {
         let mut b = Batch {
@@ -221,94 +130,18 @@ impl State {
             }
         }
     }
+}
 
-    pub fn network_id(&self, key: &str) -> Result<String, CoreError> {
-        if self.networks.contains_key(key) {
-            return Ok(key.to_string());
-        }
-        let items = self
-            .networks
-            .values()
-            .map(|n| (n.id.as_str(), n.name.as_str(), n.id.as_str()));
-        match resolve(key, items) {
-            Lookup::Found(id) => Ok(id.to_string()),
-            Lookup::NotFound => Err(CoreError::NoSuchNetwork(key.to_string())),
-            Lookup::Ambiguous => Err(CoreError::AmbiguousNetwork(key.to_string())),
-        }
+impl std::ops::Deref for State {
+    type Target = Desired;
+    fn deref(&self) -> &Desired {
+        &self.desired
     }
+}
 
-    pub fn sandbox_id(&self, key: &str) -> Result<String, CoreError> {
-        let key = key.trim_start_matches('/');
-        if self.sandboxes.contains_key(key) {
-            return Ok(key.to_string());
-        }
-        // Borrowed IDs: cloning every one per lookup was measurable with 1000 sandboxes.
-        let items = self
-            .sandboxes
-            .values()
-            .map(|s| (s.id.as_str(), s.name.as_str(), s.id.as_str()));
-        match resolve(key, items) {
-            Lookup::Found(id) => Ok(id.to_string()),
-            Lookup::NotFound | Lookup::Ambiguous => {
-                Err(CoreError::NoSuchContainer(key.to_string()))
-            }
-        }
-    }
-
-    /// A network Docker made through the plugin: Docker removes it, not ferry.
-    pub fn docker_managed(&self, network_id: &str) -> bool {
-        self.plugin.networks.contains_key(network_id)
-    }
-
-    /// ferry's sandboxes stay off Docker's networks: Docker owns their addresses (with its
-    /// own IPAM ferry cannot reserve for it) and their lifetime (Docker's network rm
-    /// cannot be refused, so a ferry sandbox on it would keep the network forever).
-    /// A sandbox's name from a name, ID or ID prefix; the reference itself if none matches.
-    pub fn sandbox_name(&self, key: &str) -> String {
-        self.sandbox_id(key)
-            .ok()
-            .and_then(|id| self.sandboxes.get(&id))
-            .map_or_else(|| key.to_string(), |s| s.name.clone())
-    }
-
-    pub fn ferry_may_join(&self, network_id: &str) -> Result<(), CoreError> {
-        match (
-            self.docker_managed(network_id),
-            self.networks.get(network_id),
-        ) {
-            (true, Some(n)) => Err(CoreError::Invalid(format!(
-                "network {} belongs to Docker: only Docker containers can join it",
-                n.name
-            ))),
-            _ => Ok(()),
-        }
-    }
-
-    /// Sandboxes that reference a network (in any run state).
-    pub fn users_of(&self, network_id: &str) -> Vec<&Sandbox> {
-        self.sandboxes
-            .values()
-            .filter(|s| s.endpoint(network_id).is_some())
-            .collect()
-    }
-
-    /// The networks of a sandbox, in endpoint order; host/none modes show their network.
-    pub fn networks_of(&self, sb: &Sandbox) -> Vec<&Network> {
-        let mut v: Vec<&Network> = sb
-            .endpoints
-            .iter()
-            .filter_map(|e| self.networks.get(&e.network_id))
-            .collect();
-        if v.is_empty() {
-            if let Some(n) = self
-                .networks
-                .values()
-                .find(|n| n.predefined && n.name == sb.network_mode.as_str())
-            {
-                v.push(n);
-            }
-        }
-        v
+impl std::ops::DerefMut for State {
+    fn deref_mut(&mut self) -> &mut Desired {
+        &mut self.desired
     }
 }
 

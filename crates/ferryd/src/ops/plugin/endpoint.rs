@@ -17,9 +17,9 @@ use serde_json::Value;
 
 use super::{no_endpoint, no_ipv6};
 use crate::error::Result;
-use crate::firewall::{check_publishable, taken_ports};
 use crate::ops::Daemon;
 use crate::state::Key;
+use ferry_core::plan::publish::{check_publishable, taken_ports};
 
 /// The endpoint's IPv4 address and MAC as Docker's IPAM gave them (the MAC ferry's rule
 /// when Docker gave none).

@@ -41,7 +41,7 @@ fn no_endpoint(id: &str) -> CoreError {
 }
 
 /// The addresses of an IPAM pool: its own while unbound, else its network's.
-fn pool_mut<'a>(st: &'a mut State, pool_id: &str) -> Option<&'a mut AddressPool> {
+fn pool_mut<'a>(st: &'a mut crate::state::Desired, pool_id: &str) -> Option<&'a mut AddressPool> {
     let rec = st.plugin.pools.get_mut(pool_id)?;
     match rec.network_id.clone() {
         Some(nid) => st.networks.get_mut(&nid)?.pool.as_mut(),

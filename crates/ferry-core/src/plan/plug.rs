@@ -1,0 +1,280 @@
+//! Planning an endpoint's live part as a change of the state: its address, MAC,
+//! interface name, published ports and default route when a sandbox joins a network
+//! (plug), and what the kernel must remove when it leaves (unplug). Pure: each function
+//! edits the [`State`] value it is given and returns what the kernel is to do.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::publish::{check_publishable, taken_ports};
+use crate::model::{host_if_name, mac_for, LiveEndpoint, NetworkKind};
+use crate::ports::{decide, Published};
+use crate::state::State;
+use crate::wiring::{AttachSpec, LinkSpec, MacvlanLink, PluginLink, VethLink};
+use crate::CoreError;
+
+/// Where a sandbox's endpoint goes live: the sandbox's namespace, and the ID the new live
+/// endpoint takes (the caller makes it: 64 hex characters, as Docker's).
+pub struct Live {
+    pub netns: std::path::PathBuf,
+    pub endpoint_id: String,
+}
+
+/// Give `sb_id`'s endpoint on `net_id` an address and a live record; returns the
+/// kernel request. Changes only `st`.
+pub fn plan_plug(
+    st: &mut State,
+    sb_id: &str,
+    net_id: &str,
+    at: Live,
+) -> Result<AttachSpec, CoreError> {
+    let Live { netns, endpoint_id } = at;
+    let has_default = st.sandboxes[sb_id]
+        .endpoints
+        .iter()
+        .any(|e| e.live.as_ref().is_some_and(|l| l.default_route));
+    let ifname = st.sandboxes[sb_id].next_ifname();
+    let published = plan_ports(st, sb_id, net_id)?;
+    let net = st
+        .networks
+        .get_mut(net_id)
+        .ok_or_else(|| CoreError::NoSuchNetwork(net_id.into()))?;
+    let net_name = net.name.clone();
+    let internal = net.internal;
+    let kind = net.kind.clone();
+    let overlay = net.overlay().is_some();
+    let ipam_plugin = net.ipam_plugin.as_ref().map(|i| i.driver.clone());
+    let pool = net
+        .pool
+        .as_mut()
+        .ok_or_else(|| CoreError::Invalid(format!("network {net_name} has no subnet")))?;
+    if overlay && pool.range.is_none() {
+        return Err(CoreError::Invalid(format!(
+            "overlay {net_name}: this host holds no address block in it yet"
+        )));
+    }
+    let static_ip = st.sandboxes[sb_id]
+        .endpoint(net_id)
+        .map(|e| e.static_ip)
+        .ok_or_else(|| CoreError::NotConnected {
+            sandbox: sb_id.into(),
+            network: net_name.clone(),
+        })?;
+    let ip = match static_ip {
+        Some(ip) => {
+            pool.allocate_static(ip, sb_id)?;
+            ip
+        }
+        // plughost: an IPAM plugin's address was leased and held before the plan.
+        None => match ipam_plugin {
+            Some(driver) => pool.held_by(sb_id).ok_or_else(|| {
+                CoreError::Invalid(format!("IPAM plugin {driver} gave no address for {sb_id}"))
+            })?,
+            None => pool.allocate_dynamic(sb_id, &net_name)?,
+        },
+    };
+    let (gateway, prefix_len) = (pool.gateway, pool.subnet.prefix_len());
+    let default_route = !has_default && !internal;
+    let live = LiveEndpoint {
+        id: endpoint_id.clone(),
+        ip,
+        prefix_len,
+        gateway: Some(gateway),
+        mac: mac_for(ip),
+        // A veth's host end; for a plugin's endpoint, the key of ferryd's record of it.
+        host_if: (kind.bridge().is_some() || matches!(kind, NetworkKind::Remote(_)))
+            .then(|| host_if_name(&endpoint_id)),
+        ifname: ifname.clone(),
+        default_route,
+        published,
+    };
+    let spec = attach_spec(&live, &kind, netns).ok_or_else(|| {
+        CoreError::Invalid(format!("network {net_name}: sandboxes do not join it"))
+    })?;
+    let sb = st.sandboxes.get_mut(sb_id).expect("checked above");
+    if let Some(e) = sb.endpoints.iter_mut().find(|e| e.network_id == net_id) {
+        e.live = Some(live);
+    }
+    Ok(spec)
+}
+
+/// What the kernel is asked to make for a live endpoint on a network of `kind`: at
+/// attach, and again when reconcile finds the endpoint not wired. The one place a
+/// driver's links are decided: a veth on the bridge (bridge, overlay) or a macvlan link
+/// on the parent; host and none networks have no endpoints to wire.
+pub fn attach_spec(
+    live: &LiveEndpoint,
+    kind: &NetworkKind,
+    netns: std::path::PathBuf,
+) -> Option<AttachSpec> {
+    let link = match (kind, &live.host_if) {
+        (NetworkKind::Bridge(b) | NetworkKind::Overlay { bridge: b, .. }, Some(host_if)) => {
+            LinkSpec::Veth(VethLink {
+                bridge: b.name.to_string(),
+                host_if: host_if.to_string(),
+                mtu: b.mtu,
+                hairpin: !live.published.is_empty(),
+            })
+        }
+        (NetworkKind::Remote(_), Some(host_if)) => LinkSpec::Plugin(PluginLink {
+            host_if: host_if.to_string(),
+        }),
+        (NetworkKind::Macvlan(m), _) => LinkSpec::Macvlan(MacvlanLink {
+            parent: m.parent.to_string(),
+            mode: m.mode,
+            mtu: m.mtu,
+        }),
+        _ => return None,
+    };
+    Some(AttachSpec {
+        netns,
+        ifname: live.ifname.to_string(),
+        mac: live.mac,
+        addr: IpNet::new(live.ip, live.prefix_len).expect("prefix from a subnet"),
+        default_via: live.default_route.then_some(live.gateway).flatten(),
+        link,
+    })
+}
+
+/// Decide the host ports of the endpoint's published ports against every other live
+/// endpoint's (whether a host process holds one is the caller's check:
+/// ferryd's, before the commit).
+pub fn plan_ports(st: &State, sb_id: &str, net_id: &str) -> Result<Vec<Published>, CoreError> {
+    let ports = st.sandboxes[sb_id]
+        .endpoint(net_id)
+        .map(|e| e.ports.as_slice())
+        .unwrap_or_default();
+    if ports.is_empty() {
+        return Ok(vec![]);
+    }
+    let net = st
+        .networks
+        .get(net_id)
+        .ok_or_else(|| CoreError::NoSuchNetwork(net_id.into()))?;
+    check_publishable(net, true)?;
+    decide(ports, &taken_ports(st, sb_id, net_id))
+}
+
+/// The decided ports of a sandbox's live endpoints.
+pub fn published_of(st: &State, sb_id: &str) -> Vec<Published> {
+    st.sandboxes
+        .get(sb_id)
+        .map(crate::docker::container::published_ports)
+        .unwrap_or_default()
+}
+
+/// What a live endpoint taken down in the state leaves for the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unplugged {
+    /// Its veth's host end, to delete (deleting it takes the sandbox's end too).
+    pub host_if: Option<String>,
+    /// Its interface in the sandbox: to delete there when there is no host end.
+    pub ifname: String,
+    /// It carried the sandbox's default route.
+    pub default_route: bool,
+}
+
+/// Take down the live part of an endpoint in `st`: free its address (a static one
+/// stays reserved if `keep_static`). Returns what the kernel must remove.
+pub fn plan_unplug(
+    st: &mut State,
+    sb_id: &str,
+    net_id: &str,
+    keep_static: bool,
+) -> Option<Unplugged> {
+    let sb = st.sandboxes.get_mut(sb_id)?;
+    let ep = sb.endpoints.iter_mut().find(|e| e.network_id == net_id)?;
+    let static_ip = ep.static_ip;
+    let live = ep.live.take();
+    if let Some(pool) = st.networks.get_mut(net_id).and_then(|n| n.pool.as_mut()) {
+        let release = |pool: &mut crate::ipam::AddressPool, ip: IpAddr| {
+            if pool.owner(ip) == Some(sb_id) {
+                pool.release(ip);
+            }
+        };
+        if let Some(l) = &live {
+            if !(keep_static && static_ip == Some(l.ip)) {
+                release(pool, l.ip);
+            }
+        }
+        if let (Some(ip), false) = (static_ip, keep_static) {
+            release(pool, ip);
+        }
+    }
+    live.map(|l| Unplugged {
+        host_if: l.host_if.map(|h| h.to_string()),
+        ifname: l.ifname.to_string(),
+        default_route: l.default_route,
+    })
+}
+
+/// The IPAM cursor of `net_id`'s pool, for an undo to put back ([`unplan_plug`]).
+pub fn cursor_of(st: &State, net_id: &str) -> Option<IpAddr> {
+    st.networks
+        .get(net_id)
+        .and_then(|n| n.pool.as_ref())
+        .and_then(|p| p.cursor)
+}
+
+/// Undo [`plan_plug`] after the state lock was let go: [`plan_unplug`], and the pool's
+/// cursor back to `cursor_before` if it still points at the address the undone plug
+/// took (no allocation has moved it since), so the next sandbox gets that address as if
+/// the undone operation had not happened.
+pub fn unplan_plug(
+    st: &mut State,
+    sb_id: &str,
+    net_id: &str,
+    keep_static: bool,
+    cursor_before: Option<IpAddr>,
+) {
+    let took = st
+        .sandboxes
+        .get(sb_id)
+        .and_then(|sb| sb.endpoint(net_id))
+        .and_then(|e| e.live.as_ref())
+        .map(|l| l.ip);
+    plan_unplug(st, sb_id, net_id, keep_static);
+    if let Some(pool) = st.networks.get_mut(net_id).and_then(|n| n.pool.as_mut()) {
+        if took.is_some() && pool.cursor == took {
+            pool.cursor = cursor_before;
+        }
+    }
+}
+
+/// After the default-route endpoint went away, give the role to the first remaining
+/// live endpoint on a non-internal network. Returns its gateway.
+pub fn move_default_route(st: &mut State, sb_id: &str) -> Option<IpAddr> {
+    let internal: Vec<String> = st
+        .networks
+        .values()
+        .filter(|n| n.internal)
+        .map(|n| n.id.clone())
+        .collect();
+    let sb = st.sandboxes.get_mut(sb_id)?;
+    if sb
+        .endpoints
+        .iter()
+        .any(|e| e.live.as_ref().is_some_and(|l| l.default_route))
+    {
+        return None;
+    }
+    let ep = sb
+        .endpoints
+        .iter_mut()
+        .find(|e| e.live.is_some() && !internal.contains(&e.network_id))?;
+    let live = ep.live.as_mut()?;
+    live.default_route = true;
+    live.gateway
+}
+
+/// The host link of the sandbox's endpoint holding the default route.
+pub fn default_route_if(st: &State, sb_id: &str) -> Option<String> {
+    st.sandboxes
+        .get(sb_id)?
+        .endpoints
+        .iter()
+        .filter_map(|e| e.live.as_ref())
+        .find(|l| l.default_route)
+        .and_then(|l| l.host_if.as_ref().map(|h| h.to_string()))
+}

@@ -1,0 +1,210 @@
+//! Plans as values: a state, a request, the plan and the state after, with no kernel,
+//! store or daemon.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::connect::{plan_connect, plan_disconnect, Asked, ConnectPlan};
+use super::plug::{attach_spec, Live, Unplugged};
+use crate::docker::network::{EndpointSettingsReq, NetworkCreateRequest};
+use crate::model::{DnsConf, Network, NetworkMode, RunState, Sandbox};
+use crate::state::{Key, State};
+use crate::validate::{network_from_request, CreateContext};
+use crate::wiring::{AttachSpec, LinkSpec, VethLink};
+use crate::CoreError;
+
+const F: &str = "f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1";
+const B: &str = "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1";
+const S: &str = "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1";
+
+fn network(existing: &[Network], body: &str, id: &str) -> Network {
+    let req: NetworkCreateRequest = serde_json::from_str(body).unwrap();
+    let ctx = CreateContext {
+        existing,
+        host_routes: &[],
+        pool_cursor: None,
+        id: id.into(),
+        created: "t".into(),
+    };
+    network_from_request(&req, &ctx).unwrap().network
+}
+
+fn sandbox(id: &str, running: bool) -> Sandbox {
+    Sandbox {
+        id: id.into(),
+        name: format!("name-{id}"),
+        created: "t".into(),
+        created_unix: 0,
+        hostname: id.into(),
+        cmd: vec!["sleep".into()],
+        network_mode: NetworkMode::Joined("default".into()),
+        auto_remove: false,
+        dns: DnsConf::default(),
+        state: match running {
+            true => RunState::Running {
+                pid: 7,
+                start_time: 1,
+            },
+            false => RunState::Created,
+        },
+        started_at: None,
+        finished_at: None,
+        endpoints: vec![],
+        labels: BTreeMap::new(),
+    }
+}
+
+/// Two user bridges, `front` (10.60.0.0/24) and `back` (internal, 10.61.0.0/24), and a
+/// running sandbox `a` and a created one `b` on neither.
+fn state() -> State {
+    let mut st = State::default();
+    let front = network(
+        &[],
+        r#"{"Name":"front","IPAM":{"Config":[{"Subnet":"10.60.0.0/24"}]}}"#,
+        F,
+    );
+    let back = network(
+        std::slice::from_ref(&front),
+        r#"{"Name":"back","Internal":true,"IPAM":{"Config":[{"Subnet":"10.61.0.0/24"}]}}"#,
+        B,
+    );
+    for n in [front, back] {
+        st.networks.insert(n.id.clone(), n);
+    }
+    for sb in [sandbox("a", true), sandbox("b", false)] {
+        st.sandboxes.insert(sb.id.clone(), sb);
+    }
+    st
+}
+
+fn live(ep: &str) -> Option<Live> {
+    Some(Live {
+        netns: PathBuf::from("/run/ferry/netns/a"),
+        endpoint_id: ep.repeat(64 / ep.len()),
+    })
+}
+
+fn asked(body: &str) -> Asked {
+    let cfg: EndpointSettingsReq = serde_json::from_str(body).unwrap();
+    Asked::from_request(Some(&cfg)).unwrap()
+}
+
+#[test]
+fn connecting_a_running_sandbox_plans_its_address_link_and_default_route() {
+    let mut st = state();
+    let plan = plan_connect(&mut st, "a", F, Asked::default(), live("e")).unwrap();
+    let ep = "e".repeat(64);
+    assert_eq!(
+        plan,
+        ConnectPlan {
+            keys: vec![Key::Net(F.into()), Key::Sbx("a".into())],
+            attach: Some(AttachSpec {
+                netns: "/run/ferry/netns/a".into(),
+                ifname: "eth0".into(),
+                mac: [0x02, 0x42, 10, 60, 0, 2],
+                addr: "10.60.0.2/24".parse().unwrap(),
+                default_via: Some("10.60.0.1".parse().unwrap()),
+                link: LinkSpec::Veth(VethLink {
+                    bridge: st.networks[F].bridge().unwrap().name.to_string(),
+                    host_if: crate::model::host_if_name(&ep).to_string(),
+                    mtu: 1500,
+                    hairpin: false,
+                }),
+            }),
+            published: vec![],
+            cursor_before: None,
+        }
+    );
+    let pool = st.networks[F].pool.as_ref().unwrap();
+    assert_eq!(pool.owner("10.60.0.2".parse().unwrap()), Some("a"));
+    let l = st.sandboxes["a"].endpoint(F).unwrap().live.clone().unwrap();
+    assert!(l.default_route);
+    // The kernel's request is what the live record says: reconcile rebuilds the same one.
+    let again = attach_spec(&l, &st.networks[F].kind, "/run/ferry/netns/a".into());
+    assert_eq!(again, plan.attach);
+}
+
+#[test]
+fn an_internal_network_takes_no_default_route_and_a_second_network_does_not_take_it() {
+    let mut st = state();
+    plan_connect(&mut st, "a", B, Asked::default(), live("i")).unwrap();
+    let internal = plan_connect(&mut st, "a", F, Asked::default(), live("f")).unwrap();
+    let spec = internal.attach.unwrap();
+    assert_eq!(spec.ifname, "eth1", "the next free ethN");
+    assert_eq!(spec.default_via, Some("10.60.0.1".parse().unwrap()));
+    let b1 = st.sandboxes["a"].endpoint(B).unwrap().live.clone().unwrap();
+    assert!(!b1.default_route, "an internal network never carries it");
+}
+
+#[test]
+fn a_sandbox_that_is_not_running_gets_its_endpoint_and_static_address_but_no_link() {
+    let mut st = state();
+    let a = asked(r#"{"IPAMConfig":{"IPv4Address":"10.60.0.77"},"Aliases":["db"]}"#);
+    let plan = plan_connect(&mut st, "b", F, a, None).unwrap();
+    assert_eq!(plan.attach, None);
+    let e = st.sandboxes["b"].endpoint(F).unwrap();
+    assert_eq!(e.static_ip, Some("10.60.0.77".parse().unwrap()));
+    assert_eq!(e.aliases, ["db"]);
+    assert!(e.live.is_none());
+    let pool = st.networks[F].pool.as_ref().unwrap();
+    assert_eq!(pool.owner("10.60.0.77".parse().unwrap()), Some("b"));
+}
+
+#[test]
+fn dockers_refusals_come_before_any_edit() {
+    let mut st = state();
+    plan_connect(&mut st, "a", F, Asked::default(), live("e")).unwrap();
+    let before = st.clone();
+    let again = plan_connect(&mut st, "a", F, Asked::default(), live("x"));
+    assert!(matches!(again, Err(CoreError::AlreadyConnected { .. })));
+    let ported = asked(r#"{"FerryPortBindings":{"80/tcp":[{"HostPort":"8080"}]}}"#);
+    let internal = plan_connect(&mut st, "a", B, ported, live("y"));
+    assert!(internal.unwrap_err().to_string().contains("internal"));
+    let gone = plan_connect(&mut st, "a", "nope", Asked::default(), live("z"));
+    assert!(matches!(gone, Err(CoreError::NoSuchNetwork(_))));
+    assert_eq!(st.sandboxes, before.sandboxes);
+    assert_eq!(st.networks, before.networks);
+}
+
+#[test]
+fn a_taken_static_address_is_refused_naming_it() {
+    let mut st = state();
+    let a = asked(r#"{"IPAMConfig":{"IPv4Address":"10.60.0.9"}}"#);
+    plan_connect(&mut st, "a", F, a, live("e")).unwrap();
+    let b = asked(r#"{"IPAMConfig":{"IPv4Address":"10.60.0.9"}}"#);
+    let err = plan_connect(&mut st, "b", F, b, None).unwrap_err();
+    assert!(err.to_string().contains("10.60.0.9"), "{err}");
+}
+
+#[test]
+fn disconnecting_frees_the_address_and_moves_the_default_route() {
+    let mut st = state();
+    plan_connect(&mut st, "a", F, Asked::default(), live("e")).unwrap();
+    let second = network(
+        &st.networks.values().cloned().collect::<Vec<_>>(),
+        r#"{"Name":"side","IPAM":{"Config":[{"Subnet":"10.62.0.0/24"}]}}"#,
+        S,
+    );
+    st.networks.insert(S.into(), second);
+    plan_connect(&mut st, "a", S, Asked::default(), live("s")).unwrap();
+    let plan = plan_disconnect(&mut st, "a", F).unwrap();
+    let ep = "e".repeat(64);
+    assert_eq!(
+        plan.unplugged,
+        Some(Unplugged {
+            host_if: Some(crate::model::host_if_name(&ep).to_string()),
+            ifname: "eth0".into(),
+            default_route: true,
+        })
+    );
+    let side_if = crate::model::host_if_name(&"s".repeat(64)).to_string();
+    assert_eq!(
+        plan.new_default,
+        Some(("10.62.0.1".parse().unwrap(), Some(side_if)))
+    );
+    assert!(st.sandboxes["a"].endpoint(F).is_none());
+    let pool = st.networks[F].pool.as_ref().unwrap();
+    assert_eq!(pool.owner("10.60.0.2".parse().unwrap()), None);
+    let not_connected = plan_disconnect(&mut st, "a", F);
+    assert!(matches!(not_connected, Err(CoreError::NotConnected { .. })));
+}
