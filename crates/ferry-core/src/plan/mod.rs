@@ -12,8 +12,10 @@
 //! the store or the kernel refuses; it is the only place that protocol is written.
 
 pub mod connect;
+pub mod network;
 pub mod plug;
 pub mod publish;
+pub mod sandbox;
 
 #[cfg(test)]
 mod tests;

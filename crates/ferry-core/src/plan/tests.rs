@@ -208,3 +208,91 @@ fn disconnecting_frees_the_address_and_moves_the_default_route() {
     let not_connected = plan_disconnect(&mut st, "a", F);
     assert!(matches!(not_connected, Err(CoreError::NotConnected { .. })));
 }
+
+#[test]
+fn creating_a_network_plans_its_bridge_with_the_gateway_on_it() {
+    use super::network::plan_create;
+    let mut st = state();
+    let existing: Vec<Network> = st.networks.values().cloned().collect();
+    let net = network(
+        &existing,
+        r#"{"Name":"mid","IPAM":{"Config":[{"Subnet":"10.63.0.0/24","Gateway":"10.63.0.254"}]}}"#,
+        S,
+    );
+    let plan = plan_create(&mut st, net.clone(), Some(4)).unwrap();
+    assert_eq!(plan.keys, vec![Key::Net(S.into()), Key::Meta]);
+    let bridge = plan.bridge.unwrap();
+    assert_eq!(bridge.gateway, Some("10.63.0.254/24".parse().unwrap()));
+    assert_eq!(bridge.name, net.bridge().unwrap().name.to_string());
+    assert_eq!(st.meta.pool_cursor, Some(4));
+    let twice = plan_create(&mut st, net, None);
+    assert!(matches!(twice, Err(CoreError::DuplicateNetwork(_))));
+}
+
+#[test]
+fn a_network_in_use_or_predefined_is_not_removed() {
+    use super::network::plan_remove;
+    let mut st = state();
+    plan_connect(&mut st, "b", F, Asked::default(), None).unwrap();
+    let in_use = plan_remove(&mut st, F).unwrap_err();
+    assert!(matches!(in_use, CoreError::NetworkInUse { .. }), "{in_use}");
+    for n in crate::validate::predefined_networks(
+        [S.into(), "d".repeat(64), "e".repeat(64)],
+        "t",
+        "172.17.0.1/16".parse().unwrap(),
+    ) {
+        st.networks.insert(n.id.clone(), n);
+    }
+    let predefined = plan_remove(&mut st, S).unwrap_err();
+    assert!(matches!(predefined, CoreError::Predefined(_)));
+    let plan = plan_remove(&mut st, B).unwrap();
+    assert_eq!(plan.removed.name, "back");
+    assert!(!st.networks.contains_key(B));
+}
+
+#[test]
+fn starting_a_sandbox_plans_every_endpoint_live_in_order() {
+    use super::sandbox::plan_start;
+    let mut st = state();
+    let a = asked(r#"{"IPAMConfig":{"IPv4Address":"10.60.0.50"}}"#);
+    plan_connect(&mut st, "b", F, a, None).unwrap();
+    plan_connect(&mut st, "b", B, Asked::default(), None).unwrap();
+    let mut ids = ["1", "2"].into_iter().map(|c| c.repeat(64));
+    let netns = std::path::Path::new("/run/ferry/netns/b");
+    let plan = plan_start(&mut st, "b", netns, || ids.next().unwrap(), "now".into()).unwrap();
+    assert_eq!(
+        plan.keys,
+        vec![Key::Net(F.into()), Key::Net(B.into()), Key::Sbx("b".into())]
+    );
+    let got: Vec<_> = plan
+        .attach
+        .iter()
+        .map(|s| (s.ifname.as_str(), s.addr.to_string(), s.default_via))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "eth0",
+                "10.60.0.50/24".into(),
+                Some("10.60.0.1".parse().unwrap())
+            ),
+            ("eth1", "10.61.0.2/24".into(), None),
+        ]
+    );
+    assert_eq!(plan.cursors, [(F.to_string(), None), (B.to_string(), None)]);
+    let sb = &st.sandboxes["b"];
+    assert!(sb.is_running());
+    assert_eq!(sb.started_at.as_deref(), Some("now"));
+}
+
+#[test]
+fn a_second_sandbox_of_the_same_name_is_refused_naming_the_first() {
+    use super::sandbox::plan_create;
+    let mut st = state();
+    let mut twin = sandbox("c", false);
+    twin.name = "name-a".into();
+    let err = plan_create(&mut st, twin, F).unwrap_err();
+    assert!(err.to_string().contains("\"a\""), "{err}");
+    assert!(!st.sandboxes.contains_key("c"));
+}

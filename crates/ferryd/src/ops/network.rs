@@ -2,29 +2,18 @@
 
 use ferry_core::docker::network::NetworkCreateRequest;
 use ferry_core::model::Network;
+use ferry_core::plan::network::{create_keys, plan_create, plan_remove};
 use ferry_core::validate::{
     network_from_request, predefined_networks, CreateContext, OPT_BRIDGE_NAME,
 };
 use ferry_core::CoreError;
-use ferry_kernel::{BridgeSpec, KernelOps};
-use ipnet::IpNet;
+use ferry_kernel::KernelOps;
 
 use super::{new_id, now, Daemon};
 use crate::error::Result;
 use crate::state::Key;
 
-pub fn bridge_spec(n: &Network) -> Option<BridgeSpec> {
-    let b = n.bridge()?;
-    let gateway = n
-        .pool
-        .as_ref()
-        .map(|p| IpNet::new(p.gateway, p.subnet.prefix_len()).expect("valid prefix"));
-    Some(BridgeSpec {
-        name: b.name.to_string(),
-        gateway,
-        mtu: b.mtu,
-    })
-}
+pub use ferry_core::plan::network::bridge_spec;
 
 impl<K: KernelOps> Daemon<K> {
     /// Make `bridge`, `host` and `none` on first start, as dockerd does.
@@ -36,11 +25,13 @@ impl<K: KernelOps> Daemon<K> {
         let (created, _) = now();
         let nets = predefined_networks([new_id(), new_id(), new_id()], &created, self.cfg.bip);
         let keys: Vec<Key> = nets.iter().map(|n| Key::Net(n.id.clone())).collect();
-        let before = st.snapshot(&keys);
-        for n in nets {
-            st.networks.insert(n.id.clone(), n);
-        }
-        self.commit_or_restore(&mut st, &before, &keys)
+        let staged = self.stage(&mut st, &keys, |st| {
+            for n in nets {
+                st.networks.insert(n.id.clone(), n);
+            }
+            Ok(())
+        })?;
+        self.commit_staged(&mut st, staged).map(drop)
     }
 
     pub async fn create_network(&self, req: NetworkCreateRequest) -> Result<String> {
@@ -63,19 +54,16 @@ impl<K: KernelOps> Daemon<K> {
         }
         self.check_parent(&net).await?;
         let id = net.id.clone();
-        let keys = [Key::Net(id.clone()), Key::Meta];
-        let before = st.snapshot(&keys);
-        let spec = bridge_spec(&net);
-        st.networks.insert(id.clone(), net);
-        st.meta.pool_cursor = made.pool_cursor;
-        self.commit_or_restore(&mut st, &before, &keys)?;
+        let keys = create_keys(&id);
+        let staged = self.stage(&mut st, &keys, |st| plan_create(st, net, made.pool_cursor))?;
+        let applied = self.commit_staged(&mut st, staged)?;
         // A macvlan network makes nothing of its own on the host: its links are made
         // per sandbox, on the parent.
-        let Some(spec) = spec else {
+        let Some(spec) = applied.plan.bridge else {
             return Ok(id);
         };
         if let Err(e) = self.program_network(&st, &spec).await {
-            self.rollback(&mut st, before, &keys);
+            self.rollback(&mut st, applied.before, &keys);
             self.sync_firewall_or_warn(&st, "create network: undo")
                 .await;
             return Err(e);
@@ -164,28 +152,9 @@ impl<K: KernelOps> Daemon<K> {
     }
 
     async fn remove_network_locked(&self, st: &mut crate::state::State, id: &str) -> Result<()> {
-        let net = &st.networks[id];
-        if net.predefined {
-            return Err(CoreError::Predefined(net.name.clone()).into());
-        }
-        if st.docker_managed(id) {
-            return Err(CoreError::Invalid(format!(
-                "network {} belongs to Docker: remove it with docker network rm",
-                net.name
-            ))
-            .into());
-        }
-        if !st.users_of(id).is_empty() {
-            return Err(CoreError::NetworkInUse {
-                name: net.name.clone(),
-                id: id.to_string(),
-            }
-            .into());
-        }
         let keys = [Key::Net(id.to_string())];
-        let before = st.snapshot(&keys);
-        let net = st.networks.remove(id).expect("looked up");
-        self.commit_or_restore(st, &before, &keys)?;
+        let staged = self.stage(st, &keys, |st| plan_remove(st, id))?;
+        let net = self.commit_staged(st, staged)?.plan.removed;
         self.sync_firewall_or_warn(st, "remove network").await;
         // plughost: a plugin's network is the plugin's to take down.
         self.remote_network_removed(&net).await;

@@ -17,7 +17,8 @@ use super::{new_id, now, Daemon};
 use crate::error::{Error, Result};
 use crate::state::{Key, Snapshot, State};
 use crate::supervise;
-use ferry_core::plan::plug::{cursor_of, plan_plug, plan_unplug, published_of, unplan_plug, Live};
+use ferry_core::plan::plug::{plan_unplug, unplan_plug};
+use ferry_core::plan::sandbox as sandbox_plan;
 
 /// What the kernel must undo after a sandbox stopped.
 #[derive(Debug, Default)]
@@ -181,13 +182,6 @@ impl<K: KernelOps> Daemon<K> {
             .map(|n| n.trim_start_matches('/').to_string())
             .unwrap_or_else(|| format!("sandbox_{}", &id[..8]));
         valid_name(&name)?;
-        if let Some(other) = st.sandboxes.values().find(|s| s.name == name) {
-            return Err(CoreError::ContainerNameInUse {
-                name,
-                id: other.id.clone(),
-            }
-            .into());
-        }
         let hc = req.host_config.clone().unwrap_or_default();
         let mode = hc
             .network_mode
@@ -205,7 +199,6 @@ impl<K: KernelOps> Daemon<K> {
         check_written_settings(&req, &hc)?;
         let cmd = command_of(&req)?;
         let (created, created_unix) = now();
-        let static_ip = joined.endpoint.as_ref().and_then(|e| e.static_ip);
         let sb = Sandbox {
             id: id.clone(),
             name,
@@ -226,18 +219,11 @@ impl<K: KernelOps> Daemon<K> {
             endpoints: joined.endpoint.into_iter().collect(),
             labels: req.labels.clone().unwrap_or_default(),
         };
-        let keys = [Key::Net(net_id.clone()), Key::Sbx(id.clone())];
-        let before = st.snapshot(&keys);
-        if let Some(ip) = static_ip {
-            let pool = st
-                .networks
-                .get_mut(&net_id)
-                .and_then(|n| n.pool.as_mut())
-                .ok_or_else(|| CoreError::Invalid(format!("network {net_ref} has no subnet")))?;
-            pool.allocate_static(ip, &id)?;
-        }
-        st.sandboxes.insert(id.clone(), sb);
-        self.commit_or_restore(&mut st, &before, &keys)?;
+        let keys = sandbox_plan::create_keys(&id, &net_id);
+        let staged = self.stage(&mut st, &keys, |st| {
+            sandbox_plan::plan_create(st, sb, &net_id)
+        })?;
+        self.commit_staged(&mut st, staged)?;
         Ok(id)
     }
 
@@ -252,42 +238,17 @@ impl<K: KernelOps> Daemon<K> {
             return Ok(());
         }
         let netns = self.netns_path(&st.sandboxes[&id]);
-        let net_ids: Vec<String> = st.sandboxes[&id]
-            .endpoints
-            .iter()
-            .map(|e| e.network_id.clone())
-            .collect();
-        let mut keys: Vec<Key> = net_ids.iter().map(|n| Key::Net(n.clone())).collect();
-        keys.push(Key::Sbx(id.clone()));
-        let before = st.snapshot(&keys);
+        let keys = sandbox_plan::start_keys(&st, &id);
         let sb_before = st.snapshot(&[Key::Sbx(id.clone())]);
-        let cursors: Vec<_> = net_ids.iter().map(|n| cursor_of(&st, n)).collect();
-        let mut specs = vec![];
-        for n in &net_ids {
-            let at = Live {
-                netns: netns.clone(),
-                endpoint_id: new_id(),
-            };
-            match plan_plug(&mut st, &id, n, at) {
-                Ok(s) => specs.push(s),
-                Err(e) => {
-                    st.restore(before);
-                    return Err(e.into());
-                }
-            }
-        }
-        if let Err(e) = self.check_host_free(&published_of(&st, &id)).await {
-            st.restore(before);
+        let staged = self.stage(&mut st, &keys, |st| {
+            sandbox_plan::plan_start(st, &id, &netns, new_id, now().0)
+        })?;
+        if let Err(e) = self.check_host_free(&staged.plan.published).await {
+            staged.abandon(&mut st);
             return Err(e);
         }
-        let sb = st.sandboxes.get_mut(&id).expect("resolved");
-        sb.state = RunState::Running {
-            pid: 0,
-            start_time: 0,
-        };
-        sb.started_at = Some(now().0);
-        sb.finished_at = None;
-        self.commit_or_restore(&mut st, &before, &keys)?;
+        let applied = self.commit_staged(&mut st, staged)?;
+        let (before, plan) = (applied.before, applied.plan);
         if let Err(e) = self.sync_firewall(&st).await {
             self.rollback(&mut st, before, &keys);
             return Err(e);
@@ -295,7 +256,7 @@ impl<K: KernelOps> Daemon<K> {
         let sb = st.sandboxes[&id].clone();
         drop(st);
         // The kernel work runs without the state lock; this sandbox's turn is still held.
-        let started = self.program_start(&sb, &netns, &specs, spawn).await;
+        let started = self.program_start(&sb, &netns, &plan.attach, spawn).await;
         let mut st = self.state.lock().await;
         match started {
             Ok(Some(child)) => {
@@ -314,7 +275,7 @@ impl<K: KernelOps> Daemon<K> {
             Err(e) => {
                 let undo = StartUndo {
                     sb_before,
-                    nets: net_ids.into_iter().zip(cursors).collect(),
+                    nets: plan.cursors,
                 };
                 self.undo_start(&mut st, &id, undo, &keys).await;
                 Err(e)
