@@ -2,6 +2,7 @@
 //! (namespace, files, endpoints, process), exit (tear the network down, keep static
 //! reservations), remove.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -9,16 +10,16 @@ use ferry_core::docker::container::ContainerCreateRequest;
 use ferry_core::files::hosts_file;
 use ferry_core::id::short;
 use ferry_core::model::{DnsConf, Driver, Endpoint, NetworkMode, RunState, Sandbox};
+use ferry_core::plan::plug::{plan_unplug, unplan_plug};
+use ferry_core::plan::sandbox as sandbox_plan;
 use ferry_core::validate::valid_name;
 use ferry_core::CoreError;
 use ferry_kernel::{AttachSpec, KernelOps};
 
 use super::{new_id, now, Daemon};
 use crate::error::{Error, Result};
-use crate::state::{Key, Snapshot, State};
+use crate::state::{Desired, Key, Snapshot, State};
 use crate::supervise;
-use ferry_core::plan::plug::{plan_unplug, unplan_plug};
-use ferry_core::plan::sandbox as sandbox_plan;
 
 /// What the kernel must undo after a sandbox stopped.
 #[derive(Debug, Default)]
@@ -345,7 +346,7 @@ impl<K: KernelOps> Daemon<K> {
     }
 
     /// Tear down the live network of a sandbox in `st`; returns the kernel work.
-    pub(crate) fn plan_stop(&self, st: &mut State, id: &str, keep_static: bool) -> Teardown {
+    pub(crate) fn plan_stop(&self, st: &mut Desired, id: &str, keep_static: bool) -> Teardown {
         let Some(sb) = st.sandboxes.get(id) else {
             return Teardown::default();
         };
@@ -473,16 +474,13 @@ impl<K: KernelOps> Daemon<K> {
             RunState::Running { pid, start_time } => Some((pid, start_time)),
             _ => None,
         };
-        let mut keys: Vec<Key> = sb
-            .endpoints
-            .iter()
-            .map(|e| Key::Net(e.network_id.clone()))
-            .collect();
-        keys.push(Key::Sbx(id.clone()));
-        let before = st.snapshot(&keys);
-        let mut t = self.plan_stop(&mut st, &id, false);
-        st.sandboxes.remove(&id);
-        self.commit_or_restore(&mut st, &before, &keys)?;
+        let keys = sandbox_plan::start_keys(&st, &id);
+        let staged = self.stage(&mut st, &keys, |st| {
+            let t = self.plan_stop(st, &id, false);
+            st.sandboxes.remove(&id);
+            Ok(t)
+        })?;
+        let mut t = self.commit_staged(&mut st, staged)?.plan;
         if let Some((pid, start_time)) = running {
             supervise::kill_if_alive(pid, start_time);
             // No pid recorded (a start cut short by a crash, a foreground run before it
@@ -542,11 +540,15 @@ fn first_endpoint(
 ) -> std::result::Result<Joined, CoreError> {
     let (ip, aliases) = endpoint_for(req, mode, &net.name);
     let static_ip = match ip {
-        Some(s) => Some(s.parse().map_err(|_| CoreError::BadValue {
-            what: "IPv4 address",
-            value: s.clone(),
-            why: "not an IPv4 address".into(),
-        })?),
+        Some(s) => Some(
+            s.parse::<std::net::Ipv4Addr>()
+                .map(IpAddr::from)
+                .map_err(|_| CoreError::BadValue {
+                    what: "IPv4 address",
+                    value: s.clone(),
+                    why: "not an IPv4 address".into(),
+                })?,
+        ),
         None => None,
     };
     if static_ip.is_some() && net.predefined {

@@ -48,22 +48,25 @@ impl<K: KernelOps> Daemon<K> {
         };
         let id = format!("ferry-{}", &new_id()[..24]);
         let keys = [Key::PluginPool(id.clone()), Key::Meta];
-        let before = st.snapshot(&keys);
-        st.plugin.pools.insert(
-            id.clone(),
-            IpamPool {
-                id: id.clone(),
-                pool: Some(AddressPool::new(
-                    subnet.into(),
-                    first_host(subnet.into()),
-                    range.map(IpNet::V4),
-                )),
-                network_id: None,
-                released: false,
-            },
-        );
-        st.meta.pool_cursor = cursor;
-        self.commit_or_restore(&mut st, &before, &keys)?;
+        let staged = self.stage(&mut st, &keys, |st| {
+            let pool = AddressPool::new(
+                subnet.into(),
+                first_host(subnet.into()),
+                range.map(IpNet::V4),
+            );
+            st.plugin.pools.insert(
+                id.clone(),
+                IpamPool {
+                    id: id.clone(),
+                    pool: Some(pool),
+                    network_id: None,
+                    released: false,
+                },
+            );
+            st.meta.pool_cursor = cursor;
+            Ok(())
+        })?;
+        self.commit_staged(&mut st, staged)?;
         Ok(RequestPoolResponse {
             pool_id: id,
             pool: subnet.to_string(),
@@ -81,35 +84,15 @@ impl<K: KernelOps> Daemon<K> {
             Key::Net(id) => st.networks[id].name.clone(),
             _ => req.pool_id.clone(),
         };
-        let keys = [key];
-        let before = st.snapshot(&keys);
-        let pool = pool_mut(&mut st, &req.pool_id).ok_or_else(|| no_pool(&req.pool_id))?;
         let asked = match req.address.trim() {
             "" => None,
             a => Some(IpAddr::from(parse_addr("address", a)?)),
         };
-        let ip = if req.is_gateway() {
-            let ip = asked.unwrap_or_else(|| first_host(pool.subnet));
-            let s = pool.subnet;
-            if !s.contains(&ip) || ip == s.network() || ip == s.broadcast() {
-                return Err(CoreError::GatewayOutOfRange(ip.to_string()).into());
-            }
-            if pool.owner(ip).is_some() {
-                return Err(CoreError::AddressInUse(ip).into());
-            }
-            pool.gateway = ip;
-            ip
-        } else if let Some(ip) = asked {
-            if pool.owner(ip).is_some() {
-                return Err(CoreError::AddressInUse(ip).into());
-            }
-            pool.allocate_static(ip, DOCKER_IPAM_OWNER)?;
-            ip
-        } else {
-            pool.allocate_dynamic(DOCKER_IPAM_OWNER, &net_name)?
-        };
-        let address = with_len(ip, pool);
-        self.commit_or_restore(&mut st, &before, &keys)?;
+        let staged = self.stage(&mut st, &[key], |st| {
+            let pool = pool_mut(st, &req.pool_id).ok_or_else(|| no_pool(&req.pool_id))?;
+            request_address(pool, asked, req.is_gateway(), &net_name)
+        })?;
+        let address = self.commit_staged(&mut st, staged)?.plan;
         Ok(RequestAddressResponse {
             address,
             data: BTreeMap::new(),
@@ -122,15 +105,16 @@ impl<K: KernelOps> Daemon<K> {
         let mut st = self.state.lock().await;
         let ip = IpAddr::from(parse_addr("address", &req.address)?);
         let keys = [pool_key(&st, &req.pool_id)];
-        let before = st.snapshot(&keys);
-        let Some(pool) = pool_mut(&mut st, &req.pool_id) else {
-            return Ok(());
-        };
-        if pool.owner(ip) != Some(DOCKER_IPAM_OWNER) {
+        let staged = self.stage(&mut st, &keys, |st| {
+            let pool = pool_mut(st, &req.pool_id);
+            let held = pool.filter(|p| p.owner(ip) == Some(DOCKER_IPAM_OWNER));
+            Ok(held.map(|p| p.release(ip)).is_some())
+        })?;
+        if !staged.plan {
+            staged.abandon(&mut st);
             return Ok(());
         }
-        pool.release(ip);
-        self.commit_or_restore(&mut st, &before, &keys)
+        self.commit_staged(&mut st, staged).map(drop)
     }
 
     /// Docker releases the pool before DeleteNetwork: a bound pool is only marked, and
@@ -138,23 +122,51 @@ impl<K: KernelOps> Daemon<K> {
     pub async fn plugin_release_pool(&self, req: ReleasePoolRequest) -> Result<()> {
         let mut st = self.state.lock().await;
         let keys = [Key::PluginPool(req.pool_id.clone())];
-        let before = st.snapshot(&keys);
-        let Some(rec) = st.plugin.pools.get(&req.pool_id) else {
-            return Ok(());
-        };
-        let bound = rec
-            .network_id
-            .as_ref()
-            .is_some_and(|n| st.networks.contains_key(n));
-        if bound {
-            st.plugin
-                .pools
-                .get_mut(&req.pool_id)
-                .expect("looked up")
-                .released = true;
-        } else {
-            st.plugin.pools.remove(&req.pool_id);
-        }
-        self.commit_or_restore(&mut st, &before, &keys)
+        let staged = self.stage(&mut st, &keys, |st| {
+            let Some(rec) = st.plugin.pools.get(&req.pool_id) else {
+                return Ok(());
+            };
+            let bound = rec
+                .network_id
+                .as_ref()
+                .is_some_and(|n| st.networks.contains_key(n));
+            match (bound, st.plugin.pools.get_mut(&req.pool_id)) {
+                (true, Some(rec)) => rec.released = true,
+                _ => drop(st.plugin.pools.remove(&req.pool_id)),
+            }
+            Ok(())
+        })?;
+        self.commit_staged(&mut st, staged).map(drop)
     }
+}
+
+/// Docker's RequestAddress on one pool: the gateway (the asked one, or the first host),
+/// an asked address, or the next free one; answered as `a.b.c.d/len`.
+fn request_address(
+    pool: &mut AddressPool,
+    asked: Option<IpAddr>,
+    gateway: bool,
+    net_name: &str,
+) -> std::result::Result<String, CoreError> {
+    let ip = if gateway {
+        let ip = asked.unwrap_or_else(|| first_host(pool.subnet));
+        let s = pool.subnet;
+        if !s.contains(&ip) || ip == s.network() || ip == s.broadcast() {
+            return Err(CoreError::GatewayOutOfRange(ip.to_string()));
+        }
+        if pool.owner(ip).is_some() {
+            return Err(CoreError::AddressInUse(ip));
+        }
+        pool.gateway = ip;
+        ip
+    } else if let Some(ip) = asked {
+        if pool.owner(ip).is_some() {
+            return Err(CoreError::AddressInUse(ip));
+        }
+        pool.allocate_static(ip, DOCKER_IPAM_OWNER)?;
+        ip
+    } else {
+        pool.allocate_dynamic(DOCKER_IPAM_OWNER, net_name)?
+    };
+    Ok(with_len(ip, pool))
 }
