@@ -12,6 +12,7 @@
 //! the store or the kernel refuses; it is the only place that protocol is written.
 
 pub mod connect;
+pub mod docker;
 pub mod network;
 pub mod plug;
 pub mod publish;

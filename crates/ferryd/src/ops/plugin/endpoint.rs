@@ -117,39 +117,41 @@ impl<K: KernelOps> Daemon<K> {
             Key::Net(req.network_id.clone()),
             Key::PluginEp(ep_id.clone()),
         ];
-        let before = st.snapshot(&keys);
-        let pool = st
-            .networks
-            .get_mut(&req.network_id)
-            .and_then(|n| n.pool.as_mut())
-            .ok_or_else(|| CoreError::Invalid(format!("network {net_name} has no subnet")))?;
         let ifname = IfName::new(container_if_name(&ep_id))?;
-        take_address(pool, ip, &ep_id)?;
-        let gateway = (!internal).then_some(pool.gateway);
-        let live = LiveEndpoint {
-            id: ep_id.clone(),
-            ip,
-            prefix_len: addr.prefix_len(),
-            gateway,
-            mac,
-            host_if: Some(host_if_name(&ep_id)),
-            ifname,
-            default_route: gateway.is_some(),
-            published: vec![],
-        };
-        let endpoint = Endpoint {
-            network_id: req.network_id.clone(),
-            static_ip: None,
-            aliases: vec![],
-            ports,
-            live: Some(live),
-        };
-        st.plugin
-            .endpoints
-            .insert(ep_id.clone(), docker_endpoint(&ep_id, endpoint));
-        self.commit_or_restore(&mut st, &before, &keys)?;
+        let staged = self.stage(&mut st, &keys, |st| {
+            let pool = st
+                .networks
+                .get_mut(&req.network_id)
+                .and_then(|n| n.pool.as_mut())
+                .ok_or_else(|| CoreError::Invalid(format!("network {net_name} has no subnet")))?;
+            take_address(pool, ip, &ep_id)?;
+            let gateway = (!internal).then_some(pool.gateway);
+            let live = LiveEndpoint {
+                id: ep_id.clone(),
+                ip,
+                prefix_len: addr.prefix_len(),
+                gateway,
+                mac,
+                host_if: Some(host_if_name(&ep_id)),
+                ifname,
+                default_route: gateway.is_some(),
+                published: vec![],
+            };
+            let endpoint = Endpoint {
+                network_id: req.network_id.clone(),
+                static_ip: None,
+                aliases: vec![],
+                ports,
+                live: Some(live),
+            };
+            st.plugin
+                .endpoints
+                .insert(ep_id.clone(), docker_endpoint(&ep_id, endpoint));
+            Ok(())
+        })?;
+        let applied = self.commit_staged(&mut st, staged)?;
         if let Err(e) = self.sync_firewall(&st).await {
-            self.rollback(&mut st, before, &keys);
+            self.rollback(&mut st, applied.before, &keys);
             return Err(e);
         }
         Ok(answer(&mac))
@@ -195,15 +197,17 @@ impl<K: KernelOps> Daemon<K> {
             return Ok(answer);
         }
         let keys = [Key::PluginEp(req.endpoint_id.clone())];
-        let before = st.snapshot(&keys);
-        let ep = st
-            .plugin
-            .endpoints
-            .get_mut(&req.endpoint_id)
-            .expect("looked up");
-        ep.joined = true;
-        ep.sandbox_key = Some(req.sandbox_key.clone()).filter(|k| !k.is_empty());
-        self.commit_or_restore(&mut st, &before, &keys)?;
+        let staged = self.stage(&mut st, &keys, |st| {
+            let ep = st
+                .plugin
+                .endpoints
+                .get_mut(&req.endpoint_id)
+                .ok_or_else(|| no_endpoint(&req.endpoint_id))?;
+            ep.joined = true;
+            ep.sandbox_key = Some(req.sandbox_key.clone()).filter(|k| !k.is_empty());
+            Ok(())
+        })?;
+        let before = self.commit_staged(&mut st, staged)?.before;
         let spec = VethPairSpec {
             bridge: bridge.name.to_string(),
             host_if,
@@ -226,15 +230,22 @@ impl<K: KernelOps> Daemon<K> {
     /// DeleteEndpoint deletes the pair.
     pub async fn plugin_leave(&self, r: EndpointRef) -> Result<()> {
         let mut st = self.state.lock().await;
-        let keys = [Key::PluginEp(r.endpoint_id.clone())];
-        let before = st.snapshot(&keys);
-        match st.plugin.endpoints.get_mut(&r.endpoint_id) {
-            Some(ep) if ep.joined => {
-                ep.joined = false;
-                self.commit_or_restore(&mut st, &before, &keys)
-            }
-            _ => Ok(()),
+        let joined = st
+            .plugin
+            .endpoints
+            .get(&r.endpoint_id)
+            .is_some_and(|ep| ep.joined);
+        if !joined {
+            return Ok(());
         }
+        let keys = [Key::PluginEp(r.endpoint_id.clone())];
+        let staged = self.stage(&mut st, &keys, |st| {
+            if let Some(ep) = st.plugin.endpoints.get_mut(&r.endpoint_id) {
+                ep.joined = false;
+            }
+            Ok(())
+        })?;
+        self.commit_staged(&mut st, staged).map(drop)
     }
 
     pub async fn plugin_delete_endpoint(&self, r: EndpointRef) -> Result<()> {
@@ -247,33 +258,32 @@ impl<K: KernelOps> Daemon<K> {
         else {
             return Ok(());
         };
-        let before = st.snapshot(&[Key::PluginEp(r.endpoint_id.clone()), Key::Net(nid.clone())]);
-        let ep = st
-            .plugin
-            .endpoints
-            .remove(&r.endpoint_id)
-            .expect("looked up");
-        let ferry_ipam = st
-            .plugin
-            .networks
-            .get(&nid)
-            .is_some_and(|n| n.pool_id.is_some());
-        let mut keys = vec![Key::PluginEp(r.endpoint_id.clone())];
-        if let (Some(pool), Some(live)) = (
-            st.networks.get_mut(&nid).and_then(|n| n.pool.as_mut()),
-            ep.endpoint.live.as_ref(),
-        ) {
-            if pool.owner(live.ip) == Some(ep.id.as_str()) {
-                if ferry_ipam {
-                    // Docker's ReleaseAddress follows and frees it.
-                    pool.hold(live.ip, DOCKER_IPAM_OWNER.into());
-                } else {
-                    pool.release(live.ip);
+        let keys = [Key::PluginEp(r.endpoint_id.clone()), Key::Net(nid.clone())];
+        let staged = self.stage(&mut st, &keys, |st| {
+            let ep = st
+                .plugin
+                .endpoints
+                .remove(&r.endpoint_id)
+                .ok_or_else(|| no_endpoint(&r.endpoint_id))?;
+            let ferry_ipam = st
+                .plugin
+                .networks
+                .get(&nid)
+                .is_some_and(|n| n.pool_id.is_some());
+            let pool = st.networks.get_mut(&nid).and_then(|n| n.pool.as_mut());
+            if let (Some(pool), Some(live)) = (pool, ep.endpoint.live.as_ref()) {
+                if pool.owner(live.ip) == Some(ep.id.as_str()) {
+                    if ferry_ipam {
+                        // Docker's ReleaseAddress follows and frees it.
+                        pool.hold(live.ip, DOCKER_IPAM_OWNER.into());
+                    } else {
+                        pool.release(live.ip);
+                    }
                 }
-                keys.push(Key::Net(nid));
             }
-        }
-        self.commit_or_restore(&mut st, &before, &keys)?;
+            Ok(ep)
+        })?;
+        let ep = self.commit_staged(&mut st, staged)?.plan;
         self.sync_firewall_or_warn(&st, "delete endpoint").await;
         drop(st);
         for l in ep.links() {
@@ -309,15 +319,19 @@ impl<K: KernelOps> Daemon<K> {
         }
         self.check_host_free(&published).await?;
         let keys = [Key::PluginEp(req.endpoint_id.clone())];
-        let before = st.snapshot(&keys);
-        let ep = st
-            .plugin
-            .endpoints
-            .get_mut(&req.endpoint_id)
-            .expect("looked up");
-        ep.endpoint.ports = maps;
-        ep.endpoint.live.as_mut().expect("live").published = published;
-        self.commit_or_restore(&mut st, &before, &keys)?;
+        let staged = self.stage(&mut st, &keys, |st| {
+            let ep = st
+                .plugin
+                .endpoints
+                .get_mut(&req.endpoint_id)
+                .ok_or_else(|| no_endpoint(&req.endpoint_id))?;
+            ep.endpoint.ports = maps;
+            if let Some(live) = ep.endpoint.live.as_mut() {
+                live.published = published;
+            }
+            Ok(())
+        })?;
+        let before = self.commit_staged(&mut st, staged)?.before;
         if let Err(e) = self.sync_firewall(&st).await {
             self.rollback(&mut st, before, &keys);
             return Err(e);
@@ -327,21 +341,28 @@ impl<K: KernelOps> Daemon<K> {
 
     pub async fn plugin_revoke_external(&self, r: EndpointRef) -> Result<()> {
         let mut st = self.state.lock().await;
-        let keys = [Key::PluginEp(r.endpoint_id.clone())];
-        let before = st.snapshot(&keys);
-        let Some(live) = st
+        let published = st
             .plugin
             .endpoints
-            .get_mut(&r.endpoint_id)
-            .and_then(|e| e.endpoint.live.as_mut())
-        else {
-            return Ok(());
-        };
-        if live.published.is_empty() {
+            .get(&r.endpoint_id)
+            .and_then(|e| e.endpoint.live.as_ref())
+            .is_some_and(|l| !l.published.is_empty());
+        if !published {
             return Ok(());
         }
-        live.published.clear();
-        self.commit_or_restore(&mut st, &before, &keys)?;
+        let keys = [Key::PluginEp(r.endpoint_id.clone())];
+        let staged = self.stage(&mut st, &keys, |st| {
+            let live = st
+                .plugin
+                .endpoints
+                .get_mut(&r.endpoint_id)
+                .and_then(|e| e.endpoint.live.as_mut());
+            if let Some(live) = live {
+                live.published.clear();
+            }
+            Ok(())
+        })?;
+        self.commit_staged(&mut st, staged)?;
         self.sync_firewall_or_warn(&st, "revoke external connectivity")
             .await;
         Ok(())

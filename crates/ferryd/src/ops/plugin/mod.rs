@@ -63,7 +63,7 @@ fn pool_key(st: &State, pool_id: &str) -> Key {
 }
 
 /// Subnets in use: every network's and every unbound pool's.
-fn taken_subnets(st: &State) -> Vec<IpNet> {
+fn taken_subnets(st: &crate::state::Desired) -> Vec<IpNet> {
     st.networks
         .values()
         .filter_map(Network::subnet)

@@ -9,6 +9,7 @@ use ferry_core::docker::plugin::{
 use ferry_core::ipam::pools::overlaps;
 use ferry_core::ipam::AddressPool;
 use ferry_core::model::{IpamEcho, Network, NetworkKind};
+use ferry_core::plan::docker as docker_plan;
 use ferry_core::remote::{DockerNetwork, DOCKER_IPAM_OWNER};
 use ferry_core::validate::{bridge_conf, first_host, parse_subnet, OPT_BRIDGE_NAME};
 use ferry_core::CoreError;
@@ -103,7 +104,7 @@ impl Asked {
 /// The network's addresses: the pool Docker's RequestPool bound to this subnet (taken
 /// out of its record), or a new one that overlaps nothing.
 fn pool_for(
-    st: &mut crate::state::State,
+    st: &mut crate::state::Desired,
     bound: Option<&String>,
     id: &str,
     a: &Asked,
@@ -169,23 +170,25 @@ impl<K: KernelOps> Daemon<K> {
             })
             .map(|p| p.id.clone());
         keys.extend(bound.iter().map(|pid| Key::PluginPool(pid.clone())));
-        let before = st.snapshot(&keys);
-        let pool = pool_for(&mut st, bound.as_ref(), &id, &asked)?;
-        let owns_bridge = !asked.user_bridge;
-        let network = asked.network(&id, pool);
-        let spec = bridge_spec(&network).expect("a bridge network");
-        st.networks.insert(id.clone(), network);
-        st.plugin.networks.insert(
-            id.clone(),
-            DockerNetwork {
-                id: id.clone(),
-                pool_id: bound,
-                owns_bridge,
-            },
-        );
-        self.commit_or_restore(&mut st, &before, &keys)?;
-        if let Err(e) = self.program_network(&st, &spec).await {
-            self.rollback(&mut st, before, &keys);
+        let staged = self.stage(&mut st, &keys, |st| {
+            let pool = pool_for(st, bound.as_ref(), &id, &asked)?;
+            let owns_bridge = !asked.user_bridge;
+            let network = asked.network(&id, pool);
+            let spec = bridge_spec(&network);
+            st.networks.insert(id.clone(), network);
+            st.plugin.networks.insert(
+                id.clone(),
+                DockerNetwork {
+                    id: id.clone(),
+                    pool_id: bound,
+                    owns_bridge,
+                },
+            );
+            spec.ok_or_else(|| CoreError::Invalid("a Docker plugin network is a bridge".into()))
+        })?;
+        let applied = self.commit_staged(&mut st, staged)?;
+        if let Err(e) = self.program_network(&st, &applied.plan).await {
+            self.rollback(&mut st, applied.before, &keys);
             self.sync_firewall_or_warn(&st, "create network: undo")
                 .await;
             return Err(e);
@@ -214,70 +217,32 @@ impl<K: KernelOps> Daemon<K> {
     pub async fn plugin_delete_network(&self, r: EndpointRef) -> Result<()> {
         let id = r.network_id;
         let mut st = self.state.lock().await;
-        let Some(net) = st.networks.get(&id) else {
-            let keys = [Key::PluginNet(id.clone())];
-            let before = st.snapshot(&keys);
-            if st.plugin.networks.remove(&id).is_some() {
-                self.commit_or_restore(&mut st, &before, &keys)?;
+        if !st.networks.contains_key(&id) {
+            // Gone already: only Docker's record of it may be left.
+            if st.plugin.networks.contains_key(&id) {
+                let keys = [Key::PluginNet(id.clone())];
+                let staged = self.stage(&mut st, &keys, |st| {
+                    st.plugin.networks.remove(&id);
+                    Ok(())
+                })?;
+                self.commit_staged(&mut st, staged)?;
             }
             return Ok(());
-        };
-        if !st.docker_managed(&id) {
-            return Err(CoreError::Invalid(format!(
-                "network {} was not made through the Docker plugin",
-                net.name
-            ))
-            .into());
         }
-        if !st.users_of(&id).is_empty() {
-            return Err(CoreError::NetworkInUse {
-                name: net.name.clone(),
-                id: id.clone(),
-            }
-            .into());
-        }
-        let forgotten: Vec<String> = st
-            .plugin
-            .endpoints
-            .values()
-            .filter(|e| e.endpoint.network_id == id)
-            .map(|e| e.id.clone())
-            .collect();
-        let mut keys = vec![Key::Net(id.clone()), Key::PluginNet(id.clone())];
-        keys.extend(forgotten.iter().cloned().map(Key::PluginEp));
-        keys.extend(st.plugin.networks[&id].pool_id.clone().map(Key::PluginPool));
-        let before = st.snapshot(&keys);
-        let mut links = vec![];
-        for ep in &forgotten {
-            if let Some(e) = st.plugin.endpoints.remove(ep) {
-                links.extend(e.links());
-            }
-        }
-        let mut net = st.networks.remove(&id).expect("looked up");
-        // Before the pool may go back to Docker's IPAM record, below.
-        let gateway = bridge_spec(&net).and_then(|s| s.gateway);
-        let dn = st.plugin.networks.remove(&id).expect("docker managed");
-        if let Some(pid) = &dn.pool_id {
-            if let Some(rec) = st.plugin.pools.get_mut(pid) {
-                if rec.released {
-                    st.plugin.pools.remove(pid);
-                } else {
-                    // Docker has not released the pool yet: it keeps its addresses.
-                    rec.network_id = None;
-                    rec.pool = net.pool.take();
-                }
-            }
-        }
-        self.commit_or_restore(&mut st, &before, &keys)?;
+        let keys = docker_plan::delete_network_keys(&st, &id);
+        let staged = self.stage(&mut st, &keys, |st| {
+            docker_plan::plan_delete_network(st, &id)
+        })?;
+        let plan = self.commit_staged(&mut st, staged)?.plan;
         self.sync_firewall_or_warn(&st, "delete network").await;
         drop(st);
         let errors = self
-            .unmake_network(&links, &net, dn.owns_bridge, gateway)
+            .unmake_network(&plan.links, &plan.removed, plan.owns_bridge, plan.gateway)
             .await;
         if !errors.is_empty() {
             tracing::warn!(
                 "delete network {}: {}; reconcile will remove the rest",
-                net.name,
+                plan.removed.name,
                 errors.join("; ")
             );
         }
