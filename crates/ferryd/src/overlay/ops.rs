@@ -166,10 +166,12 @@ impl<K: KernelOps> Daemon<K> {
         }
         if !st.networks.contains_key(&net.id) {
             let keys = [Key::Net(net.id.clone())];
-            let before = st.snapshot(&keys);
-            st.networks
-                .insert(net.id.clone(), local_copy(net, ov.mtu_for(net.mtu)));
-            self.commit_or_restore(&mut st, &before, &keys)?;
+            let staged = self.stage(&mut st, &keys, |st| {
+                st.networks
+                    .insert(net.id.clone(), local_copy(net, ov.mtu_for(net.mtu)));
+                Ok(())
+            })?;
+            self.commit_staged(&mut st, staged)?;
         }
         self.program_overlay(&st, ov, &net.id).await
     }
@@ -211,13 +213,22 @@ impl<K: KernelOps> Daemon<K> {
             tracing::warn!("overlay {} is gone from the cluster but sandboxes here are on it: kept until they leave", net.name);
             return;
         }
+        let name = net.name.clone();
         let keys = [Key::Net(id.to_string())];
-        let before = st.snapshot(&keys);
-        let net = st.networks.remove(id).expect("looked up");
-        if let Err(e) = self.commit_or_restore(&mut st, &before, &keys) {
-            tracing::warn!("remove overlay {}: {e}", net.name);
-            return;
-        }
+        let removed = self
+            .stage(&mut st, &keys, |st| {
+                st.networks
+                    .remove(id)
+                    .ok_or_else(|| CoreError::NoSuchNetwork(id.to_string()))
+            })
+            .and_then(|staged| self.commit_staged(&mut st, staged));
+        let net = match removed {
+            Ok(applied) => applied.plan,
+            Err(e) => {
+                tracing::warn!("remove overlay {name}: {e}");
+                return;
+            }
+        };
         self.sync_firewall_or_warn(&st, "remove overlay").await;
         for dev in [
             net.overlay().map(|o| o.vxlan.clone()),
@@ -286,21 +297,13 @@ impl<K: KernelOps> Daemon<K> {
             let block = blocking(&ov.cluster, move |c| c.claim_block(&r, &held)).await?;
             let mut st = self.state.lock().await;
             let keys = [Key::Net(id.clone())];
-            let before = st.snapshot(&keys);
-            if let Some(pool) = st.networks.get_mut(&id).and_then(|n| n.pool.as_mut()) {
-                let b = IpNet::V4(block.block);
-                let known = pool.range == Some(b) || pool.more.contains(&b);
-                if !known {
-                    match pool.range {
-                        None => pool.range = Some(b),
-                        Some(_) => pool.more.push(b),
-                    }
-                    for ip in block.foreign {
-                        pool.hold(ip.into(), "another host".into());
-                    }
+            let staged = self.stage(&mut st, &keys, |st| {
+                if let Some(pool) = st.networks.get_mut(&id).and_then(|n| n.pool.as_mut()) {
+                    take_block(pool, block);
                 }
-            }
-            self.commit_or_restore(&mut st, &before, &keys)?;
+                Ok(())
+            })?;
+            self.commit_staged(&mut st, staged)?;
         }
         let Some(ip) = static_ip.filter(|_| !in_block) else {
             return Ok(());
@@ -328,5 +331,22 @@ struct ClusterGone(String);
 impl From<ClusterGone> for Error {
     fn from(g: ClusterGone) -> Error {
         CoreError::NoSuchNetwork(g.0).into()
+    }
+}
+
+/// A block this host claimed in etcd, into its copy of the overlay's pool: the range
+/// dynamic addresses come from first, then the further spans; the static addresses
+/// other hosts hold in it are marked taken.
+fn take_block(pool: &mut AddressPool, block: ferry_overlay::cluster::Block) {
+    let b = IpNet::V4(block.block);
+    if pool.range == Some(b) || pool.more.contains(&b) {
+        return;
+    }
+    match pool.range {
+        None => pool.range = Some(b),
+        Some(_) => pool.more.push(b),
+    }
+    for ip in block.foreign {
+        pool.hold(ip.into(), "another host".into());
     }
 }
