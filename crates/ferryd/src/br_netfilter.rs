@@ -15,13 +15,19 @@
 //! root (a tmpfs, as the sysctls forget their value at boot) and `ferry system cleanup`
 //! turns it back on.
 
+use std::path::Path;
+
 use ferry_kernel::KernelOps;
 
-use crate::ops::Daemon;
-
-// The setting lives with the rest of ferryd's configuration (no module circle:
-// config ← ops ← this); re-exported under its old path.
-pub use crate::config::BrNetfilter;
+/// What ferryd does with br_netfilter's calls into the IP hooks (`--br-netfilter`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BrNetfilter {
+    /// Leave them as the host has them.
+    #[default]
+    Keep,
+    /// Turn them off in ferryd's namespace while ferry has networks.
+    Off,
+}
 
 /// The three switches, as `/proc/sys` segments.
 const CALLS: [[&str; 3]; 3] = [
@@ -30,16 +36,16 @@ const CALLS: [[&str; 3]; 3] = [
     ["net", "bridge", "bridge-nf-call-arptables"],
 ];
 
-impl<K: KernelOps> Daemon<K> {
-    /// Apply `--br-netfilter`: with `off`, turn each call off, recording the ones that
-    /// were on. Without br_netfilter in the kernel there is nothing to turn off.
-    pub(crate) async fn apply_br_netfilter(&self) {
-        if self.cfg.br_netfilter != BrNetfilter::Off {
+impl BrNetfilter {
+    /// Apply the setting: with `off`, turn each call off, recording in `marker` the ones
+    /// that were on. Without br_netfilter in the kernel there is nothing to turn off.
+    pub(crate) async fn apply(self, kernel: &impl KernelOps, marker: &Path) {
+        if self != BrNetfilter::Off {
             return;
         }
         let mut turned_off = vec![];
         for key in CALLS {
-            match self.kernel.sysctl(&key, "0").await {
+            match kernel.sysctl(&key, "0").await {
                 Ok(true) => turned_off.push(key.join(".")),
                 Ok(false) => {}
                 Err(e) if e.errno() == Some(libc::ENOENT) => return,
@@ -53,35 +59,34 @@ impl<K: KernelOps> Daemon<K> {
             "--br-netfilter off: turned off {} in ferryd's namespace (other bridges here lose bridged filtering too)",
             turned_off.join(", ")
         );
-        let marker = self.cfg.br_netfilter_marker();
-        let mut had = std::fs::read_to_string(&marker).unwrap_or_default();
+        let mut had = std::fs::read_to_string(marker).unwrap_or_default();
         for k in turned_off {
             if !had.lines().any(|l| l == k) {
                 had.push_str(&k);
                 had.push('\n');
             }
         }
-        if let Err(e) = std::fs::write(&marker, had) {
+        if let Err(e) = std::fs::write(marker, had) {
             tracing::warn!("--br-netfilter off: write {}: {e}", marker.display());
         }
     }
+}
 
-    /// `system cleanup`: turn back on what [`Self::apply_br_netfilter`] turned off.
-    pub(crate) async fn undo_br_netfilter(&self) -> Vec<String> {
-        let marker = self.cfg.br_netfilter_marker();
-        let Ok(listed) = std::fs::read_to_string(&marker) else {
-            return vec![];
-        };
-        let mut errors = vec![];
-        for key in CALLS
-            .iter()
-            .filter(|k| listed.lines().any(|l| l == k.join(".")))
-        {
-            if let Err(e) = self.kernel.sysctl(key, "1").await {
-                errors.push(e.to_string());
-            }
+/// `system cleanup`: turn back on what [`BrNetfilter::apply`] turned off, as `marker`
+/// lists it, whatever the setting is now.
+pub(crate) async fn undo(kernel: &impl KernelOps, marker: &Path) -> Vec<String> {
+    let Ok(listed) = std::fs::read_to_string(marker) else {
+        return vec![];
+    };
+    let mut errors = vec![];
+    for key in CALLS
+        .iter()
+        .filter(|k| listed.lines().any(|l| l == k.join(".")))
+    {
+        if let Err(e) = kernel.sysctl(key, "1").await {
+            errors.push(e.to_string());
         }
-        let _ = std::fs::remove_file(&marker);
-        errors
     }
+    let _ = std::fs::remove_file(marker);
+    errors
 }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
 
+use crate::br_netfilter::BrNetfilter;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Persistent state (the store).
@@ -66,15 +68,4 @@ impl Config {
     pub fn netns_link(&self, name: &str) -> PathBuf {
         self.netns_dir.join(format!("ferry-{name}"))
     }
-}
-
-/// What ferryd does with br_netfilter's calls into the IP hooks (`--br-netfilter`; see
-/// [`crate::br_netfilter`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum BrNetfilter {
-    /// Leave them as the host has them.
-    #[default]
-    Keep,
-    /// Turn them off in ferryd's namespace while ferry has networks.
-    Off,
 }

@@ -153,7 +153,10 @@ impl<K: KernelOps> Daemon<K> {
         let opts = render::Options {
             guard_forwarding: self.enable_forwarding().await,
         };
-        self.apply_br_netfilter().await;
+        self.cfg
+            .br_netfilter
+            .apply(&self.kernel, &self.cfg.br_netfilter_marker())
+            .await;
         self.kernel.nft(&render::full(want.all(), opts)).await?;
         *applied = Some(want);
         self.ensure_docker_user().await;

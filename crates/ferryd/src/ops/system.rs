@@ -50,7 +50,8 @@ impl<K: KernelOps> Daemon<K> {
             errors.push(e.to_string());
         }
         errors.extend(self.undo_host_changes().await);
-        errors.extend(self.undo_br_netfilter().await);
+        errors
+            .extend(crate::br_netfilter::undo(&self.kernel, &self.cfg.br_netfilter_marker()).await);
         self.forget_firewall().await;
         if let Err(e) = self.kernel.remove_netns(&self.cfg.host_netns()).await {
             errors.push(e.to_string());
