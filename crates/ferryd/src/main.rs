@@ -228,7 +228,8 @@ async fn run(
     firewall::watch(d.clone());
     ferryd::plughost::leases::watch(d.clone());
     reconcile::watch(d.clone());
-    d.serve_dns(dns_upstream).await;
+    d.dns
+        .serve(&*d.state.lock().await, &d.host_resolv, dns_upstream);
     if let Some(conf) = cluster {
         ferryd::overlay::join(&d, conf).await.context("cluster")?;
     }

@@ -41,9 +41,7 @@ use ferry_core::family::v4;
 use ferry_core::files::resolv_conf;
 use ferry_core::model::{DnsConf, Sandbox};
 use ferry_dns::{Forwarder, Server};
-use ferry_kernel::KernelOps;
 
-use crate::ops::Daemon;
 use crate::state::{Key, State};
 use names::Names;
 use records::has_names;
@@ -201,6 +199,29 @@ impl Dns {
         }
     }
 
+    /// Start answering: `upstreams` (the `--dns-upstream` flags), else `host_resolv`'s
+    /// nameservers, serve sandboxes without `--dns`; sockets that could not open are
+    /// tried again every few seconds while the responder lives.
+    pub fn serve(self: &Arc<Self>, st: &State, host_resolv: &str, upstreams: Vec<SocketAddr>) {
+        let upstreams = if upstreams.is_empty() {
+            resolv_upstreams(host_resolv)
+        } else {
+            upstreams
+        };
+        tracing::info!("dns: forwarding to {upstreams:?} unless a sandbox has --dns");
+        self.start(st, upstreams);
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RETRY).await;
+                match weak.upgrade() {
+                    Some(dns) => dns.retry(),
+                    None => return,
+                }
+            }
+        });
+    }
+
     fn start(&self, st: &State, upstreams: Vec<SocketAddr>) {
         {
             let mut inner = self.inner.lock().expect("dns lock");
@@ -233,44 +254,6 @@ impl Dns {
                 },
             ),
             None => resolv_conf(host_resolv, &sb.dns),
-        }
-    }
-}
-
-impl<K: KernelOps> Daemon<K> {
-    /// Start answering: `upstreams` (the `--dns-upstream` flags), else the host's
-    /// resolv.conf nameservers, serve sandboxes without `--dns`.
-    pub async fn serve_dns(self: &Arc<Self>, upstreams: Vec<SocketAddr>) {
-        let upstreams = if upstreams.is_empty() {
-            resolv_upstreams(&self.host_resolv)
-        } else {
-            upstreams
-        };
-        tracing::info!("dns: forwarding to {upstreams:?} unless a sandbox has --dns");
-        let st = self.state.lock().await;
-        self.dns.start(&st, upstreams);
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(RETRY).await;
-                match weak.upgrade() {
-                    Some(d) => d.dns.retry(),
-                    None => return,
-                }
-            }
-        });
-    }
-
-    /// Rewrite a running sandbox's resolv.conf in place (its networks changed).
-    pub(crate) fn write_resolv(&self, st: &State, id: &str) {
-        let Some(sb) = st.sandboxes.get(id).filter(|s| s.network_mode.own_netns()) else {
-            return;
-        };
-        let (_, resolv, _) = self.sandbox_files(id);
-        if resolv.exists() {
-            if let Err(e) = std::fs::write(&resolv, self.dns.resolv_conf(&self.host_resolv, sb)) {
-                tracing::warn!("write {}: {e}", resolv.display());
-            }
         }
     }
 }

@@ -49,7 +49,7 @@ pub struct Daemon<K: KernelOps> {
     /// Pids of sandbox processes ferryd parents (awaited, not polled).
     pub children: Arc<std::sync::Mutex<std::collections::HashSet<u32>>>,
     /// The embedded DNS responder, following every commit.
-    pub dns: crate::dns::Dns,
+    pub dns: Arc<crate::dns::Dns>,
     /// What ferryd last applied to its nftables sets.
     pub firewall: crate::firewall::Firewall,
     /// Notified when ferryd should stop (after `system cleanup`).

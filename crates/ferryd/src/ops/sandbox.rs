@@ -135,6 +135,19 @@ impl<K: KernelOps> Daemon<K> {
         self.write_resolv(st, id);
     }
 
+    /// Rewrite a running sandbox's resolv.conf in place (its networks changed).
+    pub(crate) fn write_resolv(&self, st: &State, id: &str) {
+        let Some(sb) = st.sandboxes.get(id).filter(|s| s.network_mode.own_netns()) else {
+            return;
+        };
+        let (_, resolv, _) = self.sandbox_files(id);
+        if resolv.exists() {
+            if let Err(e) = std::fs::write(&resolv, self.dns.resolv_conf(&self.host_resolv, sb)) {
+                tracing::warn!("write {}: {e}", resolv.display());
+            }
+        }
+    }
+
     fn write_files(&self, sb: &Sandbox) -> Result<()> {
         let dir = self.cfg.sandbox_dir(&sb.id);
         let io =
