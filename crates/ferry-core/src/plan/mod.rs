@@ -13,6 +13,7 @@
 
 pub mod connect;
 pub mod docker;
+pub mod driver;
 pub mod network;
 pub mod plug;
 pub mod publish;

@@ -1,8 +1,6 @@
 //! Networks as plans: create (the validated network into the state, and the bridge the
 //! kernel makes for it), and remove (dockerd's refusals, then the record out).
 
-use ipnet::IpNet;
-
 use crate::model::Network;
 use crate::state::{Key, State};
 use crate::wiring::BridgeSpec;
@@ -11,16 +9,7 @@ use crate::CoreError;
 /// The bridge the kernel makes for a network, with the gateway's address on it; none for
 /// a network without a bridge (host, none, macvlan, a plugin's).
 pub fn bridge_spec(n: &Network) -> Option<BridgeSpec> {
-    let b = n.bridge()?;
-    let gateway = n
-        .pool
-        .as_ref()
-        .and_then(|p| IpNet::new(p.gateway, p.subnet.prefix_len()).ok());
-    Some(BridgeSpec {
-        name: b.name.to_string(),
-        gateway,
-        mtu: b.mtu,
-    })
+    n.kind.network_driver().setup(n.pool.as_ref())
 }
 
 /// A `network create`, decided.

@@ -11,7 +11,7 @@ use super::publish::{check_publishable, taken_ports};
 use crate::model::{host_if_name, mac_for, LiveEndpoint, NetworkKind};
 use crate::ports::{decide, Published};
 use crate::state::State;
-use crate::wiring::{AttachSpec, LinkSpec, MacvlanLink, PluginLink, VethLink};
+use crate::wiring::AttachSpec;
 use crate::CoreError;
 
 /// Where a sandbox's endpoint goes live: the sandbox's namespace, and the ID the new live
@@ -82,8 +82,9 @@ pub fn plan_plug(
         prefix_len,
         gateway: Some(gateway),
         mac: mac_for(ip),
-        // A veth's host end; for a plugin's endpoint, the key of ferryd's record of it.
-        host_if: (kind.bridge().is_some() || matches!(kind, NetworkKind::Remote(_)))
+        host_if: kind
+            .network_driver()
+            .host_end()
             .then(|| host_if_name(&endpoint_id)),
         ifname: ifname.clone(),
         default_route,
@@ -100,33 +101,15 @@ pub fn plan_plug(
 }
 
 /// What the kernel is asked to make for a live endpoint on a network of `kind`: at
-/// attach, and again when reconcile finds the endpoint not wired. The one place a
-/// driver's links are decided: a veth on the bridge (bridge, overlay) or a macvlan link
-/// on the parent; host and none networks have no endpoints to wire.
+/// attach, and again when reconcile finds the endpoint not wired. Its link is the
+/// driver's ([`super::driver::NetworkDriver::link`]); host and none networks have no
+/// endpoints to wire.
 pub fn attach_spec(
     live: &LiveEndpoint,
     kind: &NetworkKind,
     netns: std::path::PathBuf,
 ) -> Option<AttachSpec> {
-    let link = match (kind, &live.host_if) {
-        (NetworkKind::Bridge(b) | NetworkKind::Overlay { bridge: b, .. }, Some(host_if)) => {
-            LinkSpec::Veth(VethLink {
-                bridge: b.name.to_string(),
-                host_if: host_if.to_string(),
-                mtu: b.mtu,
-                hairpin: !live.published.is_empty(),
-            })
-        }
-        (NetworkKind::Remote(_), Some(host_if)) => LinkSpec::Plugin(PluginLink {
-            host_if: host_if.to_string(),
-        }),
-        (NetworkKind::Macvlan(m), _) => LinkSpec::Macvlan(MacvlanLink {
-            parent: m.parent.to_string(),
-            mode: m.mode,
-            mtu: m.mtu,
-        }),
-        _ => return None,
-    };
+    let link = kind.network_driver().link(live)?;
     Some(AttachSpec {
         netns,
         ifname: live.ifname.to_string(),

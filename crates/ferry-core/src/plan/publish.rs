@@ -32,20 +32,8 @@ pub fn check_publishable(net: &Network, has_ports: bool) -> Result<(), CoreError
             net.name
         )));
     }
-    if has_ports && net.macvlan().is_some() {
-        return Err(CoreError::Invalid(format!(
-            "network {} is a macvlan network: its sandboxes are reached at their own addresses on the parent's segment, and ports cannot be published on it",
-            net.name
-        )));
+    match net.kind.network_driver().unpublishable(&net.name) {
+        Some(why) if has_ports => Err(CoreError::Invalid(why)),
+        _ => Ok(()),
     }
-    // plughost: a plugin's network is the plugin's to publish on (dockerd publishes
-    // nothing for remote drivers); ferry's maps would point at a bridge it does not know.
-    if has_ports && net.remote().is_some() {
-        return Err(CoreError::Invalid(format!(
-            "network {} is driven by plugin {}: ferry does not publish ports on it",
-            net.name,
-            net.driver_name()
-        )));
-    }
-    Ok(())
 }

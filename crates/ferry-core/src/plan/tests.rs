@@ -296,3 +296,49 @@ fn a_second_sandbox_of_the_same_name_is_refused_naming_the_first() {
     assert!(err.to_string().contains("\"a\""), "{err}");
     assert!(!st.sandboxes.contains_key("c"));
 }
+
+#[test]
+fn each_driver_decides_its_own_link_setup_and_ports() {
+    use crate::wiring::MacvlanLink;
+    let mut st = state();
+    let mac = network(
+        &[],
+        r#"{"Name":"lan","Driver":"macvlan","Options":{"parent":"eth9"},"IPAM":{"Config":[{"Subnet":"10.70.0.0/24"}]}}"#,
+        S,
+    );
+    assert_eq!(
+        super::network::bridge_spec(&mac),
+        None,
+        "nothing on the host"
+    );
+    st.networks.insert(S.into(), mac);
+    let plan = plan_connect(&mut st, "a", S, Asked::default(), live("m")).unwrap();
+    let spec = plan.attach.unwrap();
+    assert_eq!(
+        spec.link,
+        LinkSpec::Macvlan(MacvlanLink {
+            parent: "eth9".into(),
+            mode: crate::model::MacvlanMode::Bridge,
+            mtu: None,
+        })
+    );
+    assert_eq!(
+        spec.host_if(),
+        None,
+        "a macvlan link has no end on the host"
+    );
+    let ported = asked(r#"{"FerryPortBindings":{"80/tcp":[{"HostPort":"8080"}]}}"#);
+    let refused = plan_connect(&mut st, "b", S, ported, None).unwrap_err();
+    assert!(refused.to_string().contains("macvlan"), "{refused}");
+    // host and none: no link, nothing made, -p discarded rather than refused.
+    for kind in [
+        crate::model::NetworkKind::Host,
+        crate::model::NetworkKind::Null,
+    ] {
+        let d = kind.network_driver();
+        assert_eq!(d.setup(None), None);
+        let l = st.sandboxes["a"].endpoint(S).unwrap().live.clone().unwrap();
+        assert_eq!(d.link(&l), None);
+        assert_eq!(d.unpublishable("host"), None);
+    }
+}
