@@ -3,8 +3,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use super::plug::{
-    cursor_of, default_route_if, move_default_route, plan_plug, plan_unplug, Live, Unplugged,
+use super::attach::{
+    cursor_of, default_route_if, move_default_route, plan_attach, plan_detach, Detached, Live,
 };
 use super::publish::check_publishable;
 use crate::docker::network::EndpointSettingsReq;
@@ -101,7 +101,7 @@ pub struct ConnectPlan {
     /// The host ports the endpoint takes: the executor checks no host process holds one.
     pub published: Vec<Published>,
     /// The pool's cursor before the plan, for an undo after other operations ran
-    /// ([`super::plug::unplan_plug`]).
+    /// ([`super::attach::unplan_attach`]).
     pub cursor_before: Option<IpAddr>,
 }
 
@@ -147,7 +147,7 @@ pub fn plan_connect(
         });
     }
     let attach = live
-        .map(|at| plan_plug(st, sb_id, net_id, at))
+        .map(|at| plan_attach(st, sb_id, net_id, at))
         .transpose()?;
     Ok(ConnectPlan {
         keys: endpoint_keys(sb_id, net_id),
@@ -162,7 +162,7 @@ pub fn plan_connect(
 pub struct DisconnectPlan {
     pub keys: Vec<Key>,
     /// What the kernel removes, if the endpoint was live.
-    pub unplugged: Option<Unplugged>,
+    pub unplugged: Option<Detached>,
     /// The gateway the sandbox's default route moves to, when the endpoint held it and
     /// another one takes it, with that endpoint's host link.
     pub new_default: Option<(IpAddr, Option<String>)>,
@@ -189,7 +189,7 @@ pub fn plan_disconnect(
             network: net.name.clone(),
         });
     }
-    let unplugged = plan_unplug(st, sb_id, net_id, false);
+    let unplugged = plan_detach(st, sb_id, net_id, false);
     if let Some(sb) = st.sandboxes.get_mut(sb_id) {
         sb.endpoints.retain(|e| e.network_id != net_id);
     }

@@ -11,11 +11,11 @@
 //! names, runs the planner, commits, and puts the saved records back if the planner,
 //! the store or the kernel refuses; it is the only place that protocol is written.
 
+pub mod attach;
 pub mod connect;
 pub mod docker;
 pub mod driver;
 pub mod network;
-pub mod plug;
 pub mod publish;
 pub mod sandbox;
 

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use super::plug::{cursor_of, plan_plug, published_of, Live};
+use super::attach::{cursor_of, plan_attach, published_of, Live};
 use crate::model::{RunState, Sandbox};
 use crate::ports::Published;
 use crate::state::{Key, State};
@@ -91,7 +91,7 @@ pub fn plan_start(
             netns: netns.to_path_buf(),
             endpoint_id: endpoint_id(),
         };
-        attach.push(plan_plug(st, sb_id, n, at)?);
+        attach.push(plan_attach(st, sb_id, n, at)?);
     }
     if let Some(sb) = st.sandboxes.get_mut(sb_id) {
         sb.state = RunState::Running {

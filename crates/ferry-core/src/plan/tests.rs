@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use super::attach::{attach_spec, Detached, Live};
 use super::connect::{plan_connect, plan_disconnect, Asked, ConnectPlan};
-use super::plug::{attach_spec, Live, Unplugged};
 use crate::docker::network::{EndpointSettingsReq, NetworkCreateRequest};
 use crate::model::{DnsConf, Network, NetworkMode, RunState, Sandbox};
 use crate::state::{Key, State};
@@ -191,7 +191,7 @@ fn disconnecting_frees_the_address_and_moves_the_default_route() {
     let ep = "e".repeat(64);
     assert_eq!(
         plan.unplugged,
-        Some(Unplugged {
+        Some(Detached {
             host_if: Some(crate::model::host_if_name(&ep).to_string()),
             ifname: "eth0".into(),
             default_route: true,

@@ -5,8 +5,8 @@
 use std::net::IpAddr;
 
 use ferry_core::docker::network::{ConnectRequest, DisconnectRequest};
+use ferry_core::plan::attach::{unplan_attach, Detached, Live};
 use ferry_core::plan::connect::{endpoint_keys, plan_connect, plan_disconnect, Asked};
-use ferry_core::plan::plug::{unplan_plug, Live, Unplugged};
 use ferry_kernel::KernelOps;
 
 use super::{new_id, Daemon};
@@ -73,7 +73,7 @@ impl<K: KernelOps> Daemon<K> {
         net_id: &str,
         cursor_before: Option<IpAddr>,
     ) {
-        unplan_plug(st, sb_id, net_id, false, cursor_before);
+        unplan_attach(st, sb_id, net_id, false, cursor_before);
         if let Some(sb) = st.sandboxes.get_mut(sb_id) {
             sb.endpoints.retain(|e| e.network_id != net_id);
         }
@@ -98,7 +98,7 @@ impl<K: KernelOps> Daemon<K> {
         // not bring the same address and MAC up on the bridge while the old pair is up.
         let removed = match &plan.unplugged {
             // plughost: detach_link is kernel.delete_link, or a plugin's Leave.
-            Some(Unplugged {
+            Some(Detached {
                 host_if: Some(h), ..
             }) => Some(self.detach_link(h).await),
             Some(u) => Some(self.kernel.delete_link_in(&netns, &u.ifname).await),

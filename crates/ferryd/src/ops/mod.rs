@@ -35,7 +35,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::state::{Desired, Key, Snapshot, State};
 
-pub(crate) use ferry_core::plan::plug::attach_spec;
+pub(crate) use ferry_core::plan::attach::attach_spec;
 pub use network::bridge_spec as bridge_spec_of;
 pub use sandbox::ExitReport;
 

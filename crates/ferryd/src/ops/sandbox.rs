@@ -10,7 +10,7 @@ use ferry_core::docker::container::ContainerCreateRequest;
 use ferry_core::files::hosts_file;
 use ferry_core::id::short;
 use ferry_core::model::{DnsConf, Driver, Endpoint, NetworkMode, RunState, Sandbox};
-use ferry_core::plan::plug::{plan_unplug, unplan_plug};
+use ferry_core::plan::attach::{plan_detach, unplan_attach};
 use ferry_core::plan::sandbox as sandbox_plan;
 use ferry_core::validate::valid_name;
 use ferry_core::CoreError;
@@ -304,7 +304,7 @@ impl<K: KernelOps> Daemon<K> {
     /// they were before the start.
     async fn undo_start(&self, st: &mut State, id: &str, undo: StartUndo, keys: &[Key]) {
         for (n, cursor) in undo.nets {
-            unplan_plug(st, id, &n, true, cursor);
+            unplan_attach(st, id, &n, true, cursor);
         }
         st.restore(undo.sb_before);
         self.commit_or_log(st, keys, "undoing a start");
@@ -372,7 +372,7 @@ impl<K: KernelOps> Daemon<K> {
         let nets: Vec<String> = sb.endpoints.iter().map(|e| e.network_id.clone()).collect();
         for n in nets {
             // A link without a host end goes with the sandbox's namespace.
-            if let Some(link) = plan_unplug(st, id, &n, keep_static).and_then(|u| u.host_if) {
+            if let Some(link) = plan_detach(st, id, &n, keep_static).and_then(|u| u.host_if) {
                 t.links.push(link);
             }
         }

@@ -1,6 +1,6 @@
 //! Planning an endpoint's live part as a change of the state: its address, MAC,
 //! interface name, published ports and default route when a sandbox joins a network
-//! (plug), and what the kernel must remove when it leaves (unplug). Pure: each function
+//! (attach), and what the kernel must remove when it leaves (detach). Pure: each function
 //! edits the [`State`] value it is given and returns what the kernel is to do.
 
 use std::net::IpAddr;
@@ -23,7 +23,7 @@ pub struct Live {
 
 /// Give `sb_id`'s endpoint on `net_id` an address and a live record; returns the
 /// kernel request. Changes only `st`.
-pub fn plan_plug(
+pub fn plan_attach(
     st: &mut State,
     sb_id: &str,
     net_id: &str,
@@ -149,7 +149,7 @@ pub fn published_of(st: &State, sb_id: &str) -> Vec<Published> {
 
 /// What a live endpoint taken down in the state leaves for the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unplugged {
+pub struct Detached {
     /// Its veth's host end, to delete (deleting it takes the sandbox's end too).
     pub host_if: Option<String>,
     /// Its interface in the sandbox: to delete there when there is no host end.
@@ -160,12 +160,12 @@ pub struct Unplugged {
 
 /// Take down the live part of an endpoint in `st`: free its address (a static one
 /// stays reserved if `keep_static`). Returns what the kernel must remove.
-pub fn plan_unplug(
+pub fn plan_detach(
     st: &mut State,
     sb_id: &str,
     net_id: &str,
     keep_static: bool,
-) -> Option<Unplugged> {
+) -> Option<Detached> {
     let sb = st.sandboxes.get_mut(sb_id)?;
     let ep = sb.endpoints.iter_mut().find(|e| e.network_id == net_id)?;
     let static_ip = ep.static_ip;
@@ -185,14 +185,14 @@ pub fn plan_unplug(
             release(pool, ip);
         }
     }
-    live.map(|l| Unplugged {
+    live.map(|l| Detached {
         host_if: l.host_if.map(|h| h.to_string()),
         ifname: l.ifname.to_string(),
         default_route: l.default_route,
     })
 }
 
-/// The IPAM cursor of `net_id`'s pool, for an undo to put back ([`unplan_plug`]).
+/// The IPAM cursor of `net_id`'s pool, for an undo to put back ([`unplan_attach`]).
 pub fn cursor_of(st: &State, net_id: &str) -> Option<IpAddr> {
     st.networks
         .get(net_id)
@@ -200,11 +200,11 @@ pub fn cursor_of(st: &State, net_id: &str) -> Option<IpAddr> {
         .and_then(|p| p.cursor)
 }
 
-/// Undo [`plan_plug`] after the state lock was let go: [`plan_unplug`], and the pool's
-/// cursor back to `cursor_before` if it still points at the address the undone plug
+/// Undo [`plan_attach`] after the state lock was let go: [`plan_detach`], and the pool's
+/// cursor back to `cursor_before` if it still points at the address the undone attach
 /// took (no allocation has moved it since), so the next sandbox gets that address as if
 /// the undone operation had not happened.
-pub fn unplan_plug(
+pub fn unplan_attach(
     st: &mut State,
     sb_id: &str,
     net_id: &str,
@@ -217,7 +217,7 @@ pub fn unplan_plug(
         .and_then(|sb| sb.endpoint(net_id))
         .and_then(|e| e.live.as_ref())
         .map(|l| l.ip);
-    plan_unplug(st, sb_id, net_id, keep_static);
+    plan_detach(st, sb_id, net_id, keep_static);
     if let Some(pool) = st.networks.get_mut(net_id).and_then(|n| n.pool.as_mut()) {
         if took.is_some() && pool.cursor == took {
             pool.cursor = cursor_before;
