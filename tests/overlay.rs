@@ -898,6 +898,41 @@ fn a_host_whose_block_fills_claims_another() -> Result<()> {
     c.finish()
 }
 
+/// Sandboxes started at once past the end of this host's block: the ones that find it
+/// full between the check and the plan claim another block and go on, none is refused
+/// ("no available addresses" was the answer before).
+#[test]
+fn concurrent_runs_past_a_blocks_end_claim_more_and_none_is_refused() -> Result<()> {
+    let Some(c) = cluster("overlay-blocks-race", ClusterOpts::default())? else {
+        return Ok(());
+    };
+    // Blocks of /30 (four addresses) in a /28 range: ten sandboxes need four blocks.
+    overlay_everywhere(
+        &c,
+        "ov",
+        &["--subnet", "10.71.0.0/24", "--ip-range", "10.71.0.0/28"],
+    )?;
+    let h1 = &c.hosts[0];
+    let results: Vec<Result<String>> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..10)
+            .map(|i| s.spawn(move || h1.run_idle(&format!("r{i}"), &["--network", "ov"])))
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().expect("run thread"))
+            .collect()
+    });
+    for r in &results {
+        ensure!(r.is_ok(), "a run was refused: {r:?}");
+    }
+    let mut ips = (0..10)
+        .map(|i| h1.ip_of(&format!("r{i}"), "ov"))
+        .collect::<Result<Vec<_>>>()?;
+    ips.sort();
+    ips.dedup();
+    ensure!(ips.len() == 10, "ten distinct addresses: {ips:?}");
+    c.finish()
+}
+
 /// A VXLAN device deleted by hand is made again, with every remote entry it held, by the
 /// periodic check without anyone asking and by `ferry system reconcile`: traffic across
 /// hosts flows again.

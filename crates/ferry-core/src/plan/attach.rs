@@ -16,6 +16,7 @@ use crate::CoreError;
 
 /// Where a sandbox's endpoint goes live: the sandbox's namespace, and the ID the new live
 /// endpoint takes (the caller makes it: 64 hex characters, as Docker's).
+#[derive(Debug, Clone)]
 pub struct Live {
     pub netns: std::path::PathBuf,
     pub endpoint_id: String,

@@ -30,7 +30,7 @@ fn parse_static(s: Option<&str>) -> Result<Option<IpAddr>, CoreError> {
 }
 
 /// What a `network connect` asks for: a static address, aliases, published ports.
-#[derive(Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Asked {
     pub static_ip: Option<IpAddr>,
     pub aliases: Vec<String>,

@@ -33,9 +33,22 @@ impl<K: KernelOps> Daemon<K> {
             endpoint_id: new_id(),
         });
         let keys = endpoint_keys(&sb_id, &net_id);
-        let staged = self.stage(&mut st, &keys, |st| {
-            plan_connect(st, &sb_id, &net_id, asked, live)
-        })?;
+        let mut tries = 0;
+        let staged = loop {
+            let e = match self.stage(&mut st, &keys, |st| {
+                plan_connect(st, &sb_id, &net_id, asked.clone(), live.clone())
+            }) {
+                Ok(staged) => break staged,
+                Err(e) => e,
+            };
+            // Others took this host's last overlay addresses: claim a block, plan again.
+            drop(st);
+            tries += 1;
+            if tries > 3 || !self.claimed_more(&e).await? {
+                return Err(e);
+            }
+            st = self.state.lock().await;
+        };
         if let Err(e) = self.check_host_free(&staged.plan.published).await {
             staged.abandon(&mut st);
             return Err(e);

@@ -254,9 +254,23 @@ impl<K: KernelOps> Daemon<K> {
         let netns = self.netns_path(&st.sandboxes[&id]);
         let keys = sandbox_plan::start_keys(&st, &id);
         let sb_before = st.snapshot(&[Key::Sbx(id.clone())]);
-        let staged = self.stage(&mut st, &keys, |st| {
-            sandbox_plan::plan_start(st, &id, &netns, new_id, now().0)
-        })?;
+        let mut tries = 0;
+        let staged = loop {
+            let e = match self.stage(&mut st, &keys, |st| {
+                sandbox_plan::plan_start(st, &id, &netns, new_id, now().0)
+            }) {
+                Ok(staged) => break staged,
+                Err(e) => e,
+            };
+            // Other starts took this host's last overlay addresses since the check before
+            // planning: claim another block (without the state lock) and plan again.
+            drop(st);
+            tries += 1;
+            if tries > 3 || !self.claimed_more(&e).await? {
+                return Err(e);
+            }
+            st = self.state.lock().await;
+        };
         if let Err(e) = self.check_host_free(&staged.plan.published).await {
             staged.abandon(&mut st);
             return Err(e);

@@ -246,6 +246,25 @@ impl<K: KernelOps> Daemon<K> {
         }
     }
 
+    /// A plan refused with `e`: when it is an overlay out of this host's addresses (other
+    /// operations took the last ones between the check before planning and the plan),
+    /// this host claims another block and the caller plans again (true).
+    pub(crate) async fn claimed_more(&self, e: &Error) -> Result<bool> {
+        let Error::Core(CoreError::NetworkFull(name)) = e else {
+            return Ok(false);
+        };
+        let overlay = {
+            let st = self.state.lock().await;
+            st.network_id(name)
+                .is_ok_and(|id| st.networks[&id].overlay().is_some())
+        };
+        if !overlay {
+            return Ok(false);
+        }
+        self.prepare_overlay(name, None, "", &[]).await?;
+        Ok(true)
+    }
+
     /// What an endpoint on `net_ref` needs from the cluster before it is planned: this
     /// host's block in the network, and a static address claimed. Nothing for other
     /// networks.
