@@ -5,6 +5,12 @@
 //!
 //!   ferry-probe serve-tcp PORT      ferry-probe tcp IP PORT
 //!   ferry-probe serve-udp PORT      ferry-probe udp IP PORT
+//!   ferry-probe ping-all SECONDS IP…
+//!
+//! `ping-all` sends ICMP echo requests to every address, again every 100 ms to those that
+//! have not answered, until all have or SECONDS pass; it prints `reached N/M in T ms`
+//! (timeout if not all answered). For the overlay's scale benchmark: the kernel answers,
+//! so the sandboxes probed need no server.
 //!
 //! A client that fails says why in its exit code, so a test can tell a firewall's drop from
 //! a closed port from a broken setup (the codes avoid 1, which `ferry` uses for a daemon
@@ -83,8 +89,9 @@ fn main() -> ExitCode {
         ["serve-udp", port] => serve_udp(port),
         ["tcp", ip, port] => tcp(ip, port),
         ["udp", ip, port] => udp(ip, port),
+        ["ping-all", secs, ips @ ..] => ping_all(secs, ips),
         _ => Err(tool(
-            "usage: ferry-probe serve-tcp|serve-udp PORT | tcp|udp IP PORT",
+            "usage: ferry-probe serve-tcp|serve-udp PORT | tcp|udp IP PORT | ping-all SECONDS IP…",
         )),
     };
     match res {
@@ -165,4 +172,91 @@ fn udp(ip: &str, port: &str) -> R {
         }
     };
     answer(to, &String::from_utf8_lossy(&buf[..n]))
+}
+
+/// An ICMP echo request with this identifier and sequence number, checksummed.
+fn echo_request(id: u16, seq: u16) -> [u8; 16] {
+    let mut p = [0u8; 16];
+    p[0] = 8;
+    p[4..6].copy_from_slice(&id.to_be_bytes());
+    p[6..8].copy_from_slice(&seq.to_be_bytes());
+    p[8..].copy_from_slice(b"ferryfer");
+    let mut sum: u32 = p
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    p[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    p
+}
+
+/// The sender of an echo reply with identifier `id` in a raw IPv4 datagram, if it is one.
+fn echo_reply_from(d: &[u8], id: u16) -> Option<std::net::Ipv4Addr> {
+    let ihl = usize::from(*d.first()? & 0x0f) * 4;
+    let icmp = d.get(ihl..ihl + 8)?;
+    let ours = icmp[0] == 0 && u16::from_be_bytes([icmp[4], icmp[5]]) == id;
+    ours.then(|| std::net::Ipv4Addr::new(d[12], d[13], d[14], d[15]))
+}
+
+fn ping_all(secs: &str, ips: &[&str]) -> R {
+    use nix::sys::socket::{
+        recvfrom, sendto, setsockopt, socket, sockopt, AddressFamily, MsgFlags, SockFlag,
+        SockProtocol, SockType, SockaddrIn,
+    };
+    use std::collections::BTreeSet;
+    use std::os::fd::AsRawFd;
+    let limit = Duration::from_secs(secs.parse().map_err(tool)?);
+    let mut left: BTreeSet<std::net::Ipv4Addr> = ips
+        .iter()
+        .map(|s| s.parse().map_err(|e| tool(format!("{s}: {e}"))))
+        .collect::<Result<_, _>>()?;
+    let total = left.len();
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Raw,
+        SockFlag::empty(),
+        SockProtocol::Icmp,
+    )
+    .map_err(tool)?;
+    let tick = nix::sys::time::TimeVal::new(0, 20_000);
+    setsockopt(&fd, sockopt::ReceiveTimeout, &tick).map_err(tool)?;
+    let id = (std::process::id() & 0xffff) as u16;
+    let start = std::time::Instant::now();
+    let mut seq = 0u16;
+    let mut buf = [0u8; 1500];
+    while !left.is_empty() && start.elapsed() < limit {
+        seq = seq.wrapping_add(1);
+        for ip in &left {
+            let to = SockaddrIn::from(std::net::SocketAddrV4::new(*ip, 0));
+            let _ = sendto(
+                fd.as_raw_fd(),
+                &echo_request(id, seq),
+                &to,
+                MsgFlags::empty(),
+            );
+        }
+        let round = std::time::Instant::now();
+        while round.elapsed() < Duration::from_millis(100) {
+            match recvfrom::<SockaddrIn>(fd.as_raw_fd(), &mut buf) {
+                Ok((n, _)) => {
+                    if let Some(from) = echo_reply_from(&buf[..n], id) {
+                        left.remove(&from);
+                    }
+                }
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(tool(e)),
+            }
+        }
+    }
+    let ms = start.elapsed().as_millis();
+    println!("reached {}/{total} in {ms} ms", total - left.len());
+    match left.first() {
+        None => Ok(()),
+        Some(ip) => Err(Fail(
+            Kind::Timeout,
+            format!("{} of {total} did not answer, {ip} among them", left.len()),
+        )),
+    }
 }
