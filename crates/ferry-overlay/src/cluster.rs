@@ -431,13 +431,25 @@ impl Cluster {
 
     /// Publish this host's endpoints and withdraw the ones it no longer has, in one
     /// transaction: `want` is every endpoint of this host, `had` what etcd holds for it.
+    ///
+    /// `known` is the caller's view of the cluster (the watch's), planned against first
+    /// so that a publish costs one transaction, not a range of the whole cluster (with a
+    /// thousand sandboxes starting, that range was most of etcd's work). Every write is
+    /// conditional on what the plan read (the endpoint's key, the block that holds its
+    /// address), so a stale view only makes the transaction fail; the tries after it
+    /// plan against a fresh range.
     pub fn publish(
         &self,
         want: &[EndpointRecord],
         had: &[EndpointRecord],
+        known: Option<View>,
     ) -> Result<Vec<EndpointRecord>> {
+        let mut known = known;
         for _ in 0..TRIES {
-            let view = self.view()?;
+            let view = match known.take() {
+                Some(v) => v,
+                None => self.view()?,
+            };
             let (compares, ops, refused) = self.publish_plan(&view, want, had);
             if ops.is_empty() {
                 return Ok(refused);
@@ -475,7 +487,10 @@ impl Cluster {
                 {
                     refused.push(ep.clone())
                 }
-                None => compares.push(Compare::Absent(key.clone())),
+                None => {
+                    compares.push(Compare::Absent(key.clone()));
+                    compares.extend(block_unchanged(view, &ep.network, ep.ip));
+                }
             }
             if refused.last() != Some(ep) {
                 match self.leased(key, json(ep)) {
@@ -501,6 +516,18 @@ impl Cluster {
         }
         (compares, ops, refused)
     }
+}
+
+/// The condition that the block of `net` holding `ip` is as `view` saw it (held by the
+/// same host, or by none): a block given to another host since makes the write fail.
+fn block_unchanged(view: &View, net: &str, ip: Ipv4Addr) -> Option<Compare> {
+    let n = view.networks.get(net)?;
+    let block = alloc::block_of(ip, alloc::block_prefix(n.ip_range.unwrap_or(n.subnet)));
+    let key = block_key(net, block);
+    Some(match view.key_revision(&key) {
+        Some(rev) => Compare::ModRevision(key, rev),
+        None => Compare::Absent(key),
+    })
 }
 
 /// A block of `net` a dead host holds, when no block is free: its holder has no

@@ -123,6 +123,11 @@ impl View {
         self.revisions.get(&net_key(id)).copied().unwrap_or(0)
     }
 
+    /// The mod revision of `key` as the view last saw it (None: absent).
+    pub fn key_revision(&self, key: &str) -> Option<Revision> {
+        self.revisions.get(key).copied()
+    }
+
     pub fn endpoint_revision(&self, net: &str, ip: Ipv4Addr) -> Option<Revision> {
         self.revisions.get(&endpoint_key(net, ip)).copied()
     }

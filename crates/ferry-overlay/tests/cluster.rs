@@ -173,7 +173,7 @@ fn a_dead_hosts_endpoints_go_with_its_lease_and_watchers_see_it() {
     let mut view = h[1].view().unwrap();
     let mut w = store.watch("", view.revision + 1).unwrap();
     let mine = vec![ep(&h[0], &net.id, "10.0.0.2", "web")];
-    h[0].publish(&mine, &[]).unwrap();
+    h[0].publish(&mine, &[], None).unwrap();
     let msg = w.next_blocking(Duration::from_secs(1)).unwrap();
     assert!(view.apply(&msg).unwrap().endpoints);
     assert_eq!(view.remote_endpoints("host2")[&net.id][0].sandbox, "web");
@@ -202,7 +202,7 @@ fn a_dead_hosts_endpoints_go_with_its_lease_and_watchers_see_it() {
     assert!(view.nodes.contains_key("host2"));
     // host1 comes back: a new lease, and what it publishes again is seen.
     assert!(!h[0].renew("later").unwrap(), "the lease was lost");
-    h[0].publish(&mine, &[]).unwrap();
+    h[0].publish(&mine, &[], None).unwrap();
     assert_eq!(
         View::from_listing(store.range("").unwrap())
             .unwrap()
@@ -218,10 +218,10 @@ fn a_network_with_endpoints_anywhere_is_not_removed() {
     let net = h[0].create_network(&overlay("ov")).unwrap();
     h[1].claim_block(&net, &[]).unwrap();
     let e = vec![ep(&h[1], &net.id, "10.0.0.66", "db")];
-    h[1].publish(&e, &[]).unwrap();
+    h[1].publish(&e, &[], None).unwrap();
     let err = h[0].remove_network(&net.id).unwrap_err();
     assert!(err.to_string().contains("host2"), "{err}");
-    h[1].publish(&[], &e).unwrap();
+    h[1].publish(&[], &e, None).unwrap();
     h[0].remove_network(&net.id).unwrap();
     let v = h[1].view().unwrap();
     assert!(v.networks.is_empty() && v.blocks.is_empty(), "{v:?}");
@@ -296,6 +296,8 @@ fn a_dead_hosts_block_is_taken_only_when_none_is_free_and_its_grace_is_over() {
         matches!(h[4].claim_block(&net, &[]), Err(ClusterError::NoBlock(_))),
         "a block taken within the grace period"
     );
+    // What host4 saw before it went away: its block its own.
+    let before = h[3].view().unwrap();
     // Grace over: host5 takes host4's block, and only that one.
     pass(&clock, &live, Duration::from_secs(12));
     assert_eq!(h[4].claim_block(&net, &[]).unwrap().block, held[3]);
@@ -313,18 +315,29 @@ fn a_dead_hosts_block_is_taken_only_when_none_is_free_and_its_grace_is_over() {
     ));
     let old = held[3].hosts().nth(1).unwrap().to_string();
     let stale = ep(&h[3], &net.id, &old, "old");
+    // Planned against its old view first, the write is conditional on the block as that
+    // view saw it: it fails, the plan is made again from etcd, and the endpoint refused.
     assert_eq!(
-        h[3].publish(std::slice::from_ref(&stale), &[]).unwrap(),
+        h[3].publish(std::slice::from_ref(&stale), &[], Some(before))
+            .unwrap(),
+        std::slice::from_ref(&stale)
+    );
+    let view = View::from_listing(store.range("").unwrap()).unwrap();
+    assert_eq!(view.endpoints_on(&net.id).count(), 0, "nothing written");
+    assert_eq!(
+        h[3].publish(std::slice::from_ref(&stale), &[], None)
+            .unwrap(),
         [stale]
     );
     let fresh = ep(&h[4], &net.id, &old, "new");
-    assert!(h[4].publish(&[fresh], &[]).unwrap().is_empty());
+    assert!(h[4].publish(&[fresh], &[], None).unwrap().is_empty());
     let view = View::from_listing(store.range("").unwrap()).unwrap();
     assert_eq!(view.endpoints_on(&net.id).next().unwrap().sandbox, "new");
     // Nor can host4 overwrite host5's record at that address.
     let again = ep(&h[3], &net.id, &old, "old");
     assert_eq!(
-        h[3].publish(std::slice::from_ref(&again), &[]).unwrap(),
+        h[3].publish(std::slice::from_ref(&again), &[], None)
+            .unwrap(),
         [again]
     );
 }

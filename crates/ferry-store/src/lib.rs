@@ -185,6 +185,12 @@ impl Watcher {
         self.rx.recv().await
     }
 
+    /// A message already received, without waiting; `None` when there is none yet (or
+    /// the watch ended: [`Watcher::next`] says which).
+    pub fn try_next(&mut self) -> Option<WatchMessage> {
+        self.rx.try_recv().ok()
+    }
+
     /// The next message, waiting at most `timeout`, from synchronous code; `None` when
     /// nothing came in time or the watch ended.
     pub fn next_blocking(&mut self, timeout: Duration) -> Option<WatchMessage> {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_kernel::KernelOps;
+use ferry_overlay::view::Changed;
 use ferry_overlay::{Cluster, View};
 use ferry_store::{EtcdConfig, EtcdStore, Store, WatchMessage};
 
@@ -125,11 +126,12 @@ async fn publish<K: KernelOps>(d: Arc<Daemon<K>>, ov: Arc<Overlay>) {
     loop {
         let _ = tokio::time::timeout(Duration::from_secs(5), ov.poke.notified()).await;
         let want = own_endpoints(&*d.state.lock().await, ov.node(), ov.cluster.addr);
-        let had = ov.view().own_endpoints(ov.node());
+        let known = ov.view();
+        let had = known.own_endpoints(ov.node());
         if want == had {
             continue;
         }
-        match blocking(&ov.cluster, move |c| c.publish(&want, &had)).await {
+        match blocking(&ov.cluster, move |c| c.publish(&want, &had, Some(known))).await {
             Ok(refused) => {
                 for ep in refused.iter().filter(|r| !refused_before.contains(*r)) {
                     tracing::error!(
@@ -164,35 +166,49 @@ async fn watch<K: KernelOps>(d: Arc<Daemon<K>>, ov: Arc<Overlay>) {
             }
             Err(_) => return,
         };
-        while let Some(msg) = w.next().await {
-            if let WatchMessage::Compacted { compact_revision } = msg {
-                tracing::info!(
-                    "cluster: watch compacted (revision {from} is gone, {compact_revision} is the oldest): resync"
-                );
-                resync(&d, &ov).await;
-                break;
-            }
-            let changed = ov.view.lock().expect("view").apply(&msg);
-            match changed {
-                Ok(c) => {
-                    if c.nodes {
-                        d.sync_tunnel(&ov).await;
-                        mark_dead(&ov).await;
-                    }
-                    if c.networks {
-                        d.sync_networks(&ov).await;
-                    }
-                    if c.networks || c.endpoints {
-                        d.sync_entries(&ov).await;
-                    }
-                    if c.endpoints {
-                        ov.poke.notify_one();
-                    }
+        while let Some(first) = w.next().await {
+            // Every message already here is applied before acting once on what they
+            // changed: a burst of a thousand sandboxes is one sync, not a thousand.
+            let mut changed = Changed::default();
+            let mut next = Some(first);
+            while let Some(msg) = next {
+                if let WatchMessage::Compacted { compact_revision } = msg {
+                    tracing::info!(
+                        "cluster: watch compacted (revision {from} is gone, {compact_revision} is the oldest): resync"
+                    );
+                    resync(&d, &ov).await;
+                    break;
                 }
-                Err(e) => tracing::warn!("cluster: {e}"),
+                match ov.view.lock().expect("view").apply(&msg) {
+                    Ok(c) => {
+                        changed.nodes |= c.nodes;
+                        changed.networks |= c.networks;
+                        changed.endpoints |= c.endpoints;
+                    }
+                    Err(e) => tracing::warn!("cluster: {e}"),
+                }
+                next = w.try_next();
             }
+            act_on(&d, &ov, &changed).await;
         }
         tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// Bring the host in line with what the watch changed.
+async fn act_on<K: KernelOps>(d: &Daemon<K>, ov: &Arc<Overlay>, c: &Changed) {
+    if c.nodes {
+        d.sync_tunnel(ov).await;
+        mark_dead(ov).await;
+    }
+    if c.networks {
+        d.sync_networks(ov).await;
+    }
+    if c.networks || c.endpoints {
+        d.sync_entries(ov).await;
+    }
+    if c.endpoints {
+        ov.poke.notify_one();
     }
 }
 
