@@ -9,25 +9,6 @@ use anyhow::{ensure, Context, Result};
 use ferry_testkit::cluster::{ClusterOpts, TestCluster};
 use ferry_testkit::{At, NoReach, BUSYBOX};
 
-/// `network create -d overlay ARGS… NAME` on host 1, then wait until every host has it.
-fn overlay_everywhere(c: &TestCluster, name: &str, args: &[&str]) -> Result<()> {
-    let mut a = vec!["network", "create", "-d", "overlay"];
-    a.extend(args);
-    a.push(name);
-    c.hosts[0].ferry_ok(&a)?;
-    c.wait_for(
-        Duration::from_secs(5),
-        &format!("every host to see {name}"),
-        |c| {
-            Ok(c.hosts.iter().all(|h| {
-                h.ferry(&["network", "inspect", name])
-                    .is_ok_and(|o| o.success())
-            }))
-        },
-    )?;
-    Ok(())
-}
-
 fn cluster(scenario: &str, opts: ClusterOpts) -> Result<Option<TestCluster>> {
     if !ferry_testkit::privileged(scenario) || !ferry_testkit::etcd::etcd_or_skip(scenario) {
         return Ok(None);
@@ -156,7 +137,7 @@ fn a_dead_hosts_entries_vanish_within_the_ttl_and_return_with_it() -> Result<()>
     let Some(mut c) = cluster("overlay-dead-host", ClusterOpts::default())? else {
         return Ok(());
     };
-    overlay_everywhere(&c, "ov", &[])?;
+    c.overlay_everywhere("ov", &[])?;
     let web = c.hosts[1].run_web("web2", &["--network", "ov"])?;
     c.hosts[0].run_idle("client", &["--network", "ov"])?;
     let web_ip = c.hosts[1].ip_of("web2", "ov")?;
@@ -216,7 +197,7 @@ fn the_overlay_mtu_follows_a_1400_byte_underlay() -> Result<()> {
         return Ok(());
     };
     let (h1, h2) = (&c.hosts[0], &c.hosts[1]);
-    overlay_everywhere(&c, "ov", &[])?;
+    c.overlay_everywhere("ov", &[])?;
     h1.run_idle("a", &["--network", "ov"])?;
     h2.run_idle("b", &["--network", "ov"])?;
     let link = h1
@@ -430,7 +411,7 @@ fn an_etcd_outage_stops_nothing_that_runs_and_heals_on_return() -> Result<()> {
     let Some(mut c) = cluster("overlay-outage", ClusterOpts::default())? else {
         return Ok(());
     };
-    overlay_everywhere(&c, "ov", &[])?;
+    c.overlay_everywhere("ov", &[])?;
     let web = c.hosts[1].run_web("web", &["--network", "ov"])?;
     c.hosts[0].run_idle("client", &["--network", "ov"])?;
     c.hosts[0].expect_fetch("client", "web", &web)?;
@@ -629,7 +610,7 @@ fn entries_made_stale_while_ferryd_was_down_are_removed_at_restart() -> Result<(
     let Some(mut c) = cluster("overlay-stale", ClusterOpts::default())? else {
         return Ok(());
     };
-    overlay_everywhere(&c, "ov", &[])?;
+    c.overlay_everywhere("ov", &[])?;
     c.hosts[0].run_idle("here", &["--network", "ov"])?;
     c.hosts[1].run_idle("gone", &["--network", "ov"])?;
     c.hosts[1].run_idle("stays", &["--network", "ov"])?;
@@ -740,7 +721,7 @@ fn a_three_member_etcd_loses_a_member_and_nothing_stops() -> Result<()> {
     let Some(mut c) = cluster("overlay-etcd3", opts)? else {
         return Ok(());
     };
-    overlay_everywhere(&c, "ov", &[])?;
+    c.overlay_everywhere("ov", &[])?;
     let web = c.hosts[0].run_web("web", &["--network", "ov"])?;
     c.hosts[1].run_idle("client", &["--network", "ov"])?;
     c.hosts[1].expect_fetch("client", "web", &web)?;
@@ -770,7 +751,7 @@ fn a_host_cut_off_past_a_compaction_resyncs_without_missing_or_doubling() -> Res
         return Ok(());
     };
     let (h1, h2) = (&c.hosts[0], &c.hosts[1]);
-    overlay_everywhere(&c, "ov", &[])?;
+    c.overlay_everywhere("ov", &[])?;
     let old = h1.run_web("old", &["--network", "ov"])?;
     h2.run_idle("client", &["--network", "ov"])?;
     let old_ip = h1.ip_of("old", "ov")?;
@@ -865,8 +846,7 @@ fn a_host_whose_block_fills_claims_another() -> Result<()> {
     let Some(c) = cluster("overlay-blocks", ClusterOpts::default())? else {
         return Ok(());
     };
-    overlay_everywhere(
-        &c,
+    c.overlay_everywhere(
         "ov",
         &["--subnet", "10.70.0.0/24", "--ip-range", "10.70.0.0/28"],
     )?;
@@ -907,8 +887,7 @@ fn concurrent_runs_past_a_blocks_end_claim_more_and_none_is_refused() -> Result<
         return Ok(());
     };
     // Blocks of /30 (four addresses) in a /28 range: ten sandboxes need four blocks.
-    overlay_everywhere(
-        &c,
+    c.overlay_everywhere(
         "ov",
         &["--subnet", "10.71.0.0/24", "--ip-range", "10.71.0.0/28"],
     )?;
@@ -941,7 +920,7 @@ fn a_vxlan_device_deleted_by_hand_comes_back_with_its_entries() -> Result<()> {
     let Some(c) = cluster("overlay-repair", ClusterOpts::default())? else {
         return Ok(());
     };
-    overlay_everywhere(&c, "ov", &[])?;
+    c.overlay_everywhere("ov", &[])?;
     let (h1, h2) = (&c.hosts[0], &c.hosts[1]);
     h2.run_server("far", &["--network", "ov"], "tcp", 80)?;
     h1.run_idle("near", &["--network", "ov"])?;
@@ -988,8 +967,7 @@ fn a_dead_hosts_block_goes_to_a_host_with_none_left_after_the_grace_period() -> 
         return Ok(());
     };
     // --ip-range /28: four /30 blocks, two addresses each in the first (the gateway's).
-    overlay_everywhere(
-        &c,
+    c.overlay_everywhere(
         "ov",
         &["--subnet", "10.71.0.0/24", "--ip-range", "10.71.0.0/28"],
     )?;

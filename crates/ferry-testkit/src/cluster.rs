@@ -161,6 +161,26 @@ impl TestCluster {
         TestHost::start_in(&format!("{scenario}-host{i}"), file?, &args)
     }
 
+    /// `network create -d overlay ARGS… NAME` on host 1, then wait (10 s at most) until
+    /// every host has it.
+    pub fn overlay_everywhere(&self, name: &str, args: &[&str]) -> Result<()> {
+        let mut a = vec!["network", "create", "-d", "overlay"];
+        a.extend(args);
+        a.push(name);
+        self.hosts[0].ferry_ok(&a)?;
+        self.wait_for(
+            Duration::from_secs(10),
+            &format!("every host to see {name}"),
+            |c| {
+                Ok(c.hosts.iter().all(|h| {
+                    h.ferry(&["network", "inspect", name])
+                        .is_ok_and(|o| o.success())
+                }))
+            },
+        )
+        .map(drop)
+    }
+
     /// A program run in the underlay's namespace (where etcd listens), bounded.
     pub fn in_underlay(&self, program: &str, args: &[&str]) -> Result<crate::Output> {
         let mut a = vec!["netns", "exec", self.underlay.as_str(), program];

@@ -190,20 +190,7 @@ fn main() -> Result<()> {
             ..ClusterOpts::default()
         },
     )?;
-    let subnet = "10.201.0.0/16";
-    c.hosts[0].ferry_ok(&[
-        "network", "create", "-d", "overlay", "--subnet", subnet, "scale",
-    ])?;
-    c.wait_for(
-        Duration::from_secs(10),
-        "every host to see the overlay",
-        |c| {
-            Ok(c.hosts.iter().all(|h| {
-                h.ferry(&["network", "inspect", "scale"])
-                    .is_ok_and(|o| o.success())
-            }))
-        },
-    )?;
+    c.overlay_everywhere("scale", &["--subnet", "10.201.0.0/16"])?;
     for h in &c.hosts {
         h.run_idle("client", &["--network", "scale"])?;
     }

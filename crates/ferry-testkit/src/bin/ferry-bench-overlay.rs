@@ -44,25 +44,7 @@ fn main() -> Result<()> {
         },
     )?;
     let (a, b) = (&c.hosts[0], &c.hosts[hosts - 1]);
-    a.ferry_ok(&[
-        "network",
-        "create",
-        "-d",
-        "overlay",
-        "--subnet",
-        "10.200.0.0/16",
-        "bench",
-    ])?;
-    c.wait_for(
-        Duration::from_secs(10),
-        "every host to see the overlay",
-        |c| {
-            Ok(c.hosts.iter().all(|h| {
-                h.ferry(&["network", "inspect", "bench"])
-                    .is_ok_and(|o| o.success())
-            }))
-        },
-    )?;
+    c.overlay_everywhere("bench", &["--subnet", "10.200.0.0/16"])?;
     b.run_idle("client", &["--network", "bench"])?;
     let probe = b.bins().probe.to_string_lossy().into_owned();
     let mut times = Vec::with_capacity(rounds);

@@ -23,7 +23,7 @@ impl<K: KernelOps> Daemon<K> {
             .await?;
         // plughost: an address from an IPAM plugin is leased before anything is planned.
         self.lease_addresses(&req.container, Some(net_ref)).await?;
-        let (turn, mut st) = self.sandbox_turn(&req.container).await?;
+        let (turn, st) = self.sandbox_turn(&req.container).await?;
         let net_id = st.network_id(net_ref)?;
         st.ferry_may_join(&net_id)?;
         let sb_id = turn.id.clone();
@@ -33,22 +33,11 @@ impl<K: KernelOps> Daemon<K> {
             endpoint_id: new_id(),
         });
         let keys = endpoint_keys(&sb_id, &net_id);
-        let mut tries = 0;
-        let staged = loop {
-            let e = match self.stage(&mut st, &keys, |st| {
+        let (mut st, staged) = self
+            .stage_taking_addresses(st, &keys, |st| {
                 plan_connect(st, &sb_id, &net_id, asked.clone(), live.clone())
-            }) {
-                Ok(staged) => break staged,
-                Err(e) => e,
-            };
-            // Others took this host's last overlay addresses: claim a block, plan again.
-            drop(st);
-            tries += 1;
-            if tries > 3 || !self.claimed_more(&e).await? {
-                return Err(e);
-            }
-            st = self.state.lock().await;
-        };
+            })
+            .await?;
         if let Err(e) = self.check_host_free(&staged.plan.published).await {
             staged.abandon(&mut st);
             return Err(e);

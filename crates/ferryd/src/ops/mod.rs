@@ -222,6 +222,31 @@ impl<K: KernelOps> Daemon<K> {
         }
     }
 
+    /// [`Daemon::stage`] for plans that take addresses: refused because this host's
+    /// overlay block filled since the check before planning (others took the last
+    /// addresses), another block is claimed without the state lock and the plan made
+    /// again, up to three times. Hands the state lock back with the staged plan.
+    pub(crate) async fn stage_taking_addresses<'a, P>(
+        &'a self,
+        mut st: tokio::sync::MutexGuard<'a, State>,
+        keys: &[Key],
+        mut planner: impl FnMut(&mut Desired) -> std::result::Result<P, ferry_core::CoreError>,
+    ) -> Result<(tokio::sync::MutexGuard<'a, State>, Staged<P>)> {
+        let mut tries = 0;
+        loop {
+            let e = match self.stage(&mut st, keys, &mut planner) {
+                Ok(staged) => return Ok((st, staged)),
+                Err(e) => e,
+            };
+            drop(st);
+            tries += 1;
+            if tries > 3 || !self.claimed_more(&e).await? {
+                return Err(e);
+            }
+            st = self.state.lock().await;
+        }
+    }
+
     /// The executor's second half: commit what the plan edited as one store transaction;
     /// if the store refuses, the saved records go back. Returns the plan, with the saved
     /// records for an undo should the kernel refuse.

@@ -246,7 +246,7 @@ impl<K: KernelOps> Daemon<K> {
     pub async fn start_sandbox(self: &Arc<Self>, key: &str, spawn: bool) -> Result<()> {
         // plughost: addresses from IPAM plugins are leased before anything is planned.
         self.lease_addresses(key, None).await?;
-        let (turn, mut st) = self.sandbox_turn(key).await?;
+        let (turn, st) = self.sandbox_turn(key).await?;
         let id = turn.id.clone();
         if st.sandboxes[&id].is_running() {
             return Ok(());
@@ -254,23 +254,11 @@ impl<K: KernelOps> Daemon<K> {
         let netns = self.netns_path(&st.sandboxes[&id]);
         let keys = sandbox_plan::start_keys(&st, &id);
         let sb_before = st.snapshot(&[Key::Sbx(id.clone())]);
-        let mut tries = 0;
-        let staged = loop {
-            let e = match self.stage(&mut st, &keys, |st| {
+        let (mut st, staged) = self
+            .stage_taking_addresses(st, &keys, |st| {
                 sandbox_plan::plan_start(st, &id, &netns, new_id, now().0)
-            }) {
-                Ok(staged) => break staged,
-                Err(e) => e,
-            };
-            // Other starts took this host's last overlay addresses since the check before
-            // planning: claim another block (without the state lock) and plan again.
-            drop(st);
-            tries += 1;
-            if tries > 3 || !self.claimed_more(&e).await? {
-                return Err(e);
-            }
-            st = self.state.lock().await;
-        };
+            })
+            .await?;
         if let Err(e) = self.check_host_free(&staged.plan.published).await {
             staged.abandon(&mut st);
             return Err(e);
