@@ -15,7 +15,7 @@ use ferry_core::{CoreError, IfName};
 use ferry_kernel::{KernelOps, VethPairSpec};
 use serde_json::Value;
 
-use super::{no_endpoint, no_ipv6};
+use super::{docker_ep, docker_ep_mut, no_endpoint, no_ipv6};
 use crate::error::Result;
 use crate::ops::Daemon;
 use crate::state::Key;
@@ -159,11 +159,7 @@ impl<K: KernelOps> Daemon<K> {
 
     pub async fn plugin_join(&self, req: JoinRequest) -> Result<JoinResponse> {
         let mut st = self.state.lock().await;
-        let ep = st
-            .plugin
-            .endpoints
-            .get(&req.endpoint_id)
-            .ok_or_else(|| no_endpoint(&req.endpoint_id))?;
+        let ep = docker_ep(&st, &req.endpoint_id)?;
         let net = st
             .networks
             .get(&ep.endpoint.network_id)
@@ -198,11 +194,7 @@ impl<K: KernelOps> Daemon<K> {
         }
         let keys = [Key::PluginEp(req.endpoint_id.clone())];
         let staged = self.stage(&mut st, &keys, |st| {
-            let ep = st
-                .plugin
-                .endpoints
-                .get_mut(&req.endpoint_id)
-                .ok_or_else(|| no_endpoint(&req.endpoint_id))?;
+            let ep = docker_ep_mut(st, &req.endpoint_id)?;
             ep.joined = true;
             ep.sandbox_key = Some(req.sandbox_key.clone()).filter(|k| !k.is_empty());
             Ok(())
@@ -298,9 +290,7 @@ impl<K: KernelOps> Daemon<K> {
     /// itself for a remote driver) and record them on the endpoint.
     pub async fn plugin_program_external(&self, req: ProgramExternalRequest) -> Result<()> {
         let mut st = self.state.lock().await;
-        let Some(ep) = st.plugin.endpoints.get(&req.endpoint_id) else {
-            return Err(no_endpoint(&req.endpoint_id).into());
-        };
+        let ep = docker_ep(&st, &req.endpoint_id)?;
         let nid = ep.endpoint.network_id.clone();
         let maps = portmap(req.options.as_ref())?;
         let net = st
@@ -320,11 +310,7 @@ impl<K: KernelOps> Daemon<K> {
         self.check_host_free(&published).await?;
         let keys = [Key::PluginEp(req.endpoint_id.clone())];
         let staged = self.stage(&mut st, &keys, |st| {
-            let ep = st
-                .plugin
-                .endpoints
-                .get_mut(&req.endpoint_id)
-                .ok_or_else(|| no_endpoint(&req.endpoint_id))?;
+            let ep = docker_ep_mut(st, &req.endpoint_id)?;
             ep.endpoint.ports = maps;
             if let Some(live) = ep.endpoint.live.as_mut() {
                 live.published = published;

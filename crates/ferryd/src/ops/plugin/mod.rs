@@ -40,6 +40,25 @@ fn no_endpoint(id: &str) -> CoreError {
     CoreError::Invalid(format!("endpoint {id} not found"))
 }
 
+/// Docker's endpoint `id`, or the error that names it.
+fn docker_ep<'a>(
+    st: &'a crate::state::Desired,
+    id: &str,
+) -> Result<&'a ferry_core::remote::DockerEndpoint, CoreError> {
+    st.plugin.endpoints.get(id).ok_or_else(|| no_endpoint(id))
+}
+
+/// Docker's endpoint `id`, to change, or the error that names it.
+fn docker_ep_mut<'a>(
+    st: &'a mut crate::state::Desired,
+    id: &str,
+) -> Result<&'a mut ferry_core::remote::DockerEndpoint, CoreError> {
+    st.plugin
+        .endpoints
+        .get_mut(id)
+        .ok_or_else(|| no_endpoint(id))
+}
+
 /// The addresses of an IPAM pool: its own while unbound, else its network's.
 fn pool_mut<'a>(st: &'a mut crate::state::Desired, pool_id: &str) -> Option<&'a mut AddressPool> {
     let rec = st.plugin.pools.get_mut(pool_id)?;
