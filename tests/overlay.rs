@@ -912,6 +912,36 @@ fn concurrent_runs_past_a_blocks_end_claim_more_and_none_is_refused() -> Result<
     c.finish()
 }
 
+/// `network prune` on one host removes the overlays no host has a sandbox on, from every
+/// host; an overlay another host's sandbox is on stays everywhere (as `network rm` would
+/// refuse it), and its sandbox is still reached.
+#[test]
+fn network_prune_removes_unused_overlays_everywhere_and_keeps_used_ones() -> Result<()> {
+    let Some(c) = cluster("overlay-prune", ClusterOpts::default())? else {
+        return Ok(());
+    };
+    c.overlay_everywhere("idle", &[])?;
+    c.overlay_everywhere("busy", &[])?;
+    let (h1, h2) = (&c.hosts[0], &c.hosts[1]);
+    h2.run_server("user", &["--network", "busy"], "tcp", 80)?;
+    let pruned = h1.ferry_ok(&["network", "prune", "-f"])?;
+    let names: Vec<&str> = pruned.lines().skip(1).collect();
+    ensure!(
+        names == ["idle"],
+        "pruned {names:?}, not [\"idle\"]:\n{pruned}"
+    );
+    c.wait_for(Duration::from_secs(5), "idle to leave host 2", |c| {
+        Ok(!c.hosts[1].ferry(&["network", "inspect", "idle"])?.success())
+    })?;
+    for h in [h1, h2] {
+        h.ferry_ok(&["network", "inspect", "busy"])?;
+    }
+    let ip = h2.ip_of("user", "busy")?;
+    h1.run_idle("client", &["--network", "busy"])?;
+    h1.expect_reach(At::Sandbox("client"), "tcp", &ip, 80)?;
+    c.finish()
+}
+
 /// A VXLAN device deleted by hand is made again, with every remote entry it held, by the
 /// periodic check without anyone asking and by `ferry system reconcile`: traffic across
 /// hosts flows again.

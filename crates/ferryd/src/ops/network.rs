@@ -182,15 +182,13 @@ impl<K: KernelOps> Daemon<K> {
         matches: impl Fn(&Network) -> std::result::Result<bool, CoreError>,
     ) -> Result<Vec<String>> {
         let mut st = self.state.lock().await;
-        let mut ids = vec![];
-        // Overlays are the cluster's: `network rm` removes them, on any host.
-        for n in st
-            .networks
-            .values()
-            .filter(|n| !n.predefined && n.overlay().is_none())
-        {
+        let (mut ids, mut overlays) = (vec![], vec![]);
+        for n in st.networks.values().filter(|n| !n.predefined) {
             if matches(n)? && st.users_of(&n.id).is_empty() && !st.docker_managed(&n.id) {
-                ids.push(n.id.clone());
+                match n.overlay() {
+                    Some(_) => overlays.push((n.id.clone(), n.name.clone())),
+                    None => ids.push(n.id.clone()),
+                }
             }
         }
         let mut names = vec![];
@@ -199,6 +197,25 @@ impl<K: KernelOps> Daemon<K> {
             self.remove_network_locked(&mut st, &id).await?;
             names.push(name);
         }
+        drop(st);
+        names.extend(self.prune_overlays(overlays).await);
         Ok(names)
+    }
+
+    /// Overlays no sandbox here uses: removed from the cluster unless another host's
+    /// sandboxes are on them (then kept, as `network rm` would refuse). Prune goes on
+    /// past a refusal; the names of those removed.
+    async fn prune_overlays(&self, candidates: Vec<(String, String)>) -> Vec<String> {
+        let mut removed = vec![];
+        for (id, name) in candidates {
+            match self.remove_overlay(&id).await {
+                Ok(()) => removed.push(name),
+                Err(crate::error::Error::Cluster(ferry_overlay::ClusterError::InUse {
+                    ..
+                })) => {}
+                Err(e) => tracing::warn!("network prune: overlay {name} kept: {e}"),
+            }
+        }
+        removed
     }
 }
