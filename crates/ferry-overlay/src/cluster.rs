@@ -290,11 +290,12 @@ impl Cluster {
                 view.blocks_on(id)
                     .map(|(b, _)| Op::Delete(block_key(id, b))),
             );
-            let mut compares = vec![Compare::ModRevision(net_key(id), view.net_revision(id))];
-            compares.extend(
-                view.endpoints_on(id)
-                    .map(|e| Compare::Absent(endpoint_key(id, e.ip))),
-            );
+            // No endpoint may have been published since the view: the network is removed
+            // only while no key is under its endpoints, checked by etcd in the same txn.
+            let compares = vec![
+                Compare::ModRevision(net_key(id), view.net_revision(id)),
+                Compare::NoneUnder(endpoints_of(id)),
+            ];
             if let Outcome::Committed(_) = self.store.txn(&compares, &ops)? {
                 return Ok(());
             }
@@ -446,9 +447,11 @@ impl Cluster {
     ) -> Result<Vec<EndpointRecord>> {
         let mut known = known;
         for _ in 0..TRIES {
+            // A view that lacks one of the networks (the watch has not brought a network
+            // created a moment ago) is not planned against: etcd is asked instead.
             let view = match known.take() {
-                Some(v) => v,
-                None => self.view()?,
+                Some(v) if want.iter().all(|e| v.networks.contains_key(&e.network)) => v,
+                _ => self.view()?,
             };
             let (compares, ops, refused) = self.publish_plan(&view, want, had);
             if ops.is_empty() {
@@ -473,8 +476,21 @@ impl Cluster {
         had: &[EndpointRecord],
     ) -> (Vec<Compare>, Vec<Op>, Vec<EndpointRecord>) {
         let (mut compares, mut ops, mut refused) = (vec![], vec![], vec![]);
+        let mut nets = std::collections::BTreeSet::new();
         for ep in want.iter().filter(|e| !had.contains(e)) {
             let key = endpoint_key(&ep.network, ep.ip);
+            // The network must still be there, as the view saw it: a publish racing its
+            // removal fails and is planned again, and then refused.
+            if !view.networks.contains_key(&ep.network) {
+                refused.push(ep.clone());
+                continue;
+            }
+            if nets.insert(ep.network.clone()) {
+                compares.push(Compare::ModRevision(
+                    net_key(&ep.network),
+                    view.net_revision(&ep.network),
+                ));
+            }
             match view.endpoints.get(&(ep.network.clone(), ep.ip)) {
                 Some(e) if e.node != self.node => refused.push(ep.clone()),
                 Some(_) => compares.push(Compare::ModRevision(

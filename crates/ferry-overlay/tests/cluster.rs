@@ -229,6 +229,26 @@ fn a_network_with_endpoints_anywhere_is_not_removed() {
     assert_eq!(h[1].create_network(&overlay("ov")).unwrap().vni, 4096);
 }
 
+/// A host publishing against a view from before the network was removed writes nothing:
+/// the write is conditional on the network's record as the view saw it, and the plan
+/// made again from etcd refuses an endpoint on a network that is gone.
+#[test]
+fn a_publish_racing_the_networks_removal_writes_nothing() {
+    let (store, _, h) = hosts(2);
+    let net = h[0].create_network(&overlay("ov")).unwrap();
+    // No block: only the network's own record can tell the publish it is gone.
+    let before = h[1].view().unwrap();
+    h[0].remove_network(&net.id).unwrap();
+    let e = ep(&h[1], &net.id, "10.0.0.66", "late");
+    assert_eq!(
+        h[1].publish(std::slice::from_ref(&e), &[], Some(before))
+            .unwrap(),
+        std::slice::from_ref(&e)
+    );
+    let v = View::from_listing(store.range("").unwrap()).unwrap();
+    assert!(v.endpoints.is_empty() && v.networks.is_empty(), "{v:?}");
+}
+
 #[test]
 fn a_restart_within_the_ttl_keeps_the_lease_and_a_stranger_cannot_take_the_name() {
     let (store, _, h) = hosts(1);

@@ -199,6 +199,11 @@ impl EtcdStore {
             Compare::Value(k, v) => {
                 etcd_client::Compare::value(self.full(k), CompareOp::Equal, v.clone())
             }
+            // Over a range, every key must hold the compare: an empty range holds it.
+            Compare::NoneUnder(p) => {
+                etcd_client::Compare::create_revision(self.full(p), CompareOp::Equal, 0)
+                    .with_prefix()
+            }
         }
     }
 

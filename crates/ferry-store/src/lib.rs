@@ -102,6 +102,8 @@ pub enum Compare {
     ModRevision(String, Revision),
     /// The key exists and holds exactly this value.
     Value(String, Vec<u8>),
+    /// No key starts with this prefix (etcd: a create-revision compare over the range).
+    NoneUnder(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

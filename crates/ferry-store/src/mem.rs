@@ -127,12 +127,18 @@ impl MemStore {
     }
 }
 
-/// Whether `c` holds over the entries `get` finds.
-pub(crate) fn holds(c: &Compare, get: impl Fn(&str) -> Option<(Revision, Vec<u8>)>) -> bool {
+/// Whether `c` holds over the entries `get` finds (by key) and `any_under` sees (by
+/// prefix).
+pub(crate) fn holds(
+    c: &Compare,
+    get: impl Fn(&str) -> Option<(Revision, Vec<u8>)>,
+    any_under: impl Fn(&str) -> bool,
+) -> bool {
     match c {
         Compare::Absent(k) => get(k).is_none(),
         Compare::ModRevision(k, r) => get(k).is_some_and(|(m, _)| m == *r),
         Compare::Value(k, v) => get(k).is_some_and(|(_, x)| x == *v),
+        Compare::NoneUnder(p) => !any_under(p),
     }
 }
 
@@ -156,7 +162,14 @@ impl Store for MemStore {
         }
         let mut inner = self.lock();
         let get = |k: &str| inner.data.get(k).map(|e| (e.mod_revision, e.value.clone()));
-        if !compares.iter().all(|c| holds(c, get)) {
+        let any_under = |p: &str| {
+            inner
+                .data
+                .range(p.to_string()..)
+                .next()
+                .is_some_and(|(k, _)| k.starts_with(p))
+        };
+        if !compares.iter().all(|c| holds(c, get, any_under)) {
             return Ok(Outcome::Conflict);
         }
         for op in ops {

@@ -233,6 +233,17 @@ fn apply(w: &WriteTransaction, ops: &[Op], rev: Revision) -> Result<Vec<WatchEve
     Ok(events)
 }
 
+/// Whether some key starts with `prefix`.
+fn any_under(w: &WriteTransaction, prefix: &str) -> Result<bool, StoreError> {
+    let kv = w.open_table(KV).map_err(txn)?;
+    let mut keys = kv.range(prefix..).map_err(txn)?;
+    let any = match keys.next() {
+        Some(item) => item.map_err(txn)?.0.value().starts_with(prefix),
+        None => false,
+    };
+    Ok(any)
+}
+
 fn lookup(w: &WriteTransaction, key: &str) -> Result<Option<(Revision, Vec<u8>)>, StoreError> {
     let kv = w.open_table(KV).map_err(txn)?;
     let Some(v) = kv.get(key).map_err(txn)? else {
@@ -291,11 +302,17 @@ impl Store for RedbStore {
     fn txn(&self, compares: &[Compare], ops: &[Op]) -> Result<Outcome, StoreError> {
         self.write(|w, rev| {
             for c in compares {
-                let key = match c {
-                    Compare::Absent(k) | Compare::ModRevision(k, _) | Compare::Value(k, _) => k,
+                let held = match c {
+                    Compare::Absent(k) | Compare::ModRevision(k, _) | Compare::Value(k, _) => {
+                        let found = lookup(w, k)?;
+                        holds(c, |_| found.clone(), |_| false)
+                    }
+                    Compare::NoneUnder(p) => {
+                        let any = any_under(w, p)?;
+                        holds(c, |_| None, |_| any)
+                    }
                 };
-                let found = lookup(w, key)?;
-                if !holds(c, |_| found.clone()) {
+                if !held {
                     return Ok((Outcome::Conflict, Vec::new()));
                 }
             }

@@ -184,6 +184,18 @@ fn compares_decide_and_a_conflict_changes_nothing() {
             Outcome::Conflict,
             "a revision compare on an absent key fails"
         );
+        // No key under a prefix: true for an empty range, false once one key is there
+        // (not fooled by a key that only shares the prefix's first characters).
+        let none = || Compare::NoneUnder("ep/net1/".into());
+        committed(s.txn(&[none()], &[put("ep/net10/x", "other")]).unwrap());
+        committed(s.txn(&[none()], &[put("net/net1", "n")]).unwrap());
+        committed(s.txn(&[], &[put("ep/net1/10.0.0.2", "e")]).unwrap());
+        assert_eq!(
+            s.txn(&[none()], &[Op::Delete("net/net1".into())]).unwrap(),
+            Outcome::Conflict,
+            "a key under the prefix"
+        );
+        assert_eq!(s.list("net/").unwrap().len(), 1, "and nothing changed");
     });
 }
 
