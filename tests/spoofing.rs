@@ -476,3 +476,91 @@ fn each_network_checks_its_own_address_for_a_sandbox_on_two() -> Result<()> {
     );
     host.finish()
 }
+
+#[test]
+fn a_sources_element_deleted_by_hand_cuts_only_that_sandbox_off_until_ferryd_restores_it(
+) -> Result<()> {
+    let mut host = host_or_skip!();
+    let net = unique("n");
+    host.create_network(&net, &["--subnet", "10.94.0.0/24"])?;
+    host.run_server("srv", &["--network", &net], "tcp", 80)?;
+    let cut_id = host.run_idle("cut", &["--network", &net])?;
+    let ctl_id = host.run_idle("ctl", &["--network", &net])?;
+    let (srv, cut) = (host.ip_of("srv", &net)?, host.ip_of("cut", &net)?);
+    let (cut_ns, ctl_ns) = (in_sandbox(&host, &cut_id)?, in_sandbox(&host, &ctl_id)?);
+    host.expect_reach(At::Sandbox("cut"), "tcp", &srv, 80)?;
+    // With ferryd stopped (no periodic check to race with), the element goes by hand.
+    let pid = host.ferryd_pid().context("ferryd's pid")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .context("SIGTERM the test's ferryd")?;
+    ensure!(
+        ferry_testkit::process_gone(pid as i32, Duration::from_secs(15)),
+        "ferryd did not exit within 15 s of SIGTERM"
+    );
+    let element = host
+        .nft_elements()?
+        .into_iter()
+        .find(|e| e.starts_with("bridge/sources ") && e.contains(&format!("\"{cut}\"")))
+        .with_context(|| format!("no sources element for {cut}"))?;
+    // `bridge/sources {"concat": ["fy…", "02:42:…", "10.94.0.3"]}` → nft's syntax.
+    let json: serde_json::Value =
+        serde_json::from_str(element.trim_start_matches("bridge/sources "))?;
+    let parts: Vec<&str> = json["concat"]
+        .as_array()
+        .context("a concatenation")?
+        .iter()
+        .filter_map(|p| p.as_str())
+        .collect();
+    ensure!(parts.len() == 3, "unexpected element {element}");
+    let key = format!("\"{}\" . {} . {}", parts[0], parts[1], parts[2]);
+    host.nft(&[
+        "delete",
+        "element",
+        "bridge",
+        "ferry",
+        "sources",
+        &format!("{{ {key} }}"),
+    ])?;
+    // Fail-closed: the sandbox whose element went sends nothing (a bounded probe); the
+    // other goes on (control).
+    let probe = host.bins().probe.to_string_lossy().into_owned();
+    let probe_from = |ns: &str| -> Result<bool> {
+        let t = std::time::Instant::now();
+        let out = run_bounded(
+            Command::new("nsenter").args([ns, probe.as_str(), "tcp", srv.as_str(), "80"]),
+            ferry_testkit::REFUSED_WITHIN + Duration::from_secs(2),
+        )?;
+        ensure!(t.elapsed() <= ferry_testkit::REFUSED_WITHIN + Duration::from_secs(2));
+        Ok(out.success())
+    };
+    ensure!(probe_from(&ctl_ns)?, "the control sandbox lost its traffic");
+    ensure!(
+        !probe_from(&cut_ns)?,
+        "a veth without its element still sends"
+    );
+    // A new ferryd loads the tables whole from the state: the element is back.
+    host.restart_after_exit()?;
+    host.expect_reach(At::Sandbox("cut"), "tcp", &srv, 80)?;
+    // With ferryd running, the periodic check (every 5 s) finds the set short and loads
+    // the tables again: the sandbox's traffic is back within 15 s.
+    host.nft(&[
+        "delete",
+        "element",
+        "bridge",
+        "ferry",
+        "sources",
+        &format!("{{ {key} }}"),
+    ])?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !probe_from(&cut_ns)? {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the sandbox is still cut off 15 s after its element was deleted"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    host.finish()
+}
