@@ -192,3 +192,49 @@ fn a_flow_established_before_network_disconnect_stops_at_the_disconnect() -> Res
     drop(peer);
     host.finish()
 }
+
+#[test]
+fn a_flow_out_through_masquerade_established_before_network_disconnect_stops_at_it() -> Result<()> {
+    let host = host_or_skip!();
+    let mut peer = host.add_peer("10.92.0.1/24", "10.92.0.2/24")?;
+    peer.spawn("python3", &["-c", ECHO_SERVER])?;
+    let net = unique("n");
+    host.create_network(&net, &["--subnet", "10.91.0.0/24"])?;
+    let gone_id = host.run_idle("gone", &["--network", &net])?;
+    let stay_id = host.run_idle("stay", &["--network", &net])?;
+    let gone_ns = nsenter_sandbox(&host, &gone_id, "gone")?;
+    let stay_ns = nsenter_sandbox(&host, &stay_id, "stay")?;
+    // The peer's server may still be starting: retry the first connection for a while.
+    let open = |what: &str, ns: &str| -> Result<Flow> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match Flow::open(what, &["nsenter", ns], &peer.ip, 80) {
+                Ok(f) => return Ok(f),
+                Err(e) if std::time::Instant::now() > deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    };
+    let mut out = open("gone → peer (masquerade)", &gone_ns)?;
+    let mut out_ctl = open("stay → peer (masquerade, control)", &stay_ns)?;
+    for _ in 0..3 {
+        for f in [&mut out, &mut out_ctl] {
+            ensure!(f.exchange()?, "{}: no echo before the disconnect", f.what);
+        }
+    }
+    host.ferry_ok(&["network", "disconnect", &net, "gone"])?;
+    if out.exchange()? {
+        bail!(
+            "{}: the flow still carries data after the disconnect",
+            out.what
+        );
+    }
+    ensure!(
+        out_ctl.exchange()?,
+        "{}: no echo after the other's disconnect",
+        out_ctl.what
+    );
+    drop((out, out_ctl));
+    drop(peer);
+    host.finish()
+}

@@ -269,7 +269,7 @@ fn a_10000_port_range_is_published_and_removed_whole() -> Result<()> {
 /// and after 100 `run -d` at once (1,000 on a /22 with `FERRY_LOAD_FULL`), and after their
 /// `rm -f`. Control: one published port does change them.
 #[test]
-fn attaches_without_ports_make_no_firewall_change() -> Result<()> {
+fn attaches_without_ports_change_no_rule_and_only_their_own_sources() -> Result<()> {
     let host = host_or_skip!();
     let (n, subnet) = if full() {
         (1000, "10.164.0.0/22")
@@ -283,14 +283,28 @@ fn attaches_without_ports_make_no_firewall_change() -> Result<()> {
             .map(String::as_str)
             .collect::<Vec<_>>(),
     )?;
+    // Every rule and every element but the anti-spoofing ones (one per endpoint, the
+    // veth's allowed sources: see `sources` in crates/ferry-core/src/nft/mod.rs).
     let tables = || -> Result<String> {
         Ok(format!(
-            "{}{}",
+            "{}{}{}",
             host.nft(&["-a", "list", "table", "inet", "ferry"])?,
-            host.nft(&["-a", "list", "table", "bridge", "ferry"])?
+            host.nft(&["-a", "list", "chain", "bridge", "ferry", "prerouting"])?,
+            host.nft(&["-a", "list", "chain", "bridge", "ferry", "guard"])?
         ))
     };
+    let sources = || -> Result<usize> {
+        Ok(host
+            .nft_elements()?
+            .iter()
+            .filter(|e| e.starts_with("bridge/sources "))
+            .count())
+    };
     let before = tables()?;
+    ensure!(
+        sources()? == 1,
+        "the first sandbox's sources are not listed"
+    );
     let calls: Vec<Vec<String>> = (0..n)
         .map(|i| idle_run(&format!("q{i}"), "quiet", None))
         .collect();
@@ -301,7 +315,13 @@ fn attaches_without_ports_make_no_firewall_change() -> Result<()> {
     let took = t.elapsed();
     ensure!(
         tables()? == before,
-        "{n} attaches without ports changed the firewall"
+        "{n} attaches without ports changed the firewall beyond their sources"
+    );
+    ensure!(
+        sources()? == n + 1,
+        "{} sources for {} sandboxes",
+        sources()?,
+        n + 1
     );
     let rms: Vec<Vec<String>> = (0..n)
         .map(|i| vec!["rm".into(), "-f".into(), format!("q{i}")])
@@ -310,6 +330,7 @@ fn attaches_without_ports_make_no_firewall_change() -> Result<()> {
         ensure!(out.success(), "rm -f failed:\n{out}");
     }
     ensure!(tables()? == before, "their removal changed the firewall");
+    ensure!(sources()? == 1, "the removed sandboxes' sources are left");
     // Control: a published port is seen in the same listing.
     host.ferry_ok(&[
         "run",
@@ -329,7 +350,7 @@ fn attaches_without_ports_make_no_firewall_change() -> Result<()> {
         tables()? != before,
         "a published port did not show in the tables"
     );
-    eprintln!("load: {n} attaches without ports in {took:?}, the firewall untouched");
+    eprintln!("load: {n} attaches without ports in {took:?}, no rule changed");
     release_all_and_check(&host)?;
     host.finish()
 }

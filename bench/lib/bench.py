@@ -374,12 +374,34 @@ class Bench:
                     w.go_home()
             return run
 
+        def ferry_unguarded(fn):
+            # ferry's bridge without its anti-spoofing check (the bridge-family prerouting
+            # chain that sends frames from ferry's veths to `guard`), for this run only:
+            # the cost of the check is ferry ÷ this row.
+            hook = ("add chain bridge ferry prerouting { type filter hook prerouting priority -200; "
+                    "policy accept; }\nflush chain bridge ferry prerouting\n"
+                    "add rule bridge ferry prerouting iifname \"fy*\" jump guard\n")
+
+            def run(*a):
+                f.enter()
+                sh(["nft", "delete chain bridge ferry prerouting"])
+                w.go_home()
+                try:
+                    return fn(*a)
+                finally:
+                    f.enter()
+                    subprocess.run(["nft", "-f", "-"], input=hook, text=True, check=True)
+                    w.go_home()
+            return run
+
         ferry_cli = f.cli("exec", "dpcli", "--")
         rows = [("veth", "bare veth pair between two namespaces (the limit)", ["nsenter", "--net=/run/netns/fb-vB"], "10.207.0.1"),
                 ("plain", "two namespaces on a plain bridge made with iproute2", ["nsenter", "--net=/run/netns/fb-brB"], "10.209.0.1"),
                 ("ferry", "two sandboxes on a ferry bridge", ferry_cli, srv_ip),
                 ("plain_nf0", "plain bridge, bridge-nf-call-*=0 in its namespace", ["nsenter", "--net=/run/netns/fb-bnB"], "10.211.0.1"),
-                ("ferry_nf0", "ferry bridge, bridge-nf-call-*=0 in ferryd's namespace (`--br-netfilter off`)", ferry_cli, srv_ip)]
+                ("ferry_nf0", "ferry bridge, bridge-nf-call-*=0 in ferryd's namespace (`--br-netfilter off`)", ferry_cli, srv_ip),
+                ("ferry_noguard", "ferry bridge without its anti-spoofing check (hook removed for the run)", ferry_cli,
+                 srv_ip)]
         rows += [(k, f"two containers on {self.tools[k].name}'s bridge (its own namespace, br_netfilter's calls on as "
                      f"there)", cli, ip) for k, (_, cli, ip) in peers]
         res = {k: dict(gbps=[], cpu=[], own_cpu=[], p50=[], p99=[], tps=[]) for k, *_ in rows}
@@ -387,7 +409,8 @@ class Bench:
             # Every other round in reverse order, so that drift in the machine's load
             # does not favour whichever path comes first; round 0 is a warm-up.
             for k, _, prefix, addr in (rows if r % 2 == 0 else rows[::-1]):
-                ip_fn, rr_fn = (ferry_nf_off(iperf), ferry_nf_off(rr)) if k == "ferry_nf0" else (iperf, rr)
+                ip_fn, rr_fn = {"ferry_nf0": (ferry_nf_off(iperf), ferry_nf_off(rr)),
+                                "ferry_noguard": (ferry_unguarded(iperf), ferry_unguarded(rr))}.get(k, (iperf, rr))
                 t = ip_fn(prefix, addr, 5201, secs)
                 lat = rr_fn(prefix, addr, rr_secs)
                 if r == 0:
@@ -417,7 +440,8 @@ class Bench:
                        "trip: ferry ÷ other, goal ≤ 1; the goal against the plain bridge is ≥ 0.95 and ≤ 1/0.95):\n")
         self.md.append("| ferry ÷ | Gbit/s | CPU/Gbit (/proc/stat) | iperf3's CPU/Gbit | RTT p50 | RTT p99 |")
         self.md.append("|---|---|---|---|---|---|")
-        for mine, other in [("ferry", "plain"), ("ferry_nf0", "plain_nf0")] + [("ferry", k) for k, _ in peers]:
+        for mine, other in ([("ferry", "plain"), ("ferry_nf0", "plain_nf0"), ("ferry", "ferry_noguard")]
+                            + [("ferry", k) for k, _ in peers]):
             cells = [fmt(stats([a / b for a, b in zip(res[mine][m], res[other][m])]), digits=3)
                      for m in ("gbps", "cpu", "own_cpu", "p50", "p99")]
             self.md.append(f"| {label[mine]} ÷ {label[other]} | " + " | ".join(cells) + " |")

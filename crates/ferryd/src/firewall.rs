@@ -4,8 +4,8 @@
 //! (a network, a sandbox, a Docker endpoint). Every commit notes the keys it wrote; the
 //! next sync recomputes only those sources' elements ([`source_elements`]) and applies
 //! the difference as one transaction, so its cost does not grow with the number of
-//! sandboxes. No difference, no call: an attach with no published ports costs nothing
-//! here. A full load (skeleton + every element, from [`sources_of`]) happens at start, on
+//! sandboxes. No difference, no call; an attach with no published ports adds only its
+//! veth's anti-spoofing element. A full load (skeleton + every element, from [`sources_of`]) happens at start, on
 //! `ferry system reconcile`, when the periodic check finds ferry's table gone (someone
 //! flushed the ruleset), and after a failed transaction, since then the kernel's
 //! contents are not known. When the last bridge goes, ferry's chains and sets go with
@@ -108,10 +108,17 @@ impl<K: KernelOps> Daemon<K> {
             *applied = None;
             return Ok(());
         }
-        let icc_before = ledger.all().get(SetName::NoIccPorts).next().is_some();
-        let icc_after = count_after(ledger.all(), &delta, SetName::NoIccPorts) > 0;
-        let icc = (icc_before != icc_after).then_some(icc_after);
-        if let Some(script) = render::delta(&delta, icc) {
+        // A bridge-family base chain is hooked only while its set has elements.
+        let hook = |set: SetName| {
+            let before = ledger.all().get(set).next().is_some();
+            let after = count_after(ledger.all(), &delta, set) > 0;
+            (before != after).then_some(after)
+        };
+        let hooks = render::Hooks {
+            icc: hook(SetName::NoIccPorts),
+            guard: hook(SetName::Sources),
+        };
+        if let Some(script) = render::delta(&delta, hooks) {
             if let Err(e) = self.kernel.nft(&script).await {
                 // The transaction did not apply; the next change reloads everything.
                 *applied = None;
@@ -349,8 +356,8 @@ impl<K: KernelOps> Daemon<K> {
         self.ensure_docker_user().await;
     }
 
-    /// A set element deleted by hand (a published port's, an isolation set's) is missed:
-    /// each of ferry's sets must hold at least the elements ferryd last applied (the
+    /// A set element deleted by hand (a published port's, an isolation or anti-spoofing
+    /// one's) is missed: each of ferry's sets, in both tables, must hold at least the elements ferryd last applied (the
     /// ledger), else the table is loaded whole again from the state. The listing is
     /// read under the ledger's lock, which every apply holds.
     async fn check_elements(&self) {
@@ -359,17 +366,29 @@ impl<K: KernelOps> Daemon<K> {
             let Some(ledger) = applied.as_ref() else {
                 return;
             };
-            let listing = match self.kernel.nft("list table inet ferry").await {
-                Ok(l) => l,
-                Err(e) => return tracing::warn!("firewall: list: {e}"),
-            };
-            let have = nft::listed_counts(&listing);
-            let have = |name: &str| have.get(name).copied().unwrap_or(0);
-            nft::wanted_counts(ledger.all())
-                .into_iter()
-                .filter(|(name, n)| have(name) < *n)
-                .map(|(name, n)| format!("{name} ({} of {n})", have(name)))
-                .collect()
+            let mut short = vec![];
+            for table in ["inet ferry", "bridge ferry"] {
+                let want = nft::wanted_counts(ledger.all(), table);
+                if want.is_empty() {
+                    continue;
+                }
+                // A table that cannot be listed (deleted by hand) holds nothing.
+                let listing = match self.kernel.nft(&format!("list table {table}")).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!("firewall: list {table}: {e}");
+                        String::new()
+                    }
+                };
+                let have = nft::listed_counts(&listing);
+                let have = |name: &str| have.get(name).copied().unwrap_or(0);
+                short.extend(
+                    want.into_iter()
+                        .filter(|(name, n)| have(name) < *n)
+                        .map(|(name, n)| format!("{name} ({} of {n})", have(name))),
+                );
+            }
+            short
         };
         let reload = {
             let mut before = self.firewall.short_before.lock().expect("short lock");
@@ -415,11 +434,10 @@ fn sources_of(st: &State) -> Vec<(Source, Elements)> {
 
 /// One source's elements in `st` (none if it is gone, or a sandbox that is not running).
 fn source_elements(st: &State, src: &Source) -> Elements {
-    let no_icc = |net_id: &str| st.networks.get(net_id).is_some_and(nft::no_icc);
     let of_endpoints = |eps: &mut dyn Iterator<Item = &ferry_core::model::Endpoint>| {
         let mut e = Elements::default();
         for ep in eps {
-            e.extend(nft::endpoint_elements(ep, no_icc(&ep.network_id)));
+            e.extend(nft::endpoint_elements(ep, st.networks.get(&ep.network_id)));
         }
         e
     };

@@ -237,7 +237,7 @@ fn nft_lines(d: &Daemon<Recorder>) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn an_attach_without_published_ports_makes_no_firewall_call() {
+async fn an_attach_without_published_ports_only_adds_its_allowed_sources() {
     let dir = tempfile::tempdir().unwrap();
     let d = daemon(&dir);
     d.ensure_predefined().await.unwrap();
@@ -253,7 +253,14 @@ async fn an_attach_without_published_ports_makes_no_firewall_call() {
     );
     let id = d.create_sandbox(Some("web"), run_req("n1")).await.unwrap();
     d.start_sandbox(&id, false).await.unwrap();
-    assert_eq!(nft_lines(&d), before, "the attach touched the firewall");
+    // One transaction: the veth's anti-spoofing element (and the hook with the first).
+    let after = nft_lines(&d);
+    let new = &after[before.len()..];
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert!(
+        new[0].contains("add element bridge ferry sources {") && !new[0].contains("inet ferry"),
+        "the attach changed more than its sources: {new:?}"
+    );
 }
 
 #[tokio::test]

@@ -26,11 +26,23 @@
 //!   a port (the same holds in `pub_any`);
 //! - `noicc_ports` (bridge family): host-side veths of networks with ICC off; bridged
 //!   frames between two of them are dropped. The bridge-family chain that checks it is
-//!   hooked only while the set is not empty ([`render::icc_hook`]).
+//!   hooked only while the set is not empty ([`render::icc_hook`]);
+//! - `sources` (bridge family): each sandbox's host-side veth . its MAC . its IPv4
+//!   address, the anti-spoofing check (Calico's, done with one set). A frame that enters
+//!   a bridge from one of ferry's veths (`fy…`) must carry, as Ethernet source and as IPv4
+//!   source or ARP sender, the MAC and address ferry gave that endpoint; anything else
+//!   from such a port (another sandbox's address or MAC, an ARP reply claiming another's
+//!   address, IPv6, VLAN tags) is dropped before it is bridged or routed. The rule matches
+//!   the name prefix, not the set, so a veth whose element is not there yet (the moment
+//!   between its creation and the commit's transaction) is refused, not trusted
+//!   (fail-closed, as Calico drops `cali+` interfaces it does not know). Only veths on
+//!   ferry's bridges and overlays: macvlan links and a plugin's links are no bridge port
+//!   of ferry's, and a host or none sandbox has no link. The bridge-family chain that
+//!   checks it is hooked only while the set is not empty ([`render::guard_hook`]).
 //!
 //! So a change of state is a difference of element sets ([`Elements::delta`]), applied
 //! as one nftables transaction; an attach with no published ports on a network with ICC
-//! on changes no element and makes no firewall call at all. Per packet, each check is a
+//! on changes one element (its `sources`) and no rule. Per packet, each check is a
 //! hash or interval-tree lookup, flat in the number of containers (iptables-style
 //! chains grow a rule per container; Docker's nftables backend still adds rules per
 //! port, moby/moby#53466).
@@ -74,10 +86,13 @@ pub enum SetName {
     /// The subnets of networks a third-party plugin drives (ferry's IPAM gave them):
     /// traffic to or from them is ferry's, though it crosses no bridge of ferry's.
     PluginNets,
+    /// Each bridged endpoint's host-side veth . MAC . IPv4 address: the only sources a
+    /// frame from that veth may carry (anti-spoofing).
+    Sources,
 }
 
 impl SetName {
-    pub const ALL: [SetName; 14] = [
+    pub const ALL: [SetName; 15] = [
         SetName::Bridges,
         SetName::Internal,
         SetName::Masq,
@@ -92,6 +107,7 @@ impl SetName {
         SetName::TunnelPeers,
         SetName::IntraDst,
         SetName::PluginNets,
+        SetName::Sources,
     ];
     /// `inet ferry bridges`: what follows `add element`.
     pub fn path(self) -> &'static str {
@@ -110,6 +126,15 @@ impl SetName {
             SetName::TunnelPeers => "inet ferry tunnel_peers",
             SetName::IntraDst => "inet ferry intra_dst",
             SetName::PluginNets => "inet ferry plugin_nets",
+            SetName::Sources => "bridge ferry sources",
+        }
+    }
+
+    /// The table that holds it: `inet ferry` or `bridge ferry`.
+    pub fn table(self) -> &'static str {
+        match self {
+            SetName::NoIccPorts | SetName::Sources => "bridge ferry",
+            _ => "inet ferry",
         }
     }
 }
@@ -219,17 +244,15 @@ pub fn desired_for_endpoints<'a>(
     endpoints: impl IntoIterator<Item = &'a Endpoint>,
 ) -> Elements {
     let mut e = Elements::default();
-    let mut noicc = vec![];
+    let mut nets = BTreeMap::new();
     for n in networks {
         e.extend(network_elements(n));
-        if no_icc(n) {
-            noicc.push(n.id.as_str());
-        }
+        nets.insert(n.id.as_str(), n);
     }
     for ep in endpoints {
         e.extend(endpoint_elements(
             ep,
-            noicc.contains(&ep.network_id.as_str()),
+            nets.get(ep.network_id.as_str()).copied(),
         ));
     }
     e
@@ -315,13 +338,24 @@ fn intra_ranges(subnet: Ipv4Net, gateway: Ipv4Addr) -> Vec<String> {
     out
 }
 
-/// What one endpoint puts in the sets: its published ports, and its host end when its
-/// network has ICC off (`noicc`). Nothing unless it is live.
-pub fn endpoint_elements(ep: &Endpoint, noicc: bool) -> Elements {
+/// What one endpoint on network `net` (None: unknown) puts in the sets: its published
+/// ports, its host end when the network has ICC off, and its host end's allowed sources
+/// when the network has a bridge of ferry's. Nothing unless it is live.
+pub fn endpoint_elements(ep: &Endpoint, net: Option<&Network>) -> Elements {
     let mut e = Elements::default();
     let Some(live) = &ep.live else { return e };
-    if let (true, Some(host_if)) = (noicc, &live.host_if) {
-        e.put(SetName::NoIccPorts, ifname(host_if.as_str()), None);
+    if let Some(host_if) = &live.host_if {
+        if net.is_some_and(no_icc) {
+            e.put(SetName::NoIccPorts, ifname(host_if.as_str()), None);
+        }
+        if let (true, Some(ip)) = (net.is_some_and(guarded), endpoint_v4(live)) {
+            let mac = crate::model::mac_string(&live.mac);
+            e.put(
+                SetName::Sources,
+                format!("{} . {mac} . {ip}", ifname(host_if.as_str())),
+                None,
+            );
+        }
     }
     if let Some(ip) = v4(live.ip) {
         for p in &live.published {
@@ -329,6 +363,17 @@ pub fn endpoint_elements(ep: &Endpoint, noicc: bool) -> Elements {
         }
     }
     e
+}
+
+/// A network whose endpoints' veths are ports of a bridge of ferry's (bridge and overlay
+/// networks): their sources are checked. Not macvlan, a plugin's, host or none.
+pub fn guarded(n: &Network) -> bool {
+    n.bridge().is_some() && n.pool.is_some()
+}
+
+/// The endpoint's IPv4 address: the set holds IPv4 only.
+fn endpoint_v4(live: &crate::model::LiveEndpoint) -> Option<Ipv4Addr> {
+    v4(live.ip)
 }
 
 fn put_published(e: &mut Elements, p: &Published, ip: Ipv4Addr) {
@@ -368,12 +413,14 @@ fn put_published(e: &mut Elements, p: &Published, ip: Ipv4Addr) {
     }
 }
 
-/// How many elements each set and map of `inet ferry` should hold for `e`, by name.
-pub fn wanted_counts(e: &Elements) -> BTreeMap<&'static str, usize> {
+/// How many elements each set and map of `table` (`inet ferry`, `bridge ferry`) should
+/// hold for `e`, by name.
+pub fn wanted_counts(e: &Elements, table: &str) -> BTreeMap<&'static str, usize> {
     e.sets
         .iter()
+        .filter(|(set, _)| set.table() == table)
         .filter_map(|(set, items)| {
-            let name = set.path().strip_prefix("inet ferry ")?;
+            let name = set.path().rsplit(' ').next()?;
             Some((name, items.len()))
         })
         .collect()

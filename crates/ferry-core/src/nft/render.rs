@@ -11,7 +11,7 @@ use std::fmt::Write;
 use super::{Delta, Elements, SetName, ACCEPT_MARK};
 
 /// `(name, declaration)` of each set and map.
-const SETS: [(SetName, &str); 14] = [
+const SETS: [(SetName, &str); 15] = [
     (SetName::Bridges, "type ifname;"),
     (SetName::Internal, "type ifname;"),
     (SetName::Masq, "type ifname;"),
@@ -38,10 +38,11 @@ const SETS: [(SetName, &str); 14] = [
         SetName::IntraDst,
         "type ipv4_addr . ifname; flags interval;",
     ),
+    (SetName::Sources, "type ifname . ether_addr . ipv4_addr;"),
 ];
 
 /// `(table, chain, base-chain spec or "")` of each chain ferry owns (not `user`).
-const CHAINS: [(&str, &str, &str); 11] = [
+const CHAINS: [(&str, &str, &str); 12] = [
     (
         "inet ferry",
         "forward",
@@ -81,12 +82,24 @@ const CHAINS: [(&str, &str, &str); 11] = [
         "type nat hook postrouting priority 100; policy accept;",
     ),
     ("bridge ferry", "icc", ""),
+    ("bridge ferry", "guard", ""),
 ];
 
 /// The bridge-family base chain, hooked only while some endpoint's network has ICC off
 /// ([`icc_hook`]): a hooked chain costs every frame any bridge in the namespace forwards
 /// (dockerd's too) a call into nftables, ICC off or not.
 const ICC_HOOK: &str = "type filter hook forward priority 0; policy accept;";
+
+/// The bridge-family base chain that sends every frame from one of ferry's veths to
+/// `guard` (anti-spoofing), hooked only while some endpoint's sources are known
+/// ([`guard_hook`]). At the bridge's prerouting, before br_netfilter (priority 0) hands
+/// the frame to the IPv4 hooks: a spoofed frame is dropped before it is bridged, routed
+/// or tracked.
+const GUARD_HOOK: &str = "type filter hook prerouting priority -200; policy accept;";
+
+/// The prefix of every host-side veth of ferry's ([`crate::model::host_if_name`]); no
+/// bridge or other link of ferry's that can be a bridge port starts with it.
+const VETH_PREFIX: &str = "fy";
 
 /// How ferryd found the host, which decides two rules.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -226,6 +239,21 @@ pub fn skeleton_rules(o: Options) -> Vec<(&'static str, &'static str, String)> {
         // ICC off: bridged frames between two such ports are dropped (the chain that
         // jumps here is hooked by `icc_hook`).
         ("bridge ferry", "icc", "oifname @noicc_ports drop".into()),
+        // Anti-spoofing (the chain that jumps here, for every frame from a veth of
+        // ferry's, is hooked by `guard_hook`): IPv4 with the endpoint's MAC and address;
+        // ARP whose Ethernet source, sender MAC and sender address are all the endpoint's
+        // (no reply or gratuitous ARP claiming another's address); nothing else.
+        (
+            "bridge ferry",
+            "guard",
+            "iifname . ether saddr . ip saddr @sources return".into(),
+        ),
+        (
+            "bridge ferry",
+            "guard",
+            "iifname . ether saddr . arp saddr ip @sources iifname . arp saddr ether . arp saddr ip @sources return".into(),
+        ),
+        ("bridge ferry", "guard", "drop".into()),
     ]);
     if o.guard_forwarding {
         // A plugin's network crosses no bridge of ferry's but is ferry's all the same
@@ -272,6 +300,24 @@ pub fn full(e: &Elements, o: Options) -> String {
         push_elements(&mut s, "add", set, e.get(set).map(|(k, v)| (k, v.as_ref())));
     }
     s.push_str(&icc_hook(e.get(SetName::NoIccPorts).next().is_some()));
+    s.push_str(&guard_hook(e.get(SetName::Sources).next().is_some()));
+    s
+}
+
+/// Hook (`on`) or unhook the bridge-family `prerouting` chain that sends frames from
+/// ferry's veths to `guard`. Safe whether or not it exists.
+pub fn guard_hook(on: bool) -> String {
+    let mut s = format!(
+        "add chain bridge ferry prerouting {{ {GUARD_HOOK} }}\nflush chain bridge ferry prerouting\n"
+    );
+    if on {
+        let _ = writeln!(
+            s,
+            "add rule bridge ferry prerouting iifname \"{VETH_PREFIX}*\" jump guard"
+        );
+    } else {
+        s.push_str("delete chain bridge ferry prerouting\n");
+    }
     s
 }
 
@@ -311,11 +357,18 @@ fn push_elements<'a>(
     }
 }
 
-/// The commands of one change, or None when there is nothing to do; `icc` hooks or
-/// unhooks the ICC-off chain when the change makes the first ICC-off port or removes the
-/// last one.
-pub fn delta(d: &Delta, icc: Option<bool>) -> Option<String> {
-    if d.is_empty() && icc.is_none() {
+/// Which base chains a change hooks (`Some(true)`) or unhooks (`Some(false)`): the
+/// ICC-off chain with the first ICC-off port or after the last, the anti-spoofing chain
+/// with the first guarded endpoint or after the last.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hooks {
+    pub icc: Option<bool>,
+    pub guard: Option<bool>,
+}
+
+/// The commands of one change, or None when there is nothing to do.
+pub fn delta(d: &Delta, hooks: Hooks) -> Option<String> {
+    if d.is_empty() && hooks == Hooks::default() {
         return None;
     }
     let mut s = String::new();
@@ -336,8 +389,11 @@ pub fn delta(d: &Delta, icc: Option<bool>) -> Option<String> {
             .map(|(_, k, v)| (k, v.as_ref()));
         push_elements(&mut s, "add", set, items);
     }
-    if let Some(on) = icc {
+    if let Some(on) = hooks.icc {
         s.push_str(&icc_hook(on));
+    }
+    if let Some(on) = hooks.guard {
+        s.push_str(&guard_hook(on));
     }
     Some(s)
 }

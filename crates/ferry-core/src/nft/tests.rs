@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use super::render::{delta, full};
+use super::render::{delta, full, Hooks};
 use super::*;
 use crate::docker::network::{IpamConfigReq, IpamReq, NetworkCreateRequest};
 use crate::model::{mac_for, Endpoint, LiveEndpoint, RunState, Sandbox};
@@ -178,13 +178,74 @@ fn icc_off_lists_the_host_side_veths_of_that_network_only() {
 }
 
 #[test]
-fn an_attach_without_ports_on_an_icc_network_changes_nothing() {
+fn an_attach_without_ports_on_an_icc_network_adds_only_its_allowed_sources() {
     let net = user_net("web", "10.7.0.0/24", false, &[]);
     let before = desired([&net], []);
     let sb = sandbox(&net, "10.7.0.2", "fyaaaa", &[]);
     let after = desired([&net], [&sb]);
-    assert!(before.delta(&after).is_empty());
-    assert_eq!(delta(&before.delta(&after), None), None);
+    let d = before.delta(&after);
+    assert!(d.delete.is_empty());
+    assert_eq!(
+        d.add,
+        vec![(
+            SetName::Sources,
+            "\"fyaaaa\" . 02:42:0a:07:00:02 . 10.7.0.2".to_string(),
+            None
+        )]
+    );
+    assert_eq!(before.delta(&before), Delta::default());
+    assert_eq!(delta(&before.delta(&before), Hooks::default()), None);
+}
+
+#[test]
+fn only_endpoints_on_ferrys_bridges_have_their_sources_checked() {
+    let net = user_net("web", "10.7.0.0/24", false, &[]);
+    let sb = sandbox(&net, "10.7.0.2", "fyaaaa", &[]);
+    assert_eq!(keys(&desired([&net], [&sb]), SetName::Sources).len(), 1);
+    // A network the endpoint is not known on (none of ferry's bridges): nothing.
+    assert!(keys(&desired([], [&sb]), SetName::Sources).is_empty());
+    // An endpoint without a host end (a macvlan link) has nothing to check.
+    let mut mv = sb.clone();
+    mv.endpoints[0].live.as_mut().unwrap().host_if = None;
+    assert!(keys(&desired([&net], [&mv]), SetName::Sources).is_empty());
+    // Nor does a sandbox that is not running.
+    let mut off = sb.clone();
+    off.state = RunState::Created;
+    assert!(keys(&desired([&net], [&off]), SetName::Sources).is_empty());
+}
+
+#[test]
+fn the_guard_is_hooked_only_while_some_endpoint_is_checked_and_drops_the_rest() {
+    let net = user_net("web", "10.7.0.0/24", false, &[]);
+    let jump = "add rule bridge ferry prerouting iifname \"fy*\" jump guard\n";
+    let unhook = "delete chain bridge ferry prerouting\n";
+    let empty = full(&desired([&net], []), Default::default());
+    assert!(!empty.contains(jump) && empty.ends_with(unhook), "{empty}");
+    let a = sandbox(&net, "10.7.0.2", "fyaaaa", &[]);
+    let one = full(&desired([&net], [&a]), Default::default());
+    assert!(one.contains(jump) && !one.contains(unhook), "{one}");
+    for r in [
+        "add rule bridge ferry guard iifname . ether saddr . ip saddr @sources return\n",
+        "add rule bridge ferry guard iifname . ether saddr . arp saddr ip @sources iifname . arp saddr ether . arp saddr ip @sources return\n",
+        "add rule bridge ferry guard drop\n",
+    ] {
+        assert!(one.contains(r), "{r}");
+    }
+    let d = desired([&net], []).delta(&desired([&net], [&a]));
+    let on = delta(
+        &d,
+        Hooks {
+            guard: Some(true),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(on.contains("add element bridge ferry sources") && on.ends_with(jump));
+    let off = Hooks {
+        guard: Some(false),
+        ..Default::default()
+    };
+    assert!(delta(&Default::default(), off).unwrap().ends_with(unhook));
 }
 
 #[test]
@@ -194,11 +255,13 @@ fn a_delta_deletes_what_went_and_adds_what_came() {
     let b = sandbox(&net, "10.7.0.3", "fybbbb", &["9090:90"]);
     let old = desired([&net], [&a]);
     let new = desired([&net], [&b]);
-    let script = delta(&old.delta(&new), None).unwrap();
+    let script = delta(&old.delta(&new), Hooks::default()).unwrap();
     assert_eq!(
         script,
         "delete element inet ferry pub_any { tcp . 8080 }\n\
-         add element inet ferry pub_any { tcp . 9090 : 10.7.0.3 . 90 }\n"
+         delete element bridge ferry sources { \"fyaaaa\" . 02:42:0a:07:00:02 . 10.7.0.2 }\n\
+         add element inet ferry pub_any { tcp . 9090 : 10.7.0.3 . 90 }\n\
+         add element bridge ferry sources { \"fybbbb\" . 02:42:0a:07:00:03 . 10.7.0.3 }\n"
     );
 }
 
@@ -212,7 +275,10 @@ fn a_full_load_never_flushes_the_user_chain_and_declares_every_set() {
         assert!(s.contains(set.path()), "{set:?}");
     }
     assert!(s.contains("add rule inet ferry forward jump user\n"));
-    let rules = s.lines().filter(|l| l.starts_with("add rule")).count();
+    // From one sandbox on (the first hooks the anti-spoofing chain), no more rules.
+    let one = [sandbox(&net, "10.7.0.2", "fyaaaa", &[])];
+    let s1 = full(&desired([&net], &one), Default::default());
+    let rules = s1.lines().filter(|l| l.starts_with("add rule")).count();
     let many: Vec<Sandbox> = (0..50)
         .map(|i| {
             sandbox(
@@ -237,15 +303,19 @@ fn the_bridge_family_hook_is_there_only_while_an_icc_off_port_exists() {
     let jump = "add rule bridge ferry forward iifname @noicc_ports jump icc\n";
     let unhook = "delete chain bridge ferry forward\n";
     let empty = full(&desired([&quiet], []), Default::default());
-    assert!(!empty.contains(jump) && empty.ends_with(unhook), "{empty}");
+    assert!(!empty.contains(jump) && empty.contains(unhook), "{empty}");
     let a = sandbox(&quiet, "10.6.0.2", "fyaaaa", &[]);
     let one = full(&desired([&quiet], [&a]), Default::default());
     assert!(one.contains(jump) && !one.contains(unhook), "{one}");
     // A change that brings the first such port (or takes the last) carries the hook.
     let d = desired([&quiet], []).delta(&desired([&quiet], [&a]));
-    let on = delta(&d, Some(true)).unwrap();
+    let icc = |on| Hooks {
+        icc: Some(on),
+        ..Default::default()
+    };
+    let on = delta(&d, icc(true)).unwrap();
     assert!(on.contains("add element bridge ferry noicc_ports") && on.ends_with(jump));
-    assert!(delta(&Default::default(), Some(false))
+    assert!(delta(&Default::default(), icc(false))
         .unwrap()
         .ends_with(unhook));
 }
@@ -329,10 +399,14 @@ fn the_listing_is_counted_set_by_set_even_across_lines() {
     assert_eq!(got.get("pub_any"), Some(&3));
     assert_eq!(got.get("masq"), None);
     let net = user_net("loud", "10.7.0.0/24", false, &[]);
-    let want = super::wanted_counts(&desired([&net], []));
+    let want = super::wanted_counts(&desired([&net], []), "inet ferry");
     assert_eq!(want.get("bridges"), Some(&1));
     assert!(
         !want.contains_key("noicc_ports"),
         "a bridge-family set: {want:?}"
     );
+    let sb = sandbox(&net, "10.7.0.2", "fyaaaa", &[]);
+    let bridge = super::wanted_counts(&desired([&net], [&sb]), "bridge ferry");
+    assert_eq!(bridge.get("sources"), Some(&1), "{bridge:?}");
+    assert!(!bridge.contains_key("bridges"), "{bridge:?}");
 }
