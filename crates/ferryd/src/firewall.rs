@@ -5,7 +5,8 @@
 //! next sync recomputes only those sources' elements ([`source_elements`]) and applies
 //! the difference as one transaction, so its cost does not grow with the number of
 //! sandboxes. No difference, no call; an attach with no published ports adds only its
-//! veth's anti-spoofing element. A full load (skeleton + every element, from [`sources_of`]) happens at start, on
+//! veth's anti-spoofing element. A full load (skeleton + every element, from
+//! [`sources_of`]) happens at start, on
 //! `ferry system reconcile`, when the periodic check finds ferry's table gone (someone
 //! flushed the ruleset), and after a failed transaction, since then the kernel's
 //! contents are not known. When the last bridge goes, ferry's chains and sets go with
@@ -357,8 +358,9 @@ impl<K: KernelOps> Daemon<K> {
     }
 
     /// A set element deleted by hand (a published port's, an isolation or anti-spoofing
-    /// one's) is missed: each of ferry's sets, in both tables, must hold at least the elements ferryd last applied (the
-    /// ledger), else the table is loaded whole again from the state. The listing is
+    /// one's) is missed: each of ferry's sets, in both tables, must hold at least the
+    /// elements ferryd last applied (the ledger), else the table is loaded whole again
+    /// from the state. The listing is
     /// read under the ledger's lock, which every apply holds.
     async fn check_elements(&self) {
         let short: Vec<String> = {

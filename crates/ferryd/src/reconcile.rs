@@ -124,7 +124,7 @@ async fn first_missing_link<K: KernelOps>(d: &Daemon<K>) -> Option<String> {
 async fn ensure_bridges<K: KernelOps>(d: &Daemon<K>) {
     let st = d.state.lock().await;
     for n in st.networks.values() {
-        if let Some(spec) = crate::ops::bridge_spec_of(n) {
+        if let Some(spec) = ferry_core::plan::network::bridge_spec(n) {
             if let Err(e) = d.prepare_bridge(&spec).await {
                 tracing::error!("reconcile network {}: {e}", n.name);
             }
@@ -211,7 +211,7 @@ async fn rewire_endpoints<K: KernelOps>(d: &Daemon<K>) {
             .filter_map(|e| {
                 let live = e.live.as_ref()?;
                 let net = st.networks.get(&e.network_id)?;
-                let spec = crate::ops::attach_spec(live, &net.kind, netns.clone())?;
+                let spec = ferry_core::plan::attach::attach_spec(live, &net.kind, netns.clone())?;
                 Some((net.name.clone(), spec))
             })
             .collect();

@@ -260,8 +260,7 @@ pub fn desired_for_endpoints<'a>(
 
 /// A bridge network with ICC off: its endpoints' host ends go in `noicc_ports`.
 pub fn no_icc(n: &Network) -> bool {
-    // Only bridge and overlay networks have a bridge (their NetworkKind says so).
-    matches!((n.bridge(), &n.pool), (Some(b), Some(_)) if !b.icc)
+    guarded(n) && n.bridge().is_some_and(|b| !b.icc)
 }
 
 /// What one network puts in the sets (nothing unless it is a bridge with a subnet).
@@ -344,11 +343,13 @@ fn intra_ranges(subnet: Ipv4Net, gateway: Ipv4Addr) -> Vec<String> {
 pub fn endpoint_elements(ep: &Endpoint, net: Option<&Network>) -> Elements {
     let mut e = Elements::default();
     let Some(live) = &ep.live else { return e };
+    // The sets hold IPv4 addresses.
+    let ip = v4(live.ip);
     if let Some(host_if) = &live.host_if {
         if net.is_some_and(no_icc) {
             e.put(SetName::NoIccPorts, ifname(host_if.as_str()), None);
         }
-        if let (true, Some(ip)) = (net.is_some_and(guarded), endpoint_v4(live)) {
+        if let (true, Some(ip)) = (net.is_some_and(guarded), ip) {
             let mac = crate::model::mac_string(&live.mac);
             e.put(
                 SetName::Sources,
@@ -357,7 +358,7 @@ pub fn endpoint_elements(ep: &Endpoint, net: Option<&Network>) -> Elements {
             );
         }
     }
-    if let Some(ip) = v4(live.ip) {
+    if let Some(ip) = ip {
         for p in &live.published {
             put_published(&mut e, p, ip);
         }
@@ -369,11 +370,6 @@ pub fn endpoint_elements(ep: &Endpoint, net: Option<&Network>) -> Elements {
 /// networks): their sources are checked. Not macvlan, a plugin's, host or none.
 pub fn guarded(n: &Network) -> bool {
     n.bridge().is_some() && n.pool.is_some()
-}
-
-/// The endpoint's IPv4 address: the set holds IPv4 only.
-fn endpoint_v4(live: &crate::model::LiveEndpoint) -> Option<Ipv4Addr> {
-    v4(live.ip)
 }
 
 fn put_published(e: &mut Elements, p: &Published, ip: Ipv4Addr) {

@@ -35,8 +35,6 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::state::{Desired, Key, Snapshot, State};
 
-pub(crate) use ferry_core::plan::attach::attach_spec;
-pub use network::bridge_spec as bridge_spec_of;
 pub use sandbox::ExitReport;
 
 pub struct Daemon<K: KernelOps> {

@@ -13,7 +13,7 @@ use super::{new_id, now, Daemon};
 use crate::error::Result;
 use crate::state::Key;
 
-pub use ferry_core::plan::network::bridge_spec;
+use ferry_core::plan::network::bridge_spec;
 
 impl<K: KernelOps> Daemon<K> {
     /// Make `bridge`, `host` and `none` on first start, as dockerd does.

@@ -20,7 +20,9 @@ use ipnet::IpNet;
 
 use super::{blocking, Overlay};
 use crate::error::{Error, Result};
-use crate::ops::{bridge_spec_of, new_id, now, Daemon};
+use ferry_core::plan::network::bridge_spec;
+
+use crate::ops::{new_id, now, Daemon};
 use crate::state::{Key, State};
 
 fn no_cluster() -> Error {
@@ -180,7 +182,7 @@ impl<K: KernelOps> Daemon<K> {
     pub(crate) async fn program_overlay(&self, st: &State, ov: &Overlay, id: &str) -> Result<()> {
         let net = &st.networks[id];
         let (Some(spec), Some(conf), Some(bridge)) =
-            (bridge_spec_of(net), net.overlay(), net.bridge())
+            (bridge_spec(net), net.overlay(), net.bridge())
         else {
             return Ok(());
         };

@@ -17,9 +17,9 @@ use ferry_kernel::KernelOps;
 
 use super::{no_ipv6, taken_subnets};
 use crate::error::Result;
-use crate::ops::network::bridge_spec;
 use crate::ops::{now, Daemon};
 use crate::state::Key;
+use ferry_core::plan::network::bridge_spec;
 
 /// What a CreateNetwork asks for, checked without the state: the one IPv4 subnet, its
 /// gateway and aux addresses, the options and the bridge they name.
