@@ -61,9 +61,34 @@ fn local_copy(ov: &OverlayNetwork, mtu: u32) -> Network {
 }
 
 /// This host's endpoints on overlays, as records: live ones, and those holding a static
-/// address (claimed in etcd before the sandbox runs).
+/// address (claimed in etcd before the sandbox runs); dockerd's containers' too (their
+/// names stay with dockerd: Docker's DNS answers them, on their own host).
 pub(crate) fn own_endpoints(st: &State, node: &str, vtep: Ipv4Addr) -> Vec<EndpointRecord> {
     let mut out = Vec::new();
+    for d in st.plugin.endpoints.values() {
+        let on_overlay = st
+            .networks
+            .get(&d.endpoint.network_id)
+            .is_some_and(|n| n.overlay().is_some());
+        let Some(live) = d.endpoint.live.as_ref().filter(|_| on_overlay) else {
+            continue;
+        };
+        let Some(ip) = v4(live.ip) else { continue };
+        let sandbox = d
+            .sandbox_key
+            .as_deref()
+            .and_then(|k| k.rsplit('/').next())
+            .unwrap_or(&d.id[..12]);
+        out.push(EndpointRecord {
+            network: d.endpoint.network_id.clone(),
+            ip,
+            mac: live.mac,
+            node: node.to_string(),
+            vtep,
+            sandbox: format!("docker-{sandbox}"),
+            names: vec![],
+        });
+    }
     for sb in st.sandboxes.values() {
         for e in &sb.endpoints {
             let Some(net) = st
@@ -209,7 +234,7 @@ impl<K: KernelOps> Daemon<K> {
         let Some(net) = st.networks.get(id).filter(|n| n.overlay().is_some()) else {
             return;
         };
-        if !st.users_of(id).is_empty() {
+        if !st.users_of(id).is_empty() || st.docker_endpoints_on(id) > 0 {
             tracing::warn!("overlay {} is gone from the cluster but sandboxes here are on it: kept until they leave", net.name);
             return;
         }

@@ -85,8 +85,10 @@ impl<K: KernelOps> Daemon<K> {
                 mac_address: mac_string(mac),
             }),
         };
+        // Docker's network, or the overlay it maps onto.
+        let net_id = st.ferry_net_of(&req.network_id);
         if let Some(e) = st.plugin.endpoints.get(&req.endpoint_id) {
-            if e.endpoint.network_id == req.network_id {
+            if e.endpoint.network_id == net_id {
                 let live = e.endpoint.live.as_ref().expect("docker endpoints are live");
                 return Ok(answer(&live.mac));
             }
@@ -98,7 +100,7 @@ impl<K: KernelOps> Daemon<K> {
         }
         let net = st
             .networks
-            .get(&req.network_id)
+            .get(&net_id)
             .ok_or_else(|| CoreError::NoSuchNetwork(req.network_id.clone()))?;
         if !st.docker_managed(&req.network_id) {
             return Err(CoreError::Invalid(format!(
@@ -113,15 +115,12 @@ impl<K: KernelOps> Daemon<K> {
         let internal = net.internal;
         let ep_id = req.endpoint_id.clone();
         let net_name = net.name.clone();
-        let keys = [
-            Key::Net(req.network_id.clone()),
-            Key::PluginEp(ep_id.clone()),
-        ];
+        let keys = [Key::Net(net_id.clone()), Key::PluginEp(ep_id.clone())];
         let ifname = IfName::new(container_if_name(&ep_id))?;
         let staged = self.stage(&mut st, &keys, |st| {
             let pool = st
                 .networks
-                .get_mut(&req.network_id)
+                .get_mut(&net_id)
                 .and_then(|n| n.pool.as_mut())
                 .ok_or_else(|| CoreError::Invalid(format!("network {net_name} has no subnet")))?;
             take_address(pool, ip, &ep_id)?;
@@ -138,7 +137,7 @@ impl<K: KernelOps> Daemon<K> {
                 published: vec![],
             };
             let endpoint = Endpoint {
-                network_id: req.network_id.clone(),
+                network_id: net_id.clone(),
                 static_ip: None,
                 aliases: vec![],
                 ports,
@@ -265,6 +264,8 @@ impl<K: KernelOps> Daemon<K> {
                 .endpoints
                 .remove(&r.endpoint_id)
                 .ok_or_else(|| no_endpoint(&r.endpoint_id))?;
+            // On an overlay (no Docker record under its ID) the address is freed now;
+            // Docker's ReleaseAddress then finds it free and leaves it.
             let ferry_ipam = st
                 .plugin
                 .networks
