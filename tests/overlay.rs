@@ -1042,3 +1042,60 @@ fn a_dead_hosts_block_goes_to_a_host_with_none_left_after_the_grace_period() -> 
     ensure!(!name.is_empty());
     c.finish()
 }
+
+/// `network prune` on a host takes the overlays no host has an endpoint on (etcd's records
+/// decide, as for `network rm`), with its local networks, and keeps an overlay whose only
+/// sandbox runs on another host; once that sandbox is gone, the next prune takes it too.
+#[test]
+fn network_prune_removes_overlays_no_host_uses() -> Result<()> {
+    let Some(c) = cluster("overlay-prune", ClusterOpts::default())? else {
+        return Ok(());
+    };
+    let (h1, h2) = (&c.hosts[0], &c.hosts[1]);
+    overlay_everywhere(&c, "ov-used", &[])?;
+    overlay_everywhere(&c, "ov-idle", &[])?;
+    h2.ferry_ok(&["network", "create", "local-idle"])?;
+    h1.run_idle("user", &["--network", "ov-used"])?;
+    // Host 2 has nothing on ov-used; only etcd knows host 1's sandbox is.
+    c.wait_for(Duration::from_secs(5), "host 1's endpoint in etcd", |c| {
+        let n = c.hosts[1].ferry_ok(&["node", "inspect", "host1", "--format", "{{.Endpoints}}"])?;
+        Ok(n.trim() == "1")
+    })?;
+    let pruned = h2.ferry_ok(&["network", "prune", "-f"])?;
+    let names: Vec<&str> = pruned.lines().skip(1).collect();
+    ensure!(
+        names.contains(&"ov-idle") && names.contains(&"local-idle") && !names.contains(&"ov-used"),
+        "prune on host 2 must take ov-idle and local-idle, not ov-used:\n{pruned}"
+    );
+    c.wait_for(Duration::from_secs(5), "every host to drop ov-idle", |c| {
+        Ok(c.hosts.iter().all(|h| {
+            h.ferry(&["network", "inspect", "ov-idle"])
+                .is_ok_and(|o| !o.success())
+        }))
+    })?;
+    for h in [h1, h2] {
+        ensure!(
+            h.ferry(&["network", "inspect", "ov-used"])?.success(),
+            "{}: ov-used must stay while host 1 runs a sandbox on it",
+            h.scenario()
+        );
+    }
+    // The sandbox gone, ov-used is unused everywhere: host 2's prune takes it.
+    h1.ferry_ok(&["rm", "-f", "user"])?;
+    c.wait_for(
+        Duration::from_secs(10),
+        "host 2's prune to take ov-used",
+        |c| {
+            Ok(c.hosts[1]
+                .ferry_ok(&["network", "prune", "-f"])?
+                .lines()
+                .any(|l| l == "ov-used"))
+        },
+    )?;
+    c.wait_for(Duration::from_secs(5), "host 1 to drop ov-used", |c| {
+        Ok(!c.hosts[0]
+            .ferry(&["network", "inspect", "ov-used"])?
+            .success())
+    })?;
+    c.finish()
+}

@@ -62,6 +62,17 @@ fn take_address(
     }
 }
 
+/// Docker's network is not (or no more) in ferry; for one mapped onto an overlay, the
+/// overlay was removed under it.
+fn network_gone(docker_id: &str, net_id: &str) -> CoreError {
+    if net_id == docker_id {
+        return CoreError::NoSuchNetwork(docker_id.to_string());
+    }
+    CoreError::Invalid(format!(
+        "the ferry overlay {net_id} this Docker network maps onto was removed (by ferry network rm on another host?): remove the Docker network and create it again"
+    ))
+}
+
 /// A new Docker endpoint, not joined yet.
 fn docker_endpoint(id: &str, endpoint: Endpoint) -> DockerEndpoint {
     DockerEndpoint {
@@ -101,7 +112,7 @@ impl<K: KernelOps> Daemon<K> {
         let net = st
             .networks
             .get(&net_id)
-            .ok_or_else(|| CoreError::NoSuchNetwork(req.network_id.clone()))?;
+            .ok_or_else(|| network_gone(&req.network_id, &net_id))?;
         if !st.docker_managed(&req.network_id) {
             return Err(CoreError::Invalid(format!(
                 "network {} was not made through the Docker plugin",
