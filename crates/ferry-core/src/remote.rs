@@ -66,6 +66,10 @@ pub struct DockerEndpoint {
     pub joined: bool,
     /// The container's namespace as Docker named it in Join.
     pub sandbox_key: Option<String>,
+    /// Docker's network, when the endpoint is on the overlay that network maps onto
+    /// (so a DeleteNetwork finds the endpoints Docker forgot there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_network: Option<String>,
 }
 
 impl DockerEndpoint {

@@ -73,10 +73,12 @@ fn network_gone(docker_id: &str, net_id: &str) -> CoreError {
     ))
 }
 
-/// A new Docker endpoint, not joined yet.
-fn docker_endpoint(id: &str, endpoint: Endpoint) -> DockerEndpoint {
+/// A new Docker endpoint, not joined yet, on `endpoint.network_id` (an overlay's when
+/// Docker's network `docker_network` maps onto one).
+fn docker_endpoint(id: &str, endpoint: Endpoint, docker_network: &str) -> DockerEndpoint {
     DockerEndpoint {
         id: id.to_string(),
+        docker_network: (endpoint.network_id != docker_network).then(|| docker_network.into()),
         endpoint,
         joined: false,
         sandbox_key: None,
@@ -154,9 +156,10 @@ impl<K: KernelOps> Daemon<K> {
                 ports,
                 live: Some(live),
             };
-            st.plugin
-                .endpoints
-                .insert(ep_id.clone(), docker_endpoint(&ep_id, endpoint));
+            st.plugin.endpoints.insert(
+                ep_id.clone(),
+                docker_endpoint(&ep_id, endpoint, &req.network_id),
+            );
             Ok(())
         })?;
         let applied = self.commit_staged(&mut st, staged)?;

@@ -235,14 +235,24 @@ impl<K: KernelOps> Daemon<K> {
         let mut st = self.state.lock().await;
         if !st.networks.contains_key(&id) {
             // Gone already, or an overlay's mapping (the overlay stays for other hosts):
-            // only Docker's record of it may be left.
-            if st.plugin.networks.contains_key(&id) {
-                let keys = [Key::PluginNet(id.clone())];
-                let staged = self.stage(&mut st, &keys, |st| {
-                    st.plugin.networks.remove(&id);
-                    Ok(())
-                })?;
-                self.commit_staged(&mut st, staged)?;
+            // only Docker's record of it, and what Docker forgot on the overlay, is left.
+            if !st.plugin.networks.contains_key(&id) {
+                return Ok(());
+            }
+            let keys = docker_plan::forget_network_keys(&st, &id);
+            let staged = self.stage(&mut st, &keys, |st| {
+                Ok(docker_plan::plan_forget_network(st, &id))
+            })?;
+            let links = self.commit_staged(&mut st, staged)?.plan;
+            if links.is_empty() {
+                return Ok(());
+            }
+            self.sync_firewall_or_warn(&st, "delete network").await;
+            drop(st);
+            for l in links {
+                if let Err(e) = self.kernel.delete_link(&l).await {
+                    tracing::warn!("delete network {id}: {e}; reconcile will remove it");
+                }
             }
             return Ok(());
         }
