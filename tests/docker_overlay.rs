@@ -235,6 +235,17 @@ fn the_docker_plugin_across_two_hosts_shares_one_overlay_and_keeps_other_network
     ])?;
     ensure!(link.contains("mtu 1450"), "client's eth0: {link}");
 
+    // A ferry sandbox on host 2 shares the overlay with dockerd's containers.
+    h2.run_idle("fclient", &["--network", "dov-net"])?;
+    c.wait_for(
+        Duration::from_secs(15),
+        "the ferry sandbox on host 2 to get web's page",
+        |_| {
+            let page = h2.fetch("fclient", &web_ip)?;
+            Ok(page.success() && page.out() == "web")
+        },
+    )?;
+
     // dov-net2: its server on host 1 answers strangers on both hosts (the control)...
     run_web(&a, "srv2", "dov-net2")?;
     run_idle(&b, "stranger", "dov-net2")?;
@@ -249,6 +260,7 @@ fn the_docker_plugin_across_two_hosts_shares_one_overlay_and_keeps_other_network
     // The end: containers and Docker networks go with the dockerds; then no host has an
     // endpoint left in etcd, so ferry removes the overlays (each host's dockerd only
     // forgot its mapping).
+    h2.ferry_ok(&["rm", "-f", "fclient"])?;
     a.stop()?;
     b.stop()?;
     for net in ["dov-net", "dov-net2"] {
