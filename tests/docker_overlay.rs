@@ -35,22 +35,13 @@ fn overlay_network(d: &Dockerd, name: &str, subnet: &str) -> Result<()> {
 }
 
 /// A container serving its name over HTTP on port 80 (busybox httpd).
-fn run_web(d: &Dockerd, name: &str, net: &str) -> Result<()> {
+fn run_web(d: &Dockerd, name: &str, net: &str, extra: &[&str]) -> Result<()> {
     let script =
         format!("echo '{name}' > /tmp/index.html && exec /bin/busybox httpd -f -p 80 -h /tmp");
-    d.ok(&[
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--network",
-        net,
-        IMAGE,
-        "/bin/busybox",
-        "sh",
-        "-c",
-        &script,
-    ])?;
+    let mut args = vec!["run", "-d", "--name", name, "--network", net];
+    args.extend(extra);
+    args.extend([IMAGE, "/bin/busybox", "sh", "-c", &script]);
+    d.ok(&args)?;
     Ok(())
 }
 
@@ -213,7 +204,7 @@ fn the_docker_plugin_across_two_hosts_shares_one_overlay_and_keeps_other_network
     );
 
     // web on host 1, client on host 2: TCP across the overlay.
-    run_web(&a, "web", "dov-net")?;
+    run_web(&a, "web", "dov-net", &[])?;
     run_idle(&b, "client", "dov-net")?;
     let web_ip = ip_of(&a, "web", "dov-net")?;
     let client_ip = ip_of(&b, "client", "dov-net")?;
@@ -235,6 +226,33 @@ fn the_docker_plugin_across_two_hosts_shares_one_overlay_and_keeps_other_network
     ])?;
     ensure!(link.contains("mtu 1450"), "client's eth0: {link}");
 
+    // A static --ip outside both hosts' blocks is claimed in etcd: host 2 cannot take it
+    // again, and reaches the container holding it.
+    let pinned = "10.213.0.200";
+    run_web(&a, "pinned", "dov-net", &["--ip", pinned])?;
+    let dup = b.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "dup",
+        "--network",
+        "dov-net",
+        "--ip",
+        pinned,
+        IMAGE,
+        "/bin/busybox",
+        "sleep",
+        "3600",
+    ])?;
+    ensure!(
+        !dup.success()
+            && dup
+                .stderr
+                .contains(&format!("Address already in use: {pinned}")),
+        "host 2 must not take host 1's static address:\n{dup}"
+    );
+    expect_fetch(&b, &c, "client", pinned, "pinned")?;
+
     // A ferry sandbox on host 2 shares the overlay with dockerd's containers.
     h2.run_idle("fclient", &["--network", "dov-net"])?;
     c.wait_for(
@@ -247,7 +265,7 @@ fn the_docker_plugin_across_two_hosts_shares_one_overlay_and_keeps_other_network
     )?;
 
     // dov-net2: its server on host 1 answers strangers on both hosts (the control)...
-    run_web(&a, "srv2", "dov-net2")?;
+    run_web(&a, "srv2", "dov-net2", &[])?;
     run_idle(&b, "stranger", "dov-net2")?;
     run_idle(&a, "stranger1", "dov-net2")?;
     let srv2_ip = ip_of(&a, "srv2", "dov-net2")?;

@@ -11,6 +11,7 @@ use ferry_core::ipam::AddressPool;
 use ferry_core::model::{
     mac_for, overlay_if_names, BridgeConf, Network, NetworkKind, OverlayConf, Sandbox,
 };
+use ferry_core::remote::DOCKER_IPAM_OWNER;
 use ferry_core::validate::overlay::overlay_request;
 use ferry_core::CoreError;
 use ferry_kernel::{KernelOps, VxlanSpec};
@@ -60,11 +61,37 @@ fn local_copy(ov: &OverlayNetwork, mtu: u32) -> Network {
     }
 }
 
+/// The sandbox name of an address ferry's IPAM gave dockerd on an overlay that no
+/// endpoint holds yet (a static `--ip` between RequestAddress and CreateEndpoint): its
+/// record is published under this name, with no DNS names.
+pub(crate) const DOCKER_HELD: &str = "docker-ipam";
+
 /// This host's endpoints on overlays, as records: live ones, and those holding a static
 /// address (claimed in etcd before the sandbox runs); dockerd's containers' too (their
-/// names stay with dockerd: Docker's DNS answers them, on their own host).
+/// names stay with dockerd: Docker's DNS answers them, on their own host), and the
+/// static addresses dockerd holds outside this host's blocks, so their claims stand.
 pub(crate) fn own_endpoints(st: &State, node: &str, vtep: Ipv4Addr) -> Vec<EndpointRecord> {
     let mut out = Vec::new();
+    for net in st.networks.values().filter(|n| n.overlay().is_some()) {
+        let Some(pool) = &net.pool else { continue };
+        let held = pool
+            .allocations()
+            .iter()
+            .filter(|(ip, owner)| {
+                owner.as_str() == DOCKER_IPAM_OWNER
+                    && !pool.range.iter().chain(&pool.more).any(|b| b.contains(*ip))
+            })
+            .filter_map(|(ip, _)| v4(*ip));
+        out.extend(held.map(|ip| EndpointRecord {
+            network: net.id.clone(),
+            ip,
+            mac: mac_for(ip.into()),
+            node: node.to_string(),
+            vtep,
+            sandbox: DOCKER_HELD.to_string(),
+            names: vec![],
+        }));
+    }
     for d in st.plugin.endpoints.values() {
         let on_overlay = st
             .networks
@@ -341,6 +368,7 @@ impl<K: KernelOps> Daemon<K> {
             vtep: ov.cluster.addr,
             sandbox: sandbox.to_string(),
             names: std::iter::once(sandbox.to_string())
+                .filter(|s| s != DOCKER_HELD)
                 .chain(aliases.iter().cloned())
                 .collect(),
         };

@@ -20,6 +20,7 @@ use super::overlay::overlay_of_pool;
 use super::{no_ipv6, no_pool, pool_key, pool_mut, taken_subnets, with_len};
 use crate::error::Result;
 use crate::ops::{new_id, Daemon};
+use crate::overlay::DOCKER_HELD;
 use crate::state::Key;
 
 impl<K: KernelOps> Daemon<K> {
@@ -108,7 +109,7 @@ impl<K: KernelOps> Daemon<K> {
             }
             // This host's block of the overlay (and a static address) come from etcd.
             drop(st);
-            self.prepare_overlay(&ov, asked, "docker", &[]).await?;
+            self.prepare_overlay(&ov, asked, DOCKER_HELD, &[]).await?;
             st = self.state.lock().await;
         }
         let key = pool_key(&st, &req.pool_id);
