@@ -138,7 +138,7 @@ fn the_docker_plugin_across_two_hosts_shares_one_overlay_and_keeps_other_network
     };
     // Dropped in reverse: the dockerds (containers, Docker networks) before the cluster
     // (overlays, etcd, namespaces), on failure too.
-    let c = TestCluster::start(scenario, ClusterOpts::default())?;
+    let mut c = TestCluster::start(scenario, ClusterOpts::default())?;
     let (h1, h2) = (&c.hosts[0], &c.hosts[1]);
     let a = Dockerd::start(h1, &dockerd_bin, &cli)?;
     let b = Dockerd::start(h2, &dockerd_bin, &cli)?;
@@ -274,6 +274,18 @@ fn the_docker_plugin_across_two_hosts_shares_one_overlay_and_keeps_other_network
     // ...but neither reaches web, from the other host or from web's own.
     expect_dropped(&b, "stranger", &web_ip)?;
     expect_dropped(&a, "stranger1", &web_ip)?;
+
+    // ferryd on host 1 killed under its dockerd and started again: from its store and
+    // etcd it still serves web across hosts, and dockerd's next container runs.
+    c.hosts[0].restart_kill9()?;
+    expect_fetch(&b, &c, "client", &web_ip, "web")?;
+    run_idle(&a, "late", "dov-net")?;
+    let late_ip = ip_of(&a, "late", "dov-net")?;
+    ensure!(
+        ![&web_ip, &client_ip, pinned].contains(&late_ip.as_str()),
+        "the restarted ferryd gave out {late_ip} again"
+    );
+    let (h1, h2) = (&c.hosts[0], &c.hosts[1]);
 
     // The end: containers and Docker networks go with the dockerds; then no host has an
     // endpoint left in etcd, so ferry removes the overlays (each host's dockerd only
