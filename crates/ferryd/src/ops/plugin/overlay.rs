@@ -126,7 +126,7 @@ impl<K: KernelOps> Daemon<K> {
         let pool = net.pool.as_ref().expect("overlays have a subnet");
         if pool.subnet != ipnet::IpNet::V4(asked.subnet) {
             return Err(invalid(format!(
-                "overlay {overlay} has subnet {}: create the Docker network with --subnet {} (Docker's IPAM gave {})",
+                "overlay {overlay} has subnet {}: create the Docker network with --subnet {} (Docker asked for {})",
                 pool.subnet, pool.subnet, asked.subnet
             )));
         }
