@@ -9,6 +9,8 @@
 //!   built-in bridge driver is never bound.
 //! * a [`DockerNetwork`] per network made by `NetworkDriver.CreateNetwork`: the ferry
 //!   network of the same ID is Docker's, so `ferry network rm` leaves it to Docker.
+//!   With `-o ferry.overlay=NAME` there is no such ferry network: the record points at
+//!   the overlay, which every host's dockerd maps its own Docker network onto.
 //! * a [`DockerEndpoint`] per `CreateEndpoint`, holding a model [`Endpoint`] (address,
 //!   MAC, links, requested and published ports) so it is handled like a sandbox's.
 //!
@@ -43,7 +45,15 @@ pub struct DockerNetwork {
     pub pool_id: Option<String>,
     /// False when `-o bridge=NAME` named a bridge the user made: ferry never deletes it.
     pub owns_bridge: bool,
+    /// `-o ferry.overlay=NAME`: the ID of the ferry overlay this Docker network is this
+    /// host's view of. Then no ferry network has Docker's ID: the endpoints are on the
+    /// overlay, and the overlay outlives the Docker network (other hosts' dockerds use it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<String>,
 }
+
+/// The option naming the ferry overlay a Docker network joins (`-o ferry.overlay=NAME`).
+pub const OPT_OVERLAY: &str = "ferry.overlay";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DockerEndpoint {
@@ -56,6 +66,10 @@ pub struct DockerEndpoint {
     pub joined: bool,
     /// The container's namespace as Docker named it in Join.
     pub sandbox_key: Option<String>,
+    /// Docker's network, when the endpoint is on the overlay that network maps onto
+    /// (so a DeleteNetwork finds the endpoints Docker forgot there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_network: Option<String>,
 }
 
 impl DockerEndpoint {

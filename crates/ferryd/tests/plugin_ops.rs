@@ -506,3 +506,140 @@ async fn calls_the_store_refuses_change_nothing() {
     let got = d.plugin_request_address(dynamic).await.unwrap().address;
     assert_eq!(got, "10.7.0.2/29");
 }
+
+const OV: &str = "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a";
+
+/// This host's copy of overlay `ov` (10.9.0.0/24, gateway 10.9.0.1, block 10.9.0.0/26)
+/// as the cluster agent would have made it; written to memory only.
+async fn with_overlay_copy(d: &Daemon<Recorder>) {
+    use ferry_core::ipam::AddressPool;
+    use ferry_core::model::{overlay_if_names, BridgeConf, Network, NetworkKind, OverlayConf};
+    let (bridge, vxlan) = overlay_if_names(OV);
+    let mut pool = AddressPool::new(
+        "10.9.0.0/24".parse().unwrap(),
+        "10.9.0.1".parse().unwrap(),
+        None,
+    );
+    pool.range = Some("10.9.0.0/26".parse().unwrap());
+    let net = Network {
+        id: OV.into(),
+        name: "ov".into(),
+        created: "t".into(),
+        kind: NetworkKind::Overlay {
+            bridge: BridgeConf {
+                name: bridge,
+                mtu: 1450,
+                icc: true,
+                masquerade: true,
+                adopted: false,
+            },
+            tunnel: OverlayConf { vni: 4096, vxlan },
+        },
+        internal: false,
+        attachable: true,
+        predefined: false,
+        labels: Default::default(),
+        options: Default::default(),
+        ipam_options: None,
+        ipam_echo: vec![],
+        pool: Some(pool),
+        ipam_plugin: None,
+    };
+    d.state.lock().await.networks.insert(OV.into(), net);
+}
+
+#[tokio::test]
+async fn an_overlay_through_docker_needs_ferrys_ipam_and_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&dir);
+    let own_ipam = create_net("10.9.0.0/24", json!({"ferry.overlay": "ov"}));
+    let e = d.plugin_create_network(own_ipam.clone()).await.unwrap_err();
+    assert!(
+        e.to_string().contains("needs ferry's IPAM"),
+        "Docker's IPAM is refused: {e}"
+    );
+    let mut ferry_ipam = own_ipam;
+    ferry_ipam.ipv4_data.as_mut().unwrap()[0].address_space = "FerryLocal".into();
+    let e = d.plugin_create_network(ferry_ipam).await.unwrap_err();
+    assert!(
+        e.to_string().contains("--cluster-store"),
+        "without a cluster the error says how to join one: {e}"
+    );
+    assert!(d.state.lock().await.plugin.networks.is_empty());
+}
+
+#[tokio::test]
+async fn a_pool_for_an_overlays_subnet_hands_out_the_overlays_gateway_and_goes_on_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&dir);
+    with_overlay_copy(&d).await;
+    let pool = d
+        .plugin_request_pool(RequestPoolRequest {
+            pool: "10.9.0.0/24".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pool.pool, "10.9.0.0/24");
+    let gateway = |address: &str| RequestAddressRequest {
+        pool_id: pool.pool_id.clone(),
+        address: address.into(),
+        options: Some(
+            [(
+                "RequestAddressType".into(),
+                "com.docker.network.gateway".into(),
+            )]
+            .into(),
+        ),
+    };
+    let gw = d.plugin_request_address(gateway("")).await.unwrap();
+    assert_eq!(gw.address, "10.9.0.1/24");
+    let e = d
+        .plugin_request_address(gateway("10.9.0.9"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("has gateway 10.9.0.1"), "{e}");
+    assert_eq!(
+        d.state.lock().await.networks[OV]
+            .pool
+            .as_ref()
+            .unwrap()
+            .gateway,
+        "10.9.0.1".parse::<std::net::IpAddr>().unwrap(),
+        "the overlay's gateway is untouched"
+    );
+    d.plugin_release_pool(ReleasePoolRequest {
+        pool_id: pool.pool_id.clone(),
+    })
+    .await
+    .unwrap();
+    let st = d.state.lock().await;
+    assert!(
+        st.plugin.pools.is_empty(),
+        "the overlay outlives the pool record"
+    );
+    assert!(st.networks.contains_key(OV));
+}
+
+#[tokio::test]
+async fn system_cleanup_frees_addresses_dockerd_held_on_an_overlay() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&dir);
+    with_overlay_copy(&d).await;
+    let ip: std::net::IpAddr = "10.9.0.200".parse().unwrap();
+    d.state
+        .lock()
+        .await
+        .networks
+        .get_mut(OV)
+        .unwrap()
+        .pool
+        .as_mut()
+        .unwrap()
+        .allocate_static(ip, ferry_core::remote::DOCKER_IPAM_OWNER)
+        .unwrap();
+    let errors = d.plugin_forget_all().await;
+    assert!(errors.is_empty(), "{errors:?}");
+    let st = d.state.lock().await;
+    assert_eq!(st.networks[OV].pool.as_ref().unwrap().owner(ip), None);
+}

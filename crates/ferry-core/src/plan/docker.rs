@@ -105,3 +105,57 @@ pub fn plan_delete_network(st: &mut State, id: &str) -> Result<DeleteNetworkPlan
         gateway,
     })
 }
+
+/// The endpoints Docker forgot on the overlay its network `docker_id` maps onto.
+fn forgotten_on_overlay(st: &State, docker_id: &str) -> Vec<String> {
+    st.plugin
+        .endpoints
+        .values()
+        .filter(|e| e.docker_network.as_deref() == Some(docker_id))
+        .map(|e| e.id.clone())
+        .collect()
+}
+
+/// The records a DeleteNetwork of a network with no ferry network of its ID edits:
+/// Docker's record, and for an overlay's mapping the endpoints Docker forgot on the
+/// overlay and the overlay's copy (their addresses).
+pub fn forget_network_keys(st: &State, docker_id: &str) -> Vec<Key> {
+    let mut keys = vec![Key::PluginNet(docker_id.to_string())];
+    let forgotten = forgotten_on_overlay(st, docker_id);
+    if let Some(ov) = st
+        .plugin
+        .networks
+        .get(docker_id)
+        .and_then(|n| n.overlay.clone())
+        .filter(|_| !forgotten.is_empty())
+    {
+        keys.push(Key::Net(ov));
+    }
+    keys.extend(forgotten.into_iter().map(Key::PluginEp));
+    keys
+}
+
+/// Plan a DeleteNetwork of Docker's network `docker_id` that has no ferry network of its
+/// own (gone already, or a `ferry.overlay` mapping): Docker's record goes, and with a
+/// mapping the endpoints Docker forgot on the overlay, their addresses freed; the
+/// overlay itself stays (other hosts' dockerds use it). Returns the links to delete.
+pub fn plan_forget_network(st: &mut State, docker_id: &str) -> Vec<String> {
+    let overlay = st.plugin.networks.remove(docker_id).and_then(|n| n.overlay);
+    let mut links = vec![];
+    for ep in forgotten_on_overlay(st, docker_id) {
+        let Some(e) = st.plugin.endpoints.remove(&ep) else {
+            continue;
+        };
+        links.extend(e.links());
+        let pool = overlay
+            .as_ref()
+            .and_then(|ov| st.networks.get_mut(ov))
+            .and_then(|n| n.pool.as_mut());
+        if let (Some(pool), Some(live)) = (pool, e.endpoint.live.as_ref()) {
+            if pool.owner(live.ip) == Some(e.id.as_str()) {
+                pool.release(live.ip);
+            }
+        }
+    }
+    links
+}

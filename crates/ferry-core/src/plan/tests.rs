@@ -342,3 +342,75 @@ fn each_driver_decides_its_own_link_setup_and_ports() {
         assert_eq!(d.unpublishable("host"), None);
     }
 }
+
+#[test]
+fn removing_a_docker_network_mapped_onto_an_overlay_takes_what_docker_forgot_and_keeps_the_overlay()
+{
+    use crate::model::{host_if_name, Endpoint, LiveEndpoint};
+    use crate::remote::{container_if_name, DockerEndpoint, DockerNetwork};
+    const D: &str = "d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1";
+    const EP: &str = "e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1";
+    // `front` stands for the overlay's local copy: the planner goes by the mapping.
+    let mut st = state();
+    let ip: std::net::IpAddr = "10.60.0.9".parse().unwrap();
+    let pool = st.networks.get_mut(F).unwrap().pool.as_mut().unwrap();
+    pool.allocate_static(ip, EP).unwrap();
+    st.plugin.networks.insert(
+        D.into(),
+        DockerNetwork {
+            id: D.into(),
+            pool_id: None,
+            owns_bridge: false,
+            overlay: Some(F.into()),
+        },
+    );
+    let live = LiveEndpoint {
+        id: EP.into(),
+        ip,
+        prefix_len: 24,
+        gateway: None,
+        mac: [2, 0x42, 10, 60, 0, 9],
+        host_if: Some(host_if_name(EP)),
+        ifname: crate::IfName::new(container_if_name(EP)).unwrap(),
+        default_route: false,
+        published: vec![],
+    };
+    st.plugin.endpoints.insert(
+        EP.into(),
+        DockerEndpoint {
+            id: EP.into(),
+            endpoint: Endpoint {
+                network_id: F.into(),
+                static_ip: None,
+                aliases: vec![],
+                ports: vec![],
+                live: Some(live),
+            },
+            joined: false,
+            sandbox_key: None,
+            docker_network: Some(D.into()),
+        },
+    );
+    let keys = super::docker::forget_network_keys(&st, D);
+    assert_eq!(
+        keys,
+        vec![
+            Key::PluginNet(D.into()),
+            Key::Net(F.into()),
+            Key::PluginEp(EP.into())
+        ]
+    );
+    let links = super::docker::plan_forget_network(&mut st, D);
+    assert_eq!(
+        links,
+        vec![host_if_name(EP).to_string(), container_if_name(EP)]
+    );
+    assert!(st.plugin.networks.is_empty() && st.plugin.endpoints.is_empty());
+    let pool = st.networks[F].pool.as_ref().unwrap();
+    assert_eq!(
+        pool.owner(ip),
+        None,
+        "the forgotten endpoint's address is free"
+    );
+    assert!(st.networks.contains_key(F), "the overlay stays");
+}

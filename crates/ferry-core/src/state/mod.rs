@@ -147,6 +147,25 @@ impl State {
         self.plugin.networks.contains_key(network_id)
     }
 
+    /// The ferry network behind Docker's network ID: the overlay a `ferry.overlay`
+    /// network maps onto, else the network of that ID.
+    pub fn ferry_net_of(&self, docker_id: &str) -> String {
+        self.plugin
+            .networks
+            .get(docker_id)
+            .and_then(|n| n.overlay.clone())
+            .unwrap_or_else(|| docker_id.to_string())
+    }
+
+    /// Docker's endpoints on network `id` (a Docker network's own, or an overlay's).
+    pub fn docker_endpoints_on(&self, id: &str) -> usize {
+        self.plugin
+            .endpoints
+            .values()
+            .filter(|e| e.endpoint.network_id == id)
+            .count()
+    }
+
     /// ferry's sandboxes stay off Docker's networks: Docker owns their addresses (with its
     /// own IPAM ferry cannot reserve for it) and their lifetime (Docker's network rm
     /// cannot be refused, so a ferry sandbox on it would keep the network forever).

@@ -190,7 +190,10 @@ impl<K: KernelOps> Daemon<K> {
         }
         // This host's endpoints on overlays go to the cluster store.
         if let Some(ov) = self.overlay.get() {
-            if keys.iter().any(|k| matches!(k, Key::Sbx(_))) {
+            if keys
+                .iter()
+                .any(|k| matches!(k, Key::Sbx(_) | Key::PluginEp(_)))
+            {
                 ov.poke.notify_one();
             }
         }

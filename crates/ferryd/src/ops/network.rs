@@ -8,9 +8,10 @@ use ferry_core::validate::{
 };
 use ferry_core::CoreError;
 use ferry_kernel::KernelOps;
+use ferry_overlay::ClusterError;
 
 use super::{new_id, now, Daemon};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::state::Key;
 
 use ferry_core::plan::network::bridge_spec;
@@ -138,11 +139,21 @@ impl<K: KernelOps> Daemon<K> {
         let mut st = self.state.lock().await;
         let id = st.network_id(key)?;
         if st.networks[&id].overlay().is_some() {
-            if !st.users_of(&id).is_empty() {
+            // Here first (the cluster's records of this host's endpoints may lag), then
+            // on every host, by etcd's endpoint records.
+            if !st.users_of(&id).is_empty() || st.docker_endpoints_on(&id) > 0 {
                 return Err(CoreError::NetworkInUse {
                     name: st.networks[&id].name.clone(),
                     id,
                 }
+                .into());
+            }
+            if let Some(d) = docker_mapping(&st, &id) {
+                return Err(CoreError::Invalid(format!(
+                    "overlay {} is Docker network {}'s on this host: remove that with docker network rm first",
+                    st.networks[&id].name,
+                    &d[..12]
+                ))
                 .into());
             }
             drop(st);
@@ -177,6 +188,8 @@ impl<K: KernelOps> Daemon<K> {
     }
 
     /// Remove every unused user network that passes `keep`; returns their names.
+    /// An overlay is unused when no host has an endpoint on it (etcd's records decide,
+    /// as for `network rm`) and no Docker network on this host maps onto it.
     pub async fn prune_networks(
         &self,
         matches: impl Fn(&Network) -> std::result::Result<bool, CoreError>,
@@ -184,11 +197,17 @@ impl<K: KernelOps> Daemon<K> {
         let mut st = self.state.lock().await;
         let (mut ids, mut overlays) = (vec![], vec![]);
         for n in st.networks.values().filter(|n| !n.predefined) {
-            if matches(n)? && st.users_of(&n.id).is_empty() && !st.docker_managed(&n.id) {
-                match n.overlay() {
-                    Some(_) => overlays.push((n.id.clone(), n.name.clone())),
-                    None => ids.push(n.id.clone()),
+            if !matches(n)? || !st.users_of(&n.id).is_empty() || st.docker_managed(&n.id) {
+                continue;
+            }
+            match n.overlay() {
+                None => ids.push(n.id.clone()),
+                Some(_) if st.docker_endpoints_on(&n.id) == 0 => {
+                    if docker_mapping(&st, &n.id).is_none() {
+                        overlays.push((n.id.clone(), n.name.clone()));
+                    }
                 }
+                Some(_) => {}
             }
         }
         let mut names = vec![];
@@ -210,12 +229,22 @@ impl<K: KernelOps> Daemon<K> {
         for (id, name) in candidates {
             match self.remove_overlay(&id).await {
                 Ok(()) => removed.push(name),
-                Err(crate::error::Error::Cluster(ferry_overlay::ClusterError::InUse {
-                    ..
-                })) => {}
+                // Another host has an endpoint on it, or removed it first: not prune's.
+                Err(Error::Cluster(
+                    ClusterError::InUse { .. } | ClusterError::NoSuchNetwork(_),
+                )) => {}
                 Err(e) => tracing::warn!("network prune: overlay {name} kept: {e}"),
             }
         }
         removed
     }
+}
+
+/// The Docker network on this host that maps onto overlay `id`, if one does.
+fn docker_mapping(st: &crate::state::State, id: &str) -> Option<String> {
+    st.plugin
+        .networks
+        .values()
+        .find(|d| d.overlay.as_deref() == Some(id))
+        .map(|d| d.id.clone())
 }

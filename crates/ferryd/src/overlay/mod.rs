@@ -33,6 +33,7 @@ use ferry_overlay::{Cluster, ClusterError, View};
 use tokio::sync::Notify;
 
 pub use agent::{join, ClusterConf};
+pub(crate) use ops::DOCKER_HELD;
 
 /// The overlay encapsulation over an IPv4 underlay: outer IPv4 (20) + UDP (8) +
 /// VXLAN (8) + inner Ethernet (14).

@@ -11,6 +11,7 @@ use ferry_core::ipam::AddressPool;
 use ferry_core::model::{
     mac_for, overlay_if_names, BridgeConf, Network, NetworkKind, OverlayConf, Sandbox,
 };
+use ferry_core::remote::DOCKER_IPAM_OWNER;
 use ferry_core::validate::overlay::overlay_request;
 use ferry_core::CoreError;
 use ferry_kernel::{KernelOps, VxlanSpec};
@@ -62,10 +63,61 @@ fn local_copy(ov: &OverlayNetwork, mtu: u32) -> Network {
     }
 }
 
+/// The sandbox name of an address ferry's IPAM gave dockerd on an overlay that no
+/// endpoint holds yet (a static `--ip` between RequestAddress and CreateEndpoint): its
+/// record is published under this name, with no DNS names.
+pub(crate) const DOCKER_HELD: &str = "docker-ipam";
+
 /// This host's endpoints on overlays, as records: live ones, and those holding a static
-/// address (claimed in etcd before the sandbox runs).
+/// address (claimed in etcd before the sandbox runs); dockerd's containers' too (their
+/// names stay with dockerd: Docker's DNS answers them, on their own host), and the
+/// static addresses dockerd holds outside this host's blocks, so their claims stand.
 pub(crate) fn own_endpoints(st: &State, node: &str, vtep: Ipv4Addr) -> Vec<EndpointRecord> {
     let mut out = Vec::new();
+    for net in st.networks.values().filter(|n| n.overlay().is_some()) {
+        let Some(pool) = &net.pool else { continue };
+        let held = pool
+            .allocations()
+            .iter()
+            .filter(|(ip, owner)| {
+                owner.as_str() == DOCKER_IPAM_OWNER
+                    && !pool.range.iter().chain(&pool.more).any(|b| b.contains(*ip))
+            })
+            .filter_map(|(ip, _)| v4(*ip));
+        out.extend(held.map(|ip| EndpointRecord {
+            network: net.id.clone(),
+            ip,
+            mac: mac_for(ip.into()),
+            node: node.to_string(),
+            vtep,
+            sandbox: DOCKER_HELD.to_string(),
+            names: vec![],
+        }));
+    }
+    for d in st.plugin.endpoints.values() {
+        let on_overlay = st
+            .networks
+            .get(&d.endpoint.network_id)
+            .is_some_and(|n| n.overlay().is_some());
+        let Some(live) = d.endpoint.live.as_ref().filter(|_| on_overlay) else {
+            continue;
+        };
+        let Some(ip) = v4(live.ip) else { continue };
+        let sandbox = d
+            .sandbox_key
+            .as_deref()
+            .and_then(|k| k.rsplit('/').next())
+            .unwrap_or(&d.id[..12]);
+        out.push(EndpointRecord {
+            network: d.endpoint.network_id.clone(),
+            ip,
+            mac: live.mac,
+            node: node.to_string(),
+            vtep,
+            sandbox: format!("docker-{sandbox}"),
+            names: vec![],
+        });
+    }
     for sb in st.sandboxes.values() {
         for e in &sb.endpoints {
             let Some(net) = st
@@ -211,7 +263,7 @@ impl<K: KernelOps> Daemon<K> {
         let Some(net) = st.networks.get(id).filter(|n| n.overlay().is_some()) else {
             return;
         };
-        if !st.users_of(id).is_empty() {
+        if !st.users_of(id).is_empty() || st.docker_endpoints_on(id) > 0 {
             tracing::warn!("overlay {} is gone from the cluster but sandboxes here are on it: kept until they leave", net.name);
             return;
         }
@@ -337,6 +389,7 @@ impl<K: KernelOps> Daemon<K> {
             vtep: ov.cluster.addr,
             sandbox: sandbox.to_string(),
             names: std::iter::once(sandbox.to_string())
+                .filter(|s| s != DOCKER_HELD)
                 .chain(aliases.iter().cloned())
                 .collect(),
         };

@@ -62,10 +62,23 @@ fn take_address(
     }
 }
 
-/// A new Docker endpoint, not joined yet.
-fn docker_endpoint(id: &str, endpoint: Endpoint) -> DockerEndpoint {
+/// Docker's network is not (or no more) in ferry; for one mapped onto an overlay, the
+/// overlay was removed under it.
+fn network_gone(docker_id: &str, net_id: &str) -> CoreError {
+    if net_id == docker_id {
+        return CoreError::NoSuchNetwork(docker_id.to_string());
+    }
+    CoreError::Invalid(format!(
+        "the ferry overlay {net_id} this Docker network maps onto was removed (by ferry network rm on another host?): remove the Docker network and create it again"
+    ))
+}
+
+/// A new Docker endpoint, not joined yet, on `endpoint.network_id` (an overlay's when
+/// Docker's network `docker_network` maps onto one).
+fn docker_endpoint(id: &str, endpoint: Endpoint, docker_network: &str) -> DockerEndpoint {
     DockerEndpoint {
         id: id.to_string(),
+        docker_network: (endpoint.network_id != docker_network).then(|| docker_network.into()),
         endpoint,
         joined: false,
         sandbox_key: None,
@@ -85,8 +98,10 @@ impl<K: KernelOps> Daemon<K> {
                 mac_address: mac_string(mac),
             }),
         };
+        // Docker's network, or the overlay it maps onto.
+        let net_id = st.ferry_net_of(&req.network_id);
         if let Some(e) = st.plugin.endpoints.get(&req.endpoint_id) {
-            if e.endpoint.network_id == req.network_id {
+            if e.endpoint.network_id == net_id {
                 let live = e.endpoint.live.as_ref().expect("docker endpoints are live");
                 return Ok(answer(&live.mac));
             }
@@ -98,8 +113,8 @@ impl<K: KernelOps> Daemon<K> {
         }
         let net = st
             .networks
-            .get(&req.network_id)
-            .ok_or_else(|| CoreError::NoSuchNetwork(req.network_id.clone()))?;
+            .get(&net_id)
+            .ok_or_else(|| network_gone(&req.network_id, &net_id))?;
         if !st.docker_managed(&req.network_id) {
             return Err(CoreError::Invalid(format!(
                 "network {} was not made through the Docker plugin",
@@ -113,15 +128,12 @@ impl<K: KernelOps> Daemon<K> {
         let internal = net.internal;
         let ep_id = req.endpoint_id.clone();
         let net_name = net.name.clone();
-        let keys = [
-            Key::Net(req.network_id.clone()),
-            Key::PluginEp(ep_id.clone()),
-        ];
+        let keys = [Key::Net(net_id.clone()), Key::PluginEp(ep_id.clone())];
         let ifname = IfName::new(container_if_name(&ep_id))?;
         let staged = self.stage(&mut st, &keys, |st| {
             let pool = st
                 .networks
-                .get_mut(&req.network_id)
+                .get_mut(&net_id)
                 .and_then(|n| n.pool.as_mut())
                 .ok_or_else(|| CoreError::Invalid(format!("network {net_name} has no subnet")))?;
             take_address(pool, ip, &ep_id)?;
@@ -138,15 +150,16 @@ impl<K: KernelOps> Daemon<K> {
                 published: vec![],
             };
             let endpoint = Endpoint {
-                network_id: req.network_id.clone(),
+                network_id: net_id.clone(),
                 static_ip: None,
                 aliases: vec![],
                 ports,
                 live: Some(live),
             };
-            st.plugin
-                .endpoints
-                .insert(ep_id.clone(), docker_endpoint(&ep_id, endpoint));
+            st.plugin.endpoints.insert(
+                ep_id.clone(),
+                docker_endpoint(&ep_id, endpoint, &req.network_id),
+            );
             Ok(())
         })?;
         let applied = self.commit_staged(&mut st, staged)?;
@@ -257,6 +270,8 @@ impl<K: KernelOps> Daemon<K> {
                 .endpoints
                 .remove(&r.endpoint_id)
                 .ok_or_else(|| no_endpoint(&r.endpoint_id))?;
+            // On an overlay (no Docker record under its ID) the address is freed now;
+            // Docker's ReleaseAddress then finds it free and leaves it.
             let ferry_ipam = st
                 .plugin
                 .networks

@@ -16,9 +16,11 @@ use ferry_core::validate::{first_host, ip_range, usable_subnet};
 use ferry_core::CoreError;
 use ferry_kernel::KernelOps;
 
+use super::overlay::overlay_of_pool;
 use super::{no_ipv6, no_pool, pool_key, pool_mut, taken_subnets, with_len};
 use crate::error::Result;
 use crate::ops::{new_id, Daemon};
+use crate::overlay::DOCKER_HELD;
 use crate::state::Key;
 
 impl<K: KernelOps> Daemon<K> {
@@ -30,6 +32,9 @@ impl<K: KernelOps> Daemon<K> {
             return Err(no_ipv6().into());
         }
         let mut st = self.state.lock().await;
+        if let Some(resp) = self.overlay_pool(&mut st, &req)? {
+            return Ok(resp);
+        }
         let routes = self.kernel.route_destinations().await?;
         let taken = taken_subnets(&st);
         let mut cursor = st.meta.pool_cursor;
@@ -78,15 +83,39 @@ impl<K: KernelOps> Daemon<K> {
         &self,
         req: RequestAddressRequest,
     ) -> Result<RequestAddressResponse> {
+        let asked = match req.address.trim() {
+            "" => None,
+            a => Some(IpAddr::from(parse_addr("address", a)?)),
+        };
         let mut st = self.state.lock().await;
+        if let Some(ov) = overlay_of_pool(&st, &req.pool_id) {
+            let pool = st.networks[&ov]
+                .pool
+                .as_ref()
+                .expect("overlays have a subnet");
+            if req.is_gateway() {
+                // The overlay's, the same on every host: nothing to allocate.
+                return match asked {
+                    Some(g) if g != pool.gateway => Err(CoreError::Invalid(format!(
+                        "overlay {} has gateway {}, not {g}",
+                        st.networks[&ov].name, pool.gateway
+                    ))
+                    .into()),
+                    _ => Ok(RequestAddressResponse {
+                        address: with_len(pool.gateway, pool),
+                        data: BTreeMap::new(),
+                    }),
+                };
+            }
+            // This host's block of the overlay (and a static address) come from etcd.
+            drop(st);
+            self.prepare_overlay(&ov, asked, DOCKER_HELD, &[]).await?;
+            st = self.state.lock().await;
+        }
         let key = pool_key(&st, &req.pool_id);
         let net_name = match &key {
             Key::Net(id) => st.networks[id].name.clone(),
             _ => req.pool_id.clone(),
-        };
-        let asked = match req.address.trim() {
-            "" => None,
-            a => Some(IpAddr::from(parse_addr("address", a)?)),
         };
         let staged = self.stage(&mut st, &[key], |st| {
             let pool = pool_mut(st, &req.pool_id).ok_or_else(|| no_pool(&req.pool_id))?;
@@ -126,10 +155,12 @@ impl<K: KernelOps> Daemon<K> {
             let Some(rec) = st.plugin.pools.get(&req.pool_id) else {
                 return Ok(());
             };
+            // An overlay's pool goes now: the overlay outlives Docker's network.
             let bound = rec
                 .network_id
                 .as_ref()
-                .is_some_and(|n| st.networks.contains_key(n));
+                .and_then(|n| st.networks.get(n))
+                .is_some_and(|n| n.overlay().is_none());
             match (bound, st.plugin.pools.get_mut(&req.pool_id)) {
                 (true, Some(rec)) => rec.released = true,
                 _ => drop(st.plugin.pools.remove(&req.pool_id)),
@@ -137,6 +168,55 @@ impl<K: KernelOps> Daemon<K> {
             Ok(())
         })?;
         self.commit_staged(&mut st, staged).map(drop)
+    }
+}
+
+impl<K: KernelOps> Daemon<K> {
+    /// RequestPool for exactly an overlay's subnet: a pool bound to the overlay from the
+    /// start (its addresses are this host's block of the overlay). None for any other.
+    fn overlay_pool(
+        &self,
+        st: &mut crate::state::State,
+        req: &RequestPoolRequest,
+    ) -> Result<Option<RequestPoolResponse>> {
+        let Ok(asked) = req.pool.trim().parse::<IpNet>() else {
+            return Ok(None);
+        };
+        let Some(net) = st
+            .networks
+            .values()
+            .find(|n| n.overlay().is_some() && n.subnet() == Some(asked))
+        else {
+            return Ok(None);
+        };
+        if !req.sub_pool.trim().is_empty() {
+            return Err(CoreError::Invalid(format!(
+                "overlay {}: --ip-range is not supported through Docker (each host allocates in its own blocks)",
+                net.name
+            ))
+            .into());
+        }
+        let (net_id, subnet) = (net.id.clone(), asked);
+        let id = format!("ferry-{}", &new_id()[..24]);
+        let keys = [Key::PluginPool(id.clone())];
+        let staged = self.stage(st, &keys, |st| {
+            st.plugin.pools.insert(
+                id.clone(),
+                IpamPool {
+                    id: id.clone(),
+                    pool: None,
+                    network_id: Some(net_id),
+                    released: false,
+                },
+            );
+            Ok(())
+        })?;
+        self.commit_staged(st, staged)?;
+        Ok(Some(RequestPoolResponse {
+            pool_id: id,
+            pool: subnet.to_string(),
+            data: BTreeMap::new(),
+        }))
     }
 }
 

@@ -1,6 +1,7 @@
 //! The plugin's records at ferryd's start (reconcile) and at `ferry system cleanup`.
 
 use ferry_core::docker::plugin::EndpointRef;
+use ferry_core::remote::DOCKER_IPAM_OWNER;
 use ferry_kernel::KernelOps;
 
 use crate::error::Result;
@@ -32,6 +33,9 @@ impl<K: KernelOps> Daemon<K> {
             }
         }
         let mut st = self.state.lock().await;
+        if let Err(e) = self.release_overlay_holds(&mut st) {
+            errors.push(e.to_string());
+        }
         let mut keys: Vec<Key> = st
             .plugin
             .pools
@@ -55,6 +59,40 @@ impl<K: KernelOps> Daemon<K> {
             }
         }
         errors
+    }
+
+    /// The addresses ferry's IPAM still holds for dockerd on overlays, which stay when
+    /// Docker's networks go (a static `--ip` dockerd asked for and never used).
+    fn release_overlay_holds(&self, st: &mut crate::state::State) -> Result<()> {
+        let held: Vec<(String, Vec<std::net::IpAddr>)> = st
+            .networks
+            .values()
+            .filter(|n| n.overlay().is_some())
+            .filter_map(|n| {
+                let ips: Vec<_> = n
+                    .pool
+                    .as_ref()?
+                    .allocations()
+                    .iter()
+                    .filter(|(_, o)| o.as_str() == DOCKER_IPAM_OWNER)
+                    .map(|(ip, _)| *ip)
+                    .collect();
+                (!ips.is_empty()).then(|| (n.id.clone(), ips))
+            })
+            .collect();
+        if held.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Key> = held.iter().map(|(id, _)| Key::Net(id.clone())).collect();
+        let staged = self.stage(st, &keys, |st| {
+            for (id, ips) in &held {
+                if let Some(pool) = st.networks.get_mut(id).and_then(|n| n.pool.as_mut()) {
+                    ips.iter().for_each(|ip| pool.release(*ip));
+                }
+            }
+            Ok(())
+        })?;
+        self.commit_staged(st, staged).map(drop)
     }
 
     /// At start. A veth pair dies with either end's namespace, so a joined Docker

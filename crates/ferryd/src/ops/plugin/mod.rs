@@ -20,6 +20,7 @@ mod endpoint;
 mod ipam;
 mod lifecycle;
 mod network;
+mod overlay;
 
 use ferry_core::ipam::AddressPool;
 use ferry_core::model::Network;

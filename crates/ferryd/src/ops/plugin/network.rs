@@ -10,7 +10,7 @@ use ferry_core::ipam::pools::overlaps;
 use ferry_core::ipam::AddressPool;
 use ferry_core::model::{IpamEcho, Network, NetworkKind};
 use ferry_core::plan::docker as docker_plan;
-use ferry_core::remote::{DockerNetwork, DOCKER_IPAM_OWNER};
+use ferry_core::remote::{DockerNetwork, DOCKER_IPAM_OWNER, OPT_OVERLAY};
 use ferry_core::validate::{bridge_conf, first_host, parse_subnet, OPT_BRIDGE_NAME};
 use ferry_core::CoreError;
 use ferry_kernel::KernelOps;
@@ -141,6 +141,21 @@ impl<K: KernelOps> Daemon<K> {
             }
             return Err(CoreError::Invalid(format!("network {id} already exists in ferry")).into());
         }
+        if st
+            .plugin
+            .networks
+            .get(&id)
+            .is_some_and(|n| n.overlay.is_some())
+        {
+            return Ok(());
+        }
+        let options = generic_options(req.options.as_ref())?;
+        if let Some(name) = options.get(OPT_OVERLAY) {
+            drop(st);
+            return self
+                .plugin_create_overlay_network(&id, &req, &options, name)
+                .await;
+        }
         let asked = Asked::from_request(&id, &req)?;
         if st
             .networks
@@ -182,6 +197,7 @@ impl<K: KernelOps> Daemon<K> {
                     id: id.clone(),
                     pool_id: bound,
                     owns_bridge,
+                    overlay: None,
                 },
             );
             spec.ok_or_else(|| CoreError::Invalid("a Docker plugin network is a bridge".into()))
@@ -218,14 +234,25 @@ impl<K: KernelOps> Daemon<K> {
         let id = r.network_id;
         let mut st = self.state.lock().await;
         if !st.networks.contains_key(&id) {
-            // Gone already: only Docker's record of it may be left.
-            if st.plugin.networks.contains_key(&id) {
-                let keys = [Key::PluginNet(id.clone())];
-                let staged = self.stage(&mut st, &keys, |st| {
-                    st.plugin.networks.remove(&id);
-                    Ok(())
-                })?;
-                self.commit_staged(&mut st, staged)?;
+            // Gone already, or an overlay's mapping (the overlay stays for other hosts):
+            // only Docker's record of it, and what Docker forgot on the overlay, is left.
+            if !st.plugin.networks.contains_key(&id) {
+                return Ok(());
+            }
+            let keys = docker_plan::forget_network_keys(&st, &id);
+            let staged = self.stage(&mut st, &keys, |st| {
+                Ok(docker_plan::plan_forget_network(st, &id))
+            })?;
+            let links = self.commit_staged(&mut st, staged)?.plan;
+            if links.is_empty() {
+                return Ok(());
+            }
+            self.sync_firewall_or_warn(&st, "delete network").await;
+            drop(st);
+            for l in links {
+                if let Err(e) = self.kernel.delete_link(&l).await {
+                    tracing::warn!("delete network {id}: {e}; reconcile will remove it");
+                }
             }
             return Ok(());
         }
