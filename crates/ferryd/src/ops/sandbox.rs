@@ -11,7 +11,7 @@ use ferry_core::id::short;
 use ferry_core::model::{DnsConf, Driver, Endpoint, NetworkMode, RunState, Sandbox};
 use ferry_core::validate::valid_name;
 use ferry_core::CoreError;
-use ferry_kernel::{AttachSpec, KernelOps};
+use ferry_kernel::{AttachSpec, AttachStep, KernelOps};
 
 use super::endpoint::{cursor_of, plan_plug, plan_unplug, published_of, unplan_plug};
 use super::{new_id, now, Daemon};
@@ -131,6 +131,15 @@ impl<K: KernelOps> Daemon<K> {
             tracing::warn!("write {}: {e}", hosts.display());
         }
         self.write_resolv(st, id);
+    }
+
+    /// A connect's names step: the sandbox's hosts and resolv.conf written (its records
+    /// went into the responder's table with the commit). Fails only when a test armed a
+    /// fault at it; a file that cannot be written is logged, as before.
+    pub(crate) fn attach_names(&self, st: &State, id: &str) -> Result<()> {
+        self.kernel.fault(AttachStep::Dns)?;
+        self.write_hosts(st, id);
+        Ok(())
     }
 
     fn write_files(&self, sb: &Sandbox) -> Result<()> {
@@ -284,7 +293,7 @@ impl<K: KernelOps> Daemon<K> {
         sb.started_at = Some(now().0);
         sb.finished_at = None;
         self.commit_or_restore(&mut st, &before, &keys)?;
-        if let Err(e) = self.sync_firewall(&st).await {
+        if let Err(e) = self.attach_firewall(&st).await {
             self.rollback(&mut st, before, &keys);
             return Err(e);
         }
@@ -348,6 +357,7 @@ impl<K: KernelOps> Daemon<K> {
         let res: Result<Option<tokio::process::Child>> = async {
             if own_netns {
                 self.kernel.create_netns(netns).await?;
+                self.kernel.fault(AttachStep::Dns)?;
                 self.write_files(sb)?;
             }
             for spec in specs {
