@@ -472,6 +472,53 @@ fn the_leak_check_names_what_the_store_does_not_account_for() -> Result<()> {
     host.host_ip(&["link", "del", "fy00000000000"])?;
     host.accounted()?;
 
+    // Routes: one on the network's bridge that is not its subnet's, one in the sandbox
+    // for a network it is not on, and the sandbox's default route gone.
+    let br = w.networks.iter().find(|n| n.name == "cnleak");
+    let br = br
+        .and_then(|n| n.bridge.clone())
+        .context("cnleak's bridge")?;
+    let bb = ferry_testkit::BUSYBOX;
+    let route_cases: [(&str, Vec<&str>, Vec<&str>); 3] = [
+        (
+            "10.148.0.0/24",
+            vec!["ip", "route", "add", "10.148.0.0/24", "dev", &br],
+            vec!["ip", "route", "del", "10.148.0.0/24", "dev", &br],
+        ),
+        (
+            "10.147.0.0/24",
+            vec![bb, "ip", "route", "add", "10.147.0.0/24", "dev", "eth0"],
+            vec![bb, "ip", "route", "del", "10.147.0.0/24", "dev", "eth0"],
+        ),
+        (
+            "default via 10.149.0.1",
+            vec![bb, "ip", "route", "del", "default"],
+            vec![bb, "ip", "route", "add", "default", "via", "10.149.0.1"],
+        ),
+    ];
+    for (named, make, unmake) in route_cases {
+        let in_host = make[0] == "ip";
+        let run = |cmd: &[&str]| -> Result<()> {
+            if in_host {
+                host.host_ip(&cmd[1..]).map(drop)
+            } else {
+                host.exec("csleak", cmd)?.expect_success().map(drop)
+            }
+        };
+        run(&make)?;
+        let err = format!(
+            "{:#}",
+            host.accounted()
+                .expect_err(&format!("a route case ({named}) passed"))
+        );
+        ensure!(
+            err.contains(named),
+            "the failure does not name {named}: {err}"
+        );
+        run(&unmake)?;
+        host.accounted()?;
+    }
+
     let cidr = &w.endpoints[0].cidr;
     host.exec(
         "csleak",
@@ -496,5 +543,16 @@ fn the_leak_check_names_what_the_store_does_not_account_for() -> Result<()> {
     host.accounted()?;
     let left = host.leftovers()?;
     ensure!(left.is_empty(), "left behind:\n{left}");
+    // A route left in the host's namespace is a leftover, named.
+    host.host_ip(&["route", "add", "10.146.0.0/24", "dev", "lo"])?;
+    let left = host.leftovers()?;
+    ensure!(
+        left.routes
+            .iter()
+            .any(|r| r.starts_with("10.146.0.0/24 dev lo")),
+        "a route left on the host is not among the leftovers: {left}"
+    );
+    host.host_ip(&["route", "del", "10.146.0.0/24", "dev", "lo"])?;
+    ensure!(host.leftovers()?.is_empty(), "the control: nothing left");
     host.finish()
 }

@@ -10,6 +10,13 @@ pub enum KernelError {
         message: String,
         errno: Option<i32>,
     },
+    /// A fault injected at a step of an attach (see [`crate::fault`]): never in normal
+    /// operation.
+    #[error(
+        "attach step {step}: fault injected ({}=attach:{step})",
+        crate::fault::ENV
+    )]
+    Injected { step: crate::fault::AttachStep },
 }
 
 impl KernelError {
@@ -64,6 +71,7 @@ impl KernelError {
     pub fn errno(&self) -> Option<i32> {
         match self {
             KernelError::Failed { errno, .. } => *errno,
+            KernelError::Injected { .. } => None,
         }
     }
 

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 
 use ipnet::IpNet;
 
+use crate::fault::{AttachStep, Faults};
 use crate::{AttachSpec, BridgeSpec, KernelError, KernelOps, LinkSpec, VethPairSpec, VxlanSpec};
 
 #[derive(Default)]
@@ -27,6 +28,10 @@ pub struct Recorder {
     /// semaphore before it is carried out (and checked against `fail_on`): a test's way
     /// to hold one request in flight. The log shows `held <line>` while it waits.
     pub hold_on: Mutex<Option<(String, std::sync::Arc<tokio::sync::Semaphore>)>>,
+    /// The attach step armed to fail, as `FERRY_FAULT` arms it for the real kernel
+    /// ([`crate::fault`]): ferryd's own steps ask [`KernelOps::fault`]; an attach fails
+    /// whole, making nothing, when a kernel step of it is armed.
+    pub fault_at: Mutex<Option<AttachStep>>,
 }
 
 impl Recorder {
@@ -127,6 +132,18 @@ impl KernelOps for Recorder {
             }
         };
         self.hold(&line).await;
+        let faults = Faults::armed(*self.fault_at.lock().expect("lock"));
+        for step in [
+            AttachStep::Veth,
+            AttachStep::Move,
+            AttachStep::Address,
+            AttachStep::Up,
+        ] {
+            faults.check(step)?;
+        }
+        if s.default_via.is_some() {
+            faults.check(AttachStep::Route)?;
+        }
         self.record(line)?;
         if let Some(h) = s.host_if() {
             self.links.lock().expect("lock").insert(h.to_string());
@@ -264,5 +281,8 @@ impl KernelOps for Recorder {
         }
         self.attach(s).await?;
         Ok(vec![format!("host veth {host_if} is missing")])
+    }
+    fn fault(&self, step: AttachStep) -> Result<(), KernelError> {
+        Faults::armed(*self.fault_at.lock().expect("lock")).check(step)
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod fake;
+pub mod fault;
 pub mod link;
 pub mod netns;
 pub mod nft;
@@ -17,6 +18,7 @@ pub mod reaper;
 pub mod sysctl;
 
 pub use error::KernelError;
+pub use fault::AttachStep;
 pub use ops::{
     AdoptSpec, AttachSpec, BridgeSpec, KernelOps, LinkSpec, MacvlanLink, Netlink, PluginLink,
     StaticRoute, VethLink, VethPairSpec, VxlanSpec,

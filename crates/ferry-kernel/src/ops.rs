@@ -13,6 +13,7 @@ use ipnet::IpNet;
 
 use std::sync::Arc;
 
+use crate::fault::{AttachStep, Faults};
 pub use crate::link::adopt::{AdoptSpec, StaticRoute};
 use crate::link::retire::{self, Retired};
 pub use crate::link::vxlan::VxlanSpec;
@@ -150,6 +151,12 @@ pub trait KernelOps: Send + Sync + 'static {
         ifname: &str,
         back: &str,
     ) -> impl Future<Output = Result<(), KernelError>> + Send;
+    /// An attach's step about to run: `Err` only when a test armed a fault there
+    /// (`FERRY_FAULT`, see [`crate::fault`]). ferryd asks it for its own steps (nft,
+    /// dns); the kernel's steps ask it themselves.
+    fn fault(&self, _step: AttachStep) -> Result<(), KernelError> {
+        Ok(())
+    }
 }
 
 /// The real kernel, through one rtnetlink connection in ferryd's own namespace plus a
@@ -166,6 +173,8 @@ pub struct Netlink {
     peers: std::sync::Mutex<HashMap<String, (PathBuf, String)>>,
     /// ferryd's `/proc/sys/net/ipv6/conf`, held open (see [`sysctl::Ipv6Conf`]).
     ipv6_conf: sysctl::Ipv6Conf,
+    /// The attach step a test armed to fail (none in normal operation).
+    faults: Faults,
 }
 
 impl Netlink {
@@ -184,7 +193,14 @@ impl Netlink {
             reaper,
             peers: Default::default(),
             ipv6_conf: sysctl::Ipv6Conf::open_here(),
+            faults: Faults::default(),
         })
+    }
+
+    /// Make `step` of every attach fail (tests only: ferryd arms it from `FERRY_FAULT`
+    /// read once at start, see [`crate::fault`]).
+    pub fn arm_fault(&mut self, step: Option<AttachStep>) {
+        self.faults = Faults::armed(step);
     }
 
     fn nft_ctx(&self) -> Result<Arc<Nft>, KernelError> {
@@ -233,6 +249,7 @@ impl Netlink {
             peer_mac: s.mac,
             mtu: v.mtu,
         };
+        self.faults.check(AttachStep::Veth)?;
         let created = veth::create(&self.handle, &pair).await;
         let created = match self.bridge_full_of_retired(&created).await {
             true => veth::create(&self.handle, &pair).await,
@@ -296,12 +313,16 @@ impl Netlink {
 
     async fn configure_inside(&self, s: &AttachSpec) -> Result<(), KernelError> {
         let nh = netns::netlink_in(&s.netns)?;
+        self.faults.check(AttachStep::Move)?;
         let idx = get::index_of(&nh, &s.ifname)
             .await?
             .ok_or_else(|| KernelError::other("find", &s.ifname, "veth peer missing in sandbox"))?;
+        self.faults.check(AttachStep::Address)?;
         addr::add(&nh, idx, &s.ifname, s.addr).await?;
+        self.faults.check(AttachStep::Up)?;
         up::up(&nh, idx, &s.ifname).await?;
         if let Some(gw) = s.default_via {
+            self.faults.check(AttachStep::Route)?;
             route::replace_default(&nh, gw).await?;
         }
         Ok(())
@@ -488,6 +509,10 @@ impl KernelOps for Netlink {
         back: &str,
     ) -> Result<(), KernelError> {
         crate::link::adopt::hand_back(netns, ifname, back).await
+    }
+
+    fn fault(&self, step: AttachStep) -> Result<(), KernelError> {
+        self.faults.check(step)
     }
 
     async fn ensure_attached(&self, s: &AttachSpec) -> Result<Vec<String>, KernelError> {

@@ -12,7 +12,11 @@
 //! * namespace files, `ip netns` links and nsfs mounts: only running sandboxes';
 //! * each running sandbox: its process alive, and exactly the IPv4 addresses the store
 //!   gives it in its namespace; no address twice on a network, in the store or the kernel;
-//! * each network's `Containers` (what `network inspect` shows) is what the sandboxes say.
+//! * each network's `Containers` (what `network inspect` shows) is what the sandboxes say;
+//! * routes: in the host's main table each bridge carries exactly its subnet's route and
+//!   no endpoint's veth carries one; in each running sandbox, one route per endpoint's
+//!   subnet and a single default route via a non-internal network's gateway (none when
+//!   all its networks are internal), nothing else.
 //!
 //! What it returns lets a scenario prove the rest by traffic (every endpoint reached).
 
@@ -32,6 +36,8 @@ pub struct NetView {
     pub bridge: Option<String>,
     /// The gateway with the subnet's prefix (`10.1.0.1/24`), when it has one.
     pub gateway: Option<String>,
+    /// `--internal`: its sandboxes get no default route through it.
+    pub internal: bool,
 }
 
 /// One endpoint of a running sandbox.
@@ -45,6 +51,8 @@ pub struct EndpointView {
     pub ip: String,
     /// With its prefix (`10.1.0.2/24`).
     pub cidr: String,
+    /// Its network's gateway (empty when it has none).
+    pub gateway: String,
 }
 
 /// What [`TestHost::accounted`] found consistent.
@@ -111,6 +119,7 @@ impl TestHost {
                     endpoint_id: e["EndpointID"].as_str().unwrap_or("").to_string(),
                     ip,
                     cidr,
+                    gateway: e["Gateway"].as_str().unwrap_or("").to_string(),
                 });
             }
             a.published.extend(published_of(name, s));
@@ -123,6 +132,8 @@ impl TestHost {
         }
         self.account_links(&a, keep, &mut problems)?;
         self.account_namespaces(&a, &running_ids, &by_sandbox, &mut problems)?;
+        self.account_host_routes(&a, &mut problems)?;
+        self.account_sandbox_routes(&a, &mut problems)?;
         account_addresses(&a, &mut problems);
         ensure!(
             problems.is_empty(),
@@ -249,6 +260,114 @@ impl TestHost {
     }
 }
 
+/// `10.1.0.0/24` → `10.1.0.1`.
+fn first_address(subnet: &str) -> Option<String> {
+    let net: std::net::Ipv4Addr = subnet_of(subnet)?.split_once('/')?.0.parse().ok()?;
+    Some(std::net::Ipv4Addr::from(u32::from(net).checked_add(1)?).to_string())
+}
+
+/// `10.1.0.2/24` → `10.1.0.0/24`.
+fn subnet_of(cidr: &str) -> Option<String> {
+    let (ip, len) = cidr.split_once('/')?;
+    let ip: std::net::Ipv4Addr = ip.parse().ok()?;
+    let len: u32 = len.parse().ok()?;
+    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+    Some(format!(
+        "{}/{len}",
+        std::net::Ipv4Addr::from(u32::from(ip) & mask)
+    ))
+}
+
+impl TestHost {
+    /// The host's main table: each bridge network's bridge carries exactly its subnet's
+    /// route, and no route names an endpoint's veth.
+    fn account_host_routes(&self, a: &Accounted, problems: &mut Vec<String>) -> Result<()> {
+        let routes = self.routes()?;
+        for n in &a.networks {
+            let (Some(br), Some(gw)) = (&n.bridge, &n.gateway) else {
+                continue;
+            };
+            let want = subnet_of(gw);
+            let on_br: Vec<&kernel::Route> = routes
+                .iter()
+                .filter(|r| &r.dev == br && r.table == "main")
+                .collect();
+            if !on_br.iter().any(|r| Some(&r.dest) == want.as_ref()) {
+                problems.push(format!(
+                    "bridge {br} of {} has no route to its subnet",
+                    n.name
+                ));
+            }
+            for r in on_br.iter().filter(|r| Some(&r.dest) != want.as_ref()) {
+                problems.push(format!("route `{}` on bridge {br} is not ferry's", r.line));
+            }
+        }
+        for e in &a.endpoints {
+            let veth = format!("fy{}", e.endpoint_id.get(..11).unwrap_or(""));
+            for r in routes.iter().filter(|r| r.dev == veth) {
+                problems.push(format!("host-side veth {veth} carries route `{}`", r.line));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each running sandbox's main table: exactly one route per endpoint's subnet, and
+    /// one default route via the gateway of one of its non-internal networks if it has
+    /// one, none otherwise.
+    fn account_sandbox_routes(&self, a: &Accounted, problems: &mut Vec<String>) -> Result<()> {
+        let internal: BTreeSet<&str> = a
+            .networks
+            .iter()
+            .filter(|n| n.internal)
+            .map(|n| n.name.as_str())
+            .collect();
+        let mut by_sandbox: BTreeMap<&str, Vec<&EndpointView>> = BTreeMap::new();
+        for e in &a.endpoints {
+            by_sandbox.entry(&e.sandbox_id).or_default().push(e);
+        }
+        for (id, eps) in by_sandbox {
+            let path = self.exec_root.join("netns").join(&id[..12]);
+            let Ok(ns) = File::open(&path) else {
+                continue; // named by account_namespaces
+            };
+            let out = kernel::in_netns(&ns, &["ip", "-4", "route", "show"])?;
+            let mut have: Vec<String> = kernel::parse_routes(&out.stdout)
+                .into_iter()
+                .map(|r| match r.via {
+                    Some(via) => format!("{} via {via}", r.dest),
+                    None => r.dest,
+                })
+                .collect();
+            have.sort();
+            let mut want: Vec<String> = eps.iter().filter_map(|e| subnet_of(&e.cidr)).collect();
+            want.sort();
+            let gateways: Vec<String> = eps
+                .iter()
+                .filter(|e| !internal.contains(e.network.as_str()) && !e.gateway.is_empty())
+                .map(|e| format!("default via {}", e.gateway))
+                .collect();
+            let defaults: Vec<&String> = have.iter().filter(|r| r.starts_with("default")).collect();
+            let default_ok = match (gateways.is_empty(), defaults.as_slice()) {
+                (true, []) => true,
+                (false, [d]) => gateways.contains(d),
+                _ => false,
+            };
+            let others: Vec<String> = have
+                .iter()
+                .filter(|r| !r.starts_with("default"))
+                .cloned()
+                .collect();
+            if others != want || !default_ok {
+                problems.push(format!(
+                    "sandbox {}: routes {have:?}, the store's endpoints want {want:?} and one of {gateways:?}",
+                    eps[0].sandbox
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn net_view(n: &Value) -> NetView {
     let id = n["Id"].as_str().unwrap_or("").to_string();
     let name = n["Name"].as_str().unwrap_or("").to_string();
@@ -262,11 +381,19 @@ fn net_view(n: &Value) -> NetView {
             })
     });
     let cfg = &n["IPAM"]["Config"][0];
-    let gateway = match (cfg["Gateway"].as_str(), cfg["Subnet"].as_str()) {
+    let subnet = cfg["Subnet"].as_str();
+    // Without a Gateway in its config (none was asked for), the subnet's first address,
+    // as Docker and ferry choose it.
+    let gateway = cfg["Gateway"]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| subnet.and_then(first_address));
+    let gateway = match (gateway, subnet) {
         (Some(g), Some(s)) => s.split_once('/').map(|(_, p)| format!("{g}/{p}")),
         _ => None,
     };
     NetView {
+        internal: n["Internal"].as_bool().unwrap_or(false),
         name,
         id,
         bridge,

@@ -58,6 +58,8 @@ pub struct TestHost {
     pub(crate) ferryd: Option<Child>,
     /// Extra ferryd flags, for this start and every restart.
     pub(crate) ferryd_args: Vec<String>,
+    /// Environment variables for ferryd's next starts ([`TestHost::set_ferryd_env`]).
+    pub(crate) ferryd_env: Vec<(String, String)>,
     /// ferryd runs in a mount namespace of its own with a tmpfs over its exec root, as
     /// under `ip netns exec` or a service manager's private mounts: its namespace pins
     /// and sandbox files are not visible to the test (nor to the `ferry` CLI it runs).
@@ -129,6 +131,7 @@ impl TestHost {
             bins,
             ferryd: None,
             ferryd_args: ferryd_args.iter().map(|s| s.to_string()).collect(),
+            ferryd_env: Vec::new(),
             private_mounts,
             netns: None,
             baseline: Baseline {
@@ -175,6 +178,7 @@ impl TestHost {
                 .collect(),
             etc_mount_ids: std::mem::take(&mut host.baseline.etc_mount_ids),
             nft_elements: host.nft_elements()?.into_iter().collect(),
+            routes: host.routes()?.into_iter().map(|r| r.line).collect(),
         };
         Ok(host)
     }
@@ -196,6 +200,15 @@ impl TestHost {
             .as_raw_fd();
         self.ferryd = Some(self.spawn_ferryd(Some(fd))?);
         self.wait_ready()
+    }
+
+    /// Set (`Some`) or unset (`None`) an environment variable for ferryd's next starts
+    /// (such as `FERRY_FAULT`, read once at start); takes effect at the next restart.
+    pub fn set_ferryd_env(&mut self, key: &str, value: Option<&str>) {
+        self.ferryd_env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.ferryd_env.push((key.to_string(), v.to_string()));
+        }
     }
 
     pub fn restart_kill9(&mut self) -> Result<()> {
@@ -252,6 +265,10 @@ impl TestHost {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
+        // A fault is armed only by the scenario that means to ([`TestHost::set_ferryd_env`]),
+        // never inherited from whoever runs the tests.
+        cmd.env_remove("FERRY_FAULT");
+        cmd.envs(self.ferryd_env.iter().map(|(k, v)| (k, v)));
         let private = self
             .private_mounts
             .then(|| std::ffi::CString::new(self.exec_root.as_os_str().as_encoded_bytes()))
@@ -443,6 +460,11 @@ impl TestHost {
         kernel::addresses_in(self.netns()?)
     }
 
+    /// Every IPv4 route, of every table, in the host's namespace.
+    pub fn routes(&self) -> Result<Vec<kernel::Route>> {
+        kernel::routes_in(self.netns()?)
+    }
+
     /// The elements of ferry's nftables sets and maps in the host's namespace.
     pub fn nft_elements(&self) -> Result<Vec<String>> {
         kernel::nft_elements_in(self.netns()?)
@@ -481,6 +503,12 @@ impl TestHost {
             .into_iter()
             .filter(|(l, _)| links.contains(l))
             .collect();
+        let routes = self
+            .routes()?
+            .into_iter()
+            .map(|r| r.line)
+            .filter(|r| !b.routes.contains(r))
+            .collect();
         let self_binds = [self.exec_root.join("netns"), self.netns_dir.clone()];
         let (ns, other): (Vec<_>, Vec<_>) = self
             .mounts_under_root()?
@@ -490,6 +518,7 @@ impl TestHost {
         Ok(Leftovers {
             links,
             addresses,
+            routes,
             netns_files: self
                 .netns_files()?
                 .into_iter()
@@ -528,6 +557,7 @@ struct Baseline {
     mount_points: BTreeSet<PathBuf>,
     etc_mount_ids: BTreeSet<u64>,
     nft_elements: BTreeSet<String>,
+    routes: BTreeSet<String>,
 }
 
 /// `$TMPDIR` unless it would make the socket path too long for a unix address (108 bytes).

@@ -79,6 +79,64 @@ pub(crate) fn addresses_in(netns: &File) -> Result<Vec<(String, String)>> {
     ))
 }
 
+/// One IPv4 route, as busybox `ip -4 route show table all` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Route {
+    /// `unicast` unless the line names another type (`local`, `broadcast`, …).
+    pub kind: String,
+    /// `default` or `ADDR[/LEN]`.
+    pub dest: String,
+    pub dev: String,
+    pub via: Option<String>,
+    /// `main` unless the line names another table.
+    pub table: String,
+    /// The whole line, whitespace normalised.
+    pub line: String,
+}
+
+const ROUTE_KINDS: [&str; 9] = [
+    "unicast",
+    "local",
+    "broadcast",
+    "multicast",
+    "anycast",
+    "unreachable",
+    "blackhole",
+    "prohibit",
+    "throw",
+];
+
+/// The routes in `ip -4 route show [table all]` output.
+pub fn parse_routes(out: &str) -> Vec<Route> {
+    out.lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let after = |key: &str| {
+                w.iter()
+                    .position(|x| *x == key)
+                    .and_then(|i| w.get(i + 1))
+                    .map(|s| s.to_string())
+            };
+            let typed = ROUTE_KINDS.contains(w.first()?);
+            Some(Route {
+                kind: if typed { w[0] } else { "unicast" }.to_string(),
+                dest: w.get(usize::from(typed))?.to_string(),
+                dev: after("dev").unwrap_or_default(),
+                via: after("via"),
+                table: after("table").unwrap_or_else(|| "main".into()),
+                line: w.join(" "),
+            })
+        })
+        .collect()
+}
+
+/// Every IPv4 route of every table in `netns`.
+pub(crate) fn routes_in(netns: &File) -> Result<Vec<Route>> {
+    Ok(parse_routes(
+        &in_netns(netns, &["ip", "-4", "route", "show", "table", "all"])?.stdout,
+    ))
+}
+
 /// One line of /proc/self/mountinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
@@ -164,6 +222,9 @@ pub struct Leftovers {
     pub links: Vec<String>,
     /// Addresses on those links.
     pub addresses: Vec<(String, String)>,
+    /// IPv4 routes (any table) in ferryd's namespace that were not there when ferryd
+    /// became ready, as `ip route` prints them.
+    pub routes: Vec<String>,
     /// Files under `<exec-root>/netns/` (sandbox namespace files).
     pub netns_files: Vec<String>,
     /// Entries in the `ip netns` directory.
@@ -186,6 +247,10 @@ impl Leftovers {
     pub fn except_links(mut self, keep: &[&str]) -> Leftovers {
         self.links.retain(|l| !keep.contains(&l.as_str()));
         self.addresses.retain(|(l, _)| !keep.contains(&l.as_str()));
+        self.routes.retain(|r| {
+            let dev = parse_routes(r).pop().map(|r| r.dev).unwrap_or_default();
+            !keep.contains(&dev.as_str())
+        });
         // An element naming a kept link (a bridge still in use) stays with it.
         self.nft_elements
             .retain(|e| !keep.iter().any(|l| e.contains(&format!("\"{l}\""))));
@@ -207,7 +272,7 @@ impl fmt::Display for Leftovers {
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
         };
-        let rows: [(&str, Vec<String>); 8] = [
+        let rows: [(&str, Vec<String>); 9] = [
             ("nftables elements", self.nft_elements.clone()),
             ("links", self.links.clone()),
             (
@@ -217,6 +282,7 @@ impl fmt::Display for Leftovers {
                     .map(|(l, a)| format!("{a} on {l}"))
                     .collect(),
             ),
+            ("routes", self.routes.clone()),
             ("netns files", self.netns_files.clone()),
             ("ip netns links", self.ip_netns_links.clone()),
             ("namespace mounts", paths(&self.ns_mounts)),

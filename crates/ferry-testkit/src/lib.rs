@@ -52,7 +52,9 @@ pub use cmd::{run_bounded, Output};
 pub use docker::DockerCli;
 pub use dockerd::{find_dockerd_or_skip, Dockerd, DOCKER_TIMEOUT, IMAGE};
 pub use host::{TestHost, CLI_TIMEOUT, PREDEFINED_NETWORKS};
-pub use kernel::{mounts, parse_addresses, parse_links, process_gone, Leftovers, Mount};
+pub use kernel::{
+    mounts, parse_addresses, parse_links, parse_routes, process_gone, Leftovers, Mount, Route,
+};
 pub use peer::Peer;
 pub use probe::{is_full_id, Web};
 pub use reach::{At, NoReach, REFUSED_WITHIN};

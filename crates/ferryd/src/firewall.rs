@@ -137,6 +137,15 @@ impl<K: KernelOps> Daemon<K> {
         Ok(())
     }
 
+    /// An attach's firewall step (connect, start): [`Daemon::sync_firewall`], or the
+    /// fault a test armed at it (`FERRY_FAULT=attach:nft`), which fails as a refused
+    /// transaction would: nothing applied. It fails whether or not the endpoint brings
+    /// elements.
+    pub(crate) async fn attach_firewall(&self, st: &State) -> Result<()> {
+        self.kernel.fault(ferry_kernel::AttachStep::Nft)?;
+        self.sync_firewall(st).await
+    }
+
     /// For teardown paths, which go on whatever happens: a failure is logged and the
     /// next change (or the periodic check) loads the whole firewall again.
     pub(crate) async fn sync_firewall_or_warn(&self, st: &State, what: &str) {

@@ -175,6 +175,8 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Tests only: one step of every attach made to fail, read once, here.
+    let fault = ferry_kernel::fault::from_env().map_err(anyhow::Error::msg)?;
     let plughost_records = args.exec_root.join("plughost");
     let cfg = Config {
         data_root: args.data_root,
@@ -206,6 +208,7 @@ fn main() -> anyhow::Result<()> {
             args.plugin_dir,
             cluster,
             args.group,
+            fault,
         ))
 }
 
@@ -215,12 +218,20 @@ async fn run(
     plugin_dir: PathBuf,
     cluster: Option<ferryd::overlay::ClusterConf>,
     group: String,
+    fault: Option<ferry_kernel::AttachStep>,
 ) -> anyhow::Result<()> {
     for dir in [&cfg.data_root, &cfg.exec_root] {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
     let store = RedbStore::open(&cfg.store_path())?;
-    let kernel = ferry_kernel::Netlink::new()?;
+    let mut kernel = ferry_kernel::Netlink::new()?;
+    if let Some(step) = fault {
+        tracing::warn!(
+            "{}=attach:{step}: the {step} step of every attach will fail (fault injection, for tests)",
+            ferry_kernel::fault::ENV
+        );
+    }
+    kernel.arm_fault(fault);
     let socket = cfg.socket.clone();
     let d = Daemon::new(cfg, kernel, Box::new(store))?;
     reconcile::reconcile(&d).await.context("reconcile")?;

@@ -48,11 +48,16 @@ impl<K: KernelOps> Daemon<K> {
         };
         // The endpoint's set elements go in before its veth exists: nothing can match
         // them until it does.
-        if let Err(e) = self.sync_firewall(&st).await {
+        if let Err(e) = self.attach_firewall(&st).await {
             self.rollback(&mut st, applied.before, &keys);
             return Err(e);
         }
-        self.write_hosts(&st, &sb_id);
+        if let Err(e) = self.attach_names(&st, &sb_id) {
+            self.rollback(&mut st, applied.before, &keys);
+            self.sync_firewall_or_warn(&st, "undoing a connect").await;
+            self.write_hosts(&st, &sb_id);
+            return Err(e);
+        }
         drop(st);
         // The kernel work runs without the state lock; this sandbox's turn is still held.
         // plughost: attach_endpoint is kernel.attach, or a plugin's Join.

@@ -14,7 +14,7 @@ use ferry_core::plan::attach::{plan_detach, unplan_attach};
 use ferry_core::plan::sandbox as sandbox_plan;
 use ferry_core::validate::valid_name;
 use ferry_core::CoreError;
-use ferry_kernel::{AttachSpec, KernelOps};
+use ferry_kernel::{AttachSpec, AttachStep, KernelOps};
 
 use super::{new_id, now, Daemon};
 use crate::error::{Error, Result};
@@ -148,6 +148,15 @@ impl<K: KernelOps> Daemon<K> {
         }
     }
 
+    /// A connect's names step: the sandbox's hosts and resolv.conf written (its records
+    /// went into the responder's table with the commit). Fails only when a test armed a
+    /// fault at it; a file that cannot be written is logged, as before.
+    pub(crate) fn attach_names(&self, st: &State, id: &str) -> Result<()> {
+        self.kernel.fault(AttachStep::Dns)?;
+        self.write_hosts(st, id);
+        Ok(())
+    }
+
     fn write_files(&self, sb: &Sandbox) -> Result<()> {
         let dir = self.cfg.sandbox_dir(&sb.id);
         let io =
@@ -265,7 +274,7 @@ impl<K: KernelOps> Daemon<K> {
         }
         let applied = self.commit_staged(&mut st, staged)?;
         let (before, plan) = (applied.before, applied.plan);
-        if let Err(e) = self.sync_firewall(&st).await {
+        if let Err(e) = self.attach_firewall(&st).await {
             self.rollback(&mut st, before, &keys);
             return Err(e);
         }
@@ -329,6 +338,7 @@ impl<K: KernelOps> Daemon<K> {
         let res: Result<Option<tokio::process::Child>> = async {
             if own_netns {
                 self.kernel.create_netns(netns).await?;
+                self.kernel.fault(AttachStep::Dns)?;
                 self.write_files(sb)?;
             }
             for spec in specs {
