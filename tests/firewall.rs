@@ -525,6 +525,36 @@ fn a_flushed_ruleset_comes_back_on_reconcile() -> Result<()> {
     host.finish()
 }
 
+/// The rules of one of ferry's chains deleted by hand (the published ports' DNAT, with
+/// the table and its sets intact) come back by the periodic check, which counts each
+/// chain's rules as it counts each set's elements: the port answers again unasked.
+#[test]
+fn a_chains_rules_deleted_by_hand_come_back_by_the_periodic_check() -> Result<()> {
+    let host = host_or_skip!();
+    let peer = host.add_peer("10.88.0.1/24", "10.88.0.2/24")?;
+    let net = unique("n");
+    host.create_network(&net, &["--subnet", "10.89.0.0/24"])?;
+    host.run_server("web", &["--network", &net, "-p", "8080:80"], "tcp", 80)?;
+    host.expect_reach(At::Peer(&peer), "tcp", &peer.host_ip, 8080)?;
+    host.nft(&["flush", "chain", "inet", "ferry", "prerouting"])?;
+    let chain = host.nft(&["list", "chain", "inet", "ferry", "prerouting"])?;
+    // Not a probe that must fail here: the periodic check may already be repairing.
+    ensure!(
+        !chain.contains("dnat") || host.log_tail(200).contains("missing from chain prerouting"),
+        "the chain was not flushed:\n{chain}"
+    );
+    // The check runs every 5 s; expect_reach retries for 10 s.
+    host.expect_reach(At::Peer(&peer), "tcp", &peer.host_ip, 8080)?;
+    ensure!(
+        host.log_tail(200)
+            .contains("missing from chain prerouting (0 of"),
+        "ferryd did not say what it restored:\n{}",
+        host.log_tail(40)
+    );
+    drop(peer);
+    host.finish()
+}
+
 /// A published port's element deleted by hand (the table and its chains intact) is put
 /// back by the periodic check: the port answers again, without anyone asking.
 #[test]
@@ -549,7 +579,7 @@ fn a_set_element_deleted_by_hand_comes_back_by_the_periodic_check() -> Result<()
     let map = host.nft(&["list", "map", "inet", "ferry", "pub_any"])?;
     ensure!(map.contains("8080"), "the element is not back:\n{map}");
     ensure!(
-        host.log_tail(200).contains("elements missing from pub_any"),
+        host.log_tail(200).contains("missing from set pub_any"),
         "ferryd did not say what it restored:\n{}",
         host.log_tail(40)
     );

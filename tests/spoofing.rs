@@ -365,64 +365,132 @@ fn a_sandbox_cannot_send_with_another_sandboxs_address_or_mac_nor_answer_arp_for
 #[test]
 fn a_spoofed_source_does_not_leave_through_the_gateway_either() -> Result<()> {
     let host = host_or_skip!();
-    let mut peer = host.add_peer("10.98.0.1/24", "10.98.0.2/24")?;
-    peer.serve("udp", 80)?;
-    peer.route_via_host("10.99.0.0/24")?;
-    // Masquerade off: the peer sees the sandboxes' own addresses.
-    let net = unique("n");
-    host.create_network(
-        &net,
-        &[
-            "--subnet",
-            "10.99.0.0/24",
-            "-o",
-            "com.docker.network.bridge.enable_ip_masquerade=false",
-        ],
-    )?;
-    host.run_idle("vic", &["--network", &net])?;
-    let att_id = host.run_idle("att", &["--network", &net])?;
-    let (vic, att) = (host.ip_of("vic", &net)?, host.ip_of("att", &net)?);
-    let att_ns = in_sandbox(&host, &att_id)?;
-    // Control: the attacker reaches the peer from its own address.
-    let seen = host.expect_reach(At::Sandbox("att"), "udp", &peer.ip, 80)?;
-    ensure!(seen == att, "the peer saw {seen}, not {att}");
-    let att_mac = mac_of(&att_ns)?;
-    // The gateway's MAC, as the attacker learnt it reaching the peer.
-    let neigh = run_bounded(
-        Command::new("nsenter").args([att_ns.as_str(), "ip", "neigh", "show", "10.99.0.1"]),
-        Duration::from_secs(5),
-    )?
-    .expect_success()?;
-    let gw_mac = neigh
-        .stdout
-        .split_whitespace()
-        .skip_while(|w| *w != "lladdr")
-        .nth(1)
-        .with_context(|| format!("no neighbour entry for the gateway: {}", neigh.stdout))?
-        .to_string();
-    // The peer's own sniffer sees what comes out of the host.
-    const WINDOW: u32 = 4;
-    let peer_ns = format!("--net=/run/netns/{}", peer.netns);
-    let (sniffer, rx) = Sniffer::start(&peer_ns, "eth0", WINDOW)?;
-    send(
-        &att_ns,
-        &[
-            format!("udp,{att_mac},{vic},{gw_mac},{},41011", peer.ip),
-            format!("udp,{att_mac},{att},{gw_mac},{},41012", peer.ip),
-        ],
-    )?;
-    let seen = sniffer.collect(&rx, WINDOW);
-    let got = |port: u16| seen.iter().any(|l| l.contains(&format!(" 17 {port} ")));
-    ensure!(
-        got(41012),
-        "the control from {att} did not reach the peer: {seen:?}"
-    );
-    ensure!(
-        !got(41011),
-        "a datagram from the victim's {vic} left the host: {seen:?}"
-    );
-    drop(peer);
+    let through = ThroughGateway::set_up(&host, "10.98.0", "10.99.0")?;
+    through.spoof_stays_and_control_leaves()?;
+    drop(through);
     host.finish()
+}
+
+/// The anti-spoofing hook deleted by hand (the bridge table's `prerouting` chain, which
+/// only jumps to `guard`) is put back by the periodic check, which counts each chain's
+/// rules: within 15 s the chain jumps to `guard` again, and a spoofed datagram stays in
+/// while the control leaves.
+#[test]
+fn the_anti_spoofing_hook_deleted_by_hand_comes_back_by_the_periodic_check() -> Result<()> {
+    let host = host_or_skip!();
+    let through = ThroughGateway::set_up(&host, "10.96.0", "10.97.0")?;
+    host.nft(&["delete", "chain", "bridge", "ferry", "prerouting"])?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let back = host
+            .nft(&["list", "chain", "bridge", "ferry", "prerouting"])
+            .is_ok_and(|l| l.contains("jump guard"));
+        if back {
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the hook is not back 15 s after it was deleted:\n{}",
+            host.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    ensure!(
+        host.log_tail(200)
+            .contains("missing from chain prerouting (0 of 1)"),
+        "ferryd did not say what it restored:\n{}",
+        host.log_tail(40)
+    );
+    through.spoof_stays_and_control_leaves()?;
+    drop(through);
+    host.finish()
+}
+
+/// An attacker and a victim on one network with masquerade off, and a peer routed
+/// through the host that records what reaches it.
+struct ThroughGateway {
+    peer: ferry_testkit::Peer,
+    att_ns: String,
+    att: String,
+    vic: String,
+    gateway: String,
+}
+
+impl ThroughGateway {
+    /// `peer_net` and `net` are the first three octets of the peer's /24 and the
+    /// network's.
+    fn set_up(host: &TestHost, peer_net: &str, net_prefix: &str) -> Result<ThroughGateway> {
+        let mut peer = host.add_peer(&format!("{peer_net}.1/24"), &format!("{peer_net}.2/24"))?;
+        peer.serve("udp", 80)?;
+        let subnet = format!("{net_prefix}.0/24");
+        peer.route_via_host(&subnet)?;
+        // Masquerade off: the peer sees the sandboxes' own addresses.
+        let net = unique("n");
+        host.create_network(
+            &net,
+            &[
+                "--subnet",
+                &subnet,
+                "-o",
+                "com.docker.network.bridge.enable_ip_masquerade=false",
+            ],
+        )?;
+        host.run_idle("vic", &["--network", &net])?;
+        let att_id = host.run_idle("att", &["--network", &net])?;
+        let (vic, att) = (host.ip_of("vic", &net)?, host.ip_of("att", &net)?);
+        let att_ns = in_sandbox(host, &att_id)?;
+        // Control: the attacker reaches the peer from its own address.
+        let seen = host.expect_reach(At::Sandbox("att"), "udp", &peer.ip, 80)?;
+        ensure!(seen == att, "the peer saw {seen}, not {att}");
+        Ok(ThroughGateway {
+            peer,
+            att_ns,
+            att,
+            vic,
+            gateway: format!("{net_prefix}.1"),
+        })
+    }
+
+    /// A datagram from the victim's address stays in; one from the attacker's leaves.
+    fn spoof_stays_and_control_leaves(&self) -> Result<()> {
+        let (att_ns, att, vic, peer) = (&self.att_ns, &self.att, &self.vic, &self.peer);
+        let att_mac = mac_of(att_ns)?;
+        // The gateway's MAC, as the attacker learnt it reaching the peer.
+        let neigh = run_bounded(
+            Command::new("nsenter").args([att_ns.as_str(), "ip", "neigh", "show", &self.gateway]),
+            Duration::from_secs(5),
+        )?
+        .expect_success()?;
+        let gw_mac = neigh
+            .stdout
+            .split_whitespace()
+            .skip_while(|w| *w != "lladdr")
+            .nth(1)
+            .with_context(|| format!("no neighbour entry for the gateway: {}", neigh.stdout))?
+            .to_string();
+        // The peer's own sniffer sees what comes out of the host.
+        const WINDOW: u32 = 4;
+        let peer_ns = format!("--net=/run/netns/{}", peer.netns);
+        let (sniffer, rx) = Sniffer::start(&peer_ns, "eth0", WINDOW)?;
+        send(
+            att_ns,
+            &[
+                format!("udp,{att_mac},{vic},{gw_mac},{},41011", peer.ip),
+                format!("udp,{att_mac},{att},{gw_mac},{},41012", peer.ip),
+            ],
+        )?;
+        let seen = sniffer.collect(&rx, WINDOW);
+        let got = |port: u16| seen.iter().any(|l| l.contains(&format!(" 17 {port} ")));
+        ensure!(
+            got(41012),
+            "the control from {att} did not reach the peer: {seen:?}"
+        );
+        ensure!(
+            !got(41011),
+            "a datagram from the victim's {vic} left the host: {seen:?}"
+        );
+        Ok(())
+    }
 }
 
 #[test]

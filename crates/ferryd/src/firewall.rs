@@ -51,6 +51,9 @@ pub struct Firewall {
     /// The sets the last periodic check found short, after it reloaded them: the same
     /// shortfall again is logged, not reloaded again (no reload every 5 s).
     short_before: std::sync::Mutex<Vec<String>>,
+    /// The options of the last full load: they decide the skeleton's rules, which the
+    /// periodic check counts.
+    options: std::sync::Mutex<render::Options>,
     /// The sources committed since the last sync (see [`Daemon::commit`]).
     pending: std::sync::Mutex<Vec<Source>>,
 }
@@ -175,6 +178,7 @@ impl<K: KernelOps> Daemon<K> {
             .apply(&self.kernel, &self.cfg.br_netfilter_marker())
             .await;
         self.kernel.nft(&render::full(want.all(), opts)).await?;
+        *self.firewall.options.lock().expect("options lock") = opts;
         *applied = Some(want);
         self.ensure_docker_user().await;
         Ok(())
@@ -362,27 +366,25 @@ impl<K: KernelOps> Daemon<K> {
             }
             return;
         }
-        self.check_elements().await;
+        self.check_contents().await;
         self.ensure_docker_user().await;
     }
 
-    /// A set element deleted by hand (a published port's, an isolation or anti-spoofing
-    /// one's) is missed: each of ferry's sets, in both tables, must hold at least the
-    /// elements ferryd last applied (the ledger), else the table is loaded whole again
-    /// from the state. The listing is
-    /// read under the ledger's lock, which every apply holds.
-    async fn check_elements(&self) {
+    /// A set element or a rule deleted by hand (a published port's element, an
+    /// isolation rule, the anti-spoofing hook) is missed: each of ferry's sets and chains,
+    /// in both tables, must hold at least the elements ferryd last applied (the ledger)
+    /// and the rules that ledger calls for, else the tables are loaded whole again from
+    /// the state. The listing is read under the ledger's lock, which every apply holds.
+    async fn check_contents(&self) {
         let short: Vec<String> = {
             let applied = self.firewall.applied.lock().await;
             let Some(ledger) = applied.as_ref() else {
                 return;
             };
+            let opts = *self.firewall.options.lock().expect("options lock");
+            let rules = render::wanted_rules(ledger.all(), opts);
             let mut short = vec![];
             for table in ["inet ferry", "bridge ferry"] {
-                let want = nft::wanted_counts(ledger.all(), table);
-                if want.is_empty() {
-                    continue;
-                }
                 // A table that cannot be listed (deleted by hand) holds nothing.
                 let listing = match self.kernel.nft(&format!("list table {table}")).await {
                     Ok(l) => l,
@@ -391,13 +393,11 @@ impl<K: KernelOps> Daemon<K> {
                         String::new()
                     }
                 };
-                let have = nft::listed_counts(&listing);
-                let have = |name: &str| have.get(name).copied().unwrap_or(0);
-                short.extend(
-                    want.into_iter()
-                        .filter(|(name, n)| have(name) < *n)
-                        .map(|(name, n)| format!("{name} ({} of {n})", have(name))),
-                );
+                let want = nft::wanted_counts(ledger.all(), table);
+                short.extend(shortfall(want, nft::listed_counts(&listing), "set"));
+                let want = rules.iter().filter(|((t, _), _)| *t == table);
+                let want = want.map(|((_, chain), n)| (*chain, *n)).collect();
+                short.extend(shortfall(want, nft::listed_rules(&listing), "chain"));
             }
             short
         };
@@ -410,15 +410,25 @@ impl<K: KernelOps> Daemon<K> {
         if !reload {
             return;
         }
-        tracing::warn!(
-            "firewall: elements missing from {}; restoring",
-            short.join(", ")
-        );
+        tracing::warn!("firewall: missing from {}; restoring", short.join(", "));
         let st = self.state.lock().await;
         if let Err(e) = self.load_firewall(&st).await {
             tracing::error!("firewall: restore: {e}");
         }
     }
+}
+
+/// What `have` lacks of `want`, one line per set or chain: "set pub_any (1 of 2)".
+fn shortfall(
+    want: std::collections::BTreeMap<&'static str, usize>,
+    have: std::collections::BTreeMap<String, usize>,
+    what: &str,
+) -> Vec<String> {
+    let have = |name: &str| have.get(name).copied().unwrap_or(0);
+    want.into_iter()
+        .filter(|(name, n)| have(name) < *n)
+        .map(|(name, n)| format!("{what} {name} ({} of {n})", have(name)))
+        .collect()
 }
 
 /// Every source's elements for `st`: ferry's networks, its running sandboxes and the

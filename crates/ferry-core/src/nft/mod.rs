@@ -422,6 +422,36 @@ pub fn wanted_counts(e: &Elements, table: &str) -> BTreeMap<&'static str, usize>
         .collect()
 }
 
+/// How many rules each chain holds in one table's `nft list table` text, by chain name:
+/// the lines inside `chain NAME { … }` other than a base chain's `type … policy …;`.
+pub fn listed_rules(listing: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    let mut current: Option<String> = None;
+    let lines = listing
+        .lines()
+        .map(|l| l.split(" # handle ").next().unwrap_or(l).trim());
+    for line in lines {
+        if let Some(name) = line
+            .strip_prefix("chain ")
+            .and_then(|r| r.strip_suffix(" {"))
+        {
+            out.insert(name.to_string(), 0);
+            current = Some(name.to_string());
+            continue;
+        }
+        let Some(chain) = &current else {
+            continue;
+        };
+        match line {
+            "}" => current = None,
+            "" => {}
+            l if l.starts_with("type ") || l.starts_with("policy ") => {}
+            _ => *out.entry(chain.clone()).or_default() += 1,
+        }
+    }
+    out
+}
+
 /// How many elements each set and map holds in `nft list table inet ferry`'s text, by
 /// name (`elements = { a, b,\n c }` may span lines; no element contains a comma).
 pub fn listed_counts(listing: &str) -> BTreeMap<String, usize> {

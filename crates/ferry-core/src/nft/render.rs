@@ -6,6 +6,7 @@
 //! flushes every chain and set of ferry's *except* the `user` chain, which holds the
 //! administrator's rules (as Docker's DOCKER-USER) and is jumped to first.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::{Delta, Elements, SetName, ACCEPT_MARK};
@@ -302,6 +303,25 @@ pub fn full(e: &Elements, o: Options) -> String {
     s.push_str(&icc_hook(e.get(SetName::NoIccPorts).next().is_some()));
     s.push_str(&guard_hook(e.get(SetName::Sources).next().is_some()));
     s
+}
+
+/// How many rules each chain ferry owns should hold for `e`, by `(table, chain)`: the
+/// skeleton's, and one jump in each hook chain while it is hooked. The periodic check
+/// compares it with the kernel's listing, so a rule or chain deleted by hand (the
+/// anti-spoofing hook, an isolation rule) is noticed like a missing set element. The
+/// `user` chain is the administrator's and is not counted.
+pub fn wanted_rules(e: &Elements, o: Options) -> BTreeMap<(&'static str, &'static str), usize> {
+    let mut want: BTreeMap<(&'static str, &'static str), usize> = BTreeMap::new();
+    for (t, c, _) in skeleton_rules(o) {
+        *want.entry((t, c)).or_default() += 1;
+    }
+    if e.get(SetName::NoIccPorts).next().is_some() {
+        want.insert(("bridge ferry", "forward"), 1);
+    }
+    if e.get(SetName::Sources).next().is_some() {
+        want.insert(("bridge ferry", "prerouting"), 1);
+    }
+    want
 }
 
 /// Hook (`on`) or unhook the bridge-family `prerouting` chain that sends frames from

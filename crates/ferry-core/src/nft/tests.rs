@@ -410,3 +410,32 @@ fn the_listing_is_counted_set_by_set_even_across_lines() {
     assert_eq!(bridge.get("sources"), Some(&1), "{bridge:?}");
     assert!(!bridge.contains_key("bridges"), "{bridge:?}");
 }
+
+#[test]
+fn the_listing_is_counted_chain_by_chain_and_a_hook_is_wanted_only_while_it_has_work() {
+    let listing = "table bridge ferry { # handle 7\n\tset sources { # handle 2\n\t\ttype ifname . ether_addr . ipv4_addr\n\t\telements = { \"fy1\" . 02:42:0a:00:00:02 . 10.0.0.2 }\n\t}\n\tchain guard { # handle 3\n\t\tiifname . ether saddr . ip saddr @sources return # handle 9\n\t\tdrop # handle 10\n\t}\n\tchain prerouting { # handle 4\n\t\ttype filter hook prerouting priority -200; policy accept;\n\t}\n}\n";
+    let got = super::listed_rules(listing);
+    assert_eq!(got.get("guard"), Some(&2), "{got:?}");
+    assert_eq!(
+        got.get("prerouting"),
+        Some(&0),
+        "a hooked chain emptied: {got:?}"
+    );
+    assert_eq!(got.get("sources"), None, "a set is not a chain: {got:?}");
+    let opts = super::render::Options::default();
+    let net = user_net("loud", "10.7.0.0/24", false, &[]);
+    let bare = super::render::wanted_rules(&desired([&net], []), opts);
+    assert_eq!(bare.get(&("bridge ferry", "prerouting")), None);
+    assert!(bare.get(&("inet ferry", "forward")).is_some_and(|n| *n > 0));
+    let sb = sandbox(&net, "10.7.0.2", "fyaaaa", &[]);
+    let guarded = super::render::wanted_rules(&desired([&net], [&sb]), opts);
+    assert_eq!(guarded.get(&("bridge ferry", "prerouting")), Some(&1));
+    // Every counted rule is one the full load writes: the listing of a fresh load holds
+    // exactly these counts (checked against the kernel by tests/spoofing.rs).
+    let full = super::render::full(&desired([&net], [&sb]), opts);
+    let added: usize = guarded.values().sum();
+    assert_eq!(
+        full.lines().filter(|l| l.starts_with("add rule ")).count(),
+        added
+    );
+}
