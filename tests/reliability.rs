@@ -444,6 +444,70 @@ fn members_of_the_sockets_group_connect_and_others_are_refused() -> Result<()> {
     host.finish()
 }
 
+/// curl to `path` on unix socket `sock`, bounded; `-w` prints the HTTP status (000: no
+/// answer).
+fn curl_socket(sock: &Path, path: &str) -> Vec<String> {
+    let url = format!("http://ferry{path}");
+    let sock = sock.to_string_lossy().into_owned();
+    [
+        "curl",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "5",
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain(["--unix-socket".into(), sock, url])
+    .collect()
+}
+
+/// Sandboxes run on the host's filesystem, where ferryd's sockets are: root in a sandbox
+/// must still not drive ferryd, nor speak to its plugin socket as dockerd. ferryd closes
+/// a connection from a sandbox's namespace unanswered. Control: the same request from
+/// ferryd's namespace (and the test's own) is answered.
+#[test]
+fn a_sandbox_cannot_drive_ferryd_through_its_sockets() -> Result<()> {
+    let host = host_or_skip!();
+    host.run_idle("inside", &[])?;
+    let plugin = host.plugin_dir().join("ferry.sock");
+    for (sock, path) in [
+        (host.sock(), "/_ping"),
+        (plugin.as_path(), "/Plugin.Activate"),
+    ] {
+        let cmd = curl_socket(sock, path);
+        let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        let inside = host.exec("inside", &cmd)?;
+        ensure!(
+            !inside.success() && inside.stdout.trim() == "000",
+            "a sandbox got an answer from {}:\n{inside}",
+            sock.display()
+        );
+        let mut outside = std::process::Command::new("nsenter");
+        outside.arg(format!(
+            "--net=/proc/{}/ns/net",
+            host.ferryd_pid().context("pid")?
+        ));
+        outside.args(&cmd);
+        let outside = ferry_testkit::run_bounded(&mut outside, Duration::from_secs(10))?;
+        ensure!(
+            outside.success() && outside.stdout.trim() != "000",
+            "the control from ferryd's namespace got no answer from {}:\n{outside}",
+            sock.display()
+        );
+    }
+    ensure!(
+        host.log_tail(100)
+            .contains("refused a connection from inside sandbox namespace"),
+        "ferryd did not log the refusal:\n{}",
+        host.log_tail(20)
+    );
+    remove_all_and_check_leaks(&host, &[])
+}
+
 /// Send `partial` and wait for ferryd to answer or close; how long that took and what it
 /// sent.
 fn held_open(sock: &Path, partial: &[u8]) -> Result<(Duration, String)> {

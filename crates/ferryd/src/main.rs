@@ -264,7 +264,8 @@ async fn run(
     let inflight = std::sync::Arc::new(ferryd::serve::InFlight::default());
     let app = axum::middleware::from_fn_with_state(inflight.clone(), ferryd::serve::track)
         .layer(axum::middleware::from_fn(api::strip_version).layer(api::router(d.clone())));
-    let serve = ferryd::serve::serve_unix(listener, app);
+    let gate = ferryd::serve::Gate::new(d.cfg.netns_root());
+    let serve = ferryd::serve::serve_unix(listener, gate, app);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = stop.shutdown.notified() => tracing::info!("system cleanup done: stopping"),

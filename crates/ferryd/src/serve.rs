@@ -8,6 +8,13 @@
 //!   bytes (413): [`bounded_body`] reads it whole before any handler runs.
 //!
 //! `axum::serve` exposes neither timeout, hence the accept loop of our own.
+//!
+//! The loop also turns away a process inside one of ferry's sandboxes ([`Gate`]):
+//! sandboxes run on the host's filesystem, where ferryd's sockets are, and root in a
+//! sandbox must not drive ferryd or be dockerd to its plugin. The peer's network namespace
+//! (SO_PEERCRED's pid, then `/proc/PID/ns/net`) decides: ferryd's own is let in at once;
+//! another is refused when it is a sandbox's, i.e. one pinned under ferryd's
+//! `<exec-root>/netns`.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -109,9 +116,53 @@ pub async fn bounded_body(req: Request, next: Next) -> Response {
         .await
 }
 
+/// Who may connect: anyone but a process in one of ferry's sandboxes.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    /// ferryd's own network namespace (device, inode), read at start.
+    own: Option<(u64, u64)>,
+    /// Where ferryd pins its sandboxes' namespaces.
+    pins: std::path::PathBuf,
+}
+
+/// A namespace's identity: the device and inode `stat` gives its file.
+fn ns_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+impl Gate {
+    pub fn new(pins: std::path::PathBuf) -> Gate {
+        Gate {
+            own: ns_id(std::path::Path::new("/proc/self/ns/net")),
+            pins,
+        }
+    }
+
+    /// The sandbox `stream`'s peer runs in, if it runs in one (by its namespace pin's
+    /// name); None for ferryd's namespace and any namespace ferry did not make.
+    pub fn sandbox_of(&self, stream: &tokio::net::UnixStream) -> Option<String> {
+        let pid = stream.peer_cred().ok()?.pid()?;
+        let peer = ns_id(
+            &std::path::Path::new("/proc")
+                .join(pid.to_string())
+                .join("ns/net"),
+        )?;
+        if Some(peer) == self.own {
+            return None;
+        }
+        std::fs::read_dir(&self.pins)
+            .ok()?
+            .flatten()
+            .find(|e| ns_id(&e.path()) == Some(peer))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+    }
+}
+
 /// Accept connections on `listener` and serve each with `svc` (HTTP/1.1, the head
-/// within [`HEADER_TIMEOUT`]) until the future is dropped.
-pub async fn serve_unix<S>(listener: tokio::net::UnixListener, svc: S)
+/// within [`HEADER_TIMEOUT`]) until the future is dropped; a connection from inside a
+/// sandbox is closed unanswered.
+pub async fn serve_unix<S>(listener: tokio::net::UnixListener, gate: Gate, svc: S)
 where
     S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -126,6 +177,10 @@ where
                 continue;
             }
         };
+        if let Some(sandbox) = gate.sandbox_of(&stream) {
+            tracing::warn!("refused a connection from inside sandbox namespace {sandbox}");
+            continue;
+        }
         let svc = TowerToHyperService::new(tower::ServiceExt::map_request(
             svc.clone(),
             |r: axum::http::Request<Incoming>| r.map(Body::new),

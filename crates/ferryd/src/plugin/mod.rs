@@ -208,5 +208,6 @@ pub fn bind(dir: &Path) -> anyhow::Result<tokio::net::UnixListener> {
 /// Serve the plugin protocol until the future is dropped, with the bounds of
 /// [`crate::serve`].
 pub async fn serve<K: KernelOps>(d: Arc<Daemon<K>>, listener: tokio::net::UnixListener) {
-    crate::serve::serve_unix(listener, router(d)).await
+    let gate = crate::serve::Gate::new(d.cfg.netns_root());
+    crate::serve::serve_unix(listener, gate, router(d)).await
 }
