@@ -205,8 +205,14 @@ fn http(sock: &Path, method: &str, path: &str, body: Option<&str>) -> Result<(u1
     Ok((status, answer))
 }
 
-/// Networks, sandboxes, links and addresses, as they read now.
-type World = (String, String, Vec<String>, Vec<(String, String)>);
+/// The store's records, networks, sandboxes, links and addresses, as they read now.
+type World = (
+    Vec<(String, Vec<u8>)>,
+    String,
+    String,
+    Vec<String>,
+    Vec<(String, String)>,
+);
 
 /// What a refused request must leave as it was.
 fn world(host: &TestHost) -> Result<World> {
@@ -215,6 +221,7 @@ fn world(host: &TestHost) -> Result<World> {
     let mut addrs = host.addresses()?;
     addrs.sort();
     Ok((
+        stored(host)?,
         host.ferry_ok(&["network", "ls", "-q"])?,
         host.ferry_ok(&["ps", "-aq"])?,
         links,
@@ -224,6 +231,17 @@ fn world(host: &TestHost) -> Result<World> {
 
 fn net_body(name: &str, ipam: &str) -> String {
     format!(r#"{{"Name":"{name}","IPAM":{{"Config":[{ipam}]}}}}"#)
+}
+
+/// Every record of the running ferryd's store, read from a copy of its file (ferryd holds
+/// the file itself open).
+fn stored(host: &TestHost) -> Result<Vec<(String, Vec<u8>)>> {
+    use ferry_store::Store;
+    let copy = host.root().join("store-copy.redb");
+    std::fs::copy(host.data_root().join("ferry.redb"), &copy)?;
+    let all = ferry_store::RedbStore::open(&copy)?.list("")?;
+    std::fs::remove_file(&copy)?;
+    Ok(all)
 }
 
 /// Every kind of client mistake that used to answer 500, and subnets that can never work,
@@ -888,8 +906,14 @@ fn bad_plugin_calls_answer_4xx_naming_the_problem() -> Result<()> {
         cases.push((p.as_str(), r#""a string""#.into(), "invalid JSON"));
     }
     ensure!(cases.len() >= 50, "{} plugin cases", cases.len());
+    let before = world(&host)?;
+    ensure!(!before.0.is_empty(), "the store copy read nothing");
     for (path, body, mention) in &cases {
         let (status, answer) = http(&sock, "POST", path, Some(body))?;
+        ensure!(
+            world(&host)? == before,
+            "{path} {body}: a refused call changed the store or the kernel"
+        );
         ensure!(
             (400..500).contains(&status),
             "{path} {body} answered {status}:\n{answer}"
