@@ -744,6 +744,53 @@ fn a_bridge_deleted_by_hand_comes_back_with_its_endpoints_and_published_ports() 
     host.finish()
 }
 
+/// With ferryd running, a sandbox's host veth deleted by hand, then the bridge's gateway
+/// address: the periodic check (a link dump and a route dump every 5 s) notices each and
+/// wires it again without anyone asking, proven by fetching the page directly, through the
+/// published port at the gateway, and by name (the DNS answers on the gateway).
+#[test]
+fn a_veth_or_a_bridges_address_deleted_by_hand_comes_back_by_the_periodic_check() -> Result<()> {
+    let host = host_or_skip!();
+    let net = unique("n");
+    let id = host.create_network(&net, &["--subnet", "10.99.0.0/24"])?;
+    let bridge = format!("fy-{}", &id[..8]);
+    let web = host.run_web("web", &["--network", &net, "-p", "8089:80"])?;
+    host.run_idle("client", &["--network", &net])?;
+    let web_ip = host.ip_of("web", &net)?;
+    host.expect_fetch("client", "10.99.0.1:8089", &web)?;
+    let endpoint = host.ferry_ok(&[
+        "inspect",
+        "web",
+        "--format",
+        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").EndpointID}}}}"),
+    ])?;
+    let veth = format!("fy{}", &endpoint.trim()[..11]);
+    ensure!(has_link(&host, &veth)?, "no veth {veth} for web");
+    ip(&host, &["link", "del", &veth])?;
+    // Not a fetch that must fail here: the periodic check may already be repairing.
+    host.expect_fetch("client", &web_ip, &web)
+        .context("after web's veth was deleted")?;
+    ensure!(has_link(&host, &veth)?, "{veth} is not back");
+    ip(&host, &["addr", "del", "10.99.0.1/24", "dev", &bridge])?;
+    host.expect_fetch("client", "10.99.0.1:8089", &web)
+        .context("the published port after the bridge's address was deleted")?;
+    host.expect_fetch("client", "web", &web)
+        .context("by name after the bridge's address was deleted")?;
+    ensure!(
+        addresses_of(&host, &bridge)?.contains(&"10.99.0.1/24".to_string()),
+        "{bridge} has not its address back"
+    );
+    let log = host.log_tail(300);
+    ensure!(
+        log.contains(&format!("link {veth} is gone"))
+            && log.contains(&format!("the address of bridge {bridge} is gone")),
+        "ferryd did not say what it restored:\n{}",
+        host.log_tail(40)
+    );
+    remove_all_and_check_leaks(&host, &[])?;
+    host.finish()
+}
+
 // ---- a process whose pid never reached the store (item 2) ----
 
 /// Rewrite sandbox `id`'s record in the store (ferryd must be down) to what a SIGKILL

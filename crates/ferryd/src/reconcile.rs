@@ -45,9 +45,10 @@ async fn sync_overlays<K: KernelOps>(d: &Arc<Daemon<K>>) {
 }
 
 /// The periodic check of what endpoints stand on: every [`crate::firewall::CHECK_EVERY`],
-/// one dump of the link names; if a network's bridge or a running sandbox's host-side
-/// veth is missing (deleted by hand), reconcile, which makes the bridge again and wires
-/// its endpoints anew. A link an operation in progress has not made yet looks missing
+/// one dump of the link names and one of the routes; if a network's bridge or a running
+/// sandbox's host-side veth is missing (deleted by hand), or a bridge lost its gateway
+/// address (its subnet's route went with it), reconcile, which makes the bridge again,
+/// with its address, and wires its endpoints anew. A link an operation in progress has not made yet looks missing
 /// too: it must still be missing a second later, and even then the rewire waits for that
 /// sandbox's turn and finds it wired.
 pub fn watch<K: KernelOps>(d: Arc<Daemon<K>>) {
@@ -57,16 +58,16 @@ pub fn watch<K: KernelOps>(d: Arc<Daemon<K>>) {
         t.tick().await;
         loop {
             t.tick().await;
-            if first_missing_link(&d).await.is_none() {
+            if first_missing(&d).await.is_none() {
                 continue;
             }
             // Still missing a moment later: not an attach in flight (milliseconds), so
             // a burst of `run -d` does not make every check rewire every sandbox.
             tokio::time::sleep(SETTLE).await;
-            let Some(missing) = first_missing_link(&d).await else {
+            let Some(missing) = first_missing(&d).await else {
                 continue;
             };
-            tracing::warn!("reconcile: link {missing} is gone; wiring again");
+            tracing::warn!("reconcile: {missing} is gone; wiring again");
             if let Err(e) = rewire(&d).await {
                 tracing::error!("reconcile: {e}");
             }
@@ -83,6 +84,42 @@ async fn rewire<K: KernelOps>(d: &Arc<Daemon<K>>) -> Result<()> {
     sync_overlays(d).await;
     let st = d.state.lock().await;
     d.load_firewall(&st).await
+}
+
+/// The first thing the kernel lost: "link NAME", or "the address of bridge NAME".
+async fn first_missing<K: KernelOps>(d: &Daemon<K>) -> Option<String> {
+    if let Some(link) = first_missing_link(d).await {
+        return Some(format!("link {link}"));
+    }
+    first_bridge_without_address(d)
+        .await
+        .map(|b| format!("the address of bridge {b}"))
+}
+
+/// A bridge whose gateway address is gone: its subnet's connected route is missing.
+async fn first_bridge_without_address<K: KernelOps>(d: &Daemon<K>) -> Option<String> {
+    let expected: Vec<(String, ipnet::IpNet)> = {
+        let st = d.state.lock().await;
+        st.networks
+            .values()
+            .filter_map(ferry_core::plan::network::bridge_spec)
+            .filter_map(|b| Some((b.name, b.gateway?.trunc())))
+            .collect()
+    };
+    if expected.is_empty() {
+        return None;
+    }
+    let routes: HashSet<ipnet::IpNet> = match d.kernel.route_destinations().await {
+        Ok(r) => r.into_iter().collect(),
+        Err(e) => {
+            tracing::warn!("reconcile: list routes: {e}");
+            return None;
+        }
+    };
+    expected
+        .into_iter()
+        .find(|(_, subnet)| !routes.contains(subnet))
+        .map(|(name, _)| name)
 }
 
 async fn first_missing_link<K: KernelOps>(d: &Daemon<K>) -> Option<String> {
