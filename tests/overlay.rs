@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use ferry_testkit::cluster::{ClusterOpts, TestCluster};
+use ferry_testkit::tunnel::{tunnel_dev, tunnel_in, tunnel_seen, TunnelSeen};
 use ferry_testkit::{At, NoReach, BUSYBOX};
 
 fn cluster(scenario: &str, opts: ClusterOpts) -> Result<Option<TestCluster>> {
@@ -100,33 +101,74 @@ fn seed_scenario_names_resolve_and_traffic_flows_only_within_one_overlay() -> Re
     c.finish()
 }
 
-/// The VXLAN device of overlay `net` on a host, and the addresses its neighbour table
-/// holds (one per remote endpoint).
-fn tunnel_neighbours(h: &ferry_testkit::TestHost, net: &str) -> Result<Vec<String>> {
-    neighbours_in(h.netns()?, &tunnel_dev(h, net)?)
-}
-
-fn tunnel_dev(h: &ferry_testkit::TestHost, net: &str) -> Result<String> {
-    let id = h.ferry_ok(&["network", "inspect", net, "--format", "{{.Id}}"])?;
-    Ok(format!("fv-{}", &id[..8]))
-}
-
-/// The addresses in `dev`'s neighbour table, read from the kernel (no ferryd needed).
-fn neighbours_in(netns: &std::fs::File, dev: &str) -> Result<Vec<String>> {
-    use std::os::fd::AsRawFd;
-    let ns = format!(
-        "--net=/proc/{}/fd/{}",
-        std::process::id(),
-        netns.as_raw_fd()
+/// A host's kernel holds one route per remote block and one neighbour and FDB entry per
+/// remote host, however many sandboxes run there: with five sandboxes on host 2 and two on
+/// host 3, host 1 has three routes (host 2's two blocks of four addresses, host 3's one),
+/// two neighbours and two FDB entries, and reaches every sandbox; so does a sandbox of an
+/// `--internal` overlay across hosts, which still reaches nothing outside. Control for the
+/// count: a sixth sandbox on host 2, inside its blocks, adds nothing.
+#[test]
+fn tunnel_entries_grow_with_remote_hosts_not_remote_sandboxes() -> Result<()> {
+    let opts = ClusterOpts {
+        hosts: 3,
+        ..ClusterOpts::default()
+    };
+    let Some(c) = cluster("overlay-per-host", opts)? else {
+        return Ok(());
+    };
+    // Blocks of four addresses (/30), so host 2 needs two of them.
+    c.overlay_everywhere(
+        "ov",
+        &["--subnet", "10.63.0.0/24", "--ip-range", "10.63.0.0/28"],
+    )?;
+    let (h1, h2, h3) = (&c.hosts[0], &c.hosts[1], &c.hosts[2]);
+    h1.run_idle("client", &["--network", "ov"])?;
+    let mut far = vec![];
+    for (h, n) in [(h2, 5), (h3, 2)] {
+        for i in 0..n {
+            let name = format!("s{i}");
+            h.run_server(&name, &["--network", "ov"], "tcp", 80)?;
+            far.push(h.ip_of(&name, "ov")?);
+        }
+    }
+    for ip in &far {
+        h1.expect_reach(At::Sandbox("client"), "tcp", ip, 80)?;
+    }
+    let dev = tunnel_dev(h1, "ov")?;
+    let fdb = |h: &ferry_testkit::TestHost| -> Result<usize> {
+        let out = h
+            .in_host("bridge", &["fdb", "show", "dev", &dev])?
+            .expect_success()?;
+        Ok(out.stdout.lines().filter(|l| l.contains(" dst ")).count())
+    };
+    let seen = tunnel_seen(h1, "ov")?;
+    ensure!(
+        seen.routes.len() == 3 && seen.neighbours.len() == 2 && fdb(h1)? == 2,
+        "host 1 holds {seen:?} and {} FDB entries, not 3 routes and 2 hosts",
+        fdb(h1)?
     );
-    let mut cmd = std::process::Command::new("nsenter");
-    cmd.args([ns.as_str(), "ip", "-4", "neigh", "show", "dev", dev]);
-    let out = ferry_testkit::run_bounded(&mut cmd, Duration::from_secs(10))?.expect_success()?;
-    Ok(out
-        .stdout
-        .lines()
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect())
+    h2.run_server("s9", &["--network", "ov"], "tcp", 80)?;
+    let s9 = h2.ip_of("s9", "ov")?;
+    h1.expect_reach(At::Sandbox("client"), "tcp", &s9, 80)?;
+    let after = tunnel_seen(h1, "ov")?;
+    ensure!(
+        after.routes.len() == 3,
+        "a fifth sandbox added a route: {after:?}"
+    );
+
+    c.overlay_everywhere("sealed", &["--internal"])?;
+    h3.run_server("inner", &["--network", "sealed"], "tcp", 80)?;
+    h1.run_idle("inside", &["--network", "sealed"])?;
+    let inner = h3.ip_of("inner", "sealed")?;
+    h1.expect_reach(At::Sandbox("inside"), "tcp", &inner, 80)?;
+    h1.expect_no_reach(
+        At::Sandbox("inside"),
+        "tcp",
+        &far[0],
+        80,
+        NoReach::Unreachable,
+    )?;
+    c.finish()
 }
 
 /// A host whose ferryd dies stops renewing its lease: within TTL + 1 s every other host
@@ -142,9 +184,10 @@ fn a_dead_hosts_entries_vanish_within_the_ttl_and_return_with_it() -> Result<()>
     c.hosts[0].run_idle("client", &["--network", "ov"])?;
     let web_ip = c.hosts[1].ip_of("web2", "ov")?;
     c.hosts[0].expect_fetch("client", &web_ip, &web)?;
+    let seen = tunnel_seen(&c.hosts[0], "ov")?;
     ensure!(
-        tunnel_neighbours(&c.hosts[0], "ov")? == [web_ip.clone()],
-        "host 1 points web2's address at host 2"
+        seen.via(&web_ip) == Some("172.30.0.12") && seen.neighbours == ["172.30.0.12"],
+        "host 1 routes web2's address to host 2, with one neighbour entry: {seen:?}"
     );
     let nodes = c.hosts[0].ferry_ok(&["node", "ls"])?;
     ensure!(
@@ -159,7 +202,7 @@ fn a_dead_hosts_entries_vanish_within_the_ttl_and_return_with_it() -> Result<()>
     rest[0].restart_kill9_with(|| {
         let t = std::time::Instant::now();
         while t.elapsed() < ttl + Duration::from_secs(5) {
-            if tunnel_neighbours(&h1[0], "ov").is_ok_and(|n| n.is_empty()) {
+            if tunnel_seen(&h1[0], "ov").is_ok_and(|t| t.is_empty()) {
                 vanished = Some(t.elapsed());
                 break;
             }
@@ -177,9 +220,10 @@ fn a_dead_hosts_entries_vanish_within_the_ttl_and_return_with_it() -> Result<()>
 
     // Back: host 2 republishes, host 1 reaches web2 again.
     c.hosts[0].expect_fetch("client", &web_ip, &web)?;
+    let seen = tunnel_seen(&c.hosts[0], "ov")?;
     ensure!(
-        tunnel_neighbours(&c.hosts[0], "ov")? == [web_ip],
-        "the entry is back"
+        seen.via(&web_ip) == Some("172.30.0.12"),
+        "the route is back: {seen:?}"
     );
     c.finish()
 }
@@ -499,16 +543,15 @@ fn tunnel_packets_from_a_machine_outside_the_cluster_are_dropped() -> Result<()>
     ])?;
     rogue.ip(&["link", "set", "rv", "address", "02:99:00:00:00:01", "up"])?;
     rogue.ip(&["addr", "add", "10.60.0.250/24", "dev", "rv"])?;
-    let srv_mac = {
-        let o: Vec<u8> = srv.split('.').map(|x| x.parse().unwrap()).collect();
-        format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
-    };
+    // Host 1's tunnel device answers to the MAC derived from its tunnel address, and
+    // routes what it receives to its bridge.
+    let h1_mac = "02:fe:ac:1e:00:0b";
     rogue.ip(&[
         "neigh",
         "replace",
         &srv,
         "lladdr",
-        &srv_mac,
+        h1_mac,
         "dev",
         "rv",
         "nud",
@@ -516,16 +559,26 @@ fn tunnel_packets_from_a_machine_outside_the_cluster_are_dropped() -> Result<()>
     ])?;
     let out = rogue.run(
         "bridge",
-        &["fdb", "append", &srv_mac, "dev", "rv", "dst", "172.30.0.11"],
+        &["fdb", "append", h1_mac, "dev", "rv", "dst", "172.30.0.11"],
     )?;
     ensure!(out.success(), "{out}");
-    // Host 1 knows the way back, so only the firewall stands between them.
-    h1.in_host(
-        "ip",
-        &[
+    // Host 1 knows the way back (a route through the rogue, as to a host of the
+    // cluster), so only the firewall stands between them.
+    for args in [
+        vec![
+            "route",
+            "replace",
+            "10.60.0.250/32",
+            "via",
+            "172.30.0.99",
+            "dev",
+            &dev,
+            "onlink",
+        ],
+        vec![
             "neigh",
             "replace",
-            "10.60.0.250",
+            "172.30.0.99",
             "lladdr",
             "02:99:00:00:00:01",
             "dev",
@@ -533,8 +586,9 @@ fn tunnel_packets_from_a_machine_outside_the_cluster_are_dropped() -> Result<()>
             "nud",
             "permanent",
         ],
-    )?
-    .expect_success()?;
+    ] {
+        h1.in_host("ip", &args)?.expect_success()?;
+    }
     h1.in_host(
         "bridge",
         &[
@@ -604,22 +658,24 @@ fn tunnel_packets_from_a_machine_outside_the_cluster_are_dropped() -> Result<()>
 }
 
 /// A record that goes while a host's ferryd is down leaves no entry behind: the restarted
-/// ferryd reads what its device holds and removes what the cluster no longer has.
+/// ferryd reads what its devices hold and removes what the cluster no longer has. The
+/// record is a static address outside every block (a route of its own), which host 2
+/// removes while host 1's ferryd is down.
 #[test]
 fn entries_made_stale_while_ferryd_was_down_are_removed_at_restart() -> Result<()> {
     let Some(mut c) = cluster("overlay-stale", ClusterOpts::default())? else {
         return Ok(());
     };
-    c.overlay_everywhere("ov", &[])?;
+    c.overlay_everywhere("ov", &["--subnet", "10.62.0.0/24"])?;
     c.hosts[0].run_idle("here", &["--network", "ov"])?;
-    c.hosts[1].run_idle("gone", &["--network", "ov"])?;
     c.hosts[1].run_idle("stays", &["--network", "ov"])?;
-    let (gone, stays) = (
-        c.hosts[1].ip_of("gone", "ov")?,
-        c.hosts[1].ip_of("stays", "ov")?,
-    );
-    c.wait_for(Duration::from_secs(5), "host 1's entries for both", |c| {
-        Ok(tunnel_neighbours(&c.hosts[0], "ov")?.len() == 2)
+    let gone = "10.62.0.200";
+    c.hosts[1].run_idle("gone", &["--network", "ov", "--ip", gone])?;
+    let stays = c.hosts[1].ip_of("stays", "ov")?;
+    let own_route = |t: &TunnelSeen| t.routes.iter().any(|(d, _)| d == gone);
+    c.wait_for(Duration::from_secs(5), "host 1's routes to both", |c| {
+        let t = tunnel_seen(&c.hosts[0], "ov")?;
+        Ok(own_route(&t) && t.via(&stays) == Some("172.30.0.12"))
     })?;
     let (h1, rest) = c.hosts.split_at_mut(1);
     let h2 = &rest[0];
@@ -639,18 +695,18 @@ fn entries_made_stale_while_ferryd_was_down_are_removed_at_restart() -> Result<(
             std::thread::sleep(Duration::from_millis(100));
         }
         // Read from the kernel directly: no ferryd answers on host 1 now.
-        stale_while_down = neighbours_in(&ns, &dev).is_ok_and(|n| n.contains(&gone));
+        stale_while_down = tunnel_in(&ns, &dev).is_ok_and(|t| own_route(&t));
     })?;
     ensure!(
         stale_while_down,
-        "the entry outlived its record while ferryd was down (the setup)"
+        "the route outlived its record while ferryd was down (the setup)"
     );
-    c.wait_for(Duration::from_secs(5), "the stale entry to go", |c| {
-        Ok(tunnel_neighbours(&c.hosts[0], "ov")? == [stays.clone()])
+    c.wait_for(Duration::from_secs(5), "the stale route to go", |c| {
+        Ok(!own_route(&tunnel_seen(&c.hosts[0], "ov")?))
     })?;
     ensure!(
         c.hosts[0].pings("here", &stays)?,
-        "the entry that stayed still carries traffic"
+        "the route that stayed still carries traffic"
     );
     c.finish()
 }
@@ -815,25 +871,27 @@ fn a_host_cut_off_past_a_compaction_resyncs_without_missing_or_doubling() -> Res
         &["--endpoints", "172.30.0.1:2379", "compact", &rev],
     )?
     .expect_success()?;
+    let seen = tunnel_seen(h2, "ov")?;
     ensure!(
-        tunnel_neighbours(h2, "ov")? == [old_ip.clone()],
-        "while cut off, host 2 has only the old entry (the setup)"
+        seen.via(&old_ip) == Some("172.30.0.11"),
+        "while cut off, host 2 routes the old address to host 1 (the setup): {seen:?}"
     );
     // Long enough for host 2's client to find its connection dead (keep-alive 2 s + 3 s).
     std::thread::sleep(Duration::from_secs(7));
     h2.nft(&["delete", "table", "inet", "cut"])?;
 
     h2.expect_fetch("client", &fresh_ip, &fresh)?;
-    ensure!(
-        h2.log_tail(200).contains("watch compacted"),
-        "host 2's watch resumed into a compaction and resynced:\n{}",
-        h2.log_tail(30)
-    );
+    // fresh is in host 1's block, whose route host 2 already had: the fetch does not
+    // wait for the resync, so wait for it here.
+    until(Duration::from_secs(15), "host 2's watch to resync", || {
+        Ok(h2.log_tail(200).contains("watch compacted"))
+    })
+    .with_context(|| h2.log_tail(30))?;
     h2.expect_fetch("client", "fresh", &fresh)?;
-    let n = tunnel_neighbours(h2, "ov")?;
+    let seen = tunnel_seen(h2, "ov")?;
     ensure!(
-        n == [fresh_ip.clone()],
-        "exactly the live endpoint, once: {n:?}"
+        seen.via(&fresh_ip) == Some("172.30.0.11") && seen.neighbours == ["172.30.0.11"],
+        "host 1's block, once, through one neighbour entry: {seen:?}"
     );
     c.finish()
 }
@@ -942,9 +1000,9 @@ fn network_prune_removes_unused_overlays_everywhere_and_keeps_used_ones() -> Res
     c.finish()
 }
 
-/// A VXLAN device deleted by hand is made again, with every remote entry it held, by the
-/// periodic check without anyone asking and by `ferry system reconcile`: traffic across
-/// hosts flows again.
+/// A VXLAN device deleted by hand is made again, with every route and entry it held, by
+/// the periodic check without anyone asking and by `ferry system reconcile`; one set down
+/// and up by hand gets its flushed routes back: traffic across hosts flows again.
 #[test]
 fn a_vxlan_device_deleted_by_hand_comes_back_with_its_entries() -> Result<()> {
     let Some(c) = cluster("overlay-repair", ClusterOpts::default())? else {
@@ -966,11 +1024,24 @@ fn a_vxlan_device_deleted_by_hand_comes_back_with_its_entries() -> Result<()> {
         // The check runs every 5 s; expect_reach retries for longer.
         h1.expect_reach(At::Sandbox("near"), "tcp", &far, 80)
             .with_context(|| format!("after the device was deleted, by {how}"))?;
+        let seen = tunnel_seen(h1, "ov")?;
         ensure!(
-            tunnel_neighbours(h1, "ov")? == [far.clone()],
-            "by {how}: the entry is back on the new device"
+            seen.via(&far) == Some("172.30.0.12"),
+            "by {how}: the route is back on the new device: {seen:?}"
         );
     }
+    // Set down and up by hand, the device loses its routes and neighbours (the kernel
+    // flushes them) while it stays: the periodic check compares what it programmed with
+    // the kernel and programs them again.
+    for state in ["down", "up"] {
+        h1.in_host("ip", &["link", "set", &dev, state])?
+            .expect_success()?;
+    }
+    until(Duration::from_secs(15), "the routes to come back", || {
+        Ok(tunnel_seen(h1, "ov")?.via(&far) == Some("172.30.0.12"))
+    })?;
+    h1.expect_reach(At::Sandbox("near"), "tcp", &far, 80)
+        .context("after the device was set down and up")?;
     c.finish()
 }
 

@@ -520,6 +520,14 @@ pub fn host_if_name(endpoint_id: &str) -> IfName {
     IfName::new(format!("fy{}", &endpoint_id[..11])).expect("13 bytes is a valid name")
 }
 
+/// The MAC of every overlay's VXLAN device on the host whose tunnel address is `vtep`:
+/// `02:fe` and the address, so that any host can address another's device from the
+/// node record alone.
+pub fn tunnel_mac(vtep: std::net::Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = vtep.octets();
+    [0x02, 0xfe, a, b, c, d]
+}
+
 /// The bridge and VXLAN device of an overlay network on each host.
 pub fn overlay_if_names(network_id: &str) -> (IfName, IfName) {
     (

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Mutex;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 
 use crate::fault::{AttachStep, Faults};
 use crate::{AttachSpec, BridgeSpec, KernelError, KernelOps, LinkSpec, VethPairSpec, VxlanSpec};
@@ -213,8 +213,8 @@ impl KernelOps for Recorder {
     }
     async fn ensure_vxlan(&self, s: &VxlanSpec) -> Result<(), KernelError> {
         self.record(format!(
-            "vxlan {} vni {} local {} port {} on {} mtu {}",
-            s.name, s.vni, s.local, s.port, s.bridge, s.mtu
+            "vxlan {} vni {} local {} port {} mtu {}",
+            s.name, s.vni, s.local, s.port, s.mtu
         ))?;
         self.links.lock().expect("lock").insert(s.name.clone());
         Ok(())
@@ -240,6 +240,24 @@ impl KernelOps for Recorder {
     }
     /// The fake programs nothing it could read back (a query: not recorded).
     async fn overlay_entries(&self, _dev: &str) -> Result<Vec<(Ipv4Addr, [u8; 6])>, KernelError> {
+        Ok(Vec::new())
+    }
+    async fn tunnel_route_replace(
+        &self,
+        dev: &str,
+        dst: Ipv4Net,
+        via: Option<Ipv4Addr>,
+    ) -> Result<(), KernelError> {
+        match via {
+            Some(v) => self.record(format!("route {dst} via {v} dev {dev}")),
+            None => self.record(format!("route {dst} dev {dev}")),
+        }
+    }
+    async fn tunnel_route_delete(&self, dev: &str, dst: Ipv4Net) -> Result<(), KernelError> {
+        self.record(format!("unroute {dst} dev {dev}"))
+    }
+    /// The fake programs nothing it could read back (a query: not recorded).
+    async fn tunnel_routes(&self, _dev: &str) -> Result<Vec<Ipv4Net>, KernelError> {
         Ok(Vec::new())
     }
     /// The fake's underlay: `eth0`, MTU 1500 (a query: not recorded).

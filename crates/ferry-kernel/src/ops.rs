@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferry_core::ports::Proto;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 
 use std::sync::Arc;
 
@@ -118,6 +118,26 @@ pub trait KernelOps: Send + Sync + 'static {
         &self,
         dev: &str,
     ) -> impl Future<Output = Result<Vec<(Ipv4Addr, [u8; 6])>, KernelError>> + Send;
+    /// Route `dst` through `dev`: via a remote host's tunnel address (`onlink`), or with
+    /// no `via`, on the link itself (a local endpoint inside another host's block).
+    fn tunnel_route_replace(
+        &self,
+        dev: &str,
+        dst: Ipv4Net,
+        via: Option<Ipv4Addr>,
+    ) -> impl Future<Output = Result<(), KernelError>> + Send;
+    /// Remove a route [`KernelOps::tunnel_route_replace`] made; one already gone is success.
+    fn tunnel_route_delete(
+        &self,
+        dev: &str,
+        dst: Ipv4Net,
+    ) -> impl Future<Output = Result<(), KernelError>> + Send;
+    /// The routes [`KernelOps::tunnel_route_replace`] made through `dev`, as the kernel
+    /// holds them (none when the device is missing).
+    fn tunnel_routes(
+        &self,
+        dev: &str,
+    ) -> impl Future<Output = Result<Vec<Ipv4Net>, KernelError>> + Send;
     /// The interface holding `ip` in ferryd's namespace, and its MTU.
     fn underlay_of(
         &self,
@@ -492,6 +512,31 @@ impl KernelOps for Netlink {
 
     async fn underlay_of(&self, ip: Ipv4Addr) -> Result<(String, u32), KernelError> {
         vxlan::underlay_of(&self.handle, ip).await
+    }
+
+    async fn tunnel_route_replace(
+        &self,
+        dev: &str,
+        dst: Ipv4Net,
+        via: Option<Ipv4Addr>,
+    ) -> Result<(), KernelError> {
+        let index = get::index_here(dev)?
+            .ok_or_else(|| KernelError::other("route through", dev, "no such device"))?;
+        route::replace_tunnel(&self.handle, index, dev, dst, via).await
+    }
+
+    async fn tunnel_route_delete(&self, dev: &str, dst: Ipv4Net) -> Result<(), KernelError> {
+        match get::index_here(dev)? {
+            Some(index) => route::delete_tunnel(&self.handle, index, dev, dst).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn tunnel_routes(&self, dev: &str) -> Result<Vec<Ipv4Net>, KernelError> {
+        match get::index_here(dev)? {
+            Some(index) => route::tunnel_routes(&self.handle, index).await,
+            None => Ok(Vec::new()),
+        }
     }
 
     async fn address_of(&self, name: &str) -> Result<Ipv4Addr, KernelError> {

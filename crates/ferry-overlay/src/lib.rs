@@ -28,8 +28,10 @@
 pub mod alloc;
 pub mod cluster;
 pub mod records;
+pub mod tunnel;
 pub mod view;
 
 pub use cluster::{Cluster, ClusterError};
 pub use records::{EndpointRecord, NodeRecord, OverlayNetwork};
+pub use tunnel::Tunnel;
 pub use view::View;

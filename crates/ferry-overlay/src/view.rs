@@ -36,6 +36,8 @@ pub struct Changed {
     pub networks: bool,
     pub endpoints: bool,
     pub nodes: bool,
+    /// A block claimed or released: routes follow blocks.
+    pub blocks: bool,
 }
 
 impl View {
@@ -62,6 +64,7 @@ impl View {
             changed.networks |= key.starts_with(NETS);
             changed.endpoints |= key.starts_with(ENDPOINTS);
             changed.nodes |= key.starts_with(NODES);
+            changed.blocks |= key.starts_with(BLOCKS);
             match ev {
                 WatchEvent::Put(e) => self.put(e)?,
                 WatchEvent::Delete { key, .. } => self.delete(key),

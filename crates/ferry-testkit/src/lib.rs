@@ -44,6 +44,7 @@ mod peer;
 mod probe;
 mod reach;
 mod teardown;
+pub mod tunnel;
 
 pub use accounted::{Accounted, EndpointView, NetView};
 pub use api::ping;

@@ -58,6 +58,9 @@ pub fn watch<K: KernelOps>(d: Arc<Daemon<K>>) {
         t.tick().await;
         loop {
             t.tick().await;
+            if let Some(ov) = d.overlay.get() {
+                d.check_entries(ov).await;
+            }
             if first_missing(&d).await.is_none() {
                 continue;
             }

@@ -280,6 +280,9 @@ pub fn network_elements(n: &Network) -> Elements {
     if b.icc {
         e.put(SetName::Intra, format!("{name} . {name}"), None);
     }
+    if let Some(o) = n.overlay() {
+        put_tunnel(&mut e, &name, &ifname(o.vxlan.as_str()), b.icc);
+    }
     // The address sets hold IPv4 addresses: an IPv6 pool's would not load.
     if let (Some(subnet), Some(gateway)) = (v4net(pool.subnet.trunc()), v4(pool.gateway)) {
         put_addresses(&mut e, n, b.icc, &name, subnet, gateway);
@@ -290,6 +293,17 @@ pub fn network_elements(n: &Network) -> Elements {
         e.put(SetName::Masq, name, None);
     }
     e
+}
+
+/// An overlay's routed VXLAN device: forwarding between it and its own bridge is
+/// traffic within the network (allowed with ICC, not masqueraded), and nothing else is
+/// forwarded into or out of it (as an internal network's bridge).
+fn put_tunnel(e: &mut Elements, bridge: &str, tunnel: &str, icc: bool) {
+    if icc {
+        e.put(SetName::Intra, format!("{bridge} . {tunnel}"), None);
+        e.put(SetName::Intra, format!("{tunnel} . {bridge}"), None);
+    }
+    e.put(SetName::Internal, tunnel.to_string(), None);
 }
 
 /// A bridge network's addresses in the sets: its subnet, its gateway's DNS, and (for a

@@ -232,6 +232,8 @@ pub fn skeleton_rules(o: Options) -> Vec<(&'static str, &'static str, String)> {
             "postrouting",
             "ip saddr 127.0.0.0/8 oifname @bridges masquerade".into(),
         ),
+        // Within a network (an overlay's bridge to its tunnel, and back): never NATed.
+        (i, "postrouting", "iifname . oifname @intra accept".into()),
         (
             i,
             "postrouting",

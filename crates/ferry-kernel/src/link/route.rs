@@ -52,3 +52,81 @@ pub async fn destinations(h: &Handle) -> Result<Vec<IpNet>, KernelError> {
         .map(IpNet::V4)
         .collect())
 }
+
+/// The protocol ferry's tunnel routes carry, so that they are told from the kernel's own
+/// (a bridge's connected route) and from an administrator's.
+const TUNNEL_PROTO: netlink_packet_route::route::RouteProtocol =
+    netlink_packet_route::route::RouteProtocol::Static;
+
+/// `ip route replace DST via VIA dev DEV onlink proto static` (a remote host's block,
+/// through its tunnel address), or with no `via`, `ip route replace DST dev DEV scope link
+/// proto static` (a local endpoint inside another host's block).
+pub async fn replace_tunnel(
+    h: &Handle,
+    dev: u32,
+    dev_name: &str,
+    dst: Ipv4Net,
+    via: Option<Ipv4Addr>,
+) -> Result<(), KernelError> {
+    let mut req = h
+        .route()
+        .add()
+        .v4()
+        .destination_prefix(dst.network(), dst.prefix_len())
+        .output_interface(dev)
+        .protocol(TUNNEL_PROTO)
+        .replace();
+    req = match via {
+        Some(gw) => {
+            let mut r = req.gateway(gw);
+            r.message_mut()
+                .header
+                .flags
+                .push(netlink_packet_route::route::RouteFlag::Onlink);
+            r
+        }
+        None => req.scope(netlink_packet_route::route::RouteScope::Link),
+    };
+    req.execute()
+        .await
+        .map_err(|e| KernelError::netlink("add route", format!("{dst} on {dev_name}"), e))
+}
+
+/// Remove a tunnel route; one already gone is success.
+pub async fn delete_tunnel(
+    h: &Handle,
+    dev: u32,
+    dev_name: &str,
+    dst: Ipv4Net,
+) -> Result<(), KernelError> {
+    let mut m = RouteMessage::default();
+    m.header.address_family = netlink_packet_route::AddressFamily::Inet;
+    m.header.destination_prefix_length = dst.prefix_len();
+    m.header.table = RouteHeader::RT_TABLE_MAIN;
+    m.header.protocol = TUNNEL_PROTO;
+    m.attributes
+        .push(RouteAttribute::Destination(RouteAddress::Inet(
+            dst.network(),
+        )));
+    m.attributes.push(RouteAttribute::Oif(dev));
+    match h.route().del(m).execute().await {
+        Ok(()) => Ok(()),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ESRCH => Ok(()),
+        Err(e) => Err(KernelError::netlink(
+            "delete route",
+            format!("{dst} on {dev_name}"),
+            e,
+        )),
+    }
+}
+
+/// The tunnel routes (ferry's protocol) through device `dev`, by destination.
+pub async fn tunnel_routes(h: &Handle, dev: u32) -> Result<Vec<Ipv4Net>, KernelError> {
+    Ok(main_table(h, IpVersion::V4)
+        .await?
+        .iter()
+        .filter(|m| m.header.protocol == TUNNEL_PROTO)
+        .filter(|m| m.attributes.contains(&RouteAttribute::Oif(dev)))
+        .filter_map(destination)
+        .collect())
+}

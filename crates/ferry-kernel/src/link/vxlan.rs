@@ -1,8 +1,12 @@
-//! VXLAN tunnel devices for overlays: one per overlay network on each host, a port of
-//! that network's bridge. Learning is off and ARP is answered from the device's own
-//! neighbour table (`proxy`): every remote MAC and address is programmed from the cluster
-//! store ([`crate::link::fdb`]), never learned from traffic, so no stale entry can outlive
-//! the record it came from and no broadcast ever crosses the underlay.
+//! VXLAN tunnel devices for overlays: one per overlay network on each host, routed, not a
+//! port of the network's bridge (flannel's vxlan backend, Calico's VXLAN mode): the host
+//! routes each remote host's address blocks through the device to that host's tunnel
+//! address, so the kernel holds one neighbour and one FDB entry per remote host, not per
+//! remote sandbox. The device's MAC is derived from this host's tunnel address
+//! ([`ferry_core::model::tunnel_mac`]), which is how every other host can address it
+//! without asking. Learning is off: every entry is programmed from the cluster store
+//! ([`crate::link::fdb`]), never learned from traffic, so no stale entry can outlive the
+//! record it came from and no broadcast ever crosses the underlay.
 
 use std::net::Ipv4Addr;
 
@@ -21,17 +25,13 @@ pub struct VxlanSpec {
     /// This host's tunnel endpoint address (`--cluster-advertise`).
     pub local: Ipv4Addr,
     pub port: u16,
-    /// The bridge the device is a port of.
-    pub bridge: String,
     pub mtu: u32,
 }
 
-/// Create the device if missing, then put it on its bridge with its MTU and bring it up.
+/// Create the device if missing, then give it its MAC and MTU, take it off any bridge (a
+/// device an older ferryd made was a bridge port) and bring it up.
 pub async fn ensure(h: &Handle, spec: &VxlanSpec) -> Result<u32, KernelError> {
     let name = spec.name.as_str();
-    let bridge = index_of(h, &spec.bridge)
-        .await?
-        .ok_or_else(|| KernelError::other("create vxlan", name, "its bridge does not exist"))?;
     let index = match index_of(h, name).await? {
         Some(i) => i,
         None => {
@@ -42,7 +42,7 @@ pub async fn ensure(h: &Handle, spec: &VxlanSpec) -> Result<u32, KernelError> {
                 .local(spec.local)
                 .port(spec.port)
                 .learning(false)
-                .proxy(true)
+                .proxy(false)
                 .l2miss(false)
                 .l3miss(false);
             match req.execute().await {
@@ -65,15 +65,35 @@ pub async fn ensure(h: &Handle, spec: &VxlanSpec) -> Result<u32, KernelError> {
             })?
         }
     };
-    h.link()
-        .set(index)
-        .mtu(spec.mtu)
-        .controller(bridge)
-        .up()
-        .execute()
+    let mac = ferry_core::model::tunnel_mac(spec.local).to_vec();
+    let mut set = h.link().set(index).mtu(spec.mtu).nocontroller().up();
+    // Only when it differs: setting a device's MAC, even to the same value, flushes its
+    // neighbour table, permanent entries included, and ferryd would not know.
+    if mac_of(h, index).await?.as_deref() != Some(mac.as_slice()) {
+        set = set.address(mac);
+    }
+    set.execute()
         .await
-        .map_err(|e| KernelError::netlink("put on its bridge", name, e))?;
+        .map_err(|e| KernelError::netlink("set up", name, e))?;
     Ok(index)
+}
+
+/// The hardware address of link `index`.
+async fn mac_of(h: &Handle, index: u32) -> Result<Option<Vec<u8>>, KernelError> {
+    let link = h
+        .link()
+        .get()
+        .match_index(index)
+        .execute()
+        .try_next()
+        .await
+        .map_err(|e| KernelError::netlink("look up", index.to_string(), e))?;
+    Ok(link.and_then(|l| {
+        l.attributes.into_iter().find_map(|a| match a {
+            LinkAttribute::Address(m) => Some(m),
+            _ => None,
+        })
+    }))
 }
 
 /// The link holding `ip` in ferryd's namespace and its MTU: the underlay an overlay's

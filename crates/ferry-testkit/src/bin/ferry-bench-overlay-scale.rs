@@ -1,11 +1,12 @@
 //! The overlay at scale (bench/overlay/run): a TestCluster of HOSTS hosts, one overlay;
 //! every host starts PER_HOST sandboxes at once (`ferry run -d`, ten at a time per
 //! host). Measured from the start: when every `run -d` returned, and when every host's
-//! tunnel held an entry for every sandbox of every other host (the kernel state that
+//! tunnel routed every sandbox of every other host to that host (the kernel state that
 //! makes a remote sandbox reachable). Then traffic: each host in turn pings, from a
 //! client sandbox, the last sandbox every other host started and a random sample of
-//! the rest, until all answer. Also the tunnel entries (neighbour and FDB) on one host's
-//! VXLAN device, and etcd's requests per host over the run (its gRPC counters).
+//! the rest, until all answer. Also the tunnel's kernel entries on one host (routes,
+//! neighbour and FDB entries of its VXLAN device), and etcd's requests per host over the
+//! run (its gRPC counters).
 //!
 //! Why not every host pinging every sandbox: all the hosts share this machine's kernel,
 //! whose ARP table holds at most `gc_thresh3` (1024) learned entries across all
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use ferry_testkit::cluster::{ClusterOpts, TestCluster};
+use ferry_testkit::tunnel::{tunnel_dev, tunnel_seen};
 use ferry_testkit::TestHost;
 
 /// Sandboxes each host starts at the same time.
@@ -98,14 +100,13 @@ fn reach(h: &TestHost, ips: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Neighbour and FDB entries on `h`'s VXLAN device of the overlay.
-fn tunnel_entries(h: &TestHost) -> Result<(usize, usize)> {
-    let id = h.ferry_ok(&["network", "inspect", "scale", "--format", "{{.Id}}"])?;
-    let dev = format!("fv-{}", &id[..8]);
-    let neigh = h.in_host("ip", &["-4", "neigh", "show", "dev", &dev])?;
+/// Routes, neighbour and FDB entries on `h`'s VXLAN device of the overlay.
+fn tunnel_entries(h: &TestHost) -> Result<(usize, usize, usize)> {
+    let seen = tunnel_seen(h, "scale")?;
+    let dev = tunnel_dev(h, "scale")?;
     let fdb = h.in_host("bridge", &["fdb", "show", "dev", &dev])?;
     let remote = fdb.out().lines().filter(|l| l.contains(" dst ")).count();
-    Ok((neigh.out().lines().count(), remote))
+    Ok((seen.routes.len(), seen.neighbours.len(), remote))
 }
 
 /// Every host starts its sandboxes, all hosts at once.
@@ -123,20 +124,26 @@ fn start_everywhere(c: &TestCluster, per_host: usize) -> Result<()> {
     })
 }
 
-/// Until every host's tunnel holds an entry for each of `remote[i]` sandboxes; the time
+/// Until every host's tunnel routes each other host's sandboxes to that host; the time
 /// from `t0` when the last one did.
-fn entries_everywhere(c: &TestCluster, remote: &[usize], t0: Instant) -> Result<Duration> {
+fn entries_everywhere(c: &TestCluster, by_host: &[Vec<String>], t0: Instant) -> Result<Duration> {
+    let vtep = |j: usize| format!("172.30.0.{}", 11 + j);
     loop {
         let mut done = true;
-        for (h, want) in c.hosts.iter().zip(remote) {
-            done &= tunnel_entries(h)?.0 >= *want;
+        for (i, h) in c.hosts.iter().enumerate() {
+            let seen = tunnel_seen(h, "scale")?;
+            done &= by_host
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .all(|(j, ips)| ips.iter().all(|ip| seen.via(ip) == Some(vtep(j).as_str())));
         }
         if done {
             return Ok(t0.elapsed());
         }
         ensure!(
             t0.elapsed() < LIMIT,
-            "tunnel entries incomplete after {LIMIT:?}"
+            "tunnel routes incomplete after {LIMIT:?}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -205,11 +212,10 @@ fn main() -> Result<()> {
         "{total} addresses, not {}",
         hosts * (per_host + 1)
     );
-    let remote: Vec<usize> = by_host.iter().map(|v| total - v.len()).collect();
-    let all = entries_everywhere(&c, &remote, t0)?;
+    let all = entries_everywhere(&c, &by_host, t0)?;
     let sampled = sample_traffic(&c, &by_host, 10)?;
     let after = etcd_requests(&c)?;
-    let (neigh, fdb) = tunnel_entries(&c.hosts[hosts - 1])?;
+    let (routes, neigh, fdb) = tunnel_entries(&c.hosts[hosts - 1])?;
     let per_host_requests: Vec<String> = after
         .iter()
         .map(|(m, n)| (m, n - before.get(m).copied().unwrap_or(0.0)))
@@ -217,10 +223,10 @@ fn main() -> Result<()> {
         .map(|(m, n)| format!("{m} {:.0}", n / hosts as f64))
         .collect();
     let s = |d: Duration| format!("{:.1} s", d.as_secs_f64());
-    println!("| hosts | sandboxes | every `run -d` returned | every host's tunnel has every remote sandbox | traffic sample answered | tunnel neighbours / FDB entries on one host | etcd requests per host (by method) |");
+    println!("| hosts | sandboxes | every `run -d` returned | every host's tunnel routes every remote sandbox | traffic sample answered | tunnel routes / neighbours / FDB entries on one host | etcd requests per host (by method) |");
     println!("|---|---|---|---|---|---|---|");
     println!(
-        "| {hosts} | {total} | {} | {} | {sampled} of {sampled} | {neigh} / {fdb} | {} |",
+        "| {hosts} | {total} | {} | {} | {sampled} of {sampled} | {routes} / {neigh} / {fdb} | {} |",
         s(runs),
         s(all),
         per_host_requests.join(", ")

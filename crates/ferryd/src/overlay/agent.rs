@@ -184,6 +184,7 @@ async fn watch<K: KernelOps>(d: Arc<Daemon<K>>, ov: Arc<Overlay>) {
                         changed.nodes |= c.nodes;
                         changed.networks |= c.networks;
                         changed.endpoints |= c.endpoints;
+                        changed.blocks |= c.blocks;
                     }
                     Err(e) => tracing::warn!("cluster: {e}"),
                 }
@@ -204,7 +205,8 @@ async fn act_on<K: KernelOps>(d: &Daemon<K>, ov: &Arc<Overlay>, c: &Changed) {
     if c.networks {
         d.sync_networks(ov).await;
     }
-    if c.networks || c.endpoints {
+    // Routes follow blocks and the hosts that hold them; names follow endpoints.
+    if c.networks || c.endpoints || c.blocks || c.nodes {
         d.sync_entries(ov).await;
     }
     if c.endpoints {

@@ -1,36 +1,44 @@
-//! The VXLAN devices' entries follow the view: for each local overlay copy, one FDB and
-//! one neighbour entry per endpoint other hosts hold, replaced when it changed, removed
-//! when it went. What was programmed is remembered per device, so each change of the
-//! view costs only the entries it changed.
+//! The overlays' routes follow the view: for each local overlay copy, the routes of
+//! [`ferry_overlay::Tunnel`] (remote blocks through the VXLAN device, this host's
+//! endpoints inside another host's block on the bridge) and one neighbour and FDB entry
+//! per remote host the routes go through. What was programmed is remembered per device,
+//! so each change of the view costs only the entries it changed; a route is replaced in
+//! place when its block changes hands, never removed and re-added.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use ferry_core::model::tunnel_mac;
 use ferry_dns::{Membership, SandboxRecord};
 use ferry_kernel::KernelOps;
-use ferry_overlay::View;
+use ferry_overlay::{Tunnel, View};
+use ipnet::Ipv4Net;
 
 use super::Overlay;
 use crate::ops::Daemon;
 use crate::state::State;
 
-/// A device's remote endpoints: IP → (MAC, tunnel address).
-pub(crate) type Entries = BTreeMap<Ipv4Addr, ([u8; 6], Ipv4Addr)>;
+/// What is programmed for one local overlay copy.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Programmed {
+    /// The copy's bridge, which holds the local routes.
+    bridge: String,
+    /// Through the device: destination → tunnel address (unspecified: found in the
+    /// kernel at start, through an unknown host, so replaced or removed).
+    remote: BTreeMap<Ipv4Net, Ipv4Addr>,
+    local: std::collections::BTreeSet<Ipv4Net>,
+    /// The remote hosts' neighbour and FDB entries: tunnel address → MAC.
+    hosts: BTreeMap<Ipv4Addr, [u8; 6]>,
+}
 
-/// Per VXLAN device of a local copy, the entries the view asks for.
-fn desired(st: &State, view: &View, me: &str) -> BTreeMap<String, Entries> {
-    let remote = view.remote_endpoints(me);
+/// Per VXLAN device of a local copy: its bridge and the routes the view asks for.
+fn desired(st: &State, view: &View, me: &str) -> BTreeMap<String, (String, Tunnel)> {
     st.networks
         .values()
-        .filter_map(|n| Some((n, n.overlay()?)))
-        .map(|(n, conf)| {
-            let entries = remote
-                .get(&n.id)
-                .into_iter()
-                .flatten()
-                .map(|e| (e.ip, (e.mac, e.vtep)))
-                .collect();
-            (conf.vxlan.to_string(), entries)
+        .filter_map(|n| Some((n, n.overlay()?, n.bridge()?)))
+        .map(|(n, conf, b)| {
+            let tunnel = view.tunnel(&n.id, me);
+            (conf.vxlan.to_string(), (b.name.to_string(), tunnel))
         })
         .collect()
 }
@@ -67,7 +75,8 @@ impl Overlay {
 }
 
 impl<K: KernelOps> Daemon<K> {
-    /// Make every local copy's entries match the view, and the DNS table its names.
+    /// Make every local copy's routes and entries match the view, and the DNS table its
+    /// names.
     pub(crate) async fn sync_entries(&self, ov: &Overlay) {
         let view = ov.view();
         let (want, names) = {
@@ -79,48 +88,162 @@ impl<K: KernelOps> Daemon<K> {
         };
         self.dns.set_remote(names);
         let mut programmed = ov.programmed.lock().await;
-        for (dev, entries) in &want {
+        for (dev, (bridge, tunnel)) in &want {
             if !programmed.contains_key(dev) {
-                // First sight of this device in this ferryd: what the kernel holds may be
-                // a previous run's, made stale while no ferryd watched. Taken as unknown
-                // (no tunnel address), so each is either replaced or removed below.
-                let held = self.kernel.overlay_entries(dev).await.unwrap_or_default();
-                let seeded = held
-                    .into_iter()
-                    .map(|(ip, mac)| (ip, (mac, Ipv4Addr::UNSPECIFIED)))
-                    .collect();
-                programmed.insert(dev.clone(), seeded);
+                let held = self.held_in_kernel(dev, bridge).await;
+                programmed.insert(dev.clone(), held);
             }
-            let had = programmed.entry(dev.clone()).or_default();
-            for (ip, (mac, _)) in had.clone().iter() {
-                if !entries.contains_key(ip) {
-                    match self.kernel.overlay_entry_delete(dev, *mac, *ip).await {
-                        Ok(()) => {
-                            had.remove(ip);
-                        }
-                        Err(e) => tracing::warn!("overlay: {e}"),
-                    }
-                }
-            }
-            for (ip, (mac, vtep)) in entries {
-                if had.get(ip) == Some(&(*mac, *vtep)) {
-                    continue;
-                }
-                if let Some((old, _)) = had.get(ip).filter(|(m, _)| m != mac) {
-                    let _ = self.kernel.overlay_entry_delete(dev, *old, *ip).await;
-                }
-                match self
-                    .kernel
-                    .overlay_entry_replace(dev, *mac, *ip, *vtep)
-                    .await
-                {
-                    Ok(()) => {
-                        had.insert(*ip, (*mac, *vtep));
-                    }
-                    Err(e) => tracing::warn!("overlay: {e}"),
-                }
-            }
+            let had = programmed.get_mut(dev).expect("inserted above");
+            self.sync_hosts(dev, had, &tunnel.hosts()).await;
+            self.sync_routes(dev, had, tunnel).await;
         }
         programmed.retain(|dev, _| want.contains_key(dev));
+    }
+
+    /// The periodic check: a device whose routes or host entries the kernel no longer
+    /// holds as programmed (set down and up by hand, which flushes them, or an entry
+    /// deleted) is forgotten and programmed again from the view.
+    pub(crate) async fn check_entries(&self, ov: &Overlay) {
+        let stale: Vec<String> = {
+            let mut programmed = ov.programmed.lock().await;
+            let mut stale = vec![];
+            for (dev, had) in programmed.iter() {
+                let held = self.held_in_kernel(dev, &had.bridge).await;
+                let same = held.remote.keys().eq(had.remote.keys())
+                    && held.local == had.local
+                    && held.hosts == had.hosts;
+                if !same {
+                    stale.push(dev.clone());
+                }
+            }
+            for dev in &stale {
+                programmed.remove(dev);
+            }
+            stale
+        };
+        if !stale.is_empty() {
+            tracing::warn!(
+                "overlay: {} lost routes or entries; programming them again",
+                stale.join(", ")
+            );
+            self.sync_entries(ov).await;
+        }
+    }
+
+    /// First sight of a device in this ferryd: what the kernel holds may be a previous
+    /// run's, made stale while no ferryd watched. Routes are taken as through an unknown
+    /// host, so each is either replaced or removed.
+    async fn held_in_kernel(&self, dev: &str, bridge: &str) -> Programmed {
+        let or_none = |r: Result<Vec<Ipv4Net>, _>| r.unwrap_or_default().into_iter();
+        Programmed {
+            bridge: bridge.to_string(),
+            remote: or_none(self.kernel.tunnel_routes(dev).await)
+                .map(|r| (r, Ipv4Addr::UNSPECIFIED))
+                .collect(),
+            local: or_none(self.kernel.tunnel_routes(bridge).await)
+                .filter(|r| r.prefix_len() == 32)
+                .collect(),
+            hosts: self
+                .kernel
+                .overlay_entries(dev)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// One neighbour and FDB entry per remote host the routes go through, added before
+    /// the routes that need them; those of hosts no longer used, removed.
+    async fn sync_hosts(
+        &self,
+        dev: &str,
+        had: &mut Programmed,
+        want: &std::collections::BTreeSet<Ipv4Addr>,
+    ) {
+        for vtep in want {
+            let mac = tunnel_mac(*vtep);
+            if had.hosts.get(vtep) == Some(&mac) {
+                continue;
+            }
+            if let Some(old) = had.hosts.get(vtep).filter(|m| **m != mac) {
+                let _ = self.kernel.overlay_entry_delete(dev, *old, *vtep).await;
+            }
+            match self
+                .kernel
+                .overlay_entry_replace(dev, mac, *vtep, *vtep)
+                .await
+            {
+                Ok(()) => {
+                    had.hosts.insert(*vtep, mac);
+                }
+                Err(e) => tracing::warn!("overlay: {e}"),
+            }
+        }
+        let gone: Vec<(Ipv4Addr, [u8; 6])> = had
+            .hosts
+            .iter()
+            .filter(|(v, _)| !want.contains(v))
+            .map(|(v, m)| (*v, *m))
+            .collect();
+        for (vtep, mac) in gone {
+            match self.kernel.overlay_entry_delete(dev, mac, vtep).await {
+                Ok(()) => {
+                    had.hosts.remove(&vtep);
+                }
+                Err(e) => tracing::warn!("overlay: {e}"),
+            }
+        }
+    }
+
+    /// The routes through the device and on the bridge: replaced where new or moved,
+    /// removed where gone.
+    async fn sync_routes(&self, dev: &str, had: &mut Programmed, want: &Tunnel) {
+        for (dst, via) in &want.remote {
+            if had.remote.get(dst) == Some(via) {
+                continue;
+            }
+            match self
+                .kernel
+                .tunnel_route_replace(dev, *dst, Some(*via))
+                .await
+            {
+                Ok(()) => {
+                    had.remote.insert(*dst, *via);
+                }
+                Err(e) => tracing::warn!("overlay: {e}"),
+            }
+        }
+        let gone: Vec<Ipv4Net> = had
+            .remote
+            .keys()
+            .filter(|d| !want.remote.contains_key(d))
+            .copied()
+            .collect();
+        for dst in gone {
+            match self.kernel.tunnel_route_delete(dev, dst).await {
+                Ok(()) => {
+                    had.remote.remove(&dst);
+                }
+                Err(e) => tracing::warn!("overlay: {e}"),
+            }
+        }
+        let bridge = had.bridge.clone();
+        for dst in want.local.difference(&had.local.clone()) {
+            match self.kernel.tunnel_route_replace(&bridge, *dst, None).await {
+                Ok(()) => {
+                    had.local.insert(*dst);
+                }
+                Err(e) => tracing::warn!("overlay: {e}"),
+            }
+        }
+        for dst in had.local.clone().difference(&want.local) {
+            match self.kernel.tunnel_route_delete(&bridge, *dst).await {
+                Ok(()) => {
+                    had.local.remove(dst);
+                }
+                Err(e) => tracing::warn!("overlay: {e}"),
+            }
+        }
     }
 }

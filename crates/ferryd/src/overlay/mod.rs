@@ -2,16 +2,19 @@
 //! and tunnel entries, and this host's endpoints into records.
 //!
 //! Design note. An overlay network has a local copy on every host, kept in the embedded
-//! store like any network: a bridge (`fo-<id8>`) with the network's gateway address and a
-//! VXLAN port (`fv-<id8>`). Sandboxes join the bridge exactly as they join a bridge
-//! network, so addresses, the firewall, DNS and published ports need nothing new; the
+//! store like any network: a bridge (`fo-<id8>`) with the network's gateway address,
+//! answering ARP for remote addresses (proxy ARP), and a routed VXLAN device (`fv-<id8>`)
+//! that carries each remote host's blocks ([`ferry_overlay::Tunnel`]). Sandboxes join the
+//! bridge exactly as they join a bridge network, so addresses, the firewall, DNS and
+//! published ports need nothing new; the
 //! local pool's `--ip-range` is the block this host claimed, so allocation needs no
 //! etcd round trip. What crosses hosts:
 //!
 //! * `agent` — one task per host: the lease keep-alive, and one watch of the whole
 //!   prefix. Each change is applied to the [`View`]; then the local copies are made or
-//!   removed ([`Daemon::sync_networks`]), the VXLAN device's entries are made to match the
-//!   remote endpoints ([`entries`]) and the DNS table learns their names. A compacted
+//!   removed ([`Daemon::sync_networks`]), the routes and the VXLAN device's entries are
+//!   made to match the remote hosts' blocks ([`entries`]) and the DNS table learns the
+//!   remote endpoints' names. A compacted
 //!   watch, or a watch that ended because etcd went away, is followed by a fresh range
 //!   and a full resync: nothing missed, nothing doubled.
 //! * `publish` — this host's endpoints (live ones, and ones holding a static address) are
@@ -46,8 +49,8 @@ pub struct Overlay {
     pub cluster: Arc<Cluster>,
     /// The cluster as last seen: the range at start, then every watch message.
     pub(crate) view: std::sync::Mutex<View>,
-    /// Per VXLAN device, the remote endpoints programmed on it: IP → (MAC, tunnel address).
-    programmed: tokio::sync::Mutex<BTreeMap<String, entries::Entries>>,
+    /// Per VXLAN device, the routes and entries programmed for its overlay.
+    programmed: tokio::sync::Mutex<BTreeMap<String, entries::Programmed>>,
     /// Wakes the publisher: a commit touched a sandbox, or the lease was renewed anew.
     pub(crate) poke: Notify,
     /// The MTU of the interface holding the tunnel address.

@@ -249,9 +249,23 @@ impl<K: KernelOps> Daemon<K> {
                 vni: conf.vni,
                 local: ov.cluster.addr,
                 port: ov.vxlan_port,
-                bridge: bridge.name.to_string(),
                 mtu: bridge.mtu,
             })
+            .await?;
+        self.answer_for_remote_addresses(bridge.name.as_str()).await
+    }
+
+    /// The bridge answers its sandboxes' ARP for addresses routed to other hosts (proxy
+    /// ARP, at once rather than after the kernel's default random delay of up to 0.8 s),
+    /// so that a remote sandbox looks on-link; a local sandbox's own answer is the only
+    /// one for a local address (the kernel proxies only for a route out of another
+    /// device).
+    async fn answer_for_remote_addresses(&self, bridge: &str) -> Result<()> {
+        self.kernel
+            .sysctl(&["net", "ipv4", "conf", bridge, "proxy_arp"], "1")
+            .await?;
+        self.kernel
+            .sysctl(&["net", "ipv4", "neigh", bridge, "proxy_delay"], "0")
             .await?;
         Ok(())
     }
