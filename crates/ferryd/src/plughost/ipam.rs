@@ -225,12 +225,14 @@ impl<K: KernelOps> Daemon<K> {
     async fn mark_ipam(&self, id: &str, lease: RemoteIpam) -> Result<()> {
         let mut st = self.state.lock().await;
         let keys = [Key::Net(id.to_string())];
-        let before = st.snapshot(&keys);
-        match st.networks.get_mut(id) {
-            Some(n) if n.ipam_plugin.is_none() => n.ipam_plugin = Some(lease),
-            _ => return Ok(()), // a plugin network took it at create
-        }
-        self.commit_or_restore(&mut st, &before, &keys)
+        let staged = self.stage(&mut st, &keys, |st| {
+            // A plugin network took it at create: nothing to mark.
+            if let Some(n) = st.networks.get_mut(id).filter(|n| n.ipam_plugin.is_none()) {
+                n.ipam_plugin = Some(lease);
+            }
+            Ok(())
+        })?;
+        self.commit_staged(&mut st, staged).map(drop)
     }
 
     /// Before a start (`network: None`) or a connect to `network`: lease from the IPAM
@@ -286,20 +288,27 @@ impl<K: KernelOps> Daemon<K> {
     async fn hold_lease(&self, l: &Lease) -> Result<()> {
         let mut st = self.state.lock().await;
         let keys = [Key::Net(l.network_id.clone())];
-        let before = st.snapshot(&keys);
-        let pool = st
-            .networks
-            .get_mut(&l.network_id)
-            .and_then(|n| n.pool.as_mut())
-            .ok_or_else(|| CoreError::NoSuchNetwork(l.network_id.clone()))?;
         let ip = IpAddr::from(l.ip);
-        match pool.owner(ip) {
-            Some(o) if o == l.owner => {}
-            Some(_) => return Err(CoreError::AddressInUse(ip).into()),
-            None => pool.hold(ip, l.owner.clone()),
+        let staged = self.stage(&mut st, &keys, |st| {
+            let pool = st
+                .networks
+                .get_mut(&l.network_id)
+                .and_then(|n| n.pool.as_mut())
+                .ok_or_else(|| CoreError::NoSuchNetwork(l.network_id.clone()))?;
+            match pool.owner(ip) {
+                Some(o) if o == l.owner => Ok(()),
+                Some(_) => Err(CoreError::AddressInUse(ip)),
+                None => {
+                    pool.hold(ip, l.owner.clone());
+                    Ok(())
+                }
+            }
+        })?;
+        if let Err(e) = self.plughost.record(&self.cfg.plughost, l.clone()) {
+            staged.abandon(&mut st);
+            return Err(e);
         }
-        self.plughost.record(&self.cfg.plughost, l.clone())?;
-        self.commit_or_restore(&mut st, &before, &keys)
+        self.commit_staged(&mut st, staged).map(drop)
     }
 }
 

@@ -97,10 +97,12 @@ impl<K: KernelOps> Daemon<K> {
             .await?;
         let id = net.id.clone();
         let keys = [Key::Net(id.clone()), Key::Meta];
-        let before = st.snapshot(&keys);
-        st.networks.insert(id.clone(), net);
-        st.meta.pool_cursor = made.pool_cursor;
-        if let Err(e) = self.commit_or_restore(&mut st, &before, &keys) {
+        let staged = self.stage(&mut st, &keys, |st| {
+            st.networks.insert(id.clone(), net);
+            st.meta.pool_cursor = made.pool_cursor;
+            Ok(())
+        })?;
+        if let Err(e) = self.commit_staged(&mut st, staged) {
             let undo = json!({"NetworkID": id});
             if let Err(u) = self
                 .plughost

@@ -44,12 +44,23 @@ impl<K: KernelOps> Daemon<K> {
             .map(Key::PluginPool)
             .collect();
         keys.extend(st.plugin.endpoints.keys().cloned().map(Key::PluginEp));
-        st.plugin.pools.clear();
-        let links: Vec<String> = std::mem::take(&mut st.plugin.endpoints)
-            .values()
-            .flat_map(|e| e.links())
-            .collect();
-        if let Err(e) = self.commit(&st, &keys) {
+        let staged = self.stage(&mut st, &keys, |st| {
+            st.plugin.pools.clear();
+            Ok(std::mem::take(&mut st.plugin.endpoints)
+                .values()
+                .flat_map(|e| e.links())
+                .collect::<Vec<String>>())
+        });
+        let staged = match staged {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(e.to_string());
+                return errors;
+            }
+        };
+        // The links go even when the store refuses: ferryd is going away.
+        let links = staged.plan.clone();
+        if let Err(e) = self.commit_staged(&mut st, staged) {
             errors.push(e.to_string());
         }
         drop(st);
@@ -120,18 +131,21 @@ impl<K: KernelOps> Daemon<K> {
         if gone.is_empty() {
             return Ok(());
         }
-        let mut keys = vec![];
-        for (id, nid, ip) in gone {
-            tracing::info!("reconcile: Docker endpoint {id} lost its link while ferryd was away; forgetting it");
-            st.plugin.endpoints.remove(&id);
-            keys.push(Key::PluginEp(id.clone()));
-            if let Some(pool) = st.networks.get_mut(&nid).and_then(|n| n.pool.as_mut()) {
-                if pool.owner(ip) == Some(id.as_str()) {
+        let keys: Vec<Key> = gone
+            .iter()
+            .flat_map(|(id, nid, _)| [Key::PluginEp(id.clone()), Key::Net(nid.clone())])
+            .collect();
+        let staged = self.stage(&mut st, &keys, |st| {
+            for (id, nid, ip) in gone {
+                tracing::info!("reconcile: Docker endpoint {id} lost its link while ferryd was away; forgetting it");
+                st.plugin.endpoints.remove(&id);
+                let pool = st.networks.get_mut(&nid).and_then(|n| n.pool.as_mut());
+                if let Some(pool) = pool.filter(|p| p.owner(ip) == Some(id.as_str())) {
                     pool.release(ip);
-                    keys.push(Key::Net(nid));
                 }
             }
-        }
-        self.commit(&st, &keys)
+            Ok(())
+        })?;
+        self.commit_staged(&mut st, staged).map(drop)
     }
 }
