@@ -176,6 +176,57 @@ fn connect_adds_eth1_and_disconnect_removes_it() -> Result<()> {
     host.finish()
 }
 
+/// The default route goes where dockerd 20.10 puts it: through the network whose name
+/// sorts first (libnetwork's endpoint order), not the first one joined. A sandbox on
+/// `zz-…` connected to `aa-…` leaves through `aa-…`; disconnected, through `zz-…` again;
+/// connected to `mm-…` (which sorts after `aa-…` but before `zz-…`, with `aa-…` gone)
+/// through `mm-…`. Shown by a peer outside the host that sees each network's own source
+/// address (masquerade off on all three).
+#[test]
+fn the_default_route_moves_to_the_network_whose_name_sorts_first() -> Result<()> {
+    let host = host_or_skip!();
+    let mut peer = host.add_peer("10.93.0.1/24", "10.93.0.2/24")?;
+    peer.serve("udp", 80)?;
+    let suffix = unique("");
+    let nets = [
+        (format!("zz{suffix}"), "10.94.1.0/24"),
+        (format!("aa{suffix}"), "10.94.2.0/24"),
+        (format!("mm{suffix}"), "10.94.3.0/24"),
+    ];
+    for (name, subnet) in &nets {
+        peer.route_via_host(subnet)?;
+        host.create_network(
+            name,
+            &[
+                "--subnet",
+                subnet,
+                "-o",
+                "com.docker.network.bridge.enable_ip_masquerade=false",
+            ],
+        )?;
+    }
+    let [(zz, _), (aa, _), (mm, _)] = &nets;
+    host.run_idle("sb", &["--network", zz])?;
+    let seen = |want: &str| -> Result<()> {
+        let ip = host.ip_of("sb", want)?;
+        let from = host.expect_reach(At::Sandbox("sb"), "udp", &peer.ip, 80)?;
+        ensure!(
+            from == ip,
+            "the peer saw {from}, not sb's address on {want} ({ip})"
+        );
+        Ok(())
+    };
+    seen(zz)?;
+    host.ferry_ok(&["network", "connect", aa, "sb"])?;
+    seen(aa)?;
+    host.ferry_ok(&["network", "disconnect", aa, "sb"])?;
+    seen(zz)?;
+    host.ferry_ok(&["network", "connect", mm, "sb"])?;
+    seen(mm)?;
+    drop(peer);
+    host.finish()
+}
+
 #[test]
 fn connects_and_disconnects_at_once_leave_each_sandbox_as_inspect_says() -> Result<()> {
     let host = host_or_skip!();

@@ -31,10 +31,7 @@ pub fn plan_attach(
     at: Live,
 ) -> Result<AttachSpec, CoreError> {
     let Live { netns, endpoint_id } = at;
-    let has_default = st.sandboxes[sb_id]
-        .endpoints
-        .iter()
-        .any(|e| e.live.as_ref().is_some_and(|l| l.default_route));
+    let takes_default = takes_default_route(st, sb_id, net_id);
     let ifname = st.sandboxes[sb_id].next_ifname();
     let published = plan_ports(st, sb_id, net_id)?;
     let net = st
@@ -42,7 +39,6 @@ pub fn plan_attach(
         .get_mut(net_id)
         .ok_or_else(|| CoreError::NoSuchNetwork(net_id.into()))?;
     let net_name = net.name.clone();
-    let internal = net.internal;
     let kind = net.kind.clone();
     let overlay = net.overlay().is_some();
     let ipam_plugin = net.ipam_plugin.as_ref().map(|i| i.driver.clone());
@@ -76,7 +72,7 @@ pub fn plan_attach(
         },
     };
     let (gateway, prefix_len) = (pool.gateway, pool.subnet.prefix_len());
-    let default_route = !has_default && !internal;
+    let default_route = takes_default;
     let live = LiveEndpoint {
         id: endpoint_id.clone(),
         ip,
@@ -95,10 +91,42 @@ pub fn plan_attach(
         CoreError::Invalid(format!("network {net_name}: sandboxes do not join it"))
     })?;
     let sb = st.sandboxes.get_mut(sb_id).expect("checked above");
+    if default_route {
+        // The endpoint that held the role gives it up: the kernel's default route is
+        // replaced by this endpoint's.
+        for l in sb.endpoints.iter_mut().filter_map(|e| e.live.as_mut()) {
+            l.default_route = false;
+        }
+    }
     if let Some(e) = sb.endpoints.iter_mut().find(|e| e.network_id == net_id) {
         e.live = Some(live);
     }
     Ok(spec)
+}
+
+/// Whether the endpoint on `net_id` takes the sandbox's default route, as dockerd 20.10
+/// decides it (libnetwork's endpoint order): never on an internal network; otherwise
+/// when the sandbox has none yet, or holds it through a network whose name sorts after
+/// this one's. So a sandbox on `web` that is connected to `db` moves its default route to
+/// `db`, as a container would.
+fn takes_default_route(st: &State, sb_id: &str, net_id: &str) -> bool {
+    let Some(net) = st.networks.get(net_id).filter(|n| !n.internal) else {
+        return false;
+    };
+    match default_route_network(st, sb_id).and_then(|id| st.networks.get(&id)) {
+        None => true,
+        Some(holder) => net.name < holder.name,
+    }
+}
+
+/// The network whose endpoint holds the sandbox's default route.
+pub fn default_route_network(st: &State, sb_id: &str) -> Option<String> {
+    st.sandboxes
+        .get(sb_id)?
+        .endpoints
+        .iter()
+        .find(|e| e.live.as_ref().is_some_and(|l| l.default_route))
+        .map(|e| e.network_id.clone())
 }
 
 /// What the kernel is asked to make for a live endpoint on a network of `kind`: at
@@ -226,27 +254,27 @@ pub fn unplan_attach(
     }
 }
 
-/// After the default-route endpoint went away, give the role to the first remaining
-/// live endpoint on a non-internal network. Returns its gateway.
+/// After the default-route endpoint went away, give the role to the remaining live
+/// endpoint dockerd would pick: on a non-internal network, the one whose network's name
+/// sorts first. Returns its gateway.
 pub fn move_default_route(st: &mut State, sb_id: &str) -> Option<IpAddr> {
-    let internal: Vec<String> = st
-        .networks
-        .values()
-        .filter(|n| n.internal)
-        .map(|n| n.id.clone())
-        .collect();
-    let sb = st.sandboxes.get_mut(sb_id)?;
-    if sb
-        .endpoints
-        .iter()
-        .any(|e| e.live.as_ref().is_some_and(|l| l.default_route))
-    {
+    if default_route_network(st, sb_id).is_some() {
         return None;
     }
+    let names: std::collections::BTreeMap<String, String> = st
+        .networks
+        .values()
+        .filter(|n| !n.internal)
+        .map(|n| (n.id.clone(), n.name.clone()))
+        .collect();
+    let sb = st.sandboxes.get_mut(sb_id)?;
     let ep = sb
         .endpoints
         .iter_mut()
-        .find(|e| e.live.is_some() && !internal.contains(&e.network_id))?;
+        .filter(|e| e.live.is_some())
+        .filter_map(|e| Some((names.get(&e.network_id)?.clone(), e)))
+        .min_by(|(a, _), (b, _)| a.cmp(b))
+        .map(|(_, e)| e)?;
     let live = ep.live.as_mut()?;
     live.default_route = true;
     live.gateway

@@ -4,7 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::attach::{
-    cursor_of, default_route_if, move_default_route, plan_attach, plan_detach, Detached, Live,
+    cursor_of, default_route_if, default_route_network, move_default_route, plan_attach,
+    plan_detach, Detached, Live,
 };
 use super::publish::check_publishable;
 use crate::docker::network::EndpointSettingsReq;
@@ -103,6 +104,9 @@ pub struct ConnectPlan {
     /// The pool's cursor before the plan, for an undo after other operations ran
     /// ([`super::attach::unplan_attach`]).
     pub cursor_before: Option<IpAddr>,
+    /// The network whose endpoint held the default route before this one took it
+    /// (dockerd's order), for an undo to give it back.
+    pub default_from: Option<String>,
 }
 
 /// The records a connect or disconnect of `sb_id` and `net_id` edits.
@@ -146,14 +150,17 @@ pub fn plan_connect(
             live: None,
         });
     }
+    let held = default_route_network(st, sb_id);
     let attach = live
         .map(|at| plan_attach(st, sb_id, net_id, at))
         .transpose()?;
+    let default_from = held.filter(|h| default_route_network(st, sb_id).as_ref() != Some(h));
     Ok(ConnectPlan {
         keys: endpoint_keys(sb_id, net_id),
         attach,
         published: published_on(st, sb_id, net_id),
         cursor_before,
+        default_from,
     })
 }
 

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use super::attach::{cursor_of, plan_attach, published_of, Live};
+use super::attach::{cursor_of, default_route_network, plan_attach, published_of, Live};
 use crate::model::{RunState, Sandbox};
 use crate::ports::Published;
 use crate::state::{Key, State};
@@ -92,6 +92,14 @@ pub fn plan_start(
             endpoint_id: endpoint_id(),
         };
         attach.push(plan_attach(st, sb_id, n, at)?);
+    }
+    // An endpoint attached later may have taken the default route from an earlier one:
+    // only the endpoint holding it at the end sets it in the kernel.
+    let holder = default_route_network(st, sb_id);
+    for (spec, n) in attach.iter_mut().zip(&net_ids) {
+        if holder.as_deref() != Some(n.as_str()) {
+            spec.default_via = None;
+        }
     }
     if let Some(sb) = st.sandboxes.get_mut(sb_id) {
         sb.state = RunState::Running {

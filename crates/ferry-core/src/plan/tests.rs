@@ -113,6 +113,7 @@ fn connecting_a_running_sandbox_plans_its_address_link_and_default_route() {
             }),
             published: vec![],
             cursor_before: None,
+            default_from: None,
         }
     );
     let pool = st.networks[F].pool.as_ref().unwrap();
@@ -413,4 +414,57 @@ fn removing_a_docker_network_mapped_onto_an_overlay_takes_what_docker_forgot_and
         "the forgotten endpoint's address is free"
     );
     assert!(st.networks.contains_key(F), "the overlay stays");
+}
+
+#[test]
+fn the_default_route_goes_through_the_network_whose_name_sorts_first_as_with_dockerd() {
+    let mut st = state();
+    plan_connect(&mut st, "a", F, Asked::default(), live("e")).unwrap();
+    let others = st.networks.values().cloned().collect::<Vec<_>>();
+    let alpha = network(
+        &others,
+        r#"{"Name":"alpha","IPAM":{"Config":[{"Subnet":"10.62.0.0/24"}]}}"#,
+        S,
+    );
+    st.networks.insert(S.into(), alpha);
+    let plan = plan_connect(&mut st, "a", S, Asked::default(), live("s")).unwrap();
+    assert_eq!(
+        plan.attach.unwrap().default_via,
+        Some("10.62.0.1".parse().unwrap()),
+        "alpha sorts before front: it takes the default route"
+    );
+    assert_eq!(plan.default_from.as_deref(), Some(F), "taken from front");
+    let holder = |st: &State| super::attach::default_route_network(st, "a");
+    assert_eq!(holder(&st).as_deref(), Some(S));
+    let front = st.sandboxes["a"].endpoint(F).unwrap().live.clone().unwrap();
+    assert!(!front.default_route, "front gave it up");
+    // Leaving alpha gives it back to front.
+    let left = plan_disconnect(&mut st, "a", S).unwrap();
+    assert_eq!(
+        left.new_default.map(|d| d.0),
+        Some("10.60.0.1".parse().unwrap())
+    );
+    assert_eq!(holder(&st).as_deref(), Some(F));
+    // A start attaches both: only the endpoint holding the route at the end sets it.
+    let mut st = state();
+    st.networks.insert(
+        S.into(),
+        network(
+            &others,
+            r#"{"Name":"alpha","IPAM":{"Config":[{"Subnet":"10.62.0.0/24"}]}}"#,
+            S,
+        ),
+    );
+    plan_connect(&mut st, "b", F, Asked::default(), None).unwrap();
+    plan_connect(&mut st, "b", S, Asked::default(), None).unwrap();
+    let start = super::sandbox::plan_start(
+        &mut st,
+        "b",
+        "/run/x".as_ref(),
+        || "d".repeat(64),
+        String::new(),
+    )
+    .unwrap();
+    let vias: Vec<_> = start.attach.iter().map(|s| s.default_via).collect();
+    assert_eq!(vias, [None, Some("10.62.0.1".parse().unwrap())]);
 }

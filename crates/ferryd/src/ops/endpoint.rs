@@ -63,8 +63,14 @@ impl<K: KernelOps> Daemon<K> {
         // plughost: attach_endpoint is kernel.attach, or a plugin's Join.
         if let Err(e) = self.attach_endpoint(&spec).await {
             let mut st = self.state.lock().await;
-            self.undo_connect(&mut st, &sb_id, &net_id, applied.plan.cursor_before)
-                .await;
+            self.undo_connect(
+                &mut st,
+                &sb_id,
+                &net_id,
+                applied.plan.cursor_before,
+                &applied.plan.default_from,
+            )
+            .await;
             return Err(e);
         }
         Ok(())
@@ -79,10 +85,20 @@ impl<K: KernelOps> Daemon<K> {
         sb_id: &str,
         net_id: &str,
         cursor_before: Option<IpAddr>,
+        default_from: &Option<String>,
     ) {
         unplan_attach(st, sb_id, net_id, false, cursor_before);
         if let Some(sb) = st.sandboxes.get_mut(sb_id) {
             sb.endpoints.retain(|e| e.network_id != net_id);
+            // The endpoint this one took the default route from has it back (the kernel
+            // still routes through it: the failed attach never replaced the route).
+            let from = sb
+                .endpoints
+                .iter_mut()
+                .filter(|e| Some(&e.network_id) == default_from.as_ref());
+            for l in from.filter_map(|e| e.live.as_mut()) {
+                l.default_route = true;
+            }
         }
         let keys = [Key::Net(net_id.to_string()), Key::Sbx(sb_id.to_string())];
         self.commit_or_log(st, &keys, "undoing a connect");
