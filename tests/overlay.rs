@@ -639,15 +639,21 @@ fn tunnel_packets_from_a_machine_outside_the_cluster_are_dropped() -> Result<()>
         "tunnel_peers",
         "{ 172.30.0.99 }",
     ])?;
-    // Tunnel traffic leaves no conntrack entry in host 1, while the flow it carried does
-    // (which shows the table is host 1's and is read).
+    // Tunnel traffic leaves no conntrack entry in host 1, nor does the flow it carried
+    // (traffic within the overlay needs no state), while host 1's own flow to the same
+    // sandbox does (which shows the table is host 1's and is read).
+    h1.expect_reach(At::Host, "tcp", &srv, 80)?;
     let ct = h1
         .in_host("cat", &["/proc/net/nf_conntrack"])?
         .expect_success()?
         .stdout;
     ensure!(
         ct.contains("dport=80 "),
-        "the carried flow is tracked:\n{ct}"
+        "host 1's own flow is tracked:\n{ct}"
+    );
+    ensure!(
+        !ct.contains("src=10.60.0.250"),
+        "the flow the tunnel carried is not tracked:\n{ct}"
     );
     ensure!(
         !ct.contains("dport=4789"),

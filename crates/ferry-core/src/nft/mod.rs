@@ -316,11 +316,22 @@ fn put_addresses(
     subnet: Ipv4Net,
     gateway: Ipv4Addr,
 ) {
-    // Only a local bridge's: an overlay's bridge has a VXLAN port, through which its
-    // traffic leaves the host, and that stays tracked as before.
-    if icc && n.driver() == crate::model::Driver::Bridge {
+    // A local bridge's, and an overlay's: its traffic between hosts is routed between
+    // its bridge and its tunnel, within the network (`intra`), and needs no state either.
+    // What goes to the gateway (the same address on every host) or leaves the network
+    // stays tracked.
+    let tunnel = n.overlay().map(|o| ifname(o.vxlan.as_str()));
+    if icc
+        && matches!(
+            n.driver(),
+            crate::model::Driver::Bridge | crate::model::Driver::Overlay
+        )
+    {
         for range in intra_ranges(subnet, gateway) {
             e.put(SetName::IntraDst, format!("{range} . {name}"), None);
+            if let Some(t) = &tunnel {
+                e.put(SetName::IntraDst, format!("{range} . {t}"), None);
+            }
         }
     }
     e.put(SetName::Subnets, format!("{subnet} . {name}"), None);

@@ -182,9 +182,10 @@ pub fn skeleton_rules(o: Options) -> Vec<(&'static str, &'static str, String)> {
         // lookup, TCP window tracking, the NAT hooks' lookups and a confirm. The set
         // holds the subnet minus the gateway, so what is routed (to the gateway: DNS,
         // the host, a published port's hairpin) is tracked as before, and so is
-        // anything from another interface (the direct-routing guard, isolation), on an
-        // ICC-off bridge, or on an overlay's (whose frames leave through VXLAN). First in
-        // the chain, and terminal: such a frame meets no other rule here.
+        // anything from another interface (the direct-routing guard, isolation) or on an
+        // ICC-off bridge. An overlay's bridge and tunnel are in the set too: traffic
+        // between its hosts is routed within the network. First in the chain, and
+        // terminal: such a frame meets no other rule here.
         (
             i,
             "dns_in",
