@@ -161,6 +161,52 @@ fn the_seed_scenario_over_tcp_through_a_json_spec_file() -> Result<()> {
     host.run_idle("s2", &["--network", "mynet"])?;
     ensure!(host.ip_of("s2", "mynet")? == "10.0.1.3");
     host.expect_reach(At::Sandbox("s2"), "tcp", "10.0.1.2", 8080)?;
+    // Names on the plugin's network, as dockerd gives them: br1 holds the gateway in
+    // ferryd's namespace, so the responder listens there and s2 is pointed at it.
+    let resolv = host
+        .exec("s2", &["cat", "/etc/resolv.conf"])?
+        .expect_success()?;
+    ensure!(
+        resolv.stdout.contains("nameserver 10.0.1.1"),
+        "s2's resolv.conf:\n{resolv}"
+    );
+    let found = host.exec("s2", &[ferry_testkit::BUSYBOX, "nslookup", "s1"])?;
+    ensure!(
+        found.success() && found.stdout.contains("10.0.1.2"),
+        "s2 cannot resolve s1 on mynet:\n{found}"
+    );
+    // The control: a plugin network whose gateway this namespace does not hold (its
+    // bridge has no address) cannot have the responder, so its sandbox keeps the host's
+    // resolvers rather than a name server nobody answers at.
+    for args in [
+        vec!["link", "add", "br9", "type", "bridge"],
+        vec!["link", "set", "br9", "up"],
+    ] {
+        host.in_host("ip", &args)?.expect_success()?;
+    }
+    host.ferry_ok(&[
+        "network",
+        "create",
+        "-d",
+        "mynetwork",
+        "--subnet",
+        "10.0.9.0/24",
+        "-o",
+        "bridge=br9",
+        "bare",
+    ])?;
+    host.run_idle("s9", &["--network", "bare"])?;
+    let resolv = host
+        .exec("s9", &["cat", "/etc/resolv.conf"])?
+        .expect_success()?;
+    ensure!(
+        !resolv.stdout.contains("10.0.9.1"),
+        "s9 is pointed at a gateway no one answers at:\n{resolv}"
+    );
+    host.ferry_ok(&["rm", "-f", "s9"])?;
+    host.ferry_ok(&["network", "rm", "bare"])?;
+    host.in_host("ip", &["link", "del", "br9"])?
+        .expect_success()?;
     // The seed's "a sandbox on the default network cannot reach it", with its control:
     // the same sandbox reaches a server on its own network.
     host.run_server("d1", &[], "tcp", 8080)?;

@@ -5,7 +5,8 @@
 //! * `names` — the table in service and the records it holds, following commits.
 //!
 //! Design note. The responder listens on the gateway address of every user-defined
-//! bridge network, port 53, in ferryd's own network namespace (as aardvark-dns does),
+//! bridge network, and of every plugin's network whose gateway this namespace holds (the
+//! plugin's bridge, say), port 53, in ferryd's own network namespace (as aardvark-dns does),
 //! one UDP socket and one TCP listener per network. A sandbox on such a network gets
 //! `nameserver <gateway of its first user-defined network>`; the query's source
 //! address tells the responder which sandbox asks, so one table answers every
@@ -57,6 +58,21 @@ pub fn listen_addrs(st: &State) -> BTreeSet<Ipv4Addr> {
     st.networks
         .values()
         .filter(|n| has_names(n))
+        .filter_map(|n| n.pool.as_ref().and_then(|p| v4(p.gateway)))
+        .collect()
+}
+
+/// Whether ferryd's namespace holds `ip` (the responder binds with IP_FREEBIND, so its
+/// listening says nothing): an ordinary bind to it succeeds only then.
+fn held_here(ip: Ipv4Addr) -> bool {
+    std::net::UdpSocket::bind((ip, 0)).is_ok()
+}
+
+/// The gateways of plugins' networks with names (see [`Inner::plugin_gateways`]).
+fn plugin_gateways(st: &State) -> BTreeSet<Ipv4Addr> {
+    st.networks
+        .values()
+        .filter(|n| n.remote().is_some() && has_names(n))
         .filter_map(|n| n.pool.as_ref().and_then(|p| v4(p.gateway)))
         .collect()
 }
@@ -125,6 +141,9 @@ struct Inner {
     /// The listen addresses of the last update (also before serving starts: they
     /// decide what sandboxes' resolv.conf says).
     gateways: BTreeSet<Ipv4Addr>,
+    /// Of those, the gateways of plugins' networks: the plugin decides whether this
+    /// namespace holds the address, so a sandbox is pointed at one only while it does.
+    plugin_gateways: BTreeSet<Ipv4Addr>,
     /// Other hosts' sandboxes on overlays (see crate::overlay).
     remote: std::collections::BTreeMap<String, ferry_dns::SandboxRecord>,
     serving: Option<Serving>,
@@ -179,6 +198,7 @@ impl Dns {
     fn follow(&self, st: &State, change: impl FnOnce(&mut Serving) -> bool) {
         let mut inner = self.inner.lock().expect("dns lock");
         inner.gateways = listen_addrs(st);
+        inner.plugin_gateways = plugin_gateways(st);
         let Some((s, gateways)) = inner.serving() else {
             return;
         };
@@ -243,8 +263,14 @@ impl Dns {
     /// with its `--dns-search`/`--dns-option` (its `--dns` servers become the
     /// responder's upstreams); otherwise the host's servers or `--dns`.
     pub fn resolv_conf(&self, host_resolv: &str, sb: &Sandbox) -> String {
-        let gateways = &self.inner.lock().expect("dns lock").gateways;
-        match nameserver_of(sb, gateways) {
+        let inner = self.inner.lock().expect("dns lock");
+        let usable: BTreeSet<Ipv4Addr> = inner
+            .gateways
+            .iter()
+            .filter(|g| !inner.plugin_gateways.contains(g) || held_here(**g))
+            .copied()
+            .collect();
+        match nameserver_of(sb, &usable) {
             Some(ns) => resolv_conf(
                 host_resolv,
                 &DnsConf {

@@ -10,7 +10,7 @@ use crate::state::State;
 
 /// Networks whose sandboxes find each other by name: user-defined bridges.
 pub(super) fn has_names(n: &Network) -> bool {
-    n.driver().is_bridged() && !n.predefined
+    (n.driver().is_bridged() || n.remote().is_some()) && !n.predefined
 }
 
 /// What a sandbox's record takes from a network besides its ID: a change of anything
