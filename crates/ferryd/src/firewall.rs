@@ -11,17 +11,30 @@
 //! flushed the ruleset), and after a failed transaction, since then the kernel's
 //! contents are not known. When the last bridge goes, ferry's chains and sets go with
 //! it; the `user` chain stays.
+//!
+//! A component, not a part of the daemon: [`Firewall`] holds what it applied and acts
+//! through a [`Host`] (the kernel and the host settings it owns); the daemon's
+//! operations call it after their commits (crate::ops::firewalling), and nothing here
+//! knows the daemon.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ferry_core::nft::{self, ledger::Ledger, render, Elements, SetName};
-use ferry_core::ports::Published;
-use ferry_core::CoreError;
-use ferry_kernel::{BridgeSpec, KernelOps};
+use ferry_kernel::KernelOps;
 
+use crate::br_netfilter::BrNetfilter;
 use crate::error::Result;
-use crate::ops::Daemon;
 use crate::state::{Key, State};
+
+/// What the firewall acts through: the kernel, and ferryd's host settings it owns (the
+/// br_netfilter choice, and the markers that say what ferryd turned on).
+pub struct Host<'a, K> {
+    pub kernel: &'a K,
+    pub br_netfilter: &'a BrNetfilter,
+    pub br_netfilter_marker: PathBuf,
+    pub forwarding_marker: PathBuf,
+}
 
 /// Where a set element comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -54,7 +67,7 @@ pub struct Firewall {
     /// The options of the last full load: they decide the skeleton's rules, which the
     /// periodic check counts.
     options: std::sync::Mutex<render::Options>,
-    /// The sources committed since the last sync (see [`Daemon::commit`]).
+    /// The sources committed since the last sync (every commit notes its keys).
     pending: std::sync::Mutex<Vec<Source>>,
 }
 
@@ -86,18 +99,18 @@ impl Firewall {
 /// that started after ferryd and needs the DOCKER-USER rule).
 pub const CHECK_EVERY: Duration = Duration::from_secs(5);
 
-impl<K: KernelOps> Daemon<K> {
+impl Firewall {
     /// Make the kernel's sets match `st`: one transaction of the element delta of the
     /// sources committed since the last sync.
-    pub(crate) async fn sync_firewall(&self, st: &State) -> Result<()> {
-        let changed = self.firewall.take_pending();
-        let mut applied = self.firewall.applied.lock().await;
+    pub(crate) async fn sync<K: KernelOps>(&self, h: &Host<'_, K>, st: &State) -> Result<()> {
+        let changed = self.take_pending();
+        let mut applied = self.applied.lock().await;
         let Some(ledger) = applied.as_mut() else {
             let want = Ledger::of(sources_of(st));
             if !want.all().has_bridges() {
                 return Ok(());
             }
-            return self.load(&mut applied, want).await;
+            return self.load(h, &mut applied, want).await;
         };
         let changes: Vec<(Source, Elements)> = changed
             .into_iter()
@@ -108,7 +121,7 @@ impl<K: KernelOps> Daemon<K> {
             .collect();
         let delta = ledger.delta_for(&changes);
         if count_after(ledger.all(), &delta, SetName::Bridges) == 0 {
-            self.kernel.nft(&render::remove_keeping_user()).await?;
+            h.kernel.nft(&render::remove_keeping_user()).await?;
             *applied = None;
             return Ok(());
         }
@@ -123,7 +136,7 @@ impl<K: KernelOps> Daemon<K> {
             guard: hook(SetName::Sources),
         };
         if let Some(script) = render::delta(&delta, hooks) {
-            if let Err(e) = self.kernel.nft(&script).await {
+            if let Err(e) = h.kernel.nft(&script).await {
                 // The transaction did not apply; the next change reloads everything.
                 *applied = None;
                 return Err(e.into());
@@ -140,61 +153,59 @@ impl<K: KernelOps> Daemon<K> {
         Ok(())
     }
 
-    /// An attach's firewall step (connect, start): [`Daemon::sync_firewall`], or the
+    /// An attach's firewall step (connect, start): [`Firewall::sync`], or the
     /// fault a test armed at it (`FERRY_FAULT=attach:nft`), which fails as a refused
     /// transaction would: nothing applied. It fails whether or not the endpoint brings
     /// elements.
-    pub(crate) async fn attach_firewall(&self, st: &State) -> Result<()> {
-        self.kernel.fault(ferry_kernel::AttachStep::Nft)?;
-        self.sync_firewall(st).await
+    pub(crate) async fn attach<K: KernelOps>(&self, h: &Host<'_, K>, st: &State) -> Result<()> {
+        h.kernel.fault(ferry_kernel::AttachStep::Nft)?;
+        self.sync(h, st).await
     }
 
     /// For teardown paths, which go on whatever happens: a failure is logged and the
     /// next change (or the periodic check) loads the whole firewall again.
-    pub(crate) async fn sync_firewall_or_warn(&self, st: &State, what: &str) {
-        if let Err(e) = self.sync_firewall(st).await {
+    pub(crate) async fn sync_or_warn<K: KernelOps>(&self, h: &Host<'_, K>, st: &State, what: &str) {
+        if let Err(e) = self.sync(h, st).await {
             tracing::warn!("{what}: firewall: {e}");
         }
     }
 
     /// Re-create ferry's tables from `st` whatever the kernel holds now.
-    pub async fn load_firewall(&self, st: &State) -> Result<()> {
-        self.firewall.take_pending();
+    pub async fn load_all<K: KernelOps>(&self, h: &Host<'_, K>, st: &State) -> Result<()> {
+        self.take_pending();
         let want = Ledger::of(sources_of(st));
-        let mut applied = self.firewall.applied.lock().await;
+        let mut applied = self.applied.lock().await;
         if !want.all().has_bridges() {
             *applied = None;
             return Ok(());
         }
-        self.load(&mut applied, want).await
+        self.load(h, &mut applied, want).await
     }
 
-    async fn load(&self, applied: &mut Option<Ledger<Source>>, want: Ledger<Source>) -> Result<()> {
+    async fn load<K: KernelOps>(
+        &self,
+        h: &Host<'_, K>,
+        applied: &mut Option<Ledger<Source>>,
+        want: Ledger<Source>,
+    ) -> Result<()> {
         let opts = render::Options {
-            guard_forwarding: self.enable_forwarding().await,
+            guard_forwarding: self.enable_forwarding(h).await,
         };
-        self.cfg
-            .br_netfilter
-            .apply(&self.kernel, &self.cfg.br_netfilter_marker())
-            .await;
-        self.kernel.nft(&render::full(want.all(), opts)).await?;
-        *self.firewall.options.lock().expect("options lock") = opts;
+        h.br_netfilter.apply(h.kernel, &h.br_netfilter_marker).await;
+        h.kernel.nft(&render::full(want.all(), opts)).await?;
+        *self.options.lock().expect("options lock") = opts;
         *applied = Some(want);
-        self.ensure_docker_user().await;
+        self.ensure_docker_user(h).await;
         Ok(())
     }
 
     /// Turn `ip_forward` on; true when ferryd is the one that turned it on (now, or
     /// earlier since boot: a marker in the exec root, which lives as long as the sysctl).
-    async fn enable_forwarding(&self) -> bool {
-        let marker = self.cfg.forwarding_marker();
-        match self
-            .kernel
-            .sysctl(&["net", "ipv4", "ip_forward"], "1")
-            .await
-        {
+    async fn enable_forwarding<K: KernelOps>(&self, h: &Host<'_, K>) -> bool {
+        let marker = &h.forwarding_marker;
+        match h.kernel.sysctl(&["net", "ipv4", "ip_forward"], "1").await {
             Ok(true) => {
-                if let Err(e) = std::fs::write(&marker, "") {
+                if let Err(e) = std::fs::write(marker, "") {
                     tracing::warn!("firewall: write {}: {e}", marker.display());
                 }
                 true
@@ -209,165 +220,68 @@ impl<K: KernelOps> Daemon<K> {
 
     /// `system cleanup`: ferry's DOCKER-USER rule goes, and `ip_forward` goes back off if
     /// ferryd turned it on.
-    pub(crate) async fn undo_host_changes(&self) -> Vec<String> {
+    pub(crate) async fn undo_host_changes<K: KernelOps>(&self, h: &Host<'_, K>) -> Vec<String> {
         let mut errors = vec![];
-        if let Ok(chain) = self.kernel.nft("list chain ip filter DOCKER-USER").await {
+        if let Ok(chain) = h.kernel.nft("list chain ip filter DOCKER-USER").await {
             if let Some(del) = render::docker_user_delete(&chain) {
-                if let Err(e) = self.kernel.nft(&del).await {
+                if let Err(e) = h.kernel.nft(&del).await {
                     errors.push(e.to_string());
                 }
             }
         }
-        let marker = self.cfg.forwarding_marker();
+        let marker = &h.forwarding_marker;
         if marker.exists() {
-            if let Err(e) = self
-                .kernel
-                .sysctl(&["net", "ipv4", "ip_forward"], "0")
-                .await
-            {
+            if let Err(e) = h.kernel.sysctl(&["net", "ipv4", "ip_forward"], "0").await {
                 errors.push(e.to_string());
             }
-            let _ = std::fs::remove_file(&marker);
+            let _ = std::fs::remove_file(marker);
         }
         errors
     }
 
     /// With dockerd on the host (iptables-nft), its FORWARD policy DROP would drop what
     /// ferry's chains accept: one rule in DOCKER-USER lets ferry's marked packets pass.
-    async fn ensure_docker_user(&self) {
-        let Ok(chain) = self.kernel.nft("list chain ip filter DOCKER-USER").await else {
+    async fn ensure_docker_user<K: KernelOps>(&self, h: &Host<'_, K>) {
+        let Ok(chain) = h.kernel.nft("list chain ip filter DOCKER-USER").await else {
             return;
         };
         if chain.contains("comment \"ferry\"") {
             return;
         }
-        match self.kernel.nft(&render::docker_user_rule()).await {
+        match h.kernel.nft(&render::docker_user_rule()).await {
             Ok(_) => tracing::info!("firewall: DOCKER-USER now accepts ferry's traffic"),
             Err(e) => tracing::warn!("firewall: DOCKER-USER: {e}"),
         }
     }
 
     /// The tables were removed by hand: the next change loads them whole.
-    pub(crate) async fn forget_firewall(&self) {
-        *self.firewall.applied.lock().await = None;
-    }
-
-    /// Create a network's bridge and let published 127.0.0.1 ports reach it.
-    pub(crate) async fn prepare_bridge(&self, spec: &BridgeSpec) -> Result<()> {
-        self.kernel.ensure_bridge(spec).await?;
-        self.kernel
-            .sysctl(&["net", "ipv4", "conf", &spec.name, "route_localnet"], "1")
-            .await?;
-        Ok(())
-    }
-
-    /// The kernel side of a new network: its bridge, then the firewall for `st`. On
-    /// failure the bridge goes if it was not there before (else it is handed back); the
-    /// caller rolls the state back.
-    pub(crate) async fn program_network(&self, st: &State, spec: &BridgeSpec) -> Result<()> {
-        let existed = self.kernel.link_kind(&spec.name).await?.is_some();
-        let programmed = match self.prepare_bridge(spec).await {
-            Ok(()) => self.sync_firewall(st).await,
-            Err(e) => Err(e),
-        };
-        if programmed.is_err() {
-            let undo = match existed {
-                false => self
-                    .kernel
-                    .delete_link(&spec.name)
-                    .await
-                    .map_err(Into::into),
-                true => self.hand_back_bridge(&spec.name, spec.gateway).await,
-            };
-            if let Err(e) = undo {
-                tracing::warn!("create network {}: undo: {e}", spec.name);
-            }
-        }
-        programmed
-    }
-
-    /// A host port that a host process already holds would be shadowed by the DNAT
-    /// rule: refuse it, as Docker's proxy would fail to bind it.
-    pub(crate) async fn check_host_free(&self, p: &[Published]) -> Result<()> {
-        for m in p {
-            let ip = m.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
-            for port in m.host_ports.iter() {
-                match self.kernel.host_port_free(m.proto, ip, port).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        return Err(CoreError::PortTaken {
-                            host_ip: m.host_ip_string(),
-                            port,
-                        }
-                        .into())
-                    }
-                    Err(e) if e.errno() == Some(libc::EADDRNOTAVAIL) => {
-                        return Err(CoreError::Invalid(format!(
-                            "cannot publish on {ip}: it is not an address of this host"
-                        ))
-                        .into())
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// A bridge ferry used but did not make (`-o bridge=BR`) is handed back: off goes
-    /// `route_localnet`, which without ferry's input rule would let whatever sits on
-    /// that bridge reach the host's loopback services.
-    pub(crate) async fn release_bridge(&self, name: &str) -> Result<()> {
-        self.kernel
-            .sysctl(&["net", "ipv4", "conf", name, "route_localnet"], "0")
-            .await?;
-        Ok(())
-    }
-
-    /// A bridge adopted through `com.docker.network.bridge.name` is left as ferry found
-    /// it: without ferry's gateway address, and released. Both steps run.
-    pub(crate) async fn hand_back_bridge(
-        &self,
-        name: &str,
-        gateway: Option<ipnet::IpNet>,
-    ) -> Result<()> {
-        let unaddr = match gateway {
-            Some(gw) => self.kernel.remove_address(name, gw).await,
-            None => Ok(()),
-        };
-        let released = self.release_bridge(name).await;
-        unaddr?;
-        released
+    pub(crate) async fn forget(&self) {
+        *self.applied.lock().await = None;
     }
 
     /// The periodic check: ferry's table is back if someone removed it, and the
     /// DOCKER-USER rule is there if dockerd appeared.
-    pub async fn check_firewall(&self) {
-        let loaded = self.firewall.applied.lock().await.is_some();
+    pub async fn check<K: KernelOps>(&self, h: &Host<'_, K>, state: &tokio::sync::Mutex<State>) {
+        let loaded = self.applied.lock().await.is_some();
         if !loaded {
             // Not loaded (no bridge yet, or a transaction failed): load it if the state
             // has bridges; a no-op otherwise.
-            let st = self.state.lock().await;
-            if let Err(e) = self.load_firewall(&st).await {
+            let st = state.lock().await;
+            if let Err(e) = self.load_all(h, &st).await {
                 tracing::warn!("firewall: load: {e}");
             }
             return;
         }
-        if self
-            .kernel
-            .nft("list chain inet ferry forward")
-            .await
-            .is_err()
-        {
+        if h.kernel.nft("list chain inet ferry forward").await.is_err() {
             tracing::warn!("firewall: ferry's table is gone; restoring it");
-            let st = self.state.lock().await;
-            if let Err(e) = self.load_firewall(&st).await {
+            let st = state.lock().await;
+            if let Err(e) = self.load_all(h, &st).await {
                 tracing::error!("firewall: restore: {e}");
             }
             return;
         }
-        self.check_contents().await;
-        self.ensure_docker_user().await;
+        self.check_contents(h, state).await;
+        self.ensure_docker_user(h).await;
     }
 
     /// A set element or a rule deleted by hand (a published port's element, an
@@ -375,18 +289,22 @@ impl<K: KernelOps> Daemon<K> {
     /// in both tables, must hold at least the elements ferryd last applied (the ledger)
     /// and the rules that ledger calls for, else the tables are loaded whole again from
     /// the state. The listing is read under the ledger's lock, which every apply holds.
-    async fn check_contents(&self) {
+    async fn check_contents<K: KernelOps>(
+        &self,
+        h: &Host<'_, K>,
+        state: &tokio::sync::Mutex<State>,
+    ) {
         let short: Vec<String> = {
-            let applied = self.firewall.applied.lock().await;
+            let applied = self.applied.lock().await;
             let Some(ledger) = applied.as_ref() else {
                 return;
             };
-            let opts = *self.firewall.options.lock().expect("options lock");
+            let opts = *self.options.lock().expect("options lock");
             let rules = render::wanted_rules(ledger.all(), opts);
             let mut short = vec![];
             for table in ["inet ferry", "bridge ferry"] {
                 // A table that cannot be listed (deleted by hand) holds nothing.
-                let listing = match self.kernel.nft(&format!("list table {table}")).await {
+                let listing = match h.kernel.nft(&format!("list table {table}")).await {
                     Ok(l) => l,
                     Err(e) => {
                         tracing::warn!("firewall: list {table}: {e}");
@@ -402,7 +320,7 @@ impl<K: KernelOps> Daemon<K> {
             short
         };
         let reload = {
-            let mut before = self.firewall.short_before.lock().expect("short lock");
+            let mut before = self.short_before.lock().expect("short lock");
             let reload = !short.is_empty() && *before != short;
             *before = short.clone();
             reload
@@ -411,8 +329,8 @@ impl<K: KernelOps> Daemon<K> {
             return;
         }
         tracing::warn!("firewall: missing from {}; restoring", short.join(", "));
-        let st = self.state.lock().await;
-        if let Err(e) = self.load_firewall(&st).await {
+        let st = state.lock().await;
+        if let Err(e) = self.load_all(h, &st).await {
             tracing::error!("firewall: restore: {e}");
         }
     }
@@ -489,16 +407,4 @@ fn count_after(now: &Elements, delta: &nft::Delta, set: SetName) -> usize {
     let gone = delta.delete.iter().filter(|(s, _)| *s == set);
     let new = delta.add.iter().filter(|(s, _, _)| *s == set);
     (now.get(set).count() + new.count()).saturating_sub(gone.count())
-}
-
-/// Run [`Daemon::check_firewall`] every [`CHECK_EVERY`].
-pub fn watch<K: KernelOps>(d: std::sync::Arc<Daemon<K>>) {
-    tokio::spawn(async move {
-        let mut t = tokio::time::interval(CHECK_EVERY);
-        t.tick().await;
-        loop {
-            t.tick().await;
-            d.check_firewall().await;
-        }
-    });
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use ferry_store::RedbStore;
-use ferryd::{api, firewall, reconcile, supervise, Config, Daemon};
+use ferryd::{api, reconcile, supervise, Config, Daemon};
 use tower::Layer;
 
 #[derive(Parser, Debug)]
@@ -236,7 +236,7 @@ async fn run(
     let d = Daemon::new(cfg, kernel, Box::new(store))?;
     reconcile::reconcile(&d).await.context("reconcile")?;
     supervise::monitor(d.clone());
-    firewall::watch(d.clone());
+    ferryd::ops::firewalling::watch(d.clone());
     ferryd::plughost::leases::watch(d.clone());
     reconcile::watch(d.clone());
     d.dns

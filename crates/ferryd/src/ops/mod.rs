@@ -17,7 +17,9 @@
 //! endpoints, their addresses, the pool's cursor if nobody moved it since): another
 //! operation may have changed the same networks, so their snapshots cannot be put back.
 
+mod bridge;
 mod endpoint;
+pub mod firewalling;
 mod network;
 mod plugin;
 mod sandbox;

@@ -1,0 +1,71 @@
+//! The daemon's calls into its firewall component ([`crate::firewall::Firewall`]): the
+//! kernel and host settings it acts through, and the periodic check.
+
+use ferry_kernel::KernelOps;
+
+use super::Daemon;
+use crate::error::Result;
+use crate::firewall::{Host, CHECK_EVERY};
+use crate::state::State;
+
+impl<K: KernelOps> Daemon<K> {
+    fn firewall_host(&self) -> Host<'_, K> {
+        Host {
+            kernel: &self.kernel,
+            br_netfilter: &self.cfg.br_netfilter,
+            br_netfilter_marker: self.cfg.br_netfilter_marker(),
+            forwarding_marker: self.cfg.forwarding_marker(),
+        }
+    }
+
+    /// Make the kernel's sets match `st` (the sources committed since the last sync).
+    pub(crate) async fn sync_firewall(&self, st: &State) -> Result<()> {
+        self.firewall.sync(&self.firewall_host(), st).await
+    }
+
+    /// An attach's firewall step (connect, start), where a test may arm a fault.
+    pub(crate) async fn attach_firewall(&self, st: &State) -> Result<()> {
+        self.firewall.attach(&self.firewall_host(), st).await
+    }
+
+    /// For teardown paths, which go on whatever happens.
+    pub(crate) async fn sync_firewall_or_warn(&self, st: &State, what: &str) {
+        self.firewall
+            .sync_or_warn(&self.firewall_host(), st, what)
+            .await
+    }
+
+    /// Re-create ferry's tables from `st` whatever the kernel holds now.
+    pub async fn load_firewall(&self, st: &State) -> Result<()> {
+        self.firewall.load_all(&self.firewall_host(), st).await
+    }
+
+    /// `system cleanup`: what ferryd changed on the host goes back.
+    pub(crate) async fn undo_host_changes(&self) -> Vec<String> {
+        self.firewall.undo_host_changes(&self.firewall_host()).await
+    }
+
+    /// The tables were removed by hand: the next change loads them whole.
+    pub(crate) async fn forget_firewall(&self) {
+        self.firewall.forget().await
+    }
+
+    /// The periodic check (see [`crate::firewall::Firewall::check`]).
+    pub async fn check_firewall(&self) {
+        self.firewall
+            .check(&self.firewall_host(), &self.state)
+            .await
+    }
+}
+
+/// Run [`Daemon::check_firewall`] every [`CHECK_EVERY`].
+pub fn watch<K: KernelOps>(d: std::sync::Arc<Daemon<K>>) {
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(CHECK_EVERY);
+        t.tick().await;
+        loop {
+            t.tick().await;
+            d.check_firewall().await;
+        }
+    });
+}
