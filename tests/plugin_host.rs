@@ -684,6 +684,33 @@ fn connect_and_disconnect_join_and_leave_a_plugin_network_and_the_gateway_role_m
         routes.contains("default via 10.6.0.1 dev eth1"),
         "c1's routes after the gateway moved:\n{routes}"
     );
+    // A network whose name sorts before cnet takes the role on connect, as in dockerd's
+    // order: the plugin hears RevokeExternalConnectivity then, not at c1's end; leaving it
+    // hands the role back (ProgramExternalConnectivity again).
+    host.create_network("aa-net", &["--subnet", "10.7.0.0/24"])?;
+    plugin.clear()?;
+    host.ferry_ok(&["network", "connect", "aa-net", "c1"])?;
+    let m = plugin.methods()?;
+    ensure!(
+        m == ["RevokeExternalConnectivity"],
+        "aa-net took the role: {m:?}"
+    );
+    let routes = host
+        .exec("c1", &[ferry_testkit::BUSYBOX, "ip", "route"])?
+        .expect_success()?
+        .stdout;
+    ensure!(
+        routes.contains("default via 10.7.0.1"),
+        "c1's routes after aa-net took the role:\n{routes}"
+    );
+    plugin.clear()?;
+    host.ferry_ok(&["network", "disconnect", "aa-net", "c1"])?;
+    let m = plugin.methods()?;
+    ensure!(
+        m == ["ProgramExternalConnectivity"],
+        "the role came back: {m:?}"
+    );
+    host.ferry_ok(&["network", "rm", "aa-net"])?;
     plugin.clear()?;
     host.ferry_ok(&["rm", "-f", "c1"])?;
     let m = plugin.methods()?;

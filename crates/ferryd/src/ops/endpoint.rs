@@ -58,6 +58,11 @@ impl<K: KernelOps> Daemon<K> {
             self.write_hosts(&st, &sb_id);
             return Err(e);
         }
+        // The host link of the endpoint that gives the default route up, if one does.
+        let gives_up = applied.plan.default_from.as_ref().and_then(|n| {
+            let l = st.sandboxes[&sb_id].endpoint(n)?.live.as_ref()?;
+            l.host_if.as_ref().map(|h| h.to_string())
+        });
         drop(st);
         // The kernel work runs without the state lock; this sandbox's turn is still held.
         // plughost: attach_endpoint is kernel.attach, or a plugin's Join.
@@ -72,6 +77,10 @@ impl<K: KernelOps> Daemon<K> {
             )
             .await;
             return Err(e);
+        }
+        if let Some(h) = gives_up {
+            // plughost: a plugin's endpoint that held the role hears so, as from dockerd.
+            self.default_route_lost(&h).await;
         }
         Ok(())
     }

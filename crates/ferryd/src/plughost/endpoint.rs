@@ -129,6 +129,43 @@ impl<K: KernelOps> Daemon<K> {
         }
     }
 
+    /// plughost hook for a connect that moved the default route away from `host_if`
+    /// (dockerd's order, by network name): a plugin's endpoint that held the role gets
+    /// `RevokeExternalConnectivity` now, as from dockerd, not at its detach. Failures are
+    /// logged: the route has moved already.
+    pub(crate) async fn default_route_lost(&self, host_if: &str) {
+        let conf = &self.cfg.plughost;
+        let Some(mut r) = read_record(conf, host_if).filter(|r| r.gateway_endpoint) else {
+            return;
+        };
+        r.gateway_endpoint = false;
+        if let Err(e) = write_record(conf, host_if, &r) {
+            tracing::warn!("plugin {}: {e}", r.driver);
+        }
+        let body = json!({"NetworkID": r.network_id, "EndpointID": r.endpoint_id});
+        let revoked = match self
+            .plughost
+            .get_now(conf, &r.driver, "NetworkDriver")
+            .await
+        {
+            Ok(p) => self
+                .plughost
+                .call_once(
+                    conf,
+                    &p,
+                    "NetworkDriver.RevokeExternalConnectivity",
+                    Some(&body),
+                )
+                .await
+                .map(drop),
+            Err(e) => Err(e),
+        };
+        match revoked {
+            Ok(()) | Err(PluginError::NotImplemented { .. }) => {}
+            Err(e) => tracing::warn!("default route moved: {e}"),
+        }
+    }
+
     /// The network, endpoint and role of the live endpoint whose host link is `host_if`.
     async fn endpoint_of(&self, host_if: &str) -> Result<(String, String, String, bool)> {
         let st = self.state.lock().await;
