@@ -34,70 +34,12 @@ fn overlay_network(d: &Dockerd, name: &str, subnet: &str) -> Result<()> {
     Ok(())
 }
 
-/// A container serving its name over HTTP on port 80 (busybox httpd).
-fn run_web(d: &Dockerd, name: &str, net: &str, extra: &[&str]) -> Result<()> {
-    let script =
-        format!("echo '{name}' > /tmp/index.html && exec /bin/busybox httpd -f -p 80 -h /tmp");
-    let mut args = vec!["run", "-d", "--name", name, "--network", net];
-    args.extend(extra);
-    args.extend([IMAGE, "/bin/busybox", "sh", "-c", &script]);
-    d.ok(&args)?;
-    Ok(())
-}
-
-fn run_idle(d: &Dockerd, name: &str, net: &str) -> Result<()> {
-    d.ok(&[
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--network",
-        net,
-        IMAGE,
-        "/bin/busybox",
-        "sleep",
-        "3600",
-    ])?;
-    Ok(())
-}
-
-fn ip_of(d: &Dockerd, container: &str, net: &str) -> Result<String> {
-    let ip = d.ok(&[
-        "inspect",
-        "--format",
-        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
-        container,
-    ])?;
-    ensure!(!ip.is_empty(), "{container} has no address on {net}");
-    Ok(ip)
-}
-
-/// One bounded HTTP/1.0 GET of `ip`:80 from inside `from` over busybox nc; the body on a 200.
-fn fetch(d: &Dockerd, from: &str, ip: &str) -> Result<Option<String>> {
-    let script = format!(
-        "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | /bin/busybox nc -w 2 {ip} 80 | \
-         {{ IFS= read -r status || exit 1; case \"$status\" in *' 200 '*) /bin/busybox sed '1,/^[[:space:]]*$/d';; *) exit 1;; esac; }}"
-    );
-    let out = d.docker(&[
-        "exec",
-        from,
-        "/bin/busybox",
-        "timeout",
-        "6",
-        "/bin/busybox",
-        "sh",
-        "-c",
-        &script,
-    ])?;
-    Ok(out.success().then(|| out.out().to_string()))
-}
-
 /// `from` gets `want` from http://ip/ within 15 s (the first packets across the tunnel
 /// may race the other host's entries).
 fn expect_fetch(d: &Dockerd, c: &TestCluster, from: &str, ip: &str, want: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if fetch(d, from, ip)?.as_deref() == Some(want) {
+        if d.fetch(from, ip, 80)?.as_deref() == Some(want) {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -110,17 +52,6 @@ fn expect_fetch(d: &Dockerd, c: &TestCluster, from: &str, ip: &str, want: &str) 
         }
         std::thread::sleep(Duration::from_millis(300));
     }
-}
-
-/// A TCP connect from `from` to `ip`:80 is dropped: busybox nc ran (so `docker exec`
-/// worked) and gave up with "timed out", not refused or unreachable.
-fn expect_dropped(d: &Dockerd, from: &str, ip: &str) -> Result<()> {
-    let out = d.docker(&["exec", from, "/bin/busybox", "nc", "-w", "2", ip, "80"])?;
-    ensure!(
-        !out.success() && out.stderr.contains("nc: timed out"),
-        "{from} -> {ip}:80 must be dropped (nc: timed out):\n{out}"
-    );
-    Ok(())
 }
 
 #[test]
@@ -204,10 +135,10 @@ fn the_docker_plugin_across_two_hosts_shares_one_overlay_and_keeps_other_network
     );
 
     // web on host 1, client on host 2: TCP across the overlay.
-    run_web(&a, "web", "dov-net", &[])?;
-    run_idle(&b, "client", "dov-net")?;
-    let web_ip = ip_of(&a, "web", "dov-net")?;
-    let client_ip = ip_of(&b, "client", "dov-net")?;
+    a.run_web("web", "dov-net", "web", &[])?;
+    b.run_idle("client", "dov-net")?;
+    let web_ip = a.ip_of("web", "dov-net")?;
+    let client_ip = b.ip_of("client", "dov-net")?;
     ensure!(
         web_ip != client_ip,
         "both hosts gave {web_ip}: addresses must come from each host's own block"
@@ -229,7 +160,7 @@ fn the_docker_plugin_across_two_hosts_shares_one_overlay_and_keeps_other_network
     // A static --ip outside both hosts' blocks is claimed in etcd: host 2 cannot take it
     // again, and reaches the container holding it.
     let pinned = "10.213.0.200";
-    run_web(&a, "pinned", "dov-net", &["--ip", pinned])?;
+    a.run_web("pinned", "dov-net", "pinned", &["--ip", pinned])?;
     let dup = b.docker(&[
         "run",
         "-d",
@@ -265,22 +196,22 @@ fn the_docker_plugin_across_two_hosts_shares_one_overlay_and_keeps_other_network
     )?;
 
     // dov-net2: its server on host 1 answers strangers on both hosts (the control)...
-    run_web(&a, "srv2", "dov-net2", &[])?;
-    run_idle(&b, "stranger", "dov-net2")?;
-    run_idle(&a, "stranger1", "dov-net2")?;
-    let srv2_ip = ip_of(&a, "srv2", "dov-net2")?;
+    a.run_web("srv2", "dov-net2", "srv2", &[])?;
+    b.run_idle("stranger", "dov-net2")?;
+    a.run_idle("stranger1", "dov-net2")?;
+    let srv2_ip = a.ip_of("srv2", "dov-net2")?;
     expect_fetch(&b, &c, "stranger", &srv2_ip, "srv2")?;
     expect_fetch(&a, &c, "stranger1", &srv2_ip, "srv2")?;
     // ...but neither reaches web, from the other host or from web's own.
-    expect_dropped(&b, "stranger", &web_ip)?;
-    expect_dropped(&a, "stranger1", &web_ip)?;
+    b.expect_dropped("stranger", &web_ip, 80)?;
+    a.expect_dropped("stranger1", &web_ip, 80)?;
 
     // ferryd on host 1 killed under its dockerd and started again: from its store and
     // etcd it still serves web across hosts, and dockerd's next container runs.
     c.hosts[0].restart_kill9()?;
     expect_fetch(&b, &c, "client", &web_ip, "web")?;
-    run_idle(&a, "late", "dov-net")?;
-    let late_ip = ip_of(&a, "late", "dov-net")?;
+    a.run_idle("late", "dov-net")?;
+    let late_ip = a.ip_of("late", "dov-net")?;
     ensure!(
         ![&web_ip, &client_ip, pinned].contains(&late_ip.as_str()),
         "the restarted ferryd gave out {late_ip} again"

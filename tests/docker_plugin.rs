@@ -12,89 +12,6 @@ use ferry_testkit::{
 };
 use std::time::{Duration, Instant};
 
-/// A container serving `content` over HTTP on port 80 (busybox httpd).
-fn run_web(dockerd: &Dockerd, name: &str, net: &str, content: &str, extra: &[&str]) -> Result<()> {
-    let script =
-        format!("echo '{content}' > /tmp/index.html && exec /bin/busybox httpd -f -p 80 -h /tmp");
-    let mut args = vec!["run", "-d", "--name", name, "--network", net];
-    args.extend(extra);
-    args.extend([IMAGE, "/bin/busybox", "sh", "-c", &script]);
-    dockerd.ok(&args)?;
-    Ok(())
-}
-
-/// A bounded HTTP/1.0 GET of `ip`:`port` over busybox nc (Debian's static busybox wget
-/// crashes), as a shell pipeline that prints the body and fails unless the status is 200.
-fn get_script(ip: &str, port: u16) -> String {
-    format!(
-        "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | /bin/busybox nc -w 2 {ip} {port} | \
-         {{ IFS= read -r status || exit 1; case \"$status\" in *' 200 '*) /bin/busybox sed '1,/^[[:space:]]*$/d';; *) exit 1;; esac; }}"
-    )
-}
-
-fn run_idle(dockerd: &Dockerd, name: &str, net: &str) -> Result<()> {
-    dockerd.ok(&[
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--network",
-        net,
-        IMAGE,
-        "/bin/busybox",
-        "sleep",
-        "3600",
-    ])?;
-    Ok(())
-}
-
-/// One bounded GET from inside container `from`; the body on a 200.
-fn fetch(dockerd: &Dockerd, from: &str, ip: &str) -> Result<Option<String>> {
-    fetch_port(dockerd, from, ip, 80)
-}
-
-fn fetch_port(dockerd: &Dockerd, from: &str, ip: &str, port: u16) -> Result<Option<String>> {
-    let script = get_script(ip, port);
-    let out = dockerd.docker(&[
-        "exec",
-        from,
-        "/bin/busybox",
-        "timeout",
-        "6",
-        "/bin/busybox",
-        "sh",
-        "-c",
-        &script,
-    ])?;
-    Ok(out.success().then(|| out.out().to_string()))
-}
-
-/// From inside container `from`, a TCP connect to IP:PORT is dropped: busybox nc ran (so
-/// `docker exec` worked) and gave up with "timed out", not refused or unreachable.
-fn expect_dropped(dockerd: &Dockerd, from: &str, ip: &str, port: u16) -> Result<()> {
-    let t = Instant::now();
-    let out = dockerd.docker(&[
-        "exec",
-        from,
-        "/bin/busybox",
-        "nc",
-        "-w",
-        "2",
-        ip,
-        &port.to_string(),
-    ])?;
-    ensure!(
-        !out.success() && out.stderr.contains("nc: timed out"),
-        "{from} -> {ip}:{port} must be dropped (nc: timed out):\n{out}"
-    );
-    ensure!(
-        t.elapsed() < Duration::from_secs(10),
-        "the refused attempt took {:?}",
-        t.elapsed()
-    );
-    Ok(())
-}
-
 fn expect_fetch(
     dockerd: &Dockerd,
     host: &TestHost,
@@ -104,7 +21,7 @@ fn expect_fetch(
 ) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if fetch(dockerd, from, ip)?.as_deref() == Some(want) {
+        if dockerd.fetch(from, ip, 80)?.as_deref() == Some(want) {
             return Ok(());
         }
         ensure!(
@@ -123,7 +40,11 @@ fn expect_published(host: &TestHost, port: u16, want: &str) -> Result<()> {
     loop {
         let out = host.in_host(
             "/bin/busybox",
-            &["sh", "-c", &get_script("127.0.0.1", port)],
+            &[
+                "sh",
+                "-c",
+                &ferry_testkit::http_get_script("127.0.0.1", port),
+            ],
         )?;
         if out.success() && out.out() == want {
             return Ok(());
@@ -135,17 +56,6 @@ fn expect_published(host: &TestHost, port: u16, want: &str) -> Result<()> {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-}
-
-fn ip_of(dockerd: &Dockerd, container: &str, net: &str) -> Result<String> {
-    let ip = dockerd.ok(&[
-        "inspect",
-        "--format",
-        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
-        container,
-    ])?;
-    ensure!(!ip.is_empty(), "{container} has no address on {net}");
-    Ok(ip)
 }
 
 fn ferry_network_ids(host: &TestHost) -> Result<Vec<String>> {
@@ -237,9 +147,9 @@ fn docker_runs_containers_on_ferry_networks_through_the_plugin() -> Result<()> {
         "ferry run on Docker's network:\n{refused}"
     );
     let page = unique("page");
-    run_web(&dockerd, "web", &net1, &page, &["-p", "18080:80"])?;
-    run_idle(&dockerd, "client", &net1)?;
-    let web_ip = ip_of(&dockerd, "web", &net1)?;
+    dockerd.run_web("web", &net1, &page, &["-p", "18080:80"])?;
+    dockerd.run_idle("client", &net1)?;
+    let web_ip = dockerd.ip_of("web", &net1)?;
     ensure!(web_ip.starts_with("10.71.0."), "web got {web_ip}");
     let seen = host.network_inspect(&id1)?;
     let addrs: Vec<&str> = seen["Containers"]
@@ -273,7 +183,7 @@ fn docker_runs_containers_on_ferry_networks_through_the_plugin() -> Result<()> {
         "3600",
     ])?;
     ensure!(
-        ip_of(&dockerd, "fixed", &net1)? == "10.71.0.50",
+        dockerd.ip_of("fixed", &net1)? == "10.71.0.50",
         "--ip was not honoured"
     );
     let taken = dockerd.docker(&[
@@ -313,19 +223,19 @@ fn docker_runs_containers_on_ferry_networks_through_the_plugin() -> Result<()> {
         &net2,
     ])?;
     let page2 = unique("page");
-    run_web(&dockerd, "web2", &net2, &page2, &[])?;
-    run_idle(&dockerd, "client2", &net2)?;
-    let web2_ip = ip_of(&dockerd, "web2", &net2)?;
+    dockerd.run_web("web2", &net2, &page2, &[])?;
+    dockerd.run_idle("client2", &net2)?;
+    let web2_ip = dockerd.ip_of("web2", &net2)?;
     expect_fetch(&dockerd, &host, "client2", &web2_ip, &page2)?;
 
     // ferry's firewall: the other network cannot reach web (dropped); its published port
     // answers, and client2 reaches web2 on its own network (the controls).
-    expect_dropped(&dockerd, "client2", &web_ip, 80)?;
+    dockerd.expect_dropped("client2", &web_ip, 80)?;
     expect_fetch(&dockerd, &host, "client2", &web2_ip, &page2)?;
     expect_published(&host, 18080, &page)?;
     // Hairpin: web reaches its own published port through its gateway.
     ensure!(
-        fetch_port(&dockerd, "web", "10.71.0.1", 18080)?.as_deref() == Some(page.as_str()),
+        dockerd.fetch("web", "10.71.0.1", 18080)?.as_deref() == Some(page.as_str()),
         "web did not reach its own published port through 10.71.0.1:18080"
     );
 
@@ -336,7 +246,7 @@ fn docker_runs_containers_on_ferry_networks_through_the_plugin() -> Result<()> {
     expect_fetch(&dockerd, &host, "client", &web2_ip, &page2)?;
     dockerd.ok(&["network", "disconnect", &net2, "client"])?;
     dockerd.ok(&["restart", "-t", "1", "web"])?;
-    let web_ip = ip_of(&dockerd, "web", &net1)?;
+    let web_ip = dockerd.ip_of("web", &net1)?;
     expect_fetch(&dockerd, &host, "client", &web_ip, &page)?;
     expect_published(&host, 18080, &page)?;
 
@@ -353,7 +263,7 @@ fn docker_runs_containers_on_ferry_networks_through_the_plugin() -> Result<()> {
         "10.76.0.0/24",
         &net3,
     ])?;
-    run_idle(&dockerd, "lonely", &net3)?;
+    dockerd.run_idle("lonely", &net3)?;
     let routes = dockerd.ok(&["exec", "lonely", "/bin/busybox", "ip", "route"])?;
     ensure!(
         routes.contains("10.76.0.0/24") && !routes.contains("default"),
