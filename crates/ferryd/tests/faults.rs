@@ -5,30 +5,19 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod common;
+use common::net_req;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use ferry_core::docker::container::ContainerCreateRequest;
-use ferry_core::docker::network::{ConnectRequest, IpamConfigReq, IpamReq, NetworkCreateRequest};
+use ferry_core::docker::network::ConnectRequest;
 use ferry_kernel::fake::Recorder;
 use ferry_kernel::AttachStep;
 use ferry_store::MemStore;
 use ferryd::state::State;
 use ferryd::{Config, Daemon};
-
-fn net_req(name: &str, subnet: &str) -> NetworkCreateRequest {
-    NetworkCreateRequest {
-        name: name.into(),
-        ipam: Some(IpamReq {
-            config: Some(vec![IpamConfigReq {
-                subnet: Some(subnet.into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 /// A sandbox on `net` publishing 80/tcp on host port `port`.
 fn publishing(net: &str, port: u16) -> ContainerCreateRequest {

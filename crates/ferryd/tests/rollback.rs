@@ -3,13 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
 
+mod common;
+use common::net_req;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use ferry_core::docker::container::{ContainerCreateRequest, HostConfigReq};
-use ferry_core::docker::network::{
-    ConnectRequest, DisconnectRequest, IpamConfigReq, IpamReq, NetworkCreateRequest,
-};
+use ferry_core::docker::network::{ConnectRequest, DisconnectRequest, NetworkCreateRequest};
 use ferry_core::model::RunState;
 use ferry_kernel::fake::Recorder;
 use ferry_store::MemStore;
@@ -27,20 +28,6 @@ fn daemon_and_switch(dir: &tempfile::TempDir) -> (Arc<Daemon<Recorder>>, Arc<Ato
     let refuse = store.refusal_switch();
     let d = Daemon::new(cfg, Recorder::default(), Box::new(store)).unwrap();
     (d, refuse)
-}
-
-fn net_req(name: &str, subnet: &str) -> NetworkCreateRequest {
-    NetworkCreateRequest {
-        name: name.into(),
-        ipam: Some(IpamReq {
-            config: Some(vec![IpamConfigReq {
-                subnet: Some(subnet.into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 fn run_req(net: &str) -> ContainerCreateRequest {

@@ -78,8 +78,8 @@ pub async fn ensure(h: &Handle, spec: &VxlanSpec) -> Result<u32, KernelError> {
     Ok(index)
 }
 
-/// The hardware address of link `index`.
-async fn mac_of(h: &Handle, index: u32) -> Result<Option<Vec<u8>>, KernelError> {
+/// The attributes of link `index` (None: it is gone).
+async fn attributes_of(h: &Handle, index: u32) -> Result<Option<Vec<LinkAttribute>>, KernelError> {
     let link = h
         .link()
         .get()
@@ -88,11 +88,15 @@ async fn mac_of(h: &Handle, index: u32) -> Result<Option<Vec<u8>>, KernelError> 
         .try_next()
         .await
         .map_err(|e| KernelError::netlink("look up", index.to_string(), e))?;
-    Ok(link.and_then(|l| {
-        l.attributes.into_iter().find_map(|a| match a {
-            LinkAttribute::Address(m) => Some(m),
-            _ => None,
-        })
+    Ok(link.map(|l| l.attributes))
+}
+
+/// The hardware address of link `index`.
+async fn mac_of(h: &Handle, index: u32) -> Result<Option<Vec<u8>>, KernelError> {
+    let attrs = attributes_of(h, index).await?.unwrap_or_default();
+    Ok(attrs.into_iter().find_map(|a| match a {
+        LinkAttribute::Address(m) => Some(m),
+        _ => None,
     }))
 }
 
@@ -122,18 +126,12 @@ pub async fn underlay_of(h: &Handle, ip: Ipv4Addr) -> Result<(String, u32), Kern
                 "no interface has it",
             )
         })?;
-    let link = h
-        .link()
-        .get()
-        .match_index(index)
-        .execute()
-        .try_next()
-        .await
-        .map_err(|e| KernelError::netlink("look up", ip.to_string(), e))?
+    let attrs = attributes_of(h, index)
+        .await?
         .ok_or_else(|| KernelError::other("look up", ip.to_string(), "link vanished"))?;
     let mut name = String::new();
     let mut mtu = 1500;
-    for a in link.attributes {
+    for a in attrs {
         match a {
             LinkAttribute::IfName(n) => name = n,
             LinkAttribute::Mtu(m) => mtu = m,
