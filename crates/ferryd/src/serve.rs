@@ -116,17 +116,32 @@ pub async fn bounded_body(req: Request, next: Next) -> Response {
         .await
 }
 
+/// A namespace's identity: the device and inode `stat` gives its file.
+type NsId = (u64, u64);
+
 /// Who may connect: anyone but a process in one of ferry's sandboxes.
 #[derive(Debug, Clone)]
 pub struct Gate {
-    /// ferryd's own network namespace (device, inode), read at start.
-    own: Option<(u64, u64)>,
+    /// ferryd's own network namespace, read at start.
+    own: Option<NsId>,
     /// Where ferryd pins its sandboxes' namespaces.
     pins: std::path::PathBuf,
+    /// Namespaces already looked up among the pins (a client outside ferryd's namespace,
+    /// the usual case in tests, connects many times), valid while the pins directory's
+    /// modification time is the one recorded: a new pin clears it.
+    known: std::sync::Arc<std::sync::Mutex<Known>>,
 }
 
-/// A namespace's identity: the device and inode `stat` gives its file.
-fn ns_id(path: &std::path::Path) -> Option<(u64, u64)> {
+#[derive(Debug, Default)]
+struct Known {
+    stamp: Option<std::time::SystemTime>,
+    sandbox_of: std::collections::HashMap<NsId, Option<String>>,
+}
+
+/// At most this many namespaces are remembered.
+const KNOWN_MAX: usize = 1024;
+
+fn ns_id(path: &std::path::Path) -> Option<NsId> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
@@ -136,6 +151,7 @@ impl Gate {
         Gate {
             own: ns_id(std::path::Path::new("/proc/self/ns/net")),
             pins,
+            known: Default::default(),
         }
     }
 
@@ -151,10 +167,28 @@ impl Gate {
         if Some(peer) == self.own {
             return None;
         }
+        let stamp = std::fs::metadata(&self.pins)
+            .and_then(|m| m.modified())
+            .ok();
+        let mut known = self.known.lock().expect("gate lock");
+        if known.stamp != stamp || known.sandbox_of.len() >= KNOWN_MAX {
+            known.stamp = stamp;
+            known.sandbox_of.clear();
+        }
+        if let Some(found) = known.sandbox_of.get(&peer) {
+            return found.clone();
+        }
+        let found = self.pinned_as(peer);
+        known.sandbox_of.insert(peer, found.clone());
+        found
+    }
+
+    /// The name of the pin of namespace `ns`, if ferryd pinned it.
+    fn pinned_as(&self, ns: NsId) -> Option<String> {
         std::fs::read_dir(&self.pins)
             .ok()?
             .flatten()
-            .find(|e| ns_id(&e.path()) == Some(peer))
+            .find(|e| ns_id(&e.path()) == Some(ns))
             .map(|e| e.file_name().to_string_lossy().into_owned())
     }
 }
