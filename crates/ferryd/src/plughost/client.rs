@@ -15,6 +15,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
+use super::tls::{server_name, TlsFiles};
 use super::PluginError;
 
 /// Where a plugin listens.
@@ -23,6 +24,8 @@ pub enum Addr {
     Unix(PathBuf),
     /// HOST:PORT.
     Tcp(String),
+    /// HOST:PORT, spoken to over TLS (a `.json` spec with a `TLSConfig`).
+    TcpTls(String, TlsFiles),
 }
 
 impl Addr {
@@ -47,6 +50,7 @@ impl std::fmt::Display for Addr {
         match self {
             Addr::Unix(p) => write!(f, "unix://{}", p.display()),
             Addr::Tcp(hp) => write!(f, "tcp://{hp}"),
+            Addr::TcpTls(hp, _) => write!(f, "tcp://{hp} (TLS)"),
         }
     }
 }
@@ -91,11 +95,15 @@ pub async fn post(
                     .map_err(Failure::Unreachable)?;
                 exchange(s, "", &path, bytes).await
             }
-            Addr::Tcp(hp) => {
-                let s = tokio::net::TcpStream::connect(hp.as_str())
+            Addr::Tcp(hp) => exchange(tcp(hp).await?, hp, &path, bytes).await,
+            Addr::TcpTls(hp, tls) => {
+                let broken = |why: String| Failure::Broken(format!("TLS: {why}"));
+                let connector = tls.connector().map_err(broken)?;
+                let name = server_name(hp).map_err(broken)?;
+                let s = connector
+                    .connect(name, tcp(hp).await?)
                     .await
-                    .map_err(Failure::Unreachable)?;
-                let _ = s.set_nodelay(true);
+                    .map_err(|e| broken(e.to_string()))?;
                 exchange(s, hp, &path, bytes).await
             }
         }
@@ -103,6 +111,14 @@ pub async fn post(
     tokio::time::timeout(timeout, exchange)
         .await
         .unwrap_or(Err(Failure::TimedOut))
+}
+
+async fn tcp(host_port: &str) -> Result<tokio::net::TcpStream, Failure> {
+    let s = tokio::net::TcpStream::connect(host_port)
+        .await
+        .map_err(Failure::Unreachable)?;
+    let _ = s.set_nodelay(true);
+    Ok(s)
 }
 
 async fn exchange<S>(stream: S, host: &str, path: &str, body: Bytes) -> Result<Reply, Failure>

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::client::Addr;
+use super::tls::TlsFiles;
 use super::PluginError;
 
 /// Where discovery looks (every directory a ferryd flag).
@@ -36,7 +37,7 @@ struct JsonSpec {
     name: String,
     addr: String,
     #[serde(rename = "TLSConfig", default)]
-    tls_config: Option<serde_json::Value>,
+    tls_config: Option<TlsFiles>,
 }
 
 fn candidates(base: &Path, name: &str, ext: &str) -> [PathBuf; 2] {
@@ -137,19 +138,14 @@ fn read_spec(name: &str, p: &Path) -> Result<Found, PluginError> {
         why,
     };
     let text = std::fs::read_to_string(p).map_err(|e| bad(e.to_string()))?;
-    let url = if p.extension().is_some_and(|x| x == "json") {
+    let (url, tls) = if p.extension().is_some_and(|x| x == "json") {
         let j: JsonSpec = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
         if !j.name.is_empty() && j.name != name {
             return Err(bad(format!("its Name is {:?}, not {name:?}", j.name)));
         }
-        // TLS to a plugin is not built yet; refusing beats talking in clear text to a
-        // plugin that expects TLS, or silently skipping verification.
-        if j.tls_config.as_ref().is_some_and(|t| !t.is_null()) {
-            return Err(bad("TLSConfig is not supported by ferryd yet".into()));
-        }
-        j.addr
+        (j.addr, j.tls_config)
     } else {
-        text
+        (text, None)
     };
     let addr = Addr::parse(&url).ok_or_else(|| {
         bad(format!(
@@ -157,6 +153,14 @@ fn read_spec(name: &str, p: &Path) -> Result<Found, PluginError> {
             url.trim()
         ))
     })?;
+    let addr = match (addr, tls) {
+        (a, None) => a,
+        (Addr::Tcp(hp), Some(t)) => {
+            t.check().map_err(bad)?;
+            Addr::TcpTls(hp, t)
+        }
+        (_, Some(_)) => return Err(bad("TLSConfig needs a tcp:// address".into())),
+    };
     Ok(Found {
         name: name.into(),
         addr,
@@ -218,6 +222,29 @@ mod tests {
     }
 
     #[test]
+    fn a_json_spec_with_tls_config_is_reached_over_tls_with_its_files() {
+        let t = tempfile::tempdir().unwrap();
+        let dirs = Dirs {
+            specs: vec![t.path().to_path_buf()],
+            ..Default::default()
+        };
+        std::fs::write(
+            t.path().join("secure.json"),
+            r#"{"Name":"secure","Addr":"tcp://127.0.0.1:8010","TLSConfig":{"InsecureSkipVerify":false,"CAFile":"/etc/p/ca.pem","CertFile":"/etc/p/c.pem","KeyFile":"/etc/p/k.pem"}}"#,
+        )
+        .unwrap();
+        let found = dirs.find("secure").unwrap().unwrap();
+        let want = TlsFiles {
+            insecure_skip_verify: false,
+            ca_file: Some("/etc/p/ca.pem".into()),
+            cert_file: Some("/etc/p/c.pem".into()),
+            key_file: Some("/etc/p/k.pem".into()),
+        };
+        assert_eq!(found.addr, Addr::TcpTls("127.0.0.1:8010".into(), want));
+        assert_eq!(found.addr.to_string(), "tcp://127.0.0.1:8010 (TLS)");
+    }
+
+    #[test]
     fn bad_spec_files_are_refused_naming_the_file() {
         let t = tempfile::tempdir().unwrap();
         let dirs = Dirs {
@@ -234,8 +261,8 @@ mod tests {
             ),
             (
                 "w.json",
-                r#"{"Addr":"tcp://a:1","TLSConfig":{"CAFile":"/x"}}"#,
-                "TLS",
+                r#"{"Addr":"unix:///a.sock","TLSConfig":{"CAFile":"/x"}}"#,
+                "TLSConfig needs a tcp://",
             ),
         ] {
             std::fs::write(t.path().join(file), body).unwrap();

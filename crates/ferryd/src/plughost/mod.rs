@@ -31,6 +31,9 @@ pub mod ipam;
 pub mod leases;
 pub mod list;
 pub mod network;
+pub mod tls;
+#[cfg(test)]
+mod tls_tests;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
