@@ -22,7 +22,7 @@
 //! Cost: nothing until a plugin driver is used; then one connection per call, about six
 //! calls per endpoint's life.
 
-mod answers;
+pub mod answers;
 pub mod client;
 pub mod discovery;
 pub mod endpoint;
