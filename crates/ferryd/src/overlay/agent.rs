@@ -155,7 +155,7 @@ async fn publish<K: KernelOps>(d: Arc<Daemon<K>>, ov: Arc<Overlay>) {
 /// made again from a fresh range (flannel's resync).
 async fn watch<K: KernelOps>(d: Arc<Daemon<K>>, ov: Arc<Overlay>) {
     loop {
-        let from = ov.view().revision + 1;
+        let from = ov.with_view(|v| v.revision) + 1;
         let store = ov.cluster.store().clone();
         let mut w = match tokio::task::spawn_blocking(move || store.watch("", from)).await {
             Ok(Ok(w)) => w,
@@ -248,7 +248,7 @@ async fn resync<K: KernelOps>(d: &Daemon<K>, ov: &Arc<Overlay>) {
 impl<K: KernelOps> Daemon<K> {
     /// The firewall takes tunnel packets from the hosts in the view, and no others.
     pub(crate) async fn sync_tunnel(&self, ov: &Overlay) {
-        let peers = ov.view().nodes.values().map(|n| n.addr).collect();
+        let peers = ov.with_view(|v| v.nodes.values().map(|n| n.addr).collect());
         let mut st = self.state.lock().await;
         let tunnel = crate::state::Tunnel {
             port: ov.vxlan_port,

@@ -78,13 +78,14 @@ impl<K: KernelOps> Daemon<K> {
     /// Make every local copy's routes and entries match the view, and the DNS table its
     /// names.
     pub(crate) async fn sync_entries(&self, ov: &Overlay) {
-        let view = ov.view();
         let (want, names) = {
             let st = self.state.lock().await;
-            (
-                desired(&st, &view, ov.node()),
-                remote_records(&st, &view, ov.node()),
-            )
+            ov.with_view(|view| {
+                (
+                    desired(&st, view, ov.node()),
+                    remote_records(&st, view, ov.node()),
+                )
+            })
         };
         self.dns.set_remote(names);
         let mut programmed = ov.programmed.lock().await;

@@ -70,8 +70,15 @@ impl Overlay {
         &self.cluster.node
     }
 
+    /// A copy of the view, for work that outlives the lock (a call into etcd).
     pub fn view(&self) -> View {
         self.view.lock().expect("view").clone()
+    }
+
+    /// Read the view in place: no copy of a thousand records for a question about a few.
+    /// `f` must not wait on anything (the lock is a plain mutex the watch also takes).
+    pub fn with_view<T>(&self, f: impl FnOnce(&View) -> T) -> T {
+        f(&self.view.lock().expect("view"))
     }
 }
 
