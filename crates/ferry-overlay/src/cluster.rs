@@ -443,7 +443,7 @@ impl Cluster {
         &self,
         want: &[EndpointRecord],
         had: &[EndpointRecord],
-        known: Option<View>,
+        known: Option<std::sync::Arc<View>>,
     ) -> Result<Vec<EndpointRecord>> {
         let mut known = known;
         for _ in 0..TRIES {
@@ -451,7 +451,7 @@ impl Cluster {
             // created a moment ago) is not planned against: etcd is asked instead.
             let view = match known.take() {
                 Some(v) if want.iter().all(|e| v.networks.contains_key(&e.network)) => v,
-                _ => self.view()?,
+                _ => std::sync::Arc::new(self.view()?),
             };
             let (compares, ops, refused) = self.publish_plan(&view, want, had);
             if ops.is_empty() {

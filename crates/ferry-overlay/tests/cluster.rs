@@ -241,8 +241,12 @@ fn a_publish_racing_the_networks_removal_writes_nothing() {
     h[0].remove_network(&net.id).unwrap();
     let e = ep(&h[1], &net.id, "10.0.0.66", "late");
     assert_eq!(
-        h[1].publish(std::slice::from_ref(&e), &[], Some(before))
-            .unwrap(),
+        h[1].publish(
+            std::slice::from_ref(&e),
+            &[],
+            Some(std::sync::Arc::new(before))
+        )
+        .unwrap(),
         std::slice::from_ref(&e)
     );
     let v = View::from_listing(store.range("").unwrap()).unwrap();
@@ -338,8 +342,12 @@ fn a_dead_hosts_block_is_taken_only_when_none_is_free_and_its_grace_is_over() {
     // Planned against its old view first, the write is conditional on the block as that
     // view saw it: it fails, the plan is made again from etcd, and the endpoint refused.
     assert_eq!(
-        h[3].publish(std::slice::from_ref(&stale), &[], Some(before))
-            .unwrap(),
+        h[3].publish(
+            std::slice::from_ref(&stale),
+            &[],
+            Some(std::sync::Arc::new(before))
+        )
+        .unwrap(),
         std::slice::from_ref(&stale)
     );
     let view = View::from_listing(store.range("").unwrap()).unwrap();

@@ -68,7 +68,7 @@ async fn connect<K: KernelOps>(
     let view = blocking(&cluster, |c| c.view()).await?;
     let ov = Arc::new(Overlay {
         cluster,
-        view: std::sync::Mutex::new(view),
+        view: std::sync::Mutex::new(Arc::new(view)),
         programmed: Default::default(),
         poke: Default::default(),
         underlay_mtu,
@@ -179,7 +179,7 @@ async fn watch<K: KernelOps>(d: Arc<Daemon<K>>, ov: Arc<Overlay>) {
                     resync(&d, &ov).await;
                     break;
                 }
-                match ov.view.lock().expect("view").apply(&msg) {
+                match Arc::make_mut(&mut ov.view.lock().expect("view")).apply(&msg) {
                     Ok(c) => {
                         changed.nodes |= c.nodes;
                         changed.networks |= c.networks;
@@ -238,7 +238,7 @@ async fn resync<K: KernelOps>(d: &Daemon<K>, ov: &Arc<Overlay>) {
             }
         }
     };
-    *ov.view.lock().expect("view") = view;
+    *ov.view.lock().expect("view") = Arc::new(view);
     d.sync_tunnel(ov).await;
     d.sync_networks(ov).await;
     d.sync_entries(ov).await;

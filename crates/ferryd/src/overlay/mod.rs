@@ -48,7 +48,9 @@ pub const VXLAN_PORT: u16 = 4789;
 pub struct Overlay {
     pub cluster: Arc<Cluster>,
     /// The cluster as last seen: the range at start, then every watch message.
-    pub(crate) view: std::sync::Mutex<View>,
+    /// Shared, copied on write: a reader takes the `Arc`, the watch copies only when
+    /// a reader still holds the one it changes.
+    pub(crate) view: std::sync::Mutex<Arc<View>>,
     /// Per VXLAN device, the routes and entries programmed for its overlay.
     programmed: tokio::sync::Mutex<BTreeMap<String, entries::Programmed>>,
     /// Wakes the publisher: a commit touched a sandbox, or the lease was renewed anew.
@@ -70,8 +72,9 @@ impl Overlay {
         &self.cluster.node
     }
 
-    /// A copy of the view, for work that outlives the lock (a call into etcd).
-    pub fn view(&self) -> View {
+    /// The view as it is now, for work that outlives the lock (a call into etcd): a
+    /// reference count, not a copy.
+    pub fn view(&self) -> Arc<View> {
         self.view.lock().expect("view").clone()
     }
 
