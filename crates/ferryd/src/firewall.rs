@@ -27,13 +27,18 @@ use crate::br_netfilter::BrNetfilter;
 use crate::error::Result;
 use crate::state::{Key, State};
 
-/// What the firewall acts through: the kernel, and ferryd's host settings it owns (the
-/// br_netfilter choice, and the markers that say what ferryd turned on).
+/// What the firewall acts through: the kernel, and the br_netfilter choice.
 pub struct Host<'a, K> {
     pub kernel: &'a K,
     pub br_netfilter: &'a BrNetfilter,
-    pub br_netfilter_marker: PathBuf,
-    pub forwarding_marker: PathBuf,
+}
+
+/// The files (in the exec root, which lives as long as the sysctls) that say what
+/// ferryd turned on in the host: br_netfilter's calls off, `ip_forward` on.
+#[derive(Default)]
+pub struct Markers {
+    pub br_netfilter: PathBuf,
+    pub forwarding: PathBuf,
 }
 
 /// Where a set element comes from.
@@ -69,9 +74,17 @@ pub struct Firewall {
     options: std::sync::Mutex<render::Options>,
     /// The sources committed since the last sync (every commit notes its keys).
     pending: std::sync::Mutex<Vec<Source>>,
+    markers: Markers,
 }
 
 impl Firewall {
+    pub fn new(markers: Markers) -> Firewall {
+        Firewall {
+            markers,
+            ..Firewall::default()
+        }
+    }
+
     /// A commit wrote these keys: their sources' elements may have changed.
     pub(crate) fn note(&self, keys: &[Key]) {
         let mut p = self.pending.lock().expect("firewall pending lock");
@@ -191,7 +204,9 @@ impl Firewall {
         let opts = render::Options {
             guard_forwarding: self.enable_forwarding(h).await,
         };
-        h.br_netfilter.apply(h.kernel, &h.br_netfilter_marker).await;
+        h.br_netfilter
+            .apply(h.kernel, &self.markers.br_netfilter)
+            .await;
         h.kernel.nft(&render::full(want.all(), opts)).await?;
         *self.options.lock().expect("options lock") = opts;
         *applied = Some(want);
@@ -202,7 +217,7 @@ impl Firewall {
     /// Turn `ip_forward` on; true when ferryd is the one that turned it on (now, or
     /// earlier since boot: a marker in the exec root, which lives as long as the sysctl).
     async fn enable_forwarding<K: KernelOps>(&self, h: &Host<'_, K>) -> bool {
-        let marker = &h.forwarding_marker;
+        let marker = &self.markers.forwarding;
         match h.kernel.sysctl(&["net", "ipv4", "ip_forward"], "1").await {
             Ok(true) => {
                 if let Err(e) = std::fs::write(marker, "") {
@@ -229,7 +244,7 @@ impl Firewall {
                 }
             }
         }
-        let marker = &h.forwarding_marker;
+        let marker = &self.markers.forwarding;
         if marker.exists() {
             if let Err(e) = h.kernel.sysctl(&["net", "ipv4", "ip_forward"], "0").await {
                 errors.push(e.to_string());

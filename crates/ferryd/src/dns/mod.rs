@@ -100,11 +100,11 @@ pub fn resolv_upstreams(resolv: &str) -> Vec<SocketAddr> {
 
 /// The name server of a sandbox: the gateway of its first endpoint on a network with
 /// names, if it has one.
-fn nameserver_of(sb: &Sandbox, gateways: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+fn nameserver_of(sb: &Sandbox, serves: impl Fn(Ipv4Addr) -> bool) -> Option<Ipv4Addr> {
     sb.endpoints
         .iter()
         .filter_map(|e| e.live.as_ref()?.gateway.and_then(v4))
-        .find(|g| gateways.contains(g))
+        .find(|g| serves(*g))
 }
 
 /// Open and close sockets to match `gateways`. A port someone else holds is said once
@@ -264,13 +264,11 @@ impl Dns {
     /// responder's upstreams); otherwise the host's servers or `--dns`.
     pub fn resolv_conf(&self, host_resolv: &str, sb: &Sandbox) -> String {
         let inner = self.inner.lock().expect("dns lock");
-        let usable: BTreeSet<Ipv4Addr> = inner
-            .gateways
-            .iter()
-            .filter(|g| !inner.plugin_gateways.contains(g) || held_here(**g))
-            .copied()
-            .collect();
-        match nameserver_of(sb, &usable) {
+        // A plugin's gateway is asked about only for this sandbox's own endpoints.
+        let serves = |g: Ipv4Addr| {
+            inner.gateways.contains(&g) && (!inner.plugin_gateways.contains(&g) || held_here(g))
+        };
+        match nameserver_of(sb, serves) {
             Some(ns) => resolv_conf(
                 host_resolv,
                 &DnsConf {

@@ -13,8 +13,6 @@ impl<K: KernelOps> Daemon<K> {
         Host {
             kernel: &self.kernel,
             br_netfilter: &self.cfg.br_netfilter,
-            br_netfilter_marker: self.cfg.br_netfilter_marker(),
-            forwarding_marker: self.cfg.forwarding_marker(),
         }
     }
 

@@ -133,6 +133,10 @@ pub fn now() -> (String, i64) {
 
 impl<K: KernelOps> Daemon<K> {
     pub fn new(cfg: Config, kernel: K, store: Box<dyn Store>) -> Result<Arc<Self>> {
+        let markers = crate::firewall::Markers {
+            br_netfilter: cfg.br_netfilter_marker(),
+            forwarding: cfg.forwarding_marker(),
+        };
         let state = State::load(store.as_ref())?;
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         Ok(Arc::new(Daemon {
@@ -143,7 +147,7 @@ impl<K: KernelOps> Daemon<K> {
             host_resolv,
             children: Default::default(),
             dns: Default::default(),
-            firewall: Default::default(),
+            firewall: crate::firewall::Firewall::new(markers),
             shutdown: Default::default(),
             sandbox_locks: Default::default(),
             overlay: Default::default(),

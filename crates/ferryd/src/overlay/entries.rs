@@ -229,19 +229,24 @@ impl<K: KernelOps> Daemon<K> {
                 Err(e) => tracing::warn!("overlay: {e}"),
             }
         }
-        let bridge = had.bridge.clone();
-        for dst in want.local.difference(&had.local.clone()) {
-            match self.kernel.tunnel_route_replace(&bridge, *dst, None).await {
+        let new: Vec<Ipv4Net> = want.local.difference(&had.local).copied().collect();
+        for dst in new {
+            match self
+                .kernel
+                .tunnel_route_replace(&had.bridge, dst, None)
+                .await
+            {
                 Ok(()) => {
-                    had.local.insert(*dst);
+                    had.local.insert(dst);
                 }
                 Err(e) => tracing::warn!("overlay: {e}"),
             }
         }
-        for dst in had.local.clone().difference(&want.local) {
-            match self.kernel.tunnel_route_delete(&bridge, *dst).await {
+        let gone: Vec<Ipv4Net> = had.local.difference(&want.local).copied().collect();
+        for dst in gone {
+            match self.kernel.tunnel_route_delete(&had.bridge, dst).await {
                 Ok(()) => {
-                    had.local.remove(dst);
+                    had.local.remove(&dst);
                 }
                 Err(e) => tracing::warn!("overlay: {e}"),
             }
