@@ -11,7 +11,8 @@
 //! Prints a Markdown table, a row per round, then the medians and the median of the
 //! per-round ratios ferry/vxlan and ferry/underlay.
 //!
-//! Usage: ferry-bench-overlay-tput [ROUNDS] [SECONDS]
+//! Usage: ferry-bench-overlay-tput [ROUNDS] [SECONDS]; with FERRY_BENCH_HOLD=FILE the setup
+//! stays up until FILE is removed (see `hold`).
 
 use std::time::Duration;
 
@@ -56,6 +57,30 @@ fn hand_vxlan(h: &TestHost, local: &str, remote: &str, addr: &str) -> Result<()>
     ip(&["link", "set", "hv0", "up"])
 }
 
+/// With `FERRY_BENCH_HOLD=FILE`, write the hosts' ferryd pids and the server's address
+/// to FILE and wait until FILE is removed: the setup stays up for experiments by hand
+/// (`nsenter -t PID -n …`, `ferry exec`), then the rounds run and everything goes. The
+/// client sandbox sleeps for an hour: hold for less, or the rounds find it gone.
+fn hold(hosts: &[&TestHost], srv: &str) -> Result<()> {
+    let Some(file) = std::env::var_os("FERRY_BENCH_HOLD") else {
+        return Ok(());
+    };
+    let mut text = format!("server {srv}\n");
+    for (i, h) in hosts.iter().enumerate() {
+        let pid = h.ferryd_pid().context("ferryd is not running")?;
+        text.push_str(&format!(
+            "host{i} ferryd {pid} root {}\n",
+            h.root().display()
+        ));
+    }
+    std::fs::write(&file, text).context("FERRY_BENCH_HOLD")?;
+    eprintln!("holding while {} exists", file.to_string_lossy());
+    while std::path::Path::new(&file).exists() {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let rounds: usize = args.get(1).map_or(Ok(5), |s| s.parse()).context("ROUNDS")?;
@@ -92,6 +117,7 @@ fn main() -> Result<()> {
     a.in_host(IPERF3, &["-s", "-D", "-I", &pidfile])?
         .expect_success()?;
     std::thread::sleep(Duration::from_millis(300));
+    hold(&[a, b], &srv)?;
     let t = secs.to_string();
     let result = (|| -> Result<()> {
         println!("| round | ferry Gbit/s | hand VXLAN Gbit/s | underlay Gbit/s | ferry/vxlan | ferry/underlay |");
