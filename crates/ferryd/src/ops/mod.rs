@@ -39,6 +39,10 @@ use crate::state::{Desired, Key, Snapshot, State};
 
 pub use sandbox::ExitReport;
 
+/// The daemon. `cfg`, `kernel`, `store` and `state` are public because the tests without
+/// root drive the recording kernel and read (or seed) the state through them;
+/// `host_resolv`, `dns` and `shutdown` because ferryd's `main` wires them. The rest is
+/// the daemon's own.
 pub struct Daemon<K: KernelOps> {
     pub cfg: Config,
     pub kernel: K,
@@ -47,22 +51,22 @@ pub struct Daemon<K: KernelOps> {
     /// The host's resolv.conf, read at start, the base of sandboxes' resolv.conf.
     pub host_resolv: String,
     /// Pids of sandbox processes ferryd parents (awaited, not polled).
-    pub children: Arc<std::sync::Mutex<std::collections::HashSet<u32>>>,
+    pub(crate) children: Arc<std::sync::Mutex<std::collections::HashSet<u32>>>,
     /// The embedded DNS responder, following every commit.
     pub dns: Arc<crate::dns::Dns>,
     /// What ferryd last applied to its nftables sets.
-    pub firewall: crate::firewall::Firewall,
+    pub(crate) firewall: crate::firewall::Firewall,
     /// Notified when ferryd should stop (after `system cleanup`).
     pub shutdown: tokio::sync::Notify,
     /// Per-sandbox order of the operations that program a sandbox's network.
     pub(crate) sandbox_locks: SandboxLocks,
     /// This host's membership of a cluster (`--cluster-store`), once joined.
-    pub overlay: std::sync::OnceLock<Arc<crate::overlay::Overlay>>,
+    pub(crate) overlay: std::sync::OnceLock<Arc<crate::overlay::Overlay>>,
     /// Every sandbox exit (ID, code), for `POST /containers/{id}/wait`: an exit code
     /// outlives an auto-removed sandbox.
-    pub exits: tokio::sync::broadcast::Sender<(String, i32)>,
+    pub(crate) exits: tokio::sync::broadcast::Sender<(String, i32)>,
     /// plughost: the third-party plugins activated so far.
-    pub plughost: crate::plughost::PlugHost,
+    pub(crate) plughost: crate::plughost::PlugHost,
 }
 
 /// A plan whose edits are in the state but not yet in the store.
