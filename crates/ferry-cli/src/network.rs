@@ -4,7 +4,11 @@ use std::collections::BTreeMap;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
+use ferry_core::docker::network::{
+    ConnectRequest, DisconnectRequest, EndpointIpamConfig, EndpointSettingsReq, IpamConfigReq,
+    IpamReq, NetworkCreateRequest,
+};
+use serde_json::Value;
 
 use crate::client::{enc, Client};
 use crate::output::{print_inspect, print_list};
@@ -189,18 +193,18 @@ pub fn run(c: &Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
             Ok(0)
         }
         NetworkCmd::Connect(a) => {
-            let body = json!({
-                "Container": a.sandbox,
-                "EndpointConfig": {
-                    "IPAMConfig": {"IPv4Address": a.ip.unwrap_or_default()},
-                    "Aliases": a.aliases,
-                    "FerryPortBindings": a.publish.bindings()?,
-                },
-            });
+            let body = ConnectRequest {
+                container: a.sandbox,
+                endpoint_config: Some(EndpointSettingsReq {
+                    ipam_config: Some(EndpointIpamConfig { ipv4_address: a.ip }),
+                    aliases: Some(a.aliases),
+                    port_bindings: Some(a.publish.bindings()?),
+                }),
+            };
             check(&c.call(
                 "POST",
                 &format!("/networks/{}/connect", enc(&a.network)),
-                Some(&body),
+                Some(&serde_json::to_value(&body)?),
             )?)?;
             Ok(0)
         }
@@ -209,11 +213,14 @@ pub fn run(c: &Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
             network,
             sandbox,
         } => {
-            let body = json!({"Container": sandbox, "Force": force});
+            let body = DisconnectRequest {
+                container: sandbox,
+                force,
+            };
             check(&c.call(
                 "POST",
                 &format!("/networks/{}/disconnect", enc(&network)),
-                Some(&body),
+                Some(&serde_json::to_value(&body)?),
             )?)?;
             Ok(0)
         }
@@ -221,38 +228,35 @@ pub fn run(c: &Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
 }
 
 fn create(c: &Client, a: CreateArgs) -> anyhow::Result<i32> {
-    let mut cfg = serde_json::Map::new();
-    for (k, v) in [
-        ("Subnet", &a.subnet),
-        ("Gateway", &a.gateway),
-        ("IPRange", &a.ip_range),
-    ] {
-        if let Some(v) = v {
-            cfg.insert(k.into(), json!(v));
-        }
-    }
-    if !a.aux_addresses.is_empty() {
-        cfg.insert(
-            "AuxiliaryAddresses".into(),
-            json!(kv(&a.aux_addresses, "aux-address")?),
-        );
-    }
-    let config = if cfg.is_empty() {
-        vec![]
-    } else {
-        vec![Value::Object(cfg)]
-    };
-    let body = json!({
-        "Name": a.name,
-        "Driver": a.driver,
-        "IPAM": {"Driver": a.ipam_driver, "Options": {}, "Config": config},
-        "Internal": a.internal,
-        "Attachable": a.attachable,
-        "Options": kv(&a.opts, "option")?,
-        "Labels": kv(&a.labels, "label")?,
-        "CheckDuplicate": true,
+    let aux = (!a.aux_addresses.is_empty())
+        .then(|| kv(&a.aux_addresses, "aux-address"))
+        .transpose()?;
+    let any = a.subnet.is_some() || a.gateway.is_some() || a.ip_range.is_some() || aux.is_some();
+    let config = any.then_some(IpamConfigReq {
+        subnet: a.subnet,
+        ip_range: a.ip_range,
+        gateway: a.gateway,
+        auxiliary_addresses: aux,
     });
-    let r = c.call("POST", "/networks/create", Some(&body))?;
+    let body = NetworkCreateRequest {
+        name: a.name,
+        driver: Some(a.driver),
+        ipam: Some(IpamReq {
+            driver: Some(a.ipam_driver),
+            options: Some(BTreeMap::new()),
+            config: Some(config.into_iter().collect()),
+        }),
+        internal: a.internal,
+        attachable: a.attachable,
+        options: Some(kv(&a.opts, "option")?),
+        labels: Some(kv(&a.labels, "label")?),
+        ..NetworkCreateRequest::default()
+    };
+    let r = c.call(
+        "POST",
+        "/networks/create",
+        Some(&serde_json::to_value(&body)?),
+    )?;
     check(&r)?;
     println!("{}", r.json()?["Id"].as_str().unwrap_or(""));
     Ok(0)

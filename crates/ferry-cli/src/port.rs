@@ -3,9 +3,8 @@
 
 use anyhow::Context;
 use clap::Args;
-use ferry_core::ports::{parse_publish, to_bindings, Proto};
+use ferry_core::ports::{parse_publish, to_bindings, PortBindings, Proto};
 use ipnet::Ipv4Net;
-use serde_json::Value;
 
 use crate::client::{enc, Client};
 use crate::DaemonError;
@@ -24,7 +23,7 @@ pub struct PublishArgs {
 impl PublishArgs {
     /// `PortBindings` for the request body; a bad spec is refused here, before ferryd
     /// is asked for anything.
-    pub fn bindings(&self) -> anyhow::Result<Value> {
+    pub fn bindings(&self) -> anyhow::Result<PortBindings> {
         let source = match &self.publish_from {
             Some(s) => Some(
                 s.parse::<Ipv4Net>()
@@ -42,7 +41,7 @@ impl PublishArgs {
             m.source = source;
             maps.push(m);
         }
-        Ok(serde_json::to_value(to_bindings(&maps))?)
+        Ok(to_bindings(&maps))
     }
 }
 

@@ -118,7 +118,7 @@ fn create_body(a: &RunArgs) -> anyhow::Result<ContainerCreateRequest> {
             dns: Some(a.dns.clone()),
             dns_search: Some(a.dns_search.clone()),
             dns_options: Some(a.dns_option.clone()),
-            port_bindings: Some(serde_json::from_value(a.publish.bindings()?)?),
+            port_bindings: Some(a.publish.bindings()?),
             ..HostConfigReq::default()
         }),
         networking_config: Some(NetworkingConfigReq {
