@@ -84,6 +84,11 @@ impl Client {
         self.rt.block_on(self.call_async(method, path, body))
     }
 
+    /// `POST path` with a typed request body (ferry-core's request types).
+    pub fn post<B: serde::Serialize>(&self, path: &str, body: &B) -> anyhow::Result<Reply> {
+        self.call("POST", path, Some(&serde_json::to_value(body)?))
+    }
+
     async fn call_async(
         &self,
         method: &str,

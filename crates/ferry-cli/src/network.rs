@@ -201,11 +201,7 @@ pub fn run(c: &Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
                     port_bindings: Some(a.publish.bindings()?),
                 }),
             };
-            check(&c.call(
-                "POST",
-                &format!("/networks/{}/connect", enc(&a.network)),
-                Some(&serde_json::to_value(&body)?),
-            )?)?;
+            check(&c.post(&format!("/networks/{}/connect", enc(&a.network)), &body)?)?;
             Ok(0)
         }
         NetworkCmd::Disconnect {
@@ -217,11 +213,7 @@ pub fn run(c: &Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
                 container: sandbox,
                 force,
             };
-            check(&c.call(
-                "POST",
-                &format!("/networks/{}/disconnect", enc(&network)),
-                Some(&serde_json::to_value(&body)?),
-            )?)?;
+            check(&c.post(&format!("/networks/{}/disconnect", enc(&network)), &body)?)?;
             Ok(0)
         }
     }
@@ -252,11 +244,7 @@ fn create(c: &Client, a: CreateArgs) -> anyhow::Result<i32> {
         labels: Some(kv(&a.labels, "label")?),
         ..NetworkCreateRequest::default()
     };
-    let r = c.call(
-        "POST",
-        "/networks/create",
-        Some(&serde_json::to_value(&body)?),
-    )?;
+    let r = c.post("/networks/create", &body)?;
     check(&r)?;
     println!("{}", r.json()?["Id"].as_str().unwrap_or(""));
     Ok(0)

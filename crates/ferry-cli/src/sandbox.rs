@@ -148,11 +148,7 @@ pub fn run(c: &Client, a: RunArgs) -> anyhow::Result<i32> {
         .as_deref()
         .map(|n| format!("?name={}", enc(n)))
         .unwrap_or_default();
-    let r = c.call(
-        "POST",
-        &format!("/containers/create{q}"),
-        Some(&serde_json::to_value(create_body(&a)?)?),
-    )?;
+    let r = c.post(&format!("/containers/create{q}"), &create_body(&a)?)?;
     if !r.ok() {
         eprintln!("{}", DaemonError(r.message()));
         return Ok(125);
