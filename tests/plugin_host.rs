@@ -40,6 +40,9 @@ fn seed_create(host: &TestHost) -> Result<ferry_testkit::Output> {
 fn remove_and_check(host: &TestHost, net: &str, bridge: &str) -> Result<()> {
     expect_nothing_attached(host, net)?;
     host.ferry_ok(&["network", "rm", net])?;
+    if host.user_networks()?.iter().any(|n| n == "docker_gwbridge") {
+        host.ferry_ok(&["network", "rm", "docker_gwbridge"])?;
+    }
     host.in_host("ip", &["link", "del", bridge])?
         .expect_success()?;
     let leftovers = host.leftovers()?;
@@ -136,17 +139,9 @@ fn the_seed_scenario_over_tcp_through_a_json_spec_file() -> Result<()> {
     );
     let run = plugin.calls()?;
     let methods: Vec<String> = run.iter().map(|(m, _)| short(m)).collect();
-    ensure!(
-        methods
-            == [
-                "CreateEndpoint",
-                "Join",
-                "ProgramExternalConnectivity",
-                "EndpointOperInfo",
-                "EndpointOperInfo"
-            ],
-        "run: {methods:?}"
-    );
+    // The seed's plugin names no gateway in Join: the endpoint is not the gateway
+    // endpoint, and s1's way out is docker_gwbridge, as dockerd gives it (P:p27).
+    ensure!(methods == ["CreateEndpoint", "Join"], "run: {methods:?}");
     // The fields dockerd sends (fixture P:p25).
     ensure!(keys(&run[0].1) == ["EndpointID", "Interface", "NetworkID", "Options"]);
     ensure!(
@@ -154,7 +149,6 @@ fn the_seed_scenario_over_tcp_through_a_json_spec_file() -> Result<()> {
             == serde_json::json!({"Address": "10.0.1.2/24", "AddressIPv6": "", "MacAddress": ""})
     );
     ensure!(keys(&run[1].1) == ["EndpointID", "NetworkID", "Options", "SandboxKey"]);
-    ensure!(keys(&run[3].1) == ["EndpointID", "NetworkID"]);
 
     // Real TCP: the host side reaches s1, and a second sandbox on mynet does too.
     host.expect_reach(At::Host, "tcp", "10.0.1.2", 8080)?;
@@ -219,10 +213,8 @@ fn the_seed_scenario_over_tcp_through_a_json_spec_file() -> Result<()> {
     plugin.clear()?;
     host.ferry_ok(&["rm", "-f", "s1"])?;
     let methods = plugin.methods()?;
-    ensure!(
-        methods == ["RevokeExternalConnectivity", "Leave", "DeleteEndpoint"],
-        "rm -f: {methods:?}"
-    );
+    // Not the gateway endpoint: no RevokeExternalConnectivity (P:p28).
+    ensure!(methods == ["Leave", "DeleteEndpoint"], "rm -f: {methods:?}");
     host.ferry_ok(&["rm", "-f", "s2"])?;
     plugin.clear()?;
     host.ferry_ok(&["network", "rm", "mynet"])?;
@@ -235,6 +227,8 @@ fn the_seed_scenario_over_tcp_through_a_json_spec_file() -> Result<()> {
     ensure!(left.is_empty(), "the plugin's veths are left: {left:?}");
     host.in_host("ip", &["link", "del", "br1"])?
         .expect_success()?;
+    // docker_gwbridge stays, as dockerd keeps it, until someone removes it.
+    host.ferry_ok(&["network", "rm", "docker_gwbridge"])?;
     let leftovers = host.leftovers()?;
     ensure!(leftovers.is_empty(), "left behind: {leftovers}");
     drop(plugin);
@@ -287,12 +281,18 @@ fn plugin_failures_in_run_are_undone_in_reverse_and_a_restarted_plugin_answers_a
     host.ferry_ok(&["rm", "-f", "s1"])?;
     drop(plugin);
 
-    // The plugin comes back on the same socket, now failing after the link moved in.
+    // The plugin comes back on the same socket, now failing after the link moved in
+    // (ProgramExternalConnectivity goes to the gateway endpoint: Join names one).
     let plugin = SeedPlugin::start(
         &host,
         &dirs.root,
         &listen,
-        &["--fail", "NetworkDriver.ProgramExternalConnectivity"],
+        &[
+            "--fail",
+            "NetworkDriver.ProgramExternalConnectivity",
+            "--join-gateway",
+            "10.7.0.1",
+        ],
     )?;
     let out = host.ferry(&[
         "run",
@@ -747,16 +747,14 @@ fn after_a_ferryd_restart_a_plugin_network_and_its_endpoints_are_kept_and_torn_d
     );
     ensure!(host.network_inspect("rnet")?["Driver"] == "seed");
     host.expect_reach(At::Host, "tcp", "10.5.0.2", 8080)?;
+    // Its way out, docker_gwbridge (the plugin names no gateway), is ferry's own
+    // endpoint: kept and verified by reconcile like any other.
+    let gw = gateway_bridge_gateway(&host)?;
+    expect_default_route(&host, "r1", &gw, "eth1")?;
     host.ferry_ok(&["rm", "-f", "r1"])?;
     let m = plugin.methods()?;
     ensure!(
-        m == [
-            "Activate",
-            "GetCapabilities",
-            "RevokeExternalConnectivity",
-            "Leave",
-            "DeleteEndpoint"
-        ],
+        m == ["Activate", "GetCapabilities", "Leave", "DeleteEndpoint"],
         "rm -f after a restart: {m:?}"
     );
     remove_and_check(&host, "rnet", "br5")?;
@@ -879,7 +877,13 @@ fn an_ipam_plugin_and_a_network_plugin_together_as_dockerd_drives_them() -> Resu
     let ipam = PerlIpam::start(&host, &dirs.sockets().join("pipam.sock"), &dirs.root)?;
     let sock = dirs.sockets().join("seed.sock");
     let sock_s = sock.display().to_string();
-    let driver = SeedPlugin::start(&host, &dirs.root, &["--unix", &sock_s], &[])?;
+    // With a gateway in Join: the endpoint is the gateway endpoint, as in P:p02/p13.
+    let driver = SeedPlugin::start(
+        &host,
+        &dirs.root,
+        &["--unix", &sock_s],
+        &["--join-gateway", "10.66.0.1"],
+    )?;
     make_bridge(&host, "br4", "10.66.0.1/24")?;
     host.ferry_ok(&[
         "network",
@@ -1056,4 +1060,167 @@ fn the_docker_cli_against_ferryd_creates_and_uses_a_plugin_network() -> Result<(
         .expect_success()?;
     drop(plugin);
     host.finish()
+}
+
+/// A plugin whose Join names no gateway: the sandbox gets a second endpoint on
+/// docker_gwbridge, made on first need as dockerd makes it (ICC off, masquerade on),
+/// which carries its default route out through the host (P:p27); the plugin hears no
+/// ProgramExternalConnectivity, nor Revoke at the end (P:p28). A network that gives a
+/// gateway makes it unneeded and it goes; leaving that network brings it back. The
+/// control: a plugin that says DisableGatewayService gets none, and its sandbox has no
+/// way out (P:p29).
+#[test]
+fn a_join_without_a_gateway_gets_docker_gwbridge_as_its_way_out_as_dockerd_gives_it() -> Result<()>
+{
+    let dirs = PluginDirs::new()?;
+    let Some(host) = start_host(ferry_testkit::scenario_name!(), &dirs, 5, 0)? else {
+        return Ok(());
+    };
+    let mut peer = host.add_peer("10.251.0.1/24", "10.251.0.2/24")?;
+    peer.serve("tcp", 7070)?;
+    let sock = dirs.sockets().join("nogw.sock");
+    let sock_s = sock.display().to_string();
+    let plugin = SeedPlugin::start(&host, &dirs.root, &["--unix", &sock_s], &[])?;
+    plugin_network(&host, "nogw", "gnet", "brg", "10.8.0.0/24")?;
+    plugin.clear()?;
+    let g1 = host.run_idle("g1", &["--network", "gnet"])?;
+    ensure!(
+        plugin.methods()? == ["CreateEndpoint", "Join"],
+        "run: {:?}",
+        plugin.methods()?
+    );
+    let gwnet = host.network_inspect("docker_gwbridge")?;
+    let opts = &gwnet["Options"];
+    ensure!(
+        gwnet["Driver"] == "bridge"
+            && opts["com.docker.network.bridge.enable_icc"] == "false"
+            && opts["com.docker.network.bridge.enable_ip_masquerade"] == "true",
+        "docker_gwbridge is not dockerd's: {gwnet}"
+    );
+    let entry = &gwnet["Containers"][&g1];
+    ensure!(
+        entry["Name"] == format!("gateway_{}", &g1[..12]),
+        "docker_gwbridge lists g1 as {entry}"
+    );
+    let shown = host.inspect("g1")?["NetworkSettings"]["Networks"].clone();
+    let names: Vec<&String> = shown
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
+    ensure!(names == ["gnet"], "g1's inspect shows {names:?}");
+    let gw = gateway_bridge_gateway(&host)?;
+    expect_default_route(&host, "g1", &gw, "eth1")?;
+    // Out through the host, masqueraded: the peer sees the host's own address.
+    let from = host.expect_reach(At::Sandbox("g1"), "tcp", &peer.ip, 7070)?;
+    ensure!(from == "10.251.0.1", "the peer saw {from}, not the host");
+
+    // A ferry bridge gives a gateway: docker_gwbridge's endpoint goes, its route with it.
+    host.create_network("fb", &["--subnet", "10.9.0.0/24"])?;
+    host.ferry_ok(&["network", "connect", "fb", "g1"])?;
+    ensure!(
+        expect_nothing_on_gateway_bridge(&host).is_ok(),
+        "connected to fb, g1 keeps docker_gwbridge"
+    );
+    // fb came while docker_gwbridge held eth1.
+    expect_default_route(&host, "g1", "10.9.0.1", "eth2")?;
+    host.expect_reach(At::Sandbox("g1"), "tcp", &peer.ip, 7070)?;
+    // Leaving fb brings it back.
+    host.ferry_ok(&["network", "disconnect", "fb", "g1"])?;
+    expect_default_route(&host, "g1", &gw, "eth1")?;
+    host.expect_reach(At::Sandbox("g1"), "tcp", &peer.ip, 7070)?;
+    // It goes with a stop and comes back with the next start (Engine API, as `docker
+    // stop` / `docker start`).
+    for what in ["stop", "start"] {
+        let sock = host.sock().display().to_string();
+        let url = format!("http://ferry/containers/g1/{what}");
+        let out = host.in_host("curl", &["-sf", "--unix-socket", &sock, "-X", "POST", &url])?;
+        out.expect_success()?;
+        if what == "stop" {
+            wait_until(Duration::from_secs(10), "g1 stopped", || {
+                expect_nothing_on_gateway_bridge(&host).is_ok()
+            })?;
+        }
+    }
+    expect_default_route(&host, "g1", &gw, "eth1")?;
+    host.expect_reach(At::Sandbox("g1"), "tcp", &peer.ip, 7070)?;
+    plugin.clear()?;
+    host.ferry_ok(&["rm", "-f", "g1"])?;
+    ensure!(
+        plugin.methods()? == ["Leave", "DeleteEndpoint"],
+        "rm -f: {:?}",
+        plugin.methods()?
+    );
+    expect_nothing_on_gateway_bridge(&host)?;
+
+    // The control: DisableGatewayService asks for no way out, and gets none.
+    let sock2 = dirs.sockets().join("nosvc.sock");
+    let sock2_s = sock2.display().to_string();
+    let waived = SeedPlugin::start(
+        &host,
+        &dirs.root,
+        &["--unix", &sock2_s],
+        &["--disable-gateway-service"],
+    )?;
+    plugin_network(&host, "nosvc", "wnet", "brw", "10.10.0.0/24")?;
+    waived.clear()?;
+    host.run_idle("w1", &["--network", "wnet"])?;
+    let m = waived.methods()?;
+    ensure!(
+        m == [
+            "CreateEndpoint",
+            "Join",
+            "EndpointOperInfo",
+            "EndpointOperInfo"
+        ],
+        "run with DisableGatewayService: {m:?}"
+    );
+    expect_nothing_on_gateway_bridge(&host)?;
+    let routes = host
+        .exec("w1", &[ferry_testkit::BUSYBOX, "ip", "route"])?
+        .expect_success()?;
+    ensure!(
+        !routes.stdout.contains("default"),
+        "w1 has a default route:\n{routes}"
+    );
+    host.expect_no_reach(
+        At::Sandbox("w1"),
+        "tcp",
+        &peer.ip,
+        7070,
+        NoReach::Unreachable,
+    )?;
+    host.ferry_ok(&["rm", "-f", "w1"])?;
+    host.ferry_ok(&["network", "rm", "fb"])?;
+    for (net, br) in [("wnet", "brw"), ("gnet", "brg")] {
+        expect_nothing_attached(&host, net)?;
+        host.ferry_ok(&["network", "rm", net])?;
+        host.in_host("ip", &["link", "del", br])?.expect_success()?;
+    }
+    host.ferry_ok(&["network", "rm", "docker_gwbridge"])?;
+    drop(peer);
+    let leftovers = host.leftovers()?;
+    ensure!(leftovers.is_empty(), "left behind: {leftovers}");
+    drop((plugin, waived));
+    host.finish()
+}
+
+/// No sandbox is on docker_gwbridge (it exists, as dockerd keeps it).
+fn expect_nothing_on_gateway_bridge(host: &TestHost) -> Result<()> {
+    let net = host.network_inspect("docker_gwbridge")?;
+    let c = &net["Containers"];
+    ensure!(
+        c.as_object().is_none_or(|o| o.is_empty()),
+        "docker_gwbridge lists {c}"
+    );
+    Ok(())
+}
+
+/// Poll `ok` every 100 ms until it holds, or fail naming `what` after `within`.
+fn wait_until(within: Duration, what: &str, ok: impl Fn() -> bool) -> Result<()> {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        ensure!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
 }

@@ -330,3 +330,30 @@ impl Drop for PerlIpam {
         let _ = self.child.wait();
     }
 }
+
+/// The gateway address of docker_gwbridge, as `network inspect` gives it.
+pub fn gateway_bridge_gateway(host: &TestHost) -> Result<String> {
+    let net = host.network_inspect("docker_gwbridge")?;
+    net["IPAM"]["Config"][0]["Gateway"]
+        .as_str()
+        .map(str::to_string)
+        .with_context(|| format!("docker_gwbridge has no gateway: {net}"))
+}
+
+/// The sandbox's default route goes via `gw` on `dev`, and no other default route is there.
+pub fn expect_default_route(host: &TestHost, sandbox: &str, gw: &str, dev: &str) -> Result<()> {
+    let out = host
+        .exec(sandbox, &[ferry_testkit::BUSYBOX, "ip", "route"])?
+        .expect_success()?;
+    let routes: Vec<&str> = out
+        .stdout
+        .lines()
+        .map(str::trim)
+        .filter(|r| r.starts_with("default"))
+        .collect();
+    ensure!(
+        routes.len() == 1 && routes[0].starts_with(&format!("default via {gw} dev {dev}")),
+        "{sandbox}'s default route is not via {gw} on {dev}: {routes:?}"
+    );
+    Ok(())
+}

@@ -8,7 +8,7 @@ only; it shells out to `ip`, as such plugins do (ferryd itself never does).
 Usage: seed_driver.py (--tcp HOST:PORT | --unix PATH) --log FILE [--state FILE]
                       [--fail METHOD]... [--hang METHOD]... [--crash METHOD]...
                       [--garbage METHOD]...
-                      [--join-gateway IP] [--onlink-route CIDR]... [--via-route CIDR=IP]...
+                      [--join-gateway IP] [--disable-gateway-service] [--onlink-route CIDR]... [--via-route CIDR=IP]...
 Every call is appended to FILE as one JSON line {"call": METHOD, "body": BODY}; a line
 {"ready": true} is written once the server listens.
 """
@@ -95,6 +95,8 @@ def handle(method, body):
         answer = {"InterfaceName": {"SrcName": peer, "DstPrefix": "eth"}}
         if ARGS.join_gateway:
             answer["Gateway"] = ARGS.join_gateway
+        if ARGS.disable_gateway_service:
+            answer["DisableGatewayService"] = True
         routes = [{"Destination": d, "RouteType": 1} for d in ARGS.onlink_route]
         routes += [{"Destination": d, "RouteType": 0, "NextHop": n}
                    for d, n in (r.split("=") for r in ARGS.via_route)]
@@ -166,6 +168,8 @@ def main():
     p.add_argument("--crash", action="append", default=[])
     p.add_argument("--garbage", action="append", default=[])
     p.add_argument("--join-gateway", help="Gateway to answer in Join")
+    p.add_argument("--disable-gateway-service", action="store_true",
+                   help="answer Join with DisableGatewayService")
     p.add_argument("--mac", help="MacAddress to answer in CreateEndpoint")
     p.add_argument("--onlink-route", action="append", default=[], help="CIDR, RouteType 1")
     p.add_argument("--via-route", action="append", default=[], help="CIDR=NEXTHOP, RouteType 0")

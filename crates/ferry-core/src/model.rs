@@ -378,6 +378,30 @@ pub struct Endpoint {
     #[serde(default)]
     pub ports: Vec<PortMapping>,
     pub live: Option<LiveEndpoint>,
+    /// Who put the sandbox on the network. Records made before this field read as
+    /// [`Membership::Asked`].
+    #[serde(default, skip_serializing_if = "Membership::is_asked")]
+    pub membership: Membership,
+}
+
+/// Why a sandbox is on a network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Membership {
+    /// The user asked for it: `run --network`, `network connect`.
+    #[default]
+    Asked,
+    /// ferry added it, as dockerd adds a `docker_gwbridge` endpoint: no other network
+    /// of the sandbox gives it a way out (a plugin's `Join` named no gateway). It goes
+    /// when another network gives one, or when the sandbox stops; a container's inspect
+    /// does not show it.
+    GatewayService,
+}
+
+impl Membership {
+    pub fn is_asked(&self) -> bool {
+        *self == Membership::Asked
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -395,6 +419,35 @@ pub struct LiveEndpoint {
     /// The published ports with their host ports decided, as the firewall has them.
     #[serde(default)]
     pub published: Vec<Published>,
+    /// What the endpoint gives the sandbox towards the outside: its gateway, except on a
+    /// plugin's network, where `Join` tells. Records made before this field read as
+    /// [`WayOut::Gateway`].
+    #[serde(default, skip_serializing_if = "WayOut::is_gateway")]
+    pub way_out: WayOut,
+}
+
+/// What an endpoint gives its sandbox towards the outside (dockerd's
+/// `sandbox.needDefaultGW` and `getGatewayEndpoint` read the same facts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WayOut {
+    /// A gateway: the endpoint may carry the sandbox's default route.
+    #[default]
+    Gateway,
+    /// No gateway, but a plugin's static route to 0.0.0.0/0: the sandbox needs nothing
+    /// more, and the endpoint does not carry the default route.
+    Routes,
+    /// Nothing: the sandbox needs a way out from elsewhere
+    /// ([`crate::plan::gateway_service`]).
+    Lacks,
+    /// `DisableGatewayService`: the endpoint asks for no way out at all.
+    Waived,
+}
+
+impl WayOut {
+    pub fn is_gateway(&self) -> bool {
+        *self == WayOut::Gateway
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

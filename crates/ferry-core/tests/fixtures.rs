@@ -163,6 +163,7 @@ fn container_inspect_has_dockers_network_fields() {
             static_ip: Some(ip),
             aliases: vec![],
             ports: vec![],
+            membership: Default::default(),
             live: Some(LiveEndpoint {
                 id: "cd".repeat(32),
                 ip,
@@ -173,6 +174,7 @@ fn container_inspect_has_dockers_network_fields() {
                 ifname: IfName::new("eth0").unwrap(),
                 default_route: true,
                 published: vec![],
+                way_out: Default::default(),
             }),
         }],
     };

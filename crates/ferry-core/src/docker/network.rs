@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::model::{mac_string, Network, Sandbox};
+use crate::model::{mac_string, Membership, Network, Sandbox};
+use crate::plan::gateway_service::gateway_endpoint_name;
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -167,13 +168,20 @@ fn ipam_config_json(net: &Network) -> Value {
 pub fn network_resource(net: &Network, containers: &[&Sandbox]) -> Value {
     let mut cmap = serde_json::Map::new();
     for sb in containers {
-        let Some(live) = sb.endpoint(&net.id).and_then(|e| e.live.as_ref()) else {
+        let Some((ep, live)) = sb
+            .endpoint(&net.id)
+            .and_then(|e| Some((e, e.live.as_ref()?)))
+        else {
             continue;
+        };
+        let name = match ep.membership {
+            Membership::Asked => sb.name.clone(),
+            Membership::GatewayService => gateway_endpoint_name(&sb.id),
         };
         cmap.insert(
             sb.id.clone(),
             json!({
-                "Name": sb.name,
+                "Name": name,
                 "EndpointID": live.id,
                 "MacAddress": mac_string(&live.mac),
                 "IPv4Address": format!("{}/{}", live.ip, live.prefix_len),

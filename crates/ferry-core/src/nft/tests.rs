@@ -61,6 +61,7 @@ fn sandbox(net: &Network, ip: &str, host_if: &str, publish: &[&str]) -> Sandbox 
             static_ip: None,
             aliases: vec![],
             ports: maps.clone(),
+            membership: Default::default(),
             live: Some(LiveEndpoint {
                 id: "c".repeat(64),
                 ip,
@@ -71,6 +72,7 @@ fn sandbox(net: &Network, ip: &str, host_if: &str, publish: &[&str]) -> Sandbox 
                 ifname: IfName::new("eth0").unwrap(),
                 default_route: true,
                 published: decide(&maps, &[]).unwrap(),
+                way_out: Default::default(),
             }),
         }],
     }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::publish::{check_publishable, taken_ports};
-use crate::model::{host_if_name, mac_for, LiveEndpoint, NetworkKind};
+use crate::model::{host_if_name, mac_for, LiveEndpoint, NetworkKind, WayOut};
 use crate::ports::{decide, Published};
 use crate::state::State;
 use crate::wiring::AttachSpec;
@@ -86,6 +86,7 @@ pub fn plan_attach(
         ifname: ifname.clone(),
         default_route,
         published,
+        way_out: WayOut::Gateway,
     };
     let spec = attach_spec(&live, &kind, netns).ok_or_else(|| {
         CoreError::Invalid(format!("network {net_name}: sandboxes do not join it"))
@@ -255,8 +256,8 @@ pub fn unplan_attach(
 }
 
 /// After the default-route endpoint went away, give the role to the remaining live
-/// endpoint dockerd would pick: on a non-internal network, the one whose network's name
-/// sorts first. Returns its gateway.
+/// endpoint dockerd would pick: on a non-internal network and with a gateway, the one
+/// whose network's name sorts first. Returns its gateway.
 pub fn move_default_route(st: &mut State, sb_id: &str) -> Option<IpAddr> {
     if default_route_network(st, sb_id).is_some() {
         return None;
@@ -268,10 +269,11 @@ pub fn move_default_route(st: &mut State, sb_id: &str) -> Option<IpAddr> {
         .map(|n| (n.id.clone(), n.name.clone()))
         .collect();
     let sb = st.sandboxes.get_mut(sb_id)?;
+    // An endpoint without a gateway (a plugin's whose Join named none) cannot hold it.
     let ep = sb
         .endpoints
         .iter_mut()
-        .filter(|e| e.live.is_some())
+        .filter(|e| e.live.as_ref().is_some_and(|l| l.way_out.is_gateway()))
         .filter_map(|e| Some((names.get(&e.network_id)?.clone(), e)))
         .min_by(|(a, _), (b, _)| a.cmp(b))
         .map(|(_, e)| e)?;

@@ -9,7 +9,7 @@ use super::attach::{
 };
 use super::publish::check_publishable;
 use crate::docker::network::EndpointSettingsReq;
-use crate::model::{Driver, Endpoint, Network, NetworkMode, Sandbox};
+use crate::model::{Driver, Endpoint, Membership, Network, NetworkMode, Sandbox};
 use crate::ports::Published;
 use crate::state::{Key, State};
 use crate::wiring::AttachSpec;
@@ -30,12 +30,14 @@ fn parse_static(s: Option<&str>) -> Result<Option<IpAddr>, CoreError> {
     }
 }
 
-/// What a `network connect` asks for: a static address, aliases, published ports.
+/// What a `network connect` asks for: a static address, aliases, published ports; and
+/// who asks (the user, or ferry for the sandbox's way out).
 #[derive(Debug, Clone, Default)]
 pub struct Asked {
     pub static_ip: Option<IpAddr>,
     pub aliases: Vec<String>,
     pub ports: Vec<crate::ports::PortMapping>,
+    pub membership: Membership,
 }
 
 impl Asked {
@@ -54,6 +56,7 @@ impl Asked {
                 Some(b) => crate::ports::from_bindings(b)?,
                 None => vec![],
             },
+            membership: Membership::Asked,
         })
     }
 }
@@ -148,6 +151,7 @@ pub fn plan_connect(
             aliases: a.aliases,
             ports: a.ports,
             live: None,
+            membership: a.membership,
         });
     }
     let held = default_route_network(st, sb_id);

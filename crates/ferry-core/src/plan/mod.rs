@@ -15,6 +15,7 @@ pub mod attach;
 pub mod connect;
 pub mod docker;
 pub mod driver;
+pub mod gateway_service;
 pub mod network;
 pub mod publish;
 pub mod sandbox;

@@ -375,6 +375,7 @@ fn removing_a_docker_network_mapped_onto_an_overlay_takes_what_docker_forgot_and
         ifname: crate::IfName::new(container_if_name(EP)).unwrap(),
         default_route: false,
         published: vec![],
+        way_out: Default::default(),
     };
     st.plugin.endpoints.insert(
         EP.into(),
@@ -385,6 +386,7 @@ fn removing_a_docker_network_mapped_onto_an_overlay_takes_what_docker_forgot_and
                 static_ip: None,
                 aliases: vec![],
                 ports: vec![],
+                membership: Default::default(),
                 live: Some(live),
             },
             joined: false,
@@ -467,4 +469,119 @@ fn the_default_route_goes_through_the_network_whose_name_sorts_first_as_with_doc
     .unwrap();
     let vias: Vec<_> = start.attach.iter().map(|s| s.default_via).collect();
     assert_eq!(vias, [None, Some("10.62.0.1".parse().unwrap())]);
+}
+
+/// The ID the gateway bridge gets in these tests.
+const G: &str = "9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a";
+
+/// What a plugin's Join answered, as ferryd notes it on sandbox `a`'s endpoint.
+fn set_way(st: &mut State, net: &str, w: crate::model::WayOut) {
+    let sb = st.sandboxes.get_mut("a").unwrap();
+    let l = sb.endpoints.iter_mut().find(|e| e.network_id == net);
+    let l = l.unwrap().live.as_mut().unwrap();
+    l.way_out = w;
+    l.default_route &= w.is_gateway();
+}
+
+/// The gateway bridge as dockerd makes it: its name, ICC off, masquerade on.
+fn gateway_bridge(st: &State) -> Network {
+    let others = st.networks.values().cloned().collect::<Vec<_>>();
+    let req = super::gateway_service::gateway_bridge_request();
+    let ctx = CreateContext {
+        existing: &others,
+        host_routes: &[],
+        pool_cursor: None,
+        id: G.into(),
+        created: "t".into(),
+    };
+    let gw = network_from_request(&req, &ctx).unwrap().network;
+    let conf = gw.bridge().unwrap();
+    assert_eq!(
+        (
+            gw.name.as_str(),
+            conf.name.as_str(),
+            conf.icc,
+            conf.masquerade
+        ),
+        ("docker_gwbridge", "docker_gwbridge", false, true)
+    );
+    gw
+}
+
+/// dockerd's `needDefaultGW`, as a value: a sandbox whose only network gives no way out
+/// (a plugin's Join named no gateway) gets the gateway bridge, which carries its default
+/// route; a network that gives one, or leaving the plugin's network, takes it away; a
+/// `DisableGatewayService` endpoint and an internal network ask for none.
+#[test]
+fn a_sandbox_without_a_way_out_gets_the_gateway_bridge_until_a_network_gives_one() {
+    use super::attach::{default_route_network, move_default_route};
+    use super::gateway_service::{plan_gateway_service, GatewayServiceStep as Step};
+    use crate::model::Membership;
+    let mut st = state();
+    plan_connect(&mut st, "a", F, Asked::default(), live("e")).unwrap();
+    assert_eq!(
+        plan_gateway_service(&st, "a"),
+        Step::Keep,
+        "front's gateway"
+    );
+    // front's Join named no gateway: it gives the route up, and no one else can take it.
+    set_way(&mut st, F, crate::model::WayOut::Lacks);
+    assert_eq!(move_default_route(&mut st, "a"), None);
+    assert_eq!(plan_gateway_service(&st, "a"), Step::Add);
+    assert_eq!(plan_gateway_service(&st, "b"), Step::Keep, "b does not run");
+
+    let gw = gateway_bridge(&st);
+    st.networks.insert(G.into(), gw);
+    let service = Asked {
+        membership: Membership::GatewayService,
+        ..Asked::default()
+    };
+    let plan = plan_connect(&mut st, "a", G, service.clone(), live("g")).unwrap();
+    assert!(
+        plan.attach.unwrap().default_via.is_some(),
+        "it carries the route"
+    );
+    assert_eq!(default_route_network(&st, "a").as_deref(), Some(G));
+    assert_eq!(plan_gateway_service(&st, "a"), Step::Keep);
+    // A container's inspect does not show it; the network's inspect names it dockerd's way.
+    let shown: Vec<_> = st
+        .networks_of(&st.sandboxes["a"])
+        .iter()
+        .map(|n| n.name.clone())
+        .collect();
+    assert_eq!(shown, ["front"]);
+    let res = crate::docker::network::network_resource(&st.networks[G], &[&st.sandboxes["a"]]);
+    assert_eq!(res["Containers"]["a"]["Name"], "gateway_a");
+
+    // A network with a gateway makes it unneeded; leaving that network needs it again.
+    let side = network(
+        &st.networks.values().cloned().collect::<Vec<_>>(),
+        r#"{"Name":"side","IPAM":{"Config":[{"Subnet":"10.62.0.0/24"}]}}"#,
+        S,
+    );
+    st.networks.insert(S.into(), side);
+    plan_connect(&mut st, "a", S, Asked::default(), live("s")).unwrap();
+    assert_eq!(plan_gateway_service(&st, "a"), Step::Remove(G.into()));
+    let gone = plan_disconnect(&mut st, "a", G).unwrap();
+    assert_eq!(
+        gone.new_default.map(|d| d.0),
+        Some("10.62.0.1".parse().unwrap())
+    );
+    plan_disconnect(&mut st, "a", S).unwrap();
+    assert_eq!(plan_gateway_service(&st, "a"), Step::Add);
+
+    // DisableGatewayService asks for nothing; an internal network is not counted.
+    set_way(&mut st, F, crate::model::WayOut::Waived);
+    assert_eq!(plan_gateway_service(&st, "a"), Step::Keep);
+    plan_connect(&mut st, "a", G, service, live("g")).unwrap();
+    assert_eq!(plan_gateway_service(&st, "a"), Step::Remove(G.into()));
+    plan_disconnect(&mut st, "a", G).unwrap();
+    plan_connect(&mut st, "a", B, Asked::default(), live("i")).unwrap();
+    set_way(&mut st, B, crate::model::WayOut::Lacks);
+    assert_eq!(plan_gateway_service(&st, "a"), Step::Keep);
+    // A static default route from the plugin is a way out too.
+    set_way(&mut st, F, crate::model::WayOut::Routes);
+    assert_eq!(plan_gateway_service(&st, "a"), Step::Keep);
+    set_way(&mut st, F, crate::model::WayOut::Lacks);
+    assert_eq!(plan_gateway_service(&st, "a"), Step::Add);
 }

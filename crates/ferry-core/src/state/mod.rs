@@ -198,11 +198,13 @@ impl State {
             .collect()
     }
 
-    /// The networks of a sandbox, in endpoint order; host/none modes show their network.
+    /// The networks a sandbox's container shows, in endpoint order (not the way out ferry
+    /// added, as dockerd does not show it); host/none modes show their network.
     pub fn networks_of(&self, sb: &Sandbox) -> Vec<&Network> {
         let mut v: Vec<&Network> = sb
             .endpoints
             .iter()
+            .filter(|e| e.membership.is_asked())
             .filter_map(|e| self.networks.get(&e.network_id))
             .collect();
         if v.is_empty() {

@@ -62,7 +62,8 @@ pub fn record_of(st: &State, sb: &Sandbox) -> Option<SandboxRecord> {
         let Some(ip) = ferry_core::family::v4(live.ip) else {
             continue;
         };
-        if has_names(net) {
+        // The way out ferry added has no names, as dockerd's docker_gwbridge endpoint.
+        if has_names(net) && e.membership.is_asked() {
             let mut names = vec![sb.name.clone()];
             names.push(sb.hostname.clone());
             names.extend(e.aliases.iter().cloned());

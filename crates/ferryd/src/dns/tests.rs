@@ -35,6 +35,7 @@ fn ep(net: &str, ip: &str, gw: &str, aliases: &[&str]) -> Endpoint {
         static_ip: None,
         aliases: aliases.iter().map(|s| s.to_string()).collect(),
         ports: vec![],
+        membership: Default::default(),
         live: Some(LiveEndpoint {
             id: "e".repeat(64),
             ip: ip.parse().unwrap(),
@@ -45,6 +46,7 @@ fn ep(net: &str, ip: &str, gw: &str, aliases: &[&str]) -> Endpoint {
             ifname: ferry_core::IfName::new("eth0").unwrap(),
             default_route: false,
             published: vec![],
+            way_out: Default::default(),
         }),
     }
 }

@@ -9,7 +9,7 @@ use ferry_core::plan::attach::{unplan_attach, Detached, Live};
 use ferry_core::plan::connect::{endpoint_keys, plan_connect, plan_disconnect, Asked};
 use ferry_kernel::KernelOps;
 
-use super::{new_id, Daemon};
+use super::{new_id, Daemon, SandboxTurn};
 use crate::error::Result;
 use crate::state::{Key, State};
 
@@ -25,8 +25,28 @@ impl<K: KernelOps> Daemon<K> {
         self.lease_addresses(&req.container, Some(net_ref)).await?;
         let (turn, st) = self.sandbox_turn(&req.container).await?;
         let net_id = st.network_id(net_ref)?;
-        st.ferry_may_join(&net_id)?;
-        let sb_id = turn.id.clone();
+        self.connect_in_turn(&turn, st, &net_id, asked).await?;
+        if let Err(e) = self.settle_way_out(&turn).await {
+            // dockerd fails the join it cannot give a way out, and takes it back.
+            let st = self.state.lock().await;
+            if let Err(u) = self.disconnect_in_turn(&turn, st, &net_id).await {
+                tracing::warn!("connect: taking it back: {u}");
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// A connect in the sandbox's turn, with the state lock the caller took after it.
+    pub(crate) async fn connect_in_turn(
+        &self,
+        turn: &SandboxTurn,
+        st: tokio::sync::MutexGuard<'_, State>,
+        net_id: &str,
+        asked: Asked,
+    ) -> Result<()> {
+        st.ferry_may_join(net_id)?;
+        let (sb_id, net_id) = (turn.id.clone(), net_id.to_string());
         let sb = &st.sandboxes[&sb_id];
         let live = sb.is_running().then(|| Live {
             netns: self.netns_path(sb),
@@ -116,9 +136,25 @@ impl<K: KernelOps> Daemon<K> {
     }
 
     pub async fn disconnect(&self, net_ref: &str, req: DisconnectRequest) -> Result<()> {
-        let (turn, mut st) = self.sandbox_turn(&req.container).await?;
+        let (turn, st) = self.sandbox_turn(&req.container).await?;
         let net_id = st.network_id(net_ref)?;
-        let sb_id = turn.id.clone();
+        self.disconnect_in_turn(&turn, st, &net_id).await?;
+        // The network that leaves may have been the sandbox's way out, or the reason for
+        // the gateway bridge: the disconnect stands either way.
+        if let Err(e) = self.settle_way_out(&turn).await {
+            tracing::warn!("disconnect: {e}");
+        }
+        Ok(())
+    }
+
+    /// A disconnect in the sandbox's turn, with the state lock the caller took after it.
+    pub(crate) async fn disconnect_in_turn(
+        &self,
+        turn: &SandboxTurn,
+        mut st: tokio::sync::MutexGuard<'_, State>,
+        net_id: &str,
+    ) -> Result<()> {
+        let (sb_id, net_id) = (turn.id.clone(), net_id.to_string());
         let netns = self.netns_path(&st.sandboxes[&sb_id]);
         let keys = endpoint_keys(&sb_id, &net_id);
         let staged = self.stage(&mut st, &keys, |st| plan_disconnect(st, &sb_id, &net_id))?;

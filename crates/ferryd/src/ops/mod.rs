@@ -24,6 +24,7 @@ mod network;
 mod plugin;
 mod sandbox;
 mod system;
+mod way_out;
 
 use std::path::PathBuf;
 use std::sync::Arc;

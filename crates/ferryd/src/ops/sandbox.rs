@@ -9,7 +9,7 @@ use std::sync::Arc;
 use ferry_core::docker::container::ContainerCreateRequest;
 use ferry_core::files::hosts_file;
 use ferry_core::id::short;
-use ferry_core::model::{DnsConf, Driver, Endpoint, NetworkMode, RunState, Sandbox};
+use ferry_core::model::{DnsConf, Driver, Endpoint, Membership, NetworkMode, RunState, Sandbox};
 use ferry_core::plan::attach::{plan_detach, unplan_attach};
 use ferry_core::plan::sandbox as sandbox_plan;
 use ferry_core::validate::valid_name;
@@ -281,7 +281,10 @@ impl<K: KernelOps> Daemon<K> {
         let sb = st.sandboxes[&id].clone();
         drop(st);
         // The kernel work runs without the state lock; this sandbox's turn is still held.
-        let started = self.program_start(&sb, &netns, &plan.attach, spawn).await;
+        let started = match self.program_start(&sb, &netns, &plan.attach).await {
+            Ok(undo) => self.settle_and_spawn(&turn, &sb, &netns, spawn, undo).await,
+            Err(e) => Err(e),
+        };
         let mut st = self.state.lock().await;
         match started {
             Ok(Some(child)) => {
@@ -322,20 +325,68 @@ impl<K: KernelOps> Daemon<K> {
         self.sync_firewall_or_warn(st, "undoing a start").await;
     }
 
-    /// The kernel side of a start; undoes its own steps if one fails.
+    /// The end of a start, once its endpoints are wired (`undo` takes them away): the
+    /// sandbox's way out settled, then its process, if ferryd runs it. A failure undoes
+    /// both and the wiring.
+    async fn settle_and_spawn(
+        self: &Arc<Self>,
+        turn: &super::SandboxTurn,
+        sb: &Sandbox,
+        netns: &std::path::Path,
+        spawn: bool,
+        undo: Teardown,
+    ) -> Result<Option<tokio::process::Child>> {
+        let res = match self.settle_way_out(turn).await {
+            Ok(()) if spawn => self.spawn_process(sb, netns).map(Some),
+            Ok(()) => Ok(None),
+            Err(e) => Err(e),
+        };
+        if res.is_err() {
+            self.drop_gateway_service(turn).await;
+            self.run_teardown(undo).await;
+        }
+        res
+    }
+
+    fn spawn_process(
+        self: &Arc<Self>,
+        sb: &Sandbox,
+        netns: &std::path::Path,
+    ) -> Result<tokio::process::Child> {
+        let log = self.cfg.sandbox_dir(&sb.id).join("log");
+        std::fs::create_dir_all(self.cfg.sandbox_dir(&sb.id))
+            .map_err(|e| Error::Other(e.to_string()))?;
+        supervise::spawn(self, sb, netns, &log)
+    }
+
+    /// Take a start's gateway-bridge endpoint back, if settling gave it one.
+    async fn drop_gateway_service(&self, turn: &super::SandboxTurn) {
+        let st = self.state.lock().await;
+        let Some(net_id) = st.sandboxes.get(&turn.id).and_then(|sb| {
+            let e = sb.endpoints.iter().find(|e| !e.membership.is_asked())?;
+            Some(e.network_id.clone())
+        }) else {
+            return;
+        };
+        if let Err(e) = self.disconnect_in_turn(turn, st, &net_id).await {
+            tracing::warn!("undoing a start: {e}");
+        }
+    }
+
+    /// The kernel side of a start up to its process: the namespace, files and
+    /// endpoints. Undoes its own steps if one fails; returns what undoes them all.
     async fn program_start(
         &self,
         sb: &Sandbox,
         netns: &std::path::Path,
         specs: &[AttachSpec],
-        spawn: bool,
-    ) -> Result<Option<tokio::process::Child>> {
+    ) -> Result<Teardown> {
         let own_netns = sb.network_mode.own_netns();
         let mut undo = Teardown {
             netns: own_netns.then(|| netns.to_path_buf()),
             ..Default::default()
         };
-        let res: Result<Option<tokio::process::Child>> = async {
+        let res: Result<()> = async {
             if own_netns {
                 self.kernel.create_netns(netns).await?;
                 self.kernel.fault(AttachStep::Dns)?;
@@ -355,19 +406,16 @@ impl<K: KernelOps> Daemon<K> {
                     .map_err(|e| Error::Other(format!("link {}: {e}", link.display())))?;
                 undo.netns_link = Some(link);
             }
-            if spawn {
-                let log = self.cfg.sandbox_dir(&sb.id).join("log");
-                std::fs::create_dir_all(self.cfg.sandbox_dir(&sb.id))
-                    .map_err(|e| Error::Other(e.to_string()))?;
-                return supervise::spawn(self, sb, netns, &log).map(Some);
-            }
-            Ok(None)
+            Ok(())
         }
         .await;
-        if res.is_err() {
-            self.run_teardown(undo).await;
+        match res {
+            Ok(()) => Ok(undo),
+            Err(e) => {
+                self.run_teardown(undo).await;
+                Err(e)
+            }
         }
-        res
     }
 
     /// Tear down the live network of a sandbox in `st`; returns the kernel work.
@@ -387,6 +435,11 @@ impl<K: KernelOps> Daemon<K> {
             if let Some(link) = plan_detach(st, id, &n, keep_static).and_then(|u| u.host_if) {
                 t.links.push(link);
             }
+        }
+        // The way out ferry added goes with the stop, as dockerd deletes the sandbox's
+        // docker_gwbridge endpoint: the next start settles it again.
+        if let Some(sb) = st.sandboxes.get_mut(id) {
+            sb.endpoints.retain(|e| e.membership.is_asked());
         }
         t
     }
@@ -611,6 +664,7 @@ fn first_endpoint(
             aliases,
             ports,
             live: None,
+            membership: Membership::Asked,
         }),
     })
 }

@@ -3,6 +3,7 @@
 
 use std::net::Ipv4Addr;
 
+use ferry_core::model::WayOut;
 use ferry_core::IfName;
 use ferry_kernel::StaticRoute;
 use ipnet::Ipv4Net;
@@ -16,6 +17,9 @@ pub struct Joined {
     pub prefix: String,
     pub gateway: Option<Ipv4Addr>,
     pub routes: Vec<StaticRoute>,
+    /// What the endpoint gives the sandbox towards the outside, as dockerd reads the
+    /// answer: `Gateway`, else a static route to 0.0.0.0/0, else `DisableGatewayService`.
+    pub way_out: WayOut,
 }
 
 pub fn garbage(p: &Plugin, call: &str, why: String) -> PluginError {
@@ -66,11 +70,19 @@ pub fn read_join(p: &Plugin, v: &Value) -> std::result::Result<Joined, PluginErr
             next_hop,
         });
     }
+    let default_route = routes.iter().any(|r| r.destination.prefix_len() == 0);
+    let way_out = match (gateway, default_route, v["DisableGatewayService"].as_bool()) {
+        (Some(_), _, _) => WayOut::Gateway,
+        (None, true, _) => WayOut::Routes,
+        (None, false, Some(true)) => WayOut::Waived,
+        (None, false, _) => WayOut::Lacks,
+    };
     Ok(Joined {
         src,
         prefix,
         gateway,
         routes,
+        way_out,
     })
 }
 

@@ -23,6 +23,7 @@
 
 use std::path::PathBuf;
 
+use ferry_core::model::WayOut;
 use ferry_kernel::{AdoptSpec, AttachSpec, KernelError, KernelOps, LinkSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -230,6 +231,7 @@ impl<K: KernelOps> Daemon<K> {
                 return Err(e.into());
             }
         };
+        let way_out = joined.way_out;
         let record = Record {
             driver,
             network_id: net_id,
@@ -237,7 +239,9 @@ impl<K: KernelOps> Daemon<K> {
             src_name: joined.src.clone(),
             ifname: dst_name(&joined.prefix, &spec.ifname),
             netns: spec.netns.clone(),
-            gateway_endpoint: gw_ep,
+            // Only an endpoint with a gateway is the gateway endpoint (dockerd's
+            // getGatewayEndpoint): without one, no ProgramExternalConnectivity (`P:p27`).
+            gateway_endpoint: gw_ep && way_out.is_gateway(),
             gateway: joined.gateway,
         };
         if let Err(e) = self.wire(&p, spec, joined, mac, &record).await {
@@ -249,12 +253,16 @@ impl<K: KernelOps> Daemon<K> {
                 .await;
             return Err(e);
         }
-        if let Some(mac) = mac.filter(|m| *m != spec.mac) {
-            self.note_plugin_mac(spec.host_if().unwrap_or_default(), mac)
+        let mac = mac.filter(|m| *m != spec.mac);
+        if mac.is_some() || !way_out.is_gateway() {
+            self.note_joined(spec.host_if().unwrap_or_default(), mac, way_out)
                 .await;
         }
-        // dockerd asks twice after a start (`P:p02`); the answer changes nothing.
-        for _ in 0..2 {
+        // dockerd asks twice after a start (`P:p02`); the answer changes nothing. Not when
+        // the sandbox is to get the gateway bridge: dockerd then asks the bridge's
+        // driver for the endpoint's details, not the plugin (`P:p27`).
+        let asks = if way_out == WayOut::Lacks { 0 } else { 2 };
+        for _ in 0..asks {
             if let Err(e) = self
                 .plughost
                 .call(conf, &p, "NetworkDriver.EndpointOperInfo", Some(&ep))
@@ -266,19 +274,25 @@ impl<K: KernelOps> Daemon<K> {
         Ok(())
     }
 
-    /// The plugin chose the endpoint's MAC: the state (and so inspect) says so too.
-    async fn note_plugin_mac(&self, host_if: &str, mac: [u8; 6]) {
+    /// What `Join` decided goes into the state: the MAC the plugin chose (inspect shows
+    /// it), and the endpoint's way out; without a gateway it gives up the default route
+    /// (ferryd settles who takes it once the sandbox's endpoints are all wired).
+    async fn note_joined(&self, host_if: &str, mac: Option<[u8; 6]>, way_out: WayOut) {
         let mut st = self.state.lock().await;
         let mut keys = vec![];
         for sb in st.sandboxes.values_mut() {
             for l in sb.endpoints.iter_mut().filter_map(|e| e.live.as_mut()) {
                 if l.host_if.as_ref().is_some_and(|h| h.as_str() == host_if) {
-                    l.mac = mac;
+                    if let Some(mac) = mac {
+                        l.mac = mac;
+                    }
+                    l.way_out = way_out;
+                    l.default_route &= way_out.is_gateway();
                     keys.push(crate::state::Key::Sbx(sb.id.clone()));
                 }
             }
         }
-        self.commit_or_log(&st, &keys, "recording a plugin's MAC");
+        self.commit_or_log(&st, &keys, "recording a plugin's Join");
     }
 
     /// `DeleteEndpoint` after a failed `CreateEndpoint` answer or `Join`.

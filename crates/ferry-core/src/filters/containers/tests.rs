@@ -18,6 +18,7 @@ fn sandbox(name: &str, created: &str, state: RunState, net: &Network, publish: &
         ifname: IfName::new("eth0").unwrap(),
         default_route: true,
         published: decide(&maps, &[]).unwrap(),
+        way_out: Default::default(),
     });
     Sandbox {
         id: format!("{name:0<64}"),
@@ -38,6 +39,7 @@ fn sandbox(name: &str, created: &str, state: RunState, net: &Network, publish: &
             static_ip: None,
             aliases: vec![],
             ports: maps,
+            membership: Default::default(),
             live,
         }],
     }

@@ -8,7 +8,9 @@ use ferry_core::docker::plugin::{
     EndpointRef, InterfaceMac, InterfaceName, JoinRequest, JoinResponse, OperInfoResponse,
     ProgramExternalRequest,
 };
-use ferry_core::model::{host_if_name, mac_for, mac_string, Endpoint, LiveEndpoint};
+use ferry_core::model::{
+    host_if_name, mac_for, mac_string, Endpoint, LiveEndpoint, Membership, WayOut,
+};
 use ferry_core::ports::decide;
 use ferry_core::remote::{container_if_name, DockerEndpoint, DOCKER_IPAM_OWNER};
 use ferry_core::{CoreError, IfName};
@@ -18,7 +20,7 @@ use serde_json::Value;
 use super::{docker_ep, docker_ep_mut, no_endpoint, no_ipv6};
 use crate::error::Result;
 use crate::ops::Daemon;
-use crate::state::Key;
+use crate::state::{Key, State};
 use ferry_core::plan::publish::{check_publishable, taken_ports};
 
 /// The endpoint's IPv4 address and MAC as Docker's IPAM gave them (the MAC ferry's rule
@@ -85,6 +87,19 @@ fn docker_endpoint(id: &str, endpoint: Endpoint, docker_network: &str) -> Docker
     }
 }
 
+/// The MAC of an endpoint Docker created before on the same network (a repeated
+/// CreateEndpoint is answered again); an ID taken on another network is refused.
+fn known_endpoint(st: &State, ep_id: &str, net_id: &str) -> Result<Option<[u8; 6]>> {
+    let Some(e) = st.plugin.endpoints.get(ep_id) else {
+        return Ok(None);
+    };
+    if e.endpoint.network_id == net_id {
+        let live = e.endpoint.live.as_ref().expect("docker endpoints are live");
+        return Ok(Some(live.mac));
+    }
+    Err(CoreError::Invalid(format!("endpoint {ep_id} exists on another network")).into())
+}
+
 impl<K: KernelOps> Daemon<K> {
     pub async fn plugin_create_endpoint(
         &self,
@@ -100,16 +115,8 @@ impl<K: KernelOps> Daemon<K> {
         };
         // Docker's network, or the overlay it maps onto.
         let net_id = st.ferry_net_of(&req.network_id);
-        if let Some(e) = st.plugin.endpoints.get(&req.endpoint_id) {
-            if e.endpoint.network_id == net_id {
-                let live = e.endpoint.live.as_ref().expect("docker endpoints are live");
-                return Ok(answer(&live.mac));
-            }
-            return Err(CoreError::Invalid(format!(
-                "endpoint {} exists on another network",
-                req.endpoint_id
-            ))
-            .into());
+        if let Some(mac) = known_endpoint(&st, &req.endpoint_id, &net_id)? {
+            return Ok(answer(&mac));
         }
         let net = st
             .networks
@@ -148,6 +155,7 @@ impl<K: KernelOps> Daemon<K> {
                 ifname,
                 default_route: gateway.is_some(),
                 published: vec![],
+                way_out: WayOut::Gateway,
             };
             let endpoint = Endpoint {
                 network_id: net_id.clone(),
@@ -155,6 +163,7 @@ impl<K: KernelOps> Daemon<K> {
                 aliases: vec![],
                 ports,
                 live: Some(live),
+                membership: Membership::Asked,
             };
             st.plugin.endpoints.insert(
                 ep_id.clone(),
