@@ -768,20 +768,24 @@ fn an_ipam_plugin_gives_the_pool_and_the_addresses_of_a_ferry_bridge_network() -
     let Some(host) = start_host(ferry_testkit::scenario_name!(), &dirs, 5, 0)? else {
         return Ok(());
     };
-    let ipam = PerlIpam::start(&host, &dirs.sockets().join("pipam.sock"), &dirs.root)?;
+    let ipam = PerlPlugin::start(&host, &dirs.sockets().join("pipam.sock"), &dirs.root)?;
     host.ferry_ok(&["network", "create", "--ipam-driver", "pipam", "inet"])?;
     let calls = ipam.calls()?;
-    let m: Vec<String> = calls.iter().map(|(m, _)| short(m)).collect();
+    let m: Vec<&str> = calls.iter().map(|(m, _)| m.as_str()).collect();
+    // The plugin is a network driver too: on activation dockerd asks both roles for
+    // their capabilities, the network driver's first (P:p01), and uses it as IPAM only.
     ensure!(
         m == [
-            "Activate",
-            "GetCapabilities",
-            "GetDefaultAddressSpaces",
-            "RequestPool",
-            "RequestAddress"
+            "Plugin.Activate",
+            "NetworkDriver.GetCapabilities",
+            "IpamDriver.GetCapabilities",
+            "IpamDriver.GetDefaultAddressSpaces",
+            "IpamDriver.RequestPool",
+            "IpamDriver.RequestAddress"
         ],
         "create: {m:?}"
     );
+    let calls = &calls[1..];
     // As dockerd sends them (P:p01): the plugin's address space, no pool asked for.
     ensure!(
         calls[3].1
@@ -874,7 +878,7 @@ fn an_ipam_plugin_and_a_network_plugin_together_as_dockerd_drives_them() -> Resu
     let Some(host) = start_host(ferry_testkit::scenario_name!(), &dirs, 5, 0)? else {
         return Ok(());
     };
-    let ipam = PerlIpam::start(&host, &dirs.sockets().join("pipam.sock"), &dirs.root)?;
+    let ipam = PerlPlugin::start(&host, &dirs.sockets().join("pipam.sock"), &dirs.root)?;
     let sock = dirs.sockets().join("seed.sock");
     let sock_s = sock.display().to_string();
     // With a gateway in Join: the endpoint is the gateway endpoint, as in P:p02/p13.
@@ -1223,4 +1227,87 @@ fn wait_until(within: Duration, what: &str, ok: impl Fn() -> bool) -> Result<()>
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(())
+}
+
+/// The second, independent plugin (Perl, written from the protocol notes and fixtures)
+/// as network *and* IPAM driver at once, as the capture plugin was when dockerd's calls
+/// were recorded: for the same commands, ferryd sends it exactly the calls dockerd sent,
+/// in dockerd's order (P:p01 create, P:p02 run, P:p20 rm -f, P:p23 network rm), and the
+/// sandboxes it joins talk over its bridge.
+#[test]
+fn an_independent_perl_plugin_as_network_and_ipam_driver_gets_dockerds_calls_in_dockerds_order(
+) -> Result<()> {
+    let dirs = PluginDirs::new()?;
+    let Some(host) = start_host(ferry_testkit::scenario_name!(), &dirs, 5, 0)? else {
+        return Ok(());
+    };
+    let plugin = PerlPlugin::start(&host, &dirs.sockets().join("perl.sock"), &dirs.root)?;
+    host.ferry_ok(&[
+        "network",
+        "create",
+        "-d",
+        "perl",
+        "--ipam-driver",
+        "perl",
+        "--subnet",
+        "10.78.0.0/24",
+        "capnet",
+    ])?;
+    plugin.expect_calls(
+        &recorded_calls("p01-create-capnet")?,
+        "network create (P:p01)",
+    )?;
+    let br = host_links(&host, "pl")?;
+    ensure!(br.len() == 1, "the plugin's bridge: {br:?}");
+    let net = host.network_inspect("capnet")?;
+    ensure!(
+        net["Driver"] == "perl" && net["IPAM"]["Driver"] == "perl",
+        "{net}"
+    );
+
+    plugin.clear()?;
+    host.run_server("c1", &["--network", "capnet"], "tcp", 8080)?;
+    plugin.expect_calls(&recorded_calls("p02-run-c1")?, "run (P:p02)")?;
+    // The plugin's address (from .10 up), its MAC (02:50 + the endpoint ID), its gateway.
+    ensure!(host.ip_of("c1", "capnet")? == "10.78.0.10");
+    let ep = &host.network_inspect("capnet")?["Containers"];
+    let ep = ep
+        .as_object()
+        .and_then(|o| o.values().next())
+        .context("c1 not listed")?;
+    let id = ep["EndpointID"].as_str().unwrap_or_default();
+    let want_mac = format!(
+        "02:50:{}:{}:{}:{}",
+        &id[0..2],
+        &id[2..4],
+        &id[4..6],
+        &id[6..8]
+    );
+    ensure!(
+        ep["MacAddress"] == want_mac,
+        "c1's MAC {} is not the plugin's {want_mac}",
+        ep["MacAddress"]
+    );
+    expect_default_route(&host, "c1", "10.78.0.1", "eth0")?;
+    // Real TCP over the plugin's bridge: from the host, and from a second sandbox.
+    host.expect_reach(At::Host, "tcp", "10.78.0.10", 8080)?;
+    host.run_idle("c3", &["--network", "capnet"])?;
+    host.expect_reach(At::Sandbox("c3"), "tcp", "10.78.0.10", 8080)?;
+    host.ferry_ok(&["rm", "-f", "c3"])?;
+
+    plugin.clear()?;
+    host.ferry_ok(&["rm", "-f", "c1"])?;
+    plugin.expect_calls(&recorded_calls("p20-rm-f-c1")?, "rm -f (P:p20)")?;
+    plugin.clear()?;
+    host.ferry_ok(&["network", "rm", "capnet"])?;
+    plugin.expect_calls(
+        &recorded_calls("p23-network-rm-capnet")?,
+        "network rm (P:p23)",
+    )?;
+    let left = host_links(&host, "p")?;
+    ensure!(left.is_empty(), "the plugin's links are left: {left:?}");
+    let leftovers = host.leftovers()?;
+    ensure!(leftovers.is_empty(), "left behind: {leftovers}");
+    drop(plugin);
+    host.finish()
 }

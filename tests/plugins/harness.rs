@@ -1,5 +1,5 @@
 //! The plugin processes and directories of tests/plugin_host.rs: the seed-style network
-//! plugin (Python) and the independent IPAM plugin (Perl), each started in the test
+//! plugin (Python) and the independent network and IPAM plugin (Perl), each started in the test
 //! host's network namespace and killed by pid when dropped, and the test's own plugin
 //! directories.
 
@@ -238,16 +238,16 @@ pub fn expect_nothing_attached(host: &TestHost, net: &str) -> Result<()> {
     Ok(())
 }
 
-/// The independent IPAM plugin (Perl), in the host's namespace; killed by pid when dropped.
-pub struct PerlIpam {
+/// The independent network and IPAM plugin (Perl), in the host's namespace; killed by pid when dropped.
+pub struct PerlPlugin {
     child: Child,
     log: PathBuf,
     pub failfile: PathBuf,
 }
 
-impl PerlIpam {
-    pub fn start(host: &TestHost, sock: &Path, dir: &Path) -> Result<PerlIpam> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plugins/ipam_driver.pl");
+impl PerlPlugin {
+    pub fn start(host: &TestHost, sock: &Path, dir: &Path) -> Result<PerlPlugin> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plugins/perl_driver.pl");
         let log = dir.join(format!("{}.calls", unique("ipam")));
         let failfile = dir.join("ipam.fail");
         let fd = host.netns()?.as_raw_fd();
@@ -267,8 +267,8 @@ impl PerlIpam {
                 Ok(())
             });
         }
-        let child = cmd.spawn().context("start perl ipam_driver.pl")?;
-        let p = PerlIpam {
+        let child = cmd.spawn().context("start perl perl_driver.pl")?;
+        let p = PerlPlugin {
             child,
             log,
             failfile,
@@ -279,7 +279,7 @@ impl PerlIpam {
             .contains("ready")
         {
             if Instant::now() > deadline {
-                bail!("the IPAM plugin did not start listening within 10 s");
+                bail!("the Perl plugin did not start listening within 10 s");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -307,6 +307,22 @@ impl PerlIpam {
         Ok(())
     }
 
+    /// Wait (bounded) until the calls since the last clear, by their full names
+    /// (`NetworkDriver.Join`), are `want`.
+    pub fn expect_calls(&self, want: &[String], what: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got: Vec<String> = self.calls()?.into_iter().map(|(m, _)| m).collect();
+            if got == want {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{what}: the Perl plugin got\n  {got:?}\nwhere dockerd sent\n  {want:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Wait (bounded) until the calls since the last clear are `want`: releases are
     /// sent right after the commit that freed the address, not before the CLI returns.
     pub fn expect_methods(&self, want: &[&str], what: &str) -> Result<()> {
@@ -324,7 +340,7 @@ impl PerlIpam {
     }
 }
 
-impl Drop for PerlIpam {
+impl Drop for PerlPlugin {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -356,4 +372,24 @@ pub fn expect_default_route(host: &TestHost, sandbox: &str, gw: &str, dev: &str)
         "{sandbox}'s default route is not via {gw} on {dev}: {routes:?}"
     );
     Ok(())
+}
+
+/// The plugin calls dockerd made for a recorded command (`P:name`), by full name, from
+/// shared/fixtures/docker-plugin-api beside the checkout.
+pub fn recorded_calls(fixture: &str) -> Result<Vec<String>> {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = here
+        .ancestors()
+        .map(|a| a.join("shared/fixtures/docker-plugin-api"))
+        .find(|p| p.is_dir())
+        .context("no shared/fixtures/docker-plugin-api beside the checkout")?;
+    let text = std::fs::read_to_string(dir.join(format!("{fixture}.json")))?;
+    let v: Value = serde_json::from_str(&text)?;
+    Ok(v["plugin_calls"]
+        .as_array()
+        .context("no plugin_calls")?
+        .iter()
+        .filter_map(|c| c["path"].as_str())
+        .map(|p| p.trim_start_matches('/').to_string())
+        .collect())
 }

@@ -99,7 +99,7 @@ pub(crate) struct SandboxLocks(
 );
 
 impl SandboxLocks {
-    async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    pub(crate) async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let m = self
             .0
             .lock()

@@ -112,7 +112,15 @@ pub fn watch<K: KernelOps>(d: std::sync::Arc<Daemon<K>>) {
             d.plughost.released.notified().await;
             let queue = std::mem::take(&mut *d.plughost.releases.lock().expect("release queue"));
             for l in queue {
+                // After the sandbox's teardown, as dockerd orders it (Leave,
+                // DeleteEndpoint, then ReleaseAddress: `P:p20`): the operation that freed
+                // the address holds the sandbox's turn until its links are gone.
+                let turn = d.sandbox_locks.lock(&l.owner).await;
                 d.release_address(&l.driver, &l.pool_id, l.ip.into()).await;
+                drop(turn);
+                if !d.state.lock().await.sandboxes.contains_key(&l.owner) {
+                    d.sandbox_locks.forget(&l.owner);
+                }
             }
         }
     });
