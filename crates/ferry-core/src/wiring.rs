@@ -72,3 +72,49 @@ impl AttachSpec {
         }
     }
 }
+
+/// One kernel step of a plan, in the order ferryd's executor runs them. Each knows what
+/// takes it back ([`KernelStep::undo`]): a step that fails leaves nothing, and the
+/// executor takes back the steps before it in reverse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelStep {
+    /// The sandbox's own network namespace, pinned at this path, `lo` up.
+    CreateNetns(PathBuf),
+    /// The sandbox's /etc/hostname, hosts and resolv.conf, written from the state into
+    /// its directory (which goes with the sandbox, so nothing takes them back).
+    SandboxFiles,
+    /// One endpoint's link.
+    Attach(AttachSpec),
+    /// The namespace's name where `ip netns` finds it: the symlink `link` → `target`.
+    NameNetns { link: PathBuf, target: PathBuf },
+}
+
+/// What takes a [`KernelStep`] back; a stop's teardown is a list of these too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelUndo {
+    /// An endpoint's link, by its host end (deleting it takes the sandbox's end along;
+    /// a plugin's goes back to the plugin). A link without a host end goes with its
+    /// namespace.
+    DetachLink(String),
+    RemoveNetns(PathBuf),
+    /// A namespace's name (the symlink).
+    Unname(PathBuf),
+}
+
+impl KernelStep {
+    /// Whether a failure of this step may leave part of it made, so that its own undo
+    /// runs too: a namespace file may be there without a namespace on it. (An attach
+    /// removes what it made before it fails.)
+    pub fn leaves_part(&self) -> bool {
+        matches!(self, KernelStep::CreateNetns(_))
+    }
+
+    pub fn undo(&self) -> Option<KernelUndo> {
+        match self {
+            KernelStep::CreateNetns(p) => Some(KernelUndo::RemoveNetns(p.clone())),
+            KernelStep::SandboxFiles => None,
+            KernelStep::Attach(spec) => spec.host_if().map(|h| KernelUndo::DetachLink(h.into())),
+            KernelStep::NameNetns { link, .. } => Some(KernelUndo::Unname(link.clone())),
+        }
+    }
+}

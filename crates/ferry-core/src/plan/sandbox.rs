@@ -7,7 +7,7 @@ use super::attach::{cursor_of, default_route_network, plan_attach, published_of,
 use crate::model::{RunState, Sandbox};
 use crate::ports::Published;
 use crate::state::{Key, State};
-use crate::wiring::AttachSpec;
+use crate::wiring::{AttachSpec, KernelStep, KernelUndo};
 use crate::CoreError;
 
 /// The records a create of `sb` on `net_id` edits.
@@ -115,4 +115,46 @@ pub fn plan_start(
         published: published_of(st, sb_id),
         cursors,
     })
+}
+
+/// A start's kernel steps, in order: for a sandbox with a namespace of its own, the
+/// namespace at `netns`, its files, each endpoint's link, then the namespace's name
+/// `netns_name` (named last: `ip netns` never shows a half-made sandbox); for one in
+/// ferryd's namespace (host mode, no endpoints), nothing.
+pub fn start_steps(
+    sb: &Sandbox,
+    netns: &std::path::Path,
+    netns_name: std::path::PathBuf,
+    attach: &[AttachSpec],
+) -> Vec<KernelStep> {
+    let own = sb.network_mode.own_netns();
+    let mut steps = vec![];
+    if own {
+        steps.push(KernelStep::CreateNetns(netns.to_path_buf()));
+        steps.push(KernelStep::SandboxFiles);
+    }
+    steps.extend(attach.iter().cloned().map(KernelStep::Attach));
+    if own {
+        steps.push(KernelStep::NameNetns {
+            link: netns_name,
+            target: netns.to_path_buf(),
+        });
+    }
+    steps
+}
+
+/// A stop's teardown, in order: the endpoints' links (`links`, their host ends), then
+/// the sandbox's own namespace and its name, if it has one.
+pub fn stop_teardown(
+    sb: &Sandbox,
+    netns: std::path::PathBuf,
+    netns_name: std::path::PathBuf,
+    links: Vec<String>,
+) -> Vec<KernelUndo> {
+    let mut undo: Vec<KernelUndo> = links.into_iter().map(KernelUndo::DetachLink).collect();
+    if sb.network_mode.own_netns() {
+        undo.push(KernelUndo::RemoveNetns(netns));
+        undo.push(KernelUndo::Unname(netns_name));
+    }
+    undo
 }

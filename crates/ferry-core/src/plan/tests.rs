@@ -585,3 +585,57 @@ fn a_sandbox_without_a_way_out_gets_the_gateway_bridge_until_a_network_gives_one
     set_way(&mut st, F, crate::model::WayOut::Lacks);
     assert_eq!(plan_gateway_service(&st, "a"), Step::Add);
 }
+
+/// A start's kernel work as values: the namespace, its files, each endpoint's link, the
+/// namespace's name, each with what takes it back; a sandbox in ferryd's namespace has
+/// none; a stop takes the links back, then the namespace and its name.
+#[test]
+fn a_start_is_kernel_steps_each_paired_with_its_undo() {
+    use super::sandbox::{plan_start, start_steps, stop_teardown};
+    use crate::wiring::{KernelStep as Step, KernelUndo as Undo};
+    let mut st = state();
+    plan_connect(&mut st, "b", F, Asked::default(), None).unwrap();
+    let mut ids = ["1", "2"].iter().map(|c| c.repeat(64));
+    let netns = std::path::Path::new("/run/ferry/netns/b");
+    let plan = plan_start(&mut st, "b", netns, || ids.next().unwrap(), "t".into()).unwrap();
+    let sb = st.sandboxes["b"].clone();
+    let name = PathBuf::from("/run/netns/ferry-name-b");
+    let steps = start_steps(&sb, netns, name.clone(), &plan.attach);
+    assert_eq!(
+        steps,
+        [
+            Step::CreateNetns(netns.into()),
+            Step::SandboxFiles,
+            Step::Attach(plan.attach[0].clone()),
+            Step::NameNetns {
+                link: name.clone(),
+                target: netns.into()
+            },
+        ]
+    );
+    let host_if = plan.attach[0].host_if().unwrap().to_string();
+    let undo: Vec<_> = steps.iter().map(Step::undo).collect();
+    assert_eq!(
+        undo,
+        [
+            Some(Undo::RemoveNetns(netns.into())),
+            None,
+            Some(Undo::DetachLink(host_if.clone())),
+            Some(Undo::Unname(name.clone())),
+        ]
+    );
+    let partial: Vec<_> = steps.iter().map(Step::leaves_part).collect();
+    assert_eq!(partial, [true, false, false, false]);
+    assert_eq!(
+        stop_teardown(&sb, netns.into(), name.clone(), vec![host_if.clone()]),
+        [
+            Undo::DetachLink(host_if),
+            Undo::RemoveNetns(netns.into()),
+            Undo::Unname(name.clone())
+        ]
+    );
+    let mut host = sandbox("h", false);
+    host.network_mode = NetworkMode::Host;
+    assert_eq!(start_steps(&host, netns, name.clone(), &[]), []);
+    assert_eq!(stop_teardown(&host, netns.into(), name, vec![]), []);
+}

@@ -23,6 +23,7 @@ pub mod firewalling;
 mod network;
 mod plugin;
 mod sandbox;
+mod steps;
 mod system;
 mod way_out;
 

@@ -13,21 +13,14 @@ use ferry_core::model::{DnsConf, Driver, Endpoint, Membership, NetworkMode, RunS
 use ferry_core::plan::attach::{plan_detach, unplan_attach};
 use ferry_core::plan::sandbox as sandbox_plan;
 use ferry_core::validate::valid_name;
+use ferry_core::wiring::KernelUndo;
 use ferry_core::CoreError;
-use ferry_kernel::{AttachSpec, AttachStep, KernelOps};
+use ferry_kernel::{AttachStep, KernelOps};
 
 use super::{new_id, now, Daemon};
 use crate::error::{Error, Result};
 use crate::state::{Desired, Key, Snapshot, State};
 use crate::supervise;
-
-/// What the kernel must undo after a sandbox stopped.
-#[derive(Debug, Default)]
-pub struct Teardown {
-    links: Vec<String>,
-    netns: Option<PathBuf>,
-    netns_link: Option<PathBuf>,
-}
 
 /// A process exit, reported by the supervisor or by the CLI.
 #[derive(Debug, Clone, Copy)]
@@ -157,7 +150,7 @@ impl<K: KernelOps> Daemon<K> {
         Ok(())
     }
 
-    fn write_files(&self, sb: &Sandbox) -> Result<()> {
+    pub(crate) fn write_files(&self, sb: &Sandbox) -> Result<()> {
         let dir = self.cfg.sandbox_dir(&sb.id);
         let io =
             |e: std::io::Error| Error::Other(format!("write files of sandbox {}: {e}", sb.name));
@@ -281,7 +274,9 @@ impl<K: KernelOps> Daemon<K> {
         let sb = st.sandboxes[&id].clone();
         drop(st);
         // The kernel work runs without the state lock; this sandbox's turn is still held.
-        let started = match self.program_start(&sb, &netns, &plan.attach).await {
+        let steps =
+            sandbox_plan::start_steps(&sb, &netns, self.cfg.netns_link(&sb.name), &plan.attach);
+        let started = match self.run_steps(&sb, steps).await {
             Ok(undo) => self.settle_and_spawn(&turn, &sb, &netns, spawn, undo).await,
             Err(e) => Err(e),
         };
@@ -334,7 +329,7 @@ impl<K: KernelOps> Daemon<K> {
         sb: &Sandbox,
         netns: &std::path::Path,
         spawn: bool,
-        undo: Teardown,
+        undo: Vec<KernelUndo>,
     ) -> Result<Option<tokio::process::Child>> {
         let res = match self.settle_way_out(turn).await {
             Ok(()) if spawn => self.spawn_process(sb, netns).map(Some),
@@ -343,7 +338,7 @@ impl<K: KernelOps> Daemon<K> {
         };
         if res.is_err() {
             self.drop_gateway_service(turn).await;
-            self.run_teardown(undo).await;
+            self.run_undo(undo).await;
         }
         res
     }
@@ -373,114 +368,41 @@ impl<K: KernelOps> Daemon<K> {
         }
     }
 
-    /// The kernel side of a start up to its process: the namespace, files and
-    /// endpoints. Undoes its own steps if one fails; returns what undoes them all.
-    async fn program_start(
-        &self,
-        sb: &Sandbox,
-        netns: &std::path::Path,
-        specs: &[AttachSpec],
-    ) -> Result<Teardown> {
-        let own_netns = sb.network_mode.own_netns();
-        let mut undo = Teardown {
-            netns: own_netns.then(|| netns.to_path_buf()),
-            ..Default::default()
-        };
-        let res: Result<()> = async {
-            if own_netns {
-                self.kernel.create_netns(netns).await?;
-                self.kernel.fault(AttachStep::Dns)?;
-                self.write_files(sb)?;
-            }
-            for spec in specs {
-                // plughost: kernel.attach, or a plugin's Join.
-                self.attach_endpoint(spec).await?;
-                // A macvlan link has no host end: it goes with the namespace.
-                undo.links.extend(spec.host_if().map(str::to_string));
-            }
-            if own_netns {
-                let link = self.cfg.netns_link(&sb.name);
-                let _ = std::fs::create_dir_all(&self.cfg.netns_dir);
-                let _ = std::fs::remove_file(&link);
-                std::os::unix::fs::symlink(netns, &link)
-                    .map_err(|e| Error::Other(format!("link {}: {e}", link.display())))?;
-                undo.netns_link = Some(link);
-            }
-            Ok(())
-        }
-        .await;
-        match res {
-            Ok(()) => Ok(undo),
-            Err(e) => {
-                self.run_teardown(undo).await;
-                Err(e)
-            }
-        }
-    }
-
     /// Tear down the live network of a sandbox in `st`; returns the kernel work.
-    pub(crate) fn plan_stop(&self, st: &mut Desired, id: &str, keep_static: bool) -> Teardown {
-        let Some(sb) = st.sandboxes.get(id) else {
-            return Teardown::default();
+    pub(crate) fn plan_stop(
+        &self,
+        st: &mut Desired,
+        id: &str,
+        keep_static: bool,
+    ) -> Vec<KernelUndo> {
+        let Some(sb) = st.sandboxes.get(id).cloned() else {
+            return vec![];
         };
-        let own = sb.network_mode.own_netns();
-        let mut t = Teardown {
-            netns: own.then(|| self.cfg.sandbox_netns(id)),
-            netns_link: own.then(|| self.cfg.netns_link(&sb.name)),
-            links: vec![],
-        };
-        let nets: Vec<String> = sb.endpoints.iter().map(|e| e.network_id.clone()).collect();
-        for n in nets {
+        let mut links = vec![];
+        for e in &sb.endpoints {
             // A link without a host end goes with the sandbox's namespace.
-            if let Some(link) = plan_detach(st, id, &n, keep_static).and_then(|u| u.host_if) {
-                t.links.push(link);
-            }
+            let detached = plan_detach(st, id, &e.network_id, keep_static);
+            links.extend(detached.and_then(|u| u.host_if));
         }
         // The way out ferry added goes with the stop, as dockerd deletes the sandbox's
         // docker_gwbridge endpoint: the next start settles it again.
         if let Some(sb) = st.sandboxes.get_mut(id) {
             sb.endpoints.retain(|e| e.membership.is_asked());
         }
-        t
+        let (netns, name) = (self.cfg.sandbox_netns(id), self.cfg.netns_link(&sb.name));
+        sandbox_plan::stop_teardown(&sb, netns, name, links)
     }
 
-    /// Take `t`'s veths out of service now, while the caller still holds the state lock
+    /// Take `t`'s links out of service now, while the caller still holds the state lock
     /// under which their addresses were freed: another connect must not bring the same
     /// address and MAC up on the bridge beside a pair still up. (Retiring an endpoint's
     /// pair is well under a millisecond; the namespace can go after the lock.)
-    async fn retire_links_now(&self, t: &mut Teardown) {
-        let links = std::mem::take(&mut t.links);
-        self.run_teardown(Teardown {
-            links,
-            ..Default::default()
-        })
-        .await;
-    }
-
-    /// Every step runs even if one before it failed; errors are logged together.
-    pub(crate) async fn run_teardown(&self, t: Teardown) {
-        let mut errors = vec![];
-        for l in &t.links {
-            // plughost: kernel.delete_link, or a plugin's Leave.
-            if let Err(e) = self.detach_link(l).await {
-                errors.push(e.to_string());
-            }
-        }
-        if let Some(ns) = &t.netns {
-            if let Err(e) = self.kernel.remove_netns(ns).await {
-                errors.push(e.to_string());
-            }
-        }
-        if let Some(l) = &t.netns_link {
-            if let Err(e) = std::fs::remove_file(l) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    errors.push(format!("remove {}: {e}", l.display()));
-                }
-            }
-        }
-        if !errors.is_empty() {
-            tracing::warn!("teardown left work for reconcile: {}", errors.join("; "));
-        }
+    async fn retire_links_now(&self, t: &mut Vec<KernelUndo>) {
+        let (links, rest) = std::mem::take(t)
+            .into_iter()
+            .partition(|u| matches!(u, KernelUndo::DetachLink(_)));
+        *t = rest;
+        self.run_undo(links).await;
     }
 
     /// A sandbox's process ended: release its network, keep static reservations,
@@ -515,7 +437,7 @@ impl<K: KernelOps> Daemon<K> {
         self.sync_firewall_or_warn(&st, "exit").await;
         self.retire_links_now(&mut t).await;
         drop(st);
-        self.run_teardown(t).await;
+        self.run_undo(t).await;
         if auto_remove {
             let _ = std::fs::remove_dir_all(self.cfg.sandbox_dir(id));
             self.sandbox_locks.forget(id);
@@ -564,15 +486,17 @@ impl<K: KernelOps> Daemon<K> {
             // No pid recorded (a start cut short by a crash, a foreground run before it
             // reported): whatever runs in the namespace is the sandbox's.
             if pid == 0 {
-                if let Some(ns) = &t.netns {
-                    supervise::kill_in_netns(ns, &id);
+                for u in &t {
+                    if let KernelUndo::RemoveNetns(ns) = u {
+                        supervise::kill_in_netns(ns, &id);
+                    }
                 }
             }
         }
         self.sync_firewall_or_warn(&st, "rm").await;
         self.retire_links_now(&mut t).await;
         drop(st);
-        self.run_teardown(t).await;
+        self.run_undo(t).await;
         let _ = std::fs::remove_dir_all(self.cfg.sandbox_dir(&id));
         self.sandbox_locks.forget(&id);
         Ok(())
