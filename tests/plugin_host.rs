@@ -1311,3 +1311,95 @@ fn an_independent_perl_plugin_as_network_and_ipam_driver_gets_dockerds_calls_in_
     drop(plugin);
     host.finish()
 }
+
+/// ferryd driving ferryd: a second ferryd in the same network namespace (its own state,
+/// its own plugin socket, `--instance fz` so that its links and tables are its own) is
+/// the first one's remote network and IPAM plugin. The network, its addresses and its
+/// bridge are the second's; the sandboxes, their namespaces and the links moved into
+/// them are the first's; they talk over the second's bridge, and a sandbox on the
+/// first's own default bridge cannot reach them (the control reaches them from beside).
+#[test]
+fn ferryd_drives_a_second_ferryd_as_its_network_and_ipam_plugin() -> Result<()> {
+    let dirs = PluginDirs::new()?;
+    let Some(host) = start_host(ferry_testkit::scenario_name!(), &dirs, 5, 0)? else {
+        return Ok(());
+    };
+    let b = SecondFerryd::start(&host, &dirs.root.join("second"))?;
+    let url = format!("unix://{}", b.plugin_socket().display());
+    std::fs::write(dirs.etc().join("ferryb.spec"), url)?;
+    host.ferry_ok(&[
+        "network",
+        "create",
+        "-d",
+        "ferryb",
+        "--ipam-driver",
+        "ferryb",
+        "--subnet",
+        "10.82.0.0/24",
+        "fnet",
+    ])?;
+    // The second ferryd made the network: its bridge (its own link prefix) holds the
+    // gateway, and its own `network ls` shows Docker's network.
+    let bridges = host_links(&host, "fz-")?;
+    ensure!(
+        bridges.len() == 1,
+        "the second ferryd's bridges: {bridges:?}"
+    );
+    let tables = host.nft(&["list", "tables"])?;
+    for t in [
+        "inet ferry\n",
+        "inet ferry_fz\n",
+        "bridge ferry\n",
+        "bridge ferry_fz\n",
+    ] {
+        ensure!(
+            tables.contains(&format!("table {t}")),
+            "no table {t} in:\n{tables}"
+        );
+    }
+    let net = host.network_inspect("fnet")?;
+    ensure!(
+        net["Driver"] == "ferryb" && net["IPAM"]["Driver"] == "ferryb",
+        "{net}"
+    );
+    let id = net["Id"].as_str().context("fnet has no ID")?;
+    let theirs = b
+        .ferry(&host, &["network", "ls", "--no-trunc"])?
+        .expect_success()?;
+    ensure!(
+        theirs.stdout.contains(id),
+        "the second ferryd does not list Docker's network {id}:\n{theirs}"
+    );
+
+    host.run_server("s1", &["--network", "fnet"], "tcp", 8080)?;
+    host.run_idle("s2", &["--network", "fnet"])?;
+    let ip1 = host.ip_of("s1", "fnet")?;
+    ensure!(ip1.starts_with("10.82.0."), "s1 got {ip1}");
+    // The link in s1 is the second ferryd's pair, moved in by the first (renamed eth0),
+    // with the gateway its Join gave.
+    expect_default_route(&host, "s1", "10.82.0.1", "eth0")?;
+    let theirs_links = host_links(&host, "fz")?;
+    ensure!(
+        theirs_links
+            .iter()
+            .filter(|l| !l.starts_with("fz-"))
+            .count()
+            == 2,
+        "the host ends of s1's and s2's pairs on the second's bridge: {theirs_links:?}"
+    );
+    host.expect_reach(At::Sandbox("s2"), "tcp", &ip1, 8080)?;
+    host.expect_reach(At::Host, "tcp", &ip1, 8080)?;
+    host.run_idle("d1", &[])?;
+    host.expect_no_reach(At::Sandbox("d1"), "tcp", &ip1, 8080, NoReach::Timeout)?;
+
+    host.ferry_ok(&["rm", "-f", "s1", "s2", "d1"])?;
+    host.ferry_ok(&["network", "rm", "fnet"])?;
+    ensure!(
+        host_links(&host, "fz-")?.is_empty(),
+        "the second's bridge is left"
+    );
+    b.stop(&host)?;
+    let leftovers = host.leftovers()?;
+    ensure!(leftovers.is_empty(), "left behind: {leftovers}");
+    host.finish()
+}

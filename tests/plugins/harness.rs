@@ -393,3 +393,90 @@ pub fn recorded_calls(fixture: &str) -> Result<Vec<String>> {
         .map(|p| p.trim_start_matches('/').to_string())
         .collect())
 }
+
+/// A second ferryd in the test host's network namespace (`--instance fz`: links `fz…`,
+/// tables `ferry_fz`, its own directories, default bridge and socket), serving its Docker
+/// plugin socket for the first one to drive. Dropped: `system cleanup` through its own
+/// socket (its tables, bridge and sysctls go; it exits), then killed by pid if it has not.
+pub struct SecondFerryd {
+    child: Child,
+    pub root: PathBuf,
+    sock: PathBuf,
+}
+
+impl SecondFerryd {
+    pub fn start(host: &TestHost, root: &Path) -> Result<SecondFerryd> {
+        let sock = root.join("ferry.sock");
+        for d in ["data", "run", "netns", "plugin", "specs"] {
+            std::fs::create_dir_all(root.join(d))?;
+        }
+        let log = std::fs::File::create(root.join("ferryd.log"))?;
+        let fd = host.netns()?.as_raw_fd();
+        let mut cmd = Command::new(&host.bins().ferryd);
+        let s = |d: &str| root.join(d).display().to_string();
+        cmd.args(["--instance", "fz", "--bip", "172.31.250.1/24"])
+            .args(["--data-root", &s("data"), "--exec-root", &s("run")])
+            .args(["--netns-dir", &s("netns"), "--plugin-dir", &s("plugin")])
+            .args(["--plugin-sockets", "", "--plugin-specs", &s("specs")])
+            .arg("-H")
+            .arg(format!("unix://{}", sock.display()))
+            .env("RUST_LOG", "info")
+            .env_remove("FERRY_FAULT")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // SAFETY: only async-signal-safe syscalls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc_prctl_pdeathsig() != 0 || libc_setns(fd) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().context("start the second ferryd")?;
+        let b = SecondFerryd {
+            child,
+            root: root.to_path_buf(),
+            sock,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ferry_testkit::ping(&b.sock).is_err() {
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(root.join("ferryd.log")).unwrap_or_default();
+                bail!("the second ferryd did not answer within 20 s:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(b)
+    }
+
+    /// Its Docker plugin socket.
+    pub fn plugin_socket(&self) -> PathBuf {
+        self.root.join("plugin").join("ferry.sock")
+    }
+
+    /// `ferry ARGS…` against the second ferryd.
+    pub fn ferry(&self, host: &TestHost, args: &[&str]) -> Result<ferry_testkit::Output> {
+        let mut cmd = Command::new(&host.bins().ferry);
+        cmd.arg("-H")
+            .arg(format!("unix://{}", self.sock.display()))
+            .args(args);
+        ferry_testkit::run_bounded(&mut cmd, ferry_testkit::CLI_TIMEOUT)
+    }
+
+    /// Clean up through its own socket, then make sure it is gone.
+    pub fn stop(mut self, host: &TestHost) -> Result<()> {
+        let out = self.ferry(host, &["system", "cleanup"])?;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        out.expect_success().map(drop)
+    }
+}
+
+impl Drop for SecondFerryd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -13,6 +13,7 @@ pub mod files;
 pub mod filters;
 pub mod id;
 pub mod ifname;
+pub mod instance;
 pub mod ipam;
 pub mod model;
 pub mod nft;

@@ -12,7 +12,10 @@ use crate::ports::{PortMapping, Published};
 use crate::IfName;
 
 pub const DEFAULT_BRIDGE: &str = "bridge";
-pub const DEFAULT_BRIDGE_IF: &str = "ferry0";
+/// The default bridge's link: `ferry0` (a second ferryd's: [`crate::instance`]).
+pub fn default_bridge_if() -> &'static str {
+    crate::instance::default_bridge()
+}
 pub const DEFAULT_MTU: u32 = 1500;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -568,9 +571,11 @@ pub fn mac_string(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
-/// Host-side veth name for an endpoint: `fy` and 11 hex characters of its ID.
+/// Host-side veth name for an endpoint: `fy` (this ferryd's link prefix,
+/// [`crate::instance`]) and 11 hex characters of its ID.
 pub fn host_if_name(endpoint_id: &str) -> IfName {
-    IfName::new(format!("fy{}", &endpoint_id[..11])).expect("13 bytes is a valid name")
+    let p = crate::instance::link_prefix();
+    IfName::new(format!("{p}{}", &endpoint_id[..11])).expect("13 bytes is a valid name")
 }
 
 /// The MAC of every overlay's VXLAN device on the host whose tunnel address is `vtep`:
@@ -589,9 +594,11 @@ pub fn overlay_if_names(network_id: &str) -> (IfName, IfName) {
     )
 }
 
-/// Bridge name of a user network without `com.docker.network.bridge.name`.
+/// Bridge name of a user network without `com.docker.network.bridge.name`: `fy-` (with
+/// this ferryd's link prefix) and 8 hex characters of its ID.
 pub fn bridge_name_for(network_id: &str) -> IfName {
-    IfName::new(format!("fy-{}", &network_id[..8])).expect("11 bytes is a valid name")
+    let p = crate::instance::link_prefix();
+    IfName::new(format!("{p}-{}", &network_id[..8])).expect("11 bytes is a valid name")
 }
 
 #[cfg(test)]

@@ -91,8 +91,9 @@ impl DockerEndpoint {
 }
 
 /// The container end of a Docker endpoint's veth pair while it is in ferryd's
-/// namespace: `fy`, 11 hex digits of the endpoint ID, `c` (the host end is the same
-/// without the `c`, as for ferry's own sandboxes).
+/// namespace: `fy` (this ferryd's link prefix), 11 hex digits of the endpoint ID, `c`
+/// (the host end is the same without the `c`, as for ferry's own sandboxes).
 pub fn container_if_name(endpoint_id: &str) -> String {
-    format!("fy{}c", &endpoint_id[..11])
+    let p = crate::instance::link_prefix();
+    format!("{p}{}c", &endpoint_id[..11])
 }

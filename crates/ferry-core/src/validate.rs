@@ -11,8 +11,7 @@ use crate::docker::network::{IpamConfigReq as IpamConfig, NetworkCreateRequest};
 use crate::ipam::pools::{next_pool, overlaps};
 use crate::ipam::AddressPool;
 use crate::model::{
-    bridge_name_for, BridgeConf, Driver, IpamEcho, Network, NetworkKind, DEFAULT_BRIDGE_IF,
-    DEFAULT_MTU,
+    bridge_name_for, BridgeConf, Driver, IpamEcho, Network, NetworkKind, DEFAULT_MTU,
 };
 use crate::{CoreError, IfName};
 
@@ -381,7 +380,7 @@ pub fn predefined_networks(ids: [String; 3], created: &str, bip: Ipv4Net) -> Vec
         (OPT_ICC, "true"),
         (OPT_MASQ, "true"),
         (OPT_HOST_BINDING, "0.0.0.0"),
-        (OPT_BRIDGE_NAME, DEFAULT_BRIDGE_IF),
+        (OPT_BRIDGE_NAME, crate::model::default_bridge_if()),
         (OPT_MTU, "1500"),
     ]
     .into_iter()
@@ -407,7 +406,7 @@ pub fn predefined_networks(ids: [String; 3], created: &str, bip: Ipv4Net) -> Vec
         b,
         crate::model::DEFAULT_BRIDGE,
         NetworkKind::Bridge(BridgeConf {
-            name: IfName::new(DEFAULT_BRIDGE_IF).expect("valid"),
+            name: IfName::new(crate::model::default_bridge_if()).expect("valid"),
             mtu: DEFAULT_MTU,
             icc: true,
             masquerade: true,

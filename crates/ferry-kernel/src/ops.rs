@@ -458,7 +458,8 @@ impl KernelOps for Netlink {
 
     async fn nft(&self, script: &str) -> Result<String, KernelError> {
         let nft = self.nft_ctx()?;
-        let script = script.to_string();
+        // Rendered for `inet ferry`/`bridge ferry`; a second ferryd's tables are its own.
+        let script = ferry_core::instance::rename_tables(script).into_owned();
         tokio::task::spawn_blocking(move || nft.run(&script))
             .await
             .map_err(|e| KernelError::other("apply", "nftables ruleset", e.to_string()))?

@@ -89,6 +89,16 @@ struct Args {
     /// The UDP port of overlay tunnels.
     #[arg(long, default_value_t = ferryd::overlay::VXLAN_PORT)]
     vxlan_port: u16,
+    /// A second ferryd in the same network namespace (two characters, as `fz`): its
+    /// links are named `fz…`, its nftables tables `ferry_fz`, its default bridge
+    /// `ferry_fz0`, so that neither takes the other's for its own. Give it its own
+    /// --data-root, --exec-root, -H, --netns-dir, --bip and --plugin-dir too.
+    #[arg(long, value_name = "ID", value_parser = parse_instance)]
+    instance: Option<ferry_core::instance::InstanceId>,
+}
+
+fn parse_instance(s: &str) -> Result<ferry_core::instance::InstanceId, String> {
+    ferry_core::instance::InstanceId::new(s).map_err(|e| e.to_string())
 }
 
 /// The cluster flags, checked: none of them, or a store and an address to advertise.
@@ -167,6 +177,10 @@ const DRAIN_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(id) = &args.instance {
+        // Before anything is named.
+        ferry_core::instance::set(id)?;
+    }
     let cluster = cluster_conf(&args)?;
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -299,10 +299,7 @@ async fn remove_orphans<K: KernelOps>(d: &Daemon<K>) {
     // and a link or namespace made by a concurrent start must not look like an orphan.
     match d.kernel.link_names().await {
         Ok(names) => {
-            for l in names
-                .iter()
-                .filter(|l| (l.starts_with("fy") || l.as_str() == "ferry0") && !links.contains(*l))
-            {
+            for l in names.iter().filter(|l| ours(l) && !links.contains(*l)) {
                 tracing::info!("reconcile: removing orphan link {l}");
                 if let Err(e) = d.kernel.delete_link(l).await {
                     tracing::warn!("reconcile: {e}");
@@ -344,4 +341,10 @@ fn dir_names(dir: &std::path::Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A link this ferryd names: its prefix's (`fy…`), or its default bridge (`ferry0`).
+fn ours(link: &str) -> bool {
+    link.starts_with(ferry_core::instance::link_prefix())
+        || link == ferry_core::model::default_bridge_if()
 }

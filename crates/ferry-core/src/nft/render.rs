@@ -98,9 +98,11 @@ const ICC_HOOK: &str = "type filter hook forward priority 0; policy accept;";
 /// or tracked.
 const GUARD_HOOK: &str = "type filter hook prerouting priority -200; policy accept;";
 
-/// The prefix of every host-side veth of ferry's ([`crate::model::host_if_name`]); no
-/// bridge or other link of ferry's that can be a bridge port starts with it.
-const VETH_PREFIX: &str = "fy";
+/// The prefix of every host-side veth of this ferryd's ([`crate::model::host_if_name`]);
+/// no bridge or other link of ferry's that can be a bridge port starts with it.
+fn veth_prefix() -> &'static str {
+    crate::instance::link_prefix()
+}
 
 /// How ferryd found the host, which decides two rules.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -336,7 +338,8 @@ pub fn guard_hook(on: bool) -> String {
     if on {
         let _ = writeln!(
             s,
-            "add rule bridge ferry prerouting iifname \"{VETH_PREFIX}*\" jump guard"
+            "add rule bridge ferry prerouting iifname \"{}*\" jump guard",
+            veth_prefix()
         );
     } else {
         s.push_str("delete chain bridge ferry prerouting\n");

@@ -42,18 +42,24 @@ use crate::{netns, KernelError};
 /// namespaces where ferryd runs.
 pub const GRAVE_GROUP: u32 = 0x0066_797a;
 
-/// The reserved name a retired host end `fy<11 hex>` (and its peer) is renamed to.
+/// The reserved name a retired host end `fy<11 hex>` (and its peer) is renamed to:
+/// `fyz<11 hex>` (`fy` is this ferryd's link prefix, `ferry_core::instance`).
 pub fn retired_name(host_if: &str) -> Option<String> {
-    let hex = host_if.strip_prefix("fy")?;
-    (hex.len() == 11 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-        .then(|| format!("fyz{hex}"))
+    let p = ferry_core::instance::link_prefix();
+    let hex = host_if.strip_prefix(p)?;
+    is_hex11(hex).then(|| format!("{p}z{hex}"))
 }
 
 /// Is `name` a retired link (one a background deletion owns)?
 pub fn is_retired(name: &str) -> bool {
-    name.strip_prefix("fyz").is_some_and(|hex| {
-        hex.len() == 11 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    })
+    let p = ferry_core::instance::link_prefix();
+    name.strip_prefix(p)
+        .and_then(|r| r.strip_prefix('z'))
+        .is_some_and(is_hex11)
+}
+
+fn is_hex11(s: &str) -> bool {
+    s.len() == 11 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// What became of a link asked to retire.
