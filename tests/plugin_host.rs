@@ -601,29 +601,6 @@ fn connect_and_disconnect_join_and_leave_a_plugin_network_and_the_gateway_role_m
         &["--mac", "02:aa:bb:cc:dd:ee", "--join-gateway", "10.6.0.1"],
     )?;
     plugin_network(&host, "seed", "cnet", "br6", "10.6.0.0/24")?;
-    // Ports are not published on a plugin's network; the same run without -p works
-    // (c1 below, and every other test here).
-    let out = host.ferry(&[
-        "run",
-        "-d",
-        "--name",
-        "p1",
-        "-p",
-        "8081:80",
-        "--network",
-        "cnet",
-        "--",
-        "true",
-    ])?;
-    let out = out.expect_failure()?;
-    ensure!(
-        out.stderr.contains("driven by plugin seed") && out.stderr.contains("publish"),
-        "-p on a plugin network:\n{out}"
-    );
-    ensure!(
-        host.sandbox_ids()?.is_empty(),
-        "a refused run left a sandbox"
-    );
     host.run_server("c1", &[], "tcp", 8080)?;
     plugin.clear()?;
     host.ferry_ok(&["network", "connect", "cnet", "c1"])?;
@@ -718,6 +695,30 @@ fn connect_and_disconnect_join_and_leave_a_plugin_network_and_the_gateway_role_m
         m == ["RevokeExternalConnectivity", "Leave", "DeleteEndpoint"],
         "rm of the new gateway endpoint: {m:?}"
     );
+    // Ports published on a plugin's network are the plugin's to publish, as with dockerd:
+    // sent with CreateEndpoint, Join and ProgramExternalConnectivity (P:p10), published
+    // by ferry nowhere, shown nowhere (P:p11, P:p12).
+    plugin.clear()?;
+    host.run_idle("p1", &["-p", "8081:80", "--network", "cnet"])?;
+    let calls = plugin.calls()?;
+    let m: Vec<String> = calls.iter().map(|(m, _)| short(m)).collect();
+    ensure!(
+        m[..3] == ["CreateEndpoint", "Join", "ProgramExternalConnectivity"],
+        "{m:?}"
+    );
+    let want = serde_json::json!([{"Proto": 6, "IP": "", "Port": 80, "HostIP": "",
+                                   "HostPort": 8081, "HostPortEnd": 8081}]);
+    for (method, body) in &calls[..3] {
+        let sent = &body["Options"]["com.docker.network.portmap"];
+        ensure!(*sent == want, "{method}'s port map: {sent}");
+    }
+    let ports = &host.inspect("p1")?["NetworkSettings"]["Ports"];
+    ensure!(
+        ports.as_object().is_none_or(|o| o.is_empty()),
+        "inspect shows {ports}"
+    );
+    ensure!(host.ferry_ok(&["port", "p1"])?.trim().is_empty());
+    host.ferry_ok(&["rm", "-f", "p1"])?;
     remove_and_check(&host, "cnet", "br6")?;
     drop(plugin);
     host.finish()
@@ -1156,6 +1157,27 @@ fn a_join_without_a_gateway_gets_docker_gwbridge_as_its_way_out_as_dockerd_gives
     );
     expect_nothing_on_gateway_bridge(&host)?;
 
+    // Ports published on the plugin's network go to the plugin with its calls, as dockerd
+    // sends them (P:p10); without a gateway they are published on docker_gwbridge, as
+    // dockerd publishes them on its endpoint there: a peer reaches g3 through the host.
+    plugin.clear()?;
+    host.run_server(
+        "g3",
+        &["--network", "gnet", "-p", "18080:8080"],
+        "tcp",
+        8080,
+    )?;
+    let calls = plugin.calls()?;
+    let sent = &calls[0].1["Options"]["com.docker.network.portmap"];
+    ensure!(
+        *sent
+            == serde_json::json!([{"Proto": 6, "IP": "", "Port": 8080, "HostIP": "",
+                                   "HostPort": 18080, "HostPortEnd": 18080}]),
+        "CreateEndpoint's port map: {sent}"
+    );
+    host.expect_reach(At::Peer(&peer), "tcp", "10.251.0.1", 18080)?;
+    host.ferry_ok(&["rm", "-f", "g3"])?;
+
     // The control: DisableGatewayService asks for no way out, and gets none.
     let sock2 = dirs.sockets().join("nosvc.sock");
     let sock2_s = sock2.display().to_string();
@@ -1193,7 +1215,27 @@ fn a_join_without_a_gateway_gets_docker_gwbridge_as_its_way_out_as_dockerd_gives
         7070,
         NoReach::Unreachable,
     )?;
-    host.ferry_ok(&["rm", "-f", "w1"])?;
+    // Its ports are the plugin's to publish: sent along, not published by ferry.
+    waived.clear()?;
+    host.run_server(
+        "w2",
+        &["--network", "wnet", "-p", "18082:8080"],
+        "tcp",
+        8080,
+    )?;
+    let calls = waived.calls()?;
+    let sent = &calls[0].1["Options"]["com.docker.network.portmap"][0]["HostPort"];
+    ensure!(*sent == 18082, "CreateEndpoint's port map: {}", calls[0].1);
+    let w2 = host.ip_of("w2", "wnet")?;
+    host.expect_reach(At::Host, "tcp", &w2, 8080)?;
+    host.expect_no_reach(
+        At::Peer(&peer),
+        "tcp",
+        "10.251.0.1",
+        18082,
+        NoReach::Refused,
+    )?;
+    host.ferry_ok(&["rm", "-f", "w1", "w2"])?;
     host.ferry_ok(&["network", "rm", "fb"])?;
     for (net, br) in [("wnet", "brw"), ("gnet", "brg")] {
         expect_nothing_attached(&host, net)?;

@@ -356,6 +356,41 @@ struct WirePortMap {
     host_port_end: u16,
 }
 
+/// The port options dockerd sends a remote driver with CreateEndpoint, Join and
+/// ProgramExternalConnectivity (`P:p10`): each container port exposed, and each mapping
+/// one port at a time (a range as one entry per port; no host port: 0). The inverse of
+/// [`portmap`].
+pub fn port_options(ports: &[PortMapping]) -> Value {
+    let wire_proto = |p: Proto| match p {
+        Proto::Tcp => 6u8,
+        Proto::Udp => 17,
+    };
+    let mut exposed: Vec<(u8, u16)> = vec![];
+    let mut map = vec![];
+    for m in ports {
+        let proto = wire_proto(m.proto);
+        for (i, port) in m.container_ports.iter().enumerate() {
+            if !exposed.contains(&(proto, port)) {
+                exposed.push((proto, port));
+            }
+            let host = m.host_ports.map_or(0, |h| h.start() + i as u16);
+            map.push(WirePortMap {
+                proto,
+                ip: String::new(),
+                port,
+                host_ip: m.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                host_port: host,
+                host_port_end: host,
+            });
+        }
+    }
+    let exposed: Vec<Value> = exposed
+        .into_iter()
+        .map(|(proto, port)| serde_json::json!({"Proto": proto, "Port": port}))
+        .collect();
+    serde_json::json!({ OPT_EXPOSED: exposed, OPT_PORTMAP: map })
+}
+
 /// `com.docker.network.portmap` as ferry's mappings (runs of ports joined into ranges).
 /// Proto 6 is tcp, 17 udp. A host port of 0 asks ferry to choose one; Docker's "any
 /// one port of HOST_START-HOST_END" for a single container port is refused, as ferry's
@@ -424,6 +459,44 @@ mod tests {
 
     fn opts(v: Value) -> Options {
         serde_json::from_value(v).unwrap()
+    }
+
+    /// What dockerd sends for `-p 8080:80 -p 127.0.0.1:8443:443/tcp -p 5353:53/udp`
+    /// (`P:p10`, without its `--expose 9000`), and back.
+    #[test]
+    fn the_port_options_are_dockerds_and_read_back_as_the_same_mappings() {
+        let specs = [
+            "8080:80",
+            "127.0.0.1:8443:443/tcp",
+            "5353:53/udp",
+            "9090-9091:90-91",
+        ];
+        let maps: Vec<PortMapping> = specs
+            .iter()
+            .map(|s| crate::ports::parse_publish(s).unwrap())
+            .collect();
+        let v = port_options(&maps);
+        assert_eq!(
+            v[OPT_EXPOSED],
+            json!([{"Proto": 6, "Port": 80}, {"Proto": 6, "Port": 443}, {"Proto": 17, "Port": 53},
+                   {"Proto": 6, "Port": 90}, {"Proto": 6, "Port": 91}])
+        );
+        assert_eq!(
+            v[OPT_PORTMAP][1],
+            json!({"Proto": 6, "IP": "", "Port": 443, "HostIP": "127.0.0.1", "HostPort": 8443, "HostPortEnd": 8443})
+        );
+        assert_eq!(
+            v[OPT_PORTMAP][4],
+            json!({"Proto": 6, "IP": "", "Port": 91, "HostIP": "", "HostPort": 9091, "HostPortEnd": 9091})
+        );
+        let back = portmap(Some(&opts(v))).unwrap();
+        assert_eq!(back, coalesce(maps));
+        // No host port: 0, for the driver to choose.
+        let any = crate::ports::parse_publish("80").unwrap();
+        assert_eq!(
+            port_options(&[any])[OPT_PORTMAP][0],
+            json!({"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 0, "HostPortEnd": 0})
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use super::driver::Publishing;
 use super::publish::{check_publishable, taken_ports};
 use crate::model::{host_if_name, mac_for, LiveEndpoint, NetworkKind, WayOut};
 use crate::ports::{decide, Published};
@@ -166,6 +167,9 @@ pub fn plan_ports(st: &State, sb_id: &str, net_id: &str) -> Result<Vec<Published
         .get(net_id)
         .ok_or_else(|| CoreError::NoSuchNetwork(net_id.into()))?;
     check_publishable(net, true)?;
+    if net.kind.network_driver().publishing(&net.name) != Publishing::Here {
+        return Ok(vec![]);
+    }
     decide(ports, &taken_ports(st, sb_id, net_id))
 }
 

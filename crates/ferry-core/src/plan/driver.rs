@@ -5,7 +5,7 @@
 //! [`NetworkDriver`], the trait the planners ask. Everything a driver decides on its own
 //! is here: what the host makes for the network (a bridge, or nothing), the link behind
 //! a live endpoint (a veth on the bridge, a macvlan link on the parent, a link a plugin
-//! makes), whether that link has an end in ferryd's namespace, and whether ports can be
+//! makes), whether that link has an end in ferryd's namespace, and what becomes of ports
 //! published on it. Adding a driver is a variant, its validation arm, and one
 //! implementation of this trait (netavark's `NetworkDriver` is the model). What every
 //! driver shares (addresses, names, the default route, the firewall's sets) stays in the
@@ -24,8 +24,23 @@ pub trait NetworkDriver {
     fn host_end(&self) -> bool;
     /// The link behind a live endpoint; none for a network sandboxes do not join.
     fn link(&self, live: &LiveEndpoint) -> Option<LinkSpec>;
-    /// Why ports cannot be published on the network named `net`, if they cannot.
-    fn unpublishable(&self, net: &str) -> Option<String>;
+    /// What becomes of ports published (`-p`) on the network named `net`.
+    fn publishing(&self, net: &str) -> Publishing;
+}
+
+/// What becomes of a sandbox's published ports on a network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Publishing {
+    /// ferry publishes them: the firewall's DNAT to the endpoint.
+    Here,
+    /// They go to the network's plugin with the endpoint's calls, as dockerd passes them
+    /// (`P:p10`); ferry publishes nothing (`P:p11`), unless the sandbox gets the gateway
+    /// bridge, which publishes them as dockerd's `docker_gwbridge` endpoint does.
+    ToPlugin,
+    /// Taken and dropped, as dockerd drops them (with `--network host`).
+    Dropped,
+    /// Refused, saying why.
+    Refused(String),
 }
 
 impl NetworkKind {
@@ -61,8 +76,8 @@ impl NetworkDriver for BridgeConf {
             hairpin: !live.published.is_empty(),
         }))
     }
-    fn unpublishable(&self, _net: &str) -> Option<String> {
-        None
+    fn publishing(&self, _net: &str) -> Publishing {
+        Publishing::Here
     }
 }
 
@@ -81,8 +96,8 @@ impl NetworkDriver for MacvlanConf {
             mtu: self.mtu,
         }))
     }
-    fn unpublishable(&self, net: &str) -> Option<String> {
-        Some(format!("network {net} is a macvlan network: its sandboxes are reached at their own addresses on the parent's segment, and ports cannot be published on it"))
+    fn publishing(&self, net: &str) -> Publishing {
+        Publishing::Refused(format!("network {net} is a macvlan network: its sandboxes are reached at their own addresses on the parent's segment, and ports cannot be published on it"))
     }
 }
 
@@ -101,11 +116,8 @@ impl NetworkDriver for RemoteConf {
     }
     // The plugin's network is the plugin's to publish on (dockerd publishes nothing for
     // remote drivers); ferry's maps would point at a bridge it does not know.
-    fn unpublishable(&self, net: &str) -> Option<String> {
-        Some(format!(
-            "network {net} is driven by plugin {}: ferry does not publish ports on it",
-            self.driver
-        ))
+    fn publishing(&self, _net: &str) -> Publishing {
+        Publishing::ToPlugin
     }
 }
 
@@ -124,7 +136,7 @@ impl NetworkDriver for NoEndpoints {
     }
     // dockerd takes `-p` with `--network host` and discards the ports (with a warning);
     // ferry does the same, so nothing is refused here.
-    fn unpublishable(&self, _net: &str) -> Option<String> {
-        None
+    fn publishing(&self, _net: &str) -> Publishing {
+        Publishing::Dropped
     }
 }

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 
 use crate::docker::network::NetworkCreateRequest;
 use crate::model::{Membership, WayOut};
+use crate::ports::PortMapping;
 use crate::state::State;
 use crate::validate::{OPT_BRIDGE_NAME, OPT_ICC, OPT_MASQ};
 
@@ -30,8 +31,10 @@ pub const GATEWAY_BRIDGE: &str = "docker_gwbridge";
 pub enum GatewayServiceStep {
     /// As it is.
     Keep,
-    /// Needed and missing: connect the sandbox to the gateway bridge.
-    Add,
+    /// Needed and missing: connect the sandbox to the gateway bridge, publishing there
+    /// the ports asked for on the networks that left it without a way out (dockerd
+    /// gives its `docker_gwbridge` endpoint the container's port map).
+    Add(Vec<PortMapping>),
     /// There and no longer needed: disconnect it from this network (by ID).
     Remove(String),
 }
@@ -47,6 +50,7 @@ pub fn plan_gateway_service(st: &State, sb_id: &str) -> GatewayServiceStep {
         .find(|e| e.membership == Membership::GatewayService)
         .map(|e| e.network_id.clone());
     let mut needed = false;
+    let mut ports = vec![];
     for e in sb
         .endpoints
         .iter()
@@ -65,12 +69,15 @@ pub fn plan_gateway_service(st: &State, sb_id: &str) -> GatewayServiceStep {
                 needed = false;
                 break;
             }
-            WayOut::Lacks => needed = true,
+            WayOut::Lacks => {
+                needed = true;
+                ports.extend(e.ports.iter().cloned());
+            }
             WayOut::Waived => {}
         }
     }
     match (needed, held) {
-        (true, None) => GatewayServiceStep::Add,
+        (true, None) => GatewayServiceStep::Add(ports),
         (false, Some(net_id)) => GatewayServiceStep::Remove(net_id),
         _ => GatewayServiceStep::Keep,
     }

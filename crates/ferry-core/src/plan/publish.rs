@@ -1,6 +1,7 @@
 //! Published ports against the network: where ports may be published at all, and the
 //! host ports other endpoints hold.
 
+use super::driver::Publishing;
 use crate::model::Network;
 use crate::ports::Published;
 use crate::state::State;
@@ -32,8 +33,8 @@ pub fn check_publishable(net: &Network, has_ports: bool) -> Result<(), CoreError
             net.name
         )));
     }
-    match net.kind.network_driver().unpublishable(&net.name) {
-        Some(why) if has_ports => Err(CoreError::Invalid(why)),
+    match net.kind.network_driver().publishing(&net.name) {
+        Publishing::Refused(why) if has_ports => Err(CoreError::Invalid(why)),
         _ => Ok(()),
     }
 }

@@ -340,7 +340,7 @@ fn each_driver_decides_its_own_link_setup_and_ports() {
         assert_eq!(d.setup(None), None);
         let l = st.sandboxes["a"].endpoint(S).unwrap().live.clone().unwrap();
         assert_eq!(d.link(&l), None);
-        assert_eq!(d.unpublishable("host"), None);
+        assert_eq!(d.publishing("host"), super::driver::Publishing::Dropped);
     }
 }
 
@@ -527,7 +527,12 @@ fn a_sandbox_without_a_way_out_gets_the_gateway_bridge_until_a_network_gives_one
     // front's Join named no gateway: it gives the route up, and no one else can take it.
     set_way(&mut st, F, crate::model::WayOut::Lacks);
     assert_eq!(move_default_route(&mut st, "a"), None);
-    assert_eq!(plan_gateway_service(&st, "a"), Step::Add);
+    // The ports asked for there are published on the gateway bridge, as dockerd does.
+    let p = crate::ports::parse_publish("8080:80").unwrap();
+    let sb = st.sandboxes.get_mut("a").unwrap();
+    sb.endpoints[0].ports = vec![p.clone()];
+    assert_eq!(plan_gateway_service(&st, "a"), Step::Add(vec![p]));
+    st.sandboxes.get_mut("a").unwrap().endpoints[0].ports = vec![];
     assert_eq!(plan_gateway_service(&st, "b"), Step::Keep, "b does not run");
 
     let gw = gateway_bridge(&st);
@@ -568,7 +573,7 @@ fn a_sandbox_without_a_way_out_gets_the_gateway_bridge_until_a_network_gives_one
         Some("10.62.0.1".parse().unwrap())
     );
     plan_disconnect(&mut st, "a", S).unwrap();
-    assert_eq!(plan_gateway_service(&st, "a"), Step::Add);
+    assert_eq!(plan_gateway_service(&st, "a"), Step::Add(vec![]));
 
     // DisableGatewayService asks for nothing; an internal network is not counted.
     set_way(&mut st, F, crate::model::WayOut::Waived);
@@ -583,7 +588,7 @@ fn a_sandbox_without_a_way_out_gets_the_gateway_bridge_until_a_network_gives_one
     set_way(&mut st, F, crate::model::WayOut::Routes);
     assert_eq!(plan_gateway_service(&st, "a"), Step::Keep);
     set_way(&mut st, F, crate::model::WayOut::Lacks);
-    assert_eq!(plan_gateway_service(&st, "a"), Step::Add);
+    assert_eq!(plan_gateway_service(&st, "a"), Step::Add(vec![]));
 }
 
 /// A start's kernel work as values: the namespace, its files, each endpoint's link, the

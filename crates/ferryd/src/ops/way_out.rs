@@ -28,12 +28,13 @@ impl<K: KernelOps> Daemon<K> {
         match plan_gateway_service(&st, &turn.id) {
             GatewayServiceStep::Keep => Ok(()),
             GatewayServiceStep::Remove(net_id) => self.disconnect_in_turn(turn, st, &net_id).await,
-            GatewayServiceStep::Add => {
+            GatewayServiceStep::Add(ports) => {
                 drop(st);
                 let net_id = self.gateway_bridge().await?;
                 let st = self.state.lock().await;
                 let asked = Asked {
                     membership: Membership::GatewayService,
+                    ports,
                     ..Asked::default()
                 };
                 self.connect_in_turn(turn, st, &net_id, asked).await

@@ -1,5 +1,5 @@
 //! Reading a network plugin's answers to `CreateEndpoint` and `Join` (leniently, as
-//! dockerd does: absent fields are empty), and the port options dockerd sends with them.
+//! dockerd does: absent fields are empty).
 
 use std::net::Ipv4Addr;
 
@@ -7,7 +7,7 @@ use ferry_core::model::WayOut;
 use ferry_core::IfName;
 use ferry_kernel::StaticRoute;
 use ipnet::Ipv4Net;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{Plugin, PluginError};
 
@@ -90,16 +90,6 @@ pub fn read_join(p: &Plugin, v: &Value) -> std::result::Result<Joined, PluginErr
 pub fn dst_name(prefix: &str, ifname: &str) -> String {
     let index = ifname.trim_start_matches(|c: char| !c.is_ascii_digit());
     format!("{prefix}{index}")
-}
-
-/// The port options dockerd sends with CreateEndpoint, Join and
-/// ProgramExternalConnectivity (`P:p25`). ferry publishes no ports on a plugin's network
-/// (nor does dockerd, `P:p11`), so they are empty.
-pub fn port_options() -> Value {
-    json!({
-        ferry_core::docker::plugin::OPT_EXPOSED: [],
-        ferry_core::docker::plugin::OPT_PORTMAP: [],
-    })
 }
 
 fn parse_mac(s: &str) -> Option<[u8; 6]> {

@@ -23,12 +23,14 @@
 
 use std::path::PathBuf;
 
+use ferry_core::docker::plugin::port_options;
 use ferry_core::model::WayOut;
+use ferry_core::ports::PortMapping;
 use ferry_kernel::{AdoptSpec, AttachSpec, KernelError, KernelOps, LinkSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::answers::{dst_name, port_options, read_created, read_join, Joined};
+use super::answers::{dst_name, read_created, read_join, Joined};
 use super::{Conf, Plugin, PluginError};
 use crate::error::{Error, Result};
 use crate::ops::Daemon;
@@ -45,6 +47,19 @@ struct Record {
     /// The `Gateway` Join answered: the default route if the endpoint gets that role.
     #[serde(default)]
     gateway: Option<std::net::Ipv4Addr>,
+    /// The ports published (`-p`) on the endpoint, sent with its calls as dockerd sends
+    /// them (`P:p10`).
+    #[serde(default)]
+    ports: Vec<PortMapping>,
+}
+
+/// The live endpoint a plugin's link belongs to, as the state has it.
+struct Owner {
+    driver: String,
+    network_id: String,
+    endpoint_id: String,
+    gateway_endpoint: bool,
+    ports: Vec<PortMapping>,
 }
 
 fn record_path(conf: &Conf, host_if: &str) -> PathBuf {
@@ -113,7 +128,7 @@ impl<K: KernelOps> Daemon<K> {
         write_record(conf, host_if, &r)?;
         let p = self.plughost.get(conf, &r.driver, "NetworkDriver").await?;
         let body = json!({
-            "NetworkID": r.network_id, "EndpointID": r.endpoint_id, "Options": port_options(),
+            "NetworkID": r.network_id, "EndpointID": r.endpoint_id, "Options": port_options(&r.ports),
         });
         match self
             .plughost
@@ -167,8 +182,9 @@ impl<K: KernelOps> Daemon<K> {
         }
     }
 
-    /// The network, endpoint and role of the live endpoint whose host link is `host_if`.
-    async fn endpoint_of(&self, host_if: &str) -> Result<(String, String, String, bool)> {
+    /// The network, endpoint, role and ports of the live endpoint whose host link is
+    /// `host_if`.
+    async fn endpoint_of(&self, host_if: &str) -> Result<Owner> {
         let st = self.state.lock().await;
         for sb in st.sandboxes.values() {
             for e in &sb.endpoints {
@@ -187,7 +203,13 @@ impl<K: KernelOps> Daemon<K> {
                     .ok_or_else(|| {
                         Error::Other(format!("endpoint {host_if}: not on a plugin's network"))
                     })?;
-                return Ok((driver, e.network_id.clone(), l.id.clone(), l.default_route));
+                return Ok(Owner {
+                    driver,
+                    network_id: e.network_id.clone(),
+                    endpoint_id: l.id.clone(),
+                    gateway_endpoint: l.default_route,
+                    ports: e.ports.clone(),
+                });
             }
         }
         Err(Error::Other(format!(
@@ -197,8 +219,14 @@ impl<K: KernelOps> Daemon<K> {
 
     async fn plugin_attach(&self, spec: &AttachSpec) -> Result<()> {
         let conf = &self.cfg.plughost;
-        let (driver, net_id, ep_id, gw_ep) =
-            self.endpoint_of(spec.host_if().unwrap_or_default()).await?;
+        let Owner {
+            driver,
+            network_id: net_id,
+            endpoint_id: ep_id,
+            gateway_endpoint: gw_ep,
+            ports,
+        } = self.endpoint_of(spec.host_if().unwrap_or_default()).await?;
+        let options = port_options(&ports);
         let p = self.plughost.get(conf, &driver, "NetworkDriver").await?;
         let ep = json!({"NetworkID": net_id, "EndpointID": ep_id});
         let created = self
@@ -207,14 +235,14 @@ impl<K: KernelOps> Daemon<K> {
                 "NetworkID": net_id,
                 "EndpointID": ep_id,
                 "Interface": {"Address": spec.addr.to_string(), "AddressIPv6": "", "MacAddress": ""},
-                "Options": port_options(),
+                "Options": options,
             })))
             .await?;
         let join_body = json!({
             "NetworkID": net_id,
             "EndpointID": ep_id,
             "SandboxKey": spec.netns.display().to_string(),
-            "Options": port_options(),
+            "Options": options,
         });
         let joined = async {
             let mac = read_created(&p, &created, spec.addr)?;
@@ -243,6 +271,7 @@ impl<K: KernelOps> Daemon<K> {
             // getGatewayEndpoint): without one, no ProgramExternalConnectivity (`P:p27`).
             gateway_endpoint: gw_ep && way_out.is_gateway(),
             gateway: joined.gateway,
+            ports,
         };
         if let Err(e) = self.wire(&p, spec, joined, mac, &record).await {
             let undo = Record {
@@ -337,7 +366,7 @@ impl<K: KernelOps> Daemon<K> {
             return Ok(());
         }
         let body = json!({
-            "NetworkID": r.network_id, "EndpointID": r.endpoint_id, "Options": port_options(),
+            "NetworkID": r.network_id, "EndpointID": r.endpoint_id, "Options": port_options(&r.ports),
         });
         match self
             .plughost
