@@ -307,6 +307,24 @@ impl PerlPlugin {
         Ok(())
     }
 
+    /// Wait (bounded) until the calls since the last clear are dockerd's for the recorded
+    /// command `fixture`: the same calls by full name (`NetworkDriver.Join`), in the same
+    /// order, each body with the same fields ([`shape`]).
+    pub fn expect_recorded(&self, fixture: &str) -> Result<()> {
+        let rec = recorded(fixture)?;
+        let want: Vec<String> = rec.iter().map(|(m, _)| m.clone()).collect();
+        self.expect_calls(&want, fixture)?;
+        for ((m, got), (_, rec)) in self.calls()?.iter().zip(&rec) {
+            ensure!(
+                shape(got) == shape(rec),
+                "{fixture}: {m} sent {:?}, dockerd {:?}",
+                shape(got),
+                shape(rec)
+            );
+        }
+        Ok(())
+    }
+
     /// Wait (bounded) until the calls since the last clear, by their full names
     /// (`NetworkDriver.Join`), are `want`.
     pub fn expect_calls(&self, want: &[String], what: &str) -> Result<()> {
@@ -374,9 +392,23 @@ pub fn expect_default_route(host: &TestHost, sandbox: &str, gw: &str, dev: &str)
     Ok(())
 }
 
-/// The plugin calls dockerd made for a recorded command (`P:name`), by full name, from
-/// shared/fixtures/docker-plugin-api beside the checkout.
-pub fn recorded_calls(fixture: &str) -> Result<Vec<String>> {
+/// The fields of a call's body, one level down too (`Options.…`, `Interface.…`), sorted:
+/// what must match dockerd's, whatever the values.
+pub fn shape(body: &Value) -> Vec<String> {
+    let mut out = vec![];
+    for (k, v) in body.as_object().into_iter().flatten() {
+        out.push(k.clone());
+        for k2 in v.as_object().into_iter().flat_map(|o| o.keys()) {
+            out.push(format!("{k}.{k2}"));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The plugin calls dockerd made for a recorded command (`P:name`), by full name, with
+/// their bodies, from shared/fixtures/docker-plugin-api beside the checkout.
+pub fn recorded(fixture: &str) -> Result<Vec<(String, Value)>> {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = here
         .ancestors()
@@ -389,8 +421,10 @@ pub fn recorded_calls(fixture: &str) -> Result<Vec<String>> {
         .as_array()
         .context("no plugin_calls")?
         .iter()
-        .filter_map(|c| c["path"].as_str())
-        .map(|p| p.trim_start_matches('/').to_string())
+        .filter_map(|c| {
+            let path = c["path"].as_str()?.trim_start_matches('/').to_string();
+            Some((path, c["request"].clone()))
+        })
         .collect())
 }
 

@@ -43,7 +43,7 @@ sub answer {
     }
     return { Implements => ['IpamDriver', 'NetworkDriver'] } if $method eq 'Plugin.Activate';
     return network($method, $body) if $method =~ /^NetworkDriver\./;
-    return { RequiresMACAddress => JSON::PP::false, RequiresRequestReplay => JSON::PP::false }
+    return { RequiresMACAddress => JSON::PP::true, RequiresRequestReplay => JSON::PP::false }
         if $method eq 'IpamDriver.GetCapabilities';
     return { LocalDefaultAddressSpace => 'PerlLocal', GlobalDefaultAddressSpace => 'PerlGlobal' }
         if $method eq 'IpamDriver.GetDefaultAddressSpaces';

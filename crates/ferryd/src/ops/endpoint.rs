@@ -56,7 +56,10 @@ impl<K: KernelOps> Daemon<K> {
         let keys = endpoint_keys(&sb_id, &net_id);
         let (mut st, staged) = self
             .stage_taking_addresses(st, &keys, |st| {
-                plan_connect(st, &sb_id, &net_id, asked.clone(), live.clone())
+                let mut plan = plan_connect(st, &sb_id, &net_id, asked.clone(), live.clone())?;
+                // plughost: a MAC an IPAM plugin was told.
+                self.lease_macs(st, &sb_id, plan.attach.as_mut_slice());
+                Ok(plan)
             })
             .await?;
         if let Err(e) = self.check_host_free(&staged.plan.published).await {

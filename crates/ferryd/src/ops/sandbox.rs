@@ -258,7 +258,10 @@ impl<K: KernelOps> Daemon<K> {
         let sb_before = st.snapshot(&[Key::Sbx(id.clone())]);
         let (mut st, staged) = self
             .stage_taking_addresses(st, &keys, |st| {
-                sandbox_plan::plan_start(st, &id, &netns, new_id, now().0)
+                let mut plan = sandbox_plan::plan_start(st, &id, &netns, new_id, now().0)?;
+                // plughost: MACs IPAM plugins were told.
+                self.lease_macs(st, &id, &mut plan.attach);
+                Ok(plan)
             })
             .await?;
         if let Err(e) = self.check_host_free(&staged.plan.published).await {

@@ -55,6 +55,7 @@ struct Record {
 
 /// The live endpoint a plugin's link belongs to, as the state has it.
 struct Owner {
+    sandbox: String,
     driver: String,
     network_id: String,
     endpoint_id: String,
@@ -204,6 +205,7 @@ impl<K: KernelOps> Daemon<K> {
                         Error::Other(format!("endpoint {host_if}: not on a plugin's network"))
                     })?;
                 return Ok(Owner {
+                    sandbox: sb.id.clone(),
                     driver,
                     network_id: e.network_id.clone(),
                     endpoint_id: l.id.clone(),
@@ -220,6 +222,7 @@ impl<K: KernelOps> Daemon<K> {
     async fn plugin_attach(&self, spec: &AttachSpec) -> Result<()> {
         let conf = &self.cfg.plughost;
         let Owner {
+            sandbox,
             driver,
             network_id: net_id,
             endpoint_id: ep_id,
@@ -227,6 +230,13 @@ impl<K: KernelOps> Daemon<K> {
             ports,
         } = self.endpoint_of(spec.host_if().unwrap_or_default()).await?;
         let options = port_options(&ports);
+        // The MAC an IPAM plugin was told is the endpoint's, and dockerd says so (`P:p10`);
+        // otherwise the driver may choose one (`P:p25`).
+        let told_mac = self
+            .plughost
+            .mac_of(&sandbox, spec.addr.addr())
+            .map(|m| ferry_core::model::mac_string(&m))
+            .unwrap_or_default();
         let p = self.plughost.get(conf, &driver, "NetworkDriver").await?;
         let ep = json!({"NetworkID": net_id, "EndpointID": ep_id});
         let created = self
@@ -234,7 +244,7 @@ impl<K: KernelOps> Daemon<K> {
             .call(conf, &p, "NetworkDriver.CreateEndpoint", Some(&json!({
                 "NetworkID": net_id,
                 "EndpointID": ep_id,
-                "Interface": {"Address": spec.addr.to_string(), "AddressIPv6": "", "MacAddress": ""},
+                "Interface": {"Address": spec.addr.to_string(), "AddressIPv6": "", "MacAddress": told_mac},
                 "Options": options,
             })))
             .await?;
@@ -287,20 +297,22 @@ impl<K: KernelOps> Daemon<K> {
             self.note_joined(spec.host_if().unwrap_or_default(), mac, way_out)
                 .await;
         }
-        // dockerd asks twice after a start (`P:p02`); the answer changes nothing. Not when
-        // the sandbox is to get the gateway bridge: dockerd then asks the bridge's
-        // driver for the endpoint's details, not the plugin (`P:p27`).
+        self.ask_oper_info(&p, &ep, way_out).await;
+        Ok(())
+    }
+
+    /// dockerd asks twice after a start (`P:p02`); the answer changes nothing. Not when
+    /// the sandbox is to get the gateway bridge: dockerd then asks the bridge's driver
+    /// for the endpoint's details, not the plugin (`P:p27`).
+    async fn ask_oper_info(&self, p: &Plugin, ep: &Value, way_out: WayOut) {
         let asks = if way_out == WayOut::Lacks { 0 } else { 2 };
         for _ in 0..asks {
-            if let Err(e) = self
-                .plughost
-                .call(conf, &p, "NetworkDriver.EndpointOperInfo", Some(&ep))
-                .await
-            {
+            let conf = &self.cfg.plughost;
+            let call = "NetworkDriver.EndpointOperInfo";
+            if let Err(e) = self.plughost.call(conf, p, call, Some(ep)).await {
                 tracing::warn!("attach: {e}");
             }
         }
-        Ok(())
     }
 
     /// What `Join` decided goes into the state: the MAC the plugin chose (inspect shows

@@ -22,7 +22,8 @@ use std::net::IpAddr;
 
 use ferry_core::docker::network::{IpamConfigReq, IpamReq, NetworkCreateRequest};
 use ferry_core::docker::plugin::{OPT_REQUEST_TYPE, REQUEST_GATEWAY};
-use ferry_core::model::RemoteIpam;
+use ferry_core::model::{mac_string, RemoteIpam};
+use ferry_core::wiring::AttachSpec;
 use ferry_core::CoreError;
 use ferry_kernel::KernelOps;
 use ipnet::Ipv4Net;
@@ -32,7 +33,7 @@ use super::leases::Lease;
 use super::{Plugin, PluginError};
 use crate::error::Result;
 use crate::ops::Daemon;
-use crate::state::{Key, State};
+use crate::state::{Desired, Key, State};
 
 /// The IPAM plugin a create request names, if not ferry's own.
 pub fn remote_ipam(req: &NetworkCreateRequest) -> Option<&str> {
@@ -256,6 +257,13 @@ impl<K: KernelOps> Daemon<K> {
                 continue;
             }
             let p = self.ipam(&ipam.driver).await?;
+            // dockerd makes the endpoint's MAC first for a plugin that requires it, and
+            // tells it (`P:p02`, `P:p35`).
+            let mac = p.requires_mac.then(random_mac);
+            let options = match mac {
+                Some(m) => json!({ OPT_MAC: mac_string(&m) }),
+                None => json!({}),
+            };
             let v = self
                 .ipam_call(
                     &p,
@@ -263,7 +271,7 @@ impl<K: KernelOps> Daemon<K> {
                     json!({
                         "PoolID": ipam.pool_id,
                         "Address": static_ip.map(|i| i.to_string()).unwrap_or_default(),
-                        "Options": null,
+                        "Options": options,
                     }),
                 )
                 .await?;
@@ -275,6 +283,7 @@ impl<K: KernelOps> Daemon<K> {
                 network_id: net_id.clone(),
                 ip,
                 owner: sb_id.clone(),
+                mac,
             };
             if let Err(e) = self.hold_lease(&lease).await {
                 self.release_address(&lease.driver, &lease.pool_id, ip.into())
@@ -363,4 +372,33 @@ fn one_config(ipam: &IpamReq, driver: &str) -> Result<IpamConfigReq> {
         .into());
     }
     Ok(cfg)
+}
+
+/// The option that tells an IPAM plugin the endpoint's MAC.
+const OPT_MAC: &str = "com.docker.network.endpoint.macaddress";
+
+/// A MAC as dockerd makes one for an IPAM plugin that requires it: `02:42` and four
+/// random bytes (the address is not known yet).
+fn random_mac() -> [u8; 6] {
+    let r: [u8; 4] = rand::random();
+    [0x02, 0x42, r[0], r[1], r[2], r[3]]
+}
+
+impl<K: KernelOps> Daemon<K> {
+    /// plughost hook for the planners' attach specs: an endpoint whose address an IPAM
+    /// plugin granted for a MAC it was told takes that MAC, in the state and the kernel.
+    pub(crate) fn lease_macs(&self, st: &mut Desired, sb_id: &str, specs: &mut [AttachSpec]) {
+        for spec in specs {
+            let ip = spec.addr.addr();
+            let Some(mac) = self.plughost.mac_of(sb_id, ip) else {
+                continue;
+            };
+            spec.mac = mac;
+            let sb = st.sandboxes.get_mut(sb_id);
+            let lives = sb.into_iter().flat_map(|s| s.endpoints.iter_mut());
+            for l in lives.filter_map(|e| e.live.as_mut()).filter(|l| l.ip == ip) {
+                l.mac = mac;
+            }
+        }
+    }
 }

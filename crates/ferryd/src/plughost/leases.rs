@@ -21,6 +21,9 @@ pub struct Lease {
     pub network_id: String,
     pub ip: Ipv4Addr,
     pub owner: String,
+    /// The MAC the plugin was told (`RequiresMACAddress`), which the endpoint takes.
+    #[serde(default)]
+    pub mac: Option<[u8; 6]>,
 }
 
 fn lease_path(conf: &Conf, network_id: &str, ip: Ipv4Addr) -> std::path::PathBuf {
@@ -34,6 +37,14 @@ impl PlugHost {
     /// The IPAM pool a create in progress got for the network called `name`.
     pub fn take_pending_ipam(&self, name: &str) -> Option<(RemoteIpam, String)> {
         self.pending_ipam.lock().expect("pending lock").remove(name)
+    }
+
+    /// The MAC an IPAM plugin was told for the address `ip` of sandbox `owner`, if any.
+    pub fn mac_of(&self, owner: &str, ip: std::net::IpAddr) -> Option<[u8; 6]> {
+        let ip = ferry_core::family::v4(ip)?;
+        self.leases_of(|l| l.owner == owner && l.ip == ip)
+            .first()
+            .and_then(|l| l.mac)
     }
 
     pub(super) fn leases_of(&self, pred: impl Fn(&Lease) -> bool) -> Vec<Lease> {

@@ -78,6 +78,9 @@ pub struct Plugin {
     pub implements: Vec<String>,
     /// An IPAM plugin's `LocalDefaultAddressSpace`, sent back in `RequestPool`.
     pub address_space: String,
+    /// An IPAM plugin's `RequiresMACAddress`: it is told each endpoint's MAC when asked
+    /// for its address, and the endpoint gets that MAC.
+    pub requires_mac: bool,
 }
 
 impl Plugin {
@@ -191,7 +194,10 @@ impl PlugHost {
                 .call(conf, plugin, "IpamDriver.GetCapabilities", None)
                 .await
             {
-                Ok(_) | Err(PluginError::NotImplemented { .. }) => {}
+                Ok(caps) => {
+                    plugin.requires_mac = caps["RequiresMACAddress"].as_bool() == Some(true);
+                }
+                Err(PluginError::NotImplemented { .. }) => {}
                 Err(e) => return Err(e),
             }
             let spaces = self
@@ -245,6 +251,7 @@ impl PlugHost {
             found,
             implements: implements_of(name, &answer)?,
             address_space: String::new(),
+            requires_mac: false,
         };
         self.probe_roles(conf, name, &mut plugin).await?;
         tracing::info!(
