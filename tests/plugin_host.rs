@@ -45,8 +45,7 @@ fn remove_and_check(host: &TestHost, net: &str, bridge: &str) -> Result<()> {
     }
     host.in_host("ip", &["link", "del", bridge])?
         .expect_success()?;
-    let leftovers = host.leftovers()?;
-    ensure!(leftovers.is_empty(), "left behind: {leftovers}");
+    expect_no_leftovers(host)?;
     Ok(())
 }
 
@@ -229,8 +228,7 @@ fn the_seed_scenario_over_tcp_through_a_json_spec_file() -> Result<()> {
         .expect_success()?;
     // docker_gwbridge stays, as dockerd keeps it, until someone removes it.
     host.ferry_ok(&["network", "rm", "docker_gwbridge"])?;
-    let leftovers = host.leftovers()?;
-    ensure!(leftovers.is_empty(), "left behind: {leftovers}");
+    expect_no_leftovers(&host)?;
     drop(plugin);
     host.finish()
 }
@@ -488,8 +486,7 @@ fn a_plugin_that_hangs_crashes_or_answers_garbage_fails_the_call_within_the_time
     ensure!(!host.user_networks()?.contains(&"snet".to_string()));
     host.in_host("ip", &["link", "del", "br8"])?
         .expect_success()?;
-    let leftovers = host.leftovers()?;
-    ensure!(leftovers.is_empty(), "left behind: {leftovers}");
+    expect_no_leftovers(&host)?;
     host.finish()
 }
 
@@ -876,8 +873,7 @@ fn an_ipam_plugin_gives_the_pool_and_the_addresses_of_a_ferry_bridge_network() -
     ipam.clear()?;
     host.ferry_ok(&["network", "rm", "inet"])?;
     ipam.expect_methods(&["ReleaseAddress", "ReleasePool"], "network rm")?;
-    let leftovers = host.leftovers()?;
-    ensure!(leftovers.is_empty(), "left behind: {leftovers}");
+    expect_no_leftovers(&host)?;
     drop(ipam);
     host.finish()
 }
@@ -959,8 +955,7 @@ fn an_ipam_plugin_and_a_network_plugin_together_as_dockerd_drives_them() -> Resu
     ensure!(host_links(&host, "veth-")?.is_empty());
     host.in_host("ip", &["link", "del", "br4"])?
         .expect_success()?;
-    let leftovers = host.leftovers()?;
-    ensure!(leftovers.is_empty(), "left behind: {leftovers}");
+    expect_no_leftovers(&host)?;
     drop((ipam, driver));
     host.finish()
 }
@@ -1253,8 +1248,7 @@ fn a_join_without_a_gateway_gets_docker_gwbridge_as_its_way_out_as_dockerd_gives
     }
     host.ferry_ok(&["network", "rm", "docker_gwbridge"])?;
     drop(peer);
-    let leftovers = host.leftovers()?;
-    ensure!(leftovers.is_empty(), "left behind: {leftovers}");
+    expect_no_leftovers(&host)?;
     drop((plugin, waived));
     host.finish()
 }
@@ -1366,8 +1360,7 @@ fn an_independent_perl_plugin_as_network_and_ipam_driver_gets_dockerds_calls_in_
     plugin.expect_recorded("p23-network-rm-capnet")?;
     let left = host_links(&host, "p")?;
     ensure!(left.is_empty(), "the plugin's links are left: {left:?}");
-    let leftovers = host.leftovers()?;
-    ensure!(leftovers.is_empty(), "left behind: {leftovers}");
+    expect_no_leftovers(&host)?;
     drop(plugin);
     host.finish()
 }
@@ -1459,7 +1452,6 @@ fn ferryd_drives_a_second_ferryd_as_its_network_and_ipam_plugin() -> Result<()> 
         "the second's bridge is left"
     );
     b.stop(&host)?;
-    let leftovers = host.leftovers()?;
-    ensure!(leftovers.is_empty(), "left behind: {leftovers}");
+    expect_no_leftovers(&host)?;
     host.finish()
 }

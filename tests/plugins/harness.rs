@@ -90,7 +90,6 @@ impl SeedPlugin {
     ) -> Result<SeedPlugin> {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plugins/seed_driver.py");
         let log = dir.join(format!("{}.calls", unique("plugin")));
-        let fd = host.netns()?.as_raw_fd();
         let mut cmd = Command::new("python3");
         cmd.arg(&script)
             .args(listen)
@@ -102,16 +101,7 @@ impl SeedPlugin {
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null());
-        // SAFETY: only async-signal-safe syscalls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc_prctl_pdeathsig() != 0 || libc_setns(fd) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().context("start python3 seed_driver.py")?;
+        let child = spawn_in_host(host, &mut cmd, "python3 seed_driver.py")?;
         let p = SeedPlugin { child, log };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !p.lines()?.iter().any(|l| l["ready"] == true) {
@@ -155,6 +145,28 @@ impl Drop for SeedPlugin {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `cmd` started in the test host's network namespace, killed if the test dies.
+fn spawn_in_host(host: &TestHost, cmd: &mut Command, what: &str) -> Result<Child> {
+    let fd = host.netns()?.as_raw_fd();
+    // SAFETY: only async-signal-safe syscalls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc_prctl_pdeathsig() != 0 || libc_setns(fd) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().with_context(|| format!("start {what}"))
+}
+
+/// Nothing of ferry's (nor of the test's plugins) is left in the host's namespace.
+pub fn expect_no_leftovers(host: &TestHost) -> Result<()> {
+    let leftovers = host.leftovers()?;
+    ensure!(leftovers.is_empty(), "left behind: {leftovers}");
+    Ok(())
 }
 
 fn libc_prctl_pdeathsig() -> i32 {
@@ -250,7 +262,6 @@ impl PerlPlugin {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plugins/perl_driver.pl");
         let log = dir.join(format!("{}.calls", unique("ipam")));
         let failfile = dir.join("ipam.fail");
-        let fd = host.netns()?.as_raw_fd();
         let mut cmd = Command::new("perl");
         cmd.arg(&script)
             .arg(sock)
@@ -258,16 +269,7 @@ impl PerlPlugin {
             .arg(&failfile)
             .stdin(Stdio::null())
             .stdout(Stdio::null());
-        // SAFETY: only async-signal-safe syscalls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc_prctl_pdeathsig() != 0 || libc_setns(fd) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().context("start perl perl_driver.pl")?;
+        let child = spawn_in_host(host, &mut cmd, "perl perl_driver.pl")?;
         let p = PerlPlugin {
             child,
             log,
@@ -445,7 +447,6 @@ impl SecondFerryd {
             std::fs::create_dir_all(root.join(d))?;
         }
         let log = std::fs::File::create(root.join("ferryd.log"))?;
-        let fd = host.netns()?.as_raw_fd();
         let mut cmd = Command::new(&host.bins().ferryd);
         let s = |d: &str| root.join(d).display().to_string();
         cmd.args(["--instance", "fz", "--bip", "172.31.250.1/24"])
@@ -459,16 +460,7 @@ impl SecondFerryd {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        // SAFETY: only async-signal-safe syscalls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc_prctl_pdeathsig() != 0 || libc_setns(fd) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().context("start the second ferryd")?;
+        let child = spawn_in_host(host, &mut cmd, "the second ferryd")?;
         let b = SecondFerryd {
             child,
             root: root.to_path_buf(),
