@@ -1,11 +1,12 @@
-//! A recording fake of the kernel edge: every request is written down as a line
-//! ("attach fy0123 eth0 10.0.0.2/24 via 10.0.0.1"), links and namespaces are tracked
-//! so reconcile sees a consistent world, and a chosen request can be made to fail so
-//! rollback paths are tested without root.
+//! A recording fake of the kernel edge: every request is written down as a typed
+//! [`Call`] (shown as a line: "attach fy0123 eth0 10.0.0.2/24 via 10.0.0.1"), links and
+//! namespaces are tracked so reconcile sees a consistent world, and a chosen request can
+//! be made to fail so rollback paths are tested without root.
 
 use std::collections::BTreeSet;
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use ipnet::{IpNet, Ipv4Net};
@@ -13,9 +14,146 @@ use ipnet::{IpNet, Ipv4Net};
 use crate::fault::{AttachStep, Faults};
 use crate::{AttachSpec, BridgeSpec, KernelError, KernelOps, LinkSpec, VethPairSpec, VxlanSpec};
 
+/// One request the fake was given, as a value. Tests match on these ([`Recorder::calls`])
+/// or on their lines ([`Recorder::lines`]); `fail_on` and `hold_on` match the lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Bridge(BridgeSpec),
+    DeleteIn {
+        netns: PathBuf,
+        name: String,
+    },
+    Delete(String),
+    NetnsAdd(PathBuf),
+    NetnsDel(PathBuf),
+    Attach(AttachSpec),
+    Route {
+        netns: PathBuf,
+        via: IpAddr,
+    },
+    Veth(VethPairSpec),
+    /// A script, its lines joined by "; ".
+    Nft(String),
+    Sysctl {
+        key: String,
+        value: String,
+    },
+    Vxlan(VxlanSpec),
+    Entry {
+        dev: String,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+        vtep: Ipv4Addr,
+    },
+    Unentry {
+        dev: String,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+    },
+    TunnelRoute {
+        dev: String,
+        dst: Ipv4Net,
+        via: Option<Ipv4Addr>,
+    },
+    Unroute {
+        dev: String,
+        dst: Ipv4Net,
+    },
+    Unaddr {
+        name: String,
+        net: IpNet,
+    },
+    Adopt(crate::AdoptSpec),
+    HandBack {
+        netns: PathBuf,
+        ifname: String,
+        back: String,
+    },
+    /// A request held at `hold_on`'s gate before it was carried out.
+    Held(Box<Call>),
+}
+
+impl fmt::Display for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mac = ferry_core::model::mac_string;
+        match self {
+            Call::Bridge(s) => write!(
+                f,
+                "bridge {} {:?} mtu {}",
+                s.name,
+                s.gateway.map(|g| g.to_string()),
+                s.mtu
+            ),
+            Call::DeleteIn { netns, name } => write!(f, "delete {name} in {}", netns.display()),
+            Call::Delete(name) => write!(f, "delete {name}"),
+            Call::NetnsAdd(p) => write!(f, "netns add {}", p.display()),
+            Call::NetnsDel(p) => write!(f, "netns del {}", p.display()),
+            Call::Attach(s) => attach_line(f, s),
+            Call::Route { netns, via } => write!(f, "route {} via {via}", netns.display()),
+            Call::Veth(s) => {
+                let hairpin = if s.hairpin { " hairpin" } else { "" };
+                write!(
+                    f,
+                    "veth {} {} on {}{hairpin}",
+                    s.host_if, s.peer_if, s.bridge
+                )
+            }
+            Call::Nft(script) => write!(f, "nft {script}"),
+            Call::Sysctl { key, value } => write!(f, "sysctl {key}={value}"),
+            Call::Vxlan(s) => write!(
+                f,
+                "vxlan {} vni {} local {} port {} mtu {}",
+                s.name, s.vni, s.local, s.port, s.mtu
+            ),
+            Call::Entry {
+                dev,
+                ip,
+                mac: m,
+                vtep,
+            } => {
+                write!(f, "entry {dev} {ip} {} via {vtep}", mac(m))
+            }
+            Call::Unentry { dev, ip, mac: m } => write!(f, "unentry {dev} {ip} {}", mac(m)),
+            Call::TunnelRoute {
+                dev,
+                dst,
+                via: Some(v),
+            } => write!(f, "route {dst} via {v} dev {dev}"),
+            Call::TunnelRoute {
+                dev,
+                dst,
+                via: None,
+            } => write!(f, "route {dst} dev {dev}"),
+            Call::Unroute { dev, dst } => write!(f, "unroute {dst} dev {dev}"),
+            Call::Unaddr { name, net } => write!(f, "unaddr {name} {net}"),
+            Call::Adopt(s) => write!(f, "adopt {} as {} {}", s.src, s.ifname, s.addr),
+            Call::HandBack {
+                netns,
+                ifname,
+                back,
+            } => {
+                write!(f, "hand back {ifname} of {} as {back}", netns.display())
+            }
+            Call::Held(c) => write!(f, "held {c}"),
+        }
+    }
+}
+
+fn attach_line(f: &mut fmt::Formatter<'_>, s: &AttachSpec) -> fmt::Result {
+    let via = s
+        .default_via
+        .map(|g| format!(" via {g}"))
+        .unwrap_or_default();
+    match &s.link {
+        LinkSpec::Veth(v) => write!(f, "attach {} {} {}{via}", v.host_if, s.ifname, s.addr),
+        LinkSpec::Macvlan(m) => write!(f, "macvlan {} on {} {}{via}", s.ifname, m.parent, s.addr),
+        LinkSpec::Plugin(p) => write!(f, "plugin link {} {} {}{via}", p.host_if, s.ifname, s.addr),
+    }
+}
+
 #[derive(Default)]
 pub struct Recorder {
-    pub log: Mutex<Vec<String>>,
+    pub log: Mutex<Vec<Call>>,
     pub links: Mutex<BTreeSet<String>>,
     pub netns: Mutex<BTreeSet<String>>,
     /// Links that are bridges (made by ensure_bridge, or by a test as "the user's").
@@ -35,14 +173,15 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    fn record(&self, line: String) -> Result<(), KernelError> {
+    fn record(&self, call: Call) -> Result<(), KernelError> {
+        let line = call.to_string();
         let fail = self
             .fail_on
             .lock()
             .expect("lock")
             .as_ref()
             .is_some_and(|p| line.starts_with(p.as_str()));
-        self.log.lock().expect("lock").push(line.clone());
+        self.log.lock().expect("lock").push(call);
         if fail {
             return Err(KernelError::Failed {
                 action: "fake",
@@ -54,40 +193,53 @@ impl Recorder {
         Ok(())
     }
 
-    async fn hold(&self, line: &str) {
+    async fn hold(&self, call: &Call) {
+        let line = call.to_string();
         let gate = match &*self.hold_on.lock().expect("lock") {
             Some((pat, sem)) if line.contains(pat.as_str()) => sem.clone(),
             _ => return,
         };
-        self.log.lock().expect("lock").push(format!("held {line}"));
+        self.log
+            .lock()
+            .expect("lock")
+            .push(Call::Held(Box::new(call.clone())));
         // A closed semaphore lets everything through.
         let _ = gate.acquire().await.map(|p| p.forget());
     }
 
-    pub fn lines(&self) -> Vec<String> {
+    /// Every request so far, as values.
+    pub fn calls(&self) -> Vec<Call> {
         self.log.lock().expect("lock").clone()
+    }
+
+    /// Every request so far, as lines.
+    pub fn lines(&self) -> Vec<String> {
+        self.log
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(Call::to_string)
+            .collect()
     }
 }
 
 impl KernelOps for Recorder {
     async fn ensure_bridge(&self, s: &BridgeSpec) -> Result<(), KernelError> {
-        self.record(format!(
-            "bridge {} {:?} mtu {}",
-            s.name,
-            s.gateway.map(|g| g.to_string()),
-            s.mtu
-        ))?;
+        self.record(Call::Bridge(s.clone()))?;
         self.links.lock().expect("lock").insert(s.name.clone());
         self.bridges.lock().expect("lock").insert(s.name.clone());
         Ok(())
     }
     async fn delete_link_in(&self, netns: &Path, name: &str) -> Result<(), KernelError> {
-        self.record(format!("delete {name} in {}", netns.display()))
+        self.record(Call::DeleteIn {
+            netns: netns.to_path_buf(),
+            name: name.into(),
+        })
     }
     async fn delete_link(&self, name: &str) -> Result<(), KernelError> {
-        let line = format!("delete {name}");
-        self.hold(&line).await;
-        self.record(line)?;
+        let call = Call::Delete(name.into());
+        self.hold(&call).await;
+        self.record(call)?;
         let mut links = self.links.lock().expect("lock");
         links.remove(name);
         self.bridges.lock().expect("lock").remove(name);
@@ -102,7 +254,7 @@ impl KernelOps for Recorder {
         Ok(())
     }
     async fn create_netns(&self, path: &Path) -> Result<(), KernelError> {
-        self.record(format!("netns add {}", path.display()))?;
+        self.record(Call::NetnsAdd(path.to_path_buf()))?;
         self.netns
             .lock()
             .expect("lock")
@@ -110,7 +262,7 @@ impl KernelOps for Recorder {
         Ok(())
     }
     async fn remove_netns(&self, path: &Path) -> Result<(), KernelError> {
-        self.record(format!("netns del {}", path.display()))?;
+        self.record(Call::NetnsDel(path.to_path_buf()))?;
         self.netns
             .lock()
             .expect("lock")
@@ -118,20 +270,8 @@ impl KernelOps for Recorder {
         Ok(())
     }
     async fn attach(&self, s: &AttachSpec) -> Result<(), KernelError> {
-        let via = s
-            .default_via
-            .map(|g| format!(" via {g}"))
-            .unwrap_or_default();
-        let line = match &s.link {
-            LinkSpec::Veth(v) => format!("attach {} {} {}{via}", v.host_if, s.ifname, s.addr),
-            LinkSpec::Macvlan(m) => {
-                format!("macvlan {} on {} {}{via}", s.ifname, m.parent, s.addr)
-            }
-            LinkSpec::Plugin(p) => {
-                format!("plugin link {} {} {}{via}", p.host_if, s.ifname, s.addr)
-            }
-        };
-        self.hold(&line).await;
+        let call = Call::Attach(s.clone());
+        self.hold(&call).await;
         let faults = Faults::armed(*self.fault_at.lock().expect("lock"));
         for step in [
             AttachStep::Veth,
@@ -144,14 +284,17 @@ impl KernelOps for Recorder {
         if s.default_via.is_some() {
             faults.check(AttachStep::Route)?;
         }
-        self.record(line)?;
+        self.record(call)?;
         if let Some(h) = s.host_if() {
             self.links.lock().expect("lock").insert(h.to_string());
         }
         Ok(())
     }
     async fn set_default_route(&self, netns: &Path, via: IpAddr) -> Result<(), KernelError> {
-        self.record(format!("route {} via {via}", netns.display()))
+        self.record(Call::Route {
+            netns: netns.to_path_buf(),
+            via,
+        })
     }
     async fn link_names(&self) -> Result<Vec<String>, KernelError> {
         Ok(self.links.lock().expect("lock").iter().cloned().collect())
@@ -171,11 +314,7 @@ impl KernelOps for Recorder {
             .then(|| "veth".to_string()))
     }
     async fn create_veth_pair(&self, s: &VethPairSpec) -> Result<(), KernelError> {
-        let hairpin = if s.hairpin { " hairpin" } else { "" };
-        self.record(format!(
-            "veth {} {} on {}{hairpin}",
-            s.host_if, s.peer_if, s.bridge
-        ))?;
+        self.record(Call::Veth(s.clone()))?;
         let mut links = self.links.lock().expect("lock");
         links.insert(s.host_if.clone());
         links.insert(s.peer_if.clone());
@@ -196,7 +335,7 @@ impl KernelOps for Recorder {
     }
     /// Scripts are recorded; a `list` finds nothing, as in a kernel with no ruleset.
     async fn nft(&self, script: &str) -> Result<String, KernelError> {
-        self.record(format!("nft {}", script.trim_end().replace('\n', "; ")))?;
+        self.record(Call::Nft(script.trim_end().replace('\n', "; ")))?;
         if script.starts_with("list ") {
             return Err(KernelError::Failed {
                 action: "fake",
@@ -208,14 +347,14 @@ impl KernelOps for Recorder {
         Ok(String::new())
     }
     async fn sysctl(&self, key: &[&str], value: &str) -> Result<bool, KernelError> {
-        self.record(format!("sysctl {}={value}", key.join(".")))?;
+        self.record(Call::Sysctl {
+            key: key.join("."),
+            value: value.into(),
+        })?;
         Ok(false)
     }
     async fn ensure_vxlan(&self, s: &VxlanSpec) -> Result<(), KernelError> {
-        self.record(format!(
-            "vxlan {} vni {} local {} port {} mtu {}",
-            s.name, s.vni, s.local, s.port, s.mtu
-        ))?;
+        self.record(Call::Vxlan(s.clone()))?;
         self.links.lock().expect("lock").insert(s.name.clone());
         Ok(())
     }
@@ -226,8 +365,8 @@ impl KernelOps for Recorder {
         ip: Ipv4Addr,
         vtep: Ipv4Addr,
     ) -> Result<(), KernelError> {
-        let mac = ferry_core::model::mac_string(&mac);
-        self.record(format!("entry {dev} {ip} {mac} via {vtep}"))
+        let dev = dev.into();
+        self.record(Call::Entry { dev, ip, mac, vtep })
     }
     async fn overlay_entry_delete(
         &self,
@@ -235,8 +374,8 @@ impl KernelOps for Recorder {
         mac: [u8; 6],
         ip: Ipv4Addr,
     ) -> Result<(), KernelError> {
-        let mac = ferry_core::model::mac_string(&mac);
-        self.record(format!("unentry {dev} {ip} {mac}"))
+        let dev = dev.into();
+        self.record(Call::Unentry { dev, ip, mac })
     }
     /// The fake programs nothing it could read back (a query: not recorded).
     async fn overlay_entries(&self, _dev: &str) -> Result<Vec<(Ipv4Addr, [u8; 6])>, KernelError> {
@@ -248,13 +387,12 @@ impl KernelOps for Recorder {
         dst: Ipv4Net,
         via: Option<Ipv4Addr>,
     ) -> Result<(), KernelError> {
-        match via {
-            Some(v) => self.record(format!("route {dst} via {v} dev {dev}")),
-            None => self.record(format!("route {dst} dev {dev}")),
-        }
+        let dev = dev.into();
+        self.record(Call::TunnelRoute { dev, dst, via })
     }
     async fn tunnel_route_delete(&self, dev: &str, dst: Ipv4Net) -> Result<(), KernelError> {
-        self.record(format!("unroute {dst} dev {dev}"))
+        let dev = dev.into();
+        self.record(Call::Unroute { dev, dst })
     }
     /// The fake programs nothing it could read back (a query: not recorded).
     async fn tunnel_routes(&self, _dev: &str) -> Result<Vec<Ipv4Net>, KernelError> {
@@ -272,12 +410,13 @@ impl KernelOps for Recorder {
         ))
     }
     async fn remove_address(&self, name: &str, net: IpNet) -> Result<(), KernelError> {
-        self.record(format!("unaddr {name} {net}"))
+        let name = name.into();
+        self.record(Call::Unaddr { name, net })
     }
     /// An endpoint whose host veth the fake does not know is wired again (recorded as an
     /// attach); otherwise nothing is wrong with it.
     async fn adopt_link(&self, s: &crate::AdoptSpec) -> Result<(), KernelError> {
-        self.record(format!("adopt {} as {} {}", s.src, s.ifname, s.addr))
+        self.record(Call::Adopt(s.clone()))
     }
     async fn hand_back_link(
         &self,
@@ -285,10 +424,11 @@ impl KernelOps for Recorder {
         ifname: &str,
         back: &str,
     ) -> Result<(), KernelError> {
-        self.record(format!(
-            "hand back {ifname} of {} as {back}",
-            netns.display()
-        ))
+        self.record(Call::HandBack {
+            netns: netns.to_path_buf(),
+            ifname: ifname.into(),
+            back: back.into(),
+        })
     }
     async fn ensure_attached(&self, s: &AttachSpec) -> Result<Vec<String>, KernelError> {
         let Some(host_if) = s.host_if() else {

@@ -813,3 +813,49 @@ async fn an_exit_the_store_refuses_still_takes_its_published_port_down() {
         "the published port's DNAT stayed: {after:?}"
     );
 }
+
+/// The start's kernel steps as the fake recorded them, typed: the namespace, the first
+/// endpoint's link, then the second's fails (at its default route); the executor takes
+/// back what was made in reverse (the first link, then the namespace) and never names
+/// the namespace.
+#[tokio::test]
+async fn a_start_whose_second_link_fails_takes_back_the_first_and_the_namespace_in_reverse() {
+    use ferry_kernel::fake::Call;
+    use ferry_kernel::AttachStep;
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&dir);
+    d.ensure_predefined().await.unwrap();
+    // b1 is joined first; a2 sorts first, so its endpoint carries the default route.
+    for (n, s) in [("b1", "10.5.0.0/24"), ("a2", "10.6.0.0/24")] {
+        d.create_network(net_req(n, s)).await.unwrap();
+    }
+    let id = d.create_sandbox(Some("two"), run_req("b1")).await.unwrap();
+    let req = ConnectRequest {
+        container: id.clone(),
+        ..Default::default()
+    };
+    d.connect("a2", req).await.unwrap();
+    let before = d.kernel.calls().len();
+    *d.kernel.fault_at.lock().unwrap() = Some(AttachStep::Route);
+    assert!(d.start_sandbox(&id, false).await.is_err());
+    let calls: Vec<Call> = d.kernel.calls()[before..]
+        .iter()
+        .filter(|c| !matches!(c, Call::Nft(_) | Call::Sysctl { .. }))
+        .cloned()
+        .collect();
+    let netns = d.cfg.sandbox_netns(&id);
+    let [Call::NetnsAdd(made), Call::Attach(first), Call::Delete(gone), Call::NetnsDel(removed)] =
+        calls.as_slice()
+    else {
+        panic!("not namespace, link, undo link, undo namespace: {calls:?}");
+    };
+    assert_eq!((made, removed), (&netns, &netns));
+    assert_eq!(first.host_if(), Some(gone.as_str()));
+    assert_eq!(
+        first.default_via, None,
+        "b1's endpoint does not carry the route"
+    );
+    assert!(!d.cfg.netns_link("two").exists(), "the namespace was named");
+    let st = d.state.lock().await;
+    assert!(!st.sandboxes[&id].is_running());
+}
