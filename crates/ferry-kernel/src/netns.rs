@@ -29,6 +29,24 @@ fn on_thread<T: Send + 'static>(
     })
 }
 
+/// [`on_thread`] for async code: the thread's result comes back through a channel, so
+/// the task waits, not the worker thread it runs on.
+async fn on_thread_awaited<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, KernelError> + Send + 'static,
+) -> Result<T, KernelError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.await.unwrap_or_else(|_| {
+        Err(KernelError::other(
+            "run",
+            "namespace thread",
+            "thread panicked",
+        ))
+    })
+}
+
 /// Make the empty file a namespace is bind-mounted onto, and its directory.
 fn touch(path: &Path) -> Result<(), KernelError> {
     if let Some(dir) = path.parent() {
@@ -119,12 +137,12 @@ pub fn pin_current(path: &Path) -> Result<(), KernelError> {
 }
 
 /// Open a netlink connection whose socket lives in the namespace at `path`. The
-/// socket is created on a dedicated thread that entered the namespace; the returned
-/// handle is used from async code anywhere.
-pub fn netlink_in(path: &Path) -> Result<rtnetlink::Handle, KernelError> {
+/// socket is created on a dedicated thread that entered the namespace (awaited, so no
+/// tokio worker waits on it); the returned handle is used from async code anywhere.
+pub async fn netlink_in(path: &Path) -> Result<rtnetlink::Handle, KernelError> {
     let rt = tokio::runtime::Handle::current();
     let path = path.to_path_buf();
-    let (conn, handle) = on_thread(move || {
+    let (conn, handle) = on_thread_awaited(move || {
         let shown = path.display().to_string();
         let f = File::open(&path).map_err(|e| KernelError::io("open netns", &shown, e))?;
         setns(f.as_fd(), CloneFlags::CLONE_NEWNET)
@@ -133,7 +151,8 @@ pub fn netlink_in(path: &Path) -> Result<rtnetlink::Handle, KernelError> {
         let (conn, handle, _) = rtnetlink::new_connection()
             .map_err(|e| KernelError::io("open netlink socket in", &shown, e))?;
         Ok((conn, handle))
-    })?;
+    })
+    .await?;
     tokio::spawn(conn);
     Ok(handle)
 }

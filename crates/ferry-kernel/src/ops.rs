@@ -323,7 +323,7 @@ impl Netlink {
         )
         .await?;
         if let Err(e) = self.configure_inside(s).await {
-            if let Ok(inside) = netns::netlink_in(&s.netns) {
+            if let Ok(inside) = netns::netlink_in(&s.netns).await {
                 let _ = del::delete(&inside, &s.ifname).await;
             }
             return Err(e);
@@ -332,7 +332,7 @@ impl Netlink {
     }
 
     async fn configure_inside(&self, s: &AttachSpec) -> Result<(), KernelError> {
-        let nh = netns::netlink_in(&s.netns)?;
+        let nh = netns::netlink_in(&s.netns).await?;
         self.faults.check(AttachStep::Move)?;
         let idx = get::index_of(&nh, &s.ifname)
             .await?
@@ -363,7 +363,7 @@ impl KernelOps for Netlink {
         if !netns::is_pinned(netns) {
             return Ok(());
         }
-        del::delete(&netns::netlink_in(netns)?, name).await
+        del::delete(&netns::netlink_in(netns).await?, name).await
     }
 
     async fn delete_link(&self, name: &str) -> Result<(), KernelError> {
@@ -393,7 +393,13 @@ impl KernelOps for Netlink {
     }
 
     async fn remove_netns(&self, path: &Path) -> Result<(), KernelError> {
-        netns::remove(path)
+        // An unmount can wait on the kernel: not on a tokio worker.
+        let p = path.to_path_buf();
+        tokio::task::spawn_blocking(move || netns::remove(&p))
+            .await
+            .map_err(|e| {
+                KernelError::other("remove netns", path.display().to_string(), e.to_string())
+            })?
     }
 
     async fn attach(&self, s: &AttachSpec) -> Result<(), KernelError> {
@@ -409,7 +415,7 @@ impl KernelOps for Netlink {
     }
 
     async fn set_default_route(&self, netns: &Path, via: IpAddr) -> Result<(), KernelError> {
-        let nh = netns::netlink_in(netns)?;
+        let nh = netns::netlink_in(netns).await?;
         route::replace_default(&nh, via).await
     }
 
@@ -562,7 +568,7 @@ impl KernelOps for Netlink {
     }
 
     async fn ensure_attached(&self, s: &AttachSpec) -> Result<Vec<String>, KernelError> {
-        let inside = netns::netlink_in(&s.netns)?;
+        let inside = netns::netlink_in(&s.netns).await?;
         let wiring = check::check(&self.handle, &inside, s).await?;
         if wiring.problems.is_empty() {
             return Ok(vec![]);

@@ -54,7 +54,7 @@ fn spec(sb: &Path, host_if: &str, ip: u8) -> AttachSpec {
 }
 
 async fn sandbox_links(sb: &Path) -> Vec<String> {
-    let h = netns::netlink_in(sb).expect("netlink in sandbox");
+    let h = netns::netlink_in(sb).await.expect("netlink in sandbox");
     get::names(&h).await.expect("sandbox links")
 }
 

@@ -55,7 +55,7 @@ pub async fn adopt(host: &Handle, s: &AdoptSpec) -> Result<(), KernelError> {
         .execute()
         .await
         .map_err(|e| KernelError::netlink("move into sandbox", &s.src, e))?;
-    let nh = netns::netlink_in(&s.netns)?;
+    let nh = netns::netlink_in(&s.netns).await?;
     if let Err(e) = configure(&nh, s).await {
         let _ = hand_back_with(&nh, &s.ifname, &s.src).await;
         return Err(e);
@@ -109,7 +109,7 @@ pub async fn hand_back(
     if !netns::is_pinned(sandbox) {
         return Ok(());
     }
-    let nh = netns::netlink_in(sandbox)?;
+    let nh = netns::netlink_in(sandbox).await?;
     hand_back_with(&nh, ifname, back).await
 }
 

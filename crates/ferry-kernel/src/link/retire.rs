@@ -140,7 +140,7 @@ pub async fn retire(
     }
     let index = m.header.index;
     // The peer must be the one recorded at attach: same name, same index.
-    let Ok(nh) = netns::netlink_in(peer_netns) else {
+    let Ok(nh) = netns::netlink_in(peer_netns).await else {
         return Ok(Retired::DeleteNow);
     };
     let peer = match get::index_of(&nh, peer_name).await {
