@@ -253,8 +253,7 @@ async fn run(
     ferryd::ops::firewalling::watch(d.clone());
     ferryd::plughost::leases::watch(d.clone());
     reconcile::watch(d.clone());
-    d.dns
-        .serve(&*d.state.lock().await, &d.host_resolv, dns_upstream);
+    d.serve_dns(dns_upstream).await;
     if let Some(conf) = cluster {
         ferryd::overlay::join(&d, conf).await.context("cluster")?;
     }
@@ -282,7 +281,7 @@ async fn run(
     let serve = ferryd::serve::serve_unix(listener, gate, app);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        _ = stop.shutdown.notified() => tracing::info!("system cleanup done: stopping"),
+        _ = stop.stopped() => tracing::info!("system cleanup done: stopping"),
         _ = serve => {}
         _ = term.recv() => tracing::info!("SIGTERM: stopping; sandboxes keep running"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping; sandboxes keep running"),

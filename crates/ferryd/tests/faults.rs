@@ -91,7 +91,7 @@ async fn failed_at_and_unchanged(
     );
     assert_eq!(after.links, before.links, "{step}: links");
     assert_eq!(after.netns, before.netns, "{step}: namespaces");
-    let stored = State::load(d.store.as_ref()).unwrap();
+    let stored = d.stored_state().unwrap();
     assert_eq!(stored.networks, after.state.networks, "{step}: store");
     assert_eq!(stored.sandboxes, after.state.sandboxes, "{step}: store");
 }

@@ -45,7 +45,6 @@ use std::sync::Arc;
 use ferry_core::remote::DOCKER_IPAM_OWNER;
 use ferry_kernel::fake::Recorder;
 use ferry_store::MemStore;
-use ferryd::state::State;
 use ferryd::{Config, Daemon};
 use serde_json::{json, Value};
 
@@ -559,7 +558,7 @@ impl Replay {
     }
 
     async fn invariants(&self, ctx: &str) {
-        let stored = State::load(self.d.store.as_ref()).unwrap();
+        let stored = self.d.stored_state().unwrap();
         let st = self.d.state.lock().await;
         assert_eq!(stored.networks, st.networks, "{ctx}: store vs memory");
         assert_eq!(stored.plugin, st.plugin, "{ctx}: store vs memory (plugin)");

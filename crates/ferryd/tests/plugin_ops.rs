@@ -14,7 +14,6 @@ use ferry_core::docker::plugin::{
 };
 use ferry_kernel::fake::Recorder;
 use ferry_store::{MemStore, RedbStore, Store};
-use ferryd::state::State;
 use ferryd::{Config, Daemon};
 use serde_json::json;
 
@@ -85,7 +84,7 @@ fn ep_ref(id: &str) -> EndpointRef {
 }
 
 async fn store_matches_memory(d: &Daemon<Recorder>) {
-    let stored = State::load(d.store.as_ref()).unwrap();
+    let stored = d.stored_state().unwrap();
     let mem = d.state.lock().await;
     assert_eq!(stored.networks, mem.networks);
     assert_eq!(stored.plugin, mem.plugin);

@@ -79,7 +79,7 @@ fn failed_by_injection<T: std::fmt::Debug>(res: ferryd::error::Result<T>, prefix
 
 /// What the store holds equals what ferryd holds in memory.
 async fn store_matches_memory(d: &Daemon<Recorder>) {
-    let stored = State::load(d.store.as_ref()).unwrap();
+    let stored = d.stored_state().unwrap();
     let mem = d.state.lock().await;
     assert_eq!(stored.networks, mem.networks);
     assert_eq!(stored.sandboxes, mem.sandboxes);
@@ -199,7 +199,7 @@ async fn a_static_ip_stays_reserved_while_its_sandbox_is_stopped() {
         .await
         .unwrap();
     // A restart rebuilds everything from the store: reload and allocate dynamically.
-    let reloaded = State::load(d.store.as_ref()).unwrap();
+    let reloaded = d.stored_state().unwrap();
     let mut pool = reloaded
         .networks
         .values()
@@ -653,7 +653,7 @@ async fn refused_and_unchanged(d: &Daemon<Recorder>, b: Before, res: ferryd::err
     );
     assert_eq!(st.meta, b.state.meta, "the pool cursor changed in memory");
     assert_eq!(st.plugin, b.state.plugin, "the plugin's records changed");
-    assert_eq!(State::load(d.store.as_ref()).unwrap().meta, st.meta);
+    assert_eq!(d.stored_state().unwrap().meta, st.meta);
     drop(st);
     store_matches_memory(d).await;
     let lines = d.kernel.lines();

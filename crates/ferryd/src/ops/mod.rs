@@ -41,25 +41,25 @@ use crate::state::{Desired, Key, Snapshot, State};
 
 pub use sandbox::ExitReport;
 
-/// The daemon. `cfg`, `kernel`, `store` and `state` are public because the tests without
-/// root drive the recording kernel and read (or seed) the state through them;
-/// `host_resolv`, `dns` and `shutdown` because ferryd's `main` wires them. The rest is
-/// the daemon's own.
+/// The daemon. `cfg`, `kernel` and `state` are public because the tests without root
+/// drive the recording kernel and read (or seed) the state through them; the store is
+/// read back only as a whole ([`Daemon::stored_state`]), and `main` starts the DNS
+/// responder and waits for a stop through methods. The rest is the daemon's own.
 pub struct Daemon<K: KernelOps> {
     pub cfg: Config,
     pub kernel: K,
-    pub store: Box<dyn Store>,
+    pub(crate) store: Box<dyn Store>,
     pub state: Mutex<State>,
     /// The host's resolv.conf, read at start, the base of sandboxes' resolv.conf.
-    pub host_resolv: String,
+    pub(crate) host_resolv: String,
     /// Pids of sandbox processes ferryd parents (awaited, not polled).
     pub(crate) children: Arc<std::sync::Mutex<std::collections::HashSet<u32>>>,
     /// The embedded DNS responder, following every commit.
-    pub dns: Arc<crate::dns::Dns>,
+    pub(crate) dns: Arc<crate::dns::Dns>,
     /// What ferryd last applied to its nftables sets.
     pub(crate) firewall: crate::firewall::Firewall,
     /// Notified when ferryd should stop (after `system cleanup`).
-    pub shutdown: tokio::sync::Notify,
+    pub(crate) shutdown: tokio::sync::Notify,
     /// Per-sandbox order of the operations that program a sandbox's network.
     pub(crate) sandbox_locks: SandboxLocks,
     /// This host's membership of a cluster (`--cluster-store`), once joined.
@@ -160,6 +160,23 @@ impl<K: KernelOps> Daemon<K> {
             exits: tokio::sync::broadcast::channel(64).0,
             plughost: Default::default(),
         }))
+    }
+
+    /// What the store holds, read back whole (the tests compare it with memory).
+    pub fn stored_state(&self) -> Result<State> {
+        Ok(State::load(self.store.as_ref())?)
+    }
+
+    /// Start the DNS responder on the gateways of the state's networks, forwarding to
+    /// `upstreams` (or the host's resolvers).
+    pub async fn serve_dns(&self, upstreams: Vec<std::net::SocketAddr>) {
+        self.dns
+            .serve(&*self.state.lock().await, &self.host_resolv, upstreams);
+    }
+
+    /// Returns once ferryd is asked to stop (after `system cleanup`).
+    pub async fn stopped(&self) {
+        self.shutdown.notified().await;
     }
 
     /// Resolve `key` (a name, ID or ID prefix), wait for the sandbox's turn, then take
