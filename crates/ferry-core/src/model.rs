@@ -586,11 +586,18 @@ pub fn tunnel_mac(vtep: std::net::Ipv4Addr) -> [u8; 6] {
     [0x02, 0xfe, a, b, c, d]
 }
 
-/// The bridge and VXLAN device of an overlay network on each host.
+/// The bridge and VXLAN device of an overlay network on each host: `fo-` and `fv-` and
+/// 8 hex characters of its ID (a second ferryd's, [`crate::instance`]: its prefix, then
+/// `o-` and `v-`).
 pub fn overlay_if_names(network_id: &str) -> (IfName, IfName) {
+    let (b, v) = match crate::instance::link_prefix() {
+        "fy" => ("fo-".to_string(), "fv-".to_string()),
+        p => (format!("{p}o-"), format!("{p}v-")),
+    };
+    let id = &network_id[..8];
     (
-        IfName::new(format!("fo-{}", &network_id[..8])).expect("11 bytes is a valid name"),
-        IfName::new(format!("fv-{}", &network_id[..8])).expect("11 bytes is a valid name"),
+        IfName::new(format!("{b}{id}")).expect("at most 12 bytes is a valid name"),
+        IfName::new(format!("{v}{id}")).expect("at most 12 bytes is a valid name"),
     )
 }
 

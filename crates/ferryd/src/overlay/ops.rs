@@ -310,7 +310,8 @@ impl<K: KernelOps> Daemon<K> {
             }
         }
         if let Some(o) = self.overlay.get() {
-            o.forget_device(&format!("fv-{}", &id[..8])).await;
+            let (_, vxlan) = ferry_core::model::overlay_if_names(id);
+            o.forget_device(vxlan.as_str()).await;
         }
     }
 
