@@ -26,6 +26,11 @@ pub enum Call {
     Delete(String),
     NetnsAdd(PathBuf),
     NetnsDel(PathBuf),
+    NameNetns {
+        link: PathBuf,
+        target: PathBuf,
+    },
+    Unname(PathBuf),
     Attach(AttachSpec),
     Route {
         netns: PathBuf,
@@ -88,6 +93,10 @@ impl fmt::Display for Call {
             Call::Delete(name) => write!(f, "delete {name}"),
             Call::NetnsAdd(p) => write!(f, "netns add {}", p.display()),
             Call::NetnsDel(p) => write!(f, "netns del {}", p.display()),
+            Call::NameNetns { link, target } => {
+                write!(f, "name {} as {}", target.display(), link.display())
+            }
+            Call::Unname(l) => write!(f, "unname {}", l.display()),
             Call::Attach(s) => attach_line(f, s),
             Call::Route { netns, via } => write!(f, "route {} via {via}", netns.display()),
             Call::Veth(s) => {
@@ -268,6 +277,15 @@ impl KernelOps for Recorder {
             .expect("lock")
             .remove(&path.display().to_string());
         Ok(())
+    }
+    async fn name_netns(&self, link: &Path, target: &Path) -> Result<(), KernelError> {
+        self.record(Call::NameNetns {
+            link: link.to_path_buf(),
+            target: target.to_path_buf(),
+        })
+    }
+    async fn unname_netns(&self, link: &Path) -> Result<(), KernelError> {
+        self.record(Call::Unname(link.to_path_buf()))
     }
     async fn attach(&self, s: &AttachSpec) -> Result<(), KernelError> {
         let call = Call::Attach(s.clone());

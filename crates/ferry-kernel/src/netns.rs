@@ -110,6 +110,35 @@ pub fn remove(path: &Path) -> Result<(), KernelError> {
     }
 }
 
+/// Name the namespace at `target` for `ip netns`: the symlink `link`, its directory
+/// made, one there before replaced.
+pub fn name(link: &Path, target: &Path) -> Result<(), KernelError> {
+    let shown = link.display().to_string();
+    if let Some(dir) = link.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| KernelError::io("create dir", dir.display().to_string(), e))?;
+    }
+    match std::fs::remove_file(link) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(KernelError::io("replace netns name", &shown, e))
+        }
+        _ => {}
+    }
+    std::os::unix::fs::symlink(target, link).map_err(|e| KernelError::io("link", &shown, e))
+}
+
+/// Take a namespace's name away; one already gone is success.
+pub fn unname(link: &Path) -> Result<(), KernelError> {
+    match std::fs::remove_file(link) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(KernelError::io(
+            "remove netns name",
+            link.display().to_string(),
+            e,
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Is `path` a pinned network namespace (an nsfs mount)?
 pub fn is_pinned(path: &Path) -> bool {
     use nix::sys::statfs::statfs;

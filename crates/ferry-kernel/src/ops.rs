@@ -56,6 +56,15 @@ pub trait KernelOps: Send + Sync + 'static {
     fn create_netns(&self, path: &Path) -> impl Future<Output = Result<(), KernelError>> + Send;
     /// Unpin and remove a namespace file; a missing one is success.
     fn remove_netns(&self, path: &Path) -> impl Future<Output = Result<(), KernelError>> + Send;
+    /// Name the namespace pinned at `target` where `ip netns` finds it: the symlink
+    /// `link` (its directory made, one there before replaced).
+    fn name_netns(
+        &self,
+        link: &Path,
+        target: &Path,
+    ) -> impl Future<Output = Result<(), KernelError>> + Send;
+    /// Take a namespace's name away; one already gone is success.
+    fn unname_netns(&self, link: &Path) -> impl Future<Output = Result<(), KernelError>> + Send;
     fn attach(&self, spec: &AttachSpec) -> impl Future<Output = Result<(), KernelError>> + Send;
     fn set_default_route(
         &self,
@@ -400,6 +409,22 @@ impl KernelOps for Netlink {
             .map_err(|e| {
                 KernelError::other("remove netns", path.display().to_string(), e.to_string())
             })?
+    }
+
+    async fn name_netns(&self, link: &Path, target: &Path) -> Result<(), KernelError> {
+        let (link, target) = (link.to_path_buf(), target.to_path_buf());
+        let shown = link.display().to_string();
+        tokio::task::spawn_blocking(move || netns::name(&link, &target))
+            .await
+            .map_err(|e| KernelError::other("name netns", shown, e.to_string()))?
+    }
+
+    async fn unname_netns(&self, link: &Path) -> Result<(), KernelError> {
+        let l = link.to_path_buf();
+        let shown = link.display().to_string();
+        tokio::task::spawn_blocking(move || netns::unname(&l))
+            .await
+            .map_err(|e| KernelError::other("unname netns", shown, e.to_string()))?
     }
 
     async fn attach(&self, s: &AttachSpec) -> Result<(), KernelError> {

@@ -322,7 +322,9 @@ async fn remove_orphans<K: KernelOps>(d: &Daemon<K>) {
         .into_iter()
         .filter(|n| n.starts_with("ferry-") && !ns_links.contains(n))
     {
-        let _ = std::fs::remove_file(d.cfg.netns_dir.join(name));
+        if let Err(e) = d.kernel.unname_netns(&d.cfg.netns_dir.join(name)).await {
+            tracing::warn!("reconcile: {e}");
+        }
     }
     let sdir = d.cfg.exec_root.join("sandboxes");
     for name in dir_names(&sdir)

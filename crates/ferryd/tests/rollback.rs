@@ -143,10 +143,15 @@ async fn a_refused_veth_rolls_back_the_address_the_namespace_and_the_state() {
     // Once the kernel agrees, the same sandbox starts and gets the first address.
     *d.kernel.fail_on.lock().unwrap() = None;
     d.start_sandbox(&id, false).await.unwrap();
+    // The link, then the namespace's name for `ip netns`, last.
+    let lines = d.kernel.lines();
+    let tail: Vec<&str> = lines[lines.len() - 2..]
+        .iter()
+        .map(String::as_str)
+        .collect();
     assert!(
-        d.kernel.lines().last().unwrap().starts_with("attach"),
-        "{:?}",
-        d.kernel.lines()
+        tail[0].starts_with("attach") && tail[1].starts_with("name "),
+        "{lines:?}"
     );
     assert!(d
         .kernel
@@ -855,7 +860,13 @@ async fn a_start_whose_second_link_fails_takes_back_the_first_and_the_namespace_
         first.default_via, None,
         "b1's endpoint does not carry the route"
     );
-    assert!(!d.cfg.netns_link("two").exists(), "the namespace was named");
+    assert!(
+        !d.kernel
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::NameNetns { .. })),
+        "the namespace was named"
+    );
     let st = d.state.lock().await;
     assert!(!st.sandboxes[&id].is_running());
 }

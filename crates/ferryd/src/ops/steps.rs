@@ -7,7 +7,7 @@ use ferry_core::wiring::{KernelStep, KernelUndo};
 use ferry_kernel::{AttachStep, KernelOps};
 
 use super::Daemon;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 impl<K: KernelOps> Daemon<K> {
     /// Run `steps` in order for sandbox `sb`. If one fails, the ones before it are taken
@@ -46,12 +46,7 @@ impl<K: KernelOps> Daemon<K> {
             // plughost: kernel.attach, or a plugin's Join.
             KernelStep::Attach(spec) => self.attach_endpoint(&spec).await,
             KernelStep::NameNetns { link, target } => {
-                if let Some(dir) = link.parent() {
-                    let _ = std::fs::create_dir_all(dir);
-                }
-                let _ = std::fs::remove_file(&link);
-                std::os::unix::fs::symlink(&target, &link)
-                    .map_err(|e| Error::Other(format!("link {}: {e}", link.display())))
+                Ok(self.kernel.name_netns(&link, &target).await?)
             }
         }
     }
@@ -69,12 +64,9 @@ impl<K: KernelOps> Daemon<K> {
                     .remove_netns(ns)
                     .await
                     .map_err(|e| e.to_string()),
-                KernelUndo::Unname(l) => match std::fs::remove_file(l) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        Err(format!("remove {}: {e}", l.display()))
-                    }
-                    _ => Ok(()),
-                },
+                KernelUndo::Unname(l) => {
+                    self.kernel.unname_netns(l).await.map_err(|e| e.to_string())
+                }
             };
             errors.extend(res.err());
         }
