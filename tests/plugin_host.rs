@@ -1455,3 +1455,65 @@ fn ferryd_drives_a_second_ferryd_as_its_network_and_ipam_plugin() -> Result<()> 
     expect_no_leftovers(&host)?;
     host.finish()
 }
+
+/// A sandbox left without a way out gets it at ferryd's next start, as reconcile
+/// verifies what the store calls for. Made deterministic: g1 is on a plugin's network
+/// whose Join names no gateway and on a ferry bridge; while a veth holds the name
+/// docker_gwbridge, leaving the bridge cannot give g1 the gateway bridge (the disconnect
+/// stands, the failure is logged: no default route). With the name free again, a ferryd
+/// SIGKILLed and restarted gives it docker_gwbridge and its route; the control is the
+/// same sandbox, reaching a peer through it afterwards.
+#[test]
+fn a_sandbox_left_without_a_way_out_gets_it_when_ferryd_starts_again() -> Result<()> {
+    let dirs = PluginDirs::new()?;
+    let Some(mut host) = start_host(ferry_testkit::scenario_name!(), &dirs, 5, 0)? else {
+        return Ok(());
+    };
+    let mut peer = host.add_peer("10.252.0.1/24", "10.252.0.2/24")?;
+    peer.serve("tcp", 7070)?;
+    let sock = dirs.sockets().join("nogw.sock");
+    let sock_s = sock.display().to_string();
+    let plugin = SeedPlugin::start(&host, &dirs.root, &["--unix", &sock_s], &[])?;
+    plugin_network(&host, "nogw", "gnet", "brh", "10.11.0.0/24")?;
+    host.create_network("fb", &["--subnet", "10.12.0.0/24"])?;
+    host.run_idle("g1", &["--network", "fb"])?;
+    host.ferry_ok(&["network", "connect", "gnet", "g1"])?;
+    ensure!(
+        !host
+            .user_networks()?
+            .contains(&"docker_gwbridge".to_string()),
+        "fb gives g1 a gateway: no docker_gwbridge yet"
+    );
+    let squat = [
+        "link",
+        "add",
+        "docker_gwbridge",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "gwsquat",
+    ];
+    host.in_host("ip", &squat)?.expect_success()?;
+    host.ferry_ok(&["network", "disconnect", "fb", "g1"])?;
+    let routes = host
+        .exec("g1", &[ferry_testkit::BUSYBOX, "ip", "route"])?
+        .expect_success()?;
+    ensure!(
+        !routes.stdout.contains("default"),
+        "g1 kept a default route:\n{routes}"
+    );
+    host.in_host("ip", &["link", "del", "docker_gwbridge"])?
+        .expect_success()?;
+    host.restart_kill9()?;
+    let gw = gateway_bridge_gateway(&host)?;
+    // eth0 is free again (fb's), eth1 is the plugin's.
+    expect_default_route(&host, "g1", &gw, "eth0")?;
+    host.expect_reach(At::Sandbox("g1"), "tcp", &peer.ip, 7070)?;
+    host.ferry_ok(&["rm", "-f", "g1"])?;
+    host.ferry_ok(&["network", "rm", "fb"])?;
+    drop(peer);
+    remove_and_check(&host, "gnet", "brh")?;
+    drop(plugin);
+    host.finish()
+}

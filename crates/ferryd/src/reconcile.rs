@@ -27,6 +27,7 @@ pub async fn reconcile<K: KernelOps>(d: &Arc<Daemon<K>>) -> Result<()> {
     ensure_bridges(d).await;
     stop_dead_sandboxes(d).await?;
     rewire_endpoints(d).await;
+    settle_way_outs(d).await;
     if let Err(e) = d.plugin_reconcile().await {
         tracing::warn!("reconcile Docker endpoints: {e}");
     }
@@ -219,6 +220,30 @@ async fn stop_dead_sandboxes<K: KernelOps>(d: &Daemon<K>) -> Result<()> {
         d.on_exit(&id, ExitReport { pid, code: -1 }).await?;
     }
     Ok(())
+}
+
+/// Give every running sandbox the way out its networks call for (`docker_gwbridge` when a
+/// plugin's network gave none): a ferryd stopped between a plugin's `Join` and the
+/// gateway bridge's connect, or a settle that failed after a disconnect, left it
+/// without one. Each sandbox in its turn; a failure is logged.
+async fn settle_way_outs<K: KernelOps>(d: &Daemon<K>) {
+    let ids: Vec<String> = {
+        let st = d.state.lock().await;
+        st.sandboxes
+            .values()
+            .filter(|s| s.is_running() && s.network_mode.joins_networks())
+            .map(|s| s.id.clone())
+            .collect()
+    };
+    for id in ids {
+        let Ok((turn, st)) = d.sandbox_turn(&id).await else {
+            continue; // removed meanwhile
+        };
+        drop(st);
+        if let Err(e) = d.settle_way_out(&turn).await {
+            tracing::warn!("reconcile: the way out of sandbox {id}: {e}");
+        }
+    }
 }
 
 /// Check every live endpoint of every running sandbox with a namespace of its own, and
