@@ -31,6 +31,8 @@ pub enum Call {
         target: PathBuf,
     },
     Unname(PathBuf),
+    /// A sandbox's file, written (the fake writes it too: it is in the test's directory).
+    File(PathBuf),
     Attach(AttachSpec),
     Route {
         netns: PathBuf,
@@ -97,6 +99,7 @@ impl fmt::Display for Call {
                 write!(f, "name {} as {}", target.display(), link.display())
             }
             Call::Unname(l) => write!(f, "unname {}", l.display()),
+            Call::File(p) => write!(f, "file {}", p.display()),
             Call::Attach(s) => attach_line(f, s),
             Call::Route { netns, via } => write!(f, "route {} via {via}", netns.display()),
             Call::Veth(s) => {
@@ -286,6 +289,10 @@ impl KernelOps for Recorder {
     }
     async fn unname_netns(&self, link: &Path) -> Result<(), KernelError> {
         self.record(Call::Unname(link.to_path_buf()))
+    }
+    async fn write_sandbox_file(&self, path: &Path, contents: &str) -> Result<(), KernelError> {
+        self.record(Call::File(path.to_path_buf()))?;
+        crate::files::write_in_place(path, contents)
     }
     async fn attach(&self, s: &AttachSpec) -> Result<(), KernelError> {
         let call = Call::Attach(s.clone());

@@ -9,6 +9,7 @@
 pub mod error;
 pub mod fake;
 pub mod fault;
+pub mod files;
 pub mod link;
 pub mod netns;
 pub mod nft;

@@ -65,6 +65,13 @@ pub trait KernelOps: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), KernelError>> + Send;
     /// Take a namespace's name away; one already gone is success.
     fn unname_netns(&self, link: &Path) -> impl Future<Output = Result<(), KernelError>> + Send;
+    /// Write one of a sandbox's files (its hostname, hosts, resolv.conf), making its
+    /// directory; an existing file is rewritten in place (it is bind-mounted by inode).
+    fn write_sandbox_file(
+        &self,
+        path: &Path,
+        contents: &str,
+    ) -> impl Future<Output = Result<(), KernelError>> + Send;
     fn attach(&self, spec: &AttachSpec) -> impl Future<Output = Result<(), KernelError>> + Send;
     fn set_default_route(
         &self,
@@ -417,6 +424,14 @@ impl KernelOps for Netlink {
         tokio::task::spawn_blocking(move || netns::name(&link, &target))
             .await
             .map_err(|e| KernelError::other("name netns", shown, e.to_string()))?
+    }
+
+    async fn write_sandbox_file(&self, path: &Path, contents: &str) -> Result<(), KernelError> {
+        let (p, c) = (path.to_path_buf(), contents.to_string());
+        let shown = path.display().to_string();
+        tokio::task::spawn_blocking(move || crate::files::write_in_place(&p, &c))
+            .await
+            .map_err(|e| KernelError::other("write", shown, e.to_string()))?
     }
 
     async fn unname_netns(&self, link: &Path) -> Result<(), KernelError> {

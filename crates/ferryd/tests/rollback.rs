@@ -849,12 +849,14 @@ async fn a_start_whose_second_link_fails_takes_back_the_first_and_the_namespace_
         .cloned()
         .collect();
     let netns = d.cfg.sandbox_netns(&id);
-    let [Call::NetnsAdd(made), Call::Attach(first), Call::Delete(gone), Call::NetnsDel(removed)] =
+    let [Call::NetnsAdd(made), Call::File(f1), Call::File(f2), Call::File(f3), Call::Attach(first), Call::Delete(gone), Call::NetnsDel(removed)] =
         calls.as_slice()
     else {
-        panic!("not namespace, link, undo link, undo namespace: {calls:?}");
+        panic!("not namespace, files, link, undo link, undo namespace: {calls:?}");
     };
     assert_eq!((made, removed), (&netns, &netns));
+    let (hosts, resolv, hostname) = d.sandbox_files(&id);
+    assert_eq!([f1, f2, f3], [&resolv, &hostname, &hosts]);
     assert_eq!(first.host_if(), Some(gone.as_str()));
     assert_eq!(
         first.default_via, None,

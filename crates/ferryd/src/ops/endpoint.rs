@@ -76,10 +76,10 @@ impl<K: KernelOps> Daemon<K> {
             self.rollback(&mut st, applied.before, &keys);
             return Err(e);
         }
-        if let Err(e) = self.attach_names(&st, &sb_id) {
+        if let Err(e) = self.attach_names(&st, &sb_id).await {
             self.rollback(&mut st, applied.before, &keys);
             self.sync_firewall_or_warn(&st, "undoing a connect").await;
-            self.write_hosts(&st, &sb_id);
+            self.write_hosts(&st, &sb_id).await;
             return Err(e);
         }
         // The host link of the endpoint that gives the default route up, if one does.
@@ -136,7 +136,7 @@ impl<K: KernelOps> Daemon<K> {
         let keys = [Key::Net(net_id.to_string()), Key::Sbx(sb_id.to_string())];
         self.commit_or_log(st, &keys, "undoing a connect");
         self.sync_firewall_or_warn(st, "undoing a connect").await;
-        self.write_hosts(st, sb_id);
+        self.write_hosts(st, sb_id).await;
     }
 
     pub async fn disconnect(&self, net_ref: &str, req: DisconnectRequest) -> Result<()> {
@@ -164,7 +164,7 @@ impl<K: KernelOps> Daemon<K> {
         let staged = self.stage(&mut st, &keys, |st| plan_disconnect(st, &sb_id, &net_id))?;
         let plan = self.commit_staged(&mut st, staged)?.plan;
         self.sync_firewall_or_warn(&st, "disconnect").await;
-        self.write_hosts(&st, &sb_id);
+        self.write_hosts(&st, &sb_id).await;
         // The veth is retired (down and renamed: well under a millisecond) before the
         // state lock goes: its address is free in the state now, and another connect must
         // not bring the same address and MAC up on the bridge while the old pair is up.

@@ -113,30 +113,21 @@ impl<K: KernelOps> Daemon<K> {
         (d.join("hosts"), d.join("resolv.conf"), d.join("hostname"))
     }
 
-    /// Rewrite the sandbox's /etc/hosts in place (it is bind-mounted by inode).
-    pub(crate) fn write_hosts(&self, st: &State, id: &str) {
-        let Some(sb) = st.sandboxes.get(id) else {
-            return;
-        };
-        if !sb.network_mode.own_netns() {
-            return;
-        }
-        let (hosts, _, _) = self.sandbox_files(id);
-        if let Err(e) = std::fs::write(&hosts, hosts_of(sb)) {
-            tracing::warn!("write {}: {e}", hosts.display());
-        }
-        self.write_resolv(st, id);
-    }
-
-    /// Rewrite a running sandbox's resolv.conf in place (its networks changed).
-    pub(crate) fn write_resolv(&self, st: &State, id: &str) {
+    /// Rewrite the sandbox's /etc/hosts and resolv.conf in place (they are bind-mounted
+    /// by inode). A file that cannot be written is logged.
+    pub(crate) async fn write_hosts(&self, st: &State, id: &str) {
         let Some(sb) = st.sandboxes.get(id).filter(|s| s.network_mode.own_netns()) else {
             return;
         };
-        let (_, resolv, _) = self.sandbox_files(id);
-        if resolv.exists() {
-            if let Err(e) = std::fs::write(&resolv, self.dns.resolv_conf(&self.host_resolv, sb)) {
-                tracing::warn!("write {}: {e}", resolv.display());
+        let (hosts, resolv, _) = self.sandbox_files(id);
+        let files = [
+            (hosts, hosts_of(sb)),
+            (resolv, self.dns.resolv_conf(&self.host_resolv, sb)),
+        ];
+        // Only a sandbox that has its files (a start wrote them) has them to rewrite.
+        for (path, text) in files.into_iter().filter(|(p, _)| p.exists()) {
+            if let Err(e) = self.kernel.write_sandbox_file(&path, &text).await {
+                tracing::warn!("{e}");
             }
         }
     }
@@ -144,21 +135,23 @@ impl<K: KernelOps> Daemon<K> {
     /// A connect's names step: the sandbox's hosts and resolv.conf written (its records
     /// went into the responder's table with the commit). Fails only when a test armed a
     /// fault at it; a file that cannot be written is logged, as before.
-    pub(crate) fn attach_names(&self, st: &State, id: &str) -> Result<()> {
+    pub(crate) async fn attach_names(&self, st: &State, id: &str) -> Result<()> {
         self.kernel.fault(AttachStep::Dns)?;
-        self.write_hosts(st, id);
+        self.write_hosts(st, id).await;
         Ok(())
     }
 
-    pub(crate) fn write_files(&self, sb: &Sandbox) -> Result<()> {
-        let dir = self.cfg.sandbox_dir(&sb.id);
-        let io =
-            |e: std::io::Error| Error::Other(format!("write files of sandbox {}: {e}", sb.name));
-        std::fs::create_dir_all(&dir).map_err(io)?;
-        let (_, resolv, hostname) = self.sandbox_files(&sb.id);
-        std::fs::write(resolv, self.dns.resolv_conf(&self.host_resolv, sb)).map_err(io)?;
-        std::fs::write(hostname, format!("{}\n", sb.hostname)).map_err(io)?;
-        std::fs::write(self.sandbox_files(&sb.id).0, hosts_of(sb)).map_err(io)?;
+    /// A start's files: its hostname, hosts and resolv.conf, through the kernel seam.
+    pub(crate) async fn write_files(&self, sb: &Sandbox) -> Result<()> {
+        let (hosts, resolv, hostname) = self.sandbox_files(&sb.id);
+        let files = [
+            (resolv, self.dns.resolv_conf(&self.host_resolv, sb)),
+            (hostname, format!("{}\n", sb.hostname)),
+            (hosts, hosts_of(sb)),
+        ];
+        for (path, text) in files {
+            self.kernel.write_sandbox_file(&path, &text).await?;
+        }
         Ok(())
     }
 

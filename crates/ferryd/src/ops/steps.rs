@@ -41,7 +41,7 @@ impl<K: KernelOps> Daemon<K> {
             KernelStep::CreateNetns(p) => Ok(self.kernel.create_netns(&p).await?),
             KernelStep::SandboxFiles => {
                 self.kernel.fault(AttachStep::Dns)?;
-                self.write_files(sb)
+                self.write_files(sb).await
             }
             // plughost: kernel.attach, or a plugin's Join.
             KernelStep::Attach(spec) => self.attach_endpoint(&spec).await,
