@@ -222,20 +222,22 @@ async fn stop_dead_sandboxes<K: KernelOps>(d: &Daemon<K>) -> Result<()> {
     Ok(())
 }
 
+/// The running sandboxes that have networks (neither host nor none).
+async fn running_on_networks<K: KernelOps>(d: &Daemon<K>) -> Vec<String> {
+    let st = d.state.lock().await;
+    st.sandboxes
+        .values()
+        .filter(|s| s.is_running() && s.network_mode.joins_networks())
+        .map(|s| s.id.clone())
+        .collect()
+}
+
 /// Give every running sandbox the way out its networks call for (`docker_gwbridge` when a
 /// plugin's network gave none): a ferryd stopped between a plugin's `Join` and the
 /// gateway bridge's connect, or a settle that failed after a disconnect, left it
 /// without one. Each sandbox in its turn; a failure is logged.
 async fn settle_way_outs<K: KernelOps>(d: &Daemon<K>) {
-    let ids: Vec<String> = {
-        let st = d.state.lock().await;
-        st.sandboxes
-            .values()
-            .filter(|s| s.is_running() && s.network_mode.joins_networks())
-            .map(|s| s.id.clone())
-            .collect()
-    };
-    for id in ids {
+    for id in running_on_networks(d).await {
         let Ok((turn, st)) = d.sandbox_turn(&id).await else {
             continue; // removed meanwhile
         };
@@ -251,15 +253,7 @@ async fn settle_way_outs<K: KernelOps>(d: &Daemon<K>) {
 /// connect, disconnect, start and stop take), so an attach in progress is never taken for
 /// a broken one. A failure is logged; the endpoint stays recorded for the next reconcile.
 async fn rewire_endpoints<K: KernelOps>(d: &Daemon<K>) {
-    let ids: Vec<String> = {
-        let st = d.state.lock().await;
-        st.sandboxes
-            .values()
-            .filter(|s| s.is_running() && s.network_mode.joins_networks())
-            .map(|s| s.id.clone())
-            .collect()
-    };
-    for id in ids {
+    for id in running_on_networks(d).await {
         let Ok((turn, st)) = d.sandbox_turn(&id).await else {
             continue; // removed meanwhile
         };
