@@ -1119,6 +1119,10 @@ fn a_join_without_a_gateway_gets_docker_gwbridge_as_its_way_out_as_dockerd_gives
     ensure!(names == ["gnet"], "g1's inspect shows {names:?}");
     let gw = gateway_bridge_gateway(&host)?;
     expect_default_route(&host, "g1", &gw, "eth1")?;
+    // Not the user's to take away: g1 is not connected to it, as its inspect says.
+    let out = host.ferry_err(&["network", "disconnect", "docker_gwbridge", "g1"])?;
+    ensure!(out.stderr.contains("is not connected"), "{out}");
+    expect_default_route(&host, "g1", &gw, "eth1")?;
     // Out through the host, masqueraded: the peer sees the host's own address.
     let from = host.expect_reach(At::Sandbox("g1"), "tcp", &peer.ip, 7070)?;
     ensure!(from == "10.251.0.1", "the peer saw {from}, not the host");

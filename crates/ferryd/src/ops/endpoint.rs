@@ -142,6 +142,19 @@ impl<K: KernelOps> Daemon<K> {
     pub async fn disconnect(&self, net_ref: &str, req: DisconnectRequest) -> Result<()> {
         let (turn, st) = self.sandbox_turn(&req.container).await?;
         let net_id = st.network_id(net_ref)?;
+        // The way out ferry added is not the user's to take: the sandbox is not connected
+        // to docker_gwbridge as far as its inspect says, nor as dockerd would say.
+        let sb = &st.sandboxes[&turn.id];
+        if sb
+            .endpoint(&net_id)
+            .is_some_and(|e| !e.membership.is_asked())
+        {
+            return Err(ferry_core::CoreError::NotConnected {
+                sandbox: sb.name.clone(),
+                network: st.networks[&net_id].name.clone(),
+            }
+            .into());
+        }
         self.disconnect_in_turn(&turn, st, &net_id).await?;
         // The network that leaves may have been the sandbox's way out, or the reason for
         // the gateway bridge: the disconnect stands either way.
