@@ -107,6 +107,15 @@ fn the_seed_scenario_over_tcp_through_a_json_spec_file() -> Result<()> {
         net["Driver"]
     );
 
+    // The seed's plugin names no gateway, so s1's way out is docker_gwbridge; made
+    // beforehand, as dockerd's users do to choose its subnet, it is used as it is.
+    host.ferry_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.13.0.0/24",
+        "docker_gwbridge",
+    ])?;
     plugin.clear()?;
     host.run_server("s1", &["--network", "mynet"], "tcp", 8080)?;
     let ip = host.ip_of("s1", "mynet")?;
@@ -116,6 +125,7 @@ fn the_seed_scenario_over_tcp_through_a_json_spec_file() -> Result<()> {
         addrs.contains(&("eth0".to_string(), "10.0.1.2/24".to_string())),
         "s1's addresses: {addrs:?}"
     );
+    expect_default_route(&host, "s1", "10.13.0.1", "eth1")?;
     // The plugin chose no MAC: ferry's (02:42 + the address), as inspect says.
     let mac = host.inspect("s1")?["NetworkSettings"]["Networks"]["mynet"]["MacAddress"].clone();
     ensure!(mac == "02:42:0a:00:01:02", "inspect shows MAC {mac}");
