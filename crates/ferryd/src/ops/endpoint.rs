@@ -10,7 +10,7 @@ use ferry_core::plan::connect::{endpoint_keys, plan_connect, plan_disconnect, As
 use ferry_core::wiring::KernelStep;
 use ferry_kernel::KernelOps;
 
-use super::{new_id, Daemon, SandboxTurn};
+use super::{new_id, Daemon, FirewallFollows, SandboxTurn};
 use crate::error::Result;
 use crate::state::{Key, State};
 
@@ -66,16 +66,12 @@ impl<K: KernelOps> Daemon<K> {
             staged.abandon(&mut st);
             return Err(e);
         }
-        let applied = self.commit_staged(&mut st, staged)?;
+        let applied = self
+            .apply_staged(&mut st, staged, FirewallFollows::BeforeLinks)
+            .await?;
         let Some(spec) = applied.plan.attach else {
             return Ok(());
         };
-        // The endpoint's set elements go in before its veth exists: nothing can match
-        // them until it does.
-        if let Err(e) = self.attach_firewall(&st).await {
-            self.rollback(&mut st, applied.before, &keys);
-            return Err(e);
-        }
         if let Err(e) = self.attach_names(&st, &sb_id).await {
             self.rollback(&mut st, applied.before, &keys);
             self.sync_firewall_or_warn(&st, "undoing a connect").await;
@@ -175,8 +171,10 @@ impl<K: KernelOps> Daemon<K> {
         let netns = self.netns_path(&st.sandboxes[&sb_id]);
         let keys = endpoint_keys(&sb_id, &net_id);
         let staged = self.stage(&mut st, &keys, |st| plan_disconnect(st, &sb_id, &net_id))?;
-        let plan = self.commit_staged(&mut st, staged)?.plan;
-        self.sync_firewall_or_warn(&st, "disconnect").await;
+        let plan = self
+            .apply_staged(&mut st, staged, FirewallFollows::Teardown("disconnect"))
+            .await?
+            .plan;
         self.write_hosts(&st, &sb_id).await;
         // The veth is retired (down and renamed: well under a millisecond) before the
         // state lock goes: its address is free in the state now, and another connect must

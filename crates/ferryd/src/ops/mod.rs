@@ -86,6 +86,16 @@ impl<P> Staged<P> {
     }
 }
 
+/// How the firewall follows a committed plan ([`Daemon::apply_staged`]).
+pub(crate) enum FirewallFollows {
+    /// The plan adds what links about to be made need: the elements go in before the
+    /// links exist (nothing can match them until then), and a refusal undoes the commit.
+    BeforeLinks,
+    /// The plan takes things away: the sets follow whatever happens; a refusal is logged,
+    /// naming the operation, and the periodic check repairs it.
+    Teardown(&'static str),
+}
+
 /// A plan committed, with the records as they were before it.
 pub(crate) struct Applied<P> {
     pub plan: P,
@@ -286,6 +296,29 @@ impl<K: KernelOps> Daemon<K> {
             plan: s.plan,
             before: s.before,
         })
+    }
+
+    /// The executor whole, for plans whose firewall sources change: commit (as
+    /// [`Daemon::commit_staged`]), then bring the firewall's sets to the committed state
+    /// as `fw` says. The kernel's links come after, from the plan.
+    pub(crate) async fn apply_staged<P>(
+        &self,
+        st: &mut State,
+        s: Staged<P>,
+        fw: FirewallFollows,
+    ) -> Result<Applied<P>> {
+        let keys = s.keys.clone();
+        let applied = self.commit_staged(st, s)?;
+        match fw {
+            FirewallFollows::BeforeLinks => {
+                if let Err(e) = self.attach_firewall(st).await {
+                    self.rollback(st, applied.before, &keys);
+                    return Err(e);
+                }
+            }
+            FirewallFollows::Teardown(what) => self.sync_firewall_or_warn(st, what).await,
+        }
+        Ok(applied)
     }
 
     /// Put `before` back, in memory and in the store.

@@ -10,7 +10,7 @@ use ferry_core::CoreError;
 use ferry_kernel::KernelOps;
 use ferry_overlay::ClusterError;
 
-use super::{new_id, now, Daemon};
+use super::{new_id, now, Daemon, FirewallFollows};
 use crate::error::{Error, Result};
 use crate::state::Key;
 
@@ -165,8 +165,11 @@ impl<K: KernelOps> Daemon<K> {
     async fn remove_network_locked(&self, st: &mut crate::state::State, id: &str) -> Result<()> {
         let keys = [Key::Net(id.to_string())];
         let staged = self.stage(st, &keys, |st| plan_remove(st, id))?;
-        let net = self.commit_staged(st, staged)?.plan.removed;
-        self.sync_firewall_or_warn(st, "remove network").await;
+        let net = self
+            .apply_staged(st, staged, FirewallFollows::Teardown("remove network"))
+            .await?
+            .plan
+            .removed;
         // plughost: a plugin's network is the plugin's to take down.
         self.remote_network_removed(&net).await;
         let Some(b) = net.bridge() else {

@@ -17,7 +17,7 @@ use ferry_core::wiring::KernelUndo;
 use ferry_core::CoreError;
 use ferry_kernel::{AttachStep, KernelOps};
 
-use super::{new_id, now, Daemon};
+use super::{new_id, now, Daemon, FirewallFollows};
 use crate::error::{Error, Result};
 use crate::state::{Desired, Key, Snapshot, State};
 use crate::supervise;
@@ -261,12 +261,10 @@ impl<K: KernelOps> Daemon<K> {
             staged.abandon(&mut st);
             return Err(e);
         }
-        let applied = self.commit_staged(&mut st, staged)?;
-        let (before, plan) = (applied.before, applied.plan);
-        if let Err(e) = self.attach_firewall(&st).await {
-            self.rollback(&mut st, before, &keys);
-            return Err(e);
-        }
+        let plan = self
+            .apply_staged(&mut st, staged, FirewallFollows::BeforeLinks)
+            .await?
+            .plan;
         let sb = st.sandboxes[&id].clone();
         drop(st);
         // The kernel work runs without the state lock; this sandbox's turn is still held.
@@ -476,7 +474,10 @@ impl<K: KernelOps> Daemon<K> {
             st.sandboxes.remove(&id);
             Ok(t)
         })?;
-        let mut t = self.commit_staged(&mut st, staged)?.plan;
+        let mut t = self
+            .apply_staged(&mut st, staged, FirewallFollows::Teardown("rm"))
+            .await?
+            .plan;
         if let Some((pid, start_time)) = running {
             supervise::kill_if_alive(pid, start_time);
             // No pid recorded (a start cut short by a crash, a foreground run before it
@@ -489,7 +490,6 @@ impl<K: KernelOps> Daemon<K> {
                 }
             }
         }
-        self.sync_firewall_or_warn(&st, "rm").await;
         self.retire_links_now(&mut t).await;
         drop(st);
         self.run_undo(t).await;
