@@ -91,6 +91,9 @@ pub(crate) enum FirewallFollows {
     /// The plan adds what links about to be made need: the elements go in before the
     /// links exist (nothing can match them until then), and a refusal undoes the commit.
     BeforeLinks,
+    /// The plan adds elements no link of ferry's waits for (dockerd's calls to ferry's
+    /// plugin): they go in, and a refusal undoes the commit.
+    Adds,
     /// The plan takes things away: the sets follow whatever happens; a refusal is logged,
     /// naming the operation, and the periodic check repairs it.
     Teardown(&'static str),
@@ -312,6 +315,12 @@ impl<K: KernelOps> Daemon<K> {
         match fw {
             FirewallFollows::BeforeLinks => {
                 if let Err(e) = self.attach_firewall(st).await {
+                    self.rollback(st, applied.before, &keys);
+                    return Err(e);
+                }
+            }
+            FirewallFollows::Adds => {
+                if let Err(e) = self.sync_firewall(st).await {
                     self.rollback(st, applied.before, &keys);
                     return Err(e);
                 }

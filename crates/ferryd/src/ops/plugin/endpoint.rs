@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::{docker_ep, docker_ep_mut, no_endpoint, no_ipv6};
 use crate::error::Result;
-use crate::ops::Daemon;
+use crate::ops::{Daemon, FirewallFollows};
 use crate::state::{Key, State};
 use ferry_core::plan::publish::{check_publishable, taken_ports};
 
@@ -171,11 +171,8 @@ impl<K: KernelOps> Daemon<K> {
             );
             Ok(())
         })?;
-        let applied = self.commit_staged(&mut st, staged)?;
-        if let Err(e) = self.sync_firewall(&st).await {
-            self.rollback(&mut st, applied.before, &keys);
-            return Err(e);
-        }
+        self.apply_staged(&mut st, staged, FirewallFollows::Adds)
+            .await?;
         Ok(answer(&mac))
     }
 
@@ -299,8 +296,8 @@ impl<K: KernelOps> Daemon<K> {
             }
             Ok(ep)
         })?;
-        let ep = self.commit_staged(&mut st, staged)?.plan;
-        self.sync_firewall_or_warn(&st, "delete endpoint").await;
+        let fw = FirewallFollows::Teardown("delete endpoint");
+        let ep = self.apply_staged(&mut st, staged, fw).await?.plan;
         drop(st);
         for l in ep.links() {
             if let Err(e) = self.kernel.delete_link(&l).await {
@@ -341,11 +338,8 @@ impl<K: KernelOps> Daemon<K> {
             }
             Ok(())
         })?;
-        let before = self.commit_staged(&mut st, staged)?.before;
-        if let Err(e) = self.sync_firewall(&st).await {
-            self.rollback(&mut st, before, &keys);
-            return Err(e);
-        }
+        self.apply_staged(&mut st, staged, FirewallFollows::Adds)
+            .await?;
         Ok(())
     }
 
@@ -372,9 +366,8 @@ impl<K: KernelOps> Daemon<K> {
             }
             Ok(())
         })?;
-        self.commit_staged(&mut st, staged)?;
-        self.sync_firewall_or_warn(&st, "revoke external connectivity")
-            .await;
+        let fw = FirewallFollows::Teardown("revoke external connectivity");
+        self.apply_staged(&mut st, staged, fw).await?;
         Ok(())
     }
 

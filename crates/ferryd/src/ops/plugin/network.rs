@@ -17,7 +17,7 @@ use ferry_kernel::KernelOps;
 
 use super::{no_ipv6, taken_subnets};
 use crate::error::Result;
-use crate::ops::{now, Daemon};
+use crate::ops::{now, Daemon, FirewallFollows};
 use crate::state::Key;
 use ferry_core::plan::network::bridge_spec;
 
@@ -260,8 +260,8 @@ impl<K: KernelOps> Daemon<K> {
         let staged = self.stage(&mut st, &keys, |st| {
             docker_plan::plan_delete_network(st, &id)
         })?;
-        let plan = self.commit_staged(&mut st, staged)?.plan;
-        self.sync_firewall_or_warn(&st, "delete network").await;
+        let fw = FirewallFollows::Teardown("delete network");
+        let plan = self.apply_staged(&mut st, staged, fw).await?.plan;
         drop(st);
         let errors = self
             .unmake_network(&plan.links, &plan.removed, plan.owns_bridge, plan.gateway)
