@@ -23,7 +23,7 @@ use super::{blocking, Overlay};
 use crate::error::{Error, Result};
 use ferry_core::plan::network::bridge_spec;
 
-use crate::ops::{new_id, now, Daemon};
+use crate::ops::{new_id, now, Daemon, FirewallFollows};
 use crate::state::{Key, State};
 
 fn no_cluster() -> Error {
@@ -283,13 +283,18 @@ impl<K: KernelOps> Daemon<K> {
         }
         let name = net.name.clone();
         let keys = [Key::Net(id.to_string())];
-        let removed = self
-            .stage(&mut st, &keys, |st| {
-                st.networks
-                    .remove(id)
-                    .ok_or_else(|| CoreError::NoSuchNetwork(id.to_string()))
-            })
-            .and_then(|staged| self.commit_staged(&mut st, staged));
+        let staged = self.stage(&mut st, &keys, |st| {
+            st.networks
+                .remove(id)
+                .ok_or_else(|| CoreError::NoSuchNetwork(id.to_string()))
+        });
+        let removed = match staged {
+            Ok(staged) => {
+                let fw = FirewallFollows::Teardown("remove overlay");
+                self.apply_staged(&mut st, staged, fw).await
+            }
+            Err(e) => Err(e),
+        };
         let net = match removed {
             Ok(applied) => applied.plan,
             Err(e) => {
@@ -297,7 +302,6 @@ impl<K: KernelOps> Daemon<K> {
                 return;
             }
         };
-        self.sync_firewall_or_warn(&st, "remove overlay").await;
         for dev in [
             net.overlay().map(|o| o.vxlan.clone()),
             net.bridge().map(|b| b.name.clone()),
