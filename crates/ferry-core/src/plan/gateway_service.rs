@@ -10,10 +10,11 @@
 //! `DisableGatewayService`; if any endpoint left has a gateway or a static default
 //! route, nothing is needed; otherwise it is needed if any endpoint was left at all.
 //! This module decides that, as a value, over the state, where each live endpoint's
-//! [`WayOut`] says what it gives (a plugin's, what its `Join` answered); ferryd connects or disconnects the
-//! endpoint with the ordinary plans, marked [`Membership::GatewayService`]. A user may
-//! make `docker_gwbridge` beforehand (its subnet, its options), as with dockerd; ferry
-//! then uses it as it is.
+//! [`WayOut`] says what it gives (a plugin's: what its `Join` answered); ferryd connects
+//! or disconnects the endpoint with the ordinary plans, marked
+//! [`Membership::GatewayService`], publishing there the ports the plugin's networks were
+//! asked for. A user may make `docker_gwbridge` beforehand (its subnet, its options), as
+//! with dockerd; ferry then uses it as it is.
 
 use std::collections::BTreeMap;
 
