@@ -8,10 +8,10 @@
 //! would take each other's things for orphans and replace each other's tables. An
 //! instance ID (`ferryd --instance ID`, two characters) gives a second ferryd names of its
 //! own: links `ID…` (overlays' `IDo-…`, `IDv-…`), tables `ferry_ID`, default bridge
-//! `ferry_ID0`. It is process-wide
-//! and set once at start, before anything is named; without it every name is as before.
-//! nftables scripts are rendered with ferry's table names and renamed on their way to
-//! the kernel ([`rename_tables`]), so the renderer and its tests stay as they are.
+//! `ferry_ID0`. It is process-wide and set once at start, before anything is named;
+//! without it every name is as before. nftables scripts are rendered with ferry's table
+//! names and renamed on their way to the kernel ([`rename_tables`]), so the renderer and
+//! its tests stay as they are.
 
 use std::borrow::Cow;
 use std::sync::OnceLock;
