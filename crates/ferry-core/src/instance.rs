@@ -99,36 +99,27 @@ fn rename_to<'a>(script: &'a str, table: &str) -> Cow<'a, str> {
     if table == "ferry" {
         return Cow::Borrowed(script);
     }
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut out = String::with_capacity(script.len() + 64);
-    let mut rest = script;
-    while let Some(i) = find_table(rest) {
-        let (before, after) = rest.split_at(i);
-        out.push_str(before);
-        let family = if after.starts_with("inet") {
-            "inet"
-        } else {
-            "bridge"
-        };
-        out.push_str(family);
-        out.push(' ');
-        out.push_str(table);
-        rest = &after[family.len() + " ferry".len()..];
+    let mut from = 0;
+    // One pass: each `ferry` that is a whole word right after `inet ` or `bridge `.
+    for (i, name) in script.match_indices("ferry") {
+        let (before, after) = (&script[..i], &script[i + name.len()..]);
+        let family = ["inet ", "bridge "]
+            .into_iter()
+            .find(|f| before.ends_with(f));
+        let whole = family.is_some_and(|f| {
+            let start = &before[..before.len() - f.len()];
+            !start.ends_with(word) && !after.starts_with(word)
+        });
+        if whole {
+            out.push_str(&script[from..i]);
+            out.push_str(table);
+            from = i + name.len();
+        }
     }
-    out.push_str(rest);
+    out.push_str(&script[from..]);
     Cow::Owned(out)
-}
-
-/// Where `inet ferry` or `bridge ferry` starts in `s` as a whole table reference (not
-/// `ferry0`, not `ferry_x`).
-fn find_table(s: &str) -> Option<usize> {
-    let ends_word = |rest: &str| !rest.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
-    ["inet ferry", "bridge ferry"]
-        .iter()
-        .flat_map(|pat| s.match_indices(pat).map(move |(i, _)| (i, pat.len())))
-        .filter(|&(i, len)| ends_word(&s[i + len..]))
-        .filter(|&(i, _)| i == 0 || !s[..i].ends_with(|c: char| c.is_ascii_alphanumeric()))
-        .map(|(i, _)| i)
-        .min()
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ use std::net::IpAddr;
 use ferry_core::docker::network::{ConnectRequest, DisconnectRequest};
 use ferry_core::plan::attach::{unplan_attach, Detached, Live};
 use ferry_core::plan::connect::{endpoint_keys, plan_connect, plan_disconnect, Asked};
-use ferry_core::wiring::KernelStep;
 use ferry_kernel::KernelOps;
 
 use super::{new_id, Daemon, FirewallFollows, SandboxTurn};
@@ -83,10 +82,11 @@ impl<K: KernelOps> Daemon<K> {
             let l = st.sandboxes[&sb_id].endpoint(n)?.live.as_ref()?;
             l.host_if.as_ref().map(|h| h.to_string())
         });
-        let sb = st.sandboxes[&sb_id].clone();
         drop(st);
         // The kernel work runs without the state lock; this sandbox's turn is still held.
-        if let Err(e) = self.run_steps(&sb, vec![KernelStep::Attach(spec)]).await {
+        // Its one step, the link, takes back what it made if it fails (plughost:
+        // attach_endpoint is kernel.attach, or a plugin's Join).
+        if let Err(e) = self.attach_endpoint(&spec).await {
             let mut st = self.state.lock().await;
             self.undo_connect(
                 &mut st,

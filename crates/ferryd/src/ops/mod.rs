@@ -312,20 +312,17 @@ impl<K: KernelOps> Daemon<K> {
     ) -> Result<Applied<P>> {
         let keys = s.keys.clone();
         let applied = self.commit_staged(st, s)?;
-        match fw {
-            FirewallFollows::BeforeLinks => {
-                if let Err(e) = self.attach_firewall(st).await {
-                    self.rollback(st, applied.before, &keys);
-                    return Err(e);
-                }
+        let loaded = match fw {
+            FirewallFollows::BeforeLinks => self.attach_firewall(st).await,
+            FirewallFollows::Adds => self.sync_firewall(st).await,
+            FirewallFollows::Teardown(what) => {
+                self.sync_firewall_or_warn(st, what).await;
+                Ok(())
             }
-            FirewallFollows::Adds => {
-                if let Err(e) = self.sync_firewall(st).await {
-                    self.rollback(st, applied.before, &keys);
-                    return Err(e);
-                }
-            }
-            FirewallFollows::Teardown(what) => self.sync_firewall_or_warn(st, what).await,
+        };
+        if let Err(e) = loaded {
+            self.rollback(st, applied.before, &keys);
+            return Err(e);
         }
         Ok(applied)
     }

@@ -369,22 +369,22 @@ impl<K: KernelOps> Daemon<K> {
         id: &str,
         keep_static: bool,
     ) -> Vec<KernelUndo> {
-        let Some(sb) = st.sandboxes.get(id).cloned() else {
+        let Some(sb) = st.sandboxes.get(id) else {
             return vec![];
         };
+        let nets: Vec<String> = sb.endpoints.iter().map(|e| e.network_id.clone()).collect();
         let mut links = vec![];
-        for e in &sb.endpoints {
+        for n in nets {
             // A link without a host end goes with the sandbox's namespace.
-            let detached = plan_detach(st, id, &e.network_id, keep_static);
+            let detached = plan_detach(st, id, &n, keep_static);
             links.extend(detached.and_then(|u| u.host_if));
         }
+        let sb = st.sandboxes.get_mut(id).expect("found above");
         // The way out ferry added goes with the stop, as dockerd deletes the sandbox's
         // docker_gwbridge endpoint: the next start settles it again.
-        if let Some(sb) = st.sandboxes.get_mut(id) {
-            sb.endpoints.retain(|e| e.membership.is_asked());
-        }
+        sb.endpoints.retain(|e| e.membership.is_asked());
         let (netns, name) = (self.cfg.sandbox_netns(id), self.cfg.netns_link(&sb.name));
-        sandbox_plan::stop_teardown(&sb, netns, name, links)
+        sandbox_plan::stop_teardown(sb, netns, name, links)
     }
 
     /// Take `t`'s links out of service now, while the caller still holds the state lock

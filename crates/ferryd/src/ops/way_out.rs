@@ -17,21 +17,22 @@ use ferry_kernel::KernelOps;
 
 use super::{Daemon, SandboxTurn};
 use crate::error::Result;
-use crate::state::Key;
+use crate::state::{Key, State};
+use tokio::sync::MutexGuard;
 
 impl<K: KernelOps> Daemon<K> {
     /// Settle the way out of the sandbox whose turn this is; nothing for one that does
-    /// not run.
+    /// not run. One look at the state when there is nothing to do (every connect and
+    /// disconnect asks).
     pub(crate) async fn settle_way_out(&self, turn: &SandboxTurn) -> Result<()> {
-        self.settle_default_route(turn).await?;
-        let st = self.state.lock().await;
+        let st = self
+            .settle_default_route(turn, self.state.lock().await)
+            .await?;
         match plan_gateway_service(&st, &turn.id) {
             GatewayServiceStep::Keep => Ok(()),
             GatewayServiceStep::Remove(net_id) => self.disconnect_in_turn(turn, st, &net_id).await,
             GatewayServiceStep::Add(ports) => {
-                drop(st);
-                let net_id = self.gateway_bridge().await?;
-                let st = self.state.lock().await;
+                let (st, net_id) = self.gateway_bridge(st).await?;
                 let asked = Asked {
                     membership: Membership::GatewayService,
                     ports,
@@ -44,15 +45,18 @@ impl<K: KernelOps> Daemon<K> {
 
     /// An endpoint that could not keep the default route (a plugin's whose `Join` named
     /// no gateway) left it: the next endpoint in dockerd's order takes it, in the state
-    /// and in the kernel.
-    async fn settle_default_route(&self, turn: &SandboxTurn) -> Result<()> {
-        let mut st = self.state.lock().await;
+    /// and in the kernel. Hands the state lock back.
+    async fn settle_default_route<'a>(
+        &'a self,
+        turn: &SandboxTurn,
+        mut st: MutexGuard<'a, State>,
+    ) -> Result<MutexGuard<'a, State>> {
         let running = st.sandboxes.get(&turn.id).is_some_and(|s| s.is_running());
         if !running || default_route_network(&st, &turn.id).is_some() {
-            return Ok(());
+            return Ok(st);
         }
         let Some(gw) = move_default_route(&mut st, &turn.id) else {
-            return Ok(());
+            return Ok(st);
         };
         let host_if = default_route_if(&st, &turn.id);
         let keys = [Key::Sbx(turn.id.clone())];
@@ -61,24 +65,28 @@ impl<K: KernelOps> Daemon<K> {
         drop(st);
         // plughost: kernel.set_default_route, or a plugin endpoint's gateway role.
         self.default_route_moved(&netns, gw, host_if.as_deref())
-            .await
+            .await?;
+        Ok(self.state.lock().await)
     }
 
     /// The gateway bridge's ID, made as dockerd makes it if it is not there (a user may
-    /// have made it beforehand, with a subnet of their choosing).
-    async fn gateway_bridge(&self) -> Result<String> {
-        if let Ok(id) = self.state.lock().await.network_id(GATEWAY_BRIDGE) {
-            return Ok(id);
+    /// have made it beforehand, with a subnet of their choosing). Hands the state lock
+    /// back.
+    async fn gateway_bridge<'a>(
+        &'a self,
+        st: MutexGuard<'a, State>,
+    ) -> Result<(MutexGuard<'a, State>, String)> {
+        if let Ok(id) = st.network_id(GATEWAY_BRIDGE) {
+            return Ok((st, id));
         }
-        match self.create_network(gateway_bridge_request()).await {
-            Ok(id) => Ok(id),
+        drop(st);
+        let made = self.create_network(gateway_bridge_request()).await;
+        let st = self.state.lock().await;
+        let id = match made {
+            Ok(id) => id,
             // Another sandbox made it meanwhile.
-            Err(e) => self
-                .state
-                .lock()
-                .await
-                .network_id(GATEWAY_BRIDGE)
-                .map_err(|_| e),
-        }
+            Err(e) => st.network_id(GATEWAY_BRIDGE).map_err(|_| e)?,
+        };
+        Ok((st, id))
     }
 }

@@ -42,8 +42,10 @@ impl PlugHost {
     /// The MAC an IPAM plugin was told for the address `ip` of sandbox `owner`, if any.
     pub fn mac_of(&self, owner: &str, ip: std::net::IpAddr) -> Option<[u8; 6]> {
         let ip = ferry_core::family::v4(ip)?;
-        self.leases_of(|l| l.owner == owner && l.ip == ip)
-            .first()
+        let leases = self.leases.lock().expect("leases lock");
+        leases
+            .iter()
+            .find(|l| l.owner == owner && l.ip == ip)
             .and_then(|l| l.mac)
     }
 
