@@ -18,7 +18,7 @@ pub use crate::link::adopt::{AdoptSpec, StaticRoute};
 use crate::link::retire::{self, Retired};
 pub use crate::link::vxlan::VxlanSpec;
 use crate::link::{
-    addr, bridge, check, del, fdb, get, kind, macvlan, pair, port, route, up, veth, vxlan,
+    addr, bridge, check, del, fdb, get, kind, macvlan, port, route, up, veth, vxlan,
 };
 use crate::nft::Nft;
 use crate::reaper::Reaper;
@@ -277,13 +277,14 @@ impl Netlink {
             .ok_or_else(|| KernelError::other("attach to bridge", &v.bridge, "no such bridge"))?;
         let ns = File::open(&s.netns)
             .map_err(|e| KernelError::io("open netns", s.netns.display().to_string(), e))?;
-        let pair = veth::VethPair {
+        let pair = veth::Veth {
             host_if: &v.host_if,
             bridge_index,
             peer_name: &s.ifname,
-            peer_netns: &ns,
+            peer_netns: Some(&ns),
             peer_mac: s.mac,
             mtu: v.mtu,
+            host_up: false,
         };
         self.faults.check(AttachStep::Veth)?;
         let created = veth::create(&self.handle, &pair).await;
@@ -472,9 +473,9 @@ impl KernelOps for Netlink {
     }
 
     async fn create_veth_pair(&self, spec: &VethPairSpec) -> Result<(), KernelError> {
-        let created = pair::create(&self.handle, spec).await;
+        let created = veth::create_for_docker(&self.handle, spec).await;
         match self.bridge_full_of_retired(&created).await {
-            true => pair::create(&self.handle, spec).await,
+            true => veth::create_for_docker(&self.handle, spec).await,
             false => created,
         }
     }

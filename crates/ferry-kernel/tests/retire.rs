@@ -78,7 +78,7 @@ fn k_handle() -> rtnetlink::Handle {
     h
 }
 
-async fn bridge_snooping(h: &rtnetlink::Handle) -> Option<u8> {
+async fn bridge_snooping(h: &rtnetlink::Handle) -> Option<bool> {
     use netlink_packet_route::link::{InfoBridge, InfoData, LinkAttribute, LinkInfo};
     let m = get::message_of(h, "fy-7e570001").await.expect("bridge")?;
     m.attributes.iter().find_map(|a| match a {
@@ -157,7 +157,7 @@ async fn scenario(dir: PathBuf) {
     // ferry's bridges have multicast snooping off (it made every port change O(ports)).
     assert_eq!(
         bridge_snooping(&k_handle()).await,
-        Some(0),
+        Some(false),
         "multicast snooping of a bridge ferry made"
     );
 
@@ -222,17 +222,15 @@ fn detach_frees_the_names_at_once_and_deletes_the_pair_in_the_background() {
 /// refuses one more (Linux bridges take at most 1023); then free one slot. Returns how
 /// many fillers it holds.
 async fn fill_bridge(h: &rtnetlink::Handle, bridge: &str) -> usize {
-    use netlink_packet_route::link::LinkAttribute;
     let br = get::index_of(h, bridge)
         .await
         .expect("bridge")
         .expect("bridge");
     for i in 0.. {
-        let mut req = h.link().add().veth(format!("fyd{i}"), format!("fye{i}"));
-        req.message_mut()
-            .attributes
-            .push(LinkAttribute::Controller(br));
-        match req.execute().await {
+        let filler = rtnetlink::LinkVeth::new(&format!("fyd{i}"), &format!("fye{i}"))
+            .controller(br)
+            .build();
+        match h.link().add(filler).execute().await {
             Ok(()) => {}
             Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::EXFULL => {
                 // The refused filler was created and left out of the bridge, or not
@@ -297,13 +295,11 @@ async fn group_of(h: &rtnetlink::Handle, name: &str) -> Option<u32> {
 }
 
 async fn set_group(h: &rtnetlink::Handle, name: &str, group: u32) {
-    use netlink_packet_route::link::LinkAttribute;
     let i = get::index_of(h, name).await.expect("lookup").expect(name);
-    let mut req = h.link().set(i);
-    req.message_mut()
-        .attributes
-        .push(LinkAttribute::Group(group));
-    req.execute().await.expect("set group");
+    let msg = rtnetlink::LinkUnspec::new_with_index(i)
+        .link_group(group)
+        .build();
+    h.link().set(msg).execute().await.expect("set group");
 }
 
 async fn graves(dir: PathBuf) {

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use ipnet::{IpNet, Ipv4Net};
 use netlink_packet_route::route::RouteScope;
-use rtnetlink::Handle;
+use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
 use crate::link::{addr, get, route, up};
 use crate::{netns, KernelError};
@@ -47,11 +47,12 @@ pub async fn adopt(host: &Handle, s: &AdoptSpec) -> Result<(), KernelError> {
         .ok_or_else(|| KernelError::other("take into sandbox", &s.src, "no such link"))?;
     let ns = std::fs::File::open(&s.netns)
         .map_err(|e| KernelError::io("open netns", s.netns.display().to_string(), e))?;
-    host.link()
-        .set(index)
+    let moved = LinkUnspec::new_with_index(index)
         .down()
         .setns_by_fd(ns.as_raw_fd())
-        .name(s.ifname.clone())
+        .name(s.ifname.clone());
+    host.link()
+        .set(moved.build())
         .execute()
         .await
         .map_err(|e| KernelError::netlink("move into sandbox", &s.src, e))?;
@@ -69,8 +70,11 @@ async fn configure(nh: &Handle, s: &AdoptSpec) -> Result<(), KernelError> {
         .ok_or_else(|| KernelError::other("find", &s.ifname, "moved link missing in sandbox"))?;
     if let Some(mac) = s.mac {
         nh.link()
-            .set(idx)
-            .address(mac.to_vec())
+            .set(
+                LinkUnspec::new_with_index(idx)
+                    .address(mac.to_vec())
+                    .build(),
+            )
             .execute()
             .await
             .map_err(|e| KernelError::netlink("set MAC of", &s.ifname, e))?;
@@ -78,18 +82,17 @@ async fn configure(nh: &Handle, s: &AdoptSpec) -> Result<(), KernelError> {
     addr::add(nh, idx, &s.ifname, s.addr).await?;
     up::up(nh, idx, &s.ifname).await?;
     for r in &s.routes {
-        let req = nh
-            .route()
-            .add()
-            .v4()
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(r.destination.addr(), r.destination.prefix_len())
-            .output_interface(idx)
-            .replace();
-        let req = match r.next_hop {
-            Some(nh) => req.gateway(nh),
-            None => req.scope(RouteScope::Link),
+            .output_interface(idx);
+        let msg = match r.next_hop {
+            Some(nh) => msg.gateway(nh),
+            None => msg.scope(RouteScope::Link),
         };
-        req.execute()
+        nh.route()
+            .add(msg.build())
+            .replace()
+            .execute()
             .await
             .map_err(|e| KernelError::netlink("add route", r.destination.to_string(), e))?;
     }
@@ -120,11 +123,12 @@ async fn hand_back_with(nh: &Handle, ifname: &str, back: &str) -> Result<(), Ker
     // ferryd's own namespace: its main thread never leaves it.
     let here = std::fs::File::open("/proc/self/ns/net")
         .map_err(|e| KernelError::io("open netns", "/proc/self/ns/net", e))?;
-    nh.link()
-        .set(idx)
+    let moved = LinkUnspec::new_with_index(idx)
         .down()
         .setns_by_fd(here.as_raw_fd())
-        .name(back.to_string())
+        .name(back.to_string());
+    nh.link()
+        .set(moved.build())
         .execute()
         .await
         .map_err(|e| KernelError::netlink("move out of sandbox", ifname, e))

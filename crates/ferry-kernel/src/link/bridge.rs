@@ -2,8 +2,7 @@
 //! existing bridge is adopted as it is (the plugin's `-o bridge=br1` case uses that).
 
 use ipnet::IpNet;
-use netlink_packet_route::link::{InfoBridge, InfoData, LinkAttribute, LinkInfo, LinkMessage};
-use rtnetlink::Handle;
+use rtnetlink::{Handle, LinkBridge};
 
 use crate::link::{addr, get::index_of, up::up};
 use crate::KernelError;
@@ -26,13 +25,21 @@ pub fn bridge_mac(name: &str) -> [u8; 6] {
 /// 900). Snooping only narrows multicast delivery once a querier and member reports are
 /// seen; a container bridge has no querier, so multicast floods either way. A bridge
 /// ferry adopts (`-o bridge=`) keeps its own setting.
-fn no_multicast_snooping(msg: &mut LinkMessage) {
-    for a in msg.attributes.iter_mut() {
-        if let LinkAttribute::LinkInfo(infos) = a {
-            infos.push(LinkInfo::Data(InfoData::Bridge(vec![
-                InfoBridge::MulticastSnooping(0),
-            ])));
-        }
+///
+/// A bridge without an address set takes the lowest MAC of its ports, so it changes as
+/// sandboxes come and go and their neighbour entries for the gateway go stale (traffic
+/// to the gateway, DNS included, is lost for seconds). An explicit address stays put, as
+/// Docker does.
+async fn create(h: &Handle, name: &str, mtu: u32) -> Result<(), KernelError> {
+    let msg = LinkBridge::new(name)
+        .mtu(mtu)
+        .address(bridge_mac(name).to_vec())
+        .mcast_snooping(false)
+        .build();
+    match h.link().add(msg).execute().await {
+        Ok(()) => Ok(()),
+        Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::EEXIST => Ok(()),
+        Err(e) => Err(KernelError::netlink("create bridge", name, e)),
     }
 }
 
@@ -45,21 +52,7 @@ pub async fn ensure(
     let index = match index_of(h, name).await? {
         Some(i) => i,
         None => {
-            let mut req = h.link().add().bridge(name.to_string());
-            req.message_mut().attributes.push(LinkAttribute::Mtu(mtu));
-            // A bridge without an address set takes the lowest MAC of its ports, so it
-            // changes as sandboxes come and go and their neighbour entries for the
-            // gateway go stale (traffic to the gateway, DNS included, is lost for
-            // seconds). An explicit address stays put, as Docker does.
-            req.message_mut()
-                .attributes
-                .push(LinkAttribute::Address(bridge_mac(name).to_vec()));
-            no_multicast_snooping(req.message_mut());
-            match req.execute().await {
-                Ok(()) => {}
-                Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::EEXIST => {}
-                Err(e) => return Err(KernelError::netlink("create bridge", name, e)),
-            }
+            create(h, name, mtu).await?;
             index_of(h, name).await?.ok_or_else(|| {
                 KernelError::other("create bridge", name, "bridge vanished after creation")
             })?

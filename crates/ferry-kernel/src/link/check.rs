@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use netlink_packet_route::link::{LinkAttribute, LinkFlag, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute};
 use rtnetlink::{Handle, IpVersion};
 
@@ -25,7 +25,7 @@ pub struct Wiring {
 }
 
 fn is_up(m: &LinkMessage) -> bool {
-    m.header.flags.contains(&LinkFlag::Up)
+    m.header.flags.contains(LinkFlags::Up)
 }
 
 fn controller(m: &LinkMessage) -> Option<u32> {

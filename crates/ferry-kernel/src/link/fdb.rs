@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use netlink_packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourFlag, NeighbourMessage, NeighbourState,
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::AddressFamily;
 use rtnetlink::Handle;
@@ -31,7 +31,7 @@ pub async fn replace(
     let mut fdb = h
         .neighbours()
         .add_bridge(dev, &mac)
-        .flags(vec![NeighbourFlag::Own])
+        .flags(NeighbourFlags::Own)
         .replace();
     fdb.message_mut()
         .attributes
@@ -43,7 +43,7 @@ pub async fn replace(
         .map_err(|e| KernelError::netlink("add a forwarding entry on", dev_name, e))?;
     h.neighbours()
         .add(dev, IpAddr::V4(ip))
-        .link_local_address(&mac)
+        .link_layer_address(&mac)
         .state(NeighbourState::Permanent)
         .replace()
         .execute()
@@ -79,9 +79,9 @@ pub async fn delete(
     let mut fdb = NeighbourMessage::default();
     fdb.header.family = AddressFamily::Bridge;
     fdb.header.ifindex = dev;
-    fdb.header.flags = vec![NeighbourFlag::Own];
+    fdb.header.flags = NeighbourFlags::Own;
     fdb.attributes
-        .push(NeighbourAttribute::LinkLocalAddress(mac.to_vec()));
+        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
     match h.neighbours().del(fdb).execute().await {
         Ok(()) => Ok(()),
         Err(e) if gone(&e) => Ok(()),
@@ -104,7 +104,7 @@ pub async fn list(
     let msgs: Vec<NeighbourMessage> = h
         .neighbours()
         .get()
-        .set_family(rtnetlink::IpVersion::V4)
+        .set_address_family(AddressFamily::Inet)
         .execute()
         .try_collect()
         .await
@@ -118,7 +118,7 @@ pub async fn list(
             for a in m.attributes {
                 match a {
                     NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => ip = Some(v),
-                    NeighbourAttribute::LinkLocalAddress(l) if l.len() == 6 => {
+                    NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
                         let mut m = [0u8; 6];
                         m.copy_from_slice(&l);
                         mac = Some(m);

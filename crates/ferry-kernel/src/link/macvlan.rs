@@ -6,19 +6,16 @@
 use std::os::fd::AsRawFd;
 
 use ferry_core::model::MacvlanMode;
-use netlink_packet_route::link::{InfoData, InfoKind, InfoMacVlan, LinkAttribute, LinkInfo};
-use rtnetlink::Handle;
+use netlink_packet_route::link::MacVlanMode;
+use rtnetlink::{Handle, LinkMacVlan};
 
 use crate::link::get::index_here;
 use crate::KernelError;
 
-/// The kernel's `MACVLAN_MODE_*` (include/uapi/linux/if_link.h).
-fn mode_bits(m: MacvlanMode) -> u32 {
-    const PRIVATE: u32 = 1;
-    const BRIDGE: u32 = 4;
+fn mode(m: MacvlanMode) -> MacVlanMode {
     match m {
-        MacvlanMode::Private => PRIVATE,
-        MacvlanMode::Bridge => BRIDGE,
+        MacvlanMode::Private => MacVlanMode::Private,
+        MacvlanMode::Bridge => MacVlanMode::Bridge,
     }
 }
 
@@ -35,21 +32,15 @@ pub async fn create(h: &Handle, m: &Macvlan<'_>) -> Result<(), KernelError> {
     let parent = index_here(m.parent)?.ok_or_else(|| {
         KernelError::other("make a macvlan link on", m.parent, "no such interface")
     })?;
-    let mut req = h.link().add().name(m.name.to_string());
-    let attrs = &mut req.message_mut().attributes;
-    attrs.push(LinkAttribute::Link(parent));
-    attrs.push(LinkAttribute::NetNsFd(m.netns.as_raw_fd()));
-    attrs.push(LinkAttribute::Address(m.mac.to_vec()));
+    let mut msg = LinkMacVlan::new(m.name, parent, mode(m.mode))
+        .setns_by_fd(m.netns.as_raw_fd())
+        .address(m.mac.to_vec());
     if let Some(mtu) = m.mtu {
-        attrs.push(LinkAttribute::Mtu(mtu));
+        msg = msg.mtu(mtu);
     }
-    attrs.push(LinkAttribute::LinkInfo(vec![
-        LinkInfo::Kind(InfoKind::MacVlan),
-        LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(mode_bits(
-            m.mode,
-        ))])),
-    ]));
-    req.execute()
+    h.link()
+        .add(msg.build())
+        .execute()
         .await
         .map_err(|e| KernelError::netlink("make macvlan link on", m.parent, e))
 }

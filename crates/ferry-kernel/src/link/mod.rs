@@ -9,7 +9,6 @@ pub mod fdb;
 pub mod get;
 pub mod kind;
 pub mod macvlan;
-pub mod pair;
 pub mod port;
 pub mod retire;
 pub mod route;

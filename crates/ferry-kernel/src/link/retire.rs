@@ -32,8 +32,8 @@
 
 use std::path::Path;
 
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlag, LinkInfo, LinkMessage};
-use rtnetlink::Handle;
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec};
 
 use crate::link::get;
 use crate::{netns, KernelError};
@@ -96,29 +96,29 @@ async fn set(
     index: u32,
     what: &'static str,
     object: &str,
-    edit: impl FnOnce(&mut LinkMessage),
+    edit: impl FnOnce(Change) -> Change,
 ) -> Result<(), KernelError> {
-    let mut req = h.link().set(index);
-    edit(req.message_mut());
-    req.execute()
+    h.link()
+        .set(edit(LinkUnspec::new_with_index(index)).build())
+        .execute()
         .await
         .map_err(|e| KernelError::netlink(what, object.to_string(), e))
 }
 
-fn down(m: &mut LinkMessage) {
-    m.header.change_mask.push(LinkFlag::Up);
+/// One RTM_SETLINK on a link found by index.
+type Change = LinkMessageBuilder<LinkUnspec>;
+
+fn down(m: Change) -> Change {
+    m.down()
 }
 
-fn rename(to: &str) -> impl FnOnce(&mut LinkMessage) + '_ {
-    move |m| m.attributes.push(LinkAttribute::IfName(to.to_string()))
+fn rename(to: &str) -> impl FnOnce(Change) -> Change + '_ {
+    move |m| m.name(to)
 }
 
 /// Rename and, in the same request, put into [`GRAVE_GROUP`].
-fn bury(to: &str) -> impl FnOnce(&mut LinkMessage) + '_ {
-    move |m| {
-        m.attributes.push(LinkAttribute::IfName(to.to_string()));
-        m.attributes.push(LinkAttribute::Group(GRAVE_GROUP));
-    }
+fn bury(to: &str) -> impl FnOnce(Change) -> Change + '_ {
+    move |m| m.name(to).link_group(GRAVE_GROUP)
 }
 
 /// Take `host_if` and its peer (`peer_name` inside the namespace at `peer_netns`) out of

@@ -1,22 +1,27 @@
 //! Routes: the sandbox's default route, and reading the host's routes so that
 //! automatic subnets avoid them.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use ipnet::{IpNet, Ipv4Net};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
-use rtnetlink::{Handle, IpVersion};
+use rtnetlink::{Handle, IpVersion, RouteMessageBuilder};
 
 use crate::KernelError;
 
 /// The default route of the gateway's family, via the gateway, replacing any.
 pub async fn replace_default(h: &Handle, gateway: IpAddr) -> Result<(), KernelError> {
-    let done = match gateway {
-        IpAddr::V4(gw) => h.route().add().v4().gateway(gw).replace().execute().await,
-        IpAddr::V6(gw) => h.route().add().v6().gateway(gw).replace().execute().await,
+    let msg = match gateway {
+        IpAddr::V4(gw) => RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).build(),
+        IpAddr::V6(gw) => RouteMessageBuilder::<Ipv6Addr>::new().gateway(gw).build(),
     };
-    done.map_err(|e| KernelError::netlink("add default route via", gateway.to_string(), e))
+    h.route()
+        .add(msg)
+        .replace()
+        .execute()
+        .await
+        .map_err(|e| KernelError::netlink("add default route via", gateway.to_string(), e))
 }
 
 fn destination(m: &RouteMessage) -> Option<Ipv4Net> {
@@ -30,9 +35,13 @@ fn destination(m: &RouteMessage) -> Option<Ipv4Net> {
 
 /// The main table's routes of one family.
 pub async fn main_table(h: &Handle, family: IpVersion) -> Result<Vec<RouteMessage>, KernelError> {
+    let of_family = match family {
+        IpVersion::V4 => RouteMessageBuilder::<Ipv4Addr>::new().build(),
+        IpVersion::V6 => RouteMessageBuilder::<Ipv6Addr>::new().build(),
+    };
     let msgs: Vec<RouteMessage> = h
         .route()
-        .get(family)
+        .get(of_family)
         .execute()
         .try_collect()
         .await
@@ -68,26 +77,18 @@ pub async fn replace_tunnel(
     dst: Ipv4Net,
     via: Option<Ipv4Addr>,
 ) -> Result<(), KernelError> {
-    let mut req = h
-        .route()
-        .add()
-        .v4()
+    let msg = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(dst.network(), dst.prefix_len())
         .output_interface(dev)
-        .protocol(TUNNEL_PROTO)
-        .replace();
-    req = match via {
-        Some(gw) => {
-            let mut r = req.gateway(gw);
-            r.message_mut()
-                .header
-                .flags
-                .push(netlink_packet_route::route::RouteFlag::Onlink);
-            r
-        }
-        None => req.scope(netlink_packet_route::route::RouteScope::Link),
+        .protocol(TUNNEL_PROTO);
+    let msg = match via {
+        Some(gw) => msg.gateway(gw).onlink(),
+        None => msg.scope(netlink_packet_route::route::RouteScope::Link),
     };
-    req.execute()
+    h.route()
+        .add(msg.build())
+        .replace()
+        .execute()
         .await
         .map_err(|e| KernelError::netlink("add route", format!("{dst} on {dev_name}"), e))
 }

@@ -1,14 +1,12 @@
 //! Bringing links up.
 
-use netlink_packet_route::link::LinkAttribute;
-use rtnetlink::Handle;
+use rtnetlink::{Handle, LinkUnspec};
 
 use crate::KernelError;
 
 pub async fn up(h: &Handle, index: u32, name: &str) -> Result<(), KernelError> {
     h.link()
-        .set(index)
-        .up()
+        .set(LinkUnspec::new_with_index(index).up().build())
         .execute()
         .await
         .map_err(|e| KernelError::netlink("set up", name, e))
@@ -16,11 +14,9 @@ pub async fn up(h: &Handle, index: u32, name: &str) -> Result<(), KernelError> {
 
 /// Bring the link called `name` up, found by name in the same request.
 pub async fn up_by_name(h: &Handle, name: &str) -> Result<(), KernelError> {
-    let mut req = h.link().set(0).up();
-    req.message_mut()
-        .attributes
-        .push(LinkAttribute::IfName(name.to_string()));
-    req.execute()
+    h.link()
+        .set(LinkUnspec::new_with_name(name).up().build())
+        .execute()
         .await
         .map_err(|e| KernelError::netlink("set up", name, e))
 }

@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use futures::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::LinkAttribute;
-use rtnetlink::Handle;
+use rtnetlink::{Handle, LinkUnspec, LinkVxlan};
 
 use crate::link::get::index_of;
 use crate::KernelError;
@@ -35,17 +35,15 @@ pub async fn ensure(h: &Handle, spec: &VxlanSpec) -> Result<u32, KernelError> {
     let index = match index_of(h, name).await? {
         Some(i) => i,
         None => {
-            let req = h
-                .link()
-                .add()
-                .vxlan(name.to_string(), spec.vni)
+            let msg = LinkVxlan::new(name, spec.vni)
                 .local(spec.local)
                 .port(spec.port)
                 .learning(false)
                 .proxy(false)
                 .l2miss(false)
-                .l3miss(false);
-            match req.execute().await {
+                .l3miss(false)
+                .build();
+            match h.link().add(msg).execute().await {
                 Ok(()) => {}
                 Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::EEXIST => {}
                 Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::EADDRINUSE => {
@@ -66,13 +64,18 @@ pub async fn ensure(h: &Handle, spec: &VxlanSpec) -> Result<u32, KernelError> {
         }
     };
     let mac = ferry_core::model::tunnel_mac(spec.local).to_vec();
-    let mut set = h.link().set(index).mtu(spec.mtu).nocontroller().up();
+    let mut set = LinkUnspec::new_with_index(index)
+        .mtu(spec.mtu)
+        .nocontroller()
+        .up();
     // Only when it differs: setting a device's MAC, even to the same value, flushes its
     // neighbour table, permanent entries included, and ferryd would not know.
     if mac_of(h, index).await?.as_deref() != Some(mac.as_slice()) {
         set = set.address(mac);
     }
-    set.execute()
+    h.link()
+        .set(set.build())
+        .execute()
         .await
         .map_err(|e| KernelError::netlink("set up", name, e))?;
     Ok(index)
