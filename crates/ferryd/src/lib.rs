@@ -15,7 +15,6 @@ pub mod plugin;
 pub mod reconcile;
 pub mod serve;
 pub mod state;
-pub mod supervise;
 
 pub use config::Config;
 pub use ops::Daemon;

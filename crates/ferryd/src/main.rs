@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use ferry_store::RedbStore;
-use ferryd::{api, reconcile, supervise, Config, Daemon};
+use ferryd::ops::supervise;
+use ferryd::{api, reconcile, Config, Daemon};
 use tower::Layer;
 
 #[derive(Parser, Debug)]
@@ -251,11 +252,13 @@ async fn run(
     reconcile::reconcile(&d).await.context("reconcile")?;
     supervise::monitor(d.clone());
     ferryd::ops::firewalling::watch(d.clone());
-    ferryd::plughost::leases::watch(d.clone());
+    ferryd::ops::plughost::release_leases(d.clone());
     reconcile::watch(d.clone());
     d.serve_dns(dns_upstream).await;
     if let Some(conf) = cluster {
-        ferryd::overlay::join(&d, conf).await.context("cluster")?;
+        ferryd::ops::join_cluster(&d, conf)
+            .await
+            .context("cluster")?;
     }
 
     if let Some(dir) = socket.parent() {

@@ -18,8 +18,8 @@ use ferry_core::model::RunState;
 use ferry_kernel::{netns, KernelOps};
 
 use crate::error::Result;
+use crate::ops::supervise::alive;
 use crate::ops::{Daemon, ExitReport};
-use crate::supervise::alive;
 
 pub async fn reconcile<K: KernelOps>(d: &Arc<Daemon<K>>) -> Result<()> {
     netns::pin_current(&d.cfg.host_netns())?;
@@ -146,7 +146,7 @@ async fn first_missing_link<K: KernelOps>(d: &Daemon<K>) -> Option<String> {
             .flat_map(|s| s.endpoints.iter().filter_map(|e| e.live.as_ref()))
             .filter_map(|l| l.host_if.as_ref().map(|h| h.to_string()))
             // plughost: a plugin's endpoint has no host link (its link is in the sandbox).
-            .filter(|l| !crate::plughost::is_plugin_link(&d.cfg.plughost, l));
+            .filter(|l| !crate::ops::plughost::is_plugin_link(&d.cfg.plughost, l));
         bridges.chain(tunnels).chain(veths).collect()
     };
     if expected.is_empty() {
@@ -211,12 +211,12 @@ async fn stop_dead_sandboxes<K: KernelOps>(d: &Daemon<K>) -> Result<()> {
         // Only a process that is still the sandbox's (same start time): a pid that died
         // may have been given to another process since.
         if living {
-            crate::supervise::kill(pid);
+            crate::ops::supervise::kill(pid);
         }
         // A process whose pid never reached the store (ferryd killed between the spawn
         // and the commit of its pid) still runs in the sandbox's namespace: find it
         // there, before the namespace goes and with it any way to tell it is ferry's.
-        crate::supervise::kill_in_netns(&d.cfg.sandbox_netns(&id), &id);
+        crate::ops::supervise::kill_in_netns(&d.cfg.sandbox_netns(&id), &id);
         d.on_exit(&id, ExitReport { pid, code: -1 }).await?;
     }
     Ok(())
@@ -332,7 +332,7 @@ async fn remove_orphans<K: KernelOps>(d: &Daemon<K>) {
         .filter(|n| !ns_files.contains(n))
     {
         tracing::info!("reconcile: removing orphan namespace {name}");
-        crate::supervise::kill_in_netns(&d.cfg.netns_root().join(&name), &name);
+        crate::ops::supervise::kill_in_netns(&d.cfg.netns_root().join(&name), &name);
         if let Err(e) = d.kernel.remove_netns(&d.cfg.netns_root().join(&name)).await {
             tracing::warn!("reconcile: {e}");
         }

@@ -8,6 +8,7 @@ mod containers;
 mod enter;
 mod networks;
 mod nodes;
+mod plugins;
 mod system;
 mod unsupported;
 mod wait;
@@ -97,7 +98,7 @@ pub fn router<K: KernelOps>(d: Arc<Daemon<K>>) -> Router {
         .route("/ferry/containers/{id}/enter", post(enter::enter::<K>))
         .route("/ferry/nodes", get(nodes::list::<K>))
         // plughost: the third-party plugins discovery finds.
-        .route("/ferry/plugins", get(crate::plughost::list::list::<K>))
+        .route("/ferry/plugins", get(plugins::list::<K>))
         .route("/ferry/nodes/{name}", get(nodes::inspect::<K>))
         .route("/ferry/system/reconcile", post(system::reconcile::<K>))
         .route("/ferry/system/cleanup", post(system::cleanup::<K>))

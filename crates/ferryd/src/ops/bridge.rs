@@ -8,7 +8,6 @@ use ferry_kernel::{BridgeSpec, KernelOps};
 
 use super::Daemon;
 use crate::error::Result;
-use crate::state::State;
 
 impl<K: KernelOps> Daemon<K> {
     /// Create a network's bridge and let published 127.0.0.1 ports reach it.
@@ -20,15 +19,13 @@ impl<K: KernelOps> Daemon<K> {
         Ok(())
     }
 
-    /// The kernel side of a new network: its bridge, then the firewall for `st`. On
+    /// The kernel side of a network: its bridge (the firewall's elements for it went in
+    /// with the commit: they name it, and nothing matches them before it exists). On
     /// failure the bridge goes if it was not there before (else it is handed back); the
-    /// caller rolls the state back.
-    pub(crate) async fn program_network(&self, st: &State, spec: &BridgeSpec) -> Result<()> {
+    /// caller takes the state back.
+    pub(crate) async fn make_bridge(&self, spec: &BridgeSpec) -> Result<()> {
         let existed = self.kernel.link_kind(&spec.name).await?.is_some();
-        let programmed = match self.prepare_bridge(spec).await {
-            Ok(()) => self.sync_firewall(st).await,
-            Err(e) => Err(e),
-        };
+        let programmed = self.prepare_bridge(spec).await;
         if programmed.is_err() {
             let undo = match existed {
                 false => self

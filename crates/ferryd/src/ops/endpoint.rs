@@ -71,10 +71,9 @@ impl<K: KernelOps> Daemon<K> {
         let Some(spec) = applied.plan.attach else {
             return Ok(());
         };
-        if let Err(e) = self.attach_names(&st, &sb_id).await {
-            self.rollback(&mut st, applied.before, &keys);
-            self.sync_firewall_or_warn(&st, "undoing a connect").await;
-            self.write_hosts(&st, &sb_id).await;
+        if let Err(e) = self.attach_names() {
+            self.take_back(&mut st, applied.before, &keys, "undoing a connect")
+                .await;
             return Err(e);
         }
         // The host link of the endpoint that gives the default route up, if one does.
@@ -130,9 +129,7 @@ impl<K: KernelOps> Daemon<K> {
             }
         }
         let keys = [Key::Net(net_id.to_string()), Key::Sbx(sb_id.to_string())];
-        self.commit_or_log(st, &keys, "undoing a connect");
-        self.sync_firewall_or_warn(st, "undoing a connect").await;
-        self.write_hosts(st, sb_id).await;
+        self.settle(st, &keys, "undoing a connect").await;
     }
 
     pub async fn disconnect(&self, net_ref: &str, req: DisconnectRequest) -> Result<()> {
@@ -175,7 +172,6 @@ impl<K: KernelOps> Daemon<K> {
             .apply_staged(&mut st, staged, FirewallFollows::Teardown("disconnect"))
             .await?
             .plan;
-        self.write_hosts(&st, &sb_id).await;
         // The veth is retired (down and renamed: well under a millisecond) before the
         // state lock goes: its address is free in the state now, and another connect must
         // not bring the same address and MAC up on the bridge while the old pair is up.

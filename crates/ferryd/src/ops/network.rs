@@ -40,11 +40,11 @@ impl<K: KernelOps> Daemon<K> {
             return self.create_overlay(req).await;
         }
         // plughost: an IPAM plugin gives the pool first; then on as with ferry's IPAM.
-        if crate::plughost::ipam::remote_ipam(&req).is_some() {
+        if super::plughost::ipam::remote_ipam(&req).is_some() {
             return self.create_with_remote_ipam(req).await;
         }
         // plughost: a driver ferry does not have is a third-party plugin's.
-        if crate::plughost::network::remote_driver(&req).is_some() {
+        if super::plughost::network::remote_driver(&req).is_some() {
             return self.create_remote_network(req).await;
         }
         let mut st = self.state.lock().await;
@@ -57,15 +57,16 @@ impl<K: KernelOps> Daemon<K> {
         let id = net.id.clone();
         let keys = create_keys(&id);
         let staged = self.stage(&mut st, &keys, |st| plan_create(st, net, made.pool_cursor))?;
-        let applied = self.commit_staged(&mut st, staged)?;
+        let applied = self
+            .apply_staged(&mut st, staged, FirewallFollows::Adds)
+            .await?;
         // A macvlan network makes nothing of its own on the host: its links are made
         // per sandbox, on the parent.
         let Some(spec) = applied.plan.bridge else {
             return Ok(id);
         };
-        if let Err(e) = self.program_network(&st, &spec).await {
-            self.rollback(&mut st, applied.before, &keys);
-            self.sync_firewall_or_warn(&st, "create network: undo")
+        if let Err(e) = self.make_bridge(&spec).await {
+            self.take_back(&mut st, applied.before, &keys, "create network: undo")
                 .await;
             return Err(e);
         }

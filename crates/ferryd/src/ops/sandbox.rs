@@ -17,10 +17,10 @@ use ferry_core::wiring::KernelUndo;
 use ferry_core::CoreError;
 use ferry_kernel::{AttachStep, KernelOps};
 
+use super::supervise;
 use super::{new_id, now, Daemon, FirewallFollows};
 use crate::error::{Error, Result};
 use crate::state::{Desired, Key, Snapshot, State};
-use crate::supervise;
 
 /// A process exit, reported by the supervisor or by the CLI.
 #[derive(Debug, Clone, Copy)]
@@ -132,13 +132,11 @@ impl<K: KernelOps> Daemon<K> {
         }
     }
 
-    /// A connect's names step: the sandbox's hosts and resolv.conf written (its records
-    /// went into the responder's table with the commit). Fails only when a test armed a
-    /// fault at it; a file that cannot be written is logged, as before.
-    pub(crate) async fn attach_names(&self, st: &State, id: &str) -> Result<()> {
-        self.kernel.fault(AttachStep::Dns)?;
-        self.write_hosts(st, id).await;
-        Ok(())
+    /// A connect's names step: done by the commit (the sandbox's records in the
+    /// responder's table, its hosts and resolv.conf rewritten by the executor); fails
+    /// only when a test armed a fault at it, which takes the connect back.
+    pub(crate) fn attach_names(&self) -> Result<()> {
+        Ok(self.kernel.fault(AttachStep::Dns)?)
     }
 
     /// A start's files: its hostname, hosts and resolv.conf, through the kernel seam.
@@ -310,8 +308,7 @@ impl<K: KernelOps> Daemon<K> {
             unplan_attach(st, id, &n, true, cursor);
         }
         st.restore(undo.sb_before);
-        self.commit_or_log(st, keys, "undoing a start");
-        self.sync_firewall_or_warn(st, "undoing a start").await;
+        self.settle(st, keys, "undoing a start").await;
     }
 
     /// The end of a start, once its endpoints are wired (`undo` takes them away): the
@@ -426,9 +423,8 @@ impl<K: KernelOps> Daemon<K> {
             sb.state = RunState::Exited { code: report.code };
             sb.finished_at = Some(now().0);
         }
-        self.commit_or_log(&st, &keys, "exit");
+        self.settle(&st, &keys, "exit").await;
         let _ = self.exits.send((id.to_string(), report.code));
-        self.sync_firewall_or_warn(&st, "exit").await;
         self.retire_links_now(&mut t).await;
         drop(st);
         self.run_undo(t).await;

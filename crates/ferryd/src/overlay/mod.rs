@@ -24,19 +24,18 @@
 //!   on a host (its block), a static `--ip` outside the block — fail at once with an
 //!   error naming etcd when it cannot be reached; nothing is guessed locally.
 
-mod agent;
-mod entries;
-mod ops;
+pub(crate) mod entries;
+pub(crate) mod records;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_overlay::{Cluster, ClusterError, View};
+use ferry_store::EtcdConfig;
 use tokio::sync::Notify;
 
-pub use agent::{join, ClusterConf};
-pub(crate) use ops::DOCKER_HELD;
+pub(crate) use records::DOCKER_HELD;
 
 /// The overlay encapsulation over an IPv4 underlay: outer IPv4 (20) + UDP (8) +
 /// VXLAN (8) + inner Ethernet (14).
@@ -52,7 +51,7 @@ pub struct Overlay {
     /// a reader still holds the one it changes.
     pub(crate) view: std::sync::Mutex<Arc<View>>,
     /// Per VXLAN device, the routes and entries programmed for its overlay.
-    programmed: tokio::sync::Mutex<BTreeMap<String, entries::Programmed>>,
+    pub(crate) programmed: tokio::sync::Mutex<BTreeMap<String, entries::Programmed>>,
     /// Wakes the publisher: a commit touched a sandbox, or the lease was renewed anew.
     pub(crate) poke: Notify,
     /// The MTU of the interface holding the tunnel address.
@@ -104,3 +103,16 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 /// How long the agent waits before trying etcd again.
 pub(crate) const RETRY: Duration = Duration::from_secs(1);
+
+/// `--cluster-store`, `--cluster-advertise` and friends.
+#[derive(Debug, Clone)]
+pub struct ClusterConf {
+    pub store: EtcdConfig,
+    /// An interface name or an IPv4 address (a `:PORT` suffix, as dockerd took, is ignored).
+    pub advertise: String,
+    pub node: String,
+    pub ttl: Duration,
+    /// How long a dead host's blocks stay its own after its lease expired.
+    pub grace: Duration,
+    pub vxlan_port: u16,
+}

@@ -5,12 +5,9 @@
 use std::net::Ipv4Addr;
 
 use ferry_core::model::RemoteIpam;
-use ferry_kernel::KernelOps;
 use serde::{Deserialize, Serialize};
 
 use super::{Conf, PlugHost};
-use crate::error::{Error, Result};
-use crate::ops::Daemon;
 use crate::state::{Key, State};
 
 /// An address the plugin granted for a sandbox on a network.
@@ -49,7 +46,7 @@ impl PlugHost {
             .and_then(|l| l.mac)
     }
 
-    pub(super) fn leases_of(&self, pred: impl Fn(&Lease) -> bool) -> Vec<Lease> {
+    pub(crate) fn leases_of(&self, pred: impl Fn(&Lease) -> bool) -> Vec<Lease> {
         self.leases
             .lock()
             .expect("leases lock")
@@ -71,17 +68,22 @@ impl PlugHost {
         self.leases.lock().expect("leases lock").extend(found);
     }
 
-    pub(super) fn record(&self, conf: &Conf, l: Lease) -> Result<()> {
+    pub(crate) fn record(&self, conf: &Conf, l: Lease) -> std::io::Result<()> {
         let p = lease_path(conf, &l.network_id, l.ip);
-        let io = |e: std::io::Error| Error::Other(format!("record lease {}: {e}", l.ip));
-        std::fs::create_dir_all(p.parent().expect("a parent")).map_err(io)?;
-        std::fs::write(&p, serde_json::to_vec(&l).expect("a lease serialises")).map_err(io)?;
+        std::fs::create_dir_all(p.parent().expect("a parent"))?;
+        std::fs::write(&p, serde_json::to_vec(&l).expect("a lease serialises"))?;
         self.leases.lock().expect("leases lock").push(l);
         Ok(())
     }
 
+    /// The next leases to release, once [`PlugHost::sweep`] queued some.
+    pub(crate) async fn next_releases(&self) -> Vec<Lease> {
+        self.released.notified().await;
+        std::mem::take(&mut *self.releases.lock().expect("release queue"))
+    }
+
     /// The leases on networks in `keys` that ferry's pool no longer holds for their
-    /// sandbox leave the ledger and go to the release queue ([`watch`]). Called with
+    /// sandbox leave the ledger and go to the release queue (sent by `crate::ops::plughost::release_leases`). Called with
     /// every commit, under the state lock.
     pub fn sweep(&self, conf: &Conf, st: &State, keys: &[Key]) {
         let nets: Vec<&String> = keys
@@ -115,26 +117,4 @@ impl PlugHost {
         self.releases.lock().expect("release queue").extend(gone);
         self.released.notify_one();
     }
-}
-
-/// Send the queued `ReleaseAddress` calls, for ferryd's life.
-pub fn watch<K: KernelOps>(d: std::sync::Arc<Daemon<K>>) {
-    d.plughost.load_leases(&d.cfg.plughost);
-    tokio::spawn(async move {
-        loop {
-            d.plughost.released.notified().await;
-            let queue = std::mem::take(&mut *d.plughost.releases.lock().expect("release queue"));
-            for l in queue {
-                // After the sandbox's teardown, as dockerd orders it (Leave,
-                // DeleteEndpoint, then ReleaseAddress: `P:p20`): the operation that freed
-                // the address holds the sandbox's turn until its links are gone.
-                let turn = d.sandbox_locks.lock(&l.owner).await;
-                d.release_address(&l.driver, &l.pool_id, l.ip.into()).await;
-                drop(turn);
-                if !d.state.lock().await.sandboxes.contains_key(&l.owner) {
-                    d.sandbox_locks.forget(&l.owner);
-                }
-            }
-        }
-    });
 }

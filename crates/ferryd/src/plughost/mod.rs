@@ -25,12 +25,8 @@
 pub mod answers;
 pub mod client;
 pub mod discovery;
-pub mod endpoint;
 mod error;
-pub mod ipam;
 pub mod leases;
-pub mod list;
-pub mod network;
 pub mod tls;
 #[cfg(test)]
 mod tls_tests;
@@ -44,7 +40,6 @@ use serde_json::Value;
 
 use client::{Addr, Failure};
 pub use discovery::{Dirs, Found};
-pub use endpoint::is_plugin_link;
 pub use error::PluginError;
 
 /// plughost's settings (ferryd flags).
@@ -99,7 +94,8 @@ pub struct PlugHost {
     releases: std::sync::Mutex<Vec<leases::Lease>>,
     released: tokio::sync::Notify,
     /// Network name → the IPAM pool its create in progress got, and the address space.
-    pending_ipam: std::sync::Mutex<HashMap<String, (ferry_core::model::RemoteIpam, String)>>,
+    pub(crate) pending_ipam:
+        std::sync::Mutex<HashMap<String, (ferry_core::model::RemoteIpam, String)>>,
 }
 
 /// dockerd's backoff: 1, 2, 4, 8 … s; give up when the next wait would end past the
@@ -328,7 +324,7 @@ fn err_key(method: &str) -> &'static str {
     }
 }
 
-async fn call_once(
+pub(crate) async fn call_once(
     conf: &Conf,
     plugin: &str,
     addr: &Addr,

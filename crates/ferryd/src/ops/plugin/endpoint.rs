@@ -231,7 +231,8 @@ impl<K: KernelOps> Daemon<K> {
         let _ = self.kernel.delete_link(&spec.host_if).await;
         let _ = self.kernel.delete_link(&spec.peer_if).await;
         if let Err(e) = self.kernel.create_veth_pair(&spec).await {
-            self.rollback(&mut st, before, &keys);
+            self.take_back(&mut st, before, &keys, "undoing a Join")
+                .await;
             return Err(e.into());
         }
         Ok(answer)

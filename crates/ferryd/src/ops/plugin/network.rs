@@ -18,7 +18,7 @@ use ferry_kernel::KernelOps;
 use super::{no_ipv6, taken_subnets};
 use crate::error::Result;
 use crate::ops::{now, Daemon, FirewallFollows};
-use crate::state::Key;
+use crate::state::{Key, State};
 use ferry_core::plan::network::bridge_spec;
 
 /// What a CreateNetwork asks for, checked without the state: the one IPv4 subnet, its
@@ -130,6 +130,37 @@ fn pool_for(
     Ok(pool)
 }
 
+/// A bridge holds one network.
+fn bridge_free(st: &State, asked: &Asked) -> Result<()> {
+    let taken = st
+        .networks
+        .values()
+        .filter_map(|n| n.bridge())
+        .any(|b| b.name == asked.bridge.name);
+    match taken {
+        false => Ok(()),
+        true => Err(CoreError::Invalid(format!(
+            "bridge {} is used by another network",
+            asked.bridge.name
+        ))
+        .into()),
+    }
+}
+
+/// The pool Docker asked ferry's IPAM for with this network's subnet, if one is held.
+fn pool_of_subnet(st: &State, asked: &Asked) -> Option<String> {
+    st.plugin
+        .pools
+        .values()
+        .find(|p| {
+            !p.released
+                && p.pool
+                    .as_ref()
+                    .is_some_and(|a| a.subnet == asked.subnet.into())
+        })
+        .map(|p| p.id.clone())
+}
+
 impl<K: KernelOps> Daemon<K> {
     pub async fn plugin_create_network(&self, req: CreateNetworkRequest) -> Result<()> {
         let id = req.network_id.clone();
@@ -157,33 +188,12 @@ impl<K: KernelOps> Daemon<K> {
                 .await;
         }
         let asked = Asked::from_request(&id, &req)?;
-        if st
-            .networks
-            .values()
-            .filter_map(|n| n.bridge())
-            .any(|b| b.name == asked.bridge.name)
-        {
-            return Err(CoreError::Invalid(format!(
-                "bridge {} is used by another network",
-                asked.bridge.name
-            ))
-            .into());
-        }
+        bridge_free(&st, &asked)?;
         if asked.user_bridge {
             self.check_user_bridge(asked.bridge.name.as_str()).await?;
         }
         let mut keys = vec![Key::Net(id.clone()), Key::PluginNet(id.clone())];
-        let bound = st
-            .plugin
-            .pools
-            .values()
-            .find(|p| {
-                !p.released
-                    && p.pool
-                        .as_ref()
-                        .is_some_and(|a| a.subnet == asked.subnet.into())
-            })
-            .map(|p| p.id.clone());
+        let bound = pool_of_subnet(&st, &asked);
         keys.extend(bound.iter().map(|pid| Key::PluginPool(pid.clone())));
         let staged = self.stage(&mut st, &keys, |st| {
             let pool = pool_for(st, bound.as_ref(), &id, &asked)?;
@@ -202,10 +212,11 @@ impl<K: KernelOps> Daemon<K> {
             );
             spec.ok_or_else(|| CoreError::Invalid("a Docker plugin network is a bridge".into()))
         })?;
-        let applied = self.commit_staged(&mut st, staged)?;
-        if let Err(e) = self.program_network(&st, &applied.plan).await {
-            self.rollback(&mut st, applied.before, &keys);
-            self.sync_firewall_or_warn(&st, "create network: undo")
+        let applied = self
+            .apply_staged(&mut st, staged, FirewallFollows::Adds)
+            .await?;
+        if let Err(e) = self.make_bridge(&applied.plan).await {
+            self.take_back(&mut st, applied.before, &keys, "create network: undo")
                 .await;
             return Err(e);
         }
@@ -243,11 +254,10 @@ impl<K: KernelOps> Daemon<K> {
             let staged = self.stage(&mut st, &keys, |st| {
                 Ok(docker_plan::plan_forget_network(st, &id))
             })?;
-            let links = self.commit_staged(&mut st, staged)?.plan;
-            if links.is_empty() {
-                return Ok(());
-            }
-            self.sync_firewall_or_warn(&st, "delete network").await;
+            let links = self
+                .apply_staged(&mut st, staged, FirewallFollows::Teardown("delete network"))
+                .await?
+                .plan;
             drop(st);
             for l in links {
                 if let Err(e) = self.kernel.delete_link(&l).await {

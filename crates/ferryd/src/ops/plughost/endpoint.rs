@@ -30,10 +30,10 @@ use ferry_kernel::{AdoptSpec, AttachSpec, KernelError, KernelOps, LinkSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::answers::{dst_name, read_created, read_join, Joined};
-use super::{Conf, Plugin, PluginError};
 use crate::error::{Error, Result};
 use crate::ops::Daemon;
+use crate::plughost::answers::{dst_name, read_created, read_join, Joined};
+use crate::plughost::{Conf, Plugin, PluginError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {

@@ -10,10 +10,10 @@ use axum::Json;
 use ferry_kernel::KernelOps;
 use serde_json::{json, Value};
 
-use super::{call_once, PluginError};
 use crate::ops::Daemon;
+use crate::plughost::{call_once, Conf, Found, PluginError};
 
-async fn probe(conf: &super::Conf, f: &super::Found) -> Value {
+async fn probe(conf: &Conf, f: &Found) -> Value {
     match call_once(conf, &f.name, &f.addr, "Plugin.Activate", None, "Err").await {
         Ok(v) => json!({
             "Name": f.name,

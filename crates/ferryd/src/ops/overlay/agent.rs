@@ -9,24 +9,11 @@ use std::time::Duration;
 use ferry_kernel::KernelOps;
 use ferry_overlay::view::Changed;
 use ferry_overlay::{Cluster, View};
-use ferry_store::{EtcdConfig, EtcdStore, Store, WatchMessage};
+use ferry_store::{EtcdStore, Store, WatchMessage};
 
-use super::ops::own_endpoints;
-use super::{blocking, Overlay, RETRY};
 use crate::ops::{now, Daemon};
-
-/// `--cluster-store`, `--cluster-advertise` and friends.
-#[derive(Debug, Clone)]
-pub struct ClusterConf {
-    pub store: EtcdConfig,
-    /// An interface name or an IPv4 address (a `:PORT` suffix, as dockerd took, is ignored).
-    pub advertise: String,
-    pub node: String,
-    pub ttl: Duration,
-    /// How long a dead host's blocks stay its own after its lease expired.
-    pub grace: Duration,
-    pub vxlan_port: u16,
-}
+use crate::overlay::records::own_endpoints;
+use crate::overlay::{blocking, ClusterConf, Overlay, RETRY};
 
 /// Check the advertised address, then join in the background: connect to etcd (waiting
 /// for it as long as it takes), register this host, make the local copies of every

@@ -29,10 +29,10 @@ use ferry_kernel::KernelOps;
 use ipnet::Ipv4Net;
 use serde_json::{json, Value};
 
-use super::leases::Lease;
-use super::{Plugin, PluginError};
 use crate::error::Result;
 use crate::ops::Daemon;
+use crate::plughost::leases::Lease;
+use crate::plughost::{Plugin, PluginError};
 use crate::state::{Desired, Key, State};
 
 /// The IPAM plugin a create request names, if not ferry's own.
@@ -94,7 +94,7 @@ impl<K: KernelOps> Daemon<K> {
         driver: &str,
         method: &str,
         body: &Value,
-    ) -> std::result::Result<(), super::PluginError> {
+    ) -> std::result::Result<(), PluginError> {
         let conf = &self.cfg.plughost;
         let p = self.plughost.get_now(conf, driver, "IpamDriver").await?;
         self.plughost
@@ -314,6 +314,7 @@ impl<K: KernelOps> Daemon<K> {
             }
         })?;
         if let Err(e) = self.plughost.record(&self.cfg.plughost, l.clone()) {
+            let e = crate::error::Error::Other(format!("record lease {}: {e}", l.ip));
             staged.abandon(&mut st);
             return Err(e);
         }

@@ -15,8 +15,8 @@ use ferry_kernel::KernelOps;
 use nix::sys::signal::{kill as send, Signal};
 use nix::unistd::Pid;
 
+use super::{Daemon, ExitReport};
 use crate::error::{Error, Result};
-use crate::ops::{Daemon, ExitReport};
 
 /// The start time of a live `pid` in clock ticks since boot (field 22 of
 /// /proc/PID/stat); None if there is no such process or it is a zombie.
