@@ -6,7 +6,7 @@
 //! its own in the same namespace: while it waits on the kernel, ferryd's tokio workers and
 //! its shared netlink socket serve the next requests. Each time it wakes it takes every
 //! deletion queued so far and deletes them with one request by link group (retired host
-//! ends are in [`GRAVE_GROUP`]): the kernel unregisters them as one batch, so a burst of
+//! ends are in [`grave_group`]): the kernel unregisters them as one batch, so a burst of
 //! detaches waits for the kernel's RCU grace periods once, not once per pair. Should the
 //! kernel refuse that, it deletes them one by one by their reserved names (never reused
 //! while a pair exists). [`Reaper::settle`] waits until
@@ -18,11 +18,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::link::del;
-use crate::link::retire::GRAVE_GROUP;
+use crate::link::retire::grave_group;
 
 /// Delete the retired links `batch` (and any other link in the grave group).
 async fn reap(handle: &rtnetlink::Handle, batch: &[String]) {
-    let Err(e) = del::delete_group(handle, GRAVE_GROUP).await else {
+    let Err(e) = del::delete_group(handle, grave_group()).await else {
         return;
     };
     tracing::debug!("background delete: {e}; deleting one by one");

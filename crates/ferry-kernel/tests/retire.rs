@@ -322,11 +322,11 @@ async fn graves(dir: PathBuf) {
         };
         assert_eq!(
             group_of(&h, &name).await,
-            Some(retire::GRAVE_GROUP),
+            Some(retire::grave_group()),
             "{name}"
         );
     }
-    del::delete_group(&h, retire::GRAVE_GROUP)
+    del::delete_group(&h, retire::grave_group())
         .await
         .expect("delete by group");
     let host = k.link_names().await.expect("links");
@@ -334,7 +334,7 @@ async fn graves(dir: PathBuf) {
     let inside = sandbox_links(&sb).await;
     assert_eq!(inside, vec!["lo".to_string()], "peers left in the sandbox");
     // Nothing left in the group: still fine.
-    del::delete_group(&h, retire::GRAVE_GROUP)
+    del::delete_group(&h, retire::grave_group())
         .await
         .expect("delete an empty group");
 
@@ -359,7 +359,7 @@ async fn graves(dir: PathBuf) {
 
     // A device that cannot be deleted in the group (here lo) makes the kernel refuse
     // the group deletion; the reaper then deletes by name, and lo stays.
-    set_group(&h, "lo", retire::GRAVE_GROUP).await;
+    set_group(&h, "lo", retire::grave_group()).await;
     k.attach(&spec_n(&sb, 0)).await.expect("attach");
     k.delete_link(&host_of(&spec_n(&sb, 0)))
         .await

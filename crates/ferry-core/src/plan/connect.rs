@@ -173,7 +173,7 @@ pub fn plan_connect(
 pub struct DisconnectPlan {
     pub keys: Vec<Key>,
     /// What the kernel removes, if the endpoint was live.
-    pub unplugged: Option<Detached>,
+    pub detached: Option<Detached>,
     /// The gateway the sandbox's default route moves to, when the endpoint held it and
     /// another one takes it, with that endpoint's host link.
     pub new_default: Option<(IpAddr, Option<String>)>,
@@ -200,11 +200,11 @@ pub fn plan_disconnect(
             network: net.name.clone(),
         });
     }
-    let unplugged = plan_detach(st, sb_id, net_id, false);
+    let detached = plan_detach(st, sb_id, net_id, false);
     if let Some(sb) = st.sandboxes.get_mut(sb_id) {
         sb.endpoints.retain(|e| e.network_id != net_id);
     }
-    let new_default = match &unplugged {
+    let new_default = match &detached {
         Some(u) if u.default_route => {
             move_default_route(st, sb_id).map(|gw| (gw, default_route_if(st, sb_id)))
         }
@@ -212,7 +212,7 @@ pub fn plan_disconnect(
     };
     Ok(DisconnectPlan {
         keys: endpoint_keys(sb_id, net_id),
-        unplugged,
+        detached,
         new_default,
     })
 }

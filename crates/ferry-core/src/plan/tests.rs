@@ -191,7 +191,7 @@ fn disconnecting_frees_the_address_and_moves_the_default_route() {
     let plan = plan_disconnect(&mut st, "a", F).unwrap();
     let ep = "e".repeat(64);
     assert_eq!(
-        plan.unplugged,
+        plan.detached,
         Some(Detached {
             host_if: Some(crate::model::host_if_name(&ep).to_string()),
             ifname: "eth0".into(),

@@ -18,7 +18,7 @@
 //!   gives that name to a new link (host ends are `fy` + hex, bridges `fy-…`), so deleting
 //!   it later by name can only hit the retired pair, and reconcile removes it like any
 //!   other `fy*` link ferry does not know if ferryd stops first;
-//! - the host end is in link group [`GRAVE_GROUP`] (set with the rename, in one request):
+//! - the host end is in link group [`grave_group`] (set with the rename, in one request):
 //!   the reaper deletes every retired pair it has in one `RTM_DELLINK` by group, which
 //!   the kernel does in one unregister batch, so a burst of detaches pays the deletion's
 //!   RCU waits once (50 pairs: 14 ms by group against 1 s one by one). The kernel refuses
@@ -38,9 +38,14 @@ use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec};
 use crate::link::get;
 use crate::{netns, KernelError};
 
-/// The link group of retired host ends (`fyz` in ASCII), reserved for ferry in the
-/// namespaces where ferryd runs.
-pub const GRAVE_GROUP: u32 = 0x0066_797a;
+/// The link group of this ferryd's retired host ends: the retired names' prefix in
+/// ASCII (`fyz`, 0x66797a; a second instance `fz` has `fzz`), reserved for ferry in the
+/// namespaces where ferryd runs, so that two ferryds in one namespace each delete only
+/// their own.
+pub fn grave_group() -> u32 {
+    let p = ferry_core::instance::link_prefix().as_bytes();
+    u32::from_be_bytes([0, p[0], p[1], b'z'])
+}
 
 /// The reserved name a retired host end `fy<11 hex>` (and its peer) is renamed to:
 /// `fyz<11 hex>` (`fy` is this ferryd's link prefix, `ferry_core::instance`).
@@ -116,9 +121,9 @@ fn rename(to: &str) -> impl FnOnce(Change) -> Change + '_ {
     move |m| m.name(to)
 }
 
-/// Rename and, in the same request, put into [`GRAVE_GROUP`].
+/// Rename and, in the same request, put into [`grave_group`].
 fn bury(to: &str) -> impl FnOnce(Change) -> Change + '_ {
-    move |m| m.name(to).link_group(GRAVE_GROUP)
+    move |m| m.name(to).link_group(grave_group())
 }
 
 /// Take `host_if` and its peer (`peer_name` inside the namespace at `peer_netns`) out of
@@ -168,6 +173,11 @@ pub async fn retire(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_ferryds_grave_group_is_fyz() {
+        assert_eq!(grave_group(), 0x0066_797a);
+    }
 
     #[test]
     fn only_host_end_names_are_retired() {

@@ -175,7 +175,7 @@ impl<K: KernelOps> Daemon<K> {
         // The veth is retired (down and renamed: well under a millisecond) before the
         // state lock goes: its address is free in the state now, and another connect must
         // not bring the same address and MAC up on the bridge while the old pair is up.
-        let removed = match &plan.unplugged {
+        let removed = match &plan.detached {
             // plughost: detach_link is kernel.delete_link, or a plugin's Leave.
             Some(Detached {
                 host_if: Some(h), ..

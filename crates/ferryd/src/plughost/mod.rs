@@ -14,8 +14,9 @@
 //! - **Calls** ([`client`]) are bounded by `--plugin-timeout`; connection failures of
 //!   set-up calls are retried within the retry budget, teardown calls are tried once
 //!   (dockerd's 15 s per teardown step made `rm -f` take 45 s with a dead plugin).
-//! - **Networks** ([`network`]) keep ferry's IPAM: the pool is ferry's, the plugin gets
-//!   it in `IPv4Data`; **endpoints** ([`endpoint`]) run CreateEndpoint → Join → ferry
+//! - **Networks** (`crate::ops::plughost::network`) keep ferry's IPAM: the pool is
+//!   ferry's, the plugin gets it in `IPv4Data`; **endpoints**
+//!   (`crate::ops::plughost::endpoint`) run CreateEndpoint → Join → ferry
 //!   moves `SrcName` into the sandbox → ProgramExternalConnectivity, and back again,
 //!   undoing in reverse what was done when a step fails.
 //!
