@@ -90,12 +90,26 @@ async fn a_refused_bridge_rolls_the_network_back_out_of_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let d = daemon(&dir);
     d.ensure_predefined().await.unwrap();
+    let nft_before = nft_lines(&d).len();
     fail_on(&d, "bridge");
     let err = d
         .create_network(net_req("n1", "10.5.0.0/24"))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("injected failure"), "{err}");
+    // The network's firewall elements went in with its commit, before the bridge: the
+    // refusal takes them out again.
+    let nft = nft_lines(&d)[nft_before..].to_vec();
+    let added = nft
+        .iter()
+        .position(|l| l.contains("add element inet ferry bridges"))
+        .unwrap_or_else(|| panic!("the network's elements never went in: {nft:?}"));
+    assert!(
+        nft[added + 1..]
+            .iter()
+            .any(|l| l.contains("delete element inet ferry bridges")),
+        "the refused network's elements stayed: {nft:?}"
+    );
     assert!(d
         .state
         .lock()
