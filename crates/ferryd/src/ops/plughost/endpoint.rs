@@ -128,17 +128,19 @@ impl<K: KernelOps> Daemon<K> {
         r.gateway_endpoint = true;
         write_record(conf, host_if, &r)?;
         let p = self.plughost.get(conf, &r.driver, "NetworkDriver").await?;
+        self.program_external(&p, &r).await
+    }
+
+    /// `ProgramExternalConnectivity` for the endpoint that holds the sandbox's gateway
+    /// role, with its published ports (`P:p10`); a driver without it is fine.
+    async fn program_external(&self, p: &Plugin, r: &Record) -> Result<()> {
         let body = json!({
             "NetworkID": r.network_id, "EndpointID": r.endpoint_id, "Options": port_options(&r.ports),
         });
+        let call = "NetworkDriver.ProgramExternalConnectivity";
         match self
             .plughost
-            .call(
-                conf,
-                &p,
-                "NetworkDriver.ProgramExternalConnectivity",
-                Some(&body),
-            )
+            .call(&self.cfg.plughost, p, call, Some(&body))
             .await
         {
             Ok(_) | Err(PluginError::NotImplemented { .. }) => Ok(()),
@@ -377,22 +379,7 @@ impl<K: KernelOps> Daemon<K> {
         if !r.gateway_endpoint {
             return Ok(());
         }
-        let body = json!({
-            "NetworkID": r.network_id, "EndpointID": r.endpoint_id, "Options": port_options(&r.ports),
-        });
-        match self
-            .plughost
-            .call(
-                conf,
-                p,
-                "NetworkDriver.ProgramExternalConnectivity",
-                Some(&body),
-            )
-            .await
-        {
-            Ok(_) | Err(PluginError::NotImplemented { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        self.program_external(p, r).await
     }
 
     /// Undo an attach: every step runs; failures are logged (a driver cannot veto).
