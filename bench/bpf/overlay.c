@@ -1,4 +1,4 @@
-// bench/overlay/bpf-probe's experiment (issue 14): a tc/BPF fast path for one overlay flow
+// bench/bpf/probe's experiment (issue 14): a tc/BPF fast path for one overlay flow
 // between two sandboxes on two hosts, to measure how close to a hand-built VXLAN pair a
 // path that skips the bridge, the IPv4 forward and the host's hooks can get. Not ferry's
 // data path: every value is compiled in (-D) for the one pair of sandboxes.
