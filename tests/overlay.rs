@@ -1051,6 +1051,45 @@ fn a_vxlan_device_deleted_by_hand_comes_back_with_its_entries() -> Result<()> {
     c.finish()
 }
 
+/// The tunnel's UDP port held by a VXLAN device ferry cannot share it with (an external
+/// one, as a BPF data path makes): the create is refused with an error that names the
+/// device and the way out (`--vxlan-port`); once the device is gone, the overlay comes up
+/// on that host and carries traffic (the control).
+#[test]
+fn a_tunnel_port_held_by_another_device_is_named_and_the_overlay_comes_up_once_free() -> Result<()>
+{
+    let Some(c) = cluster("overlay-port-held", ClusterOpts::default())? else {
+        return Ok(());
+    };
+    let (h1, h2) = (&c.hosts[0], &c.hosts[1]);
+    let squat = [
+        "link", "add", "squat", "type", "vxlan", "external", "dstport", "4789",
+    ];
+    h1.in_host("ip", &squat)?.expect_success()?;
+    h1.in_host("ip", &["link", "set", "squat", "up"])?
+        .expect_success()?;
+    let made = h1.ferry(&["network", "create", "-d", "overlay", "ov"])?;
+    ensure!(!made.success(), "the create must fail on host 1:\n{made}");
+    let said = made.to_string();
+    ensure!(
+        said.contains("UDP port 4789 is held by VXLAN device squat")
+            && said.contains("--vxlan-port"),
+        "the error names the device and the flag:\n{made}"
+    );
+    h1.in_host("ip", &["link", "del", "squat"])?
+        .expect_success()?;
+    h1.ferry_ok(&["system", "reconcile"])?;
+    c.wait_for(Duration::from_secs(10), "host 2 to see the overlay", |c| {
+        Ok(c.hosts[1].ferry(&["network", "inspect", "ov"])?.success())
+    })?;
+    h2.run_server("far", &["--network", "ov"], "tcp", 80)?;
+    h1.run_idle("near", &["--network", "ov"])?;
+    let far = h2.ip_of("far", "ov")?;
+    h1.expect_reach(At::Sandbox("near"), "tcp", &far, 80)
+        .context("once the port is free")?;
+    c.finish()
+}
+
 /// Poll `check` every 200 ms until it holds, at most `within`.
 fn until(within: Duration, what: &str, check: impl Fn() -> Result<bool>) -> Result<()> {
     let t = std::time::Instant::now();

@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 
 use futures::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
-use netlink_packet_route::link::LinkAttribute;
+use netlink_packet_route::link::{InfoData, InfoVxlan, LinkAttribute, LinkInfo};
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan};
 
 use crate::link::get::index_of;
@@ -45,22 +45,15 @@ pub async fn ensure(h: &Handle, spec: &VxlanSpec) -> Result<u32, KernelError> {
                 .build();
             match h.link().add(msg).execute().await {
                 Ok(()) => {}
+                // Made meanwhile under our name (found below), or another device has
+                // this VNI on this port (said below).
                 Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::EEXIST => {}
-                Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::EADDRINUSE => {
-                    return Err(KernelError::other(
-                        "create vxlan",
-                        name,
-                        format!(
-                            "UDP port {} or VNI {} is taken by another VXLAN device",
-                            spec.port, spec.vni
-                        ),
-                    ))
-                }
                 Err(e) => return Err(KernelError::netlink("create vxlan", name, e)),
             }
-            index_of(h, name).await?.ok_or_else(|| {
-                KernelError::other("create vxlan", name, "vanished after creation")
-            })?
+            match index_of(h, name).await? {
+                Some(i) => i,
+                None => return Err(taken(h, spec, Some(spec.vni)).await),
+            }
         }
     };
     let mac = ferry_core::model::tunnel_mac(spec.local).to_vec();
@@ -73,12 +66,78 @@ pub async fn ensure(h: &Handle, spec: &VxlanSpec) -> Result<u32, KernelError> {
     if mac_of(h, index).await?.as_deref() != Some(mac.as_slice()) {
         set = set.address(mac);
     }
-    h.link()
-        .set(set.build())
-        .execute()
-        .await
-        .map_err(|e| KernelError::netlink("set up", name, e))?;
+    match h.link().set(set.build()).execute().await {
+        Ok(()) => {}
+        // The port's socket is another's: a VXLAN device that cannot share it (external,
+        // GBP, …) or a program.
+        Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::EADDRINUSE => {
+            return Err(taken(h, spec, None).await)
+        }
+        Err(e) => return Err(KernelError::netlink("set up", name, e)),
+    }
     Ok(index)
+}
+
+/// The error for a tunnel whose port (and, with `vni`, VNI) another holds: which VXLAN
+/// device, if one does, and what to do about it.
+async fn taken(h: &Handle, spec: &VxlanSpec, vni: Option<u32>) -> KernelError {
+    let what = match vni {
+        Some(v) => format!("VNI {v} on UDP port {}", spec.port),
+        None => format!("UDP port {}", spec.port),
+    };
+    let others = holders(h, spec.port, vni).await.map(|mut d| {
+        d.retain(|n| n != spec.name.as_str());
+        d
+    });
+    let why = match others {
+        Ok(devs) if !devs.is_empty() => format!(
+            "{what} is held by VXLAN device {} on this host; remove it, or start every \
+             ferryd of the cluster with the same --vxlan-port PORT",
+            devs.join(", ")
+        ),
+        _ => format!(
+            "{what} is held by another program or device on this host; free it, or start \
+             every ferryd of the cluster with the same --vxlan-port PORT"
+        ),
+    };
+    KernelError::other("create vxlan", spec.name.as_str(), why)
+}
+
+/// The VXLAN devices in this namespace on UDP `port` (with VNI `vni`, if given).
+async fn holders(h: &Handle, port: u16, vni: Option<u32>) -> Result<Vec<String>, KernelError> {
+    let links: Vec<_> = h
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| KernelError::netlink("list", "links", e))?;
+    Ok(links
+        .iter()
+        .filter_map(|m| {
+            let info = vxlan_info(&m.attributes)?;
+            let on_port = info.contains(&InfoVxlan::Port(port));
+            let same_vni = vni.is_none_or(|v| info.contains(&InfoVxlan::Id(v)));
+            (on_port && same_vni).then(|| link_name(&m.attributes))?
+        })
+        .collect())
+}
+
+fn vxlan_info(attrs: &[LinkAttribute]) -> Option<&Vec<InfoVxlan>> {
+    attrs.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            LinkInfo::Data(InfoData::Vxlan(v)) => Some(v),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
+fn link_name(attrs: &[LinkAttribute]) -> Option<String> {
+    attrs.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.clone()),
+        _ => None,
+    })
 }
 
 /// The attributes of link `index` (None: it is gone).
