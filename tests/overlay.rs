@@ -1051,10 +1051,11 @@ fn a_vxlan_device_deleted_by_hand_comes_back_with_its_entries() -> Result<()> {
     c.finish()
 }
 
-/// The tunnel's UDP port held by a VXLAN device ferry cannot share it with (an external
-/// one, as a BPF data path makes): the create is refused with an error that names the
-/// device and the way out (`--vxlan-port`); once the device is gone, the overlay comes up
-/// on that host and carries traffic (the control).
+/// The tunnel's UDP port, or the overlay's VNI on it, held by another VXLAN device on a
+/// host: a device with the same VNI (the cluster's first overlay gets 4096), then one
+/// that cannot share the port (an external one, as a BPF data path makes). Each create is
+/// refused with an error that names the device and the way out (`--vxlan-port`); once the
+/// devices are gone, the overlays come up on that host and carry traffic (the control).
 #[test]
 fn a_tunnel_port_held_by_another_device_is_named_and_the_overlay_comes_up_once_free() -> Result<()>
 {
@@ -1062,22 +1063,40 @@ fn a_tunnel_port_held_by_another_device_is_named_and_the_overlay_comes_up_once_f
         return Ok(());
     };
     let (h1, h2) = (&c.hosts[0], &c.hosts[1]);
-    let squat = [
-        "link", "add", "squat", "type", "vxlan", "external", "dstport", "4789",
+    let squats: [(&str, &str, &str, &str); 2] = [
+        (
+            "ov",
+            "id",
+            "4096",
+            "VNI 4096 on UDP port 4789 is held by VXLAN device squat",
+        ),
+        (
+            "ov2",
+            "external",
+            "",
+            "UDP port 4789 is held by VXLAN device squat",
+        ),
     ];
-    h1.in_host("ip", &squat)?.expect_success()?;
-    h1.in_host("ip", &["link", "set", "squat", "up"])?
-        .expect_success()?;
-    let made = h1.ferry(&["network", "create", "-d", "overlay", "ov"])?;
-    ensure!(!made.success(), "the create must fail on host 1:\n{made}");
-    let said = made.to_string();
-    ensure!(
-        said.contains("UDP port 4789 is held by VXLAN device squat")
-            && said.contains("--vxlan-port"),
-        "the error names the device and the flag:\n{made}"
-    );
-    h1.in_host("ip", &["link", "del", "squat"])?
-        .expect_success()?;
+    for (net, kind, value, expected) in squats {
+        let mut add = vec!["link", "add", "squat", "type", "vxlan", kind];
+        add.extend([value].into_iter().filter(|v| !v.is_empty()));
+        add.extend(["dstport", "4789"]);
+        h1.in_host("ip", &add)?.expect_success()?;
+        h1.in_host("ip", &["link", "set", "squat", "up"])?
+            .expect_success()?;
+        let made = h1.ferry(&["network", "create", "-d", "overlay", net])?;
+        ensure!(
+            !made.success(),
+            "the create of {net} must fail on host 1:\n{made}"
+        );
+        let said = made.to_string();
+        ensure!(
+            said.contains(expected) && said.contains("--vxlan-port"),
+            "the error names the device and the flag ({expected}):\n{made}"
+        );
+        h1.in_host("ip", &["link", "del", "squat"])?
+            .expect_success()?;
+    }
     h1.ferry_ok(&["system", "reconcile"])?;
     c.wait_for(Duration::from_secs(10), "host 2 to see the overlay", |c| {
         Ok(c.hosts[1].ferry(&["network", "inspect", "ov"])?.success())
@@ -1087,6 +1106,12 @@ fn a_tunnel_port_held_by_another_device_is_named_and_the_overlay_comes_up_once_f
     let far = h2.ip_of("far", "ov")?;
     h1.expect_reach(At::Sandbox("near"), "tcp", &far, 80)
         .context("once the port is free")?;
+    let dev2 = tunnel_dev(h1, "ov2")?;
+    let shown = h1.in_host("ip", &["-o", "link", "show", &dev2])?;
+    ensure!(
+        shown.success() && shown.stdout.contains(",UP"),
+        "ov2's device is up on host 1 too:\n{shown}"
+    );
     c.finish()
 }
 
