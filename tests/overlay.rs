@@ -1091,7 +1091,9 @@ fn a_tunnel_port_held_by_another_device_is_named_and_the_overlay_comes_up_once_f
         );
         let said = made.to_string();
         ensure!(
-            said.contains(expected) && said.contains("--vxlan-port"),
+            said.contains(expected)
+                && said.contains("--vxlan-port")
+                && said.contains(&format!("overlay {net} is created in the cluster")),
             "the error names the device and the flag ({expected}):\n{made}"
         );
         h1.in_host("ip", &["link", "del", "squat"])?

@@ -19,6 +19,16 @@ pub enum Error {
     /// plughost: a third-party plugin was not found, or failed a call.
     #[error(transparent)]
     Plugin(#[from] crate::plughost::PluginError),
+    /// An overlay the cluster holds now, whose local copy this host could not make.
+    #[error(
+        "overlay {network} is created in the cluster, but not on this host yet: {cause}; \
+         once that is fixed, `ferry system reconcile` (or the periodic check) brings it up here"
+    )]
+    NotHere {
+        network: String,
+        #[source]
+        cause: Box<Error>,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -43,6 +53,7 @@ impl Error {
                 ClusterError::NodeTaken { .. } | ClusterError::Decode { .. } => 500,
             },
             Error::Plugin(p) => p.status(),
+            Error::NotHere { cause, .. } => cause.status(),
             _ => 500,
         }
     }

@@ -63,7 +63,13 @@ impl<K: KernelOps> Daemon<K> {
             ipam_echo: asked.echo.into_iter().collect(),
         };
         let net = blocking(&ov.cluster, move |c| c.create_network(&new)).await?;
-        self.materialize(&ov, &net).await?;
+        // The cluster has it now, whatever this host's kernel says: the error says so.
+        self.materialize(&ov, &net)
+            .await
+            .map_err(|e| Error::NotHere {
+                network: net.name.clone(),
+                cause: Box::new(e),
+            })?;
         Ok(net.id)
     }
 
