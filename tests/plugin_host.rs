@@ -1456,6 +1456,15 @@ fn ferryd_drives_a_second_ferryd_as_its_network_and_ipam_plugin() -> Result<()> 
     );
     host.expect_reach(At::Sandbox("s2"), "tcp", &ip1, 8080)?;
     host.expect_reach(At::Host, "tcp", &ip1, 8080)?;
+    // Names on the network are the first ferryd's to answer (the sandboxes are its), also
+    // once the second has opened its sockets anew after the first's: it serves no names
+    // on a network Docker's API made (dockerd answers its containers' names itself).
+    let b = b.restart(&host)?;
+    let found = host.exec("s2", &[ferry_testkit::BUSYBOX, "nslookup", "s1"])?;
+    ensure!(
+        found.success() && found.stdout.contains(&ip1),
+        "s2 resolves s1 on fnet after the second ferryd restarted:\n{found}"
+    );
     host.run_idle("d1", &[])?;
     host.expect_no_reach(At::Sandbox("d1"), "tcp", &ip1, 8080, NoReach::Timeout)?;
 

@@ -491,6 +491,13 @@ impl SecondFerryd {
         ferry_testkit::run_bounded(&mut cmd, ferry_testkit::CLI_TIMEOUT)
     }
 
+    /// Kill it (SIGKILL: what it made stays) and start it again on the same state.
+    pub fn restart(mut self, host: &TestHost) -> Result<SecondFerryd> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        SecondFerryd::start(host, &self.root)
+    }
+
     /// Clean up through its own socket, then make sure it is gone.
     pub fn stop(mut self, host: &TestHost) -> Result<()> {
         let out = self.ferry(host, &["system", "cleanup"])?;

@@ -53,11 +53,14 @@ pub const DNS_PORT: u16 = 53;
 /// How often sockets that failed to open are tried again.
 const RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The addresses the responder listens on: the gateway of every network with names.
+/// The addresses the responder listens on: the gateway of every network with names,
+/// except those Docker's API made through ferry's plugin: dockerd answers its
+/// containers' names itself, and the gateway's port 53 is the plugin's client's (a ferryd
+/// hosting ferry as its plugin serves its own sandboxes' names there).
 pub fn listen_addrs(st: &State) -> BTreeSet<Ipv4Addr> {
     st.networks
         .values()
-        .filter(|n| has_names(n))
+        .filter(|n| has_names(n) && !st.docker_managed(&n.id))
         .filter_map(|n| n.pool.as_ref().and_then(|p| v4(p.gateway)))
         .collect()
 }
