@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 
 use futures::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
-use netlink_packet_route::link::{InfoData, InfoVxlan, LinkAttribute, LinkInfo};
+use netlink_packet_route::link::{InfoData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo};
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan};
 
 use crate::link::get::index_of;
@@ -103,7 +103,10 @@ async fn taken(h: &Handle, spec: &VxlanSpec, vni: Option<u32>) -> KernelError {
     KernelError::other("create vxlan", spec.name.as_str(), why)
 }
 
-/// The VXLAN devices in this namespace on UDP `port` (with VNI `vni`, if given).
+/// The VXLAN devices in this namespace on UDP `port`: with VNI `vni` (up or down, as the
+/// kernel compares them), or, without one, those up: a device holds its port's socket
+/// only while it is up, and one that is up on the port and could share the socket with
+/// ours would have.
 async fn holders(h: &Handle, port: u16, vni: Option<u32>) -> Result<Vec<String>, KernelError> {
     let links: Vec<_> = h
         .link()
@@ -117,8 +120,11 @@ async fn holders(h: &Handle, port: u16, vni: Option<u32>) -> Result<Vec<String>,
         .filter_map(|m| {
             let info = vxlan_info(&m.attributes)?;
             let on_port = info.contains(&InfoVxlan::Port(port));
-            let same_vni = vni.is_none_or(|v| info.contains(&InfoVxlan::Id(v)));
-            (on_port && same_vni).then(|| link_name(&m.attributes))?
+            let holds = match vni {
+                Some(v) => info.contains(&InfoVxlan::Id(v)),
+                None => m.header.flags.contains(LinkFlags::Up),
+            };
+            (on_port && holds).then(|| link_name(&m.attributes))?
         })
         .collect())
 }
