@@ -41,21 +41,25 @@ pub async fn message_of(h: &Handle, name: &str) -> Result<Option<LinkMessage>, K
     }
 }
 
-fn name_of(m: &LinkMessage) -> Option<String> {
+/// A link's name, from its description.
+pub fn name_of(m: &LinkMessage) -> Option<String> {
     m.attributes.iter().find_map(|a| match a {
         LinkAttribute::IfName(n) => Some(n.clone()),
         _ => None,
     })
 }
 
-/// Every link's name in the namespace of `h`.
-pub async fn names(h: &Handle) -> Result<Vec<String>, KernelError> {
-    let msgs: Vec<LinkMessage> = h
-        .link()
+/// Every link in the namespace of `h`, as the kernel describes it.
+pub async fn all(h: &Handle) -> Result<Vec<LinkMessage>, KernelError> {
+    h.link()
         .get()
         .execute()
         .try_collect()
         .await
-        .map_err(|e| KernelError::netlink("list", "links", e))?;
-    Ok(msgs.iter().filter_map(name_of).collect())
+        .map_err(|e| KernelError::netlink("list", "links", e))
+}
+
+/// Every link's name in the namespace of `h`.
+pub async fn names(h: &Handle) -> Result<Vec<String>, KernelError> {
+    Ok(all(h).await?.iter().filter_map(name_of).collect())
 }

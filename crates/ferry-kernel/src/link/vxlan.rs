@@ -15,7 +15,7 @@ use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{InfoData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo};
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan};
 
-use crate::link::get::index_of;
+use crate::link::get::{self, index_of};
 use crate::KernelError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,14 +108,8 @@ async fn taken(h: &Handle, spec: &VxlanSpec, vni: Option<u32>) -> KernelError {
 /// only while it is up, and one that is up on the port and could share the socket with
 /// ours would have.
 async fn holders(h: &Handle, port: u16, vni: Option<u32>) -> Result<Vec<String>, KernelError> {
-    let links: Vec<_> = h
-        .link()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| KernelError::netlink("list", "links", e))?;
-    Ok(links
+    Ok(get::all(h)
+        .await?
         .iter()
         .filter_map(|m| {
             let info = vxlan_info(&m.attributes)?;
@@ -124,7 +118,7 @@ async fn holders(h: &Handle, port: u16, vni: Option<u32>) -> Result<Vec<String>,
                 Some(v) => info.contains(&InfoVxlan::Id(v)),
                 None => m.header.flags.contains(LinkFlags::Up),
             };
-            (on_port && holds).then(|| link_name(&m.attributes))?
+            (on_port && holds).then(|| get::name_of(m))?
         })
         .collect())
 }
@@ -135,13 +129,6 @@ fn vxlan_info(attrs: &[LinkAttribute]) -> Option<&Vec<InfoVxlan>> {
             LinkInfo::Data(InfoData::Vxlan(v)) => Some(v),
             _ => None,
         }),
-        _ => None,
-    })
-}
-
-fn link_name(attrs: &[LinkAttribute]) -> Option<String> {
-    attrs.iter().find_map(|a| match a {
-        LinkAttribute::IfName(n) => Some(n.clone()),
         _ => None,
     })
 }
