@@ -1,5 +1,8 @@
 //! ferryd's half of the overlay: turning the cluster's records into this host's networks
-//! and tunnel entries, and this host's endpoints into records.
+//! and tunnel entries, and this host's endpoints into records. This module holds this
+//! host's membership ([`Overlay`]: the cluster client, the view) and the pure
+//! translations (`records`, `entries`); the daemon's tasks and operations that use them
+//! are in `crate::ops::overlay` (`agent`, `entries`, `network`).
 //!
 //! Design note. An overlay network has a local copy on every host, kept in the embedded
 //! store like any network: a bridge (`fo-<id8>`) with the network's gateway address,
@@ -12,7 +15,7 @@
 //!
 //! * `agent` — one task per host: the lease keep-alive, and one watch of the whole
 //!   prefix. Each change is applied to the [`View`]; then the local copies are made or
-//!   removed ([`Daemon::sync_networks`]), the routes and the VXLAN device's entries are
+//!   removed (`Daemon::sync_networks`), the routes and the VXLAN device's entries are
 //!   made to match the remote hosts' blocks ([`entries`]) and the DNS table learns the
 //!   remote endpoints' names. A compacted
 //!   watch, or a watch that ended because etcd went away, is followed by a fresh range

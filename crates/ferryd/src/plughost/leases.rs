@@ -1,6 +1,6 @@
-//! The ledger of addresses IPAM plugins granted ferry (see [`super::ipam`]): one file
-//! per lease under the exec root, swept against ferry's pools on every commit, and a
-//! queue of `ReleaseAddress` calls sent by a task of ferryd's.
+//! The ledger of addresses IPAM plugins granted ferry (see `crate::ops::plughost::ipam`):
+//! one file per lease under the exec root, swept against ferry's pools on every commit,
+//! and a queue of `ReleaseAddress` calls sent by a task of ferryd's.
 
 use std::net::Ipv4Addr;
 
