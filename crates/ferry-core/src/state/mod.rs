@@ -71,6 +71,16 @@ pub enum Key {
     PluginEp(String),
 }
 
+impl Snapshot {
+    /// Whether the sandbox `id` ran when the snapshot was taken (false if the snapshot
+    /// does not hold it).
+    pub fn was_running(&self, id: &str) -> bool {
+        self.saved
+            .iter()
+            .any(|s| matches!(s, Saved::Sbx(sid, Some(sb)) if sid == id && sb.is_running()))
+    }
+}
+
 impl State {
     /// The current values of `keys`; [`State::restore`] puts them back.
     pub fn snapshot(&self, keys: &[Key]) -> Snapshot {

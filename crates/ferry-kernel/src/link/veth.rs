@@ -12,8 +12,8 @@
 
 use std::os::fd::AsRawFd;
 
-use netlink_packet_route::link::{InfoData, InfoVeth};
-use rtnetlink::{Handle, LinkUnspec, LinkVeth};
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth};
+use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 use crate::link::del::delete;
 use crate::link::get::index_here;
@@ -41,10 +41,11 @@ pub async fn create(h: &Handle, v: &Veth<'_>) -> Result<(), KernelError> {
     if let Some(ns) = v.peer_netns {
         peer = peer.setns_by_fd(ns.as_raw_fd());
     }
-    let mut host = LinkVeth::new(v.host_if, v.peer_name)
+    // The peer as a whole (LinkVeth::new's carries its name only).
+    let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        .name(v.host_if)
         .mtu(v.mtu)
         .controller(v.bridge_index)
-        // The peer as a whole (LinkVeth's own carries its name only).
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
     if v.host_up {
         host = host.up();

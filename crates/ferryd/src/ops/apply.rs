@@ -159,8 +159,8 @@ impl<K: KernelOps> Daemon<K> {
         s: Staged<P>,
         fw: FirewallFollows,
     ) -> Result<Applied<P>> {
-        let keys = s.keys.clone();
-        let applied = self.commit_staged(st, s)?;
+        let Staged { plan, before, keys } = s;
+        self.commit_or_restore(st, &before, &keys)?;
         let loaded = match fw {
             FirewallFollows::BeforeLinks => self.attach_firewall(st).await,
             FirewallFollows::Adds => self.sync_firewall(st).await,
@@ -170,12 +170,14 @@ impl<K: KernelOps> Daemon<K> {
             }
         };
         if let Err(e) = loaded {
-            st.restore(applied.before);
+            st.restore(before);
             self.commit_or_log(st, &keys, "rollback");
             return Err(e);
         }
-        self.rewrite_files(st, &keys).await;
-        Ok(applied)
+        // A sandbox this plan starts gets its files written whole by the start itself.
+        let started = |id: &str| !before.was_running(id);
+        self.rewrite_files(st, &keys, started).await;
+        Ok(Applied { plan, before })
     }
 
     /// Take back a committed plan the kernel refused: `before` back in memory and in the
@@ -199,15 +201,16 @@ impl<K: KernelOps> Daemon<K> {
     pub(crate) async fn settle(&self, st: &State, keys: &[Key], what: &'static str) {
         self.commit_or_log(st, keys, what);
         self.sync_firewall_or_warn(st, what).await;
-        self.rewrite_files(st, keys).await;
+        self.rewrite_files(st, keys, |_| false).await;
     }
 
     /// The hosts and resolv.conf of each running sandbox `keys` name, as the state has
-    /// them now. A stopped sandbox's files are written whole at its next start.
-    async fn rewrite_files(&self, st: &State, keys: &[Key]) {
+    /// them now, but those `skip` names. A stopped sandbox's files are written whole at
+    /// its next start.
+    async fn rewrite_files(&self, st: &State, keys: &[Key], skip: impl Fn(&str) -> bool) {
         for k in keys {
             let Key::Sbx(id) = k else { continue };
-            if st.sandboxes.get(id).is_some_and(|s| s.is_running()) {
+            if st.sandboxes.get(id).is_some_and(|s| s.is_running()) && !skip(id) {
                 self.write_hosts(st, id).await;
             }
         }

@@ -120,12 +120,14 @@ impl<K: KernelOps> Daemon<K> {
             return;
         };
         let (hosts, resolv, _) = self.sandbox_files(id);
-        let files = [
-            (hosts, hosts_of(sb)),
-            (resolv, self.dns.resolv_conf(&self.host_resolv, sb)),
-        ];
         // Only a sandbox that has its files (a start wrote them) has them to rewrite.
-        for (path, text) in files.into_iter().filter(|(p, _)| p.exists()) {
+        let files = [
+            hosts.exists().then(|| (hosts, hosts_of(sb))),
+            resolv
+                .exists()
+                .then(|| (resolv, self.dns.resolv_conf(&self.host_resolv, sb))),
+        ];
+        for (path, text) in files.into_iter().flatten() {
             if let Err(e) = self.kernel.write_sandbox_file(&path, &text).await {
                 tracing::warn!("{e}");
             }
