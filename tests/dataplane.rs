@@ -7,6 +7,11 @@
 //! port through DNAT — while flows on the same bridge that were not touched go on (the
 //! controls). Each flow is one long-lived TCP connection carrying a line echoed back,
 //! exchanged before and after the disconnect from the same socket.
+//!
+//! Traffic within an ICC-on network also takes the shortcut (a tc/BPF program on each
+//! veth host end: crates/ferry-kernel/bpf/shortcut.c) past the bridge: the last test
+//! shows it does, by the bridge port's counters, and that it steps aside while ferry's
+//! `user` chain holds a rule, and while ferryd is down.
 
 #![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
 
@@ -236,5 +241,137 @@ fn a_flow_out_through_masquerade_established_before_network_disconnect_stops_at_
     );
     drop((out, out_ctl));
     drop(peer);
+    host.finish()
+}
+
+/// The packets the bridge has sent out of one sandbox's veth host end, read in
+/// ferryd's namespace whether or not ferryd runs.
+struct PortCounter {
+    /// nsenter's argument for ferryd's namespace (the test's handle on it).
+    host_ns: String,
+    /// The host end's ifindex: the peer of the sandbox's eth0 (`link_index`).
+    host_end: u64,
+}
+
+impl PortCounter {
+    fn of(host: &TestHost, id: &str) -> Result<PortCounter> {
+        use std::os::fd::AsRawFd;
+        let pin = host.exec_root().join("netns").join(&id[..12]);
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", pin.display()))
+            .args(["ip", "-j", "link", "show", "eth0"])
+            .output()?;
+        let eth0: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let host_end = eth0[0]["link_index"]
+            .as_u64()
+            .context("eth0 has no link_index")?;
+        let fd = host.netns()?.as_raw_fd();
+        let host_ns = format!("--net=/proc/{}/fd/{fd}", std::process::id());
+        Ok(PortCounter { host_ns, host_end })
+    }
+
+    fn sent(&self) -> Result<u64> {
+        let out = Command::new("nsenter")
+            .args([&self.host_ns, "ip", "-j", "-s", "link", "show"])
+            .output()?;
+        let links: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let link = links
+            .as_array()
+            .context("ip -j link")?
+            .iter()
+            .find(|l| l["ifindex"].as_u64() == Some(self.host_end))
+            .with_context(|| format!("no link {} in ferryd's namespace", self.host_end))?;
+        link["stats64"]["tx"]["packets"]
+            .as_u64()
+            .context("no tx packets")
+    }
+
+    /// How many packets the bridge carried to the sandbox while `n` exchanges went over
+    /// `f`; every exchange must be answered.
+    fn during(&self, f: &mut Flow, n: u32) -> Result<u64> {
+        let before = self.sent()?;
+        for _ in 0..n {
+            ensure!(f.exchange()?, "{}: no echo", f.what);
+        }
+        Ok(self.sent()? - before)
+    }
+}
+
+#[test]
+fn same_network_traffic_takes_the_shortcut_unless_the_user_chain_or_a_dead_ferryd_says_otherwise(
+) -> Result<()> {
+    let mut host = host_or_skip!();
+    let net = unique("n");
+    host.create_network(&net, &["--subnet", "10.89.0.0/24"])?;
+    let srv_id = host.run_detached("srv", &["--network", &net], &["python3", "-c", ECHO_SERVER])?;
+    let cli_id = host.run_idle("cli", &["--network", &net])?;
+    let (srv, cli) = (host.ip_of("srv", &net)?, host.ip_of("cli", &net)?);
+    let cli_ns = nsenter_sandbox(&host, &cli_id, "cli")?;
+    let in_cli = ["nsenter", cli_ns.as_str()];
+    let open = |what: &str| -> Result<Flow> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match Flow::open(what, &in_cli, &srv, 80) {
+                Ok(f) => return Ok(f),
+                Err(e) if std::time::Instant::now() > deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    };
+    // 40 exchanges are 80+ TCP segments to srv (data and ACKs); through the bridge each
+    // leaves srv's host end. A few broadcasts (ARP) may pass the bridge either way.
+    const N: u32 = 40;
+    let port = PortCounter::of(&host, &srv_id)?;
+    let mut flow = open("cli → srv")?;
+    port.during(&mut flow, 3)?;
+    let by_bridge = port.during(&mut flow, N)?;
+    ensure!(
+        by_bridge < 10,
+        "the shortcut is not carrying cli → srv: the bridge sent {by_bridge} packets to srv"
+    );
+
+    // A rule in `user`, even one that matches nothing here, closes the gate: the same
+    // flow goes on through the bridge (the control for the counter above).
+    host.nft(&[
+        "add",
+        "rule",
+        "inet",
+        "ferry",
+        "user",
+        "ip",
+        "saddr",
+        "192.0.2.1",
+        "drop",
+    ])?;
+    std::thread::sleep(Duration::from_millis(500));
+    let by_bridge = port.during(&mut flow, N)?;
+    ensure!(
+        by_bridge >= u64::from(N),
+        "with a rule in `user`, the bridge sent only {by_bridge} packets to srv"
+    );
+    // A rule that matches the flow stops it, as it would without the shortcut.
+    host.nft(&[
+        "add", "rule", "inet", "ferry", "user", "ip", "saddr", &cli, "ip", "daddr", &srv, "drop",
+    ])?;
+    ensure!(!flow.exchange()?, "cli → srv passed a drop rule in `user`");
+    host.nft(&["flush", "chain", "inet", "ferry", "user"])?;
+    std::thread::sleep(Duration::from_millis(500));
+    let mut flow = open("cli → srv, the user chain empty again")?;
+    port.during(&mut flow, 3)?;
+    let by_bridge = port.during(&mut flow, N)?;
+    ensure!(by_bridge < 10, "the shortcut did not come back with `user` empty: the bridge sent {by_bridge} packets to srv");
+
+    // ferryd killed: the kernel detaches its programs and the bridge carries the flow;
+    // the restarted ferryd attaches them again.
+    let mut meanwhile = None;
+    host.restart_kill9_with(|| meanwhile = Some(port.during(&mut flow, N)))?;
+    let by_bridge = meanwhile.context("the kill's meanwhile did not run")??;
+    ensure!(
+        by_bridge >= u64::from(N),
+        "with ferryd dead, the bridge sent only {by_bridge} packets to srv"
+    );
+    let by_bridge = port.during(&mut flow, N)?;
+    ensure!(by_bridge < 10, "the restarted ferryd did not bring the shortcut back: the bridge sent {by_bridge} packets to srv");
+    drop(flow);
     host.finish()
 }

@@ -20,6 +20,7 @@ pub mod nft;
 pub mod plan;
 pub mod ports;
 pub mod remote;
+pub mod shortcut;
 pub mod state;
 pub mod template;
 pub mod validate;

@@ -3,7 +3,9 @@
 //! namespaces are tracked so reconcile sees a consistent world, and a chosen request can
 //! be made to fail so rollback paths are tested without root.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+use ferry_core::shortcut::Entry;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -182,6 +184,10 @@ pub struct Recorder {
     /// ([`crate::fault`]): ferryd's own steps ask [`KernelOps::fault`]; an attach fails
     /// whole, making nothing, when a kernel step of it is armed.
     pub fault_at: Mutex<Option<AttachStep>>,
+    /// The same-network shortcut as the kernel would hold it: the endpoints carried, by
+    /// host end, and the gate. Kept apart from `log`: it follows the state, not a plan.
+    pub shortcut: Mutex<BTreeMap<String, Entry>>,
+    pub shortcut_open: Mutex<bool>,
 }
 
 impl Recorder {
@@ -467,5 +473,29 @@ impl KernelOps for Recorder {
     }
     fn fault(&self, step: AttachStep) -> Result<(), KernelError> {
         Faults::armed(*self.fault_at.lock().expect("lock")).check(step)
+    }
+    fn shortcut_add(&self, e: &Entry) -> Result<(), KernelError> {
+        let links = self.links.lock().expect("lock");
+        if let Some(gone) = [&e.host_end, &e.bridge]
+            .into_iter()
+            .find(|l| !links.contains(l.as_str()))
+        {
+            return Err(KernelError::Failed {
+                action: "find link",
+                object: gone.to_string(),
+                message: "No such device".into(),
+                errno: Some(libc::ENODEV),
+            });
+        }
+        let mut carried = self.shortcut.lock().expect("lock");
+        carried.insert(e.host_end.to_string(), e.clone());
+        Ok(())
+    }
+    fn shortcut_remove(&self, host_end: &str) {
+        self.shortcut.lock().expect("lock").remove(host_end);
+    }
+    fn shortcut_gate(&self, open: bool) -> Result<(), KernelError> {
+        *self.shortcut_open.lock().expect("lock") = open;
+        Ok(())
     }
 }

@@ -13,9 +13,11 @@ pub mod files;
 pub mod link;
 pub mod netns;
 pub mod nft;
+pub mod nft_watch;
 pub mod ops;
 pub mod process;
 pub mod reaper;
+pub mod shortcut;
 pub mod sysctl;
 
 pub use error::KernelError;

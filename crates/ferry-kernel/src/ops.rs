@@ -22,6 +22,7 @@ use crate::link::{
 };
 use crate::nft::Nft;
 use crate::reaper::Reaper;
+use crate::shortcut::Shortcut;
 use crate::{netns, sysctl, KernelError};
 
 pub use ferry_core::wiring::{AttachSpec, BridgeSpec, LinkSpec, MacvlanLink, PluginLink, VethLink};
@@ -193,6 +194,13 @@ pub trait KernelOps: Send + Sync + 'static {
     fn fault(&self, _step: AttachStep) -> Result<(), KernelError> {
         Ok(())
     }
+    /// The same-network shortcut ([`crate::shortcut`]): carry endpoint `e` (its host end
+    /// and bridge must exist). Written again if already carried.
+    fn shortcut_add(&self, e: &ferry_core::shortcut::Entry) -> Result<(), KernelError>;
+    /// Stop carrying the endpoint whose host end is `host_end` (nothing if it is not).
+    fn shortcut_remove(&self, host_end: &str);
+    /// Open or close the shortcut for every endpoint.
+    fn shortcut_gate(&self, open: bool) -> Result<(), KernelError>;
 }
 
 /// The real kernel, through one rtnetlink connection in ferryd's own namespace plus a
@@ -211,6 +219,19 @@ pub struct Netlink {
     ipv6_conf: sysctl::Ipv6Conf,
     /// The attach step a test armed to fail (none in normal operation).
     faults: Faults,
+    /// The same-network shortcut, loaded at its first use.
+    shortcut: std::sync::Mutex<ShortcutSlot>,
+}
+
+/// Where the shortcut's program stands.
+#[derive(Default)]
+enum ShortcutSlot {
+    #[default]
+    Unloaded,
+    Loaded(Box<Shortcut>),
+    /// The kernel refused to load it (logged once): every call is a no-op, and traffic
+    /// takes the normal path.
+    Unavailable,
 }
 
 impl Netlink {
@@ -230,7 +251,30 @@ impl Netlink {
             peers: Default::default(),
             ipv6_conf: sysctl::Ipv6Conf::open_here(),
             faults: Faults::default(),
+            shortcut: Default::default(),
         })
+    }
+
+    /// Run `f` on the shortcut, loading it first if this is its first use. Without it
+    /// (a kernel that refused it), nothing is done.
+    fn with_shortcut<T: Default>(
+        &self,
+        f: impl FnOnce(&mut Shortcut) -> Result<T, KernelError>,
+    ) -> Result<T, KernelError> {
+        let mut slot = self.shortcut.lock().expect("shortcut lock");
+        if matches!(*slot, ShortcutSlot::Unloaded) {
+            *slot = match Shortcut::load() {
+                Ok(s) => ShortcutSlot::Loaded(Box::new(s)),
+                Err(e) => {
+                    tracing::warn!("the same-network shortcut is off: {e}");
+                    ShortcutSlot::Unavailable
+                }
+            };
+        }
+        match &mut *slot {
+            ShortcutSlot::Loaded(s) => f(s),
+            _ => Ok(T::default()),
+        }
     }
 
     /// Make `step` of every attach fail (tests only: ferryd arms it from `FERRY_FAULT`
@@ -602,6 +646,21 @@ impl KernelOps for Netlink {
         back: &str,
     ) -> Result<(), KernelError> {
         crate::link::adopt::hand_back(netns, ifname, back).await
+    }
+
+    fn shortcut_add(&self, e: &ferry_core::shortcut::Entry) -> Result<(), KernelError> {
+        self.with_shortcut(|s| s.add(e))
+    }
+
+    fn shortcut_remove(&self, host_end: &str) {
+        let slot = &mut *self.shortcut.lock().expect("shortcut lock");
+        if let ShortcutSlot::Loaded(s) = slot {
+            s.remove(host_end);
+        }
+    }
+
+    fn shortcut_gate(&self, open: bool) -> Result<(), KernelError> {
+        self.with_shortcut(|s| s.set_gate(open))
     }
 
     fn fault(&self, step: AttachStep) -> Result<(), KernelError> {

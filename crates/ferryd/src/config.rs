@@ -21,6 +21,8 @@ pub struct Config {
     pub bip: Ipv4Net,
     /// `--br-netfilter`: whether bridged frames keep walking the IP hooks.
     pub br_netfilter: BrNetfilter,
+    /// `--shortcut`: whether same-network traffic is carried past the bridge.
+    pub shortcut: crate::shortcut::Mode,
     /// plughost: where third-party plugins are found, and how long they are waited for.
     pub plughost: crate::plughost::Conf,
 }
@@ -36,6 +38,7 @@ impl Config {
             netns_dir: root.join("netns"),
             bip: Ipv4Net::new(std::net::Ipv4Addr::new(172, 17, 0, 1), 16).expect("a /16"),
             br_netfilter: BrNetfilter::Keep,
+            shortcut: crate::shortcut::Mode::On,
             plughost: crate::plughost::Conf::none(&root.join("run")),
         }
     }

@@ -52,7 +52,7 @@ pub enum Source {
 }
 
 impl Source {
-    fn of_key(k: &Key) -> Option<Source> {
+    pub(crate) fn of_key(k: &Key) -> Option<Source> {
         match k {
             Key::Net(id) => Some(Source::Net(id.clone())),
             Key::Sbx(id) => Some(Source::Sbx(id.clone())),

@@ -14,6 +14,7 @@ pub mod plughost;
 pub mod plugin;
 pub mod reconcile;
 pub mod serve;
+pub mod shortcut;
 pub mod state;
 
 pub use config::Config;

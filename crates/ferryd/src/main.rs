@@ -53,6 +53,12 @@ struct Args {
     /// firewall does not need them; other bridges on the host lose bridged filtering).
     #[arg(long, value_enum, default_value = "keep")]
     br_netfilter: ferryd::br_netfilter::BrNetfilter,
+    /// `off`: leave frames between two sandboxes on one network to the bridge. `on`
+    /// (default): a tc/BPF program on each sandbox's veth hands them straight to the
+    /// other sandbox, past the bridge and the IP hooks, whenever the bridge would deliver
+    /// them and ferry's `user` chain holds no rule (docs/design.md, "The shortcut").
+    #[arg(long, value_enum, default_value = "on")]
+    shortcut: ferryd::shortcut::Mode,
     /// The cluster store of overlay networks: etcd://HOST:PORT[,HOST:PORT...]. Without
     /// it ferryd is a single host.
     #[arg(long, value_name = "etcd://HOST:PORT[,...]")]
@@ -200,6 +206,7 @@ fn main() -> anyhow::Result<()> {
         netns_dir: args.netns_dir,
         bip: args.bip,
         br_netfilter: args.br_netfilter,
+        shortcut: args.shortcut,
         plughost: ferryd::plughost::Conf {
             dirs: ferryd::plughost::Dirs {
                 sockets: (!args.plugin_sockets.as_os_str().is_empty())
@@ -252,6 +259,7 @@ async fn run(
     reconcile::reconcile(&d).await.context("reconcile")?;
     supervise::monitor(d.clone());
     ferryd::ops::firewalling::watch(d.clone());
+    ferryd::ops::firewalling::watch_user_chain(d.clone());
     ferryd::ops::plughost::release_leases(d.clone());
     reconcile::watch(d.clone());
     d.serve_dns(dns_upstream).await;

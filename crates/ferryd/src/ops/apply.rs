@@ -72,6 +72,7 @@ impl<K: KernelOps> Daemon<K> {
     /// them, or the firewall keeps a freed address's DNAT and the ledger drifts.
     fn follow_memory(&self, st: &State, keys: &[Key]) {
         self.firewall.note(keys);
+        self.shortcut.note(keys);
         // plughost: addresses an IPAM plugin granted and ferry freed go back to it.
         self.plughost.sweep(&self.cfg.plughost, st, keys);
         // Names live in networks and sandboxes; IPAM pools, Docker's endpoints and the

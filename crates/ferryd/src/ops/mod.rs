@@ -64,6 +64,8 @@ pub struct Daemon<K: KernelOps> {
     pub(crate) dns: Arc<crate::dns::Dns>,
     /// What ferryd last applied to its nftables sets.
     pub(crate) firewall: crate::firewall::Firewall,
+    /// What ferryd last asked of the same-network shortcut.
+    pub(crate) shortcut: crate::shortcut::Shortcut,
     /// Notified when ferryd should stop (after `system cleanup`).
     pub(crate) shutdown: tokio::sync::Notify,
     /// Per-sandbox order of the operations that program a sandbox's network.
@@ -129,6 +131,7 @@ impl<K: KernelOps> Daemon<K> {
             forwarding: cfg.forwarding_marker(),
         };
         let state = State::load(store.as_ref())?;
+        let shortcut = crate::shortcut::Shortcut::new(cfg.shortcut);
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         Ok(Arc::new(Daemon {
             cfg,
@@ -139,6 +142,7 @@ impl<K: KernelOps> Daemon<K> {
             children: Default::default(),
             dns: Default::default(),
             firewall: crate::firewall::Firewall::new(markers),
+            shortcut,
             shutdown: Default::default(),
             sandbox_locks: Default::default(),
             overlay: Default::default(),

@@ -92,7 +92,10 @@ impl<K: KernelOps> Daemon<K> {
     /// plugin, any other through ferry's veth.
     pub(crate) async fn attach_endpoint(&self, spec: &AttachSpec) -> Result<()> {
         if !matches!(spec.link, LinkSpec::Plugin(_)) {
-            return Ok(self.kernel.attach(spec).await?);
+            self.kernel.attach(spec).await?;
+            // The veth exists now: its shortcut entry, noted at the commit, goes in.
+            self.shortcut.retry(&self.kernel);
+            return Ok(());
         }
         self.plugin_attach(spec).await
     }

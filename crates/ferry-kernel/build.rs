@@ -1,0 +1,31 @@
+//! Builds ferry's tc/BPF program (bpf/shortcut.c) with clang into OUT_DIR; the crate
+//! embeds the object (src/shortcut.rs). clang is Debian's `clang`, which scripts/setup
+//! installs.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    let src = "bpf/shortcut.c";
+    println!("cargo:rerun-if-changed={src}");
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let obj = out.join("shortcut.o");
+    // <asm/types.h>, which the kernel's UAPI headers include, lives under the host's
+    // multiarch directory on Debian.
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into());
+    let multiarch = format!("/usr/include/{arch}-linux-gnu");
+    let status = Command::new(std::env::var("CLANG").unwrap_or_else(|_| "clang".into()))
+        .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
+        .arg(format!("-I{multiarch}"))
+        .args(["-c", src, "-o"])
+        .arg(&obj)
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => panic!("clang failed to build {src} ({s})"),
+        Err(e) => panic!(
+            "cannot run clang to build {src} ({e}): it builds ferry's tc/BPF program; \
+             install Debian's `clang` (scripts/setup does)"
+        ),
+    }
+}

@@ -1,0 +1,224 @@
+//! The same-network shortcut, derived from the desired state.
+//!
+//! A tc/BPF program on each endpoint's veth host end hands a frame for a neighbour on
+//! the same ICC-on bridge straight into the neighbour's namespace, past the bridge, the
+//! br_netfilter pass and every hook of ferryd's namespace (ferry-kernel's `shortcut`
+//! module, and bpf/shortcut.c for exactly when). ferry-core's `shortcut::entry` says
+//! which endpoints it carries; this component keeps the kernel's maps equal to that.
+//!
+//! Like the firewall's ledger: every commit notes its keys ([`Shortcut::note`]); a sync
+//! recomputes those sources' entries and applies only the difference, so an attach costs
+//! the same with 1 or 1000 endpoints. Removals go at once — syncs run where the firewall
+//! follows a commit, before a teardown's links go. An entry whose veth does not exist yet
+//! (a commit comes before the attach that makes it) waits, and goes in after the attach
+//! ([`Shortcut::retry`]) or at the periodic check.
+//!
+//! Nothing here can fail an operation: without the shortcut, or with an entry that did
+//! not go in, the normal path carries the traffic, only slower.
+//!
+//! The gate. The administrator's `user` chain sees bridged traffic (br_netfilter hands it
+//! to the forward hook), and a rule put there must keep doing what it says: while the
+//! chain holds any rule, the gate is closed for every endpoint. ferryd hears every rule
+//! change in the namespace (ferry-kernel's `nft_watch`) and looks at the chain again.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ferry_core::nft;
+use ferry_core::shortcut::{entry, Entry};
+use ferry_kernel::KernelOps;
+
+use crate::firewall::Source;
+use crate::state::{Key, State};
+
+/// `--shortcut`: whether ferryd carries same-network traffic past the bridge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Carry it (the default): the program is loaded at the first endpoint.
+    #[default]
+    On,
+    /// Leave every frame to the bridge.
+    Off,
+}
+
+/// What ferryd has asked of the kernel's shortcut.
+pub struct Shortcut {
+    mode: Mode,
+    inner: std::sync::Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The sources committed since the last sync.
+    pending: Vec<Source>,
+    /// The entries each source has in the kernel, or waits to have.
+    applied: HashMap<Source, Vec<Entry>>,
+    /// Entries whose links were missing, by host end.
+    waiting: BTreeMap<String, Entry>,
+    /// The gate as last set (None: never).
+    open: Option<bool>,
+}
+
+impl Shortcut {
+    pub fn new(mode: Mode) -> Shortcut {
+        Shortcut {
+            mode,
+            inner: Default::default(),
+        }
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("shortcut lock")
+    }
+
+    /// A commit wrote these keys: their sources' entries may have changed.
+    pub(crate) fn note(&self, keys: &[Key]) {
+        if self.mode == Mode::Off {
+            return;
+        }
+        let mut inner = self.inner();
+        for s in keys.iter().filter_map(Source::of_key) {
+            if !inner.pending.contains(&s) {
+                inner.pending.push(s);
+            }
+        }
+    }
+
+    /// Bring the kernel's entries to `st` for the sources noted since the last sync.
+    pub(crate) fn sync<K: KernelOps>(&self, k: &K, st: &State) {
+        if self.mode == Mode::Off {
+            return;
+        }
+        let mut inner = self.inner();
+        for src in std::mem::take(&mut inner.pending) {
+            let want = source_entries(st, &src);
+            inner.replace(k, src, want);
+        }
+    }
+
+    /// Everything again from `st` (ferryd's start, `system reconcile`): the kernel holds
+    /// nothing of a previous ferryd's, and an entry the state no longer has goes.
+    pub(crate) fn load_all<K: KernelOps>(&self, k: &K, st: &State) {
+        if self.mode == Mode::Off {
+            return;
+        }
+        let mut inner = self.inner();
+        inner.pending.clear();
+        let mut want: HashMap<Source, Vec<Entry>> = all_sources(st)
+            .map(|src| {
+                let e = source_entries(st, &src);
+                (src, e)
+            })
+            .collect();
+        let gone: Vec<Source> = inner
+            .applied
+            .keys()
+            .filter(|s| !want.contains_key(s))
+            .cloned()
+            .collect();
+        for src in gone {
+            inner.replace(k, src, vec![]);
+        }
+        for (src, entries) in want.drain() {
+            // Re-written even if applied: after a start the kernel holds none of them.
+            inner.applied.remove(&src);
+            inner.replace(k, src, entries);
+        }
+    }
+
+    /// Add the entries that were waiting for their links.
+    pub(crate) fn retry<K: KernelOps>(&self, k: &K) {
+        let mut inner = self.inner();
+        let waiting = std::mem::take(&mut inner.waiting);
+        for (host_end, e) in waiting {
+            if k.shortcut_add(&e).is_err() {
+                inner.waiting.insert(host_end, e);
+            }
+        }
+    }
+
+    /// Open the gate when the `user` chain holds no rule, close it otherwise.
+    pub(crate) async fn follow_user_chain<K: KernelOps>(&self, k: &K) {
+        if self.mode == Mode::Off {
+            return;
+        }
+        let open = user_chain_empty(k).await;
+        if self.inner().open == Some(open) {
+            return;
+        }
+        match k.shortcut_gate(open) {
+            Ok(()) => {
+                self.inner().open = Some(open);
+                match open {
+                    true => tracing::info!("shortcut: open (the user chain is empty)"),
+                    false => tracing::info!("shortcut: closed while the user chain holds rules"),
+                }
+            }
+            Err(e) => tracing::warn!("shortcut: gate: {e}"),
+        }
+    }
+}
+
+impl Inner {
+    /// Make `src`'s entries `want`: what went is removed, what is new (or changed) added.
+    fn replace<K: KernelOps>(&mut self, k: &K, src: Source, want: Vec<Entry>) {
+        let had = self.applied.remove(&src).unwrap_or_default();
+        for old in had.iter().filter(|o| !want.contains(o)) {
+            let name = old.host_end.as_str();
+            self.waiting.remove(name);
+            // A host end whose entry changed is written again below, not removed.
+            if !want.iter().any(|w| w.host_end == old.host_end) {
+                k.shortcut_remove(name);
+            }
+        }
+        for new in want.iter().filter(|w| !had.contains(w)) {
+            if let Err(e) = k.shortcut_add(new) {
+                tracing::debug!("shortcut: {} waits: {e}", new.host_end);
+                self.waiting.insert(new.host_end.to_string(), new.clone());
+            }
+        }
+        if !want.is_empty() {
+            self.applied.insert(src, want);
+        }
+    }
+}
+
+/// Every source that can have entries.
+fn all_sources(st: &State) -> impl Iterator<Item = Source> + '_ {
+    let sbxs = st.sandboxes.keys().map(|id| Source::Sbx(id.clone()));
+    let eps = st
+        .plugin
+        .endpoints
+        .keys()
+        .map(|id| Source::DockerEp(id.clone()));
+    sbxs.chain(eps)
+}
+
+/// One source's entries in `st`: a running sandbox's endpoints, a Docker endpoint.
+fn source_entries(st: &State, src: &Source) -> Vec<Entry> {
+    let of = |ep: &ferry_core::model::Endpoint| entry(ep, st.networks.get(&ep.network_id));
+    match src {
+        Source::Sbx(id) => st
+            .sandboxes
+            .get(id)
+            .filter(|s| s.is_running())
+            .map(|sb| sb.endpoints.iter().filter_map(of).collect())
+            .unwrap_or_default(),
+        Source::DockerEp(id) => st
+            .plugin
+            .endpoints
+            .get(id)
+            .and_then(|d| of(&d.endpoint))
+            .into_iter()
+            .collect(),
+        Source::Net(_) | Source::Tunnel => vec![],
+    }
+}
+
+/// Does ferry's `user` chain hold no rule? A chain that cannot be listed (no table yet)
+/// holds none.
+async fn user_chain_empty<K: KernelOps>(k: &K) -> bool {
+    match k.nft("list chain inet ferry user").await {
+        Ok(listing) => nft::listed_rules(&listing).values().all(|n| *n == 0),
+        Err(_) => true,
+    }
+}

@@ -1,0 +1,117 @@
+//! The same-network shortcut follows the desired state: which endpoints the fake kernel
+//! carries after starts, connects, disconnects, stops, a refused attach and a restart.
+//! (Its traffic, the gate and a killed ferryd: tests/dataplane.rs, with root.)
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+use common::net_req;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ferry_core::docker::container::{ContainerCreateRequest, HostConfigReq};
+use ferry_core::docker::network::{ConnectRequest, DisconnectRequest};
+use ferry_kernel::fake::Recorder;
+use ferry_store::MemStore;
+use ferryd::{Config, Daemon};
+
+fn run_req(net: &str) -> ContainerCreateRequest {
+    ContainerCreateRequest {
+        cmd: Some(vec!["true".into()]),
+        host_config: Some(HostConfigReq {
+            network_mode: Some(net.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn daemon(dir: &tempfile::TempDir) -> Arc<Daemon<Recorder>> {
+    let d = Daemon::new(
+        Config::under(dir.path()),
+        Recorder::default(),
+        Box::new(MemStore::default()),
+    )
+    .unwrap();
+    d.ensure_predefined().await.unwrap();
+    d.create_network(net_req("n1", "10.5.0.0/24"))
+        .await
+        .unwrap();
+    let mut quiet = net_req("quiet", "10.6.0.0/24");
+    quiet.options = Some(BTreeMap::from([(
+        "com.docker.network.bridge.enable_icc".to_string(),
+        "false".to_string(),
+    )]));
+    d.create_network(quiet).await.unwrap();
+    d
+}
+
+/// What the fake carries: (address, bridge) by host end.
+fn carried(d: &Daemon<Recorder>) -> Vec<(String, String)> {
+    let s = d.kernel.shortcut.lock().unwrap();
+    s.values()
+        .map(|e| (e.ip.to_string(), e.bridge.to_string()))
+        .collect()
+}
+
+fn connect(name: &str) -> ConnectRequest {
+    ConnectRequest {
+        container: name.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn endpoints_on_icc_networks_are_carried_while_their_sandbox_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&dir).await;
+    let a = d.create_sandbox(Some("a"), run_req("n1")).await.unwrap();
+    d.start_sandbox(&a, false).await.unwrap();
+    let n1 = carried(&d);
+    assert_eq!(n1.len(), 1, "{n1:?}");
+    assert_eq!(n1[0].0, "10.5.0.2");
+    // An ICC-off network's endpoint is left to the bridge (and its ICC rule).
+    d.connect("quiet", connect("a")).await.unwrap();
+    assert_eq!(carried(&d), n1);
+    let b = d.create_sandbox(Some("b"), run_req("quiet")).await.unwrap();
+    d.start_sandbox(&b, false).await.unwrap();
+    d.connect("n1", connect("b")).await.unwrap();
+    assert_eq!(carried(&d).len(), 2, "{:?}", carried(&d));
+    let req = DisconnectRequest {
+        container: "b".into(),
+        ..Default::default()
+    };
+    d.disconnect("n1", req).await.unwrap();
+    assert_eq!(carried(&d), n1);
+    d.stop_sandbox(&a).await.unwrap();
+    assert_eq!(carried(&d), vec![]);
+}
+
+#[tokio::test]
+async fn a_refused_attach_leaves_nothing_carried() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&dir).await;
+    let a = d.create_sandbox(Some("a"), run_req("n1")).await.unwrap();
+    *d.kernel.fail_on.lock().unwrap() = Some("attach".into());
+    d.start_sandbox(&a, false).await.unwrap_err();
+    *d.kernel.fail_on.lock().unwrap() = None;
+    assert_eq!(carried(&d), vec![]);
+    d.start_sandbox(&a, false).await.unwrap();
+    assert_eq!(carried(&d).len(), 1);
+}
+
+#[tokio::test]
+async fn a_new_ferryd_carries_what_the_store_says_is_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&dir).await;
+    let a = d.create_sandbox(Some("a"), run_req("n1")).await.unwrap();
+    d.start_sandbox(&a, false).await.unwrap();
+    // The kernel forgot it (a restarted ferryd holds no program); the start's full load
+    // puts it back.
+    d.kernel.shortcut.lock().unwrap().clear();
+    let st = d.state.lock().await;
+    d.load_firewall(&st).await.unwrap();
+    drop(st);
+    assert_eq!(carried(&d).len(), 1);
+}
