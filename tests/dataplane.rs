@@ -21,7 +21,7 @@ use std::sync::mpsc::{channel, Receiver};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use ferry_testkit::{host_or_skip, unique, TestHost};
+use ferry_testkit::{host_or_skip, unique, PortCounter, TestHost};
 
 /// A threaded line-echo server on TCP port 80.
 const ECHO_SERVER: &str = "\
@@ -244,57 +244,16 @@ fn a_flow_out_through_masquerade_established_before_network_disconnect_stops_at_
     host.finish()
 }
 
-/// The packets the bridge has sent out of one sandbox's veth host end, read in
-/// ferryd's namespace whether or not ferryd runs.
-struct PortCounter {
-    /// nsenter's argument for ferryd's namespace (the test's handle on it).
-    host_ns: String,
-    /// The host end's ifindex: the peer of the sandbox's eth0 (`link_index`).
-    host_end: u64,
-}
-
-impl PortCounter {
-    fn of(host: &TestHost, id: &str) -> Result<PortCounter> {
-        use std::os::fd::AsRawFd;
-        let pin = host.exec_root().join("netns").join(&id[..12]);
-        let out = Command::new("nsenter")
-            .arg(format!("--net={}", pin.display()))
-            .args(["ip", "-j", "link", "show", "eth0"])
-            .output()?;
-        let eth0: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        let host_end = eth0[0]["link_index"]
-            .as_u64()
-            .context("eth0 has no link_index")?;
-        let fd = host.netns()?.as_raw_fd();
-        let host_ns = format!("--net=/proc/{}/fd/{fd}", std::process::id());
-        Ok(PortCounter { host_ns, host_end })
-    }
-
-    fn sent(&self) -> Result<u64> {
-        let out = Command::new("nsenter")
-            .args([&self.host_ns, "ip", "-j", "-s", "link", "show"])
-            .output()?;
-        let links: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        let link = links
-            .as_array()
-            .context("ip -j link")?
-            .iter()
-            .find(|l| l["ifindex"].as_u64() == Some(self.host_end))
-            .with_context(|| format!("no link {} in ferryd's namespace", self.host_end))?;
-        link["stats64"]["tx"]["packets"]
-            .as_u64()
-            .context("no tx packets")
-    }
-
-    /// How many packets the bridge carried to the sandbox while `n` exchanges went over
-    /// `f`; every exchange must be answered.
-    fn during(&self, f: &mut Flow, n: u32) -> Result<u64> {
-        let before = self.sent()?;
+/// How many packets the bridge carried to the counter's sandbox while `n` exchanges
+/// went over `f`; every exchange must be answered.
+fn bridged_during(port: &PortCounter, f: &mut Flow, n: u32) -> Result<u64> {
+    let (sent, ()) = port.during(|| {
         for _ in 0..n {
             ensure!(f.exchange()?, "{}: no echo", f.what);
         }
-        Ok(self.sent()? - before)
-    }
+        Ok(())
+    })?;
+    Ok(sent)
 }
 
 #[test]
@@ -323,8 +282,8 @@ fn same_network_traffic_takes_the_shortcut_unless_the_user_chain_or_a_dead_ferry
     const N: u32 = 40;
     let port = PortCounter::of(&host, &srv_id)?;
     let mut flow = open("cli → srv")?;
-    port.during(&mut flow, 3)?;
-    let by_bridge = port.during(&mut flow, N)?;
+    bridged_during(&port, &mut flow, 3)?;
+    let by_bridge = bridged_during(&port, &mut flow, N)?;
     ensure!(
         by_bridge < 10,
         "the shortcut is not carrying cli → srv: the bridge sent {by_bridge} packets to srv"
@@ -344,7 +303,7 @@ fn same_network_traffic_takes_the_shortcut_unless_the_user_chain_or_a_dead_ferry
         "drop",
     ])?;
     std::thread::sleep(Duration::from_millis(500));
-    let by_bridge = port.during(&mut flow, N)?;
+    let by_bridge = bridged_during(&port, &mut flow, N)?;
     ensure!(
         by_bridge >= u64::from(N),
         "with a rule in `user`, the bridge sent only {by_bridge} packets to srv"
@@ -357,20 +316,20 @@ fn same_network_traffic_takes_the_shortcut_unless_the_user_chain_or_a_dead_ferry
     host.nft(&["flush", "chain", "inet", "ferry", "user"])?;
     std::thread::sleep(Duration::from_millis(500));
     let mut flow = open("cli → srv, the user chain empty again")?;
-    port.during(&mut flow, 3)?;
-    let by_bridge = port.during(&mut flow, N)?;
+    bridged_during(&port, &mut flow, 3)?;
+    let by_bridge = bridged_during(&port, &mut flow, N)?;
     ensure!(by_bridge < 10, "the shortcut did not come back with `user` empty: the bridge sent {by_bridge} packets to srv");
 
     // ferryd killed: the kernel detaches its programs and the bridge carries the flow;
     // the restarted ferryd attaches them again.
     let mut meanwhile = None;
-    host.restart_kill9_with(|| meanwhile = Some(port.during(&mut flow, N)))?;
+    host.restart_kill9_with(|| meanwhile = Some(bridged_during(&port, &mut flow, N)))?;
     let by_bridge = meanwhile.context("the kill's meanwhile did not run")??;
     ensure!(
         by_bridge >= u64::from(N),
         "with ferryd dead, the bridge sent only {by_bridge} packets to srv"
     );
-    let by_bridge = port.during(&mut flow, N)?;
+    let by_bridge = bridged_during(&port, &mut flow, N)?;
     ensure!(by_bridge < 10, "the restarted ferryd did not bring the shortcut back: the bridge sent {by_bridge} packets to srv");
     drop(flow);
     host.finish()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use ferry_testkit::cluster::{ClusterOpts, TestCluster};
 use ferry_testkit::tunnel::{tunnel_dev, tunnel_in, tunnel_seen, TunnelSeen};
-use ferry_testkit::{At, NoReach, BUSYBOX};
+use ferry_testkit::{At, NoReach, PortCounter, BUSYBOX};
 
 fn cluster(scenario: &str, opts: ClusterOpts) -> Result<Option<TestCluster>> {
     if !ferry_testkit::privileged(scenario) || !ferry_testkit::etcd::etcd_or_skip(scenario) {
@@ -1226,5 +1226,111 @@ fn a_dead_hosts_block_goes_to_a_host_with_none_left_after_the_grace_period() -> 
         .map(str::to_string)
         .context("no sandbox holds the taken address")?;
     ensure!(!name.is_empty());
+    c.finish()
+}
+
+/// `count` pings from the sandbox whose namespace pin is `pin` to `ip`, 5 ms apart;
+/// how many were answered.
+fn pings(pin: &std::path::Path, ip: &str, count: u32) -> Result<u32> {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", pin.display()))
+        .args([
+            "ping",
+            "-q",
+            "-n",
+            "-i",
+            "0.005",
+            "-W",
+            "1",
+            "-c",
+            &count.to_string(),
+            ip,
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let received = text
+        .split(',')
+        .find_map(|part| part.trim().strip_suffix(" received")?.parse().ok())
+        .with_context(|| format!("ping's summary: {text}"))?;
+    Ok(received)
+}
+
+/// Between hosts of one overlay, the shortcut carries a sandbox's packets straight from
+/// its veth to the overlay's VXLAN device, and from the far host's device straight into
+/// the receiving sandbox: the receiving bridge hands the server nothing while 200 pings
+/// cross. Controls, on the same sandboxes: with a rule in `user` (which closes the gate)
+/// the bridge carries every one of them; with the receiving host's ferryd killed (its
+/// programs go with it) too, and the pings still cross; once it is back, the shortcut
+/// carries them again.
+#[test]
+fn overlay_traffic_between_hosts_takes_the_shortcut_and_the_bridge_when_it_must() -> Result<()> {
+    let opts = ClusterOpts {
+        hosts: 2,
+        ..ClusterOpts::default()
+    };
+    let Some(mut c) = cluster("overlay-shortcut", opts)? else {
+        return Ok(());
+    };
+    c.overlay_everywhere("fast", &["--subnet", "10.77.0.0/24"])?;
+    let srv_id = c.hosts[0].run_idle("srv", &["--network", "fast"])?;
+    let cli_id = c.hosts[1].run_idle("cli", &["--network", "fast"])?;
+    let srv = c.hosts[0].ip_of("srv", "fast")?;
+    let cli_pin = c.hosts[1].exec_root().join("netns").join(&cli_id[..12]);
+    let port = PortCounter::of(&c.hosts[0], &srv_id)?;
+    // On the sending host, what the overlay's bridge takes in to route: the pings, when
+    // the host routes them into the tunnel.
+    let id = c.hosts[1].ferry_ok(&["network", "inspect", "fast", "--format", "{{.Id}}"])?;
+    let routed = PortCounter::received_by(&c.hosts[1], &format!("fo-{}", &id[..8]))?;
+    const N: u32 = 200;
+    let crossed = |port: &PortCounter| -> Result<u64> {
+        let (bridged, answered) = port.during(|| pings(&cli_pin, &srv, N))?;
+        ensure!(answered == N, "{answered} of {N} pings answered");
+        Ok(bridged)
+    };
+    // The first pings may wait for the routes; then a batch to measure.
+    c.wait_for(Duration::from_secs(5), "pings to cross", |_| {
+        Ok(pings(&cli_pin, &srv, 3)? == 3)
+    })?;
+    let (taken_in, bridged) = routed.during(|| crossed(&port))?;
+    ensure!(
+        bridged < 10,
+        "the shortcut did not carry the pings: the bridge sent srv {bridged} packets"
+    );
+    ensure!(
+        taken_in < 10,
+        "the shortcut did not send the pings: the sender's bridge took in {taken_in} packets"
+    );
+
+    for h in &c.hosts {
+        h.nft(&[
+            "add", "rule", "inet", "ferry", "user", "meta", "mark", "0x7e57", "counter",
+        ])?;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (taken_in, bridged) = routed.during(|| crossed(&port))?;
+    ensure!(
+        bridged >= u64::from(N) && taken_in >= u64::from(N),
+        "with a rule in `user`, the bridge sent srv only {bridged} packets and the sender's \
+         bridge took in {taken_in}"
+    );
+    for h in &c.hosts {
+        h.nft(&["flush", "chain", "inet", "ferry", "user"])?;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    ensure!(
+        crossed(&port)? < 10,
+        "the shortcut did not come back with `user` empty"
+    );
+
+    let mut meanwhile = None;
+    c.hosts[0].restart_kill9_with(|| meanwhile = Some(crossed(&port)))?;
+    let bridged = meanwhile.context("the kill's meanwhile did not run")??;
+    ensure!(
+        bridged >= u64::from(N),
+        "with srv's ferryd dead, the bridge sent srv only {bridged} packets"
+    );
+    c.wait_for(Duration::from_secs(10), "the shortcut to come back", |_| {
+        Ok(crossed(&port).is_ok_and(|bridged| bridged < 10))
+    })?;
     c.finish()
 }

@@ -1,23 +1,37 @@
-// ferry's same-network shortcut (tc/BPF, attached at the ingress of each endpoint's veth
-// host end, i.e. to what its sandbox sends). Compiled by crates/ferry-kernel/build.rs
-// with clang; loaded and fed by crates/ferry-kernel/src/shortcut.rs.
+// ferry's shortcut (tc/BPF): frames between endpoints of one network handed straight to
+// where they go, past the bridge, the IPv4 forward and every hook of ferryd's namespace.
+// Compiled by crates/ferry-kernel/build.rs with clang; loaded and fed by
+// crates/ferry-kernel/src/shortcut.rs. Two programs:
 //
-// An IPv4 frame that the bridge would carry to another endpoint of the same network goes
-// straight into that endpoint's namespace instead (bpf_redirect_peer on its host end):
-// no bridge, no br_netfilter pass, no nftables hook, no backlog queue. It is taken only
-// when everything the slow path would check holds, so the result is what the bridge
-// would deliver:
+// `shortcut`, at the ingress of each endpoint's veth host end (what its sandbox sends):
+//
+//   - a frame to a neighbour on the same bridge goes straight into the neighbour's
+//     namespace (bpf_redirect_peer on its host end);
+//   - a frame to an overlay address another host holds goes straight out of the overlay's
+//     VXLAN device (bpf_redirect to its egress), addressed as the host's route and
+//     neighbour entry would address it, so the far host's kernel sees the same datagram.
+//
+// `arrive`, at the ingress of each overlay's VXLAN device (what other hosts send): a frame
+// for a local endpoint goes straight into its namespace, addressed as the bridge would
+// deliver it after the host routed it.
+//
+// A frame is taken only when everything the slow path would check holds, so the result
+// is what the bridge and the host would deliver:
 //
 //   - the gate is open: ferryd closes it while the administrator's `user` chain holds
-//     rules (they see bridged traffic through br_netfilter, and must keep seeing it);
+//     rules (they see this traffic through br_netfilter or the forward hook, and must
+//     keep seeing it);
 //   - the sender is a known endpoint (`sources`, by the host end's ifindex) and the frame
 //     carries its own MAC and IPv4 address (the anti-spoofing check of the bridge
 //     family's `guard` chain, which the shortcut skips);
-//   - the destination address is an endpoint on the same bridge (`targets`, keyed by the
-//     bridge's ifindex: another network's endpoint, or one on an ICC-off network, is not
-//     there, so isolation and ICC stay with the slow path);
-//   - the frame is addressed to that endpoint's MAC: what the bridge would hand it (a
-//     frame to the gateway's MAC is routed by the host, and stays on the slow path).
+//   - the destination is an endpoint on the same bridge (`targets`, keyed by the bridge's
+//     ifindex: another network's endpoint, or one of an ICC-off network, is not there, so
+//     isolation and ICC stay with the slow path), the frame addressed to its MAC; or a
+//     block of the same overlay that another live host owns (`remotes`, by bridge and
+//     address), the frame addressed to the bridge (the gateway's MAC, which proxy ARP
+//     gives for remote addresses);
+//   - on arrival, the frame came through the overlay's own device (`tunnels`), addressed
+//     to this host's device, for an endpoint on the overlay's bridge.
 //
 // Anything else returns TC_ACT_UNSPEC (TCX_NEXT): the next program, or the normal path.
 #include <linux/bpf.h>
@@ -30,6 +44,7 @@
 #define __type(name, val) typeof(val) *name
 
 static void *(*map_lookup)(void *map, const void *key) = (void *)BPF_FUNC_map_lookup_elem;
+static long (*redirect)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redirect;
 static long (*redirect_peer)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redirect_peer;
 
 // Must match ferry-kernel's shortcut.rs (#[repr(C)] twins).
@@ -37,7 +52,7 @@ struct source {
     __u32 bridge; // the endpoint's bridge's ifindex
     __u32 ip;     // its IPv4 address, network order
     __u8 mac[6];
-    __u16 pad;
+    __u8 bridge_mac[6];
 };
 struct target_key {
     __u32 bridge;
@@ -47,6 +62,21 @@ struct target {
     __u32 host_end; // the endpoint's veth host end's ifindex
     __u8 mac[6];
     __u16 pad;
+};
+struct remote_key {
+    __u32 prefixlen; // 32 (the bridge) + the block's prefix length
+    __u32 bridge;
+    __u32 ip;
+};
+struct remote {
+    __u32 tunnel; // the overlay's VXLAN device's ifindex; 0: the address stays here
+    __u8 src[6];  // its MAC
+    __u8 dst[6];  // the far host's device's MAC (the FDB sends that to its address)
+};
+struct tunnel {
+    __u32 bridge;
+    __u8 bridge_mac[6];
+    __u8 mac[6]; // the device's own MAC
 };
 
 struct {
@@ -64,6 +94,21 @@ struct {
 } targets SEC(".maps");
 
 struct {
+    __uint(type, BPF_MAP_TYPE_LPM_TRIE);
+    __uint(max_entries, 65536);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, struct remote_key);
+    __type(value, struct remote);
+} remotes SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 4096);
+    __type(key, __u32);
+    __type(value, struct tunnel);
+} tunnels SEC(".maps");
+
+struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
     __uint(max_entries, 1);
     __type(key, __u32);
@@ -74,25 +119,78 @@ static int same_mac(const __u8 *a, const __u8 *b) {
     return *(const __u32 *)a == *(const __u32 *)b && *(const __u16 *)(a + 4) == *(const __u16 *)(b + 4);
 }
 
-SEC("classifier") int shortcut(struct __sk_buff *skb) {
-    __u32 zero = 0, ifindex = skb->ifindex;
+static void set_mac(__u8 *to, const __u8 *from) {
+    *(__u32 *)to = *(const __u32 *)from;
+    *(__u16 *)(to + 4) = *(const __u16 *)(from + 4);
+}
+
+static int open(void) {
+    __u32 zero = 0;
     __u32 *open = map_lookup(&gate, &zero);
-    if (!open || !*open)
-        return TC_ACT_UNSPEC;
+    return open && *open;
+}
+
+// The IPv4 header of an Ethernet frame, or NULL.
+static struct iphdr *ipv4(struct __sk_buff *skb, struct ethhdr **eth) {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
-    struct ethhdr *eth = data;
-    if ((void *)(eth + 1) > end || eth->h_proto != __builtin_bswap16(ETH_P_IP))
-        return TC_ACT_UNSPEC;
-    struct iphdr *ip = (void *)(eth + 1);
+    *eth = data;
+    if ((void *)(*eth + 1) > end || (*eth)->h_proto != __builtin_bswap16(ETH_P_IP))
+        return 0;
+    struct iphdr *ip = (void *)(*eth + 1);
     if ((void *)(ip + 1) > end)
+        return 0;
+    return ip;
+}
+
+// A frame to the bridge's MAC for an address of a block another host owns: out of the
+// overlay's device, addressed as the host's neighbour entry would address it.
+static int to_remote(struct ethhdr *eth, struct iphdr *ip, struct source *src) {
+    struct remote_key key = {.prefixlen = 64, .bridge = src->bridge, .ip = ip->daddr};
+    struct remote *r = map_lookup(&remotes, &key);
+    if (!r || !r->tunnel) // none, or an address that stays here (the gateway)
+        return TC_ACT_UNSPEC;
+    set_mac(eth->h_dest, r->dst);
+    set_mac(eth->h_source, r->src);
+    return redirect(r->tunnel, 0);
+}
+
+SEC("classifier") int shortcut(struct __sk_buff *skb) {
+    __u32 ifindex = skb->ifindex;
+    struct ethhdr *eth;
+    if (!open())
+        return TC_ACT_UNSPEC;
+    struct iphdr *ip = ipv4(skb, &eth);
+    if (!ip)
         return TC_ACT_UNSPEC;
     struct source *src = map_lookup(&sources, &ifindex);
     if (!src || src->ip != ip->saddr || !same_mac(src->mac, eth->h_source))
         return TC_ACT_UNSPEC;
+    if (same_mac(eth->h_dest, src->bridge_mac))
+        return to_remote(eth, ip, src);
     struct target_key key = {.bridge = src->bridge, .ip = ip->daddr};
     struct target *dst = map_lookup(&targets, &key);
     if (!dst || dst->host_end == ifindex || !same_mac(dst->mac, eth->h_dest))
         return TC_ACT_UNSPEC;
+    return redirect_peer(dst->host_end, 0);
+}
+
+SEC("classifier") int arrive(struct __sk_buff *skb) {
+    __u32 ifindex = skb->ifindex;
+    struct ethhdr *eth;
+    if (!open())
+        return TC_ACT_UNSPEC;
+    struct tunnel *t = map_lookup(&tunnels, &ifindex);
+    if (!t)
+        return TC_ACT_UNSPEC;
+    struct iphdr *ip = ipv4(skb, &eth);
+    if (!ip || !same_mac(eth->h_dest, t->mac))
+        return TC_ACT_UNSPEC;
+    struct target_key key = {.bridge = t->bridge, .ip = ip->daddr};
+    struct target *dst = map_lookup(&targets, &key);
+    if (!dst)
+        return TC_ACT_UNSPEC;
+    set_mac(eth->h_dest, dst->mac);
+    set_mac(eth->h_source, t->bridge_mac);
     return redirect_peer(dst->host_end, 0);
 }
 

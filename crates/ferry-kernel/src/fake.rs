@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ferry_core::shortcut::Entry;
+use ferry_core::shortcut::{Entry, Tunnel};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -188,6 +188,7 @@ pub struct Recorder {
     /// host end, and the gate. Kept apart from `log`: it follows the state, not a plan.
     pub shortcut: Mutex<BTreeMap<String, Entry>>,
     pub shortcut_open: Mutex<bool>,
+    pub shortcut_tunnels: Mutex<Vec<Tunnel>>,
 }
 
 impl Recorder {
@@ -496,6 +497,10 @@ impl KernelOps for Recorder {
     }
     fn shortcut_gate(&self, open: bool) -> Result<(), KernelError> {
         *self.shortcut_open.lock().expect("lock") = open;
+        Ok(())
+    }
+    fn shortcut_tunnels(&self, want: &[Tunnel]) -> Result<(), KernelError> {
+        *self.shortcut_tunnels.lock().expect("lock") = want.to_vec();
         Ok(())
     }
 }

@@ -201,6 +201,8 @@ pub trait KernelOps: Send + Sync + 'static {
     fn shortcut_remove(&self, host_end: &str);
     /// Open or close the shortcut for every endpoint.
     fn shortcut_gate(&self, open: bool) -> Result<(), KernelError>;
+    /// Carry exactly these overlay tunnels (their devices and bridges must exist).
+    fn shortcut_tunnels(&self, want: &[ferry_core::shortcut::Tunnel]) -> Result<(), KernelError>;
 }
 
 /// The real kernel, through one rtnetlink connection in ferryd's own namespace plus a
@@ -661,6 +663,10 @@ impl KernelOps for Netlink {
 
     fn shortcut_gate(&self, open: bool) -> Result<(), KernelError> {
         self.with_shortcut(|s| s.set_gate(open))
+    }
+
+    fn shortcut_tunnels(&self, want: &[ferry_core::shortcut::Tunnel]) -> Result<(), KernelError> {
+        self.with_shortcut(|s| s.set_tunnels(want))
     }
 
     fn fault(&self, step: AttachStep) -> Result<(), KernelError> {

@@ -1,13 +1,20 @@
-//! The same-network shortcut's kernel half: ferry's tc/BPF program (bpf/shortcut.c,
-//! built by build.rs), its maps, and one link per endpoint's veth host end.
+//! The shortcut's kernel half: ferry's tc/BPF programs (bpf/shortcut.c, built by
+//! build.rs), their maps, and one link per endpoint's veth host end and per overlay's
+//! VXLAN device.
 //!
-//! Design note. The program runs at the ingress of each host end (what a sandbox sends)
+//! Design note. `shortcut` runs at the ingress of each host end (what a sandbox sends)
 //! and hands a frame for a neighbour on the same bridge straight to that neighbour's
-//! namespace; bpf/shortcut.c says exactly when. Three maps feed it:
+//! namespace, or one for another host's block of the same overlay straight to the
+//! overlay's VXLAN device; `arrive` runs at the ingress of each overlay's VXLAN device
+//! and hands a frame for a local endpoint straight to it. bpf/shortcut.c says exactly
+//! when. Five maps feed them:
 //!
-//! - `sources`, by host end ifindex: the endpoint's bridge ifindex, IPv4 address and MAC
-//!   (the sender's anti-spoofing check, and which bridge it is on);
+//! - `sources`, by host end ifindex: the endpoint's bridge ifindex and MAC, its IPv4
+//!   address and MAC (the sender's anti-spoofing check, and which bridge it is on);
 //! - `targets`, by (bridge ifindex, IPv4 address): the neighbour's host end and MAC;
+//! - `remotes`, a longest-prefix trie by (bridge ifindex, IPv4 block): the overlay's
+//!   device and the MACs its frames carry to the host that owns the block;
+//! - `tunnels`, by VXLAN device ifindex: its overlay's bridge and the MACs of both;
 //! - `gate`: open (1) or closed (0) for everything.
 //!
 //! The links are TCX links owned by this process (kernels since 6.6; older ones get a
@@ -22,11 +29,12 @@
 
 use std::collections::HashMap;
 
+use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap as BpfHash, MapData};
 use aya::programs::tc::{self, SchedClassifierLinkId, TcAttachType};
 use aya::programs::SchedClassifier;
 use aya::Ebpf;
-use ferry_core::shortcut::Entry;
+use ferry_core::shortcut::{Entry, Tunnel};
 
 use crate::KernelError;
 
@@ -40,7 +48,7 @@ struct Source {
     bridge: u32,
     ip: u32,
     mac: [u8; 6],
-    pad: u16,
+    bridge_mac: [u8; 6],
 }
 
 /// `targets`' key and value: `struct target_key`, `struct target`.
@@ -59,26 +67,75 @@ struct Target {
     pad: u16,
 }
 
+/// `remotes`' key and value: `struct remote_key`, `struct remote`.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct RemoteKey {
+    prefixlen: u32,
+    bridge: u32,
+    ip: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Remote {
+    tunnel: u32,
+    src: [u8; 6],
+    dst: [u8; 6],
+}
+
+/// `tunnels`' value: `struct tunnel`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TunnelValue {
+    bridge: u32,
+    bridge_mac: [u8; 6],
+    mac: [u8; 6],
+}
+
 // SAFETY: plain #[repr(C)] integers and byte arrays, padding spelled out: every bit
 // pattern is valid and none is uninitialised.
 unsafe impl aya::Pod for Source {}
 unsafe impl aya::Pod for TargetKey {}
 unsafe impl aya::Pod for Target {}
+unsafe impl aya::Pod for RemoteKey {}
+unsafe impl aya::Pod for Remote {}
+unsafe impl aya::Pod for TunnelValue {}
 
 /// The loaded program, its maps, and the endpoints it is attached to.
 pub struct Shortcut {
     ebpf: Ebpf,
     sources: BpfHash<MapData, u32, Source>,
     targets: BpfHash<MapData, TargetKey, Target>,
+    remotes: LpmTrie<MapData, RemoteKeyData, Remote>,
+    tunnels: BpfHash<MapData, u32, TunnelValue>,
     gate: Array<MapData, u32>,
     /// By host end name: the link, and the keys written for it.
     attached: HashMap<String, Attached>,
+    /// By VXLAN device name: the link, and the keys written for it.
+    devices: HashMap<String, Device>,
 }
 
 struct Attached {
     link: SchedClassifierLinkId,
     host_end: u32,
     target: TargetKey,
+}
+
+struct Device {
+    link: SchedClassifierLinkId,
+    ifindex: u32,
+    remotes: Vec<RemoteKey>,
+}
+
+/// aya's trie keys carry the prefix length apart: (bridge ifindex, address) as bytes.
+type RemoteKeyData = [u8; 8];
+
+fn trie_key(k: &RemoteKey) -> Key<RemoteKeyData> {
+    let mut data = [0u8; 8];
+    data[..4].copy_from_slice(&k.bridge.to_ne_bytes());
+    data[4..].copy_from_slice(&k.ip.to_ne_bytes());
+    Key::new(k.prefixlen, data)
 }
 
 fn failed(
@@ -104,22 +161,29 @@ impl Shortcut {
     pub fn load() -> Result<Shortcut, KernelError> {
         let mut ebpf =
             Ebpf::load(OBJECT).map_err(|e| failed("load", "the shortcut's BPF object", e))?;
-        let prog: &mut SchedClassifier = program(&mut ebpf)?;
-        prog.load()
-            .map_err(|e| failed("load", "the shortcut's BPF program", e))?;
+        for name in [SEND, ARRIVE] {
+            program(&mut ebpf, name)?
+                .load()
+                .map_err(|e| failed("load", format!("BPF program {name}"), e))?;
+        }
         let map = |ebpf: &mut Ebpf, name: &'static str| {
             ebpf.take_map(name)
                 .ok_or_else(|| failed("find map", name, "not in the BPF object"))
         };
         let sources = map(&mut ebpf, "sources")?;
         let targets = map(&mut ebpf, "targets")?;
+        let remotes = map(&mut ebpf, "remotes")?;
+        let tunnels = map(&mut ebpf, "tunnels")?;
         let gate = map(&mut ebpf, "gate")?;
         Ok(Shortcut {
             sources: BpfHash::try_from(sources).map_err(|e| failed("open map", "sources", e))?,
             targets: BpfHash::try_from(targets).map_err(|e| failed("open map", "targets", e))?,
+            remotes: LpmTrie::try_from(remotes).map_err(|e| failed("open map", "remotes", e))?,
+            tunnels: BpfHash::try_from(tunnels).map_err(|e| failed("open map", "tunnels", e))?,
             gate: Array::try_from(gate).map_err(|e| failed("open map", "gate", e))?,
             ebpf,
             attached: HashMap::new(),
+            devices: HashMap::new(),
         })
     }
 
@@ -137,6 +201,7 @@ impl Shortcut {
         let name = e.host_end.as_str();
         let host_end = ifindex(name)?;
         let bridge = ifindex(e.bridge.as_str())?;
+        let bridge_mac = mac_of(e.bridge.as_str())?;
         let ip = u32::from_ne_bytes(e.ip.octets());
         let target = TargetKey { bridge, ip };
         if let Some(old) = self.attached.get(name) {
@@ -152,7 +217,7 @@ impl Shortcut {
                     bridge,
                     ip,
                     mac: e.mac,
-                    pad: 0,
+                    bridge_mac,
                 },
                 0,
             )
@@ -173,7 +238,7 @@ impl Shortcut {
             }
             return Ok(());
         }
-        match attach(program(&mut self.ebpf)?, name) {
+        match attach(program(&mut self.ebpf, SEND)?, name) {
             Ok(link) => {
                 let a = Attached {
                     link,
@@ -200,8 +265,105 @@ impl Shortcut {
         };
         let _ = self.targets.remove(&a.target);
         let _ = self.sources.remove(&a.host_end);
-        if let Ok(prog) = program(&mut self.ebpf) {
+        if let Ok(prog) = program(&mut self.ebpf, SEND) {
             let _ = prog.detach(a.link);
+        }
+    }
+
+    /// Carry exactly these overlay tunnels: each device's entry and its blocks' routes
+    /// written (those no longer wanted removed), `arrive` on each device; a device not
+    /// in `want` is let go. A device whose links are missing is skipped with an error
+    /// (the others are carried all the same).
+    pub fn set_tunnels(&mut self, want: &[Tunnel]) -> Result<(), KernelError> {
+        let names: Vec<&str> = want.iter().map(|t| t.device.as_str()).collect();
+        let gone: Vec<String> = self
+            .devices
+            .keys()
+            .filter(|d| !names.contains(&d.as_str()))
+            .cloned()
+            .collect();
+        for d in gone {
+            self.remove_tunnel(&d);
+        }
+        let mut first_error = None;
+        for t in want {
+            if let Err(e) = self.set_tunnel(t) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn set_tunnel(&mut self, t: &Tunnel) -> Result<(), KernelError> {
+        let name = t.device.as_str();
+        let dev = ifindex(name)?;
+        let bridge = ifindex(t.bridge.as_str())?;
+        let bridge_mac = mac_of(t.bridge.as_str())?;
+        if self.devices.get(name).is_some_and(|d| d.ifindex != dev) {
+            self.remove_tunnel(name); // the name is another link's now
+        }
+        let value = TunnelValue {
+            bridge,
+            bridge_mac,
+            mac: t.mac,
+        };
+        self.tunnels
+            .insert(dev, value, 0)
+            .map_err(|e| failed("add to map", format!("tunnels {name}"), e))?;
+        let mut keys = Vec::with_capacity(t.remote.len() + t.stay.len());
+        // An address that stays here is an entry without a device: the longest prefix
+        // wins, so it shadows the block around it.
+        let stay = t.stay.iter().map(|b| (b, None));
+        for (block, far) in t.remote.iter().map(|(b, m)| (b, Some(m))).chain(stay) {
+            let key = RemoteKey {
+                prefixlen: 32 + u32::from(block.prefix_len()),
+                bridge,
+                ip: u32::from_ne_bytes(block.network().octets()),
+            };
+            let value = match far {
+                Some(far) => Remote {
+                    tunnel: dev,
+                    src: t.mac,
+                    dst: *far,
+                },
+                None => Remote {
+                    tunnel: 0,
+                    src: [0; 6],
+                    dst: [0; 6],
+                },
+            };
+            self.remotes
+                .insert(&trie_key(&key), value, 0)
+                .map_err(|e| failed("add to map", format!("remotes {name} {block}"), e))?;
+            keys.push(key);
+        }
+        if let Some(d) = self.devices.get_mut(name) {
+            for old in d.remotes.iter().filter(|k| !keys.contains(k)) {
+                let _ = self.remotes.remove(&trie_key(old));
+            }
+            d.remotes = keys;
+            return Ok(());
+        }
+        let link = attach(program(&mut self.ebpf, ARRIVE)?, name)?;
+        let d = Device {
+            link,
+            ifindex: dev,
+            remotes: keys,
+        };
+        self.devices.insert(name.to_string(), d);
+        Ok(())
+    }
+
+    fn remove_tunnel(&mut self, name: &str) {
+        let Some(d) = self.devices.remove(name) else {
+            return;
+        };
+        let _ = self.tunnels.remove(&d.ifindex);
+        for k in &d.remotes {
+            let _ = self.remotes.remove(&trie_key(k));
+        }
+        if let Ok(prog) = program(&mut self.ebpf, ARRIVE) {
+            let _ = prog.detach(d.link);
         }
     }
 
@@ -211,11 +373,53 @@ impl Shortcut {
     }
 }
 
-fn program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, KernelError> {
-    ebpf.program_mut("shortcut")
-        .ok_or_else(|| failed("find program", "shortcut", "not in the BPF object"))?
+/// The program on host ends, and the one on overlays' VXLAN devices.
+const SEND: &str = "shortcut";
+const ARRIVE: &str = "arrive";
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier, KernelError> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| failed("find program", name, "not in the BPF object"))?
         .try_into()
-        .map_err(|e| failed("find program", "shortcut", e))
+        .map_err(|e| failed("find program", name, e))
+}
+
+/// A link's MAC address (SIOCGIFHWADDR), in this thread's namespace.
+fn mac_of(name: &str) -> Result<[u8; 6], KernelError> {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| KernelError::sys("open a socket for", name, e))?;
+    // SAFETY: ifreq is plain data; a zeroed one is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.len() >= req.ifr_name.len() {
+        return Err(failed("read the MAC of", name, "name too long"));
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: SIOCGIFHWADDR reads the name and writes ifr_hwaddr of `req`, which lives
+    // across the call; the socket is open.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) };
+    if rc < 0 {
+        return Err(KernelError::sys(
+            "read the MAC of",
+            name,
+            nix::Error::last(),
+        ));
+    }
+    // SAFETY: SIOCGIFHWADDR filled the union's ifru_hwaddr member.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    let mut mac = [0u8; 6];
+    for (m, d) in mac.iter_mut().zip(data.iter()) {
+        *m = *d as u8;
+    }
+    Ok(mac)
 }
 
 /// Attach at `name`'s ingress: a TCX link where the kernel has them, else a cls_bpf

@@ -42,6 +42,7 @@ pub mod etcd;
 mod host;
 mod kernel;
 mod peer;
+mod port;
 mod probe;
 mod reach;
 mod teardown;
@@ -59,6 +60,7 @@ pub use kernel::{
     mounts, parse_addresses, parse_links, parse_routes, process_gone, Leftovers, Mount, Route,
 };
 pub use peer::Peer;
+pub use port::PortCounter;
 pub use probe::{is_full_id, Web};
 pub use reach::{At, NoReach, REFUSED_WITHIN};
 

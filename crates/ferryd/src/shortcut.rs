@@ -1,10 +1,14 @@
-//! The same-network shortcut, derived from the desired state.
+//! The shortcut, derived from the desired state and the cluster's view.
 //!
 //! A tc/BPF program on each endpoint's veth host end hands a frame for a neighbour on
 //! the same ICC-on bridge straight into the neighbour's namespace, past the bridge, the
-//! br_netfilter pass and every hook of ferryd's namespace (ferry-kernel's `shortcut`
-//! module, and bpf/shortcut.c for exactly when). ferry-core's `shortcut::entry` says
-//! which endpoints it carries; this component keeps the kernel's maps equal to that.
+//! br_netfilter pass and every hook of ferryd's namespace, and one for another host's
+//! block of the same overlay straight to the overlay's VXLAN device; another, on that
+//! device, hands what arrives for a local endpoint straight in (ferry-kernel's
+//! `shortcut` module, and bpf/shortcut.c for exactly when). ferry-core's `shortcut`
+//! says which endpoints and tunnels it carries; this component keeps the kernel's maps
+//! equal to that. Tunnels follow the overlay's routes ([`Shortcut::tunnels`], from the
+//! overlay agent's sync), as a whole: there are few.
 //!
 //! Like the firewall's ledger: every commit notes its keys ([`Shortcut::note`]); a sync
 //! recomputes those sources' entries and applies only the difference, so an attach costs
@@ -24,7 +28,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use ferry_core::nft;
-use ferry_core::shortcut::{entry, Entry};
+use ferry_core::shortcut::{entry, Entry, Tunnel};
 use ferry_kernel::KernelOps;
 
 use crate::firewall::Source;
@@ -56,6 +60,9 @@ struct Inner {
     waiting: BTreeMap<String, Entry>,
     /// The gate as last set (None: never).
     open: Option<bool>,
+    /// The tunnels last asked for, and whether the kernel took them all.
+    tunnels: Vec<Tunnel>,
+    tunnels_held: bool,
 }
 
 impl Shortcut {
@@ -125,9 +132,26 @@ impl Shortcut {
         }
     }
 
-    /// Add the entries that were waiting for their links.
+    /// Carry exactly these overlay tunnels (the overlay agent's sync, after it programmed
+    /// their routes). Written even when unchanged: the sync also follows a device made
+    /// again (deleted by hand, reconciled), whose new ifindex the maps must take. A
+    /// device not there yet is tried again at the periodic check.
+    pub(crate) fn tunnels<K: KernelOps>(&self, k: &K, want: Vec<Tunnel>) {
+        if self.mode == Mode::Off {
+            return;
+        }
+        let mut inner = self.inner();
+        inner.tunnels = want;
+        inner.set_tunnels(k);
+    }
+
+    /// Add the entries that were waiting for their links, and the tunnels if one was
+    /// missing.
     pub(crate) fn retry<K: KernelOps>(&self, k: &K) {
         let mut inner = self.inner();
+        if !inner.tunnels_held {
+            inner.set_tunnels(k);
+        }
         let waiting = std::mem::take(&mut inner.waiting);
         for (host_end, e) in waiting {
             if k.shortcut_add(&e).is_err() {
@@ -159,6 +183,16 @@ impl Shortcut {
 }
 
 impl Inner {
+    fn set_tunnels<K: KernelOps>(&mut self, k: &K) {
+        match k.shortcut_tunnels(&self.tunnels) {
+            Ok(()) => self.tunnels_held = true,
+            Err(e) => {
+                tracing::debug!("shortcut: tunnels wait: {e}");
+                self.tunnels_held = false;
+            }
+        }
+    }
+
     /// Make `src`'s entries `want`: what went is removed, what is new (or changed) added.
     fn replace<K: KernelOps>(&mut self, k: &K, src: Source, want: Vec<Entry>) {
         let had = self.applied.remove(&src).unwrap_or_default();

@@ -4,6 +4,7 @@ use super::*;
 use crate::docker::network::{IpamConfigReq, IpamReq, NetworkCreateRequest};
 use crate::model::{mac_for, LiveEndpoint};
 use crate::validate::{network_from_request, predefined_networks, CreateContext};
+use ipnet::Ipv4Net;
 
 fn net(name: &str, driver: &str, subnet: &str, opts: &[(&str, &str)]) -> Network {
     let req = NetworkCreateRequest {
@@ -104,4 +105,42 @@ fn networks_without_a_bridge_of_ferrys_are_not_carried() {
     assert!(kinds.contains(&("none".into(), false)), "{kinds:?}");
     let mv = net("mv", "macvlan", "10.9.0.0/24", &[("parent", "eth0")]);
     assert_eq!(entry(&endpoint(&mv, "10.9.0.2", true), Some(&mv)), None);
+}
+
+fn overlay(icc: bool) -> Network {
+    let opts: &[(&str, &str)] = match icc {
+        true => &[],
+        false => &[("com.docker.network.bridge.enable_icc", "false")],
+    };
+    let mut n = net("ov", "bridge", "10.77.0.0/24", opts);
+    let crate::model::NetworkKind::Bridge(bridge) = n.kind.clone() else {
+        panic!("a bridge network");
+    };
+    n.kind = crate::model::NetworkKind::Overlay {
+        bridge,
+        tunnel: crate::model::OverlayConf {
+            vni: 4096,
+            vxlan: IfName::new("fv-aaaaaaaa").unwrap(),
+        },
+    };
+    n
+}
+
+#[test]
+fn an_overlay_tunnel_sends_other_hosts_blocks_to_their_devices_and_keeps_its_gateway_and_own_here()
+{
+    let block: Ipv4Net = "10.77.0.0/26".parse().unwrap();
+    let far: Ipv4Addr = "192.168.0.2".parse().unwrap();
+    let mine: Ipv4Net = "10.77.0.9/32".parse().unwrap();
+    let me = "192.168.0.1".parse().unwrap();
+    let t = tunnel(&overlay(true), me, [(&block, &far)], [&mine]).expect("carried");
+    assert_eq!(t.device.as_str(), "fv-aaaaaaaa");
+    assert_eq!(t.mac, [0x02, 0xfe, 192, 168, 0, 1]);
+    assert_eq!(t.remote, vec![(block, [0x02, 0xfe, 192, 168, 0, 2])]);
+    let gateway: Ipv4Net = "10.77.0.1/32".parse().unwrap();
+    assert_eq!(t.stay, vec![gateway, mine]);
+    // ICC off, or not an overlay: no tunnel.
+    assert_eq!(tunnel(&overlay(false), me, [(&block, &far)], [&mine]), None);
+    let bridge = net("br", "bridge", "10.7.0.0/24", &[]);
+    assert_eq!(tunnel(&bridge, me, [(&block, &far)], [&mine]), None);
 }

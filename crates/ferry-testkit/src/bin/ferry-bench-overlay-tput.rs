@@ -2,14 +2,16 @@
 //! in the same rounds over three paths between host B and host A of a two-host
 //! TestCluster:
 //!
-//! - `ferry`: sandbox on B → sandbox on A across ferry's overlay (veth, bridge, VXLAN,
-//!   the underlay, and back up);
+//! - `ferry`: sandbox on B → sandbox on A across ferry's overlay as shipped (the
+//!   shortcut: veth, VXLAN, the underlay, and back up, past bridges and forwards);
+//! - `ferry, no shortcut`: the same with a rule in each host's `user` chain, which closes
+//!   the shortcut's gate (veth, bridge, routed into VXLAN, and back up the same way);
 //! - `vxlan`: B's namespace → A's over a VXLAN pair made by hand with iproute2 (the
 //!   floor the issue names: the same encapsulation, no bridge, no veth, no firewall);
 //! - `underlay`: B's namespace → A's over the bare underlay link.
 //!
 //! Prints a Markdown table, a row per round, then the medians and the median of the
-//! per-round ratios ferry/vxlan and ferry/underlay.
+//! per-round ratios to the hand-made pair and the underlay.
 //!
 //! Usage: ferry-bench-overlay-tput [ROUNDS] [SECONDS]; with FERRY_BENCH_HOLD=FILE the setup
 //! stays up until FILE is removed (see `hold`).
@@ -81,6 +83,60 @@ fn hold(hosts: &[&TestHost], srv: &str) -> Result<()> {
     Ok(())
 }
 
+/// ferry with its shortcut's gate closed for `f`: a rule in each host's `user` chain.
+fn without_shortcut<T>(hosts: &[&TestHost], f: impl FnOnce() -> Result<T>) -> Result<T> {
+    for h in hosts {
+        h.nft(&[
+            "add", "rule", "inet", "ferry", "user", "meta", "mark", "0x7e57", "counter",
+        ])?;
+    }
+    std::thread::sleep(Duration::from_millis(300)); // each ferryd hears it and closes the gate
+    let out = f();
+    for h in hosts {
+        h.nft(&["flush", "chain", "inet", "ferry", "user"])?;
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    out
+}
+
+/// The rounds: each path once per round, one after another, then the medians.
+fn rounds_of(hosts: &[&TestHost; 2], srv: &str, rounds: usize, t: &str, a_ul: &str) -> Result<()> {
+    let b = hosts[1];
+    println!("| round | ferry Gbit/s | ferry, no shortcut | hand VXLAN | underlay | ferry/vxlan | no shortcut/vxlan | ferry/underlay |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut cols: [Vec<f64>; 7] = Default::default();
+    for r in 1..=rounds {
+        let ferry = gbits(&b.exec("cli", &[IPERF3, "-c", srv, "-t", t, "-J"])?)?;
+        let slow = without_shortcut(hosts, || {
+            gbits(&b.exec("cli", &[IPERF3, "-c", srv, "-t", t, "-J"])?)
+        })?;
+        let hand = gbits(&b.in_host(IPERF3, &["-c", &format!("{HAND_NET}.1"), "-t", t, "-J"])?)?;
+        let under = gbits(&b.in_host(IPERF3, &["-c", a_ul, "-t", t, "-J"])?)?;
+        let row = [
+            ferry,
+            slow,
+            hand,
+            under,
+            ferry / hand,
+            slow / hand,
+            ferry / under,
+        ];
+        println!(
+            "| {r} | {ferry:.2} | {slow:.2} | {hand:.2} | {under:.2} | {:.3} | {:.3} | {:.3} |",
+            row[4], row[5], row[6]
+        );
+        for (c, v) in cols.iter_mut().zip(row) {
+            c.push(v);
+        }
+    }
+    let m: Vec<f64> = cols.iter_mut().map(|c| median(c)).collect();
+    println!(
+        "| median | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} | {:.3} |",
+        m[0], m[1], m[2], m[3], m[4], m[5], m[6]
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let rounds: usize = args.get(1).map_or(Ok(5), |s| s.parse()).context("ROUNDS")?;
@@ -118,37 +174,7 @@ fn main() -> Result<()> {
         .expect_success()?;
     std::thread::sleep(Duration::from_millis(300));
     hold(&[a, b], &srv)?;
-    let t = secs.to_string();
-    let result = (|| -> Result<()> {
-        println!("| round | ferry Gbit/s | hand VXLAN Gbit/s | underlay Gbit/s | ferry/vxlan | ferry/underlay |");
-        println!("|---|---|---|---|---|---|");
-        let (mut f, mut v, mut u, mut rv, mut ru) = (vec![], vec![], vec![], vec![], vec![]);
-        for r in 1..=rounds {
-            let ferry = gbits(&b.exec("cli", &[IPERF3, "-c", &srv, "-t", &t, "-J"])?)?;
-            let hand =
-                gbits(&b.in_host(IPERF3, &["-c", &format!("{HAND_NET}.1"), "-t", &t, "-J"])?)?;
-            let under = gbits(&b.in_host(IPERF3, &["-c", a_ul, "-t", &t, "-J"])?)?;
-            println!(
-                "| {r} | {ferry:.2} | {hand:.2} | {under:.2} | {:.3} | {:.3} |",
-                ferry / hand,
-                ferry / under
-            );
-            f.push(ferry);
-            v.push(hand);
-            u.push(under);
-            rv.push(ferry / hand);
-            ru.push(ferry / under);
-        }
-        println!(
-            "| median | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} |",
-            median(&mut f),
-            median(&mut v),
-            median(&mut u),
-            median(&mut rv),
-            median(&mut ru)
-        );
-        Ok(())
-    })();
+    let result = rounds_of(&[a, b], &srv, rounds, &secs.to_string(), a_ul);
     if let Ok(pid) = std::fs::read_to_string(&pidfile) {
         if let Ok(pid) = pid.trim().parse::<i32>() {
             // The daemon this run started, by its pid.

@@ -13,17 +13,31 @@ use crate::ops::Daemon;
 use crate::overlay::entries::{desired, remote_records, Programmed};
 use crate::overlay::Overlay;
 
+/// The shortcut's tunnels: each ICC-on local copy's device, bridge and remote routes.
+fn shortcut_tunnels(
+    st: &crate::state::State,
+    want: &std::collections::BTreeMap<String, (String, Tunnel)>,
+    me: Ipv4Addr,
+) -> Vec<ferry_core::shortcut::Tunnel> {
+    st.networks
+        .values()
+        .filter_map(|n| {
+            let (_, t) = want.get(n.overlay()?.vxlan.as_str())?;
+            ferry_core::shortcut::tunnel(n, me, &t.remote, &t.local)
+        })
+        .collect()
+}
+
 impl<K: KernelOps> Daemon<K> {
     /// Make every local copy's routes and entries match the view, and the DNS table its
     /// names.
     pub(crate) async fn sync_entries(&self, ov: &Overlay) {
-        let (want, names) = {
+        let (want, names, tunnels) = {
             let st = self.state.lock().await;
             ov.with_view(|view| {
-                (
-                    desired(&st, view, ov.node()),
-                    remote_records(&st, view, ov.node()),
-                )
+                let want = desired(&st, view, ov.node());
+                let tunnels = shortcut_tunnels(&st, &want, ov.cluster.addr);
+                (want, remote_records(&st, view, ov.node()), tunnels)
             })
         };
         self.dns.set_remote(names);
@@ -38,6 +52,9 @@ impl<K: KernelOps> Daemon<K> {
             self.sync_routes(dev, had, tunnel).await;
         }
         programmed.retain(|dev, _| want.contains_key(dev));
+        drop(programmed);
+        // The routes are in: the shortcut takes the same blocks to the same hosts.
+        self.shortcut.tunnels(&self.kernel, tunnels);
     }
 
     /// The periodic check: a device whose routes or host entries the kernel no longer
