@@ -9,6 +9,7 @@ warm-up round that is thrown away).
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -377,21 +378,10 @@ class Bench:
         def ferry_slow(fn):
             # ferry's bridge without the shortcut (the tc/BPF program that hands frames
             # between two sandboxes of a network straight to the receiver), for this run
-            # only: a rule in the `user` chain closes its gate, as any rule there does, and
-            # the bridge carries the traffic as it did before the shortcut. The shortcut's
-            # gain is ferry ÷ this row.
+            # only. The shortcut's gain is ferry ÷ this row.
             def run(*a):
-                f.enter()
-                sh(["nft", "add rule inet ferry user meta mark 0x7e57 counter"])
-                w.go_home()
-                time.sleep(0.3)  # ferryd hears the rule and closes the gate
-                try:
+                with self.shortcut_closed(f):
                     return fn(*a)
-                finally:
-                    f.enter()
-                    sh(["nft", "flush chain inet ferry user"])
-                    w.go_home()
-                    time.sleep(0.3)
             return run
 
         ferry_cli = f.cli("exec", "dpcli", "--")
@@ -448,6 +438,40 @@ class Bench:
         self.md.append("")
         self.dataplane_routed(f, peers, secs, rr_secs, rounds)
 
+    @contextlib.contextmanager
+    def shortcut_closed(self, f):
+        """ferry without its shortcut for a while: a rule in the `user` chain closes the
+        gate, as any rule there does, and the bridge and the host carry everything as they
+        did before the shortcut."""
+        f.enter()
+        sh(["nft", "add rule inet ferry user meta mark 0x7e57 counter"])
+        self.w.go_home()
+        time.sleep(0.3)  # ferryd hears the rule and closes the gate
+        try:
+            yield
+        finally:
+            f.enter()
+            sh(["nft", "flush chain inet ferry user"])
+            self.w.go_home()
+            time.sleep(0.3)
+
+    @contextlib.contextmanager
+    def unguarded(self, f):
+        """ferry without its anti-spoofing check for a while (the bridge-family prerouting
+        chain that sends frames from ferry's veths to `guard`)."""
+        hook = ("add chain bridge ferry prerouting { type filter hook prerouting priority -200; "
+                "policy accept; }\nflush chain bridge ferry prerouting\n"
+                "add rule bridge ferry prerouting iifname \"fy*\" jump guard\n")
+        f.enter()
+        sh(["nft", "delete chain bridge ferry prerouting"])
+        self.w.go_home()
+        try:
+            yield
+        finally:
+            f.enter()
+            subprocess.run(["nft", "-f", "-"], input=hook, text=True, check=True)
+            self.w.go_home()
+
     def dataplane_routed(self, f, peers, secs, rr_secs, rounds):
         """Routed paths: out through masquerade (a sandbox to a peer namespace joined to the
         contender's host namespace by a veth pair) and in through DNAT (that peer to the
@@ -473,20 +497,28 @@ class Bench:
             links[k] = (pre, f"172.30.{i}.1", f"172.30.{i}.2")
         w.on_cleanup("stop the routed paths' servers", lambda: [(p.kill(), p.wait()) for p in servers])
         time.sleep(0.5)
+        # ferry's own paths again, without its shortcut and without its anti-spoofing check:
+        # what each costs on routed traffic is ferry ÷ that row.
+        variants = {"ferry_slow": lambda: self.shortcut_closed(f), "ferry_noguard": lambda: self.unguarded(f)}
+        who += [(k, f.host, who[0][2]) for k in variants]
+        links.update({k: links["ferry"] for k in variants})
         res = {(k, p): dict(gbps=[], cpu=[], own_cpu=[], p50=[], p99=[], tps=[]) for k, *_ in who
                for p in ("masq", "dnat")}
         for r in range(rounds + 1):
             for k, _, cli in (who if r % 2 == 0 else who[::-1]):
                 up, host_ip, peer_ip = links[k]
-                got = {("masq"): {**iperf(cli, peer_ip, 5201, secs), **rr(cli, peer_ip, rr_secs)},
-                       ("dnat"): iperf(up, host_ip, DP_PORT, secs)}
+                with variants.get(k, contextlib.nullcontext)():
+                    got = {("masq"): {**iperf(cli, peer_ip, 5201, secs), **rr(cli, peer_ip, rr_secs)},
+                           ("dnat"): iperf(up, host_ip, DP_PORT, secs)}
                 if r == 0:
                     continue
                 for p, t in got.items():
                     for m, v in t.items():
                         res[(k, p)][m].append(v)
         self.results["dataplane_routed"] = {f"{k}/{p}": v for (k, p), v in res.items()}
-        name = {"ferry": "ferry", **{k: self.tools[k].name for k, _ in peers}}
+        name = {"ferry": "ferry", "ferry_slow": "ferry without the shortcut",
+                "ferry_noguard": "ferry without the anti-spoofing check",
+                **{k: self.tools[k].name for k, _ in peers}}
         self.md.append(f"### Data plane, routed: {rounds} rounds (after a warm-up), the same runs\n")
         self.md.append("Out: a sandbox to a peer namespace joined to the contender's namespace by a veth pair, "
                        "through its masquerade. In: that peer to the server's published port "
@@ -504,7 +536,7 @@ class Bench:
         self.md.append("| path | ferry ÷ | Gbit/s | CPU/Gbit (/proc/stat) | iperf3's CPU/Gbit | RTT p50 | RTT p99 |")
         self.md.append("|---|---|---|---|---|---|---|")
         for p in ("masq", "dnat"):
-            for k, _ in peers:
+            for k in [k for k, _ in peers] + list(variants):
                 a, b = res[("ferry", p)], res[(k, p)]
                 cells = [fmt(stats([x / y for x, y in zip(a[m], b[m])]), digits=3) if a[m] else "—"
                          for m in ("gbps", "cpu", "own_cpu", "p50", "p99")]
