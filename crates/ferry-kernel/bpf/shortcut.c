@@ -46,6 +46,8 @@
 static void *(*map_lookup)(void *map, const void *key) = (void *)BPF_FUNC_map_lookup_elem;
 static long (*redirect)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redirect;
 static long (*redirect_peer)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redirect_peer;
+static long (*store_bytes)(struct __sk_buff *skb, __u32 offset, const void *from, __u32 len,
+                           __u64 flags) = (void *)BPF_FUNC_skb_store_bytes;
 
 // Must match ferry-kernel's shortcut.rs (#[repr(C)] twins).
 struct source {
@@ -119,9 +121,15 @@ static int same_mac(const __u8 *a, const __u8 *b) {
     return *(const __u32 *)a == *(const __u32 *)b && *(const __u16 *)(a + 4) == *(const __u16 *)(b + 4);
 }
 
-static void set_mac(__u8 *to, const __u8 *from) {
-    *(__u32 *)to = *(const __u32 *)from;
-    *(__u16 *)(to + 4) = *(const __u16 *)(from + 4);
+// The frame's two MACs, rewritten through the helper rather than by direct packet
+// writes: a program with direct writes gets a prologue that uncloses every packet it sees
+// (a copy of the head of each TCP segment, which a sender's stack clones), where the
+// helper makes only the rewritten ones writable.
+static int set_macs(struct __sk_buff *skb, const __u8 *dst, const __u8 *src) {
+    __u8 macs[12];
+    __builtin_memcpy(macs, dst, 6);
+    __builtin_memcpy(macs + 6, src, 6);
+    return store_bytes(skb, 0, macs, sizeof(macs), 0);
 }
 
 static int open(void) {
@@ -144,14 +152,15 @@ static struct iphdr *ipv4(struct __sk_buff *skb, struct ethhdr **eth) {
 
 // A frame to the bridge's MAC for an address of a block another host owns: out of the
 // overlay's device, addressed as the host's neighbour entry would address it.
-static int to_remote(struct ethhdr *eth, struct iphdr *ip, struct source *src) {
+static int to_remote(struct __sk_buff *skb, struct iphdr *ip, struct source *src) {
     struct remote_key key = {.prefixlen = 64, .bridge = src->bridge, .ip = ip->daddr};
     struct remote *r = map_lookup(&remotes, &key);
     if (!r || !r->tunnel) // none, or an address that stays here (the gateway)
         return TC_ACT_UNSPEC;
-    set_mac(eth->h_dest, r->dst);
-    set_mac(eth->h_source, r->src);
-    return redirect(r->tunnel, 0);
+    __u32 tunnel = r->tunnel;
+    if (set_macs(skb, r->dst, r->src))
+        return TC_ACT_UNSPEC;
+    return redirect(tunnel, 0);
 }
 
 SEC("classifier") int shortcut(struct __sk_buff *skb) {
@@ -166,7 +175,7 @@ SEC("classifier") int shortcut(struct __sk_buff *skb) {
     if (!src || src->ip != ip->saddr || !same_mac(src->mac, eth->h_source))
         return TC_ACT_UNSPEC;
     if (same_mac(eth->h_dest, src->bridge_mac))
-        return to_remote(eth, ip, src);
+        return to_remote(skb, ip, src);
     struct target_key key = {.bridge = src->bridge, .ip = ip->daddr};
     struct target *dst = map_lookup(&targets, &key);
     if (!dst || dst->host_end == ifindex || !same_mac(dst->mac, eth->h_dest))
@@ -189,9 +198,10 @@ SEC("classifier") int arrive(struct __sk_buff *skb) {
     struct target *dst = map_lookup(&targets, &key);
     if (!dst)
         return TC_ACT_UNSPEC;
-    set_mac(eth->h_dest, dst->mac);
-    set_mac(eth->h_source, t->bridge_mac);
-    return redirect_peer(dst->host_end, 0);
+    __u32 host_end = dst->host_end;
+    if (set_macs(skb, dst->mac, t->bridge_mac))
+        return TC_ACT_UNSPEC;
+    return redirect_peer(host_end, 0);
 }
 
 char _license[] SEC("license") = "GPL";
