@@ -11,7 +11,8 @@
 //! Traffic within an ICC-on network also takes the shortcut (a tc/BPF program on each
 //! veth host end: crates/ferry-kernel/bpf/shortcut.c) past the bridge: the last test
 //! shows it does, by the bridge port's counters, and that it steps aside while ferry's
-//! `user` chain holds a rule, and while ferryd is down.
+//! `user` chain holds a rule and while ferryd is stopped, and that a ferryd started after
+//! one was killed takes over the programs the dead one left.
 
 #![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
 
@@ -257,7 +258,7 @@ fn bridged_during(port: &PortCounter, f: &mut Flow, n: u32) -> Result<u64> {
 }
 
 #[test]
-fn same_network_traffic_takes_the_shortcut_unless_the_user_chain_or_a_dead_ferryd_says_otherwise(
+fn same_network_traffic_takes_the_shortcut_unless_the_user_chain_or_a_stopped_ferryd_says_otherwise(
 ) -> Result<()> {
     let mut host = host_or_skip!();
     let net = unique("n");
@@ -320,17 +321,49 @@ fn same_network_traffic_takes_the_shortcut_unless_the_user_chain_or_a_dead_ferry
     let by_bridge = bridged_during(&port, &mut flow, N)?;
     ensure!(by_bridge < 10, "the shortcut did not come back with `user` empty: the bridge sent {by_bridge} packets to srv");
 
-    // ferryd killed: the kernel detaches its programs and the bridge carries the flow;
-    // the restarted ferryd attaches them again.
+    // ferryd stopped (SIGTERM): it closes the gate, and the bridge carries the flow until
+    // the next ferryd opens it.
+    let pid = host.ferryd_pid().context("ferryd's pid")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
     let mut meanwhile = None;
-    host.restart_kill9_with(|| meanwhile = Some(bridged_during(&port, &mut flow, N)))?;
-    let by_bridge = meanwhile.context("the kill's meanwhile did not run")??;
+    host.restart_after_exit_with(|| meanwhile = Some(bridged_during(&port, &mut flow, N)))?;
+    let by_bridge = meanwhile.context("the stop's meanwhile did not run")??;
     ensure!(
         by_bridge >= u64::from(N),
-        "with ferryd dead, the bridge sent only {by_bridge} packets to srv"
+        "with ferryd stopped, the bridge sent only {by_bridge} packets to srv"
     );
     let by_bridge = bridged_during(&port, &mut flow, N)?;
     ensure!(by_bridge < 10, "the restarted ferryd did not bring the shortcut back: the bridge sent {by_bridge} packets to srv");
+
+    // ferryd killed: the programs are the kernel's and go on as they were (delivering
+    // what the bridge would); the next ferryd replaces them with its own, which a rule in
+    // `user` closes (so no program of the dead one's is left in front of them).
+    let mut meanwhile = None;
+    host.restart_kill9_with(|| meanwhile = Some(bridged_during(&port, &mut flow, N)))?;
+    meanwhile.context("the kill's meanwhile did not run")??;
+    let by_bridge = bridged_during(&port, &mut flow, N)?;
+    ensure!(by_bridge < 10, "after the kill, the new ferryd's shortcut does not carry the flow: the bridge sent {by_bridge} packets to srv");
+    host.nft(&[
+        "add",
+        "rule",
+        "inet",
+        "ferry",
+        "user",
+        "ip",
+        "saddr",
+        "192.0.2.1",
+        "drop",
+    ])?;
+    std::thread::sleep(Duration::from_millis(500));
+    let by_bridge = bridged_during(&port, &mut flow, N)?;
+    ensure!(
+        by_bridge >= u64::from(N),
+        "after the kill, a rule in `user` left the shortcut open: a program of the dead ferryd's is still there ({by_bridge} packets by the bridge)"
+    );
+    host.nft(&["flush", "chain", "inet", "ferry", "user"])?;
     drop(flow);
     host.finish()
 }

@@ -1257,11 +1257,12 @@ fn pings(pin: &std::path::Path, ip: &str, count: u32) -> Result<u32> {
 
 /// Between hosts of one overlay, the shortcut carries a sandbox's packets straight from
 /// its veth to the overlay's VXLAN device, and from the far host's device straight into
-/// the receiving sandbox: the receiving bridge hands the server nothing while 200 pings
-/// cross. Controls, on the same sandboxes: with a rule in `user` (which closes the gate)
-/// the bridge carries every one of them; with the receiving host's ferryd killed (its
-/// programs go with it) too, and the pings still cross; once it is back, the shortcut
-/// carries them again.
+/// the receiving sandbox: the sending host's bridge takes in nothing and the receiving
+/// bridge hands the server nothing while 200 pings cross. Controls, on the same
+/// sandboxes: with a rule in `user` (which closes the gate) both bridges carry every one
+/// of them. With the receiving host's ferryd killed the pings still cross; the next ferryd
+/// replaces the programs the dead one left (the kernel's, not the process's) with its
+/// own, which carry the pings and which a rule in `user` closes again.
 #[test]
 fn overlay_traffic_between_hosts_takes_the_shortcut_and_the_bridge_when_it_must() -> Result<()> {
     let opts = ClusterOpts {
@@ -1322,15 +1323,30 @@ fn overlay_traffic_between_hosts_takes_the_shortcut_and_the_bridge_when_it_must(
         "the shortcut did not come back with `user` empty"
     );
 
+    // srv's ferryd killed: the programs are the kernel's and go on (the pings cross
+    // either way); the next ferryd replaces them with its own, which a rule in `user`
+    // closes, and opens them again once `user` is empty.
     let mut meanwhile = None;
     c.hosts[0].restart_kill9_with(|| meanwhile = Some(crossed(&port)))?;
-    let bridged = meanwhile.context("the kill's meanwhile did not run")??;
+    meanwhile.context("the kill's meanwhile did not run")??;
+    c.wait_for(
+        Duration::from_secs(10),
+        "the shortcut after the restart",
+        |_| Ok(crossed(&port).is_ok_and(|bridged| bridged < 10)),
+    )?;
+    for h in &c.hosts {
+        h.nft(&[
+            "add", "rule", "inet", "ferry", "user", "meta", "mark", "0x7e57", "counter",
+        ])?;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let bridged = crossed(&port)?;
     ensure!(
         bridged >= u64::from(N),
-        "with srv's ferryd dead, the bridge sent srv only {bridged} packets"
+        "after the restart, a rule in `user` left the shortcut open on srv's host ({bridged} packets by its bridge)"
     );
-    c.wait_for(Duration::from_secs(10), "the shortcut to come back", |_| {
-        Ok(crossed(&port).is_ok_and(|bridged| bridged < 10))
-    })?;
+    for h in &c.hosts {
+        h.nft(&["flush", "chain", "inet", "ferry", "user"])?;
+    }
     c.finish()
 }

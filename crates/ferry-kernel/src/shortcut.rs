@@ -17,12 +17,10 @@
 //! - `tunnels`, by VXLAN device ifindex: its overlay's bridge and the MACs of both;
 //! - `gate`: open (1) or closed (0) for everything.
 //!
-//! The links are TCX links owned by this process (kernels since 6.6; older ones get a
-//! clsact qdisc and a cls_bpf filter, which aya also takes back on drop): when ferryd
-//! exits or dies, the kernel detaches every program and traffic takes the normal path,
-//! which is always correct, only slower. Nothing of the shortcut outlives ferryd, so a
-//! crash leaves nothing stale, and a start attaches it afresh from the store. A veth
-//! deleted with its link still held just leaves a defunct link, dropped at [`Shortcut::remove`].
+//! The programs sit on links as cls_bpf filters ([`links`] says why not TCX, and how a
+//! filter that outlives ferryd is dealt with): a start replaces every filter a previous
+//! ferryd left, with programs fed from the store; a stop closes the gate first. A veth
+//! deleted with its filter takes the filter with it.
 //!
 //! Interface names are resolved to ifindexes in the calling thread's network namespace:
 //! ferryd's own, where every host end and bridge lives.
@@ -31,12 +29,14 @@ use std::collections::HashMap;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap as BpfHash, MapData};
-use aya::programs::tc::{self, SchedClassifierLinkId, TcAttachType};
-use aya::programs::SchedClassifier;
 use aya::Ebpf;
 use ferry_core::shortcut::{Entry, Tunnel};
 
 use crate::KernelError;
+
+mod links;
+use aya::programs::tc::SchedClassifierLinkId;
+use links::{ARRIVE, SEND};
 
 /// The object build.rs compiled, aligned as aya's ELF parser wants it.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shortcut.o"));
@@ -104,6 +104,7 @@ unsafe impl aya::Pod for TunnelValue {}
 
 /// The loaded program, its maps, and the endpoints it is attached to.
 pub struct Shortcut {
+    /// The programs (their filters: [`links`]).
     ebpf: Ebpf,
     sources: BpfHash<MapData, u32, Source>,
     targets: BpfHash<MapData, TargetKey, Target>,
@@ -161,11 +162,7 @@ impl Shortcut {
     pub fn load() -> Result<Shortcut, KernelError> {
         let mut ebpf =
             Ebpf::load(OBJECT).map_err(|e| failed("load", "the shortcut's BPF object", e))?;
-        for name in [SEND, ARRIVE] {
-            program(&mut ebpf, name)?
-                .load()
-                .map_err(|e| failed("load", format!("BPF program {name}"), e))?;
-        }
+        links::load(&mut ebpf)?;
         let map = |ebpf: &mut Ebpf, name: &'static str| {
             ebpf.take_map(name)
                 .ok_or_else(|| failed("find map", name, "not in the BPF object"))
@@ -194,9 +191,9 @@ impl Shortcut {
             .map_err(|e| failed("set", "the shortcut's gate", e))
     }
 
-    /// Carry `e`: its maps' entries, then the program on its host end (so that the
-    /// program never runs for an endpoint it has no entry for). An entry already carried
-    /// is written again (its bridge or address may have changed).
+    /// Carry `e`: its maps' entries, then the program on its host end (ordered, and put
+    /// on by the link thread a moment later). An entry already carried is written again
+    /// (its bridge or address may have changed).
     pub fn add(&mut self, e: &Entry) -> Result<(), KernelError> {
         let name = e.host_end.as_str();
         let host_end = ifindex(name)?;
@@ -238,7 +235,7 @@ impl Shortcut {
             }
             return Ok(());
         }
-        match attach(program(&mut self.ebpf, SEND)?, name) {
+        match links::attach(&mut self.ebpf, SEND, name) {
             Ok(link) => {
                 let a = Attached {
                     link,
@@ -265,9 +262,7 @@ impl Shortcut {
         };
         let _ = self.targets.remove(&a.target);
         let _ = self.sources.remove(&a.host_end);
-        if let Ok(prog) = program(&mut self.ebpf, SEND) {
-            let _ = prog.detach(a.link);
-        }
+        links::detach(&mut self.ebpf, SEND, a.link);
     }
 
     /// Carry exactly these overlay tunnels: each device's entry and its blocks' routes
@@ -344,7 +339,7 @@ impl Shortcut {
             d.remotes = keys;
             return Ok(());
         }
-        let link = attach(program(&mut self.ebpf, ARRIVE)?, name)?;
+        let link = links::attach(&mut self.ebpf, ARRIVE, name)?;
         let d = Device {
             link,
             ifindex: dev,
@@ -362,26 +357,13 @@ impl Shortcut {
         for k in &d.remotes {
             let _ = self.remotes.remove(&trie_key(k));
         }
-        if let Ok(prog) = program(&mut self.ebpf, ARRIVE) {
-            let _ = prog.detach(d.link);
-        }
+        links::detach(&mut self.ebpf, ARRIVE, d.link);
     }
 
     /// The host ends carried now.
     pub fn carried(&self) -> impl Iterator<Item = &str> {
         self.attached.keys().map(String::as_str)
     }
-}
-
-/// The program on host ends, and the one on overlays' VXLAN devices.
-const SEND: &str = "shortcut";
-const ARRIVE: &str = "arrive";
-
-fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier, KernelError> {
-    ebpf.program_mut(name)
-        .ok_or_else(|| failed("find program", name, "not in the BPF object"))?
-        .try_into()
-        .map_err(|e| failed("find program", name, e))
 }
 
 /// A link's MAC address (SIOCGIFHWADDR), in this thread's namespace.
@@ -420,19 +402,4 @@ fn mac_of(name: &str) -> Result<[u8; 6], KernelError> {
         *m = *d as u8;
     }
     Ok(mac)
-}
-
-/// Attach at `name`'s ingress: a TCX link where the kernel has them, else a cls_bpf
-/// filter under a clsact qdisc (added if missing).
-fn attach(prog: &mut SchedClassifier, name: &str) -> Result<SchedClassifierLinkId, KernelError> {
-    match prog.attach(name, TcAttachType::Ingress) {
-        Ok(link) => Ok(link),
-        Err(first) => {
-            if tc::qdisc_add_clsact(name).is_err() {
-                return Err(failed("attach the shortcut to", name, first));
-            }
-            prog.attach(name, TcAttachType::Ingress)
-                .map_err(|e| failed("attach the shortcut to", name, e))
-        }
-    }
 }

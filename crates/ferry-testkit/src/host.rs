@@ -189,9 +189,16 @@ impl TestHost {
     /// wait for it to exit (at most 15 s), then start a new one as
     /// [`TestHost::restart_kill9`] does.
     pub fn restart_after_exit(&mut self) -> Result<()> {
+        self.restart_after_exit_with(|| {})
+    }
+
+    /// As [`TestHost::restart_after_exit`], running `meanwhile` once ferryd has exited and
+    /// before the new one starts.
+    pub fn restart_after_exit_with(&mut self, meanwhile: impl FnOnce()) -> Result<()> {
         let child = self.ferryd.as_mut().context("ferryd is not running")?;
         wait_bounded(child, Duration::from_secs(15))?.context("ferryd did not exit within 15 s")?;
         self.ferryd = None;
+        meanwhile();
         self.log_note("ferryd stopped by the test; starting a new one");
         let fd = self
             .netns

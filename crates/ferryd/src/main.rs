@@ -302,6 +302,8 @@ async fn run(
     if !inflight.drain(DRAIN_WITHIN).await {
         tracing::warn!("stopping with requests still in flight after {DRAIN_WITHIN:?}");
     }
+    // The shortcut's programs outlive this process: the bridge carries everything now.
+    d.shortcut.close(&d.kernel);
     if let Some(task) = plugin {
         task.abort();
         let _ = std::fs::remove_file(ferryd::plugin::socket_in(&plugin_dir));

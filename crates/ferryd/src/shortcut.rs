@@ -63,6 +63,8 @@ struct Inner {
     /// The tunnels last asked for, and whether the kernel took them all.
     tunnels: Vec<Tunnel>,
     tunnels_held: bool,
+    /// ferryd is stopping: the gate stays closed.
+    stopping: bool,
 }
 
 impl Shortcut {
@@ -160,15 +162,33 @@ impl Shortcut {
         }
     }
 
+    /// ferryd stops: close the gate for good. The programs stay on their links (they
+    /// are the kernel's, ferry-kernel's `shortcut::links`), so without this they would go
+    /// on with what this ferryd last wrote; closed, the bridge and the host carry
+    /// everything until the next ferryd opens it.
+    pub fn close<K: KernelOps>(&self, k: &K) {
+        let mut inner = self.inner();
+        inner.stopping = true;
+        if self.mode == Mode::Off || inner.open.is_none() {
+            return;
+        }
+        match k.shortcut_gate(false) {
+            Ok(()) => inner.open = Some(false),
+            Err(e) => tracing::warn!("shortcut: close the gate: {e}"),
+        }
+    }
+
     /// Open the gate when the `user` chain holds no rule, close it otherwise.
     pub(crate) async fn follow_user_chain<K: KernelOps>(&self, k: &K) {
-        if self.mode == Mode::Off {
+        if self.mode == Mode::Off || self.inner().stopping {
             return;
         }
         let open = user_chain_empty(k).await;
-        if self.inner().open == Some(open) {
+        let inner = self.inner();
+        if inner.stopping || inner.open == Some(open) {
             return;
         }
+        drop(inner);
         match k.shortcut_gate(open) {
             Ok(()) => {
                 self.inner().open = Some(open);

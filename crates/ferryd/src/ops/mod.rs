@@ -64,8 +64,8 @@ pub struct Daemon<K: KernelOps> {
     pub(crate) dns: Arc<crate::dns::Dns>,
     /// What ferryd last applied to its nftables sets.
     pub(crate) firewall: crate::firewall::Firewall,
-    /// What ferryd last asked of the same-network shortcut.
-    pub(crate) shortcut: crate::shortcut::Shortcut,
+    /// What ferryd last asked of the shortcut.
+    pub shortcut: crate::shortcut::Shortcut,
     /// Notified when ferryd should stop (after `system cleanup`).
     pub(crate) shutdown: tokio::sync::Notify,
     /// Per-sandbox order of the operations that program a sandbox's network.

@@ -1,0 +1,89 @@
+//! Putting the shortcut's programs on links: cls_bpf filters under a clsact qdisc, over
+//! netlink.
+//!
+//! Not TCX links, though the kernel has them: every TCX attach and detach waits for an
+//! RCU grace period while holding the RTNL lock (`tcx_entry_sync`), measured at 12 ms
+//! and 9 ms per device on this project's VM, which would make an endpoint's attach and
+//! detach several times slower and stall every other netlink request behind it. A
+//! clsact qdisc and a cls_bpf filter cost 52 µs, their removal 12 µs (2026-12-05,
+//! docs/PERFORMANCE.md).
+//!
+//! A filter is the kernel's, not the process's: it outlives ferryd, keeping the program
+//! and the maps it was loaded with, frozen as they were. So a starting ferryd replaces
+//! the filter a previous one left on each of its links (each filter has the same
+//! priority and handle, and carries the program's name), and a stopping one closes the
+//! gate first (crate::shortcut::Shortcut::set_gate): with ferryd stopped the bridge and
+//! the host carry everything. A ferryd killed outright leaves the shortcut as it was, which
+//! delivers only what the bridge would have delivered then.
+
+use aya::programs::tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions, TcHandle};
+use aya::programs::{SchedClassifier, TcAttachType};
+use aya::Ebpf;
+
+use crate::KernelError;
+
+/// The program on host ends, and the one on overlays' VXLAN devices.
+pub(super) const SEND: &str = "shortcut";
+pub(super) const ARRIVE: &str = "arrive";
+
+/// ferry's filters' place on a link's ingress: first, so that nothing before it has
+/// decided the frame, and the same every time, so a new ferryd's replaces an old one's.
+const PRIORITY: u16 = 1;
+const HANDLE: TcHandle = TcHandle::new(0, 0xfe77);
+
+/// Load the programs of `ebpf` into the kernel.
+pub(super) fn load(ebpf: &mut Ebpf) -> Result<(), KernelError> {
+    for name in [SEND, ARRIVE] {
+        program(ebpf, name)?
+            .load()
+            .map_err(|e| super::failed("load", format!("BPF program {name}"), e))?;
+    }
+    Ok(())
+}
+
+/// Put `prog_name` on `name`'s ingress, in place of whatever a previous ferryd put there.
+pub(super) fn attach(
+    ebpf: &mut Ebpf,
+    prog_name: &str,
+    name: &str,
+) -> Result<SchedClassifierLinkId, KernelError> {
+    let prog = program(ebpf, prog_name)?;
+    // Already there on every link but a new one: EEXIST, which is fine.
+    let _ = tc::qdisc_add_clsact(name);
+    let add = |prog: &mut SchedClassifier| {
+        let options = NlOptions {
+            priority: PRIORITY,
+            handle: HANDLE,
+            ..NlOptions::default()
+        };
+        prog.attach_with_options(
+            name,
+            TcAttachType::Ingress,
+            TcAttachOptions::Netlink(options),
+        )
+    };
+    match add(prog) {
+        Ok(link) => Ok(link),
+        Err(first) => {
+            // A previous ferryd's filter holds the place: take it off, then put ours.
+            if tc::qdisc_detach_program(name, TcAttachType::Ingress, prog_name).is_err() {
+                return Err(super::failed("attach the shortcut to", name, first));
+            }
+            add(prog).map_err(|e| super::failed("attach the shortcut to", name, e))
+        }
+    }
+}
+
+/// Take `prog_name`'s filter `link` off (a link whose device is gone is only let go).
+pub(super) fn detach(ebpf: &mut Ebpf, prog_name: &str, link: SchedClassifierLinkId) {
+    if let Ok(prog) = program(ebpf, prog_name) {
+        let _ = prog.detach(link);
+    }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier, KernelError> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| super::failed("find program", name, "not in the BPF object"))?
+        .try_into()
+        .map_err(|e| super::failed("find program", name, e))
+}
