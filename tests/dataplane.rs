@@ -245,6 +245,27 @@ fn a_flow_out_through_masquerade_established_before_network_disconnect_stops_at_
     host.finish()
 }
 
+/// `f` run with a rule in ferry's `user` chain that matches nothing here (which closes the
+/// shortcut's gate all the same), the chain emptied after.
+fn with_a_user_rule<T>(host: &TestHost, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    host.nft(&[
+        "add",
+        "rule",
+        "inet",
+        "ferry",
+        "user",
+        "ip",
+        "saddr",
+        "192.0.2.1",
+        "drop",
+    ])?;
+    std::thread::sleep(Duration::from_millis(500));
+    let out = f();
+    host.nft(&["flush", "chain", "inet", "ferry", "user"])?;
+    std::thread::sleep(Duration::from_millis(500));
+    out
+}
+
 /// How many packets the bridge carried to the counter's sandbox while `n` exchanges
 /// went over `f`; every exchange must be answered.
 fn bridged_during(port: &PortCounter, f: &mut Flow, n: u32) -> Result<u64> {
@@ -291,31 +312,21 @@ fn same_network_traffic_takes_the_shortcut_unless_the_user_chain_or_a_stopped_fe
     );
 
     // A rule in `user`, even one that matches nothing here, closes the gate: the same
-    // flow goes on through the bridge (the control for the counter above).
-    host.nft(&[
-        "add",
-        "rule",
-        "inet",
-        "ferry",
-        "user",
-        "ip",
-        "saddr",
-        "192.0.2.1",
-        "drop",
-    ])?;
-    std::thread::sleep(Duration::from_millis(500));
-    let by_bridge = bridged_during(&port, &mut flow, N)?;
+    // flow goes on through the bridge (the control for the counter above); a rule that
+    // matches the flow then stops it, as it would without the shortcut.
+    let by_bridge = with_a_user_rule(&host, || {
+        let by_bridge = bridged_during(&port, &mut flow, N)?;
+        host.nft(&[
+            "add", "rule", "inet", "ferry", "user", "ip", "saddr", &cli, "ip", "daddr", &srv,
+            "drop",
+        ])?;
+        ensure!(!flow.exchange()?, "cli → srv passed a drop rule in `user`");
+        Ok(by_bridge)
+    })?;
     ensure!(
         by_bridge >= u64::from(N),
         "with a rule in `user`, the bridge sent only {by_bridge} packets to srv"
     );
-    // A rule that matches the flow stops it, as it would without the shortcut.
-    host.nft(&[
-        "add", "rule", "inet", "ferry", "user", "ip", "saddr", &cli, "ip", "daddr", &srv, "drop",
-    ])?;
-    ensure!(!flow.exchange()?, "cli → srv passed a drop rule in `user`");
-    host.nft(&["flush", "chain", "inet", "ferry", "user"])?;
-    std::thread::sleep(Duration::from_millis(500));
     let mut flow = open("cli → srv, the user chain empty again")?;
     bridged_during(&port, &mut flow, 3)?;
     let by_bridge = bridged_during(&port, &mut flow, N)?;
@@ -346,24 +357,11 @@ fn same_network_traffic_takes_the_shortcut_unless_the_user_chain_or_a_stopped_fe
     meanwhile.context("the kill's meanwhile did not run")??;
     let by_bridge = bridged_during(&port, &mut flow, N)?;
     ensure!(by_bridge < 10, "after the kill, the new ferryd's shortcut does not carry the flow: the bridge sent {by_bridge} packets to srv");
-    host.nft(&[
-        "add",
-        "rule",
-        "inet",
-        "ferry",
-        "user",
-        "ip",
-        "saddr",
-        "192.0.2.1",
-        "drop",
-    ])?;
-    std::thread::sleep(Duration::from_millis(500));
-    let by_bridge = bridged_during(&port, &mut flow, N)?;
+    let by_bridge = with_a_user_rule(&host, || bridged_during(&port, &mut flow, N))?;
     ensure!(
         by_bridge >= u64::from(N),
         "after the kill, a rule in `user` left the shortcut open: a program of the dead ferryd's is still there ({by_bridge} packets by the bridge)"
     );
-    host.nft(&["flush", "chain", "inet", "ferry", "user"])?;
     drop(flow);
     host.finish()
 }

@@ -23,6 +23,8 @@ pub mod remote;
 pub mod shortcut;
 pub mod state;
 pub mod template;
+#[cfg(test)]
+mod test_networks;
 pub mod validate;
 pub mod wiring;
 

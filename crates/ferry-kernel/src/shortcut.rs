@@ -29,13 +29,13 @@ use std::collections::HashMap;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap as BpfHash, MapData};
+use aya::programs::tc::SchedClassifierLinkId;
 use aya::Ebpf;
 use ferry_core::shortcut::{Entry, Tunnel};
 
 use crate::KernelError;
 
 mod links;
-use aya::programs::tc::SchedClassifierLinkId;
 use links::{ARRIVE, SEND};
 
 /// The object build.rs compiled, aligned as aya's ELF parser wants it.
@@ -191,9 +191,9 @@ impl Shortcut {
             .map_err(|e| failed("set", "the shortcut's gate", e))
     }
 
-    /// Carry `e`: its maps' entries, then the program on its host end (ordered, and put
-    /// on by the link thread a moment later). An entry already carried is written again
-    /// (its bridge or address may have changed).
+    /// Carry `e`: its maps' entries, then the program on its host end (so that the
+    /// program finds them from its first frame). An entry already carried is written
+    /// again (its bridge or address may have changed).
     pub fn add(&mut self, e: &Entry) -> Result<(), KernelError> {
         let name = e.host_end.as_str();
         let host_end = ifindex(name)?;

@@ -366,7 +366,8 @@ fn shortfall(
 
 /// Every source's elements for `st`: ferry's networks, its running sandboxes and the
 /// endpoints the Docker plugin keeps for dockerd's containers.
-fn sources_of(st: &State) -> Vec<(Source, Elements)> {
+/// Every source `st` holds: its networks, sandboxes, Docker endpoints and the tunnel.
+pub(crate) fn all_sources(st: &State) -> impl Iterator<Item = Source> + '_ {
     let nets = st.networks.keys().map(|id| Source::Net(id.clone()));
     let sbxs = st.sandboxes.keys().map(|id| Source::Sbx(id.clone()));
     let eps = st
@@ -375,9 +376,11 @@ fn sources_of(st: &State) -> Vec<(Source, Elements)> {
         .keys()
         .map(|id| Source::DockerEp(id.clone()));
     let tunnel = st.tunnel.as_ref().map(|_| Source::Tunnel);
-    nets.chain(sbxs)
-        .chain(eps)
-        .chain(tunnel)
+    nets.chain(sbxs).chain(eps).chain(tunnel)
+}
+
+fn sources_of(st: &State) -> Vec<(Source, Elements)> {
+    all_sources(st)
         .map(|src| {
             let e = source_elements(st, &src);
             (src, e)

@@ -31,7 +31,7 @@ use ferry_core::nft;
 use ferry_core::shortcut::{entry, Entry, Tunnel};
 use ferry_kernel::KernelOps;
 
-use crate::firewall::Source;
+use crate::firewall::{all_sources, Source};
 use crate::state::{Key, State};
 
 /// `--shortcut`: whether ferryd carries same-network traffic past the bridge.
@@ -113,6 +113,7 @@ impl Shortcut {
         let mut inner = self.inner();
         inner.pending.clear();
         let mut want: HashMap<Source, Vec<Entry>> = all_sources(st)
+            .filter(|src| matches!(src, Source::Sbx(_) | Source::DockerEp(_)))
             .map(|src| {
                 let e = source_entries(st, &src);
                 (src, e)
@@ -234,17 +235,6 @@ impl Inner {
             self.applied.insert(src, want);
         }
     }
-}
-
-/// Every source that can have entries.
-fn all_sources(st: &State) -> impl Iterator<Item = Source> + '_ {
-    let sbxs = st.sandboxes.keys().map(|id| Source::Sbx(id.clone()));
-    let eps = st
-        .plugin
-        .endpoints
-        .keys()
-        .map(|id| Source::DockerEp(id.clone()));
-    sbxs.chain(eps)
 }
 
 /// One source's entries in `st`: a running sandbox's endpoints, a Docker endpoint.

@@ -15,9 +15,8 @@ use ferry_core::docker::container::ContainerCreateRequest;
 use ferry_core::docker::network::ConnectRequest;
 use ferry_kernel::fake::Recorder;
 use ferry_kernel::AttachStep;
-use ferry_store::MemStore;
 use ferryd::state::State;
-use ferryd::{Config, Daemon};
+use ferryd::Daemon;
 
 /// A sandbox on `net` publishing 80/tcp on host port `port`.
 fn publishing(net: &str, port: u16) -> ContainerCreateRequest {
@@ -30,13 +29,7 @@ fn publishing(net: &str, port: u16) -> ContainerCreateRequest {
 
 /// Networks n1 (10.5.0.0/24) and n2 (10.6.0.0/24), `web` running on n1.
 async fn web_on_n1(dir: &tempfile::TempDir) -> Arc<Daemon<Recorder>> {
-    let d = Daemon::new(
-        Config::under(dir.path()),
-        Recorder::default(),
-        Box::new(MemStore::default()),
-    )
-    .unwrap();
-    d.ensure_predefined().await.unwrap();
+    let d = common::fake_daemon(dir).await;
     d.create_network(net_req("n1", "10.5.0.0/24"))
         .await
         .unwrap();

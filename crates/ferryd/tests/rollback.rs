@@ -4,12 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
 
 mod common;
-use common::net_req;
+use common::{net_req, run_req};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use ferry_core::docker::container::{ContainerCreateRequest, HostConfigReq};
 use ferry_core::docker::network::{ConnectRequest, DisconnectRequest, NetworkCreateRequest};
 use ferry_core::model::RunState;
 use ferry_kernel::fake::Recorder;
@@ -28,17 +27,6 @@ fn daemon_and_switch(dir: &tempfile::TempDir) -> (Arc<Daemon<Recorder>>, Arc<Ato
     let refuse = store.refusal_switch();
     let d = Daemon::new(cfg, Recorder::default(), Box::new(store)).unwrap();
     (d, refuse)
-}
-
-fn run_req(net: &str) -> ContainerCreateRequest {
-    ContainerCreateRequest {
-        cmd: Some(vec!["true".into()]),
-        host_config: Some(HostConfigReq {
-            network_mode: Some(net.into()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 /// Networks n1 (10.5.0.0/24) and n2 (10.6.0.0/24), and a running sandbox `web` on n1.

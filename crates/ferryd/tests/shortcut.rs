@@ -5,36 +5,17 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
-use common::net_req;
+use common::{net_req, run_req};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ferry_core::docker::container::{ContainerCreateRequest, HostConfigReq};
 use ferry_core::docker::network::{ConnectRequest, DisconnectRequest};
 use ferry_kernel::fake::Recorder;
-use ferry_store::MemStore;
-use ferryd::{Config, Daemon};
-
-fn run_req(net: &str) -> ContainerCreateRequest {
-    ContainerCreateRequest {
-        cmd: Some(vec!["true".into()]),
-        host_config: Some(HostConfigReq {
-            network_mode: Some(net.into()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
+use ferryd::Daemon;
 
 async fn daemon(dir: &tempfile::TempDir) -> Arc<Daemon<Recorder>> {
-    let d = Daemon::new(
-        Config::under(dir.path()),
-        Recorder::default(),
-        Box::new(MemStore::default()),
-    )
-    .unwrap();
-    d.ensure_predefined().await.unwrap();
+    let d = common::fake_daemon(dir).await;
     d.create_network(net_req("n1", "10.5.0.0/24"))
         .await
         .unwrap();

@@ -1,39 +1,12 @@
-use std::collections::BTreeMap;
-
 use super::render::{delta, full, Hooks};
 use super::*;
-use crate::docker::network::{IpamConfigReq, IpamReq, NetworkCreateRequest};
 use crate::model::{mac_for, Endpoint, LiveEndpoint, RunState, Sandbox};
 use crate::ports::{decide, parse_publish};
-use crate::validate::{network_from_request, predefined_networks, CreateContext};
+use crate::validate::predefined_networks;
 use crate::IfName;
 
 fn user_net(name: &str, subnet: &str, internal: bool, opts: &[(&str, &str)]) -> Network {
-    let req = NetworkCreateRequest {
-        name: name.into(),
-        internal,
-        ipam: Some(IpamReq {
-            config: Some(vec![IpamConfigReq {
-                subnet: Some(subnet.into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        options: Some(
-            opts.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-        ),
-        ..Default::default()
-    };
-    let ctx = CreateContext {
-        existing: &[],
-        host_routes: &[],
-        pool_cursor: None,
-        id: format!("{name:0<64}").replace(|c: char| !c.is_ascii_hexdigit(), "a"),
-        created: "now".into(),
-    };
-    network_from_request(&req, &ctx).unwrap().network
+    crate::test_networks::network(name, "bridge", subnet, internal, opts)
 }
 
 fn sandbox(net: &Network, ip: &str, host_if: &str, publish: &[&str]) -> Sandbox {

@@ -1,37 +1,11 @@
-use std::collections::BTreeMap;
-
 use super::*;
-use crate::docker::network::{IpamConfigReq, IpamReq, NetworkCreateRequest};
+
 use crate::model::{mac_for, LiveEndpoint};
-use crate::validate::{network_from_request, predefined_networks, CreateContext};
+use crate::validate::predefined_networks;
 use ipnet::Ipv4Net;
 
 fn net(name: &str, driver: &str, subnet: &str, opts: &[(&str, &str)]) -> Network {
-    let req = NetworkCreateRequest {
-        name: name.into(),
-        driver: Some(driver.into()),
-        ipam: Some(IpamReq {
-            config: Some(vec![IpamConfigReq {
-                subnet: Some(subnet.into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        options: Some(
-            opts.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-        ),
-        ..Default::default()
-    };
-    let ctx = CreateContext {
-        existing: &[],
-        host_routes: &[],
-        pool_cursor: None,
-        id: "a".repeat(64),
-        created: "now".into(),
-    };
-    network_from_request(&req, &ctx).unwrap().network
+    crate::test_networks::network(name, driver, subnet, false, opts)
 }
 
 fn endpoint(net: &Network, ip: &str, live: bool) -> Endpoint {
