@@ -302,8 +302,9 @@ async fn run(
     if !inflight.drain(DRAIN_WITHIN).await {
         tracing::warn!("stopping with requests still in flight after {DRAIN_WITHIN:?}");
     }
-    // The shortcut's programs outlive this process: the bridge carries everything now.
-    d.shortcut.close(&d.kernel);
+    // No more periodic checks; the shortcut's programs outlive this process, so its gate
+    // closes: the bridge carries everything now.
+    d.leave();
     if let Some(task) = plugin {
         task.abort();
         let _ = std::fs::remove_file(ferryd::plugin::socket_in(&plugin_dir));

@@ -59,6 +59,9 @@ pub fn watch<K: KernelOps>(d: Arc<Daemon<K>>) {
         t.tick().await;
         loop {
             t.tick().await;
+            if d.is_leaving() {
+                return;
+            }
             if let Some(ov) = d.overlay.get() {
                 d.check_entries(ov).await;
             }

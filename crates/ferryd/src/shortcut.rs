@@ -167,7 +167,7 @@ impl Shortcut {
     /// are the kernel's, ferry-kernel's `shortcut::links`), so without this they would go
     /// on with what this ferryd last wrote; closed, the bridge and the host carry
     /// everything until the next ferryd opens it.
-    pub fn close<K: KernelOps>(&self, k: &K) {
+    pub(crate) fn close<K: KernelOps>(&self, k: &K) {
         let mut inner = self.inner();
         inner.stopping = true;
         if self.mode == Mode::Off || inner.open.is_none() {

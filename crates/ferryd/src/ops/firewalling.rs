@@ -80,6 +80,9 @@ pub fn watch_user_chain<K: KernelOps>(d: std::sync::Arc<Daemon<K>>) {
     tokio::spawn(async move {
         loop {
             changed.notified().await;
+            if d.is_leaving() {
+                return;
+            }
             d.shortcut.follow_user_chain(&d.kernel).await;
         }
     });
@@ -92,6 +95,9 @@ pub fn watch<K: KernelOps>(d: std::sync::Arc<Daemon<K>>) {
         t.tick().await;
         loop {
             t.tick().await;
+            if d.is_leaving() {
+                return;
+            }
             d.check_firewall().await;
         }
     });

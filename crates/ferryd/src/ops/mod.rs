@@ -65,9 +65,12 @@ pub struct Daemon<K: KernelOps> {
     /// What ferryd last applied to its nftables sets.
     pub(crate) firewall: crate::firewall::Firewall,
     /// What ferryd last asked of the shortcut.
-    pub shortcut: crate::shortcut::Shortcut,
+    pub(crate) shortcut: crate::shortcut::Shortcut,
     /// Notified when ferryd should stop (after `system cleanup`).
     pub(crate) shutdown: tokio::sync::Notify,
+    /// Set once ferryd is on its way out: the periodic checks stop (while the runtime
+    /// winds down their timers fire at once and their nftables calls are cancelled).
+    pub(crate) leaving: std::sync::atomic::AtomicBool,
     /// Per-sandbox order of the operations that program a sandbox's network.
     pub(crate) sandbox_locks: SandboxLocks,
     /// This host's membership of a cluster (`--cluster-store`), once joined.
@@ -144,6 +147,7 @@ impl<K: KernelOps> Daemon<K> {
             firewall: crate::firewall::Firewall::new(markers),
             shortcut,
             shutdown: Default::default(),
+            leaving: Default::default(),
             sandbox_locks: Default::default(),
             overlay: Default::default(),
             exits: tokio::sync::broadcast::channel(64).0,
@@ -161,6 +165,18 @@ impl<K: KernelOps> Daemon<K> {
     pub async fn serve_dns(&self, upstreams: Vec<std::net::SocketAddr>) {
         self.dns
             .serve(&*self.state.lock().await, &self.host_resolv, upstreams);
+    }
+
+    /// ferryd is on its way out: the periodic checks stop, and the shortcut's gate closes
+    /// (its programs outlive the process; closed, the bridge carries everything).
+    pub fn leave(&self) {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.shortcut.close(&self.kernel);
+    }
+
+    pub(crate) fn is_leaving(&self) -> bool {
+        self.leaving.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Returns once ferryd is asked to stop (after `system cleanup`).
