@@ -259,10 +259,10 @@ impl Netlink {
 
     /// Run `f` on the shortcut, loading it first if this is its first use. Without it
     /// (a kernel that refused it), nothing is done.
-    fn with_shortcut<T: Default>(
+    fn with_shortcut(
         &self,
-        f: impl FnOnce(&mut Shortcut) -> Result<T, KernelError>,
-    ) -> Result<T, KernelError> {
+        f: impl FnOnce(&mut Shortcut) -> Result<(), KernelError>,
+    ) -> Result<(), KernelError> {
         let mut slot = self.shortcut.lock().expect("shortcut lock");
         if matches!(*slot, ShortcutSlot::Unloaded) {
             *slot = match Shortcut::load() {
@@ -275,7 +275,7 @@ impl Netlink {
         }
         match &mut *slot {
             ShortcutSlot::Loaded(s) => f(s),
-            _ => Ok(T::default()),
+            _ => Ok(()),
         }
     }
 

@@ -359,11 +359,6 @@ impl Shortcut {
         }
         links::detach(&mut self.ebpf, ARRIVE, d.link);
     }
-
-    /// The host ends carried now.
-    pub fn carried(&self) -> impl Iterator<Item = &str> {
-        self.attached.keys().map(String::as_str)
-    }
 }
 
 /// A link's MAC address (SIOCGIFHWADDR), in this thread's namespace.

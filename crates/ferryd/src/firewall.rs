@@ -364,8 +364,6 @@ fn shortfall(
         .collect()
 }
 
-/// Every source's elements for `st`: ferry's networks, its running sandboxes and the
-/// endpoints the Docker plugin keeps for dockerd's containers.
 /// Every source `st` holds: its networks, sandboxes, Docker endpoints and the tunnel.
 pub(crate) fn all_sources(st: &State) -> impl Iterator<Item = Source> + '_ {
     let nets = st.networks.keys().map(|id| Source::Net(id.clone()));
@@ -379,6 +377,8 @@ pub(crate) fn all_sources(st: &State) -> impl Iterator<Item = Source> + '_ {
     nets.chain(sbxs).chain(eps).chain(tunnel)
 }
 
+/// Every source's elements for `st`: ferry's networks, its running sandboxes and the
+/// endpoints the Docker plugin keeps for dockerd's containers.
 fn sources_of(st: &State) -> Vec<(Source, Elements)> {
     all_sources(st)
         .map(|src| {

@@ -112,7 +112,7 @@ impl Shortcut {
         }
         let mut inner = self.inner();
         inner.pending.clear();
-        let mut want: HashMap<Source, Vec<Entry>> = all_sources(st)
+        let want: HashMap<Source, Vec<Entry>> = all_sources(st)
             .filter(|src| matches!(src, Source::Sbx(_) | Source::DockerEp(_)))
             .map(|src| {
                 let e = source_entries(st, &src);
@@ -128,7 +128,7 @@ impl Shortcut {
         for src in gone {
             inner.replace(k, src, vec![]);
         }
-        for (src, entries) in want.drain() {
+        for (src, entries) in want {
             // Re-written even if applied: after a start the kernel holds none of them.
             inner.applied.remove(&src);
             inner.replace(k, src, entries);
@@ -148,13 +148,18 @@ impl Shortcut {
         inner.set_tunnels(k);
     }
 
-    /// Add the entries that were waiting for their links, and the tunnels if one was
-    /// missing.
-    pub(crate) fn retry<K: KernelOps>(&self, k: &K) {
+    /// The tunnels again, if a device was missing when they were last set (the periodic
+    /// check; a device comes back through the overlay's sync, which sets them anyway).
+    pub(crate) fn retry_tunnels<K: KernelOps>(&self, k: &K) {
         let mut inner = self.inner();
         if !inner.tunnels_held {
             inner.set_tunnels(k);
         }
+    }
+
+    /// Add the entries that were waiting for their links (after an attach made one).
+    pub(crate) fn retry<K: KernelOps>(&self, k: &K) {
+        let mut inner = self.inner();
         let waiting = std::mem::take(&mut inner.waiting);
         for (host_end, e) in waiting {
             if k.shortcut_add(&e).is_err() {
@@ -185,14 +190,14 @@ impl Shortcut {
             return;
         }
         let open = user_chain_empty(k).await;
-        let inner = self.inner();
+        // Held until the gate is set: a `close` meanwhile must not be undone.
+        let mut inner = self.inner();
         if inner.stopping || inner.open == Some(open) {
             return;
         }
-        drop(inner);
         match k.shortcut_gate(open) {
             Ok(()) => {
-                self.inner().open = Some(open);
+                inner.open = Some(open);
                 match open {
                     true => tracing::info!("shortcut: open (the user chain is empty)"),
                     false => tracing::info!("shortcut: closed while the user chain holds rules"),

@@ -61,6 +61,7 @@ impl<K: KernelOps> Daemon<K> {
             .check(&self.firewall_host(), &self.state)
             .await;
         self.shortcut.retry(&self.kernel);
+        self.shortcut.retry_tunnels(&self.kernel);
         self.shortcut.follow_user_chain(&self.kernel).await;
     }
 }
