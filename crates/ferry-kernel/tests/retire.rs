@@ -10,25 +10,11 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::in_own_netns;
 use ferry_kernel::link::get;
 use ferry_kernel::{netns, AttachSpec, BridgeSpec, KernelOps, LinkSpec, Netlink, VethLink};
-
-fn privileged() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI needs root for ferry-kernel's retire test"
-    );
-    // The testkit's skip marker (this crate does not depend on it): scripts/test counts
-    // these lines as skipped, not passed. Written to stderr directly, past the capture.
-    use std::io::Write;
-    let _ = std::io::stderr()
-        .lock()
-        .write_all(b"\nSKIP ferry-kernel-retire: needs root\n");
-    false
-}
 
 struct Unpin(PathBuf);
 impl Drop for Unpin {
@@ -108,30 +94,6 @@ async fn setup(dir: &Path) -> (Netlink, PathBuf, Unpin) {
     let _unpin = Unpin(sb.clone());
     k.create_netns(&sb).await.expect("sandbox netns");
     (k, sb, _unpin)
-}
-
-/// Run `scenario` on a thread of its own in a network namespace of its own (which takes
-/// everything made in it along when the thread ends); skipped without root.
-fn in_own_netns<F, Fut>(scenario: F)
-where
-    F: FnOnce(PathBuf) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()>,
-{
-    if !privileged() {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().to_path_buf();
-    std::thread::spawn(move || {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare netns");
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(scenario(path))
-    })
-    .join()
-    .expect("scenario");
 }
 
 async fn scenario(dir: PathBuf) {
@@ -215,7 +177,7 @@ async fn scenario(dir: PathBuf) {
 
 #[test]
 fn detach_frees_the_names_at_once_and_deletes_the_pair_in_the_background() {
-    in_own_netns(scenario);
+    in_own_netns("retire", 1, scenario);
 }
 
 /// Fill `bridge` with ports (veths: this kernel has no dummy links) until the kernel
@@ -270,7 +232,7 @@ async fn full_bridge(dir: PathBuf) {
 
 #[test]
 fn an_attach_on_a_full_bridge_waits_for_retired_ports() {
-    in_own_netns(full_bridge);
+    in_own_netns("retire", 1, full_bridge);
 }
 
 fn host_of(s: &AttachSpec) -> String {
@@ -377,5 +339,5 @@ async fn graves(dir: PathBuf) {
 
 #[test]
 fn retired_pairs_go_by_link_group_in_one_request_or_by_name_when_the_kernel_refuses() {
-    in_own_netns(graves);
+    in_own_netns("retire", 1, graves);
 }

@@ -24,16 +24,11 @@ pub async fn add(h: &Handle, index: u32, ifname: &str, net: IpNet) -> Result<(),
 
 /// The addresses (with prefix) of link `index`, of both families.
 pub async fn list(h: &Handle, index: u32, ifname: &str) -> Result<Vec<IpNet>, KernelError> {
-    use futures::TryStreamExt;
     use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-    let msgs: Vec<AddressMessage> = h
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| KernelError::netlink("list addresses of", ifname, e))?;
+    let msgs: Vec<AddressMessage> =
+        super::dump::collect(|| h.address().get().set_link_index_filter(index).execute())
+            .await
+            .map_err(|e| KernelError::netlink("list addresses of", ifname, e))?;
     Ok(msgs
         .iter()
         .filter(|m| m.header.index == index)
@@ -48,19 +43,19 @@ pub async fn list(h: &Handle, index: u32, ifname: &str) -> Result<Vec<IpNet>, Ke
 
 /// Remove `net` from link `index`; an address that is not there is success.
 pub async fn del(h: &Handle, index: u32, ifname: &str, net: IpNet) -> Result<(), KernelError> {
-    use futures::TryStreamExt;
-    let found = h
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .set_address_filter(net.addr())
-        .set_prefix_length_filter(net.prefix_len())
-        .execute()
-        .try_next()
-        .await;
+    let found = super::dump::collect(|| {
+        h.address()
+            .get()
+            .set_link_index_filter(index)
+            .set_address_filter(net.addr())
+            .set_prefix_length_filter(net.prefix_len())
+            .execute()
+    })
+    .await
+    .map(|all| all.into_iter().find(|m| m.header.index == index));
     let msg = match found {
-        Ok(Some(m)) if m.header.index == index => m,
-        Ok(_) => return Ok(()),
+        Ok(Some(m)) => m,
+        Ok(None) => return Ok(()),
         Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::ENODEV => return Ok(()),
         Err(e) => {
             return Err(KernelError::netlink(

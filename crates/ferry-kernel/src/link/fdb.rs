@@ -100,15 +100,14 @@ pub async fn list(
     dev: u32,
     dev_name: &str,
 ) -> Result<Vec<(Ipv4Addr, [u8; 6])>, KernelError> {
-    use futures::TryStreamExt;
-    let msgs: Vec<NeighbourMessage> = h
-        .neighbours()
-        .get()
-        .set_address_family(AddressFamily::Inet)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| KernelError::netlink("list neighbours of", dev_name, e))?;
+    let msgs: Vec<NeighbourMessage> = super::dump::collect(|| {
+        h.neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet)
+            .execute()
+    })
+    .await
+    .map_err(|e| KernelError::netlink("list neighbours of", dev_name, e))?;
     Ok(msgs
         .into_iter()
         .filter(|m| m.header.ifindex == dev)

@@ -51,10 +51,7 @@ pub fn name_of(m: &LinkMessage) -> Option<String> {
 
 /// Every link in the namespace of `h`, as the kernel describes it.
 pub async fn all(h: &Handle) -> Result<Vec<LinkMessage>, KernelError> {
-    h.link()
-        .get()
-        .execute()
-        .try_collect()
+    super::dump::collect(|| h.link().get().execute())
         .await
         .map_err(|e| KernelError::netlink("list", "links", e))
 }

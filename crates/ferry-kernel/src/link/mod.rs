@@ -5,6 +5,7 @@ pub mod adopt;
 pub mod bridge;
 pub mod check;
 pub mod del;
+pub mod dump;
 pub mod fdb;
 pub mod get;
 pub mod kind;

@@ -3,7 +3,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use futures::TryStreamExt;
 use ipnet::{IpNet, Ipv4Net};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
 use rtnetlink::{Handle, IpVersion, RouteMessageBuilder};
@@ -39,11 +38,7 @@ pub async fn main_table(h: &Handle, family: IpVersion) -> Result<Vec<RouteMessag
         IpVersion::V4 => RouteMessageBuilder::<Ipv4Addr>::new().build(),
         IpVersion::V6 => RouteMessageBuilder::<Ipv6Addr>::new().build(),
     };
-    let msgs: Vec<RouteMessage> = h
-        .route()
-        .get(of_family)
-        .execute()
-        .try_collect()
+    let msgs: Vec<RouteMessage> = super::dump::collect(|| h.route().get(of_family).execute())
         .await
         .map_err(|e| KernelError::netlink("list", "routes", e))?;
     Ok(msgs

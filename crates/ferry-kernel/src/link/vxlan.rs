@@ -158,11 +158,7 @@ async fn mac_of(h: &Handle, index: u32) -> Result<Option<Vec<u8>>, KernelError> 
 /// The link holding `ip` in ferryd's namespace and its MTU: the underlay an overlay's
 /// tunnel runs over, whose MTU the overlay's is derived from.
 pub async fn underlay_of(h: &Handle, ip: Ipv4Addr) -> Result<(String, u32), KernelError> {
-    let addrs: Vec<_> = h
-        .address()
-        .get()
-        .execute()
-        .try_collect()
+    let addrs: Vec<_> = super::dump::collect(|| h.address().get().execute())
         .await
         .map_err(|e| KernelError::netlink("list", "addresses", e))?;
     let index = addrs
@@ -201,14 +197,10 @@ pub async fn address_of(h: &Handle, name: &str) -> Result<Ipv4Addr, KernelError>
     let index = index_of(h, name)
         .await?
         .ok_or_else(|| KernelError::other("find the address of", name, "no such interface"))?;
-    let addrs: Vec<_> = h
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| KernelError::netlink("list addresses of", name, e))?;
+    let addrs: Vec<_> =
+        super::dump::collect(|| h.address().get().set_link_index_filter(index).execute())
+            .await
+            .map_err(|e| KernelError::netlink("list addresses of", name, e))?;
     addrs
         .iter()
         .flat_map(|m| m.attributes.iter())
