@@ -13,7 +13,9 @@
 #![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
 
 use anyhow::{ensure, Result};
-use ferry_testkit::{host_or_skip, unique, At, NoReach, TestHost, BUSYBOX};
+use std::time::{Duration, Instant};
+
+use ferry_testkit::{host_or_skip, unique, At, NoReach, Peer, TestHost, BUSYBOX};
 
 /// A sandbox answering TCP and UDP on port 80 with the address it saw.
 fn serve_both(host: &TestHost, name: &str, run_args: &[&str]) -> Result<String> {
@@ -438,6 +440,113 @@ fn rules_in_the_user_chain_come_first_and_survive_restarts_and_network_changes()
     )?;
     host.nft(&["flush", "chain", "inet", "ferry", "user"])?;
     host.expect_reach(At::Peer(&peer), "tcp", &peer.host_ip, 8080)?;
+    drop(peer);
+    host.finish()
+}
+
+/// The conntrack line of the flow to `port`, once it is established (bounded).
+fn established_flow(host: &TestHost, port: u16) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let table = host
+            .in_host(BUSYBOX, &["cat", "/proc/net/nf_conntrack"])?
+            .stdout;
+        let dport = format!("dport={port} ");
+        if let Some(l) = table
+            .lines()
+            .find(|l| l.contains(&dport) && l.contains("ESTABLISHED"))
+        {
+            return Ok(l.to_string());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no established flow to port {port}:\n{table}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Counts, in `peer`'s own input hook, the TCP packets that arrive for `port`.
+fn count_arrivals(peer: &Peer, port: u16) -> Result<()> {
+    let rule = format!("tcp dport {port} counter name arrived");
+    for cmd in [
+        "add table inet probe",
+        "add counter inet probe arrived",
+        "add chain inet probe input { type filter hook input priority 0 ; }",
+        &format!("add rule inet probe input {rule}"),
+    ] {
+        let out = peer.run("nft", &[cmd])?;
+        ensure!(
+            out.status.success(),
+            "nft {cmd} in the peer: {}",
+            out.stderr
+        );
+    }
+    Ok(())
+}
+
+/// What arrived at `peer` over `secs` seconds ([`count_arrivals`]).
+fn arrived(peer: &Peer, secs: f64) -> Result<u64> {
+    let read = || -> Result<u64> {
+        let out = peer.run("nft", &["list counter inet probe arrived"])?;
+        let n = out
+            .stdout
+            .split("packets ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next());
+        n.and_then(|n| n.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no packet count in {:?}", out.stdout))
+    };
+    let before = read()?;
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    Ok(read()? - before)
+}
+
+#[test]
+fn a_flow_keeps_ferrys_verdict_yet_a_user_rule_stops_it_midway() -> Result<()> {
+    // ferry accepts a flow's later packets by its first ones' verdict, kept in its conntrack
+    // entry (render.rs, forwarding_rules): right after the administrator's chain, which
+    // still sees every packet.
+    let host = host_or_skip!();
+    let mut peer = host.add_peer("10.82.0.1/24", "10.82.0.2/24")?;
+    // The peer echoes what comes (nc alone would close at its stdin's end).
+    peer.spawn(BUSYBOX, &["nc", "-l", "-p", "9100", "-e", "/bin/cat"])?;
+    let net = unique("n");
+    host.create_network(&net, &["--subnet", "10.83.0.0/24"])?;
+    let ticks = "while true; do echo tick; sleep 0.1; done | nc 10.82.0.2 9100";
+    host.run_detached(
+        "ticker",
+        &["--network", &net],
+        &[BUSYBOX, "sh", "-c", ticks],
+    )?;
+    let flow = established_flow(&host, 9100)?;
+    ensure!(
+        flow.contains(&format!("mark={}", 0x0010_0000)),
+        "the flow does not carry ferry's accept mark: {flow}"
+    );
+    count_arrivals(&peer, 9100)?;
+    // Control: the ticks reach the peer.
+    let flowing = arrived(&peer, 1.0)?;
+    ensure!(flowing >= 3, "only {flowing} packets to the peer in 1 s");
+    host.nft(&[
+        "add", "rule", "inet", "ferry", "user", "ip", "daddr", &peer.ip, "tcp", "dport", "9100",
+        "drop",
+    ])?;
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped = arrived(&peer, 1.5)?;
+    ensure!(
+        stopped == 0,
+        "{stopped} packets reached the peer past a drop rule in `user`"
+    );
+    host.nft(&["flush", "chain", "inet", "ferry", "user"])?;
+    // The same flow goes on (its retransmissions back off: bounded wait).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while arrived(&peer, 0.5)? == 0 {
+        ensure!(
+            Instant::now() < deadline,
+            "the flow did not resume once `user` was empty"
+        );
+    }
     drop(peer);
     host.finish()
 }

@@ -305,6 +305,44 @@ fn icc_off_bridges_are_not_in_intra_and_intra_traffic_carries_the_accept_mark() 
 }
 
 #[test]
+fn a_flow_ferry_accepted_is_accepted_again_right_after_the_user_chain() {
+    let rules = super::render::skeleton_rules(Default::default());
+    let forward: Vec<&str> = rules
+        .iter()
+        .filter(|(t, c, _)| *t == "inet ferry" && *c == "forward")
+        .map(|(_, _, r)| r.as_str())
+        .collect();
+    assert_eq!(forward[0], "jump user");
+    assert!(
+        forward[1].starts_with("ct mark and 0x00100000 == 0x00100000 ")
+            && forward[1].ends_with(" accept"),
+        "{}",
+        forward[1]
+    );
+    // What is routed into or out of a bridge marks its flow; out of a bridge, an untracked
+    // packet (whose `ct mark` cannot be read, which ends that rule) is accepted by the
+    // next; towards Docker's bridges nothing is marked (dockerd's chains decide).
+    let chain = |name: &str| -> Vec<&str> {
+        rules
+            .iter()
+            .filter(|(t, c, _)| *t == "inet ferry" && *c == name)
+            .map(|(_, _, r)| r.as_str())
+            .collect()
+    };
+    let flow = "meta mark set meta mark or 0x00100000 ct mark set ct mark or 0x00100000 accept";
+    let packet = "meta mark set meta mark or 0x00100000 accept";
+    let to = chain("to_bridge");
+    assert!(to[..2].iter().all(|r| r.ends_with(flow)), "{to:?}");
+    let from = chain("from_bridge");
+    assert_eq!(from[from.len() - 2..], [flow, packet]);
+    assert!(from
+        .iter()
+        .filter(|r| r.contains("docker0") || r.contains("br-*"))
+        .all(|r| !r.contains("mark")));
+    assert!(forward[2].starts_with("iifname . oifname @intra") && forward[2].ends_with(packet));
+}
+
+#[test]
 fn traffic_within_an_icc_on_bridge_is_untracked_but_not_to_its_gateway_nor_on_icc_off() {
     let net = user_net("loud", "10.7.0.0/24", false, &[]);
     let br = net.bridge().unwrap().name.to_string();
