@@ -194,13 +194,19 @@ pub struct Recorder {
 impl Recorder {
     fn record(&self, call: Call) -> Result<(), KernelError> {
         let line = call.to_string();
+        self.log.lock().expect("lock").push(call);
+        self.refuse_if_armed(line)
+    }
+
+    /// Fails with EPERM when `fail_on` matches `line`. Reads (`list routes`) are checked
+    /// here without being logged: they change nothing a test compares.
+    fn refuse_if_armed(&self, line: String) -> Result<(), KernelError> {
         let fail = self
             .fail_on
             .lock()
             .expect("lock")
             .as_ref()
             .is_some_and(|p| line.starts_with(p.as_str()));
-        self.log.lock().expect("lock").push(call);
         if fail {
             return Err(KernelError::Failed {
                 action: "fake",
@@ -332,6 +338,7 @@ impl KernelOps for Recorder {
         Ok(self.links.lock().expect("lock").iter().cloned().collect())
     }
     async fn route_destinations(&self) -> Result<Vec<IpNet>, KernelError> {
+        self.refuse_if_armed("list routes".into())?;
         Ok(vec![])
     }
     async fn link_kind(&self, name: &str) -> Result<Option<String>, KernelError> {

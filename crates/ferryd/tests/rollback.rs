@@ -874,3 +874,37 @@ async fn a_start_whose_second_link_fails_takes_back_the_first_and_the_namespace_
     let st = d.state.lock().await;
     assert!(!st.sandboxes[&id].is_running());
 }
+
+/// A create is judged before the kernel is asked anything: with the host's routes
+/// unreadable, a bad request is still the client's mistake (4xx, naming it), a create
+/// with a subnet does not need them, and only picking a subnet from the default pools
+/// (which avoids the host's routes) fails on them. A 500 for a bad name once came from a
+/// route listing that failed beside it.
+#[tokio::test]
+async fn a_create_is_judged_before_the_kernel_is_asked_and_reads_routes_only_to_pick_a_subnet() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&dir);
+    d.ensure_predefined().await.unwrap();
+    fail_on(&d, "list routes");
+    let named = |name: &str| NetworkCreateRequest {
+        name: name.into(),
+        ..Default::default()
+    };
+    let err = d.create_network(named("bad name")).await.unwrap_err();
+    assert_eq!(err.status(), 400, "{err}");
+    assert!(err.to_string().contains("bad name"), "{err}");
+    d.create_network(net_req("given", "10.5.0.0/24"))
+        .await
+        .unwrap();
+    failed_by_injection(d.create_network(named("picked")).await, "list routes");
+    assert!(!d
+        .state
+        .lock()
+        .await
+        .networks
+        .values()
+        .any(|n| n.name == "picked"));
+    *d.kernel.fail_on.lock().unwrap() = None;
+    d.create_network(named("picked")).await.unwrap();
+    store_matches_memory(&d).await;
+}

@@ -90,22 +90,30 @@ impl<K: KernelOps> Daemon<K> {
     }
 
     /// A create request checked against what exists (networks, the host's routes, the
-    /// pool cursor), as a network with a fresh ID.
+    /// pool cursor), as a network with a fresh ID. The request is checked before the
+    /// kernel is asked anything, so a client's mistake is answered as one whatever the
+    /// kernel says; the host's routes are read only when a subnet is to be picked from
+    /// the default pools (they are what the pick avoids).
     pub(crate) async fn validate_create(
         &self,
         st: &crate::state::State,
         req: &NetworkCreateRequest,
     ) -> Result<ferry_core::validate::Created> {
-        let routes = self.kernel.route_destinations().await?;
         let existing: Vec<Network> = st.networks.values().cloned().collect();
         let (created, _) = now();
-        let ctx = CreateContext {
+        let mut ctx = CreateContext {
             existing: &existing,
-            host_routes: &routes,
+            host_routes: &[],
             pool_cursor: st.meta.pool_cursor,
             id: new_id(),
             created,
         };
+        let checked = network_from_request(req, &ctx)?;
+        if !checked.network.pool.as_ref().is_some_and(|p| p.auto_subnet) {
+            return Ok(checked);
+        }
+        let routes = self.kernel.route_destinations().await?;
+        ctx.host_routes = &routes;
         Ok(network_from_request(req, &ctx)?)
     }
 
