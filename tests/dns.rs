@@ -780,10 +780,7 @@ fn queries_to_the_gateway_leave_no_conntrack_entry_but_other_traffic_is_tracked(
     let out = nslookup(&host, "a", "a")?;
     ensure!(out.success(), "nslookup a: {}", out.out());
     ensure!(host.pings("a", "10.41.0.1")?, "a cannot ping its gateway");
-    let table = host
-        .in_host(BUSYBOX, &["cat", "/proc/net/nf_conntrack"])?
-        .expect_success()?
-        .stdout;
+    let table = host.conntrack_table()?;
     ensure!(
         table
             .lines()

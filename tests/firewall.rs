@@ -448,9 +448,7 @@ fn rules_in_the_user_chain_come_first_and_survive_restarts_and_network_changes()
 fn established_flow(host: &TestHost, port: u16) -> Result<String> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let table = host
-            .in_host(BUSYBOX, &["cat", "/proc/net/nf_conntrack"])?
-            .stdout;
+        let table = host.conntrack_table()?;
         let dport = format!("dport={port} ");
         if let Some(l) = table
             .lines()

@@ -643,10 +643,7 @@ fn tunnel_packets_from_a_machine_outside_the_cluster_are_dropped() -> Result<()>
     // (traffic within the overlay needs no state), while host 1's own flow to the same
     // sandbox does (which shows the table is host 1's and is read).
     h1.expect_reach(At::Host, "tcp", &srv, 80)?;
-    let ct = h1
-        .in_host("cat", &["/proc/net/nf_conntrack"])?
-        .expect_success()?
-        .stdout;
+    let ct = h1.conntrack_table()?;
     ensure!(
         ct.contains("dport=80 "),
         "host 1's own flow is tracked:\n{ct}"

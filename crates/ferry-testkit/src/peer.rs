@@ -48,6 +48,14 @@ impl TestHost {
         Ok(self.in_host("nft", args)?.expect_success()?.stdout)
     }
 
+    /// The host namespace's conntrack table (`/proc/net/nf_conntrack`), one flow a line.
+    pub fn conntrack_table(&self) -> Result<String> {
+        Ok(self
+            .in_host("cat", &["/proc/net/nf_conntrack"])?
+            .expect_success()?
+            .stdout)
+    }
+
     /// A new peer: `host_cidr` on the host's end, `peer_cidr` on the peer's `eth0`.
     pub fn add_peer(&self, host_cidr: &str, peer_cidr: &str) -> Result<Peer> {
         self.add_peer_named(&format!("tp{}", crate::unique("")), host_cidr, peer_cidr)

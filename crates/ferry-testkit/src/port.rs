@@ -57,15 +57,6 @@ impl PortCounter {
         })
     }
 
-    /// The packets link `name` sent: what the host routed out of it (to a peer, say).
-    pub fn sent_by(host: &TestHost, name: &str) -> Result<PortCounter> {
-        Ok(PortCounter {
-            host_ns: host_ns(host)?,
-            link: Link::Name(name.to_string()),
-            way: "tx",
-        })
-    }
-
     /// Packets sent out of the host end so far.
     pub fn sent(&self) -> Result<u64> {
         let out = Command::new("nsenter")

@@ -197,16 +197,12 @@ pub async fn address_of(h: &Handle, name: &str) -> Result<Ipv4Addr, KernelError>
     let index = index_of(h, name)
         .await?
         .ok_or_else(|| KernelError::other("find the address of", name, "no such interface"))?;
-    let addrs: Vec<_> =
-        super::dump::collect(|| h.address().get().set_link_index_filter(index).execute())
-            .await
-            .map_err(|e| KernelError::netlink("list addresses of", name, e))?;
-    addrs
-        .iter()
-        .flat_map(|m| m.attributes.iter())
-        .find_map(|a| match a {
-            AddressAttribute::Address(std::net::IpAddr::V4(v)) => Some(*v),
-            _ => None,
+    super::addr::list(h, index, name)
+        .await?
+        .into_iter()
+        .find_map(|net| match net.addr() {
+            std::net::IpAddr::V4(v) => Some(v),
+            std::net::IpAddr::V6(_) => None,
         })
         .ok_or_else(|| KernelError::other("find the address of", name, "it has no IPv4 address"))
 }
