@@ -516,6 +516,14 @@ class Bench:
                     for m, v in t.items():
                         res[(k, p)][m].append(v)
         self.results["dataplane_routed"] = {f"{k}/{p}": v for (k, p), v in res.items()}
+        perf_dir = os.environ.get("FBENCH_PERF")
+        if perf_dir:
+            for k, _, cli in who:
+                up, host_ip, peer_ip = links[k]
+                with variants.get(k, contextlib.nullcontext)():
+                    profiled(perf_dir, f"{k}-out-rr", lambda: rr(cli, peer_ip, 4))
+                    profiled(perf_dir, f"{k}-out", lambda: iperf(cli, peer_ip, 5201, 4))
+                    profiled(perf_dir, f"{k}-in", lambda: iperf(up, host_ip, DP_PORT, 4))
         name = {"ferry": "ferry", "ferry_slow": "ferry without the shortcut",
                 "ferry_noguard": "ferry without the anti-spoofing check",
                 **{k: self.tools[k].name for k, _ in peers}}
@@ -558,6 +566,26 @@ class Bench:
         if r.returncode != 0:
             self.md.append(f"\nbench/dns/run failed (exit {r.returncode}): `{r.stderr.strip()[-500:]}`")
         self.md.append("")
+
+
+def profiled(out_dir, label, run):
+    """With FBENCH_PERF=DIR: `run` under a system-wide perf recording (kernel stacks, 999 Hz),
+    written as DIR/LABEL.script for bench/lib/perfgroup-style grouping. An aid for finding
+    where a path's time goes in ferry and in each peer alike; no figure in the report."""
+    os.makedirs(out_dir, exist_ok=True)
+    data = os.path.join(out_dir, f"{label}.data")
+    rec = subprocess.Popen(["perf", "record", "-a", "-g", "-F", "999", "-e", "cpu-clock", "-o", data],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    try:
+        got = run()
+    finally:
+        rec.send_signal(signal.SIGINT)
+        rec.wait()
+    with open(os.path.join(out_dir, f"{label}.script"), "w") as fh:
+        subprocess.run(["perf", "script", "-i", data], stdout=fh, stderr=subprocess.DEVNULL)
+    os.unlink(data)
+    log(f"bench: profiled {label}: {got}")
 
 
 def busy_cpu_s():
