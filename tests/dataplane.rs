@@ -1,6 +1,6 @@
 //! The data plane's fast paths do not outlive the decisions they skip.
 //!
-//! Traffic that never leaves an ICC-on bridge is not tracked (`intra_dst` in
+//! Traffic that never leaves an ICC-on bridge is not tracked (`sourced` in
 //! crates/ferry-core/src/nft/render.rs), and a fast path of any kind keeps a flow going
 //! without asking the rules again. So a flow established before a `network disconnect`
 //! must stop at the disconnect — bridged within the network, and routed to a published
@@ -125,6 +125,18 @@ impl Drop for Flow {
     }
 }
 
+/// [`Flow::open`], retried for a while: the server may still be starting.
+fn open_retrying(what: &str, prefix: &[&str], ip: &str, port: u16) -> Result<Flow> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match Flow::open(what, prefix, ip, port) {
+            Ok(f) => return Ok(f),
+            Err(e) if std::time::Instant::now() > deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
 /// nsenter's argument that enters sandbox `id`'s network namespace (its pin).
 fn nsenter_sandbox(host: &TestHost, id: &str, name: &str) -> Result<String> {
     let pin = host.exec_root().join("netns").join(&id[..12]);
@@ -152,17 +164,7 @@ fn a_flow_established_before_network_disconnect_stops_at_the_disconnect() -> Res
     let in_cli = ["nsenter", cli_ns.as_str()];
     let in_peer = ["ip", "netns", "exec", peer.netns.as_str()];
 
-    // The servers may still be starting: retry the first connection for a while.
-    let open = |what: &str, prefix: &[&str], ip: &str, port: u16| -> Result<Flow> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            match Flow::open(what, prefix, ip, port) {
-                Ok(f) => return Ok(f),
-                Err(e) if std::time::Instant::now() > deadline => return Err(e),
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
-            }
-        }
-    };
+    let open = open_retrying;
     let mut bridged = open("cli → srv (bridged)", &in_cli, &srv, 80)?;
     let mut bridged_ctl = open("cli → ctl (bridged, control)", &in_cli, &ctl, 80)?;
     let mut dnat = open("peer → srv's port (DNAT)", &in_peer, &peer.host_ip, 8090)?;
@@ -210,17 +212,7 @@ fn a_flow_out_through_masquerade_established_before_network_disconnect_stops_at_
     let stay_id = host.run_idle("stay", &["--network", &net])?;
     let gone_ns = nsenter_sandbox(&host, &gone_id, "gone")?;
     let stay_ns = nsenter_sandbox(&host, &stay_id, "stay")?;
-    // The peer's server may still be starting: retry the first connection for a while.
-    let open = |what: &str, ns: &str| -> Result<Flow> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            match Flow::open(what, &["nsenter", ns], &peer.ip, 80) {
-                Ok(f) => return Ok(f),
-                Err(e) if std::time::Instant::now() > deadline => return Err(e),
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
-            }
-        }
-    };
+    let open = |what: &str, ns: &str| open_retrying(what, &["nsenter", ns], &peer.ip, 80);
     let mut out = open("gone → peer (masquerade)", &gone_ns)?;
     let mut out_ctl = open("stay → peer (masquerade, control)", &stay_ns)?;
     for _ in 0..3 {
@@ -289,16 +281,7 @@ fn same_network_traffic_takes_the_shortcut_unless_the_user_chain_or_a_stopped_fe
     let (srv, cli) = (host.ip_of("srv", &net)?, host.ip_of("cli", &net)?);
     let cli_ns = nsenter_sandbox(&host, &cli_id, "cli")?;
     let in_cli = ["nsenter", cli_ns.as_str()];
-    let open = |what: &str| -> Result<Flow> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            match Flow::open(what, &in_cli, &srv, 80) {
-                Ok(f) => return Ok(f),
-                Err(e) if std::time::Instant::now() > deadline => return Err(e),
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
-            }
-        }
-    };
+    let open = |what: &str| open_retrying(what, &in_cli, &srv, 80);
     // 40 exchanges are 80+ TCP segments to srv (data and ACKs); through the bridge each
     // leaves srv's host end. A few broadcasts (ARP) may pass the bridge either way.
     const N: u32 = 40;
@@ -363,5 +346,54 @@ fn same_network_traffic_takes_the_shortcut_unless_the_user_chain_or_a_stopped_fe
         "after the kill, a rule in `user` left the shortcut open: a program of the dead ferryd's is still there ({by_bridge} packets by the bridge)"
     );
     drop(flow);
+    host.finish()
+}
+
+#[test]
+fn bridged_flows_are_untracked_routed_ones_tracked_and_no_raw_hook_waits_without_an_overlay(
+) -> Result<()> {
+    let host = host_or_skip!();
+    let mut peer = host.add_peer("10.86.0.1/24", "10.86.0.2/24")?;
+    peer.spawn("python3", &["-c", ECHO_SERVER])?;
+    let net = unique("n");
+    host.create_network(&net, &["--subnet", "10.85.0.0/24"])?;
+    host.run_detached("srv", &["--network", &net], &["python3", "-c", ECHO_SERVER])?;
+    let cli_id = host.run_idle("cli", &["--network", &net])?;
+    let (srv, cli) = (host.ip_of("srv", &net)?, host.ip_of("cli", &net)?);
+    let cli_ns = nsenter_sandbox(&host, &cli_id, "cli")?;
+    let in_cli = ["nsenter", cli_ns.as_str()];
+    // Through the bridge and ferry's chains, not the shortcut: a rule in `user` closes
+    // its gate.
+    let table = with_a_user_rule(&host, || {
+        let mut bridged = open_retrying("cli → srv (bridged)", &in_cli, &srv, 80)?;
+        let mut routed = open_retrying("cli → peer (routed)", &in_cli, &peer.ip, 80)?;
+        for _ in 0..3 {
+            for f in [&mut bridged, &mut routed] {
+                ensure!(f.exchange()?, "{}: no echo", f.what);
+            }
+        }
+        host.conntrack_table()
+    })?;
+    // Control: the routed flow from the same sandbox is tracked (masquerade needs it).
+    ensure!(
+        table
+            .lines()
+            .any(|l| l.contains(&format!("src={cli} dst={} ", peer.ip)) && l.contains("dport=80 ")),
+        "the routed flow to the peer is not tracked (is conntrack on?):\n{table}"
+    );
+    ensure!(
+        !table
+            .lines()
+            .any(|l| l.contains(&format!("src={cli} dst={srv} "))),
+        "the bridged flow cli → srv left a conntrack entry:\n{table}"
+    );
+    // The untracking is decided in the bridge family: no inet chain waits at prerouting
+    // before conntrack on a host without overlays (its hook call would cost every packet).
+    let inet = host.nft(&["list", "table", "inet", "ferry"])?;
+    ensure!(
+        !inet.contains("hook prerouting priority raw"),
+        "a raw prerouting chain of ferry's on a host without overlays:\n{inet}"
+    );
+    drop(peer);
     host.finish()
 }

@@ -656,6 +656,12 @@ fn tunnel_packets_from_a_machine_outside_the_cluster_are_dropped() -> Result<()>
         !ct.contains("dport=4789"),
         "tunnel flows are not tracked:\n{ct}"
     );
+    // That is the raw chain a host hooks only while it has an overlay.
+    let raw = h1.nft(&["list", "chain", "inet", "ferry", "tunnel_in"])?;
+    ensure!(
+        raw.contains("hook prerouting priority raw") && raw.contains("@intra_dst"),
+        "host 1's overlay chain before conntrack:\n{raw}"
+    );
     drop(rogue);
     c.finish()
 }

@@ -44,3 +44,20 @@ pub(crate) fn network(
         .expect("a valid request")
         .network
 }
+
+/// An overlay as a host holds it: the bridge network `network` makes, with a VXLAN
+/// device (`fv-aaaaaaaa`, VNI 4096) as its tunnel.
+pub(crate) fn overlay(name: &str, subnet: &str, opts: &[(&str, &str)]) -> Network {
+    let mut n = network(name, "bridge", subnet, false, opts);
+    let crate::model::NetworkKind::Bridge(bridge) = n.kind.clone() else {
+        panic!("a bridge network");
+    };
+    n.kind = crate::model::NetworkKind::Overlay {
+        bridge,
+        tunnel: crate::model::OverlayConf {
+            vni: 4096,
+            vxlan: crate::IfName::new("fv-aaaaaaaa").expect("a valid name"),
+        },
+    };
+    n
+}

@@ -138,15 +138,18 @@ impl Firewall {
             *applied = None;
             return Ok(());
         }
-        // A bridge-family base chain is hooked only while its set has elements.
-        let hook = |set: SetName| {
-            let before = ledger.all().get(set).next().is_some();
-            let after = count_after(ledger.all(), &delta, set) > 0;
+        // A conditional base chain is hooked only while one of its sets has elements.
+        let hook = |sets: &[SetName]| {
+            let before = sets.iter().any(|&s| ledger.all().get(s).next().is_some());
+            let after = sets
+                .iter()
+                .any(|&s| count_after(ledger.all(), &delta, s) > 0);
             (before != after).then_some(after)
         };
         let hooks = render::Hooks {
-            icc: hook(SetName::NoIccPorts),
-            guard: hook(SetName::Sources),
+            icc: hook(&[SetName::NoIccPorts]),
+            guard: hook(&[SetName::Sources]),
+            tunnel: hook(&render::TUNNEL_SETS),
         };
         if let Some(script) = render::delta(&delta, hooks) {
             if let Err(e) = h.kernel.nft(&script).await {

@@ -10,11 +10,10 @@
 //!   br_netfilter pass (on an ICC-off bridge such traffic meets `to_bridge`, which
 //!   admits only replies and published ports); `subnets` maps a subnet
 //!   to its bridge (hairpin masquerade); `dns_gateways` pairs each user network's
-//!   gateway with its bridge, so sandboxes' queries to the embedded DNS are never caught
-//!   by a published port 53; `intra_dst` holds each ICC-on local bridge's subnet minus
-//!   its gateway, paired with the bridge: frames from the bridge to those addresses are
-//!   bridged, never routed, and are not tracked (see `render`; docs/PERFORMANCE.md has
-//!   what that saves and costs per packet);
+//!   gateway with its bridge (the embedded DNS's answers are not tracked); `intra_dst`
+//!   holds each ICC-on overlay's subnet minus its gateway, paired with its bridge and
+//!   its tunnel: what the overlay routes between the two is not tracked (the chain that
+//!   checks it is hooked only while this host has an overlay, [`render::tunnel_hook`]);
 //! - `pub_any`: published ports open to every source on every host address, the common
 //!   case (`-p 8080:80`): a hash map protocol . host port → address . port, so adding
 //!   and deleting stay O(1) however many ports are published;
@@ -39,6 +38,10 @@
 //!   ferry's bridges and overlays: macvlan links and a plugin's links are no bridge port
 //!   of ferry's, and a host or none sandbox has no link. The bridge-family chain that
 //!   checks it is hooked only while the set is not empty ([`render::guard_hook`]).
+//!   A frame whose sources pass goes on to `sourced`, which untracks what needs no
+//!   state: frames bridged within an ICC-on network, and (`dns_ports`: each veth .
+//!   its network's gateway) queries to the embedded DNS, which no published port 53
+//!   can then catch (see `render`; docs/PERFORMANCE.md has what that saves per packet).
 //!
 //! So a change of state is a difference of element sets ([`Elements::delta`]), applied
 //! as one nftables transaction; an attach with no published ports on a network with ICC
@@ -80,8 +83,9 @@ pub enum SetName {
     TunnelPorts,
     /// The hosts of the cluster: the only sources tunnel packets are taken from.
     TunnelPeers,
-    /// Each ICC-on local bridge's subnet, its gateway left out, paired with the bridge:
-    /// packets from the bridge to these addresses never leave it and are not tracked.
+    /// Each ICC-on overlay's subnet, its gateway left out, paired with its bridge and with
+    /// its tunnel: packets routed between the two stay within the network and are not
+    /// tracked.
     IntraDst,
     /// The subnets of networks a third-party plugin drives (ferry's IPAM gave them):
     /// traffic to or from them is ferry's, though it crosses no bridge of ferry's.
@@ -89,10 +93,13 @@ pub enum SetName {
     /// Each bridged endpoint's host-side veth . MAC . IPv4 address: the only sources a
     /// frame from that veth may carry (anti-spoofing).
     Sources,
+    /// Each endpoint's host-side veth . its network's gateway, on networks with the
+    /// embedded DNS: its queries to the gateway are not tracked.
+    DnsPorts,
 }
 
 impl SetName {
-    pub const ALL: [SetName; 15] = [
+    pub const ALL: [SetName; 16] = [
         SetName::Bridges,
         SetName::Internal,
         SetName::Masq,
@@ -108,6 +115,7 @@ impl SetName {
         SetName::IntraDst,
         SetName::PluginNets,
         SetName::Sources,
+        SetName::DnsPorts,
     ];
     /// `inet ferry bridges`: what follows `add element`.
     pub fn path(self) -> &'static str {
@@ -127,13 +135,14 @@ impl SetName {
             SetName::IntraDst => "inet ferry intra_dst",
             SetName::PluginNets => "inet ferry plugin_nets",
             SetName::Sources => "bridge ferry sources",
+            SetName::DnsPorts => "bridge ferry dns_ports",
         }
     }
 
     /// The table that holds it: `inet ferry` or `bridge ferry`.
     pub fn table(self) -> &'static str {
         match self {
-            SetName::NoIccPorts | SetName::Sources => "bridge ferry",
+            SetName::NoIccPorts | SetName::Sources | SetName::DnsPorts => "bridge ferry",
             _ => "inet ferry",
         }
     }
@@ -316,22 +325,15 @@ fn put_addresses(
     subnet: Ipv4Net,
     gateway: Ipv4Addr,
 ) {
-    // A local bridge's, and an overlay's: its traffic between hosts is routed between
-    // its bridge and its tunnel, within the network (`intra`), and needs no state either.
-    // What goes to the gateway (the same address on every host) or leaves the network
-    // stays tracked.
-    let tunnel = n.overlay().map(|o| ifname(o.vxlan.as_str()));
-    if icc
-        && matches!(
-            n.driver(),
-            crate::model::Driver::Bridge | crate::model::Driver::Overlay
-        )
-    {
+    // An overlay's traffic between hosts is routed between its bridge and its tunnel,
+    // within the network (`intra`), and needs no state. What goes to the gateway (the
+    // same address on every host) or leaves the network stays tracked. (What a bridge
+    // carries between its own ports is untracked in the bridge family: `render`.)
+    if let (true, Some(o)) = (icc, n.overlay()) {
+        let tunnel = ifname(o.vxlan.as_str());
         for range in intra_ranges(subnet, gateway) {
             e.put(SetName::IntraDst, format!("{range} . {name}"), None);
-            if let Some(t) = &tunnel {
-                e.put(SetName::IntraDst, format!("{range} . {t}"), None);
-            }
+            e.put(SetName::IntraDst, format!("{range} . {tunnel}"), None);
         }
     }
     e.put(SetName::Subnets, format!("{subnet} . {name}"), None);
@@ -374,13 +376,20 @@ pub fn endpoint_elements(ep: &Endpoint, net: Option<&Network>) -> Elements {
         if net.is_some_and(no_icc) {
             e.put(SetName::NoIccPorts, ifname(host_if.as_str()), None);
         }
-        if let (true, Some(ip)) = (net.is_some_and(guarded), ip) {
+        if let (Some(net), Some(ip)) = (net.filter(|n| guarded(n)), ip) {
             let mac = crate::model::mac_string(&live.mac);
             e.put(
                 SetName::Sources,
                 format!("{} . {mac} . {ip}", ifname(host_if.as_str())),
                 None,
             );
+            if let Some(gateway) = dns_gateway(net) {
+                e.put(
+                    SetName::DnsPorts,
+                    format!("{} . {gateway}", ifname(host_if.as_str())),
+                    None,
+                );
+            }
         }
     }
     if let Some(ip) = ip {
@@ -389,6 +398,13 @@ pub fn endpoint_elements(ep: &Endpoint, net: Option<&Network>) -> Elements {
         }
     }
     e
+}
+
+/// The gateway a network's embedded DNS answers on, if it has one (user networks, not
+/// the predefined `bridge`), as the address sets hold it.
+fn dns_gateway(n: &Network) -> Option<Ipv4Addr> {
+    (!n.predefined).then_some(())?;
+    v4(n.pool.as_ref()?.gateway)
 }
 
 /// A network whose endpoints' veths are ports of a bridge of ferry's (bridge and overlay

@@ -12,7 +12,7 @@ use std::fmt::Write;
 use super::{Delta, Elements, SetName, ACCEPT_MARK};
 
 /// `(name, declaration)` of each set and map.
-const SETS: [(SetName, &str); 15] = [
+const SETS: [(SetName, &str); 16] = [
     (SetName::Bridges, "type ifname;"),
     (SetName::Internal, "type ifname;"),
     (SetName::Masq, "type ifname;"),
@@ -40,6 +40,7 @@ const SETS: [(SetName, &str); 15] = [
         "type ipv4_addr . ifname; flags interval;",
     ),
     (SetName::Sources, "type ifname . ether_addr . ipv4_addr;"),
+    (SetName::DnsPorts, "type ifname . ipv4_addr;"),
 ];
 
 /// `(table, chain, base-chain spec or "")` of each chain ferry owns (not `user`).
@@ -63,11 +64,6 @@ const CHAINS: [(&str, &str, &str); 12] = [
     ),
     (
         "inet ferry",
-        "dns_in",
-        "type filter hook prerouting priority -300; policy accept;",
-    ),
-    (
-        "inet ferry",
         "dns_out",
         "type filter hook output priority -300; policy accept;",
     ),
@@ -84,6 +80,7 @@ const CHAINS: [(&str, &str, &str); 12] = [
     ),
     ("bridge ferry", "icc", ""),
     ("bridge ferry", "guard", ""),
+    ("bridge ferry", "sourced", ""),
 ];
 
 /// The bridge-family base chain, hooked only while some endpoint's network has ICC off
@@ -97,6 +94,17 @@ const ICC_HOOK: &str = "type filter hook forward priority 0; policy accept;";
 /// the frame to the IPv4 hooks: a spoofed frame is dropped before it is bridged, routed
 /// or tracked.
 const GUARD_HOOK: &str = "type filter hook prerouting priority -200; policy accept;";
+
+/// The inet-family base chain at prerouting before conntrack (raw), hooked only while
+/// this host has an overlay ([`tunnel_hook`]): it untracks tunnel datagrams and what an
+/// overlay routes between its bridge and its tunnel. Every packet the namespace receives
+/// would pay its hook call; a host of bridges alone does without (its untracking is done
+/// in the bridge family, in `sourced`).
+const TUNNEL_HOOK: &str = "type filter hook prerouting priority -300; policy accept;";
+
+/// The raw prerouting chain of earlier versions (`dns_in`), hooked on every host; a load
+/// removes it should a ruleset of theirs be in the kernel.
+const LEGACY_DNS_IN: &str = "inet ferry dns_in";
 
 /// The prefix of every host-side veth of this ferryd's ([`crate::model::host_if_name`]);
 /// no bridge or other link of ferry's that can be a bridge port starts with it.
@@ -226,33 +234,6 @@ pub fn skeleton_rules(o: Options) -> Vec<(&'static str, &'static str, String)> {
         // 127.0.0.1 bindings) and from the host itself.
         (i, "prerouting", "ip daddr 127.0.0.0/8 return".into()),
         (i, "prerouting", "fib daddr type local jump publish".into()),
-        // Traffic that never leaves an ICC-on local bridge is not tracked. With br_netfilter
-        // on, every frame bridged between two sandboxes walks the IPv4 hooks of this
-        // namespace; nothing ferry decides about it needs state (`intra` accepts it
-        // whatever its state), and tracking it costs every such frame a conntrack
-        // lookup, TCP window tracking, the NAT hooks' lookups and a confirm. The set
-        // holds the subnet minus the gateway, so what is routed (to the gateway: DNS,
-        // the host, a published port's hairpin) is tracked as before, and so is
-        // anything from another interface (the direct-routing guard, isolation) or on an
-        // ICC-off bridge. An overlay's bridge and tunnel are in the set too: traffic
-        // between its hosts is routed within the network. First in the chain, and
-        // terminal: such a frame meets no other rule here.
-        (
-            i,
-            "dns_in",
-            "ip daddr . iifname @intra_dst notrack accept".into(),
-        ),
-        // Queries to the embedded DNS and its answers are not tracked (as Kubernetes'
-        // NodeLocal DNSCache does): each lookup from a new source port would otherwise
-        // cost a conntrack entry kept for 30 s (resolvers in busy sandboxes fill the
-        // table) and pass the NAT hooks, for traffic that is never NATed or filtered
-        // by state. Untracked packets skip the NAT chains, so no published port 53 can
-        // catch a sandbox's query to its gateway either.
-        (
-            i,
-            "dns_in",
-            "meta l4proto { tcp, udp } th dport 53 ip daddr . iifname @dns_gateways notrack".into(),
-        ),
         (
             i,
             "dns_out",
@@ -266,7 +247,6 @@ pub fn skeleton_rules(o: Options) -> Vec<(&'static str, &'static str, String)> {
             "input",
             "udp dport @tunnel_ports ip saddr != @tunnel_peers drop".into(),
         ),
-        (i, "dns_in", "udp dport @tunnel_ports notrack".into()),
         (i, "dns_out", "udp dport @tunnel_ports notrack".into()),
         (i, "output", "fib daddr type local jump publish".into()),
         (i, "publish", any.into()),
@@ -301,7 +281,7 @@ pub fn skeleton_rules(o: Options) -> Vec<(&'static str, &'static str, String)> {
         (
             "bridge ferry",
             "guard",
-            "iifname . ether saddr . ip saddr @sources return".into(),
+            "iifname . ether saddr . ip saddr @sources goto sourced".into(),
         ),
         (
             "bridge ferry",
@@ -310,6 +290,7 @@ pub fn skeleton_rules(o: Options) -> Vec<(&'static str, &'static str, String)> {
         ),
         ("bridge ferry", "guard", "drop".into()),
     ]);
+    rules.extend(untracked_rules());
     if o.guard_forwarding {
         // A plugin's network crosses no bridge of ferry's but is ferry's all the same
         // (with br_netfilter its bridged frames come through here too): let it be
@@ -323,6 +304,68 @@ pub fn skeleton_rules(o: Options) -> Vec<(&'static str, &'static str, String)> {
         }
     }
     rules
+}
+
+/// What ferry does not track, decided in the bridge family, where a frame from one of
+/// ferry's veths already stops for the anti-spoofing check (`guard` goes on to `sourced`
+/// once the frame's sources are the endpoint's). There the decision costs no hook call of
+/// its own: an inet chain at prerouting before conntrack would cost one to every packet
+/// the namespace receives, routed traffic included (docs/PERFORMANCE.md).
+///
+/// - Frames bridged within an ICC-on network. With br_netfilter on, every frame bridged
+///   between two sandboxes walks the IPv4 hooks of this namespace; nothing ferry decides
+///   about it needs state (`intra` accepts it whatever its state), and tracking it costs
+///   every such frame a conntrack lookup, TCP window tracking, the NAT hooks' lookups and
+///   a confirm. Bridged, not routed: the bridge marks a frame to its own MAC (the
+///   gateway: DNS, the host, a published port's hairpin, the way out) `host` before this
+///   hook, and those stay tracked; one to another port's MAC is `other`. On an ICC-off
+///   network (its ports in `noicc_ports`) bridged frames stay tracked: `to_bridge` admits
+///   only replies there.
+/// - Queries to the embedded DNS (and, in `dns_out`, its answers), as Kubernetes'
+///   NodeLocal DNSCache does: each lookup from a new source port would otherwise cost a
+///   conntrack entry kept for 30 s (resolvers in busy sandboxes fill the table) and pass
+///   the NAT hooks, for traffic that is never NATed or filtered by state. Untracked
+///   packets skip the NAT chains, so no published port 53 can catch a sandbox's query to
+///   its own gateway either (`dns_ports`: each veth with its network's gateway).
+///
+/// Both end in `accept` (this hook only: the frame goes on to br_netfilter and the
+/// bridge), so an untracked frame meets no other rule here.
+fn untracked_rules() -> [(&'static str, &'static str, String); 2] {
+    [
+        (
+            "bridge ferry",
+            "sourced",
+            "meta pkttype other iifname != @noicc_ports notrack accept".into(),
+        ),
+        (
+            "bridge ferry",
+            "sourced",
+            "th dport 53 meta l4proto { tcp, udp } iifname . ip daddr @dns_ports notrack accept"
+                .into(),
+        ),
+    ]
+}
+
+/// The rules of the overlay's raw prerouting chain ([`tunnel_hook`]).
+fn tunnel_rules() -> [&'static str; 2] {
+    [
+        // What an overlay routes between its bridge and its tunnel (both ways): within
+        // the network, accepted by `intra` whatever its state. Terminal: such a packet
+        // meets no other rule here.
+        "ip daddr . iifname @intra_dst notrack accept",
+        // Tunnel datagrams, in (and out, in `dns_out`): a conntrack entry per flow of
+        // tunnel traffic fills the table and buys nothing (projectcalico/calico#8934).
+        "udp dport @tunnel_ports notrack",
+    ]
+}
+
+/// The sets whose elements mean this host has an overlay: tunnel ports, or overlay
+/// addresses to untrack. [`tunnel_hook`] is on while one of them is not empty.
+pub const TUNNEL_SETS: [SetName; 2] = [SetName::TunnelPorts, SetName::IntraDst];
+
+/// Whether this host has an overlay ([`TUNNEL_SETS`]).
+pub fn has_tunnels(e: &Elements) -> bool {
+    TUNNEL_SETS.iter().any(|&set| e.get(set).next().is_some())
 }
 
 fn is_map(set: SetName) -> bool {
@@ -356,6 +399,11 @@ pub fn full(e: &Elements, o: Options) -> String {
     }
     s.push_str(&icc_hook(e.get(SetName::NoIccPorts).next().is_some()));
     s.push_str(&guard_hook(e.get(SetName::Sources).next().is_some()));
+    s.push_str(&tunnel_hook(has_tunnels(e)));
+    let _ = writeln!(
+        s,
+        "add chain {LEGACY_DNS_IN} {{ {TUNNEL_HOOK} }}\nflush chain {LEGACY_DNS_IN}\ndelete chain {LEGACY_DNS_IN}"
+    );
     s
 }
 
@@ -375,7 +423,26 @@ pub fn wanted_rules(e: &Elements, o: Options) -> BTreeMap<(&'static str, &'stati
     if e.get(SetName::Sources).next().is_some() {
         want.insert(("bridge ferry", "prerouting"), 1);
     }
+    if has_tunnels(e) {
+        want.insert(("inet ferry", "tunnel_in"), tunnel_rules().len());
+    }
     want
+}
+
+/// Hook (`on`) or unhook the inet-family `tunnel_in` chain (raw prerouting) that
+/// untracks an overlay's traffic. Safe whether or not it exists.
+pub fn tunnel_hook(on: bool) -> String {
+    let mut s = format!(
+        "add chain inet ferry tunnel_in {{ {TUNNEL_HOOK} }}\nflush chain inet ferry tunnel_in\n"
+    );
+    if on {
+        for r in tunnel_rules() {
+            let _ = writeln!(s, "add rule inet ferry tunnel_in {r}");
+        }
+    } else {
+        s.push_str("delete chain inet ferry tunnel_in\n");
+    }
+    s
 }
 
 /// Hook (`on`) or unhook the bridge-family `prerouting` chain that sends frames from
@@ -434,11 +501,13 @@ fn push_elements<'a>(
 
 /// Which base chains a change hooks (`Some(true)`) or unhooks (`Some(false)`): the
 /// ICC-off chain with the first ICC-off port or after the last, the anti-spoofing chain
-/// with the first guarded endpoint or after the last.
+/// with the first guarded endpoint or after the last, the overlay's raw chain with the
+/// first tunnel or overlay address or after the last ([`has_tunnels`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Hooks {
     pub icc: Option<bool>,
     pub guard: Option<bool>,
+    pub tunnel: Option<bool>,
 }
 
 /// The commands of one change, or None when there is nothing to do.
@@ -469,6 +538,9 @@ pub fn delta(d: &Delta, hooks: Hooks) -> Option<String> {
     }
     if let Some(on) = hooks.guard {
         s.push_str(&guard_hook(on));
+    }
+    if let Some(on) = hooks.tunnel {
+        s.push_str(&tunnel_hook(on));
     }
     Some(s)
 }

@@ -153,7 +153,7 @@ fn icc_off_lists_the_host_side_veths_of_that_network_only() {
 }
 
 #[test]
-fn an_attach_without_ports_on_an_icc_network_adds_only_its_allowed_sources() {
+fn an_attach_without_ports_on_an_icc_network_adds_only_its_sources_and_dns_port() {
     let net = user_net("web", "10.7.0.0/24", false, &[]);
     let before = desired([&net], []);
     let sb = sandbox(&net, "10.7.0.2", "fyaaaa", &[]);
@@ -162,11 +162,14 @@ fn an_attach_without_ports_on_an_icc_network_adds_only_its_allowed_sources() {
     assert!(d.delete.is_empty());
     assert_eq!(
         d.add,
-        vec![(
-            SetName::Sources,
-            "\"fyaaaa\" . 02:42:0a:07:00:02 . 10.7.0.2".to_string(),
-            None
-        )]
+        vec![
+            (
+                SetName::Sources,
+                "\"fyaaaa\" . 02:42:0a:07:00:02 . 10.7.0.2".to_string(),
+                None
+            ),
+            (SetName::DnsPorts, "\"fyaaaa\" . 10.7.0.1".to_string(), None)
+        ]
     );
     assert_eq!(before.delta(&before), Delta::default());
     assert_eq!(delta(&before.delta(&before), Hooks::default()), None);
@@ -195,12 +198,12 @@ fn the_guard_is_hooked_only_while_some_endpoint_is_checked_and_drops_the_rest() 
     let jump = "add rule bridge ferry prerouting iifname \"fy*\" jump guard\n";
     let unhook = "delete chain bridge ferry prerouting\n";
     let empty = full(&desired([&net], []), Default::default());
-    assert!(!empty.contains(jump) && empty.ends_with(unhook), "{empty}");
+    assert!(!empty.contains(jump) && empty.contains(unhook), "{empty}");
     let a = sandbox(&net, "10.7.0.2", "fyaaaa", &[]);
     let one = full(&desired([&net], [&a]), Default::default());
     assert!(one.contains(jump) && !one.contains(unhook), "{one}");
     for r in [
-        "add rule bridge ferry guard iifname . ether saddr . ip saddr @sources return\n",
+        "add rule bridge ferry guard iifname . ether saddr . ip saddr @sources goto sourced\n",
         "add rule bridge ferry guard iifname . ether saddr . arp saddr ip @sources iifname . arp saddr ether . arp saddr ip @sources return\n",
         "add rule bridge ferry guard drop\n",
     ] {
@@ -235,8 +238,10 @@ fn a_delta_deletes_what_went_and_adds_what_came() {
         script,
         "delete element inet ferry pub_any { tcp . 8080 }\n\
          delete element bridge ferry sources { \"fyaaaa\" . 02:42:0a:07:00:02 . 10.7.0.2 }\n\
+         delete element bridge ferry dns_ports { \"fyaaaa\" . 10.7.0.1 }\n\
          add element inet ferry pub_any { tcp . 9090 : 10.7.0.3 . 90 }\n\
-         add element bridge ferry sources { \"fybbbb\" . 02:42:0a:07:00:03 . 10.7.0.3 }\n"
+         add element bridge ferry sources { \"fybbbb\" . 02:42:0a:07:00:03 . 10.7.0.3 }\n\
+         add element bridge ferry dns_ports { \"fybbbb\" . 10.7.0.1 }\n"
     );
 }
 
@@ -343,26 +348,97 @@ fn a_flow_ferry_accepted_is_accepted_again_right_after_the_user_chain() {
 }
 
 #[test]
-fn traffic_within_an_icc_on_bridge_is_untracked_but_not_to_its_gateway_nor_on_icc_off() {
+fn bridged_traffic_and_dns_queries_are_untracked_in_the_bridge_family_once_their_sources_pass() {
     let net = user_net("loud", "10.7.0.0/24", false, &[]);
-    let br = net.bridge().unwrap().name.to_string();
-    let e = desired([&net, &quiet_net()], []);
-    // The subnet without its gateway (10.7.0.1), for that bridge only; nothing for the
-    // ICC-off network.
+    let quiet = quiet_net();
+    let a = sandbox(&net, "10.7.0.2", "fyaaaa", &[]);
+    let q = sandbox(&quiet, "10.6.0.2", "fyqqqq", &[]);
+    let e = desired([&net, &quiet], [&a, &q]);
+    // Each veth with its own network's gateway, for the DNS queries; no overlay address.
+    assert_eq!(
+        keys(&e, SetName::DnsPorts),
+        vec!["\"fyaaaa\" . 10.7.0.1", "\"fyqqqq\" . 10.6.0.1"]
+    );
+    assert!(keys(&e, SetName::IntraDst).is_empty());
+    let s = full(&e, Default::default());
+    let sourced: Vec<&str> = s
+        .lines()
+        .filter_map(|l| l.strip_prefix("add rule bridge ferry sourced "))
+        .collect();
+    // Bridged (not to the bridge's own MAC, so not routed) and not on an ICC-off
+    // network; then queries from a veth to its own gateway. Both end the hook's walk.
+    assert_eq!(
+        sourced,
+        [
+            "meta pkttype other iifname != @noicc_ports notrack accept",
+            "th dport 53 meta l4proto { tcp, udp } iifname . ip daddr @dns_ports notrack accept"
+        ]
+    );
+    assert!(s.contains("guard iifname . ether saddr . ip saddr @sources goto sourced\n"));
+    // No inet chain before conntrack on a host without overlays, and that of earlier
+    // versions (`dns_in`) goes.
+    assert!(s.contains("delete chain inet ferry tunnel_in\n"), "{s}");
+    assert!(!s.contains("add rule inet ferry tunnel_in"), "{s}");
+    assert!(s.contains("delete chain inet ferry dns_in\n"), "{s}");
+    assert!(!s.contains("add rule inet ferry dns_in"), "{s}");
+}
+
+#[test]
+fn an_overlay_hooks_the_raw_chain_that_untracks_its_tunnel_and_what_it_routes() {
+    let net = user_net("loud", "10.7.0.0/24", false, &[]);
+    let ov = crate::test_networks::overlay("ov", "10.77.0.0/24", &[]);
+    let br = format!("\"{}\"", ov.bridge().unwrap().name);
+    let e = desired([&net, &ov], []);
+    // The overlay's subnet without its gateway, from its bridge and from its tunnel; the
+    // local bridge's stays out (the bridge family untracks what it bridges).
     assert_eq!(
         keys(&e, SetName::IntraDst),
         vec![
-            format!("10.7.0.0 . \"{br}\""),
-            format!("10.7.0.2-10.7.0.255 . \"{br}\""),
+            "10.77.0.0 . \"fv-aaaaaaaa\"".to_string(),
+            format!("10.77.0.0 . {br}"),
+            "10.77.0.2-10.77.0.255 . \"fv-aaaaaaaa\"".to_string(),
+            format!("10.77.0.2-10.77.0.255 . {br}"),
         ]
     );
+    assert!(keys(
+        &desired(
+            [&crate::test_networks::overlay(
+                "q",
+                "10.78.0.0/24",
+                &[("com.docker.network.bridge.enable_icc", "false")]
+            )],
+            []
+        ),
+        SetName::IntraDst
+    )
+    .is_empty());
     let s = full(&e, Default::default());
-    let rule = "add rule inet ferry dns_in ip daddr . iifname @intra_dst notrack accept";
-    let first_dns_in = s
+    let tunnel_in: Vec<&str> = s
         .lines()
-        .find(|l| l.starts_with("add rule inet ferry dns_in"));
-    assert_eq!(first_dns_in, Some(rule), "the untracked path comes first");
-    assert!(s.contains("add set inet ferry intra_dst { type ipv4_addr . ifname; flags interval; }"));
+        .filter_map(|l| l.strip_prefix("add rule inet ferry tunnel_in "))
+        .collect();
+    assert_eq!(
+        tunnel_in,
+        [
+            "ip daddr . iifname @intra_dst notrack accept",
+            "udp dport @tunnel_ports notrack"
+        ]
+    );
+    assert!(s.contains("add chain inet ferry tunnel_in { type filter hook prerouting priority -300; policy accept; }"));
+    assert!(!s.contains("delete chain inet ferry tunnel_in"));
+    // A cluster's tunnel port alone (no overlay network yet) hooks it too; a change that
+    // empties both sets unhooks it.
+    let ports = tunnel_elements(4789, &Default::default());
+    assert!(full(&ports, Default::default()).contains("add rule inet ferry tunnel_in"));
+    let want = super::render::wanted_rules(&e, Default::default());
+    assert_eq!(want.get(&("inet ferry", "tunnel_in")), Some(&2));
+    let off = Hooks {
+        tunnel: Some(false),
+        ..Default::default()
+    };
+    assert!(delta(&Default::default(), off)
+        .unwrap()
+        .ends_with("delete chain inet ferry tunnel_in\n"));
 }
 
 #[test]

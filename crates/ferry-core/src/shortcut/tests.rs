@@ -86,18 +86,7 @@ fn overlay(icc: bool) -> Network {
         true => &[],
         false => &[("com.docker.network.bridge.enable_icc", "false")],
     };
-    let mut n = net("ov", "bridge", "10.77.0.0/24", opts);
-    let crate::model::NetworkKind::Bridge(bridge) = n.kind.clone() else {
-        panic!("a bridge network");
-    };
-    n.kind = crate::model::NetworkKind::Overlay {
-        bridge,
-        tunnel: crate::model::OverlayConf {
-            vni: 4096,
-            vxlan: IfName::new("fv-aaaaaaaa").unwrap(),
-        },
-    };
-    n
+    crate::test_networks::overlay("ov", "10.77.0.0/24", opts)
 }
 
 #[test]
