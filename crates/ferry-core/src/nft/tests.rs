@@ -60,6 +60,15 @@ fn keys(e: &Elements, set: SetName) -> Vec<String> {
         .collect()
 }
 
+/// The rules a script adds to `chain` ("TABLE FAMILY CHAIN"), in order.
+fn rules_added<'a>(script: &'a str, chain: &str) -> Vec<&'a str> {
+    let prefix = format!("add rule {chain} ");
+    script
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .collect()
+}
+
 /// A user network with ICC off.
 fn quiet_net() -> Network {
     user_net(
@@ -361,10 +370,7 @@ fn bridged_traffic_and_dns_queries_are_untracked_in_the_bridge_family_once_their
     );
     assert!(keys(&e, SetName::IntraDst).is_empty());
     let s = full(&e, Default::default());
-    let sourced: Vec<&str> = s
-        .lines()
-        .filter_map(|l| l.strip_prefix("add rule bridge ferry sourced "))
-        .collect();
+    let sourced = rules_added(&s, "bridge ferry sourced");
     // Bridged (not to the bridge's own MAC, so not routed) and not on an ICC-off
     // network; then queries from a veth to its own gateway. Both end the hook's walk.
     assert_eq!(
@@ -413,10 +419,7 @@ fn an_overlay_hooks_the_raw_chain_that_untracks_its_tunnel_and_what_it_routes() 
     )
     .is_empty());
     let s = full(&e, Default::default());
-    let tunnel_in: Vec<&str> = s
-        .lines()
-        .filter_map(|l| l.strip_prefix("add rule inet ferry tunnel_in "))
-        .collect();
+    let tunnel_in = rules_added(&s, "inet ferry tunnel_in");
     assert_eq!(
         tunnel_in,
         [
