@@ -337,7 +337,7 @@ fn put_addresses(
         }
     }
     e.put(SetName::Subnets, format!("{subnet} . {name}"), None);
-    if !n.predefined {
+    if let Some(gateway) = dns_gateway(n) {
         e.put(SetName::DnsGateways, format!("{gateway} . {name}"), None);
     }
 }
