@@ -617,18 +617,30 @@ fn system_cleanup_returns_only_after_ferryd_has_exited() -> Result<()> {
     host.run_idle("sb", &[])?;
     let pid = host.ferryd_pid().context("ferryd runs")?;
     host.ferry_ok(&["system", "cleanup"])?;
-    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rfind(')')
-                .and_then(|i| s.get(i + 2..i + 3))
-                .map(String::from)
-        });
+    // Every thread, not only the leader: /proc/PID/stat reads `Z` as soon as ferryd's main
+    // thread has exited, while its other threads may still hold what it opened.
+    let live = live_threads(pid);
     ensure!(
-        matches!(state.as_deref(), None | Some("Z") | Some("X")),
-        "ferry system cleanup returned while ferryd (pid {pid}) still runs (state {state:?})"
+        live.is_empty(),
+        "ferry system cleanup returned while ferryd (pid {pid}) still runs (threads {live:?})"
     );
     host.finish()
+}
+
+/// The threads of process `pid` that have not exited (none once it is gone or a zombie).
+fn live_threads(pid: u32) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            let state = stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3))?;
+            (state != "Z" && state != "X")
+                .then(|| format!("{} {state}", t.file_name().to_string_lossy()))
+        })
+        .collect()
 }
 
 // ---- endpoints the store records but the kernel lost (items 1 and 3) ----

@@ -8,9 +8,11 @@ mod node;
 mod output;
 mod plugin;
 mod port;
+mod process;
 mod rows;
 mod sandbox;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -113,9 +115,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 SystemCmd::Reconcile => "/ferry/system/reconcile",
                 SystemCmd::Cleanup => "/ferry/system/cleanup",
             };
-            // cleanup stops ferryd: learn which process that is before asking.
-            let pid = match s {
-                SystemCmd::Cleanup => c.server_pid()?,
+            // cleanup stops ferryd: hold on to its process before asking.
+            let ferryd = match s {
+                SystemCmd::Cleanup => c
+                    .server_pid()?
+                    .map(process::Process::open)
+                    .transpose()
+                    .context("watch ferryd's process")?,
                 SystemCmd::Reconcile => None,
             };
             let r = c.call("POST", path, None)?;
@@ -123,10 +129,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 eprintln!("{}", DaemonError(r.message()));
                 return Ok(1);
             }
-            if let Some(pid) = pid {
-                if !wait_exit(pid, CLEANUP_EXIT_WITHIN) {
+            if let Some(ferryd) = ferryd {
+                if !ferryd.wait_exit(CLEANUP_EXIT_WITHIN)? {
                     eprintln!(
-                        "Error: ferryd (pid {pid}) cleaned up but has not exited within {CLEANUP_EXIT_WITHIN:?}"
+                        "Error: ferryd cleaned up but has not exited within {CLEANUP_EXIT_WITHIN:?}"
                     );
                     return Ok(1);
                 }
@@ -148,28 +154,6 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 
 /// ferryd finishes deleting veth pairs for at most 5 s after a cleanup before it exits.
 const CLEANUP_EXIT_WITHIN: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// Wait until `pid` has exited (gone, or a zombie its parent has not reaped), at most
-/// `within`; true if it did.
-fn wait_exit(pid: u32, within: std::time::Duration) -> bool {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        let exited = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => true,
-            Ok(stat) => stat
-                .rfind(')')
-                .and_then(|i| stat.get(i + 2..i + 3))
-                .is_some_and(|state| state == "Z" || state == "X"),
-        };
-        if exited {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
 
 #[cfg(test)]
 mod tests {
