@@ -12,7 +12,9 @@
 //! veth host end: crates/ferry-kernel/bpf/shortcut.c) past the bridge: the last test
 //! shows it does, by the bridge port's counters, and that it steps aside while ferry's
 //! `user` chain holds a rule and while ferryd is stopped, and that a ferryd started after
-//! one was killed takes over the programs the dead one left.
+//! one was killed takes over the programs the dead one left. What a sandbox sends to be
+//! routed goes straight up into the host, past the bridge, tracked and masqueraded as
+//! before, and every endpoint's MAC is pinned on its bridge port (the last test).
 
 #![allow(clippy::unwrap_used, clippy::too_many_lines)] // test code: a failed unwrap is a failed test
 
@@ -394,6 +396,114 @@ fn bridged_flows_are_untracked_routed_ones_tracked_and_no_raw_hook_waits_without
         !inet.contains("hook prerouting priority raw"),
         "a raw prerouting chain of ferry's on a host without overlays:\n{inet}"
     );
+    drop(peer);
+    host.finish()
+}
+
+/// What a sandbox sends to be routed (here out through masquerade to a peer) the shortcut
+/// hands straight up into the host as if the bridge had passed it up: the bridge takes in
+/// none of a flow's packets, and the flow is tracked and masqueraded as before. Controls,
+/// on the same sandbox: with a rule in `user` (the gate closed) the bridge takes in every
+/// one; a ping to the gateway (what the embedded DNS's queries are addressed to) keeps the
+/// bridge's path all along. And since the sandbox's frames no longer teach the bridge its
+/// MAC, that MAC is pinned on its port: a static, sticky forwarding entry.
+#[test]
+fn routed_traffic_goes_up_past_the_bridge_and_each_endpoints_mac_is_pinned_on_its_port(
+) -> Result<()> {
+    let host = host_or_skip!();
+    let mut peer = host.add_peer("10.84.0.1/24", "10.84.0.2/24")?;
+    peer.spawn("python3", &["-c", ECHO_SERVER])?;
+    let net = unique("n");
+    host.create_network(
+        &net,
+        &[
+            "--subnet",
+            "10.83.0.0/24",
+            "-o",
+            "com.docker.network.bridge.name=frouted0",
+        ],
+    )?;
+    let cli_id = host.run_idle("cli", &["--network", &net])?;
+    let cli = host.ip_of("cli", &net)?;
+    let cli_ns = nsenter_sandbox(&host, &cli_id, "cli")?;
+    let in_cli = ["nsenter", cli_ns.as_str()];
+    let taken_in = PortCounter::received_by(&host, "frouted0")?;
+    const N: u32 = 40;
+    let mut flow = open_retrying("cli → peer (masquerade)", &in_cli, &peer.ip, 80)?;
+    let exchanges = |flow: &mut Flow| -> Result<()> {
+        for _ in 0..N {
+            ensure!(flow.exchange()?, "{}: no echo", flow.what);
+        }
+        Ok(())
+    };
+    exchanges(&mut flow)?;
+    let (by_bridge, ()) = taken_in.during(|| exchanges(&mut flow))?;
+    ensure!(
+        by_bridge < 10,
+        "the shortcut is not carrying cli → peer: the bridge took in {by_bridge} packets"
+    );
+    let table = host.conntrack_table()?;
+    ensure!(
+        table
+            .lines()
+            .any(|l| l.contains(&format!("src={cli} dst={} ", peer.ip))
+                && l.contains("dport=80 ")
+                && l.contains("dst=10.84.0.1 ")),
+        "the routed flow is not tracked and masqueraded to the host's address:\n{table}"
+    );
+    let gateway = "10.83.0.1";
+    let (by_bridge, ()) = taken_in.during(|| {
+        let out = Command::new("nsenter")
+            .args([
+                cli_ns.as_str(),
+                "ping",
+                "-c",
+                "5",
+                "-i",
+                "0.05",
+                "-W",
+                "2",
+                gateway,
+            ])
+            .output()?;
+        ensure!(out.status.success(), "ping the gateway: {out:?}");
+        Ok(())
+    })?;
+    ensure!(
+        by_bridge >= 5,
+        "pings to the gateway did not take the bridge's path: it took in {by_bridge} packets"
+    );
+    let by_bridge = with_a_user_rule(&host, || Ok(taken_in.during(|| exchanges(&mut flow))?.0))?;
+    ensure!(
+        by_bridge >= u64::from(N),
+        "with a rule in `user`, the bridge took in only {by_bridge} packets of cli → peer"
+    );
+
+    let eth0 = Command::new("nsenter")
+        .args([cli_ns.as_str(), "ip", "-j", "link", "show", "eth0"])
+        .output()?;
+    let eth0: serde_json::Value = serde_json::from_slice(&eth0.stdout)?;
+    let mac = eth0[0]["address"]
+        .as_str()
+        .context("eth0's MAC")?
+        .to_string();
+    let fdb = host.in_host("bridge", &["-j", "fdb", "show", "br", "frouted0"])?;
+    let fdb: serde_json::Value = serde_json::from_str(&fdb.expect_success()?.stdout)?;
+    let entry = fdb
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["mac"].as_str() == Some(mac.as_str()))
+        .with_context(|| format!("no forwarding entry for cli's MAC {mac}: {fdb}"))?;
+    ensure!(
+        entry["state"] == "static"
+            && entry["flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f == "sticky"))
+            && entry["ifname"] != "frouted0",
+        "cli's MAC is not pinned on its port: {entry}"
+    );
+    drop(flow);
     drop(peer);
     host.finish()
 }

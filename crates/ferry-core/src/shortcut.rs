@@ -25,6 +25,11 @@ pub struct Entry {
     pub bridge: IfName,
     pub ip: Ipv4Addr,
     pub mac: [u8; 6],
+    /// Its network's gateway: frames to it (the embedded DNS, the host's services there)
+    /// keep the bridge's path, where queries to the DNS are left untracked.
+    pub gateway: Ipv4Addr,
+    /// Whether the network is an overlay: only then can an address be another host's.
+    pub overlay: bool,
 }
 
 /// The entry of endpoint `ep` on network `net` (None: unknown), if the shortcut may
@@ -37,11 +42,16 @@ pub fn entry(ep: &Endpoint, net: Option<&Network>) -> Option<Entry> {
         && net.pool.is_some()
         && matches!(net.driver(), Driver::Bridge | Driver::Overlay);
     let IpAddr::V4(ip) = live.ip else { return None };
+    let IpAddr::V4(gateway) = net.pool.as_ref()?.gateway else {
+        return None;
+    };
     Some(Entry {
         host_end: live.host_if.clone()?,
         bridge: bridge.name.clone(),
         ip,
         mac: live.mac,
+        gateway,
+        overlay: net.driver() == Driver::Overlay,
     })
     .filter(|_| eligible)
 }

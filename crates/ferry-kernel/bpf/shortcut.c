@@ -9,7 +9,13 @@
 //     namespace (bpf_redirect_peer on its host end);
 //   - a frame to an overlay address another host holds goes straight out of the overlay's
 //     VXLAN device (bpf_redirect to its egress), addressed as the host's route and
-//     neighbour entry would address it, so the far host's kernel sees the same datagram.
+//     neighbour entry would address it, so the far host's kernel sees the same datagram;
+//   - any other frame to the bridge's MAC (traffic the host routes: out through
+//     masquerade, replies to a published port, other networks) goes straight up to the
+//     host as if the bridge had passed it up (bpf_redirect to the bridge device's
+//     ingress), past the bridge's port processing and hooks, which such a frame only
+//     meets for the anti-spoofing check done here; except a frame to the network's
+//     gateway (the embedded DNS: the bridge's path leaves its queries untracked).
 //
 // `arrive`, at the ingress of each overlay's VXLAN device (what other hosts send): a frame
 // for a local endpoint goes straight into its namespace, addressed as the bridge would
@@ -29,7 +35,10 @@
 //     isolation and ICC stay with the slow path), the frame addressed to its MAC; or a
 //     block of the same overlay that another live host owns (`remotes`, by bridge and
 //     address), the frame addressed to the bridge (the gateway's MAC, which proxy ARP
-//     gives for remote addresses);
+//     gives for remote addresses); or, for a frame to the bridge, anything but the
+//     gateway and the addresses an overlay keeps on the bridge: the host's IPv4 hooks
+//     (conntrack, NAT, ferry's forward chain, the administrator's `user` chain) see it
+//     as they would have, entering from the bridge;
 //   - on arrival, the frame came through the overlay's own device (`tunnels`), addressed
 //     to this host's device, for an endpoint on the overlay's bridge.
 //
@@ -55,6 +64,8 @@ struct source {
     __u32 ip;     // its IPv4 address, network order
     __u8 mac[6];
     __u8 bridge_mac[6];
+    __u32 gateway; // its network's gateway, network order
+    __u32 overlay; // 1: its network is an overlay (look in `remotes`)
 };
 struct target_key {
     __u32 bridge;
@@ -150,17 +161,26 @@ static struct iphdr *ipv4(struct __sk_buff *skb, struct ethhdr **eth) {
     return ip;
 }
 
-// A frame to the bridge's MAC for an address of a block another host owns: out of the
-// overlay's device, addressed as the host's neighbour entry would address it.
-static int to_remote(struct __sk_buff *skb, struct iphdr *ip, struct source *src) {
-    struct remote_key key = {.prefixlen = 64, .bridge = src->bridge, .ip = ip->daddr};
-    struct remote *r = map_lookup(&remotes, &key);
-    if (!r || !r->tunnel) // none, or an address that stays here (the gateway)
+// A frame to the bridge's MAC: for an address of a block another host owns, out of the
+// overlay's device, addressed as the host's neighbour entry would address it; for an
+// address that an overlay keeps here, or the gateway, the bridge's path; anything else
+// up into the host, entering from the bridge.
+static int to_bridge(struct __sk_buff *skb, struct iphdr *ip, struct source *src) {
+    if (ip->daddr == src->gateway)
         return TC_ACT_UNSPEC;
-    __u32 tunnel = r->tunnel;
-    if (set_macs(skb, r->dst, r->src))
-        return TC_ACT_UNSPEC;
-    return redirect(tunnel, 0);
+    if (src->overlay) {
+        struct remote_key key = {.prefixlen = 64, .bridge = src->bridge, .ip = ip->daddr};
+        struct remote *r = map_lookup(&remotes, &key);
+        if (r && !r->tunnel) // an address that stays here
+            return TC_ACT_UNSPEC;
+        if (r) {
+            __u32 tunnel = r->tunnel;
+            if (set_macs(skb, r->dst, r->src))
+                return TC_ACT_UNSPEC;
+            return redirect(tunnel, 0);
+        }
+    }
+    return redirect(src->bridge, BPF_F_INGRESS);
 }
 
 SEC("classifier") int shortcut(struct __sk_buff *skb) {
@@ -175,7 +195,7 @@ SEC("classifier") int shortcut(struct __sk_buff *skb) {
     if (!src || src->ip != ip->saddr || !same_mac(src->mac, eth->h_source))
         return TC_ACT_UNSPEC;
     if (same_mac(eth->h_dest, src->bridge_mac))
-        return to_remote(skb, ip, src);
+        return to_bridge(skb, ip, src);
     struct target_key key = {.bridge = src->bridge, .ip = ip->daddr};
     struct target *dst = map_lookup(&targets, &key);
     if (!dst || dst->host_end == ifindex || !same_mac(dst->mac, eth->h_dest))

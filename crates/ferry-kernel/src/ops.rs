@@ -354,6 +354,7 @@ impl Netlink {
         sysctl::disable_ipv6(&self.ipv6_conf, &v.host_if);
         let host_side = async {
             up::up_by_name(&self.handle, &v.host_if).await?;
+            port::pin_mac(&self.handle, &v.host_if, s.mac).await?;
             if v.hairpin {
                 port::hairpin(&self.handle, &v.host_if).await?;
             }
@@ -691,6 +692,7 @@ impl KernelOps for Netlink {
         } else {
             if let LinkSpec::Veth(v) = &s.link {
                 up::up_by_name(&self.handle, &v.host_if).await?;
+                port::pin_mac(&self.handle, &v.host_if, s.mac).await?;
                 if v.hairpin {
                     port::hairpin(&self.handle, &v.host_if).await?;
                 }

@@ -4,13 +4,16 @@
 //!
 //! Design note. `shortcut` runs at the ingress of each host end (what a sandbox sends)
 //! and hands a frame for a neighbour on the same bridge straight to that neighbour's
-//! namespace, or one for another host's block of the same overlay straight to the
-//! overlay's VXLAN device; `arrive` runs at the ingress of each overlay's VXLAN device
+//! namespace, one for another host's block of the same overlay straight to the
+//! overlay's VXLAN device, and one the host is to route (anything else to the bridge's
+//! MAC but the gateway) straight up into the host as if the bridge had passed it up;
+//! `arrive` runs at the ingress of each overlay's VXLAN device
 //! and hands a frame for a local endpoint straight to it. bpf/shortcut.c says exactly
 //! when. Five maps feed them:
 //!
 //! - `sources`, by host end ifindex: the endpoint's bridge ifindex and MAC, its IPv4
-//!   address and MAC (the sender's anti-spoofing check, and which bridge it is on);
+//!   address and MAC (the sender's anti-spoofing check, and which bridge it is on), its
+//!   network's gateway and whether that network is an overlay;
 //! - `targets`, by (bridge ifindex, IPv4 address): the neighbour's host end and MAC;
 //! - `remotes`, a longest-prefix trie by (bridge ifindex, IPv4 block): the overlay's
 //!   device and the MACs its frames carry to the host that owns the block;
@@ -49,6 +52,8 @@ struct Source {
     ip: u32,
     mac: [u8; 6],
     bridge_mac: [u8; 6],
+    gateway: u32,
+    overlay: u32,
 }
 
 /// `targets`' key and value: `struct target_key`, `struct target`.
@@ -215,6 +220,8 @@ impl Shortcut {
                     ip,
                     mac: e.mac,
                     bridge_mac,
+                    gateway: u32::from_ne_bytes(e.gateway.octets()),
+                    overlay: u32::from(e.overlay),
                 },
                 0,
             )

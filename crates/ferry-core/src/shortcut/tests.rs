@@ -39,6 +39,16 @@ fn a_live_endpoint_on_an_icc_bridge_is_carried_with_its_bridge_address_and_mac()
     assert_eq!(&e.bridge, &n.bridge().unwrap().name);
     assert_eq!(e.ip, "10.7.0.2".parse::<Ipv4Addr>().unwrap());
     assert_eq!(e.mac, mac_for("10.7.0.2".parse().unwrap()));
+    assert_eq!(e.gateway, "10.7.0.1".parse::<Ipv4Addr>().unwrap());
+    assert!(!e.overlay);
+}
+
+#[test]
+fn an_overlays_endpoint_is_carried_marked_as_one() {
+    let n = overlay(true);
+    let e = entry(&endpoint(&n, "10.77.0.2", true), Some(&n)).expect("carried");
+    assert!(e.overlay);
+    assert_eq!(e.gateway, "10.77.0.1".parse::<Ipv4Addr>().unwrap());
 }
 
 #[test]
