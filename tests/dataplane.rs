@@ -401,12 +401,14 @@ fn bridged_flows_are_untracked_routed_ones_tracked_and_no_raw_hook_waits_without
 }
 
 /// What a sandbox sends to be routed (here out through masquerade to a peer) the shortcut
-/// hands straight up into the host as if the bridge had passed it up: the bridge takes in
-/// none of a flow's packets, and the flow is tracked and masqueraded as before. Controls,
-/// on the same sandbox: with a rule in `user` (the gate closed) the bridge takes in every
-/// one; a ping to the gateway (what the embedded DNS's queries are addressed to) keeps the
+/// hands straight up into the host as if the bridge had passed it up, and what the host
+/// routes back to it straight to its veth: the bridge takes in and sends out none of a
+/// flow's packets, and the flow is tracked and masqueraded as before. Controls, on the
+/// same sandbox: with a rule in `user` (the gate closed) the bridge carries every one; a
+/// ping to the gateway (what the embedded DNS's queries are addressed to) keeps the
 /// bridge's path all along. And since the sandbox's frames no longer teach the bridge its
-/// MAC, that MAC is pinned on its port: a static, sticky forwarding entry.
+/// MAC, that MAC is pinned on its port: a static, sticky forwarding entry. The bridge's
+/// program goes with its last carried endpoint.
 #[test]
 fn routed_traffic_goes_up_past_the_bridge_and_each_endpoints_mac_is_pinned_on_its_port(
 ) -> Result<()> {
@@ -428,6 +430,7 @@ fn routed_traffic_goes_up_past_the_bridge_and_each_endpoints_mac_is_pinned_on_it
     let cli_ns = nsenter_sandbox(&host, &cli_id, "cli")?;
     let in_cli = ["nsenter", cli_ns.as_str()];
     let taken_in = PortCounter::received_by(&host, "frouted0")?;
+    let sent_out = PortCounter::sent_by(&host, "frouted0")?;
     const N: u32 = 40;
     let mut flow = open_retrying("cli → peer (masquerade)", &in_cli, &peer.ip, 80)?;
     let exchanges = |flow: &mut Flow| -> Result<()> {
@@ -437,10 +440,10 @@ fn routed_traffic_goes_up_past_the_bridge_and_each_endpoints_mac_is_pinned_on_it
         Ok(())
     };
     exchanges(&mut flow)?;
-    let (by_bridge, ()) = taken_in.during(|| exchanges(&mut flow))?;
+    let (up, (down, ())) = taken_in.during(|| sent_out.during(|| exchanges(&mut flow)))?;
     ensure!(
-        by_bridge < 10,
-        "the shortcut is not carrying cli → peer: the bridge took in {by_bridge} packets"
+        up < 10 && down < 10,
+        "the shortcut is not carrying cli ⇄ peer: the bridge took in {up} packets and sent {down}"
     );
     let table = host.conntrack_table()?;
     ensure!(
@@ -473,10 +476,13 @@ fn routed_traffic_goes_up_past_the_bridge_and_each_endpoints_mac_is_pinned_on_it
         by_bridge >= 5,
         "pings to the gateway did not take the bridge's path: it took in {by_bridge} packets"
     );
-    let by_bridge = with_a_user_rule(&host, || Ok(taken_in.during(|| exchanges(&mut flow))?.0))?;
+    let (up, down) = with_a_user_rule(&host, || {
+        let (up, (down, ())) = taken_in.during(|| sent_out.during(|| exchanges(&mut flow)))?;
+        Ok((up, down))
+    })?;
     ensure!(
-        by_bridge >= u64::from(N),
-        "with a rule in `user`, the bridge took in only {by_bridge} packets of cli → peer"
+        up >= u64::from(N) && down >= u64::from(N),
+        "with a rule in `user`, the bridge took in only {up} packets of cli → peer and sent {down}"
     );
 
     let eth0 = Command::new("nsenter")
@@ -503,7 +509,24 @@ fn routed_traffic_goes_up_past_the_bridge_and_each_endpoints_mac_is_pinned_on_it
             && entry["ifname"] != "frouted0",
         "cli's MAC is not pinned on its port: {entry}"
     );
+
+    // The bridge's program is there while it has a carried endpoint, and goes with the last.
+    let filters = || -> Result<String> {
+        let out = host.in_host("tc", &["filter", "show", "dev", "frouted0", "egress"])?;
+        Ok(out.expect_success()?.stdout)
+    };
+    let with_cli = filters()?;
+    ensure!(
+        with_cli.contains("deliver"),
+        "no `deliver` on the bridge's egress: {with_cli}"
+    );
     drop(flow);
+    host.ferry_ok(&["rm", "-f", "cli"])?;
+    let without = filters()?;
+    ensure!(
+        !without.contains("deliver"),
+        "`deliver` stayed on the bridge after its last endpoint went: {without}"
+    );
     drop(peer);
     host.finish()
 }

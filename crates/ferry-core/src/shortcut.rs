@@ -1,6 +1,7 @@
 //! Which endpoints and overlay tunnels the shortcut may carry (tc/BPF programs that hand
-//! a frame for a neighbour on the same bridge straight to it, and one for another host of
-//! the same overlay straight to the tunnel: see ferry-kernel's `shortcut` module and
+//! a frame for a neighbour on the same bridge straight to it, one for another host of
+//! the same overlay straight to the tunnel, and what the host routes from and to an
+//! endpoint straight past the bridge: see ferry-kernel's `shortcut` module and
 //! docs/design.md, "The shortcut").
 //!
 //! The rule is the slow path's: traffic within one network passes ferry's forward chain

@@ -21,6 +21,12 @@
 // for a local endpoint goes straight into its namespace, addressed as the bridge would
 // deliver it after the host routed it.
 //
+// `deliver`, at the egress of each bridge with an endpoint the shortcut carries (what the
+// host routes to the bridge's sandboxes: replies from outside, a published port's
+// requests): a frame for such an endpoint, addressed to its MAC, goes straight to its
+// veth (bpf_redirect to the host end's egress), past the bridge's forwarding, which
+// would have sent it there.
+//
 // A frame is taken only when everything the slow path would check holds, so the result
 // is what the bridge and the host would deliver:
 //
@@ -40,7 +46,9 @@
 //     (conntrack, NAT, ferry's forward chain, the administrator's `user` chain) see it
 //     as they would have, entering from the bridge;
 //   - on arrival, the frame came through the overlay's own device (`tunnels`), addressed
-//     to this host's device, for an endpoint on the overlay's bridge.
+//     to this host's device, for an endpoint on the overlay's bridge;
+//   - on delivery, the frame leaves the bridge for a carried endpoint of that bridge
+//     (`targets`), addressed to its MAC (what the host's neighbour entry gave it).
 //
 // Anything else returns TC_ACT_UNSPEC (TCX_NEXT): the next program, or the normal path.
 #include <linux/bpf.h>
@@ -222,6 +230,21 @@ SEC("classifier") int arrive(struct __sk_buff *skb) {
     if (set_macs(skb, dst->mac, t->bridge_mac))
         return TC_ACT_UNSPEC;
     return redirect_peer(host_end, 0);
+}
+
+SEC("classifier") int deliver(struct __sk_buff *skb) {
+    __u32 bridge = skb->ifindex;
+    struct ethhdr *eth;
+    if (!open())
+        return TC_ACT_UNSPEC;
+    struct iphdr *ip = ipv4(skb, &eth);
+    if (!ip)
+        return TC_ACT_UNSPEC;
+    struct target_key key = {.bridge = bridge, .ip = ip->daddr};
+    struct target *dst = map_lookup(&targets, &key);
+    if (!dst || !same_mac(dst->mac, eth->h_dest))
+        return TC_ACT_UNSPEC;
+    return redirect(dst->host_end, 0);
 }
 
 char _license[] SEC("license") = "GPL";

@@ -1,15 +1,16 @@
 //! The shortcut's kernel half: ferry's tc/BPF programs (bpf/shortcut.c, built by
-//! build.rs), their maps, and one link per endpoint's veth host end and per overlay's
-//! VXLAN device.
+//! build.rs), their maps, and one link per endpoint's veth host end, per overlay's VXLAN
+//! device and per bridge with carried endpoints.
 //!
 //! Design note. `shortcut` runs at the ingress of each host end (what a sandbox sends)
 //! and hands a frame for a neighbour on the same bridge straight to that neighbour's
 //! namespace, one for another host's block of the same overlay straight to the
 //! overlay's VXLAN device, and one the host is to route (anything else to the bridge's
 //! MAC but the gateway) straight up into the host as if the bridge had passed it up;
-//! `arrive` runs at the ingress of each overlay's VXLAN device
-//! and hands a frame for a local endpoint straight to it. bpf/shortcut.c says exactly
-//! when. Five maps feed them:
+//! `arrive` runs at the ingress of each overlay's VXLAN device and hands a frame for a
+//! local endpoint straight to it; `deliver` runs at the egress of each bridge with a
+//! carried endpoint and hands what the host routes to such an endpoint straight to its
+//! veth. bpf/shortcut.c says exactly when. Five maps feed them:
 //!
 //! - `sources`, by host end ifindex: the endpoint's bridge ifindex and MAC, its IPv4
 //!   address and MAC (the sender's anti-spoofing check, and which bridge it is on), its
@@ -23,7 +24,9 @@
 //! The programs sit on links as cls_bpf filters ([`links`] says why not TCX, and how a
 //! filter that outlives ferryd is dealt with): a start replaces every filter a previous
 //! ferryd left, with programs fed from the store; a stop closes the gate first. A veth
-//! deleted with its filter takes the filter with it.
+//! or bridge deleted with its filter takes the filter with it. `deliver` is on a bridge
+//! from its first carried endpoint to its last (counted here), and put on again when
+//! the bridge was made anew (a new ifindex under the same name).
 //!
 //! Interface names are resolved to ifindexes in the calling thread's network namespace:
 //! ferryd's own, where every host end and bridge lives.
@@ -39,7 +42,7 @@ use ferry_core::shortcut::{Entry, Tunnel};
 use crate::KernelError;
 
 mod links;
-use links::{ARRIVE, SEND};
+use links::{ARRIVE, DELIVER, SEND};
 
 /// The object build.rs compiled, aligned as aya's ELF parser wants it.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shortcut.o"));
@@ -58,7 +61,7 @@ struct Source {
 
 /// `targets`' key and value: `struct target_key`, `struct target`.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct TargetKey {
     bridge: u32,
     ip: u32,
@@ -120,12 +123,24 @@ pub struct Shortcut {
     attached: HashMap<String, Attached>,
     /// By VXLAN device name: the link, and the keys written for it.
     devices: HashMap<String, Device>,
+    /// By bridge name: `deliver`'s link.
+    bridges: HashMap<String, Bridge>,
 }
 
 struct Attached {
     link: SchedClassifierLinkId,
     host_end: u32,
     target: TargetKey,
+    /// Its bridge's name (its count in `bridges`).
+    bridge: String,
+}
+
+/// A bridge with carried endpoints: `deliver` on its egress (None: not attached yet, or
+/// the attach failed), the ifindex it is attached to, and how many endpoints use it.
+struct Bridge {
+    link: Option<SchedClassifierLinkId>,
+    ifindex: u32,
+    users: usize,
 }
 
 struct Device {
@@ -186,6 +201,7 @@ impl Shortcut {
             ebpf,
             attached: HashMap::new(),
             devices: HashMap::new(),
+            bridges: HashMap::new(),
         })
     }
 
@@ -197,35 +213,76 @@ impl Shortcut {
     }
 
     /// Carry `e`: its maps' entries, then the program on its host end (so that the
-    /// program finds them from its first frame). An entry already carried is written
-    /// again (its bridge or address may have changed).
+    /// program finds them from its first frame), and `deliver` on its bridge. An entry
+    /// already carried is written again (its bridge or address may have changed). An
+    /// error from `deliver` alone leaves the entry carried (it is tried again with the
+    /// bridge's next entry).
     pub fn add(&mut self, e: &Entry) -> Result<(), KernelError> {
         let name = e.host_end.as_str();
         let host_end = ifindex(name)?;
         let bridge = ifindex(e.bridge.as_str())?;
-        let bridge_mac = mac_of(e.bridge.as_str())?;
-        let ip = u32::from_ne_bytes(e.ip.octets());
-        let target = TargetKey { bridge, ip };
-        if let Some(old) = self.attached.get(name) {
-            if old.host_end != host_end {
-                // The name now belongs to another link: the old one's link is defunct.
-                self.remove(name);
+        if self
+            .attached
+            .get(name)
+            .is_some_and(|old| old.host_end != host_end)
+        {
+            // The name now belongs to another link: the old one's link is defunct.
+            self.remove(name);
+        }
+        let target = self.write_maps(e, host_end, bridge)?;
+        if let Some(old) = self.attached.get_mut(name) {
+            if old.target != target {
+                let _ = self.targets.remove(&old.target);
+                old.target = target;
+            }
+            let previous = std::mem::replace(&mut old.bridge, e.bridge.to_string());
+            if previous != e.bridge.as_str() {
+                self.bridge_released(&previous);
+                return self.bridge_used(e.bridge.as_str(), bridge);
+            }
+            return self.deliver_on(e.bridge.as_str(), bridge);
+        }
+        match links::attach(&mut self.ebpf, SEND, name) {
+            Ok(link) => {
+                let a = Attached {
+                    link,
+                    host_end,
+                    target,
+                    bridge: e.bridge.to_string(),
+                };
+                self.attached.insert(name.to_string(), a);
+                self.bridge_used(e.bridge.as_str(), bridge)
+            }
+            Err(err) => {
+                let _ = self.sources.remove(&host_end);
+                let _ = self.targets.remove(&target);
+                Err(err)
             }
         }
+    }
+
+    /// `e`'s `sources` and `targets` entries (host end and bridge by ifindex); its
+    /// `targets` key.
+    fn write_maps(
+        &mut self,
+        e: &Entry,
+        host_end: u32,
+        bridge: u32,
+    ) -> Result<TargetKey, KernelError> {
+        let name = e.host_end.as_str();
+        let ip = u32::from_ne_bytes(e.ip.octets());
+        let source = Source {
+            bridge,
+            ip,
+            mac: e.mac,
+            bridge_mac: mac_of(e.bridge.as_str())?,
+            gateway: u32::from_ne_bytes(e.gateway.octets()),
+            overlay: u32::from(e.overlay),
+        };
         self.sources
-            .insert(
-                host_end,
-                Source {
-                    bridge,
-                    ip,
-                    mac: e.mac,
-                    bridge_mac,
-                    gateway: u32::from_ne_bytes(e.gateway.octets()),
-                    overlay: u32::from(e.overlay),
-                },
-                0,
-            )
+            .insert(host_end, source, 0)
             .map_err(|err| failed("add to map", format!("sources {name}"), err))?;
+        let target = TargetKey { bridge, ip };
         let value = Target {
             host_end,
             mac: e.mac,
@@ -235,28 +292,50 @@ impl Shortcut {
             let _ = self.sources.remove(&host_end);
             return Err(failed("add to map", format!("targets {name}"), err));
         }
-        if let Some(old) = self.attached.get_mut(name) {
-            if old.target.bridge != bridge || old.target.ip != ip {
-                let _ = self.targets.remove(&old.target);
-                old.target = target;
-            }
+        Ok(target)
+    }
+
+    /// One more carried endpoint on bridge `name` (ifindex `index`).
+    fn bridge_used(&mut self, name: &str, index: u32) -> Result<(), KernelError> {
+        self.bridges
+            .entry(name.to_string())
+            .or_insert(Bridge {
+                link: None,
+                ifindex: index,
+                users: 0,
+            })
+            .users += 1;
+        self.deliver_on(name, index)
+    }
+
+    /// `deliver` on the egress of bridge `name`, unless it is on that very link already
+    /// (a bridge made again under its name has a new ifindex).
+    fn deliver_on(&mut self, name: &str, index: u32) -> Result<(), KernelError> {
+        let Some(b) = self.bridges.get_mut(name) else {
+            return Ok(());
+        };
+        if b.link.is_some() && b.ifindex == index {
             return Ok(());
         }
-        match links::attach(&mut self.ebpf, SEND, name) {
-            Ok(link) => {
-                let a = Attached {
-                    link,
-                    host_end,
-                    target,
-                };
-                self.attached.insert(name.to_string(), a);
-                Ok(())
-            }
-            Err(err) => {
-                let _ = self.sources.remove(&host_end);
-                let _ = self.targets.remove(&target);
-                Err(err)
-            }
+        if let Some(old) = b.link.take() {
+            links::detach(&mut self.ebpf, DELIVER, old);
+        }
+        b.ifindex = index;
+        b.link = Some(links::attach(&mut self.ebpf, DELIVER, name)?);
+        Ok(())
+    }
+
+    /// One carried endpoint fewer on bridge `name`: `deliver` goes with the last.
+    fn bridge_released(&mut self, name: &str) {
+        let Some(b) = self.bridges.get_mut(name) else {
+            return;
+        };
+        b.users = b.users.saturating_sub(1);
+        if b.users > 0 {
+            return;
+        }
+        if let Some(link) = self.bridges.remove(name).and_then(|b| b.link) {
+            links::detach(&mut self.ebpf, DELIVER, link);
         }
     }
 
@@ -270,6 +349,7 @@ impl Shortcut {
         let _ = self.targets.remove(&a.target);
         let _ = self.sources.remove(&a.host_end);
         links::detach(&mut self.ebpf, SEND, a.link);
+        self.bridge_released(&a.bridge);
     }
 
     /// Carry exactly these overlay tunnels: each device's entry and its blocks' routes

@@ -11,8 +11,8 @@ use anyhow::{Context, Result};
 use crate::TestHost;
 
 /// A packet counter of one link in ferryd's namespace, readable whether or not ferryd
-/// runs: what the bridge sent a sandbox (its host end's tx), or what a bridge took in
-/// to be routed (its rx).
+/// runs: what the bridge sent a sandbox (its host end's tx), what a bridge took in to be
+/// routed (its rx), or what the host sent into a bridge (its tx).
 pub struct PortCounter {
     /// nsenter's argument for ferryd's namespace (the test's own handle on it: valid as
     /// long as the [`TestHost`] lives).
@@ -57,7 +57,17 @@ impl PortCounter {
         })
     }
 
-    /// Packets sent out of the host end so far.
+    /// The packets link `name` (a bridge) sent: those the host routed to one of its
+    /// ports.
+    pub fn sent_by(host: &TestHost, name: &str) -> Result<PortCounter> {
+        Ok(PortCounter {
+            host_ns: host_ns(host)?,
+            link: Link::Name(name.to_string()),
+            way: "tx",
+        })
+    }
+
+    /// Packets the link counted so far.
     pub fn sent(&self) -> Result<u64> {
         let out = Command::new("nsenter")
             .args([&self.host_ns, "ip", "-j", "-s", "link", "show"])

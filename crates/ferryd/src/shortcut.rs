@@ -3,9 +3,11 @@
 //! A tc/BPF program on each endpoint's veth host end hands a frame for a neighbour on
 //! the same ICC-on bridge straight into the neighbour's namespace, past the bridge, the
 //! br_netfilter pass and every hook of ferryd's namespace, and one for another host's
-//! block of the same overlay straight to the overlay's VXLAN device; another, on that
-//! device, hands what arrives for a local endpoint straight in (ferry-kernel's
-//! `shortcut` module, and bpf/shortcut.c for exactly when). ferry-core's `shortcut`
+//! block of the same overlay straight to the overlay's VXLAN device, and what the host
+//! is to route straight up into it; another, on that device, hands what arrives for a
+//! local endpoint straight in; a third, on the bridge's egress, what the host routes to
+//! an endpoint straight to its veth (ferry-kernel's `shortcut` module, and
+//! bpf/shortcut.c for exactly when). ferry-core's `shortcut`
 //! says which endpoints and tunnels it carries; this component keeps the kernel's maps
 //! equal to that. Tunnels follow the overlay's routes ([`Shortcut::tunnels`], from the
 //! overlay agent's sync), as a whole: there are few.

@@ -22,18 +22,24 @@ use aya::Ebpf;
 
 use crate::KernelError;
 
-/// The program on host ends, and the one on overlays' VXLAN devices.
-pub(super) const SEND: &str = "shortcut";
-pub(super) const ARRIVE: &str = "arrive";
+/// The programs: on host ends' ingress, on overlays' VXLAN devices' ingress, and on
+/// bridges' egress; each with where it sits.
+pub(super) const SEND: Program = Program("shortcut", TcAttachType::Ingress);
+pub(super) const ARRIVE: Program = Program("arrive", TcAttachType::Ingress);
+pub(super) const DELIVER: Program = Program("deliver", TcAttachType::Egress);
 
-/// ferry's filters' place on a link's ingress: first, so that nothing before it has
-/// decided the frame, and the same every time, so a new ferryd's replaces an old one's.
+/// A program of the object, by name, and the side of a link it is attached to.
+#[derive(Clone, Copy)]
+pub(super) struct Program(&'static str, TcAttachType);
+
+/// ferry's filters' place on a link's ingress or egress: first, so that nothing before it
+/// has decided the frame, and the same every time, so a new ferryd's replaces an old one's.
 const PRIORITY: u16 = 1;
 const HANDLE: TcHandle = TcHandle::new(0, 0xfe77);
 
 /// Load the programs of `ebpf` into the kernel.
 pub(super) fn load(ebpf: &mut Ebpf) -> Result<(), KernelError> {
-    for name in [SEND, ARRIVE] {
+    for Program(name, _) in [SEND, ARRIVE, DELIVER] {
         program(ebpf, name)?
             .load()
             .map_err(|e| super::failed("load", format!("BPF program {name}"), e))?;
@@ -41,10 +47,10 @@ pub(super) fn load(ebpf: &mut Ebpf) -> Result<(), KernelError> {
     Ok(())
 }
 
-/// Put `prog_name` on `name`'s ingress, in place of whatever a previous ferryd put there.
+/// Put `prog` on link `name`, in place of whatever a previous ferryd put there.
 pub(super) fn attach(
     ebpf: &mut Ebpf,
-    prog_name: &str,
+    Program(prog_name, side): Program,
     name: &str,
 ) -> Result<SchedClassifierLinkId, KernelError> {
     let prog = program(ebpf, prog_name)?;
@@ -56,17 +62,13 @@ pub(super) fn attach(
             handle: HANDLE,
             ..NlOptions::default()
         };
-        prog.attach_with_options(
-            name,
-            TcAttachType::Ingress,
-            TcAttachOptions::Netlink(options),
-        )
+        prog.attach_with_options(name, side, TcAttachOptions::Netlink(options))
     };
     match add(prog) {
         Ok(link) => Ok(link),
         Err(first) => {
             // A previous ferryd's filter holds the place: take it off, then put ours.
-            if tc::qdisc_detach_program(name, TcAttachType::Ingress, prog_name).is_err() {
+            if tc::qdisc_detach_program(name, side, prog_name).is_err() {
                 return Err(super::failed("attach the shortcut to", name, first));
             }
             add(prog).map_err(|e| super::failed("attach the shortcut to", name, e))
@@ -74,8 +76,8 @@ pub(super) fn attach(
     }
 }
 
-/// Take `prog_name`'s filter `link` off (a link whose device is gone is only let go).
-pub(super) fn detach(ebpf: &mut Ebpf, prog_name: &str, link: SchedClassifierLinkId) {
+/// Take `prog`'s filter `link` off (a link whose device is gone is only let go).
+pub(super) fn detach(ebpf: &mut Ebpf, Program(prog_name, _): Program, link: SchedClassifierLinkId) {
     if let Ok(prog) = program(ebpf, prog_name) {
         let _ = prog.detach(link);
     }
