@@ -169,6 +169,13 @@ static struct iphdr *ipv4(struct __sk_buff *skb, struct ethhdr **eth) {
     return ip;
 }
 
+// The IPv4 header of a frame the programs may take: the gate open, an IPv4 frame; or NULL.
+static struct iphdr *takeable(struct __sk_buff *skb, struct ethhdr **eth) {
+    if (!open())
+        return 0;
+    return ipv4(skb, eth);
+}
+
 // A frame to the bridge's MAC: for an address of a block another host owns, out of the
 // overlay's device, addressed as the host's neighbour entry would address it; for an
 // address that an overlay keeps here, or the gateway, the bridge's path; anything else
@@ -194,9 +201,7 @@ static int to_bridge(struct __sk_buff *skb, struct iphdr *ip, struct source *src
 SEC("classifier") int shortcut(struct __sk_buff *skb) {
     __u32 ifindex = skb->ifindex;
     struct ethhdr *eth;
-    if (!open())
-        return TC_ACT_UNSPEC;
-    struct iphdr *ip = ipv4(skb, &eth);
+    struct iphdr *ip = takeable(skb, &eth);
     if (!ip)
         return TC_ACT_UNSPEC;
     struct source *src = map_lookup(&sources, &ifindex);
@@ -235,9 +240,7 @@ SEC("classifier") int arrive(struct __sk_buff *skb) {
 SEC("classifier") int deliver(struct __sk_buff *skb) {
     __u32 bridge = skb->ifindex;
     struct ethhdr *eth;
-    if (!open())
-        return TC_ACT_UNSPEC;
-    struct iphdr *ip = ipv4(skb, &eth);
+    struct iphdr *ip = takeable(skb, &eth);
     if (!ip)
         return TC_ACT_UNSPEC;
     struct target_key key = {.bridge = bridge, .ip = ip->daddr};
