@@ -352,14 +352,7 @@ impl Netlink {
             }
         })?;
         sysctl::disable_ipv6(&self.ipv6_conf, &v.host_if);
-        let host_side = async {
-            up::up_by_name(&self.handle, &v.host_if).await?;
-            port::pin_mac(&self.handle, &v.host_if, s.mac).await?;
-            if v.hairpin {
-                port::hairpin(&self.handle, &v.host_if).await?;
-            }
-            Ok(())
-        };
+        let host_side = self.ready_host_end(v, s.mac);
         if let Err(e) = futures::future::try_join(host_side, self.configure_inside(s)).await {
             let _ = del::delete(&self.handle, &v.host_if).await;
             return Err(e);
@@ -368,6 +361,20 @@ impl Netlink {
             .lock()
             .expect("peers lock")
             .insert(v.host_if.clone(), (s.netns.clone(), s.ifname.clone()));
+        Ok(())
+    }
+
+    /// A veth endpoint's host end made ready: up and its MAC pinned on its bridge port
+    /// (two requests at once), then hairpin mode if asked.
+    async fn ready_host_end(&self, v: &VethLink, mac: [u8; 6]) -> Result<(), KernelError> {
+        futures::future::try_join(
+            up::up_by_name(&self.handle, &v.host_if),
+            port::pin_mac(&self.handle, &v.host_if, mac),
+        )
+        .await?;
+        if v.hairpin {
+            port::hairpin(&self.handle, &v.host_if).await?;
+        }
         Ok(())
     }
 
@@ -691,11 +698,7 @@ impl KernelOps for Netlink {
             self.attach(s).await?;
         } else {
             if let LinkSpec::Veth(v) = &s.link {
-                up::up_by_name(&self.handle, &v.host_if).await?;
-                port::pin_mac(&self.handle, &v.host_if, s.mac).await?;
-                if v.hairpin {
-                    port::hairpin(&self.handle, &v.host_if).await?;
-                }
+                self.ready_host_end(v, s.mac).await?;
             }
             self.configure_inside(s).await?;
         }
