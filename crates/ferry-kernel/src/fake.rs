@@ -176,9 +176,9 @@ pub struct Recorder {
     pub pairs: Mutex<Vec<(String, String)>>,
     /// Requests whose line starts with this fail with EPERM.
     pub fail_on: Mutex<Option<String>>,
-    /// An attach or a link deletion whose line contains this waits for a permit of the
-    /// semaphore before it is carried out (and checked against `fail_on`): a test's way
-    /// to hold one request in flight. The log shows `held <line>` while it waits.
+    /// An attach, a link deletion or an nft script whose line contains this waits for a
+    /// permit of the semaphore before it is carried out (and checked against `fail_on`):
+    /// a test's way to hold one request in flight. The log shows `held <line>` while it waits.
     pub hold_on: Mutex<Option<(String, std::sync::Arc<tokio::sync::Semaphore>)>>,
     /// The attach step armed to fail, as `FERRY_FAULT` arms it for the real kernel
     /// ([`crate::fault`]): ferryd's own steps ask [`KernelOps::fault`]; an attach fails
@@ -374,7 +374,9 @@ impl KernelOps for Recorder {
     }
     /// Scripts are recorded; a `list` finds nothing, as in a kernel with no ruleset.
     async fn nft(&self, script: &str) -> Result<String, KernelError> {
-        self.record(Call::Nft(script.trim_end().replace('\n', "; ")))?;
+        let call = Call::Nft(script.trim_end().replace('\n', "; "));
+        self.hold(&call).await;
+        self.record(call)?;
         if script.starts_with("list ") {
             return Err(KernelError::Failed {
                 action: "fake",

@@ -62,24 +62,33 @@ pub fn watch<K: KernelOps>(d: Arc<Daemon<K>>) {
             if d.is_leaving() {
                 return;
             }
-            if let Some(ov) = d.overlay.get() {
-                d.check_entries(ov).await;
-            }
-            if first_missing(&d).await.is_none() {
-                continue;
-            }
-            // Still missing a moment later: not an attach in flight (milliseconds), so
-            // a burst of `run -d` does not make every check rewire every sandbox.
-            tokio::time::sleep(SETTLE).await;
-            let Some(missing) = first_missing(&d).await else {
-                continue;
-            };
-            tracing::warn!("reconcile: {missing} is gone; wiring again");
-            if let Err(e) = rewire(&d).await {
-                tracing::error!("reconcile: {e}");
-            }
+            check_wiring(&d, SETTLE).await;
         }
     });
+}
+
+/// One turn of [`watch`]: rewire if something is still missing `settle` after it was
+/// first seen missing; nothing once ferryd is leaving.
+async fn check_wiring<K: KernelOps>(d: &Arc<Daemon<K>>, settle: std::time::Duration) {
+    let Some(_turn) = d.check_turn().await else {
+        return;
+    };
+    if let Some(ov) = d.overlay.get() {
+        d.check_entries(ov).await;
+    }
+    if first_missing(d).await.is_none() {
+        return;
+    }
+    // Still missing a moment later: not an attach in flight (milliseconds), so
+    // a burst of `run -d` does not make every check rewire every sandbox.
+    tokio::time::sleep(settle).await;
+    let Some(missing) = first_missing(d).await else {
+        return;
+    };
+    tracing::warn!("reconcile: {missing} is gone; wiring again");
+    if let Err(e) = rewire(d).await {
+        tracing::error!("reconcile: {e}");
+    }
 }
 
 /// The part of reconcile that puts back what was deleted under a running ferryd: the

@@ -629,6 +629,55 @@ async fn a_refused_connect_gives_its_address_to_the_next_one() {
     store_matches_memory(&d).await;
 }
 
+/// `system cleanup` against the periodic check: a check in flight when cleanup begins
+/// (here held at its first nftables call, which the fake answers "no such table", so it
+/// goes on to load the tables again) finishes before cleanup touches anything, and no
+/// check runs after it. Otherwise the check puts back what cleanup just removed (ferry's
+/// tables, the DOCKER-USER rule) and the stopped ferryd leaves them behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_waits_out_a_periodic_check_in_flight_and_no_check_follows_it() {
+    const LIST: &str = "list chain inet ferry forward";
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _) = web_on_n1_with_n2(&dir).await;
+    let gate = hold(&d, LIST);
+    let check = tokio::spawn({
+        let d = d.clone();
+        async move { d.check_firewall().await }
+    });
+    until_held(&d, LIST).await;
+    let held_at = d.kernel.lines().len();
+    let cleanup = tokio::spawn({
+        let d = d.clone();
+        async move { d.cleanup().await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let meanwhile = d.kernel.lines()[held_at..].to_vec();
+    assert!(
+        meanwhile.is_empty(),
+        "cleanup went on beside the check: {meanwhile:?}"
+    );
+    gate.close();
+    check.await.unwrap();
+    let _ = cleanup.await.unwrap();
+    let lines = nft_lines(&d);
+    let removed = lines
+        .iter()
+        .rposition(|l| l.contains("delete table inet ferry"))
+        .expect("cleanup removes ferry's tables");
+    let loaded = lines
+        .iter()
+        .rposition(|l| l.contains("add chain inet ferry user"))
+        .expect("the check loaded the tables again");
+    assert!(
+        loaded < removed,
+        "the check loaded the tables after cleanup: {lines:?}"
+    );
+    let after = d.kernel.lines().len();
+    d.check_firewall().await;
+    let late = d.kernel.lines()[after..].to_vec();
+    assert!(late.is_empty(), "a check after cleanup: {late:?}");
+}
+
 // -- when the store refuses a write (a full disk) -------------------------------------
 
 /// What memory, the store and the kernel looked like before an operation.

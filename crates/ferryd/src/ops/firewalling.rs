@@ -55,8 +55,12 @@ impl<K: KernelOps> Daemon<K> {
         self.firewall.forget().await
     }
 
-    /// The periodic check (see [`crate::firewall::Firewall::check`]).
+    /// The periodic check (see [`crate::firewall::Firewall::check`]); nothing once
+    /// ferryd is leaving.
     pub async fn check_firewall(&self) {
+        let Some(_turn) = self.check_turn().await else {
+            return;
+        };
         self.firewall
             .check(&self.firewall_host(), &self.state)
             .await;
@@ -81,9 +85,9 @@ pub fn watch_user_chain<K: KernelOps>(d: std::sync::Arc<Daemon<K>>) {
     tokio::spawn(async move {
         loop {
             changed.notified().await;
-            if d.is_leaving() {
+            let Some(_turn) = d.check_turn().await else {
                 return;
-            }
+            };
             d.shortcut.follow_user_chain(&d.kernel).await;
         }
     });

@@ -71,6 +71,9 @@ pub struct Daemon<K: KernelOps> {
     /// Set once ferryd is on its way out: the periodic checks stop (while the runtime
     /// winds down their timers fire at once and their nftables calls are cancelled).
     pub(crate) leaving: std::sync::atomic::AtomicBool,
+    /// Held shared by each periodic check for its whole length ([`Daemon::check_turn`]):
+    /// [`Daemon::leave_quietly`] takes it alone to wait out a check in flight.
+    pub(crate) checks: tokio::sync::RwLock<()>,
     /// Per-sandbox order of the operations that program a sandbox's network.
     pub(crate) sandbox_locks: SandboxLocks,
     /// This host's membership of a cluster (`--cluster-store`), once joined.
@@ -148,6 +151,7 @@ impl<K: KernelOps> Daemon<K> {
             shortcut,
             shutdown: Default::default(),
             leaving: Default::default(),
+            checks: Default::default(),
             sandbox_locks: Default::default(),
             overlay: Default::default(),
             exits: tokio::sync::broadcast::channel(64).0,
@@ -177,6 +181,22 @@ impl<K: KernelOps> Daemon<K> {
 
     pub(crate) fn is_leaving(&self) -> bool {
         self.leaving.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A periodic check's turn, to hold for the check's length; None once ferryd is
+    /// leaving. (The flag is read after the turn is taken: a check cannot begin between
+    /// [`Daemon::leave_quietly`]'s flag and its wait.)
+    pub(crate) async fn check_turn(&self) -> Option<tokio::sync::RwLockReadGuard<'_, ()>> {
+        let turn = self.checks.read().await;
+        (!self.is_leaving()).then_some(turn)
+    }
+
+    /// [`Daemon::leave`], and return once no periodic check is in flight: from here on
+    /// none puts back what `system cleanup` removes (a table, the DOCKER-USER rule, a
+    /// bridge the check would find missing).
+    pub(crate) async fn leave_quietly(&self) {
+        self.leave();
+        drop(self.checks.write().await);
     }
 
     /// Returns once ferryd is asked to stop (after `system cleanup`).

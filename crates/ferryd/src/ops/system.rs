@@ -15,6 +15,8 @@ impl<K: KernelOps> Daemon<K> {
     /// turned them so. Every step runs even
     /// if one before it failed; the failures come back together.
     pub async fn cleanup(&self) -> Result<()> {
+        // ferryd stops after this: no periodic check may put back what goes here.
+        self.leave_quietly().await;
         let mut errors: Vec<String> = vec![];
         let ids: Vec<String> = self.state.lock().await.sandboxes.keys().cloned().collect();
         for id in ids {
