@@ -1364,7 +1364,11 @@ fn an_independent_perl_plugin_as_network_and_ipam_driver_gets_dockerds_calls_in_
     host.expect_reach(At::Host, "tcp", "10.78.0.10", 8080)?;
     host.run_idle("c3", &["--network", "capnet"])?;
     host.expect_reach(At::Sandbox("c3"), "tcp", "10.78.0.10", 8080)?;
+    // c3's address is released after its `rm` returns: wait for every call of that
+    // `rm` (dockerd's for c1's, P:p20), so none lands among c1's.
+    plugin.clear()?;
     host.ferry_ok(&["rm", "-f", "c3"])?;
+    plugin.expect_recorded("p20-rm-f-c1")?;
 
     plugin.clear()?;
     host.ferry_ok(&["rm", "-f", "c1"])?;
