@@ -19,15 +19,24 @@ use super::{Daemon, ExitReport};
 use crate::error::{Error, Result};
 
 /// The start time of a live `pid` in clock ticks since boot (field 22 of
-/// /proc/PID/stat); None if there is no such process or it is a zombie.
+/// /proc/PID/stat); None if there is no such process or it has exited. The stat file
+/// is the thread-group leader's: a leader that ended its own thread (`pthread_exit`)
+/// reads as a zombie while the process's other threads run on, so a zombie leader
+/// counts as exited only once it is the last thread.
 pub fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 2..];
     let mut fields = after.split_whitespace();
-    if matches!(fields.next(), Some("Z") | Some("X")) {
+    if matches!(fields.next(), Some("Z") | Some("X")) && threads(pid) < 2 {
         return None;
     }
     fields.nth(18)?.parse().ok()
+}
+
+/// How many threads `pid` has (its leader among them, even a zombie one); 0 if it is
+/// gone.
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count)
 }
 
 pub fn alive(pid: u32, started: u64) -> bool {
@@ -189,4 +198,45 @@ pub fn monitor<K: KernelOps>(d: Arc<Daemon<K>>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::start_time;
+    use std::time::{Duration, Instant};
+
+    /// The process's leader thread ends (`pthread_exit`) while another thread sleeps on.
+    const LEADER_ENDS: &str = "\
+import ctypes, threading, time
+threading.Thread(target=time.sleep, args=(60,)).start()
+ctypes.CDLL(None).pthread_exit(None)
+";
+
+    fn leader_state(pid: u32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat[stat.rfind(')')? + 2..].chars().next()
+    }
+
+    #[test]
+    fn a_process_whose_leader_thread_ended_lives_while_another_thread_runs() {
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", LEADER_ENDS])
+            .spawn()
+            .expect("start python3");
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while leader_state(pid) != Some('Z') {
+            assert!(Instant::now() < deadline, "the leader thread did not end");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let alive = start_time(pid);
+        // The control: the same process, every thread gone, reads as exited.
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            alive.is_some(),
+            "a zombie leader with a live thread read as exited"
+        );
+        assert_eq!(start_time(pid), None);
+    }
 }
