@@ -12,7 +12,8 @@
 //! veth host end: crates/ferry-kernel/bpf/shortcut.c) past the bridge: the last test
 //! shows it does, by the bridge port's counters, and that it steps aside while ferry's
 //! `user` chain holds a rule and while ferryd is stopped, and that a ferryd started after
-//! one was killed takes over the programs the dead one left. What a sandbox sends to be
+//! one was killed takes over the programs the dead one left (or, with `--shortcut off`,
+//! takes them off). What a sandbox sends to be
 //! routed goes straight up into the host, past the bridge, tracked and masqueraded as
 //! before, and every endpoint's MAC is pinned on its bridge port (the last test).
 
@@ -272,12 +273,38 @@ fn bridged_during(port: &PortCounter, f: &mut Flow, n: u32) -> Result<u64> {
     Ok(sent)
 }
 
+/// The programs of ferry's on `bridge`'s egress and on its ports' ingress, as
+/// "DEVICE PROGRAM".
+fn ferry_filters(host: &TestHost, bridge: &str) -> Result<Vec<String>> {
+    let ports = host
+        .in_host("ip", &["-j", "link", "show", "master", bridge])?
+        .expect_success()?
+        .stdout;
+    let ports: serde_json::Value = serde_json::from_str(&ports)?;
+    let ports = ports.as_array().context("ip -j link show master")?.iter();
+    let ports = ports.filter_map(|l| Some((l["ifname"].as_str()?.to_string(), "ingress")));
+    let mut found = vec![];
+    for (dev, side) in ports.chain([(bridge.to_string(), "egress")]) {
+        let filters = host
+            .in_host("tc", &["filter", "show", "dev", &dev, side])?
+            .stdout;
+        for prog in ["shortcut", "deliver", "arrive"] {
+            if filters.contains(&format!("{prog}:")) || filters.contains(&format!(" {prog} ")) {
+                found.push(format!("{dev} {prog}"));
+            }
+        }
+    }
+    Ok(found)
+}
+
 #[test]
 fn same_network_traffic_takes_the_shortcut_unless_the_user_chain_or_a_stopped_ferryd_says_otherwise(
 ) -> Result<()> {
+    const BRIDGE: &str = "fshort0";
     let mut host = host_or_skip!();
     let net = unique("n");
-    host.create_network(&net, &["--subnet", "10.89.0.0/24"])?;
+    let name = format!("com.docker.network.bridge.name={BRIDGE}");
+    host.create_network(&net, &["--subnet", "10.89.0.0/24", "-o", &name])?;
     let srv_id = host.run_detached("srv", &["--network", &net], &["python3", "-c", ECHO_SERVER])?;
     let cli_id = host.run_idle("cli", &["--network", &net])?;
     let (srv, cli) = (host.ip_of("srv", &net)?, host.ip_of("cli", &net)?);
@@ -346,6 +373,27 @@ fn same_network_traffic_takes_the_shortcut_unless_the_user_chain_or_a_stopped_fe
     ensure!(
         by_bridge >= u64::from(N),
         "after the kill, a rule in `user` left the shortcut open: a program of the dead ferryd's is still there ({by_bridge} packets by the bridge)"
+    );
+
+    // ferryd killed, and the next one started with `--shortcut off`: it takes the dead
+    // one's programs off (their gate was open), and the bridge carries the flow; no
+    // filter of ferry's is left on the veths or the bridge.
+    let before = ferry_filters(&host, BRIDGE)?;
+    ensure!(
+        before.len() == 3,
+        "ferry's programs before the kill: {before:?}"
+    );
+    host.set_ferryd_args(&["--shortcut", "off"]);
+    host.restart_kill9()?;
+    let by_bridge = bridged_during(&port, &mut flow, N)?;
+    ensure!(
+        by_bridge >= u64::from(N),
+        "with --shortcut off after a kill, the bridge sent only {by_bridge} packets to srv: the dead ferryd's programs still carry the flow"
+    );
+    let left = ferry_filters(&host, BRIDGE)?;
+    ensure!(
+        left.is_empty(),
+        "with --shortcut off, ferry's programs are left: {left:?}"
     );
     drop(flow);
     host.finish()

@@ -189,6 +189,8 @@ pub struct Recorder {
     pub shortcut: Mutex<BTreeMap<String, Entry>>,
     pub shortcut_open: Mutex<bool>,
     pub shortcut_tunnels: Mutex<Vec<Tunnel>>,
+    /// The links the shortcut was asked to sweep that it did not carry, in order.
+    pub shortcut_swept: Mutex<Vec<String>>,
 }
 
 impl Recorder {
@@ -511,5 +513,22 @@ impl KernelOps for Recorder {
     fn shortcut_tunnels(&self, want: &[Tunnel]) -> Result<(), KernelError> {
         *self.shortcut_tunnels.lock().expect("lock") = want.to_vec();
         Ok(())
+    }
+    /// Records the links it would take a program off: those that are not a carried
+    /// host end, a carried endpoint's bridge (`deliver`) or a carried tunnel's device.
+    fn shortcut_sweep(&self, links: &[String]) {
+        let carried = self.shortcut.lock().expect("lock");
+        let tunnels = self.shortcut_tunnels.lock().expect("lock");
+        let kept = |l: &str| {
+            carried
+                .values()
+                .any(|e| e.host_end.as_str() == l || e.bridge.as_str() == l)
+                || tunnels.iter().any(|t| t.device.as_str() == l)
+        };
+        let swept = links.iter().filter(|l| !kept(l));
+        self.shortcut_swept
+            .lock()
+            .expect("lock")
+            .extend(swept.cloned());
     }
 }

@@ -203,6 +203,10 @@ pub trait KernelOps: Send + Sync + 'static {
     fn shortcut_gate(&self, open: bool) -> Result<(), KernelError>;
     /// Carry exactly these overlay tunnels (their devices and bridges must exist).
     fn shortcut_tunnels(&self, want: &[ferry_core::shortcut::Tunnel]) -> Result<(), KernelError>;
+    /// Take ferry's programs off those of `links` the shortcut does not carry (what a
+    /// killed ferryd left); every one of them, if the shortcut is not loaded. Never fails:
+    /// a link or program not there is as good as taken off.
+    fn shortcut_sweep(&self, links: &[String]);
 }
 
 /// The real kernel, through one rtnetlink connection in ferryd's own namespace plus a
@@ -675,6 +679,14 @@ impl KernelOps for Netlink {
 
     fn shortcut_tunnels(&self, want: &[ferry_core::shortcut::Tunnel]) -> Result<(), KernelError> {
         self.with_shortcut(|s| s.set_tunnels(want))
+    }
+
+    fn shortcut_sweep(&self, links: &[String]) {
+        // Not loaded for this: a ferryd that carries nothing has no program of its own.
+        match &*self.shortcut.lock().expect("shortcut lock") {
+            ShortcutSlot::Loaded(s) => s.sweep(links),
+            _ => Shortcut::sweep_unloaded(links),
+        }
     }
 
     fn fault(&self, step: AttachStep) -> Result<(), KernelError> {

@@ -352,6 +352,35 @@ impl Shortcut {
         self.bridge_released(&a.bridge);
     }
 
+    /// Take ferry's programs off every one of `links` this shortcut does not carry
+    /// there: filters a killed ferryd left (its maps frozen, its gate open), which would
+    /// go on carrying traffic behind this ferryd's back (behind a rule in the `user`
+    /// chain, past a bridge `--shortcut off` gives everything to).
+    pub fn sweep(&self, links: &[String]) {
+        for name in links {
+            let carried = [
+                (SEND, self.attached.contains_key(name)),
+                (ARRIVE, self.devices.contains_key(name)),
+                (
+                    DELIVER,
+                    self.bridges.get(name).is_some_and(|b| b.link.is_some()),
+                ),
+            ];
+            for (p, _) in carried.into_iter().filter(|(_, here)| !here) {
+                links::take_off(p, name);
+            }
+        }
+    }
+
+    /// The same, with no shortcut loaded: every one of ferry's programs goes.
+    pub fn sweep_unloaded(links: &[String]) {
+        for name in links {
+            for p in links::ALL {
+                links::take_off(p, name);
+            }
+        }
+    }
+
     /// Carry exactly these overlay tunnels: each device's entry and its blocks' routes
     /// written (those no longer wanted removed), `arrive` on each device; a device not
     /// in `want` is let go. A device whose links are missing is skipped with an error

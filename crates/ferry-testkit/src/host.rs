@@ -218,6 +218,12 @@ impl TestHost {
         }
     }
 
+    /// The extra arguments of ferryd's next starts (those it was started with until then);
+    /// takes effect at the next restart.
+    pub fn set_ferryd_args(&mut self, args: &[&str]) {
+        self.ferryd_args = args.iter().map(|s| s.to_string()).collect();
+    }
+
     pub fn restart_kill9(&mut self) -> Result<()> {
         self.restart_kill9_with(|| {})
     }

@@ -107,11 +107,21 @@ impl Shortcut {
     }
 
     /// Everything again from `st` (ferryd's start, `system reconcile`): the kernel holds
-    /// nothing of a previous ferryd's, and an entry the state no longer has goes.
+    /// nothing of a previous ferryd's, and an entry the state no longer has goes. Then
+    /// the programs a killed ferryd left on links this one does not carry go (all of
+    /// them with `--shortcut off`): with their frozen maps and open gate they would
+    /// carry traffic past a bridge this ferryd leaves everything to, and past the gate a
+    /// rule in the `user` chain closes.
     pub(crate) fn load_all<K: KernelOps>(&self, k: &K, st: &State) {
         if self.mode == Mode::Off {
+            k.shortcut_sweep(&program_links(st));
             return;
         }
+        self.carry_all(k, st);
+        k.shortcut_sweep(&program_links(st));
+    }
+
+    fn carry_all<K: KernelOps>(&self, k: &K, st: &State) {
         let mut inner = self.inner();
         inner.pending.clear();
         let want: HashMap<Source, Vec<Entry>> = all_sources(st)
@@ -263,6 +273,28 @@ fn source_entries(st: &State, src: &Source) -> Vec<Entry> {
             .collect(),
         Source::Net(_) | Source::Tunnel => vec![],
     }
+}
+
+/// The links of ferry's in `st` a program may sit on: the networks' bridges and VXLAN
+/// devices, the endpoints' host ends.
+fn program_links(st: &State) -> Vec<String> {
+    let nets = st.networks.values();
+    let bridges = nets
+        .clone()
+        .filter_map(|n| n.bridge())
+        .map(|b| b.name.to_string());
+    let tunnels = nets
+        .filter_map(|n| n.overlay())
+        .map(|o| o.vxlan.to_string());
+    let endpoints = st
+        .sandboxes
+        .values()
+        .flat_map(|s| s.endpoints.iter())
+        .chain(st.plugin.endpoints.values().map(|d| &d.endpoint));
+    let host_ends = endpoints
+        .filter_map(|e| e.live.as_ref()?.host_if.as_ref())
+        .map(|h| h.to_string());
+    bridges.chain(tunnels).chain(host_ends).collect()
 }
 
 /// Does ferry's `user` chain hold no rule? A chain that cannot be listed (no table yet)

@@ -96,3 +96,80 @@ async fn a_new_ferryd_carries_what_the_store_says_is_running() {
     drop(st);
     assert_eq!(carried(&d).len(), 1);
 }
+
+/// The links whose programs a full load takes off, as the fake records them.
+fn swept(d: &Daemon<Recorder>) -> Vec<String> {
+    std::mem::take(&mut *d.kernel.shortcut_swept.lock().unwrap())
+}
+
+/// The host end of `sandbox`'s endpoint on the network `net` (by name).
+async fn host_end(d: &Daemon<Recorder>, sandbox: &str, net: &str) -> String {
+    let st = d.state.lock().await;
+    let net_id = st
+        .networks
+        .values()
+        .find(|n| n.name == net)
+        .unwrap()
+        .id
+        .clone();
+    let sb = st.sandboxes.values().find(|s| s.name == sandbox).unwrap();
+    let ep = sb
+        .endpoints
+        .iter()
+        .find(|e| e.network_id == net_id)
+        .unwrap();
+    ep.live
+        .as_ref()
+        .unwrap()
+        .host_if
+        .as_ref()
+        .unwrap()
+        .to_string()
+}
+
+/// A start's full load takes what a killed ferryd left off every link of ferry's it does
+/// not carry (an ICC-off network's bridge and veths, a bridge with no one on it), and
+/// off every link with `--shortcut off`; never off what it carries.
+#[tokio::test]
+async fn a_full_load_sweeps_every_link_it_does_not_carry_and_every_one_with_the_shortcut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&dir).await;
+    let a = d.create_sandbox(Some("a"), run_req("n1")).await.unwrap();
+    d.start_sandbox(&a, false).await.unwrap();
+    d.connect("quiet", connect("a")).await.unwrap();
+    let carried_end = host_end(&d, "a", "n1").await;
+    let quiet_end = host_end(&d, "a", "quiet").await;
+    let bridge = |net: &str| {
+        let st = d.state.try_lock().unwrap();
+        let n = st.networks.values().find(|n| n.name == net).unwrap();
+        n.bridge().unwrap().name.to_string()
+    };
+    let (n1_br, quiet_br, default_br) = (bridge("n1"), bridge("quiet"), bridge("bridge"));
+    swept(&d);
+    let st = d.state.lock().await;
+    d.load_firewall(&st).await.unwrap();
+    drop(st);
+    let mut got = swept(&d);
+    got.sort();
+    let mut want = vec![quiet_br.clone(), default_br.clone(), quiet_end.clone()];
+    want.sort();
+    assert_eq!(got, want, "carried: {carried_end} on {n1_br}");
+
+    // The same state under a ferryd started with `--shortcut off`: every link.
+    let mut cfg = ferryd::Config::under(dir.path());
+    cfg.shortcut = ferryd::shortcut::Mode::Off;
+    let off = Daemon::new(
+        cfg,
+        Recorder::default(),
+        Box::new(ferry_store::MemStore::default()),
+    )
+    .unwrap();
+    let st = d.state.lock().await;
+    off.load_firewall(&st).await.unwrap();
+    drop(st);
+    let mut got = swept(&off);
+    got.sort();
+    let mut want = vec![n1_br, quiet_br, default_br, carried_end, quiet_end];
+    want.sort();
+    assert_eq!(got, want);
+}

@@ -11,7 +11,8 @@
 //! A filter is the kernel's, not the process's: it outlives ferryd, keeping the program
 //! and the maps it was loaded with, frozen as they were. So a starting ferryd replaces
 //! the filter a previous one left on each of its links (each filter has the same
-//! priority and handle, and carries the program's name), and a stopping one closes the
+//! priority and handle, and carries the program's name), takes it off the links of
+//! ferry's it does not carry ([`take_off`]), and a stopping one closes the
 //! gate first (crate::shortcut::Shortcut::set_gate): with ferryd stopped the bridge and
 //! the host carry everything. A ferryd killed outright leaves the shortcut as it was, which
 //! delivers only what the bridge would have delivered then.
@@ -39,7 +40,7 @@ const HANDLE: TcHandle = TcHandle::new(0, 0xfe77);
 
 /// Load the programs of `ebpf` into the kernel.
 pub(super) fn load(ebpf: &mut Ebpf) -> Result<(), KernelError> {
-    for Program(name, _) in [SEND, ARRIVE, DELIVER] {
+    for Program(name, _) in ALL {
         program(ebpf, name)?
             .load()
             .map_err(|e| super::failed("load", format!("BPF program {name}"), e))?;
@@ -81,6 +82,16 @@ pub(super) fn detach(ebpf: &mut Ebpf, Program(prog_name, _): Program, link: Sche
     if let Ok(prog) = program(ebpf, prog_name) {
         let _ = prog.detach(link);
     }
+}
+
+/// Every one of ferry's programs, each on its side of a link.
+pub(super) const ALL: [Program; 3] = [SEND, ARRIVE, DELIVER];
+
+/// Take every filter of `prog` off link `name`, whoever put it there: what a previous
+/// ferryd left on a link this one does not carry. Nothing there (no such link, no clsact
+/// qdisc, no such filter) is not an error.
+pub(super) fn take_off(Program(prog_name, side): Program, name: &str) {
+    let _ = tc::qdisc_detach_program(name, side, prog_name);
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier, KernelError> {
