@@ -71,8 +71,10 @@ pub struct Daemon<K: KernelOps> {
     /// Set once ferryd is on its way out: the periodic checks stop (while the runtime
     /// winds down their timers fire at once and their nftables calls are cancelled).
     pub(crate) leaving: std::sync::atomic::AtomicBool,
-    /// Held shared by each periodic check for its whole length ([`Daemon::check_turn`]):
-    /// [`Daemon::leave_quietly`] takes it alone to wait out a check in flight.
+    /// Held shared by each periodic check, and by the overlay's watch while it acts on
+    /// the host, for its whole length ([`Daemon::check_turn`]): [`Daemon::leave_quietly`]
+    /// takes it alone to wait out one in flight. Never taken twice by one task (a waiting
+    /// writer would hold up the second read).
     pub(crate) checks: tokio::sync::RwLock<()>,
     /// Per-sandbox order of the operations that program a sandbox's network.
     pub(crate) sandbox_locks: SandboxLocks,

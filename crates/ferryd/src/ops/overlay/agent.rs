@@ -183,11 +183,17 @@ async fn watch<K: KernelOps>(d: Arc<Daemon<K>>, ov: Arc<Overlay>) {
     }
 }
 
-/// Bring the host in line with what the watch changed.
+/// Bring the host in line with what the watch changed; nothing on the host once ferryd
+/// is leaving (`system cleanup` must not see a network it removed made again).
 async fn act_on<K: KernelOps>(d: &Daemon<K>, ov: &Arc<Overlay>, c: &Changed) {
     if c.nodes {
-        d.sync_tunnel(ov).await;
         mark_dead(ov).await;
+    }
+    let Some(_turn) = d.check_turn().await else {
+        return;
+    };
+    if c.nodes {
+        d.sync_tunnel(ov).await;
     }
     if c.networks {
         d.sync_networks(ov).await;
@@ -226,6 +232,10 @@ async fn resync<K: KernelOps>(d: &Daemon<K>, ov: &Arc<Overlay>) {
         }
     };
     *ov.view.lock().expect("view") = Arc::new(view);
+    // As `act_on`: held while the host is made to match, not while etcd is waited for.
+    let Some(_turn) = d.check_turn().await else {
+        return;
+    };
     d.sync_tunnel(ov).await;
     d.sync_networks(ov).await;
     d.sync_entries(ov).await;
