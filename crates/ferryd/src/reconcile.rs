@@ -53,7 +53,6 @@ async fn sync_overlays<K: KernelOps>(d: &Arc<Daemon<K>>) {
 /// too: it must still be missing a second later, and even then the rewire waits for that
 /// sandbox's turn and finds it wired.
 pub fn watch<K: KernelOps>(d: Arc<Daemon<K>>) {
-    const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
     tokio::spawn(async move {
         let mut t = tokio::time::interval(crate::firewall::CHECK_EVERY);
         t.tick().await;
@@ -62,14 +61,15 @@ pub fn watch<K: KernelOps>(d: Arc<Daemon<K>>) {
             if d.is_leaving() {
                 return;
             }
-            check_wiring(&d, SETTLE).await;
+            check_wiring(&d).await;
         }
     });
 }
 
-/// One turn of [`watch`]: rewire if something is still missing `settle` after it was
+/// One turn of [`watch`]: rewire if something is still missing a second after it was
 /// first seen missing; nothing once ferryd is leaving.
-async fn check_wiring<K: KernelOps>(d: &Arc<Daemon<K>>, settle: std::time::Duration) {
+async fn check_wiring<K: KernelOps>(d: &Arc<Daemon<K>>) {
+    const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
     let Some(_turn) = d.check_turn().await else {
         return;
     };
@@ -81,7 +81,7 @@ async fn check_wiring<K: KernelOps>(d: &Arc<Daemon<K>>, settle: std::time::Durat
     }
     // Still missing a moment later: not an attach in flight (milliseconds), so
     // a burst of `run -d` does not make every check rewire every sandbox.
-    tokio::time::sleep(settle).await;
+    tokio::time::sleep(SETTLE).await;
     let Some(missing) = first_missing(d).await else {
         return;
     };
@@ -141,16 +141,6 @@ async fn first_bridge_without_address<K: KernelOps>(d: &Daemon<K>) -> Option<Str
 async fn first_missing_link<K: KernelOps>(d: &Daemon<K>) -> Option<String> {
     let expected: Vec<String> = {
         let st = d.state.lock().await;
-        let bridges = st
-            .networks
-            .values()
-            .filter_map(|n| n.bridge())
-            .map(|b| b.name.to_string());
-        let tunnels = st
-            .networks
-            .values()
-            .filter_map(|n| n.overlay())
-            .map(|o| o.vxlan.to_string());
         let veths = st
             .sandboxes
             .values()
@@ -159,7 +149,7 @@ async fn first_missing_link<K: KernelOps>(d: &Daemon<K>) -> Option<String> {
             .filter_map(|l| l.host_if.as_ref().map(|h| h.to_string()))
             // plughost: a plugin's endpoint has no host link (its link is in the sandbox).
             .filter(|l| !crate::ops::plughost::is_plugin_link(&d.cfg.plughost, l));
-        bridges.chain(tunnels).chain(veths).collect()
+        st.network_links().chain(veths).collect()
     };
     if expected.is_empty() {
         return None;

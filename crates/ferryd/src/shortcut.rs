@@ -113,11 +113,9 @@ impl Shortcut {
     /// carry traffic past a bridge this ferryd leaves everything to, and past the gate a
     /// rule in the `user` chain closes.
     pub(crate) fn load_all<K: KernelOps>(&self, k: &K, st: &State) {
-        if self.mode == Mode::Off {
-            k.shortcut_sweep(&program_links(st));
-            return;
+        if self.mode == Mode::On {
+            self.carry_all(k, st);
         }
-        self.carry_all(k, st);
         k.shortcut_sweep(&program_links(st));
     }
 
@@ -278,14 +276,6 @@ fn source_entries(st: &State, src: &Source) -> Vec<Entry> {
 /// The links of ferry's in `st` a program may sit on: the networks' bridges and VXLAN
 /// devices, the endpoints' host ends.
 fn program_links(st: &State) -> Vec<String> {
-    let nets = st.networks.values();
-    let bridges = nets
-        .clone()
-        .filter_map(|n| n.bridge())
-        .map(|b| b.name.to_string());
-    let tunnels = nets
-        .filter_map(|n| n.overlay())
-        .map(|o| o.vxlan.to_string());
     let endpoints = st
         .sandboxes
         .values()
@@ -294,7 +284,7 @@ fn program_links(st: &State) -> Vec<String> {
     let host_ends = endpoints
         .filter_map(|e| e.live.as_ref()?.host_if.as_ref())
         .map(|h| h.to_string());
-    bridges.chain(tunnels).chain(host_ends).collect()
+    st.network_links().chain(host_ends).collect()
 }
 
 /// Does ferry's `user` chain hold no rule? A chain that cannot be listed (no table yet)

@@ -48,6 +48,20 @@ fn decode<T: for<'a> Deserialize<'a>>(k: &str, v: &[u8]) -> Result<T, StoreError
 }
 
 impl State {
+    /// The links the networks stand on in this namespace: their bridges and their
+    /// overlays' VXLAN devices.
+    pub fn network_links(&self) -> impl Iterator<Item = String> + '_ {
+        let nets = self.networks.values();
+        let bridges = nets
+            .clone()
+            .filter_map(|n| n.bridge())
+            .map(|b| b.name.to_string());
+        let tunnels = nets
+            .filter_map(|n| n.overlay())
+            .map(|o| o.vxlan.to_string());
+        bridges.chain(tunnels)
+    }
+
     pub fn load(store: &dyn Store) -> Result<State, StoreError> {
         let mut st = State::default();
         for (k, v) in store.list("net/")? {
