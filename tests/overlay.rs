@@ -1353,3 +1353,80 @@ fn overlay_traffic_between_hosts_takes_the_shortcut_and_the_bridge_when_it_must(
     }
     c.finish()
 }
+
+/// `system cleanup` on one host takes that host out of the cluster, not the cluster's
+/// overlays: the other host keeps the network and its sandbox; the departed host's
+/// record and address block leave etcd at once and its tunnel entries leave the other
+/// host well inside the lease's TTL (30 s here, so expiry cannot explain it); nothing of
+/// the overlay stays in its kernel; at its next start it joins again and its sandboxes
+/// reach the other host's over the same network.
+#[test]
+fn system_cleanup_takes_the_host_out_of_the_cluster_and_leaves_the_overlays() -> Result<()> {
+    let opts = ClusterOpts {
+        ttl_secs: 30,
+        ..ClusterOpts::default()
+    };
+    let Some(mut c) = cluster("overlay-cleanup", opts)? else {
+        return Ok(());
+    };
+    c.overlay_everywhere("ov", &[])?;
+    let web = c.hosts[1].run_web("web2", &["--network", "ov"])?;
+    c.hosts[0].run_idle("client", &["--network", "ov"])?;
+    let web_ip = c.hosts[1].ip_of("web2", "ov")?;
+    let client_ip = c.hosts[0].ip_of("client", "ov")?;
+    c.hosts[0].expect_fetch("client", &web_ip, &web)?;
+    ensure!(
+        tunnel_seen(&c.hosts[1], "ov")?.via(&client_ip) == Some("172.30.0.11"),
+        "control: host 2 routes the client's address to host 1"
+    );
+    let id = c.hosts[0].ferry_ok(&["network", "inspect", "ov", "--format", "{{.Id}}"])?;
+    let blocks = |c: &TestCluster| -> Result<String> {
+        Ok(c.in_underlay(
+            "etcdctl",
+            &[
+                "--endpoints",
+                "172.30.0.1:2379",
+                "get",
+                "--prefix",
+                "/ferry/ov/blk/",
+                "--print-value-only",
+            ],
+        )?
+        .expect_success()?
+        .stdout)
+    };
+    ensure!(
+        blocks(&c)?.lines().any(|l| l == "host1"),
+        "control: host 1 holds a block:\n{}",
+        blocks(&c)?
+    );
+
+    c.hosts[0].ferry_ok(&["system", "cleanup"])?;
+    let left = c.wait_for(Duration::from_secs(10), "host 1 to leave", |c| {
+        Ok(!c.hosts[1].ferry_ok(&["node", "ls"])?.contains("host1")
+            && tunnel_seen(&c.hosts[1], "ov")?.is_empty())
+    })?;
+    eprintln!("host 1 gone from host 2's node list and tunnel after {left:?} (TTL 30 s)");
+    let held = blocks(&c)?;
+    ensure!(
+        held.lines().filter(|l| !l.is_empty()).all(|l| l == "host2"),
+        "host 1's block is free at once:\n{held}"
+    );
+    c.hosts[1].run_idle("near", &["--network", "ov"])?;
+    c.hosts[1].expect_fetch("near", &web_ip, &web)?;
+    let links = c.hosts[0].links()?;
+    ensure!(
+        !links
+            .iter()
+            .any(|l| l.ends_with(&id[..8]) || l.starts_with("fy") || l == "ferry0"),
+        "links left on host 1: {links:?}"
+    );
+
+    c.hosts[0].restart_after_exit()?;
+    c.wait_for(Duration::from_secs(10), "host 1 to join again", |c| {
+        Ok(c.hosts[0].ferry(&["network", "inspect", "ov"])?.success())
+    })?;
+    c.hosts[0].run_idle("again", &["--network", "ov"])?;
+    c.hosts[0].expect_fetch("again", &web_ip, &web)?;
+    c.finish()
+}

@@ -4,6 +4,7 @@
 //! transaction, retried from a fresh read when another host moved first.
 
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -78,6 +79,8 @@ pub struct Cluster {
     /// How long a dead host's blocks stay its own ([`DEFAULT_GRACE`]).
     pub grace: Duration,
     lease: Mutex<Option<LeaseId>>,
+    /// Set by [`Cluster::depart`].
+    departed: AtomicBool,
 }
 
 /// A network as `create` asks for it; `None` fields are chosen by the cluster.
@@ -113,6 +116,7 @@ impl Cluster {
             ttl,
             grace: DEFAULT_GRACE,
             lease: Mutex::new(None),
+            departed: AtomicBool::new(false),
         }
     }
 
@@ -184,7 +188,11 @@ impl Cluster {
 
     /// Renew the lease; `Ok(false)` when it was lost (expired while etcd was away) and a
     /// new one was taken: everything published under the old one must be published again.
+    /// Nothing once this host has departed.
     pub fn renew(&self, started: &str) -> Result<bool> {
+        if self.departed() {
+            return Ok(true);
+        }
         let lease = self.lease();
         match lease.map(|l| self.store.keep_alive(l)) {
             Some(Ok(_)) => Ok(true),
@@ -231,6 +239,50 @@ impl Cluster {
             self.store.revoke(l)?;
         }
         Ok(())
+    }
+
+    /// Leave for good (`system cleanup`): the cluster's overlays stay, this host goes.
+    /// Its record, its address blocks and any grace-period keys go in one transaction
+    /// (each block only while still this host's), so no host ever sees it gone while
+    /// holding blocks and starts a grace period for it, and its blocks are free at once;
+    /// then the lease is revoked, which takes its endpoints. From here on [`Cluster::renew`]
+    /// does not join again.
+    pub fn depart(&self) -> Result<()> {
+        self.departed.store(true, Ordering::SeqCst);
+        let mut done = false;
+        for _ in 0..TRIES {
+            let view = self.view()?;
+            let mine: Vec<String> = view
+                .blocks
+                .iter()
+                .filter(|(_, owner)| **owner == self.node)
+                .map(|((net, block), _)| block_key(net, *block))
+                .collect();
+            let compares: Vec<Compare> = mine
+                .iter()
+                .map(|k| Compare::Value(k.clone(), self.node.clone().into_bytes()))
+                .collect();
+            let mut ops: Vec<Op> = mine.into_iter().map(Op::Delete).collect();
+            ops.extend([
+                Op::Delete(node_key(&self.node)),
+                Op::Delete(dead_key(&self.node)),
+                Op::Delete(grace_key(&self.node)),
+            ]);
+            if let Outcome::Committed(_) = self.store.txn(&compares, &ops)? {
+                done = true;
+                break;
+            }
+        }
+        self.leave()?;
+        match done {
+            true => Ok(()),
+            false => Err(ClusterError::Contention("this host's address blocks")),
+        }
+    }
+
+    /// Whether this host left for good ([`Cluster::depart`]).
+    pub fn departed(&self) -> bool {
+        self.departed.load(Ordering::SeqCst)
     }
 
     /// Create an overlay network every host sees.

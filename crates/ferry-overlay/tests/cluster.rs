@@ -433,3 +433,51 @@ fn a_dead_hosts_block_with_an_address_in_use_is_never_taken() {
         "a block with host1's address in it was taken"
     );
 }
+
+/// A host that departs (`system cleanup`) takes its record, endpoints and blocks with it
+/// at once, leaves the network to the others, frees its block for them, and does not
+/// join again on its next renewal.
+#[test]
+fn a_departing_host_frees_its_blocks_at_once_and_leaves_the_network_to_the_others() {
+    let (store, _, h) = hosts(2);
+    let net = h[0].create_network(&overlay("ov")).unwrap();
+    let gone = h[0].claim_block(&net, &[]).unwrap().block;
+    h[1].claim_block(&net, &[]).unwrap();
+    let e = vec![ep(
+        &h[0],
+        &net.id,
+        &gone.hosts().nth(1).unwrap().to_string(),
+        "web",
+    )];
+    h[0].publish(&e, &[], None).unwrap();
+
+    h[0].depart().unwrap();
+    let v = View::from_listing(store.range("").unwrap()).unwrap();
+    assert!(v.networks.contains_key(&net.id), "the overlay stays: {v:?}");
+    assert!(
+        !v.nodes.contains_key("host1") && v.endpoints.is_empty(),
+        "{v:?}"
+    );
+    assert!(
+        v.blocks.values().all(|owner| owner == "host2") && v.blocks.len() == 1,
+        "host1's block is free: {v:?}"
+    );
+    assert!(v.newly_dead().is_empty() && v.dead.is_empty(), "{v:?}");
+    assert!(
+        h[1].mark_dead().unwrap().is_empty(),
+        "no grace period starts"
+    );
+    assert!(h[0].renew("now").unwrap());
+    let v = View::from_listing(store.range("").unwrap()).unwrap();
+    assert!(
+        !v.nodes.contains_key("host1"),
+        "a renewal after departing does not join: {v:?}"
+    );
+    // The freed block is the next one host2 claims.
+    assert_eq!(
+        h[1].claim_block(&net, &[v.blocks.keys().next().unwrap().1])
+            .unwrap()
+            .block,
+        gone
+    );
+}

@@ -1,13 +1,17 @@
-//! `ferry system cleanup`: remove every kernel object and rule ferry owns, then stop.
+//! `ferry system cleanup`: remove every kernel object and rule ferry owns, leave the
+//! cluster, then stop.
 
+use ferry_core::model::Network;
 use ferry_core::nft::render;
 use ferry_kernel::KernelOps;
 
 use super::Daemon;
 use crate::error::Result;
+use crate::overlay::blocking;
 
 impl<K: KernelOps> Daemon<K> {
-    /// Remove every sandbox and user network (as `rm -f` and `network rm` would), then
+    /// Remove every sandbox and user network (as `rm -f` and `network rm` would; of an
+    /// overlay, only this host's copy, and the host leaves the cluster), then
     /// the predefined bridge, ferry's nftables tables (the `user` chain too) and the pin
     /// of ferryd's own namespace; the caller then stops ferryd. The store keeps only the predefined
     /// networks, so the next start re-creates the default bridge. ferry's DOCKER-USER rule
@@ -25,18 +29,25 @@ impl<K: KernelOps> Daemon<K> {
             }
         }
         errors.extend(self.plugin_forget_all().await);
-        let nets: Vec<(String, bool)> = {
+        let nets: Vec<(String, Kept)> = {
             let st = self.state.lock().await;
             st.networks
                 .values()
-                .map(|n| (n.id.clone(), n.predefined))
+                .map(|n| (n.id.clone(), Kept::of(n)))
                 .collect()
         };
-        for (id, _) in nets.iter().filter(|(_, pre)| !pre) {
-            if let Err(e) = self.remove_network(id).await {
-                errors.push(format!("network rm {id}: {e}"));
+        for (id, kept) in &nets {
+            match kept {
+                Kept::Local => {
+                    if let Err(e) = self.remove_network(id).await {
+                        errors.push(format!("network rm {id}: {e}"));
+                    }
+                }
+                Kept::Cluster => self.dematerialize(id).await,
+                Kept::Predefined => {}
             }
         }
+        errors.extend(self.depart().await);
         let st = self.state.lock().await;
         for b in st
             .networks
@@ -66,6 +77,37 @@ impl<K: KernelOps> Daemon<K> {
                 "cleanup left: {}",
                 errors.join("; ")
             )))
+        }
+    }
+
+    /// Leave the cluster for good, if this host is in one: its record, endpoints and
+    /// address blocks go from etcd at once (the overlays stay, for the other hosts).
+    async fn depart(&self) -> Option<String> {
+        let ov = self.overlay.get()?;
+        blocking(&ov.cluster, |c| c.depart())
+            .await
+            .err()
+            .map(|e| format!("leave the cluster: {e}"))
+    }
+}
+
+/// What cleanup does with a network: a user network of this host's is removed; an
+/// overlay is the cluster's, so only this host's copy goes; the predefined ones stay in
+/// the store (the next start makes the default bridge again).
+enum Kept {
+    Local,
+    Cluster,
+    Predefined,
+}
+
+impl Kept {
+    fn of(n: &Network) -> Kept {
+        if n.predefined {
+            Kept::Predefined
+        } else if n.overlay().is_some() {
+            Kept::Cluster
+        } else {
+            Kept::Local
         }
     }
 }

@@ -90,10 +90,14 @@ async fn advertise_addr<K: KernelOps>(d: &Daemon<K>, s: &str) -> anyhow::Result<
 }
 
 /// Renew the lease a third of its TTL at a time; a lease lost (etcd was away longer than
-/// the TTL) is taken anew and everything this host holds published again.
+/// the TTL) is taken anew and everything this host holds published again. Ends once
+/// this host has departed (`system cleanup`).
 async fn keep_alive(ov: Arc<Overlay>, ttl: Duration) {
     loop {
         tokio::time::sleep(ttl / 3).await;
+        if ov.cluster.departed() {
+            return;
+        }
         let started = ov.started.clone();
         match blocking(&ov.cluster, move |c| c.renew(&started)).await {
             Ok(true) => {}
@@ -107,11 +111,15 @@ async fn keep_alive(ov: Arc<Overlay>, ttl: Duration) {
 }
 
 /// Write this host's endpoints to etcd whenever poked (and every few seconds, in case a
-/// write failed), as one diff against what the view says etcd holds.
+/// write failed), as one diff against what the view says etcd holds; until this host
+/// departs.
 async fn publish<K: KernelOps>(d: Arc<Daemon<K>>, ov: Arc<Overlay>) {
     let mut refused_before = Vec::new();
     loop {
         let _ = tokio::time::timeout(Duration::from_secs(5), ov.poke.notified()).await;
+        if ov.cluster.departed() {
+            return;
+        }
         let want = own_endpoints(&*d.state.lock().await, ov.node(), ov.cluster.addr);
         let known = ov.view();
         let had = known.own_endpoints(ov.node());
@@ -186,7 +194,7 @@ async fn watch<K: KernelOps>(d: Arc<Daemon<K>>, ov: Arc<Overlay>) {
 /// Bring the host in line with what the watch changed; nothing on the host once ferryd
 /// is leaving (`system cleanup` must not see a network it removed made again).
 async fn act_on<K: KernelOps>(d: &Daemon<K>, ov: &Arc<Overlay>, c: &Changed) {
-    if c.nodes {
+    if c.nodes && !ov.cluster.departed() {
         mark_dead(ov).await;
     }
     let Some(_turn) = d.check_turn().await else {
