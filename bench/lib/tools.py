@@ -336,6 +336,7 @@ class Ferry(Tool):
             if time.time() > deadline or self.proc.poll() is not None:
                 raise RuntimeError(f"ferryd did not start; see {d}.log")
             time.sleep(0.05)
+        self.expect_shortcut(d + ".log")
         sh(self.cli("network", "create", "--subnet", "10.204.0.0/16", "fbnet"))
         self.run_sleeper("resident", "fbnet")
         # With verify, the measured sandbox answers HTTP on 80, so a published port is
@@ -350,6 +351,21 @@ class Ferry(Tool):
         if r.returncode == 2 and ("unexpected argument" in r.stderr or "--publish" in r.stderr):
             raise RuntimeError(f"this ferry CLI cannot publish a port on connect, which the bench measures: "
                                f"{r.stderr.strip().splitlines()[0]}")
+
+    def expect_shortcut(self, log):
+        """ferry is measured as shipped: a ferryd whose tc/BPF shortcut did not load (a
+        kernel without BPF, or a release build embedding an older program than its code
+        asks for, as one stale target directory did) measures as ferry without the
+        shortcut in every row. Refused in the measuring modes, said in --smoke."""
+        with open(log) as f:
+            off = [l.strip() for l in f if "shortcut is off" in l]
+        if not off:
+            return
+        msg = f"ferryd's shortcut did not load, so this is not ferry as shipped: {off[0]}"
+        if self.verify:
+            log(f"bench: warning: {msg}")
+        else:
+            raise RuntimeError(msg + " (a stale build: cargo clean --release, then bench/run again)")
 
     def run_sleeper(self, name, net, cmd=None):
         cmd = cmd or [BUSYBOX, "sleep", "1000000"]
