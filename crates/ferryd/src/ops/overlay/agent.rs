@@ -70,9 +70,15 @@ async fn connect<K: KernelOps>(
         conf.node,
         conf.store.endpoints.join(",")
     );
+    // In the checks' turn, as the watch acts: a join that completes while `system
+    // cleanup` runs makes nothing on the host.
+    let Some(turn) = d.check_turn().await else {
+        return Ok(());
+    };
     d.sync_tunnel(&ov).await;
     d.sync_networks(&ov).await;
     d.sync_entries(&ov).await;
+    drop(turn);
     ov.poke.notify_one();
     mark_dead(&ov).await;
     tokio::spawn(keep_alive(ov.clone(), conf.ttl));
