@@ -29,22 +29,22 @@ impl<K: KernelOps> Daemon<K> {
             }
         }
         errors.extend(self.plugin_forget_all().await);
-        let nets: Vec<(String, Kept)> = {
+        let nets: Vec<(String, Fate)> = {
             let st = self.state.lock().await;
             st.networks
                 .values()
-                .map(|n| (n.id.clone(), Kept::of(n)))
+                .map(|n| (n.id.clone(), Fate::of(n)))
                 .collect()
         };
-        for (id, kept) in &nets {
-            match kept {
-                Kept::Local => {
+        for (id, fate) in &nets {
+            match fate {
+                Fate::Removed => {
                     if let Err(e) = self.remove_network(id).await {
                         errors.push(format!("network rm {id}: {e}"));
                     }
                 }
-                Kept::Cluster => self.dematerialize(id).await,
-                Kept::Predefined => {}
+                Fate::CopyRemoved => self.dematerialize(id).await,
+                Fate::Kept => {}
             }
         }
         errors.extend(self.depart().await);
@@ -94,20 +94,20 @@ impl<K: KernelOps> Daemon<K> {
 /// What cleanup does with a network: a user network of this host's is removed; an
 /// overlay is the cluster's, so only this host's copy goes; the predefined ones stay in
 /// the store (the next start makes the default bridge again).
-enum Kept {
-    Local,
-    Cluster,
-    Predefined,
+enum Fate {
+    Removed,
+    CopyRemoved,
+    Kept,
 }
 
-impl Kept {
-    fn of(n: &Network) -> Kept {
+impl Fate {
+    fn of(n: &Network) -> Fate {
         if n.predefined {
-            Kept::Predefined
+            Fate::Kept
         } else if n.overlay().is_some() {
-            Kept::Cluster
+            Fate::CopyRemoved
         } else {
-            Kept::Local
+            Fate::Removed
         }
     }
 }
