@@ -249,7 +249,17 @@ impl Cluster {
     /// does not join again.
     pub fn depart(&self) -> Result<()> {
         self.departed.store(true, Ordering::SeqCst);
-        let mut done = false;
+        let released = self.release_records()?;
+        self.leave()?;
+        match released {
+            true => Ok(()),
+            false => Err(ClusterError::Contention("this host's address blocks")),
+        }
+    }
+
+    /// [`Cluster::depart`]'s transaction: this host's record, blocks and grace keys;
+    /// false when other hosts kept changing them past every try.
+    fn release_records(&self) -> Result<bool> {
         for _ in 0..TRIES {
             let view = self.view()?;
             let mine: Vec<String> = view
@@ -269,15 +279,10 @@ impl Cluster {
                 Op::Delete(grace_key(&self.node)),
             ]);
             if let Outcome::Committed(_) = self.store.txn(&compares, &ops)? {
-                done = true;
-                break;
+                return Ok(true);
             }
         }
-        self.leave()?;
-        match done {
-            true => Ok(()),
-            false => Err(ClusterError::Contention("this host's address blocks")),
-        }
+        Ok(false)
     }
 
     /// Whether this host left for good ([`Cluster::depart`]).
