@@ -29,6 +29,15 @@ pub enum Error {
         #[source]
         cause: Box<Error>,
     },
+    /// An overlay gone from the cluster whose local copy this host could not remove.
+    #[error(
+        "overlay {network} is removed from the cluster, but this host's copy is left: {cause}"
+    )]
+    LeftHere {
+        network: String,
+        #[source]
+        cause: Box<Error>,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -53,7 +62,7 @@ impl Error {
                 ClusterError::NodeTaken { .. } | ClusterError::Decode { .. } => 500,
             },
             Error::Plugin(p) => p.status(),
-            Error::NotHere { cause, .. } => cause.status(),
+            Error::NotHere { cause, .. } | Error::LeftHere { cause, .. } => cause.status(),
             _ => 500,
         }
     }

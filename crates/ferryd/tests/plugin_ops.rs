@@ -17,6 +17,9 @@ use ferry_store::{MemStore, RedbStore, Store};
 use ferryd::{Config, Daemon};
 use serde_json::json;
 
+mod common;
+use common::{with_overlay_copy, OV};
+
 const NET: &str = "5e24ef7d0eb6f2f90aecb6239a23a138ba6445f5964fb4c3f37c0fd0769cbbf5";
 const EP1: &str = "b11c9374793aaac54283d74c862c90cf67d2e551961a6a575e65297af158802a";
 const EP2: &str = "7bcee044233729ddfeba920c8e73ff825b5b89982f2b29e234924a777ae25479";
@@ -504,47 +507,6 @@ async fn calls_the_store_refuses_change_nothing() {
     refuse.store(false, std::sync::atomic::Ordering::SeqCst);
     let got = d.plugin_request_address(dynamic).await.unwrap().address;
     assert_eq!(got, "10.7.0.2/29");
-}
-
-const OV: &str = "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a";
-
-/// This host's copy of overlay `ov` (10.9.0.0/24, gateway 10.9.0.1, block 10.9.0.0/26)
-/// as the cluster agent would have made it; written to memory only.
-async fn with_overlay_copy(d: &Daemon<Recorder>) {
-    use ferry_core::ipam::AddressPool;
-    use ferry_core::model::{overlay_if_names, BridgeConf, Network, NetworkKind, OverlayConf};
-    let (bridge, vxlan) = overlay_if_names(OV);
-    let mut pool = AddressPool::new(
-        "10.9.0.0/24".parse().unwrap(),
-        "10.9.0.1".parse().unwrap(),
-        None,
-    );
-    pool.range = Some("10.9.0.0/26".parse().unwrap());
-    let net = Network {
-        id: OV.into(),
-        name: "ov".into(),
-        created: "t".into(),
-        kind: NetworkKind::Overlay {
-            bridge: BridgeConf {
-                name: bridge,
-                mtu: 1450,
-                icc: true,
-                masquerade: true,
-                adopted: false,
-            },
-            tunnel: OverlayConf { vni: 4096, vxlan },
-        },
-        internal: false,
-        attachable: true,
-        predefined: false,
-        labels: Default::default(),
-        options: Default::default(),
-        ipam_options: None,
-        ipam_echo: vec![],
-        pool: Some(pool),
-        ipam_plugin: None,
-    };
-    d.state.lock().await.networks.insert(OV.into(), net);
 }
 
 #[tokio::test]

@@ -43,7 +43,11 @@ impl<K: KernelOps> Daemon<K> {
                         errors.push(format!("network rm {id}: {e}"));
                     }
                 }
-                Fate::CopyRemoved => self.dematerialize(id).await,
+                Fate::CopyRemoved => {
+                    if let Err(e) = self.dematerialize(id).await {
+                        errors.push(e.to_string());
+                    }
+                }
                 Fate::Kept => {}
             }
         }

@@ -292,7 +292,9 @@ impl<K: KernelOps> Daemon<K> {
             .map(|n| n.id.clone())
             .collect();
         for id in stale {
-            self.dematerialize(&id).await;
+            if let Err(e) = self.dematerialize(&id).await {
+                tracing::warn!("{e}");
+            }
         }
     }
 }

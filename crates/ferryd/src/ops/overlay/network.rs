@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ferry_core::docker::network::NetworkCreateRequest;
 use ferry_core::family::{v4, v4net};
-use ferry_core::model::mac_for;
+use ferry_core::model::{mac_for, Network};
 use ferry_core::validate::overlay::overlay_request;
 use ferry_core::CoreError;
 use ferry_kernel::{KernelOps, VxlanSpec};
@@ -78,8 +78,7 @@ impl<K: KernelOps> Daemon<K> {
         let ov = self.overlay()?.clone();
         let id_owned = id.to_string();
         blocking(&ov.cluster, move |c| c.remove_network(&id_owned)).await?;
-        self.dematerialize(id).await;
-        Ok(())
+        self.dematerialize(id).await
     }
 
     /// Make this host's copy of `net` if it has none, and its kernel objects either way.
@@ -151,53 +150,55 @@ impl<K: KernelOps> Daemon<K> {
         Ok(())
     }
 
-    /// Remove this host's copy of an overlay the cluster no longer has; kept (and said)
-    /// while sandboxes here are still on it.
-    pub(crate) async fn dematerialize(&self, id: &str) {
+    /// Remove this host's copy of an overlay the cluster no longer has: its record and
+    /// firewall elements, then its VXLAN device and bridge. Kept (and said) while
+    /// sandboxes here are still on it. Every device is tried; what could not be removed
+    /// comes back as the error.
+    pub(crate) async fn dematerialize(&self, id: &str) -> Result<()> {
         let mut st = self.state.lock().await;
         let Some(net) = st.networks.get(id).filter(|n| n.overlay().is_some()) else {
-            return;
+            return Ok(());
         };
-        if !st.users_of(id).is_empty() || st.docker_endpoints_on(id) > 0 {
-            tracing::warn!("overlay {} is gone from the cluster but sandboxes here are on it: kept until they leave", net.name);
-            return;
-        }
         let name = net.name.clone();
-        let keys = [Key::Net(id.to_string())];
-        let staged = self.stage(&mut st, &keys, |st| {
-            st.networks
-                .remove(id)
-                .ok_or_else(|| CoreError::NoSuchNetwork(id.to_string()))
-        });
-        let removed = match staged {
-            Ok(staged) => {
-                let fw = FirewallFollows::Teardown("remove overlay");
-                self.apply_staged(&mut st, staged, fw).await
-            }
-            Err(e) => Err(e),
+        if !st.users_of(id).is_empty() || st.docker_endpoints_on(id) > 0 {
+            tracing::warn!("overlay {name} is gone from the cluster but sandboxes here are on it: kept until they leave");
+            return Ok(());
+        }
+        let left_here = |cause: Error| Error::LeftHere {
+            network: name.clone(),
+            cause: Box::new(cause),
         };
-        let net = match removed {
-            Ok(applied) => applied.plan,
-            Err(e) => {
-                tracing::warn!("remove overlay {name}: {e}");
-                return;
-            }
-        };
-        for dev in [
+        let net = self.forget_copy(&mut st, id).await.map_err(left_here)?;
+        let mut failed = None;
+        let devices = [
             net.overlay().map(|o| o.vxlan.clone()),
             net.bridge().map(|b| b.name.clone()),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if let Err(e) = self.kernel.delete_link(dev.as_str()).await {
-                tracing::warn!("remove overlay {}: {e}", net.name);
+        ];
+        for dev in devices.into_iter().flatten() {
+            match (self.kernel.delete_link(dev.as_str()).await, &failed) {
+                (Ok(()), _) => {}
+                (Err(e), None) => failed = Some(e),
+                (Err(e), Some(_)) => tracing::warn!("remove overlay {name}: {e}"),
             }
         }
         if let Some(o) = self.overlay.get() {
             let (_, vxlan) = ferry_core::model::overlay_if_names(id);
             o.forget_device(vxlan.as_str()).await;
         }
+        failed.map_or(Ok(()), |e| Err(left_here(e.into())))
+    }
+
+    /// The local copy's record out of the store and its elements out of the firewall;
+    /// the network as it was.
+    async fn forget_copy(&self, st: &mut State, id: &str) -> Result<Network> {
+        let keys = [Key::Net(id.to_string())];
+        let staged = self.stage(st, &keys, |st| {
+            st.networks
+                .remove(id)
+                .ok_or_else(|| CoreError::NoSuchNetwork(id.to_string()))
+        })?;
+        let fw = FirewallFollows::Teardown("remove overlay");
+        Ok(self.apply_staged(st, staged, fw).await?.plan)
     }
 
     /// A plan refused with `e`: when it is an overlay out of this host's addresses (other
