@@ -308,6 +308,9 @@ class Bench:
         if not f:
             return
         rounds, secs, rr_secs = self.cfg["dp_rounds"], self.cfg["dp_secs"], self.cfg["rr_secs"]
+        # More rounds, and the routed paths alone, for a question one run cannot settle.
+        rounds = int(os.environ.get("FBENCH_DP_ROUNDS", rounds))
+        routed_only = os.environ.get("FBENCH_DP_ONLY") == "routed"
         log(f"bench: data plane: {rounds} rounds of {secs} s iperf3 runs and {rr_secs} s sockperf ping-pongs")
         w = self.w
         # The limit: a bare veth pair between two namespaces.
@@ -395,6 +398,9 @@ class Bench:
         rows += [(k, f"two containers on {self.tools[k].name}'s bridge (its own namespace, br_netfilter's calls on as "
                      f"there)", cli, ip) for k, (_, cli, ip) in peers]
         res = {k: dict(gbps=[], cpu=[], own_cpu=[], p50=[], p99=[], tps=[]) for k, *_ in rows}
+        if routed_only:
+            self.dataplane_routed(f, peers, secs, rr_secs, rounds)
+            return
         for r in range(rounds + 1):
             # Every other round in reverse order, so that drift in the machine's load
             # does not favour whichever path comes first; round 0 is a warm-up.
@@ -598,8 +604,10 @@ def busy_cpu_s():
 def iperf(prefix, addr, port, secs):
     """One iperf3 TCP stream: Gbit/s, the machine's busy CPU-seconds per Gbit over the run,
     and iperf3's own (sender + receiver) CPU-seconds per Gbit."""
+    pin = os.environ.get("FBENCH_IPERF_AFFINITY")
+    pin = ["-A", pin] if pin else []
     c0 = busy_cpu_s()
-    r = sh(prefix + ["iperf3", "-c", addr, "-p", str(port), "-t", str(secs), "-J"], timeout=secs + 60)
+    r = sh(prefix + ["iperf3", "-c", addr, "-p", str(port), "-t", str(secs), "-J", *pin], timeout=secs + 60)
     c1 = busy_cpu_s()
     end = json.loads(r.stdout)["end"]
     rx = end["sum_received"]
