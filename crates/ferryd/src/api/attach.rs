@@ -9,6 +9,12 @@
 //! held even when an auto-removed sandbox's directory goes with its exit. The CLI
 //! starts the sandbox right after attaching; one not started within
 //! [`START_WITHIN`] (its start failed) ends the stream, so no attach outlives it.
+//!
+//! Every run appends to the log, so the stream begins where the log ended when the
+//! attach came: `docker start -a` shows what this run writes, not what earlier runs
+//! left (as dockerd's attach without `logs`). The log used to be truncated by each
+//! start and read from its beginning, which raced: an attach that read before the
+//! start truncated streamed the last run's output, then this run's again.
 
 use std::io::SeekFrom;
 use std::sync::Arc;
@@ -82,9 +88,10 @@ where
             ran: sb.is_some_and(|s| s.is_running()),
         }
     };
-    let (mut pos, mut buf, mut done) = (0u64, vec![0u8; 32 * 1024], false);
+    let mut pos = log.seek(SeekFrom::End(0)).await.unwrap_or(0);
+    let (mut buf, mut done) = (vec![0u8; 32 * 1024], false);
     loop {
-        // A restart truncates the log: read it again from the start.
+        // Emptied behind ferryd's back: read it again from the start.
         let len = log.seek(SeekFrom::End(0)).await.unwrap_or(0);
         if len < pos {
             pos = 0;
@@ -140,4 +147,66 @@ pub async fn attach<K: KernelOps>(
         .header(header::UPGRADE, "tcp")
         .body(Body::empty())
         .map_err(|e| ApiError(Error::Other(format!("attach response: {e}"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+    use ferry_core::docker::container::{ContainerCreateRequest, HostConfigReq};
+    use ferry_kernel::fake::Recorder;
+    use std::io::Write;
+
+    /// An attach to a sandbox that ran before (`docker start -a`) streams what the next
+    /// run writes and nothing of what the earlier run left in the log, however long the
+    /// start comes after the attach.
+    #[tokio::test]
+    async fn an_attach_streams_only_what_the_run_after_it_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = Daemon::new(
+            Config::under(dir.path()),
+            Recorder::default(),
+            Box::new(ferry_store::MemStore::default()),
+        )
+        .expect("daemon");
+        d.ensure_predefined().await.expect("predefined networks");
+        let req = ContainerCreateRequest {
+            cmd: Some(vec!["echo".into(), "kept".into()]),
+            host_config: Some(HostConfigReq {
+                network_mode: Some("none".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let id = d.create_sandbox(Some("att"), req).await.expect("create");
+        let path = d.cfg.sandbox_dir(&id).join("log");
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("dir");
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("log");
+        log.write_all(b"the run before\n").expect("write");
+        let reader = tokio::fs::File::open(&path).await.expect("open");
+        let (out, mut client) = tokio::io::duplex(64 * 1024);
+        let stream = tokio::spawn(stream_log(d.clone(), id.clone(), reader, out));
+        // The attach has read all it could; now the run.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        log.write_all(b"this run\n").expect("write");
+        {
+            let mut st = d.state.lock().await;
+            let sb = st.sandboxes.get_mut(&id).expect("sandbox");
+            sb.started_at = Some("now".into());
+            sb.state = RunState::Exited { code: 0 };
+        }
+        stream.await.expect("stream");
+        let mut got = vec![];
+        client.read_to_end(&mut got).await.expect("read");
+        assert_eq!(
+            got,
+            frame(b"this run\n"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
 }

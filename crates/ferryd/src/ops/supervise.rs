@@ -113,11 +113,12 @@ pub fn spawn<K: KernelOps>(
             "no command given".into(),
         )));
     };
-    // The sandbox's output may hold secrets: owner and group only.
+    // The sandbox's output may hold secrets: owner and group only. Each run appends, as
+    // dockerd's log keeps every run's output; an attach reads from where the log ended
+    // when it attached (crate::api::attach).
     let out = std::fs::OpenOptions::new()
         .create(true)
-        .truncate(true)
-        .write(true)
+        .append(true)
         .mode(0o640)
         .open(log)
         .and_then(|f| {
