@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import math
 import os
 import platform
 import re
@@ -46,6 +47,17 @@ def fmt(s, unit="ms", digits=1):
     if s is None:
         return "—"
     return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}–{s['max']:.{digits}f})"
+
+
+def ahead(ratios):
+    """In how many rounds a ratio is above 1, and the sign test's chance of at least that
+    many were ferry and the other equal (one-sided binomial, p = 1/2): whether a median
+    ratio near 1 says anything at all."""
+    n, k = len(ratios), sum(r > 1 for r in ratios)
+    if not n:
+        return "—"
+    p = sum(math.comb(n, i) for i in range(k, n + 1)) / 2 ** n
+    return f"{k} of {n} (p {p:.2f})"
 
 
 def set_bridge_nf(value):
@@ -434,12 +446,14 @@ class Bench:
         self.md.append("")
         self.md.append("ferry against each, per round (throughput: ferry ÷ other, goal ≥ 1; CPU per Gbit and round "
                        "trip: ferry ÷ other, goal ≤ 1; the goal against the plain bridge is ≥ 0.95 and ≤ 1/0.95):\n")
-        self.md.append("| ferry ÷ | Gbit/s | CPU/Gbit (/proc/stat) | iperf3's CPU/Gbit | RTT p50 | RTT p99 |")
-        self.md.append("|---|---|---|---|---|---|")
+        self.md.append("| ferry ÷ | Gbit/s | rounds ferry ahead (sign test) | CPU/Gbit (/proc/stat) | "
+                       "iperf3's CPU/Gbit | RTT p50 | RTT p99 |")
+        self.md.append("|---|---|---|---|---|---|---|")
         for mine, other in ([("ferry", "plain"), ("ferry_nf0", "plain_nf0"), ("ferry", "ferry_slow")]
                             + [("ferry", k) for k, _ in peers]):
             cells = [fmt(stats([a / b for a, b in zip(res[mine][m], res[other][m])]), digits=3)
                      for m in ("gbps", "cpu", "own_cpu", "p50", "p99")]
+            cells.insert(1, ahead([a / b for a, b in zip(res[mine]["gbps"], res[other]["gbps"])]))
             self.md.append(f"| {label[mine]} ÷ {label[other]} | " + " | ".join(cells) + " |")
         self.md.append("")
         self.dataplane_routed(f, peers, secs, rr_secs, rounds)
@@ -547,13 +561,15 @@ class Bench:
                            f"{fmt(stats(x['own_cpu']), digits=3)} | {lat} |")
         self.md.append("")
         self.md.append("ferry ÷ each peer, per round (Gbit/s: goal ≥ 1; CPU and round trip: goal ≤ 1):\n")
-        self.md.append("| path | ferry ÷ | Gbit/s | CPU/Gbit (/proc/stat) | iperf3's CPU/Gbit | RTT p50 | RTT p99 |")
-        self.md.append("|---|---|---|---|---|---|---|")
+        self.md.append("| path | ferry ÷ | Gbit/s | rounds ferry ahead (sign test) | CPU/Gbit (/proc/stat) | "
+                       "iperf3's CPU/Gbit | RTT p50 | RTT p99 |")
+        self.md.append("|---|---|---|---|---|---|---|---|")
         for p in ("masq", "dnat"):
             for k in [k for k, _ in peers] + list(variants):
                 a, b = res[("ferry", p)], res[(k, p)]
                 cells = [fmt(stats([x / y for x, y in zip(a[m], b[m])]), digits=3) if a[m] else "—"
                          for m in ("gbps", "cpu", "own_cpu", "p50", "p99")]
+                cells.insert(1, ahead([x / y for x, y in zip(a["gbps"], b["gbps"])]))
                 self.md.append(f"| {'out (masquerade)' if p == 'masq' else 'in (DNAT)'} | {name[k]} | "
                                + " | ".join(cells) + " |")
         self.md.append("")
