@@ -12,9 +12,9 @@
 //!
 //! Every run appends to the log, so the stream begins where the log ended when the
 //! attach came: `docker start -a` shows what this run writes, not what earlier runs
-//! left (as dockerd's attach without `logs`). The log used to be truncated by each
-//! start and read from its beginning, which raced: an attach that read before the
-//! start truncated streamed the last run's output, then this run's again.
+//! left (as dockerd's attach without `logs`). A log truncated at each start instead
+//! races the attach: one that reads before the start streams the last run's output,
+//! then this run's.
 
 use std::io::SeekFrom;
 use std::sync::Arc;
@@ -73,22 +73,46 @@ impl Watch {
     }
 }
 
-async fn stream_log<K: KernelOps, R, W>(d: Arc<Daemon<K>>, id: String, mut log: R, mut out: W)
-where
-    R: AsyncRead + AsyncSeekExt + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut exits = d.exits.subscribe();
-    let mut watch = {
-        let st = d.state.lock().await;
-        let sb = st.sandboxes.get(&id);
-        Watch {
+/// Where a stream begins: what the sandbox was and where its log ended, with the exits
+/// subscribed to. Taken before the attach is answered, so before the CLI can start the
+/// sandbox: a run that starts (and even ends) at once is this attach's run, and none of
+/// its output is skipped.
+struct Begin {
+    watch: Watch,
+    pos: u64,
+    exits: tokio::sync::broadcast::Receiver<(String, i32)>,
+}
+
+async fn begin<K: KernelOps>(d: &Daemon<K>, id: &str, log: &std::fs::File) -> Begin {
+    let exits = d.exits.subscribe();
+    let st = d.state.lock().await;
+    let sb = st.sandboxes.get(id);
+    Begin {
+        watch: Watch {
             since: Instant::now(),
             first_start: sb.and_then(|s| s.started_at.clone()),
             ran: sb.is_some_and(|s| s.is_running()),
-        }
-    };
-    let mut pos = log.seek(SeekFrom::End(0)).await.unwrap_or(0);
+        },
+        pos: log.metadata().map(|m| m.len()).unwrap_or(0),
+        exits,
+    }
+}
+
+async fn stream_log<K: KernelOps, R, W>(
+    d: Arc<Daemon<K>>,
+    id: String,
+    from: Begin,
+    mut log: R,
+    mut out: W,
+) where
+    R: AsyncRead + AsyncSeekExt + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let Begin {
+        mut watch,
+        mut pos,
+        mut exits,
+    } = from;
     let (mut buf, mut done) = (vec![0u8; 32 * 1024], false);
     loop {
         // Emptied behind ferryd's back: read it again from the start.
@@ -133,10 +157,14 @@ pub async fn attach<K: KernelOps>(
             .open(dir.join("log"))
     };
     let log = open().map_err(|e| Error::Other(format!("open the log of {id}: {e}")))?;
+    let from = begin(&d, &id, &log).await;
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match upgrade.await {
-            Ok(io) => stream_log(d, id, tokio::fs::File::from_std(log), TokioIo::new(io)).await,
+            Ok(io) => {
+                let log = tokio::fs::File::from_std(log);
+                stream_log(d, id, from, log, TokioIo::new(io)).await
+            }
             Err(e) => tracing::warn!("attach to {id}: {e}"),
         }
     });
@@ -157,11 +185,14 @@ mod tests {
     use ferry_kernel::fake::Recorder;
     use std::io::Write;
 
-    /// An attach to a sandbox that ran before (`docker start -a`) streams what the next
-    /// run writes and nothing of what the earlier run left in the log, however long the
-    /// start comes after the attach.
-    #[tokio::test]
-    async fn an_attach_streams_only_what_the_run_after_it_writes() {
+    /// A daemon on the fake with one created sandbox whose log holds an earlier run's
+    /// output; the sandbox's id and its log, open for appending.
+    async fn ran_before() -> (
+        tempfile::TempDir,
+        Arc<Daemon<Recorder>>,
+        String,
+        std::fs::File,
+    ) {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = Daemon::new(
             Config::under(dir.path()),
@@ -187,21 +218,64 @@ mod tests {
             .open(&path)
             .expect("log");
         log.write_all(b"the run before\n").expect("write");
+        (dir, d, id, log)
+    }
+
+    /// The next run: its output, then the sandbox started and gone.
+    async fn run_once(d: &Daemon<Recorder>, id: &str, log: &mut std::fs::File) {
+        log.write_all(b"this run\n").expect("write");
+        let mut st = d.state.lock().await;
+        let sb = st.sandboxes.get_mut(id).expect("sandbox");
+        sb.started_at = Some("now".into());
+        sb.state = RunState::Exited { code: 0 };
+    }
+
+    /// What an attach taken with `from` streams, within a bound (an attach that missed
+    /// its run would wait for it for a minute).
+    async fn streamed(d: &Arc<Daemon<Recorder>>, id: &str, from: Begin) -> Vec<u8> {
+        let path = d.cfg.sandbox_dir(id).join("log");
         let reader = tokio::fs::File::open(&path).await.expect("open");
         let (out, mut client) = tokio::io::duplex(64 * 1024);
-        let stream = tokio::spawn(stream_log(d.clone(), id.clone(), reader, out));
-        // The attach has read all it could; now the run.
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        log.write_all(b"this run\n").expect("write");
-        {
-            let mut st = d.state.lock().await;
-            let sb = st.sandboxes.get_mut(&id).expect("sandbox");
-            sb.started_at = Some("now".into());
-            sb.state = RunState::Exited { code: 0 };
-        }
-        stream.await.expect("stream");
+        let stream = stream_log(d.clone(), id.to_string(), from, reader, out);
+        tokio::time::timeout(Duration::from_secs(5), stream)
+            .await
+            .expect("the stream ends with the run");
         let mut got = vec![];
         client.read_to_end(&mut got).await.expect("read");
+        got
+    }
+
+    /// An attach to a sandbox that ran before (`docker start -a`) streams what the next
+    /// run writes and nothing of what the earlier run left in the log, however long the
+    /// start comes after the attach.
+    #[tokio::test]
+    async fn an_attach_streams_only_what_the_run_after_it_writes() {
+        let (_dir, d, id, mut log) = ran_before().await;
+        let from = begin(&d, &id, &log).await;
+        let stream = tokio::spawn({
+            let (d, id) = (d.clone(), id.clone());
+            async move { streamed(&d, &id, from).await }
+        });
+        // The attach has read all it could; now the run.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        run_once(&d, &id, &mut log).await;
+        let got = stream.await.expect("stream");
+        assert_eq!(
+            got,
+            frame(b"this run\n"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+
+    /// The CLI starts the sandbox once the attach is answered; the stream's task may come
+    /// later than the whole run. It still streams that run, and ends with it.
+    #[tokio::test]
+    async fn a_run_over_before_the_stream_begins_is_still_streamed() {
+        let (_dir, d, id, mut log) = ran_before().await;
+        let from = begin(&d, &id, &log).await;
+        run_once(&d, &id, &mut log).await;
+        let got = streamed(&d, &id, from).await;
         assert_eq!(
             got,
             frame(b"this run\n"),
