@@ -180,8 +180,7 @@ pub async fn attach<K: KernelOps>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Config;
-    use ferry_core::docker::container::{ContainerCreateRequest, HostConfigReq};
+    use crate::api::test_daemon::with_sandbox;
     use ferry_kernel::fake::Recorder;
     use std::io::Write;
 
@@ -194,22 +193,7 @@ mod tests {
         std::fs::File,
     ) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let d = Daemon::new(
-            Config::under(dir.path()),
-            Recorder::default(),
-            Box::new(ferry_store::MemStore::default()),
-        )
-        .expect("daemon");
-        d.ensure_predefined().await.expect("predefined networks");
-        let req = ContainerCreateRequest {
-            cmd: Some(vec!["echo".into(), "kept".into()]),
-            host_config: Some(HostConfigReq {
-                network_mode: Some("none".into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let id = d.create_sandbox(Some("att"), req).await.expect("create");
+        let (d, id) = with_sandbox(&dir, "att", &["echo", "kept"]).await;
         let path = d.cfg.sandbox_dir(&id).join("log");
         std::fs::create_dir_all(path.parent().expect("dir")).expect("dir");
         let mut log = std::fs::OpenOptions::new()

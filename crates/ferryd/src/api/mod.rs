@@ -10,6 +10,8 @@ mod networks;
 mod nodes;
 mod plugins;
 mod system;
+#[cfg(test)]
+mod test_daemon;
 mod unsupported;
 mod wait;
 

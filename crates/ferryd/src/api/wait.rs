@@ -54,13 +54,29 @@ fn settled(state: Option<&RunState>, cond: Condition, started: bool, last: i32) 
     }
 }
 
-async fn wait_for<K: KernelOps>(d: &Daemon<K>, id: &str, cond: Condition) -> i32 {
-    let mut exits = d.exits.subscribe();
+/// Where a wait begins: the exits subscribed to and the sandbox's start as it was. Taken
+/// before the headers go out, since `docker run` starts the sandbox once it has them: a
+/// start (and exit) that came first would be taken for the one before the wait.
+struct Begin {
+    exits: tokio::sync::broadcast::Receiver<(String, i32)>,
+    first_start: Option<String>,
+}
+
+async fn begin<K: KernelOps>(d: &Daemon<K>, id: &str) -> Begin {
+    let exits = d.exits.subscribe();
+    let st = d.state.lock().await;
+    Begin {
+        exits,
+        first_start: st.sandboxes.get(id).and_then(|s| s.started_at.clone()),
+    }
+}
+
+async fn wait_for<K: KernelOps>(d: &Daemon<K>, id: &str, cond: Condition, from: Begin) -> i32 {
+    let Begin {
+        mut exits,
+        first_start,
+    } = from;
     let mut last = 0;
-    let first_start = {
-        let st = d.state.lock().await;
-        st.sandboxes.get(id).and_then(|s| s.started_at.clone())
-    };
     loop {
         {
             let st = d.state.lock().await;
@@ -90,8 +106,9 @@ pub async fn wait<K: KernelOps>(
 ) -> ApiResult {
     let cond = condition(&q)?;
     let id = d.state.lock().await.sandbox_id(&id)?;
+    let from = begin(&d, &id).await;
     let body = futures::stream::once(async move {
-        let code = wait_for(&d, &id, cond).await;
+        let code = wait_for(&d, &id, cond, from).await;
         let v = json!({"StatusCode": code, "Error": null});
         Ok::<_, Infallible>(Bytes::from(format!("{v}\n")))
     });
@@ -105,6 +122,29 @@ pub async fn wait<K: KernelOps>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::test_daemon::with_sandbox;
+
+    /// `docker run` waits for the next exit, then starts the sandbox once the wait's
+    /// headers are out; the body may be polled only after the run is over. The wait still
+    /// answers with that run's code, where one that looked at the sandbox only then took
+    /// the run for the one before it and waited for ever.
+    #[tokio::test]
+    async fn a_run_over_before_the_wait_is_polled_is_its_next_exit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (d, id) = with_sandbox(&dir, "w", &["true"]).await;
+        let from = begin(&d, &id).await;
+        {
+            let mut st = d.state.lock().await;
+            let sb = st.sandboxes.get_mut(&id).expect("sandbox");
+            sb.started_at = Some("now".into());
+            sb.state = RunState::Exited { code: 7 };
+        }
+        let wait = wait_for(&d, &id, Condition::NextExit, from);
+        let code = tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .expect("the wait answers");
+        assert_eq!(code, 7);
+    }
 
     #[test]
     fn conditions_hold_as_dockerds_do() {
