@@ -251,10 +251,10 @@ impl Cluster {
         self.departed.store(true, Ordering::SeqCst);
         let released = self.release_records()?;
         self.leave()?;
-        match released {
-            true => Ok(()),
-            false => Err(ClusterError::Contention("this host's address blocks")),
+        if !released {
+            return Err(ClusterError::Contention("this host's address blocks"));
         }
+        Ok(())
     }
 
     /// [`Cluster::depart`]'s transaction: this host's record, blocks and grace keys;

@@ -29,6 +29,7 @@ use ferry_kernel::KernelOps;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
 
+use super::mark::Mark;
 use super::{ApiError, ApiResult};
 use crate::error::Error;
 use crate::ops::Daemon;
@@ -45,10 +46,10 @@ fn frame(data: &[u8]) -> Vec<u8> {
     f
 }
 
-/// What the attach knows of the process it streams.
+/// What the attach knows of the process it streams, from the mark on.
 struct Watch {
     since: Instant,
-    first_start: Option<String>,
+    mark: Mark,
     ran: bool,
 }
 
@@ -63,56 +64,34 @@ impl Watch {
                     self.ran = true;
                     false
                 }
-                _ => {
-                    self.ran
-                        || sb.started_at != self.first_start
-                        || self.since.elapsed() > START_WITHIN
-                }
+                _ => self.ran || self.mark.started_since(sb) || self.since.elapsed() > START_WITHIN,
             },
         }
     }
 }
 
-/// Where a stream begins: what the sandbox was and where its log ended, with the exits
-/// subscribed to. Taken before the attach is answered, so before the CLI can start the
-/// sandbox: a run that starts (and even ends) at once is this attach's run, and none of
-/// its output is skipped.
-struct Begin {
-    watch: Watch,
-    pos: u64,
-    exits: tokio::sync::broadcast::Receiver<(String, i32)>,
-}
-
-async fn begin<K: KernelOps>(d: &Daemon<K>, id: &str, log: &std::fs::File) -> Begin {
-    let exits = d.exits.subscribe();
-    let st = d.state.lock().await;
-    let sb = st.sandboxes.get(id);
-    Begin {
-        watch: Watch {
-            since: Instant::now(),
-            first_start: sb.and_then(|s| s.started_at.clone()),
-            ran: sb.is_some_and(|s| s.is_running()),
-        },
-        pos: log.metadata().map(|m| m.len()).unwrap_or(0),
-        exits,
-    }
+/// Where a stream begins ([`Mark`]), and where the log ended then: a run's output from
+/// the mark on is streamed, none of it skipped.
+async fn begin<K: KernelOps>(d: &Daemon<K>, id: &str, log: &std::fs::File) -> (Watch, u64) {
+    let mark = Mark::take(d, id).await;
+    let watch = Watch {
+        since: Instant::now(),
+        ran: mark.running,
+        mark,
+    };
+    (watch, log.metadata().map(|m| m.len()).unwrap_or(0))
 }
 
 async fn stream_log<K: KernelOps, R, W>(
     d: Arc<Daemon<K>>,
     id: String,
-    from: Begin,
+    (mut watch, mut pos): (Watch, u64),
     mut log: R,
     mut out: W,
 ) where
     R: AsyncRead + AsyncSeekExt + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let Begin {
-        mut watch,
-        mut pos,
-        mut exits,
-    } = from;
     let (mut buf, mut done) = (vec![0u8; 32 * 1024], false);
     loop {
         // Emptied behind ferryd's back: read it again from the start.
@@ -134,7 +113,7 @@ async fn stream_log<K: KernelOps, R, W>(
         }
         done = watch.finished(&d, &id).await;
         if !done {
-            let _ = tokio::time::timeout(Duration::from_millis(50), exits.recv()).await;
+            let _ = tokio::time::timeout(Duration::from_millis(50), watch.mark.exits.recv()).await;
         }
     }
     let _ = out.shutdown().await;
@@ -180,7 +159,7 @@ pub async fn attach<K: KernelOps>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::test_daemon::with_sandbox;
+    use crate::api::test_daemon::{ran_and_exited, with_sandbox};
     use ferry_kernel::fake::Recorder;
     use std::io::Write;
 
@@ -208,15 +187,12 @@ mod tests {
     /// The next run: its output, then the sandbox started and gone.
     async fn run_once(d: &Daemon<Recorder>, id: &str, log: &mut std::fs::File) {
         log.write_all(b"this run\n").expect("write");
-        let mut st = d.state.lock().await;
-        let sb = st.sandboxes.get_mut(id).expect("sandbox");
-        sb.started_at = Some("now".into());
-        sb.state = RunState::Exited { code: 0 };
+        ran_and_exited(d, id, 0).await;
     }
 
     /// What an attach taken with `from` streams, within a bound (an attach that missed
     /// its run would wait for it for a minute).
-    async fn streamed(d: &Arc<Daemon<Recorder>>, id: &str, from: Begin) -> Vec<u8> {
+    async fn streamed(d: &Arc<Daemon<Recorder>>, id: &str, from: (Watch, u64)) -> Vec<u8> {
         let path = d.cfg.sandbox_dir(id).join("log");
         let reader = tokio::fs::File::open(&path).await.expect("open");
         let (out, mut client) = tokio::io::duplex(64 * 1024);

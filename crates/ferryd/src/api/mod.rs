@@ -6,6 +6,7 @@
 mod attach;
 mod containers;
 mod enter;
+mod mark;
 mod networks;
 mod nodes;
 mod plugins;

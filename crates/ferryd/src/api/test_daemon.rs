@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use ferry_core::docker::container::{ContainerCreateRequest, HostConfigReq};
+use ferry_core::model::RunState;
 use ferry_kernel::fake::Recorder;
 
 use crate::ops::Daemon;
@@ -32,4 +33,12 @@ pub(super) async fn with_sandbox(
     };
     let id = d.create_sandbox(Some(name), req).await.expect("create");
     (d, id)
+}
+
+/// The sandbox started and exited with `code`, as its supervisor records a run.
+pub(super) async fn ran_and_exited(d: &Daemon<Recorder>, id: &str, code: i32) {
+    let mut st = d.state.lock().await;
+    let sb = st.sandboxes.get_mut(id).expect("sandbox");
+    sb.started_at = Some("now".into());
+    sb.state = RunState::Exited { code };
 }

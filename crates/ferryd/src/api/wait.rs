@@ -21,6 +21,7 @@ use ferry_kernel::KernelOps;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
+use super::mark::Mark;
 use super::{ApiError, ApiResult, Q};
 use crate::ops::Daemon;
 
@@ -54,35 +55,14 @@ fn settled(state: Option<&RunState>, cond: Condition, started: bool, last: i32) 
     }
 }
 
-/// Where a wait begins: the exits subscribed to and the sandbox's start as it was. Taken
-/// before the headers go out, since `docker run` starts the sandbox once it has them: a
-/// start (and exit) that came first would be taken for the one before the wait.
-struct Begin {
-    exits: tokio::sync::broadcast::Receiver<(String, i32)>,
-    first_start: Option<String>,
-}
-
-async fn begin<K: KernelOps>(d: &Daemon<K>, id: &str) -> Begin {
-    let exits = d.exits.subscribe();
-    let st = d.state.lock().await;
-    Begin {
-        exits,
-        first_start: st.sandboxes.get(id).and_then(|s| s.started_at.clone()),
-    }
-}
-
-async fn wait_for<K: KernelOps>(d: &Daemon<K>, id: &str, cond: Condition, from: Begin) -> i32 {
-    let Begin {
-        mut exits,
-        first_start,
-    } = from;
+async fn wait_for<K: KernelOps>(d: &Daemon<K>, id: &str, cond: Condition, mut from: Mark) -> i32 {
     let mut last = 0;
     loop {
         {
             let st = d.state.lock().await;
             let sb = st.sandboxes.get(id);
             // A new start since the wait began means the exit seen now is the next one.
-            let started = sb.is_some_and(|s| s.started_at != first_start);
+            let started = sb.is_some_and(|s| from.started_since(s));
             if let Some(RunState::Exited { code }) = sb.map(|s| &s.state) {
                 last = *code;
             }
@@ -90,7 +70,7 @@ async fn wait_for<K: KernelOps>(d: &Daemon<K>, id: &str, cond: Condition, from: 
                 return code;
             }
         }
-        match tokio::time::timeout(Duration::from_millis(250), exits.recv()).await {
+        match tokio::time::timeout(Duration::from_millis(250), from.exits.recv()).await {
             Ok(Ok((exited, code))) if exited == id && cond != Condition::Removed => return code,
             Ok(Ok((exited, code))) if exited == id => last = code,
             Ok(Err(RecvError::Closed)) => return last,
@@ -106,7 +86,7 @@ pub async fn wait<K: KernelOps>(
 ) -> ApiResult {
     let cond = condition(&q)?;
     let id = d.state.lock().await.sandbox_id(&id)?;
-    let from = begin(&d, &id).await;
+    let from = Mark::take(&d, &id).await;
     let body = futures::stream::once(async move {
         let code = wait_for(&d, &id, cond, from).await;
         let v = json!({"StatusCode": code, "Error": null});
@@ -122,7 +102,7 @@ pub async fn wait<K: KernelOps>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::test_daemon::with_sandbox;
+    use crate::api::test_daemon::{ran_and_exited, with_sandbox};
 
     /// `docker run` waits for the next exit, then starts the sandbox once the wait's
     /// headers are out; the body may be polled only after the run is over. The wait still
@@ -132,13 +112,8 @@ mod tests {
     async fn a_run_over_before_the_wait_is_polled_is_its_next_exit() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (d, id) = with_sandbox(&dir, "w", &["true"]).await;
-        let from = begin(&d, &id).await;
-        {
-            let mut st = d.state.lock().await;
-            let sb = st.sandboxes.get_mut(&id).expect("sandbox");
-            sb.started_at = Some("now".into());
-            sb.state = RunState::Exited { code: 7 };
-        }
+        let from = Mark::take(&d, &id).await;
+        ran_and_exited(&d, &id, 7).await;
         let wait = wait_for(&d, &id, Condition::NextExit, from);
         let code = tokio::time::timeout(Duration::from_secs(5), wait)
             .await

@@ -170,10 +170,8 @@ impl<K: KernelOps> Daemon<K> {
         };
         let net = self.forget_copy(&mut st, id).await.map_err(left_here)?;
         let mut failed = None;
-        let devices = [
-            net.overlay().map(|o| o.vxlan.clone()),
-            net.bridge().map(|b| b.name.clone()),
-        ];
+        let vxlan = net.overlay().map(|o| o.vxlan.clone());
+        let devices = [vxlan.clone(), net.bridge().map(|b| b.name.clone())];
         for dev in devices.into_iter().flatten() {
             match (self.kernel.delete_link(dev.as_str()).await, &failed) {
                 (Ok(()), _) => {}
@@ -181,8 +179,7 @@ impl<K: KernelOps> Daemon<K> {
                 (Err(e), Some(_)) => tracing::warn!("remove overlay {name}: {e}"),
             }
         }
-        if let Some(o) = self.overlay.get() {
-            let (_, vxlan) = ferry_core::model::overlay_if_names(id);
+        if let (Some(o), Some(vxlan)) = (self.overlay.get(), vxlan) {
             o.forget_device(vxlan.as_str()).await;
         }
         failed.map_or(Ok(()), |e| Err(left_here(e.into())))
