@@ -540,6 +540,9 @@ class Bench:
         variants = {"ferry_slow": lambda: self.shortcut_closed(f), "ferry_noguard": lambda: self.unguarded(f)}
         if os.environ.get("FBENCH_CTFAST") == "1":
             variants["ferry_ctfast"] = self.ctfast(f, links["ferry"])
+        if os.environ.get("FBENCH_DP_CONTROL") == "1":
+            # ferry's own path once more in a variant's slot: whether the slot alone moves a figure
+            variants["ferry_again"] = contextlib.nullcontext
         who += [(k, f.host, who[0][2]) for k in variants]
         links.update({k: links["ferry"] for k in variants})
         res = {(k, p): dict(gbps=[], cpu=[], own_cpu=[], p50=[], p99=[], tps=[]) for k, *_ in who
@@ -567,6 +570,7 @@ class Bench:
         name = {"ferry": "ferry", "ferry_slow": "ferry without the shortcut",
                 "ferry_noguard": "ferry without the anti-spoofing check",
                 "ferry_ctfast": "ferry with bench/bpf/ctfast.c (an experiment)",
+                "ferry_again": "ferry again, in a variant's slot (a control)",
                 **{k: self.tools[k].name for k, _ in peers}}
         self.md.append(f"### Data plane, routed: {rounds} rounds (after a warm-up), the same runs\n")
         self.md.append("Out: a sandbox to a peer namespace joined to the contender's namespace by a veth pair, "
