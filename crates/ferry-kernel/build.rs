@@ -1,15 +1,18 @@
 //! Builds ferry's tc/BPF program (bpf/shortcut.c) with clang into OUT_DIR; the crate
-//! embeds the object (src/shortcut.rs). clang is Debian's `clang`, which scripts/setup
-//! installs.
+//! embeds the object (src/shortcut.rs). Also bpf/kfunc_probe.c, which only the tests of
+//! src/kfuncs.rs use. clang is Debian's `clang`, which scripts/setup installs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
-    let src = "bpf/shortcut.c";
-    println!("cargo:rerun-if-changed={src}");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let obj = out.join("shortcut.o");
+    compile("bpf/shortcut.c", &out.join("shortcut.o"));
+    compile("bpf/kfunc_probe.c", &out.join("kfunc_probe.o"));
+}
+
+fn compile(src: &str, obj: &Path) {
+    println!("cargo:rerun-if-changed={src}");
     // <asm/types.h>, which the kernel's UAPI headers include, lives under the host's
     // multiarch directory on Debian.
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into());
@@ -18,7 +21,7 @@ fn main() {
         .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
         .arg(format!("-I{multiarch}"))
         .args(["-c", src, "-o"])
-        .arg(&obj)
+        .arg(obj)
         .status();
     match status {
         Ok(s) if s.success() => {}

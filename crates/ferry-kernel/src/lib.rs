@@ -10,6 +10,7 @@ pub mod error;
 pub mod fake;
 pub mod fault;
 pub mod files;
+pub mod kfuncs;
 pub mod link;
 pub mod netns;
 pub mod nft;
