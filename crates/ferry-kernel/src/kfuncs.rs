@@ -17,7 +17,9 @@
 //!
 //! The verifier checks each call against the kernel's own prototype, not the object's;
 //! CO-RE reads of what a kfunc returns are aya's ordinary relocations. A kfunc the kernel
-//! lacks is an error that names it. What needs this: a conntrack fast path
+//! lacks is an error that names it; so is one a module defines (Debian's kernels build
+//! nf_conntrack, and so its kfuncs, as a module): calling those needs the module's BTF
+//! passed with the program (`fd_array`), which aya 0.14 does not do. What needs this: a conntrack fast path
 //! (docs/PERFORMANCE.md); bpf/kfunc_probe.c is the tests' object.
 
 use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget, SectionKind};
@@ -107,8 +109,12 @@ fn patch_calls(
                 continue;
             }
             let name = symbol.name().map_err(|e| bad(e.to_string()))?;
-            let id = id_of(name)
-                .ok_or_else(|| bad(format!("the kernel has no function {name} (kfunc)")))?;
+            let id = id_of(name).ok_or_else(|| {
+                bad(format!(
+                    "the kernel's own BTF has no function {name} (a kfunc: absent, or in a \
+                     module's BTF, which aya 0.14 cannot pass to the verifier)"
+                ))
+            })?;
             let at = start as usize + offset as usize;
             let insn = out
                 .get_mut(at..at + 8)

@@ -69,7 +69,7 @@ fn a_kfunc_the_kernel_lacks_is_named() {
         panic!("resolved without bpf_ct_release");
     };
     assert!(
-        err.to_string().contains("no function bpf_ct_release"),
+        err.to_string().contains("has no function bpf_ct_release"),
         "{err}"
     );
 }
