@@ -143,31 +143,28 @@ static __always_inline struct tcphdr *segment(struct __sk_buff *skb, struct iphd
     return tcp;
 }
 
-SEC("inbound") int ct_inbound(struct __sk_buff *skb) {
+// Carries a segment of a flow in direction `dir` (0: in, rewriting the destination;
+// 1: the reply, rewriting the source); returns the route's ifindex, or 0 to pass it on.
+static __always_inline u32 carry(struct __sk_buff *skb, int dir) {
     struct iphdr *ip;
     struct tcphdr *tcp = segment(skb, &ip);
     struct nat n;
-    if (!tcp || !flow(skb, ip, tcp, 0, &n))
-        return TC_ACT_OK;
-    u32 old_addr = ip->daddr;
-    u16 old_port = tcp->dest;
-    if (!rewrite(skb, ip, &n, IP_DST, TCP_DPORT, old_addr, old_port, n.addr))
-        return TC_ACT_OK;
-    return redirect_peer(SRV_VETH, 0);
+    if (!tcp || !flow(skb, ip, tcp, dir, &n))
+        return 0;
+    u32 old_addr = dir ? ip->saddr : ip->daddr;
+    u16 old_port = dir ? tcp->source : tcp->dest;
+    u32 route_to = dir ? ip->daddr : n.addr;
+    return rewrite(skb, ip, &n, dir ? IP_SRC : IP_DST, dir ? TCP_SPORT : TCP_DPORT, old_addr,
+                   old_port, route_to);
+}
+
+SEC("inbound") int ct_inbound(struct __sk_buff *skb) {
+    return carry(skb, 0) ? redirect_peer(SRV_VETH, 0) : TC_ACT_OK;
 }
 
 SEC("reply") int ct_reply(struct __sk_buff *skb) {
-    struct iphdr *ip;
-    struct tcphdr *tcp = segment(skb, &ip);
-    struct nat n;
-    if (!tcp || !flow(skb, ip, tcp, 1, &n))
-        return TC_ACT_OK;
-    u32 old_addr = ip->saddr;
-    u16 old_port = tcp->source;
-    u32 out = rewrite(skb, ip, &n, IP_SRC, TCP_SPORT, old_addr, old_port, ip->daddr);
-    if (!out)
-        return TC_ACT_OK;
-    return redirect(out, 0);
+    u32 out = carry(skb, 1);
+    return out ? redirect(out, 0) : TC_ACT_OK;
 }
 
 char _license[] SEC("license") = "GPL";
