@@ -6,6 +6,7 @@
 //! fake ([`fake::Recorder`]) so that ferryd's operations are unit-tested by the kernel
 //! work they ask for.
 
+pub mod conntrack;
 pub mod error;
 pub mod fake;
 pub mod fault;
