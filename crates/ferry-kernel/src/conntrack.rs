@@ -104,7 +104,9 @@ pub fn liberal(flow: &TcpFlow) -> Result<Option<bool>, KernelError> {
             )),
         };
     }
-    let attrs = reply.get(20..).unwrap_or_default();
+    // The entry's own message only (an ack may follow it in the same read).
+    let len = u32::from_ne_bytes([reply[0], reply[1], reply[2], reply[3]]) as usize;
+    let attrs = reply.get(20..len.min(reply.len())).unwrap_or_default();
     let flags = |which| {
         find(attrs, &[CTA_PROTOINFO, CTA_PROTOINFO_TCP, which]).and_then(|v| v.first().copied())
     };
