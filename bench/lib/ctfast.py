@@ -6,7 +6,6 @@ entry (see the program's head). Not ferry's data path; a contender of the routed
 
 import contextlib
 import os
-import shutil
 import subprocess
 
 from world import sh
@@ -18,10 +17,7 @@ PREF = "49"  # the filters' priority, so that they come off alone
 def build(out_dir, srv_veth_ifindex):
     """Compile the program for the server's veth (its host end's ifindex) with a vmlinux.h
     dumped from the running kernel; returns the object's path."""
-    for tool, pkg in (("clang", "clang"), ("bpftool", "bpftool")):
-        if not shutil.which(tool):
-            sh(["apt-get", "install", "-y", "-q", pkg], timeout=600,
-               env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    # clang and bpftool: scripts/setup installs both (bench/run runs it first)
     os.makedirs(out_dir, exist_ok=True)
     header = os.path.join(out_dir, "vmlinux.h")
     with open(header, "w") as f:
