@@ -578,3 +578,194 @@ fn routed_traffic_goes_up_past_the_bridge_and_each_endpoints_mac_is_pinned_on_it
     drop(peer);
     host.finish()
 }
+
+/// Datagrams the host's IPv4 stack has forwarded (`Ip: ForwDatagrams` of its
+/// /proc/net/snmp): what the conntrack fast path carries is not among them.
+fn forwarded(host: &TestHost) -> Result<u64> {
+    let snmp = host
+        .in_host("cat", &["/proc/net/snmp"])?
+        .expect_success()?
+        .stdout;
+    let mut ip = snmp.lines().filter(|l| l.starts_with("Ip:"));
+    let (names, values) = (
+        ip.next().context("Ip: names")?,
+        ip.next().context("Ip: values")?,
+    );
+    let at = names
+        .split_whitespace()
+        .position(|n| n == "ForwDatagrams")
+        .context("no ForwDatagrams in /proc/net/snmp")?;
+    Ok(values
+        .split_whitespace()
+        .nth(at)
+        .context("ForwDatagrams' value")?
+        .parse()?)
+}
+
+/// How many datagrams the host forwarded while `n` exchanges went over `f`; every
+/// exchange must be answered.
+fn forwarded_during(host: &TestHost, f: &mut Flow, n: u32) -> Result<u64> {
+    let before = forwarded(host)?;
+    for _ in 0..n {
+        ensure!(f.exchange()?, "{}: no echo", f.what);
+    }
+    Ok(forwarded(host)? - before)
+}
+
+/// Whether the running kernel's own BTF has the conntrack kfuncs the fast path calls
+/// (conntrack built in; a kernel that builds it as a module keeps them in the module's
+/// BTF, which ferry cannot call yet, and routes every packet through the host's stack).
+fn kernel_has_conntrack_kfuncs() -> bool {
+    std::fs::read("/sys/kernel/btf/vmlinux")
+        .is_ok_and(|btf| btf.windows(18).any(|w| w == b"bpf_skb_ct_lookup\0"))
+}
+
+/// Routed flows — in to a published port through DNAT, out through masquerade — take the
+/// conntrack fast path once established (bpf/conntrack.h): the host's IPv4 stack
+/// forwards next to none of their packets, the echo comes back through the same NAT
+/// (from the published address, to the masquerade's), and each flow's entry stays
+/// ESTABLISHED with its timeout renewed. Controls, on the same connections: with a rule
+/// in `user` (the gate closed) the host forwards every packet and neither flow is reset,
+/// and the fast path takes them again when the chain is empty; a `network disconnect`
+/// stops the carried flow in while the one out goes on; a rule in `user` that refuses
+/// the flow out stops it.
+#[test]
+fn routed_flows_are_carried_past_the_hosts_stack_and_stop_where_the_rules_say() -> Result<()> {
+    let mut host = host_or_skip!();
+    if !kernel_has_conntrack_kfuncs() {
+        eprintln!("skipped: the kernel's own BTF has no conntrack kfuncs (conntrack is a module)");
+        return host.finish();
+    }
+    let mut peer = host.add_peer("10.82.0.1/24", "10.82.0.2/24")?;
+    peer.spawn("python3", &["-c", ECHO_SERVER])?;
+    let net = unique("n");
+    host.create_network(&net, &["--subnet", "10.81.0.0/24"])?;
+    host.run_detached(
+        "srv",
+        &["--network", &net, "-p", "8093:80"],
+        &["python3", "-c", ECHO_SERVER],
+    )?;
+    let cli_id = host.run_idle("cli", &["--network", &net])?;
+    let (srv, cli) = (host.ip_of("srv", &net)?, host.ip_of("cli", &net)?);
+    let cli_ns = nsenter_sandbox(&host, &cli_id, "cli")?;
+    // The peer's link is an uplink: ferryd puts the fast path's program on it at its
+    // first endpoint or its next periodic check.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let filters = host.in_host("tc", &["filter", "show", "dev", &peer.host_if, "ingress"])?;
+        if filters.stdout.contains("ferry_inbound") {
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "no ferry_inbound on the uplink {}: {}\n{}",
+            peer.host_if,
+            filters.stdout,
+            host.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let in_peer = ["ip", "netns", "exec", peer.netns.as_str()];
+    let mut dnat = open_retrying("peer → srv's port (DNAT)", &in_peer, &peer.host_ip, 8093)?;
+    let mut masq = open_retrying(
+        "cli → peer (masquerade)",
+        &["nsenter", &cli_ns],
+        &peer.ip,
+        80,
+    )?;
+    // The first exchanges go the host's path; the flows are named and marked liberal.
+    for f in [&mut dnat, &mut masq] {
+        forwarded_during(&host, f, 3)?;
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    const N: u32 = 40;
+    for f in [&mut dnat, &mut masq] {
+        let by_host = forwarded_during(&host, f, N)?;
+        ensure!(
+            by_host < 10,
+            "{} is not carried past the host's stack: it forwarded {by_host} datagrams in {N} exchanges\n{}",
+            f.what,
+            host.log_tail(20)
+        );
+    }
+    let table = host.conntrack_table()?;
+    for (what, src, dst) in [
+        ("DNAT", peer.ip.clone(), peer.host_ip.clone()),
+        ("masquerade", cli.clone(), peer.ip.clone()),
+    ] {
+        let line = table
+            .lines()
+            .find(|l| l.contains(&format!("src={src} dst={dst} ")) && l.contains("ESTABLISHED"))
+            .with_context(|| format!("the {what} flow has no ESTABLISHED entry:\n{table}"))?;
+        let timeout: u64 = line.split_whitespace().nth(4).unwrap_or("0").parse()?;
+        ensure!(
+            timeout > 400_000,
+            "the {what} flow's entry was not renewed: {line}"
+        );
+    }
+    ensure!(
+        table
+            .lines()
+            .any(|l| l.contains(&format!("src={srv} dst={} sport=80 ", peer.ip))),
+        "the DNAT flow's reply is not from srv:\n{table}"
+    );
+
+    // Controls: the gate closed, the host forwards every exchange (a request in and its
+    // echo out, at least), and neither flow is reset, then or when the chain empties.
+    with_a_user_rule(&host, || {
+        for f in [&mut dnat, &mut masq] {
+            let by_host = forwarded_during(&host, f, N)?;
+            ensure!(
+                by_host >= u64::from(2 * N),
+                "with a rule in `user`, the host forwarded only {by_host} datagrams of {}",
+                f.what
+            );
+        }
+        Ok(())
+    })?;
+    for f in [&mut dnat, &mut masq] {
+        forwarded_during(&host, f, 3)?;
+        let by_host = forwarded_during(&host, f, N)?;
+        ensure!(
+            by_host < 10,
+            "{} is not carried again with `user` empty: the host forwarded {by_host} datagrams",
+            f.what
+        );
+    }
+
+    // A disconnect stops the carried flow in; the one out, carried too, goes on.
+    host.ferry_ok(&["network", "disconnect", &net, "srv"])?;
+    ensure!(
+        !dnat.exchange()?,
+        "{}: carried on after the disconnect",
+        dnat.what
+    );
+    ensure!(
+        masq.exchange()?,
+        "{}: no echo after srv's disconnect",
+        masq.what
+    );
+    // A rule in `user` refusing the flow out stops it, carried as it was.
+    host.nft(&[
+        "add", "rule", "inet", "ferry", "user", "ip", "saddr", &cli, "ip", "daddr", &peer.ip,
+        "drop",
+    ])?;
+    std::thread::sleep(Duration::from_millis(500));
+    let refused = masq.exchange();
+    host.nft(&["flush", "chain", "inet", "ferry", "user"])?;
+    ensure!(!refused?, "{}: passed a drop rule in `user`", masq.what);
+    drop((dnat, masq));
+
+    // ferryd killed, the next one started with `--shortcut off`: the dead one's program
+    // comes off the uplink too.
+    host.set_ferryd_args(&["--shortcut", "off"]);
+    host.restart_kill9()?;
+    let filters = host.in_host("tc", &["filter", "show", "dev", &peer.host_if, "ingress"])?;
+    ensure!(
+        !filters.stdout.contains("ferry_inbound"),
+        "with --shortcut off after a kill, ferry_inbound is left on the uplink: {}",
+        filters.stdout
+    );
+    drop(peer);
+    host.finish()
+}

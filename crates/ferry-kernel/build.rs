@@ -1,5 +1,6 @@
-//! Builds ferry's tc/BPF program (bpf/shortcut.c) with clang into OUT_DIR; the crate
-//! embeds the object (src/shortcut.rs). Also bpf/kfunc_probe.c, which only the tests of
+//! Builds ferry's tc/BPF programs (bpf/shortcut.c) with clang into OUT_DIR, twice: as
+//! they are, and with the conntrack fast path (-DCONNTRACK, bpf/conntrack.h); the crate
+//! embeds both objects (src/shortcut.rs) and loads the second where the kernel can. Also bpf/kfunc_probe.c, which only the tests of
 //! src/kfuncs.rs use. clang is Debian's `clang`, which scripts/setup installs.
 
 use std::path::{Path, PathBuf};
@@ -7,11 +8,17 @@ use std::process::Command;
 
 fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    compile("bpf/shortcut.c", &out.join("shortcut.o"));
-    compile("bpf/kfunc_probe.c", &out.join("kfunc_probe.o"));
+    println!("cargo:rerun-if-changed=bpf/conntrack.h");
+    compile("bpf/shortcut.c", &out.join("shortcut.o"), &[]);
+    compile(
+        "bpf/shortcut.c",
+        &out.join("shortcut_ct.o"),
+        &["-DCONNTRACK"],
+    );
+    compile("bpf/kfunc_probe.c", &out.join("kfunc_probe.o"), &[]);
 }
 
-fn compile(src: &str, obj: &Path) {
+fn compile(src: &str, obj: &Path, defines: &[&str]) {
     println!("cargo:rerun-if-changed={src}");
     // <asm/types.h>, which the kernel's UAPI headers include, lives under the host's
     // multiarch directory on Debian.
@@ -20,6 +27,7 @@ fn compile(src: &str, obj: &Path) {
     let status = Command::new(std::env::var("CLANG").unwrap_or_else(|_| "clang".into()))
         .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
         .arg(format!("-I{multiarch}"))
+        .args(defines)
         .args(["-c", src, "-o"])
         .arg(obj)
         .status();

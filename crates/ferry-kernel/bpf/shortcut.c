@@ -176,6 +176,10 @@ static struct iphdr *takeable(struct __sk_buff *skb, struct ethhdr **eth) {
     return ipv4(skb, eth);
 }
 
+#ifdef CONNTRACK
+#include "conntrack.h"
+#endif
+
 // A frame to the bridge's MAC: for an address of a block another host owns, out of the
 // overlay's device, addressed as the host's neighbour entry would address it; for an
 // address that an overlay keeps here, or the gateway, the bridge's path; anything else
@@ -195,6 +199,11 @@ static int to_bridge(struct __sk_buff *skb, struct iphdr *ip, struct source *src
             return redirect(tunnel, 0);
         }
     }
+#ifdef CONNTRACK
+    int carried = carry_out(skb, src);
+    if (carried >= 0)
+        return carried;
+#endif
     return redirect(src->bridge, BPF_F_INGRESS);
 }
 

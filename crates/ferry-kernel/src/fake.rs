@@ -191,6 +191,8 @@ pub struct Recorder {
     pub shortcut_tunnels: Mutex<Vec<Tunnel>>,
     /// The links the shortcut was asked to sweep that it did not carry, in order.
     pub shortcut_swept: Mutex<Vec<String>>,
+    /// The links last named as ferry's when the uplinks were asked for (None: never).
+    pub shortcut_uplinks: Mutex<Option<Vec<String>>>,
 }
 
 impl Recorder {
@@ -530,5 +532,9 @@ impl KernelOps for Recorder {
             .lock()
             .expect("lock")
             .extend(swept.cloned());
+    }
+    fn shortcut_uplinks(&self, ferry_links: &[String]) -> Result<(), KernelError> {
+        *self.shortcut_uplinks.lock().expect("lock") = Some(ferry_links.to_vec());
+        Ok(())
     }
 }

@@ -207,6 +207,10 @@ pub trait KernelOps: Send + Sync + 'static {
     /// killed ferryd left); every one of them, if the shortcut is not loaded. Never fails:
     /// a link or program not there is as good as taken off.
     fn shortcut_sweep(&self, links: &[String]);
+    /// Carry routed flows in through every uplink: each link with an IPv4 address but
+    /// loopbacks and `ferry_links` (ferry's own). Nothing to do where the shortcut is not
+    /// loaded (no carried endpoint yet) or has no conntrack fast path.
+    fn shortcut_uplinks(&self, ferry_links: &[String]) -> Result<(), KernelError>;
 }
 
 /// The real kernel, through one rtnetlink connection in ferryd's own namespace plus a
@@ -679,6 +683,14 @@ impl KernelOps for Netlink {
 
     fn shortcut_tunnels(&self, want: &[ferry_core::shortcut::Tunnel]) -> Result<(), KernelError> {
         self.with_shortcut(|s| s.set_tunnels(want))
+    }
+
+    fn shortcut_uplinks(&self, ferry_links: &[String]) -> Result<(), KernelError> {
+        // Not loaded for this either: uplinks alone carry nothing.
+        match &mut *self.shortcut.lock().expect("shortcut lock") {
+            ShortcutSlot::Loaded(s) => s.set_uplinks(ferry_links),
+            _ => Ok(()),
+        }
     }
 
     fn shortcut_sweep(&self, links: &[String]) {

@@ -42,7 +42,8 @@ use ferry_core::shortcut::{Entry, Tunnel};
 use crate::KernelError;
 
 mod links;
-use links::{ARRIVE, DELIVER, SEND};
+mod routed;
+use links::{ARRIVE, DELIVER, INBOUND, SEND};
 
 /// The object build.rs compiled, aligned as aya's ELF parser wants it.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shortcut.o"));
@@ -125,6 +126,8 @@ pub struct Shortcut {
     devices: HashMap<String, Device>,
     /// By bridge name: `deliver`'s link.
     bridges: HashMap<String, Bridge>,
+    /// The conntrack fast path, where the kernel took its object ([`routed`]).
+    routed: Option<routed::Routed>,
 }
 
 struct Attached {
@@ -177,12 +180,25 @@ fn ifindex(name: &str) -> Result<u32, KernelError> {
 }
 
 impl Shortcut {
-    /// Load the program and its maps (the gate closed). Fails on a kernel without BPF,
-    /// without `bpf_redirect_peer` (5.10), or without the privileges to load it.
+    /// Load the programs and their maps (the gate closed): with the conntrack fast path
+    /// where the kernel can have it ([`routed`]), without it otherwise. Fails on a kernel
+    /// without BPF, without `bpf_redirect_peer` (5.10), or without the privileges to load
+    /// it.
     pub fn load() -> Result<Shortcut, KernelError> {
-        let mut ebpf =
-            Ebpf::load(OBJECT).map_err(|e| failed("load", "the shortcut's BPF object", e))?;
-        links::load(&mut ebpf)?;
+        let (mut ebpf, with_routed) = match routed::load() {
+            Ok(ebpf) => (ebpf, true),
+            Err(e) => {
+                tracing::info!("shortcut: routed flows take the host's path: {e}");
+                let mut ebpf = Ebpf::load(OBJECT)
+                    .map_err(|e| failed("load", "the shortcut's BPF object", e))?;
+                links::load(&mut ebpf, &links::ALL)?;
+                (ebpf, false)
+            }
+        };
+        let routed = match with_routed {
+            true => Some(routed::Routed::start(&mut ebpf)?),
+            false => None,
+        };
         let map = |ebpf: &mut Ebpf, name: &'static str| {
             ebpf.take_map(name)
                 .ok_or_else(|| failed("find map", name, "not in the BPF object"))
@@ -202,7 +218,24 @@ impl Shortcut {
             attached: HashMap::new(),
             devices: HashMap::new(),
             bridges: HashMap::new(),
+            routed,
         })
+    }
+
+    /// Whether routed flows are carried (the conntrack fast path loaded).
+    pub fn carries_routed(&self) -> bool {
+        self.routed.is_some()
+    }
+
+    /// The conntrack fast path's program on every uplink: each link with an IPv4 address
+    /// but loopbacks and `ferry_links` (ferry's bridges, VXLAN devices and host ends).
+    /// Nothing to do without the fast path.
+    pub fn set_uplinks(&mut self, ferry_links: &[String]) -> Result<(), KernelError> {
+        let Some(routed) = self.routed.as_mut() else {
+            return Ok(());
+        };
+        let ferry: Vec<&str> = ferry_links.iter().map(String::as_str).collect();
+        routed.set_uplinks(&mut self.ebpf, &ferry)
     }
 
     /// Open or close the gate for every endpoint.
@@ -370,14 +403,22 @@ impl Shortcut {
                 links::take_off(p, name);
             }
         }
+        let inbound = |name: &str| self.routed.as_ref().is_some_and(|r| r.carries(name));
+        for name in routed::uplinks(&[]).iter().filter(|n| !inbound(n)) {
+            links::take_off(INBOUND, name);
+        }
     }
 
-    /// The same, with no shortcut loaded: every one of ferry's programs goes.
+    /// The same, with no shortcut loaded: every one of ferry's programs goes, from
+    /// `links` and from the uplinks.
     pub fn sweep_unloaded(links: &[String]) {
         for name in links {
             for p in links::ALL {
                 links::take_off(p, name);
             }
+        }
+        for name in routed::uplinks(&[]) {
+            links::take_off(INBOUND, &name);
         }
     }
 

@@ -100,9 +100,28 @@ impl Shortcut {
             return;
         }
         let mut inner = self.inner();
+        let first = inner.applied.is_empty();
         for src in std::mem::take(&mut inner.pending) {
             let want = source_entries(st, &src);
             inner.replace(k, src, want);
+        }
+        if first && !inner.applied.is_empty() {
+            drop(inner);
+            self.uplinks(k, st);
+        }
+    }
+
+    /// Carry routed flows in through the host's uplinks (ferry-kernel's shortcut, the
+    /// conntrack fast path), once something is carried: at the first endpoint, ferryd's
+    /// start, `system reconcile` and each periodic check (so a link added since is
+    /// carried from the next). Nothing can fail: without it, routed flows take the
+    /// host's path.
+    pub(crate) fn uplinks<K: KernelOps>(&self, k: &K, st: &State) {
+        if self.mode == Mode::Off || self.inner().applied.is_empty() {
+            return;
+        }
+        if let Err(e) = k.shortcut_uplinks(&program_links(st)) {
+            tracing::debug!("shortcut: uplinks: {e}");
         }
     }
 
@@ -115,6 +134,7 @@ impl Shortcut {
     pub(crate) fn load_all<K: KernelOps>(&self, k: &K, st: &State) {
         if self.mode == Mode::On {
             self.carry_all(k, st);
+            self.uplinks(k, st);
         }
         k.shortcut_sweep(&program_links(st));
     }

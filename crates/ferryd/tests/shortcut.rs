@@ -173,3 +173,49 @@ async fn a_full_load_sweeps_every_link_it_does_not_carry_and_every_one_with_the_
     want.sort();
     assert_eq!(got, want);
 }
+
+/// The conntrack fast path's program goes on the uplinks once something is carried (the
+/// first endpoint), again at each full load and periodic check, and never on ferry's own
+/// links: ferryd names them all, bridges and host ends, every time.
+#[tokio::test]
+async fn uplinks_are_asked_for_from_the_first_carried_endpoint_without_ferrys_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&dir).await;
+    let uplinks = |d: &Daemon<Recorder>| d.kernel.shortcut_uplinks.lock().unwrap().take();
+    let st = d.state.lock().await;
+    d.load_firewall(&st).await.unwrap();
+    drop(st);
+    assert_eq!(uplinks(&d), None, "asked for with nothing carried");
+    let a = d.create_sandbox(Some("a"), run_req("n1")).await.unwrap();
+    d.start_sandbox(&a, false).await.unwrap();
+    let ferry = uplinks(&d).expect("asked for at the first carried endpoint");
+    let end = host_end(&d, "a", "n1").await;
+    let n1_br = {
+        let st = d.state.lock().await;
+        let n = st.networks.values().find(|n| n.name == "n1").unwrap();
+        n.bridge().unwrap().name.to_string()
+    };
+    for link in [&end, &n1_br] {
+        assert!(ferry.contains(link), "{link} not named as ferry's: {ferry:?}");
+    }
+    d.check_firewall().await;
+    assert!(uplinks(&d).is_some(), "not asked for again at the periodic check");
+    let st = d.state.lock().await;
+    d.load_firewall(&st).await.unwrap();
+    drop(st);
+    assert!(uplinks(&d).is_some(), "not asked for again at a full load");
+
+    // With `--shortcut off`, never.
+    let mut cfg = ferryd::Config::under(dir.path());
+    cfg.shortcut = ferryd::shortcut::Mode::Off;
+    let off = Daemon::new(
+        cfg,
+        Recorder::default(),
+        Box::new(ferry_store::MemStore::default()),
+    )
+    .unwrap();
+    let st = d.state.lock().await;
+    off.load_firewall(&st).await.unwrap();
+    drop(st);
+    assert_eq!(uplinks(&off), None);
+}

@@ -24,10 +24,12 @@ use aya::Ebpf;
 use crate::KernelError;
 
 /// The programs: on host ends' ingress, on overlays' VXLAN devices' ingress, and on
-/// bridges' egress; each with where it sits.
+/// bridges' egress; with the conntrack fast path, on uplinks' ingress; each with where it
+/// sits.
 pub(super) const SEND: Program = Program("shortcut", TcAttachType::Ingress);
 pub(super) const ARRIVE: Program = Program("arrive", TcAttachType::Ingress);
 pub(super) const DELIVER: Program = Program("deliver", TcAttachType::Egress);
+pub(super) const INBOUND: Program = Program("ferry_inbound", TcAttachType::Ingress);
 
 /// A program of the object, by name, and the side of a link it is attached to.
 #[derive(Clone, Copy)]
@@ -38,9 +40,9 @@ pub(super) struct Program(&'static str, TcAttachType);
 const PRIORITY: u16 = 1;
 const HANDLE: TcHandle = TcHandle::new(0, 0xfe77);
 
-/// Load the programs of `ebpf` into the kernel.
-pub(super) fn load(ebpf: &mut Ebpf) -> Result<(), KernelError> {
-    for Program(name, _) in ALL {
+/// Load `programs` of `ebpf` into the kernel.
+pub(super) fn load(ebpf: &mut Ebpf, programs: &[Program]) -> Result<(), KernelError> {
+    for &Program(name, _) in programs {
         program(ebpf, name)?
             .load()
             .map_err(|e| super::failed("load", format!("BPF program {name}"), e))?;
@@ -84,8 +86,11 @@ pub(super) fn detach(ebpf: &mut Ebpf, Program(prog_name, _): Program, link: Sche
     }
 }
 
-/// Every one of ferry's programs, each on its side of a link.
+/// The programs of the plain object, each on its side of a link.
 pub(super) const ALL: [Program; 3] = [SEND, ARRIVE, DELIVER];
+
+/// The programs of the object with the conntrack fast path.
+pub(super) const WITH_CONNTRACK: [Program; 4] = [SEND, ARRIVE, DELIVER, INBOUND];
 
 /// Take every filter of `prog` off link `name`, whoever put it there: what a previous
 /// ferryd left on a link this one does not carry. Nothing there (no such link, no clsact

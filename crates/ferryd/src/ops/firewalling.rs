@@ -66,6 +66,8 @@ impl<K: KernelOps> Daemon<K> {
             .await;
         self.shortcut.retry(&self.kernel);
         self.shortcut.retry_tunnels(&self.kernel);
+        self.shortcut
+            .uplinks(&self.kernel, &*self.state.lock().await);
         self.shortcut.follow_user_chain(&self.kernel).await;
     }
 }
