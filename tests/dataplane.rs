@@ -628,7 +628,9 @@ fn kernel_has_conntrack_kfuncs() -> bool {
 /// in `user` (the gate closed) the host forwards every packet and neither flow is reset,
 /// and the fast path takes them again when the chain is empty; a `network disconnect`
 /// stops the carried flow in while the one out goes on; a rule in `user` that refuses
-/// the flow out stops it.
+/// the flow out stops it. A ferryd started after a kill with `--shortcut off` takes the
+/// program off the uplink; one with `--shortcut same-network` leaves routed flows to the
+/// host.
 #[test]
 fn routed_flows_are_carried_past_the_hosts_stack_and_stop_where_the_rules_say() -> Result<()> {
     let mut host = host_or_skip!();
@@ -766,6 +768,21 @@ fn routed_flows_are_carried_past_the_hosts_stack_and_stop_where_the_rules_say() 
         "with --shortcut off after a kill, ferry_inbound is left on the uplink: {}",
         filters.stdout
     );
+
+    // A ferryd started with `--shortcut same-network` carries traffic within a network
+    // only: a new flow out goes through the host's stack, every exchange of it.
+    host.set_ferryd_args(&["--shortcut", "same-network"]);
+    host.restart_kill9()?;
+    let what = "cli → peer (masquerade, --shortcut same-network)";
+    let mut again = open_retrying(what, &["nsenter", &cli_ns], &peer.ip, 80)?;
+    forwarded_during(&host, &mut again, 3)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let by_host = forwarded_during(&host, &mut again, N)?;
+    ensure!(
+        by_host >= u64::from(2 * N),
+        "with --shortcut same-network, the host forwarded only {by_host} datagrams of {what}"
+    );
+    drop(again);
     drop(peer);
     host.finish()
 }

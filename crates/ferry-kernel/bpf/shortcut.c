@@ -51,6 +51,11 @@
 //     (`targets`), addressed to its MAC (what the host's neighbour entry gave it).
 //
 // Anything else returns TC_ACT_UNSPEC (TCX_NEXT): the next program, or the normal path.
+//
+// Built with -DCONNTRACK (build.rs: shortcut_ct.o), the object also carries established
+// routed TCP flows past the host's stack, doing their NAT from their conntrack entries:
+// `ferry_inbound` on the uplinks, and `shortcut` for what a sandbox sends to be routed
+// (bpf/conntrack.h says exactly when).
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <linux/if_ether.h>

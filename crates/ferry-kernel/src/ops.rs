@@ -231,6 +231,9 @@ pub struct Netlink {
     faults: Faults,
     /// The same-network shortcut, loaded at its first use.
     shortcut: std::sync::Mutex<ShortcutSlot>,
+    /// Whether the shortcut carries routed flows where the kernel allows (its conntrack
+    /// fast path); true unless [`Netlink::carry_routed`] said otherwise.
+    routed: bool,
 }
 
 /// Where the shortcut's program stands.
@@ -262,7 +265,14 @@ impl Netlink {
             ipv6_conf: sysctl::Ipv6Conf::open_here(),
             faults: Faults::default(),
             shortcut: Default::default(),
+            routed: true,
         })
+    }
+
+    /// Whether the shortcut, once loaded, carries routed flows past the host's stack
+    /// (ferryd's `--shortcut same-network` says no); to be set before its first use.
+    pub fn carry_routed(&mut self, routed: bool) {
+        self.routed = routed;
     }
 
     /// Run `f` on the shortcut, loading it first if this is its first use. Without it
@@ -273,7 +283,7 @@ impl Netlink {
     ) -> Result<(), KernelError> {
         let mut slot = self.shortcut.lock().expect("shortcut lock");
         if matches!(*slot, ShortcutSlot::Unloaded) {
-            *slot = match Shortcut::load() {
+            *slot = match Shortcut::load(self.routed) {
                 Ok(s) => ShortcutSlot::Loaded(Box::new(s)),
                 Err(e) => {
                     tracing::warn!("the same-network shortcut is off: {e}");

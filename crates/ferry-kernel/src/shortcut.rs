@@ -181,11 +181,15 @@ fn ifindex(name: &str) -> Result<u32, KernelError> {
 
 impl Shortcut {
     /// Load the programs and their maps (the gate closed): with the conntrack fast path
-    /// where the kernel can have it ([`routed`]), without it otherwise. Fails on a kernel
-    /// without BPF, without `bpf_redirect_peer` (5.10), or without the privileges to load
-    /// it.
-    pub fn load() -> Result<Shortcut, KernelError> {
-        let (mut ebpf, with_routed) = match routed::load() {
+    /// if `routed` and the kernel can have it ([`routed`]), without it otherwise. Fails on
+    /// a kernel without BPF, without `bpf_redirect_peer` (5.10), or without the
+    /// privileges to load it.
+    pub fn load(routed: bool) -> Result<Shortcut, KernelError> {
+        let with_conntrack = match routed {
+            true => routed::load(),
+            false => Err(failed("load", "the conntrack fast path", "not asked for")),
+        };
+        let (mut ebpf, with_routed) = match with_conntrack {
             Ok(ebpf) => (ebpf, true),
             Err(e) => {
                 tracing::info!("shortcut: routed flows take the host's path: {e}");

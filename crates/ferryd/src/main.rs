@@ -56,7 +56,10 @@ struct Args {
     /// `off`: leave frames between two sandboxes on one network to the bridge. `on`
     /// (default): a tc/BPF program on each sandbox's veth hands them straight to the
     /// other sandbox, past the bridge and the IP hooks, whenever the bridge would deliver
-    /// them and ferry's `user` chain holds no rule (docs/design.md, "The shortcut").
+    /// them and ferry's `user` chain holds no rule (docs/design.md, "The shortcut"), and
+    /// carries established routed flows (published ports, masquerade) past the host's
+    /// stack where the kernel allows ("The routed fast path"). `same-network`: the first
+    /// only, so that rules of other tables see every packet of a routed flow.
     #[arg(long, value_enum, default_value = "on")]
     shortcut: ferryd::shortcut::Mode,
     /// The cluster store of overlay networks: etcd://HOST:PORT[,HOST:PORT...]. Without
@@ -254,6 +257,7 @@ async fn run(
         );
     }
     kernel.arm_fault(fault);
+    kernel.carry_routed(cfg.shortcut == ferryd::shortcut::Mode::On);
     let socket = cfg.socket.clone();
     let d = Daemon::new(cfg, kernel, Box::new(store))?;
     reconcile::reconcile(&d).await.context("reconcile")?;

@@ -39,9 +39,14 @@ use crate::state::{Key, State};
 /// `--shortcut`: whether ferryd carries same-network traffic past the bridge.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
-    /// Carry it (the default): the program is loaded at the first endpoint.
+    /// Carry it (the default): the program is loaded at the first endpoint; and carry
+    /// established routed flows (published ports, masquerade) past the host's stack
+    /// where the kernel allows (docs/design.md, "The routed fast path").
     #[default]
     On,
+    /// Carry traffic within a network only: routed flows take the host's path, where
+    /// rules of other tables (iptables' DOCKER-USER, say) see every packet.
+    SameNetwork,
     /// Leave every frame to the bridge.
     Off,
 }
@@ -117,7 +122,7 @@ impl Shortcut {
     /// carried from the next). Nothing can fail: without it, routed flows take the
     /// host's path.
     pub(crate) fn uplinks<K: KernelOps>(&self, k: &K, st: &State) {
-        if self.mode == Mode::Off || self.inner().applied.is_empty() {
+        if self.mode != Mode::On || self.inner().applied.is_empty() {
             return;
         }
         if let Err(e) = k.shortcut_uplinks(&program_links(st)) {
@@ -132,7 +137,7 @@ impl Shortcut {
     /// carry traffic past a bridge this ferryd leaves everything to, and past the gate a
     /// rule in the `user` chain closes.
     pub(crate) fn load_all<K: KernelOps>(&self, k: &K, st: &State) {
-        if self.mode == Mode::On {
+        if self.mode != Mode::Off {
             self.carry_all(k, st);
             self.uplinks(k, st);
         }

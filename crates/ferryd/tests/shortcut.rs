@@ -196,26 +196,38 @@ async fn uplinks_are_asked_for_from_the_first_carried_endpoint_without_ferrys_li
         n.bridge().unwrap().name.to_string()
     };
     for link in [&end, &n1_br] {
-        assert!(ferry.contains(link), "{link} not named as ferry's: {ferry:?}");
+        assert!(
+            ferry.contains(link),
+            "{link} not named as ferry's: {ferry:?}"
+        );
     }
     d.check_firewall().await;
-    assert!(uplinks(&d).is_some(), "not asked for again at the periodic check");
+    assert!(
+        uplinks(&d).is_some(),
+        "not asked for again at the periodic check"
+    );
     let st = d.state.lock().await;
     d.load_firewall(&st).await.unwrap();
     drop(st);
     assert!(uplinks(&d).is_some(), "not asked for again at a full load");
 
-    // With `--shortcut off`, never.
-    let mut cfg = ferryd::Config::under(dir.path());
-    cfg.shortcut = ferryd::shortcut::Mode::Off;
-    let off = Daemon::new(
-        cfg,
-        Recorder::default(),
-        Box::new(ferry_store::MemStore::default()),
-    )
-    .unwrap();
-    let st = d.state.lock().await;
-    off.load_firewall(&st).await.unwrap();
-    drop(st);
-    assert_eq!(uplinks(&off), None);
+    // With `--shortcut off` or `same-network`, never (though the latter carries the
+    // endpoints it finds, as the test above shows for `on`).
+    for mode in [
+        ferryd::shortcut::Mode::Off,
+        ferryd::shortcut::Mode::SameNetwork,
+    ] {
+        let mut cfg = ferryd::Config::under(dir.path());
+        cfg.shortcut = mode;
+        let other = Daemon::new(
+            cfg,
+            Recorder::default(),
+            Box::new(ferry_store::MemStore::default()),
+        )
+        .unwrap();
+        let st = d.state.lock().await;
+        other.load_firewall(&st).await.unwrap();
+        drop(st);
+        assert_eq!(uplinks(&other), None, "{mode:?}");
+    }
 }
