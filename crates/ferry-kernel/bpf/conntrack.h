@@ -35,8 +35,8 @@
 //     the packets this path carries, so its TCP window falls behind; when the flow comes
 //     back to the host's path (the gate closed, the endpoint gone) a strict entry would
 //     take the next segment for an out-of-window one and the flow would be reset. A flow
-//     not yet liberal takes the host's path and is named once to ferryd (`flows`), which
-//     marks it (ferry-kernel's conntrack::mark_liberal); its later segments come here;
+//     not yet liberal takes the host's path and is named to ferryd (`flows`, once a
+//     second at most), which marks it (ferry-kernel's conntrack::mark_liberal); its later segments come here;
 //   - the route (bpf_fib_lookup, from the link the host would see it enter by) has a
 //     resolved neighbour, and the segment fits the link it leaves by.
 //
@@ -129,6 +129,7 @@ static long (*map_update)(void *, const void *, const void *, __u64) =
     (void *)BPF_FUNC_map_update_elem;
 static long (*map_delete)(void *, const void *) = (void *)BPF_FUNC_map_delete_elem;
 static long (*ringbuf_output)(void *, void *, __u64, __u64) = (void *)BPF_FUNC_ringbuf_output;
+static __u64 (*ktime_ns)(void) = (void *)BPF_FUNC_ktime_get_ns;
 
 // The namespace's nf_conntrack_tcp_timeout_established, in ms (set by the loader).
 volatile const __u32 established_ms = 432000000;
@@ -154,7 +155,7 @@ volatile const __u32 established_ms = 432000000;
 #define OFF_TCP_CSUM (OFF_TCP + 16)
 
 // A flow by its entry's original direction, as ferryd reads it from `flows`: must match
-// ferry-kernel's shortcut/flows.rs.
+// parse_flow in ferry-kernel's src/shortcut/routed.rs.
 struct flow_key {
     __be32 src;
     __be32 dst;
@@ -162,13 +163,17 @@ struct flow_key {
     __be16 dport;
 };
 
-// The flows named to ferryd, so that each is named once (least recently used go first).
+// The flows named to ferryd, and when (ns), so that each is named once a second at most
+// (least recently used go first): a marking that failed, or a new flow on an old flow's
+// addresses and ports, is named again.
 struct {
     __uint(type, BPF_MAP_TYPE_LRU_HASH);
     __uint(max_entries, 16384);
     __type(key, struct flow_key);
-    __type(value, __u8);
+    __type(value, __u64);
 } named SEC(".maps");
+
+#define RENAME_NS 1000000000ull
 
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -200,7 +205,7 @@ static __always_inline struct tcphdr *segment(struct __sk_buff *skb, struct iphd
     return tcp;
 }
 
-// Names a flow not yet liberal to ferryd, once.
+// Names a flow not yet liberal to ferryd, unless it was named within RENAME_NS.
 static __always_inline void name_flow(struct nf_conn *ct) {
     struct flow_key k = {
         .src = ct->tuplehash[0].tuple.src.u3.ip,
@@ -208,8 +213,11 @@ static __always_inline void name_flow(struct nf_conn *ct) {
         .sport = ct->tuplehash[0].tuple.src.u.tcp.port,
         .dport = ct->tuplehash[0].tuple.dst.u.tcp.port,
     };
-    __u8 one = 1;
-    if (map_update(&named, &k, &one, BPF_NOEXIST))
+    __u64 now = ktime_ns();
+    __u64 *when = map_lookup(&named, &k);
+    if (when && now - *when < RENAME_NS)
+        return;
+    if (map_update(&named, &k, &now, BPF_ANY))
         return;
     if (ringbuf_output(&flows, &k, sizeof(k), 0))
         map_delete(&named, &k); // the ring is full: name it at its next segment
