@@ -18,9 +18,9 @@
 //!   carried from then on. A link that goes takes its filter with it;
 //! - a flow is carried only once its entry is liberal, and the program names each flow
 //!   that is not yet in the ring buffer `flows`, once a second at most (so a marking that
-//!   failed is tried again). A thread of its own ([`Marker`])
-//!   reads the ring and marks each named flow liberal (crate::conntrack::mark_liberal),
-//!   in the namespace the shortcut was loaded in; it ends with the shortcut.
+//!   failed is tried again). A thread of its own ([`Marker`]) reads the ring and marks
+//!   each named flow liberal (crate::conntrack::mark_liberal), in the namespace the
+//!   shortcut was loaded in; it ends with the shortcut.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
