@@ -26,7 +26,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from tools import BUSYBOX, DP_PORT, Cni, Docker, Ferry, Floor, Netavark, count_rules  # noqa: E402
 from world import World, log, sh  # noqa: E402
-import ctfast  # noqa: E402
 
 MODES = {
     # rounds of the attach/detach latency, scale sizes, rounds at each size,
@@ -459,23 +458,6 @@ class Bench:
         self.md.append("")
         self.dataplane_routed(f, peers, secs, rr_secs, rounds)
 
-    def ctfast(self, f, link):
-        """FBENCH_CTFAST=1: the `ferry_ctfast` contender's context (bench/lib/ctfast.py),
-        built for the data plane's server, checked once to carry a stream in."""
-        ep = json.loads(sh(f.cli("inspect", "dpsrv")).stdout)[0]["NetworkSettings"]["Networks"]["fbdp"]
-        veth = "fy" + ep["EndpointID"][:11]
-        bridge = json.loads(sh(["ip", "-n", f.host, "-j", "link", "show", "dev", veth]).stdout)[0]["master"]
-        obj = ctfast.build(os.path.join(self.w.root, "ctfast"), ctfast.ifindex(f.host, veth))
-        up, host_ip, _ = link
-        with ctfast.carried(f.host, obj, "fbup0", bridge):
-            fwd = ctfast.forwarded(f.host)
-            got = iperf(up, host_ip, DP_PORT, 2)
-            fwd = ctfast.forwarded(f.host) - fwd
-        log(f"bench: ctfast: {got['gbps']:.2f} Gbit/s in, the host forwarded {fwd} datagrams meanwhile")
-        if fwd > 200:
-            raise RuntimeError(f"bench/bpf/ctfast.c did not carry the stream: the host forwarded {fwd} datagrams")
-        return lambda: ctfast.carried(f.host, obj, "fbup0", bridge)
-
     @contextlib.contextmanager
     def shortcut_closed(self, f):
         """ferry without its shortcut for a while: a rule in the `user` chain closes the
@@ -538,8 +520,6 @@ class Bench:
         # ferry's own paths again, without its shortcut and without its anti-spoofing check:
         # what each costs on routed traffic is ferry ÷ that row.
         variants = {"ferry_slow": lambda: self.shortcut_closed(f), "ferry_noguard": lambda: self.unguarded(f)}
-        if os.environ.get("FBENCH_CTFAST") == "1":
-            variants["ferry_ctfast"] = self.ctfast(f, links["ferry"])
         if os.environ.get("FBENCH_DP_CONTROL") == "1":
             # ferry's own path once more in a variant's slot: whether the slot alone moves a figure
             variants["ferry_again"] = contextlib.nullcontext
@@ -569,7 +549,6 @@ class Bench:
                     profiled(perf_dir, f"{k}-in", lambda: iperf(up, host_ip, DP_PORT, 4))
         name = {"ferry": "ferry", "ferry_slow": "ferry without the shortcut",
                 "ferry_noguard": "ferry without the anti-spoofing check",
-                "ferry_ctfast": "ferry with bench/bpf/ctfast.c (an experiment)",
                 "ferry_again": "ferry again, in a variant's slot (a control)",
                 **{k: self.tools[k].name for k, _ in peers}}
         self.md.append(f"### Data plane, routed: {rounds} rounds (after a warm-up), the same runs\n")
@@ -597,12 +576,6 @@ class Bench:
                 cells.insert(1, ahead([x / y for x, y in zip(a["gbps"], b["gbps"])]))
                 self.md.append(f"| {'out (masquerade)' if p == 'masq' else 'in (DNAT)'} | {name[k]} | "
                                + " | ".join(cells) + " |")
-        if "ferry_ctfast" in variants:
-            for k, _ in peers:
-                a, b = res[("ferry_ctfast", "dnat")], res[(k, "dnat")]
-                r = [x / y for x, y in zip(a["gbps"], b["gbps"])]
-                self.md.append(f"| in (DNAT), {name['ferry_ctfast']} | ÷ {name[k]} | "
-                               f"{fmt(stats(r), digits=3)} | {ahead(r)} | | | | |")
         self.md.append("")
 
     def dns(self):

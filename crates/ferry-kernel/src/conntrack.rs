@@ -8,8 +8,8 @@
 //! comes back to the host's path (the fast path let go of it), a strict entry takes its
 //! next packets for out-of-window ones and the flow is reset. Marked liberal, it is not,
 //! while the namespace's `nf_conntrack_tcp_be_liberal` stays as the host has it
-//! (docs/PERFORMANCE.md, "a conntrack fast path"; measured there with the same message
-//! from bench/bpf/ctliberal.py).
+//! (docs/PERFORMANCE.md, "a conntrack fast path"; measured there with the same message,
+//! sent by a script since removed).
 //!
 //! The marking is an `IPCTNL_MSG_CT_NEW` without `NLM_F_CREATE`, that is an update of the
 //! entry the original tuple names, carrying `CTA_PROTOINFO_TCP_FLAGS_ORIGINAL` and
