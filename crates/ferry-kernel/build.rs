@@ -9,6 +9,7 @@ use std::process::Command;
 fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo:rerun-if-changed=bpf/conntrack.h");
+    println!("cargo:rerun-if-changed=bpf/ct_kfuncs.h");
     compile("bpf/shortcut.c", &out.join("shortcut.o"), &[]);
     compile(
         "bpf/shortcut.c",

@@ -97,26 +97,13 @@ struct nf_conn {
     union nf_conntrack_proto proto;
 } __attribute__((preserve_access_index));
 
-struct bpf_ct_opts {
-    __s32 netns_id;
-    __s32 error;
-    __u8 l4proto;
-    __u8 dir;
-    __u16 ct_zone_id;
-    __u8 ct_zone_dir;
-    __u8 reserved[3];
-};
-
 #include <linux/in.h>
 #include <linux/tcp.h>
 
 #undef __always_inline
 #define __always_inline inline __attribute__((always_inline))
-#define __ksym __attribute__((section(".ksyms")))
-extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *, struct bpf_sock_tuple *, __u32,
-                                         struct bpf_ct_opts *, __u32) __ksym;
-extern void bpf_ct_release(struct nf_conn *) __ksym;
-extern void bpf_ct_change_timeout(struct nf_conn *, __u32) __ksym;
+
+#include "ct_kfuncs.h"
 
 static long (*fib_lookup)(void *, struct bpf_fib_lookup *, int, __u32) = (void *)BPF_FUNC_fib_lookup;
 static long (*check_mtu)(struct __sk_buff *, __u32, __u32 *, __s32, __u64) =

@@ -6,26 +6,13 @@
 #include <linux/pkt_cls.h>
 
 #define SEC(n) __attribute__((section(n), used))
-#define __ksym __attribute__((section(".ksyms")))
 
 // The kernel's own types, as much of them as this reads; CO-RE finds the rest.
 struct nf_conn {
     __u32 mark;
 } __attribute__((preserve_access_index));
 
-struct bpf_ct_opts {
-    __s32 netns_id;
-    __s32 error;
-    __u8 l4proto;
-    __u8 dir;
-    __u16 ct_zone_id;
-    __u8 ct_zone_dir;
-    __u8 reserved[3];
-};
-
-extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *, struct bpf_sock_tuple *, __u32,
-                                         struct bpf_ct_opts *, __u32) __ksym;
-extern void bpf_ct_release(struct nf_conn *) __ksym;
+#include "ct_kfuncs.h"
 
 SEC("classifier") int probe(struct __sk_buff *skb) {
     struct bpf_sock_tuple t = {};
