@@ -186,22 +186,22 @@ impl Shortcut {
     /// privileges to load it.
     pub fn load(routed: bool) -> Result<Shortcut, KernelError> {
         let with_conntrack = match routed {
-            true => routed::load(),
-            false => Err(failed("load", "the conntrack fast path", "not asked for")),
+            true => routed::load()
+                .inspect_err(|e| tracing::info!("shortcut: routed flows take the host's path: {e}"))
+                .ok(),
+            false => None,
         };
-        let (mut ebpf, with_routed) = match with_conntrack {
-            Ok(ebpf) => (ebpf, true),
-            Err(e) => {
-                tracing::info!("shortcut: routed flows take the host's path: {e}");
+        let (mut ebpf, routed) = match with_conntrack {
+            Some(mut ebpf) => {
+                let routed = routed::Routed::start(&mut ebpf)?;
+                (ebpf, Some(routed))
+            }
+            None => {
                 let mut ebpf = Ebpf::load(OBJECT)
                     .map_err(|e| failed("load", "the shortcut's BPF object", e))?;
                 links::load(&mut ebpf, &links::ALL)?;
-                (ebpf, false)
+                (ebpf, None)
             }
-        };
-        let routed = match with_routed {
-            true => Some(routed::Routed::start(&mut ebpf)?),
-            false => None,
         };
         let map = |ebpf: &mut Ebpf, name: &'static str| {
             ebpf.take_map(name)
@@ -224,11 +224,6 @@ impl Shortcut {
             bridges: HashMap::new(),
             routed,
         })
-    }
-
-    /// Whether routed flows are carried (the conntrack fast path loaded).
-    pub fn carries_routed(&self) -> bool {
-        self.routed.is_some()
     }
 
     /// The conntrack fast path's program on every uplink: each link with an IPv4 address

@@ -122,12 +122,26 @@ impl Shortcut {
     /// carried from the next). Nothing can fail: without it, routed flows take the
     /// host's path.
     pub(crate) fn uplinks<K: KernelOps>(&self, k: &K, st: &State) {
-        if self.mode != Mode::On || self.inner().applied.is_empty() {
-            return;
+        if self.wants_uplinks() {
+            set_uplinks(k, &program_links(st));
         }
-        if let Err(e) = k.shortcut_uplinks(&program_links(st)) {
-            tracing::debug!("shortcut: uplinks: {e}");
+    }
+
+    /// [`Shortcut::uplinks`] for the periodic check: the state held only while ferry's
+    /// links are read, not while the kernel lists and hooks the uplinks.
+    pub(crate) async fn recheck_uplinks<K: KernelOps>(
+        &self,
+        k: &K,
+        state: &tokio::sync::Mutex<State>,
+    ) {
+        if self.wants_uplinks() {
+            let ferry_links = program_links(&*state.lock().await);
+            set_uplinks(k, &ferry_links);
         }
+    }
+
+    fn wants_uplinks(&self) -> bool {
+        self.mode == Mode::On && !self.inner().applied.is_empty()
     }
 
     /// Everything again from `st` (ferryd's start, `system reconcile`): the kernel holds
@@ -274,6 +288,12 @@ impl Inner {
         if !want.is_empty() {
             self.applied.insert(src, want);
         }
+    }
+}
+
+fn set_uplinks<K: KernelOps>(k: &K, ferry_links: &[String]) {
+    if let Err(e) = k.shortcut_uplinks(ferry_links) {
+        tracing::debug!("shortcut: uplinks: {e}");
     }
 }
 

@@ -67,7 +67,8 @@ impl<K: KernelOps> Daemon<K> {
         self.shortcut.retry(&self.kernel);
         self.shortcut.retry_tunnels(&self.kernel);
         self.shortcut
-            .uplinks(&self.kernel, &*self.state.lock().await);
+            .recheck_uplinks(&self.kernel, &self.state)
+            .await;
         self.shortcut.follow_user_chain(&self.kernel).await;
     }
 }
