@@ -1055,10 +1055,13 @@ fn a_vxlan_device_deleted_by_hand_comes_back_with_its_entries() -> Result<()> {
 }
 
 /// The tunnel's UDP port, or the overlay's VNI on it, held by another VXLAN device on a
-/// host: a device with the same VNI (the cluster's first overlay gets 4096), then one
-/// that cannot share the port (an external one, as a BPF data path makes). Each create is
-/// refused with an error that names the device and the way out (`--vxlan-port`); once the
-/// devices are gone, the overlays come up on that host and carry traffic (the control).
+/// host: first a device that cannot share the port (an external one, as a BPF data path
+/// makes), then one with the next overlay's VNI (the cluster's first overlay gets 4096,
+/// its second 4097). Each create is refused with an error that names the device and the
+/// way out (`--vxlan-port`); once the devices are gone, the overlays come up on that host
+/// and carry traffic (the control). In this order ferryd's own retry does not race the
+/// test: once the external device is gone, ferryd may bring the first overlay's device up
+/// on the port at any moment, and a device with another VNI shares the port with it.
 #[test]
 fn a_tunnel_port_held_by_another_device_is_named_and_the_overlay_comes_up_once_free() -> Result<()>
 {
@@ -1069,15 +1072,15 @@ fn a_tunnel_port_held_by_another_device_is_named_and_the_overlay_comes_up_once_f
     let squats: [(&str, &str, &str, &str); 2] = [
         (
             "ov",
-            "id",
-            "4096",
-            "VNI 4096 on UDP port 4789 is held by VXLAN device squat",
-        ),
-        (
-            "ov2",
             "external",
             "",
             "UDP port 4789 is held by VXLAN device squat",
+        ),
+        (
+            "ov2",
+            "id",
+            "4097",
+            "VNI 4097 on UDP port 4789 is held by VXLAN device squat",
         ),
     ];
     for (net, kind, value, expected) in squats {
