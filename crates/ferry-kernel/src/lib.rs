@@ -19,6 +19,7 @@ pub mod nft_watch;
 pub mod ops;
 pub mod process;
 pub mod reaper;
+pub mod rtnl;
 pub mod shortcut;
 pub mod sysctl;
 

@@ -177,7 +177,7 @@ pub async fn netlink_in(path: &Path) -> Result<rtnetlink::Handle, KernelError> {
         setns(f.as_fd(), CloneFlags::CLONE_NEWNET)
             .map_err(|e| KernelError::sys("enter netns", &shown, e))?;
         let _guard = rt.enter();
-        let (conn, handle, _) = rtnetlink::new_connection()
+        let (conn, handle) = crate::rtnl::connect()
             .map_err(|e| KernelError::io("open netlink socket in", &shown, e))?;
         Ok((conn, handle))
     })

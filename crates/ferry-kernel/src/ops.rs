@@ -250,8 +250,8 @@ enum ShortcutSlot {
 impl Netlink {
     /// Must be called inside a tokio runtime, on a thread in the namespace to manage.
     pub fn new() -> Result<Self, KernelError> {
-        let (conn, handle, _) = rtnetlink::new_connection()
-            .map_err(|e| KernelError::io("open", "netlink socket", e))?;
+        let (conn, handle) =
+            crate::rtnl::connect().map_err(|e| KernelError::io("open", "netlink socket", e))?;
         tokio::spawn(conn);
         let reaper = Reaper::start();
         if reaper.is_none() {

@@ -60,8 +60,8 @@ impl Reaper {
                     }
                 };
                 rt.block_on(async move {
-                    let handle = match rtnetlink::new_connection() {
-                        Ok((conn, handle, _)) => {
+                    let handle = match crate::rtnl::connect() {
+                        Ok((conn, handle)) => {
                             tokio::spawn(conn);
                             handle
                         }
