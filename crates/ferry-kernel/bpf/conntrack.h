@@ -22,6 +22,10 @@
 // way round: out by `carry_out` (the source becomes the masquerade's address and port),
 // their replies in by `ferry_inbound` (the destination back to the sandbox's).
 //
+// `ferry_inbound` sees every segment the host receives on an uplink, the host's own
+// traffic too; it looks up conntrack only for a flow `carry_out` has carried the other
+// way (`inbound`, a hint): a sandbox answers every flow in, and every flow out is its own.
+//
 // A segment is taken only when the host would have done the same with it:
 //
 //   - the gate is open (no rule in ferry's `user` chain, which would see every packet);
@@ -161,6 +165,20 @@ struct {
 } named SEC(".maps");
 
 #define RENAME_NS 1000000000ull
+
+// The flows `ferry_inbound` looks for, by the tuple their segments have entering by an
+// uplink (the far end's address and port, then the host's), put here by `carry_out` when
+// it carries the flow's other direction. A hint, not a verdict: ferry_inbound still reads
+// the entry and checks all of the above. So the host's own TCP traffic on the uplinks,
+// which is not here, costs one hash lookup instead of a conntrack lookup; a flow whose
+// hint was pushed out (least recently used first) takes the host's path until its
+// sandbox sends again.
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 65536);
+    __type(key, struct flow_key);
+    __type(value, __u8);
+} inbound SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -319,6 +337,15 @@ static __always_inline int rewrite(struct __sk_buff *skb, struct iphdr *ip, stru
     return store_bytes(skb, 0, macs, sizeof(macs), 0) ? -1 : 0;
 }
 
+// Tells `ferry_inbound` to look for the other direction of the flow whose segment a
+// sandbox sends, translated by `n`: from where it goes, to what it comes from after NAT.
+static __always_inline void hint_inbound(struct iphdr *ip, struct tcphdr *tcp, struct nat *n) {
+    struct flow_key k = {ip->daddr, n->addr, tcp->dest, n->port};
+    __u8 one = 1;
+    if (!map_lookup(&inbound, &k))
+        map_update(&inbound, &k, &one, BPF_ANY);
+}
+
 // A segment in through an uplink (a published port's flow in, masquerade's reply): into
 // its sandbox, if the shortcut carries the endpoint the route leads to.
 SEC("classifier") int ferry_inbound(struct __sk_buff *skb) {
@@ -327,6 +354,9 @@ SEC("classifier") int ferry_inbound(struct __sk_buff *skb) {
     struct nat n;
     struct bpf_fib_lookup fib = {};
     if (skb->pkt_type != PACKET_HOST || !open() || !(tcp = segment(skb, &ip)))
+        return TC_ACT_UNSPEC;
+    struct flow_key hint = {ip->saddr, ip->daddr, tcp->source, tcp->dest};
+    if (!map_lookup(&inbound, &hint))
         return TC_ACT_UNSPEC;
     if (!translation(skb, ip, tcp, &n) || !n.to_dst ||
         !route(skb, skb->ifindex, ip->saddr, n.addr, &fib))
@@ -354,6 +384,7 @@ static __always_inline int carry_out(struct __sk_buff *skb, struct source *src) 
     struct bpf_fib_lookup fib = {};
     if (!(tcp = segment(skb, &ip)) || !translation(skb, ip, tcp, &n) || n.to_dst)
         return -1;
+    hint_inbound(ip, tcp, &n);
     if (!route(skb, src->bridge, n.addr, ip->daddr, &fib) || !fits(skb, fib.ifindex))
         return -1;
     if (rewrite(skb, ip, tcp, &n, fib.dmac, fib.smac))
