@@ -23,8 +23,9 @@
 // their replies in by `ferry_inbound` (the destination back to the sandbox's).
 //
 // `ferry_inbound` sees every segment the host receives on an uplink, the host's own
-// traffic too; it looks up conntrack only for a flow `carry_out` has carried the other
-// way (`inbound`, a hint): a sandbox answers every flow in, and every flow out is its own.
+// traffic too; it looks up conntrack only for a flow whose other direction `carry_out`
+// found carriable (`inbound`, a hint): a sandbox answers every flow in, and every flow
+// out is its own.
 //
 // A segment is taken only when the host would have done the same with it:
 //
@@ -168,11 +169,11 @@ struct {
 
 // The flows `ferry_inbound` looks for, by the tuple their segments have entering by an
 // uplink (the far end's address and port, then the host's), put here by `carry_out` when
-// it carries the flow's other direction. A hint, not a verdict: ferry_inbound still reads
-// the entry and checks all of the above. So the host's own TCP traffic on the uplinks,
-// which is not here, costs one hash lookup instead of a conntrack lookup; a flow whose
-// hint was pushed out (least recently used first) takes the host's path until its
-// sandbox sends again.
+// the flow's other direction is carriable (before its route is looked up). A hint, not a
+// verdict: ferry_inbound still reads the entry and checks all of the above. So the host's
+// own TCP traffic on the uplinks, which is not here, costs one hash lookup instead of a
+// conntrack lookup; a flow whose hint was pushed out (least recently used first) takes
+// the host's path until its sandbox sends again.
 struct {
     __uint(type, BPF_MAP_TYPE_LRU_HASH);
     __uint(max_entries, 65536);
